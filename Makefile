@@ -1,0 +1,34 @@
+# Every target creates .venv on first use and installs what it needs: `make demo` and `make test`
+# work on a fresh clone with nothing but python3.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[emulator,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/claude-relay demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x -p no:randomly tests/unit_tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check langchain_claude_relay tests
+	$(VENV)/bin/ruff format --check langchain_claude_relay tests
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/claude-relay bench --json benchmarks/results.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,279 @@
+"""The package's exceptions: one root, a flat tree, every relay failure typed.
+
+::
+
+    ClaudeRelayError
+    ├── RequestValidationError (also ValueError)  bad user input, raised before any network call
+    ├── APIConnectionError                        the relay could not be reached
+    │   └── APITimeoutError
+    ├── APIResponseError                          the relay answered something that is not a valid
+    │                                             response (HTML page, empty body, no choices,
+    │                                             garbage usage, broken or cut SSE stream)
+    └── APIStatusError                            the relay answered an HTTP error status
+        ├── BadRequestError          400 (Anthropic's cache errors explained in plain words)
+        ├── AuthenticationError      401
+        ├── PermissionDeniedError    403
+        ├── NotFoundError            404
+        ├── ConflictError            409
+        ├── RequestTooLargeError     413
+        ├── UnprocessableEntityError 422
+        ├── RateLimitError           429
+        ├── InternalServerError      5xx
+        └── OverloadedError          529
+
+Every error carries a short excerpt of the body (at most ``BODY_EXCERPT_CHARS`` characters),
+never the API key: messages are scrubbed of anything that looks like a key before they are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "BODY_EXCERPT_CHARS",
+    "ClaudeRelayError",
+    "RequestValidationError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "APIResponseError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "RequestTooLargeError",
+    "UnprocessableEntityError",
+    "RateLimitError",
+    "InternalServerError",
+    "OverloadedError",
+    "status_error_class",
+    "make_status_error",
+    "excerpt",
+    "redact",
+]
+
+BODY_EXCERPT_CHARS = 300
+
+_KEY_PATTERN = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9._\-]{6,}|(?i:x-api-key)\s*[:=]\s*\S+)"
+)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Replace anything that looks like an API key, and the given secrets, by ``***``.
+
+    >>> redact("bad key sk-abcdef123456 given")
+    'bad key *** given'
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub("***", text)
+
+
+def excerpt(body: Any, limit: int = BODY_EXCERPT_CHARS) -> str:
+    """A short, single-line, redacted excerpt of a response body for error messages."""
+    if body is None:
+        return ""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    text = " ".join(str(body).split())
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ClaudeRelayError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class RequestValidationError(ClaudeRelayError, ValueError):
+    """The user's request is invalid; raised before anything is sent. The message says the fix."""
+
+
+class APIConnectionError(ClaudeRelayError):
+    """The relay could not be reached (refused, reset, DNS, TLS)."""
+
+    def __init__(self, message: str = "Connection error.") -> None:
+        super().__init__(redact(message))
+
+
+class APITimeoutError(APIConnectionError):
+    """The relay did not answer within the timeout."""
+
+    def __init__(self, message: str = "Request timed out.") -> None:
+        super().__init__(message)
+
+
+class APIResponseError(ClaudeRelayError):
+    """The relay answered, but not with a valid response (malformed body, broken stream).
+
+    Attributes:
+        status_code: the HTTP status of the answer (200 for a malformed success body).
+        body_excerpt: at most ``BODY_EXCERPT_CHARS`` characters of the body, redacted.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: Any = None) -> None:
+        self.status_code = status_code
+        self.body_excerpt = excerpt(body)
+        detail = f" (status {status_code})" if status_code is not None else ""
+        tail = f": {self.body_excerpt}" if self.body_excerpt else ""
+        super().__init__(redact(f"{message}{detail}{tail}"))
+
+
+class APIStatusError(ClaudeRelayError):
+    """The relay answered with an HTTP error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        body_excerpt: at most ``BODY_EXCERPT_CHARS`` characters of the body, redacted.
+        request_id: the relay's request id header, if any.
+        retry_after: seconds the relay asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.body_excerpt = excerpt(body)
+        self.request_id = request_id
+        self.retry_after = retry_after
+        tail = f": {self.body_excerpt}" if self.body_excerpt else ""
+        super().__init__(redact(f"{message} (status {status_code}){tail}"))
+
+
+class BadRequestError(APIStatusError):
+    """400: the relay or Claude rejected the request."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(APIStatusError):
+    """404: wrong ``base_url`` path or a model id the relay does not know."""
+
+
+class ConflictError(APIStatusError):
+    """409: a conflicting concurrent request (retried)."""
+
+
+class RequestTooLargeError(APIStatusError):
+    """413: the request body is larger than the relay accepts."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the relay could not process the request body."""
+
+
+class RateLimitError(APIStatusError):
+    """429: a rate limit was hit (retried after ``retry-after``)."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the relay or upstream failed (retried)."""
+
+
+class OverloadedError(InternalServerError):
+    """529: Claude is overloaded (retried)."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    529: OverloadedError,
+}
+
+_STATUS_HINTS: dict[int, str] = {
+    401: "check the API key (CLAUDE_RELAY_API_KEY or api_key=)",
+    403: "the key may not use this model or endpoint",
+    404: "check base_url (it usually ends in /v1) and the model id the relay expects",
+    413: "the request is too large for the relay; shorten the prompt or the images",
+    429: "rate limited; the request was retried up to max_retries",
+    529: "Claude is overloaded; the request was retried up to max_retries",
+}
+
+# Anthropic's 400 messages about caching, and what they mean in plain words.
+_CACHE_ERROR_EXPLANATIONS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"cache_control.*(more than|maximum of|at most)\s*4|4 blocks? with cache_control", re.I),
+        "more than 4 cache_control markers in one request: Claude allows at most 4 (the relay "
+        "may have added its own); remove markers or let the planner place them (cache='auto')",
+    ),
+    (
+        re.compile(r"ttl.*(order|must not come after|longer|1h.*5m)", re.I),
+        "a 1h cache marker comes after a 5m one: every 1h marker must come before every 5m "
+        "marker in prefix order (tools, system, messages)",
+    ),
+    (
+        re.compile(r"cache_control.*(thinking|empty)", re.I),
+        "a cache marker sits on a thinking block or an empty text block, which cannot carry one",
+    ),
+)
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The error class for an HTTP status (any 5xx other than 529 is ``InternalServerError``)."""
+    if status_code in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status_code]
+    if status_code >= 500:
+        return InternalServerError
+    return APIStatusError
+
+
+def explain_status(status_code: int, body_text: str) -> str:
+    """A plain-words explanation for a status, with Anthropic's cache errors spelled out."""
+    if status_code == 400:
+        for pattern, explanation in _CACHE_ERROR_EXPLANATIONS:
+            if pattern.search(body_text):
+                return f"Bad request: {explanation}"
+        return "Bad request: the relay rejected the request"
+    hint = _STATUS_HINTS.get(status_code)
+    name = status_error_class(status_code).__name__
+    return f"{name}: {hint}" if hint else f"{name}: the relay answered an error"
+
+
+def make_status_error(
+    status_code: int,
+    body: Any,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """Build the typed error for an HTTP error answer.
+
+    Args:
+        status_code: the HTTP status.
+        body: the body (text, bytes or parsed JSON).
+        request_id: the relay's request id header, if any.
+        retry_after: seconds the relay asked to wait, if any.
+
+    Returns:
+        An instance of the class ``status_error_class(status_code)``.
+    """
+    text = excerpt(body, limit=2000)
+    cls = status_error_class(status_code)
+    return cls(
+        explain_status(status_code, text),
+        status_code=status_code,
+        body=body,
+        request_id=request_id,
+        retry_after=retry_after,
+    )

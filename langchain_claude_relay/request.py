@@ -1,0 +1,342 @@
+"""The provider-neutral request: tools, system blocks and message blocks, in Claude's prefix order.
+
+Everything that plans, renders or bills works on this model, never on LangChain messages or on a
+wire format. Blocks use Claude's shapes (``text``, ``image``, ``document``, ``tool_use``,
+``tool_result``, ``thinking``, ``redacted_thinking``) with their type-specific fields in
+``Block.data``:
+
+=====================  ==========================================================================
+type                   data
+=====================  ==========================================================================
+``text``               ``{"text": str}``
+``image``              ``{"source": {"type": "base64", "media_type", "data"} | {"type": "url", "url"}}``
+``document``           ``{"source": {...}, "title"?: str}``
+``tool_use``           ``{"id": str, "name": str, "input": dict}``
+``tool_result``        ``{"tool_use_id": str, "content": str | list[dict], "is_error"?: bool}``
+``thinking``           ``{"thinking": str, "signature": str}``
+``redacted_thinking``  ``{"data": str}``
+=====================  ==========================================================================
+
+Each block has a content hash over canonical JSON (sorted keys, no whitespace) that ignores its
+cache marker, so that key order in a tool schema or tool-call arguments never looks like a change.
+``prefix_hashes()`` chains those hashes in prefix order; ``tool_choice``, thinking settings and the
+presence of images enter the chain where the messages part begins, because a change in them
+invalidates the messages part only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Literal, NamedTuple, get_args
+
+__all__ = [
+    "BlockType",
+    "CacheTTL",
+    "Section",
+    "CacheControl",
+    "Block",
+    "Message",
+    "Tool",
+    "Position",
+    "FlatBlock",
+    "ClaudeRequest",
+    "canonical_json",
+    "content_hash",
+]
+
+CacheTTL = Literal["5m", "1h"]
+Section = Literal["tools", "system", "messages"]
+BlockType = Literal[
+    "text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"
+]
+BLOCK_TYPES: frozenset[str] = frozenset(get_args(BlockType))
+UNMARKABLE_TYPES: frozenset[str] = frozenset({"thinking", "redacted_thinking"})
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values always give equal text.
+
+    >>> canonical_json({"b": 1, "a": [1, {"d": 2, "c": 3}]})
+    '{"a":[1,{"c":3,"d":2}],"b":1}'
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(value: Any) -> str:
+    """A short stable hash (SHA-256, 32 hex digits) of ``canonical_json(value)``."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CacheControl:
+    """A ``cache_control`` marker.
+
+    Attributes:
+        ttl: ``"5m"`` (the default, also for a marker written without ``ttl``) or ``"1h"``.
+        explicit_ttl: whether ``ttl`` was written out; a marker is rendered back as it came.
+    """
+
+    ttl: CacheTTL = "5m"
+    explicit_ttl: bool = True
+
+    @classmethod
+    def parse(cls, raw: Any) -> CacheControl:
+        """Read a wire marker such as ``{"type": "ephemeral", "ttl": "1h"}``.
+
+        Raises:
+            ValueError: if it is not an ephemeral marker with a ``ttl`` of ``"5m"`` or ``"1h"``.
+        """
+        if isinstance(raw, CacheControl):
+            return raw
+        if not isinstance(raw, Mapping) or raw.get("type") != "ephemeral":
+            msg = (
+                f"invalid cache_control {raw!r}: expected {{'type': 'ephemeral'}} or "
+                "{'type': 'ephemeral', 'ttl': '1h'}"
+            )
+            raise ValueError(msg)
+        ttl = raw.get("ttl")
+        if ttl is None:
+            return cls("5m", explicit_ttl=False)
+        if ttl not in ("5m", "1h"):
+            msg = f"invalid cache_control ttl {ttl!r}: Claude accepts only '5m' and '1h'"
+            raise ValueError(msg)
+        return cls(ttl, explicit_ttl=True)
+
+    def to_wire(self) -> dict[str, str]:
+        """The wire form: ``{"type": "ephemeral"}`` plus ``ttl`` when it was explicit or is 1h."""
+        if self.explicit_ttl or self.ttl == "1h":
+            return {"type": "ephemeral", "ttl": self.ttl}
+        return {"type": "ephemeral"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One content block (see the module docstring for ``data`` by ``type``)."""
+
+    type: BlockType
+    data: Mapping[str, Any]
+    cache_control: CacheControl | None = None
+
+    @cached_property
+    def hash(self) -> str:
+        """Content hash of type and data; the cache marker is not part of the content."""
+        return content_hash({"type": self.type, **self.data})
+
+    @property
+    def markable(self) -> bool:
+        """Whether Claude accepts a ``cache_control`` marker on this block."""
+        if self.type in UNMARKABLE_TYPES:
+            return False
+        return not (self.type == "text" and not self.data.get("text"))
+
+    def text_for_tokens(self) -> str:
+        """The text a tokenizer should see for this block (JSON for structured parts)."""
+        if self.type == "text":
+            return str(self.data.get("text", ""))
+        if self.type == "thinking":
+            return str(self.data.get("thinking", ""))
+        if self.type == "tool_use":
+            return f"{self.data.get('name', '')} {canonical_json(self.data.get('input', {}))}"
+        if self.type == "tool_result":
+            content = self.data.get("content", "")
+            if isinstance(content, str):
+                return content
+            return "\n".join(
+                str(part.get("text", "")) if isinstance(part, Mapping) else str(part)
+                for part in content
+            )
+        return ""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A user or assistant turn (tool results travel in user turns, as in Claude's API)."""
+
+    role: Literal["user", "assistant"]
+    content: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool definition; ``parameters`` is its JSON schema (Claude's ``input_schema``)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    cache_control: CacheControl | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def hash(self) -> str:
+        """Content hash over canonical JSON, so schema key order cannot look like a change."""
+        return content_hash(
+            {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+                **self.extra,
+            }
+        )
+
+    def text_for_tokens(self) -> str:
+        """The schema as a tokenizer should see it."""
+        return f"{self.name} {self.description} {canonical_json(self.parameters)}"
+
+
+class Position(NamedTuple):
+    """Where a block sits: ``("tools", i, 0)``, ``("system", i, 0)`` or ``("messages", m, j)``."""
+
+    section: Section
+    index: int
+    part: int = 0
+
+    def __str__(self) -> str:
+        if self.section == "messages":
+            return f"messages[{self.index}].content[{self.part}]"
+        return f"{self.section}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class FlatBlock:
+    """A block (or tool) seen in prefix order, with what planning needs to know about it."""
+
+    position: Position
+    kind: str  # "tool" or a BlockType
+    role: str  # "tool", "system", "user" or "assistant"
+    hash: str
+    cache_control: CacheControl | None
+    markable: bool
+    text: str  # for token estimation; never stored
+
+
+@dataclass(frozen=True)
+class ClaudeRequest:
+    """A Claude request in prefix order: tools, then system, then messages.
+
+    Attributes:
+        model: the model id as the relay spells it.
+        tools: tool definitions.
+        system: system text blocks (several system messages, merged in order).
+        messages: user and assistant turns.
+        tool_choice: the tool choice, wire-neutral (``"auto"``, ``"any"``, ``"none"``, or a name).
+        thinking: extended-thinking settings as given (``{"type": "adaptive"}`` or
+            ``{"type": "enabled", "budget_tokens": N}``).
+    """
+
+    model: str
+    tools: tuple[Tool, ...] = ()
+    system: tuple[Block, ...] = ()
+    messages: tuple[Message, ...] = ()
+    tool_choice: Any = None
+    thinking: Mapping[str, Any] | None = None
+
+    def flat_blocks(self) -> tuple[FlatBlock, ...]:
+        """Every tool and block in prefix order (memoized on the instance)."""
+        cached: tuple[FlatBlock, ...] | None = self.__dict__.get("_flat")
+        if cached is None:
+            cached = tuple(self._iter_flat())
+            object.__setattr__(self, "_flat", cached)
+        return cached
+
+    def _iter_flat(self) -> Iterator[FlatBlock]:
+        for i, tool in enumerate(self.tools):
+            yield FlatBlock(
+                Position("tools", i), "tool", "tool", tool.hash, tool.cache_control, True,
+                tool.text_for_tokens(),
+            )  # fmt: skip
+        for i, block in enumerate(self.system):
+            yield FlatBlock(
+                Position("system", i), block.type, "system", block.hash, block.cache_control,
+                block.markable, block.text_for_tokens(),
+            )  # fmt: skip
+        for m, message in enumerate(self.messages):
+            for j, block in enumerate(message.content):
+                yield FlatBlock(
+                    Position("messages", m, j), block.type, message.role, block.hash,
+                    block.cache_control, block.markable, block.text_for_tokens(),
+                )  # fmt: skip
+
+    def messages_context_hash(self) -> str:
+        """What invalidates the messages part without being a block: tool choice, thinking, images."""
+        has_images = any(
+            block.type == "image" for message in self.messages for block in message.content
+        )
+        return content_hash(
+            {"tool_choice": self.tool_choice, "thinking": self.thinking, "images": has_images}
+        )
+
+    def prefix_hashes(self) -> tuple[str, ...]:
+        """For each flat block, a hash of the whole prefix up to and including it.
+
+        Two requests share a cache entry at block ``i`` exactly when their ``prefix_hashes()[i]``
+        are equal (and the model is the same). Memoized on the instance.
+        """
+        cached: tuple[str, ...] | None = self.__dict__.get("_prefix_hashes")
+        if cached is not None:
+            return cached
+        out: list[str] = []
+        running = hashlib.sha256(b"claude-prefix-v1")
+        context_added = False
+        for flat in self.flat_blocks():
+            if flat.position.section == "messages" and not context_added:
+                running.update(self.messages_context_hash().encode())
+                context_added = True
+            running.update(flat.hash.encode())
+            out.append(running.copy().hexdigest()[:32])
+        result = tuple(out)
+        object.__setattr__(self, "_prefix_hashes", result)
+        return result
+
+    def markers(self) -> dict[Position, CacheControl]:
+        """The cache markers present in the request, by position, in prefix order."""
+        return {f.position: f.cache_control for f in self.flat_blocks() if f.cache_control}
+
+    def with_markers(self, markers: Mapping[Position, CacheControl | None]) -> ClaudeRequest:
+        """A copy with ``cache_control`` set (or removed, for ``None``) at the given positions.
+
+        Args:
+            markers: position -> marker; positions not named keep what they have.
+
+        Returns:
+            A new request; this one is not modified.
+
+        Raises:
+            ValueError: if a position does not exist or names a block that cannot carry a marker.
+        """
+        tools = list(self.tools)
+        system = list(self.system)
+        messages = [list(m.content) for m in self.messages]
+        for pos, marker in markers.items():
+            try:
+                if pos.section == "tools":
+                    tools[pos.index] = replace(tools[pos.index], cache_control=marker)
+                    continue
+                block = system[pos.index] if pos.section == "system" else messages[pos.index][pos.part]
+            except IndexError:
+                msg = f"no block at {pos}: cannot place a cache marker there"
+                raise ValueError(msg) from None
+            if marker is not None and not block.markable:
+                msg = f"cannot place a cache marker on {pos}: {block.type} blocks and empty text cannot carry one"
+                raise ValueError(msg)
+            if pos.section == "system":
+                system[pos.index] = replace(block, cache_control=marker)
+            else:
+                messages[pos.index][pos.part] = replace(block, cache_control=marker)
+        return replace(
+            self,
+            tools=tuple(tools),
+            system=tuple(system),
+            messages=tuple(
+                replace(m, content=tuple(blocks)) for m, blocks in zip(self.messages, messages)
+            ),
+        )
+
+
+def blocks_of(messages: Sequence[Message]) -> Iterator[Block]:
+    """Every block of the given messages, in order."""
+    for message in messages:
+        yield from message.content
