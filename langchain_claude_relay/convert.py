@@ -1,0 +1,329 @@
+"""LangChain messages and tools -> the provider-neutral ``ClaudeRequest``.
+
+Accepts what LangChain users write: ``SystemMessage``/``HumanMessage``/``AIMessage``/
+``ToolMessage`` (or OpenAI-style role dicts, converted by LangChain), string or list content with
+OpenAI parts (``image_url``, ``file``), LangChain's standard blocks (``image``/``file`` with
+``url``, ``base64`` or ``source_type``) and Claude's own blocks (``image``/``document`` with a
+``source``, ``thinking``). ``cache_control`` placed by the user is kept where it was put: on a
+content part, on a message (``additional_kwargs["cache_control"]``, meaning its last part), on a
+tool (top level or inside ``"function"``) and on a tool result.
+
+Bad input raises :class:`~langchain_claude_relay.errors.RequestValidationError` with the message
+index and the fix, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Tool
+
+__all__ = ["MAX_IMAGE_BYTES", "to_claude_request", "convert_tools", "convert_tool"]
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+"""Claude rejects images larger than 5 MB (base64-decoded) in API requests."""
+
+_BASE64_PREFIX = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
+_IGNORED_AI_PART_TYPES = frozenset({"tool_use", "tool_call", "tool_call_chunk", "server_tool_call"})
+
+
+def _fail(where: str, problem: str) -> RequestValidationError:
+    return RequestValidationError(f"{where}: {problem}")
+
+
+def _marker(raw: Any, where: str) -> CacheControl | None:
+    if raw is None:
+        return None
+    try:
+        return CacheControl.parse(raw)
+    except ValueError as exc:
+        raise _fail(where, str(exc)) from None
+
+
+def _data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,XXXX`` -> (media type, data)."""
+    if not url.startswith("data:"):
+        return None
+    header, _, data = url.partition(",")
+    media_type = header[5:].split(";", 1)[0] or "application/octet-stream"
+    return media_type, data
+
+
+def _check_base64_size(data: str, where: str) -> None:
+    size = len(data) * 3 // 4
+    if size > MAX_IMAGE_BYTES:
+        raise _fail(
+            where,
+            f"image of about {size / 1e6:.1f} MB is over Claude's 5 MB limit; resize or "
+            "compress it, or pass a URL",
+        )
+    if not _BASE64_PREFIX.match(data[:256]):
+        raise _fail(where, "image data is not valid base64")
+
+
+def _source(kind: str, part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The Claude ``source`` of an image or file part in any of the accepted spellings."""
+    if isinstance(part.get("source"), Mapping):  # Claude's own shape
+        source = dict(part["source"])
+        if source.get("type") == "base64":
+            _check_base64_size(str(source.get("data", "")), where)
+        return source
+    url: Any = None
+    if kind == "image_url":
+        image_url = part.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
+    elif kind == "file" and isinstance(part.get("file"), Mapping):
+        url = part["file"].get("file_data") or part["file"].get("url")
+    source_type = part.get("source_type")
+    if url is None and (source_type == "url" or "url" in part):
+        url = part.get("url")
+    if url is None and (source_type == "base64" or "base64" in part or "data" in part):
+        data = part.get("base64") or part.get("data")
+        media_type = part.get("mime_type") or part.get("media_type")
+        if not isinstance(data, str) or not data:
+            raise _fail(where, f"{kind} part has no base64 data")
+        if not media_type:
+            raise _fail(where, f"base64 {kind} part needs a 'mime_type' such as 'image/png'")
+        _check_base64_size(data, where)
+        return {"type": "base64", "media_type": media_type, "data": data}
+    if not isinstance(url, str) or not url:
+        raise _fail(where, f"{kind} part has neither a URL nor base64 data")
+    decoded = _data_url(url)
+    if decoded is not None:
+        media_type, data = decoded
+        _check_base64_size(data, where)
+        return {"type": "base64", "media_type": media_type, "data": data}
+    return {"type": "url", "url": url}
+
+
+def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
+    """Convert a message's content (string or list of parts) to Claude blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Block("text", {"text": content})] if content else []
+    if not isinstance(content, Sequence):
+        raise _fail(where, f"content must be a string or a list of parts, not {type(content).__name__}")
+    blocks: list[Block] = []
+    for j, part in enumerate(content):
+        part_where = f"{where}, part {j}"
+        if isinstance(part, str):
+            if part:
+                blocks.append(Block("text", {"text": part}))
+            continue
+        if not isinstance(part, Mapping):
+            raise _fail(part_where, f"a content part must be a dict or a string, not {type(part).__name__}")
+        kind = part.get("type")
+        marker = _marker(part.get("cache_control"), part_where)
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _fail(part_where, "text part needs a string 'text'")
+            if not text and marker is not None:
+                raise _fail(part_where, "an empty text part cannot carry cache_control; mark a non-empty part")
+            if text:
+                blocks.append(Block("text", {"text": text}, marker))
+        elif kind in ("image_url", "image"):
+            blocks.append(Block("image", {"source": _source(str(kind), part, part_where)}, marker))
+        elif kind in ("file", "document"):
+            data: dict[str, Any] = {"source": _source(str(kind), part, part_where)}
+            file_info = part.get("file")
+            title = part.get("title") or (
+                file_info.get("filename") if isinstance(file_info, Mapping) else None
+            )
+            if title:
+                data["title"] = str(title)
+            blocks.append(Block("document", data, marker))
+        elif kind in ("thinking", "reasoning") and role == "assistant":
+            thought = part.get("thinking", part.get("reasoning", ""))
+            if marker is not None:
+                raise _fail(part_where, "thinking blocks cannot carry cache_control")
+            data = {"thinking": str(thought)}
+            if part.get("signature") is not None:
+                data["signature"] = str(part["signature"])
+            blocks.append(Block("thinking", data))
+        elif kind == "redacted_thinking" and role == "assistant":
+            blocks.append(Block("redacted_thinking", {"data": str(part.get("data", ""))}))
+        elif kind in _IGNORED_AI_PART_TYPES and role == "assistant":
+            continue  # tool calls are taken from AIMessage.tool_calls
+        else:
+            raise _fail(
+                part_where,
+                f"unsupported content part type {kind!r}; use 'text', 'image_url', 'image', "
+                "'file' or 'document' (and 'thinking' in assistant turns)",
+            )
+    return blocks
+
+
+def _with_message_marker(blocks: list[Block], raw: Any, where: str) -> list[Block]:
+    """A message-level marker means its last block."""
+    marker = _marker(raw, where)
+    if marker is None:
+        return blocks
+    if not blocks or not blocks[-1].markable:
+        raise _fail(where, "message-level cache_control needs a last block that can carry it")
+    last = blocks[-1]
+    blocks[-1] = Block(last.type, last.data, marker)
+    return blocks
+
+
+def _tool_result(message: ToolMessage, where: str) -> Block:
+    if not message.tool_call_id:
+        raise _fail(where, "ToolMessage needs the tool_call_id of the call it answers")
+    marker = _marker(message.additional_kwargs.get("cache_control"), where)
+    content: Any = message.content
+    if isinstance(content, list):
+        parts = _content_blocks(content, where, "user")
+        for part in parts:
+            if part.cache_control is not None:  # a marker inside moves to the parent tool_result
+                marker = part.cache_control
+        rendered: list[dict[str, Any]] = []
+        for part in parts:
+            rendered.append({"type": part.type, **part.data})
+        content = rendered
+    elif not isinstance(content, str):
+        raise _fail(where, "ToolMessage content must be a string or a list of parts")
+    data: dict[str, Any] = {"tool_use_id": message.tool_call_id, "content": content}
+    if getattr(message, "status", "success") == "error":
+        data["is_error"] = True
+    return Block("tool_result", data, marker)
+
+
+def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
+    blocks = _content_blocks(message.content, where, "assistant")
+    reasoning = message.additional_kwargs.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning and not any(b.type == "thinking" for b in blocks):
+        blocks.insert(0, Block("thinking", {"thinking": reasoning}))
+    for call in message.tool_calls:
+        if not call.get("id"):
+            raise _fail(where, f"tool call {call.get('name')!r} has no id")
+        blocks.append(Block("tool_use", {"id": call["id"], "name": call["name"], "input": dict(call["args"])}))
+    return _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
+
+
+def convert_tool(tool: Any, where: str = "tools") -> Tool:
+    """One tool (LangChain tool, pydantic model, function, or dict) -> ``Tool``.
+
+    Raises:
+        RequestValidationError: if the tool has no name or its schema is not a JSON object schema.
+    """
+    marker_raw: Any = None
+    if isinstance(tool, Mapping):
+        marker_raw = tool.get("cache_control")
+        if isinstance(tool.get("function"), Mapping):
+            marker_raw = marker_raw or tool["function"].get("cache_control")
+        if "input_schema" in tool and "name" in tool:  # Claude's own tool shape
+            tool = {"name": tool["name"], "description": tool.get("description", ""), "parameters": tool["input_schema"]}
+        elif "function" not in tool and "name" in tool and "parameters" in tool:
+            tool = {k: v for k, v in tool.items() if k != "cache_control"}
+        else:
+            tool = {k: v for k, v in tool.items() if k != "cache_control"}
+            if isinstance(tool.get("function"), Mapping):
+                tool["function"] = {k: v for k, v in tool["function"].items() if k != "cache_control"}
+    try:
+        spec = convert_to_openai_tool(tool)
+    except Exception as exc:
+        msg = f"{where}: cannot read this tool ({type(exc).__name__}: {exc}); pass a LangChain tool, a pydantic model, a typed function or an OpenAI tool dict"
+        raise RequestValidationError(msg) from None
+    function = spec.get("function", {})
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(where, "tool has no name")
+    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    if not isinstance(parameters, Mapping) or parameters.get("type", "object") != "object":
+        raise _fail(where, f"tool {name!r} parameters must be a JSON schema of type 'object'")
+    if "properties" in parameters and not isinstance(parameters["properties"], Mapping):
+        raise _fail(where, f"tool {name!r} schema 'properties' must be an object")
+    extra = {k: v for k, v in function.items() if k not in ("name", "description", "parameters")}
+    return Tool(name, str(function.get("description", "")), parameters, _marker(marker_raw, where), extra)
+
+
+def convert_tools(tools: Sequence[Any] | None) -> tuple[Tool, ...]:
+    """Every tool, in order (see :func:`convert_tool`)."""
+    return tuple(convert_tool(t, f"tools[{i}]") for i, t in enumerate(tools or ()))
+
+
+def to_claude_request(
+    messages: Sequence[Any] | Any,
+    *,
+    model: str,
+    tools: Sequence[Any] | None = None,
+    tool_choice: Any = None,
+    thinking: Mapping[str, Any] | None = None,
+) -> ClaudeRequest:
+    """Convert LangChain input to a ``ClaudeRequest`` without touching the input.
+
+    Args:
+        messages: LangChain messages, OpenAI-style role dicts, or anything LangChain's
+            ``convert_to_messages`` accepts (a string becomes one user turn).
+        model: the model id as the relay spells it.
+        tools: tools in any form LangChain's ``convert_to_openai_tool`` accepts (a
+            ``cache_control`` key on a tool dict is kept).
+        tool_choice: the tool choice as given (``"auto"``, ``"any"``, ``"none"``, a name).
+        thinking: extended-thinking settings.
+
+    Returns:
+        The request; system messages are merged, in order, into the system blocks.
+
+    Raises:
+        RequestValidationError: for input Claude cannot take, with where and how to fix it.
+    """
+    if isinstance(messages, str):
+        messages = [HumanMessage(content=messages)]
+    try:
+        lc_messages: list[BaseMessage] = convert_to_messages(messages)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        msg = f"messages: {exc}"
+        raise RequestValidationError(msg) from None
+    if not lc_messages:
+        msg = "messages is empty: pass at least one user message"
+        raise RequestValidationError(msg)
+    system: list[Block] = []
+    turns: list[Message] = []
+    for i, message in enumerate(lc_messages):
+        where = f"messages[{i}] ({message.type})"
+        if isinstance(message, SystemMessage) or (isinstance(message, ChatMessage) and message.role == "system"):
+            blocks = _content_blocks(message.content, where, "system")
+            blocks = _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
+            if any(b.type != "text" for b in blocks):
+                raise _fail(where, "system messages can hold only text")
+            system.extend(blocks)
+        elif isinstance(message, ToolMessage):
+            turns.append(Message("user", (_tool_result(message, where),)))
+        elif isinstance(message, AIMessage):
+            blocks = _ai_blocks(message, where)
+            if blocks:
+                turns.append(Message("assistant", tuple(blocks)))
+        elif isinstance(message, HumanMessage) or (isinstance(message, ChatMessage) and message.role == "user"):
+            blocks = _content_blocks(message.content, where, "user")
+            blocks = _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
+            if not blocks:
+                raise _fail(where, "user message has empty content; Claude needs non-empty text or an image")
+            turns.append(Message("user", tuple(blocks)))
+        else:
+            raise _fail(where, f"unsupported message type {type(message).__name__}")
+    if not turns:
+        msg = "messages hold only system text: add a user message"
+        raise RequestValidationError(msg)
+    return ClaudeRequest(
+        model=model,
+        tools=convert_tools(tools),
+        system=tuple(system),
+        messages=tuple(turns),
+        tool_choice=tool_choice,
+        thinking=dict(thinking) if thinking else None,
+    )

