@@ -286,8 +286,8 @@ def to_claude_request(
         messages = [HumanMessage(content=messages)]
     try:
         lc_messages: list[BaseMessage] = convert_to_messages(messages)
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        msg = f"messages: {exc}"
+    except Exception as exc:  # LangChain raises KeyError, TypeError, ValidationError...
+        msg = f"messages: cannot read them as chat messages ({type(exc).__name__}: {exc})"
         raise RequestValidationError(msg) from None
     if not lc_messages:
         msg = "messages is empty: pass at least one user message"

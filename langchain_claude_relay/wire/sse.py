@@ -66,6 +66,18 @@ def _decode(payload: str) -> Any:
     return value
 
 
+def _finish(decoder: SSEDecoder, require_done: bool) -> Iterator[Any]:
+    """At end of input: the pending event, then an error if ``[DONE]`` never came."""
+    payload = decoder.flush()
+    if payload is not None and payload.strip() == "[DONE]":
+        return
+    if payload is not None:
+        yield _decode(payload)
+    if require_done:
+        msg = "relay stream ended before its end ([DONE] never came): the stream was cut"
+        raise APIResponseError(msg, status_code=200)
+
+
 def iter_sse_json(lines: Iterable[str], *, require_done: bool = True) -> Iterator[Any]:
     """Decoded JSON payloads from SSE lines, up to ``[DONE]``.
 
@@ -87,14 +99,7 @@ def iter_sse_json(lines: Iterable[str], *, require_done: bool = True) -> Iterato
         if payload.strip() == "[DONE]":
             return
         yield _decode(payload)
-    payload = decoder.flush()
-    if payload is not None and payload.strip() == "[DONE]":
-        return
-    if payload is not None:
-        yield _decode(payload)
-    if require_done:
-        msg = "relay stream ended before its end ([DONE] never came): the stream was cut"
-        raise APIResponseError(msg, status_code=200)
+    yield from _finish(decoder, require_done)
 
 
 async def aiter_sse_json(lines: AsyncIterator[str], *, require_done: bool = True) -> AsyncIterator[Any]:
@@ -107,11 +112,5 @@ async def aiter_sse_json(lines: AsyncIterator[str], *, require_done: bool = True
         if payload.strip() == "[DONE]":
             return
         yield _decode(payload)
-    payload = decoder.flush()
-    if payload is not None and payload.strip() == "[DONE]":
-        return
-    if payload is not None:
-        yield _decode(payload)
-    if require_done:
-        msg = "relay stream ended before its end ([DONE] never came): the stream was cut"
-        raise APIResponseError(msg, status_code=200)
+    for event in _finish(decoder, require_done):
+        yield event
