@@ -1,0 +1,455 @@
+"""One normalizer for every relay usage dialect: plain input, cache reads, cache writes by TTL.
+
+Relays report Claude's usage in many shapes (see "Relay dialects" in DESIGN.md).
+``normalize_usage`` turns any of them into one ``NormalizedUsage`` where the four input kinds
+are disjoint, so ``total_input_tokens == input + cache read + cache write`` and nothing is counted
+twice.
+
+Fields read (everything else is ignored; field names are data, in the tables below):
+
+* prompt count: ``prompt_tokens`` (OpenAI style), else ``input_tokens``.
+* output: ``completion_tokens``, else ``output_tokens``; reasoning:
+  ``completion_tokens_details.reasoning_tokens`` or ``output_tokens_details.reasoning_tokens``.
+* cache reads: ``prompt_tokens_details.cached_tokens``, ``input_tokens_details.cached_tokens``,
+  top-level ``cache_read_input_tokens`` and DeepSeek-style ``prompt_cache_hit_tokens``.
+* cache writes: ``cache_creation_input_tokens``, ``cache_write_tokens``,
+  ``cache_creation_tokens``, ``cached_creation_tokens``, ``write_cached_tokens``,
+  ``cache_write_input_tokens``, at the top level or in ``prompt_tokens_details`` /
+  ``input_tokens_details``.
+* writes by TTL: ``cache_creation.{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``
+  (also ``cache_creation_token_details``, LiteLLM), at the top level or in the details, and the
+  flat new-api style fields (``claude_cache_creation_5_m_tokens``, ``cached_creation_1h_tokens``,
+  ...).
+
+Rules (each is tested):
+
+1. **One fact, several fields: take the max, never the sum.** Relays copy the same reads into
+   ``cached_tokens`` and ``cache_read_input_tokens`` (LiteLLM sends both); the writes into
+   ``cache_creation_input_tokens`` and ``cache_write_tokens``. They are the same tokens.
+2. **Does the prompt count include the cached tokens?** Anthropic's ``input_tokens`` excludes
+   them. For a ``prompt_tokens`` count, three dialects exist: it includes reads and writes (OpenAI,
+   OpenRouter, current LiteLLM, new-api), it includes reads only (LiteLLM before cache writes were
+   added: ``prompt_tokens = input + cache_read``), or it includes neither (one-api and older
+   new-api relays copy Anthropic's ``input_tokens`` into it). Decided in this order:
+
+   a. reads and writes both 0: it does not matter (both flags ``None``);
+   b. the dialect says so: new-api's ``usage_semantic`` about ``prompt_tokens``
+      (``"anthropic"``: neither included; ``"openai"``: both, when that is not negative); or
+      the count is an ``input_tokens`` (no or a zero ``prompt_tokens``) next to Anthropic's own
+      cache fields (``cache_read_input_tokens``, ``cache_creation_input_tokens``,
+      ``cache_creation``): Anthropic's convention, neither included. An ``input_tokens`` in any
+      other company (OpenAI's Responses API, gateways that put the full input there) is read
+      like ``prompt_tokens``;
+   c. ``total_tokens`` present and ``!= prompt + completion``: it tells the dialect when it equals
+      ``prompt + read + write + completion`` (neither included) or ``prompt + write +
+      completion`` (reads only);
+   d. otherwise the interpretation that **subtracts the most without going negative**: all of
+      reads and writes if ``prompt >= read + write``, else reads only if ``prompt >= read``, else
+      neither.
+
+   Rule (d) never yields a negative count and never counts a cached token twice. Its ambiguous
+   case: a relay that excludes cached tokens from a ``prompt_tokens`` that is nevertheless at
+   least ``read + write`` (and says nothing in ``total_tokens`` or ``usage_semantic``) is read as
+   including them, so plain input is *under*-reported by the cached amount: the price of never
+   double counting. The flags ``prompt_includes_cached``/``prompt_includes_writes`` tell what was
+   assumed.
+3. **Writes by TTL.** No split reported: every write goes to ``write_ttl_hint`` (default
+   ``"5m"``, what a marker without ``ttl`` gets) and ``write_split_known`` is ``False``. A split
+   that adds up to the total write field (or with no total field) is used as is
+   (``write_split_known=True``). A split that disagrees with the total: the total is trusted. If
+   the split is short, the reported parts stand and the remainder goes to the hinted TTL; if it
+   is over, both parts are scaled down in proportion (1h rounded down, 5m takes the rest). Either
+   way ``write_split_known`` is ``False``.
+4. **Garbage.** A missing field or JSON ``null`` is 0 (or "not reported"). A count must be a
+   non-negative integer no larger than ``MAX_TOKEN_COUNT``; relays that send numbers as strings
+   are accepted (``"12"`` is 12), and so are integral floats (``12.0``). Anything else -- a
+   negative number, a non-numeric or signed string, a fractional float, NaN, infinity, a bool, a
+   list or object where a count belongs, a non-object where an object belongs -- raises
+   ``APIResponseError`` naming the field. Nothing else escapes.
+
+>>> u = normalize_usage({"prompt_tokens": 1200, "completion_tokens": 50,
+...                      "prompt_tokens_details": {"cached_tokens": 1000}})
+>>> (u.input_tokens, u.cache_read_tokens, u.total_input_tokens)
+(200, 1000, 1200)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, cast
+
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
+
+from langchain_claude_relay.errors import APIResponseError, RequestValidationError
+
+__all__ = [
+    "WriteTTL",
+    "MAX_TOKEN_COUNT",
+    "NormalizedUsage",
+    "normalize_usage",
+]
+
+WriteTTL = Literal["5m", "1h"]
+
+MAX_TOKEN_COUNT = 10**12
+"""Largest count accepted: a trillion tokens in one call is not a count but garbage."""
+
+_MAX_DIGITS = len(str(MAX_TOKEN_COUNT))
+
+# Containers of OpenAI-style details (Chat Completions, then the Responses API spelling).
+_DETAIL_CONTAINERS = ("prompt_tokens_details", "input_tokens_details")
+_OUTPUT_DETAIL_CONTAINERS = ("completion_tokens_details", "output_tokens_details")
+
+# Fields that report cache reads: at the top level, and inside a details container.
+_READ_FIELDS_TOP = ("cache_read_input_tokens", "prompt_cache_hit_tokens")
+_READ_FIELDS_DETAILS = ("cached_tokens", "cache_read_input_tokens", "cache_read_tokens")
+
+# Fields that report the total of cache writes (top level or inside a details container).
+_WRITE_FIELDS = (
+    "cache_creation_input_tokens",
+    "cache_write_tokens",
+    "cache_creation_tokens",
+    "cached_creation_tokens",
+    "write_cached_tokens",
+    "cache_write_input_tokens",
+)
+
+# Objects holding writes by TTL (Anthropic's ``cache_creation``, LiteLLM's details name).
+_SPLIT_CONTAINERS = ("cache_creation", "cache_creation_token_details")
+_SPLIT_5M_IN_CONTAINER = "ephemeral_5m_input_tokens"
+_SPLIT_1H_IN_CONTAINER = "ephemeral_1h_input_tokens"
+# Flat fields holding writes by TTL (new-api and its forks, other gateways).
+_SPLIT_5M_FLAT = (
+    "claude_cache_creation_5_m_tokens",
+    "cached_creation_5m_tokens",
+    "cache_creation_5m_tokens",
+    "write_cached_5min_tokens",
+)
+_SPLIT_1H_FLAT = (
+    "claude_cache_creation_1_h_tokens",
+    "cached_creation_1h_tokens",
+    "cache_creation_1h_tokens",
+    "write_cached_1hour_tokens",
+)
+
+# Fields whose presence marks Anthropic's convention (input_tokens excludes cached tokens).
+_ANTHROPIC_CACHE_FIELDS = (
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation",
+)
+# new-api's ``usage_semantic``: whether prompt_tokens includes the cached tokens.
+_SEMANTICS: dict[str, bool] = {"openai": True, "anthropic": False}
+
+
+@dataclass(frozen=True)
+class NormalizedUsage:
+    """One call's token usage with disjoint input kinds.
+
+    Attributes:
+        input_tokens: plain (uncached) input tokens.
+        cache_read_tokens: input tokens read from the cache.
+        cache_write_5m_tokens: input tokens written to the cache with the 5-minute TTL.
+        cache_write_1h_tokens: input tokens written to the cache with the 1-hour TTL.
+        output_tokens: output tokens (reasoning included, as relays report it).
+        reasoning_tokens: reasoning tokens within ``output_tokens``, when reported.
+        write_split_known: ``True`` when the relay reported the 5m/1h split consistently.
+        prompt_includes_cached: whether the relay's prompt count included the cache *reads*
+            (OpenAI's "cached tokens"); ``None`` when there were none or it could not matter.
+        prompt_includes_writes: whether the relay's prompt count included the cache writes;
+            ``None`` when there were none or it could not matter.
+
+    """
+
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    reasoning_tokens: int | None = None
+    write_split_known: bool = False
+    prompt_includes_cached: bool | None = None
+    prompt_includes_writes: bool | None = None
+
+    def __post_init__(self) -> None:
+        counts = {
+            "input_tokens": self.input_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_5m_tokens": self.cache_write_5m_tokens,
+            "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "output_tokens": self.output_tokens,
+        }
+        if self.reasoning_tokens is not None:
+            counts["reasoning_tokens"] = self.reasoning_tokens
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                msg = f"NormalizedUsage.{name} must be a non-negative int, got {value!r}"
+                raise ValueError(msg)
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """All cache writes, 5-minute and 1-hour."""
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        """All input: plain + cache read + cache write (what the model actually read)."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def to_usage_metadata(self) -> UsageMetadata:
+        """Convert to LangChain's ``UsageMetadata``, whose ``input_tokens`` counts ALL input.
+
+        Returns:
+            A ``UsageMetadata`` with ``input_token_details`` (``cache_read``, ``cache_creation``,
+            ``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``) and, when reasoning
+            was reported, ``output_token_details.reasoning``.
+
+        """
+        details = {
+            "cache_read": self.cache_read_tokens,
+            "cache_creation": self.cache_write_tokens,
+            "ephemeral_5m_input_tokens": self.cache_write_5m_tokens,
+            "ephemeral_1h_input_tokens": self.cache_write_1h_tokens,
+        }
+        metadata = UsageMetadata(
+            input_tokens=self.total_input_tokens,
+            output_tokens=self.output_tokens,
+            total_tokens=self.total_input_tokens + self.output_tokens,
+            # InputTokenDetails allows provider-specific keys; the TTL split is Anthropic's.
+            input_token_details=cast(InputTokenDetails, details),
+        )
+        if self.reasoning_tokens is not None:
+            metadata["output_token_details"] = OutputTokenDetails(reasoning=self.reasoning_tokens)
+        return metadata
+
+    def to_dict(self) -> dict[str, int | bool | None]:
+        """Return a JSON-able dict of the fields plus the two derived totals."""
+        out: dict[str, int | bool | None] = asdict(self)
+        out["cache_write_tokens"] = self.cache_write_tokens
+        out["total_input_tokens"] = self.total_input_tokens
+        return out
+
+
+def normalize_usage(
+    raw: Mapping[str, Any] | None, *, write_ttl_hint: WriteTTL | None = None
+) -> NormalizedUsage:
+    """Normalize a relay's ``usage`` object, whatever its dialect (rules in the module doc).
+
+    Args:
+        raw: the ``usage`` object as parsed from JSON (``None`` or ``{}`` when the relay sent
+            none: all counts are 0).
+        write_ttl_hint: the TTL to book cache writes under when the relay does not report the
+            5m/1h split (the TTL the request's markers asked for); ``None`` means ``"5m"``.
+
+    Returns:
+        The normalized usage.
+
+    Raises:
+        APIResponseError: if the usage holds garbage (negative, non-numeric, fractional or
+            absurdly large counts, or a non-object where an object belongs).
+        RequestValidationError: if ``write_ttl_hint`` is not ``"5m"``, ``"1h"`` or ``None``.
+
+    """
+    if write_ttl_hint not in (None, "5m", "1h"):
+        msg = f"write_ttl_hint must be '5m', '1h' or None, got {write_ttl_hint!r}"
+        raise RequestValidationError(msg)
+    if raw is None:
+        raw = {}
+    usage = _mapping(raw, "usage")
+    details = [
+        (f"usage.{name}", d)
+        for name in _DETAIL_CONTAINERS
+        if (d := _optional_mapping(usage, name, "usage")) is not None
+    ]
+
+    prompt_tokens = _count(usage, "prompt_tokens")
+    input_tokens = _count(usage, "input_tokens")
+    completion = _first_nonzero(_count(usage, "completion_tokens"), _count(usage, "output_tokens"))
+    total = _count(usage, "total_tokens")
+
+    reads = _max_of(
+        [_count(usage, f) for f in _READ_FIELDS_TOP]
+        + [_count(d, f, path) for path, d in details for f in _READ_FIELDS_DETAILS]
+    )
+    writes_total = _max_of(
+        [_count(usage, f) for f in _WRITE_FIELDS]
+        + [_count(d, f, path) for path, d in details for f in _WRITE_FIELDS]
+    )
+    split_5m, split_1h = _write_split(usage, details)
+    write_5m, write_1h, split_known = _reconcile_writes(
+        writes_total, split_5m, split_1h, write_ttl_hint or "5m"
+    )
+    writes = write_5m + write_1h
+    reads_n = reads or 0
+
+    declared: bool | None
+    if prompt_tokens or input_tokens is None:
+        prompt = prompt_tokens or 0
+        semantic = usage.get("usage_semantic")  # describes prompt_tokens only
+        declared = _SEMANTICS.get(semantic.lower()) if isinstance(semantic, str) else None
+    else:
+        prompt = input_tokens
+        anthropic_shaped = any(usage.get(f) is not None for f in _ANTHROPIC_CACHE_FIELDS)
+        declared = False if anthropic_shaped else None
+    plain, includes_reads, includes_writes = _infer_plain_input(
+        prompt, reads_n, writes, completion or 0, total, declared=declared
+    )
+    return NormalizedUsage(
+        input_tokens=plain,
+        cache_read_tokens=reads_n,
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
+        output_tokens=completion or 0,
+        reasoning_tokens=_reasoning(usage),
+        write_split_known=split_known,
+        prompt_includes_cached=includes_reads,
+        prompt_includes_writes=includes_writes,
+    )
+
+
+def _infer_plain_input(
+    prompt: int,
+    reads: int,
+    writes: int,
+    completion: int,
+    total: int | None,
+    *,
+    declared: bool | None,
+) -> tuple[int, bool | None, bool | None]:
+    """Return plain input and what the prompt count included (rule 2 of the module).
+
+    ``declared`` is what the dialect states: ``False`` for Anthropic's convention (excludes),
+    ``True`` for new-api's ``usage_semantic: "openai"`` (includes), ``None`` when unstated.
+    """
+    if reads == 0 and writes == 0:
+        return prompt, None, None
+    included: tuple[bool, bool]
+    if declared is False or total == prompt + reads + writes + completion:
+        included = (False, False)
+    elif declared is True and prompt >= reads + writes:
+        included = (True, True)
+    elif writes and reads <= prompt and total == prompt + writes + completion:
+        included = (True, False)
+    elif prompt >= reads + writes:
+        included = (True, True)
+    elif prompt >= reads:
+        included = (True, False)
+    else:
+        included = (False, False)
+    plain = prompt - (reads if included[0] else 0) - (writes if included[1] else 0)
+    return (
+        plain,
+        included[0] if reads else None,
+        included[1] if writes else None,
+    )
+
+
+def _write_split(
+    usage: Mapping[str, Any], details: list[tuple[str, Mapping[str, Any]]]
+) -> tuple[int | None, int | None]:
+    """Return the reported writes by TTL (max over the fields carrying them), or ``None``."""
+    scopes: list[tuple[str, Mapping[str, Any]]] = [("usage", usage), *details]
+    fives: list[int | None] = []
+    ones: list[int | None] = []
+    for path, scope in scopes:
+        for name in _SPLIT_CONTAINERS:
+            box = _optional_mapping(scope, name, path)
+            if box is not None:
+                fives.append(_count(box, _SPLIT_5M_IN_CONTAINER, f"{path}.{name}"))
+                ones.append(_count(box, _SPLIT_1H_IN_CONTAINER, f"{path}.{name}"))
+        fives.extend(_count(scope, f, path) for f in _SPLIT_5M_FLAT)
+        ones.extend(_count(scope, f, path) for f in _SPLIT_1H_FLAT)
+    five, one = _max_of(fives), _max_of(ones)
+    if five is None and one is None:
+        return None, None
+    return five or 0, one or 0
+
+
+def _reconcile_writes(
+    total: int | None, five: int | None, one: int | None, hint: WriteTTL
+) -> tuple[int, int, bool]:
+    """Return the writes by TTL and whether the split is known (rule 3 of the module)."""
+    if five is None or one is None:  # no split reported
+        all_writes = total or 0
+        return (all_writes, 0, False) if hint == "5m" else (0, all_writes, False)
+    reported = five + one
+    if total is None or total == reported:
+        return five, one, True
+    if reported < total:
+        rest = total - reported
+        return (five + rest, one, False) if hint == "5m" else (five, one + rest, False)
+    scaled_one = one * total // reported
+    return total - scaled_one, scaled_one, False
+
+
+def _reasoning(usage: Mapping[str, Any]) -> int | None:
+    values: list[int | None] = []
+    for name in _OUTPUT_DETAIL_CONTAINERS:
+        box = _optional_mapping(usage, name, "usage")
+        if box is not None:
+            values.append(_count(box, "reasoning_tokens", f"usage.{name}"))
+    return _max_of(values)
+
+
+def _max_of(values: list[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _first_nonzero(first: int | None, second: int | None) -> int | None:
+    """Return ``first`` unless it is missing or 0 and ``second`` was reported."""
+    return second if not first and second is not None else first
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        msg = (
+            f"the relay sent a malformed usage: {path} must be a JSON object, "
+            f"got {type(value).__name__} {_show(value)}"
+        )
+        raise APIResponseError(msg)
+    return value
+
+
+def _optional_mapping(scope: Mapping[str, Any], name: str, path: str) -> Mapping[str, Any] | None:
+    value = scope.get(name)
+    return None if value is None else _mapping(value, f"{path}.{name}")
+
+
+def _count(scope: Mapping[str, Any], name: str, path: str = "usage") -> int | None:
+    """Return the count in ``scope[name]``, ``None`` if missing or null (rule 4 of the module)."""
+    value = scope.get(name)
+    if value is None:
+        return None
+    where = f"{path}.{name}"
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, numbers.Integral):
+        number = int(value)
+    elif isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        digits = text.lstrip("0") or "0"
+        if text.isascii() and text.isdigit() and len(digits) <= _MAX_DIGITS:
+            number = int(digits)
+    if number is None or number < 0 or number > MAX_TOKEN_COUNT:
+        msg = (
+            f"the relay sent a malformed usage: {where} must be a token count (a non-negative "
+            f"integer up to {MAX_TOKEN_COUNT}), got {type(value).__name__} {_show(value)}"
+        )
+        raise APIResponseError(msg)
+    return number
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not replace our error
+        text = f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
