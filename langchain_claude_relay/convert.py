@@ -128,6 +128,8 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
         if not isinstance(part, Mapping):
             raise _fail(part_where, f"a content part must be a dict or a string, not {type(part).__name__}")
         kind = part.get("type")
+        if not isinstance(kind, str):
+            raise _fail(part_where, f"a content part needs a string 'type', not {kind!r}")
         marker = _marker(part.get("cache_control"), part_where)
         if kind == "text":
             text = part.get("text")

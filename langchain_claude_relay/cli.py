@@ -1,0 +1,196 @@
+"""``claude-relay``: the command line (demo, emulator, plan, stats, bench).
+
+Each subcommand is a small function over the library; ``--help`` on each says what it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+
+def _emulator_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``EmulatorSettings`` field, typed from the dataclass."""
+    from langchain_claude_relay.emulator import EmulatorSettings
+
+    hints = typing.get_type_hints(EmulatorSettings)
+    docs = _attribute_docs(EmulatorSettings.__doc__ or "")
+    for field in dataclasses.fields(EmulatorSettings):
+        hint = hints[field.name]
+        args = typing.get_args(hint)
+        is_optional = isinstance(hint, types.UnionType) and type(None) in args
+        base = next((a for a in args if a is not type(None)), hint) if is_optional else hint
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        help_text = f"{docs.get(field.name, '')} (default: {default})".strip()
+        if base is bool and not is_optional:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            continue
+        converter: Any = base if base in (int, float, str) else str
+        if base is bool:  # optional bool: true/false/none
+            converter = _optional_bool
+        parser.add_argument(flag, type=converter, default=default, help=help_text)
+
+
+def _attribute_docs(docstring: str) -> dict[str, str]:
+    """``name: text`` entries of a Google-style ``Attributes:`` section."""
+    docs: dict[str, str] = {}
+    current: str | None = None
+    in_section = False
+    for line in docstring.splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            in_section = True
+            continue
+        if not in_section:
+            continue
+        head, sep, text = stripped.partition(": ")
+        if sep and head.isidentifier():
+            current = head
+            docs[current] = text
+        elif stripped and current is not None:
+            docs[current] += " " + stripped
+        elif not stripped and current is not None:
+            break
+    return {k: v.replace("``", "").replace("%", "%%") for k, v in docs.items()}
+
+
+def _optional_bool(text: str) -> bool | None:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    if lowered in ("none", "auto", ""):
+        return None
+    msg = f"expected true, false or none, not {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def _cmd_emulator(args: argparse.Namespace) -> int:
+    from langchain_claude_relay.emulator import EmulatorSettings, serve
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EmulatorSettings)}
+    settings = EmulatorSettings(**values)
+    print(f"relay emulator on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", file=sys.stderr)
+    serve(args.host, args.port, settings)
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from langchain_claude_relay.convert import to_claude_request
+    from langchain_claude_relay.models import DEFAULT_MODEL
+    from langchain_claude_relay.planner import CachePlanner
+    from langchain_claude_relay.store import MemoryStore
+
+    try:
+        data = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"claude-relay plan: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(data, list):
+        data = {"messages": data}
+    if not isinstance(data, dict) or "messages" not in data:
+        print("claude-relay plan: expected a JSON object with 'messages' (and optional 'tools', 'model')", file=sys.stderr)
+        return 2
+    model = args.model or data.get("model") or DEFAULT_MODEL
+    request = to_claude_request(data["messages"], model=model, tools=data.get("tools"), tool_choice=data.get("tool_choice"))
+    planner = CachePlanner(store=MemoryStore()) if args.fresh else CachePlanner()
+    plan = planner.plan(request, ttl=args.ttl)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print(plan.explain())
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import time
+
+    from langchain_claude_relay.ledger import default_ledger
+
+    since = None
+    if args.since:
+        since = time.time() - _parse_duration(args.since)
+    summary = default_ledger().summary(since=since)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(summary.to_table())
+    return 0
+
+
+def _parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``7d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        msg = f"cannot read duration {text!r}: use e.g. 90s, 15m, 2h or 7d"
+        raise SystemExit(msg) from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from langchain_claude_relay.demo import run_demo
+
+    return run_demo(turns=args.turns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``claude-relay`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="claude-relay",
+        description="Claude through OpenAI-compatible relays, with prompt caching planned for you.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="an agent over a large document, several turns over virtual time, with savings")
+    demo.add_argument("--turns", type=int, default=6, help="questions to ask (default: 6)")
+    demo.set_defaults(func=_cmd_demo)
+
+    emulator = sub.add_parser("emulator", help="serve the local relay emulator (Claude's caching rules and billing)")
+    emulator.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
+    _emulator_flags(emulator)
+    emulator.set_defaults(func=_cmd_emulator)
+
+    plan = sub.add_parser("plan", help="show the cache plan for a request (OpenAI chat JSON) without sending it")
+    plan.add_argument("file", help="JSON file: {'model', 'messages', 'tools'} or a list of messages")
+    plan.add_argument("--model", help="model id (default: the file's, else the default model)")
+    plan.add_argument("--ttl", choices=["auto", "5m", "1h"], default="auto", help="TTL policy (default: auto)")
+    plan.add_argument("--fresh", action="store_true", help="ignore learned statistics (plan as for a first call)")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plan.set_defaults(func=_cmd_plan)
+
+    stats = sub.add_parser("stats", help="the ledger: calls, hit rate, tokens by kind, cost, saved, wasted writes")
+    stats.add_argument("--since", help="only calls in the last DURATION (e.g. 15m, 2h, 7d)")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(func=_cmd_stats)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
