@@ -1,0 +1,34 @@
+"""The local relay emulator: an OpenAI-compatible server with Claude's caching rules and billing.
+
+>>> from langchain_claude_relay.emulator import RelayEmulator
+>>> with RelayEmulator() as emu:            # doctest: +SKIP
+...     client = openai.OpenAI(base_url=emu.base_url, api_key="test")
+...     emu.advance(3600)                    # an hour of virtual time, instantly
+
+Modules: ``engine`` (pure cache rules and billing), ``tokens`` (the emulator's tokenizer),
+``replies`` (deterministic replies), ``dialects`` (usage dialects and wire bodies), ``faults``
+(seeded faults, rate limits, latency), ``server`` (Starlette app, background thread, ``serve``).
+"""
+
+from __future__ import annotations
+
+from langchain_claude_relay.emulator.dialects import DIALECTS
+from langchain_claude_relay.emulator.engine import BillingEntry
+from langchain_claude_relay.emulator.faults import FAULT_KINDS, TIERS
+from langchain_claude_relay.emulator.server import (
+    EmulatorSettings,
+    RelayEmulator,
+    RequestRecord,
+    serve,
+)
+
+__all__ = [
+    "RelayEmulator",
+    "EmulatorSettings",
+    "DIALECTS",
+    "FAULT_KINDS",
+    "TIERS",
+    "BillingEntry",
+    "RequestRecord",
+    "serve",
+]

@@ -1,0 +1,654 @@
+"""The emulator's cache engine: Claude's prompt-caching rules and billing, as pure functions.
+
+No I/O and no clock of its own: callers pass the request's start time. The flow for one request::
+
+    request = parse_openai(payload)          # or parse_anthropic(payload): blocks in prefix order
+    request = apply_bad_relay(request, mode)  # optional: what a misbehaving relay does to markers
+    bill = engine.plan(request, now)          # validates markers, looks up, splits the tokens
+    engine.commit(bill)                       # at response begin: refresh hits, write entries
+
+Rules reproduced (see ``DESIGN.md``):
+
+* Prefix order tools -> system -> messages. Each block is hashed byte-exactly: its JSON as
+  received (key order kept, ``cache_control`` removed) plus its role; hashes are chained in
+  prefix order, seeded with the model id. ``tool_choice``, thinking settings and the presence of
+  images enter the chain where the messages part begins, so a change there invalidates messages
+  only.
+* At most 4 markers (400 otherwise), and no 1h marker after a 5m one (400).
+* A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
+* A read at a marker checks the marker's boundary and up to 19 earlier ones (20 in all); the
+  highest hit over all markers wins. Every hit restarts the entry's own TTL from the request's
+  start; an entry is alive while ``now < expires_at`` (a 5m entry written at t=0 is gone at t=300).
+* Billing: tokens up to the highest hit are reads; from there to the last 1h marker that writes,
+  1h writes; from there to the last marker that writes, 5m writes; the rest is plain input.
+* Entries are written by ``commit`` (called when the response begins), so two concurrent requests
+  that planned before either committed both pay the write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from langchain_claude_relay.models import lookup_model
+
+__all__ = [
+    "MAX_MARKERS",
+    "LOOKBACK_BOUNDARIES",
+    "TTL_SECONDS",
+    "BAD_RELAY_MODES",
+    "InvalidRequest",
+    "PrefixBlock",
+    "PrefixRequest",
+    "TokenSplit",
+    "CacheBill",
+    "BillingEntry",
+    "BlockCounter",
+    "CacheEngine",
+    "parse_openai",
+    "parse_anthropic",
+    "apply_bad_relay",
+    "cost_usd",
+]
+
+MAX_MARKERS = 4
+LOOKBACK_BOUNDARIES = 20
+TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
+UNMARKABLE_KINDS = frozenset({"thinking", "redacted_thinking"})
+IMAGE_KINDS = frozenset({"image", "image_url"})
+_PURGE_FLOOR = 4096
+
+
+class InvalidRequest(ValueError):
+    """A request Claude would reject with a 400 ``invalid_request_error``."""
+
+
+@dataclass(frozen=True)
+class PrefixBlock:
+    """One block of the cached prefix (a tool, a system block or a message content block).
+
+    Attributes:
+        section: ``"tools"``, ``"system"`` or ``"messages"``.
+        kind: ``"tool"`` or the content type (``"text"``, ``"image"``, ``"tool_use"``...).
+        role: ``"tool"``, ``"system"``, ``"user"`` or ``"assistant"``.
+        hash: hash of the role and the block's JSON as received, ``cache_control`` removed.
+        text: what a tokenizer reads (transient: never stored by the engine).
+        ttl: the block's marker (``"5m"`` or ``"1h"``), or ``None``.
+        where: the block's location in the payload, for error messages.
+
+    """
+
+    section: str
+    kind: str
+    role: str
+    hash: str
+    text: str
+    ttl: str | None
+    where: str
+
+
+@dataclass(frozen=True)
+class PrefixRequest:
+    """A request as the cache sees it: the model, blocks in prefix order, the messages context."""
+
+    model: str
+    blocks: tuple[PrefixBlock, ...]
+    context_hash: str
+
+    @property
+    def prefix_keys(self) -> tuple[str, ...]:
+        """For each block, the chained hash of the prefix ending there (the cache key)."""
+        cached: tuple[str, ...] | None = self.__dict__.get("_keys")
+        if cached is None:
+            running = hashlib.sha256(b"emulator-prefix-v1\0" + self.model.encode())
+            keys: list[str] = []
+            context_added = False
+            for block in self.blocks:
+                if block.section == "messages" and not context_added:
+                    running.update(self.context_hash.encode())
+                    context_added = True
+                running.update(block.hash.encode())
+                keys.append(running.copy().hexdigest()[:32])
+            cached = tuple(keys)
+            object.__setattr__(self, "_keys", cached)
+        return cached
+
+    @property
+    def marker_indices(self) -> tuple[int, ...]:
+        """Indices of the blocks that carry a marker, in prefix order."""
+        return tuple(i for i, block in enumerate(self.blocks) if block.ttl)
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _block_hash(role: str, obj: Any) -> str:
+    return hashlib.sha256(f"{role}\0{_dumps(obj)}".encode()).hexdigest()[:32]
+
+
+def _without_marker(part: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in part.items() if k != "cache_control"}
+
+
+def _ttl(marker: Any, where: str) -> str | None:
+    if marker is None:
+        return None
+    if not isinstance(marker, Mapping) or marker.get("type") != "ephemeral":
+        msg = f"{where}.cache_control: expected {{'type': 'ephemeral'}}, got {marker!r}"
+        raise InvalidRequest(msg)
+    ttl = marker.get("ttl", "5m")
+    if ttl not in TTL_SECONDS:
+        msg = f"{where}.cache_control.ttl: Input should be '5m' or '1h'"
+        raise InvalidRequest(msg)
+    return str(ttl)
+
+
+def _text_of(kind: str, obj: Mapping[str, Any]) -> str:
+    if kind == "text":
+        return str(obj.get("text", ""))
+    if kind == "thinking":
+        return str(obj.get("thinking", ""))
+    if kind == "tool_use":
+        return f"{obj.get('name', '')} {_dumps(obj.get('input', {}))}"
+    if kind == "tool_result":
+        return _flatten_text(obj.get("content", ""))
+    if kind in IMAGE_KINDS:
+        return ""
+    return _dumps(obj)
+
+
+def _flatten_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content
+        )
+    return "" if content is None else _dumps(content)
+
+
+def _block(
+    section: str, role: str, obj: Mapping[str, Any], ttl: str | None, where: str
+) -> PrefixBlock:
+    kind = str(obj.get("type", "text"))
+    kind = "image" if kind in IMAGE_KINDS else kind
+    return PrefixBlock(section, kind, role, _block_hash(role, obj), _text_of(kind, obj), ttl, where)
+
+
+def _content_parts(content: Any, where: str) -> list[tuple[dict[str, Any], Any, str]]:
+    """(part without marker, raw marker, location) for a string or a list of parts."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [({"type": "text", "text": content}, None, where)] if content else []
+    if not isinstance(content, list):
+        msg = f"{where}: content must be a string or a list of content parts"
+        raise InvalidRequest(msg)
+    out = []
+    for j, part in enumerate(content):
+        if not isinstance(part, Mapping):
+            msg = f"{where}.{j}: a content part must be an object"
+            raise InvalidRequest(msg)
+        out.append((_without_marker(part), part.get("cache_control"), f"{where}.{j}"))
+    return out
+
+
+def _check_markable(block: PrefixBlock) -> None:
+    if block.ttl is None:
+        return
+    if block.kind in UNMARKABLE_KINDS:
+        msg = f"{block.where}: cache_control cannot be set on {block.kind} blocks"
+        raise InvalidRequest(msg)
+    if block.kind == "text" and not block.text:
+        msg = f"{block.where}: cache_control cannot be set for empty text blocks"
+        raise InvalidRequest(msg)
+
+
+def _mark_last(blocks: list[PrefixBlock], marker: Any, where: str) -> None:
+    """Apply a message's marker to its last block."""
+    ttl = _ttl(marker, where)
+    if ttl is None:
+        return
+    if not blocks:
+        msg = f"{where}: cache_control on a message without content blocks"
+        raise InvalidRequest(msg)
+    if blocks[-1].ttl is None:
+        blocks[-1] = replace(blocks[-1], ttl=ttl, where=where)
+
+
+def _context_hash(payload: Mapping[str, Any], blocks: Iterable[PrefixBlock]) -> str:
+    has_images = any(b.kind == "image" for b in blocks if b.section == "messages")
+    context = {
+        "tool_choice": payload.get("tool_choice"),
+        "thinking": payload.get("thinking"),
+        "reasoning_effort": payload.get("reasoning_effort"),
+        "images": has_images,
+    }
+    return hashlib.sha256(_dumps(context).encode()).hexdigest()[:32]
+
+
+def _require(payload: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    model, messages = payload.get("model"), payload.get("messages")
+    if not isinstance(model, str) or not model:
+        msg = "model: Field required (a model id such as 'claude-sonnet-4-6')"
+        raise InvalidRequest(msg)
+    if not isinstance(messages, list) or not messages:
+        msg = "messages: Field required (a non-empty list of messages)"
+        raise InvalidRequest(msg)
+    return model, messages
+
+
+def _finish(payload: Mapping[str, Any], model: str, blocks: list[PrefixBlock]) -> PrefixRequest:
+    for block in blocks:
+        _check_markable(block)
+    return PrefixRequest(model, tuple(blocks), _context_hash(payload, blocks))
+
+
+def _tool_block(tool: Any, where: str, openai: bool) -> PrefixBlock:
+    if not isinstance(tool, Mapping):
+        msg = f"{where}: a tool must be an object"
+        raise InvalidRequest(msg)
+    obj = _without_marker(tool)
+    marker = tool.get("cache_control")
+    schema_part: Any = obj
+    if openai and isinstance(tool.get("function"), Mapping):
+        function = tool["function"]
+        obj["function"] = _without_marker(function)
+        marker = marker or function.get("cache_control")
+        schema_part = obj["function"]
+    ttl = _ttl(marker, where)
+    return PrefixBlock(
+        "tools", "tool", "tool", _block_hash("tool", obj), _dumps(schema_part), ttl, where
+    )
+
+
+def parse_openai(payload: Mapping[str, Any]) -> PrefixRequest:
+    """Read an OpenAI chat-completions payload the way a Claude relay converts it.
+
+    System and developer messages become system blocks (in order, wherever they sit); a string
+    content is one text block; assistant ``tool_calls`` become ``tool_use`` blocks; ``tool``
+    messages become ``tool_result`` blocks of a user turn. A marker may sit on a content part,
+    on a message (it applies to the message's last block), on a tool call, or on a tool (at the
+    top level or inside ``function``). Markers inside a tool message's parts are hoisted to its
+    ``tool_result`` block.
+
+    Args:
+        payload: the request body.
+
+    Returns:
+        The prefix as the cache sees it.
+
+    Raises:
+        InvalidRequest: if the payload is malformed or a marker is invalid.
+
+    """
+    model, messages = _require(payload)
+    tools = [_tool_block(t, f"tools.{i}", True) for i, t in enumerate(payload.get("tools") or [])]
+    system: list[PrefixBlock] = []
+    turns: list[PrefixBlock] = []
+    for m, msg in enumerate(messages):
+        where = f"messages.{m}"
+        role = msg.get("role") if isinstance(msg, Mapping) else None
+        content = (msg.get("content"), f"{where}.content") if isinstance(msg, Mapping) else None
+        if role in ("system", "developer") and content:
+            out, target = _blocks("system", "system", *content), system
+        elif role in ("user", "assistant") and content:
+            out, target = _blocks("messages", str(role), *content), turns
+            out.extend(_tool_uses(msg.get("tool_calls") or [], f"{where}.tool_calls"))
+        elif role in ("tool", "function"):
+            out, target = [_tool_result(msg, where)], turns
+        else:
+            text = (
+                f"{where}.role: expected system, developer, user, assistant or tool, got {role!r}"
+            )
+            raise InvalidRequest(text)
+        _mark_last(out, msg.get("cache_control"), where)
+        target.extend(out)
+    return _finish(payload, model, [*tools, *system, *turns])
+
+
+def _blocks(section: str, role: str, content: Any, where: str) -> list[PrefixBlock]:
+    return [_block(section, role, p, _ttl(c, w), w) for p, c, w in _content_parts(content, where)]
+
+
+def _tool_uses(calls: Sequence[Any], where: str) -> list[PrefixBlock]:
+    out = []
+    for k, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping):
+            msg = f"{where}.{k}: a tool call needs a 'function' with 'name' and 'arguments'"
+            raise InvalidRequest(msg)
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except (TypeError, ValueError):
+            msg = f"{where}.{k}.function.arguments: not valid JSON"
+            raise InvalidRequest(msg) from None
+        obj = {
+            "type": "tool_use",
+            "id": call.get("id"),
+            "name": function.get("name"),
+            "input": arguments,
+        }
+        ttl = _ttl(call.get("cache_control"), f"{where}.{k}")
+        out.append(_block("messages", "assistant", obj, ttl, f"{where}.{k}"))
+    return out
+
+
+def _tool_result(msg: Mapping[str, Any], where: str) -> PrefixBlock:
+    parts = _content_parts(msg.get("content"), f"{where}.content")
+    content: Any = (
+        msg.get("content") if isinstance(msg.get("content"), str) else [p for p, _, _ in parts]
+    )
+    hoisted = next((c for _, c, _ in parts if c is not None), None)
+    obj = {
+        "type": "tool_result",
+        "tool_use_id": msg.get("tool_call_id") or msg.get("name"),
+        "content": content,
+    }
+    return _block("messages", "user", obj, _ttl(hoisted, where), where)
+
+
+def parse_anthropic(payload: Mapping[str, Any]) -> PrefixRequest:
+    """Read an Anthropic Messages payload (``tools``, ``system``, ``messages``).
+
+    Args:
+        payload: the request body.
+
+    Returns:
+        The prefix as the cache sees it.
+
+    Raises:
+        InvalidRequest: if the payload is malformed or a marker is invalid.
+
+    """
+    model, messages = _require(payload)
+    tools = [_tool_block(t, f"tools.{i}", False) for i, t in enumerate(payload.get("tools") or [])]
+    system = _blocks("system", "system", payload.get("system"), "system")
+    turns: list[PrefixBlock] = []
+    for m, msg in enumerate(messages):
+        role = msg.get("role") if isinstance(msg, Mapping) else None
+        if role not in ("user", "assistant"):
+            text = f"messages.{m}.role: Input should be 'user' or 'assistant'"
+            raise InvalidRequest(text)
+        turns.extend(_blocks("messages", str(role), msg.get("content"), f"messages.{m}.content"))
+    return _finish(payload, model, [*tools, *system, *turns])
+
+
+# ---------------------------------------------------------------------------------- bad relays
+
+
+def _drop_markers(request: PrefixRequest) -> PrefixRequest:
+    return replace(request, blocks=tuple(replace(b, ttl=None) for b in request.blocks))
+
+
+def _drop_ttl(request: PrefixRequest) -> PrefixRequest:
+    return replace(
+        request, blocks=tuple(replace(b, ttl="5m" if b.ttl else None) for b in request.blocks)
+    )
+
+
+def _inject_marker(request: PrefixRequest) -> PrefixRequest:
+    """Add a 5m marker on the last block of the last user turn (as some relays do)."""
+    blocks = list(request.blocks)
+    for i in range(len(blocks) - 1, -1, -1):
+        if blocks[i].section == "messages" and blocks[i].role == "user" and blocks[i].ttl is None:
+            if blocks[i].kind not in UNMARKABLE_KINDS and (
+                blocks[i].kind != "text" or blocks[i].text
+            ):
+                blocks[i] = replace(
+                    blocks[i], ttl="5m", where=blocks[i].where + " (injected by relay)"
+                )
+            break
+        if blocks[i].section == "messages" and blocks[i].role == "user":
+            break
+    return replace(request, blocks=tuple(blocks))
+
+
+BAD_RELAY_MODES: dict[str, Callable[[PrefixRequest], PrefixRequest]] = {
+    "drop_cache_control": _drop_markers,
+    "drop_ttl": _drop_ttl,
+    "inject_marker": _inject_marker,
+}
+"""What misbehaving relays do to markers: strip them, strip ``ttl`` (1h becomes 5m), add one."""
+
+
+def apply_bad_relay(request: PrefixRequest, mode: str | None) -> PrefixRequest:
+    """Do to the markers what a misbehaving relay does (``mode=None``: nothing)."""
+    return request if mode is None else BAD_RELAY_MODES[mode](request)
+
+
+# ---------------------------------------------------------------------------------- billing
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    """One request's tokens by billing kind (plain input excludes cache reads and writes)."""
+
+    input_tokens: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output_tokens: int = 0
+
+    @property
+    def cache_write(self) -> int:
+        """All cache-write tokens (5m + 1h)."""
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def prompt_total(self) -> int:
+        """All input tokens: plain + reads + writes."""
+        return self.input_tokens + self.cache_read + self.cache_write
+
+
+def cost_usd(model: str, split: TokenSplit) -> float | None:
+    """USD cost of ``split`` at the model's prices, or ``None`` for an unpriced model."""
+    prices = lookup_model(model).prices
+    if prices is None:
+        return None
+    total = (
+        split.input_tokens * prices.input
+        + split.cache_read * prices.cache_read
+        + split.cache_write_5m * prices.cache_write_5m
+        + split.cache_write_1h * prices.cache_write_1h
+        + split.output_tokens * prices.output
+    )
+    return round(total / 1_000_000, 10)
+
+
+@dataclass(frozen=True)
+class CacheBill:
+    """The engine's verdict for one request, before anything is committed.
+
+    Attributes:
+        model: the model id.
+        start: the request's start time (the clock TTLs restart from).
+        split: the input tokens by kind (``output_tokens`` is 0 here).
+        block_tokens: each block's token count, in prefix order.
+        hit_index: the block index of the highest hit, or ``None``.
+        marker_indices: blocks carrying a marker.
+        writes: (block index, cache key, ttl) of each entry to write.
+        refreshes: (cache key, ttl) of each entry hit (its TTL restarts at ``start``).
+
+    """
+
+    model: str
+    start: float
+    split: TokenSplit
+    block_tokens: tuple[int, ...]
+    hit_index: int | None
+    marker_indices: tuple[int, ...]
+    writes: tuple[tuple[int, str, str], ...]
+    refreshes: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class BillingEntry:
+    """One billed request, as the emulator's billing log keeps it (numbers only, no text)."""
+
+    request_id: str
+    model: str
+    time: float
+    endpoint: str
+    streamed: bool
+    input_tokens: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output_tokens: int
+    cost_usd: float | None
+    hit_index: int | None
+    marker_indices: tuple[int, ...]
+    write_indices: tuple[int, ...]
+    block_count: int
+
+    @property
+    def cache_write(self) -> int:
+        """All cache-write tokens (5m + 1h)."""
+        return self.cache_write_5m + self.cache_write_1h
+
+
+class BlockCounter(Protocol):
+    """Counts a prefix block's tokens (the emulator's tokenizer, or a stub in tests)."""
+
+    def count_block(self, block_hash: str, kind: str, text: str) -> int:
+        """Tokens of one block."""
+        ...
+
+
+@dataclass
+class _Entry:
+    ttl: str
+    expires_at: float
+
+
+def _default_minimum(model: str) -> int:
+    return lookup_model(model).min_cache_tokens
+
+
+def validate_markers(request: PrefixRequest) -> None:
+    """Claude's marker rules: at most 4, and no 1h marker after a 5m one.
+
+    Raises:
+        InvalidRequest: with Anthropic's wording.
+
+    """
+    marked = [request.blocks[i] for i in request.marker_indices]
+    if len(marked) > MAX_MARKERS:
+        msg = (
+            f"A maximum of {MAX_MARKERS} blocks with cache_control may be provided. "
+            f"Found {len(marked)}."
+        )
+        raise InvalidRequest(msg)
+    first_5m = next((b for b in marked if b.ttl == "5m"), None)
+    if first_5m is not None:
+        late = next((b for b in marked[marked.index(first_5m) :] if b.ttl == "1h"), None)
+        if late is not None:
+            msg = (
+                "Invalid cache_control TTL ordering: a ttl='1h' cache_control block must not "
+                f"come after a ttl='5m' cache_control block (ttl='1h' at {late.where} comes "
+                f"after ttl='5m' at {first_5m.where})."
+            )
+            raise InvalidRequest(msg)
+
+
+@dataclass
+class CacheEngine:
+    """The cache store and the rules that read, bill and write it.
+
+    Attributes:
+        counter: counts block tokens (memoized per block hash).
+        minimum: the minimum cacheable prefix for a model id.
+        lookback: block boundaries a read checks per marker (20 on Claude).
+
+    """
+
+    counter: BlockCounter
+    minimum: Callable[[str], int] = _default_minimum
+    lookback: int = LOOKBACK_BOUNDARIES
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+    _purge_at: int = _PURGE_FLOOR
+
+    def plan(self, request: PrefixRequest, now: float) -> CacheBill:
+        """Validate, look up and bill a request without changing the store.
+
+        Args:
+            request: the parsed request.
+            now: the request's start time.
+
+        Returns:
+            The bill, with the entries to write and refresh when the response begins.
+
+        Raises:
+            InvalidRequest: if the markers break Claude's rules.
+
+        """
+        validate_markers(request)
+        blocks, keys = request.blocks, request.prefix_keys
+        tokens = tuple(self.counter.count_block(b.hash, b.kind, b.text) for b in blocks)
+        cumulative = _running_sum(tokens)
+        markers = request.marker_indices
+        hit, refreshes = -1, []
+        for index in markers:
+            for j in range(index, max(-1, index - self.lookback), -1):
+                entry = self._entries.get(keys[j])
+                if entry is not None and now < entry.expires_at:
+                    refreshes.append((keys[j], entry.ttl))
+                    hit = max(hit, j)
+                    break
+        read = cumulative[hit] if hit >= 0 else 0
+        floor = self.minimum(request.model)
+        writers = [i for i in markers if i > hit and cumulative[i] >= floor]
+        last_1h = max((i for i in writers if blocks[i].ttl == "1h"), default=None)
+        end_1h = cumulative[last_1h] if last_1h is not None else read
+        end_all = cumulative[writers[-1]] if writers else read
+        split = TokenSplit(
+            input_tokens=(cumulative[-1] if cumulative else 0) - end_all,
+            cache_read=read,
+            cache_write_5m=end_all - end_1h,
+            cache_write_1h=end_1h - read,
+        )
+        return CacheBill(
+            model=request.model,
+            start=now,
+            split=split,
+            block_tokens=tokens,
+            hit_index=hit if hit >= 0 else None,
+            marker_indices=markers,
+            writes=tuple((i, keys[i], str(blocks[i].ttl)) for i in writers),
+            refreshes=tuple(dict.fromkeys(refreshes)),
+        )
+
+    def commit(self, bill: CacheBill) -> None:
+        """Make the bill's writes readable and restart the TTL of every entry it hit."""
+        for key, ttl in (*bill.refreshes, *((k, t) for _, k, t in bill.writes)):
+            expires = bill.start + TTL_SECONDS[ttl]
+            entry = self._entries.get(key)
+            if entry is None or entry.expires_at < expires:
+                self._entries[key] = _Entry(ttl, expires)
+        if len(self._entries) > self._purge_at:
+            self._entries = {k: e for k, e in self._entries.items() if e.expires_at > bill.start}
+            self._purge_at = max(_PURGE_FLOOR, 2 * len(self._entries))
+
+    def entry_count(self, now: float) -> int:
+        """How many entries are alive at ``now``."""
+        return sum(1 for e in self._entries.values() if now < e.expires_at)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._entries.clear()
+
+
+def _running_sum(values: Sequence[int]) -> list[int]:
+    out, total = [], 0
+    for value in values:
+        total += value
+        out.append(total)
+    return out

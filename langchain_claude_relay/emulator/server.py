@@ -1,0 +1,797 @@
+"""The emulator's HTTP face: a Starlette app, served by uvicorn in a thread or from the CLI.
+
+Endpoints (all share one cache engine, clock, limiter, fault injector and billing log):
+
+==========================  =================================================================
+``POST /v1/chat/completions``  OpenAI chat completions, plain or SSE (with ``include_usage``)
+``POST /v1/messages``          Anthropic Messages, plain or SSE (Anthropic's events)
+``GET  /v1/models``            the model table's families as model ids
+``GET|POST /admin/clock``      read, ``{"set": t}`` or ``{"advance": s}`` the virtual clock
+``GET  /admin/billing``        the billing log
+``GET  /admin/requests``       every API request with its outcome
+``POST /admin/reset``          forget entries, logs, rate windows; clock back to 0
+``GET|POST /admin/config``     read or change settings (``EmulatorSettings`` fields)
+``POST /admin/faults``         ``{"kind": "529", "count": 2}``: the next requests fail so
+==========================  =================================================================
+
+Billing rule: the billing log holds exactly the requests whose response delivered usage to the
+client: a complete JSON body, the usage chunk of an OpenAI stream (only sent when
+``stream_options.include_usage`` is set) or the ``message_delta`` of an Anthropic stream. A fault
+before the engine (5xx, reset, malformed or HTML body) has no cache effect and is not billed. A
+``cut`` fault happens after the response began: its cache writes are committed (as on Claude) but
+its usage never reaches the client, so it is not billed; the request log records it as
+``fault:cut``. A cut stream ends cleanly after its second content event (no finish chunk, no
+usage, no ``[DONE]`` / ``message_stop``); a cut plain request gets the first half of its JSON body.
+A stream without ``stream_options.include_usage`` delivers no usage: logged as ``no_usage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from langchain_claude_relay.emulator.dialects import (
+    DIALECTS,
+    StreamEvent,
+    anthropic_body,
+    anthropic_stream,
+    openai_body,
+    openai_stream,
+    render_usage,
+)
+from langchain_claude_relay.emulator.engine import (
+    BAD_RELAY_MODES,
+    BillingEntry,
+    CacheBill,
+    CacheEngine,
+    InvalidRequest,
+    PrefixRequest,
+    TokenSplit,
+    apply_bad_relay,
+    cost_usd,
+    parse_anthropic,
+    parse_openai,
+)
+from langchain_claude_relay.emulator.faults import (
+    FAULT_KINDS,
+    FAULTS,
+    TIERS,
+    FaultInjector,
+    RateLimiter,
+    RateLimits,
+    parse_fault_kinds,
+    ttft_seconds,
+)
+from langchain_claude_relay.emulator.replies import Reply, make_reply, reply_spec
+from langchain_claude_relay.emulator.tokens import EmulatorTokenizer, TokenCosts
+from langchain_claude_relay.models import MODEL_TABLE, lookup_model
+
+__all__ = [
+    "EmulatorSettings",
+    "RequestRecord",
+    "EmulatorCore",
+    "RelayEmulator",
+    "build_app",
+    "serve",
+]
+
+CLOCKS = ("virtual", "wall")
+CREATED_EPOCH = 1_767_225_600
+"""``created`` in responses is this (2026-01-01) plus the virtual time, so replies are stable."""
+_SCOPE_ID, _SCOPE_FAULT = "emulator.request_id", "emulator.fault"
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """Everything the emulator can be told (simple types, so CLI flags map onto fields).
+
+    Attributes:
+        dialect: usage dialect of ``/v1/chat/completions`` (one of ``DIALECTS``).
+        prompt_excludes_cached: force ``prompt_tokens`` to exclude (True) or include (False)
+            cached tokens; ``None`` keeps the dialect's habit.
+        bad_relay: ``"drop_cache_control"``, ``"drop_ttl"``, ``"inject_marker"`` or ``None``.
+        token_ratio: emulator tokens per ``cl100k_base`` token (prose, messages).
+        tool_token_ratio: the same for tool schemas.
+        block_overhead_tokens: tokens added per content block.
+        tool_overhead_tokens: tokens added per tool.
+        image_tokens: flat cost of an image.
+        min_cache_tokens: override the per-model minimum cacheable prefix.
+        latency_scale: time-to-first-token model scale (0: off; 1: Anthropic's real figures).
+        first_byte_delay: fixed wall seconds before every response begins.
+        tier: ``"tier1"`` ... ``"tier4"`` rate-limit preset, or ``None`` (no limits).
+        rpm: requests per minute (overrides the tier).
+        itpm: input tokens per minute (overrides the tier).
+        otpm: output tokens per minute.
+        fault_rate: probability that a request fails, in [0, 1].
+        fault_seed: seed of the fault draws.
+        fault_kinds: comma-separated kinds drawn at ``fault_rate``.
+        fault_script: comma-separated kinds the next requests fail with, in order.
+        clock: ``"virtual"`` (moves only when told) or ``"wall"``.
+
+    """
+
+    dialect: str = "superset"
+    prompt_excludes_cached: bool | None = None
+    bad_relay: str | None = None
+    token_ratio: float = 1.2
+    tool_token_ratio: float = 1.6
+    block_overhead_tokens: int = 3
+    tool_overhead_tokens: int = 12
+    image_tokens: int = 1600
+    min_cache_tokens: int | None = None
+    latency_scale: float = 0.0
+    first_byte_delay: float = 0.0
+    tier: str | None = None
+    rpm: int | None = None
+    itpm: int | None = None
+    otpm: int | None = None
+    fault_rate: float = 0.0
+    fault_seed: int = 0
+    fault_kinds: str = ",".join(FAULT_KINDS)
+    fault_script: str = ""
+    clock: str = "virtual"
+
+    def __post_init__(self) -> None:
+        choices: dict[str, tuple[Any, ...]] = {
+            "dialect": DIALECTS,
+            "bad_relay": (None, *BAD_RELAY_MODES),
+            "tier": (None, *TIERS),
+            "clock": CLOCKS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                msg = f"{name}={getattr(self, name)!r} is not one of {allowed}"
+                raise ValueError(msg)
+        if not 0.0 <= self.fault_rate <= 1.0:
+            msg = f"fault_rate={self.fault_rate} must be in [0, 1]"
+            raise ValueError(msg)
+        parse_fault_kinds(self.fault_kinds)
+        parse_fault_kinds(self.fault_script)
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The tier preset, with ``rpm``/``itpm``/``otpm`` overriding it."""
+        base = TIERS[self.tier] if self.tier else RateLimits()
+        return RateLimits(
+            rpm=self.rpm if self.rpm is not None else base.rpm,
+            itpm=self.itpm if self.itpm is not None else base.itpm,
+            otpm=self.otpm if self.otpm is not None else base.otpm,
+        )
+
+    @property
+    def token_costs(self) -> TokenCosts:
+        """The tokenizer's settings."""
+        return TokenCosts(
+            self.token_ratio,
+            self.tool_token_ratio,
+            self.block_overhead_tokens,
+            self.tool_overhead_tokens,
+            self.image_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One API request and what became of it.
+
+    ``outcome`` is ``billed``, ``fault:KIND``, ``error:STATUS`` or ``no_usage``; ``status`` is
+    ``None`` when the connection was reset.
+    """
+
+    request_id: str
+    endpoint: str
+    time: float
+    status: int | None
+    outcome: str
+
+
+class _Clock:
+    """Virtual seconds starting at 0.0; in ``wall`` mode it also runs with the wall clock."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._base = 0.0
+        self._anchor = time.monotonic()
+
+    def now(self) -> float:
+        running = time.monotonic() - self._anchor if self.mode == "wall" else 0.0
+        return self._base + running
+
+    def set(self, t: float) -> None:
+        self._base, self._anchor = float(t), time.monotonic()
+
+    def switch(self, mode: str) -> None:
+        now = self.now()
+        self.mode = mode
+        self.set(now)
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """What differs between the two API formats."""
+
+    endpoint: str
+    parse: Callable[[Mapping[str, Any]], PrefixRequest]
+    anthropic: bool
+
+
+WIRES: dict[str, _Wire] = {
+    "/v1/chat/completions": _Wire("chat.completions", parse_openai, anthropic=False),
+    "/v1/messages": _Wire("messages", parse_anthropic, anthropic=True),
+}
+
+
+def _error(
+    status: int, kind: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+class EmulatorCore:
+    """The emulator's state and request pipeline, shared by the HTTP app and ``RelayEmulator``.
+
+    Thread-safe: the public methods may be called from any thread while the server runs.
+    """
+
+    def __init__(self, settings: EmulatorSettings | None = None) -> None:
+        self._lock = threading.RLock()
+        self._settings = settings or EmulatorSettings()
+        self._clock = _Clock(self._settings.clock)
+        self._tokenizer = EmulatorTokenizer(self._settings.token_costs)
+        self._engine = CacheEngine(self._tokenizer, minimum=self._minimum)
+        self._limiter = RateLimiter(self._settings.rate_limits)
+        self._faults = self._new_faults()
+        self._billing: list[BillingEntry] = []
+        self._requests: list[RequestRecord] = []
+        self._counter = 0
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> EmulatorSettings:
+        """The settings in force."""
+        return self._settings
+
+    @property
+    def now(self) -> float:
+        """The emulator's clock, in seconds."""
+        return self._clock.now()
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward; returns the new time.
+
+        Raises:
+            ValueError: if ``seconds`` is negative (use ``set_time`` to go back).
+
+        """
+        if seconds < 0:
+            msg = f"cannot advance the clock by {seconds} s: use set_time() to move it back"
+            raise ValueError(msg)
+        with self._lock:
+            self._clock.set(self._clock.now() + seconds)
+            return self._clock.now()
+
+    def set_time(self, t: float) -> float:
+        """Set the clock to ``t`` seconds; returns it."""
+        with self._lock:
+            self._clock.set(t)
+            return self._clock.now()
+
+    @property
+    def billing_log(self) -> list[BillingEntry]:
+        """A copy of the billing log (one entry per request whose usage reached the client)."""
+        with self._lock:
+            return list(self._billing)
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """A copy of the request log (every API request and its outcome)."""
+        with self._lock:
+            return list(self._requests)
+
+    def cache_entries(self) -> int:
+        """How many cache entries are alive now."""
+        with self._lock:
+            return self._engine.entry_count(self._clock.now())
+
+    def fail_next(self, kind: str, count: int = 1) -> None:
+        """Make the next ``count`` API requests fail with ``kind`` (one of ``FAULT_KINDS``)."""
+        with self._lock:
+            self._faults.push(kind, count)
+
+    def reset(self) -> None:
+        """Forget cache entries, logs, rate windows and scripted faults; clock back to 0."""
+        with self._lock:
+            self._engine.clear()
+            self._billing.clear()
+            self._requests.clear()
+            self._limiter = RateLimiter(self._settings.rate_limits)
+            self._faults = self._new_faults()
+            self._clock.set(0.0)
+            self._counter = 0
+
+    def configure(self, **changes: Any) -> EmulatorSettings:
+        """Change settings while running (cache entries, logs and the clock are kept).
+
+        Args:
+            **changes: ``EmulatorSettings`` fields.
+
+        Returns:
+            The settings now in force.
+
+        Raises:
+            ValueError: for an unknown field or an invalid value.
+
+        """
+        unknown = set(changes) - {f.name for f in fields(EmulatorSettings)}
+        if unknown:
+            msg = f"unknown emulator setting(s) {sorted(unknown)}"
+            raise ValueError(msg)
+        with self._lock:
+            old, new = self._settings, replace(self._settings, **changes)
+            self._settings = new
+            if new.token_costs != old.token_costs:
+                self._tokenizer = EmulatorTokenizer(new.token_costs)
+                self._engine.counter = self._tokenizer
+            self._limiter.limits = new.rate_limits
+            fault_fields = ("fault_rate", "fault_seed", "fault_kinds", "fault_script")
+            if any(getattr(new, f) != getattr(old, f) for f in fault_fields):
+                self._faults = self._new_faults()
+            if new.clock != old.clock:
+                self._clock.switch(new.clock)
+            return new
+
+    def _new_faults(self) -> FaultInjector:
+        s = self._settings
+        faults = FaultInjector(s.fault_rate, s.fault_seed, parse_fault_kinds(s.fault_kinds))
+        for kind in parse_fault_kinds(s.fault_script):
+            faults.push(kind)
+        return faults
+
+    def _minimum(self, model: str) -> int:
+        override = self._settings.min_cache_tokens
+        return override if override is not None else lookup_model(model).min_cache_tokens
+
+    def next_request(self) -> tuple[str, str | None]:
+        """Assign a new request id and draw its fault (``None``: no fault)."""
+        with self._lock:
+            self._counter += 1
+            return f"req_emu_{self._counter:06d}", self._faults.draw()
+
+    def record(
+        self, request_id: str, endpoint: str, at: float, status: int | None, outcome: str
+    ) -> None:
+        """Append to the request log."""
+        with self._lock:
+            self._requests.append(RequestRecord(request_id, endpoint, at, status, outcome))
+
+    def _bill(self, entry: BillingEntry) -> None:
+        with self._lock:
+            self._billing.append(entry)
+            self._requests.append(
+                RequestRecord(entry.request_id, entry.endpoint, entry.time, 200, "billed")
+            )
+
+    # -- pipeline ------------------------------------------------------------------------
+
+    async def handle(self, request: Request, wire: _Wire) -> Response:
+        """Serve one API request: faults, validation, cache, limits, latency, reply, billing."""
+        rid, fault = request.scope.get(_SCOPE_ID), request.scope.get(_SCOPE_FAULT)
+        if rid is None:
+            rid, fault = self.next_request()
+        start, settings = self.now, self._settings
+        headers = {"request-id": rid, "x-request-id": rid}
+        if fault is not None and FAULTS[fault].before_engine:
+            spec = FAULTS[fault]
+            self.record(rid, wire.endpoint, start, spec.status, f"fault:{fault}")
+            return Response(spec.body, spec.status or 500, headers, spec.content_type)
+        try:
+            payload = json.loads(await request.body())
+            if not isinstance(payload, dict):
+                msg = "the request body must be a JSON object"
+                raise InvalidRequest(msg)
+            if wire.anthropic and not isinstance(payload.get("max_tokens"), int):
+                msg = "max_tokens: Field required (an integer)"
+                raise InvalidRequest(msg)
+            prefix = apply_bad_relay(wire.parse(payload), settings.bad_relay)
+            with self._lock:
+                bill = self._engine.plan(prefix, start)
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.record(rid, wire.endpoint, start, 400, "error:400")
+            return _error(400, "invalid_request_error", str(exc), headers)
+        reply = make_reply(reply_spec(payload, prefix), self._tokenizer.count_text)
+        split = replace(bill.split, output_tokens=reply.output_tokens)
+        counted = split.input_tokens + split.cache_write
+        if lookup_model(prefix.model).reads_count_toward_itpm:
+            counted += split.cache_read
+        with self._lock:
+            refusal = self._limiter.admit(start, counted, reply.output_tokens)
+        if refusal is not None:
+            self.record(rid, wire.endpoint, start, 429, f"error:429:{refusal.limit}")
+            retry = {**headers, "retry-after": str(max(1, math.ceil(refusal.retry_after)))}
+            return _error(429, "rate_limit_error", refusal.message, retry)
+        delay = settings.first_byte_delay + ttft_seconds(
+            split.input_tokens + split.cache_write, split.cache_read, settings.latency_scale
+        )
+        if delay > 0:
+            await asyncio.sleep(delay)
+        with self._lock:  # the response begins: its writes become readable
+            self._engine.commit(bill)
+        entry = _billing_entry(rid, wire, bill, split, bool(payload.get("stream")))
+        if payload.get("stream"):
+            events = self._stream_events(rid, wire, payload, reply, split, start)
+            body = self._stream(events, entry, fault == "cut")
+            return StreamingResponse(body, headers=headers, media_type="text/event-stream")
+        document = self._body(rid, wire, payload, reply, split, start)
+        if fault == "cut":
+            self.record(rid, wire.endpoint, start, 200, "fault:cut")
+            text = json.dumps(document)
+            return Response(text[: len(text) // 2], 200, headers, "application/json")
+        self._bill(entry)
+        return JSONResponse(document, headers=headers)
+
+    def _usage(self, split: TokenSplit) -> dict[str, Any]:
+        s = self._settings
+        return render_usage(split, s.dialect, s.prompt_excludes_cached)
+
+    def _body(
+        self,
+        rid: str,
+        wire: _Wire,
+        payload: Mapping[str, Any],
+        reply: Reply,
+        split: TokenSplit,
+        start: float,
+    ) -> dict[str, Any]:
+        model = str(payload["model"])
+        if wire.anthropic:
+            return anthropic_body(rid, model, reply, split)
+        return openai_body(rid, model, CREATED_EPOCH + int(start), reply, self._usage(split))
+
+    def _stream_events(
+        self,
+        rid: str,
+        wire: _Wire,
+        payload: Mapping[str, Any],
+        reply: Reply,
+        split: TokenSplit,
+        start: float,
+    ) -> list[StreamEvent]:
+        model = str(payload["model"])
+        if wire.anthropic:
+            return anthropic_stream(rid, model, reply, split)
+        options = payload.get("stream_options") or {}
+        usage = self._usage(split) if options.get("include_usage") else None
+        return openai_stream(rid, model, CREATED_EPOCH + int(start), reply, usage)
+
+    async def _stream(
+        self, events: list[StreamEvent], entry: BillingEntry, cut: bool
+    ) -> AsyncIterator[str]:
+        if cut:  # end cleanly after some content: no finish, no usage, no [DONE]/message_stop
+            content = [i for i, e in enumerate(events) if e.tag == "content"]
+            stop = content[min(1, len(content) - 1)] + 1 if content else 1
+            events = events[:stop]
+        for event in events:
+            if event.tag == "usage":
+                self._bill(entry)
+            yield event.data
+        if cut:
+            self.record(entry.request_id, entry.endpoint, entry.time, 200, "fault:cut")
+        elif not any(e.tag == "usage" for e in events):
+            self.record(entry.request_id, entry.endpoint, entry.time, 200, "no_usage")
+
+
+def _billing_entry(
+    rid: str, wire: _Wire, bill: CacheBill, split: TokenSplit, streamed: bool
+) -> BillingEntry:
+    return BillingEntry(
+        request_id=rid,
+        model=bill.model,
+        time=bill.start,
+        endpoint=wire.endpoint,
+        streamed=streamed,
+        input_tokens=split.input_tokens,
+        cache_read=split.cache_read,
+        cache_write_5m=split.cache_write_5m,
+        cache_write_1h=split.cache_write_1h,
+        output_tokens=split.output_tokens,
+        cost_usd=cost_usd(bill.model, split),
+        hit_index=bill.hit_index,
+        marker_indices=bill.marker_indices,
+        write_indices=tuple(i for i, _, _ in bill.writes),
+        block_count=len(bill.block_tokens),
+    )
+
+
+# ---------------------------------------------------------------------------------- ASGI app
+
+
+class _FaultGate:
+    """Outermost ASGI layer: numbers API requests, draws their fault, resets connections.
+
+    A reset must happen before any byte is sent, below Starlette's error handling, so it lives
+    here: it takes uvicorn's transport from the raw ``send`` and aborts it with ``SO_LINGER`` 0
+    (a TCP RST).
+    """
+
+    def __init__(self, app: ASGIApp, core: EmulatorCore) -> None:
+        self.app, self.core = app, core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in WIRES:
+            rid, fault = self.core.next_request()
+            scope[_SCOPE_ID], scope[_SCOPE_FAULT] = rid, fault
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if fault == "reset" and transport is not None:  # else: handled as a bodiless 500
+                endpoint = WIRES[scope["path"]].endpoint
+                self.core.record(rid, endpoint, self.core.now, None, "fault:reset")
+                await _abort(transport)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _abort(transport: Any) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    for _ in range(3):  # let uvicorn see the connection is gone
+        await asyncio.sleep(0)
+
+
+def build_app(core: EmulatorCore) -> ASGIApp:
+    """Build the emulator's ASGI app (Starlette routes behind the fault gate)."""
+
+    def api(wire: _Wire) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await core.handle(request, wire)
+
+        return endpoint
+
+    async def models(_: Request) -> Response:
+        data = [
+            {
+                "id": f"claude-{family}",
+                "object": "model",
+                "created": CREATED_EPOCH,
+                "owned_by": "anthropic",
+            }
+            for family in MODEL_TABLE
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def clock(request: Request) -> Response:
+        if request.method == "POST":
+            body = await request.json()
+            if "set" in body:
+                core.set_time(float(body["set"]))
+            if "advance" in body:
+                core.advance(float(body["advance"]))
+        return JSONResponse({"now": core.now})
+
+    async def billing(_: Request) -> Response:
+        return JSONResponse({"entries": [asdict(e) for e in core.billing_log]})
+
+    async def requests(_: Request) -> Response:
+        return JSONResponse({"requests": [asdict(r) for r in core.request_log]})
+
+    async def reset(_: Request) -> Response:
+        core.reset()
+        return JSONResponse({"ok": True, "now": core.now})
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            core.configure(**(await request.json()))
+        return JSONResponse(asdict(core.settings))
+
+    async def faults(request: Request) -> Response:
+        body = await request.json()
+        core.fail_next(str(body["kind"]), int(body.get("count", 1)))
+        return JSONResponse({"ok": True})
+
+    async def bad_admin_input(_: Request, exc: Exception) -> Response:
+        return _error(400, "invalid_request_error", str(exc))
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        kind = "not_found_error" if status == 404 else "invalid_request_error"
+        return _error(status, kind, str(getattr(exc, "detail", exc)))
+
+    routes = [Route(path, api(wire), methods=["POST"]) for path, wire in WIRES.items()]
+    routes += [
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/admin/clock", clock, methods=["GET", "POST"]),
+        Route("/admin/billing", billing, methods=["GET"]),
+        Route("/admin/requests", requests, methods=["GET"]),
+        Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/config", config, methods=["GET", "POST"]),
+        Route("/admin/faults", faults, methods=["POST"]),
+    ]
+    handlers: dict[Any, Any] = {
+        HTTPException: http_error,
+        ValueError: bad_admin_input,
+        KeyError: bad_admin_input,
+        TypeError: bad_admin_input,
+    }
+    return _FaultGate(Starlette(routes=routes, exception_handlers=handlers), core)
+
+
+# ---------------------------------------------------------------------------------- running
+
+
+class RelayEmulator:
+    """The emulator on a free loopback port, in a background thread.
+
+    >>> with RelayEmulator(dialect="openrouter") as emu:    # doctest: +SKIP
+    ...     client = openai.OpenAI(base_url=emu.base_url, api_key="test")
+    ...     emu.advance(301)   # five minutes later: 5m entries have expired
+
+    Args:
+        settings: initial settings (defaults: ``EmulatorSettings()``).
+        **overrides: ``EmulatorSettings`` fields overriding ``settings``.
+
+    """
+
+    def __init__(self, settings: EmulatorSettings | None = None, **overrides: Any) -> None:
+        self.core = EmulatorCore(settings)
+        if overrides:
+            self.core.configure(**overrides)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1`` (for ``openai.OpenAI(base_url=...)``)."""
+        self._require_running()
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def admin_url(self) -> str:
+        """``http://127.0.0.1:PORT/admin``."""
+        self._require_running()
+        return f"http://{self.host}:{self.port}/admin"
+
+    def _require_running(self) -> None:
+        if self._thread is None:
+            msg = "the emulator is not running: use `with RelayEmulator() as emu:` or call start()"
+            raise RuntimeError(msg)
+
+    def start(self) -> RelayEmulator:
+        """Start serving (idempotent); returns once the server accepts connections.
+
+        Raises:
+            RuntimeError: if the server did not start within 10 seconds.
+
+        """
+        if self._thread is not None:
+            return self
+        # proto=IPPROTO_TCP and TCP_NODELAY: asyncio only sets NODELAY on accepted sockets whose
+        # proto says TCP; without it every response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.core),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            loop="asyncio",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="relay-emulator", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10.0
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                msg = "the relay emulator did not start (see the uvicorn log)"
+                raise RuntimeError(msg)
+            time.sleep(0.002)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread (at most a few seconds)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self._server, self._thread = None, None
+
+    def __enter__(self) -> RelayEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the same controls as the admin endpoints ---------------------------------------
+
+    @property
+    def settings(self) -> EmulatorSettings:
+        """The settings in force."""
+        return self.core.settings
+
+    @property
+    def now(self) -> float:
+        """The emulator's clock (virtual seconds from 0.0)."""
+        return self.core.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the virtual clock forward by ``seconds``; returns the new time."""
+        return self.core.advance(seconds)
+
+    def set_time(self, t: float) -> float:
+        """Set the virtual clock to ``t``; returns it."""
+        return self.core.set_time(t)
+
+    @property
+    def billing_log(self) -> list[BillingEntry]:
+        """A copy of the billing log."""
+        return self.core.billing_log
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """A copy of the request log."""
+        return self.core.request_log
+
+    def reset(self) -> None:
+        """Forget cache entries, logs, rate windows and scripted faults; clock back to 0."""
+        self.core.reset()
+
+    def configure(self, **settings: Any) -> EmulatorSettings:
+        """Change settings while running; returns the settings now in force."""
+        return self.core.configure(**settings)
+
+    def fail_next(self, kind: str, count: int = 1) -> None:
+        """Make the next ``count`` API requests fail with ``kind``."""
+        self.core.fail_next(kind, count)
+
+    def cache_entries(self) -> int:
+        """How many cache entries are alive at the current time."""
+        return self.core.cache_entries()
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8787, settings: EmulatorSettings | None = None
+) -> None:
+    """Serve the emulator in the foreground until interrupted (``claude-relay emulator``).
+
+    Args:
+        host: interface to bind (keep the loopback default unless you mean to expose it).
+        port: TCP port.
+        settings: emulator settings.
+
+    """
+    core = EmulatorCore(settings)
+    config = uvicorn.Config(build_app(core), host=host, port=port, lifespan="off", http="h11")
+    logging.getLogger("uvicorn.error").info(
+        "Relay emulator: base_url http://%s:%d/v1, admin http://%s:%d/admin", host, port, host, port
+    )
+    uvicorn.Server(config).run()
