@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import CANARY_KEY, completion, sse, stream_events
+from fake_relay import CANARY_KEY, completion, sse, stream_events
 from langchain_core.load import dumpd
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
