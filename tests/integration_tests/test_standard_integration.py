@@ -27,7 +27,7 @@ class TestChatClaudeRelayOnEmulator(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": MODEL, "base_url": shared_emulator().base_url, "api_key": "test", "cache": "off"}
+        return {"model": MODEL, "base_url": shared_emulator().base_url, "api_key": "test"}
 
     @property
     def has_tool_choice(self) -> bool:

@@ -1,0 +1,318 @@
+"""Where markers can go, and the set of at most four that costs least.
+
+Pure functions over plain data (block sizes, reuse odds, believed-cached positions, prices).
+
+**Sites** (``find_sites``, ``guard_site``): the end of the tools, the end of the system prompt,
+the ends of large blocks in the conversation (documents, big tool results, any block of at least
+``LARGE_BLOCK_TOKENS``; the ``MAX_LARGE_BLOCKS`` largest), the end of a first user message that
+carries such a block, the conversation tail (the last markable block, so that each turn reads
+the previous one), and a lookback guard: when the tail sits ``LOOKBACK_BLOCKS`` or more blocks
+after the latest prefix believed cached, a marker on that prefix (or the first markable block
+after it) keeps it readable. A site qualifies only if its calibrated prefix reaches the model's
+minimum (``rules.reaches_minimum``) and its block can carry a marker.
+
+**Choice** (``choose_markers``): every subset of the sites that fits in the free slots (4 minus
+the user's markers) is priced exactly: this request's reads and writes (the read point is the
+highest believed-cached prefix that some marker of the subset reaches within the lookback, so
+markers interact and a segment-by-segment dynamic programme would not be exact) plus each
+segment's expected future cost (``ttl.future_cost``), with TTLs cut by ``ttl.best_split``.
+There are at most 8 sites, so at most 163 subsets; ties go to fewer markers, then to earlier
+positions, which keeps the plan deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from langchain_claude_relay.planner.rules import LOOKBACK_BLOCKS, reaches_minimum
+from langchain_claude_relay.planner.ttl import Rates, TTLPolicy, best_split
+from langchain_claude_relay.request import CacheTTL
+
+__all__ = [
+    "LARGE_BLOCK_TOKENS",
+    "MAX_LARGE_BLOCKS",
+    "BlockInfo",
+    "Site",
+    "find_sites",
+    "guard_site",
+    "Option",
+    "Placement",
+    "choose_markers",
+]
+
+LARGE_BLOCK_TOKENS = 1024
+"""A conversation block this large (calibrated tokens) is worth its own marker candidate."""
+MAX_LARGE_BLOCKS = 3
+
+
+class BlockInfo(NamedTuple):
+    """What placement needs to know about one block in prefix order.
+
+    Attributes:
+        section: ``"tools"``, ``"system"`` or ``"messages"``.
+        message: the message index (``-1`` outside messages).
+        role: ``"tool"``, ``"system"``, ``"user"`` or ``"assistant"``.
+        markable: whether a marker may sit on it.
+        tokens: its calibrated token estimate.
+    """
+
+    section: str
+    message: int
+    role: str
+    markable: bool
+    tokens: float
+
+
+@dataclass(frozen=True)
+class Site:
+    """A candidate marker position: flat block index and why it is a candidate."""
+
+    index: int
+    kind: str  # "tools" | "system" | "block" | "first_message" | "tail" | "guard"
+
+
+def _last_markable(blocks: Sequence[BlockInfo], indices: Sequence[int]) -> int | None:
+    return next((i for i in reversed(indices) if blocks[i].markable), None)
+
+
+def find_sites(
+    blocks: Sequence[BlockInfo],
+    cumulative: Sequence[float],
+    *,
+    minimum: int,
+    margin: float,
+    taken: frozenset[int] = frozenset(),
+) -> list[Site]:
+    """Candidate sites other than the lookback guard, in priority order, one per index.
+
+    Args:
+        blocks: the request's blocks in prefix order.
+        cumulative: calibrated prefix tokens up to and including each block.
+        minimum: the model's minimum cacheable prefix.
+        margin: the rounding-up margin near the minimum.
+        taken: indices that already carry a user marker.
+
+    Returns:
+        Sites whose prefix reaches the minimum, deduplicated by index.
+    """
+    by_section: dict[str, list[int]] = {"tools": [], "system": [], "messages": []}
+    for i, block in enumerate(blocks):
+        by_section[block.section].append(i)
+    messages = by_section["messages"]
+    tail = _last_markable(blocks, range(len(blocks)))
+    raw: list[tuple[int | None, str]] = [
+        (_last_markable(blocks, by_section["tools"]), "tools"),
+        (_last_markable(blocks, by_section["system"]), "system"),
+    ]
+    large = sorted(
+        (i for i in messages if blocks[i].markable and blocks[i].tokens >= LARGE_BLOCK_TOKENS),
+        key=lambda i: (-blocks[i].tokens, i),
+    )[:MAX_LARGE_BLOCKS]
+    first = [i for i in messages if blocks[i].message == 0]
+    if first and blocks[first[0]].role == "user" and any(i in large for i in first):
+        raw.append((_last_markable(blocks, first), "first_message"))
+    raw.extend((i, "block") for i in sorted(large))
+    raw.append((tail, "tail"))
+    sites: list[Site] = []
+    seen: set[int] = set()
+    for index, kind in raw:
+        if index is None or index in seen or index in taken:
+            continue
+        if not reaches_minimum(cumulative[index], minimum, margin):
+            continue
+        seen.add(index)
+        sites.append(Site(index, kind))
+    return sites
+
+
+def guard_site(
+    blocks: Sequence[BlockInfo],
+    cumulative: Sequence[float],
+    cached: Sequence[int],
+    *,
+    minimum: int,
+    margin: float,
+    taken: frozenset[int] = frozenset(),
+) -> Site | None:
+    """The lookback guard: a site that can still read the latest believed-cached prefix.
+
+    Needed when the tail is ``LOOKBACK_BLOCKS`` or more blocks after that prefix; the site is
+    the prefix's own block, or the first markable block after it within the window.
+
+    Returns:
+        The guard site, or ``None`` when no guard is needed or possible.
+    """
+    tail = _last_markable(blocks, range(len(blocks)))
+    if not cached or tail is None:
+        return None
+    latest = max(cached)
+    if tail - latest < LOOKBACK_BLOCKS:
+        return None
+    window = range(latest, min(latest + LOOKBACK_BLOCKS, len(blocks)))
+    if any(index in taken for index in window):
+        return None  # a user marker already keeps it within reach
+    for index in window:
+        if blocks[index].markable and reaches_minimum(cumulative[index], minimum, margin):
+            return Site(index, "guard")
+    return None
+
+
+@dataclass(frozen=True)
+class Option:
+    """A marker the search may place (or a user marker it must keep).
+
+    Attributes:
+        index: flat block index.
+        future_1h: expected future cost per token with a 1h marker (``ttl.future_cost``).
+        future_5m: the same with 5m.
+        forced: a user marker's TTL, or ``None``.
+        writes: whether the prefix reaches the minimum (a user marker below it writes nothing).
+    """
+
+    index: int
+    future_1h: float
+    future_5m: float
+    forced: str | None = None
+    writes: bool = True
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The chosen markers and what they are expected to cost.
+
+    Attributes:
+        markers: ``(index, ttl)`` of every marker, the user's included, in prefix order.
+        read_index: the block up to which this request is expected to read (``-1``: none).
+        now_cost: this request's expected input cost (USD, or relative units if unpriced).
+        objective: now_cost plus the expected future cost the search minimized.
+    """
+
+    markers: tuple[tuple[int, CacheTTL], ...]
+    read_index: int
+    now_cost: float
+    objective: float
+
+
+def _read_point(markers: Sequence[Option], cached_desc: Sequence[int]) -> int:
+    for entry in cached_desc:
+        for marker in markers:
+            if 0 <= marker.index - entry < LOOKBACK_BLOCKS:
+                return entry
+    return -1
+
+
+def _price(
+    markers: Sequence[Option],
+    cumulative: Sequence[float],
+    total: float,
+    cached: Mapping[int, str],
+    cached_desc: Sequence[int],
+    rates: Rates,
+    policy: TTLPolicy,
+) -> tuple[float, int, float, int] | None:
+    """``(objective, cut, now_cost, read_index)`` of one marker set (``None``: invalid order).
+
+    Written for speed (it runs for every subset): plain floats, no intermediate objects.
+    """
+    read_index = _read_point(markers, cached_desc)
+    read_end = cumulative[read_index] if read_index >= 0 else 0.0
+    entry_1h = cached.get(read_index) == "1h"
+    p_in, p_read, p_5m, p_1h = rates.input, rates.read, rates.write_5m, rates.write_1h
+    start = 0.0
+    cost_1h: list[float] = []
+    cost_5m: list[float] = []
+    now_1h: list[float] = []
+    now_5m: list[float] = []
+    for marker in markers:
+        end = cumulative[marker.index]
+        size = end - start if end > start else 0.0
+        read = read_end - start
+        read = 0.0 if read < 0.0 else (size if read > size else read)
+        if not marker.writes:  # below the minimum: no entry, the unread part is plain input
+            both = read * p_read + (size - read) * p_in
+            now_1h.append(both)
+            now_5m.append(both)
+            cost_1h.append(both)
+            cost_5m.append(both)
+        elif marker.index <= read_index:
+            # Read in full: a hit keeps the entry's own TTL whatever this marker says, and the
+            # next write (when the entry expires) gets the TTL the next plan finds best. So the
+            # choice is free here (it only has to respect the order); ties go to the entry's TTL.
+            n = read * p_read
+            base = n + size * min(marker.future_1h, marker.future_5m)
+            nudge = 1e-9 * p_in * size
+            now_1h.append(n)
+            now_5m.append(n)
+            cost_1h.append(base if entry_1h else base + nudge)
+            cost_5m.append(base + nudge if entry_1h else base)
+        else:
+            unread = size - read
+            n1 = read * p_read + unread * p_1h
+            n5 = read * p_read + unread * p_5m
+            now_1h.append(n1)
+            now_5m.append(n5)
+            cost_1h.append(n1 + size * marker.future_1h)
+            cost_5m.append(n5 + size * marker.future_5m)
+        if end > start:
+            start = end
+    plain = (total - start) * p_in if total > start else 0.0
+    split = best_split(cost_1h, cost_5m, [m.forced for m in markers], policy)
+    if split is None:
+        return None
+    cut, cost = split
+    now = sum(now_1h[:cut]) + sum(now_5m[cut:]) + plain
+    return cost + plain, cut, now, read_index
+
+
+def choose_markers(
+    options: Sequence[Option],
+    fixed: Sequence[Option],
+    cumulative: Sequence[float],
+    cached: Mapping[int, str],
+    rates: Rates,
+    policy: TTLPolicy,
+    slots: int,
+) -> Placement:
+    """The cheapest set of planner markers (at most ``slots``) alongside the user's.
+
+    Args:
+        options: candidate planner markers (distinct indices).
+        fixed: the user's markers (kept whatever they cost).
+        cumulative: calibrated prefix tokens per block (the last is the request total).
+        cached: prefixes believed cached now: block index -> the entry's TTL.
+        rates: per-token prices.
+        policy: the TTL policy.
+        slots: free marker slots.
+
+    Returns:
+        The best placement (with no planner markers if none pays).
+
+    Raises:
+        ValueError: if the user's markers alone violate the TTL order (validate them first).
+    """
+    total = cumulative[-1] if cumulative else 0.0
+    ordered = sorted(options, key=lambda o: o.index)
+    cached_desc = sorted(cached, reverse=True)
+    best: tuple[float, int, float, int] | None = None
+    best_markers: list[Option] = []
+    for size in range(0, min(slots, len(ordered)) + 1):
+        for subset in itertools.combinations(ordered, size):
+            markers = sorted((*fixed, *subset), key=lambda o: o.index) if fixed else subset
+            priced = _price(markers, cumulative, total, cached, cached_desc, rates, policy)
+            if priced is None:
+                continue
+            if best is None or priced[0] < best[0] - 1e-12 * (1 + abs(best[0])):
+                best, best_markers = priced, list(markers)
+    if best is None:
+        msg = "the user's cache markers put a 1h marker after a 5m one; validate them first"
+        raise ValueError(msg)
+    objective, cut, now, read_index = best
+    return Placement(
+        markers=tuple((m.index, "1h" if k < cut else "5m") for k, m in enumerate(best_markers)),
+        read_index=read_index,
+        now_cost=now,
+        objective=objective,
+    )

@@ -1,0 +1,297 @@
+"""Reuse statistics: how likely a prefix is to come back within 5 minutes and within 1 hour.
+
+Pure math over plain data (the planner loads and stores the records).
+
+Each *arrival* of a prefix is eventually resolved by the next arrival of the same prefix: back
+within 5 minutes, back within the hour, or not (later, or never). A ``ReuseRecord`` keeps decayed
+counts of arrivals and of the first two outcomes, so ``P(back within 5 min) = back_5m /
+arrivals``. Records exist at three levels, each estimate shrunk towards the level above with the
+weight of ``PRIOR_WEIGHT`` arrivals:
+
+1. a prior (``PRIOR_ODDS``: most prefixes worth marking come back soon),
+2. templates: the same place in the same kind of request, whatever its content (two of them, a
+   coarse and a fine one; see ``CachePlanner``), which give a brand-new prefix its odds and
+   learn that, say, a system prompt with a timestamp never comes back,
+3. the prefix itself (by hash). The current request is an arrival too: the gap since the
+   prefix's last arrival resolves that arrival before the odds are computed, so one 20-minute
+   gap is already evidence for the 1-hour TTL.
+
+Per-prefix counts decay fast (``DECAY_PREFIX``) so a change of pattern shows within 2-3 calls;
+template counts decay slowly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FIVE_MINUTES",
+    "ONE_HOUR",
+    "PRIOR_ODDS",
+    "STATIC_PRIOR_ODDS",
+    "PRIOR_WEIGHT",
+    "DECAY_PREFIX",
+    "DECAY_TEMPLATE",
+    "MAX_FUTURE_ARRIVALS",
+    "ReuseOdds",
+    "ReuseRecord",
+    "record_arrival",
+    "record_return",
+    "estimate_odds",
+    "LineageEntry",
+    "merge_lineage",
+]
+
+FIVE_MINUTES = 300.0
+ONE_HOUR = 3600.0
+PRIOR_WEIGHT = 1.0
+DECAY_PREFIX = 0.7
+DECAY_TEMPLATE = 0.9
+MAX_FUTURE_ARRIVALS = 20.0
+
+
+@dataclass(frozen=True)
+class ReuseOdds:
+    """Probabilities that the next arrival of a prefix comes within 5 minutes / within 1 hour."""
+
+    within_5m: float
+    within_1h: float
+
+    def within(self, ttl: str) -> float:
+        """The probability for a TTL (``"5m"`` or ``"1h"``)."""
+        return self.within_5m if ttl == "5m" else self.within_1h
+
+    def future_arrivals(self) -> float:
+        """Expected further arrivals before a gap longer than an hour (capped).
+
+        Each arrival is followed by another within the hour with probability ``within_1h``, so
+        the chain has ``q / (1 - q)`` more arrivals on average.
+        """
+        q = min(max(self.within_1h, 0.0), 1.0)
+        if q >= 1.0:
+            return MAX_FUTURE_ARRIVALS
+        return min(MAX_FUTURE_ARRIVALS, q / (1.0 - q))
+
+
+PRIOR_ODDS = ReuseOdds(within_5m=0.7, within_1h=0.75)
+"""Before any evidence: a prefix worth marking usually comes back within minutes (chat turns,
+agent steps, a shared system prompt). With these odds a fresh prefix gets a 5m marker."""
+STATIC_PRIOR_ODDS = ReuseOdds(within_5m=0.75, within_1h=0.8)
+"""The prior for static parts (tools, system prompt, documents): a little likelier to come back
+than a conversation tail, so a first call also marks them (an extra marker before another one
+costs nothing now: the write is billed once, up to the last marker)."""
+
+
+@dataclass(frozen=True)
+class ReuseRecord:
+    """Decayed counts for one prefix or template.
+
+    Attributes:
+        arrivals: arrivals counted (decayed).
+        back_5m: arrivals followed by another within 5 minutes.
+        back_1h: arrivals followed by another after 5 minutes but within the hour.
+        last_seen: time of the last arrival (clock seconds), or ``None``.
+        cached_until: when the entry for this prefix is believed to expire (0: not cached).
+        cached_ttl: the TTL (seconds) of that entry.
+        last_hash: the last prefix hash (48-bit int) seen at a template, or 0.
+    """
+
+    arrivals: float = 0.0
+    back_5m: float = 0.0
+    back_1h: float = 0.0
+    last_seen: float | None = None
+    cached_until: float = 0.0
+    cached_ttl: float = 0.0
+    last_hash: int = 0
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ReuseRecord | None:
+        """Read a stored record; anything malformed reads as ``None`` (no history)."""
+        if not isinstance(raw, Mapping):
+            return None
+        try:
+            last = raw.get("last")
+            return cls(
+                arrivals=max(0.0, float(raw.get("n", 0.0))),
+                back_5m=max(0.0, float(raw.get("b5", 0.0))),
+                back_1h=max(0.0, float(raw.get("b60", 0.0))),
+                last_seen=float(last) if last is not None and last >= 0 else None,
+                cached_until=float(raw.get("cu", 0.0)),
+                cached_ttl=float(raw.get("ct", 0.0)),
+                last_hash=int(raw.get("h", 0)),
+            )
+        except (TypeError, ValueError):
+            return None
+
+    def to_json(self) -> dict[str, float]:
+        """The stored form (numbers only)."""
+        return {
+            "n": self.arrivals,
+            "b5": self.back_5m,
+            "b60": self.back_1h,
+            "last": -1.0 if self.last_seen is None else self.last_seen,
+            "cu": self.cached_until,
+            "ct": self.cached_ttl,
+            "h": self.last_hash,
+        }
+
+
+def _outcome(gap: float) -> tuple[float, float]:
+    if gap <= FIVE_MINUTES:
+        return 1.0, 0.0
+    if gap <= ONE_HOUR:
+        return 0.0, 1.0
+    return 0.0, 0.0
+
+
+def record_arrival(
+    record: ReuseRecord | None, now: float, decay: float, *, resolve: bool = True
+) -> ReuseRecord:
+    """One more arrival at ``now``; for a prefix, the gap since its last arrival resolves that one.
+
+    Args:
+        record: the counts so far.
+        now: the arrival time.
+        decay: weight kept by the past counts.
+        resolve: ``True`` for a prefix record; ``False`` for a template, whose arrivals are
+            different prefixes (their returns come through ``record_return``).
+
+    Returns:
+        The updated record.
+
+    >>> r = record_arrival(None, 0.0, 0.7)
+    >>> r = record_arrival(r, 120.0, 0.7)
+    >>> (round(r.arrivals, 2), r.back_5m, r.last_seen)
+    (1.7, 1.0, 120.0)
+    """
+    base = record or ReuseRecord()
+    b5, b60 = base.back_5m * decay, base.back_1h * decay
+    if resolve and base.last_seen is not None:
+        add5, add60 = _outcome(now - base.last_seen)
+        b5, b60 = b5 + add5, b60 + add60
+    return ReuseRecord(
+        arrivals=base.arrivals * decay + 1.0,
+        back_5m=b5,
+        back_1h=b60,
+        last_seen=now if base.last_seen is None else max(now, base.last_seen),
+        cached_until=base.cached_until,
+        cached_ttl=base.cached_ttl,
+        last_hash=base.last_hash,
+    )
+
+
+def record_return(record: ReuseRecord | None, gap: float) -> ReuseRecord:
+    """Resolve one earlier arrival counted at a template: it came back after ``gap`` seconds."""
+    base = record or ReuseRecord()
+    add5, add60 = _outcome(gap)
+    return ReuseRecord(
+        arrivals=max(base.arrivals, base.back_5m + base.back_1h + add5 + add60),
+        back_5m=base.back_5m + add5,
+        back_1h=base.back_1h + add60,
+        last_seen=base.last_seen,
+        cached_until=base.cached_until,
+        cached_ttl=base.cached_ttl,
+        last_hash=base.last_hash,
+    )
+
+
+def estimate_odds(
+    record: ReuseRecord | None,
+    parent: ReuseOdds,
+    *,
+    arriving_at: float | None = None,
+    weight: float = PRIOR_WEIGHT,
+) -> ReuseOdds:
+    """Odds from a record, shrunk towards ``parent``.
+
+    Args:
+        record: the counts (``None``: no history, the parent's odds).
+        parent: the odds of the level above.
+        arriving_at: the current time when this very prefix is arriving now (its last arrival
+            is then resolved by the gap); ``None`` for templates.
+        weight: how many arrivals the parent is worth.
+
+    Returns:
+        The odds, with ``within_5m <= within_1h``.
+
+    >>> back = ReuseRecord(arrivals=1.0, last_seen=0.0)
+    >>> estimate_odds(back, PRIOR_ODDS, arriving_at=1200.0)   # one 20-minute gap
+    ReuseOdds(within_5m=0.35, within_1h=0.875)
+    """
+    if record is None or record.arrivals <= 0:
+        return parent
+    n, b5, b60 = record.arrivals, record.back_5m, record.back_1h
+    if arriving_at is not None and record.last_seen is not None:
+        add5, add60 = _outcome(arriving_at - record.last_seen)
+        b5, b60 = b5 + add5, b60 + add60
+    total = n + weight
+    p5 = min(1.0, (b5 + weight * parent.within_5m) / total)
+    p1h = min(1.0, (b5 + b60 + weight * parent.within_1h) / total)
+    return ReuseOdds(round(p5, 6), round(max(p5, p1h), 6))
+
+
+@dataclass(frozen=True)
+class LineageEntry:
+    """A recent candidate prefix of one conversation (requests sharing their first message).
+
+    Attributes:
+        index: flat block index of the prefix's last block.
+        prefix: the prefix hash as a 48-bit int.
+        expires: when its cache entry is believed to expire (0: not cached).
+        template: the template id (48-bit int) its return is credited to.
+        seen: when it arrived.
+        resolved: whether its return was already credited.
+        ttl: the TTL of its marker in seconds (0: not marked).
+    """
+
+    index: int
+    prefix: int
+    expires: float
+    template: int
+    seen: float
+    resolved: bool = False
+    ttl: float = 0.0
+
+    @classmethod
+    def from_json(cls, raw: Any) -> LineageEntry | None:
+        """Read a stored entry (a list of seven numbers); malformed reads as ``None``."""
+        if not isinstance(raw, Sequence) or len(raw) != 7:
+            return None
+        try:
+            index, prefix, expires, template, seen, resolved, ttl = raw
+            return cls(
+                int(index),
+                int(prefix),
+                float(expires),
+                int(template),
+                float(seen),
+                bool(resolved),
+                float(ttl),
+            )
+        except (TypeError, ValueError):
+            return None
+
+    def to_json(self) -> list[float]:
+        """The stored form."""
+        return [
+            self.index,
+            self.prefix,
+            self.expires,
+            self.template,
+            self.seen,
+            int(self.resolved),
+            self.ttl,
+        ]
+
+
+def merge_lineage(
+    old: Sequence[LineageEntry], new: Sequence[LineageEntry], cap: int
+) -> list[LineageEntry]:
+    """Replace entries with the same ``(index, prefix)`` and keep the ``cap`` most recent."""
+    keyed = {(e.index, e.prefix): e for e in old}
+    for entry in new:
+        keyed.pop((entry.index, entry.prefix), None)
+        keyed[(entry.index, entry.prefix)] = entry
+    return list(keyed.values())[-cap:]

@@ -1,0 +1,212 @@
+"""Claude's hard rules for cache markers, and the minimum-prefix rule with its safety margin.
+
+Pure functions: no I/O, no clock, no environment.
+
+* At most ``MAX_BREAKPOINTS`` markers per request, the user's included.
+* No 1h marker after a 5m marker in prefix order (tools, system, messages).
+* No marker on a thinking block, a redacted thinking block or an empty text block.
+* A read looks back at most ``LOOKBACK_BLOCKS`` block boundaries from a marker (the marker's own
+  boundary and 19 before it).
+* A prefix shorter than the model's minimum is silently not cached. The planner marks a prefix
+  only when its *calibrated* estimate reaches the minimum, rounded up by a small margin
+  (``reaches_minimum``): a marker on a prefix that turns out too short costs only its slot,
+  while a prefix left unmarked because the estimate was a little low loses every read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Position
+
+__all__ = [
+    "MAX_BREAKPOINTS",
+    "LOOKBACK_BLOCKS",
+    "TTL_SECONDS",
+    "UNCALIBRATED_MARGIN",
+    "CALIBRATED_MARGIN",
+    "MAX_LEARNED_MINIMUM",
+    "validate_user_markers",
+    "user_markers",
+    "ttl_order_valid",
+    "minimum_margin",
+    "reaches_minimum",
+    "MinimumBounds",
+    "learn_minimum",
+    "effective_minimum",
+]
+
+MAX_BREAKPOINTS = 4
+LOOKBACK_BLOCKS = 20
+"""A marker at block ``m`` can read an entry written at block ``e`` when ``0 <= m - e < 20``."""
+TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
+
+UNCALIBRATED_MARGIN = 0.10
+"""Rounding up near the minimum while the estimate rests on priors (under 3 observations)."""
+CALIBRATED_MARGIN = 0.04
+"""Rounding up near the minimum once calibrated (the calibration is good to a few percent)."""
+CALIBRATED_AFTER = 3.0
+MAX_LEARNED_MINIMUM = 8192
+"""An unknown model's learned minimum is never raised above this (twice the largest known)."""
+
+
+def user_markers(request: ClaudeRequest) -> Iterator[tuple[Position, CacheControl, bool]]:
+    """The markers present in a request: ``(position, marker, markable)`` in prefix order.
+
+    Walks the request directly (no hashing), so it is cheap on any request.
+    """
+    for i, tool in enumerate(request.tools):
+        if tool.cache_control is not None:
+            yield Position("tools", i), tool.cache_control, True
+    for i, block in enumerate(request.system):
+        if block.cache_control is not None:
+            yield Position("system", i), block.cache_control, block.markable
+    for m, message in enumerate(request.messages):
+        for j, block in enumerate(message.content):
+            if block.cache_control is not None:
+                yield Position("messages", m, j), block.cache_control, block.markable
+
+
+def _describe(block: Block) -> str:
+    if block.type in ("thinking", "redacted_thinking"):
+        return f"a {block.type} block"
+    return "an empty text block"
+
+
+def _block_at(request: ClaudeRequest, position: Position) -> Block:
+    if position.section == "system":
+        return request.system[position.index]
+    return request.messages[position.index].content[position.part]
+
+
+def validate_user_markers(request: ClaudeRequest) -> None:
+    """Check the markers the user placed, before anything is sent (also with caching off).
+
+    Args:
+        request: the request as the user built it.
+
+    Raises:
+        RequestValidationError: more than 4 markers, a 1h marker after a 5m one, or a marker on
+            a thinking block or an empty text block; the message names the positions and says
+            how to fix it.
+    """
+    found = list(user_markers(request))
+    for position, _marker, markable in found:
+        if not markable:
+            what = _describe(_block_at(request, position))
+            msg = (
+                f"cache_control on {position}, which is {what}: Claude does not accept a cache "
+                "marker there. Remove it, or put it on the nearest text, image, document, "
+                "tool_use or tool_result block before it."
+            )
+            raise RequestValidationError(msg)
+    if len(found) > MAX_BREAKPOINTS:
+        where = ", ".join(str(p) for p, _m, _k in found)
+        msg = (
+            f"{len(found)} cache_control markers ({where}): Claude allows at most "
+            f"{MAX_BREAKPOINTS} per request. Remove {len(found) - MAX_BREAKPOINTS}, or remove "
+            "them all and let the cache planner place them (cache='auto')."
+        )
+        raise RequestValidationError(msg)
+    first_5m: Position | None = None
+    for position, marker, _markable in found:
+        if marker.ttl == "5m" and first_5m is None:
+            first_5m = position
+        elif marker.ttl == "1h" and first_5m is not None:
+            msg = (
+                f"cache_control ttl='1h' on {position} comes after ttl='5m' on {first_5m}: "
+                "every 1h marker must come before every 5m marker in prefix order (tools, "
+                f"system, messages). Make {first_5m} ttl='1h' or {position} ttl='5m'."
+            )
+            raise RequestValidationError(msg)
+
+
+def ttl_order_valid(ttls: Sequence[str]) -> bool:
+    """Whether TTLs in prefix order put every ``"1h"`` before every ``"5m"``.
+
+    >>> ttl_order_valid(["1h", "1h", "5m"]), ttl_order_valid(["5m", "1h"])
+    (True, False)
+    """
+    seen_5m = False
+    for ttl in ttls:
+        if ttl == "5m":
+            seen_5m = True
+        elif seen_5m:
+            return False
+    return True
+
+
+def minimum_margin(calibration_observations: float) -> float:
+    """The rounding-up margin near the minimum: wider while the estimate is uncalibrated."""
+    if calibration_observations < CALIBRATED_AFTER:
+        return UNCALIBRATED_MARGIN
+    return CALIBRATED_MARGIN
+
+
+def reaches_minimum(estimate: float, minimum: int, margin: float) -> bool:
+    """Whether a calibrated prefix estimate counts as reaching the minimum.
+
+    >>> reaches_minimum(940, 1024, 0.10), reaches_minimum(900, 1024, 0.10)
+    (True, False)
+    """
+    return estimate * (1.0 + margin) >= minimum
+
+
+@dataclass(frozen=True)
+class MinimumBounds:
+    """What usage taught about an unknown model's minimum, in real tokens.
+
+    Attributes:
+        above: the largest marked prefix that was not cached (the minimum is above it).
+        at_most: the smallest prefix seen cached (the minimum is at most that).
+    """
+
+    above: float | None = None
+    at_most: float | None = None
+
+
+def learn_minimum(bounds: MinimumBounds, prefix_tokens: float, cached: bool) -> MinimumBounds:
+    """Fold in one marked prefix of ``prefix_tokens`` real tokens that was (not) cached.
+
+    >>> learn_minimum(MinimumBounds(), 700, cached=False)
+    MinimumBounds(above=700, at_most=None)
+    """
+    if cached:
+        at_most = prefix_tokens if bounds.at_most is None else min(bounds.at_most, prefix_tokens)
+        return MinimumBounds(bounds.above, at_most)
+    above = prefix_tokens if bounds.above is None else max(bounds.above, prefix_tokens)
+    return MinimumBounds(above, bounds.at_most)
+
+
+def effective_minimum(
+    table_minimum: int,
+    *,
+    known: bool,
+    override: int | None = None,
+    learned: MinimumBounds | None = None,
+) -> int:
+    """The minimum the planner works with.
+
+    A user override wins. A model in the table keeps its published minimum. For an unknown
+    model, the lowest value consistent with what usage taught: above the largest prefix seen
+    uncached, by ``CALIBRATED_MARGIN`` so that the same prefix, estimated a little high, is not
+    marked again (the planner then applies no further margin), but never above the smallest
+    prefix seen cached (proof beats absence: a relay that drops markers also looks "uncached"),
+    and never above ``MAX_LEARNED_MINIMUM``.
+
+    >>> effective_minimum(512, known=False, learned=MinimumBounds(above=1500, at_most=2100))
+    1562
+    """
+    if override is not None:
+        return int(override)
+    if known or learned is None:
+        return table_minimum
+    minimum = table_minimum
+    if learned.above is not None:
+        minimum = max(minimum, math.ceil((int(learned.above) + 1) * (1 + CALIBRATED_MARGIN)))
+    if learned.at_most is not None:
+        minimum = min(minimum, int(learned.at_most))
+    return min(minimum, MAX_LEARNED_MINIMUM)

@@ -1,0 +1,197 @@
+"""Placement rules (pure): candidate sites, the lookback guard, and the cheapest marker set."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from langchain_claude_relay.models import ModelPrices
+from langchain_claude_relay.planner.placement import (
+    BlockInfo,
+    Option,
+    choose_markers,
+    find_sites,
+    guard_site,
+)
+from langchain_claude_relay.planner.reuse import ReuseOdds
+from langchain_claude_relay.planner.ttl import Rates, future_cost
+
+RATES = Rates.from_prices(ModelPrices.standard(3.0, 15.0))
+
+
+def _blocks(spec: str) -> tuple[list[BlockInfo], list[float]]:
+    """Blocks from a compact spec: ``T300 S2000 | u20 a50 uD3000 t0 e0 ...``.
+
+    Section letters: T tool, S system; after ``|`` messages, one per space-separated group
+    separated by ``/`` (``u20/D3000`` is one user message with two blocks). Kinds: u/a text of
+    a user/assistant message, D document, t thinking (unmarkable), e empty text (unmarkable).
+    """
+    blocks: list[BlockInfo] = []
+    head, _, tail = spec.partition("|")
+    for token in head.split():
+        section = "tools" if token[0] == "T" else "system"
+        blocks.append(
+            BlockInfo(
+                section, -1, "tool" if section == "tools" else "system", True, float(token[1:])
+            )
+        )
+    for m, message in enumerate(tail.split()):
+        role = "user" if message[0] in "uD" else "assistant"
+        for part in message.split("/"):
+            kind, size = part[0], float(part[1:] or 0)
+            blocks.append(BlockInfo("messages", m, role, kind not in "te", size))
+    cumulative = list(itertools.accumulate(b.tokens for b in blocks))
+    return blocks, cumulative
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        # tools and system large enough, one user turn
+        ("T600 T600 S2000 | u20", [(1, "tools"), (2, "system"), (3, "tail")]),
+        # tools alone below the minimum: no tools site
+        ("T300 S2000 | u20", [(1, "system"), (2, "tail")]),
+        # nothing reaches the minimum
+        ("S200 | u20 a30", []),
+        # a thinking block last: the tail is the last markable block
+        ("S2000 | u20 a40/t100", [(0, "system"), (2, "tail")]),
+        # an empty text last, same
+        ("S2000 | u20 a40/e0", [(0, "system"), (2, "tail")]),
+        # the first user message carries a big document
+        ("S300 | D5000/u20 a30 u20", [(2, "first_message"), (1, "block"), (4, "tail")]),
+        # several large blocks: the 3 largest, in order
+        # several large blocks: the 3 largest, in order (the first also ends the first message)
+        (
+            "S100 | u1500 a1200 u2000 a1100 u20",
+            [(1, "first_message"), (2, "block"), (3, "block"), (5, "tail")],
+        ),
+        # the minimum with its margin: 1000 * 1.04 >= 1024
+        ("S1000 | u5", [(0, "system"), (1, "tail")]),
+    ],
+)
+def test_sites(spec: str, expected: list[tuple[int, str]]) -> None:
+    blocks, cumulative = _blocks(spec)
+    sites = find_sites(blocks, cumulative, minimum=1024, margin=0.04)
+    assert [(s.index, s.kind) for s in sites] == expected
+
+
+def test_user_marked_blocks_are_not_sites() -> None:
+    blocks, cumulative = _blocks("T600 T600 S2000 | u20")
+    sites = find_sites(blocks, cumulative, minimum=1024, margin=0.04, taken=frozenset({3}))
+    assert [s.index for s in sites] == [1, 2]
+
+
+def _long(n_messages: int, thinking_at: int | None = None) -> tuple[list[BlockInfo], list[float]]:
+    """A system block, then one block per message (message m is block m + 1)."""
+    parts = []
+    for m in range(n_messages):
+        kind = "t" if m == thinking_at else ("u" if m % 2 == 0 else "a")
+        parts.append(f"{kind}50")
+    return _blocks("S2000 | " + " ".join(parts))
+
+
+@pytest.mark.parametrize(
+    ("n_messages", "cached", "thinking_at", "guard"),
+    [
+        (30, [5], None, 5),  # tail at block 30, cached at 5: 25 blocks apart
+        (30, [5, 8], None, 8),  # the latest cached prefix is the one to keep reachable
+        (30, [5], 4, 6),  # block 5 (message 4) is thinking: block 6 still reads 5
+        (30, [6], 4, 6),
+        (30, [5], 5, 5),
+        (20, [5], None, None),  # 15 apart: the tail reads it
+        (25, [5], None, 5),  # exactly 20 apart: out of reach
+        (24, [5], None, None),  # 19 apart: within reach
+        (30, [], None, None),
+    ],
+)
+def test_lookback_guard(
+    n_messages: int, cached: list[int], thinking_at: int | None, guard: int | None
+) -> None:
+    blocks, cumulative = _long(n_messages, thinking_at)
+    site = guard_site(blocks, cumulative, cached, minimum=1024, margin=0.04)
+    assert (site.index if site else None) == guard
+
+
+def test_a_user_marker_in_the_window_makes_the_guard_unneeded() -> None:
+    blocks, cumulative = _long(30)
+    assert (
+        guard_site(blocks, cumulative, [5], minimum=1024, margin=0.04, taken=frozenset({7})) is None
+    )
+
+
+def _option(index: int, odds: ReuseOdds, forced: str | None = None) -> Option:
+    return Option(index, future_cost("1h", odds, RATES), future_cost("5m", odds, RATES), forced)
+
+
+GOOD = ReuseOdds(0.95, 0.95)
+NEVER = ReuseOdds(0.0, 0.0)
+SPARSE = ReuseOdds(0.05, 0.95)
+
+
+def test_at_most_the_free_slots_are_used() -> None:
+    cumulative = [float(2000 * (i + 1)) for i in range(8)]
+    options = [_option(i, GOOD) for i in range(7)]
+    for user in range(5):
+        fixed = [_option(7 - k, GOOD, "5m") for k in range(user)]
+        free = [o for o in options if o.index not in {f.index for f in fixed}]
+        placed = choose_markers(free, fixed, cumulative, {}, RATES, "auto", 4 - user)
+        assert len(placed.markers) <= 4
+        assert {f.index for f in fixed} <= {i for i, _ in placed.markers}
+
+
+def test_prefixes_that_never_come_back_are_not_marked() -> None:
+    cumulative = [2000.0, 4000.0, 4100.0]
+    placed = choose_markers(
+        [_option(0, GOOD), _option(2, NEVER)], [], cumulative, {}, RATES, "auto", 4
+    )
+    assert placed.markers == ((0, "5m"),)
+
+
+def test_a_cached_prefix_out_of_lookback_is_read_through_the_guard() -> None:
+    cumulative = [float(1000 + 100 * i) for i in range(40)]
+    tail = _option(39, NEVER)
+    guard = _option(5, GOOD)
+    placed = choose_markers([guard, tail], [], cumulative, {5: "5m"}, RATES, "auto", 4)
+    assert (5, "5m") in placed.markers
+    assert placed.read_index == 5
+
+
+def test_reads_are_predicted_only_within_the_lookback() -> None:
+    cumulative = [float(1000 + 100 * i) for i in range(40)]
+    only_tail = choose_markers([_option(39, GOOD)], [], cumulative, {5: "5m"}, RATES, "auto", 4)
+    assert only_tail.read_index == -1  # 34 blocks away: unreachable
+    near = choose_markers([_option(24, GOOD)], [], cumulative, {5: "5m"}, RATES, "auto", 4)
+    assert near.read_index == 5  # 19 blocks away: reachable
+
+
+def test_user_ttls_constrain_the_planner() -> None:
+    cumulative = [2000.0, 4000.0, 6000.0]
+    # a user 1h marker last: the planner's earlier marker must be 1h too, even with dense odds
+    placed = choose_markers(
+        [_option(0, GOOD)], [_option(2, NEVER, "1h")], cumulative, {}, RATES, "auto", 3
+    )
+    assert placed.markers == ((0, "1h"), (2, "1h"))
+    # a user 5m marker first: the planner's later marker must be 5m, even with sparse odds
+    placed = choose_markers(
+        [_option(2, SPARSE)], [_option(0, GOOD, "5m")], cumulative, {}, RATES, "auto", 3
+    )
+    assert placed.markers in (((0, "5m"), (2, "5m")), ((0, "5m"),))
+
+
+def test_a_big_sparse_prefix_gets_1h_and_later_markers_follow() -> None:
+    cumulative = [20_000.0, 20_500.0, 20_600.0]
+    placed = choose_markers(
+        [_option(0, SPARSE), _option(1, ReuseOdds(0.04, 0.9))], [], cumulative, {}, RATES, "auto", 4
+    )
+    ttls = dict(placed.markers)
+    assert ttls[0] == "1h"
+    assert all(ttl == "1h" for ttl in ttls.values())
+
+
+def test_expected_cost_is_below_uncached_when_reading() -> None:
+    cumulative = [10_000.0, 10_100.0]
+    placed = choose_markers([_option(0, GOOD)], [], cumulative, {0: "5m"}, RATES, "auto", 4)
+    uncached = cumulative[-1] * RATES.input
+    assert placed.now_cost == pytest.approx(10_000 * RATES.read + 100 * RATES.input)
+    assert placed.now_cost < uncached

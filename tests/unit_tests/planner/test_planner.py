@@ -1,0 +1,443 @@
+"""CachePlanner end to end: plan -> a toy Claude with Claude's cache rules -> observe."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import warnings
+from dataclasses import replace
+
+import pytest
+from planner_helpers import (
+    ESTIMATOR,
+    MODEL,
+    Clock,
+    ToyClaude,
+    conversation,
+    prose,
+    request,
+    run,
+    text,
+    tool,
+)
+
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.planner import CachePlan, CachePlanner, PrefixStabilityWarning
+from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Position
+from langchain_claude_relay.store import MemoryStore
+from langchain_claude_relay.tokens import DECAY
+from langchain_claude_relay.usage import NormalizedUsage
+
+DOC = prose(3000, 9)
+
+
+def _doc_question(i: int) -> ClaudeRequest:
+    return request(system=prose(300, 1), turns=[("user", f"Q{i}: " + prose(15, i))], document=DOC)
+
+
+def _gaps_run(gaps: list[float]) -> list[tuple[CachePlan, NormalizedUsage]]:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    out = []
+    for i, gap in enumerate(gaps):
+        plan, usage, _obs = run(planner, claude, _doc_question(i), clock)
+        out.append((plan, usage))
+        clock.advance(gap)
+    return out
+
+
+def _doc_marker(plan: CachePlan):
+    return next(b for b in plan.breakpoints if b.position == Position("messages", 0, 0))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_gaps_of_10_to_50_minutes_switch_to_1h(seed: int) -> None:
+    rng = random.Random(seed)
+    runs = _gaps_run([rng.uniform(600, 3000) for _ in range(8)])
+    for plan, _usage in runs[2:]:  # after 2 observations of the pattern
+        assert _doc_marker(plan).ttl == "1h"
+        assert all(b.ttl == "1h" for b in plan.breakpoints)
+    for _plan, usage in runs[3:]:  # and the 1h entry is read from then on
+        assert usage.cache_read_tokens > 0
+    assert all(b.ttl == "5m" for b in runs[0][0].breakpoints)  # a first sighting starts at 5m
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_dense_traffic_stays_5m(seed: int) -> None:
+    rng = random.Random(seed)
+    runs = _gaps_run([rng.uniform(5, 280) for _ in range(10)])
+    for plan, _usage in runs:
+        assert plan.breakpoints
+        assert all(b.ttl == "5m" for b in plan.breakpoints)
+    assert all(usage.cache_read_tokens > 0 for _plan, usage in runs[1:])
+
+
+def test_gaps_over_an_hour_stop_marking_the_document() -> None:
+    runs = _gaps_run([2 * 3600.0] * 6)
+    assert not runs[-1][0].breakpoints
+
+
+def test_volatile_system_prompt_warns_and_stops_being_marked() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plans = []
+        for i in range(8):
+            system = f"Current time: 2025-01-01T10:{i:02d}:00Z. " + prose(1500, 1)
+            plan, _usage, _obs = run(
+                planner, claude, request(system=system, turns=[("user", prose(20, i))]), clock
+            )
+            plans.append(plan)
+            clock.advance(120)
+    stability = [str(w.message) for w in caught if issubclass(w.category, PrefixStabilityWarning)]
+    assert any(
+        "system[0]" in m and "timestamp" in m and "2025-01-01T10:00:00Z" in m for m in stability
+    )
+    assert any("system[0] changed on each of the last" in m for m in stability)
+    assert len(stability) == 2  # once each, not once per call
+    assert plans[0].breakpoints
+    assert plans[0].warnings
+    assert all(not p.breakpoints for p in plans[4:]), [p.breakpoints for p in plans]
+    assert sum(u.cache_write_tokens for u in claude.log[4:]) == 0  # no longer paying 1.25x
+
+
+def test_chat_reads_the_previous_turn() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    turns: list[tuple[str, str]] = []
+    tools = (tool("search"), tool("fetch", 6))
+    previous_total = 0
+    for i in range(6):
+        turns.append(("user", prose(30, 10 + i)))
+        plan, usage, obs = run(
+            planner, claude, request(system=prose(1200, 1), turns=list(turns), tools=tools), clock
+        )
+        tail = plan.breakpoints[-1]
+        assert tail.position == Position("messages", len(turns) - 1, 0)
+        if i:
+            assert usage.cache_read_tokens == previous_total  # the whole previous request
+            assert obs.actual_read_tokens == usage.cache_read_tokens
+        previous_total = usage.total_input_tokens
+        turns.append(("assistant", prose(60, 20 + i)))
+        clock.advance(45)
+
+
+def test_lookback_guard_keeps_the_cached_prefix_readable() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    turns = [("user", prose(40, 1))]
+    _first, usage, _ = run(planner, claude, request(system=prose(1500, 2), turns=turns), clock)
+    assert usage.cache_write_tokens > 0
+    # an agent step adds 30 blocks (tool calls and results) after the cached tail
+    turns = turns + [("assistant" if k % 2 == 0 else "user", prose(10, 100 + k)) for k in range(30)]
+    clock.advance(30)
+    plan, usage, obs = run(planner, claude, request(system=prose(1500, 2), turns=turns), clock)
+    guard = [b for b in plan.breakpoints if b.reason.startswith("lookback guard")]
+    assert guard, plan.explain()
+    assert guard[0].predicted == "read"
+    assert usage.cache_read_tokens >= claude.log[0].cache_write_tokens
+    assert obs.predicted_read_tokens > 0
+
+
+def test_user_markers_are_kept_exactly() -> None:
+    planner = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR)
+    bare = CacheControl("5m", explicit_ttl=False)
+    req = request(system=prose(1500, 1), turns=[("user", prose(30, 2))])
+    req = req.with_markers({Position("system", 0): bare})
+    plan = planner.plan(req)
+    applied = plan.apply()
+    assert applied.system[0].cache_control == bare
+    assert applied.system[0].cache_control.to_wire() == {"type": "ephemeral"}
+    user = [b for b in plan.breakpoints if b.source == "user"]
+    assert [(b.position, b.reason) for b in user] == [
+        (Position("system", 0), "user marker (kept as given)")
+    ]
+
+
+@pytest.mark.parametrize(
+    "markers",
+    [
+        {Position("system", 0): CacheControl("5m"), Position("messages", 0, 0): CacheControl("1h")},
+        {Position("tools", i): CacheControl("5m") for i in range(5)},
+    ],
+)
+def test_invalid_user_markers_raise_before_planning(markers: dict) -> None:
+    req = request(system="s", tools=tuple(tool(f"t{i}") for i in range(5)))
+    req = req.with_markers(markers)
+    with pytest.raises(RequestValidationError):
+        CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(req)
+
+
+def test_a_short_prompt_gets_no_marker() -> None:
+    plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(
+        request(system="Be brief.")
+    )
+    assert plan.breakpoints == ()
+    assert plan.expected_cost_usd == pytest.approx(plan.uncached_cost_usd)
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"), [("claude-haiku-4-5", 4096), ("claude-opus-5", 512), (MODEL, 1024)]
+)
+def test_the_model_minimum_decides(model: str, minimum: int) -> None:
+    planner = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR)
+    plan = planner.plan(request(system=prose(1500, 1), model=model))
+    assert plan.min_cache_tokens == minimum
+    assert bool(plan.breakpoints) == (minimum < 1500)
+
+
+def test_min_tokens_overrides() -> None:
+    planner = CachePlanner(
+        MemoryStore(), Clock(), encoding=ESTIMATOR, min_tokens_overrides={"sonnet-4-6": 8000}
+    )
+    plan = planner.plan(request(system=prose(1500, 1)))
+    assert plan.min_cache_tokens == 8000
+    assert plan.breakpoints == ()
+
+
+def test_unknown_model_learns_its_minimum() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude(minimum=2048)
+    model = "claude-opus-9-9"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short = request(system=prose(1000, 1), turns=[("user", "hi")], model=model)
+        first, usage, obs = run(planner, claude, short, clock)
+        assert first.min_cache_tokens == 512  # assumed low at first
+        assert first.breakpoints
+        assert usage.cache_write_tokens == 0
+        assert obs.breakpoints[0].miss_reason in ("below minimum", "relay dropped marker?")
+        for _ in range(3):  # the calibration settles; the learned minimum stays above the prompt
+            clock.advance(3600)
+            again, _usage, _obs = run(planner, claude, short, clock)
+            assert again.min_cache_tokens > claude.total(short)
+        assert planner.plan(short).breakpoints == ()
+        longer = request(system=prose(2500, 1), turns=[("user", "hi")], model=model)
+        plan, usage, _ = run(planner, claude, longer, clock)
+        assert plan.breakpoints
+        assert usage.cache_write_tokens > 0
+        assert planner.plan(longer).min_cache_tokens <= usage.cache_write_tokens
+
+
+def test_miss_reasons() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    req = request(system=prose(1500, 1), turns=[("user", "hello")], tools=(tool("a"),))
+    _plan, _usage, obs = run(planner, claude, req, clock)
+    assert {b.miss_reason for b in obs.breakpoints} == {"new prefix"}
+    clock.advance(30)
+    _plan, _usage, obs = run(planner, claude, req, clock)
+    assert all(b.hit and b.hit_predicted and b.miss_reason is None for b in obs.breakpoints)
+    clock.advance(400)  # the 5m entries expired
+    _plan, _usage, obs = run(planner, claude, req, clock)
+    assert {b.miss_reason for b in obs.breakpoints} == {"expired"}
+    # the tools change: same place, different content
+    clock.advance(30)
+    changed = replace(req, tools=(tool("a", n_props=7),))
+    plan, _usage, obs = run(planner, claude, changed, clock)
+    reasons = {str(b.position): b.miss_reason for b in obs.breakpoints}
+    assert "prefix changed" in reasons.values(), reasons
+    # a relay that drops markers
+    plan = planner.plan(request(system=prose(1800, 5)))
+    obs = planner.observe(plan, ToyClaude(drop_markers=True).send(plan.apply(), clock()))
+    assert {b.miss_reason for b in obs.breakpoints} == {"relay dropped marker?"}
+
+
+def test_concurrent_requests_with_a_new_prefix() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    req = request(system=prose(1500, 7), turns=[("user", "go")])
+    plans = [planner.plan(req) for _ in range(3)]  # fanned out before any response
+    usages = claude.send_batch([p.apply() for p in plans], clock())
+    observations = [planner.observe(p, u) for p, u in zip(plans, usages, strict=True)]
+    assert all(u.cache_write_tokens > 0 for u in usages)  # each paid the write
+    reasons = [{b.miss_reason for b in o.breakpoints} for o in observations]
+    assert reasons[0] == {"new prefix"}
+    assert all(r == {"not yet written (concurrent)"} for r in reasons[1:])
+
+
+def test_below_minimum_reason() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude(ratio=1.0, block_overhead=0)  # the real count is lower than the prior
+    for words in range(700, 1200, 25):  # find a prompt the planner marks but is too short
+        req = request(system=prose(words, 3))
+        plan = planner.plan(req)
+        if plan.breakpoints and claude.total(req) < 1024:
+            break
+    else:
+        pytest.fail("no prompt near the minimum")
+    obs = planner.observe(plan, claude.send(plan.apply(), clock()))
+    assert obs.breakpoints[-1].miss_reason == "below minimum"
+
+
+def test_observe_is_thread_safe() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    planner = CachePlanner(store, clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    reqs = [request(system=prose(1500, 1), turns=[("user", prose(10, i))]) for i in range(24)]
+    pairs = []
+    for req in reqs:
+        plan = planner.plan(req)
+        pairs.append((plan, claude.send(plan.apply(), clock())))
+    errors: list[BaseException] = []
+
+    def work(chunk: list) -> None:
+        try:
+            for plan, usage in chunk:
+                planner.observe(plan, usage)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(pairs[i::6],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    expected_weight = sum(DECAY**k for k in range(len(reqs)))
+    assert planner.plan(reqs[0]).calibration_observations == pytest.approx(
+        expected_weight, abs=1e-3
+    )
+
+
+def test_plan_does_not_write_the_store() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    planner = CachePlanner(store, clock, encoding=ESTIMATOR)
+    run(planner, ToyClaude(), request(system=prose(1500, 1)), clock)
+    before = dict(store._data)
+    planner.plan(request(system=prose(1500, 1), turns=conversation(5, system="")))
+    assert store._data == before
+
+
+def test_ttl_policy_and_per_call_override() -> None:
+    planner = CachePlanner(MemoryStore(), Clock(), ttl="1h", encoding=ESTIMATOR)
+    req = request(system=prose(1500, 1), turns=[("user", "hi")])
+    assert {b.ttl for b in planner.plan(req).breakpoints} == {"1h"}
+    assert {b.ttl for b in planner.plan(req, ttl="5m").breakpoints} == {"5m"}
+    assert planner.plan(req, ttl="5m").ttl_policy == "5m"
+    with pytest.raises(ValueError, match="ttl must be one of"):
+        planner.plan(req, ttl="10m")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        CachePlanner(MemoryStore(), ttl="forever")  # type: ignore[arg-type]
+
+
+def test_unpriced_model_still_plans() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(
+            request(system=prose(1500, 1), model="claude-sonnet-5-5")
+        )
+    assert plan.breakpoints
+    assert plan.expected_cost_usd is None
+    assert plan.uncached_cost_usd is None
+    assert "no published prices" in plan.explain()
+
+
+def test_explain_and_to_dict() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    req = request(system=prose(1500, 1), turns=[("user", "hi")], tools=(tool("a"),))
+    run(planner, ToyClaude(), req, clock)
+    plan = planner.plan(req)
+    table = plan.explain()
+    for fragment in [
+        "system[0]",
+        "tools[0]",
+        "messages[0].content[0]",
+        "5m planner",
+        "uncached",
+        "prefix",
+    ]:
+        assert fragment in table
+    summary = plan.to_dict()
+    json.dumps(summary)
+    assert summary["breakpoints"][0].keys() >= {
+        "position",
+        "ttl",
+        "estimated_prefix_tokens",
+        "reason",
+        "source",
+    }
+    assert summary["expected_cost_usd"] < summary["uncached_cost_usd"]
+    assert summary["predicted_read_tokens"] == plan.predicted_read_tokens > 0
+    assert summary["total_estimated_tokens"] == plan.total_estimated_tokens
+    assert summary["warnings"] == []
+    long_req = request(system=prose(1500, 1), turns=conversation(100, system="", words=5))
+    long_table = planner.plan(long_req).explain()
+    assert "block(s) without marker" in long_table
+    assert len(long_table.splitlines()) < 40
+
+
+def test_plan_accepts_langchain_messages_and_dicts() -> None:
+    pytest.importorskip("langchain_claude_relay.convert")
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    planner = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR)
+    system = prose(1500, 1)
+    from_lc = planner.plan([SystemMessage(system), HumanMessage("hi")], model=MODEL)
+    from_dicts = planner.plan(
+        [{"role": "system", "content": system}, {"role": "user", "content": "hi"}], model=MODEL
+    )
+    assert from_lc.breakpoints == from_dicts.breakpoints
+    assert from_lc.breakpoints
+    assert from_lc.request.model == MODEL
+    with pytest.raises(RequestValidationError, match="tools="):
+        planner.plan(from_lc.request, tools=[])
+
+
+def test_thinking_and_empty_blocks_are_skipped() -> None:
+    planner = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR)
+    req = ClaudeRequest(
+        MODEL,
+        system=(text(prose(1500, 1)),),
+        messages=(
+            Message("user", (text("q"),)),
+            Message(
+                "assistant", (Block("thinking", {"thinking": "x" * 10, "signature": "s"}), text(""))
+            ),
+        ),
+    )
+    plan = planner.plan(req)
+    assert plan.breakpoints[-1].position == Position("messages", 0, 0)
+    plan.apply()  # with_markers accepts every position
+
+
+def test_clock_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="clock must be a callable"):
+        CachePlanner(MemoryStore(), 0.0)  # type: ignore[arg-type]
+
+
+def test_default_planner_is_shared_and_lazy(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import langchain_claude_relay.planner.planner as module
+
+    monkeypatch.setattr(module, "_default_planner", None)
+    monkeypatch.setenv("CLAUDE_RELAY_STATE_DIR", str(tmp_path / "state"))
+    first = module.default_planner()
+    assert module.default_planner() is first
+    assert not (tmp_path / "state").exists()  # no disk touched until the first plan
+    first.plan(request(system="hello"))
+    assert (tmp_path / "state").exists()
+    first.close()
+
+
+def test_usage_without_counts_teaches_nothing() -> None:
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    req = request(system=prose(1500, 1))
+    plan = planner.plan(req)
+    obs = planner.observe(plan, NormalizedUsage(0, 0, 0, 0, 0))
+    assert not obs.calibration_updated
+    assert {b.miss_reason for b in obs.breakpoints} == {"usage not reported"}
+    assert planner.plan(req).calibration_observations == 0
