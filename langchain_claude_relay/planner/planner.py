@@ -92,6 +92,7 @@ from langchain_claude_relay.planner.stability import (
 from langchain_claude_relay.planner.ttl import TTL_POLICIES, Rates, TTLPolicy, future_cost
 from langchain_claude_relay.request import (
     Block,
+    chain_prefix_hashes,
     CacheControl,
     CacheTTL,
     ClaudeRequest,
@@ -903,17 +904,10 @@ def _texts(source: Block | Tool) -> tuple[str, ...]:
 def _prefix_hashes(
     request: ClaudeRequest, items: Sequence[_Item], facts: Sequence[_Facts]
 ) -> tuple[str, ...]:
-    """``request.prefix_hashes()`` from memoized block hashes (same chain; tested equal)."""
-    out: list[str] = []
-    running = hashlib.sha256(b"claude-prefix-v1")
-    context_added = False
-    for item, fact in zip(items, facts, strict=True):
-        if item.section == "messages" and not context_added:
-            running.update(request.messages_context_hash().encode())
-            context_added = True
-        running.update(fact.hash.encode())
-        out.append(running.copy().hexdigest()[:32])
-    return tuple(out)
+    """``request.prefix_hashes()`` from memoized block hashes (the same chain function)."""
+    return chain_prefix_hashes(
+        [item.section for item in items], [fact.hash for fact in facts], request.messages_context_hash()
+    )
 
 
 def _check_policy(ttl: Any) -> TTLPolicy:
