@@ -9,6 +9,7 @@ which TTL), ``wire.openai_chat`` (the one renderer and parser of the wire format
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from langchain_claude_relay.convert import convert_tool, to_claude_request
 from langchain_claude_relay.cost import call_cost_usd
 from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.models import DEFAULT_MODEL
 from langchain_claude_relay.request import ClaudeRequest, marker_problems
 from langchain_claude_relay.retry import RetryPolicy
@@ -73,6 +75,7 @@ class _Prepared:
     request: ClaudeRequest
     plan: Any  # CachePlan | None
     planner: Any  # CachePlanner | None
+    started: float  # when the call started, on the planner's clock (wall time without one)
 
 
 class ChatClaudeRelay(BaseChatModel):
@@ -153,6 +156,11 @@ class ChatClaudeRelay(BaseChatModel):
 
     cache_ttl: TTLPolicy = "auto"
     """TTL policy for planned markers: chosen by expected cost, or always ``"5m"`` / ``"1h"``."""
+
+    ledger: Any = Field(default=None, exclude=True)
+    """Where each call's usage and cost are recorded: ``None`` for the process-wide ledger
+    (under ``CLAUDE_RELAY_STATE_DIR``, read by ``claude-relay stats``), ``False`` for none, or
+    a ``Ledger`` instance."""
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -299,6 +307,7 @@ class ChatClaudeRelay(BaseChatModel):
         if problems:
             raise RequestValidationError("; ".join(problems))
         planner = self._planner_for(cache)
+        started = planner.clock() if planner is not None and hasattr(planner, "clock") else time.time()
         plan = None
         if planner is not None:
             try:
@@ -315,7 +324,7 @@ class ChatClaudeRelay(BaseChatModel):
                 plan = None
         payload = render_chat_payload(request, canonical=planner is not None)
         payload.update(self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs))
-        return _Prepared(payload, model, request, plan, planner if plan is not None else None)
+        return _Prepared(payload, model, request, plan, planner if plan is not None else None, started)
 
     def _sampling_params(
         self, stop: list[str] | None, *, stream: bool, thinking: Mapping[str, Any] | None, extra: dict[str, Any]
@@ -347,7 +356,9 @@ class ChatClaudeRelay(BaseChatModel):
 
     # -- response handling ------------------------------------------------------------------------
 
-    def _account(self, prepared: _Prepared, raw_usage: Mapping[str, Any] | None) -> tuple[NormalizedUsage | None, dict[str, Any]]:
+    def _account(
+        self, prepared: _Prepared, raw_usage: Mapping[str, Any] | None, call_id: str | None = None
+    ) -> tuple[NormalizedUsage | None, dict[str, Any]]:
         """Normalize usage, price it, feed the planner; returns usage and response metadata."""
         meta: dict[str, Any] = {"cache_plan": prepared.plan.to_dict() if prepared.plan is not None else None}
         if raw_usage is None:
@@ -363,7 +374,36 @@ class ChatClaudeRelay(BaseChatModel):
                     meta["cache_observation"] = observation.to_dict()
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
+        self._record(prepared, usage, meta, call_id)
         return usage, meta
+
+    def _record(self, prepared: _Prepared, usage: NormalizedUsage, meta: dict[str, Any], call_id: str | None) -> None:
+        """Add the call to the ledger; the ledger degrades on its own, and never fails a call."""
+        if self.ledger is False:
+            return
+        try:
+            ledger = self.ledger if self.ledger is not None else default_ledger()
+            facts = cache_facts(
+                meta.get("cache_plan"),
+                meta.get("cache_observation"),
+                read_tokens=usage.cache_read_tokens,
+                write_tokens=usage.cache_write_tokens,
+            )
+            ledger.record(
+                LedgerEntry.from_usage(
+                    usage,
+                    model=prepared.model,
+                    timestamp=prepared.started,
+                    call_id=call_id,
+                    base_url=self.base_url,
+                    predicted_read_tokens=facts.predicted_read_tokens,
+                    written_prefixes=facts.written_prefixes,
+                    read_prefix=facts.read_prefix,
+                    miss_reason=facts.miss_reason,
+                )
+            )
+        except Exception as exc:
+            logger.warning("could not record the call in the ledger: %s", type(exc).__name__)
 
     def _message_from(self, body: Any, prepared: _Prepared) -> AIMessage:
         parsed = parse_chat_completion(body)
@@ -376,7 +416,7 @@ class ChatClaudeRelay(BaseChatModel):
                     tool_calls.append(call)
             except Exception as exc:
                 invalid_tool_calls.append(make_invalid_tool_call(dict(raw), str(exc)))
-        usage, meta = self._account(prepared, parsed.usage)
+        usage, meta = self._account(prepared, parsed.usage, parsed.id)
         additional: dict[str, Any] = {}
         if parsed.reasoning:
             additional["reasoning_content"] = parsed.reasoning
@@ -422,10 +462,14 @@ class ChatClaudeRelay(BaseChatModel):
         )
 
     def _final_chunk(
-        self, prepared: _Prepared, raw_usage: Mapping[str, Any] | None, model_name: str | None
+        self,
+        prepared: _Prepared,
+        raw_usage: Mapping[str, Any] | None,
+        model_name: str | None,
+        call_id: str | None = None,
     ) -> AIMessageChunk:
         """The closing chunk: usage, cost and plan, once (LangChain sums usage across chunks)."""
-        usage, meta = self._account(prepared, raw_usage)
+        usage, meta = self._account(prepared, raw_usage, call_id)
         return AIMessageChunk(
             content="",
             usage_metadata=usage.to_usage_metadata() if usage is not None else None,
@@ -478,17 +522,19 @@ class ChatClaudeRelay(BaseChatModel):
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
         usage: Mapping[str, Any] | None = None
         model_name: str | None = None
+        call_id: str | None = None
         for event in self._transport.stream(prepared.payload):
             parsed = parse_chat_chunk(event)
             usage = parsed.usage if parsed.usage is not None else usage
             model_name = parsed.model or model_name
+            call_id = parsed.id or call_id
             message = self._chunk_from(parsed)
             if not _is_empty(message):
                 chunk = ChatGenerationChunk(message=message)
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        final = ChatGenerationChunk(message=self._final_chunk(prepared, usage, model_name))
+        final = ChatGenerationChunk(message=self._final_chunk(prepared, usage, model_name, call_id))
         if run_manager:
             run_manager.on_llm_new_token("", chunk=final)
         yield final
@@ -503,17 +549,19 @@ class ChatClaudeRelay(BaseChatModel):
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
         usage: Mapping[str, Any] | None = None
         model_name: str | None = None
+        call_id: str | None = None
         async for event in self._transport.astream(prepared.payload):
             parsed = parse_chat_chunk(event)
             usage = parsed.usage if parsed.usage is not None else usage
             model_name = parsed.model or model_name
+            call_id = parsed.id or call_id
             message = self._chunk_from(parsed)
             if not _is_empty(message):
                 chunk = ChatGenerationChunk(message=message)
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        final = ChatGenerationChunk(message=self._final_chunk(prepared, usage, model_name))
+        final = ChatGenerationChunk(message=self._final_chunk(prepared, usage, model_name, call_id))
         if run_manager:
             await run_manager.on_llm_new_token("", chunk=final)
         yield final

@@ -75,6 +75,7 @@ class Breakpoint:
             "reason": self.reason,
             "source": self.source,
             "predicted": self.predicted,
+            "prefix_hash": self.prefix_hash,
         }
 
 
@@ -290,6 +291,7 @@ class BreakpointOutcome:
         predicted: what the plan expected (read, write, none).
         actual: what the usage shows (read, write, none).
         miss_reason: why it was not read, where that can be told (see ``MISS_REASONS``).
+        prefix_hash: the hash of the prefix it caches (numbers and hashes only, for the ledger).
     """
 
     position: Position
@@ -299,6 +301,7 @@ class BreakpointOutcome:
     predicted: Outcome
     actual: Outcome
     miss_reason: str | None
+    prefix_hash: str = ""
 
     @property
     def hit_predicted(self) -> bool:
@@ -322,6 +325,7 @@ class BreakpointOutcome:
             "hit_predicted": self.hit_predicted,
             "hit": self.hit,
             "miss_reason": self.miss_reason,
+            "prefix_hash": self.prefix_hash,
         }
 
 
@@ -458,6 +462,7 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
                 bp.predicted,
                 got,
                 reason,
+                bp.prefix_hash,
             )
         )
     return Observation(

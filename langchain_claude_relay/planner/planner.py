@@ -237,6 +237,11 @@ class CachePlanner:
         return self._store
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The injected clock (seconds); the chat model stamps ledger entries with it."""
+        return self._clock
+
+    @property
     def estimator(self) -> TokenEstimator:
         """The token estimator."""
         return self._estimator

@@ -69,9 +69,14 @@ def _part(block: Block) -> dict[str, Any]:
     return part
 
 
-def _content(blocks: list[Block]) -> str | list[dict[str, Any]]:
-    """A plain string for one unmarked text block (what users send), else a list of parts."""
-    if len(blocks) == 1 and blocks[0].type == "text" and blocks[0].cache_control is None:
+def _content(blocks: list[Block], canonical: bool) -> str | list[dict[str, Any]]:
+    """Content parts; a plain string for one unmarked text block only when not ``canonical``.
+
+    When caching, the shape must not depend on where the markers are: a block sent as a string
+    on one call and as a marked part on the next is different bytes to a relay that copies the
+    shape through, and the earlier write would never be read.
+    """
+    if not canonical and len(blocks) == 1 and blocks[0].type == "text" and blocks[0].cache_control is None:
         return str(blocks[0].data["text"])
     return [_part(b) for b in blocks]
 
@@ -88,15 +93,16 @@ def _tool(tool: Tool, canonical: bool) -> dict[str, Any]:
     return rendered
 
 
-def _tool_result_message(block: Block) -> dict[str, Any]:
+def _tool_result_message(block: Block, canonical: bool) -> dict[str, Any]:
     content: Any = block.data.get("content", "")
-    if block.cache_control is not None:  # the marker rides on the last part
+    if block.cache_control is not None or (canonical and isinstance(content, str)):
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else [
             dict(p) for p in content
         ]
         if not parts:
             parts = [{"type": "text", "text": ""}]
-        parts[-1] = {**parts[-1], "cache_control": block.cache_control.to_wire()}
+        if block.cache_control is not None:  # the marker rides on the last part
+            parts[-1] = {**parts[-1], "cache_control": block.cache_control.to_wire()}
         content = [_result_part(p) for p in parts]
     elif not isinstance(content, str):
         content = [_result_part(p) for p in content]
@@ -115,11 +121,11 @@ def _result_part(part: Mapping[str, Any]) -> dict[str, Any]:
     return dict(part)
 
 
-def _assistant_message(message: Message) -> dict[str, Any]:
+def _assistant_message(message: Message, canonical: bool) -> dict[str, Any]:
     parts = [b for b in message.content if b.type in ("text", "image", "document")]
     thinking = [b for b in message.content if b.type in ("thinking", "redacted_thinking")]
     calls = [b for b in message.content if b.type == "tool_use"]
-    rendered: dict[str, Any] = {"role": "assistant", "content": _content(parts) if parts else None}
+    rendered: dict[str, Any] = {"role": "assistant", "content": _content(parts, canonical) if parts else None}
     if thinking:
         rendered["thinking_blocks"] = [{"type": b.type, **b.data} for b in thinking]
     if calls:
@@ -157,22 +163,23 @@ def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> di
 
     Args:
         request: the request, with the cache markers it should carry.
-        canonical: sort the keys of tool schemas so the wire bytes are stable across calls
-            (on when caching; off sends tool schemas as the user wrote them).
+        canonical: make the wire bytes stable across calls whatever the markers (on when
+            caching): tool schemas with sorted keys, content always as a list of parts. Off,
+            tool schemas go as the user wrote them and a lone text block as a plain string.
 
     Returns:
         The payload (other sampling settings are added by the caller).
     """
     messages: list[dict[str, Any]] = []
     if request.system:
-        messages.append({"role": "system", "content": _content(list(request.system))})
+        messages.append({"role": "system", "content": _content(list(request.system), canonical)})
     for message in request.messages:
         if message.role == "assistant":
-            messages.append(_assistant_message(message))
+            messages.append(_assistant_message(message, canonical))
         elif message.content and all(b.type == "tool_result" for b in message.content):
-            messages.extend(_tool_result_message(b) for b in message.content)
+            messages.extend(_tool_result_message(b, canonical) for b in message.content)
         else:
-            messages.append({"role": "user", "content": _content(list(message.content))})
+            messages.append({"role": "user", "content": _content(list(message.content), canonical)})
     payload: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.tools:
         payload["tools"] = [_tool(t, canonical) for t in request.tools]
