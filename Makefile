@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[emulator,dev]"
+	$(PY) -m pip install --quiet -e ".[demo,cookbook,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

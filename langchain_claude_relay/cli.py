@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="an agent over a large document, several turns over virtual time, with savings")
-    demo.add_argument("--turns", type=int, default=6, help="questions to ask (default: 6)")
+    demo.add_argument("--turns", type=int, default=None, help="questions to ask (default: all 8)")
     demo.set_defaults(func=_cmd_demo)
 
     emulator = sub.add_parser("emulator", help="serve the local relay emulator (Claude's caching rules and billing)")

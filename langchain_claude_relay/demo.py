@@ -1,0 +1,233 @@
+"""``claude-relay demo``: a LangGraph agent over a large handbook, several turns over virtual time.
+
+On the embedded emulator (no key, no network) unless ``CLAUDE_RELAY_BASE_URL`` and
+``CLAUDE_RELAY_API_KEY`` are set, in which case the same agent runs against that relay, on the
+wall clock. Each model call prints where the planner put the cache markers, with which TTL, what
+the relay reported as cache reads and writes, and the cost against the same call uncached.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import HumanMessage
+from langchain_core.outputs import LLMResult
+from langchain_core.tools import tool
+
+from langchain_claude_relay.chat_models import ChatClaudeRelay
+from langchain_claude_relay.cost import uncached_cost_usd
+from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.usage import normalize_usage
+
+__all__ = ["DEMO_MODEL", "TURNS", "handbook", "run_demo"]
+
+DEMO_MODEL = "claude-sonnet-4-6"
+
+TURNS: tuple[tuple[float, str], ...] = (
+    (0.0, "Search the handbook for 'refunds' and tell me the rule."),
+    (1.5, "Open section 7 and summarize it."),
+    (3.0, "Search the handbook for 'travel' and list what needs approval."),
+    (25.0, "Open section 12 and tell me who signs off."),
+    (55.0, "Search the handbook for 'security' and give me the first step."),
+    (100.0, "Open section 3 and quote its first sentence."),
+    (103.0, "Search the handbook for 'holidays' and tell me how many days."),
+    (150.0, "Open section 18 and summarize it."),
+)
+"""(virtual minutes since the start, question): a burst, then sparse visits, then another burst."""
+
+_TOPICS = (
+    "refunds", "travel", "security", "holidays", "expenses", "hiring", "onboarding", "equipment",
+    "privacy", "incidents", "vendors", "training", "remote work", "overtime", "benefits",
+    "compliance", "procurement", "escalation", "retention", "audits",
+)  # fmt: skip
+
+
+def handbook(sections: int = 20, sentences: int = 28, seed: int = 11) -> list[str]:
+    """A deterministic company handbook (about 15K tokens with the defaults)."""
+    rng = random.Random(seed)
+    verbs = ("must be approved by", "is reviewed by", "is recorded by", "is escalated to")
+    roles = ("the team lead", "finance", "the security office", "human resources", "the director")
+    out = []
+    for n in range(sections):
+        topic = _TOPICS[n % len(_TOPICS)]
+        lines = [f"Section {n + 1}: {topic.title()}."]
+        for k in range(sentences):
+            amount = rng.randint(2, 90)
+            lines.append(
+                f"Rule {n + 1}.{k + 1}: any {topic} request above {amount} units "
+                f"{rng.choice(verbs)} {rng.choice(roles)} within {rng.randint(1, 14)} days."
+            )
+        out.append(" ".join(lines))
+    return out
+
+
+def _tools(sections: list[str]) -> list[Any]:
+    @tool
+    def search_handbook(query: str) -> str:
+        """Search the company handbook; returns the best matching section."""
+        query = query.lower().strip("'\" ")
+        for text in sections:
+            if query and query in text.lower():
+                return text[:1200]
+        return "No section matches."
+
+    @tool
+    def open_section(number: int) -> str:
+        """Open one numbered section of the company handbook."""
+        if 1 <= number <= len(sections):
+            return sections[number - 1][:1200]
+        return f"There is no section {number}; sections run from 1 to {len(sections)}."
+
+    return [search_handbook, open_section]
+
+
+@dataclass
+class _CallRow:
+    turn: int
+    minute: float
+    breakpoints: str
+    read: int
+    write: int
+    plain: int
+    cost: float | None
+    uncached: float | None
+
+
+class _CallPrinter(BaseCallbackHandler):
+    """Prints one line per model call and keeps the totals."""
+
+    def __init__(self, out: TextIO, now: Callable[[], float]) -> None:
+        self.out = out
+        self.now = now
+        self.turn = 0
+        self.rows: list[_CallRow] = []
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                if message is None:
+                    continue
+                meta = message.response_metadata
+                usage = normalize_usage(meta.get("usage"))
+                plan = meta.get("cache_plan") or {}
+                marks = ", ".join(
+                    f"{bp['position']}@{bp['ttl']}" for bp in plan.get("breakpoints", [])
+                )
+                row = _CallRow(
+                    self.turn,
+                    self.now() / 60,
+                    marks or "none",
+                    usage.cache_read_tokens,
+                    usage.cache_write_tokens,
+                    usage.input_tokens,
+                    meta.get("cost_usd"),
+                    uncached_cost_usd(usage, meta.get("model_name") or DEMO_MODEL),
+                )
+                self.rows.append(row)
+                print(_format_row(row), file=self.out, flush=True)
+
+
+_HEADER = (
+    f"{'turn':>4} {'min':>6}  {'breakpoints (position@ttl)':<52} {'read':>7} {'write':>7} "
+    f"{'plain':>6} {'cost $':>9} {'uncached $':>10}"
+)
+
+
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.5f}"
+
+
+def _format_row(row: _CallRow) -> str:
+    marks = row.breakpoints if len(row.breakpoints) <= 52 else row.breakpoints[:49] + "..."
+    return (
+        f"{row.turn:>4} {row.minute:>6.1f}  {marks:<52} {row.read:>7} {row.write:>7} "
+        f"{row.plain:>6} {_usd(row.cost):>9} {_usd(row.uncached):>10}"
+    )
+
+
+@contextmanager
+def _relay() -> Iterator[tuple[str, str, Callable[[float], None], Callable[[], float], str]]:
+    """The relay to use: a real one from the environment, else the embedded emulator."""
+    base_url = os.environ.get("CLAUDE_RELAY_BASE_URL")
+    api_key = os.environ.get("CLAUDE_RELAY_API_KEY")
+    if base_url and api_key:
+        yield base_url, api_key, lambda _s: None, time.time, f"the relay at {base_url}"
+        return
+    from langchain_claude_relay.emulator import RelayEmulator
+
+    with RelayEmulator() as emu:
+        yield emu.base_url, "demo", emu.set_time, lambda: emu.now, "the embedded relay emulator"
+
+
+def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
+    """Run the demo; returns the exit status (0 when every call succeeded).
+
+    Args:
+        turns: how many questions to ask (default: all of ``TURNS``).
+        out: where to print (default: standard output).
+    """
+    from langgraph.prebuilt import create_react_agent
+
+    from langchain_claude_relay.planner import CachePlanner
+    from langchain_claude_relay.store import MemoryStore
+
+    out = out or sys.stdout
+    sections = handbook()
+    system_prompt = (
+        "You answer questions about the company handbook below, using the tools to find the "
+        "exact rule.\n\n" + "\n\n".join(sections)
+    )
+    schedule = TURNS[: turns or len(TURNS)]
+    with _relay() as (base_url, api_key, set_minute_clock, now, where):
+        emulated = api_key == "demo"
+        planner = CachePlanner(store=MemoryStore(), clock=now) if emulated else "auto"
+        llm = ChatClaudeRelay(
+            model=DEMO_MODEL,
+            base_url=base_url,
+            api_key=api_key,
+            cache=planner,
+            ledger=MemoryLedger() if emulated else None,
+            max_tokens=400,
+        )
+        agent = create_react_agent(llm, _tools(sections), prompt=system_prompt)
+        printer = _CallPrinter(out, now)
+        print(
+            f"langchain-claude-relay demo: a LangGraph agent with 2 tools over a "
+            f"{len(system_prompt) // 1000}K-character handbook, {len(schedule)} questions, on {where}"
+            + (" (virtual time)" if emulated else ""),
+            file=out,
+        )
+        print(_HEADER, file=out)
+        print("-" * len(_HEADER), file=out)
+        for i, (minute, question) in enumerate(schedule, start=1):
+            if emulated:
+                set_minute_clock(minute * 60)
+            printer.turn = i
+            agent.invoke({"messages": [HumanMessage(question)]}, config={"callbacks": [printer]})
+        _print_totals(printer.rows, out)
+    return 0
+
+
+def _print_totals(rows: list[_CallRow], out: TextIO) -> None:
+    cost = sum(r.cost or 0.0 for r in rows)
+    uncached = sum(r.uncached or 0.0 for r in rows)
+    read = sum(r.read for r in rows)
+    write = sum(r.write for r in rows)
+    print("-" * len(_HEADER), file=out)
+    print(f"{len(rows)} model calls: {read:,} tokens read from cache, {write:,} written", file=out)
+    if uncached > 0:
+        saved = uncached - cost
+        print(
+            f"total ${cost:.4f} against ${uncached:.4f} uncached: saved ${saved:.4f} "
+            f"({saved / uncached:.0%})",
+            file=out,
+        )
