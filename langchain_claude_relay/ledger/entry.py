@@ -1,0 +1,269 @@
+"""A ledger entry: one chat call's token counts, cost and cache facts, as numbers and hashes.
+
+An entry never holds prompt text, keys or URLs: prefix hashes and the relay URL's hash are hex
+digests, checked on construction (``LedgerEntry.from_usage`` sanitizes instead of refusing).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
+from langchain_claude_relay.ledger.checks import (
+    _HEX,
+    _LABEL,
+    _REASON,
+    _check_count,
+    _check_number,
+    _is_reason,
+    _kind,
+    _safe_count,
+    _safe_hash,
+    _safe_label,
+)
+from langchain_claude_relay.models import model_family
+from langchain_claude_relay.usage import NormalizedUsage
+
+_COUNT_FIELDS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "predicted_read_tokens",
+)
+
+
+class _InputTotals:
+    """The input figures derived from the counts by kind (an entry's, or a summary's totals)."""
+
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """All cache writes, 5-minute and 1-hour."""
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        """All input: plain + cache read + cache write."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@dataclass(frozen=True)
+class LedgerEntry(_InputTotals):
+    """One chat call as the ledger keeps it: numbers and hashes, never prompt text or keys.
+
+    Attributes:
+        call_id: an id for the call (the relay's response id or a random one).
+        timestamp: when the call started, in seconds (from the injected clock).
+        model: the model id as the relay spells it.
+        input_tokens: plain (uncached) input tokens.
+        cache_read_tokens: input tokens read from the cache.
+        cache_write_5m_tokens: input tokens written with the 5-minute TTL.
+        cache_write_1h_tokens: input tokens written with the 1-hour TTL.
+        output_tokens: output tokens.
+        cost_usd: the call's cost with cache prices, ``None`` if the model is unpriced.
+        uncached_cost_usd: the same tokens without caching, ``None`` if unpriced.
+        predicted_read_tokens: the tokens the planner expected to read (``None``: no prediction).
+        written_prefixes: prefix hashes (hex) the call wrote at: its markers beyond the read.
+        read_prefix: the prefix hash the read is attributed to, if known.
+        miss_reason: a short code for why an expected read did not happen, if known.
+        base_url_hash: ``hash_base_url(relay URL)``; never the URL itself.
+
+    Raises:
+        ValueError: (on construction) for a negative or non-integer count, a negative or
+            non-finite cost or timestamp, or a hash that is not hex (text is refused, so prompt
+            text cannot end up in the ledger by mistake). ``from_usage`` sanitizes instead.
+
+    """
+
+    call_id: str
+    timestamp: float
+    model: str
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    uncached_cost_usd: float | None
+    predicted_read_tokens: int | None = None
+    written_prefixes: tuple[str, ...] = ()
+    read_prefix: str | None = None
+    miss_reason: str | None = None
+    base_url_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.written_prefixes) is not tuple:
+            object.__setattr__(self, "written_prefixes", tuple(self.written_prefixes))
+        for name in ("call_id", "model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _LABEL.fullmatch(value):
+                msg = (
+                    f"LedgerEntry.{name} must be 1-200 printable ASCII characters, "
+                    f"got {_kind(value)}"
+                )
+                raise ValueError(msg)
+        for name in _COUNT_FIELDS:
+            value = getattr(self, name)
+            if value is not None or name != "predicted_read_tokens":
+                _check_count(name, value)
+        for name in ("timestamp", "cost_usd", "uncached_cost_usd"):
+            value = getattr(self, name)
+            if value is not None or name == "timestamp":
+                _check_number(name, value)
+        for value in (*self.written_prefixes, self.read_prefix, self.base_url_hash):
+            if value is not None and not (isinstance(value, str) and _HEX.fullmatch(value)):
+                msg = (
+                    "LedgerEntry prefix and URL hashes must be 8-128 lowercase hex digits "
+                    f"(the ledger never stores text), got {_kind(value)}"
+                )
+                raise ValueError(msg)
+        if self.miss_reason is not None and not _is_reason(self.miss_reason):
+            msg = (
+                "LedgerEntry.miss_reason must be a short code (1-80 printable ASCII characters), "
+                f"got {_kind(self.miss_reason)}"
+            )
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-able dict (``written_prefixes`` as a list)."""
+        out = asdict(self)
+        out["written_prefixes"] = list(self.written_prefixes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
+        """Rebuild an entry from ``to_dict()`` output.
+
+        Args:
+            data: the dict (unknown keys are ignored).
+
+        Returns:
+            The entry.
+
+        Raises:
+            ValueError: if a field is missing or invalid.
+
+        """
+        names = cls.__dataclass_fields__
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            msg = f"not a ledger entry: {exc}"
+            raise ValueError(msg) from exc
+
+    @classmethod
+    def from_usage(
+        cls,
+        usage: NormalizedUsage,
+        *,
+        model: str,
+        timestamp: float,
+        call_id: str | None = None,
+        base_url: str | None = None,
+        predicted_read_tokens: int | None = None,
+        written_prefixes: Iterable[str] = (),
+        read_prefix: str | None = None,
+        miss_reason: str | None = None,
+    ) -> LedgerEntry:
+        """Build an entry from a call's normalized usage, pricing it; never raises on labels.
+
+        Costs come from ``cost.call_cost_usd`` / ``uncached_cost_usd`` (``None`` for a model
+        that is not a priced Claude model). Labels are made safe rather than refused: an id or
+        model with characters outside printable ASCII has them replaced and is cut to 200
+        characters, a miss reason to 80; a prefix that is not a hex hash is replaced by its
+        SHA-256 (so equal prefixes still match and no text is stored); a negative or non-integer
+        prediction becomes ``None``.
+
+        Args:
+            usage: the call's normalized usage.
+            model: the model id as the relay spells it.
+            timestamp: when the call started (seconds, from the injected clock).
+            call_id: the call's id; a random one when ``None``.
+            base_url: the relay URL; only ``hash_base_url(base_url)`` is kept.
+            predicted_read_tokens: what the planner expected to read.
+            written_prefixes: prefix hashes the call wrote at.
+            read_prefix: the prefix hash the read is attributed to.
+            miss_reason: why an expected read did not happen.
+
+        Returns:
+            The entry.
+
+        Raises:
+            ValueError: if ``timestamp`` is negative or not finite.
+
+        """
+        priced = _family(model) is not None
+        return cls(
+            call_id=_safe_label(call_id or uuid.uuid4().hex, _LABEL, 200),
+            timestamp=float(timestamp),
+            model=_safe_label(model, _LABEL, 200),
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=call_cost_usd(usage, model) if priced else None,
+            uncached_cost_usd=uncached_cost_usd(usage, model) if priced else None,
+            predicted_read_tokens=_safe_count(predicted_read_tokens),
+            written_prefixes=tuple(_safe_hash(p) for p in written_prefixes),
+            read_prefix=None if read_prefix is None else _safe_hash(read_prefix),
+            miss_reason=None if miss_reason is None else _safe_label(miss_reason, _REASON, 80),
+            base_url_hash=None if base_url is None else _cached_url_hash(base_url),
+        )
+
+
+def hash_base_url(base_url: str) -> str:
+    """Hash a relay URL without its credentials: 16 hex digits.
+
+    User info (``user:password@``), the query string and the fragment are dropped before
+    hashing, and scheme and host are lower-cased, so the same relay always hashes the same and a
+    key in the URL never reaches the ledger.
+
+    >>> hash_base_url("https://u:sk-secret@Relay.example.com/v1/?key=x") == hash_base_url(
+    ...     "https://relay.example.com/v1")
+    True
+
+    Args:
+        base_url: the relay's base URL.
+
+    Returns:
+        The hash.
+
+    """
+    parts = urlsplit(base_url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = (parts.hostname or "").lower()
+    canonical = f"{parts.scheme.lower()}://{host}{'' if port is None else f':{port}'}"
+    canonical += parts.path.rstrip("/")
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+_family = functools.lru_cache(maxsize=1024)(model_family)
+_cached_url_hash = functools.lru_cache(maxsize=64)(hash_base_url)
+
+
+def _require_entry(entry: object) -> None:
+    """Refuse anything but a ``LedgerEntry`` (what a ledger's ``record`` accepts).
+
+    Raises:
+        TypeError: if ``entry`` is not a ``LedgerEntry``.
+
+    """
+    if not isinstance(entry, LedgerEntry):
+        msg = f"a ledger records LedgerEntry objects, got {type(entry).__name__}"
+        raise TypeError(msg)

@@ -1,0 +1,191 @@
+"""``FallbackLedger`` (a primary ledger until it fails, then memory) and the process default.
+
+``default_ledger()`` is a ``DiskLedger`` in ``ledger_directory()``, opened on first use behind a
+``FallbackLedger``: if the disk fails (read-only or missing directory, a file where the
+directory should be, a corrupted database, a full disk) it warns once and keeps later entries
+in memory; it never raises into a chat call.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
+from langchain_claude_relay.ledger.disk import DiskLedger
+from langchain_claude_relay.ledger.entry import LedgerEntry
+from langchain_claude_relay.ledger.location import STATE_DIR_ENV, ledger_directory
+from langchain_claude_relay.ledger.memory import Ledger, MemoryLedger
+from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+
+logger = logging.getLogger("langchain_claude_relay.ledger")  # the name it had as one module
+
+_T = TypeVar("_T")
+
+
+class FallbackLedger:
+    """A ledger that never raises: a primary ledger until it fails, then memory.
+
+    The primary is opened on first use. When opening it or writing to it fails, one
+    ``RuntimeWarning`` says so and names the remedy; the entries the primary had not committed
+    and every later entry are kept in a ``MemoryLedger``. Reading returns what the primary had
+    committed (when it can still be read) followed by the entries kept in memory.
+
+    Args:
+        open_primary: builds the primary ledger (called once, on first use).
+        memory: the ledger to fall back to (a ``MemoryLedger`` when ``None``).
+
+    """
+
+    def __init__(
+        self, open_primary: Callable[[], Ledger], *, memory: MemoryLedger | None = None
+    ) -> None:
+        self._open_primary = open_primary
+        self._primary: Ledger | None = None
+        self._memory = memory if memory is not None else MemoryLedger()
+        self._failure: BaseException | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the primary failed and entries are kept in memory."""
+        return self._failure is not None
+
+    def _get_primary(self) -> Ledger | None:
+        if self._primary is None and self._failure is None:
+            try:
+                self._primary = self._open_primary()
+            except Exception as exc:
+                self._fail(exc, stacklevel=5)  # _get_primary <- _through_primary <- public
+        return self._primary if self._failure is None else None
+
+    def _through_primary(self, action: Callable[[Ledger], _T]) -> tuple[_T] | None:
+        """Run ``action`` on the primary; a failure switches to memory (and warns once).
+
+        Returns:
+            ``(result,)``, or ``None`` when the primary failed (now or before): the caller then
+            falls back to memory.
+
+        """
+        primary = self._get_primary()
+        if primary is None:
+            return None
+        try:
+            return (action(primary),)
+        except Exception as exc:
+            self._fail(exc, stacklevel=5)  # _through_primary <- public method
+            return None
+
+    def _fail(self, exc: BaseException, stacklevel: int = 4) -> None:
+        if self._failure is not None:
+            return
+        self._failure = exc
+        primary, rescued = self._primary, []
+        if primary is not None:
+            try:
+                primary.close()
+            except Exception as close_exc:
+                logger.debug("closing the failed ledger: %s", type(close_exc).__name__)
+            unwritten = getattr(primary, "unwritten", None)
+            if callable(unwritten):
+                rescued = list(unwritten())
+        for entry in rescued:
+            self._memory.record(entry)
+        cause = exc.__cause__ or exc
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = " Free disk space to keep a persistent ledger."
+        elif STATE_DIR_ENV in str(exc):
+            hint = ""
+        else:
+            hint = f" Set {STATE_DIR_ENV} to a writable directory to keep a persistent ledger."
+        kept = f"; {len(rescued)} uncommitted entries were kept" if rescued else ""
+        warnings.warn(
+            f"langchain-claude-relay: {exc}. Calls from now on are recorded in memory only (at "
+            f"most {self._memory.max_entries:,} entries, lost when the process ends{kept}).{hint}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Record in the primary, or in memory once it has failed; never raises."""
+        if not isinstance(entry, LedgerEntry):  # a caller's bug: dropped, never raised
+            logger.warning("cost ledger: dropped a %s (not a LedgerEntry)", type(entry).__name__)
+            return
+        with self._lock:
+            if self._through_primary(lambda primary: primary.record(entry)) is None:
+                self._memory.record(entry)
+
+    def flush(self) -> None:
+        """Flush the primary; a failure switches to memory (and warns once)."""
+        with self._lock:
+            self._through_primary(lambda primary: primary.flush())
+
+    def entries(self, since: float | None = None) -> list[LedgerEntry]:
+        """The primary's entries, or after a failure its committed ones and then memory's."""
+        with self._lock:
+            done = self._through_primary(lambda primary: primary.entries(since))
+            if done is not None:
+                return done[0]
+            stored: list[LedgerEntry] = []
+            reader = getattr(self._primary, "stored_entries", None)
+            if callable(reader):
+                try:
+                    stored = list(reader(since))
+                except Exception as exc:
+                    logger.debug("failed ledger unreadable: %s", type(exc).__name__)
+            seen = set(stored)
+            return [*stored, *(e for e in self._memory.entries(since) if e not in seen)]
+
+    def summary(self, since: float | None = None) -> LedgerSummary:
+        """Summarize the entries (see ``summarize``)."""
+        return summarize(self.entries(since), since=since)
+
+    def close(self) -> None:
+        """Close the primary (memory entries stay readable)."""
+        with self._lock:
+            if self._primary is not None and self._failure is None:
+                try:
+                    self._primary.close()
+                except Exception as exc:
+                    self._fail(exc)
+
+
+_default_ledger: Ledger | None = None
+_default_lock = threading.Lock()
+
+
+def default_ledger() -> Ledger:
+    """The process-wide ledger: a ``DiskLedger`` in ``ledger_directory()``, opened on first use.
+
+    It is wrapped in a ``FallbackLedger``: if the disk fails it warns once and keeps entries in
+    memory, and it never raises into a chat call. ``set_default_ledger`` replaces it.
+
+    Returns:
+        The ledger.
+
+    """
+    global _default_ledger
+    if _default_ledger is None:
+        with _default_lock:
+            if _default_ledger is None:
+                _default_ledger = FallbackLedger(lambda: DiskLedger(ledger_directory()))
+    return _default_ledger
+
+
+def set_default_ledger(ledger: Ledger | None) -> Ledger | None:
+    """Replace the process-wide ledger (``None``: a new default on next use).
+
+    Args:
+        ledger: the ledger to use, e.g. a ``MemoryLedger`` in a notebook.
+
+    Returns:
+        The ledger in force before (not closed).
+
+    """
+    global _default_ledger
+    with _default_lock:
+        previous, _default_ledger = _default_ledger, ledger
+    return previous

@@ -1,0 +1,272 @@
+"""Ledger summaries: calls, hit rate, tokens by kind, cost, savings, wasted writes, predictions.
+
+``summarize`` is pure (no I/O, no clock); ``LedgerSummary.to_table`` is what ``claude-relay
+stats`` prints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_claude_relay.ledger.entry import LedgerEntry, _InputTotals
+from langchain_claude_relay.ledger.waste import _wasted_writes, _write_premium
+from langchain_claude_relay.models import ModelPrices
+
+
+@dataclass(frozen=True)
+class LedgerSummary(_InputTotals):
+    """Totals over ledger entries, ready to print (``to_table``) or serialize (``to_dict``).
+
+    Attributes:
+        calls: calls counted.
+        calls_with_read: calls that read anything from the cache (hit rate = this / calls).
+        input_tokens: plain (uncached) input tokens.
+        cache_read_tokens: input read from the cache.
+        cache_write_5m_tokens: input written with the 5-minute TTL.
+        cache_write_1h_tokens: input written with the 1-hour TTL.
+        output_tokens: output tokens.
+        cost_usd: cost with cache prices, over priced calls.
+        uncached_cost_usd: what the priced calls would have cost without caching.
+        saved_usd: ``uncached_cost_usd - cost_usd`` (negative while writes are not repaid).
+        unpriced_calls: calls of models without published prices (not in the USD totals).
+        wasted_write_tokens: tokens written by calls none of whose written prefixes was read by
+            a later call (of the same model and relay) before being written again. A call with
+            no prefix information counts as read if any later call of the same model and relay
+            read anything. A write read only in part counts as read.
+        wasted_write_usd: what the wasted writes cost above plain input (the write premium).
+        predicted_calls: calls with a prediction (``predicted_read_tokens`` not ``None``).
+        predicted_hits: predicted calls expected to read (``predicted_read_tokens > 0``).
+        actual_hits: predicted calls that did read.
+        mispredictions: predicted calls whose hit or miss was not as predicted.
+        missed_predicted_hits: of those, the calls expected to read that read nothing.
+        miss_reasons: ``(reason, count)`` pairs, most frequent first.
+        first_timestamp: the earliest call's timestamp (``None`` with no calls).
+        last_timestamp: the latest call's timestamp.
+        since: the lower time bound the summary was asked for, if any.
+
+    """
+
+    calls: int = 0
+    calls_with_read: int = 0
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    uncached_cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    unpriced_calls: int = 0
+    wasted_write_tokens: int = 0
+    wasted_write_usd: float = 0.0
+    predicted_calls: int = 0
+    predicted_hits: int = 0
+    actual_hits: int = 0
+    mispredictions: int = 0
+    missed_predicted_hits: int = 0
+    miss_reasons: tuple[tuple[str, int], ...] = field(default=())
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    since: float | None = None
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Calls that read anything from the cache / calls (``None`` with no calls)."""
+        return self.calls_with_read / self.calls if self.calls else None
+
+    @property
+    def read_share(self) -> float | None:
+        """Share of all input tokens read from the cache (``None`` with no input)."""
+        total = self.total_input_tokens
+        return self.cache_read_tokens / total if total else None
+
+    @property
+    def saved_fraction(self) -> float | None:
+        """``saved_usd / uncached_cost_usd`` (``None`` when nothing was priced)."""
+        return self.saved_usd / self.uncached_cost_usd if self.uncached_cost_usd else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return every field and derived figure as a JSON-able dict."""
+        out = asdict(self)
+        out["miss_reasons"] = dict(self.miss_reasons)
+        out["hit_rate"] = self.hit_rate
+        out["cache_write_tokens"] = self.cache_write_tokens
+        out["total_input_tokens"] = self.total_input_tokens
+        out["read_share"] = self.read_share
+        out["saved_fraction"] = self.saved_fraction
+        return out
+
+    def to_table(self) -> str:
+        """Return a readable, aligned report (what ``claude-relay stats`` prints)."""
+        if not self.calls:
+            scope = "" if self.since is None else f" since {_when(self.since)}"
+            return f"Ledger: no calls recorded{scope}."
+        total_in = self.total_input_tokens
+        rows: list[tuple[str, str, str]] = [
+            ("Calls", _int(self.calls), _span(self.first_timestamp, self.last_timestamp)),
+            (
+                "Hit rate",
+                _pct(self.hit_rate),
+                f"{_int(self.calls_with_read)} of {_int(self.calls)} calls read from the cache",
+            ),
+            ("Tokens", "", "share of input"),
+            ("  input (uncached)", _int(self.input_tokens), _share(self.input_tokens, total_in)),
+            (
+                "  cache read",
+                _int(self.cache_read_tokens),
+                _share(self.cache_read_tokens, total_in),
+            ),
+            (
+                "  cache write 5m",
+                _int(self.cache_write_5m_tokens),
+                _share(self.cache_write_5m_tokens, total_in),
+            ),
+            (
+                "  cache write 1h",
+                _int(self.cache_write_1h_tokens),
+                _share(self.cache_write_1h_tokens, total_in),
+            ),
+            ("  output", _int(self.output_tokens), ""),
+            ("Cost (USD)", "", ""),
+            ("  with caching", _usd(self.cost_usd), ""),
+            ("  uncached", _usd(self.uncached_cost_usd), "same tokens, no cache"),
+            ("  saved", _usd(self.saved_usd), _pct(self.saved_fraction)),
+            (
+                "Wasted writes",
+                _int(self.wasted_write_tokens),
+                f"tokens never read later; {_usd(self.wasted_write_usd)} above plain input",
+            ),
+        ]
+        if self.predicted_calls:
+            rows.append(
+                (
+                    "Predicted hits",
+                    _int(self.predicted_hits),
+                    f"of {_int(self.predicted_calls)} planned calls; "
+                    f"{_int(self.actual_hits)} read, {_int(self.mispredictions)} mispredicted "
+                    f"({_int(self.missed_predicted_hits)} expected a read that did not happen)",
+                )
+            )
+        if self.miss_reasons:
+            reasons = ", ".join(f"{reason} {_int(n)}" for reason, n in self.miss_reasons)
+            rows.append(("Miss reasons", "", reasons))
+        if self.unpriced_calls:
+            rows.append(
+                (
+                    "Unpriced calls",
+                    _int(self.unpriced_calls),
+                    "model without prices; not in USD totals",
+                )
+            )
+        label_width = max(len(r[0]) for r in rows)
+        value_width = max(len(r[1]) for r in rows)
+        lines = [
+            f"{label:<{label_width}}  {value:>{value_width}}  {note}".rstrip()
+            for label, value, note in rows
+        ]
+        return "\n".join(lines)
+
+
+def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> LedgerSummary:
+    """Total entries into a summary (pure: no I/O, no clock).
+
+    Entries are taken in timestamp order (ties keep the given order), which is what "later"
+    means for wasted writes: a call's write is read by a later call.
+
+    Args:
+        entries: the entries, in any order.
+        since: only entries with ``timestamp >= since`` count (also stored on the summary).
+
+    Returns:
+        The summary.
+
+    """
+    ordered = sorted(
+        (e for e in entries if since is None or e.timestamp >= since), key=lambda e: e.timestamp
+    )
+    if not ordered:
+        return LedgerSummary(since=since)
+    wasted = _wasted_writes(ordered)
+    prices: dict[str, ModelPrices | None] = {}
+    cost = uncached = saved = wasted_usd = 0.0
+    unpriced = predicted = predicted_hits = actual_hits = mispredicted = missed = 0
+    reasons: Counter[str] = Counter()
+    for entry, is_wasted in zip(ordered, wasted, strict=True):
+        if entry.cost_usd is None:
+            unpriced += 1
+        else:
+            cost += entry.cost_usd
+            if entry.uncached_cost_usd is not None:
+                uncached += entry.uncached_cost_usd
+                saved += entry.uncached_cost_usd - entry.cost_usd
+        if is_wasted:
+            wasted_usd += _write_premium(entry, prices)
+        if entry.predicted_read_tokens is not None:
+            predicted += 1
+            expected, got = entry.predicted_read_tokens > 0, entry.cache_read_tokens > 0
+            predicted_hits += expected
+            actual_hits += got
+            mispredicted += expected != got
+            missed += expected and not got
+        if entry.miss_reason is not None:
+            reasons[entry.miss_reason] += 1
+    return LedgerSummary(
+        calls=len(ordered),
+        calls_with_read=sum(e.cache_read_tokens > 0 for e in ordered),
+        input_tokens=sum(e.input_tokens for e in ordered),
+        cache_read_tokens=sum(e.cache_read_tokens for e in ordered),
+        cache_write_5m_tokens=sum(e.cache_write_5m_tokens for e in ordered),
+        cache_write_1h_tokens=sum(e.cache_write_1h_tokens for e in ordered),
+        output_tokens=sum(e.output_tokens for e in ordered),
+        cost_usd=cost,
+        uncached_cost_usd=uncached,
+        saved_usd=saved,
+        unpriced_calls=unpriced,
+        wasted_write_tokens=sum(
+            e.cache_write_tokens for e, w in zip(ordered, wasted, strict=True) if w
+        ),
+        wasted_write_usd=wasted_usd,
+        predicted_calls=predicted,
+        predicted_hits=predicted_hits,
+        actual_hits=actual_hits,
+        mispredictions=mispredicted,
+        missed_predicted_hits=missed,
+        miss_reasons=tuple(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        first_timestamp=ordered[0].timestamp,
+        last_timestamp=ordered[-1].timestamp,
+        since=since,
+    )
+
+
+def _int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _usd(x: float) -> str:
+    return f"-${-x:,.4f}" if x < 0 else f"${x:,.4f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _share(part: int, total: int) -> str:
+    return _pct(part / total if total else None)
+
+
+def _when(ts: float) -> str:
+    try:
+        moment = _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"t={ts:g}"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _span(first: float | None, last: float | None) -> str:
+    if first is None or last is None:
+        return ""
+    return _when(first) if first == last else f"{_when(first)} .. {_when(last)}"
