@@ -33,7 +33,9 @@ def _emulator_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default
         help_text = f"{docs.get(field.name, '')} (default: {default})".strip()
         if base is bool and not is_optional:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
             continue
         converter: Any = base if base in (int, float, str) else str
         if base is bool:  # optional bool: true/false/none
@@ -100,10 +102,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if isinstance(data, list):
         data = {"messages": data}
     if not isinstance(data, dict) or "messages" not in data:
-        print("claude-relay plan: expected a JSON object with 'messages' (and optional 'tools', 'model')", file=sys.stderr)
+        print(
+            "claude-relay plan: expected a JSON object with 'messages' "
+            "(and optional 'tools', 'model')",
+            file=sys.stderr,
+        )
         return 2
     model = args.model or data.get("model") or DEFAULT_MODEL
-    request = to_claude_request(data["messages"], model=model, tools=data.get("tools"), tool_choice=data.get("tool_choice"))
+    request = to_claude_request(
+        data["messages"], model=model, tools=data.get("tools"), tool_choice=data.get("tool_choice")
+    )
     planner = CachePlanner(store=MemoryStore()) if args.fresh else CachePlanner()
     plan = planner.plan(request, ttl=args.ttl)
     if args.json:
@@ -156,25 +164,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="an agent over a large document, several turns over virtual time, with savings")
+    demo = sub.add_parser(
+        "demo", help="an agent over a large document, several turns over virtual time, with savings"
+    )
     demo.add_argument("--turns", type=int, default=None, help="questions to ask (default: all 8)")
     demo.set_defaults(func=_cmd_demo)
 
-    emulator = sub.add_parser("emulator", help="serve the local relay emulator (Claude's caching rules and billing)")
+    emulator = sub.add_parser(
+        "emulator", help="serve the local relay emulator (Claude's caching rules and billing)"
+    )
     emulator.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
     _emulator_flags(emulator)
     emulator.set_defaults(func=_cmd_emulator)
 
-    plan = sub.add_parser("plan", help="show the cache plan for a request (OpenAI chat JSON) without sending it")
-    plan.add_argument("file", help="JSON file: {'model', 'messages', 'tools'} or a list of messages")
+    plan = sub.add_parser(
+        "plan", help="show the cache plan for a request (OpenAI chat JSON) without sending it"
+    )
+    plan.add_argument(
+        "file", help="JSON file: {'model', 'messages', 'tools'} or a list of messages"
+    )
     plan.add_argument("--model", help="model id (default: the file's, else the default model)")
-    plan.add_argument("--ttl", choices=["auto", "5m", "1h"], default="auto", help="TTL policy (default: auto)")
-    plan.add_argument("--fresh", action="store_true", help="ignore learned statistics (plan as for a first call)")
+    plan.add_argument(
+        "--ttl", choices=["auto", "5m", "1h"], default="auto", help="TTL policy (default: auto)"
+    )
+    plan.add_argument(
+        "--fresh", action="store_true", help="ignore learned statistics (plan as for a first call)"
+    )
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.set_defaults(func=_cmd_plan)
 
-    stats = sub.add_parser("stats", help="the ledger: calls, hit rate, tokens by kind, cost, saved, wasted writes")
+    stats = sub.add_parser(
+        "stats", help="the ledger: calls, hit rate, tokens by kind, cost, saved, wasted writes"
+    )
     stats.add_argument("--since", help="only calls in the last DURATION (e.g. 15m, 2h, 7d)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(func=_cmd_stats)

@@ -155,7 +155,7 @@ def _format_row(row: _CallRow) -> str:
 
 
 @contextmanager
-def _relay() -> Iterator[tuple[str, str, Callable[[float], None], Callable[[], float], str]]:
+def _relay() -> Iterator[tuple[str, str, Callable[[float], object], Callable[[], float], str]]:
     """The relay to use: a real one from the environment, else the embedded emulator."""
     base_url = os.environ.get("CLAUDE_RELAY_BASE_URL")
     api_key = os.environ.get("CLAUDE_RELAY_API_KEY")
@@ -190,7 +190,7 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
     with _relay() as (base_url, api_key, set_minute_clock, now, where):
         emulated = api_key == "demo"
         planner = CachePlanner(store=MemoryStore(), clock=now) if emulated else "auto"
-        llm = ChatClaudeRelay(
+        llm = ChatClaudeRelay(  # type: ignore[call-arg]  # cache= routes to prompt_cache
             model=DEMO_MODEL,
             base_url=base_url,
             api_key=api_key,
@@ -202,8 +202,8 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
         printer = _CallPrinter(out, now)
         print(
             f"langchain-claude-relay demo: a LangGraph agent with 2 tools over a "
-            f"{len(system_prompt) // 1000}K-character handbook, {len(schedule)} questions, on {where}"
-            + (" (virtual time)" if emulated else ""),
+            f"{len(system_prompt) // 1000}K-character handbook, {len(schedule)} questions, "
+            f"on {where}" + (" (virtual time)" if emulated else ""),
             file=out,
         )
         print(_HEADER, file=out)

@@ -108,7 +108,7 @@ _std = ModelPrices.standard
 _OLD = 1.2  # cl100k undercounts Claude prose by roughly 15-28%
 _NEW = 1.56  # Claude 4.7+ count ~30% more than older models for the same text
 
-# family -> spec. Sources: ../shared/DESIGN.md (Anthropic's docs as of 2026-08, SDK 2.12 model list).
+# family -> spec. Sources: ../shared/DESIGN.md (Anthropic's docs as of 2026-08; SDK 2.12 models).
 MODEL_TABLE: dict[str, ModelSpec] = {
     spec.family: spec
     for spec in [
@@ -261,7 +261,8 @@ def lookup_model(model_id: str) -> ModelSpec:
             _warned_unknown.add(model_id)
             warnings.warn(
                 f"Model {model_id!r} is not in langchain-claude-relay's model table: assuming a "
-                f"{UNKNOWN_MIN_CACHE_TOKENS}-token cache minimum (learned from usage) and no prices "
+                f"{UNKNOWN_MIN_CACHE_TOKENS}-token cache minimum (learned from usage) and no "
+                "prices "
                 "(cost_usd is None). Set its facts with "
                 "langchain_claude_relay.models.register_model(...).",
                 stacklevel=2,

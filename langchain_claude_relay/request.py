@@ -9,7 +9,8 @@ wire format. Blocks use Claude's shapes (``text``, ``image``, ``document``, ``to
 type                   data
 =====================  ==========================================================================
 ``text``               ``{"text": str}``
-``image``              ``{"source": {"type": "base64", "media_type", "data"} | {"type": "url", "url"}}``
+``image``              ``{"source": {"type": "base64", "media_type", "data"}}`` or a URL source
+                       ``{"source": {"type": "url", "url"}}``
 ``document``           ``{"source": {...}, "title"?: str}``
 ``tool_use``           ``{"id": str, "name": str, "input": dict}``
 ``tool_result``        ``{"tool_use_id": str, "content": str | list[dict], "is_error"?: bool}``
@@ -248,7 +249,7 @@ class Position(NamedTuple):
     """Where a block sits: ``("tools", i, 0)``, ``("system", i, 0)`` or ``("messages", m, j)``."""
 
     section: Section
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index; the name reads best here
     part: int = 0
 
     def __str__(self) -> str:
@@ -318,7 +319,7 @@ class ClaudeRequest:
                 )  # fmt: skip
 
     def messages_context_hash(self) -> str:
-        """What invalidates the messages part without being a block: tool choice, thinking, images."""
+        """What invalidates the messages part though it is no block: tool choice, thinking, images."""
         has_images = any(
             block.type == "image" for message in self.messages for block in message.content
         )
@@ -337,7 +338,9 @@ class ClaudeRequest:
             return cached
         flats = self.flat_blocks()
         result = chain_prefix_hashes(
-            [f.position.section for f in flats], [f.hash for f in flats], self.messages_context_hash()
+            [f.position.section for f in flats],
+            [f.hash for f in flats],
+            self.messages_context_hash(),
         )
         object.__setattr__(self, "_prefix_hashes", result)
         return result
@@ -366,12 +369,17 @@ class ClaudeRequest:
                 if pos.section == "tools":
                     tools[pos.index] = replace(tools[pos.index], cache_control=marker)
                     continue
-                block = system[pos.index] if pos.section == "system" else messages[pos.index][pos.part]
+                block = (
+                    system[pos.index] if pos.section == "system" else messages[pos.index][pos.part]
+                )
             except IndexError:
                 msg = f"no block at {pos}: cannot place a cache marker there"
                 raise ValueError(msg) from None
             if marker is not None and not block.markable:
-                msg = f"cannot place a cache marker on {pos}: {block.type} blocks and empty text cannot carry one"
+                msg = (
+                    f"cannot place a cache marker on {pos}: {block.type} blocks and empty text "
+                    "cannot carry one"
+                )
                 raise ValueError(msg)
             if pos.section == "system":
                 system[pos.index] = replace(block, cache_control=marker)
@@ -382,7 +390,8 @@ class ClaudeRequest:
             tools=tuple(tools),
             system=tuple(system),
             messages=tuple(
-                replace(m, content=tuple(blocks)) for m, blocks in zip(self.messages, messages)
+                replace(m, content=tuple(blocks))
+                for m, blocks in zip(self.messages, messages, strict=True)
             ),
         )
 
@@ -408,7 +417,8 @@ def marker_problems(request: ClaudeRequest) -> list[str]:
         )
     seen_5m: FlatBlock | None = None
     for flat in flats:
-        assert flat.cache_control is not None
+        if flat.cache_control is None:  # pragma: no cover - flats hold marked blocks only
+            continue
         if flat.cache_control.ttl == "5m" and seen_5m is None:
             seen_5m = flat
         elif flat.cache_control.ttl == "1h" and seen_5m is not None:
