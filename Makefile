@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(VENV)/bin/claude-relay bench --json benchmarks/results.json
+	$(VENV)/bin/claude-relay bench --json benchmarks/results.json --chart benchmarks/results.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -201,11 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(func=_cmd_stats)
 
+    # `bench` has its own parser (langchain_claude_relay.bench); main() hands it the arguments.
+    sub.add_parser(
+        "bench",
+        help="cost against an offline optimum and peer strategies; overhead against ChatOpenAI",
+        add_help=False,
+    )
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from langchain_claude_relay.bench import run_bench
+
+        return run_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

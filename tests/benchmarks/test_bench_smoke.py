@@ -1,0 +1,141 @@
+"""``claude-relay bench --quick`` end to end, and the pieces it relies on."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from langchain_claude_relay.bench import run, run_bench
+from langchain_claude_relay.bench.report import format_report, write_chart
+from langchain_claude_relay.bench.strategies import BASELINES, STRATEGIES, system_end, tools_end
+from langchain_claude_relay.bench.workloads import WORKLOADS, build_workloads
+from langchain_claude_relay.convert import to_claude_request
+from langchain_claude_relay.request import marker_problems
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
+    directory = tmp_path_factory.mktemp("bench")
+    chart = directory / "bench.png"
+    status = run_bench(["--quick", "--json", str(directory / "bench.json"), "--chart", str(chart)])
+    data = json.loads((directory / "bench.json").read_text(encoding="utf-8"))
+    return status, data, chart
+
+
+def test_quick_run_covers_every_trace_and_strategy(quick_run: tuple[int, dict, Path]) -> None:
+    status, data, _ = quick_run
+    assert status == 0
+    assert data["quick"] is True
+    assert [t["trace"] for t in data["traces"]] == list(WORKLOADS)
+    names = [s.name for s in STRATEGIES]
+    for trace in data["traces"]:
+        assert list(trace["metrics"]) == names
+        assert trace["requests"] > 0
+    rows = data["table"]
+    assert len(rows) == len(WORKLOADS) * (len(names) + 1)
+    assert data["elapsed_seconds"] < 90, "the smoke run must stay quick"
+
+
+def test_oracle_is_a_lower_bound_in_the_run(quick_run: tuple[int, dict, Path]) -> None:
+    _, data, _ = quick_run
+    for trace in data["traces"]:
+        oracle = trace["oracle"]["cost_usd"]
+        assert 0 < oracle <= trace["oracle"]["uncached_usd"] * (1 + 1e-9)
+        for name, metrics in trace["metrics"].items():
+            assert metrics["cost_usd"] >= oracle * (1 - 1e-9), (trace["trace"], name)
+            assert metrics["concurrency_violations"] == 0
+    none = {t["trace"]: t["metrics"]["none"] for t in data["traces"]}
+    for trace in data["traces"]:  # no markers: no cache traffic, cost = uncached
+        assert none[trace["trace"]]["read_tokens"] == 0
+        assert none[trace["trace"]]["cost_usd"] == pytest.approx(trace["oracle"]["uncached_usd"])
+
+
+def test_short_prompts_cost_the_same_for_everyone(quick_run: tuple[int, dict, Path]) -> None:
+    _, data, _ = quick_run
+    short = next(t for t in data["traces"] if t["trace"] == "short")
+    costs = {m["cost_usd"] for m in short["metrics"].values()}
+    assert max(costs) == pytest.approx(min(costs))
+    assert short["oracle"]["below_minimum"] == short["requests"]
+
+
+def test_overhead_and_targets_are_reported(quick_run: tuple[int, dict, Path]) -> None:
+    _, data, _ = quick_run
+    overhead = data["overhead"]
+    metrics = {p["metric"] for p in overhead["paired"]}
+    assert metrics == {"invoke", "stream_first_chunk"}
+    assert all(p["variant_median_ms"] > 0 and p["median_ratio"] > 0 for p in overhead["paired"])
+    assert {r["client"] for r in overhead["throughput"]} >= {"relay[planner,memory]", "openai"}
+    assert overhead["planning"]
+    assert overhead["planning"][0]["warm_ms"] > 0
+    assert len(data["targets"]) == 6
+    assert all(t["met"] in (True, False, None) for t in data["targets"])
+
+
+def test_chart_is_drawn_or_explained(quick_run: tuple[int, dict, Path]) -> None:
+    _, data, chart = quick_run
+    if HAS_MATPLOTLIB:
+        assert chart.is_file()
+        assert chart.stat().st_size > 0
+    else:
+        assert not chart.exists()
+        assert any("matplotlib is not installed" in note for note in data["notes"])
+
+
+def test_chart_without_matplotlib_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run(quick=True, traces=["short"], overhead=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    problem = write_chart(result, tmp_path / "chart.png")
+    assert problem is not None
+    assert "matplotlib is not installed" in problem
+    assert not (tmp_path / "chart.png").exists()
+    assert "short" in format_report(result)
+
+
+def test_workloads_are_seeded() -> None:
+    first = build_workloads(3, quick=True)
+    again = build_workloads(3, quick=True)
+    other = build_workloads(4, quick=True)
+    assert [[r.messages for r in t.requests] for t in first] == [
+        [r.messages for r in t.requests] for t in again
+    ]
+    assert [t.requests[0].messages for t in first] != [t.requests[0].messages for t in other]
+    fan_out = next(t for t in first if t.name == "fan_out")
+    assert max(len(g) for g in fan_out.groups()) > 1
+    for trace in first:
+        times = [r.time for r in trace.requests]
+        assert times == sorted(times)
+        if trace.name != "fan_out":
+            assert len(set(times)) == len(times), "only fan_out is concurrent on purpose"
+
+
+def test_baseline_markers_are_valid_requests() -> None:
+    for trace in build_workloads(0, quick=True):
+        for item in trace.requests:
+            request = to_claude_request(
+                list(item.messages), model=trace.model, tools=list(item.tools)
+            )
+            for strategy in BASELINES:
+                assert strategy.rule is not None
+                markers = strategy.rule(request)
+                assert marker_problems(request.with_markers(markers)) == [], strategy.name
+            always = next(s for s in BASELINES if s.name == "always_1h").rule
+            assert always is not None
+            marked = always(request)
+            assert system_end(request) in marked
+            if request.tools:
+                assert tools_end(request) in marked
+            places = bool(request.tools) + bool(request.system) + len(request.messages)
+            assert len(marked) == min(4, places)
+            assert {m.ttl for m in marked.values()} == {"1h"}
+
+
+def test_bad_trace_name_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_bench(["--quick", "--traces", "nope", "--no-overhead"]) == 1
+    assert "unknown workload" in capsys.readouterr().err

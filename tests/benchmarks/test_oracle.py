@@ -1,0 +1,347 @@
+"""The oracle: hand-computed tiny traces, and a lower bound on random strategies (hypothesis).
+
+Prices in the hand-computed cases are per token: input 1, read 0.1, write 5m 1.25, write 1h 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from langchain_claude_relay.bench.oracle import (
+    Instant,
+    Rates,
+    RequestProfile,
+    node_cost_per_token,
+    oracle_cost,
+    profile_payload,
+)
+from langchain_claude_relay.bench.strategies import BASELINES, message_end, system_end
+from langchain_claude_relay.emulator.engine import CacheEngine, parse_openai
+from langchain_claude_relay.request import (
+    MAX_CACHE_MARKERS,
+    Block,
+    CacheControl,
+    ClaudeRequest,
+    Message,
+    Position,
+    Tool,
+)
+from langchain_claude_relay.wire.openai_chat import render_chat_payload
+
+UNIT = Rates(input=1.0, read=0.1, write_5m=1.25, write_1h=2.0)
+MODEL = "claude-sonnet-4-6"
+
+
+def profile(time: float, *blocks: tuple[str, int]) -> RequestProfile:
+    """A request whose blocks are (name, tokens); keys chain the names like prefix hashes."""
+    keys = tuple("/".join(name for name, _ in blocks[: i + 1]) for i in range(len(blocks)))
+    return RequestProfile(time, keys, tuple(t for _, t in blocks), (True,) * len(blocks))
+
+
+def cost(profiles: Sequence[RequestProfile], minimum: int = 1000) -> float:
+    return oracle_cost(profiles, UNIT, minimum).cost_usd
+
+
+@pytest.mark.parametrize(
+    ("times", "per_token", "why"),
+    [
+        ((0,), 1.0, "a single arrival is never worth writing"),
+        ((0, 100, 200), 1.25 + 0.1 + 0.1, "dense: one 5m write, two reads"),
+        ((0, 100, 1000), 2.0 + 0.1 + 0.1, "a gap over 5 min: one 1h write, two reads"),
+        ((0, 299.9, 599.8), 1.25 + 0.1 + 0.1, "each read restarts the 5m TTL"),
+        ((0, 300), 2.0, "alive while now < expires_at: a 5m entry is gone at 300 s"),
+        ((0, 3599, 7198), 2.0 + 0.1 + 0.1, "1h refreshed by each hit"),
+        ((0, 3600), 2.0, "a 1h entry is gone at 3600 s: plain twice"),
+        ((0, 100, 1000, 1100, 5000), 2.0 + 0.1 * 3 + 1.0, "1h chain, then an isolated call"),
+    ],
+)
+def test_one_prefix_hand_computed(times: tuple[float, ...], per_token: float, why: str) -> None:
+    profiles = [profile(t, ("doc", 2000)) for t in times]
+    assert cost(profiles) == pytest.approx(2000 * per_token), why
+
+
+def test_below_minimum_is_always_plain() -> None:
+    profiles = [profile(t, ("small", 500)) for t in (0, 10, 20)]
+    result = oracle_cost(profiles, UNIT, 1000)
+    assert result.cost_usd == pytest.approx(1500)
+    assert result.below_minimum == 3
+    assert result.uncached_usd == pytest.approx(1500)
+
+
+def test_concurrent_requests_cannot_read_each_other() -> None:
+    # Three at t=0: one writes 5m, two pay plain; the fourth reads at t=60.
+    profiles = [profile(0, ("doc", 2000)) for _ in range(3)] + [profile(60, ("doc", 2000))]
+    assert cost(profiles) == pytest.approx(2000 * (1.25 + 1 + 1 + 0.1))
+
+
+def test_concurrent_group_without_later_reuse_stays_plain() -> None:
+    profiles = [profile(0, ("doc", 2000)) for _ in range(5)]
+    assert cost(profiles) == pytest.approx(5 * 2000)
+
+
+def test_prefix_below_the_minimum_is_billed_with_its_anchor() -> None:
+    # 600 tokens of tools (below the 1000 minimum) then a system prompt: the tools are cached
+    # only together with a shared system prompt.
+    shared = [profile(t, ("tools", 600), ("system", 600)) for t in (0, 60)]
+    assert cost(shared) == pytest.approx(1200 * (1.25 + 0.1))
+    volatile = [
+        profile(0, ("tools", 600), ("sys@0", 600)),
+        profile(60, ("tools", 600), ("sys@60", 600)),
+    ]
+    assert cost(volatile) == pytest.approx(2 * 1200)
+
+
+def test_read_upgrades_to_1h_only_when_a_later_request_follows_the_deeper_entry() -> None:
+    # A conversation: the turn at 200 reads [S, U1] and can write a 1h entry after them that
+    # the turn at 3000 reads through, so S and U1 cost 1.25 + 0.1 + 0.1 per token; U2 (two
+    # arrivals 2800 s apart) costs min(plain twice, 1h write + read) = 2; U3 is plain.
+    chat = [
+        profile(0, ("S", 2000), ("U1", 100)),
+        profile(200, ("S", 2000), ("U1", 100), ("U2", 100)),
+        profile(3000, ("S", 2000), ("U1", 100), ("U2", 100), ("U3", 100)),
+    ]
+    assert cost(chat) == pytest.approx(2100 * 1.45 + 100 * 2 + 100)
+    # The same times with a new question each time: no later request follows the deeper
+    # entry, so the document needs its own 1h write.
+    questions = [profile(t, ("S", 2000), (f"Q{t}", 100)) for t in (0, 200, 3000)]
+    assert cost(questions) == pytest.approx(2000 * 2.2 + 3 * 100)
+
+
+def test_node_programme_matches_brute_force_on_small_cases() -> None:
+    """Exhaustive search over per-instant actions agrees with the dynamic programme."""
+    cases = [
+        [Instant(0, 1, True, False), Instant(250, 1, True, False), Instant(900, 1, True, True)],
+        [Instant(0, 2, True, False), Instant(100, 1, True, True), Instant(3000, 3, True, False)],
+        [Instant(0, 1, False, False), Instant(10, 1, True, False), Instant(20, 1, True, False)],
+        [Instant(0, 1, True, True), Instant(400, 1, True, True), Instant(4200, 1, True, False)],
+    ]
+    for instants in cases:
+        assert node_cost_per_token(instants, UNIT) == pytest.approx(_brute_force(instants))
+
+
+def _brute_force(instants: Sequence[Instant]) -> float:
+    """Try every action per instant: plain, read (if covered), write 5m or 1h (one writer)."""
+    best = math.inf
+
+    def walk(i: int, e1: float, e5: float, total: float) -> None:
+        nonlocal best
+        if i == len(instants):
+            best = min(best, total)
+            return
+        inst = instants[i]
+        t, g = inst.time, inst.count
+        walk(i + 1, e1, e5, total + g * UNIT.input)  # everyone plain
+        covered = e1 > t or e5 > t
+        if covered:  # everyone reads: alive kinds restart, 1h when someone can upgrade
+            r1 = t + 3600 if (e1 > t or inst.upgrade) else e1
+            r5 = t + 300 if e5 > t else e5
+            walk(i + 1, r1, r5, total + g * UNIT.read)
+        if inst.writable:  # one writes, the others read (if covered) or pay plain
+            b1, b5 = (r1, r5) if covered and g > 1 else (e1, e5)
+            other = UNIT.read if covered else UNIT.input
+            walk(i + 1, max(b1, t + 3600), b5, total + UNIT.write_1h + (g - 1) * other)
+            walk(i + 1, b1, max(b5, t + 300), total + UNIT.write_5m + (g - 1) * other)
+
+    walk(0, -math.inf, -math.inf, 0.0)
+    return best
+
+
+def test_unordered_prices_are_rejected() -> None:
+    with pytest.raises(ValueError, match="not ordered"):
+        oracle_cost([profile(0, ("doc", 2000))], Rates(1.0, 0.1, 2.5, 2.0), 1000)
+
+
+# ------------------------------------------------------------------ the bound, by property
+
+MINIMUM = 24
+_WORDS = ("alpha", "beta", "gamma", "delta", "omega")
+
+
+class WordCounter:
+    """Tokens = words + 1, so the engine and the oracle count the same way, quickly."""
+
+    def count_block(self, block_hash: str, kind: str, text: str) -> int:
+        return len(text.split()) + 1
+
+
+def _text(tag: str, words: int) -> str:
+    return tag + " " + " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
+
+
+@st.composite
+def traces(draw: Any) -> list[tuple[float, ClaudeRequest]]:
+    """A few requests from up to three conversations (each with its own tools and system
+    prompt, possibly shared) that grow or restart, with gaps around the TTL edges and
+    concurrent instants (gap 0)."""
+    systems = [_text(f"system{i}", draw(st.integers(2, 40))) for i in range(2)]
+    tool = Tool("lookup", _text("tool", draw(st.integers(1, 20))), {"type": "object"})
+    conversations = [
+        (
+            (tool,) if draw(st.booleans()) else (),
+            draw(st.sampled_from(systems)),
+            [_text(f"c{c}t{j}", draw(st.integers(1, 30))) for j in range(6)],
+        )
+        for c in range(3)
+    ]
+    gaps = st.sampled_from([0, 1, 100, 150, 299, 300, 301, 600, 3000, 3599, 3600, 3700])
+    depth = dict.fromkeys(range(len(conversations)), 0)
+    out = []
+    t = 0.0
+    current = 0
+    for _ in range(draw(st.integers(1, 8))):
+        t += draw(gaps)
+        if draw(st.integers(0, 3)) == 0:
+            current = draw(st.integers(0, len(conversations) - 1))
+        tools, system, turns = conversations[current]
+        depth[current] = min(6, max(1, depth[current] + draw(st.sampled_from([1, 1, 0, -3]))))
+        messages = tuple(
+            Message("user" if j % 2 == 0 else "assistant", (Block("text", {"text": turns[j]}),))
+            for j in range(depth[current])
+        )
+        request = ClaudeRequest(
+            MODEL, tools=tools, system=(Block("text", {"text": system}),), messages=messages
+        )
+        out.append((t, request))
+    return out
+
+
+def _random_markers(draw: Any, request: ClaudeRequest) -> dict[Position, CacheControl]:
+    positions = [f.position for f in request.flat_blocks() if f.markable]
+    chosen = draw(st.lists(st.sampled_from(positions), unique=True, max_size=MAX_CACHE_MARKERS))
+    order = {p: i for i, p in enumerate(positions)}
+    chosen.sort(key=order.__getitem__)
+    cut = draw(st.integers(0, len(chosen)))  # every 1h marker before every 5m one
+    return {p: CacheControl("1h" if i < cut else "5m") for i, p in enumerate(chosen)}
+
+
+def _bill(
+    trace: list[tuple[float, ClaudeRequest]], markers: list[dict[Position, CacheControl]]
+) -> float:
+    """Bill with the emulator's engine; requests at one instant are planned before any commit."""
+    engine = CacheEngine(WordCounter(), minimum=lambda _model: MINIMUM)
+    total = 0.0
+    i = 0
+    while i < len(trace):
+        group = [j for j in range(i, len(trace)) if trace[j][0] == trace[i][0]]
+        bills = []
+        for j in group:
+            t, request = trace[j]
+            payload = render_chat_payload(request.with_markers(markers[j]))
+            bills.append(engine.plan(parse_openai(payload), t))
+        for bill in bills:
+            engine.commit(bill)
+            s = bill.split
+            total += UNIT.cost(s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h)
+        i = group[-1] + 1
+    return total
+
+
+def _oracle(trace: list[tuple[float, ClaudeRequest]]) -> float:
+    counter = WordCounter()
+    profiles = [profile_payload(render_chat_payload(r), t, counter) for t, r in trace]
+    return oracle_cost(profiles, UNIT, MINIMUM).cost_usd
+
+
+def _conversation(depths: Sequence[int]) -> list[ClaudeRequest]:
+    """One conversation at the given depths; depth 0 means a new one-line question."""
+    system = _text("system", 30)
+    turns = [_text(f"turn{j}", 10) for j in range(max(depths))]
+    return [
+        ClaudeRequest(
+            MODEL,
+            system=(Block("text", {"text": system}),),
+            messages=tuple(
+                Message("user" if j % 2 == 0 else "assistant", (Block("text", {"text": turns[j]}),))
+                for j in range(depth)
+            )
+            or (Message("user", (Block("text", {"text": _text(f"question{i}", 5)}),)),),
+        )
+        for i, depth in enumerate(depths)
+    ]
+
+
+def _system_5m(request: ClaudeRequest) -> dict[Position, CacheControl]:
+    end = system_end(request)
+    return {end: CacheControl("5m")} if end is not None else {}
+
+
+@pytest.mark.parametrize(
+    ("times", "depths", "rules", "why"),
+    [
+        (
+            (0, 100, 700),
+            (1, 2, 3),
+            ("system_and_tail_5m", "tail_1h", "system_and_tail_5m"),
+            "a read of a 5m entry that writes a deeper 1h entry keeps the prefix for an hour",
+        ),
+        ((0, 299, 500), (0, 0, 0), ("system_5m",) * 3, "a hit restarts the 5m TTL"),
+        ((0, 0, 0, 60), (0, 0, 0, 0), ("system_5m",) * 4, "concurrent writers all pay"),
+        ((0, 1, 2, 3), (1, 2, 3, 4), ("tail_1h",) * 4, "an agent loop extending its tail"),
+    ],
+)
+def test_oracle_is_below_engine_billing_in_edge_cases(
+    times: Sequence[float], depths: Sequence[int], rules: Sequence[str], why: str
+) -> None:
+    trace = list(zip(map(float, times), _conversation(depths), strict=True))
+    markers = [RULES[name](request) for name, (_, request) in zip(rules, trace, strict=True)]
+    billed = _bill(trace, markers)
+    bound = _oracle(trace)
+    assert bound <= billed + 1e-9, why
+    assert bound >= 0.5 * billed, "the bound should not be trivially low on these traces"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_oracle_is_below_random_strategies(data: Any) -> None:
+    trace = data.draw(traces())
+    markers = [_random_markers(data.draw, request) for _, request in trace]
+    assert _oracle(trace) <= _bill(trace, markers) + 1e-9
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces())
+def test_oracle_is_below_every_baseline_and_fixed_rule(
+    trace: list[tuple[float, ClaudeRequest]],
+) -> None:
+    bound = _oracle(trace)
+    for name, rule in RULES.items():
+        markers = [rule(request) for _, request in trace]
+        assert bound <= _bill(trace, markers) + 1e-9, name
+    # Read a 5m entry, then extend it with a deeper 1h one (the oracle's "upgrade").
+    alternating = [
+        (_system_and_tail_5m if i % 2 == 0 else _tail_1h)(request)
+        for i, (_, request) in enumerate(trace)
+    ]
+    assert bound <= _bill(trace, alternating) + 1e-9, "alternating 5m / 1h tail"
+
+
+def _tail_1h(request: ClaudeRequest) -> dict[Position, CacheControl]:
+    end = message_end(request, len(request.messages) - 1)
+    return {end: CacheControl("1h")} if end is not None else {}
+
+
+def _system_and_tail_5m(request: ClaudeRequest) -> dict[Position, CacheControl]:
+    ends = [system_end(request), message_end(request, len(request.messages) - 1)]
+    return {p: CacheControl("5m") for p in ends if p is not None}
+
+
+RULES = {
+    **{s.name: s.rule for s in BASELINES if s.rule is not None},
+    "system_5m": _system_5m,
+    "tail_1h": _tail_1h,
+    "system_and_tail_5m": _system_and_tail_5m,
+}
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from langchain_claude_relay.bench import oracle
+
+    assert doctest.testmod(oracle).failed == 0
