@@ -18,6 +18,15 @@ weight of ``PRIOR_WEIGHT`` arrivals:
 
 Per-prefix counts decay fast (``DECAY_PREFIX``) so a change of pattern shows within 2-3 calls;
 template counts decay slowly.
+
+**Weights.** An outcome is known one arrival after the arrival it resolves, and it is stored
+with that arrival's weight (decayed once more), so ``back_5m + back_1h <= arrivals - 1``: the
+outcomes never outweigh the arrivals they resolve. (Counting each outcome at full weight when it
+becomes known made the resolved arrivals weigh ``1 / DECAY_PREFIX`` times their arrivals: after a
+run of quick returns the 5-minute count equalled the arrival count, and one gap of more than
+5 minutes left ``P(back within 5m)`` near 0.99, so a prefix with Poisson arrivals every
+~100 s was rewritten at 5m after every such gap. With consistent weights that gap brings the
+estimate to ~0.77, and the expected cost switches the rewrite to 1h.)
 """
 
 from __future__ import annotations
@@ -164,13 +173,14 @@ def record_arrival(
     >>> r = record_arrival(None, 0.0, 0.7)
     >>> r = record_arrival(r, 120.0, 0.7)
     >>> (round(r.arrivals, 2), r.back_5m, r.last_seen)
-    (1.7, 1.0, 120.0)
+    (1.7, 0.7, 120.0)
     """
     base = record or ReuseRecord()
-    b5, b60 = base.back_5m * decay, base.back_1h * decay
+    b5, b60 = base.back_5m, base.back_1h
     if resolve and base.last_seen is not None:
         add5, add60 = _outcome(now - base.last_seen)
         b5, b60 = b5 + add5, b60 + add60
+    b5, b60 = b5 * decay, b60 * decay  # an outcome weighs what its arrival weighs
     return ReuseRecord(
         arrivals=base.arrivals * decay + 1.0,
         back_5m=b5,

@@ -163,3 +163,19 @@ def test_streaming_feeds_the_planner_and_the_ledger(emulator: RelayEmulator) -> 
     entries = ledger.entries()
     assert len(entries) == 2
     assert sum(e.cost_usd for e in entries) == pytest.approx(sum(b.cost_usd for b in emulator.billing_log))
+
+
+def test_dense_traffic_with_an_occasional_long_pause_rewrites_at_one_hour(emulator: RelayEmulator) -> None:
+    """A prefix read every minute, then a 6-minute pause: the rewrite is 1h, so later pauses read."""
+    llm, _ = make(emulator)
+    system = SystemMessage(document(4000, seed=6))
+    for i in range(15):  # a long run: the old weighting then read the pause as a fluke (0.99)
+        reply = llm.invoke([system, HumanMessage(f"Question {i}?")])
+        emulator.advance(60)
+    assert details(reply)["cache_read"] > 4000
+    emulator.advance(300)  # the 5m entry has expired
+    reply = llm.invoke([system, HumanMessage("After a pause?")])
+    assert details(reply)["ephemeral_1h_input_tokens"] > 4000, details(reply)
+    emulator.advance(15 * 60)
+    reply = llm.invoke([system, HumanMessage("After a longer pause?")])
+    assert details(reply)["cache_read"] > 4000

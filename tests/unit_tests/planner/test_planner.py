@@ -441,3 +441,12 @@ def test_usage_without_counts_teaches_nothing() -> None:
     assert not obs.calibration_updated
     assert {b.miss_reason for b in obs.breakpoints} == {"usage not reported"}
     assert planner.plan(req).calibration_observations == 0
+
+
+def test_a_long_pause_in_dense_traffic_rewrites_at_1h_and_later_pauses_read() -> None:
+    runs = _gaps_run([60.0] * 14 + [360.0, 900.0, 60.0])
+    assert all(_doc_marker(plan).ttl == "5m" for plan, _usage in runs[:15])  # dense: 5m
+    plan, usage = runs[15]  # after the 6-minute pause: the entry expired, rewritten at 1h
+    assert _doc_marker(plan).ttl == "1h"
+    assert usage.cache_write_1h_tokens > 0
+    assert runs[16][1].cache_read_tokens > 3000  # the 15-minute pause still reads

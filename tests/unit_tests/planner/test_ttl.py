@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from langchain_claude_relay.models import ModelPrices
 from langchain_claude_relay.planner.placement import Option, choose_markers
@@ -161,3 +163,23 @@ def test_record_round_trip_and_garbage() -> None:
 )
 def test_best_split(c1h, c5m, forced, policy, expected) -> None:
     assert best_split(c1h, c5m, forced, policy) == expected
+
+
+def test_one_long_gap_after_a_dense_run_is_seen_and_switches_to_1h() -> None:
+    # Poisson-like traffic: returns within 5 min, then one 6-minute gap (the entry expired).
+    odds = odds_after([60, 120, 90, 45, 150, 30, 80, 100, 70], 360)
+    assert odds.within_5m < 0.8 < 0.9 < odds.within_1h
+    assert decide(odds, STANDARD) == "1h"
+    # the same history with a quick return stays on 5m
+    assert decide(odds_after([60, 120, 90, 45, 150, 30, 80, 100, 70], 60), STANDARD) == "5m"
+
+
+@given(st.lists(st.sampled_from([30.0, 200.0, 400.0, 1800.0, 5000.0]), max_size=30))
+def test_outcomes_never_outweigh_the_arrivals_they_resolve(gaps: list[float]) -> None:
+    now, record = 0.0, record_arrival(None, 0.0, DECAY_PREFIX)
+    for gap in gaps:
+        now += gap
+        record = record_arrival(record, now, DECAY_PREFIX)
+        assert record.back_5m + record.back_1h <= record.arrivals - 1.0 + 1e-9
+    odds = estimate_odds(record, PRIOR_ODDS, arriving_at=now + 30.0)
+    assert 0.0 <= odds.within_5m <= odds.within_1h <= 1.0
