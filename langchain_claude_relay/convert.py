@@ -32,10 +32,23 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Tool
 
-__all__ = ["MAX_IMAGE_BYTES", "to_claude_request", "convert_tools", "convert_tool"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MIN_THINKING_BUDGET",
+    "to_claude_request",
+    "convert_tools",
+    "convert_tool",
+    "check_thinking",
+    "check_tool_choice",
+]
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 """Claude rejects images larger than 5 MB (base64-decoded) in API requests."""
+
+MIN_THINKING_BUDGET = 1024
+"""Claude rejects ``thinking.budget_tokens`` below 1,024."""
+
+_THINKING_TYPES = ("enabled", "adaptive", "disabled")
 
 _BASE64_PREFIX = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 _IGNORED_AI_PART_TYPES = frozenset({"tool_use", "tool_call", "tool_call_chunk", "server_tool_call"})
@@ -259,6 +272,93 @@ def convert_tools(tools: Sequence[Any] | None) -> tuple[Tool, ...]:
     return tuple(convert_tool(t, f"tools[{i}]") for i, t in enumerate(tools or ()))
 
 
+def check_thinking(thinking: Any) -> dict[str, Any] | None:
+    """Validate extended-thinking settings given per call or on the model.
+
+    Args:
+        thinking: ``None``, ``{"type": "adaptive"}``, ``{"type": "disabled"}`` or
+            ``{"type": "enabled", "budget_tokens": N}`` with ``N >= MIN_THINKING_BUDGET``.
+
+    Returns:
+        A copy of the settings, or ``None``.
+
+    Raises:
+        RequestValidationError: for anything else, with the fix.
+    """
+    if thinking is None:
+        return None
+    if not isinstance(thinking, Mapping):
+        msg = (
+            "thinking must be a dict such as {'type': 'adaptive'}, "
+            f"not {type(thinking).__name__}"
+        )
+        raise RequestValidationError(msg)
+    kind = thinking.get("type")
+    if kind not in _THINKING_TYPES:
+        msg = (
+            f"thinking type {kind!r} is not understood: use 'adaptive', 'disabled', "
+            "or 'enabled' with budget_tokens"
+        )
+        raise RequestValidationError(msg)
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
+            msg = (
+                f"thinking={{'type': 'enabled'}} needs an integer budget_tokens of at least "
+                f"{MIN_THINKING_BUDGET}, got {budget!r} (or use {{'type': 'adaptive'}})"
+            )
+            raise RequestValidationError(msg)
+    return dict(thinking)
+
+
+def _chosen_tool_name(tool_choice: Mapping[str, Any]) -> str | None:
+    """The tool a dict ``tool_choice`` forces (OpenAI's or Claude's spelling), if any."""
+    function = tool_choice.get("function")
+    if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+        return str(function["name"])
+    if tool_choice.get("type") == "tool" and isinstance(tool_choice.get("name"), str):
+        return str(tool_choice["name"])
+    return None
+
+
+def check_tool_choice(tool_choice: Any, tools: Sequence[Tool]) -> None:
+    """Check that ``tool_choice`` can be met by the tools sent with it.
+
+    Args:
+        tool_choice: ``None``, ``"auto"``, ``"none"``, ``"any"``/``"required"``/``True``, a tool
+            name, or a dict in OpenAI's or Claude's spelling.
+        tools: the tools of the request.
+
+    Raises:
+        RequestValidationError: if it names a tool that is not sent, asks for some tool when
+            none is sent, or is not understood.
+    """
+    names = [t.name for t in tools]
+    if tool_choice is None or tool_choice is False or tool_choice in ("auto", "none"):
+        return
+    if tool_choice is True or tool_choice in ("any", "required"):
+        if not names:
+            msg = (
+                f"tool_choice {tool_choice!r} asks for a tool call but no tools are bound: "
+                "bind tools or drop tool_choice"
+            )
+            raise RequestValidationError(msg)
+        return
+    if isinstance(tool_choice, Mapping):
+        name = _chosen_tool_name(tool_choice)
+    elif isinstance(tool_choice, str):
+        name = tool_choice
+    else:
+        msg = (
+            f"tool_choice {tool_choice!r} is not understood: "
+            "use 'auto', 'any', 'none' or a tool name"
+        )
+        raise RequestValidationError(msg)
+    if name is not None and name not in names:
+        msg = f"tool_choice {name!r} names no bound tool; bound tools are {names}"
+        raise RequestValidationError(msg)
+
+
 def to_claude_request(
     messages: Sequence[Any] | Any,
     *,
@@ -282,7 +382,8 @@ def to_claude_request(
         The request; system messages are merged, in order, into the system blocks.
 
     Raises:
-        RequestValidationError: for input Claude cannot take, with where and how to fix it.
+        RequestValidationError: for input Claude cannot take (messages, tools, a ``tool_choice``
+            naming no sent tool, thinking settings), with where and how to fix it.
     """
     if isinstance(messages, str):
         messages = [HumanMessage(content=messages)]
@@ -321,11 +422,14 @@ def to_claude_request(
     if not turns:
         msg = "messages hold only system text: add a user message"
         raise RequestValidationError(msg)
+    converted_tools = convert_tools(tools)
+    check_tool_choice(tool_choice, converted_tools)
+    checked_thinking = check_thinking(thinking)
     return ClaudeRequest(
         model=model,
-        tools=convert_tools(tools),
+        tools=converted_tools,
         system=tuple(system),
         messages=tuple(turns),
         tool_choice=tool_choice,
-        thinking=dict(thinking) if thinking else None,
+        thinking=checked_thinking or None,
     )

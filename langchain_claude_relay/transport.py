@@ -6,6 +6,16 @@ SDK's parsing is bypassed too: bodies are read as text and validated by the wire
 page, an empty body or SSE garbage become :class:`APIResponseError`, never a ``KeyError``.
 
 A stream is retried only before its first event; after that a failure is raised as is.
+
+The key never leaves in an error: a relay that echoes it (``"Incorrect API key provided: ..."``,
+in an error page or in a 200 error object) has it replaced by ``***`` in every body and stream
+line before anything parses them, whatever the key looks like (the pattern-based ``redact`` only
+knows ``sk-...`` keys and ``Bearer`` values).
+
+TLS verification cannot be switched off silently: an ``http_client`` whose TLS settings are
+readable (``httpx``/``httpx2`` clients and their proxy mounts) and that does not verify
+certificates or host names draws an :class:`InsecureTransportWarning` when the base URL is
+``https://``. A client whose transport hides its settings (a custom transport) is not checked.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import ssl
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,19 +37,35 @@ from pydantic import SecretStr
 from langchain_claude_relay.errors import (
     APIConnectionError,
     APIResponseError,
+    APIStatusError,
     APITimeoutError,
     ClaudeRelayError,
     RequestValidationError,
     make_status_error,
+    redact,
 )
 from langchain_claude_relay.retry import RetryPolicy, aretry_call, parse_retry_after, retry_call
 from langchain_claude_relay.wire.sse import aiter_sse_json, iter_sse_json
 
-__all__ = ["RawResponse", "RelayTransport", "check_base_url", "translate_sdk_error"]
+__all__ = [
+    "InsecureTransportWarning",
+    "RawResponse",
+    "RelayTransport",
+    "check_base_url",
+    "client_skips_tls_verification",
+    "scrub_error",
+    "translate_sdk_error",
+]
 
 logger = logging.getLogger(__name__)
 
 _END: Any = object()
+_REDACTED = "***"
+_MIN_SCRUBBED_SECRET = 8  # shorter "keys" (test placeholders) are not scrubbed from answers
+
+
+class InsecureTransportWarning(UserWarning):
+    """The HTTP client given does not verify the relay's TLS certificate or host name."""
 
 
 def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
@@ -76,14 +104,28 @@ def _is_loopback(host: str) -> bool:
 
 
 def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> ClaudeRelayError:
-    """Map an SDK or HTTP-library exception to the package's typed errors."""
+    """Map an SDK or HTTP-library exception to the package's typed errors.
+
+    Args:
+        exc: the exception.
+        secret: the API key, replaced by ``***`` in the error's message, arguments and body
+            excerpt (also for an error of the package's own, which is scrubbed in place).
+
+    Returns:
+        The typed error.
+    """
+    return scrub_error(_translate(exc, secret), secret)
+
+
+def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
     if isinstance(exc, ClaudeRelayError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
         return APITimeoutError()
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
-        return APIConnectionError(f"cannot reach the relay: {type(cause).__name__}: {cause}")
+        text = f"cannot reach the relay: {type(cause).__name__}: {cause}"
+        return APIConnectionError(redact(text, secret))
     if isinstance(exc, openai.APIStatusError):
         response = exc.response
         headers = dict(response.headers)
@@ -91,9 +133,11 @@ def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> Cla
             body: Any = response.text
         except Exception:  # a streamed error body that cannot be read
             body = exc.body
+        if not isinstance(body, str):
+            body = json.dumps(body, default=str) if body is not None else ""
         return make_status_error(
             exc.status_code,
-            body,
+            redact(body, secret),
             request_id=headers.get("x-request-id") or headers.get("request-id"),
             retry_after=parse_retry_after(headers),
         )
@@ -101,8 +145,106 @@ def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> Cla
     if "Timeout" in name:
         return APITimeoutError(f"Request timed out ({name}).")
     if isinstance(exc, OSError) or name.endswith(("ProtocolError", "ReadError", "NetworkError", "ConnectError", "StreamError", "CloseError")):
-        return APIConnectionError(f"the connection to the relay broke: {name}: {exc}")
+        text = f"the connection to the relay broke: {name}: {exc}"
+        return APIConnectionError(redact(text, secret))
     return APIResponseError(f"unexpected failure while reading the relay's answer: {name}")
+
+
+def scrub_error(error: ClaudeRelayError, secret: str | None) -> ClaudeRelayError:
+    """Replace ``secret`` by ``***`` in an error's arguments and body excerpt, in place.
+
+    Args:
+        error: the error.
+        secret: the API key (nothing is done when it is empty).
+
+    Returns:
+        The same error.
+    """
+    if not secret:
+        return error
+    if any(isinstance(a, str) and secret in a for a in error.args):
+        error.args = tuple(
+            a.replace(secret, _REDACTED) if isinstance(a, str) else a for a in error.args
+        )
+    if isinstance(error, APIStatusError | APIResponseError) and secret in error.body_excerpt:
+        error.body_excerpt = error.body_excerpt.replace(secret, _REDACTED)
+    return error
+
+
+def _tls_contexts(client: Any) -> list[ssl.SSLContext]:
+    """The SSL contexts an ``httpx``/``httpx2`` client's transports will use, where readable."""
+    transports = [getattr(client, "_transport", None)]
+    mounts = getattr(client, "_mounts", None)
+    if isinstance(mounts, Mapping):
+        transports.extend(mounts.values())
+    contexts = []
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        for holder in (transport, pool):
+            for name in ("_ssl_context", "_proxy_ssl_context"):
+                context = getattr(holder, name, None)
+                if isinstance(context, ssl.SSLContext):
+                    contexts.append(context)
+    return contexts
+
+
+def client_skips_tls_verification(client: Any) -> bool:
+    """Say whether an HTTP client is known not to verify TLS certificates or host names.
+
+    Reads the SSL contexts of ``httpx``/``httpx2`` clients (``verify=False``, or a context with
+    ``CERT_NONE`` or without host-name checking). A client whose settings cannot be read is not
+    known to skip verification.
+
+    Args:
+        client: the client (``None``: the SDK's own client, which verifies).
+
+    Returns:
+        ``True`` if some transport of the client does not verify.
+    """
+    if client is None:
+        return False
+    contexts = _tls_contexts(client)
+    return any(c.verify_mode == ssl.CERT_NONE or not c.check_hostname for c in contexts)
+
+
+def _warn_if_unverified(base_url: str, *clients: Any) -> None:
+    if urlparse(base_url).scheme != "https":
+        return  # plain http (loopback or explicitly allowed): there is no TLS to verify
+    if any(client_skips_tls_verification(c) for c in clients):
+        warnings.warn(
+            "the http_client given to ChatClaudeRelay does not verify TLS certificates "
+            "(verify=False, CERT_NONE or check_hostname=False): anyone on the network path can "
+            "impersonate the relay and read your API key and prompts. Pass a client that "
+            "verifies (point verify= at your CA bundle for a private CA).",
+            InsecureTransportWarning,
+            stacklevel=4,
+        )
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An attempt's error, ready to raise, and what to chain it to (``None``: nothing)."""
+
+    error: ClaudeRelayError
+    cause: BaseException | None
+
+
+def _chain_mentions(exc: BaseException, secret: str) -> bool:
+    """Whether ``secret`` appears in the message or arguments of ``exc`` or its chain."""
+    if not secret:
+        return False
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            text = f"{current}{current.args!r}{getattr(current, 'body', '')!r}"
+        except Exception:  # a broken __str__: assume the worst
+            return True
+        if secret in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -168,6 +310,7 @@ class RelayTransport:
         self._http_async_client = http_async_client
         self._sleep = sleep
         self._asleep = asleep
+        _warn_if_unverified(base_url, http_client, http_async_client)
 
     def __repr__(self) -> str:
         return f"RelayTransport(base_url={self.base_url!r})"
@@ -193,8 +336,34 @@ class RelayTransport:
         """The async SDK client, built on first use."""
         return openai.AsyncOpenAI(**self._client_kwargs(), http_client=self._http_async_client)
 
-    def _translate(self, exc: BaseException) -> ClaudeRelayError:
-        return translate_sdk_error(exc, secret=self._api_key.get_secret_value())
+    def _failure(self, exc: BaseException) -> _Failure:
+        """The typed, scrubbed error for ``exc``, and the cause to chain it to.
+
+        Callers raise it outside their ``except`` block, so that no implicit ``__context__``
+        is kept: the SDK's own exception is chained as the cause only when nothing in its chain
+        holds the key (the SDK puts error bodies, which may echo the key, in its messages).
+        """
+        secret = self._api_key.get_secret_value()
+        error = translate_sdk_error(exc, secret=secret)
+        cause = exc.__cause__ if error is exc else exc
+        if cause is not None and _chain_mentions(cause, secret):
+            cause = None
+        return _Failure(error, cause)
+
+    def _scrub_text(self, text: str) -> str:
+        """An answer's text with the key replaced by ``***`` (a relay may echo it)."""
+        secret = self._api_key.get_secret_value()
+        if len(secret) >= _MIN_SCRUBBED_SECRET and secret in text:
+            return text.replace(secret, _REDACTED)
+        return text
+
+    def _scrub_lines(self, lines: Iterator[str]) -> Iterator[str]:
+        for line in lines:
+            yield self._scrub_text(line)
+
+    async def _ascrub_lines(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
+        async for line in lines:
+            yield self._scrub_text(line)
 
     @staticmethod
     def _on_retry(attempt: int, error: BaseException, delay: float) -> None:
@@ -211,12 +380,15 @@ class RelayTransport:
     # -- non-streaming -------------------------------------------------------------------------
 
     def _create_once(self, payload: Mapping[str, Any]) -> RawResponse:
+        failure: _Failure | None = None
         try:
             raw = self.client.chat.completions.with_raw_response.create(**_split_payload(payload))
             http = raw.http_response
-            text = http.text
+            text = self._scrub_text(http.text)
         except Exception as exc:
-            raise self._translate(exc) from exc
+            failure = self._failure(exc)
+        if failure is not None:
+            raise failure.error from failure.cause
         return RawResponse(_decode_body(text, http.status_code), http.status_code, dict(http.headers))
 
     def create(self, payload: Mapping[str, Any]) -> RawResponse:
@@ -224,12 +396,15 @@ class RelayTransport:
         return retry_call(lambda: self._create_once(payload), self.retry_policy, **self._retry_kwargs(is_async=False))
 
     async def _acreate_once(self, payload: Mapping[str, Any]) -> RawResponse:
+        failure: _Failure | None = None
         try:
             raw = await self.async_client.chat.completions.with_raw_response.create(**_split_payload(payload))
             http = raw.http_response
-            text = http.text
+            text = self._scrub_text(http.text)
         except Exception as exc:
-            raise self._translate(exc) from exc
+            failure = self._failure(exc)
+        if failure is not None:
+            raise failure.error from failure.cause
         return RawResponse(_decode_body(text, http.status_code), http.status_code, dict(http.headers))
 
     async def acreate(self, payload: Mapping[str, Any]) -> RawResponse:
@@ -240,21 +415,26 @@ class RelayTransport:
 
     def _open_stream(self, payload: Mapping[str, Any]) -> tuple[Any, Iterator[Any], Any]:
         manager = self.client.chat.completions.with_streaming_response.create(stream=True, **_split_payload(payload))
+        failure: _Failure | None = None
         try:
             response = manager.__enter__()
         except Exception as exc:
-            raise self._translate(exc) from exc
+            failure = self._failure(exc)
+        if failure is not None:
+            raise failure.error from failure.cause
         try:
             content_type = response.headers.get("content-type", "")
             if "event-stream" not in content_type:
-                text = response.text()
+                text = self._scrub_text(response.text())
                 msg = f"relay answered {content_type or 'no content type'} to a streaming request"
                 raise APIResponseError(msg, status_code=response.status_code, body=text)
-            events = iter_sse_json(response.iter_lines())
+            events = iter_sse_json(self._scrub_lines(response.iter_lines()))
             first = next(events, _END)
         except Exception as exc:
+            failure = self._failure(exc)
+        if failure is not None:
             manager.__exit__(None, None, None)
-            raise self._translate(exc) from exc
+            raise failure.error from failure.cause
         return manager, events, first
 
     def stream(self, payload: Mapping[str, Any]) -> Iterator[Any]:
@@ -266,10 +446,13 @@ class RelayTransport:
             if first is not _END:
                 yield first
             while True:
+                failure: _Failure | None = None
                 try:
                     event = next(events, _END)
                 except Exception as exc:
-                    raise self._translate(exc) from exc
+                    failure = self._failure(exc)
+                if failure is not None:
+                    raise failure.error from failure.cause
                 if event is _END:
                     return
                 yield event
@@ -278,21 +461,26 @@ class RelayTransport:
 
     async def _aopen_stream(self, payload: Mapping[str, Any]) -> tuple[Any, AsyncIterator[Any], Any]:
         manager = self.async_client.chat.completions.with_streaming_response.create(stream=True, **_split_payload(payload))
+        failure: _Failure | None = None
         try:
             response = await manager.__aenter__()
         except Exception as exc:
-            raise self._translate(exc) from exc
+            failure = self._failure(exc)
+        if failure is not None:
+            raise failure.error from failure.cause
         try:
             content_type = response.headers.get("content-type", "")
             if "event-stream" not in content_type:
-                text = await response.text()
+                text = self._scrub_text(await response.text())
                 msg = f"relay answered {content_type or 'no content type'} to a streaming request"
                 raise APIResponseError(msg, status_code=response.status_code, body=text)
-            events = aiter_sse_json(response.iter_lines())
+            events = aiter_sse_json(self._ascrub_lines(response.iter_lines()))
             first = await anext(events, _END)
         except Exception as exc:
+            failure = self._failure(exc)
+        if failure is not None:
             await manager.__aexit__(None, None, None)
-            raise self._translate(exc) from exc
+            raise failure.error from failure.cause
         return manager, events, first
 
     async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[Any]:
@@ -304,10 +492,13 @@ class RelayTransport:
             if first is not _END:
                 yield first
             while True:
+                failure: _Failure | None = None
                 try:
                     event = await anext(events, _END)
                 except Exception as exc:
-                    raise self._translate(exc) from exc
+                    failure = self._failure(exc)
+                if failure is not None:
+                    raise failure.error from failure.cause
                 if event is _END:
                     return
                 yield event

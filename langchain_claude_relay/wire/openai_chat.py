@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_claude_relay.errors import APIResponseError
+from langchain_claude_relay.errors import APIResponseError, RequestValidationError
 from langchain_claude_relay.request import Block, ClaudeRequest, Message, Tool, canonical_json
+from langchain_claude_relay.usage import normalize_usage
 
 __all__ = [
     "render_chat_payload",
@@ -155,7 +156,7 @@ def render_tool_choice(tool_choice: Any) -> Any:
     if isinstance(tool_choice, str):
         return {"type": "function", "function": {"name": tool_choice}}
     msg = f"tool_choice {tool_choice!r} is not understood: use 'auto', 'any', 'none' or a tool name"
-    raise ValueError(msg)
+    raise RequestValidationError(msg)
 
 
 def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> dict[str, Any]:
@@ -228,6 +229,107 @@ def _text_of(content: Any, where: str, status: int | None, body: Any) -> str:
     raise APIResponseError(msg, status_code=status, body=body)
 
 
+def _checked_usage(
+    usage: Any, where: str, status: int | None, body: Any, *, dump: bool = False
+) -> Mapping[str, Any] | None:
+    """The usage object, validated now so that garbage is reported with its status and body.
+
+    ``dump``: ``body`` is a decoded chunk, serialized for the excerpt only when reporting.
+    """
+    if usage is None:
+        return None
+    problem: str | None = None
+    if not isinstance(usage, Mapping):
+        problem = f"relay {where} 'usage' that is not an object"
+    else:
+        try:
+            normalize_usage(usage)
+        except APIResponseError as exc:
+            problem = str(exc)
+    if problem is not None:
+        excerpt_source = json.dumps(body, default=str) if dump else body
+        raise APIResponseError(problem, status_code=status, body=excerpt_source)
+    return usage  # type: ignore[no-any-return]  # checked to be a Mapping above
+
+
+def _arguments(
+    raw: Any, where: str, status: int | None, body: Any, *, default: str | None
+) -> str | None:
+    """Tool-call arguments as JSON text (an object some relays send is serialized)."""
+    if raw is None:
+        return default
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, Mapping):
+        return json.dumps(raw, default=str)
+    msg = f"relay {where} tool-call arguments that are neither JSON text nor an object"
+    raise APIResponseError(msg, status_code=status, body=body)
+
+
+def _optional_str(raw: Any, what: str, where: str, status: int | None, body: Any) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    msg = f"relay {where} a tool call whose {what} is not a string"
+    raise APIResponseError(msg, status_code=status, body=body)
+
+
+def _tool_call(raw: Mapping[str, Any], status: int, body: Any) -> dict[str, Any]:
+    """One complete tool call in OpenAI's shape, checked (name, JSON arguments, id)."""
+    function = raw.get("function")
+    if not isinstance(function, Mapping):
+        msg = "relay answered a tool call without a 'function' object"
+        raise APIResponseError(msg, status_code=status, body=body)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        msg = "relay answered a tool call without a function name"
+        raise APIResponseError(msg, status_code=status, body=body)
+    arguments = _arguments(function.get("arguments"), "answered", status, body, default="{}")
+    try:
+        decoded = json.loads(arguments or "{}")
+    except (ValueError, RecursionError):
+        decoded = None  # not JSON: LangChain reports it as an invalid tool call
+    if decoded is not None and not isinstance(decoded, Mapping):
+        msg = "relay answered tool-call arguments that are JSON but not an object"
+        raise APIResponseError(msg, status_code=status, body=body)
+    return {
+        "id": _optional_str(raw.get("id"), "id", "answered", status, body),
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def _tool_call_delta(raw: Mapping[str, Any], chunk: Any) -> dict[str, Any]:
+    """One streamed tool-call delta, checked: every field optional, but of the right type."""
+
+    def body() -> str:
+        return json.dumps(chunk, default=str)
+
+    index = raw.get("index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        msg = "relay streamed a tool-call delta whose index is not an integer"
+        raise APIResponseError(msg, status_code=200, body=body())
+    function = raw.get("function")
+    if function is None:
+        function = {}
+    if not isinstance(function, Mapping):
+        msg = "relay streamed a tool-call delta whose 'function' is not an object"
+        raise APIResponseError(msg, status_code=200, body=body())
+    try:
+        return {
+            "index": index,
+            "id": _optional_str(raw.get("id"), "id", "streamed", None, None),
+            "type": "function",
+            "function": {
+                "name": _optional_str(function.get("name"), "name", "streamed", None, None),
+                "arguments": _arguments(
+                    function.get("arguments"), "streamed", None, None, default=None
+                ),
+            },
+        }
+    except APIResponseError as exc:
+        raise APIResponseError(str(exc), status_code=200, body=body()) from None
+
+
 def parse_chat_completion(body: Any, *, status_code: int = 200, text: str | None = None) -> ParsedCompletion:
     """Validate and read a non-streaming chat completion.
 
@@ -240,7 +342,8 @@ def parse_chat_completion(body: Any, *, status_code: int = 200, text: str | None
         The parsed completion.
 
     Raises:
-        APIResponseError: if the body is not a chat completion (no ``choices``, wrong types).
+        APIResponseError: if the body is not a chat completion (no ``choices``, wrong types) or
+            its usage is garbage (see :func:`~langchain_claude_relay.usage.normalize_usage`).
     """
     excerpt_source = text if text is not None else body
     if not isinstance(body, Mapping):
@@ -262,15 +365,14 @@ def parse_chat_completion(body: Any, *, status_code: int = 200, text: str | None
     if not isinstance(raw_calls, list):
         msg = "relay answered 'tool_calls' that is not a list"
         raise APIResponseError(msg, status_code=status_code, body=excerpt_source)
-    usage = body.get("usage")
-    if usage is not None and not isinstance(usage, Mapping):
-        msg = "relay answered 'usage' that is not an object"
-        raise APIResponseError(msg, status_code=status_code, body=excerpt_source)
+    usage = _checked_usage(body.get("usage"), "answered", status_code, excerpt_source)
     return ParsedCompletion(
         id=body.get("id") if isinstance(body.get("id"), str) else None,
         model=body.get("model") if isinstance(body.get("model"), str) else None,
         content=_text_of(message.get("content"), "message content", status_code, excerpt_source),
-        tool_calls=[c for c in raw_calls if isinstance(c, Mapping)],
+        tool_calls=[
+            _tool_call(c, status_code, excerpt_source) for c in raw_calls if isinstance(c, Mapping)
+        ],
         reasoning=_reasoning_of(message),
         finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
         usage=usage,
@@ -295,7 +397,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
     """Validate and read one streamed ``chat.completion.chunk``.
 
     Raises:
-        APIResponseError: if the chunk is not a chat completion chunk.
+        APIResponseError: if the chunk is not a chat completion chunk or its usage is garbage.
     """
     if not isinstance(chunk, Mapping):
         msg = "relay streamed a chunk that is not a JSON object"
@@ -307,10 +409,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
     if not isinstance(choices, list):
         msg = "relay streamed 'choices' that is not a list"
         raise APIResponseError(msg, status_code=200, body=json.dumps(chunk, default=str))
-    usage = chunk.get("usage")
-    if usage is not None and not isinstance(usage, Mapping):
-        msg = "relay streamed 'usage' that is not an object"
-        raise APIResponseError(msg, status_code=200, body=json.dumps(chunk, default=str))
+    usage = _checked_usage(chunk.get("usage"), "streamed", 200, chunk, dump=True)
     content = ""
     reasoning: str | None = None
     deltas: list[dict[str, Any]] = []
@@ -322,7 +421,8 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
             content = _text_of(delta.get("content"), "streamed content", 200, chunk)
             reasoning = _reasoning_of(delta)
             raw = delta.get("tool_calls") or []
-            deltas = [d for d in raw if isinstance(d, Mapping)] if isinstance(raw, list) else []
+            if isinstance(raw, list):
+                deltas = [_tool_call_delta(d, chunk) for d in raw if isinstance(d, Mapping)]
         if isinstance(choice.get("finish_reason"), str):
             finish = choice["finish_reason"]
     return ParsedChunk(
