@@ -28,10 +28,12 @@ __all__ = [
     "note_block_hash",
 ]
 
-HASH_HISTORY = 4
-"""Hashes remembered per template position (so that two alternating prompts are not 'new')."""
-CHANGE_STREAK = 2
-"""Consecutive calls with a never-seen hash at one position before it is reported."""
+HASH_HISTORY = 16
+"""Hashes remembered per template position, so that an app rotating among several static
+prompts (tenants, documents) is not taken for one whose prompt keeps changing."""
+CHANGE_STREAK = 5
+"""Consecutive calls with a never-seen hash at one position before it is reported (a rotation
+of up to five prompts seen for the first time stays quiet; a timestamp never repeats)."""
 
 
 class PrefixStabilityWarning(UserWarning):
