@@ -17,6 +17,7 @@ from langchain_claude_relay.errors import (
     RateLimitError,
     RequestValidationError,
 )
+from langchain_claude_relay.limiter import RateLimiter, shared_limiter
 from langchain_claude_relay.models import lookup_model, register_model
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 
@@ -43,6 +44,8 @@ __all__ = [
     "APIResponseError",
     "APIStatusError",
     "RateLimitError",
+    "RateLimiter",
+    "shared_limiter",
     "__version__",
 ]
 

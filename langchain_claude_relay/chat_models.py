@@ -4,24 +4,35 @@ The class is a thin LangChain surface. The work happens in plain modules:
 ``convert`` (LangChain -> ``ClaudeRequest``), the planner (where the cache markers go and with
 which TTL), ``wire.openai_chat`` (the one renderer and parser of the wire format), ``transport``
 (the ``openai`` SDK, retries, typed errors), ``usage`` and ``cost`` (normalized usage, dollars).
+
+Two things stay here because they are about whole calls: the rate-limiter booking (each call
+books its counted input -- the plan's estimate minus the cache reads it predicts -- and its
+output on ``limiter.RateLimiter``, then settles with the real usage) and warm-then-fan-out
+batches (``batch``/``abatch`` send one call per group of inputs sharing a new prefix first).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import hashlib
 import logging
+import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
-    LangSmithParams,
     agenerate_from_stream,
     generate_from_stream,
 )
@@ -36,7 +47,8 @@ from langchain_core.output_parsers.openai_tools import (
     parse_tool_call,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables.config import get_config_list
 from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -44,11 +56,19 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from langchain_claude_relay.convert import convert_tool, to_claude_request
 from langchain_claude_relay.cost import call_cost_usd
-from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.errors import RateLimitError, RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
-from langchain_claude_relay.models import DEFAULT_MODEL
-from langchain_claude_relay.request import ClaudeRequest, marker_problems
+from langchain_claude_relay.limiter import (
+    RateLimiter,
+    RateLimits,
+    Reservation,
+    _preset_limits,
+    shared_limiter,
+)
+from langchain_claude_relay.models import DEFAULT_MODEL, lookup_model
+from langchain_claude_relay.request import Block, ClaudeRequest, Tool, marker_problems
 from langchain_claude_relay.retry import RetryPolicy
+from langchain_claude_relay.tokens import TokenEstimator, block_parts, tool_parts
 from langchain_claude_relay.transport import RelayTransport, check_base_url
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.openai_chat import (
@@ -58,12 +78,25 @@ from langchain_claude_relay.wire.openai_chat import (
     render_chat_payload,
 )
 
-__all__ = ["ChatClaudeRelay"]
+__all__ = ["ChatClaudeRelay", "DEFAULT_OUTPUT_ESTIMATE", "relay_limiter_key"]
 
 logger = logging.getLogger(__name__)
 
 CacheMode = Literal["auto", "off"]
 TTLPolicy = Literal["auto", "5m", "1h"]
+
+DEFAULT_OUTPUT_ESTIMATE = 1024
+"""Output tokens a rate-limiter reservation books when ``max_tokens`` is not set.
+
+About a long reply; ``settle`` replaces it with the real count after the call, so it only
+decides how early a call may start when an output-tokens-per-minute limit is set. Set
+``max_tokens`` to book a hard bound instead."""
+
+_LIMIT_FIELDS = ("rpm", "itpm", "otpm")
+_Outcome = Literal["answered", "refused", "unsent"]
+"""How a call ended, for its rate-limiter booking (see ``ChatClaudeRelay._release``)."""
+_PrefixKey = tuple[str, tuple[str, ...]]
+"""A batch input's model and prefix hashes (``ClaudeRequest.prefix_hashes()``)."""
 
 
 @dataclass
@@ -76,6 +109,7 @@ class _Prepared:
     plan: Any  # CachePlan | None
     planner: Any  # CachePlanner | None
     started: float  # when the call started, on the planner's clock (wall time without one)
+    usage: NormalizedUsage | None = None  # set once the response's usage has been read
 
 
 class ChatClaudeRelay(BaseChatModel):
@@ -90,12 +124,17 @@ class ChatClaudeRelay(BaseChatModel):
             msg = llm.invoke([("system", big_document), ("human", "Summarize section 2")])
             msg.usage_metadata["input_token_details"]  # cache_read, cache_creation, ...
             msg.response_metadata["cost_usd"]
+
+            # One client-side limiter per relay account, counting only uncached input:
+            llm = ChatClaudeRelay(model="claude-sonnet-4-6", rate_limits="tier1")
+            # 20 questions on one document: one call writes the cache, 19 read it.
+            replies = llm.batch([[("system", big_document), ("human", q)] for q in questions])
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     model_name: str = Field(default=DEFAULT_MODEL, alias="model")
-    """Model id as the relay spells it (``claude-sonnet-4-6``, ``anthropic/claude-sonnet-4.5``...)."""
+    """Model id as the relay spells it (``claude-sonnet-4-6``, ``anthropic/claude-sonnet-4.5``)."""
 
     base_url: str | None = Field(
         alias="base_url",
@@ -146,7 +185,8 @@ class ChatClaudeRelay(BaseChatModel):
     """Other request parameters, sent as given."""
 
     thinking: dict[str, Any] | None = None
-    """Extended thinking: ``{"type": "adaptive"}`` or ``{"type": "enabled", "budget_tokens": N}``."""
+    """Extended thinking: ``{"type": "adaptive"}``, or ``{"type": "enabled"}`` with an integer
+    ``budget_tokens``."""
 
     prompt_cache: Any = "auto"
     """Prompt caching: ``"auto"`` (plan markers), ``"off"`` (send exactly what was given), or a
@@ -161,6 +201,21 @@ class ChatClaudeRelay(BaseChatModel):
     """Where each call's usage and cost are recorded: ``None`` for the process-wide ledger
     (under ``CLAUDE_RELAY_STATE_DIR``, read by ``claude-relay stats``), ``False`` for none, or
     a ``Ledger`` instance."""
+
+    rate_limits: str | dict[str, Any] | None = None
+    """Client-side rate limits of the relay account: a preset name (``"tier1"`` ... ``"tier4"``,
+    ``"start"``; see ``langchain_claude_relay.limiter.PRESETS``), a ``RateLimits``, or a dict of
+    ``rpm``/``itpm``/``otpm`` (stored as a dict). Sets ``rate_limiter`` to the process-wide
+    limiter of this account and these limits, ``shared_limiter(relay_limiter_key(base_url,
+    api_key, limits), limits)``: every model on the same relay URL and key shares it, whatever its
+    model id. For a limiter of your own (an injected clock, one limiter across relays), pass
+    ``rate_limiter=RateLimiter(...)`` instead; passing both is an error."""
+
+    batch_warmup: bool | None = None
+    """Warm, then fan out in ``batch``/``abatch``: when several inputs share a cacheable prefix
+    that is not cached yet, one is sent first and the others once its response has begun, so
+    they read the prefix instead of each paying to write it (see ``batch``). On unless ``False``
+    (``None`` is the default, so that serialized models stay as they were)."""
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -201,10 +256,16 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         kind = value.get("type")
         if kind == "enabled" and not isinstance(value.get("budget_tokens"), int):
-            msg = "thinking={'type': 'enabled'} needs an integer 'budget_tokens' (or use {'type': 'adaptive'})"
+            msg = (
+                "thinking={'type': 'enabled'} needs an integer 'budget_tokens' "
+                "(or use {'type': 'adaptive'})"
+            )
             raise ValueError(msg)
         if kind not in ("enabled", "adaptive", "disabled"):
-            msg = f"thinking type {kind!r} is not understood: use 'adaptive' or 'enabled' with budget_tokens"
+            msg = (
+                f"thinking type {kind!r} is not understood: use 'adaptive' or 'enabled' "
+                "with budget_tokens"
+            )
             raise ValueError(msg)
         return value
 
@@ -212,6 +273,33 @@ class ChatClaudeRelay(BaseChatModel):
     def _check_base_url(self) -> ChatClaudeRelay:
         if self.base_url:
             check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        return self
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _check_rate_limits(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            if value is not None:
+                _preset_limits(value)  # an unknown preset is reported now, not at the first call
+            return value
+        if isinstance(value, RateLimits | Mapping):
+            return asdict(_resolve_limits(value))
+        msg = (
+            f"rate_limits={value!r} is not understood: use a preset name such as 'tier1', "
+            "a RateLimits, or a dict with rpm/itpm/otpm"
+        )
+        raise ValueError(msg)
+
+    @model_validator(mode="after")
+    def _attach_shared_limiter(self) -> ChatClaudeRelay:
+        if self.rate_limits is None:
+            return self
+        limits = _resolve_limits(self.rate_limits)
+        limiter = shared_limiter(relay_limiter_key(self.base_url, self.api_key, limits), limits)
+        if self.rate_limiter is not None and self.rate_limiter is not limiter:
+            msg = "pass rate_limits=... (a shared limiter) or rate_limiter=... (your own), not both"
+            raise ValueError(msg)
+        self.rate_limiter = limiter
         return self
 
     # -- LangChain metadata ------------------------------------------------------------------
@@ -222,6 +310,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     @property
     def lc_secrets(self) -> dict[str, str]:
+        """The secret fields and the environment variables LangChain serializes them as."""
         return {"api_key": "CLAUDE_RELAY_API_KEY"}
 
     @classmethod
@@ -243,7 +332,9 @@ class ChatClaudeRelay(BaseChatModel):
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,
             "top_k": self.top_k,
-            "prompt_cache": self.prompt_cache if isinstance(self.prompt_cache, str) else type(self.prompt_cache).__name__,
+            "prompt_cache": self.prompt_cache
+            if isinstance(self.prompt_cache, str)
+            else type(self.prompt_cache).__name__,
             "cache_ttl": self.cache_ttl,
         }
 
@@ -266,7 +357,9 @@ class ChatClaudeRelay(BaseChatModel):
     def _transport(self) -> RelayTransport:
         base_url = check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
         if self.api_key is None:
-            msg = "no relay API key: pass api_key=... or set CLAUDE_RELAY_API_KEY (or OPENAI_API_KEY)"
+            msg = (
+                "no relay API key: pass api_key=... or set CLAUDE_RELAY_API_KEY (or OPENAI_API_KEY)"
+            )
             raise RequestValidationError(msg)
         return RelayTransport(
             base_url=base_url,
@@ -290,7 +383,12 @@ class ChatClaudeRelay(BaseChatModel):
     # -- request building -----------------------------------------------------------------------
 
     def _prepare(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        *,
+        stream: bool,
+        **kwargs: Any,
     ) -> _Prepared:
         """Convert, validate, plan and render; raises on bad input before any network call."""
         _ = self._transport  # settings problems (no base URL, no key) surface first
@@ -302,12 +400,16 @@ class ChatClaudeRelay(BaseChatModel):
         ttl = kwargs.pop("cache_ttl", self.cache_ttl)
         thinking = kwargs.pop("thinking", self.thinking)
         kwargs.pop("ls_structured_output_format", None)
-        request = to_claude_request(messages, model=model, tools=tools, tool_choice=tool_choice, thinking=thinking)
+        request = to_claude_request(
+            messages, model=model, tools=tools, tool_choice=tool_choice, thinking=thinking
+        )
         problems = marker_problems(request)
         if problems:
             raise RequestValidationError("; ".join(problems))
         planner = self._planner_for(cache)
-        started = planner.clock() if planner is not None and hasattr(planner, "clock") else time.time()
+        started = (
+            planner.clock() if planner is not None and hasattr(planner, "clock") else time.time()
+        )
         plan = None
         if planner is not None:
             try:
@@ -317,17 +419,25 @@ class ChatClaudeRelay(BaseChatModel):
                 raise
             except Exception as exc:  # the planner must never fail a user's call
                 warnings.warn(
-                    f"cache planning failed ({type(exc).__name__}: {exc}); sending without planned markers",
+                    f"cache planning failed ({type(exc).__name__}: {exc}); "
+                    "sending without planned markers",
                     RuntimeWarning,
                     stacklevel=4,
                 )
                 plan = None
         payload = render_chat_payload(request, canonical=planner is not None)
         payload.update(self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs))
-        return _Prepared(payload, model, request, plan, planner if plan is not None else None, started)
+        return _Prepared(
+            payload, model, request, plan, planner if plan is not None else None, started
+        )
 
     def _sampling_params(
-        self, stop: list[str] | None, *, stream: bool, thinking: Mapping[str, Any] | None, extra: dict[str, Any]
+        self,
+        stop: list[str] | None,
+        *,
+        stream: bool,
+        thinking: Mapping[str, Any] | None,
+        extra: dict[str, Any],
     ) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for key, value in (
@@ -354,18 +464,84 @@ class ChatClaudeRelay(BaseChatModel):
         params.update(extra)
         return params
 
+    # -- rate limiter ------------------------------------------------------------------------------
+
+    def _limiter(self) -> RateLimiter | None:
+        """Our limiter, if ``rate_limiter`` is one (other limiters only count requests)."""
+        limiter = self.rate_limiter
+        return limiter if isinstance(limiter, RateLimiter) else None
+
+    def _reserve(self, prepared: _Prepared) -> tuple[RateLimiter, Reservation] | None:
+        """Book the call's counted input and output, waiting for the buckets if needed.
+
+        LangChain has already counted the request toward RPM (its ``acquire(blocking=True)``
+        before ``_generate``/``_stream``), so the booking has ``count_request=False``.
+        """
+        limiter = self._limiter()
+        if limiter is None:
+            return None
+        estimated_input, estimated_output = _token_estimates(prepared, _warmed_prefixes())
+        return limiter, limiter.acquire(estimated_input, estimated_output, count_request=False)
+
+    async def _areserve(self, prepared: _Prepared) -> tuple[RateLimiter, Reservation] | None:
+        """Async ``_reserve`` (waits with ``asyncio.sleep``, never blocking the loop)."""
+        limiter = self._limiter()
+        if limiter is None:
+            return None
+        estimated_input, estimated_output = _token_estimates(prepared, _warmed_prefixes())
+        return limiter, await limiter.aacquire(
+            estimated_input, estimated_output, count_request=False
+        )
+
+    @staticmethod
+    def _release(
+        booked: tuple[RateLimiter, Reservation] | None, prepared: _Prepared, outcome: _Outcome
+    ) -> None:
+        """Close a booking: settle it with what the relay counted, or cancel it.
+
+        ``"answered"``: settled with the response's usage, or with the estimate when none came
+        back (a relay that reports none, a stream cut after it began: the relay counted the call
+        by an amount we cannot know). ``"refused"`` (a 429): settled with the estimate although
+        nothing was billed -- the relay had no room, so our buckets are ahead of its window (a
+        sliding window, or another client on the same key); keeping the booking spaces out the
+        calls queued behind it instead of sending them into the same wall. ``"unsent"`` (any
+        other failure before a response): cancelled, request and tokens given back.
+        """
+        if booked is None:
+            return
+        limiter, reservation = booked
+        try:
+            if outcome == "unsent":
+                limiter.cancel(reservation)
+                return
+            usage = prepared.usage if outcome == "answered" else None
+            if usage is None:
+                usage = NormalizedUsage(
+                    input_tokens=reservation.input_tokens,
+                    cache_read_tokens=0,
+                    cache_write_5m_tokens=0,
+                    cache_write_1h_tokens=0,
+                    output_tokens=reservation.output_tokens,
+                )
+            limiter.settle(reservation, usage, prepared.model)
+        except Exception as exc:  # bookkeeping must never fail a user's call
+            logger.warning("rate limiter bookkeeping failed: %s", type(exc).__name__)
+
     # -- response handling ------------------------------------------------------------------------
 
     def _account(
         self, prepared: _Prepared, raw_usage: Mapping[str, Any] | None, call_id: str | None = None
     ) -> tuple[NormalizedUsage | None, dict[str, Any]]:
         """Normalize usage, price it, feed the planner; returns usage and response metadata."""
-        meta: dict[str, Any] = {"cache_plan": prepared.plan.to_dict() if prepared.plan is not None else None}
+        meta: dict[str, Any] = {
+            "cache_plan": prepared.plan.to_dict() if prepared.plan is not None else None
+        }
         if raw_usage is None:
             meta["cost_usd"] = None
             return None, meta
         hint = _write_ttl_hint(prepared.request)
         usage = normalize_usage(raw_usage, write_ttl_hint=hint)
+        prepared.usage = usage
         meta["cost_usd"] = call_cost_usd(usage, prepared.model)
         if prepared.planner is not None and prepared.plan is not None:
             try:
@@ -377,7 +553,9 @@ class ChatClaudeRelay(BaseChatModel):
         self._record(prepared, usage, meta, call_id)
         return usage, meta
 
-    def _record(self, prepared: _Prepared, usage: NormalizedUsage, meta: dict[str, Any], call_id: str | None) -> None:
+    def _record(
+        self, prepared: _Prepared, usage: NormalizedUsage, meta: dict[str, Any], call_id: str | None
+    ) -> None:
         """Add the call to the ledger; the ledger degrades on its own, and never fails a call."""
         if self.ledger is False:
             return
@@ -491,12 +669,24 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
+        if self.streaming or _leads_warmup():  # a warm-up lets the batch go at its first byte
+            return generate_from_stream(
+                self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+            )
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
-        raw = self._transport.create(prepared.payload)
-        message = self._message_from(raw.body, prepared)
-        return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": prepared.model})
+        booked = self._reserve(prepared)
+        try:
+            raw = self._transport.create(prepared.payload)
+        except BaseException as exc:
+            self._release(booked, prepared, _failure_outcome(exc))
+            raise
+        try:
+            message = self._message_from(raw.body, prepared)
+        finally:
+            self._release(booked, prepared, "answered")
+        return ChatResult(
+            generations=[ChatGeneration(message=message)], llm_output={"model_name": prepared.model}
+        )
 
     async def _agenerate(
         self,
@@ -505,12 +695,24 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return await agenerate_from_stream(self._astream(messages, stop=stop, run_manager=run_manager, **kwargs))
+        if self.streaming or _leads_warmup():
+            return await agenerate_from_stream(
+                self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
+            )
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
-        raw = await self._transport.acreate(prepared.payload)
-        message = self._message_from(raw.body, prepared)
-        return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": prepared.model})
+        booked = await self._areserve(prepared)
+        try:
+            raw = await self._transport.acreate(prepared.payload)
+        except BaseException as exc:
+            self._release(booked, prepared, _failure_outcome(exc))
+            raise
+        try:
+            message = self._message_from(raw.body, prepared)
+        finally:
+            self._release(booked, prepared, "answered")
+        return ChatResult(
+            generations=[ChatGeneration(message=message)], llm_output={"model_name": prepared.model}
+        )
 
     def _stream(
         self,
@@ -520,24 +722,42 @@ class ChatClaudeRelay(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
-        usage: Mapping[str, Any] | None = None
-        model_name: str | None = None
-        call_id: str | None = None
-        for event in self._transport.stream(prepared.payload):
-            parsed = parse_chat_chunk(event)
-            usage = parsed.usage if parsed.usage is not None else usage
-            model_name = parsed.model or model_name
-            call_id = parsed.id or call_id
-            message = self._chunk_from(parsed)
-            if not _is_empty(message):
-                chunk = ChatGenerationChunk(message=message)
-                if run_manager:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        final = ChatGenerationChunk(message=self._final_chunk(prepared, usage, model_name, call_id))
-        if run_manager:
-            run_manager.on_llm_new_token("", chunk=final)
-        yield final
+        gate = _WARMUP.get()
+        if gate is not None:
+            gate.planned(prepared)
+        booked = self._reserve(prepared)
+        outcome: _Outcome = "unsent"
+        try:
+            usage: Mapping[str, Any] | None = None
+            model_name: str | None = None
+            call_id: str | None = None
+            for event in self._transport.stream(prepared.payload):
+                if outcome == "unsent":
+                    outcome = "answered"
+                    if gate is not None:
+                        gate.begun()
+                parsed = parse_chat_chunk(event)
+                usage = parsed.usage if parsed.usage is not None else usage
+                model_name = parsed.model or model_name
+                call_id = parsed.id or call_id
+                message = self._chunk_from(parsed)
+                if not _is_empty(message):
+                    chunk = ChatGenerationChunk(message=message)
+                    if run_manager:
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            final = ChatGenerationChunk(
+                message=self._final_chunk(prepared, usage, model_name, call_id)
+            )
+            if run_manager:
+                run_manager.on_llm_new_token("", chunk=final)
+            yield final
+        except BaseException as exc:
+            if outcome == "unsent":
+                outcome = _failure_outcome(exc)
+            raise
+        finally:  # also when the consumer stops early: the call was counted once it began
+            self._release(booked, prepared, outcome)
 
     async def _astream(
         self,
@@ -547,24 +767,189 @@ class ChatClaudeRelay(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
-        usage: Mapping[str, Any] | None = None
-        model_name: str | None = None
-        call_id: str | None = None
-        async for event in self._transport.astream(prepared.payload):
-            parsed = parse_chat_chunk(event)
-            usage = parsed.usage if parsed.usage is not None else usage
-            model_name = parsed.model or model_name
-            call_id = parsed.id or call_id
-            message = self._chunk_from(parsed)
-            if not _is_empty(message):
-                chunk = ChatGenerationChunk(message=message)
-                if run_manager:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        final = ChatGenerationChunk(message=self._final_chunk(prepared, usage, model_name, call_id))
-        if run_manager:
-            await run_manager.on_llm_new_token("", chunk=final)
-        yield final
+        gate = _WARMUP.get()
+        if gate is not None:
+            gate.planned(prepared)
+        booked = await self._areserve(prepared)
+        outcome: _Outcome = "unsent"
+        try:
+            usage: Mapping[str, Any] | None = None
+            model_name: str | None = None
+            call_id: str | None = None
+            async for event in self._transport.astream(prepared.payload):
+                if outcome == "unsent":
+                    outcome = "answered"
+                    if gate is not None:
+                        gate.begun()
+                parsed = parse_chat_chunk(event)
+                usage = parsed.usage if parsed.usage is not None else usage
+                model_name = parsed.model or model_name
+                call_id = parsed.id or call_id
+                message = self._chunk_from(parsed)
+                if not _is_empty(message):
+                    chunk = ChatGenerationChunk(message=message)
+                    if run_manager:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            final = ChatGenerationChunk(
+                message=self._final_chunk(prepared, usage, model_name, call_id)
+            )
+            if run_manager:
+                await run_manager.on_llm_new_token("", chunk=final)
+            yield final
+        except BaseException as exc:
+            if outcome == "unsent":
+                outcome = _failure_outcome(exc)
+            raise
+        finally:
+            self._release(booked, prepared, outcome)
+
+    # -- batches: warm, then fan out ------------------------------------------------------------
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Run ``invoke`` on each input in threads, warming shared new prefixes first.
+
+        Claude makes a cache entry readable only once the response that wrote it has begun, so
+        N concurrent calls sharing a new prefix would each pay to write it. Here, inputs whose
+        requests share their first block are a group: one of them (the warm-up) is sent first,
+        on the streaming path internally. As soon as it is planned, the others that share none
+        of the prefixes its plan writes (markers predicted ``write``, i.e. not yet cached) go;
+        the rest go when its first response byte arrives, and then read those prefixes. Groups
+        are formed again among the released inputs, so a deeper shared prefix is warmed too. If
+        the warm-up call fails after it was planned, the rest go at once.
+
+        LangChain's semantics are kept: one ``invoke`` per input with its config (callbacks,
+        tags, the rate limiter), ``max_concurrency`` from the first config bounds the threads
+        (waiting inputs hold no thread), results in input order, and the first exception (in
+        input order) is raised unless ``return_exceptions``. With ``batch_warmup=False``,
+        ``cache="off"``, fewer than two inputs or no shared first block, this is LangChain's
+        own ``batch``.
+
+        Args:
+            inputs: the inputs (anything ``invoke`` takes).
+            config: one config for all, or one per input.
+            return_exceptions: return exceptions in place of results instead of raising.
+            **kwargs: passed to every ``invoke``.
+
+        Returns:
+            One ``AIMessage`` (or exception) per input, in order.
+        """
+        keys = self._warmup_keys(inputs, kwargs)
+        if keys is None:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        configs = get_config_list(config, len(inputs))
+        outcomes: list[Any] = [None] * len(inputs)
+        finished = threading.Semaphore(0)
+        context = contextvars.copy_context()  # each call starts from the caller's context
+
+        def run(index: int, gate: _WarmupGate) -> None:
+            token = _WARMUP.set(gate)
+            try:
+                outcomes[index] = self.invoke(inputs[index], configs[index], **kwargs)
+            except Exception as exc:
+                outcomes[index] = exc
+            finally:
+                _WARMUP.reset(token)
+                gate.finish()  # releases whatever still waits on this call, before counting it done
+                finished.release()
+
+        with ThreadPoolExecutor(max_workers=configs[0].get("max_concurrency") or None) as executor:
+
+            def launch(index: int, gate: _WarmupGate) -> None:
+                executor.submit(context.copy().run, run, index, gate)
+
+            _FanOut(keys, launch).start()
+            for _ in inputs:
+                finished.acquire()
+        return _batch_results(outcomes, return_exceptions=return_exceptions)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Async ``batch``: the same warm-up, with tasks on the running event loop.
+
+        Args:
+            inputs: the inputs (anything ``ainvoke`` takes).
+            config: one config for all, or one per input.
+            return_exceptions: return exceptions in place of results instead of raising.
+            **kwargs: passed to every ``ainvoke``.
+
+        Returns:
+            One ``AIMessage`` (or exception) per input, in order.
+        """
+        keys = self._warmup_keys(inputs, kwargs)
+        if keys is None:
+            return await super().abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
+        configs = get_config_list(config, len(inputs))
+        loop = asyncio.get_running_loop()
+        limit = configs[0].get("max_concurrency")
+        semaphore = asyncio.Semaphore(limit) if limit else None
+        released = [asyncio.Event() for _ in inputs]
+        gates: list[_WarmupGate | None] = [None] * len(inputs)
+
+        def launch(index: int, gate: _WarmupGate) -> None:
+            gates[index] = gate
+            loop.call_soon_threadsafe(released[index].set)
+
+        async def run(index: int) -> AIMessage:
+            await released[index].wait()  # before the semaphore: a waiting input holds no slot
+            gate = gates[index]
+            token = _WARMUP.set(gate)
+            try:
+                async with semaphore if semaphore is not None else contextlib.nullcontext():
+                    return await self.ainvoke(inputs[index], configs[index], **kwargs)
+            finally:
+                _WARMUP.reset(token)
+                if gate is not None:
+                    gate.finish()
+
+        _FanOut(keys, launch).start()
+        outcomes = await asyncio.gather(
+            *(run(i) for i in range(len(inputs))), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancellation and the like are not results
+        return _batch_results(list(outcomes), return_exceptions=return_exceptions)
+
+    def _warmup_keys(
+        self, inputs: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> list[_PrefixKey | None] | None:
+        """Each input's model and prefix hashes when a warm-up may help, else ``None``."""
+        cache = kwargs.get("prompt_cache", self.prompt_cache)
+        if self.batch_warmup is False or len(inputs) < 2 or cache == "off":
+            return None
+        keys = [self._prefix_key(item, kwargs) for item in inputs]
+        firsts = Counter((key[0], key[1][0]) for key in keys if key is not None and key[1])
+        return keys if any(count > 1 for count in firsts.values()) else None
+
+    def _prefix_key(self, item: Any, kwargs: Mapping[str, Any]) -> _PrefixKey | None:
+        try:
+            model = kwargs.get("model") or self.model_name
+            request = to_claude_request(
+                self._convert_input(item).to_messages(),
+                model=model,
+                tools=kwargs.get("tools"),
+                tool_choice=kwargs.get("tool_choice"),
+                thinking=kwargs.get("thinking", self.thinking),
+            )
+            return model, request.prefix_hashes()
+        except Exception:  # the call itself reports the problem
+            return None
 
     # -- tools and structured output ------------------------------------------------------------
 
@@ -600,7 +985,11 @@ class ChatClaudeRelay(BaseChatModel):
             if converted.cache_control is not None:
                 entry["cache_control"] = converted.cache_control.to_wire()
             formatted.append(entry)
-        if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required", "none") and tool_choice not in names:
+        if (
+            isinstance(tool_choice, str)
+            and tool_choice not in ("auto", "any", "required", "none")
+            and tool_choice not in names
+        ):
             msg = f"tool_choice {tool_choice!r} names no bound tool; bound tools are {names}"
             raise RequestValidationError(msg)
         if tool_choice is not None:
@@ -645,7 +1034,9 @@ class ChatClaudeRelay(BaseChatModel):
             tool = convert_to_openai_tool(schema, strict=strict)
             name = tool["function"]["name"]
             llm = self.bind_tools(
-                [tool], tool_choice=name, ls_structured_output_format={"kwargs": {"method": method}, "schema": tool}
+                [tool],
+                tool_choice=name,
+                ls_structured_output_format={"kwargs": {"method": method}, "schema": tool},
             )
             if is_pydantic:
                 parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
@@ -666,31 +1057,265 @@ class ChatClaudeRelay(BaseChatModel):
                 response_format=response_format,
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema},
             )
-            parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                if is_pydantic
+                else JsonOutputParser()
+            )
         elif method == "json_mode":
             llm = self.bind(
                 response_format={"type": "json_object"},
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
             )
-            parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                if is_pydantic
+                else JsonOutputParser()
+            )
         else:
-            msg = f"method {method!r} is not supported: use 'function_calling', 'json_schema' or 'json_mode'"
+            msg = (
+                f"method {method!r} is not supported: use 'function_calling', 'json_schema' "
+                "or 'json_mode'"
+            )
             raise ValueError(msg)
         if not include_raw:
             return llm | parser
-        parser_assign = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        parser_assign = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
         parser_none = RunnablePassthrough.assign(parsed=lambda _: None)
-        parser_with_fallback = parser_assign.with_fallbacks([parser_none], exception_key="parsing_error")
+        parser_with_fallback = parser_assign.with_fallbacks(
+            [parser_none], exception_key="parsing_error"
+        )
         return RunnableMap(raw=llm) | parser_with_fallback
 
 
 def _is_empty(message: AIMessageChunk) -> bool:
-    return not message.content and not message.tool_call_chunks and not message.additional_kwargs and not message.response_metadata.get("finish_reason")
+    return (
+        not message.content
+        and not message.tool_call_chunks
+        and not message.additional_kwargs
+        and not message.response_metadata.get("finish_reason")
+    )
 
 
 def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:
     """When a relay reports writes without the 5m/1h split, the markers tell which it was."""
     ttls = {marker.ttl for marker in request.markers().values()}
     if len(ttls) == 1:
-        return next(iter(ttls))  # type: ignore[return-value]
+        return next(iter(ttls))
     return None
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+def _resolve_limits(limits: str | RateLimits | Mapping[str, Any]) -> RateLimits:
+    """A preset name, a ``RateLimits`` or a dict of ``rpm``/``itpm``/``otpm`` as ``RateLimits``."""
+    if isinstance(limits, str):
+        return _preset_limits(limits)
+    if isinstance(limits, RateLimits):
+        return limits
+    unknown = sorted(set(limits) - set(_LIMIT_FIELDS))
+    if unknown:
+        msg = f"unknown rate limit(s) {unknown}: use {list(_LIMIT_FIELDS)}"
+        raise RequestValidationError(msg)
+    return RateLimits(**{name: limits.get(name) for name in _LIMIT_FIELDS})
+
+
+def relay_limiter_key(
+    base_url: str | None,
+    api_key: SecretStr | str | None,
+    limits: str | RateLimits | Mapping[str, Any],
+) -> str:
+    """The ``shared_limiter`` key of one relay account and one set of limits.
+
+    Limits belong to the account behind a key, so the key names the account by a hash of the
+    base URL and the API key (never the key itself), followed by the limits as numbers:
+    ``"tier1"`` and ``RateLimits(rpm=50, itpm=40_000)`` share a limiter.
+
+    Args:
+        base_url: the relay base URL (a trailing ``/`` is ignored).
+        api_key: the relay key.
+        limits: a preset name, a ``RateLimits`` or a dict of ``rpm``/``itpm``/``otpm``.
+
+    Returns:
+        ``"claude-relay:<16 hex>|rpm=50,itpm=40000"``.
+
+    Raises:
+        RequestValidationError: for an unknown preset or limit name.
+
+    >>> relay_limiter_key("https://relay.example/v1/", "sk-x", "tier1").split("|")[1]
+    'rpm=50,itpm=40000'
+    """
+    resolved = _resolve_limits(limits)
+    secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else (api_key or "")
+    account = hashlib.sha256(f"{(base_url or '').rstrip('/')}\n{secret}".encode()).hexdigest()[:16]
+    label = ",".join(
+        f"{name}={value:g}" for name, value in asdict(resolved).items() if value is not None
+    )
+    return f"claude-relay:{account}|{label}"
+
+
+_estimator: TokenEstimator | None = None
+
+
+def _rough_input_tokens(request: ClaudeRequest, token_ratio: float) -> int:
+    """Input tokens of a request without a plan (``cache="off"``): tiktoken times the prior."""
+    global _estimator
+    if _estimator is None:
+        _estimator = TokenEstimator()
+    total = 0.0
+    sources: list[Tool | Block] = [*request.tools, *request.system]
+    sources += [block for message in request.messages for block in message.content]
+    for source in sources:
+        parts = tool_parts(source) if isinstance(source, Tool) else block_parts(source)
+        prose, tool_text, media = _estimator.count_parts(parts)
+        total += (prose + tool_text) * token_ratio + media
+    return round(total)
+
+
+def _failure_outcome(exc: BaseException) -> _Outcome:
+    return "refused" if isinstance(exc, RateLimitError) else "unsent"
+
+
+def _token_estimates(prepared: _Prepared, warmed: frozenset[str]) -> tuple[int, int]:
+    """What a call books on the limiter: counted input and output tokens.
+
+    Counted input is the plan's calibrated total minus the tokens it predicts to read (cache
+    reads do not count toward ITPM), or the whole total for models whose reads count. Prefixes a
+    batch warm-up has just written (``warmed``) are read too, although the planner has not seen
+    that response's usage yet. Output is ``max_tokens`` or ``DEFAULT_OUTPUT_ESTIMATE``.
+    """
+    spec = lookup_model(prepared.model)
+    plan = prepared.plan
+    if plan is None:
+        total, read = _rough_input_tokens(prepared.request, spec.token_ratio_prior), 0
+    else:
+        total, read = plan.total_estimated_tokens, plan.predicted_read_tokens
+        warm = [bp.estimated_prefix_tokens for bp in plan.breakpoints if bp.prefix_hash in warmed]
+        read = max([read, *warm])
+    counted = total if spec.reads_count_toward_itpm else max(0, total - read)
+    limit = prepared.payload.get("max_tokens") or prepared.payload.get("max_completion_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return counted, limit
+    return counted, DEFAULT_OUTPUT_ESTIMATE
+
+
+# -- batches: warm, then fan out ----------------------------------------------------------------
+
+
+class _WarmupGate:
+    """One batch call's link to its batch: the prefixes already warm, and who waits on it.
+
+    A leader's gate holds the inputs that share its first block. ``planned`` lets go at once
+    those sharing none of the prefixes its plan writes, ``begun`` lets go the rest when its
+    response begins (those prefixes are then readable), ``finish`` whatever is still held. Only
+    the call's own thread or task uses a gate.
+    """
+
+    def __init__(self, fanout: _FanOut, followers: Sequence[int], warmed: frozenset[str]) -> None:
+        self._fanout = fanout
+        self._waiting = list(followers)
+        self._writes: frozenset[str] = frozenset()
+        self._planned = False
+        self.warmed = warmed
+
+    @property
+    def leads(self) -> bool:
+        """Whether other inputs wait on this call (it then streams, to release them early)."""
+        return bool(self._waiting)
+
+    def planned(self, prepared: _Prepared) -> None:
+        """The warm-up is planned: release the inputs that do not share a prefix it writes."""
+        if self._planned or not self._waiting:
+            return
+        self._planned = True
+        plan = prepared.plan
+        breakpoints = plan.breakpoints if plan is not None else ()
+        writes = frozenset(bp.prefix_hash for bp in breakpoints if bp.predicted == "write")
+        self._writes = writes - self.warmed
+        wait = [i for i in self._waiting if self._writes & self._fanout.hashes(i)]
+        free = [i for i in self._waiting if i not in wait]
+        self._waiting = wait
+        self._fanout.schedule(free, self.warmed)
+
+    def begun(self) -> None:
+        """The warm-up's response has begun: what it wrote is readable, release the rest."""
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            self._fanout.schedule(waiting, self.warmed | self._writes)
+
+    def finish(self) -> None:
+        """The call is over: release anything still held.
+
+        Before planning (its input was refused, or a response cache answered) the others form
+        groups again; after planning (the relay failed) they go at once, unwarmed.
+        """
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        if not self._planned:
+            self._fanout.schedule(waiting, self.warmed)
+            return
+        for index in waiting:
+            self._fanout.launch(index, _WarmupGate(self._fanout, (), self.warmed))
+
+
+class _FanOut:
+    """Schedules a batch by shared prefixes: per group, one warm-up leader, the rest held.
+
+    Args:
+        keys: per input, its model and prefix hashes (``None``: unknown, sent alone).
+        launch: starts one input's call with its gate (thread-safe; never blocks).
+    """
+
+    def __init__(
+        self, keys: Sequence[_PrefixKey | None], launch: Callable[[int, _WarmupGate], None]
+    ) -> None:
+        self._keys = keys
+        self.launch = launch
+
+    def hashes(self, index: int) -> frozenset[str]:
+        """The prefix hashes of one input."""
+        key = self._keys[index]
+        return frozenset(key[1]) if key is not None else frozenset()
+
+    def start(self) -> None:
+        """Schedule every input."""
+        self.schedule(range(len(self._keys)), frozenset())
+
+    def schedule(self, indices: Iterable[int], warmed: frozenset[str]) -> None:
+        """Group ``indices`` by model and first block; launch each group's leader with a gate."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index in indices:
+            key = self._keys[index]
+            group = (key[0], key[1][0]) if key is not None and key[1] else ("", f"alone:{index}")
+            groups.setdefault(group, []).append(index)
+        ordered = sorted(groups.values(), key=lambda members: -len(members))  # leaders first
+        for leader, *followers in ordered:
+            self.launch(leader, _WarmupGate(self, followers, warmed))
+
+
+_WARMUP: contextvars.ContextVar[_WarmupGate | None] = contextvars.ContextVar(
+    "claude_relay_warmup", default=None
+)
+"""The gate of the batch call running in this thread or task (``None`` outside ``batch``)."""
+
+
+def _leads_warmup() -> bool:
+    gate = _WARMUP.get()
+    return gate is not None and gate.leads
+
+
+def _warmed_prefixes() -> frozenset[str]:
+    gate = _WARMUP.get()
+    return gate.warmed if gate is not None else frozenset()
+
+
+def _batch_results(outcomes: list[Any], *, return_exceptions: bool) -> list[Any]:
+    if not return_exceptions:
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+    return outcomes

@@ -56,6 +56,7 @@ from langchain_claude_relay.ledger.entry import LedgerEntry, hash_base_url
 from langchain_claude_relay.ledger.facts import CacheFacts, cache_facts
 from langchain_claude_relay.ledger.fallback import (
     FallbackLedger,
+    LedgerWarning,
     default_ledger,
     set_default_ledger,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "MemoryLedger",
     "DiskLedger",
     "FallbackLedger",
+    "LedgerWarning",
     "ledger_directory",
     "default_ledger",
     "set_default_ledger",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
-import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from langchain_claude_relay.ledger.disk import DiskLedger
@@ -20,29 +21,43 @@ from langchain_claude_relay.ledger.entry import LedgerEntry
 from langchain_claude_relay.ledger.location import STATE_DIR_ENV, ledger_directory
 from langchain_claude_relay.ledger.memory import Ledger, MemoryLedger
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+from langchain_claude_relay.store import StateWarning, warn_state_failure
 
 logger = logging.getLogger("langchain_claude_relay.ledger")  # the name it had as one module
 
 _T = TypeVar("_T")
 
 
+class LedgerWarning(StateWarning, RuntimeWarning):
+    """The cost ledger failed; calls are recorded in memory for the rest of the process."""
+
+
 class FallbackLedger:
     """A ledger that never raises: a primary ledger until it fails, then memory.
 
     The primary is opened on first use. When opening it or writing to it fails, one
-    ``RuntimeWarning`` says so and names the remedy; the entries the primary had not committed
-    and every later entry are kept in a ``MemoryLedger``. Reading returns what the primary had
-    committed (when it can still be read) followed by the entries kept in memory.
+    ``LedgerWarning`` (a ``RuntimeWarning``) says so and names the remedy -- unless the planner's
+    store already warned about the same state directory, which it logs instead (see
+    ``store.warn_state_failure``); the entries the primary had not committed and every later
+    entry are kept in a ``MemoryLedger``. Reading returns what the primary had committed (when
+    it can still be read) followed by the entries kept in memory.
 
     Args:
         open_primary: builds the primary ledger (called once, on first use).
         memory: the ledger to fall back to (a ``MemoryLedger`` when ``None``).
+        location: the state directory the ledger belongs to, for ``warn_state_failure`` (a
+            callable is asked on failure; default: the parent of the primary's ``directory``).
 
     """
 
     def __init__(
-        self, open_primary: Callable[[], Ledger], *, memory: MemoryLedger | None = None
+        self,
+        open_primary: Callable[[], Ledger],
+        *,
+        memory: MemoryLedger | None = None,
+        location: str | os.PathLike[str] | Callable[[], Path] | None = None,
     ) -> None:
+        self._location = location
         self._open_primary = open_primary
         self._primary: Ledger | None = None
         self._memory = memory if memory is not None else MemoryLedger()
@@ -102,12 +117,25 @@ class FallbackLedger:
         else:
             hint = f" Set {STATE_DIR_ENV} to a writable directory to keep a persistent ledger."
         kept = f"; {len(rescued)} uncommitted entries were kept" if rescued else ""
-        warnings.warn(
+        warn_state_failure(
+            self._where(primary),
             f"langchain-claude-relay: {exc}. Calls from now on are recorded in memory only (at "
             f"most {self._memory.max_entries:,} entries, lost when the process ends{kept}).{hint}",
-            RuntimeWarning,
+            LedgerWarning,
             stacklevel=stacklevel,
         )
+
+    def _where(self, primary: Ledger | None) -> Path | str | os.PathLike[str] | None:
+        location = self._location
+        if callable(location):
+            try:
+                return location()
+            except Exception:  # an unknown location only means no de-duplication
+                return None
+        if location is not None:
+            return location
+        directory = getattr(primary, "directory", None)
+        return Path(directory).parent if directory is not None else None
 
     def record(self, entry: LedgerEntry) -> None:
         """Record in the primary, or in memory once it has failed; never raises."""
@@ -171,7 +199,10 @@ def default_ledger() -> Ledger:
     if _default_ledger is None:
         with _default_lock:
             if _default_ledger is None:
-                _default_ledger = FallbackLedger(lambda: DiskLedger(ledger_directory()))
+                _default_ledger = FallbackLedger(
+                    lambda: DiskLedger(ledger_directory()),
+                    location=lambda: ledger_directory().parent,
+                )
     return _default_ledger
 
 
