@@ -15,7 +15,9 @@ minimum (``rules.reaches_minimum``) and its block can carry a marker.
 the user's markers) is priced exactly: this request's reads and writes (the read point is the
 highest believed-cached prefix that some marker of the subset reaches within the lookback, so
 markers interact and a segment-by-segment dynamic programme would not be exact) plus each
-segment's expected future cost (``ttl.future_cost``), with TTLs cut by ``ttl.best_split``.
+segment's expected future cost (``ttl.future_cost``), with TTLs cut by ``ttl.best_split``. A
+segment's future counts only its tokens past ``Option.future_start`` (the end of a prefix that
+another request in flight is already writing: a second write of it saves nothing later).
 There are at most 8 sites, so at most 163 subsets; ties go to fewer markers, then to earlier
 positions, which keeps the plan deterministic.
 """
@@ -170,6 +172,9 @@ class Option:
         future_5m: the same with 5m.
         forced: a user marker's TTL, or ``None``.
         writes: whether the prefix reaches the minimum (a user marker below it writes nothing).
+        future_start: prefix tokens below which its write has no future value: the end of the
+            longest prefix below (or at) it that another request already sent is writing
+            (``CachePlanner.sent``), since later requests read that one's entry anyway.
     """
 
     index: int
@@ -177,6 +182,7 @@ class Option:
     future_5m: float
     forced: str | None = None
     writes: bool = True
+    future_start: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,8 @@ def _price(
         size = end - start if end > start else 0.0
         read = read_end - start
         read = 0.0 if read < 0.0 else (size if read > size else read)
+        ahead = end - (start if start > marker.future_start else marker.future_start)
+        ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
         if not marker.writes:  # below the minimum: no entry, the unread part is plain input
             both = read * p_read + (size - read) * p_in
             now_1h.append(both)
@@ -242,7 +250,7 @@ def _price(
             # next write (when the entry expires) gets the TTL the next plan finds best. So the
             # choice is free here (it only has to respect the order); ties go to the entry's TTL.
             n = read * p_read
-            base = n + size * min(marker.future_1h, marker.future_5m)
+            base = n + ahead * min(marker.future_1h, marker.future_5m)
             nudge = 1e-9 * p_in * size
             now_1h.append(n)
             now_5m.append(n)
@@ -254,8 +262,8 @@ def _price(
             n5 = read * p_read + unread * p_5m
             now_1h.append(n1)
             now_5m.append(n5)
-            cost_1h.append(n1 + size * marker.future_1h)
-            cost_5m.append(n5 + size * marker.future_5m)
+            cost_1h.append(n1 + ahead * marker.future_1h)
+            cost_5m.append(n5 + ahead * marker.future_5m)
         if end > start:
             start = end
     plain = (total - start) * p_in if total > start else 0.0

@@ -15,6 +15,16 @@ system prompt of an app is judged by how the app's earlier system prompts fared 
 it makes each one new: the fine template learns that they never come back), and a
 conversation's tail by how earlier tails under the same system prompt fared.
 
+Requests in flight (``sent``, ``began``, ``abandoned``; in memory, per planner): Claude makes
+an entry readable only once the first response that wrote it has begun, so N requests sent
+together on a new prefix would all pay its write. After ``sent(plan)`` the plan's predicted
+writes are *pending*: a plan made meanwhile gives a write of a pending prefix no future value
+(``Option.future_start``), which leaves it unmarked unless a read is predicted there. After
+``began(plan)`` they are *believed cached* (a plan made before ``observe`` predicts a read);
+``observe`` replaces that belief with what the usage shows. ``plan()`` only reads this state, so
+a plan that is only previewed changes nothing. Planning from several threads at once, hold
+``send_lock`` across ``plan()`` and ``sent()`` so that each plan sees the others' writes.
+
 Warnings (``PrefixStabilityWarning``, also in ``plan.warnings``): volatile-looking text in a
 tools, system or first-message block that a marker covers, and a tools or system block whose
 content is new on several calls in a row. Each is issued once per planner for a template
@@ -92,12 +102,12 @@ from langchain_claude_relay.planner.stability import (
 from langchain_claude_relay.planner.ttl import TTL_POLICIES, Rates, TTLPolicy, future_cost
 from langchain_claude_relay.request import (
     Block,
-    chain_prefix_hashes,
     CacheControl,
     CacheTTL,
     ClaudeRequest,
     Position,
     Tool,
+    chain_prefix_hashes,
 )
 from langchain_claude_relay.store import ResilientStore, StateStore, default_store
 from langchain_claude_relay.tokens import (
@@ -121,7 +131,15 @@ PREFIX_EXPIRE = 7 * 86400.0
 TEMPLATE_EXPIRE = 30 * 86400.0
 LINEAGE_EXPIRE = 86400.0
 MODEL_EXPIRE = 180 * 86400.0
-INFLIGHT_SECONDS = 600.0
+PENDING_SECONDS = 60.0
+"""How long a sent request's writes stay *pending* without ``began``/``observe`` (planner clock).
+
+Claude's first bytes arrive within seconds, so a request that has said nothing for a minute has
+failed or was never reported; its writes stop holding back other requests then. The planner's
+clock is the one used (virtual in the benchmark and in tests, ``time.time`` otherwise); a clock
+that stands still while nothing is reported is bounded by ``PENDING_CAP`` and ``abandoned()``."""
+PENDING_CAP = 1024
+"""At most this many requests tracked as pending, and as begun-but-not-observed (oldest dropped)."""
 
 _REASONS = {
     "tools": "end of tools",
@@ -141,6 +159,14 @@ class _Facts(NamedTuple):
     hash: str
     raw: tuple[float, float, float]  # prose, tool text, media
     volatile: tuple[VolatileMatch, ...] | None  # None: not scanned
+
+
+class _Flight(NamedTuple):
+    """A sent (pending) or begun request's writes, keyed in the registry by ``id(trace)``."""
+
+    trace: PlanTrace  # held so that its id stays unique while registered
+    at: float  # pending: when sent (planner clock); begun: unused (each write has its expiry)
+    writes: tuple[tuple[str, float, CacheTTL], ...]  # (prefix hash, believed expiry, TTL)
 
 
 class _Item(NamedTuple):
@@ -224,7 +250,9 @@ class CachePlanner:
         self._memo: BlockMemo[_Facts] = BlockMemo()
         self._lock = threading.RLock()
         self._warned: set[tuple[str, ...]] = set()
-        self._inflight: dict[str, float] = {}
+        self._pending: dict[int, _Flight] = {}
+        self._begun: dict[int, _Flight] = {}
+        self._send_lock = threading.RLock()
         self._calibrations: dict[str, tuple[Any, Calibration]] = {}
 
     def close(self) -> None:
@@ -240,6 +268,15 @@ class CachePlanner:
     def clock(self) -> Callable[[], float]:
         """The injected clock (seconds); the chat model stamps ledger entries with it."""
         return self._clock
+
+    @property
+    def send_lock(self) -> threading.RLock:
+        """Hold it across ``plan()`` and ``sent()`` when several threads plan at once.
+
+        Otherwise two plans made at the same moment may both write a new prefix (neither sees
+        the other as sent yet). The planner itself never takes it.
+        """
+        return self._send_lock
 
     @property
     def estimator(self) -> TokenEstimator:
@@ -315,6 +352,10 @@ class CachePlanner:
         for i, r in records.items():
             if r is not None and r.cached_until > now:
                 cached[i] = _ttl_name(r.cached_ttl)
+        pending, believed = self._in_flight(now)
+        for i, h in enumerate(prefixes):
+            if h in believed:  # written by a request whose response has begun
+                cached.setdefault(i, believed[h])
         guard = guard_site(
             infos, cumulative, sorted(cached), minimum=minimum, margin=margin, taken=taken
         )
@@ -343,8 +384,13 @@ class CachePlanner:
                 None,
                 "user" if site.kind == "user" else "planner",
             )
-        _make_monotone(odds_by_index)
-        options = [_option(s.index, odds_by_index[s.index], rates) for s in sites]
+        pending_at = [i for i, h in enumerate(prefixes) if h in pending]
+        _make_monotone(odds_by_index, frozenset(pending_at))
+        future_start = _future_starts(pending_at, cumulative)
+        options = [
+            _option(s.index, odds_by_index[s.index], rates, future_start=future_start[s.index])
+            for s in sites
+        ]
         fixed = [
             _option(
                 i,
@@ -352,6 +398,7 @@ class CachePlanner:
                 rates,
                 forced=marker.ttl,
                 writes=reaches_minimum(cumulative[i], minimum, margin),
+                future_start=future_start[i],
             )
             for i, marker in sorted(user.items())
         ]
@@ -388,7 +435,7 @@ class CachePlanner:
             )
 
         stability_key, stability, notes = self._stability(context, items, facts, placement.markers)
-        concurrent = self._register_inflight(breakpoints, now)
+        concurrent = frozenset(prefixes[i] for i in pending_at)
         trace = PlanTrace(
             planned_at=now,
             family=family,
@@ -591,18 +638,92 @@ class CachePlanner:
                 warnings.warn(message, PrefixStabilityWarning, stacklevel=4)
         return message
 
-    def _register_inflight(self, breakpoints: Sequence[Breakpoint], now: float) -> frozenset[str]:
+    # ------------------------------------------------------------ in flight
+
+    def sent(self, plan: CachePlan) -> None:
+        """The plan's request has been sent: its predicted writes are pending until it begins.
+
+        Until ``began(plan)``, ``observe(plan, ...)`` or ``abandoned(plan)`` (or
+        ``PENDING_SECONDS`` on the planner's clock), a plan of another request sharing one of
+        these prefixes does not write it again (it could not read it anyway) unless it reads
+        there. Calling it twice for a plan restarts its wait.
+
+        Args:
+            plan: a plan made by this planner, as sent.
+
+        Raises:
+            ValueError: if the plan was not made by a ``CachePlanner``.
+        """
+        trace = _trace_of(plan, "sent")
+        now = float(self._clock())
+        writes = tuple(
+            (bp.prefix_hash, 0.0, bp.ttl) for bp in plan.breakpoints if bp.predicted == "write"
+        )
         with self._lock:
-            stale = [h for h, t in self._inflight.items() if now - t > INFLIGHT_SECONDS]
-            for h in stale:
-                del self._inflight[h]
-            writes = [bp.prefix_hash for bp in breakpoints if bp.predicted == "write"]
-            concurrent = frozenset(h for h in writes if h in self._inflight)
-            for h in writes:
-                self._inflight.setdefault(h, now)
-            if len(self._inflight) > 4096:
-                self._inflight.clear()
-            return concurrent
+            self._pending.pop(id(trace), None)
+            _expire_pending(self._pending, now)
+            if writes:
+                self._pending[id(trace)] = _Flight(trace, now, writes)
+                _cap(self._pending)
+
+    def began(self, plan: CachePlan) -> None:
+        """The plan's response has begun: its writes are readable now.
+
+        Clears its pending writes, and until ``observe(plan, ...)`` the planner believes each
+        prefix the plan predicted to write is cached (with the marker's TTL from when the plan
+        was made, as ``observe`` would record a write), so a plan made meanwhile predicts a
+        read there. ``observe`` replaces the belief with what the usage shows.
+
+        Args:
+            plan: a plan made by this planner.
+
+        Raises:
+            ValueError: if the plan was not made by a ``CachePlanner``.
+        """
+        trace = _trace_of(plan, "began")
+        now = float(self._clock())
+        writes = tuple(
+            (bp.prefix_hash, trace.planned_at + TTL_SECONDS[bp.ttl], bp.ttl)
+            for bp in plan.breakpoints
+            if bp.predicted == "write"
+        )
+        with self._lock:
+            self._pending.pop(id(trace), None)
+            self._begun.pop(id(trace), None)
+            for key in [k for k, f in self._begun.items() if _last_expiry(f) <= now]:
+                del self._begun[key]
+            if writes:
+                self._begun[id(trace)] = _Flight(trace, now, writes)
+                _cap(self._begun)
+
+    def abandoned(self, plan: CachePlan) -> None:
+        """The plan's request failed before its response began: its writes are not pending.
+
+        Args:
+            plan: a plan made by this planner.
+
+        Raises:
+            ValueError: if the plan was not made by a ``CachePlanner``.
+        """
+        trace = _trace_of(plan, "abandoned")
+        with self._lock:
+            self._pending.pop(id(trace), None)
+
+    def _in_flight(self, now: float) -> tuple[frozenset[str], dict[str, CacheTTL]]:
+        """Pending prefixes, and those believed cached by begun requests (read only)."""
+        believed: dict[str, tuple[float, CacheTTL]] = {}
+        with self._lock:
+            pending = frozenset(
+                h
+                for f in self._pending.values()
+                if now - f.at <= PENDING_SECONDS
+                for h, _e, _t in f.writes
+            )
+            for flight in self._begun.values():
+                for h, expires, ttl in flight.writes:
+                    if expires > now and expires > believed.get(h, (0.0, ttl))[0]:
+                        believed[h] = (expires, ttl)
+        return pending, {h: ttl for h, (_e, ttl) in believed.items()}
 
     # --------------------------------------------------------------- observe
 
@@ -612,7 +733,8 @@ class CachePlanner:
         Updates the model's token calibration (total input = input + cache read + cache
         write), an unknown model's learned minimum, the reuse records of every candidate prefix
         and its templates, the conversation's recent prefixes, and which prefixes are believed
-        cached until when. Safe to call from several threads; a failing store never raises.
+        cached until when (replacing what ``began`` believed). Safe to call from several
+        threads; a failing store never raises.
 
         Args:
             plan: a plan made by this planner (or one sharing its store).
@@ -652,9 +774,8 @@ class CachePlanner:
             self._learn_reuse(plan, trace, observation, scale, read)
             if trace.stability_key is not None:
                 store.set(trace.stability_key, dict(trace.stability), expire=TEMPLATE_EXPIRE)
-            for bp in plan.breakpoints:
-                if self._inflight.get(bp.prefix_hash) == trace.planned_at:
-                    del self._inflight[bp.prefix_hash]
+            self._pending.pop(id(trace), None)
+            self._begun.pop(id(trace), None)
         return observation
 
     def _learn_minimum(self, family: str, observation: Observation, scale: float) -> None:
@@ -841,13 +962,19 @@ class _Context:
         return odds, changed and record is None
 
 
-def _make_monotone(odds: dict[int, ReuseOdds]) -> None:
-    """A prefix comes back at least as often as any longer prefix that contains it."""
+def _make_monotone(odds: dict[int, ReuseOdds], pending: frozenset[int] = frozenset()) -> None:
+    """A prefix comes back at least as often as any longer prefix that contains it.
+
+    Except a pending one (``CachePlanner.sent``): when it comes back it reads the entry being
+    written for it, so its returns give the shorter prefixes no reason to be written.
+    """
     best = ReuseOdds(0.0, 0.0)
     for index in sorted(odds, reverse=True):
         mine = odds[index]
-        best = ReuseOdds(max(best.within_5m, mine.within_5m), max(best.within_1h, mine.within_1h))
-        odds[index] = best
+        lifted = ReuseOdds(max(best.within_5m, mine.within_5m), max(best.within_1h, mine.within_1h))
+        odds[index] = lifted
+        if index not in pending:
+            best = lifted
 
 
 def _option(
@@ -857,6 +984,7 @@ def _option(
     *,
     forced: str | None = None,
     writes: bool = True,
+    future_start: float = 0.0,
 ) -> Option:
     return Option(
         index,
@@ -864,7 +992,40 @@ def _option(
         future_cost("5m", odds, rates),
         forced=forced,
         writes=writes,
+        future_start=future_start,
     )
+
+
+def _future_starts(pending_at: Sequence[int], cumulative: Sequence[float]) -> list[float]:
+    """Per block: the end of the longest pending prefix at or below it (0.0: none)."""
+    out: list[float] = []
+    pending, start = set(pending_at), 0.0
+    for i, end in enumerate(cumulative):
+        if i in pending:
+            start = end
+        out.append(start)
+    return out
+
+
+def _trace_of(plan: CachePlan, method: str) -> PlanTrace:
+    if plan.trace is None:
+        msg = f"{method}() needs a plan made by CachePlanner.plan() (this one has no trace)"
+        raise ValueError(msg)
+    return plan.trace
+
+
+def _expire_pending(registry: dict[int, _Flight], now: float) -> None:
+    for key in [k for k, f in registry.items() if now - f.at > PENDING_SECONDS]:
+        del registry[key]
+
+
+def _last_expiry(flight: _Flight) -> float:
+    return max((expires for _h, expires, _t in flight.writes), default=0.0)
+
+
+def _cap(registry: dict[int, _Flight]) -> None:
+    while len(registry) > PENDING_CAP:
+        del registry[next(iter(registry))]  # the oldest (insertion order)
 
 
 def _reason(
@@ -911,7 +1072,9 @@ def _prefix_hashes(
 ) -> tuple[str, ...]:
     """``request.prefix_hashes()`` from memoized block hashes (the same chain function)."""
     return chain_prefix_hashes(
-        [item.section for item in items], [fact.hash for fact in facts], request.messages_context_hash()
+        [item.section for item in items],
+        [fact.hash for fact in facts],
+        request.messages_context_hash(),
     )
 
 

@@ -256,13 +256,19 @@ def test_concurrent_requests_with_a_new_prefix() -> None:
     planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
     claude = ToyClaude()
     req = request(system=prose(1500, 7), turns=[("user", "go")])
-    plans = [planner.plan(req) for _ in range(3)]  # fanned out before any response
+    previews = [planner.plan(req) for _ in range(3)]  # planned, not (yet) sent: no effect
+    assert all(p.breakpoints == previews[0].breakpoints for p in previews)
+    plans = []
+    for _ in range(3):  # fanned out: each sent before any response begins
+        plan = planner.plan(req)
+        planner.sent(plan)
+        plans.append(plan)
     usages = claude.send_batch([p.apply() for p in plans], clock())
     observations = [planner.observe(p, u) for p, u in zip(plans, usages, strict=True)]
-    assert all(u.cache_write_tokens > 0 for u in usages)  # each paid the write
+    assert [u.cache_write_tokens > 0 for u in usages] == [True, False, False]  # one write
     reasons = [{b.miss_reason for b in o.breakpoints} for o in observations]
     assert reasons[0] == {"new prefix"}
-    assert all(r == {"not yet written (concurrent)"} for r in reasons[1:])
+    assert all(not p.breakpoints for p in plans[1:])  # no marker: plain input, no premium
 
 
 def test_below_minimum_reason() -> None:
