@@ -3,32 +3,23 @@
 The class is a thin LangChain surface. The work happens in plain modules:
 ``convert`` (LangChain -> ``ClaudeRequest``), the planner (where the cache markers go and with
 which TTL), ``wire.openai_chat`` (the one renderer and parser of the wire format), ``transport``
-(the ``openai`` SDK, retries, typed errors), ``usage`` and ``cost`` (normalized usage, dollars).
-
-Two things stay here because they are about whole calls: the rate-limiter booking (each call
-books its counted input -- the plan's estimate minus the cache reads it predicts -- and its
-output on ``limiter.RateLimiter``, then settles with the real usage) and warm-then-fan-out
-batches (``batch``/``abatch`` send one call per group of inputs sharing a new prefix first).
+(the ``openai`` SDK, retries, typed errors), ``usage`` and ``cost`` (normalized usage, dollars),
+``limiting`` (what each call books on the rate limiter, and how it settles) and ``fanout``
+(warm-then-fan-out scheduling of ``batch``/``abatch``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import hashlib
 import logging
-import threading
 import time
 import warnings
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
@@ -52,24 +43,31 @@ from langchain_core.runnables.config import get_config_list
 from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-
-from langchain_claude_relay.convert import convert_tool, to_claude_request
-from langchain_claude_relay.cost import call_cost_usd
-from langchain_claude_relay.errors import RateLimitError, RequestValidationError
-from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
-from langchain_claude_relay.limiter import (
-    RateLimiter,
-    RateLimits,
-    Reservation,
-    _preset_limits,
-    shared_limiter,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
 )
-from langchain_claude_relay.models import DEFAULT_MODEL, lookup_model
-from langchain_claude_relay.request import Block, ClaudeRequest, Tool, marker_problems
+
+from langchain_claude_relay import fanout, limiting
+from langchain_claude_relay.convert import (
+    check_thinking,
+    check_tool_choice,
+    convert_tool,
+    to_claude_request,
+)
+from langchain_claude_relay.cost import call_cost_usd
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
+from langchain_claude_relay.limiter import RateLimiter, RateLimits, shared_limiter
+from langchain_claude_relay.limiting import DEFAULT_OUTPUT_ESTIMATE, relay_limiter_key
+from langchain_claude_relay.models import DEFAULT_MODEL
+from langchain_claude_relay.request import ClaudeRequest, Tool
 from langchain_claude_relay.retry import RetryPolicy
-from langchain_claude_relay.tokens import TokenEstimator, block_parts, tool_parts
-from langchain_claude_relay.transport import RelayTransport, check_base_url
+from langchain_claude_relay.transport import RelayTransport, check_base_url, split_secret_headers
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.openai_chat import (
     ParsedChunk,
@@ -78,25 +76,26 @@ from langchain_claude_relay.wire.openai_chat import (
     render_chat_payload,
 )
 
-__all__ = ["ChatClaudeRelay", "DEFAULT_OUTPUT_ESTIMATE", "relay_limiter_key"]
+__all__ = ["ChatClaudeRelay", "PromptCachePlanner", "DEFAULT_OUTPUT_ESTIMATE", "relay_limiter_key"]
 
 logger = logging.getLogger(__name__)
 
 CacheMode = Literal["auto", "off"]
 TTLPolicy = Literal["auto", "5m", "1h"]
 
-DEFAULT_OUTPUT_ESTIMATE = 1024
-"""Output tokens a rate-limiter reservation books when ``max_tokens`` is not set.
 
-About a long reply; ``settle`` replaces it with the real count after the call, so it only
-decides how early a call may start when an output-tokens-per-minute limit is set. Set
-``max_tokens`` to book a hard bound instead."""
+@runtime_checkable
+class PromptCachePlanner(Protocol):
+    """A prompt-cache planner: a ``CachePlanner``, or any object with its two methods.
 
-_LIMIT_FIELDS = ("rpm", "itpm", "otpm")
-_Outcome = Literal["answered", "refused", "unsent"]
-"""How a call ended, for its rate-limiter booking (see ``ChatClaudeRelay._release``)."""
-_PrefixKey = tuple[str, tuple[str, ...]]
-"""A batch input's model and prefix hashes (``ClaudeRequest.prefix_hashes()``)."""
+    What ``cache=`` (and ``prompt_cache=``) take besides ``"auto"`` and ``"off"``.
+    """
+
+    def plan(self, *args: Any, **kwargs: Any) -> Any:
+        """Plan a request's cache markers (see ``CachePlanner.plan``)."""
+
+    def observe(self, *args: Any, **kwargs: Any) -> Any:
+        """Learn from a planned call's usage (see ``CachePlanner.observe``)."""
 
 
 @dataclass
@@ -106,10 +105,16 @@ class _Prepared:
     payload: dict[str, Any]
     model: str
     request: ClaudeRequest
-    plan: Any  # CachePlan | None
-    planner: Any  # CachePlanner | None
+    plan: Any  # CachePlan | None (a custom planner's plan)
+    planner: Any  # CachePlanner | None (or a planner-like object of the user's)
     started: float  # when the call started, on the planner's clock (wall time without one)
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
+
+    def token_estimates(self) -> tuple[int, int]:
+        """What the call books on the rate limiter (see ``limiting.token_estimates``)."""
+        return limiting.token_estimates(
+            self.model, self.request, self.plan, self.payload, fanout.warmed_prefixes()
+        )
 
 
 class ChatClaudeRelay(BaseChatModel):
@@ -176,7 +181,18 @@ class ChatClaudeRelay(BaseChatModel):
     """Ask for usage in streams (``stream_options.include_usage``); on for relays too."""
 
     default_headers: dict[str, str] | None = None
-    """Extra headers on every request."""
+    """Extra headers on every request.
+
+    Credential headers (``Authorization``, ``x-api-key``, ``api-key``, ``Proxy-Authorization``,
+    in any case) are moved out of this dict at construction into ``secret_headers``, as
+    ``SecretStr``: they are still sent on every request, but never shown. This field then holds
+    the other headers only."""
+
+    secret_headers: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    """Credential headers sent on every request, kept secret like ``api_key``: masked in
+    ``repr``/``str``, left out of ``model_dump`` and ``dumpd``/``dumps`` (pass them again to a
+    model loaded from a dump), scrubbed from errors. Filled from ``default_headers`` (see there),
+    or given directly."""
 
     extra_body: dict[str, Any] | None = None
     """Extra fields merged into every request body (relay-specific options)."""
@@ -185,8 +201,19 @@ class ChatClaudeRelay(BaseChatModel):
     """Other request parameters, sent as given."""
 
     thinking: dict[str, Any] | None = None
-    """Extended thinking: ``{"type": "adaptive"}``, or ``{"type": "enabled"}`` with an integer
-    ``budget_tokens``."""
+    """Extended thinking: ``{"type": "adaptive"}``, ``{"type": "disabled"}``, or
+    ``{"type": "enabled"}`` with an integer ``budget_tokens`` of at least 1,024 (checked here by
+    the same rule as a per-call ``thinking=``)."""
+
+    # Wider than BaseLanguageModel.cache on purpose: what users may pass. The before-validator
+    # ``_route_cache_argument`` moves the prompt-caching values to ``prompt_cache``.
+    cache: BaseCache | bool | CacheMode | PromptCachePlanner | None = Field(  # type: ignore[assignment]
+        default=None, exclude=True
+    )
+    """``"auto"``, ``"off"`` or a ``CachePlanner``: prompt caching, stored in ``prompt_cache``
+    (this field is then ``None``). ``True``/``False``/``None`` or a ``BaseCache``: LangChain's
+    response cache, as on any chat model. After construction it holds only the latter, so
+    LangChain's response-cache logic never sees a prompt-caching value."""
 
     prompt_cache: Any = "auto"
     """Prompt caching: ``"auto"`` (plan markers), ``"off"`` (send exactly what was given), or a
@@ -234,7 +261,7 @@ class ChatClaudeRelay(BaseChatModel):
         """``cache="auto"|"off"|planner`` means prompt caching; other values are LangChain's."""
         if isinstance(values, dict) and "cache" in values:
             value = values["cache"]
-            if isinstance(value, str) or (hasattr(value, "plan") and hasattr(value, "observe")):
+            if isinstance(value, str | PromptCachePlanner):
                 values = dict(values)
                 values["prompt_cache"] = values.pop("cache")
         return values
@@ -242,9 +269,7 @@ class ChatClaudeRelay(BaseChatModel):
     @field_validator("prompt_cache")
     @classmethod
     def _check_cache(cls, value: Any) -> Any:
-        if value in ("auto", "off"):
-            return value
-        if hasattr(value, "plan") and hasattr(value, "observe"):
+        if value in ("auto", "off") or isinstance(value, PromptCachePlanner):
             return value
         msg = f"cache={value!r} is not understood: use 'auto', 'off' or a CachePlanner instance"
         raise ValueError(msg)
@@ -252,22 +277,8 @@ class ChatClaudeRelay(BaseChatModel):
     @field_validator("thinking")
     @classmethod
     def _check_thinking(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        kind = value.get("type")
-        if kind == "enabled" and not isinstance(value.get("budget_tokens"), int):
-            msg = (
-                "thinking={'type': 'enabled'} needs an integer 'budget_tokens' "
-                "(or use {'type': 'adaptive'})"
-            )
-            raise ValueError(msg)
-        if kind not in ("enabled", "adaptive", "disabled"):
-            msg = (
-                f"thinking type {kind!r} is not understood: use 'adaptive' or 'enabled' "
-                "with budget_tokens"
-            )
-            raise ValueError(msg)
-        return value
+        """The same rules as per call (``convert.check_thinking``)."""
+        return check_thinking(value)
 
     @model_validator(mode="after")
     def _check_base_url(self) -> ChatClaudeRelay:
@@ -275,15 +286,25 @@ class ChatClaudeRelay(BaseChatModel):
             check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
         return self
 
+    @model_validator(mode="after")
+    def _hide_secret_headers(self) -> ChatClaudeRelay:
+        """Move credential headers out of ``default_headers`` into ``secret_headers``."""
+        if self.default_headers:
+            plain, secret = split_secret_headers(self.default_headers)
+            if secret:
+                self.default_headers = plain
+                self.secret_headers = {**secret, **self.secret_headers}
+        return self
+
     @field_validator("rate_limits", mode="before")
     @classmethod
     def _check_rate_limits(cls, value: Any) -> Any:
         if value is None or isinstance(value, str):
             if value is not None:
-                _preset_limits(value)  # an unknown preset is reported now, not at the first call
+                limiting.resolve_limits(value)  # an unknown preset is reported now
             return value
         if isinstance(value, RateLimits | Mapping):
-            return asdict(_resolve_limits(value))
+            return asdict(limiting.resolve_limits(value))
         msg = (
             f"rate_limits={value!r} is not understood: use a preset name such as 'tier1', "
             "a RateLimits, or a dict with rpm/itpm/otpm"
@@ -294,7 +315,7 @@ class ChatClaudeRelay(BaseChatModel):
     def _attach_shared_limiter(self) -> ChatClaudeRelay:
         if self.rate_limits is None:
             return self
-        limits = _resolve_limits(self.rate_limits)
+        limits = limiting.resolve_limits(self.rate_limits)
         limiter = shared_limiter(relay_limiter_key(self.base_url, self.api_key, limits), limits)
         if self.rate_limiter is not None and self.rate_limiter is not limiter:
             msg = "pass rate_limits=... (a shared limiter) or rate_limiter=... (your own), not both"
@@ -367,6 +388,7 @@ class ChatClaudeRelay(BaseChatModel):
             timeout=self.timeout,
             retry_policy=RetryPolicy(max_retries=self.max_retries),
             default_headers=self.default_headers,
+            secret_headers=self.secret_headers,
             http_client=self.http_client,
             http_async_client=self.http_async_client,
         )
@@ -403,9 +425,9 @@ class ChatClaudeRelay(BaseChatModel):
         request = to_claude_request(
             messages, model=model, tools=tools, tool_choice=tool_choice, thinking=thinking
         )
-        problems = marker_problems(request)
-        if problems:
-            raise RequestValidationError("; ".join(problems))
+        from langchain_claude_relay.planner.rules import validate_user_markers  # loads on use
+
+        validate_user_markers(request)  # also with caching off: Claude would refuse the call
         planner = self._planner_for(cache)
         started = (
             planner.clock() if planner is not None and hasattr(planner, "clock") else time.time()
@@ -471,61 +493,26 @@ class ChatClaudeRelay(BaseChatModel):
         limiter = self.rate_limiter
         return limiter if isinstance(limiter, RateLimiter) else None
 
-    def _reserve(self, prepared: _Prepared) -> tuple[RateLimiter, Reservation] | None:
-        """Book the call's counted input and output, waiting for the buckets if needed.
-
-        LangChain has already counted the request toward RPM (its ``acquire(blocking=True)``
-        before ``_generate``/``_stream``), so the booking has ``count_request=False``.
-        """
+    def _reserve(self, prepared: _Prepared) -> limiting.Booking | None:
+        """Book the call on our limiter, waiting for its buckets (``limiting.reserve``)."""
         limiter = self._limiter()
         if limiter is None:
             return None
-        estimated_input, estimated_output = _token_estimates(prepared, _warmed_prefixes())
-        return limiter, limiter.acquire(estimated_input, estimated_output, count_request=False)
+        return limiting.reserve(limiter, prepared.token_estimates())
 
-    async def _areserve(self, prepared: _Prepared) -> tuple[RateLimiter, Reservation] | None:
+    async def _areserve(self, prepared: _Prepared) -> limiting.Booking | None:
         """Async ``_reserve`` (waits with ``asyncio.sleep``, never blocking the loop)."""
         limiter = self._limiter()
         if limiter is None:
             return None
-        estimated_input, estimated_output = _token_estimates(prepared, _warmed_prefixes())
-        return limiter, await limiter.aacquire(
-            estimated_input, estimated_output, count_request=False
-        )
+        return await limiting.areserve(limiter, prepared.token_estimates())
 
     @staticmethod
     def _release(
-        booked: tuple[RateLimiter, Reservation] | None, prepared: _Prepared, outcome: _Outcome
+        booked: limiting.Booking | None, prepared: _Prepared, outcome: limiting.CallOutcome
     ) -> None:
-        """Close a booking: settle it with what the relay counted, or cancel it.
-
-        ``"answered"``: settled with the response's usage, or with the estimate when none came
-        back (a relay that reports none, a stream cut after it began: the relay counted the call
-        by an amount we cannot know). ``"refused"`` (a 429): settled with the estimate although
-        nothing was billed -- the relay had no room, so our buckets are ahead of its window (a
-        sliding window, or another client on the same key); keeping the booking spaces out the
-        calls queued behind it instead of sending them into the same wall. ``"unsent"`` (any
-        other failure before a response): cancelled, request and tokens given back.
-        """
-        if booked is None:
-            return
-        limiter, reservation = booked
-        try:
-            if outcome == "unsent":
-                limiter.cancel(reservation)
-                return
-            usage = prepared.usage if outcome == "answered" else None
-            if usage is None:
-                usage = NormalizedUsage(
-                    input_tokens=reservation.input_tokens,
-                    cache_read_tokens=0,
-                    cache_write_5m_tokens=0,
-                    cache_write_1h_tokens=0,
-                    output_tokens=reservation.output_tokens,
-                )
-            limiter.settle(reservation, usage, prepared.model)
-        except Exception as exc:  # bookkeeping must never fail a user's call
-            logger.warning("rate limiter bookkeeping failed: %s", type(exc).__name__)
+        """Settle or cancel the call's booking (``limiting.release``)."""
+        limiting.release(booked, outcome, prepared.usage, prepared.model)
 
     # -- response handling ------------------------------------------------------------------------
 
@@ -669,7 +656,7 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming or _leads_warmup():  # a warm-up lets the batch go at its first byte
+        if self.streaming or fanout.leads_warmup():  # a warm-up lets the batch go at its first byte
             return generate_from_stream(
                 self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
             )
@@ -678,7 +665,7 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             raw = self._transport.create(prepared.payload)
         except BaseException as exc:
-            self._release(booked, prepared, _failure_outcome(exc))
+            self._release(booked, prepared, limiting.failure_outcome(exc))
             raise
         try:
             message = self._message_from(raw.body, prepared)
@@ -695,7 +682,7 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming or _leads_warmup():
+        if self.streaming or fanout.leads_warmup():
             return await agenerate_from_stream(
                 self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
             )
@@ -704,7 +691,7 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             raw = await self._transport.acreate(prepared.payload)
         except BaseException as exc:
-            self._release(booked, prepared, _failure_outcome(exc))
+            self._release(booked, prepared, limiting.failure_outcome(exc))
             raise
         try:
             message = self._message_from(raw.body, prepared)
@@ -722,11 +709,11 @@ class ChatClaudeRelay(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
-        gate = _WARMUP.get()
+        gate = fanout.current_gate()
         if gate is not None:
-            gate.planned(prepared)
+            gate.planned(prepared.plan)
         booked = self._reserve(prepared)
-        outcome: _Outcome = "unsent"
+        outcome: limiting.CallOutcome = "unsent"
         try:
             usage: Mapping[str, Any] | None = None
             model_name: str | None = None
@@ -754,7 +741,7 @@ class ChatClaudeRelay(BaseChatModel):
             yield final
         except BaseException as exc:
             if outcome == "unsent":
-                outcome = _failure_outcome(exc)
+                outcome = limiting.failure_outcome(exc)
             raise
         finally:  # also when the consumer stops early: the call was counted once it began
             self._release(booked, prepared, outcome)
@@ -767,11 +754,11 @@ class ChatClaudeRelay(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
-        gate = _WARMUP.get()
+        gate = fanout.current_gate()
         if gate is not None:
-            gate.planned(prepared)
+            gate.planned(prepared.plan)
         booked = await self._areserve(prepared)
-        outcome: _Outcome = "unsent"
+        outcome: limiting.CallOutcome = "unsent"
         try:
             usage: Mapping[str, Any] | None = None
             model_name: str | None = None
@@ -799,7 +786,7 @@ class ChatClaudeRelay(BaseChatModel):
             yield final
         except BaseException as exc:
             if outcome == "unsent":
-                outcome = _failure_outcome(exc)
+                outcome = limiting.failure_outcome(exc)
             raise
         finally:
             self._release(booked, prepared, outcome)
@@ -845,30 +832,12 @@ class ChatClaudeRelay(BaseChatModel):
         if keys is None:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         configs = get_config_list(config, len(inputs))
-        outcomes: list[Any] = [None] * len(inputs)
-        finished = threading.Semaphore(0)
-        context = contextvars.copy_context()  # each call starts from the caller's context
-
-        def run(index: int, gate: _WarmupGate) -> None:
-            token = _WARMUP.set(gate)
-            try:
-                outcomes[index] = self.invoke(inputs[index], configs[index], **kwargs)
-            except Exception as exc:
-                outcomes[index] = exc
-            finally:
-                _WARMUP.reset(token)
-                gate.finish()  # releases whatever still waits on this call, before counting it done
-                finished.release()
-
-        with ThreadPoolExecutor(max_workers=configs[0].get("max_concurrency") or None) as executor:
-
-            def launch(index: int, gate: _WarmupGate) -> None:
-                executor.submit(context.copy().run, run, index, gate)
-
-            _FanOut(keys, launch).start()
-            for _ in inputs:
-                finished.acquire()
-        return _batch_results(outcomes, return_exceptions=return_exceptions)
+        outcomes = fanout.run_threaded(
+            keys,
+            lambda i: self.invoke(inputs[i], configs[i], **kwargs),
+            max_workers=configs[0].get("max_concurrency") or None,
+        )
+        return fanout.batch_results(outcomes, return_exceptions=return_exceptions)
 
     async def abatch(
         self,
@@ -895,49 +864,24 @@ class ChatClaudeRelay(BaseChatModel):
                 inputs, config, return_exceptions=return_exceptions, **kwargs
             )
         configs = get_config_list(config, len(inputs))
-        loop = asyncio.get_running_loop()
-        limit = configs[0].get("max_concurrency")
-        semaphore = asyncio.Semaphore(limit) if limit else None
-        released = [asyncio.Event() for _ in inputs]
-        gates: list[_WarmupGate | None] = [None] * len(inputs)
-
-        def launch(index: int, gate: _WarmupGate) -> None:
-            gates[index] = gate
-            loop.call_soon_threadsafe(released[index].set)
-
-        async def run(index: int) -> AIMessage:
-            await released[index].wait()  # before the semaphore: a waiting input holds no slot
-            gate = gates[index]
-            token = _WARMUP.set(gate)
-            try:
-                async with semaphore if semaphore is not None else contextlib.nullcontext():
-                    return await self.ainvoke(inputs[index], configs[index], **kwargs)
-            finally:
-                _WARMUP.reset(token)
-                if gate is not None:
-                    gate.finish()
-
-        _FanOut(keys, launch).start()
-        outcomes = await asyncio.gather(
-            *(run(i) for i in range(len(inputs))), return_exceptions=True
+        outcomes = await fanout.run_tasks(
+            keys,
+            lambda i: self.ainvoke(inputs[i], configs[i], **kwargs),
+            max_concurrency=configs[0].get("max_concurrency"),
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                raise outcome  # cancellation and the like are not results
-        return _batch_results(list(outcomes), return_exceptions=return_exceptions)
+        return fanout.batch_results(outcomes, return_exceptions=return_exceptions)
 
     def _warmup_keys(
         self, inputs: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> list[_PrefixKey | None] | None:
+    ) -> list[fanout.PrefixKey | None] | None:
         """Each input's model and prefix hashes when a warm-up may help, else ``None``."""
         cache = kwargs.get("prompt_cache", self.prompt_cache)
         if self.batch_warmup is False or len(inputs) < 2 or cache == "off":
             return None
         keys = [self._prefix_key(item, kwargs) for item in inputs]
-        firsts = Counter((key[0], key[1][0]) for key in keys if key is not None and key[1])
-        return keys if any(count > 1 for count in firsts.values()) else None
+        return keys if fanout.warmup_helps(keys) else None
 
-    def _prefix_key(self, item: Any, kwargs: Mapping[str, Any]) -> _PrefixKey | None:
+    def _prefix_key(self, item: Any, kwargs: Mapping[str, Any]) -> fanout.PrefixKey | None:
         try:
             model = kwargs.get("model") or self.model_name
             request = to_claude_request(
@@ -963,16 +907,27 @@ class ChatClaudeRelay(BaseChatModel):
         """Bind tools (LangChain tools, pydantic models, functions, OpenAI or Claude tool dicts).
 
         A ``cache_control`` key on a tool dict is kept and sent. ``tool_choice`` may be
-        ``"auto"``, ``"any"``/``"required"``/``True`` (some tool), ``"none"``, or a tool name.
+        ``"auto"``, ``"any"``/``"required"``/``True`` (some tool), ``"none"``, a tool name, or a
+        dict in OpenAI's or Claude's spelling; it is checked against the bound tools by the same
+        rule as per call (``convert.check_tool_choice``).
+
+        Args:
+            tools: the tools.
+            tool_choice: which tool the model must call, if any.
+            **kwargs: bound with the tools (passed to every call).
+
+        Returns:
+            The model with the tools bound.
 
         Raises:
-            RequestValidationError: if a tool cannot be read or ``tool_choice`` names no bound tool.
+            RequestValidationError: if a tool cannot be read, or ``tool_choice`` names no bound
+                tool, asks for a tool when none is bound, or is not understood.
         """
         formatted: list[dict[str, Any]] = []
-        names: list[str] = []
+        converted_tools: list[Tool] = []
         for i, tool in enumerate(tools):
             converted = convert_tool(tool, f"tools[{i}]")
-            names.append(converted.name)
+            converted_tools.append(converted)
             entry: dict[str, Any] = {
                 "type": "function",
                 "function": {
@@ -985,13 +940,7 @@ class ChatClaudeRelay(BaseChatModel):
             if converted.cache_control is not None:
                 entry["cache_control"] = converted.cache_control.to_wire()
             formatted.append(entry)
-        if (
-            isinstance(tool_choice, str)
-            and tool_choice not in ("auto", "any", "required", "none")
-            and tool_choice not in names
-        ):
-            msg = f"tool_choice {tool_choice!r} names no bound tool; bound tools are {names}"
-            raise RequestValidationError(msg)
+        check_tool_choice(tool_choice, converted_tools)  # the same rule as per call
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return super().bind(tools=formatted, **kwargs)
@@ -1105,217 +1054,3 @@ def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:
     if len(ttls) == 1:
         return next(iter(ttls))
     return None
-
-
-# -- rate limits ---------------------------------------------------------------------------------
-
-
-def _resolve_limits(limits: str | RateLimits | Mapping[str, Any]) -> RateLimits:
-    """A preset name, a ``RateLimits`` or a dict of ``rpm``/``itpm``/``otpm`` as ``RateLimits``."""
-    if isinstance(limits, str):
-        return _preset_limits(limits)
-    if isinstance(limits, RateLimits):
-        return limits
-    unknown = sorted(set(limits) - set(_LIMIT_FIELDS))
-    if unknown:
-        msg = f"unknown rate limit(s) {unknown}: use {list(_LIMIT_FIELDS)}"
-        raise RequestValidationError(msg)
-    return RateLimits(**{name: limits.get(name) for name in _LIMIT_FIELDS})
-
-
-def relay_limiter_key(
-    base_url: str | None,
-    api_key: SecretStr | str | None,
-    limits: str | RateLimits | Mapping[str, Any],
-) -> str:
-    """The ``shared_limiter`` key of one relay account and one set of limits.
-
-    Limits belong to the account behind a key, so the key names the account by a hash of the
-    base URL and the API key (never the key itself), followed by the limits as numbers:
-    ``"tier1"`` and ``RateLimits(rpm=50, itpm=40_000)`` share a limiter.
-
-    Args:
-        base_url: the relay base URL (a trailing ``/`` is ignored).
-        api_key: the relay key.
-        limits: a preset name, a ``RateLimits`` or a dict of ``rpm``/``itpm``/``otpm``.
-
-    Returns:
-        ``"claude-relay:<16 hex>|rpm=50,itpm=40000"``.
-
-    Raises:
-        RequestValidationError: for an unknown preset or limit name.
-
-    >>> relay_limiter_key("https://relay.example/v1/", "sk-x", "tier1").split("|")[1]
-    'rpm=50,itpm=40000'
-    """
-    resolved = _resolve_limits(limits)
-    secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else (api_key or "")
-    account = hashlib.sha256(f"{(base_url or '').rstrip('/')}\n{secret}".encode()).hexdigest()[:16]
-    label = ",".join(
-        f"{name}={value:g}" for name, value in asdict(resolved).items() if value is not None
-    )
-    return f"claude-relay:{account}|{label}"
-
-
-_estimator: TokenEstimator | None = None
-
-
-def _rough_input_tokens(request: ClaudeRequest, token_ratio: float) -> int:
-    """Input tokens of a request without a plan (``cache="off"``): tiktoken times the prior."""
-    global _estimator
-    if _estimator is None:
-        _estimator = TokenEstimator()
-    total = 0.0
-    sources: list[Tool | Block] = [*request.tools, *request.system]
-    sources += [block for message in request.messages for block in message.content]
-    for source in sources:
-        parts = tool_parts(source) if isinstance(source, Tool) else block_parts(source)
-        prose, tool_text, media = _estimator.count_parts(parts)
-        total += (prose + tool_text) * token_ratio + media
-    return round(total)
-
-
-def _failure_outcome(exc: BaseException) -> _Outcome:
-    return "refused" if isinstance(exc, RateLimitError) else "unsent"
-
-
-def _token_estimates(prepared: _Prepared, warmed: frozenset[str]) -> tuple[int, int]:
-    """What a call books on the limiter: counted input and output tokens.
-
-    Counted input is the plan's calibrated total minus the tokens it predicts to read (cache
-    reads do not count toward ITPM), or the whole total for models whose reads count. Prefixes a
-    batch warm-up has just written (``warmed``) are read too, although the planner has not seen
-    that response's usage yet. Output is ``max_tokens`` or ``DEFAULT_OUTPUT_ESTIMATE``.
-    """
-    spec = lookup_model(prepared.model)
-    plan = prepared.plan
-    if plan is None:
-        total, read = _rough_input_tokens(prepared.request, spec.token_ratio_prior), 0
-    else:
-        total, read = plan.total_estimated_tokens, plan.predicted_read_tokens
-        warm = [bp.estimated_prefix_tokens for bp in plan.breakpoints if bp.prefix_hash in warmed]
-        read = max([read, *warm])
-    counted = total if spec.reads_count_toward_itpm else max(0, total - read)
-    limit = prepared.payload.get("max_tokens") or prepared.payload.get("max_completion_tokens")
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-        return counted, limit
-    return counted, DEFAULT_OUTPUT_ESTIMATE
-
-
-# -- batches: warm, then fan out ----------------------------------------------------------------
-
-
-class _WarmupGate:
-    """One batch call's link to its batch: the prefixes already warm, and who waits on it.
-
-    A leader's gate holds the inputs that share its first block. ``planned`` lets go at once
-    those sharing none of the prefixes its plan writes, ``begun`` lets go the rest when its
-    response begins (those prefixes are then readable), ``finish`` whatever is still held. Only
-    the call's own thread or task uses a gate.
-    """
-
-    def __init__(self, fanout: _FanOut, followers: Sequence[int], warmed: frozenset[str]) -> None:
-        self._fanout = fanout
-        self._waiting = list(followers)
-        self._writes: frozenset[str] = frozenset()
-        self._planned = False
-        self.warmed = warmed
-
-    @property
-    def leads(self) -> bool:
-        """Whether other inputs wait on this call (it then streams, to release them early)."""
-        return bool(self._waiting)
-
-    def planned(self, prepared: _Prepared) -> None:
-        """The warm-up is planned: release the inputs that do not share a prefix it writes."""
-        if self._planned or not self._waiting:
-            return
-        self._planned = True
-        plan = prepared.plan
-        breakpoints = plan.breakpoints if plan is not None else ()
-        writes = frozenset(bp.prefix_hash for bp in breakpoints if bp.predicted == "write")
-        self._writes = writes - self.warmed
-        wait = [i for i in self._waiting if self._writes & self._fanout.hashes(i)]
-        free = [i for i in self._waiting if i not in wait]
-        self._waiting = wait
-        self._fanout.schedule(free, self.warmed)
-
-    def begun(self) -> None:
-        """The warm-up's response has begun: what it wrote is readable, release the rest."""
-        waiting, self._waiting = self._waiting, []
-        if waiting:
-            self._fanout.schedule(waiting, self.warmed | self._writes)
-
-    def finish(self) -> None:
-        """The call is over: release anything still held.
-
-        Before planning (its input was refused, or a response cache answered) the others form
-        groups again; after planning (the relay failed) they go at once, unwarmed.
-        """
-        waiting, self._waiting = self._waiting, []
-        if not waiting:
-            return
-        if not self._planned:
-            self._fanout.schedule(waiting, self.warmed)
-            return
-        for index in waiting:
-            self._fanout.launch(index, _WarmupGate(self._fanout, (), self.warmed))
-
-
-class _FanOut:
-    """Schedules a batch by shared prefixes: per group, one warm-up leader, the rest held.
-
-    Args:
-        keys: per input, its model and prefix hashes (``None``: unknown, sent alone).
-        launch: starts one input's call with its gate (thread-safe; never blocks).
-    """
-
-    def __init__(
-        self, keys: Sequence[_PrefixKey | None], launch: Callable[[int, _WarmupGate], None]
-    ) -> None:
-        self._keys = keys
-        self.launch = launch
-
-    def hashes(self, index: int) -> frozenset[str]:
-        """The prefix hashes of one input."""
-        key = self._keys[index]
-        return frozenset(key[1]) if key is not None else frozenset()
-
-    def start(self) -> None:
-        """Schedule every input."""
-        self.schedule(range(len(self._keys)), frozenset())
-
-    def schedule(self, indices: Iterable[int], warmed: frozenset[str]) -> None:
-        """Group ``indices`` by model and first block; launch each group's leader with a gate."""
-        groups: dict[tuple[str, str], list[int]] = {}
-        for index in indices:
-            key = self._keys[index]
-            group = (key[0], key[1][0]) if key is not None and key[1] else ("", f"alone:{index}")
-            groups.setdefault(group, []).append(index)
-        ordered = sorted(groups.values(), key=lambda members: -len(members))  # leaders first
-        for leader, *followers in ordered:
-            self.launch(leader, _WarmupGate(self, followers, warmed))
-
-
-_WARMUP: contextvars.ContextVar[_WarmupGate | None] = contextvars.ContextVar(
-    "claude_relay_warmup", default=None
-)
-"""The gate of the batch call running in this thread or task (``None`` outside ``batch``)."""
-
-
-def _leads_warmup() -> bool:
-    gate = _WARMUP.get()
-    return gate is not None and gate.leads
-
-
-def _warmed_prefixes() -> frozenset[str]:
-    gate = _WARMUP.get()
-    return gate.warmed if gate is not None else frozenset()
-
-
-def _batch_results(outcomes: list[Any], *, return_exceptions: bool) -> list[Any]:
-    if not return_exceptions:
-        for outcome in outcomes:
-            if isinstance(outcome, Exception):
-                raise outcome
-    return outcomes

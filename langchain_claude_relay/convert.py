@@ -130,7 +130,9 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
     if isinstance(content, str):
         return [Block("text", {"text": content})] if content else []
     if not isinstance(content, Sequence):
-        raise _fail(where, f"content must be a string or a list of parts, not {type(content).__name__}")
+        raise _fail(
+            where, f"content must be a string or a list of parts, not {type(content).__name__}"
+        )
     blocks: list[Block] = []
     for j, part in enumerate(content):
         part_where = f"{where}, part {j}"
@@ -139,7 +141,9 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
                 blocks.append(Block("text", {"text": part}))
             continue
         if not isinstance(part, Mapping):
-            raise _fail(part_where, f"a content part must be a dict or a string, not {type(part).__name__}")
+            raise _fail(
+                part_where, f"a content part must be a dict or a string, not {type(part).__name__}"
+            )
         kind = part.get("type")
         if not isinstance(kind, str):
             raise _fail(part_where, f"a content part needs a string 'type', not {kind!r}")
@@ -149,7 +153,10 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
             if not isinstance(text, str):
                 raise _fail(part_where, "text part needs a string 'text'")
             if not text and marker is not None:
-                raise _fail(part_where, "an empty text part cannot carry cache_control; mark a non-empty part")
+                raise _fail(
+                    part_where,
+                    "an empty text part cannot carry cache_control; mark a non-empty part",
+                )
             if text:
                 blocks.append(Block("text", {"text": text}, marker))
         elif kind in ("image_url", "image"):
@@ -226,7 +233,9 @@ def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
     for call in message.tool_calls:
         if not call.get("id"):
             raise _fail(where, f"tool call {call.get('name')!r} has no id")
-        blocks.append(Block("tool_use", {"id": call["id"], "name": call["name"], "input": dict(call["args"])}))
+        blocks.append(
+            Block("tool_use", {"id": call["id"], "name": call["name"], "input": dict(call["args"])})
+        )
     return _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
 
 
@@ -242,17 +251,26 @@ def convert_tool(tool: Any, where: str = "tools") -> Tool:
         if isinstance(tool.get("function"), Mapping):
             marker_raw = marker_raw or tool["function"].get("cache_control")
         if "input_schema" in tool and "name" in tool:  # Claude's own tool shape
-            tool = {"name": tool["name"], "description": tool.get("description", ""), "parameters": tool["input_schema"]}
+            tool = {
+                "name": tool["name"],
+                "description": tool.get("description", ""),
+                "parameters": tool["input_schema"],
+            }
         elif "function" not in tool and "name" in tool and "parameters" in tool:
             tool = {k: v for k, v in tool.items() if k != "cache_control"}
         else:
             tool = {k: v for k, v in tool.items() if k != "cache_control"}
             if isinstance(tool.get("function"), Mapping):
-                tool["function"] = {k: v for k, v in tool["function"].items() if k != "cache_control"}
+                tool["function"] = {
+                    k: v for k, v in tool["function"].items() if k != "cache_control"
+                }
     try:
         spec = convert_to_openai_tool(tool)
     except Exception as exc:
-        msg = f"{where}: cannot read this tool ({type(exc).__name__}: {exc}); pass a LangChain tool, a pydantic model, a typed function or an OpenAI tool dict"
+        msg = (
+            f"{where}: cannot read this tool ({type(exc).__name__}: {exc}); pass a LangChain "
+            "tool, a pydantic model, a typed function or an OpenAI tool dict"
+        )
         raise RequestValidationError(msg) from None
     function = spec.get("function", {})
     name = function.get("name")
@@ -264,7 +282,9 @@ def convert_tool(tool: Any, where: str = "tools") -> Tool:
     if "properties" in parameters and not isinstance(parameters["properties"], Mapping):
         raise _fail(where, f"tool {name!r} schema 'properties' must be an object")
     extra = {k: v for k, v in function.items() if k not in ("name", "description", "parameters")}
-    return Tool(name, str(function.get("description", "")), parameters, _marker(marker_raw, where), extra)
+    return Tool(
+        name, str(function.get("description", "")), parameters, _marker(marker_raw, where), extra
+    )
 
 
 def convert_tools(tools: Sequence[Any] | None) -> tuple[Tool, ...]:
@@ -289,8 +309,7 @@ def check_thinking(thinking: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(thinking, Mapping):
         msg = (
-            "thinking must be a dict such as {'type': 'adaptive'}, "
-            f"not {type(thinking).__name__}"
+            f"thinking must be a dict such as {{'type': 'adaptive'}}, not {type(thinking).__name__}"
         )
         raise RequestValidationError(msg)
     kind = thinking.get("type")
@@ -399,9 +418,13 @@ def to_claude_request(
     turns: list[Message] = []
     for i, message in enumerate(lc_messages):
         where = f"messages[{i}] ({message.type})"
-        if isinstance(message, SystemMessage) or (isinstance(message, ChatMessage) and message.role == "system"):
+        if isinstance(message, SystemMessage) or (
+            isinstance(message, ChatMessage) and message.role == "system"
+        ):
             blocks = _content_blocks(message.content, where, "system")
-            blocks = _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
+            blocks = _with_message_marker(
+                blocks, message.additional_kwargs.get("cache_control"), where
+            )
             if any(b.type != "text" for b in blocks):
                 raise _fail(where, "system messages can hold only text")
             system.extend(blocks)
@@ -411,11 +434,17 @@ def to_claude_request(
             blocks = _ai_blocks(message, where)
             if blocks:
                 turns.append(Message("assistant", tuple(blocks)))
-        elif isinstance(message, HumanMessage) or (isinstance(message, ChatMessage) and message.role == "user"):
+        elif isinstance(message, HumanMessage) or (
+            isinstance(message, ChatMessage) and message.role == "user"
+        ):
             blocks = _content_blocks(message.content, where, "user")
-            blocks = _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
+            blocks = _with_message_marker(
+                blocks, message.additional_kwargs.get("cache_control"), where
+            )
             if not blocks:
-                raise _fail(where, "user message has empty content; Claude needs non-empty text or an image")
+                raise _fail(
+                    where, "user message has empty content; Claude needs non-empty text or an image"
+                )
             turns.append(Message("user", tuple(blocks)))
         else:
             raise _fail(where, f"unsupported message type {type(message).__name__}")

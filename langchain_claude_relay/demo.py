@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tools import tool
+from pydantic import SecretStr
 
 from langchain_claude_relay.chat_models import ChatClaudeRelay
 from langchain_claude_relay.cost import uncached_cost_usd
@@ -189,11 +190,13 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
     schedule = TURNS[: turns or len(TURNS)]
     with _relay() as (base_url, api_key, set_minute_clock, now, where):
         emulated = api_key == "demo"
-        planner = CachePlanner(store=MemoryStore(), clock=now) if emulated else "auto"
-        llm = ChatClaudeRelay(  # type: ignore[call-arg]  # cache= routes to prompt_cache
+        planner: CachePlanner | Literal["auto"] = (
+            CachePlanner(store=MemoryStore(), clock=now) if emulated else "auto"
+        )
+        llm = ChatClaudeRelay(
             model=DEMO_MODEL,
             base_url=base_url,
-            api_key=api_key,
+            api_key=SecretStr(api_key),
             cache=planner,
             ledger=MemoryLedger() if emulated else None,
             max_tokens=400,

@@ -213,7 +213,9 @@ _STATUS_HINTS: dict[int, str] = {
 # Anthropic's 400 messages about caching, and what they mean in plain words.
 _CACHE_ERROR_EXPLANATIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
-        re.compile(r"cache_control.*(more than|maximum of|at most)\s*4|4 blocks? with cache_control", re.I),
+        re.compile(
+            r"cache_control.*(more than|maximum of|at most)\s*4|4 blocks? with cache_control", re.I
+        ),
         "more than 4 cache_control markers in one request: Claude allows at most 4 (the relay "
         "may have added its own); remove markers or let the planner place them (cache='auto')",
     ),

@@ -49,7 +49,6 @@ __all__ = [
     "content_hash",
     "chain_prefix_hashes",
     "MAX_CACHE_MARKERS",
-    "marker_problems",
 ]
 
 CacheTTL = Literal["5m", "1h"]
@@ -319,7 +318,10 @@ class ClaudeRequest:
                 )  # fmt: skip
 
     def messages_context_hash(self) -> str:
-        """What invalidates the messages part though it is no block: tool choice, thinking, images."""
+        """What invalidates the messages part though it is no block.
+
+        That is the tool choice, the thinking settings and whether images are present.
+        """
         has_images = any(
             block.type == "image" for message in self.messages for block in message.content
         )
@@ -397,44 +399,9 @@ class ClaudeRequest:
 
 
 MAX_CACHE_MARKERS = 4
-"""Claude rejects a request with more than four ``cache_control`` markers."""
+"""Claude rejects a request with more than four ``cache_control`` markers.
 
-
-def marker_problems(request: ClaudeRequest) -> list[str]:
-    """What Claude would reject about the request's cache markers (empty when they are valid).
-
-    Checks the limit of four markers, that no 1h marker comes after a 5m one in prefix order,
-    and that no marker sits on a thinking block or an empty text block.
-    """
-    problems: list[str] = []
-    flats = [f for f in request.flat_blocks() if f.cache_control is not None]
-    if len(flats) > MAX_CACHE_MARKERS:
-        where = ", ".join(str(f.position) for f in flats)
-        problems.append(
-            f"{len(flats)} cache_control markers ({where}): Claude allows at most "
-            f"{MAX_CACHE_MARKERS} per request; remove some, or use cache='auto' and let the "
-            "planner place them"
-        )
-    seen_5m: FlatBlock | None = None
-    for flat in flats:
-        if flat.cache_control is None:  # pragma: no cover - flats hold marked blocks only
-            continue
-        if flat.cache_control.ttl == "5m" and seen_5m is None:
-            seen_5m = flat
-        elif flat.cache_control.ttl == "1h" and seen_5m is not None:
-            problems.append(
-                f"the 1h marker at {flat.position} comes after the 5m marker at "
-                f"{seen_5m.position}: every 1h marker must come before every 5m marker in prefix "
-                "order (tools, system, messages); make the earlier one 1h or the later one 5m"
-            )
-            break
-    for flat in flats:
-        if not flat.markable:
-            problems.append(
-                f"the marker at {flat.position} sits on a {flat.kind} block "
-                f"{'(empty)' if flat.kind == 'text' else ''}, which cannot carry cache_control"
-            )
-    return problems
+The markers' rules are checked in one place: ``planner.rules.validate_user_markers``."""
 
 
 def blocks_of(messages: Sequence[Message]) -> Iterator[Block]:

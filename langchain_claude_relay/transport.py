@@ -1,16 +1,19 @@
 """Transport: the ``openai`` SDK client, our retries, and translation to the package's errors.
 
-The SDK's own retries are off (``max_retries=0``): retries follow :mod:`langchain_claude_relay.retry`
-so that the policy, the typed errors and the ``retry-after`` handling are the same everywhere. The
-SDK's parsing is bypassed too: bodies are read as text and validated by the wire module, so an HTML
-page, an empty body or SSE garbage become :class:`APIResponseError`, never a ``KeyError``.
+The SDK's own retries are off (``max_retries=0``): retries follow
+:mod:`langchain_claude_relay.retry` so that the policy, the typed errors and the ``retry-after``
+handling are the same everywhere. The SDK's parsing is bypassed too: bodies are read as text and
+validated by the wire module, so an HTML page, an empty body or SSE garbage become
+:class:`APIResponseError`, never a ``KeyError``.
 
 A stream is retried only before its first event; after that a failure is raised as is.
 
 The key never leaves in an error: a relay that echoes it (``"Incorrect API key provided: ..."``,
 in an error page or in a 200 error object) has it replaced by ``***`` in every body and stream
 line before anything parses them, whatever the key looks like (the pattern-based ``redact`` only
-knows ``sk-...`` keys and ``Bearer`` values).
+knows ``sk-...`` keys and ``Bearer`` values). The values of credential headers
+(:data:`SECRET_HEADER_NAMES`, passed as ``secret_headers``) are kept as ``SecretStr`` until the
+SDK client is built, and scrubbed the same way.
 
 TLS verification cannot be switched off silently: an ``http_client`` whose TLS settings are
 readable (``httpx``/``httpx2`` clients and their proxy mounts) and that does not verify
@@ -48,12 +51,14 @@ from langchain_claude_relay.retry import RetryPolicy, aretry_call, parse_retry_a
 from langchain_claude_relay.wire.sse import aiter_sse_json, iter_sse_json
 
 __all__ = [
+    "SECRET_HEADER_NAMES",
     "InsecureTransportWarning",
     "RawResponse",
     "RelayTransport",
     "check_base_url",
     "client_skips_tls_verification",
     "scrub_error",
+    "split_secret_headers",
     "translate_sdk_error",
 ]
 
@@ -62,6 +67,35 @@ logger = logging.getLogger(__name__)
 _END: Any = object()
 _REDACTED = "***"
 _MIN_SCRUBBED_SECRET = 8  # shorter "keys" (test placeholders) are not scrubbed from answers
+
+
+SECRET_HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
+"""Headers (lower case) whose values are credentials: kept secret like the API key."""
+
+
+def split_secret_headers(
+    headers: Mapping[str, str],
+) -> tuple[dict[str, str], dict[str, SecretStr]]:
+    """Split headers into plain ones and credentials (:data:`SECRET_HEADER_NAMES`, any case).
+
+    Args:
+        headers: the headers as given.
+
+    Returns:
+        ``(plain headers, credential headers as SecretStr)``, names as given.
+
+    >>> plain, secret = split_secret_headers({"X-Api-Key": "sk-1", "x-team": "a"})
+    >>> plain, secret
+    ({'x-team': 'a'}, {'X-Api-Key': SecretStr('**********')})
+    """
+    plain: dict[str, str] = {}
+    secret: dict[str, SecretStr] = {}
+    for name, value in headers.items():
+        if name.lower() in SECRET_HEADER_NAMES:
+            secret[name] = SecretStr(value)
+        else:
+            plain[name] = value
+    return plain, secret
 
 
 class InsecureTransportWarning(UserWarning):
@@ -77,8 +111,8 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
     """
     if not base_url:
         msg = (
-            "no relay base URL: pass base_url=... or set CLAUDE_RELAY_BASE_URL (or OPENAI_BASE_URL),"
-            " e.g. 'https://relay.example.com/v1'"
+            "no relay base URL: pass base_url=... or set CLAUDE_RELAY_BASE_URL "
+            "(or OPENAI_BASE_URL), e.g. 'https://relay.example.com/v1'"
         )
         raise RequestValidationError(msg)
     parsed = urlparse(base_url)
@@ -144,7 +178,9 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
     name = type(exc).__name__
     if "Timeout" in name:
         return APITimeoutError(f"Request timed out ({name}).")
-    if isinstance(exc, OSError) or name.endswith(("ProtocolError", "ReadError", "NetworkError", "ConnectError", "StreamError", "CloseError")):
+    if isinstance(exc, OSError) or name.endswith(
+        ("ProtocolError", "ReadError", "NetworkError", "ConnectError", "StreamError", "CloseError")
+    ):
         text = f"the connection to the relay broke: {name}: {exc}"
         return APIConnectionError(redact(text, secret))
     return APIResponseError(f"unexpected failure while reading the relay's answer: {name}")
@@ -282,6 +318,8 @@ class RelayTransport:
         timeout: seconds per attempt (``None`` for the SDK default).
         retry_policy: how many times and how long to wait.
         default_headers: extra headers on every request.
+        secret_headers: extra credential headers on every request (``x-api-key``,
+            ``Authorization``...), kept secret and scrubbed from errors like the key.
         http_client: an ``httpx``-compatible client for the sync SDK client (tests, proxies).
         http_async_client: the same for the async client.
         sleep: injected for tests; ``time.sleep`` by default.
@@ -296,6 +334,7 @@ class RelayTransport:
         timeout: float | None = None,
         retry_policy: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
+        secret_headers: Mapping[str, SecretStr] | None = None,
         http_client: Any = None,
         http_async_client: Any = None,
         sleep: Callable[[float], None] | None = None,
@@ -306,6 +345,7 @@ class RelayTransport:
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self.default_headers = dict(default_headers or {})
+        self._secret_headers = dict(secret_headers or {})
         self._http_client = http_client
         self._http_async_client = http_async_client
         self._sleep = sleep
@@ -315,12 +355,30 @@ class RelayTransport:
     def __repr__(self) -> str:
         return f"RelayTransport(base_url={self.base_url!r})"
 
+    def _headers(self) -> dict[str, str]:
+        """Every extra header to send, the credential ones revealed (for the SDK client only)."""
+        secret = {name: value.get_secret_value() for name, value in self._secret_headers.items()}
+        return {**self.default_headers, **secret}
+
+    def _secrets(self) -> list[str]:
+        """The API key, then each credential header's value and its token after the scheme.
+
+        Header values (and tokens) shorter than ``_MIN_SCRUBBED_SECRET`` are left out, so that
+        scrubbing does not mangle messages.
+        """
+        extra: list[str] = []
+        for value in self._secret_headers.values():
+            revealed = value.get_secret_value()
+            extra += [revealed, revealed.partition(" ")[2].strip()]
+        long_enough = [s for s in extra if len(s) >= _MIN_SCRUBBED_SECRET]
+        return list(dict.fromkeys([self._api_key.get_secret_value(), *long_enough]))
+
     def _client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "api_key": self._api_key.get_secret_value(),
             "base_url": self.base_url,
             "max_retries": 0,
-            "default_headers": self.default_headers or None,
+            "default_headers": self._headers() or None,
         }
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
@@ -343,18 +401,20 @@ class RelayTransport:
         is kept: the SDK's own exception is chained as the cause only when nothing in its chain
         holds the key (the SDK puts error bodies, which may echo the key, in its messages).
         """
-        secret = self._api_key.get_secret_value()
-        error = translate_sdk_error(exc, secret=secret)
+        secrets = self._secrets()
+        error = translate_sdk_error(exc, secret=self._api_key.get_secret_value())
+        for other in secrets[1:]:
+            scrub_error(error, other)
         cause = exc.__cause__ if error is exc else exc
-        if cause is not None and _chain_mentions(cause, secret):
+        if cause is not None and any(_chain_mentions(cause, s) for s in secrets):
             cause = None
         return _Failure(error, cause)
 
     def _scrub_text(self, text: str) -> str:
         """An answer's text with the key replaced by ``***`` (a relay may echo it)."""
-        secret = self._api_key.get_secret_value()
-        if len(secret) >= _MIN_SCRUBBED_SECRET and secret in text:
-            return text.replace(secret, _REDACTED)
+        for secret in self._secrets():
+            if len(secret) >= _MIN_SCRUBBED_SECRET and secret in text:
+                text = text.replace(secret, _REDACTED)
         return text
 
     def _scrub_lines(self, lines: Iterator[str]) -> Iterator[str]:
@@ -367,7 +427,12 @@ class RelayTransport:
 
     @staticmethod
     def _on_retry(attempt: int, error: BaseException, delay: float) -> None:
-        logger.debug("retrying relay call (attempt %d) in %.2fs after %s", attempt, delay, type(error).__name__)
+        logger.debug(
+            "retrying relay call (attempt %d) in %.2fs after %s",
+            attempt,
+            delay,
+            type(error).__name__,
+        )
 
     def _retry_kwargs(self, *, is_async: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"on_retry": self._on_retry}
@@ -389,32 +454,48 @@ class RelayTransport:
             failure = self._failure(exc)
         if failure is not None:
             raise failure.error from failure.cause
-        return RawResponse(_decode_body(text, http.status_code), http.status_code, dict(http.headers))
+        return RawResponse(
+            _decode_body(text, http.status_code), http.status_code, dict(http.headers)
+        )
 
     def create(self, payload: Mapping[str, Any]) -> RawResponse:
         """Send a non-streaming request, retrying per the policy."""
-        return retry_call(lambda: self._create_once(payload), self.retry_policy, **self._retry_kwargs(is_async=False))
+        return retry_call(
+            lambda: self._create_once(payload),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=False),
+        )
 
     async def _acreate_once(self, payload: Mapping[str, Any]) -> RawResponse:
         failure: _Failure | None = None
         try:
-            raw = await self.async_client.chat.completions.with_raw_response.create(**_split_payload(payload))
+            raw = await self.async_client.chat.completions.with_raw_response.create(
+                **_split_payload(payload)
+            )
             http = raw.http_response
             text = self._scrub_text(http.text)
         except Exception as exc:
             failure = self._failure(exc)
         if failure is not None:
             raise failure.error from failure.cause
-        return RawResponse(_decode_body(text, http.status_code), http.status_code, dict(http.headers))
+        return RawResponse(
+            _decode_body(text, http.status_code), http.status_code, dict(http.headers)
+        )
 
     async def acreate(self, payload: Mapping[str, Any]) -> RawResponse:
         """Async :meth:`create`."""
-        return await aretry_call(lambda: self._acreate_once(payload), self.retry_policy, **self._retry_kwargs(is_async=True))
+        return await aretry_call(
+            lambda: self._acreate_once(payload),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=True),
+        )
 
     # -- streaming -----------------------------------------------------------------------------
 
     def _open_stream(self, payload: Mapping[str, Any]) -> tuple[Any, Iterator[Any], Any]:
-        manager = self.client.chat.completions.with_streaming_response.create(stream=True, **_split_payload(payload))
+        manager = self.client.chat.completions.with_streaming_response.create(
+            stream=True, **_split_payload(payload)
+        )
         failure: _Failure | None = None
         try:
             response = manager.__enter__()
@@ -440,7 +521,9 @@ class RelayTransport:
     def stream(self, payload: Mapping[str, Any]) -> Iterator[Any]:
         """Stream a request's decoded SSE events; retried only until the first event arrives."""
         manager, events, first = retry_call(
-            lambda: self._open_stream(payload), self.retry_policy, **self._retry_kwargs(is_async=False)
+            lambda: self._open_stream(payload),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=False),
         )
         try:
             if first is not _END:
@@ -459,8 +542,12 @@ class RelayTransport:
         finally:
             manager.__exit__(None, None, None)
 
-    async def _aopen_stream(self, payload: Mapping[str, Any]) -> tuple[Any, AsyncIterator[Any], Any]:
-        manager = self.async_client.chat.completions.with_streaming_response.create(stream=True, **_split_payload(payload))
+    async def _aopen_stream(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[Any, AsyncIterator[Any], Any]:
+        manager = self.async_client.chat.completions.with_streaming_response.create(
+            stream=True, **_split_payload(payload)
+        )
         failure: _Failure | None = None
         try:
             response = await manager.__aenter__()
@@ -486,7 +573,9 @@ class RelayTransport:
     async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         manager, events, first = await aretry_call(
-            lambda: self._aopen_stream(payload), self.retry_policy, **self._retry_kwargs(is_async=True)
+            lambda: self._aopen_stream(payload),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=True),
         )
         try:
             if first is not _END:

@@ -77,7 +77,12 @@ def _content(blocks: list[Block], canonical: bool) -> str | list[dict[str, Any]]
     on one call and as a marked part on the next is different bytes to a relay that copies the
     shape through, and the earlier write would never be read.
     """
-    if not canonical and len(blocks) == 1 and blocks[0].type == "text" and blocks[0].cache_control is None:
+    if (
+        not canonical
+        and len(blocks) == 1
+        and blocks[0].type == "text"
+        and blocks[0].cache_control is None
+    ):
         return str(blocks[0].data["text"])
     return [_part(b) for b in blocks]
 
@@ -97,9 +102,11 @@ def _tool(tool: Tool, canonical: bool) -> dict[str, Any]:
 def _tool_result_message(block: Block, canonical: bool) -> dict[str, Any]:
     content: Any = block.data.get("content", "")
     if block.cache_control is not None or (canonical and isinstance(content, str)):
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else [
-            dict(p) for p in content
-        ]
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "text": content}]
+            if isinstance(content, str)
+            else [dict(p) for p in content]
+        )
         if not parts:
             parts = [{"type": "text", "text": ""}]
         if block.cache_control is not None:  # the marker rides on the last part
@@ -126,7 +133,10 @@ def _assistant_message(message: Message, canonical: bool) -> dict[str, Any]:
     parts = [b for b in message.content if b.type in ("text", "image", "document")]
     thinking = [b for b in message.content if b.type in ("thinking", "redacted_thinking")]
     calls = [b for b in message.content if b.type == "tool_use"]
-    rendered: dict[str, Any] = {"role": "assistant", "content": _content(parts, canonical) if parts else None}
+    rendered: dict[str, Any] = {
+        "role": "assistant",
+        "content": _content(parts, canonical) if parts else None,
+    }
     if thinking:
         rendered["thinking_blocks"] = [{"type": b.type, **b.data} for b in thinking]
     if calls:
@@ -330,7 +340,9 @@ def _tool_call_delta(raw: Mapping[str, Any], chunk: Any) -> dict[str, Any]:
         raise APIResponseError(str(exc), status_code=200, body=body()) from None
 
 
-def parse_chat_completion(body: Any, *, status_code: int = 200, text: str | None = None) -> ParsedCompletion:
+def parse_chat_completion(
+    body: Any, *, status_code: int = 200, text: str | None = None
+) -> ParsedCompletion:
     """Validate and read a non-streaming chat completion.
 
     Args:
@@ -374,7 +386,9 @@ def parse_chat_completion(body: Any, *, status_code: int = 200, text: str | None
             _tool_call(c, status_code, excerpt_source) for c in raw_calls if isinstance(c, Mapping)
         ],
         reasoning=_reasoning_of(message),
-        finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+        finish_reason=choice.get("finish_reason")
+        if isinstance(choice.get("finish_reason"), str)
+        else None,
         usage=usage,
         raw_tool_calls=raw_calls,
     )

@@ -102,7 +102,9 @@ def iter_sse_json(lines: Iterable[str], *, require_done: bool = True) -> Iterato
     yield from _finish(decoder, require_done)
 
 
-async def aiter_sse_json(lines: AsyncIterator[str], *, require_done: bool = True) -> AsyncIterator[Any]:
+async def aiter_sse_json(
+    lines: AsyncIterator[str], *, require_done: bool = True
+) -> AsyncIterator[Any]:
     """Async version of :func:`iter_sse_json`."""
     decoder = SSEDecoder()
     async for line in lines:

@@ -14,7 +14,8 @@ from langchain_claude_relay.bench.report import format_report, write_chart
 from langchain_claude_relay.bench.strategies import BASELINES, STRATEGIES, system_end, tools_end
 from langchain_claude_relay.bench.workloads import WORKLOADS, build_workloads
 from langchain_claude_relay.convert import to_claude_request
-from langchain_claude_relay.request import marker_problems
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.planner.rules import validate_user_markers
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -124,7 +125,10 @@ def test_baseline_markers_are_valid_requests() -> None:
             for strategy in BASELINES:
                 assert strategy.rule is not None
                 markers = strategy.rule(request)
-                assert marker_problems(request.with_markers(markers)) == [], strategy.name
+                try:
+                    validate_user_markers(request.with_markers(markers))
+                except RequestValidationError as exc:
+                    pytest.fail(f"{strategy.name} placed markers Claude refuses: {exc}")
             always = next(s for s in BASELINES if s.name == "always_1h").rule
             assert always is not None
             marked = always(request)

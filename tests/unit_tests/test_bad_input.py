@@ -376,6 +376,12 @@ def test_bind_tools_refuses_an_unbound_tool_choice_and_bad_schemas(
     llm = make_llm()
     with pytest.raises(RequestValidationError, match="names no bound tool"):
         llm.bind_tools([WEATHER], tool_choice="get_time")
+    with pytest.raises(RequestValidationError, match="'get_time' names no bound tool"):
+        llm.bind_tools([WEATHER], tool_choice={"type": "tool", "name": "get_time"})
+    with pytest.raises(RequestValidationError, match="no tools are bound"):
+        llm.bind_tools([], tool_choice="any")
+    with pytest.raises(RequestValidationError, match="not understood"):
+        llm.bind_tools([WEATHER], tool_choice=42)  # type: ignore[arg-type]
     with pytest.raises(RequestValidationError, match="type 'object'"):
         llm.bind_tools(
             [{"type": "function", "function": {"name": "t", "parameters": {"type": "string"}}}]
@@ -394,6 +400,16 @@ SETTINGS_SIDE: list[tuple[str, dict[str, Any], str]] = [
     ("not an http URL", {"base_url": "ftp://relay.example.com/v1"}, "not an http(s) URL"),
     ("a URL without a host", {"base_url": "https:///v1"}, "not an http(s) URL"),
     ("thinking enabled without a budget", {"thinking": {"type": "enabled"}}, "budget_tokens"),
+    (
+        "thinking budget under Claude's minimum",
+        {"thinking": {"type": "enabled", "budget_tokens": 100}},
+        "at least 1024",
+    ),
+    (
+        "thinking budget a bool",
+        {"thinking": {"type": "enabled", "budget_tokens": True}},
+        "budget_tokens",
+    ),
     ("thinking of an unknown type", {"thinking": {"type": "deep"}}, "'deep'"),
     ("cache setting not understood", {"cache": "sometimes"}, "not understood"),
 ]

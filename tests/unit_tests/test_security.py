@@ -28,6 +28,7 @@ import pytest
 from fake_relay import CANARY_KEY, FakeRelay, completion
 from langchain_core.load import dumpd, dumps
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import ConfigurableField
 
 from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.emulator import RelayEmulator
@@ -140,19 +141,61 @@ def test_the_key_is_not_in_the_model_repr_or_serialization(key: str) -> None:
     assert llm.api_key.get_secret_value() == key  # it is there
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat_models.py: default_headers is a plain dict field, so a key sent as a header "
-    "(x-api-key relays) shows in repr/str/dumpd/model_dump; values of authorization / x-api-key "
-    "/ api-key headers should be hidden like api_key (not fixed here: chat_models.py is not ours)",
+CREDENTIAL_HEADERS = {
+    "x-api-key": PLAIN_KEY,
+    "Authorization": f"Bearer {PLAIN_KEY}",
+    "API-Key": PLAIN_KEY,
+    "proxy-authorization": f"Basic {PLAIN_KEY}",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), CREDENTIAL_HEADERS.items(), ids=list(CREDENTIAL_HEADERS)
 )
-def test_a_key_in_default_headers_is_not_shown() -> None:
+def test_a_key_in_default_headers_is_not_shown(name: str, value: str) -> None:
     llm = ChatClaudeRelay(
         base_url="https://relay.example.com/v1",
         api_key=CANARY_KEY,
-        default_headers={"x-api-key": PLAIN_KEY},
+        default_headers={name: value, "x-team": "research"},
     )
-    assert_absent(PLAIN_KEY, [repr(llm), str(llm), dumps(llm), llm.model_dump_json()])
+    shown = [
+        repr(llm),
+        str(llm),
+        json.dumps(dumpd(llm)),
+        dumps(llm),
+        llm.model_dump_json(),
+        repr(llm.model_dump()),
+        repr(llm._transport),
+    ]
+    assert_absent(PLAIN_KEY, shown)
+    assert llm.default_headers == {"x-team": "research"}  # the other headers stay visible
+    assert llm.secret_headers[name].get_secret_value() == value  # it is there
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("x-api-key", PLAIN_KEY), ("Authorization", f"Bearer {PLAIN_KEY}")],
+    ids=["x-api-key", "Authorization"],
+)
+def test_a_key_in_default_headers_is_sent_and_scrubbed_from_errors(
+    relay: FakeRelay, name: str, value: str
+) -> None:
+    llm = make_fake_llm(relay, CANARY_KEY, default_headers={name: value, "x-team": "research"})
+    llm.invoke("hi")
+    assert relay.headers[-1][name.lower()] == value  # the transport still sends it
+    assert relay.headers[-1]["x-team"] == "research"
+    relay.handler = lambda _b: ECHOES["401 JSON"](PLAIN_KEY)
+    with pytest.raises(ClaudeRelayError) as info:
+        llm.invoke("hi")
+    assert_absent(PLAIN_KEY, exception_texts(info.value))
+
+
+def test_a_key_in_default_headers_survives_a_rebuild_from_the_fields(relay: FakeRelay) -> None:
+    llm = make_fake_llm(relay, CANARY_KEY, default_headers={"X-Api-Key": PLAIN_KEY})
+    configurable = llm.configurable_fields(temperature=ConfigurableField(id="temperature"))
+    configurable.with_config(configurable={"temperature": 0.5}).invoke("hi")  # a new model
+    assert relay.last["temperature"] == 0.5
+    assert relay.headers[-1]["x-api-key"] == PLAIN_KEY
 
 
 def test_a_key_from_the_environment_is_serialized_as_a_reference(
