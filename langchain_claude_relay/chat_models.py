@@ -10,6 +10,7 @@ which TTL), ``wire.openai_chat`` (the one renderer and parser of the wire format
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -435,8 +436,12 @@ class ChatClaudeRelay(BaseChatModel):
         plan = None
         if planner is not None:
             try:
-                plan = planner.plan(request, ttl=ttl)
-                request = plan.apply(request)
+                # plan and mark as sent together, so concurrent calls see each other's writes
+                with getattr(planner, "send_lock", None) or contextlib.nullcontext():
+                    plan = planner.plan(request, ttl=ttl)
+                    request = plan.apply(request)
+                    if hasattr(planner, "sent"):
+                        planner.sent(plan)
             except RequestValidationError:
                 raise
             except Exception as exc:  # the planner must never fail a user's call
@@ -513,6 +518,17 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> None:
         """Settle or cancel the call's booking (``limiting.release``)."""
         limiting.release(booked, outcome, prepared.usage, prepared.model)
+
+    @staticmethod
+    def _lifecycle(prepared: _Prepared, event: Literal["began", "abandoned"]) -> None:
+        """Tell the planner the response began (its writes are readable) or never came."""
+        hook = getattr(prepared.planner, event, None) if prepared.plan is not None else None
+        if hook is None:
+            return
+        try:
+            hook(prepared.plan)
+        except Exception as exc:  # bookkeeping must never fail a user's call
+            logger.warning("cache planner %s() failed: %s", event, type(exc).__name__)
 
     # -- response handling ------------------------------------------------------------------------
 
@@ -665,6 +681,7 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             raw = self._transport.create(prepared.payload)
         except BaseException as exc:
+            self._lifecycle(prepared, "abandoned")
             self._release(booked, prepared, limiting.failure_outcome(exc))
             raise
         try:
@@ -691,6 +708,7 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             raw = await self._transport.acreate(prepared.payload)
         except BaseException as exc:
+            self._lifecycle(prepared, "abandoned")
             self._release(booked, prepared, limiting.failure_outcome(exc))
             raise
         try:
@@ -721,6 +739,7 @@ class ChatClaudeRelay(BaseChatModel):
             for event in self._transport.stream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
+                    self._lifecycle(prepared, "began")
                     if gate is not None:
                         gate.begun()
                 parsed = parse_chat_chunk(event)
@@ -742,6 +761,7 @@ class ChatClaudeRelay(BaseChatModel):
         except BaseException as exc:
             if outcome == "unsent":
                 outcome = limiting.failure_outcome(exc)
+                self._lifecycle(prepared, "abandoned")
             raise
         finally:  # also when the consumer stops early: the call was counted once it began
             self._release(booked, prepared, outcome)
@@ -766,6 +786,7 @@ class ChatClaudeRelay(BaseChatModel):
             async for event in self._transport.astream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
+                    self._lifecycle(prepared, "began")
                     if gate is not None:
                         gate.begun()
                 parsed = parse_chat_chunk(event)
@@ -787,6 +808,7 @@ class ChatClaudeRelay(BaseChatModel):
         except BaseException as exc:
             if outcome == "unsent":
                 outcome = limiting.failure_outcome(exc)
+                self._lifecycle(prepared, "abandoned")
             raise
         finally:
             self._release(booked, prepared, outcome)

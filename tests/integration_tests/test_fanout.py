@@ -136,7 +136,9 @@ def test_twenty_calls_sharing_a_new_prompt_write_it_once() -> None:
         f"({cold_s:.2f}s); with warm-up {writes} write / {reads} reads, ${warm_cost:.6f} "
         f"({warm_s:.2f}s)"
     )
-    assert cold_writes >= FANOUT - 5
+    # Without warm-up the planner still sees the others' pending write and does not repeat it:
+    # the concurrent calls pay plain input instead of a second write, but they cannot read.
+    assert cold_writes <= 2
     assert cold_reads <= 5
     assert (writes, reads) == (1, FANOUT - 1)
     assert warm_cost < cold_cost / 3
@@ -252,8 +254,9 @@ def test_batch_warmup_false_and_cache_off_are_langchains_batch() -> None:
     with RelayEmulator(first_byte_delay=DELAY) as emu:
         runs = Runs()
         model(emu, batch_warmup=False).batch(inputs, {"callbacks": [runs], "max_concurrency": 6})
-        assert runs.spread() < DELAY / 2
-        assert prefix_writes(emu) >= 4
+        assert runs.spread() < DELAY / 2  # all at once, no warm-up
+        assert prefix_writes(emu) <= 2  # the others see the pending write and do not repeat it
+        assert prefix_reads(emu) <= 1
         emu.reset()
         runs = Runs()
         model(emu).batch(inputs, {"callbacks": [runs], "max_concurrency": 6}, prompt_cache="off")
