@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import socket
+import threading
 import time
 from typing import Any
 

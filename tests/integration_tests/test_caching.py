@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import warnings
 from typing import Any
@@ -17,7 +18,19 @@ from langchain_claude_relay.planner import PrefixStabilityWarning
 from langchain_claude_relay.store import MemoryStore
 
 MODEL = "claude-sonnet-4-6"
-WORDS = "relay cache prefix token window system marker budget latency answer model".split()
+WORDS = [
+    "relay",
+    "cache",
+    "prefix",
+    "token",
+    "window",
+    "system",
+    "marker",
+    "budget",
+    "latency",
+    "answer",
+    "model",
+]
 
 
 def document(tokens_approx: int, seed: int = 0) -> str:
@@ -27,7 +40,14 @@ def document(tokens_approx: int, seed: int = 0) -> str:
 
 def make(emu: RelayEmulator, **kwargs: Any) -> tuple[ChatClaudeRelay, CachePlanner]:
     planner = CachePlanner(store=MemoryStore(), clock=lambda: emu.now)
-    llm = ChatClaudeRelay(model=MODEL, base_url=emu.base_url, api_key="test", cache=planner, ledger=MemoryLedger(), **kwargs)
+    llm = ChatClaudeRelay(
+        model=MODEL,
+        base_url=emu.base_url,
+        api_key="test",
+        cache=planner,
+        ledger=MemoryLedger(),
+        **kwargs,
+    )
     return llm, planner
 
 
@@ -58,18 +78,25 @@ def lookup(section: str) -> str:
 def test_agent_tool_loop_reads_its_growing_history(emulator: RelayEmulator) -> None:
     llm, _ = make(emulator)
     bound = llm.bind_tools([lookup])
-    history: list[Any] = [SystemMessage(document(2500)), HumanMessage("Use lookup to read section A.")]
+    history: list[Any] = [
+        SystemMessage(document(2500)),
+        HumanMessage("Use lookup to read section A."),
+    ]
     reads = []
     for step in range(12):
         reply = bound.invoke(history)
         reads.append(details(reply)["cache_read"])
         call_id = f"call_{step}"
         history += [
-            AIMessage("", tool_calls=[{"name": "lookup", "args": {"section": f"S{step}"}, "id": call_id}]),
+            AIMessage(
+                "", tool_calls=[{"name": "lookup", "args": {"section": f"S{step}"}, "id": call_id}]
+            ),
             ToolMessage(lookup.invoke({"section": f"S{step}"}), tool_call_id=call_id),
         ]
         emulator.advance(10)
-    assert all(b > a for a, b in zip(reads[1:], reads[2:])), f"reads should grow with the history: {reads}"
+    assert all(b > a for a, b in itertools.pairwise(reads[1:])), (
+        f"reads should grow with the history: {reads}"
+    )
     assert reads[-1] > 2500 + 10 * 400
 
 
@@ -99,7 +126,9 @@ def test_dense_traffic_stays_on_five_minutes(emulator: RelayEmulator) -> None:
 
 
 @pytest.mark.parametrize(("ratio", "overhead"), [(1.45, 8), (1.05, 1)])
-def test_calibration_reaches_the_emulator_counts_within_five_calls(ratio: float, overhead: int) -> None:
+def test_calibration_reaches_the_emulator_counts_within_five_calls(
+    ratio: float, overhead: int
+) -> None:
     """A tokenizer unlike the prior (more and fewer tokens than cl100k): within 5% by call 5."""
     with RelayEmulator(token_ratio=ratio, block_overhead_tokens=overhead) as emulator:
         _calibration_errors(emulator)
@@ -123,9 +152,17 @@ def test_a_timestamp_in_the_system_prompt_is_reported(emulator: RelayEmulator) -
     llm, _ = make(emulator)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reply = llm.invoke([SystemMessage(f"Now: 2026-11-22T10:{11:02d}:00Z. " + document(3000)), HumanMessage("hi")])
+        reply = llm.invoke(
+            [
+                SystemMessage(f"Now: 2026-11-22T10:{11:02d}:00Z. " + document(3000)),
+                HumanMessage("hi"),
+            ]
+        )
     assert any(issubclass(w.category, PrefixStabilityWarning) for w in caught)
-    assert any("timestamp" in w or "2026-11-22" in w for w in reply.response_metadata["cache_plan"]["warnings"])
+    assert any(
+        "timestamp" in w or "2026-11-22" in w
+        for w in reply.response_metadata["cache_plan"]["warnings"]
+    )
 
 
 def test_cache_creation_is_reported_with_its_ttl_split(emulator: RelayEmulator) -> None:
@@ -141,7 +178,9 @@ def test_cache_creation_is_reported_with_its_ttl_split(emulator: RelayEmulator) 
 
 
 def test_cache_off_sends_exactly_what_was_given(emulator: RelayEmulator) -> None:
-    llm = ChatClaudeRelay(model=MODEL, base_url=emulator.base_url, api_key="test", cache="off", ledger=False)
+    llm = ChatClaudeRelay(
+        model=MODEL, base_url=emulator.base_url, api_key="test", cache="off", ledger=False
+    )
     reply = llm.invoke([SystemMessage(document(3000)), HumanMessage("hi")])
     assert reply.response_metadata["cache_plan"] is None
     assert details(reply)["cache_creation"] == 0
@@ -151,7 +190,9 @@ def test_cache_off_sends_exactly_what_was_given(emulator: RelayEmulator) -> None
 def test_streaming_feeds_the_planner_and_the_ledger(emulator: RelayEmulator) -> None:
     ledger = MemoryLedger()
     planner = CachePlanner(store=MemoryStore(), clock=lambda: emulator.now)
-    llm = ChatClaudeRelay(model=MODEL, base_url=emulator.base_url, api_key="test", cache=planner, ledger=ledger)
+    llm = ChatClaudeRelay(
+        model=MODEL, base_url=emulator.base_url, api_key="test", cache=planner, ledger=ledger
+    )
     messages = [SystemMessage(document(3000, seed=5)), HumanMessage("hi")]
     for _ in range(2):
         full = None
@@ -162,11 +203,15 @@ def test_streaming_feeds_the_planner_and_the_ledger(emulator: RelayEmulator) -> 
     assert full.response_metadata["cache_observation"]["breakpoints"]
     entries = ledger.entries()
     assert len(entries) == 2
-    assert sum(e.cost_usd for e in entries) == pytest.approx(sum(b.cost_usd for b in emulator.billing_log))
+    assert sum(e.cost_usd for e in entries) == pytest.approx(
+        sum(b.cost_usd for b in emulator.billing_log)
+    )
 
 
-def test_dense_traffic_with_an_occasional_long_pause_rewrites_at_one_hour(emulator: RelayEmulator) -> None:
-    """A prefix read every minute, then a 6-minute pause: the rewrite is 1h, so later pauses read."""
+def test_dense_traffic_with_an_occasional_long_pause_rewrites_at_one_hour(
+    emulator: RelayEmulator,
+) -> None:
+    """Reads every minute, then a 6-minute pause: the rewrite is 1h, so later pauses read."""
     llm, _ = make(emulator)
     system = SystemMessage(document(4000, seed=6))
     for i in range(15):  # a long run: the old weighting then read the pause as a fluke (0.99)

@@ -45,7 +45,8 @@ def test_plan_shows_a_table_and_json(tmp_path, capsys: pytest.CaptureFixture[str
     path.write_text(json.dumps(request))
     assert main(["plan", str(path), "--fresh"]) == 0
     table = capsys.readouterr().out
-    assert "system[0]" in table and "5m" in table
+    assert "system[0]" in table
+    assert "5m" in table
     assert main(["plan", str(path), "--fresh", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["breakpoints"][0]["position"] == "system[0]"
@@ -66,6 +67,12 @@ def test_stats_prints_the_ledger(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_installed_entry_point_runs() -> None:
-    done = subprocess.run([sys.executable, "-m", "langchain_claude_relay.cli", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "langchain_claude_relay.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0
     assert "emulator" in done.stdout

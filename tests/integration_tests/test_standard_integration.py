@@ -16,7 +16,9 @@ MODEL = "claude-sonnet-4-6"
 
 def _long_document(tag: str) -> str:
     """A system prompt well above the 1,024-token minimum, unique per call site."""
-    sentence = f"[{tag}] The relay forwards requests to Claude and reports usage in its own dialect. "
+    sentence = (
+        f"[{tag}] The relay forwards requests to Claude and reports usage in its own dialect. "
+    )
     return sentence * 150
 
 
@@ -52,7 +54,15 @@ class TestChatClaudeRelayOnEmulator(ChatModelIntegrationTests):
     def _cached_call(self, tag: str, *, stream: bool) -> AIMessage:
         llm = ChatClaudeRelay(**{**self.chat_model_params, "cache": "off"})
         messages = [
-            SystemMessage([{"type": "text", "text": _long_document(tag), "cache_control": {"type": "ephemeral"}}]),
+            SystemMessage(
+                [
+                    {
+                        "type": "text",
+                        "text": _long_document(tag),
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ]
+            ),
             HumanMessage("Summarize the document in one line."),
         ]
         if stream:
@@ -60,7 +70,11 @@ class TestChatClaudeRelayOnEmulator(ChatModelIntegrationTests):
             for chunk in llm.stream(messages):
                 full = chunk if full is None else full + chunk
             assert full is not None
-            return AIMessage(content=full.content, usage_metadata=full.usage_metadata, response_metadata=full.response_metadata)
+            return AIMessage(
+                content=full.content,
+                usage_metadata=full.usage_metadata,
+                response_metadata=full.response_metadata,
+            )
         return llm.invoke(messages)
 
     def invoke_with_cache_creation_input(self, *, stream: bool = False) -> AIMessage:

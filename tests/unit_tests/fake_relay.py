@@ -46,15 +46,32 @@ def sse(events: list[Any], *, done: bool = True) -> str:
     return "".join(lines)
 
 
-def stream_events(text: str = "Hello there", usage: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def stream_events(
+    text: str = "Hello there", usage: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Chat-completion chunks for ``text`` in three pieces, then a usage chunk."""
-    pieces = [text[: len(text) // 3], text[len(text) // 3 : 2 * len(text) // 3], text[2 * len(text) // 3 :]]
+    pieces = [
+        text[: len(text) // 3],
+        text[len(text) // 3 : 2 * len(text) // 3],
+        text[2 * len(text) // 3 :],
+    ]
     events: list[dict[str, Any]] = [
-        {"id": "c1", "model": "claude-sonnet-4-6", "choices": [{"index": 0, "delta": {"role": "assistant", "content": p}}]}
+        {
+            "id": "c1",
+            "model": "claude-sonnet-4-6",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": p}}],
+        }
         for p in pieces
     ]
     events[-1]["choices"][0]["finish_reason"] = "stop"
-    events.append({"id": "c1", "model": "claude-sonnet-4-6", "choices": [], "usage": usage or {"prompt_tokens": 10, "completion_tokens": 3}})
+    events.append(
+        {
+            "id": "c1",
+            "model": "claude-sonnet-4-6",
+            "choices": [],
+            "usage": usage or {"prompt_tokens": 10, "completion_tokens": 3},
+        }
+    )
     return events
 
 
@@ -74,7 +91,9 @@ class FakeRelay:
         if self.handler is not None:
             return self.handler(body)
         if not self.responses:
-            return httpx2.Response(200, json=completion(usage={"prompt_tokens": 10, "completion_tokens": 1}))
+            return httpx2.Response(
+                200, json=completion(usage={"prompt_tokens": 10, "completion_tokens": 1})
+            )
         item = self.responses.pop(0)
         if isinstance(item, BaseException):
             raise item

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from langchain_claude_relay import (
     APIConnectionError,
     APIResponseError,
-    APIStatusError,
     ChatClaudeRelay,
     RateLimitError,
     RequestValidationError,
@@ -41,15 +40,28 @@ def test_user_markers_pass_through_untouched(make_llm, relay) -> None:
     llm = make_llm()
     weather = {
         "type": "function",
-        "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
         "cache_control": ONE_HOUR,
     }
     messages = [
         SystemMessage([{"type": "text", "text": "You are terse.", "cache_control": ONE_HOUR}]),
         SystemMessage("Second system part."),
-        HumanMessage([{"type": "text", "text": "big document", "cache_control": EPHEMERAL}, {"type": "text", "text": "question"}]),
-        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}]),
-        ToolMessage([{"type": "text", "text": "sunny", "cache_control": EPHEMERAL}], tool_call_id="call_1"),
+        HumanMessage(
+            [
+                {"type": "text", "text": "big document", "cache_control": EPHEMERAL},
+                {"type": "text", "text": "question"},
+            ]
+        ),
+        AIMessage(
+            "", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}]
+        ),
+        ToolMessage(
+            [{"type": "text", "text": "sunny", "cache_control": EPHEMERAL}], tool_call_id="call_1"
+        ),
         HumanMessage("thanks"),
     ]
     llm.bind_tools([weather]).invoke(messages)
@@ -61,8 +73,15 @@ def test_user_markers_pass_through_untouched(make_llm, relay) -> None:
         {"type": "text", "text": "You are terse.", "cache_control": ONE_HOUR},
         {"type": "text", "text": "Second system part."},
     ]
-    assert body["messages"][1]["content"][0] == {"type": "text", "text": "big document", "cache_control": EPHEMERAL}
-    assert body["messages"][2]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    assert body["messages"][1]["content"][0] == {
+        "type": "text",
+        "text": "big document",
+        "cache_control": EPHEMERAL,
+    }
+    assert body["messages"][2]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city":"Paris"}',
+    }
     assert body["messages"][3] == {
         "role": "tool",
         "tool_call_id": "call_1",
@@ -74,17 +93,29 @@ def test_user_markers_pass_through_untouched(make_llm, relay) -> None:
 def test_marker_on_message_means_last_part(make_llm, relay) -> None:
     llm = make_llm()
     llm.invoke([HumanMessage("hello", additional_kwargs={"cache_control": EPHEMERAL})])
-    assert relay.last["messages"][0]["content"] == [{"type": "text", "text": "hello", "cache_control": EPHEMERAL}]
+    assert relay.last["messages"][0]["content"] == [
+        {"type": "text", "text": "hello", "cache_control": EPHEMERAL}
+    ]
 
 
 def test_tool_marker_inside_function_is_kept(make_llm, relay) -> None:
-    tool_dict = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}, "cache_control": EPHEMERAL}}
+    tool_dict = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"type": "object", "properties": {}},
+            "cache_control": EPHEMERAL,
+        },
+    }
     make_llm().bind_tools([tool_dict]).invoke("hi")
     assert relay.last["tools"][0]["cache_control"] == EPHEMERAL
 
 
 def test_images_base64_and_url(make_llm, relay) -> None:
-    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5Er"
+        "kJggg=="
+    )
     make_llm().invoke(
         [
             HumanMessage(
@@ -104,7 +135,15 @@ def test_images_base64_and_url(make_llm, relay) -> None:
 
 
 def test_sampling_settings_and_extras_reach_the_body(make_llm, relay) -> None:
-    llm = make_llm(temperature=0.2, max_tokens=77, top_p=0.9, top_k=5, stop_sequences=["END"], extra_body={"relay_option": 1}, thinking={"type": "enabled", "budget_tokens": 2048})
+    llm = make_llm(
+        temperature=0.2,
+        max_tokens=77,
+        top_p=0.9,
+        top_k=5,
+        stop_sequences=["END"],
+        extra_body={"relay_option": 1},
+        thinking={"type": "enabled", "budget_tokens": 2048},
+    )
     llm.invoke("hi")
     body = relay.last
     assert body["temperature"] == 0.2
@@ -149,14 +188,24 @@ def test_tool_calls_are_parsed(make_llm, relay) -> None:
         completion(
             "",
             tool_calls=[
-                {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
-                {"id": "call_10", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}},
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+                {
+                    "id": "call_10",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{not json"},
+                },
             ],
             finish_reason="tool_calls",
         )
     )
     msg = make_llm().bind_tools([get_weather]).invoke("weather?")
-    assert msg.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9", "type": "tool_call"}]
+    assert msg.tool_calls == [
+        {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9", "type": "tool_call"}
+    ]
     assert msg.invalid_tool_calls[0]["id"] == "call_10"
     assert msg.response_metadata["finish_reason"] == "tool_calls"
 
@@ -167,7 +216,18 @@ class Person(BaseModel):
 
 
 def test_structured_output_function_calling(make_llm, relay) -> None:
-    relay.queue(completion("", tool_calls=[{"id": "c", "type": "function", "function": {"name": "Person", "arguments": '{"name": "Ada", "age": 36}'}}]))
+    relay.queue(
+        completion(
+            "",
+            tool_calls=[
+                {
+                    "id": "c",
+                    "type": "function",
+                    "function": {"name": "Person", "arguments": '{"name": "Ada", "age": 36}'},
+                }
+            ],
+        )
+    )
     result = make_llm().with_structured_output(Person).invoke("who?")
     assert result == Person(name="Ada", age=36)
     assert relay.last["tool_choice"] == {"type": "function", "function": {"name": "Person"}}
@@ -175,10 +235,17 @@ def test_structured_output_function_calling(make_llm, relay) -> None:
 
 def test_structured_output_json_schema(make_llm, relay) -> None:
     relay.queue(completion('{"name": "Ada", "age": 36}'))
-    result = make_llm().with_structured_output(Person, method="json_schema", include_raw=True).invoke("who?")
+    result = (
+        make_llm()
+        .with_structured_output(Person, method="json_schema", include_raw=True)
+        .invoke("who?")
+    )
     assert result["parsed"] == Person(name="Ada", age=36)
     assert relay.last["response_format"]["type"] == "json_schema"
-    assert relay.last["response_format"]["json_schema"]["schema"]["properties"]["age"]["type"] == "integer"
+    assert (
+        relay.last["response_format"]["json_schema"]["schema"]["properties"]["age"]["type"]
+        == "integer"
+    )
 
 
 def test_usage_and_cost_from_a_litellm_style_relay(make_llm, relay) -> None:
@@ -206,11 +273,18 @@ def test_usage_and_cost_from_a_litellm_style_relay(make_llm, relay) -> None:
 
 
 def _sse_response(events: list[Any], *, done: bool = True) -> httpx2.Response:
-    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=sse(events, done=done).encode())
+    return httpx2.Response(
+        200, headers={"content-type": "text/event-stream"}, content=sse(events, done=done).encode()
+    )
 
 
 def test_stream_text_and_usage(make_llm, relay) -> None:
-    usage = {"prompt_tokens": 2000, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1500}, "cache_creation_input_tokens": 400}
+    usage = {
+        "prompt_tokens": 2000,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 1500},
+        "cache_creation_input_tokens": 400,
+    }
     relay.queue(_sse_response(stream_events("Hello there", usage)))
     chunks = list(make_llm().stream("hi"))
     assert relay.last["stream"] is True
@@ -227,16 +301,52 @@ def test_stream_text_and_usage(make_llm, relay) -> None:
 
 async def test_astream_tool_call_chunks(make_llm, relay) -> None:
     events = [
-        {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}}]},
-        {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]},
-        {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]}, "finish_reason": "tool_calls"}]},
+        {
+            "id": "c",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            "id": "c",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+                }
+            ],
+        },
+        {
+            "id": "c",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        },
         {"id": "c", "choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 9}},
     ]
     relay.queue(_sse_response(events))
     full = None
     async for chunk in make_llm().bind_tools([get_weather]).astream("weather?"):
         full = chunk if full is None else full + chunk
-    assert full.tool_calls == [{"name": "get_weather", "args": {"city": "Rome"}, "id": "call_1", "type": "tool_call"}]
+    assert full.tool_calls == [
+        {"name": "get_weather", "args": {"city": "Rome"}, "id": "call_1", "type": "tool_call"}
+    ]
     assert full.usage_metadata["output_tokens"] == 9
 
 
@@ -254,7 +364,10 @@ def test_cut_stream_raises_typed_error(make_llm, relay) -> None:
 
 
 def test_stream_is_retried_before_its_first_chunk(make_llm, relay) -> None:
-    relay.queue(httpx2.Response(503, json={"error": {"message": "busy"}}), _sse_response(stream_events("ok!")))
+    relay.queue(
+        httpx2.Response(503, json={"error": {"message": "busy"}}),
+        _sse_response(stream_events("ok!")),
+    )
     chunks = list(make_llm().stream("hi"))
     assert "".join(c.content for c in chunks) == "ok!"
     assert len(relay.requests) == 2
@@ -266,12 +379,43 @@ def test_stream_is_retried_before_its_first_chunk(make_llm, relay) -> None:
 @pytest.mark.parametrize(
     ("response", "error", "fragment"),
     [
-        (httpx2.Response(401, json={"error": {"message": "invalid x-api-key"}}), AuthenticationError, "API key"),
-        (httpx2.Response(400, json={"error": {"message": "A maximum of 4 blocks with cache_control may be provided. Found 5."}}), BadRequestError, "at most 4"),
-        (httpx2.Response(200, text="<html><body>502 Bad Gateway</body></html>"), APIResponseError, "not JSON"),
+        (
+            httpx2.Response(401, json={"error": {"message": "invalid x-api-key"}}),
+            AuthenticationError,
+            "API key",
+        ),
+        (
+            httpx2.Response(
+                400,
+                json={
+                    "error": {
+                        "message": (
+                            "A maximum of 4 blocks with cache_control may be provided. Found 5."
+                        )
+                    }
+                },
+            ),
+            BadRequestError,
+            "at most 4",
+        ),
+        (
+            httpx2.Response(200, text="<html><body>502 Bad Gateway</body></html>"),
+            APIResponseError,
+            "not JSON",
+        ),
         (httpx2.Response(200, text=""), APIResponseError, "empty body"),
-        (httpx2.Response(200, json={"id": "x", "object": "chat.completion"}), APIResponseError, "without 'choices'"),
-        (httpx2.Response(200, json=completion(usage={"prompt_tokens": -5, "completion_tokens": 1})), APIResponseError, "negative"),
+        (
+            httpx2.Response(200, json={"id": "x", "object": "chat.completion"}),
+            APIResponseError,
+            "without 'choices'",
+        ),
+        (
+            httpx2.Response(
+                200, json=completion(usage={"prompt_tokens": -5, "completion_tokens": 1})
+            ),
+            APIResponseError,
+            "negative",
+        ),
     ],
 )
 def test_bad_answers_become_typed_errors(make_llm, relay, response, error, fragment) -> None:
@@ -282,7 +426,9 @@ def test_bad_answers_become_typed_errors(make_llm, relay, response, error, fragm
 
 def test_retries_then_succeeds(make_llm, relay) -> None:
     relay.queue(
-        httpx2.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}}),
+        httpx2.Response(
+            429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}}
+        ),
         httpx2.Response(529, json={"error": {"type": "overloaded_error", "message": "Overloaded"}}),
         completion("finally"),
     )
@@ -291,7 +437,9 @@ def test_retries_then_succeeds(make_llm, relay) -> None:
 
 
 def test_gives_up_after_the_budget_with_the_last_error(make_llm, relay) -> None:
-    relay.handler = lambda _b: httpx2.Response(529, json={"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    relay.handler = lambda _b: httpx2.Response(
+        529, json={"error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
     with pytest.raises(OverloadedError) as info:
         make_llm(max_retries=2).invoke("hi")
     assert info.value.status_code == 529
@@ -315,7 +463,9 @@ def test_connection_errors_are_typed_and_retried(make_llm, relay) -> None:
 
 
 async def test_async_retry_and_rate_limit_error(make_llm, relay) -> None:
-    relay.handler = lambda _b: httpx2.Response(429, headers={"retry-after": "1"}, json={"error": {"message": "rate"}})
+    relay.handler = lambda _b: httpx2.Response(
+        429, headers={"retry-after": "1"}, json={"error": {"message": "rate"}}
+    )
     with pytest.raises(RateLimitError) as info:
         await make_llm(max_retries=1).ainvoke("hi")
     assert info.value.retry_after == 1.0
@@ -330,10 +480,37 @@ async def test_async_retry_and_rate_limit_error(make_llm, relay) -> None:
     [
         ([HumanMessage("")], "empty content"),
         ([HumanMessage([{"type": "audio", "data": "x"}])], "unsupported content part type 'audio'"),
-        ([HumanMessage([{"type": "text", "text": "a", "cache_control": {"type": "ephemeral", "ttl": "10m"}}])], "ttl"),
-        ([HumanMessage([{"type": "text", "text": "a", "cache_control": {"type": "persistent"}}])], "ephemeral"),
+        (
+            [
+                HumanMessage(
+                    [
+                        {
+                            "type": "text",
+                            "text": "a",
+                            "cache_control": {"type": "ephemeral", "ttl": "10m"},
+                        }
+                    ]
+                )
+            ],
+            "ttl",
+        ),
+        (
+            [
+                HumanMessage(
+                    [{"type": "text", "text": "a", "cache_control": {"type": "persistent"}}]
+                )
+            ],
+            "ephemeral",
+        ),
         ([SystemMessage("only a system prompt")], "add a user message"),
-        ([HumanMessage([{"type": "image", "base64": "A" * (8 * 1024 * 1024), "mime_type": "image/png"}])], "5 MB"),
+        (
+            [
+                HumanMessage(
+                    [{"type": "image", "base64": "A" * (8 * 1024 * 1024), "mime_type": "image/png"}]
+                )
+            ],
+            "5 MB",
+        ),
         ([ToolMessage("r", tool_call_id="")], "tool_call_id"),
         ([], "empty"),
     ],
@@ -354,7 +531,9 @@ def test_more_than_four_user_markers_is_refused(make_llm, relay) -> None:
 def test_plain_http_to_a_remote_host_is_refused() -> None:
     with pytest.raises(ValueError, match="unencrypted"):
         ChatClaudeRelay(base_url="http://relay.example.com/v1", api_key="k")
-    assert ChatClaudeRelay(base_url="http://relay.example.com/v1", api_key="k", allow_insecure_http=True)
+    assert ChatClaudeRelay(
+        base_url="http://relay.example.com/v1", api_key="k", allow_insecure_http=True
+    )
     assert ChatClaudeRelay(base_url="http://127.0.0.1:8787/v1", api_key="k")
 
 
@@ -370,11 +549,21 @@ def test_missing_base_url_is_a_clear_error() -> None:
 def test_canary_key_never_leaks(make_llm, relay, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     llm = make_llm(max_retries=1)
-    relay.handler = lambda _b: httpx2.Response(401, json={"error": {"message": f"invalid key {CANARY_KEY}"}})
+    relay.handler = lambda _b: httpx2.Response(
+        401, json={"error": {"message": f"invalid key {CANARY_KEY}"}}
+    )
     with pytest.raises(AuthenticationError) as info:
         llm.invoke("hi")
     assert relay.headers[-1]["authorization"] == f"Bearer {CANARY_KEY}"  # it was sent...
-    for text in (repr(llm), str(llm), str(info.value), repr(info.value), info.value.body_excerpt, json.dumps(dumpd(llm)), caplog.text):
+    for text in (
+        repr(llm),
+        str(llm),
+        str(info.value),
+        repr(info.value),
+        info.value.body_excerpt,
+        json.dumps(dumpd(llm)),
+        caplog.text,
+    ):
         assert CANARY_KEY not in text  # ...and shown nowhere
 
 

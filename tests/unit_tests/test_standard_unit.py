@@ -17,12 +17,19 @@ class TestChatClaudeRelayStandard(ChatModelUnitTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "claude-sonnet-4-6", "base_url": "https://relay.example.com/v1", "api_key": "test"}
+        return {
+            "model": "claude-sonnet-4-6",
+            "base_url": "https://relay.example.com/v1",
+            "api_key": "test",
+        }
 
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return (
-            {"CLAUDE_RELAY_API_KEY": "sk-env-key", "CLAUDE_RELAY_BASE_URL": "https://env-relay.example.com/v1"},
+            {
+                "CLAUDE_RELAY_API_KEY": "sk-env-key",
+                "CLAUDE_RELAY_BASE_URL": "https://env-relay.example.com/v1",
+            },
             {"model": "claude-sonnet-4-6"},
             {"api_key": "sk-env-key", "base_url": "https://env-relay.example.com/v1"},
         )
@@ -51,8 +58,9 @@ class TestChatClaudeRelayStandard(ChatModelUnitTests):
         }
 
     @pytest.mark.xfail(
-        reason="langchain-core's load(allowed_objects='all') allows only partner classes in its own "
-        "mapping; a third-party class must be allowed explicitly (see test_serdes_allowlisted)",
+        reason="langchain-core's load(allowed_objects='all') allows only partner classes in its "
+        "own mapping; a third-party class must be allowed explicitly "
+        "(see test_serdes_allowlisted)",
         strict=True,
     )
     def test_serdes(self, model: Any, snapshot: Any) -> None:

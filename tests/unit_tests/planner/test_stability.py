@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from langchain_claude_relay.planner.stability import (
@@ -58,8 +57,6 @@ def test_limit_and_order() -> None:
     text = " ".join(f"2025-01-{d:02d}" for d in range(1, 10))
     assert len(find_volatile(text, limit=3)) == 3
     assert [m.excerpt for m in find_volatile(text, limit=2)] == ["2025-01-01", "2025-01-02"]
-
-
 
 
 def test_note_block_hash_counts_consecutive_new_hashes() -> None:
