@@ -10,13 +10,14 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[demo,cookbook,dev]"
+	$(PY) -m pip install --quiet -e ".[demo,cookbook,dev,redis]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/claude-relay demo
 
 test: $(STAMP)
+	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || echo "redis-server could not be installed: the fleet tests will be skipped"
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

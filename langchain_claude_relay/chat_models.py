@@ -66,6 +66,7 @@ from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledg
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, shared_limiter
 from langchain_claude_relay.limiting import DEFAULT_OUTPUT_ESTIMATE, relay_limiter_key
 from langchain_claude_relay.models import DEFAULT_MODEL
+from langchain_claude_relay.redis_conn import redis_url_from_env
 from langchain_claude_relay.request import ClaudeRequest, Tool
 from langchain_claude_relay.retry import RetryPolicy
 from langchain_claude_relay.transport import RelayTransport, check_base_url, split_secret_headers
@@ -317,7 +318,14 @@ class ChatClaudeRelay(BaseChatModel):
         if self.rate_limits is None:
             return self
         limits = limiting.resolve_limits(self.rate_limits)
-        limiter = shared_limiter(relay_limiter_key(self.base_url, self.api_key, limits), limits)
+        key = relay_limiter_key(self.base_url, self.api_key, limits)
+        limiter: RateLimiter
+        if redis_url_from_env() is not None:  # a fleet shares the account's limits through Redis
+            from langchain_claude_relay.limiter_redis import shared_redis_limiter
+
+            limiter = shared_redis_limiter(key, limits)
+        else:
+            limiter = shared_limiter(key, limits)
         if self.rate_limiter is not None and self.rate_limiter is not limiter:
             msg = "pass rate_limits=... (a shared limiter) or rate_limiter=... (your own), not both"
             raise ValueError(msg)
@@ -527,6 +535,12 @@ class ChatClaudeRelay(BaseChatModel):
             return
         try:
             hook(prepared.plan)
+            if event == "began":  # other workers of a fleet may read it from now on
+                from langchain_claude_relay.redis_state import warm_registry
+
+                registry = warm_registry(prepared.planner.store, prepared.planner.clock)
+                if registry is not None:
+                    registry.mark_plan(prepared.plan)
         except Exception as exc:  # bookkeeping must never fail a user's call
             logger.warning("cache planner %s() failed: %s", event, type(exc).__name__)
 

@@ -967,12 +967,28 @@ def default_state_dir() -> Path:
 def default_store(directory: str | os.PathLike[str] | None = None) -> ResilientStore:
     """The default store: a ``DiskStore`` opened on first use, wrapped in ``ResilientStore``.
 
+    When ``$CLAUDE_RELAY_STATE`` holds a Redis URL (``redis://...``) and no ``directory`` is
+    given, the store is a ``redis_state.RedisStore`` instead (also opened on first use; it
+    keeps going in memory by itself while Redis is down).
+
     Args:
         directory: the state directory (default: ``default_state_dir()``).
 
     Returns:
         A store that never raises.
     """
+    if directory is None:
+        from langchain_claude_relay.redis_conn import redis_url_from_env
+
+        url = redis_url_from_env()
+        if url is not None:
+
+            def open_redis() -> StateStore:
+                from langchain_claude_relay.redis_state import RedisStore
+
+                return RedisStore(url)
+
+            return ResilientStore(open_redis)
     where = Path(directory) if directory is not None else None
     return ResilientStore(
         lambda: DiskStore(where), location=where if where is not None else default_state_dir

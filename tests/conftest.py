@@ -8,7 +8,7 @@ import tempfile
 # A real relay is opt-in: tests that need one read these themselves and skip without them.
 REAL_RELAY_BASE_URL = os.environ.pop("CLAUDE_RELAY_BASE_URL", None)
 REAL_RELAY_API_KEY = os.environ.pop("CLAUDE_RELAY_API_KEY", None)
-for _name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+for _name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "CLAUDE_RELAY_STATE"):
     os.environ.pop(_name, None)
 
 # Planner state and the ledger never touch the user's home directory during tests.

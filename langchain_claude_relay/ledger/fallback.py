@@ -188,6 +188,8 @@ _default_lock = threading.Lock()
 def default_ledger() -> Ledger:
     """The process-wide ledger: a ``DiskLedger`` in ``ledger_directory()``, opened on first use.
 
+    With ``CLAUDE_RELAY_STATE=redis://...`` it is a ``RedisLedger`` shared by the fleet instead.
+
     It is wrapped in a ``FallbackLedger``: if the disk fails it warns once and keeps entries in
     memory, and it never raises into a chat call. ``set_default_ledger`` replaces it.
 
@@ -199,10 +201,22 @@ def default_ledger() -> Ledger:
     if _default_ledger is None:
         with _default_lock:
             if _default_ledger is None:
-                _default_ledger = FallbackLedger(
-                    lambda: DiskLedger(ledger_directory()),
-                    location=lambda: ledger_directory().parent,
-                )
+                from langchain_claude_relay.redis_conn import redis_url_from_env
+
+                url = redis_url_from_env()
+                if url is not None:  # a fleet: CLAUDE_RELAY_STATE=redis://...
+
+                    def open_redis() -> Ledger:
+                        from langchain_claude_relay.ledger.redis import RedisLedger
+
+                        return RedisLedger(url)
+
+                    _default_ledger = FallbackLedger(open_redis)
+                else:
+                    _default_ledger = FallbackLedger(
+                        lambda: DiskLedger(ledger_directory()),
+                        location=lambda: ledger_directory().parent,
+                    )
     return _default_ledger
 
 

@@ -1,0 +1,481 @@
+"""``RedisLedger``: the cost ledger on Redis, one for a whole fleet of workers.
+
+Every worker appends to one Redis stream, so ``entries()`` and ``summary()`` see the calls of
+every process, and ``totals()`` keeps exact running counts (calls, tokens by kind, cost) that
+survive the stream's trimming. Select it with ``ChatClaudeRelay(ledger=RedisLedger(url))`` or
+with ``CLAUDE_RELAY_STATE=redis://...`` (``ledger_from_env``).
+
+**Stored form.** Keys share the hash tag ``claude-relay:{<namespace>:ledger}``: ``...:entries``
+(a stream, one entry per call: the compact JSON of ``codec``, numbers and hashes and the model
+id), ``...:totals`` (a hash of counters) and ``...:seen:<minute>`` (sets of per-record tokens,
+for exactly-once replay; they expire after ``dedupe_window``). Each record is one Lua script:
+the token is added to its set, and only if it was new is the entry appended and the counters
+incremented -- all atomic, so totals are exact across processes. The stream keeps about the
+last ``max_entries`` entries (``XADD MAXLEN ~``) and every key expires ``retention`` seconds
+after the last write.
+
+**Hot path.** ``record`` queues the entry (about a microsecond); a background thread sends the
+queue in pipelined batches within ~50 ms (``background=False`` sends inside ``record``).
+``flush()``, ``entries()``, ``close()`` and interpreter exit send what is queued.
+
+**Redis down.** Entries that could not be sent (and every later one) are kept in this process,
+in order (``pending_local()``, at most ``max_local``), with one warning per process
+(``redis_conn.RedisStateWarning``); the writer tries Redis again every ``retry_after`` seconds
+and, once it answers, replays them before anything newer. A batch cut off mid-way is replayed
+whole: its tokens make the entries that did land count once. So no call is lost to an outage
+unless the process itself ends before Redis returns (its local entries go with it). While Redis
+is down, ``entries()`` returns this process's local entries only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from typing import Any
+
+from langchain_claude_relay.ledger.checks import _check_max_entries
+from langchain_claude_relay.ledger.codec import _decode, _encode
+from langchain_claude_relay.ledger.entry import LedgerEntry, _require_entry
+from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+from langchain_claude_relay.redis_conn import (
+    check_namespace,
+    health_for,
+    is_outage,
+    redis_url_from_env,
+    resolve_client,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_RETENTION",
+    "DEFAULT_DEDUPE_WINDOW",
+    "TOTAL_FIELDS",
+    "RedisLedger",
+    "ledger_from_env",
+]
+
+logger = logging.getLogger("langchain_claude_relay.ledger")
+
+DEFAULT_MAX_ENTRIES = 1_000_000
+"""Entries the stream keeps (about: Redis trims whole nodes)."""
+DEFAULT_RETENTION = 90 * 86400.0
+"""Seconds the ledger's keys live after the last write."""
+DEFAULT_DEDUPE_WINDOW = 6 * 3600.0
+"""Seconds a record's token is remembered: a replay within it is counted once."""
+DEFAULT_MAX_LOCAL = 100_000
+"""Entries kept locally while Redis is down (the oldest are dropped beyond it)."""
+
+TOTAL_FIELDS = (
+    "calls",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "priced_calls",
+    "cost_usd",
+    "uncached_cost_usd",
+)
+"""The counters of ``RedisLedger.totals``."""
+
+_LINGER = 0.05
+_BATCH_MAX = 512
+_PAGE = 10_000
+_FLUSH_TIMEOUT = 30.0
+_EXIT_TIMEOUT = 5.0
+
+_RECORD = """
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'calls', 1)
+redis.call('HINCRBY', KEYS[2], 'input_tokens', ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'cache_read_tokens', ARGV[7])
+redis.call('HINCRBY', KEYS[2], 'cache_write_5m_tokens', ARGV[8])
+redis.call('HINCRBY', KEYS[2], 'cache_write_1h_tokens', ARGV[9])
+redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[10])
+if ARGV[11] ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'priced_calls', 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], 'cost_usd', ARGV[11])
+end
+if ARGV[12] ~= '' then
+  redis.call('HINCRBYFLOAT', KEYS[2], 'uncached_cost_usd', ARGV[12])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+_Queued = tuple[str, int, LedgerEntry]  # token, minute it was recorded in, entry
+
+_LIVE: weakref.WeakSet[RedisLedger] = weakref.WeakSet()
+
+
+class RedisLedger:
+    """A ledger in Redis shared by every process of a fleet; never raises on a Redis outage.
+
+    Args:
+        redis: a ``redis://`` URL, a ``redis.Redis``, or ``None`` for ``$CLAUDE_RELAY_STATE``.
+        namespace: separates fleets or environments sharing one Redis (``a-z0-9_-``).
+        max_entries: entries the stream keeps (about), and ``entries()`` returns at most.
+        retention: seconds the keys live after the last write.
+        dedupe_window: seconds a replayed entry is recognised as already recorded.
+        background: send from a background thread (``True``) or inside ``record``.
+        retry_after: seconds between attempts to reach Redis while it is down.
+        max_local: entries kept locally while Redis is down.
+
+    Raises:
+        ValueError: for an invalid namespace, URL or bound.
+        ImportError: if the ``redis`` package is not installed.
+    """
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        namespace: str = "default",
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        retention: float = DEFAULT_RETENTION,
+        dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
+        background: bool = True,
+        retry_after: float | None = None,
+        max_local: int = DEFAULT_MAX_LOCAL,
+    ) -> None:
+        _check_max_entries(max_entries)
+        _check_max_entries(max_local)
+        for name, seconds in (("retention", retention), ("dedupe_window", dedupe_window)):
+            if not seconds > 0:
+                msg = f"{name} must be a positive number of seconds, got {seconds!r}"
+                raise ValueError(msg)
+        self.client = resolve_client(redis)
+        self.namespace = check_namespace(namespace)
+        self.max_entries = max_entries
+        self.retention = float(retention)
+        self.dedupe_window = float(dedupe_window)
+        self.background = background
+        self.max_local = max_local
+        self.health = health_for(self.client, retry_after)
+        base = f"claude-relay:{{{self.namespace}:ledger}}"
+        self._entries_key = f"{base}:entries"
+        self._totals_key = f"{base}:totals"
+        self._seen_base = f"{base}:seen:"
+        self._script = self.client.register_script(_RECORD)
+        self._init_state()
+        _LIVE.add(self)
+
+    def _init_state(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._send_lock = threading.Lock()  # one sender at a time, in recording order
+        self._queue: list[_Queued] = []
+        self._local: deque[_Queued] = deque()  # not in Redis yet (an outage), oldest first
+        self._queued = 0
+        self._done = 0
+        self._dropped = 0
+        self._flushers = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisLedger({self.health.location!r}, namespace={self.namespace!r})"
+
+    @property
+    def degraded(self) -> bool:
+        """Whether entries are waiting locally for Redis to come back."""
+        return bool(self._local) or not self.health.up
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Queue one entry (or send it, without ``background``); never raises on an outage.
+
+        Args:
+            entry: the entry.
+
+        Raises:
+            TypeError: if ``entry`` is not a ``LedgerEntry``.
+        """
+        _require_entry(entry)
+        item = (uuid.uuid4().hex, int(time.time() // 60), entry)
+        if not self.background:
+            with self._send_lock:
+                self._send([item])
+            return
+        with self._cond:
+            self._queue.append(item)
+            self._queued += 1
+            if len(self._queue) == 1 or len(self._queue) >= _BATCH_MAX:
+                self._cond.notify()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="claude-relay-redis-ledger", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        """The writer: send what is queued in batches; while Redis is down, retry now and then."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    if self._local:  # wake up to try Redis again
+                        self._cond.wait(max(0.05, self.health.retry_after))
+                        break
+                    self._cond.wait()
+                deadline = time.monotonic() + _LINGER
+                while self._lingering() and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch, self._queue = self._queue, []
+                if not batch and self._stopping:
+                    return
+            with self._send_lock:
+                self._send(batch)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+
+    def _lingering(self) -> bool:
+        return bool(self._queue) and not (
+            self._stopping or self._flushers or len(self._queue) >= _BATCH_MAX
+        )
+
+    def _send(self, batch: list[_Queued]) -> None:
+        """Send the local backlog then ``batch`` (the caller holds ``_send_lock``)."""
+        self._keep_local(batch)
+        if not self._local or not self.health.should_try():
+            return
+        try:
+            while self._local:
+                chunk = [self._local[i] for i in range(min(_BATCH_MAX, len(self._local)))]
+                self._send_chunk(chunk)
+                for _ in chunk:
+                    self._local.popleft()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.health.failed(exc, "the cost ledger")
+            return
+        self.health.succeeded()
+
+    def _keep_local(self, batch: list[_Queued]) -> None:
+        self._local.extend(batch)
+        excess = len(self._local) - self.max_local
+        if excess > 0:
+            for _ in range(excess):
+                self._local.popleft()
+            self._dropped += excess
+            logger.warning(
+                "cost ledger: Redis has been down for %s entries; dropped the %d oldest kept "
+                "locally (max_local=%d)",
+                f"{len(self._local):,}",
+                excess,
+                self.max_local,
+            )
+
+    def _send_chunk(self, chunk: list[_Queued]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        retention_ms = math.ceil(self.retention * 1000)
+        dedupe_ms = math.ceil(self.dedupe_window * 1000)
+        for token, minute, entry in chunk:
+            self._script(
+                keys=[self._entries_key, self._totals_key, f"{self._seen_base}{minute}"],
+                args=[
+                    token,
+                    _encode(entry),
+                    self.max_entries,
+                    retention_ms,
+                    dedupe_ms,
+                    entry.input_tokens,
+                    entry.cache_read_tokens,
+                    entry.cache_write_5m_tokens,
+                    entry.cache_write_1h_tokens,
+                    entry.output_tokens,
+                    "" if entry.cost_usd is None else repr(entry.cost_usd),
+                    "" if entry.uncached_cost_usd is None else repr(entry.uncached_cost_usd),
+                ],
+                client=pipe,
+            )
+        pipe.execute()
+
+    def flush(self, timeout: float | None = _FLUSH_TIMEOUT) -> None:
+        """Wait until every entry recorded so far is in Redis, or kept locally (Redis down).
+
+        Also tries to replay the local backlog when Redis may be back. Never raises on an
+        outage.
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+        """
+        with self._cond:
+            target = self._queued
+            orphaned = self._queue and (self._thread is None or not self._thread.is_alive())
+            batch: list[_Queued] = []
+            if orphaned:  # no writer (exit, fork): send here
+                batch, self._queue = self._queue, []
+        if batch or self._local:  # _send tries Redis if it may (one probe per interval)
+            with self._send_lock:
+                self._send(batch)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+        with self._cond:
+            self._flushers += 1
+            self._cond.notify_all()
+            try:
+                if not self._cond.wait_for(lambda: self._done >= target, timeout):
+                    logger.warning("cost ledger: Redis writer did not finish within %s s", timeout)
+            finally:
+                self._flushers -= 1
+
+    def close(self, timeout: float | None = _FLUSH_TIMEOUT) -> None:
+        """Send what is queued and stop the writer (entries kept locally stay readable).
+
+        Args:
+            timeout: seconds to wait for the writer at most.
+        """
+        self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._cond:
+            self._stopping = False
+            self._thread = None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def pending_local(self) -> list[LedgerEntry]:
+        """Entries recorded here that are not in Redis yet (Redis was down), oldest first."""
+        with self._send_lock:
+            return [entry for _token, _minute, entry in self._local]
+
+    def entries(self, since: float | None = None) -> list[LedgerEntry]:
+        """Every process's entries in the order Redis received them, then this one's local ones.
+
+        Args:
+            since: only entries with ``timestamp >= since``.
+
+        Returns:
+            At most ``max_entries`` entries, the newest; only the local ones while Redis is
+            down.
+        """
+        self.flush()
+        stored: list[LedgerEntry] = []
+        if self.health.should_try():
+            try:
+                stored = self._read(since)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self.health.failed(exc, "the cost ledger")
+            else:
+                self.health.succeeded()
+        local = [e for e in self.pending_local() if since is None or e.timestamp >= since]
+        return [*stored, *local][-self.max_entries :]
+
+    def _read(self, since: float | None) -> list[LedgerEntry]:
+        out: list[LedgerEntry] = []
+        start = "-"
+        while True:
+            page = self.client.xrange(self._entries_key, min=start, max="+", count=_PAGE)
+            for _id, fields in page:
+                entry = _decode(fields.get(b"e", b""))
+                if entry is not None and (since is None or entry.timestamp >= since):
+                    out.append(entry)
+            if len(page) < _PAGE:
+                return out
+            start = "(" + page[-1][0].decode()
+
+    def summary(self, since: float | None = None) -> LedgerSummary:
+        """Summarize the entries (see ``summarize``)."""
+        return summarize(self.entries(since), since=since)
+
+    def totals(self) -> dict[str, float]:
+        """Exact running totals over every entry recorded in Redis (not trimmed away).
+
+        Returns:
+            ``TOTAL_FIELDS`` -> number (zeros for an empty ledger); this process's local
+            entries are added while Redis is down.
+        """
+        self.flush()
+        totals: dict[str, float] = dict.fromkeys(TOTAL_FIELDS, 0)
+        if self.health.should_try():
+            try:
+                raw = self.client.hgetall(self._totals_key)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self.health.failed(exc, "the cost ledger")
+            else:
+                self.health.succeeded()
+                for name, value in raw.items():
+                    key = name.decode()
+                    if key in totals:
+                        number = float(value)
+                        totals[key] = int(number) if number.is_integer() else number
+        for entry in self.pending_local():
+            _add(totals, entry)
+        return totals
+
+    def clear(self) -> None:
+        """Delete this namespace's ledger in Redis (tests; starting over). Local entries too."""
+        with self._send_lock:
+            self._local.clear()
+            keys = [self._entries_key, self._totals_key]
+            keys += list(self.client.scan_iter(match=f"{self._seen_base}*", count=1000))
+            self.client.delete(*keys)
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's queue, backlog and writer are the parent's: start empty."""
+        self._init_state()
+
+
+def _add(totals: dict[str, float], entry: LedgerEntry) -> None:
+    totals["calls"] += 1
+    for name in TOTAL_FIELDS[1:6]:
+        totals[name] += getattr(entry, name)
+    if entry.cost_usd is not None:
+        totals["priced_calls"] += 1
+        totals["cost_usd"] += entry.cost_usd
+    if entry.uncached_cost_usd is not None:
+        totals["uncached_cost_usd"] += entry.uncached_cost_usd
+
+
+def ledger_from_env(namespace: str = "default") -> RedisLedger | None:
+    """A ``RedisLedger`` when ``$CLAUDE_RELAY_STATE`` names a Redis server, else ``None``.
+
+    Args:
+        namespace: the key namespace.
+
+    Returns:
+        The ledger (connecting on first use), or ``None``.
+
+    Raises:
+        ImportError: if the variable names Redis but the ``redis`` package is missing.
+    """
+    url = redis_url_from_env()
+    return None if url is None else RedisLedger(url, namespace=namespace)
+
+
+def _close_all_at_exit() -> None:
+    for ledger in list(_LIVE):
+        with contextlib.suppress(Exception):
+            ledger.close(timeout=_EXIT_TIMEOUT)
+
+
+def _reset_in_child() -> None:
+    for ledger in list(_LIVE):
+        ledger._after_fork_in_child()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)

@@ -1,0 +1,703 @@
+"""The planner's state store on Redis, shared by a fleet of workers, and the warm-prefix registry.
+
+``RedisStore`` implements ``store.StateStore`` on one Redis server, so every worker's planner
+learns from every worker's calls: token calibration (``k:``), learned minimums (``m:``), reuse
+records per prefix and template (``p:``, ``t:``), conversation lineages (``c:``) and the
+stability history (``s:``). Select it with ``CachePlanner(store=RedisStore("redis://..."))`` or
+with ``CLAUDE_RELAY_STATE=redis://...`` (``store_from_env``).
+
+**What Redis holds.** Keys are namespaced, ``claude-relay:<namespace>:<kind>:<hex>``, and every
+key expires (``expire`` seconds, or ``default_expire`` when the caller gives none). Values are
+numbers and hashes only: a number is a Redis string holding it (so ``incr`` is one atomic
+``INCRBYFLOAT``); a dict is a Redis hash of its fields; a list is a Redis hash of its items under
+``"0"``, ``"1"``... A field ``"#"`` tells them apart (``-1``: a dict; ``n``: a list of ``n``).
+A field holding a list of numbers stores it as a JSON array of numbers. ``store.check_value``
+refuses text, so no prompt text reaches Redis.
+
+**Atomicity.** ``get``, ``set``, ``delete`` and ``incr`` are each one atomic Redis call.
+``transact()`` holds this store's lock (other threads of the process wait, as with the other
+stores) and buffers the writes made inside it; they are sent in one ``MULTI``/``EXEC``, so other
+processes see all of them or none (reads inside see the buffered writes). Across processes
+``set`` is last-writer-wins per key, as with ``DiskStore``; ``incr`` deltas all count.
+
+**Writes.** ``set``, ``delete`` and the writes of a ``transact()`` block change this process's
+view at once and are sent by a background thread (write-behind, as ``DiskStore`` commits): the
+writes queued while one ``MULTI``/``EXEC`` is in flight go together in the next, so
+``CachePlanner.observe`` never waits for Redis. Other workers see them within a round trip or
+two; ``flush()``, ``close()`` and interpreter exit send what is queued (``background=False``
+sends inside the call). ``incr`` outside a transaction is sent at once: it returns the total
+of every process's increments.
+
+**Reads.** A key this store has just read or written is served from memory for ``refresh``
+seconds (one second by default, as ``DiskStore``), misses included: ``plan()`` then costs what
+it costs on the in-memory store, and another worker's write shows within ``refresh`` seconds.
+
+**Redis down.** Every operation falls back to a local ``MemoryStore`` that mirrors the values
+this process last read or wrote (so planning goes on with what it knew), with one warning per
+process (``redis_conn.RedisStateWarning``); Redis is tried again every ``retry_after`` seconds
+and used again as soon as it answers. Statistics learned during the outage stay local and are
+dropped when Redis returns (they are decayed rates and ratios that Redis's copy relearns within
+a few calls).
+
+**The warm-prefix registry.** ``WarmPrefixRegistry.mark`` records, the moment a response that
+writes a prefix begins, that the prefix is cached until a given time. ``RedisStore.get`` of the
+prefix's planner record (``p:<hash>``) overlays that mark on the record's ``cu`` / ``ct``
+fields (cached until, its TTL), which is exactly what ``CachePlanner.plan`` reads to predict a
+read: worker B's plan predicts reading what worker A has just written, before A's ``observe``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from langchain_claude_relay.redis_conn import (
+    check_namespace,
+    health_for,
+    is_outage,
+    redis_url_from_env,
+    resolve_client,
+)
+from langchain_claude_relay.store import MemoryStore, check_key, check_value
+
+if TYPE_CHECKING:
+    from langchain_claude_relay.planner.plan import CachePlan
+
+__all__ = [
+    "KEY_PREFIX",
+    "DEFAULT_EXPIRE",
+    "RedisStore",
+    "WarmPrefixRegistry",
+    "warm_registry",
+    "store_from_env",
+]
+
+KEY_PREFIX = "claude-relay"
+"""First part of every Redis key this package writes."""
+
+DEFAULT_EXPIRE = 30 * 86400.0
+"""Seconds a key lives when the caller gives no expiry (the planner gives one for every key)."""
+
+DEFAULT_REFRESH = 1.0
+"""Seconds a ``RedisStore`` serves a key it has just read or written from memory."""
+
+logger = logging.getLogger("langchain_claude_relay.store")
+
+_MIRROR_KEYS = 20_000  # values kept locally for an outage (the mirror restarts beyond it)
+_TYPE_FIELD = "#"
+_DICT = -1
+_PREFIX_RECORD = re.compile(r"p:([0-9a-f]{1,64})")
+
+# One round trip for a read: the value whatever its type, and for a prefix record the warm mark.
+_GET = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local value = ''
+if kind == 'string' then
+  value = redis.call('GET', KEYS[1])
+elseif kind == 'hash' then
+  value = redis.call('HGETALL', KEYS[1])
+end
+local warm = {}
+if #KEYS > 1 then
+  warm = redis.call('HMGET', KEYS[2], 'cu', 'ct')
+end
+return {kind, value, warm}
+"""
+
+# INCRBYFLOAT, replacing a value that is not a number, keeping (or giving) an expiry.
+_INCR = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'string' then
+  if tonumber(redis.call('GET', KEYS[1])) == nil then redis.call('DEL', KEYS[1]) end
+elseif kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+end
+local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+
+# A warm mark only moves forward: the later expiry wins.
+_MARK = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'cu'))
+if current ~= nil and current >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'cu', ARGV[1], 'ct', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_SET, _DELETE, _INCR_OP = range(3)
+
+
+def _number_text(value: float) -> str:
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def _parse_number(raw: bytes | str) -> float | int:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        return value if math.isfinite(value) else 0.0
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value), separators=(",", ":"))
+    return _number_text(value)
+
+
+def _parse_field(raw: bytes) -> Any:
+    if raw[:1] == b"[":
+        return json.loads(raw)
+    return _parse_number(raw)
+
+
+def _hash_of(value: Any) -> dict[str, str]:
+    """The Redis hash of a dict or list value (checked before)."""
+    if isinstance(value, dict):
+        fields = {name: _field_text(item) for name, item in value.items()}
+        fields[_TYPE_FIELD] = str(_DICT)
+        return fields
+    fields = {str(i): _field_text(item) for i, item in enumerate(value)}
+    fields[_TYPE_FIELD] = str(len(value))
+    return fields
+
+
+def _value_of_hash(pairs: list[bytes]) -> Any:
+    """A dict or list from ``HGETALL``'s flat reply (fields without ``#`` read as a dict)."""
+    fields = {pairs[i].decode(): pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
+    kind = fields.pop(_TYPE_FIELD, None)
+    length = _DICT if kind is None else int(_parse_number(kind))
+    if length == _DICT:
+        return {name: _parse_field(raw) for name, raw in fields.items()}
+    return [_parse_field(fields[str(i)]) for i in range(length) if str(i) in fields]
+
+
+def _decode_reply(reply: list[Any]) -> Any:
+    kind = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    if kind == "string":
+        return _parse_number(reply[1])
+    if kind == "hash":
+        return _value_of_hash(list(reply[1]))
+    return None
+
+
+def _overlay_warm(value: Any, warm: list[Any]) -> Any:
+    """A prefix record with a later warm mark applied to its ``cu``/``ct`` fields."""
+    if not warm or warm[0] is None:
+        return value
+    until, ttl = float(_parse_number(warm[0])), float(_parse_number(warm[1] or b"0"))
+    record = dict(value) if isinstance(value, dict) else {}
+    known = record.get("cu")
+    if not isinstance(known, (int, float)) or until > known:
+        record["cu"], record["ct"] = until, ttl
+    return record
+
+
+class RedisStore:
+    """The planner's ``StateStore`` on Redis: namespaced, expiring keys of numbers and hashes.
+
+    Args:
+        redis: a ``redis://`` URL, a ``redis.Redis`` client, or ``None`` for
+            ``$CLAUDE_RELAY_STATE``. A URL gets short timeouts (``redis_conn.redis_client``);
+            a client of your own should have them too, or an outage waits out its retries.
+        namespace: separates fleets or environments sharing one Redis (``a-z0-9_-``).
+        default_expire: seconds a key lives when ``set`` gets no ``expire`` (and for ``incr``
+            keys).
+        retry_after: seconds between attempts to reach Redis while it is down (shared with
+            the other Redis backends of this server in the process).
+        refresh: seconds a key this store has just read or written is served from memory
+            before Redis is asked again (misses and warm marks included), as ``DiskStore``
+            does; ``0`` reads Redis every time. Other workers' writes show within this long.
+        background: send writes from a background thread (``True``) or inside each call.
+
+    Raises:
+        ValueError: for an invalid namespace or URL, or ``None`` without the environment.
+        ImportError: if the ``redis`` package is not installed.
+    """
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        namespace: str = "default",
+        default_expire: float = DEFAULT_EXPIRE,
+        retry_after: float | None = None,
+        refresh: float = DEFAULT_REFRESH,
+        background: bool = True,
+    ) -> None:
+        if not refresh >= 0:
+            msg = f"refresh must be seconds >= 0 (0: always read Redis), got {refresh!r}"
+            raise ValueError(msg)
+        if not default_expire > 0:
+            msg = f"default_expire must be a positive number of seconds, got {default_expire!r}"
+            raise ValueError(msg)
+        self.client = resolve_client(redis)
+        self.namespace = check_namespace(namespace)
+        self.default_expire = float(default_expire)
+        self.health = health_for(self.client, retry_after)
+        self._prefix = f"{KEY_PREFIX}:{self.namespace}:"
+        self._get_script = self.client.register_script(_GET)
+        self._incr_script = self.client.register_script(_INCR)
+        self._mark_script = self.client.register_script(_MARK)
+        self.refresh = float(refresh)
+        self._mirror = MemoryStore(clock=time.time)  # what this process last read or wrote
+        self._fresh: dict[str, float] = {}  # key -> when the mirror last agreed with Redis
+        self._marks: dict[str, list[Any]] = {}  # prefix record key -> its last warm mark
+        self._lock = threading.RLock()
+        self._tx: dict[str, tuple[int, Any]] | None = None
+        self.background = background
+        self._init_writer()
+        _LIVE.add(self)
+
+    def _init_writer(self) -> None:
+        """The write-behind queue and its thread (again in a forked child: empty)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: dict[str, tuple[int, Any]] = {}  # merged writes not yet taken
+        self._sending: dict[str, tuple[int, Any]] = {}  # the batch in flight
+        self._writer: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.health.location!r}, namespace={self.namespace!r})"
+
+    @property
+    def degraded(self) -> bool:
+        """Whether Redis is down and the store runs on local state."""
+        return not self.health.up
+
+    def redis_key(self, key: str) -> str:
+        """The Redis key of a store key (``claude-relay:<namespace>:<key>``)."""
+        return self._prefix + key
+
+    def _ms(self, expire: float | None) -> int:
+        seconds = self.default_expire if expire is None else expire
+        return max(1, math.ceil(seconds * 1000))
+
+    # -- falling back ---------------------------------------------------------------------------
+
+    def _remote(self, action: Callable[[], Any]) -> tuple[Any] | None:
+        """Run a Redis action: ``(result,)``, or ``None`` when Redis is (or just went) down."""
+        if not self.health.should_try():
+            return None
+        try:
+            result = action()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.health.failed(exc, "the planner's state store")
+            return None
+        self.health.succeeded()
+        return (result,)
+
+    def _remember(self, key: str, value: Any, expire: float | None = None) -> None:
+        if len(self._mirror) > _MIRROR_KEYS or len(self._fresh) > _MIRROR_KEYS:
+            self._mirror = MemoryStore(clock=time.time)
+            self._fresh, self._marks = {}, {}
+        if value is None:
+            self._mirror.delete(key)
+        else:
+            self._mirror.set(key, value, expire=expire)
+        self._fresh[key] = time.monotonic()
+
+    def _local(self, key: str, prefix: bool) -> Any:
+        value = self._mirror.get(key)
+        return _overlay_warm(value, self._marks.get(key, [])) if prefix else value
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        """See ``StateStore.get`` (a prefix record includes a newer warm mark)."""
+        check_key(key)
+        with self._lock:
+            if self._tx is not None and key in self._tx:
+                return self._pending_value(key)
+        prefix = _PREFIX_RECORD.fullmatch(key)
+        seen = self._fresh.get(key)
+        if (seen is not None and time.monotonic() - seen < self.refresh) or self._unsent(key):
+            return self._local(key, prefix is not None)
+        keys = [self.redis_key(key)]
+        if prefix is not None:
+            keys.append(self.redis_key(f"w:{prefix.group(1)}"))
+        done = self._remote(lambda: self._get_script(keys=keys))
+        if done is None:
+            return self._local(key, prefix is not None)
+        reply = done[0]
+        value = _decode_reply(reply)
+        self._remember(key, value)
+        if prefix is None:
+            return value
+        self._marks[key] = list(reply[2])
+        return _overlay_warm(value, self._marks[key])
+
+    def _pending_value(self, key: str) -> Any:
+        assert self._tx is not None  # noqa: S101 -- callers check
+        operation, payload = self._tx[key]
+        if operation == _DELETE:
+            return None
+        return payload[1] if operation == _INCR_OP else payload[0]
+
+    def set(self, key: str, value: Any, *, expire: float | None = None) -> None:
+        """See ``StateStore.set`` (``expire=None``: ``default_expire``)."""
+        check_key(key)
+        check_value(value)
+        if isinstance(value, tuple):
+            value = list(value)
+        with self._lock:
+            if self._tx is not None:
+                self._tx[key] = (_SET, (value, expire))
+                self._remember(key, value, expire)
+                return
+        self._remember(key, value, expire)
+        self._submit({key: (_SET, (value, expire))})
+
+    def delete(self, key: str) -> None:
+        """See ``StateStore.delete``."""
+        check_key(key)
+        with self._lock:
+            self._remember(key, None)
+            if self._tx is not None:
+                self._tx[key] = (_DELETE, None)
+                return
+        self._submit({key: (_DELETE, None)})
+
+    def incr(self, key: str, delta: float = 1.0) -> float:
+        """See ``StateStore.incr`` (one atomic ``INCRBYFLOAT``; deltas of all processes count)."""
+        check_key(key)
+        check_value(delta)
+        with self._lock:
+            if self._tx is not None:
+                return self._incr_in_transaction(key, float(delta))
+        if self._unsent(key):  # a queued write to this key must land first
+            self.flush()
+        done = self._remote(
+            lambda: self._incr_script(
+                keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
+            )
+        )
+        if done is None:
+            return self._mirror.incr(key, delta)
+        value = float(_parse_number(done[0]))
+        self._remember(key, value)
+        return value
+
+    def _incr_in_transaction(self, key: str, delta: float) -> float:
+        assert self._tx is not None  # noqa: S101 -- the caller holds the lock inside transact()
+        pending = self._tx.get(key)
+        if pending is None:
+            current = self.get(key)
+            base = float(current) if isinstance(current, (int, float)) else 0.0
+            self._tx[key] = (_INCR_OP, (delta, base + delta))
+            value = base + delta
+        elif pending[0] == _INCR_OP:
+            total, seen = pending[1]
+            value = seen + delta
+            self._tx[key] = (_INCR_OP, (total + delta, value))
+        else:
+            current = self._pending_value(key)
+            base = float(current) if isinstance(current, (int, float)) else 0.0
+            value = base + delta
+            self._tx[key] = (_SET, (value, None))
+        self._remember(key, value)
+        return value
+
+    @contextlib.contextmanager
+    def transact(self) -> Iterator[None]:
+        """See ``StateStore.transact``: the writes inside reach Redis in one ``MULTI``/``EXEC``.
+
+        Reads inside see the buffered writes. The writes are sent when the outermost block
+        ends, also when it ends with an exception (as the other stores keep writes made
+        before one).
+        """
+        with self._lock:
+            if self._tx is not None:  # nested: part of the outer transaction
+                yield
+                return
+            self._tx = {}
+            try:
+                yield
+            finally:
+                writes, self._tx = self._tx, None
+                if writes:
+                    self._submit(writes)
+
+    # -- write-behind -----------------------------------------------------------------------------
+
+    def _unsent(self, key: str) -> bool:
+        return key in self._queue or key in self._sending
+
+    def _submit(self, writes: Mapping[str, tuple[int, Any]]) -> None:
+        """Queue writes for the background thread (or send them now without ``background``)."""
+        if not self.background:
+            self._remote(lambda: self._apply(writes))
+            return
+        with self._cond:
+            for key, write in writes.items():
+                self._queue[key] = _merge(self._queue.get(key), write)
+            self._cond.notify()
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._run, name="claude-relay-redis-store", daemon=True
+                )
+                self._writer.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch, self._queue = self._queue, {}
+                self._sending = batch
+            try:
+                self._remote(functools.partial(self._apply, batch))
+            except Exception as exc:  # a bug, not an outage: keep the writer alive
+                logger.warning("state store: a Redis write failed: %s", type(exc).__name__)
+            with self._cond:
+                self._sending = {}
+                self._cond.notify_all()
+
+    def _apply(self, writes: Mapping[str, tuple[int, Any]]) -> None:
+        """Send writes in one ``MULTI``/``EXEC`` (raises what Redis raises)."""
+        pipe = self.client.pipeline(transaction=True)
+        for key, (operation, payload) in writes.items():
+            name = self.redis_key(key)
+            if operation == _DELETE:
+                pipe.delete(name)
+            elif operation == _INCR_OP:
+                self._incr_script(keys=[name], args=[repr(payload[0]), self._ms(None)], client=pipe)
+            else:
+                value, expire = payload
+                if expire is not None and expire <= 0:
+                    pipe.delete(name)
+                elif isinstance(value, (int, float)):
+                    pipe.set(name, _number_text(value), px=self._ms(expire))
+                else:
+                    pipe.delete(name)
+                    pipe.hset(name, mapping=_hash_of(value))
+                    pipe.pexpire(name, self._ms(expire))
+        pipe.execute()
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until the queued writes are sent (or dropped to local state: Redis is down).
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+        """
+        with self._cond:
+            orphaned = self._queue and (self._writer is None or not self._writer.is_alive())
+            batch: dict[str, tuple[int, Any]] = {}
+            if orphaned:  # no writer (exit, fork): send here
+                batch, self._queue = self._queue, {}
+        if batch:
+            self._remote(lambda: self._apply(batch))
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._queue and not self._sending, timeout):
+                logger.warning("state store: Redis writes still queued after %s s", timeout)
+
+    def close(self) -> None:
+        """Send what is queued and release the Redis connections (it reconnects if used)."""
+        self.flush(_EXIT_TIMEOUT)
+        with contextlib.suppress(Exception):
+            self.client.connection_pool.disconnect()
+
+    # -- the warm-prefix registry's writes ------------------------------------------------------
+
+    def _mark_warm(self, prefix_hex: str, until: float, ttl: float, remaining: float) -> bool:
+        key = self.redis_key(f"w:{prefix_hex}")
+        args = [repr(float(until)), repr(float(ttl)), max(1, math.ceil(remaining * 1000))]
+        known = self._marks.get(f"p:{prefix_hex}")
+        if not known or known[0] is None or until > float(_parse_number(known[0])):
+            self._marks[f"p:{prefix_hex}"] = [args[0], args[1]]  # this process sees it at once
+        done = self._remote(lambda: self._mark_script(keys=[key], args=args))
+        return False if done is None else bool(done[0])
+
+
+_PREFIX_CHARS = 24  # the planner keys its prefix records with the first 24 hex digits
+
+
+class WarmPrefixRegistry:
+    """Which prefixes are cached right now, as every worker on one Redis sees it.
+
+    A worker whose response writes a prefix marks it as soon as the response begins (the entry
+    is readable from then on); any worker's planner on the same ``RedisStore`` (the same Redis
+    and namespace) then predicts a read of that prefix, because ``RedisStore.get`` overlays the
+    mark on the prefix's record. Marks only move forward (the later expiry wins) and expire
+    with the cache entry. ``claim`` lets one worker warm a new prefix while others wait.
+
+    Times are on the planner's clock (``CachePlanner.clock``, ``time.time`` by default); the
+    mark expires in Redis after ``until - clock()`` seconds.
+
+    Args:
+        store: the fleet's ``RedisStore``.
+        clock: the planner's clock.
+
+    >>> registry = WarmPrefixRegistry(RedisStore("redis://127.0.0.1:6379"))  # doctest: +SKIP
+    >>> for bp in plan.breakpoints:                      # doctest: +SKIP
+    ...     if bp.predicted == "write":                  # at the response's first byte
+    ...         registry.mark(bp.prefix_hash, until=plan.trace.planned_at + 300, ttl=300)
+    """
+
+    def __init__(self, store: RedisStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+
+    @staticmethod
+    def _hex(prefix_hash: str) -> str:
+        check_key(f"p:{prefix_hash[:_PREFIX_CHARS]}")
+        return prefix_hash[:_PREFIX_CHARS]
+
+    def mark(self, prefix_hash: str, *, until: float, ttl: float) -> bool:
+        """Record that a prefix is cached until ``until`` with a TTL of ``ttl`` seconds.
+
+        Args:
+            prefix_hash: the prefix hash (``Breakpoint.prefix_hash``; hex).
+            until: when the entry expires, on the planner's clock.
+            ttl: the entry's TTL in seconds (300 or 3600).
+
+        Returns:
+            Whether Redis took the mark (``False``: an equal or later one was there, the
+            mark had already expired, or Redis is down and only this process has it).
+
+        Raises:
+            ValueError: if ``prefix_hash`` is not hex.
+        """
+        prefix_hex = self._hex(prefix_hash)
+        remaining = until - self._clock()
+        if remaining <= 0:
+            return False
+        return self.store._mark_warm(prefix_hex, float(until), float(ttl), remaining)
+
+    def mark_plan(self, plan: CachePlan) -> int:
+        """Mark every prefix a plan writes, as cached from its planning time for its TTL.
+
+        Call it when the planned request's response begins (its first byte: the entries are
+        readable from then on), e.g. where a batch warm-up releases its followers.
+
+        Args:
+            plan: a plan made by ``CachePlanner.plan`` (it has a trace).
+
+        Returns:
+            How many marks Redis took.
+        """
+        from langchain_claude_relay.planner.rules import TTL_SECONDS
+
+        if plan.trace is None:
+            return 0
+        start = plan.trace.planned_at
+        return sum(
+            self.mark(bp.prefix_hash, until=start + TTL_SECONDS[bp.ttl], ttl=TTL_SECONDS[bp.ttl])
+            for bp in plan.breakpoints
+            if bp.predicted == "write"
+        )
+
+    def warm_until(self, prefix_hash: str) -> float | None:
+        """When the prefix's cache entry is believed to expire, or ``None`` if not warm now.
+
+        Raises:
+            ValueError: if ``prefix_hash`` is not hex.
+        """
+        record = self.store.get(f"p:{self._hex(prefix_hash)}")
+        until = record.get("cu") if isinstance(record, dict) else None
+        if isinstance(until, (int, float)) and until > self._clock():
+            return float(until)
+        return None
+
+    def claim(self, prefix_hash: str, seconds: float) -> bool:
+        """Claim the warm-up of a new prefix for ``seconds`` (one worker wins; others wait).
+
+        Returns:
+            Whether this worker holds the claim (also ``True`` while Redis is down: each
+            worker then warms for itself).
+
+        Raises:
+            ValueError: if ``prefix_hash`` is not hex.
+        """
+        key = self.store.redis_key(f"f:{self._hex(prefix_hash)}")
+        ms = max(1, math.ceil(seconds * 1000))
+        done = self.store._remote(lambda: self.store.client.set(key, 1, nx=True, px=ms))
+        return True if done is None else bool(done[0])
+
+    def release(self, prefix_hash: str) -> None:
+        """Give up a claim (e.g. the warm-up failed), letting another worker claim it.
+
+        Raises:
+            ValueError: if ``prefix_hash`` is not hex.
+        """
+        key = self.store.redis_key(f"f:{self._hex(prefix_hash)}")
+        self.store._remote(lambda: self.store.client.delete(key))
+
+
+def warm_registry(store: Any, clock: Callable[[], float] = time.time) -> WarmPrefixRegistry | None:
+    """The registry of a planner's store when it is (or wraps) a ``RedisStore``, else ``None``.
+
+    Args:
+        store: ``CachePlanner.store`` (a ``ResilientStore`` around the store given), or a store.
+        clock: the planner's clock (``CachePlanner.clock``).
+
+    Returns:
+        A ``WarmPrefixRegistry`` on that store, or ``None`` for any other store.
+    """
+    inner = getattr(store, "_inner", None) or store  # ResilientStore keeps its store there
+    return WarmPrefixRegistry(inner, clock) if isinstance(inner, RedisStore) else None
+
+
+def _merge(older: tuple[int, Any] | None, newer: tuple[int, Any]) -> tuple[int, Any]:
+    """One queued write doing what ``older`` then ``newer`` do."""
+    if older is None or newer[0] != _INCR_OP:
+        return newer
+    delta, seen = newer[1]
+    if older[0] == _INCR_OP:
+        return (_INCR_OP, (older[1][0] + delta, seen))
+    if older[0] == _DELETE:
+        return (_SET, (delta, None))
+    value, expire = older[1]
+    base = value if isinstance(value, (int, float)) else 0.0
+    return (_SET, (float(base) + delta, expire))
+
+
+_EXIT_TIMEOUT = 5.0
+_LIVE: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+def _flush_all_at_exit() -> None:
+    for store in list(_LIVE):
+        with contextlib.suppress(Exception):
+            store.flush(_EXIT_TIMEOUT)
+
+
+def _reset_in_child() -> None:
+    for store in list(_LIVE):
+        store._init_writer()
+
+
+atexit.register(_flush_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def store_from_env(namespace: str = "default") -> RedisStore | None:
+    """A ``RedisStore`` when ``$CLAUDE_RELAY_STATE`` names a Redis server, else ``None``.
+
+    Args:
+        namespace: the key namespace.
+
+    Returns:
+        The store (connecting on first use), or ``None``.
+
+    Raises:
+        ImportError: if the variable names Redis but the ``redis`` package is missing.
+    """
+    url = redis_url_from_env()
+    return None if url is None else RedisStore(url, namespace=namespace)
