@@ -9,10 +9,7 @@ Run ``python benchmarks/planner_bench.py [--json PATH]``. ``run_benchmark()`` re
   chat model): built from the same ``str`` objects (what LangChain hands over turn after turn),
   or from fresh copies of every string (a request re-parsed from JSON).
 * **request.py hashing**: ``flat_blocks()`` + ``prefix_hashes()`` of a fresh equal request, for
-  comparison (sha256 over canonical JSON of every block).
-* **proposal** (``--proposal``): the same cold planning with ``Block.hash``/``Tool.hash`` computed
-  by ``streaming_content_hash`` (length-prefixed canonical digest, no JSON built), the change
-  proposed for ``request.py``; patched in for the measurement only.
+  comparison (the streamed canonical digest of every block, then the prefix chain).
 
 The request: a system prompt (~10%), a document in the first user message (~60%), then a
 conversation (~30%), with three tools. Text is English prose from the standard library's
@@ -23,8 +20,6 @@ case (after one observed call, so that the store holds records to read).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import importlib
 import inspect
 import json
@@ -32,8 +27,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from functools import cached_property
+from collections.abc import Callable
 from typing import Any
 
 import tiktoken
@@ -256,82 +250,6 @@ def measure(text: _Text, tokens: int, *, runs: int = 5, warm_runs: int = 40) -> 
     }
 
 
-def streaming_content_hash(value: Any) -> str:
-    """Proposed ``request.content_hash``: equal for equal canonical JSON, without building it.
-
-    Strings are fed to SHA-256 as length-prefixed UTF-8, dicts in sorted key order, lists in
-    order; other scalars as their JSON. About 0.7 ms per MB against ~6 ms for canonical JSON.
-    """
-    digest = hashlib.sha256()
-    _feed(digest.update, value)
-    return digest.hexdigest()[:32]
-
-
-def _feed(update: Callable[[bytes], None], value: Any) -> None:
-    if isinstance(value, str):
-        data = value.encode("utf-8", "surrogatepass")
-        update(b"s%d:" % len(data))
-        update(data)
-    elif isinstance(value, Mapping):
-        update(b"d%d:" % len(value))
-        for key in sorted(value, key=str):
-            _feed(update, str(key))
-            _feed(update, value[key])
-    elif isinstance(value, (list, tuple)):
-        update(b"l%d:" % len(value))
-        for item in value:
-            _feed(update, item)
-    else:
-        update(b"j" + json.dumps(value).encode() + b";")
-
-
-@contextlib.contextmanager
-def proposed_hashing() -> Iterator[None]:
-    """Patch ``Block.hash``/``Tool.hash`` with ``streaming_content_hash`` (measurement only)."""
-    saved = Block.__dict__["hash"], Tool.__dict__["hash"]
-    block_hash = cached_property(lambda b: streaming_content_hash({"type": b.type, **b.data}))
-    tool_hash = cached_property(
-        lambda t: streaming_content_hash(
-            {"name": t.name, "description": t.description, "parameters": t.parameters, **t.extra}
-        )
-    )
-    block_hash.__set_name__(Block, "hash")
-    tool_hash.__set_name__(Tool, "hash")
-    Block.hash, Tool.hash = block_hash, tool_hash  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        Block.hash, Tool.hash = saved  # type: ignore[method-assign,assignment]
-
-
-def measure_proposal(text: _Text, tokens: int, *, runs: int = 5) -> dict[str, float]:
-    """Cold planning and hashing with the proposed ``content_hash``."""
-    request = build_request(text, tokens)
-    encoding = text.encoding
-    texts = _texts(request)
-    estimator = TokenEstimator(ENCODING)
-    estimator.count("warm up the encoding")
-    with proposed_hashing():
-        tiktoken_ms = _median_ms(lambda: [encoding.encode_ordinary(t) for t in texts], runs)
-        cold_ms = _median_ms(
-            lambda req: CachePlanner(MemoryStore(), encoding=estimator).plan(req),
-            runs,
-            setup=lambda: clone(request, fresh_strings=True),
-        )
-        hashing_ms = _median_ms(
-            lambda req: (req.flat_blocks(), req.prefix_hashes()),
-            runs,
-            setup=lambda: clone(request, fresh_strings=False),
-        )
-    return {
-        "tokens": sum(len(encoding.encode_ordinary(t)) for t in texts),
-        "tiktoken_ms": round(tiktoken_ms, 3),
-        "cold_ms": round(cold_ms, 3),
-        "cold_over_tiktoken": round(cold_ms / tiktoken_ms, 3),
-        "streaming_hashing_ms": round(hashing_ms, 3),
-    }
-
-
 def run_benchmark(sizes: tuple[int, ...] = SIZES) -> list[dict[str, float]]:
     """Measure every size (the rows ``claude-relay bench`` prints)."""
     text = _Text()
@@ -351,19 +269,10 @@ def format_table(rows: list[dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.add_argument(
-        "--proposal", action="store_true", help="also measure the proposed request.py hashing"
-    )
     args = parser.parse_args()
     rows = run_benchmark()
     print(format_table(rows))
     result: dict[str, Any] = {"planner": rows}
-    if args.proposal:
-        text = _Text()
-        proposal = [measure_proposal(text, size) for size in SIZES]
-        print("\nwith the proposed streaming content_hash in request.py:")
-        print(format_table(proposal))
-        result["proposal"] = proposal
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)
