@@ -389,11 +389,16 @@ def actual_outcomes(
 
     >>> actual_outcomes([1000.0, 5000.0, 9000.0], read=5000, written=4000)
     ['read', 'read', 'write']
+    >>> actual_outcomes([5000.0, 5065.0], read=5000, written=65)  # a small tail write
+    ['read', 'write']
     """
     out: list[Outcome] = []
     for prefix in prefixes:
         slack = tolerance * prefix + 8
-        if read > 0 and prefix <= read + slack:
+        # a small write right after the read point (a conversation tail) is nearer to the end
+        # of the write than to the read point: the read band stops halfway between the two
+        read_slack = min(slack, written / 2) if written > 0 else slack
+        if read > 0 and prefix <= read + read_slack:
             out.append("read")
         elif written > 0 and prefix <= read + written + slack:
             out.append("write")
