@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(text: str) -> None:
+def _progress(text: str, *, step: int | None = None, steps: int | None = None) -> None:
+    """A progress line on stderr; on a terminal, prefixed by a bar when the step is known."""
+    if step is not None and steps and sys.stderr.isatty():
+        width = 24
+        done = round(width * step / steps)
+        text = f"[{'#' * done}{'.' * (width - done)}] {step}/{steps} {text}"
     print(text, file=sys.stderr, flush=True)
 
 
@@ -168,12 +173,20 @@ def run(
         ReplaySession(emulator, concurrent_delay=0.3 if quick else 1.0) as session,
     ):
         tokenizer = EmulatorTokenizer(emulator.settings.token_costs)
-        for trace in workloads:
-            _progress(f"{trace.name}: {len(trace.requests)} requests")
+        for number, trace in enumerate(workloads):
+            _progress(
+                f"{trace.name}: {len(trace.requests)} requests",
+                step=number,
+                steps=len(workloads) + (1 if overhead else 0),
+            )
             results.append(_trace_result(session, trace, tokenizer))
     report = None
     if overhead:
-        _progress("overhead: paired invoke/stream runs, async throughput, planning time")
+        _progress(
+            "overhead: paired invoke/stream runs, async throughput, planning time",
+            step=len(workloads),
+            steps=len(workloads) + 1,
+        )
         report = measure_overhead(OverheadSettings.quick() if quick else OverheadSettings())
     checks = (
         f"oracle <= every strategy on {len(results)} traces",
