@@ -32,7 +32,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "BlockType",
@@ -56,8 +56,12 @@ Section = Literal["tools", "system", "messages"]
 BlockType = Literal[
     "text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"
 ]
-BLOCK_TYPES: frozenset[str] = frozenset(get_args(BlockType))
 UNMARKABLE_TYPES: frozenset[str] = frozenset({"thinking", "redacted_thinking"})
+
+MAX_CACHE_MARKERS = 4
+"""Claude rejects a request with more than four ``cache_control`` markers.
+
+The markers' rules are checked in one place: ``planner.rules.validate_user_markers``."""
 
 
 def canonical_json(value: Any) -> str:
@@ -396,15 +400,3 @@ class ClaudeRequest:
                 for m, blocks in zip(self.messages, messages, strict=True)
             ),
         )
-
-
-MAX_CACHE_MARKERS = 4
-"""Claude rejects a request with more than four ``cache_control`` markers.
-
-The markers' rules are checked in one place: ``planner.rules.validate_user_markers``."""
-
-
-def blocks_of(messages: Sequence[Message]) -> Iterator[Block]:
-    """Every block of the given messages, in order."""
-    for message in messages:
-        yield from message.content

@@ -863,7 +863,7 @@ class ResilientStore:
 
     def get(self, key: str) -> Any:
         """See ``StateStore.get``."""
-        target = self._fallback if self._fallback is not None else self._target()
+        target = self._target()
         try:
             return target.get(key)
         except Exception as exc:
@@ -872,7 +872,7 @@ class ResilientStore:
 
     def set(self, key: str, value: Any, *, expire: float | None = None) -> None:
         """See ``StateStore.set``."""
-        target = self._fallback if self._fallback is not None else self._target()
+        target = self._target()
         try:
             target.set(key, value, expire=expire)
         except Exception as exc:
@@ -882,7 +882,7 @@ class ResilientStore:
 
     def delete(self, key: str) -> None:
         """See ``StateStore.delete``."""
-        target = self._fallback if self._fallback is not None else self._target()
+        target = self._target()
         try:
             target.delete(key)
         except Exception as exc:
@@ -892,7 +892,7 @@ class ResilientStore:
 
     def incr(self, key: str, delta: float = 1.0) -> float:
         """See ``StateStore.incr`` (``nan`` if the update had to be skipped)."""
-        target = self._fallback if self._fallback is not None else self._target()
+        target = self._target()
         try:
             return float(target.incr(key, delta))
         except Exception as exc:

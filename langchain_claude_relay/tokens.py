@@ -34,7 +34,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from langchain_claude_relay.request import Block, Tool
 
@@ -517,7 +517,7 @@ def update_calibration(
     expected = prior.tokens(features)
     if actual_tokens <= 0 or expected <= 0 or not 0.25 <= actual_tokens / expected <= 4.0:
         return None
-    current = state if state is not None and _valid_state(state) else _empty_state()
+    current = state if _valid_state(state) else _empty_state()
     k = len(FEATURES)
     a = [v * DECAY for v in current["a"]]
     b = [v * DECAY for v in current["b"]]
@@ -532,7 +532,7 @@ def update_calibration(
     return {"a": a, "b": b, "w": float(current["w"]) * DECAY + 1.0}
 
 
-def _valid_state(state: Mapping[str, Any] | None) -> bool:
+def _valid_state(state: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     if not isinstance(state, Mapping):
         return False
     k = len(FEATURES)
@@ -561,7 +561,7 @@ def solve_calibration(state: Mapping[str, Any] | None, prior: Calibration) -> Ca
     Returns:
         The calibration (the prior itself when there is no valid state).
     """
-    if state is None or not _valid_state(state):
+    if not _valid_state(state):
         return prior
     k = len(FEATURES)
     weight = float(state["w"])

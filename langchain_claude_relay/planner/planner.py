@@ -83,7 +83,7 @@ from langchain_claude_relay.planner.reuse import (
 )
 from langchain_claude_relay.planner.rules import (
     LOOKBACK_BLOCKS,
-    MAX_BREAKPOINTS,
+    MAX_CACHE_MARKERS,
     TTL_SECONDS,
     MinimumBounds,
     effective_minimum,
@@ -403,7 +403,7 @@ class CachePlanner:
             for i, marker in sorted(user.items())
         ]
         placement = choose_markers(
-            options, fixed, cumulative, cached, rates, policy, MAX_BREAKPOINTS - len(user)
+            options, fixed, cumulative, cached, rates, policy, MAX_CACHE_MARKERS - len(user)
         )
 
         kinds = {s.index: s.kind for s in sites}
@@ -517,31 +517,27 @@ class CachePlanner:
             for m, message in enumerate(request.messages)
             for j, b in enumerate(message.content)
         ]
-        keys = [content_key(it.source) for it in items]
-        found = [self._memo.get(k) for k in keys]
-        missing = [i for i, f in enumerate(found) if f is None]
-        if missing:
-            parts = [_parts(items[i].source) for i in missing]
-            counts = [self._estimator.count_parts(p) for p in parts]
-            hashes = [items[i].source.hash for i in missing]
-            scans = [
-                find_volatile("\n".join((*p.prose, *p.tool))) if _static(items[i]) else None
-                for i, p in zip(missing, parts, strict=True)
-            ]
-            for i, h, c, v in zip(missing, hashes, counts, scans, strict=True):
-                found[i] = _Facts(h, c, v)
-                self._memo.put(keys[i], found[i])  # type: ignore[arg-type]
         facts: list[_Facts] = []
-        for i, fact in enumerate(found):
-            if fact is None:  # pragma: no cover - every miss was filled above
-                msg = "block facts missing after the scan"
-                raise RuntimeError(msg)
-            if fact.volatile is None and _static(items[i]):
-                text = "\n".join(p for p in _texts(items[i].source))
-                fact = fact._replace(volatile=find_volatile(text))
-                self._memo.put(keys[i], fact)
+        for item in items:
+            key = content_key(item.source)
+            fact = self._memo.get(key)
+            static = _static(item)
+            if fact is None or (static and fact.volatile is None):
+                parts = _parts(item.source)
+                volatile = find_volatile("\n".join((*parts.prose, *parts.tool))) if static else None
+                if fact is None:
+                    fact = _Facts(item.source.hash, self._estimator.count_parts(parts), volatile)
+                else:
+                    fact = fact._replace(volatile=volatile)
+                self._memo.put(key, fact)
             facts.append(fact)
-        return _Scan(tuple(items), tuple(facts), _prefix_hashes(request, items, facts))
+        # request.prefix_hashes() from the memoized block hashes: the same chain, no rehashing
+        prefixes = chain_prefix_hashes(
+            [item.section for item in items],
+            [fact.hash for fact in facts],
+            request.messages_context_hash(),
+        )
+        return _Scan(tuple(items), tuple(facts), prefixes)
 
     def _calibration(self, family: str, spec: ModelSpec) -> Calibration:
         prior = prior_calibration(spec.token_ratio_prior)
@@ -564,11 +560,7 @@ class CachePlanner:
         if not spec.known and override is None:
             raw = self._store.get(_hex_key("m", spec.family))
             if isinstance(raw, Mapping):
-                above, at_most = raw.get("above", -1), raw.get("at_most", -1)
-                learned = MinimumBounds(
-                    float(above) if isinstance(above, (int, float)) and above >= 0 else None,
-                    float(at_most) if isinstance(at_most, (int, float)) and at_most >= 0 else None,
-                )
+                learned = _bounds_from_json(raw)
         minimum = effective_minimum(
             spec.min_cache_tokens, known=spec.known, override=override, learned=learned
         )
@@ -781,12 +773,7 @@ class CachePlanner:
     def _learn_minimum(self, family: str, observation: Observation, scale: float) -> None:
         key = _hex_key("m", family)
         raw = self._store.get(key)
-        raw = raw if isinstance(raw, Mapping) else {}
-        above, at_most = raw.get("above", -1.0), raw.get("at_most", -1.0)
-        bounds = MinimumBounds(
-            above if isinstance(above, (int, float)) and above >= 0 else None,
-            at_most if isinstance(at_most, (int, float)) and at_most >= 0 else None,
-        )
+        bounds = _bounds_from_json(raw if isinstance(raw, Mapping) else {})
         outcomes = observation.breakpoints
         if not outcomes:
             return
@@ -797,14 +784,7 @@ class CachePlanner:
         elif observation.actual_read_tokens == 0 and observation.actual_write_tokens == 0:
             largest = max(o.estimated_prefix_tokens for o in outcomes) * scale
             bounds = learn_minimum(bounds, largest, cached=False)
-        self._store.set(
-            key,
-            {
-                "above": -1.0 if bounds.above is None else float(bounds.above),
-                "at_most": -1.0 if bounds.at_most is None else float(bounds.at_most),
-            },
-            expire=MODEL_EXPIRE,
-        )
+        self._store.set(key, _bounds_to_json(bounds), expire=MODEL_EXPIRE)
 
     def _learn_reuse(
         self,
@@ -1062,20 +1042,20 @@ def _parts(source: Block | Tool) -> TokenParts:
     return tool_parts(source) if isinstance(source, Tool) else block_parts(source)
 
 
-def _texts(source: Block | Tool) -> tuple[str, ...]:
-    parts = _parts(source)
-    return (*parts.prose, *parts.tool)
-
-
-def _prefix_hashes(
-    request: ClaudeRequest, items: Sequence[_Item], facts: Sequence[_Facts]
-) -> tuple[str, ...]:
-    """``request.prefix_hashes()`` from memoized block hashes (the same chain function)."""
-    return chain_prefix_hashes(
-        [item.section for item in items],
-        [fact.hash for fact in facts],
-        request.messages_context_hash(),
+def _bounds_from_json(raw: Mapping[str, Any]) -> MinimumBounds:
+    """A stored ``m:`` record (``-1``: bound not known yet)."""
+    above, at_most = raw.get("above", -1.0), raw.get("at_most", -1.0)
+    return MinimumBounds(
+        float(above) if isinstance(above, (int, float)) and above >= 0 else None,
+        float(at_most) if isinstance(at_most, (int, float)) and at_most >= 0 else None,
     )
+
+
+def _bounds_to_json(bounds: MinimumBounds) -> dict[str, float]:
+    return {
+        "above": -1.0 if bounds.above is None else float(bounds.above),
+        "at_most": -1.0 if bounds.at_most is None else float(bounds.at_most),
+    }
 
 
 def _check_policy(ttl: Any) -> TTLPolicy:

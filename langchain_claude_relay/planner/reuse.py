@@ -35,9 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_claude_relay.planner.rules import TTL_SECONDS
+
 __all__ = [
-    "FIVE_MINUTES",
-    "ONE_HOUR",
     "PRIOR_ODDS",
     "STATIC_PRIOR_ODDS",
     "PRIOR_WEIGHT",
@@ -53,8 +53,6 @@ __all__ = [
     "merge_lineage",
 ]
 
-FIVE_MINUTES = 300.0
-ONE_HOUR = 3600.0
 PRIOR_WEIGHT = 1.0
 DECAY_PREFIX = 0.7
 DECAY_TEMPLATE = 0.9
@@ -148,9 +146,9 @@ class ReuseRecord:
 
 
 def _outcome(gap: float) -> tuple[float, float]:
-    if gap <= FIVE_MINUTES:
+    if gap <= TTL_SECONDS["5m"]:
         return 1.0, 0.0
-    if gap <= ONE_HOUR:
+    if gap <= TTL_SECONDS["1h"]:
         return 0.0, 1.0
     return 0.0, 0.0
 

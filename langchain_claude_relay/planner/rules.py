@@ -2,7 +2,7 @@
 
 Pure functions: no I/O, no clock, no environment.
 
-* At most ``MAX_BREAKPOINTS`` markers per request, the user's included.
+* At most ``MAX_CACHE_MARKERS`` markers per request, the user's included.
 * No 1h marker after a 5m marker in prefix order (tools, system, messages).
 * No marker on a thinking block, a redacted thinking block or an empty text block.
 * A read looks back at most ``LOOKBACK_BLOCKS`` block boundaries from a marker (the marker's own
@@ -20,10 +20,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from langchain_claude_relay.errors import RequestValidationError
-from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Position
+from langchain_claude_relay.request import (
+    MAX_CACHE_MARKERS,
+    UNMARKABLE_TYPES,
+    Block,
+    CacheControl,
+    ClaudeRequest,
+    Position,
+)
 
 __all__ = [
-    "MAX_BREAKPOINTS",
+    "MAX_CACHE_MARKERS",
     "LOOKBACK_BLOCKS",
     "TTL_SECONDS",
     "UNCALIBRATED_MARGIN",
@@ -39,7 +46,6 @@ __all__ = [
     "effective_minimum",
 ]
 
-MAX_BREAKPOINTS = 4
 LOOKBACK_BLOCKS = 20
 """A marker at block ``m`` can read an entry written at block ``e`` when ``0 <= m - e < 20``."""
 TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
@@ -71,7 +77,7 @@ def user_markers(request: ClaudeRequest) -> Iterator[tuple[Position, CacheContro
 
 
 def _describe(block: Block) -> str:
-    if block.type in ("thinking", "redacted_thinking"):
+    if block.type in UNMARKABLE_TYPES:
         return f"a {block.type} block"
     return "an empty text block"
 
@@ -103,11 +109,11 @@ def validate_user_markers(request: ClaudeRequest) -> None:
                 "tool_use or tool_result block before it."
             )
             raise RequestValidationError(msg)
-    if len(found) > MAX_BREAKPOINTS:
+    if len(found) > MAX_CACHE_MARKERS:
         where = ", ".join(str(p) for p, _m, _k in found)
         msg = (
             f"{len(found)} cache_control markers ({where}): Claude allows at most "
-            f"{MAX_BREAKPOINTS} per request. Remove {len(found) - MAX_BREAKPOINTS}, or remove "
+            f"{MAX_CACHE_MARKERS} per request. Remove {len(found) - MAX_CACHE_MARKERS}, or remove "
             "them all and let the cache planner place them (cache='auto')."
         )
         raise RequestValidationError(msg)

@@ -12,7 +12,7 @@ from planner_helpers import ESTIMATOR, MODEL, Clock, ToyClaude, prose
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner import CachePlanner, validate_user_markers
-from langchain_claude_relay.planner.rules import MAX_BREAKPOINTS, reaches_minimum, ttl_order_valid
+from langchain_claude_relay.planner.rules import MAX_CACHE_MARKERS, reaches_minimum, ttl_order_valid
 from langchain_claude_relay.request import (
     Block,
     CacheControl,
@@ -166,7 +166,7 @@ def test_plan_invariants(request: ClaudeRequest, gaps: list[float], policy: str)
     event(f"planner markers: {sum(b.source == 'planner' for b in bps)}")
     event(f"user markers: {sum(b.source == 'user' for b in bps)}")
     event(f"ttls: {sorted({b.ttl for b in bps})}")
-    assert len(bps) <= MAX_BREAKPOINTS
+    assert len(bps) <= MAX_CACHE_MARKERS
     assert ttl_order_valid([b.ttl for b in bps])
     flat = [b.position for b in plan.blocks]
     assert [flat.index(b.position) for b in bps] == sorted(flat.index(b.position) for b in bps)
@@ -200,10 +200,10 @@ def test_plan_invariants(request: ClaudeRequest, gaps: list[float], policy: str)
 @given(request=requests(), extra=st.integers(1, 3))
 def test_more_than_four_user_markers_are_refused(request: ClaudeRequest, extra: int) -> None:
     positions = _markable_positions(request)
-    if len(positions) < MAX_BREAKPOINTS + extra:
+    if len(positions) < MAX_CACHE_MARKERS + extra:
         return
     marked = request.with_markers(
-        {p: CacheControl("5m") for p in positions[: MAX_BREAKPOINTS + extra]}
+        {p: CacheControl("5m") for p in positions[: MAX_CACHE_MARKERS + extra]}
     )
     with pytest.raises(RequestValidationError, match="at most 4"):
         CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(marked)
