@@ -145,8 +145,27 @@ _ANTHROPIC_CACHE_FIELDS = (
 _SEMANTICS: dict[str, bool] = {"openai": True, "anthropic": False}
 
 
+class InputTotals:
+    """Input totals derived from the counts by kind (of a call, a ledger entry or a summary)."""
+
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """All cache writes, 5-minute and 1-hour."""
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        """All input: plain + cache read + cache write (what the model actually read)."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
 @dataclass(frozen=True)
-class NormalizedUsage:
+class NormalizedUsage(InputTotals):
     """One call's token usage with disjoint input kinds.
 
     Attributes:
@@ -188,16 +207,6 @@ class NormalizedUsage:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 msg = f"NormalizedUsage.{name} must be a non-negative int, got {value!r}"
                 raise ValueError(msg)
-
-    @property
-    def cache_write_tokens(self) -> int:
-        """All cache writes, 5-minute and 1-hour."""
-        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
-
-    @property
-    def total_input_tokens(self) -> int:
-        """All input: plain + cache read + cache write (what the model actually read)."""
-        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
     def to_usage_metadata(self) -> UsageMetadata:
         """Convert to LangChain's ``UsageMetadata``, whose ``input_tokens`` counts ALL input.

@@ -37,7 +37,7 @@ from langchain_claude_relay.bench.workloads import Trace, TraceRequest
 from langchain_claude_relay.chat_models import ChatClaudeRelay
 from langchain_claude_relay.convert import to_claude_request
 from langchain_claude_relay.emulator import RelayEmulator
-from langchain_claude_relay.emulator.engine import parse_openai
+from langchain_claude_relay.emulator.engine import SplitTotals, parse_openai
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.store import MemoryStore
@@ -67,7 +67,7 @@ class BenchError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RequestBill:
+class RequestBill(SplitTotals):
     """One request as the emulator billed it, with the entries it hit and wrote.
 
     Attributes:
@@ -93,16 +93,6 @@ class RequestBill:
     output_tokens: int
     hit_key: str | None
     write_keys: tuple[str, ...]
-
-    @property
-    def cache_write(self) -> int:
-        """All cache writes."""
-        return self.cache_write_5m + self.cache_write_1h
-
-    @property
-    def prompt_total(self) -> int:
-        """All input tokens."""
-        return self.input_tokens + self.cache_read + self.cache_write
 
 
 @dataclass(frozen=True)

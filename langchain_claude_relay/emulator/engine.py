@@ -43,6 +43,7 @@ __all__ = [
     "InvalidRequest",
     "PrefixBlock",
     "PrefixRequest",
+    "SplitTotals",
     "TokenSplit",
     "CacheBill",
     "BillingEntry",
@@ -427,15 +428,13 @@ def apply_bad_relay(request: PrefixRequest, mode: str | None) -> PrefixRequest:
 # ---------------------------------------------------------------------------------- billing
 
 
-@dataclass(frozen=True)
-class TokenSplit:
-    """One request's tokens by billing kind (plain input excludes cache reads and writes)."""
+class SplitTotals:
+    """Input totals derived from the counts by billing kind (of a split, a bill or a log entry)."""
 
     input_tokens: int
     cache_read: int
     cache_write_5m: int
     cache_write_1h: int
-    output_tokens: int = 0
 
     @property
     def cache_write(self) -> int:
@@ -446,6 +445,17 @@ class TokenSplit:
     def prompt_total(self) -> int:
         """All input tokens: plain + reads + writes."""
         return self.input_tokens + self.cache_read + self.cache_write
+
+
+@dataclass(frozen=True)
+class TokenSplit(SplitTotals):
+    """One request's tokens by billing kind (plain input excludes cache reads and writes)."""
+
+    input_tokens: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output_tokens: int = 0
 
 
 def cost_usd(model: str, split: TokenSplit) -> float | None:
@@ -490,7 +500,7 @@ class CacheBill:
 
 
 @dataclass(frozen=True)
-class BillingEntry:
+class BillingEntry(SplitTotals):
     """One billed request, as the emulator's billing log keeps it (numbers only, no text)."""
 
     request_id: str
@@ -508,11 +518,6 @@ class BillingEntry:
     marker_indices: tuple[int, ...]
     write_indices: tuple[int, ...]
     block_count: int
-
-    @property
-    def cache_write(self) -> int:
-        """All cache-write tokens (5m + 1h)."""
-        return self.cache_write_5m + self.cache_write_1h
 
 
 class BlockCounter(Protocol):

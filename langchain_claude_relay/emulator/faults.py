@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from langchain_claude_relay.limiter import PRESETS
+
 __all__ = [
     "Fault",
     "FAULTS",
@@ -153,13 +155,17 @@ class RateLimits:
     otpm: int | None = None
 
 
+def _whole(limit: float | None) -> int | None:
+    return None if limit is None else int(limit)
+
+
 TIERS: dict[str, RateLimits] = {
-    "tier1": RateLimits(rpm=50, itpm=40_000),
-    "tier2": RateLimits(rpm=1_000, itpm=80_000),
-    "tier3": RateLimits(rpm=2_000, itpm=160_000),
-    "tier4": RateLimits(rpm=4_000, itpm=400_000),
+    name: RateLimits(rpm=_whole(p.rpm), itpm=_whole(p.itpm), otpm=_whole(p.otpm))
+    for name, p in PRESETS.items()
+    if name.startswith("tier")
 }
-"""The relay article's tiers for new accounts (RPM / input TPM); output TPM is a setting."""
+"""The relay article's tiers for new accounts (RPM / input TPM): the client limiter's presets of
+the same names (``limiter.PRESETS``); output TPM is a setting."""
 
 
 @dataclass(frozen=True)

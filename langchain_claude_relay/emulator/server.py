@@ -420,7 +420,8 @@ class EmulatorCore:
             return _error(400, "invalid_request_error", str(exc), headers)
         reply = make_reply(reply_spec(payload, prefix), self._tokenizer.count_text)
         split = replace(bill.split, output_tokens=reply.output_tokens)
-        counted = split.input_tokens + split.cache_write
+        uncached = split.input_tokens + split.cache_write
+        counted = uncached
         if lookup_model(prefix.model).reads_count_toward_itpm:
             counted += split.cache_read
         with self._lock:
@@ -430,7 +431,7 @@ class EmulatorCore:
             retry = {**headers, "retry-after": str(max(1, math.ceil(refusal.retry_after)))}
             return _error(429, "rate_limit_error", refusal.message, retry)
         delay = settings.first_byte_delay + ttft_seconds(
-            split.input_tokens + split.cache_write, split.cache_read, settings.latency_scale
+            uncached, split.cache_read, settings.latency_scale
         )
         if delay > 0:
             await asyncio.sleep(delay)

@@ -28,7 +28,7 @@ from langchain_claude_relay.ledger.checks import (
     _safe_label,
 )
 from langchain_claude_relay.models import model_family
-from langchain_claude_relay.usage import NormalizedUsage
+from langchain_claude_relay.usage import InputTotals, NormalizedUsage
 
 _COUNT_FIELDS = (
     "input_tokens",
@@ -40,27 +40,8 @@ _COUNT_FIELDS = (
 )
 
 
-class _InputTotals:
-    """The input figures derived from the counts by kind (an entry's, or a summary's totals)."""
-
-    input_tokens: int
-    cache_read_tokens: int
-    cache_write_5m_tokens: int
-    cache_write_1h_tokens: int
-
-    @property
-    def cache_write_tokens(self) -> int:
-        """All cache writes, 5-minute and 1-hour."""
-        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
-
-    @property
-    def total_input_tokens(self) -> int:
-        """All input: plain + cache read + cache write."""
-        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
-
-
 @dataclass(frozen=True)
-class LedgerEntry(_InputTotals):
+class LedgerEntry(InputTotals):
     """One chat call as the ledger keeps it: numbers and hashes, never prompt text or keys.
 
     Attributes:

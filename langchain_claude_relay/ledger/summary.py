@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from langchain_claude_relay.ledger.entry import LedgerEntry, _InputTotals
+from langchain_claude_relay.ledger.entry import LedgerEntry
 from langchain_claude_relay.ledger.waste import _wasted_writes, _write_premium
 from langchain_claude_relay.models import ModelPrices
+from langchain_claude_relay.usage import InputTotals
 
 
 @dataclass(frozen=True)
-class LedgerSummary(_InputTotals):
+class LedgerSummary(InputTotals):
     """Totals over ledger entries, ready to print (``to_table``) or serialize (``to_dict``).
 
     Attributes:
