@@ -113,6 +113,20 @@ MAX_PENDING = 1_000
 
 _LIMIT_NAMES = ("rpm", "itpm", "otpm")
 
+_STAT_NAMES = (
+    "requests",
+    "reservations",
+    "waits",
+    "seconds_waited",
+    "oversize",
+    "settled",
+    "cancelled",
+    "estimated_input_tokens",
+    "estimated_output_tokens",
+    "settled_input_tokens",
+    "settled_output_tokens",
+)
+
 
 @dataclass(frozen=True)
 class RateLimits:
@@ -322,6 +336,40 @@ def _token_count(value: object, name: str) -> int:
     return math.ceil(value)
 
 
+def _reservation_amounts(
+    estimated_input: object, estimated_output: object, *, count_request: bool
+) -> dict[str, int]:
+    """What a token reservation books on each bucket, its estimates checked.
+
+    A request not counted still queues on the RPM bucket (amount 0): first come, first served
+    across both forms.
+    """
+    return {
+        "rpm": int(count_request),
+        "itpm": _token_count(estimated_input, "estimated_input_tokens"),
+        "otpm": _token_count(estimated_output, "estimated_output_tokens"),
+    }
+
+
+def _count_booking(stats: dict[str, float], requests: int, *, oversize: bool, wait: float) -> None:
+    """Count one booking in a limiter's ``stats()`` counters (the caller holds its lock)."""
+    stats["requests"] += requests
+    stats["oversize"] += int(oversize)
+    if wait > 0:
+        stats["waits"] += 1
+        stats["seconds_waited"] += wait
+
+
+def _not_open(reservation: Reservation) -> RequestValidationError:
+    """The error for settling or cancelling a reservation that is not open on the limiter."""
+    msg = (
+        f"reservation {reservation.id} is not open on this limiter: it was already "
+        "settled or cancelled, or another limiter made it; settle or cancel each "
+        "reservation once, on the limiter that made it"
+    )
+    return RequestValidationError(msg)
+
+
 class RateLimiter(BaseRateLimiter):
     """Token buckets for RPM, counted ITPM and OTPM, shared by threads and asyncio tasks.
 
@@ -360,22 +408,7 @@ class RateLimiter(BaseRateLimiter):
         }
         self._ids = itertools.count(1)
         self._open: dict[int, Reservation] = {}
-        self._stats: dict[str, float] = dict.fromkeys(
-            (
-                "requests",
-                "reservations",
-                "waits",
-                "seconds_waited",
-                "oversize",
-                "settled",
-                "cancelled",
-                "estimated_input_tokens",
-                "estimated_output_tokens",
-                "settled_input_tokens",
-                "settled_output_tokens",
-            ),
-            0,
-        )
+        self._stats: dict[str, float] = dict.fromkeys(_STAT_NAMES, 0)
 
     @classmethod
     def preset(
@@ -437,12 +470,8 @@ class RateLimiter(BaseRateLimiter):
         booking_id = next(self._ids)
         for bucket, n in drawn:
             bucket.take(booking_id, n, admit_at, open=hold or wait > 0)
-        stats = self._stats
-        stats["requests"] += amounts.get("rpm", 0)
-        stats["oversize"] += int(any(n > bucket.capacity for bucket, n in drawn))
-        if wait > 0:
-            stats["waits"] += 1
-            stats["seconds_waited"] += wait
+        oversize = any(n > bucket.capacity for bucket, n in drawn)
+        _count_booking(self._stats, amounts.get("rpm", 0), oversize=oversize, wait=wait)
         return booking_id, admit_at, wait
 
     def _close(self, booking_id: int, amounts: Mapping[str, float]) -> None:
@@ -454,11 +483,10 @@ class RateLimiter(BaseRateLimiter):
     def _reserve(
         self, estimated_input: object, estimated_output: object, *, count_request: bool
     ) -> Reservation:
-        input_tokens = _token_count(estimated_input, "estimated_input_tokens")
-        output_tokens = _token_count(estimated_output, "estimated_output_tokens")
-        # A request not counted here still queues on the RPM bucket (amount 0): first come,
-        # first served across both forms.
-        amounts = {"rpm": int(count_request), "itpm": input_tokens, "otpm": output_tokens}
+        amounts = _reservation_amounts(
+            estimated_input, estimated_output, count_request=count_request
+        )
+        input_tokens, output_tokens = amounts["itpm"], amounts["otpm"]
         with self._lock:
             booked = self._book(amounts, blocking=True, hold=True)
             assert booked is not None  # noqa: S101 -- a blocking booking always succeeds
@@ -688,12 +716,7 @@ class RateLimiter(BaseRateLimiter):
 
     def _take_open(self, reservation: Reservation) -> None:
         if self._open.get(reservation.id) is not reservation:
-            msg = (
-                f"reservation {reservation.id} is not open on this limiter: it was already "
-                "settled or cancelled, or another limiter made it; settle or cancel each "
-                "reservation once, on the limiter that made it"
-            )
-            raise RequestValidationError(msg)
+            raise _not_open(reservation)
         del self._open[reservation.id]
 
     def available(self) -> dict[str, float]:

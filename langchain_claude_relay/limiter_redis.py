@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import threading
 import time
@@ -60,6 +59,7 @@ from typing import Any, overload
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.limiter import (
+    _STAT_NAMES,
     WINDOW_SECONDS,
     AsyncSleep,
     Clock,
@@ -67,14 +67,15 @@ from langchain_claude_relay.limiter import (
     RateLimits,
     Reservation,
     Sleep,
+    _count_booking,
+    _not_open,
     _preset_limits,
-    _token_count,
+    _reservation_amounts,
     counted_input_tokens,
 )
 from langchain_claude_relay.redis_conn import (
     check_namespace,
     health_for,
-    is_outage,
     redis_url_from_env,
     resolve_client,
     server_location,
@@ -91,7 +92,7 @@ __all__ = [
 logger = logging.getLogger("langchain_claude_relay.limiter")
 
 _NAMES = ("rpm", "itpm", "otpm")
-_FLEET_SECONDS = 2 * WINDOW_SECONDS  # a process that booked within this long counts as active
+_WHAT = "the rate limiter"  # names this component in outage messages
 
 # KEYS: one per bucket booked, then the fleet's member set.
 # ARGV: n, blocking (1/0), window, member, then per bucket: capacity, amount.
@@ -212,22 +213,7 @@ end
 return out
 """
 
-_STAT_NAMES = (
-    "requests",
-    "reservations",
-    "waits",
-    "seconds_waited",
-    "oversize",
-    "settled",
-    "cancelled",
-    "estimated_input_tokens",
-    "estimated_output_tokens",
-    "settled_input_tokens",
-    "settled_output_tokens",
-    "redis_bookings",
-    "local_bookings",
-    "unsettled",
-)
+_REDIS_STAT_NAMES = (*_STAT_NAMES, "redis_bookings", "local_bookings", "unsettled")
 
 
 @dataclass(frozen=True)
@@ -313,15 +299,13 @@ class RedisRateLimiter(RateLimiter):
         self._acquire_script = self.client.register_script(_ACQUIRE)
         self._adjust_script = self.client.register_script(_ADJUST)
         self._levels_script = self.client.register_script(_LEVELS)
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._open_remote: dict[int, RedisReservation] = {}
         self._local_owner: dict[int, tuple[Reservation, RateLimiter]] = {}
         self._local: RateLimiter | None = None
         self._local_outage = -1
         self.fleet_size = 1
         """Processes seen booking on these buckets in the last two minutes (at the last booking)."""
-        self._counters: dict[str, float] = dict.fromkeys(_STAT_NAMES, 0)
+        self._counters: dict[str, float] = dict.fromkeys(_REDIS_STAT_NAMES, 0)
 
     def __repr__(self) -> str:
         limits = self.limits
@@ -342,21 +326,15 @@ class RedisRateLimiter(RateLimiter):
 
         A non-blocking booking that would wait returns ``_Booked`` with ``admitted_at=-1``.
         """
-        if not self.health.should_try():
-            return None
         names = [n for n in self.bucket_names if n in amounts]
         args: list[Any] = [len(names), int(blocking), WINDOW_SECONDS, self._member]
         for name in names:
             args += [self._capacity[name], amounts[name]]
         keys = [self._keys[n] for n in names] + [self._members_key]
-        try:
-            reply = self._acquire_script(keys=keys, args=args)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            self.health.failed(exc, "the rate limiter")
+        done = self.health.call(lambda: self._acquire_script(keys=keys, args=args), _WHAT)
+        if done is None:
             return None
-        self.health.succeeded()
+        reply = done[0]
         if reply[0] == b"0":
             return _Booked(-1.0, float(reply[1]), ())
         admitted_at, now = float(reply[1]), float(reply[2])
@@ -369,20 +347,13 @@ class RedisRateLimiter(RateLimiter):
         names = [n for n in self.bucket_names if deltas.get(n)]
         if not names:
             return True
-        if not self.health.should_try():
-            return False
         args: list[Any] = [len(names), WINDOW_SECONDS]
         for name in names:
             args += [self._capacity[name], repr(float(deltas[name])), clips.get(name, -1)]
-        try:
-            self._adjust_script(keys=[self._keys[n] for n in names], args=args)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            self.health.failed(exc, "the rate limiter")
-            return False
-        self.health.succeeded()
-        return True
+        keys = [self._keys[n] for n in names]
+        return (
+            self.health.call(lambda: self._adjust_script(keys=keys, args=args), _WHAT) is not None
+        )
 
     def _local_limiter(self) -> RateLimiter:
         """The fallback for this outage: this process's share of the limits, in memory."""
@@ -407,12 +378,44 @@ class RedisRateLimiter(RateLimiter):
         """The amounts to book and whether this is LangChain's form (no estimates)."""
         if self._is_hook_form(estimated_input, estimated_output, blocking=blocking):
             return {"rpm": 1}, True
-        input_tokens = _token_count(estimated_input, "estimated_input_tokens")
-        output_tokens = _token_count(estimated_output, "estimated_output_tokens")
-        return {"rpm": int(count), "itpm": input_tokens, "otpm": output_tokens}, False
+        return _reservation_amounts(estimated_input, estimated_output, count_request=count), False
+
+    def _count_booking(self, amounts: Mapping[str, int], wait: float, *, remote: bool) -> None:
+        """Count one booking in ``stats()`` (the caller holds the lock)."""
+        capacity = self._capacity
+        oversize = any(n > capacity[name] for name, n in amounts.items() if name in capacity)
+        _count_booking(self._counters, amounts.get("rpm", 0), oversize=oversize, wait=wait)
+        self._counters["redis_bookings" if remote else "local_bookings"] += 1
+
+    def _count_reservation(self, reservation: Reservation, *, remote: bool) -> None:
+        """Count one token reservation in ``stats()`` (the caller holds the lock)."""
+        counters = self._counters
+        counters["reservations"] += 1
+        counters["estimated_input_tokens"] += reservation.input_tokens
+        counters["estimated_output_tokens"] += reservation.output_tokens
+        amounts = {
+            "rpm": int(reservation.counts_request),
+            "itpm": reservation.input_tokens,
+            "otpm": reservation.output_tokens,
+        }
+        self._count_booking(amounts, reservation.waited, remote=remote)
+
+    def _admitted(
+        self, amounts: Mapping[str, int], booked: _Booked, *, hook: bool
+    ) -> Reservation | bool:
+        """Record a Redis booking: its reservation, or ``True`` in LangChain's form.
+
+        ``False`` when a non-blocking booking would have had to wait (nothing was booked).
+        """
+        if booked.admitted_at < 0:
+            return False
+        if not hook:
+            return self._reservation(amounts, booked)
+        with self._lock:
+            self._count_booking(amounts, booked.wait, remote=True)
+        return True
 
     def _reservation(self, amounts: Mapping[str, int], booked: _Booked) -> RedisReservation:
-        names = [n for n in self.bucket_names if n in amounts]
         with self._lock:
             reservation = RedisReservation(
                 id=next(self._ids),
@@ -424,43 +427,32 @@ class RedisRateLimiter(RateLimiter):
                 clips=booked.clips,
             )
             self._open_remote[reservation.id] = reservation
-            self._counters["reservations"] += 1
-            self._counters["estimated_input_tokens"] += amounts["itpm"]
-            self._counters["estimated_output_tokens"] += amounts["otpm"]
-            self._count_booking(amounts, booked.wait, names, remote=True)
+            self._count_reservation(reservation, remote=True)
         return reservation
 
-    def _count_booking(
-        self, amounts: Mapping[str, int], wait: float, names: list[str], *, remote: bool
-    ) -> None:
-        counters = self._counters
-        counters["requests"] += amounts.get("rpm", 0)
-        counters["redis_bookings" if remote else "local_bookings"] += 1
-        counters["oversize"] += int(any(amounts[n] > self._capacity[n] for n in names))
-        if wait > 0:
-            counters["waits"] += 1
-            counters["seconds_waited"] += wait
+    def _abandon(self, admitted: Reservation | bool) -> None:
+        """Undo a Redis booking whose wait was interrupted (request and tokens)."""
+        if isinstance(admitted, Reservation):
+            self.cancel(admitted)
+            return
+        self._adjust_remote({"rpm": 1}, {})  # not admitted yet: the bucket cannot have clipped
+        with self._lock:
+            self._counters["requests"] -= 1
 
-    def _track_local(self, reservation: Reservation, limiter: RateLimiter) -> None:
+    def _local_fallback(self, *, hook: bool) -> RateLimiter:
+        """The local limiter to book on while Redis is down (a LangChain-form booking counted)."""
+        local = self._local_limiter()
+        if hook:
+            with self._lock:
+                self._counters["local_bookings"] += 1
+        return local
+
+    def _track_local(self, reservation: Reservation, limiter: RateLimiter) -> Reservation:
+        """Remember which local limiter made a reservation, and count it."""
         with self._lock:
             self._local_owner[id(reservation)] = (reservation, limiter)
-            self._counters["reservations"] += 1
-            self._counters["estimated_input_tokens"] += reservation.input_tokens
-            self._counters["estimated_output_tokens"] += reservation.output_tokens
-            amounts = {
-                "rpm": int(reservation.counts_request),
-                "itpm": reservation.input_tokens,
-                "otpm": reservation.output_tokens,
-            }
-            names = [n for n in self.bucket_names if n in amounts]
-            self._count_booking(amounts, reservation.waited, names, remote=False)
-
-    def _undo_hook(self, completed: bool) -> None:
-        """A LangChain-form booking whose wait was interrupted: give the request back."""
-        if not completed:
-            self._adjust_remote({"rpm": 1}, {})  # not admitted yet: the bucket cannot have clipped
-            with self._lock:
-                self._counters["requests"] -= 1
+            self._count_reservation(reservation, remote=False)
+        return reservation
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -502,33 +494,21 @@ class RedisRateLimiter(RateLimiter):
         )
         booked = self._book_remote(amounts, blocking=blocking)
         if booked is None:
-            local = self._local_limiter()
+            local = self._local_fallback(hook=hook)
             if hook:
-                with self._lock:
-                    self._counters["local_bookings"] += 1
                 return local.acquire(blocking=blocking)
             reservation = local.acquire(
                 amounts["itpm"], amounts["otpm"], count_request=count_request
             )
-            self._track_local(reservation, local)
-            return reservation
-        if booked.admitted_at < 0:
-            return False
-        if hook:
-            with self._lock:
-                self._count_booking(amounts, booked.wait, ["rpm"], remote=True)
-        else:
-            reservation = self._reservation(amounts, booked)
-        if booked.wait > 0:
+            return self._track_local(reservation, local)
+        admitted = self._admitted(amounts, booked, hook=hook)
+        if admitted is not False and booked.wait > 0:
             try:
                 self._sleep(booked.wait)
             except BaseException:
-                if hook:
-                    self._undo_hook(False)
-                else:
-                    self.cancel(reservation)
+                self._abandon(admitted)
                 raise
-        return True if hook else reservation
+        return admitted
 
     @overload
     async def aacquire(self, *, blocking: bool = True) -> bool: ...
@@ -565,33 +545,21 @@ class RedisRateLimiter(RateLimiter):
         )
         booked = await asyncio.to_thread(self._book_remote, amounts, blocking=blocking)
         if booked is None:
-            local = self._local_limiter()
+            local = self._local_fallback(hook=hook)
             if hook:
-                with self._lock:
-                    self._counters["local_bookings"] += 1
                 return await local.aacquire(blocking=blocking)
             reservation = await local.aacquire(
                 amounts["itpm"], amounts["otpm"], count_request=count_request
             )
-            self._track_local(reservation, local)
-            return reservation
-        if booked.admitted_at < 0:
-            return False
-        if hook:
-            with self._lock:
-                self._count_booking(amounts, booked.wait, ["rpm"], remote=True)
-        else:
-            reservation = self._reservation(amounts, booked)
-        if booked.wait > 0:
+            return self._track_local(reservation, local)
+        admitted = self._admitted(amounts, booked, hook=hook)
+        if admitted is not False and booked.wait > 0:
             try:
                 await self._asleep(booked.wait)
             except BaseException:
-                if hook:
-                    self._undo_hook(False)
-                else:
-                    self.cancel(reservation)
+                self._abandon(admitted)
                 raise
-        return True if hook else reservation
+        return admitted
 
     def _take(self, reservation: Reservation) -> RateLimiter | None:
         """Close a reservation's bookkeeping: ``None`` for a Redis one, else its local limiter.
@@ -611,12 +579,7 @@ class RedisRateLimiter(RateLimiter):
                 return owner[1]
             if owner is not None:  # a different object with a recycled id: put it back
                 self._local_owner[id(owner[0])] = owner
-        msg = (
-            f"reservation {reservation.id} is not open on this limiter: it was already settled "
-            "or cancelled, or another limiter made it; settle or cancel each reservation once, "
-            "on the limiter that made it"
-        )
-        raise RequestValidationError(msg)
+        raise _not_open(reservation)
 
     def _clips(self, reservation: RedisReservation) -> dict[str, int]:
         # Every bucket is booked for a reservation (rpm with 0 when the request is not counted).
@@ -684,20 +647,14 @@ class RedisRateLimiter(RateLimiter):
             ``{"rpm": ..., "itpm": ..., "otpm": ...}`` for the limits that are set.
         """
         names = list(self.bucket_names)
-        if names and self.health.should_try():
-            try:
-                reply = self._levels_script(
-                    keys=[self._keys[n] for n in names],
-                    args=[WINDOW_SECONDS, *(self._capacity[n] for n in names)],
-                )
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                self.health.failed(exc, "the rate limiter")
-            else:
-                self.health.succeeded()
-                return {n: float(v) for n, v in zip(names, reply[1:], strict=True)}
-        return self._local_limiter().available() if names else {}
+        if not names:
+            return {}
+        keys = [self._keys[n] for n in names]
+        args = [WINDOW_SECONDS, *(self._capacity[n] for n in names)]
+        done = self.health.call(lambda: self._levels_script(keys=keys, args=args), _WHAT)
+        if done is None:
+            return self._local_limiter().available()
+        return {n: float(v) for n, v in zip(names, done[0][1:], strict=True)}
 
     def stats(self) -> dict[str, float]:
         """Counters of this process since creation (JSON-able numbers).

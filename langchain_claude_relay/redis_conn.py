@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_claude_relay.store import StateWarning
 
@@ -67,6 +67,8 @@ SOCKET_TIMEOUT = 1.0
 """Seconds to wait for a reply."""
 
 _INSTALL_HINT = "pip install 'langchain-claude-relay[redis]'"
+
+_T = TypeVar("_T")
 
 
 class RedisStateWarning(StateWarning):
@@ -260,7 +262,33 @@ class RedisHealth:
             self._down_since = now
             self.outages += 1
             self.failure = type(exc).__name__
-        _announce_outage(self.location, f"{type(exc).__name__}", what, self.retry_after)
+        _announce_outage(self.location, type(exc).__name__, what, self.retry_after)
+
+    def call(self, action: Callable[[], _T], what: str) -> tuple[_T] | None:
+        """Run one Redis action unless Redis is down, and report how it went.
+
+        Args:
+            action: the Redis call(s) to make.
+            what: the component, e.g. ``"the rate limiter"``, for an outage message.
+
+        Returns:
+            ``(result,)``, or ``None`` when Redis is down (not tried) or the action failed with
+            an outage error (``is_outage``); the caller then uses its local state.
+
+        Raises:
+            Exception: whatever ``action`` raised that is not an outage (a bug, not Redis).
+        """
+        if not self.should_try():
+            return None
+        try:
+            result = action()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.failed(exc, what)
+            return None
+        self.succeeded()
+        return (result,)
 
 
 _warned: set[str] = set()
@@ -278,7 +306,8 @@ def _announce_outage(location: str, error: str, what: str, retry_after: float) -
         first = location not in _warned
         _warned.add(location)
     if first:
-        warnings.warn(message, RedisStateWarning, stacklevel=4)
+        # _announce_outage < failed < call < the backend's method < its caller
+        warnings.warn(message, RedisStateWarning, stacklevel=5)
     else:
         logger.warning("%s", message)
 

@@ -65,7 +65,6 @@ from typing import TYPE_CHECKING, Any
 from langchain_claude_relay.redis_conn import (
     check_namespace,
     health_for,
-    is_outage,
     redis_url_from_env,
     resolve_client,
 )
@@ -290,17 +289,7 @@ class RedisStore:
 
     def _remote(self, action: Callable[[], Any]) -> tuple[Any] | None:
         """Run a Redis action: ``(result,)``, or ``None`` when Redis is (or just went) down."""
-        if not self.health.should_try():
-            return None
-        try:
-            result = action()
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            self.health.failed(exc, "the planner's state store")
-            return None
-        self.health.succeeded()
-        return (result,)
+        return self.health.call(action, "the planner's state store")
 
     def _remember(self, key: str, value: Any, expire: float | None = None) -> None:
         if len(self._mirror) > _MIRROR_KEYS or len(self._fresh) > _MIRROR_KEYS:

@@ -48,7 +48,6 @@ from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
 from langchain_claude_relay.redis_conn import (
     check_namespace,
     health_for,
-    is_outage,
     redis_url_from_env,
     resolve_client,
 )
@@ -248,20 +247,16 @@ class RedisLedger:
     def _send(self, batch: list[_Queued]) -> None:
         """Send the local backlog then ``batch`` (the caller holds ``_send_lock``)."""
         self._keep_local(batch)
-        if not self._local or not self.health.should_try():
-            return
-        try:
-            while self._local:
-                chunk = [self._local[i] for i in range(min(_BATCH_MAX, len(self._local)))]
-                self._send_chunk(chunk)
-                for _ in chunk:
-                    self._local.popleft()
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            self.health.failed(exc, "the cost ledger")
-            return
-        self.health.succeeded()
+        if self._local:
+            self.health.call(self._send_local, "the cost ledger")
+
+    def _send_local(self) -> None:
+        """Send the local backlog in chunks, dropping each chunk once Redis has it."""
+        while self._local:
+            chunk = [self._local[i] for i in range(min(_BATCH_MAX, len(self._local)))]
+            self._send_chunk(chunk)
+            for _ in chunk:
+                self._local.popleft()
 
     def _keep_local(self, batch: list[_Queued]) -> None:
         self._local.extend(batch)
@@ -368,16 +363,8 @@ class RedisLedger:
             down.
         """
         self.flush()
-        stored: list[LedgerEntry] = []
-        if self.health.should_try():
-            try:
-                stored = self._read(since)
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                self.health.failed(exc, "the cost ledger")
-            else:
-                self.health.succeeded()
+        read = self.health.call(lambda: self._read(since), "the cost ledger")
+        stored = [] if read is None else read[0]
         local = [e for e in self.pending_local() if since is None or e.timestamp >= since]
         return [*stored, *local][-self.max_entries :]
 
@@ -407,20 +394,12 @@ class RedisLedger:
         """
         self.flush()
         totals: dict[str, float] = dict.fromkeys(TOTAL_FIELDS, 0)
-        if self.health.should_try():
-            try:
-                raw = self.client.hgetall(self._totals_key)
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                self.health.failed(exc, "the cost ledger")
-            else:
-                self.health.succeeded()
-                for name, value in raw.items():
-                    key = name.decode()
-                    if key in totals:
-                        number = float(value)
-                        totals[key] = int(number) if number.is_integer() else number
+        stored = self.health.call(lambda: self.client.hgetall(self._totals_key), "the cost ledger")
+        for name, value in stored[0].items() if stored is not None else ():
+            key = name.decode()
+            if key in totals:
+                number = float(value)
+                totals[key] = int(number) if number.is_integer() else number
         for entry in self.pending_local():
             _add(totals, entry)
         return totals

@@ -92,6 +92,18 @@ def test_langchain_form_counts_requests_only(redis_server: Any, namespace: str) 
     assert limiter.stats()["requests"] == 2
 
 
+def test_langchain_form_without_an_rpm_limit_admits_at_once(
+    redis_server: Any, namespace: str
+) -> None:
+    # No RPM bucket: LangChain's form books nothing on Redis (it once failed with KeyError).
+    limiter = RedisRateLimiter(itpm=10, redis=redis_server.url, key="n", namespace=namespace)
+    limiter.acquire(10)  # itpm now empty
+    assert limiter.acquire(blocking=False) is True
+    assert asyncio.run(limiter.aacquire(blocking=False)) is True
+    stats = limiter.stats()
+    assert (stats["requests"], stats["redis_bookings"], stats["oversize"]) == (3, 3, 0)
+
+
 def test_other_keys_and_limits_do_not_share(redis_server: Any, namespace: str) -> None:
     a = RedisRateLimiter(itpm=600, redis=redis_server.url, key="a", namespace=namespace)
     b = RedisRateLimiter(itpm=600, redis=redis_server.url, key="b", namespace=namespace)
