@@ -119,6 +119,28 @@ class _Prepared:
         )
 
 
+@dataclass
+class _StreamState:
+    """What a stream has told so far that its closing chunk reports: usage, model, call id."""
+
+    usage: Mapping[str, Any] | None = None
+    model_name: str | None = None
+    call_id: str | None = None
+
+    def read(self, event: Any) -> ParsedChunk:
+        """Validate one streamed event and keep its usage, model and id (the last one given).
+
+        Raises:
+            APIResponseError: if the event is not a chat completion chunk.
+        """
+        parsed = parse_chat_chunk(event)
+        if parsed.usage is not None:
+            self.usage = parsed.usage
+        self.model_name = parsed.model or self.model_name
+        self.call_id = parsed.id or self.call_id
+        return parsed
+
+
 class ChatClaudeRelay(BaseChatModel):
     """Claude through an OpenAI-compatible relay, with prompt caching planned for you.
 
@@ -632,7 +654,13 @@ class ChatClaudeRelay(BaseChatModel):
             id=parsed.id,
         )
 
-    def _chunk_from(self, parsed: ParsedChunk) -> AIMessageChunk:
+    @staticmethod
+    def _chunk_from(parsed: ParsedChunk) -> ChatGenerationChunk | None:
+        """A streamed chunk's text, reasoning, tool-call deltas and finish reason, if any."""
+        if not (
+            parsed.content or parsed.reasoning or parsed.tool_call_deltas or parsed.finish_reason
+        ):
+            return None  # a role-only or usage-only chunk: usage goes on the closing chunk
         additional: dict[str, Any] = {}
         if parsed.reasoning:
             additional["reasoning_content"] = parsed.reasoning
@@ -648,33 +676,31 @@ class ChatClaudeRelay(BaseChatModel):
         response_metadata: dict[str, Any] = {}
         if parsed.finish_reason:
             response_metadata["finish_reason"] = parsed.finish_reason
-        return AIMessageChunk(
-            content=parsed.content,
-            additional_kwargs=additional,
-            tool_call_chunks=chunks,
-            response_metadata=response_metadata,
-            id=parsed.id,
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=parsed.content,
+                additional_kwargs=additional,
+                tool_call_chunks=chunks,
+                response_metadata=response_metadata,
+                id=parsed.id,
+            )
         )
 
-    def _final_chunk(
-        self,
-        prepared: _Prepared,
-        raw_usage: Mapping[str, Any] | None,
-        model_name: str | None,
-        call_id: str | None = None,
-    ) -> AIMessageChunk:
+    def _final_chunk(self, prepared: _Prepared, state: _StreamState) -> ChatGenerationChunk:
         """The closing chunk: usage, cost and plan, once (LangChain sums usage across chunks)."""
-        usage, meta = self._account(prepared, raw_usage, call_id)
-        return AIMessageChunk(
-            content="",
-            usage_metadata=usage.to_usage_metadata() if usage is not None else None,
-            response_metadata={
-                "model_name": model_name or prepared.model,
-                "model_provider": "claude-relay",
-                "usage": dict(raw_usage) if raw_usage is not None else None,
-                **meta,
-            },
-            chunk_position="last",
+        usage, meta = self._account(prepared, state.usage, state.call_id)
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage.to_usage_metadata() if usage is not None else None,
+                response_metadata={
+                    "model_name": state.model_name or prepared.model,
+                    "model_provider": "claude-relay",
+                    "usage": dict(state.usage) if state.usage is not None else None,
+                    **meta,
+                },
+                chunk_position="last",
+            )
         )
 
     # -- LangChain entry points -----------------------------------------------------------------
@@ -740,35 +766,21 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        prepared = self._prepare(messages, stop, stream=True, **kwargs)
-        gate = fanout.current_gate()
-        if gate is not None:
-            gate.planned(prepared.plan)
+        prepared, gate = self._prepare_stream(messages, stop, kwargs)
         booked = self._reserve(prepared)
         outcome: limiting.CallOutcome = "unsent"
         try:
-            usage: Mapping[str, Any] | None = None
-            model_name: str | None = None
-            call_id: str | None = None
+            state = _StreamState()
             for event in self._transport.stream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
-                    self._lifecycle(prepared, "began")
-                    if gate is not None:
-                        gate.begun()
-                parsed = parse_chat_chunk(event)
-                usage = parsed.usage if parsed.usage is not None else usage
-                model_name = parsed.model or model_name
-                call_id = parsed.id or call_id
-                message = self._chunk_from(parsed)
-                if not _is_empty(message):
-                    chunk = ChatGenerationChunk(message=message)
+                    self._began(prepared, gate)
+                chunk = self._chunk_from(state.read(event))
+                if chunk is not None:
                     if run_manager:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            final = ChatGenerationChunk(
-                message=self._final_chunk(prepared, usage, model_name, call_id)
-            )
+            final = self._final_chunk(prepared, state)
             if run_manager:
                 run_manager.on_llm_new_token("", chunk=final)
             yield final
@@ -787,35 +799,21 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        prepared = self._prepare(messages, stop, stream=True, **kwargs)
-        gate = fanout.current_gate()
-        if gate is not None:
-            gate.planned(prepared.plan)
+        prepared, gate = self._prepare_stream(messages, stop, kwargs)
         booked = await self._areserve(prepared)
         outcome: limiting.CallOutcome = "unsent"
         try:
-            usage: Mapping[str, Any] | None = None
-            model_name: str | None = None
-            call_id: str | None = None
+            state = _StreamState()
             async for event in self._transport.astream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
-                    self._lifecycle(prepared, "began")
-                    if gate is not None:
-                        gate.begun()
-                parsed = parse_chat_chunk(event)
-                usage = parsed.usage if parsed.usage is not None else usage
-                model_name = parsed.model or model_name
-                call_id = parsed.id or call_id
-                message = self._chunk_from(parsed)
-                if not _is_empty(message):
-                    chunk = ChatGenerationChunk(message=message)
+                    self._began(prepared, gate)
+                chunk = self._chunk_from(state.read(event))
+                if chunk is not None:
                     if run_manager:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            final = ChatGenerationChunk(
-                message=self._final_chunk(prepared, usage, model_name, call_id)
-            )
+            final = self._final_chunk(prepared, state)
             if run_manager:
                 await run_manager.on_llm_new_token("", chunk=final)
             yield final
@@ -826,6 +824,22 @@ class ChatClaudeRelay(BaseChatModel):
             raise
         finally:
             self._release(booked, prepared, outcome)
+
+    def _prepare_stream(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[_Prepared, fanout.WarmupGate | None]:
+        """``_prepare`` for a stream, and the batch warm-up gate told of the plan (if any)."""
+        prepared = self._prepare(messages, stop, stream=True, **kwargs)
+        gate = fanout.current_gate()
+        if gate is not None:
+            gate.planned(prepared.plan)
+        return prepared, gate
+
+    def _began(self, prepared: _Prepared, gate: fanout.WarmupGate | None) -> None:
+        """The stream's first event arrived: its cache writes are readable from now on."""
+        self._lifecycle(prepared, "began")
+        if gate is not None:
+            gate.begun()
 
     # -- batches: warm, then fan out ------------------------------------------------------------
 
@@ -1073,15 +1087,6 @@ class ChatClaudeRelay(BaseChatModel):
             [parser_none], exception_key="parsing_error"
         )
         return RunnableMap(raw=llm) | parser_with_fallback
-
-
-def _is_empty(message: AIMessageChunk) -> bool:
-    return (
-        not message.content
-        and not message.tool_call_chunks
-        and not message.additional_kwargs
-        and not message.response_metadata.get("finish_reason")
-    )
 
 
 def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:

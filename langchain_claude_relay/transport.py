@@ -294,6 +294,21 @@ class RawResponse:
     headers: Mapping[str, str]
 
 
+def _raw_response(http: Any, text: str) -> RawResponse:
+    """A non-streamed answer (``text``: its body, scrubbed), decoded.
+
+    Raises:
+        APIResponseError: if the body is empty or not JSON.
+    """
+    return RawResponse(_decode_body(text, http.status_code), http.status_code, dict(http.headers))
+
+
+def _not_an_event_stream(response: Any, content_type: str, text: str) -> APIResponseError:
+    """The error for a streaming request answered with something else (``text``: its body)."""
+    msg = f"relay answered {content_type or 'no content type'} to a streaming request"
+    return APIResponseError(msg, status_code=response.status_code, body=text)
+
+
 def _decode_body(text: str, status_code: int) -> Any:
     if not text.strip():
         msg = "relay answered an empty body"
@@ -461,9 +476,7 @@ class RelayTransport:
             failure = self._failure(exc)
         if failure is not None:
             raise failure.error from failure.cause
-        return RawResponse(
-            _decode_body(text, http.status_code), http.status_code, dict(http.headers)
-        )
+        return _raw_response(http, text)
 
     def create(self, payload: Mapping[str, Any]) -> RawResponse:
         """Send a non-streaming request, retrying per the policy."""
@@ -482,9 +495,7 @@ class RelayTransport:
             failure = self._failure(exc)
         if failure is not None:
             raise failure.error from failure.cause
-        return RawResponse(
-            _decode_body(text, http.status_code), http.status_code, dict(http.headers)
-        )
+        return _raw_response(http, text)
 
     async def acreate(self, payload: Mapping[str, Any]) -> RawResponse:
         """Async :meth:`create`."""
@@ -510,9 +521,7 @@ class RelayTransport:
             content_type = response.headers.get("content-type", "")
             if "event-stream" not in content_type:
                 response.read()
-                text = self._scrub_text(response.text)
-                msg = f"relay answered {content_type or 'no content type'} to a streaming request"
-                raise APIResponseError(msg, status_code=response.status_code, body=text)
+                raise _not_an_event_stream(response, content_type, self._scrub_text(response.text))
             events = iter_sse_json(self._scrub_lines(response.iter_lines()))
             first = next(events, _END)
         except Exception as exc:
@@ -562,9 +571,7 @@ class RelayTransport:
             content_type = response.headers.get("content-type", "")
             if "event-stream" not in content_type:
                 await response.aread()
-                text = self._scrub_text(response.text)
-                msg = f"relay answered {content_type or 'no content type'} to a streaming request"
-                raise APIResponseError(msg, status_code=response.status_code, body=text)
+                raise _not_an_event_stream(response, content_type, self._scrub_text(response.text))
             events = aiter_sse_json(self._ascrub_lines(response.aiter_lines()))
             first = await anext(events, _END)
         except Exception as exc:
