@@ -1,9 +1,13 @@
-"""``ChatClaudeRelay``: a LangChain chat model for Claude over any OpenAI-compatible relay.
+"""``ChatClaudeRelay``: a LangChain chat model for Claude over relays, Anthropic, Bedrock, Vertex.
+
+Any OpenAI-compatible relay by default; Anthropic's own API, AWS Bedrock and Google Vertex AI
+with ``api=``.
 
 The class is a thin LangChain surface. The work happens in plain modules:
 ``convert`` (LangChain -> ``ClaudeRequest``), the planner (where the cache markers go and with
-which TTL), ``wire.openai_chat`` (the one renderer and parser of the wire format), ``transport``
-(the ``openai`` SDK, retries, typed errors), ``usage`` and ``cost`` (normalized usage, dollars),
+which TTL), ``wire`` (``openai_chat`` for relays, ``anthropic_messages`` for the native ways in:
+the renderers and parsers), ``apis`` and ``transport`` (the SDK client of the way in, retries,
+typed errors), ``usage`` and ``cost`` (normalized usage, dollars),
 ``limiting`` (what each call books on the rate limiter, and how it settles) and ``fanout``
 (warm-then-fan-out scheduling of ``batch``/``abatch``).
 """
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -54,6 +60,7 @@ from pydantic import (
 )
 
 from langchain_claude_relay import fanout, limiting
+from langchain_claude_relay.apis import API_SPECS, ApiKind, ApiSpec, api_spec
 from langchain_claude_relay.convert import (
     check_thinking,
     check_tool_choice,
@@ -71,12 +78,8 @@ from langchain_claude_relay.request import ClaudeRequest, Tool
 from langchain_claude_relay.retry import RetryPolicy
 from langchain_claude_relay.transport import RelayTransport, check_base_url, split_secret_headers
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
-from langchain_claude_relay.wire.openai_chat import (
-    ParsedChunk,
-    parse_chat_chunk,
-    parse_chat_completion,
-    render_chat_payload,
-)
+from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
+from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
 __all__ = ["ChatClaudeRelay", "PromptCachePlanner", "DEFAULT_OUTPUT_ESTIMATE", "relay_limiter_key"]
 
@@ -123,21 +126,24 @@ class _Prepared:
 class _StreamState:
     """What a stream has told so far that its closing chunk reports: usage, model, call id."""
 
+    reader: StreamReader
     usage: Mapping[str, Any] | None = None
     model_name: str | None = None
     call_id: str | None = None
+    diagnostics: Mapping[str, Any] | None = None
 
     def read(self, event: Any) -> ParsedChunk:
         """Validate one streamed event and keep its usage, model and id (the last one given).
 
         Raises:
-            APIResponseError: if the event is not a chat completion chunk.
+            APIResponseError: if the event is not one of the wire format's stream events.
         """
-        parsed = parse_chat_chunk(event)
+        parsed = self.reader.read(event)
         if parsed.usage is not None:
             self.usage = parsed.usage
         self.model_name = parsed.model or self.model_name
         self.call_id = parsed.id or self.call_id
+        self.diagnostics = parsed.diagnostics or self.diagnostics
         return parsed
 
 
@@ -163,19 +169,72 @@ class ChatClaudeRelay(BaseChatModel):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     model_name: str = Field(default=DEFAULT_MODEL, alias="model")
-    """Model id as the relay spells it (``claude-sonnet-4-6``, ``anthropic/claude-sonnet-4.5``)."""
+    """Model id as the way in spells it: ``claude-sonnet-4-6`` or ``anthropic/claude-sonnet-4.5``
+    on relays, ``anthropic.claude-sonnet-4-6`` or ``us.anthropic.claude-...-v1:0`` on Bedrock,
+    ``claude-sonnet-4-5@20250929`` on Vertex."""
+
+    api: ApiKind = "openai"
+    """The way in: ``"openai"`` (an OpenAI-compatible relay, the default), ``"anthropic"``
+    (Anthropic's Messages API), ``"bedrock"`` (AWS Bedrock) or ``"vertex"`` (Google Vertex AI).
+    The native three need the ``anthropic`` SDK: ``pip install 'langchain-claude-relay[anthropic]'``
+    (or ``[bedrock]``, ``[vertex]``). Planner, retries, limiter, ledger and costs are the same."""
 
     base_url: str | None = Field(
         alias="base_url",
         default_factory=from_env(["CLAUDE_RELAY_BASE_URL", "OPENAI_BASE_URL"], default=None),
     )
-    """Relay base URL; else env ``CLAUDE_RELAY_BASE_URL``, else ``OPENAI_BASE_URL``."""
+    """Base URL. Relays: else env ``CLAUDE_RELAY_BASE_URL``, else ``OPENAI_BASE_URL`` (required).
+    Native ways in: else ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_BEDROCK_BASE_URL`` /
+    ``ANTHROPIC_VERTEX_BASE_URL``, else the SDK's default endpoint."""
 
     api_key: SecretStr | None = Field(
         alias="api_key",
         default_factory=secret_from_env(["CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"], default=None),
     )
-    """Relay key; else env ``CLAUDE_RELAY_API_KEY``, else ``OPENAI_API_KEY``. Never printed."""
+    """The key, never printed. Relays: else env ``CLAUDE_RELAY_API_KEY``, else
+    ``OPENAI_API_KEY``. ``api="anthropic"``: else ``ANTHROPIC_API_KEY``. ``api="bedrock"``: an
+    optional Bedrock API key (else ``AWS_BEARER_TOKEN_BEDROCK``; without one, AWS credentials
+    sign the requests). ``api="vertex"``: unused."""
+
+    aws_region: str | None = None
+    """Bedrock: the AWS region (else ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` / the profile's)."""
+
+    aws_access_key_id: SecretStr | None = None
+    """Bedrock: an access key id (else the usual AWS credential chain: env, profile, role)."""
+
+    aws_secret_access_key: SecretStr | None = None
+    """Bedrock: the secret access key going with ``aws_access_key_id``."""
+
+    aws_session_token: SecretStr | None = None
+    """Bedrock: a session token for temporary credentials."""
+
+    aws_profile: str | None = None
+    """Bedrock: a named AWS profile."""
+
+    vertex_project: str | None = None
+    """Vertex: the Google Cloud project (else ``ANTHROPIC_VERTEX_PROJECT_ID`` or the
+    credentials' project)."""
+
+    vertex_region: str | None = None
+    """Vertex: the region, e.g. ``us-east5`` or ``global`` (else ``CLOUD_ML_REGION``)."""
+
+    vertex_access_token: SecretStr | None = None
+    """Vertex: an OAuth access token (else Google's application default credentials)."""
+
+    vertex_credentials: Any = Field(default=None, exclude=True)
+    """Vertex: a ``google.auth`` credentials object (else application default credentials)."""
+
+    exact_token_counts: bool = False
+    """Native API and Vertex: count each new request's tokens with the count-tokens endpoint
+    (one extra call per distinct request, remembered by its prefix hash) and calibrate the planner
+    with the exact figure before planning, so the first call of a new prompt already knows
+    whether its prefixes reach the minimum. Off by default (the endpoint has its own rate
+    limit)."""
+
+    cache_diagnostics: bool = False
+    """Native ways in: ask for ``diagnostics`` (the previous answer's id, found in the
+    conversation) so the answer says why the cache was missed; surfaced as
+    ``response_metadata["cache_miss_reason"]``."""
 
     temperature: float | None = None
     """Sampling temperature (0 to 1 for Claude)."""
@@ -281,6 +340,21 @@ class ChatClaudeRelay(BaseChatModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _native_environment(cls, values: Any) -> Any:
+        """A native way in reads its own environment variables, not the relay's."""
+        if not isinstance(values, dict) or values.get("api", "openai") == "openai":
+            return values
+        spec = api_spec(str(values["api"]))
+        values = dict(values)
+        if "base_url" not in values:
+            values["base_url"] = _first_env(spec.base_url_env)
+        if "api_key" not in values:
+            key = _first_env(spec.key_env)
+            values["api_key"] = SecretStr(key) if key is not None else None
+        return values
+
+    @model_validator(mode="before")
+    @classmethod
     def _route_cache_argument(cls, values: Any) -> Any:
         """``cache="auto"|"off"|planner`` means prompt caching; other values are LangChain's."""
         if isinstance(values, dict) and "cache" in values:
@@ -308,6 +382,23 @@ class ChatClaudeRelay(BaseChatModel):
     def _check_base_url(self) -> ChatClaudeRelay:
         if self.base_url:
             check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        return self
+
+    @model_validator(mode="after")
+    def _check_native_options(self) -> ChatClaudeRelay:
+        spec = self._api
+        if self.exact_token_counts and not spec.count_tokens:
+            msg = (
+                f"exact_token_counts=True needs a count-tokens endpoint, which api={spec.kind!r} "
+                "does not have: use api='anthropic' or api='vertex', or leave it off"
+            )
+            raise ValueError(msg)
+        if self.cache_diagnostics and not spec.native:
+            msg = (
+                "cache_diagnostics=True needs a native way in (api='anthropic', 'bedrock' or "
+                "'vertex'); relays do not return the diagnostics field"
+            )
+            raise ValueError(msg)
         return self
 
     @model_validator(mode="after")
@@ -363,7 +454,14 @@ class ChatClaudeRelay(BaseChatModel):
     @property
     def lc_secrets(self) -> dict[str, str]:
         """The secret fields and the environment variables LangChain serializes them as."""
-        return {"api_key": "CLAUDE_RELAY_API_KEY"}
+        key_env = API_SPECS[self.api].key_env
+        return {
+            "api_key": key_env[0] if key_env else "CLAUDE_RELAY_API_KEY",
+            "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+            "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+            "aws_session_token": "AWS_SESSION_TOKEN",
+            "vertex_access_token": "VERTEX_ACCESS_TOKEN",
+        }
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -379,6 +477,7 @@ class ChatClaudeRelay(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name,
+            "api": self.api,
             "base_url": self.base_url,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
@@ -405,17 +504,41 @@ class ChatClaudeRelay(BaseChatModel):
 
     # -- clients and planner (lazy) ------------------------------------------------------------
 
+    @property
+    def _api(self) -> ApiSpec:
+        return API_SPECS[self.api]
+
+    @cached_property
+    def _wire(self) -> WireFormat:
+        return wire_format(self._api.native)
+
     @cached_property
     def _transport(self) -> RelayTransport:
-        base_url = check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
-        if self.api_key is None:
-            msg = (
-                "no relay API key: pass api_key=... or set CLAUDE_RELAY_API_KEY (or OPENAI_API_KEY)"
-            )
+        spec = self._api
+        base_url = self.base_url
+        if not spec.native:
+            base_url = check_base_url(base_url, allow_insecure_http=self.allow_insecure_http)
+        if self.api_key is None and spec.kind in ("openai", "anthropic"):
+            where = " (or ".join(spec.key_env) + ")" * (len(spec.key_env) - 1)
+            owner = "relay" if spec.kind == "openai" else "Anthropic"
+            msg = f"no {owner} API key: pass api_key=... or set {where}"
             raise RequestValidationError(msg)
-        return RelayTransport(
+        options = {
+            "aws_region": self.aws_region,
+            "aws_access_key_id": self.aws_access_key_id,
+            "aws_secret_access_key": self.aws_secret_access_key,
+            "aws_session_token": self.aws_session_token,
+            "aws_profile": self.aws_profile,
+            "vertex_project": self.vertex_project,
+            "vertex_region": self.vertex_region,
+            "vertex_access_token": self.vertex_access_token,
+            "vertex_credentials": self.vertex_credentials,
+        }
+        transport = RelayTransport(
             base_url=base_url,
             api_key=self.api_key,
+            api=spec.kind,
+            options=options,
             timeout=self.timeout,
             retry_policy=RetryPolicy(max_retries=self.max_retries),
             default_headers=self.default_headers,
@@ -423,6 +546,9 @@ class ChatClaudeRelay(BaseChatModel):
             http_client=self.http_client,
             http_async_client=self.http_async_client,
         )
+        if spec.native:
+            _ = transport.client  # a missing SDK or region is reported before anything is sent
+        return transport
 
     def _planner_for(self, cache: Any) -> Any:
         if cache == "off":
@@ -460,6 +586,8 @@ class ChatClaudeRelay(BaseChatModel):
 
         validate_user_markers(request)  # also with caching off: Claude would refuse the call
         planner = self._planner_for(cache)
+        if planner is not None and self.exact_token_counts:
+            self._count_exactly(request, planner)
         started = (
             planner.clock() if planner is not None and hasattr(planner, "clock") else time.time()
         )
@@ -482,11 +610,58 @@ class ChatClaudeRelay(BaseChatModel):
                     stacklevel=4,
                 )
                 plan = None
-        payload = render_chat_payload(request, canonical=planner is not None)
-        payload.update(self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs))
+        params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
+        if self.cache_diagnostics and "diagnostics" not in params:
+            params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
+        payload = self._wire.render(request, params, planner is not None)
         return _Prepared(
             payload, model, request, plan, planner if plan is not None else None, started
         )
+
+    def _count_exactly(self, request: ClaudeRequest, planner: Any) -> None:
+        """Calibrate the planner with the count-tokens endpoint, once per distinct request."""
+        key = _count_key(request)
+        if key is None or not hasattr(planner, "calibrate") or _EXACT_COUNTS.seen(key):
+            return
+        try:
+            total = self._transport.count_tokens(self._wire.render(request, {}, True))
+            planner.calibrate(request, total)
+            _EXACT_COUNTS.add(key)
+        except RequestValidationError:
+            raise
+        except Exception as exc:  # counting is an optimisation: it never fails a user's call
+            _EXACT_COUNTS.add(key)
+            logger.warning("count_tokens failed (%s); planning with estimates", type(exc).__name__)
+
+    async def _acount_exactly(
+        self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
+    ) -> None:
+        """The async path counts before ``_prepare`` (which then finds the count remembered)."""
+        cache = kwargs.get("prompt_cache", self.prompt_cache)
+        planner = self._planner_for(cache) if self.exact_token_counts else None
+        if planner is None or not hasattr(planner, "calibrate"):
+            return
+        try:
+            request = to_claude_request(
+                messages,
+                model=kwargs.get("model") or self.model_name,
+                tools=kwargs.get("tools"),
+                tool_choice=kwargs.get("tool_choice"),
+                thinking=kwargs.get("thinking", self.thinking),
+            )
+        except Exception:  # _prepare reports bad input
+            return
+        key = _count_key(request)
+        if key is None or _EXACT_COUNTS.seen(key):
+            return
+        try:
+            total = await self._transport.acount_tokens(self._wire.render(request, {}, True))
+            planner.calibrate(request, total)
+        except RequestValidationError:
+            raise
+        except Exception as exc:
+            logger.warning("count_tokens failed (%s); planning with estimates", type(exc).__name__)
+        _EXACT_COUNTS.add(key)
 
     def _sampling_params(
         self,
@@ -612,7 +787,7 @@ class ChatClaudeRelay(BaseChatModel):
                     model=prepared.model,
                     timestamp=prepared.started,
                     call_id=call_id,
-                    base_url=self.base_url,
+                    base_url=self.base_url or f"api:{self.api}",
                     predicted_read_tokens=facts.predicted_read_tokens,
                     written_prefixes=facts.written_prefixes,
                     read_prefix=facts.read_prefix,
@@ -623,7 +798,7 @@ class ChatClaudeRelay(BaseChatModel):
             logger.warning("could not record the call in the ledger: %s", type(exc).__name__)
 
     def _message_from(self, body: Any, prepared: _Prepared) -> AIMessage:
-        parsed = parse_chat_completion(body)
+        parsed = self._wire.parse(body)
         tool_calls = []
         invalid_tool_calls = []
         for raw in parsed.tool_calls:
@@ -634,9 +809,12 @@ class ChatClaudeRelay(BaseChatModel):
             except Exception as exc:
                 invalid_tool_calls.append(make_invalid_tool_call(dict(raw), str(exc)))
         usage, meta = self._account(prepared, parsed.usage, parsed.id)
+        meta.update(_diagnostics_metadata(parsed.diagnostics))
         additional: dict[str, Any] = {}
         if parsed.reasoning:
             additional["reasoning_content"] = parsed.reasoning
+        if parsed.thinking_blocks:
+            additional["thinking_blocks"] = parsed.thinking_blocks
         return AIMessage(
             content=parsed.content,
             additional_kwargs=additional,
@@ -658,12 +836,18 @@ class ChatClaudeRelay(BaseChatModel):
     def _chunk_from(parsed: ParsedChunk) -> ChatGenerationChunk | None:
         """A streamed chunk's text, reasoning, tool-call deltas and finish reason, if any."""
         if not (
-            parsed.content or parsed.reasoning or parsed.tool_call_deltas or parsed.finish_reason
+            parsed.content
+            or parsed.reasoning
+            or parsed.tool_call_deltas
+            or parsed.finish_reason
+            or parsed.thinking_blocks
         ):
             return None  # a role-only or usage-only chunk: usage goes on the closing chunk
         additional: dict[str, Any] = {}
         if parsed.reasoning:
             additional["reasoning_content"] = parsed.reasoning
+        if parsed.thinking_blocks:
+            additional["thinking_blocks"] = parsed.thinking_blocks
         chunks = [
             tool_call_chunk(
                 name=(d.get("function") or {}).get("name"),
@@ -689,6 +873,7 @@ class ChatClaudeRelay(BaseChatModel):
     def _final_chunk(self, prepared: _Prepared, state: _StreamState) -> ChatGenerationChunk:
         """The closing chunk: usage, cost and plan, once (LangChain sums usage across chunks)."""
         usage, meta = self._account(prepared, state.usage, state.call_id)
+        meta.update(_diagnostics_metadata(state.diagnostics))
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
@@ -743,6 +928,8 @@ class ChatClaudeRelay(BaseChatModel):
             return await agenerate_from_stream(
                 self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
             )
+        if self.exact_token_counts:
+            await self._acount_exactly(messages, kwargs)
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
         booked = await self._areserve(prepared)
         try:
@@ -770,7 +957,7 @@ class ChatClaudeRelay(BaseChatModel):
         booked = self._reserve(prepared)
         outcome: limiting.CallOutcome = "unsent"
         try:
-            state = _StreamState()
+            state = _StreamState(self._wire.stream_reader())
             for event in self._transport.stream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
@@ -799,11 +986,13 @@ class ChatClaudeRelay(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        if self.exact_token_counts:
+            await self._acount_exactly(messages, kwargs)
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         booked = await self._areserve(prepared)
         outcome: limiting.CallOutcome = "unsent"
         try:
-            state = _StreamState()
+            state = _StreamState(self._wire.stream_reader())
             async for event in self._transport.astream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
@@ -1095,3 +1284,54 @@ def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:
     if len(ttls) == 1:
         return next(iter(ttls))
     return None
+
+
+def _first_env(names: Sequence[str]) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def _previous_message_id(messages: Sequence[BaseMessage]) -> str | None:
+    """The id of the conversation's last answer from the native API (``msg_...``), if any."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            call_id = message.id or message.response_metadata.get("id")
+            if isinstance(call_id, str) and call_id.startswith("msg_"):
+                return call_id
+    return None
+
+
+def _diagnostics_metadata(diagnostics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``diagnostics`` and its ``cache_miss_reason`` for ``response_metadata`` (when sent)."""
+    if diagnostics is None:
+        return {}
+    return {
+        "diagnostics": dict(diagnostics),
+        "cache_miss_reason": diagnostics.get("cache_miss_reason"),
+    }
+
+
+def _count_key(request: ClaudeRequest) -> tuple[str, str] | None:
+    hashes = request.prefix_hashes()
+    return (request.model, hashes[-1]) if hashes else None
+
+
+class _SeenKeys:
+    """A bounded, thread-safe set of recent keys (requests already counted exactly)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._keys: dict[Any, None] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def seen(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def add(self, key: Any) -> None:
+        with self._lock:
+            self._keys[key] = None
+            while len(self._keys) > self._limit:
+                self._keys.pop(next(iter(self._keys)))
+
+
+_EXACT_COUNTS = _SeenKeys()

@@ -227,8 +227,15 @@ def _tool_result(message: ToolMessage, where: str) -> Block:
 
 def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
     blocks = _content_blocks(message.content, where, "assistant")
+    has_thinking = any(b.type in ("thinking", "redacted_thinking") for b in blocks)
+    kept = message.additional_kwargs.get("thinking_blocks")  # the native API's, signed
+    if isinstance(kept, list) and kept and not has_thinking:
+        blocks[:0] = _content_blocks(
+            kept, f"{where}.additional_kwargs.thinking_blocks", "assistant"
+        )
+        has_thinking = True
     reasoning = message.additional_kwargs.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning and not any(b.type == "thinking" for b in blocks):
+    if isinstance(reasoning, str) and reasoning and not has_thinking:
         blocks.insert(0, Block("thinking", {"thinking": reasoning}))
     for call in message.tool_calls:
         if not call.get("id"):

@@ -1,4 +1,11 @@
-"""Transport: the ``openai`` SDK client, our retries, and translation to the package's errors.
+"""Transport: the SDK client of the way in, our retries, and translation to the package's errors.
+
+Every way in (see :mod:`langchain_claude_relay.apis`) goes through here: an OpenAI-compatible
+relay through the ``openai`` SDK; Anthropic's own API, Bedrock and Vertex through the ``anthropic``
+SDK's clients (which sign Bedrock requests and fetch Google tokens). Native streams end with
+``message_stop`` (a stream that stops before it was cut) and their ``error`` events become the
+typed status errors; Bedrock streams come as AWS event-stream frames
+(:mod:`langchain_claude_relay.wire.aws_eventstream`).
 
 The SDK's own retries are off (``max_retries=0``): retries follow
 :mod:`langchain_claude_relay.retry` so that the policy, the typed errors and the ``retry-after``
@@ -29,6 +36,7 @@ import ipaddress
 import json
 import logging
 import ssl
+import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +47,7 @@ from urllib.parse import urlparse
 import openai
 from pydantic import SecretStr
 
+from langchain_claude_relay.apis import api_spec, build_sdk_client
 from langchain_claude_relay.errors import (
     APIConnectionError,
     APIResponseError,
@@ -50,6 +59,10 @@ from langchain_claude_relay.errors import (
     redact,
 )
 from langchain_claude_relay.retry import RetryPolicy, aretry_call, parse_retry_after, retry_call
+from langchain_claude_relay.wire.aws_eventstream import (
+    aiter_eventstream_json,
+    iter_eventstream_json,
+)
 from langchain_claude_relay.wire.sse import aiter_sse_json, iter_sse_json
 
 __all__ = [
@@ -153,28 +166,40 @@ def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> Cla
     return scrub_error(_translate(exc, secret), secret)
 
 
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """An exception class of the ``openai`` SDK and, once it is loaded, of the ``anthropic`` one."""
+    classes: list[type[BaseException]] = [getattr(openai, name)]
+    anthropic = sys.modules.get("anthropic")
+    if anthropic is not None and isinstance(getattr(anthropic, name, None), type):
+        classes.append(getattr(anthropic, name))
+    return tuple(classes)
+
+
 def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
     if isinstance(exc, ClaudeRelayError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, _sdk_errors("APITimeoutError")):
         return APITimeoutError()
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, _sdk_errors("APIConnectionError")):
         cause = exc.__cause__ or exc
         text = f"cannot reach the relay: {type(cause).__name__}: {cause}"
         return APIConnectionError(redact(text, secret))
-    if isinstance(exc, openai.APIStatusError):
-        response = exc.response
+    if isinstance(exc, _sdk_errors("APIStatusError")):
+        response: Any = getattr(exc, "response", None)
+        status_code = int(getattr(exc, "status_code", 0) or 0)
         headers = dict(response.headers)
         try:
             body: Any = response.text
         except Exception:  # a streamed error body that cannot be read
-            body = exc.body
+            body = getattr(exc, "body", None)
         if not isinstance(body, str):
             body = json.dumps(body, default=str) if body is not None else ""
         return make_status_error(
-            exc.status_code,
+            status_code,
             redact(body, secret),
-            request_id=headers.get("x-request-id") or headers.get("request-id"),
+            request_id=headers.get("x-request-id")
+            or headers.get("request-id")
+            or headers.get("x-amzn-requestid"),
             retry_after=parse_retry_after(headers),
         )
     name = type(exc).__name__
@@ -320,24 +345,75 @@ def _decode_body(text: str, status_code: int) -> Any:
         raise APIResponseError(msg, status_code=status_code, body=text) from None
 
 
-_PATH = "/chat/completions"
-# The SDK's own HTTP library (httpx2 in openai 3.x, httpx before): asking its ``post`` for the raw
-# response skips the SDK's request transformation and response parsing, about 0.7 ms a call.
+# The SDK's own HTTP library (httpx2 in openai 3.x and anthropic 2.x, httpx before): asking its
+# ``post`` for the raw response skips the SDK's request transformation and response parsing,
+# about 0.7 ms a call.
 _SDK_HTTP_NAMES = ("httpx2", "httpx")
-_HTTP_LIBRARY: Any = next(
-    getattr(openai._base_client, name)
-    for name in _SDK_HTTP_NAMES
-    if hasattr(openai._base_client, name)
-)
-_HTTP_RESPONSE: Any = _HTTP_LIBRARY.Response
+
+
+def _http_response_class(client: Any) -> Any:
+    """The ``Response`` class of the HTTP library an SDK client is built on."""
+    sdk = sys.modules[type(client).__module__.partition(".")[0]]
+    base = sdk._base_client
+    library = next(getattr(base, name) for name in _SDK_HTTP_NAMES if hasattr(base, name))
+    return library.Response
+
+
+def _stream_error(event: Mapping[str, Any]) -> ClaudeRelayError:
+    """The typed error for a native stream's ``error`` event (``overloaded_error`` is a 529)."""
+    error = event.get("error")
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    status = _STREAM_ERROR_STATUS.get(str(kind))
+    body = json.dumps(event, default=str)
+    if status is None:
+        return APIResponseError("the API streamed an error event", status_code=200, body=body)
+    return make_status_error(status, body)
+
+
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+    "ThrottlingException": 429,
+    "ServiceUnavailableException": 503,
+    "ModelStreamErrorException": 500,
+    "InternalServerException": 500,
+    "ValidationException": 400,
+}
+
+
+def _native_event(event: Any, seen_stop: list[bool]) -> Any:
+    """Check one native stream event: an ``error`` event raises; ``message_stop`` is noted."""
+    if isinstance(event, Mapping):
+        kind = event.get("type")
+        if kind == "error":
+            raise _stream_error(event)
+        if kind == "message_stop":
+            seen_stop[0] = True
+    return event
+
+
+def _cut_native_stream() -> APIResponseError:
+    msg = "the stream ended before message_stop: it was cut"
+    return APIResponseError(msg, status_code=200)
 
 
 class RelayTransport:
-    """Sends chat-completion payloads to a relay, with retries and typed errors.
+    """Sends rendered payloads through the way in's SDK client, with retries and typed errors.
 
     Args:
-        base_url: the relay's OpenAI-compatible base URL (usually ending in ``/v1``).
-        api_key: the relay key.
+        base_url: the base URL (a relay's usually ends in ``/v1``); ``None`` for a native way in
+            means the SDK's default (Anthropic's API, the regional Bedrock or Vertex endpoint).
+        api_key: the relay key, Anthropic key or Bedrock bearer token (``None`` where the way in
+            authenticates otherwise: AWS credentials, Google credentials).
+        api: the way in (``"openai"``, ``"anthropic"``, ``"bedrock"``, ``"vertex"``).
+        options: the way in's own settings (see ``apis.build_sdk_client``); ``SecretStr``
+            values are kept secret and scrubbed from errors like the key.
         timeout: seconds per attempt (``None`` for the SDK default).
         retry_policy: how many times and how long to wait.
         default_headers: extra headers on every request.
@@ -352,8 +428,10 @@ class RelayTransport:
     def __init__(
         self,
         *,
-        base_url: str,
-        api_key: SecretStr,
+        base_url: str | None,
+        api_key: SecretStr | None,
+        api: str = "openai",
+        options: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry_policy: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
@@ -363,8 +441,10 @@ class RelayTransport:
         sleep: Callable[[float], None] | None = None,
         asleep: Callable[[float], Any] | None = None,
     ) -> None:
+        self.spec = api_spec(api)
         self.base_url = base_url
         self._api_key = api_key
+        self._options = dict(options or {})
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self.default_headers = dict(default_headers or {})
@@ -373,10 +453,10 @@ class RelayTransport:
         self._http_async_client = http_async_client
         self._sleep = sleep
         self._asleep = asleep
-        _warn_if_unverified(base_url, http_client, http_async_client)
+        _warn_if_unverified(base_url or "https://", http_client, http_async_client)
 
     def __repr__(self) -> str:
-        return f"RelayTransport(base_url={self.base_url!r})"
+        return f"RelayTransport(api={self.spec.kind!r}, base_url={self.base_url!r})"
 
     def _headers(self) -> dict[str, str]:
         """Every extra header to send, the credential ones revealed (for the SDK client only)."""
@@ -384,38 +464,45 @@ class RelayTransport:
         return {**self.default_headers, **secret}
 
     def _secrets(self) -> list[str]:
-        """The API key, then each credential header's value and its token after the scheme.
+        """The API key, the way in's secret settings, credential headers and their tokens.
 
-        Header values (and tokens) shorter than ``_MIN_SCRUBBED_SECRET`` are left out, so that
+        Values (and tokens) shorter than ``_MIN_SCRUBBED_SECRET`` are left out, so that
         scrubbing does not mangle messages.
         """
-        extra: list[str] = []
+        extra = [v.get_secret_value() for v in self._options.values() if isinstance(v, SecretStr)]
         for value in self._secret_headers.values():
             revealed = value.get_secret_value()
             extra += [revealed, revealed.partition(" ")[2].strip()]
         long_enough = [s for s in extra if len(s) >= _MIN_SCRUBBED_SECRET]
-        return list(dict.fromkeys([self._api_key.get_secret_value(), *long_enough]))
+        key = self._api_key.get_secret_value() if self._api_key is not None else ""
+        return [s for s in dict.fromkeys([key, *long_enough]) if s]
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "api_key": self._api_key.get_secret_value(),
-            "base_url": self.base_url,
-            "max_retries": 0,
-            "default_headers": self._headers() or None,
-        }
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
-        return kwargs
+    def _build_client(self, *, is_async: bool) -> Any:
+        return build_sdk_client(
+            self.spec.kind,
+            is_async=is_async,
+            base_url=self.base_url,
+            api_key=self._api_key,
+            timeout=self.timeout,
+            default_headers=self._headers() or None,
+            http_client=self._http_async_client if is_async else self._http_client,
+            options=self._options,
+        )
 
     @cached_property
-    def client(self) -> openai.OpenAI:
+    def client(self) -> Any:
         """The sync SDK client, built on first use."""
-        return openai.OpenAI(**self._client_kwargs(), http_client=self._http_client)
+        return self._build_client(is_async=False)
 
     @cached_property
-    def async_client(self) -> openai.AsyncOpenAI:
+    def async_client(self) -> Any:
         """The async SDK client, built on first use."""
-        return openai.AsyncOpenAI(**self._client_kwargs(), http_client=self._http_async_client)
+        return self._build_client(is_async=True)
+
+    @property
+    def resolved_base_url(self) -> str:
+        """The base URL requests go to (the SDK's default when none was given)."""
+        return self.base_url or str(self.client.base_url)
 
     def _failure(self, exc: BaseException) -> _Failure:
         """The typed, scrubbed error for ``exc``, and the cause to chain it to.
@@ -425,7 +512,7 @@ class RelayTransport:
         holds the key (the SDK puts error bodies, which may echo the key, in its messages).
         """
         secrets = self._secrets()
-        error = translate_sdk_error(exc, secret=self._api_key.get_secret_value())
+        error = translate_sdk_error(exc, secret=secrets[0] if secrets else None)
         for other in secrets[1:]:
             scrub_error(error, other)
         cause = exc.__cause__ if error is exc else exc
@@ -467,10 +554,13 @@ class RelayTransport:
 
     # -- non-streaming -------------------------------------------------------------------------
 
-    def _create_once(self, payload: Mapping[str, Any]) -> RawResponse:
+    def _create_once(self, payload: Mapping[str, Any], path: str | None = None) -> RawResponse:
         failure: _Failure | None = None
         try:
-            http = self.client.post(_PATH, body=dict(payload), cast_to=_HTTP_RESPONSE)
+            client = self.client
+            http = client.post(
+                path or self.spec.path, body=dict(payload), cast_to=_http_response_class(client)
+            )
             text = self._scrub_text(http.text)
         except Exception as exc:
             failure = self._failure(exc)
@@ -486,10 +576,15 @@ class RelayTransport:
             **self._retry_kwargs(is_async=False),
         )
 
-    async def _acreate_once(self, payload: Mapping[str, Any]) -> RawResponse:
+    async def _acreate_once(
+        self, payload: Mapping[str, Any], path: str | None = None
+    ) -> RawResponse:
         failure: _Failure | None = None
         try:
-            http = await self.async_client.post(_PATH, body=dict(payload), cast_to=_HTTP_RESPONSE)
+            client = self.async_client
+            http = await client.post(
+                path or self.spec.path, body=dict(payload), cast_to=_http_response_class(client)
+            )
             text = self._scrub_text(http.text)
         except Exception as exc:
             failure = self._failure(exc)
@@ -505,13 +600,102 @@ class RelayTransport:
             **self._retry_kwargs(is_async=True),
         )
 
+    # -- token counting (native API, Vertex) ------------------------------------------------------
+
+    def _count_payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.spec.count_tokens:
+            msg = f"api={self.spec.kind!r} has no count-tokens endpoint"
+            raise RequestValidationError(msg)
+        dropped = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences")
+        return {k: v for k, v in payload.items() if k not in dropped}
+
+    @staticmethod
+    def _count_of(raw: RawResponse) -> int:
+        count = raw.body.get("input_tokens") if isinstance(raw.body, Mapping) else None
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            msg = "count_tokens answered without a non-negative integer 'input_tokens'"
+            raise APIResponseError(msg, status_code=raw.status_code, body=json.dumps(raw.body))
+        return count
+
+    def count_tokens(self, payload: Mapping[str, Any]) -> int:
+        """Claude's exact input token count for a Messages payload (``/v1/messages/count_tokens``).
+
+        Raises:
+            RequestValidationError: if the way in has no count-tokens endpoint (relays, Bedrock).
+        """
+        body = self._count_payload(payload)
+        raw = retry_call(
+            lambda: self._create_once(body, "/v1/messages/count_tokens"),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=False),
+        )
+        return self._count_of(raw)
+
+    async def acount_tokens(self, payload: Mapping[str, Any]) -> int:
+        """Async :meth:`count_tokens`."""
+        body = self._count_payload(payload)
+        raw = await aretry_call(
+            lambda: self._acreate_once(body, "/v1/messages/count_tokens"),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=True),
+        )
+        return self._count_of(raw)
+
     # -- streaming -----------------------------------------------------------------------------
+
+    def _is_stream(self, content_type: str) -> bool:
+        if self.spec.binary_stream:
+            return "eventstream" in content_type
+        return "event-stream" in content_type
+
+    def _events(self, response: Any) -> Iterator[Any]:
+        """Decoded events of an open stream, checked for the way in's end and error events."""
+        native = self.spec.native
+        if self.spec.binary_stream:
+            raw = iter_eventstream_json(response.iter_bytes(), scrub=self._scrub_text)
+        else:
+            lines = self._scrub_lines(response.iter_lines())
+            raw = iter_sse_json(lines, require_done=not native, pass_errors=native)
+        if not native:
+            return raw
+        return self._checked_native(raw)
+
+    @staticmethod
+    def _checked_native(events: Iterator[Any]) -> Iterator[Any]:
+        seen_stop = [False]
+        for event in events:
+            yield _native_event(event, seen_stop)
+        if not seen_stop[0]:
+            raise _cut_native_stream()
+
+    def _aevents(self, response: Any) -> AsyncIterator[Any]:
+        native = self.spec.native
+        if self.spec.binary_stream:
+            raw = aiter_eventstream_json(response.aiter_bytes(), scrub=self._scrub_text)
+        else:
+            lines = self._ascrub_lines(response.aiter_lines())
+            raw = aiter_sse_json(lines, require_done=not native, pass_errors=native)
+        if not native:
+            return raw
+        return self._achecked_native(raw)
+
+    @staticmethod
+    async def _achecked_native(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        seen_stop = [False]
+        async for event in events:
+            yield _native_event(event, seen_stop)
+        if not seen_stop[0]:
+            raise _cut_native_stream()
 
     def _open_stream(self, payload: Mapping[str, Any]) -> tuple[Any, Iterator[Any], Any]:
         failure: _Failure | None = None
         try:
-            response = self.client.post(
-                _PATH, body=dict(payload), cast_to=_HTTP_RESPONSE, stream=True
+            client = self.client
+            response = client.post(
+                self.spec.path,
+                body=dict(payload),
+                cast_to=_http_response_class(client),
+                stream=True,
             )
         except Exception as exc:
             failure = self._failure(exc)
@@ -519,10 +703,10 @@ class RelayTransport:
             raise failure.error from failure.cause
         try:
             content_type = response.headers.get("content-type", "")
-            if "event-stream" not in content_type:
+            if not self._is_stream(content_type):
                 response.read()
                 raise _not_an_event_stream(response, content_type, self._scrub_text(response.text))
-            events = iter_sse_json(self._scrub_lines(response.iter_lines()))
+            events = self._events(response)
             first = next(events, _END)
         except Exception as exc:
             failure = self._failure(exc)
@@ -532,7 +716,7 @@ class RelayTransport:
         return response, events, first
 
     def stream(self, payload: Mapping[str, Any]) -> Iterator[Any]:
-        """Stream a request's decoded SSE events; retried only until the first event arrives."""
+        """Stream a request's decoded events; retried only until the first event arrives."""
         response, events, first = retry_call(
             lambda: self._open_stream(payload),
             self.retry_policy,
@@ -560,8 +744,12 @@ class RelayTransport:
     ) -> tuple[Any, AsyncIterator[Any], Any]:
         failure: _Failure | None = None
         try:
-            response = await self.async_client.post(
-                _PATH, body=dict(payload), cast_to=_HTTP_RESPONSE, stream=True
+            client = self.async_client
+            response = await client.post(
+                self.spec.path,
+                body=dict(payload),
+                cast_to=_http_response_class(client),
+                stream=True,
             )
         except Exception as exc:
             failure = self._failure(exc)
@@ -569,10 +757,10 @@ class RelayTransport:
             raise failure.error from failure.cause
         try:
             content_type = response.headers.get("content-type", "")
-            if "event-stream" not in content_type:
+            if not self._is_stream(content_type):
                 await response.aread()
                 raise _not_an_event_stream(response, content_type, self._scrub_text(response.text))
-            events = aiter_sse_json(self._ascrub_lines(response.aiter_lines()))
+            events = self._aevents(response)
             first = await anext(events, _END)
         except Exception as exc:
             failure = self._failure(exc)

@@ -770,6 +770,41 @@ class CachePlanner:
             self._begun.pop(id(trace), None)
         return observation
 
+    def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
+        """Learn the model's token calibration from an exact count of a whole request.
+
+        The count-tokens endpoint (native API, Vertex) tells a request's total input before it
+        is sent; it is the same figure ``observe`` learns from after the call (input + cache
+        read + cache write), so the first call of a new prompt is planned with it.
+
+        Args:
+            request: the request that was counted (markers do not matter).
+            total_tokens: its exact input token count.
+
+        Returns:
+            Whether the count was used (a count more than 4x off the prior is rejected as
+            garbage, like a usage report).
+        """
+        spec = lookup_model(request.model)
+        scan = self._scan(request)
+        sizes = calibrated_sizes(
+            [f.raw for f in scan.facts],
+            [it.section == "tools" for it in scan.items],
+            self._calibration(spec.family, spec),
+            has_tools=bool(request.tools),
+        )
+        with self._lock, self._store.transact():
+            cal_key = _hex_key("k", spec.family)
+            state = update_calibration(
+                self._store.get(cal_key),
+                sizes.features,
+                int(total_tokens),
+                prior_calibration(spec.token_ratio_prior),
+            )
+            if state is not None:
+                self._store.set(cal_key, state, expire=MODEL_EXPIRE)
+        return state is not None
+
     def _learn_minimum(self, family: str, observation: Observation, scale: float) -> None:
         key = _hex_key("m", family)
         raw = self._store.get(key)

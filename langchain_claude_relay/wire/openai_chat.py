@@ -212,6 +212,11 @@ class ParsedCompletion:
     finish_reason: str | None
     usage: Mapping[str, Any] | None
     raw_tool_calls: list[Any] = field(default_factory=list)
+    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
+    """Complete thinking blocks with their signatures (the native API returns them; they must
+    be sent back unchanged in later turns)."""
+    diagnostics: Mapping[str, Any] | None = None
+    """The native API's ``diagnostics`` object (``cache_miss_reason``), when present."""
 
 
 def _reasoning_of(message: Mapping[str, Any]) -> str | None:
@@ -405,6 +410,10 @@ class ParsedChunk:
     tool_call_deltas: list[dict[str, Any]]
     finish_reason: str | None
     usage: Mapping[str, Any] | None
+    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
+    """Thinking blocks completed by this event, with their signatures (native API streams)."""
+    diagnostics: Mapping[str, Any] | None = None
+    """The native API's ``diagnostics`` object, when this event carries it."""
 
 
 def parse_chat_chunk(chunk: Any) -> ParsedChunk:

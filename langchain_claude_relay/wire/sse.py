@@ -54,36 +54,42 @@ class SSEDecoder:
         return payload
 
 
-def _decode(payload: str) -> Any:
+def _decode(payload: str, pass_errors: bool = False) -> Any:
     try:
         value = json.loads(payload)
     except (ValueError, RecursionError):
         msg = "relay streamed an event whose data is not JSON"
         raise APIResponseError(msg, status_code=200, body=payload) from None
+    if pass_errors:
+        return value
     if isinstance(value, dict) and "error" in value and "choices" not in value:
         msg = "relay streamed an error event"
         raise APIResponseError(msg, status_code=200, body=payload)
     return value
 
 
-def _finish(decoder: SSEDecoder, require_done: bool) -> Iterator[Any]:
+def _finish(decoder: SSEDecoder, require_done: bool, pass_errors: bool) -> Iterator[Any]:
     """At end of input: the pending event, then an error if ``[DONE]`` never came."""
     payload = decoder.flush()
     if payload is not None and payload.strip() == "[DONE]":
         return
     if payload is not None:
-        yield _decode(payload)
+        yield _decode(payload, pass_errors)
     if require_done:
         msg = "relay stream ended before its end ([DONE] never came): the stream was cut"
         raise APIResponseError(msg, status_code=200)
 
 
-def iter_sse_json(lines: Iterable[str], *, require_done: bool = True) -> Iterator[Any]:
+def iter_sse_json(
+    lines: Iterable[str], *, require_done: bool = True, pass_errors: bool = False
+) -> Iterator[Any]:
     """Decoded JSON payloads from SSE lines, up to ``[DONE]``.
 
     Args:
         lines: the stream's lines.
-        require_done: raise if the stream ends without ``[DONE]`` (a cut stream).
+        require_done: raise if the stream ends without ``[DONE]`` (a cut stream; Anthropic's
+            streams end with a ``message_stop`` event instead, checked by the caller).
+        pass_errors: yield error payloads instead of raising (the caller types them).
 
     Yields:
         Each event's decoded JSON.
@@ -98,12 +104,12 @@ def iter_sse_json(lines: Iterable[str], *, require_done: bool = True) -> Iterato
             continue
         if payload.strip() == "[DONE]":
             return
-        yield _decode(payload)
-    yield from _finish(decoder, require_done)
+        yield _decode(payload, pass_errors)
+    yield from _finish(decoder, require_done, pass_errors)
 
 
 async def aiter_sse_json(
-    lines: AsyncIterator[str], *, require_done: bool = True
+    lines: AsyncIterator[str], *, require_done: bool = True, pass_errors: bool = False
 ) -> AsyncIterator[Any]:
     """Async version of :func:`iter_sse_json`."""
     decoder = SSEDecoder()
@@ -113,6 +119,6 @@ async def aiter_sse_json(
             continue
         if payload.strip() == "[DONE]":
             return
-        yield _decode(payload)
-    for event in _finish(decoder, require_done):
+        yield _decode(payload, pass_errors)
+    for event in _finish(decoder, require_done, pass_errors):
         yield event
