@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[demo,cookbook,dev,redis]"
+	$(PY) -m pip install --quiet -e ".[demo,cookbook,dev,redis,bedrock,vertex]"
 	touch $(STAMP)
 
 demo: $(STAMP)

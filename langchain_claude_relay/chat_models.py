@@ -516,7 +516,7 @@ class ChatClaudeRelay(BaseChatModel):
     def _transport(self) -> RelayTransport:
         spec = self._api
         base_url = self.base_url
-        if not spec.native:
+        if base_url is not None or not spec.native:  # a native SDK's default is https
             base_url = check_base_url(base_url, allow_insecure_http=self.allow_insecure_http)
         if self.api_key is None and spec.kind in ("openai", "anthropic"):
             where = " (or ".join(spec.key_env) + ")" * (len(spec.key_env) - 1)

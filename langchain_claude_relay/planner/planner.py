@@ -292,6 +292,8 @@ class CachePlanner:
         model: str | None = None,
         *,
         ttl: TTLPolicy | None = None,
+        max_markers: int = MAX_CACHE_MARKERS,
+        mark_tools: bool = True,
     ) -> CachePlan:
         """Plan the cache markers of one request.
 
@@ -301,6 +303,10 @@ class CachePlanner:
             tools: tools for LangChain input (a ``ClaudeRequest`` carries its own).
             model: the model id (default: the request's, or ``DEFAULT_MODEL``).
             ttl: this call's TTL policy, overriding the planner's.
+            max_markers: markers the request may carry, the user's included (fewer than 4
+                when the relay injects markers of its own, see ``probe``).
+            mark_tools: whether tool definitions may carry planned markers (``False`` when the
+                relay drops markers on tools).
 
         Returns:
             The plan; apply it with ``plan.apply()``.
@@ -362,6 +368,8 @@ class CachePlanner:
         if guard is not None and all(s.index != guard.index for s in sites):
             sites.append(guard)
             records[guard.index] = context.prefix_record(guard.index)
+        if not mark_tools:
+            sites = [s for s in sites if items[s.index].section != "tools"]
 
         rates = Rates.from_prices(spec.prices)
         traces: dict[int, SiteTrace] = {}
@@ -403,7 +411,13 @@ class CachePlanner:
             for i, marker in sorted(user.items())
         ]
         placement = choose_markers(
-            options, fixed, cumulative, cached, rates, policy, MAX_CACHE_MARKERS - len(user)
+            options,
+            fixed,
+            cumulative,
+            cached,
+            rates,
+            policy,
+            max(0, min(max_markers, MAX_CACHE_MARKERS) - len(user)),
         )
 
         kinds = {s.index: s.kind for s in sites}

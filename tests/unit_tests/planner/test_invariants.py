@@ -218,3 +218,28 @@ def test_fast_prefix_hashes_match_the_request_model(request: ClaudeRequest) -> N
     )
     for b in plan.breakpoints:
         assert b.prefix_hash == hashes[b.position]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=requests(), max_markers=st.integers(0, 4), mark_tools=st.booleans())
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_relay_adaptations_bound_the_plan(
+    request: ClaudeRequest, max_markers: int, mark_tools: bool
+) -> None:
+    """A relay that injects a marker leaves fewer slots; one that drops tool markers gets none.
+
+    The user's own markers are always kept (they may exceed the planner's budget: the user
+    asked for them), and every other invariant still holds.
+    """
+    planner = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR)
+    plan = planner.plan(request, max_markers=max_markers, mark_tools=mark_tools)
+    planned = [b for b in plan.breakpoints if b.source == "planner"]
+    user = request.markers()
+    assert len(planned) <= max(0, max_markers - len(user))
+    assert {b.position for b in plan.breakpoints if b.source == "user"} == set(user)
+    if not mark_tools:
+        assert all(b.position.section != "tools" for b in planned)
+    assert ttl_order_valid([b.ttl for b in plan.breakpoints])
+    unbounded = planner.plan(request)
+    if max_markers == MAX_CACHE_MARKERS and mark_tools:
+        assert plan == unbounded

@@ -456,3 +456,28 @@ def test_a_long_pause_in_dense_traffic_rewrites_at_1h_and_later_pauses_read() ->
     assert _doc_marker(plan).ttl == "1h"
     assert usage.cache_write_1h_tokens > 0
     assert runs[16][1].cache_read_tokens > 3000  # the 15-minute pause still reads
+
+
+@pytest.mark.parametrize(
+    ("max_markers", "mark_tools", "expect_tool_marker", "expect_at_most"),
+    [
+        (4, True, True, 2),  # the default: 40 big tools (no system) are marked, then the message
+        (4, False, False, 1),  # a relay that drops tool markers: the tools get none
+        (2, True, True, 2),
+        (1, True, None, 1),  # one slot left (a relay injecting markers): the best one only
+        (0, True, False, 0),
+    ],
+)
+def test_relay_adaptations(
+    max_markers: int, mark_tools: bool, expect_tool_marker: bool | None, expect_at_most: int
+) -> None:
+    tools = tuple(tool(f"tool_{i}", n_props=6) for i in range(40))
+    req = request(tools=tools, turns=[("user", prose(1500, 2))])
+    planner = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR)
+    plan = planner.plan(req, max_markers=max_markers, mark_tools=mark_tools)
+    sections = [b.position.section for b in plan.breakpoints]
+    assert len(sections) <= expect_at_most
+    if expect_tool_marker is not None:
+        assert ("tools" in sections) is expect_tool_marker
+    if max_markers > 0:
+        assert sections, "something reaches the minimum: the plan must mark it"
