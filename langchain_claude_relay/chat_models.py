@@ -74,7 +74,7 @@ from langchain_claude_relay.limiter import RateLimiter, RateLimits, shared_limit
 from langchain_claude_relay.limiting import DEFAULT_OUTPUT_ESTIMATE, relay_limiter_key
 from langchain_claude_relay.models import DEFAULT_MODEL
 from langchain_claude_relay.redis_conn import redis_url_from_env
-from langchain_claude_relay.request import ClaudeRequest, Tool
+from langchain_claude_relay.request import MAX_CACHE_MARKERS, ClaudeRequest, Tool
 from langchain_claude_relay.retry import RetryPolicy
 from langchain_claude_relay.transport import RelayTransport, check_base_url, split_secret_headers
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
@@ -230,6 +230,13 @@ class ChatClaudeRelay(BaseChatModel):
     with the exact figure before planning, so the first call of a new prompt already knows
     whether its prefixes reach the minimum. Off by default (the endpoint has its own rate
     limit)."""
+
+    relay_probe: Literal["cached", "off"] = "cached"
+    """Relays: ``"cached"`` adapts to what ``claude-relay probe`` (or ``probe.probe_relay``)
+    found out about this base URL, if it was probed: no planned markers on a relay that drops
+    them, 5-minute TTLs on one that drops ``ttl``, a free slot on one that injects a marker, no
+    markers on tools where they are dropped (each adaptation warned once). ``"off"`` ignores
+    probe results."""
 
     cache_diagnostics: bool = False
     """Native ways in: ask for ``diagnostics`` (the previous answer's id, found in the
@@ -550,6 +557,24 @@ class ChatClaudeRelay(BaseChatModel):
             _ = transport.client  # a missing SDK or region is reported before anything is sent
         return transport
 
+    @cached_property
+    def _adaptation(self) -> Any:
+        """What a stored probe of this relay asks the planner to do (``None``: nothing known)."""
+        if self._api.native or self.relay_probe == "off" or not self.base_url:
+            return None
+        from langchain_claude_relay.probe import adaptation_for, load_capabilities
+
+        try:
+            caps = load_capabilities(self.base_url)
+        except Exception:  # a probe cache that cannot be read is no reason to fail a call
+            return None
+        if caps is None:
+            return None
+        adaptation = adaptation_for(caps)
+        for note in adaptation.warnings:
+            _warn_once(("relay_probe", self.base_url, note), note)
+        return adaptation
+
     def _planner_for(self, cache: Any) -> Any:
         if cache == "off":
             return None
@@ -586,6 +611,9 @@ class ChatClaudeRelay(BaseChatModel):
 
         validate_user_markers(request)  # also with caching off: Claude would refuse the call
         planner = self._planner_for(cache)
+        adaptation = self._adaptation if planner is not None else None
+        if adaptation is not None and not adaptation.caching:
+            planner = None  # the relay drops markers: planning them would cost and change nothing
         if planner is not None and self.exact_token_counts:
             self._count_exactly(request, planner)
         started = (
@@ -596,7 +624,7 @@ class ChatClaudeRelay(BaseChatModel):
             try:
                 # plan and mark as sent together, so concurrent calls see each other's writes
                 with getattr(planner, "send_lock", None) or contextlib.nullcontext():
-                    plan = planner.plan(request, ttl=ttl)
+                    plan = planner.plan(request, **_plan_options(ttl, adaptation))
                     request = plan.apply(request)
                     if hasattr(planner, "sent"):
                         planner.sent(plan)
@@ -1110,6 +1138,37 @@ class ChatClaudeRelay(BaseChatModel):
         )
         return fanout.batch_results(outcomes, return_exceptions=return_exceptions)
 
+    def warm(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Write the cache for a prompt's prefix now, without generating an answer.
+
+        Send the part of the prompt that many later calls will share (system prompt, documents,
+        tools; ending with a user turn, which Claude requires); the planner marks it as usual,
+        and once this returns, those prefixes are readable: calls fanned out afterwards, from
+        any worker on the same account, read them instead of each paying to write them. On the
+        native ways in the request has ``max_tokens=0`` (no output at all); relays get
+        ``max_tokens=1``, since many refuse 0. ``batch``/``abatch`` need no warm-up call: they
+        already let one input go first.
+
+        Args:
+            input: the shared part of the prompt.
+            config: the runnable config.
+            **kwargs: as for ``invoke``.
+
+        Returns:
+            The (empty) answer, with the usage showing what was written.
+        """
+        kwargs.setdefault("max_tokens", 0 if self._api.native else 1)
+        return self.invoke(input, config, **kwargs)
+
+    async def awarm(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Async :meth:`warm`."""
+        kwargs.setdefault("max_tokens", 0 if self._api.native else 1)
+        return await self.ainvoke(input, config, **kwargs)
+
     def _warmup_keys(
         self, inputs: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> list[fanout.PrefixKey | None] | None:
@@ -1335,3 +1394,27 @@ class _SeenKeys:
 
 
 _EXACT_COUNTS = _SeenKeys()
+
+
+def _plan_options(ttl: Any, adaptation: Any) -> dict[str, Any]:
+    """``plan()`` arguments: the TTL policy, and a probed relay's limits when it has any."""
+    if adaptation is None:
+        return {"ttl": ttl}
+    options: dict[str, Any] = {"ttl": adaptation.ttl_policy or ttl}
+    if adaptation.max_markers < MAX_CACHE_MARKERS:
+        options["max_markers"] = adaptation.max_markers
+    if not adaptation.mark_tools:
+        options["mark_tools"] = False
+    return options
+
+
+_WARNED: set[Any] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_once(key: Any, message: str) -> None:
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+    warnings.warn(message, UserWarning, stacklevel=3)

@@ -1,4 +1,4 @@
-"""``claude-relay``: the command line (demo, emulator, plan, stats, bench).
+"""``claude-relay``: the command line (demo, emulator, plan, stats, probe, bench).
 
 Each subcommand is a small function over the library; ``--help`` on each says what it does.
 """
@@ -150,6 +150,98 @@ def _parse_duration(text: str) -> float:
         raise SystemExit(msg) from None
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import SecretStr
+
+    from langchain_claude_relay.chat_models import ChatClaudeRelay
+    from langchain_claude_relay.errors import ClaudeRelayError, redact
+    from langchain_claude_relay.models import DEFAULT_MODEL
+    from langchain_claude_relay.probe import (
+        DEFAULT_MAX_AGE_S,
+        adaptation_for,
+        capabilities_path,
+        probe_relay,
+        save_capabilities,
+    )
+
+    base_url = (
+        args.base_url
+        or os.environ.get("CLAUDE_RELAY_BASE_URL")
+        or os.environ.get("OPENAI_BASE_URL")
+    )
+    key_names = (
+        [args.api_key_env] if args.api_key_env else ["CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"]
+    )
+    api_key = next((os.environ[name] for name in key_names if os.environ.get(name)), None)
+    if not base_url:
+        print(
+            "claude-relay probe: no relay base URL: pass --base-url URL or set "
+            "CLAUDE_RELAY_BASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    if not api_key:
+        print(
+            f"claude-relay probe: no API key: set {' or '.join(key_names)} "
+            "(or name another variable with --api-key-env)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        llm = ChatClaudeRelay(
+            model=args.model or DEFAULT_MODEL,
+            base_url=base_url,
+            api_key=SecretStr(api_key),
+            ledger=False,
+        )
+        caps = probe_relay(llm)
+    except ValueError as exc:  # settings: a bad URL, an insecure http:// host, ...
+        print(f"claude-relay probe: {redact(str(exc), api_key)}", file=sys.stderr)
+        return 2
+    except ClaudeRelayError as exc:
+        print(
+            f"claude-relay probe: the relay failed ({type(exc).__name__}): "
+            f"{redact(str(exc), api_key)}",
+            file=sys.stderr,
+        )
+        return 1
+    adaptation = adaptation_for(caps)
+    if args.json:
+        document = {"capabilities": caps.to_dict(), "adaptation": adaptation.to_dict()}
+        text = json.dumps(document, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    if args.json != "-":
+        print(f"relay: {_display_url(base_url)}")
+        for line in caps.summary_lines():
+            print(f"  {line}")
+        print("adaptation:")
+        for note in adaptation.warnings or ("none needed: the relay keeps what the planner sends",):
+            print(f"  {note}")
+    if not args.no_cache:
+        try:
+            save_capabilities(base_url, caps)
+        except OSError as exc:
+            print(f"claude-relay probe: could not save the verdicts: {exc}", file=sys.stderr)
+            return 1
+        days = DEFAULT_MAX_AGE_S / 86400
+        print(f"saved to {capabilities_path()} (trusted for {days:g} days)", file=sys.stderr)
+    return 0
+
+
+def _display_url(url: str) -> str:
+    """The URL without credentials or query (where relays sometimes put a key)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from langchain_claude_relay.demo import run_demo
 
@@ -200,6 +292,33 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", help="only calls in the last DURATION (e.g. 15m, 2h, 7d)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(func=_cmd_stats)
+
+    probe = sub.add_parser(
+        "probe",
+        help="test what a relay keeps of cache markers (block, tool, ttl; injected markers)",
+        description="Send a few small requests (max_tokens=1) to tell whether the relay keeps "
+        "cache_control on blocks and tools, keeps its ttl, or adds markers of its own; print the "
+        "verdicts and how the planner adapts, and save them (by URL hash) in the state directory.",
+    )
+    probe.add_argument(
+        "--base-url", help="relay base URL (default: $CLAUDE_RELAY_BASE_URL, $OPENAI_BASE_URL)"
+    )
+    probe.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="environment variable holding the key (default: CLAUDE_RELAY_API_KEY, "
+        "then OPENAI_API_KEY); the key itself is never taken on the command line",
+    )
+    probe.add_argument(
+        "--model", help="model id as the relay spells it (default: the default model)"
+    )
+    probe.add_argument(
+        "--json", metavar="PATH", help="also write the verdicts as JSON to PATH (- for stdout)"
+    )
+    probe.add_argument(
+        "--no-cache", action="store_true", help="do not save the verdicts in the state directory"
+    )
+    probe.set_defaults(func=_cmd_probe)
 
     # `bench` has its own parser (langchain_claude_relay.bench); main() hands it the arguments.
     sub.add_parser(

@@ -7,7 +7,9 @@
 
 Modules: ``engine`` (pure cache rules and billing), ``tokens`` (the emulator's tokenizer),
 ``replies`` (deterministic replies), ``dialects`` (usage dialects and wire bodies), ``faults``
-(seeded faults, rate limits, latency), ``server`` (Starlette app, background thread, ``serve``).
+(seeded faults, rate limits, latency), ``platforms`` (Bedrock and Vertex bodies and errors),
+``eventstream`` (AWS event-stream frames), ``diagnostics`` (cache-miss reasons), ``server``
+(Starlette app, background thread, ``serve``).
 """
 
 from __future__ import annotations

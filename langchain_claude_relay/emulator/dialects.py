@@ -14,6 +14,7 @@ plain input only (Anthropic's ``input_tokens``).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,15 @@ __all__ = [
     "PROMPT_EXCLUDES_CACHED",
     "OPENAI_FINISH_REASONS",
     "StreamEvent",
+    "MessageEvent",
     "render_usage",
     "anthropic_usage",
     "openai_body",
     "openai_stream",
     "anthropic_body",
+    "anthropic_events",
     "anthropic_stream",
+    "message_id",
 ]
 
 _CACHED = "prompt_tokens_details.cached_tokens"
@@ -151,10 +155,14 @@ STREAM_PARTS = 4
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One SSE event, tagged ``head``, ``content``, ``usage`` (final usage) or ``final``."""
+    """One stream event as sent (SSE text, or AWS event-stream bytes for Bedrock).
+
+    Tagged ``head``, ``content``, ``usage`` (the event that delivers the final usage) or
+    ``final``.
+    """
 
     tag: str
-    data: str
+    data: str | bytes
 
 
 def _sse(obj: Any, event: str | None = None) -> str:
@@ -232,37 +240,76 @@ def _anthropic_blocks(reply: Reply) -> list[dict[str, Any]]:
         {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments)}
         for c in reply.tool_calls
     ]
-    return blocks or [{"type": "text", "text": ""}]
+    if blocks or (reply.stop_reason == "max_tokens" and reply.output_tokens == 0):
+        return blocks  # max_tokens 0 (a cache warm-up) answers no content at all
+    return [{"type": "text", "text": ""}]
 
 
-def anthropic_body(request_id: str, model: str, reply: Reply, split: TokenSplit) -> dict[str, Any]:
-    """Render an Anthropic ``message`` body."""
+def anthropic_body(
+    request_id: str,
+    model: str,
+    reply: Reply,
+    split: TokenSplit,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Render an Anthropic ``message`` body.
+
+    Args:
+        request_id: the emulator's request id (the message id is ``msg_emu_<request_id>``).
+        model: the model id to echo.
+        reply: the generated reply.
+        split: the request's tokens by kind.
+        extra: further top-level fields (``diagnostics``), if any.
+
+    Returns:
+        The message body.
+
+    """
     return {
-        "id": f"msg_emu_{request_id}",
+        "id": message_id(request_id),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": _anthropic_blocks(reply),
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
+        **(extra or {}),
         "usage": anthropic_usage(split),
     }
 
 
-def anthropic_stream(
-    request_id: str, model: str, reply: Reply, split: TokenSplit
-) -> list[StreamEvent]:
-    """Render Anthropic's SSE events for a reply.
+def message_id(request_id: str) -> str:
+    """The Anthropic message id of a request (what ``diagnostics.previous_message_id`` names)."""
+    return f"msg_emu_{request_id}"
 
-    message_start (usage with cache fields), ping, per block content_block_start/delta/stop,
-    message_delta (final usage), message_stop.
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """One Anthropic stream event as a dict, tagged like ``StreamEvent``."""
+
+    tag: str
+    event: dict[str, Any]
+
+
+def anthropic_events(
+    request_id: str,
+    model: str,
+    reply: Reply,
+    split: TokenSplit,
+    extra: Mapping[str, Any] | None = None,
+) -> list[MessageEvent]:
+    """Anthropic's stream events for a reply, as dicts (SSE or AWS event-stream render them).
+
+    message_start (usage with cache fields, and ``extra``), ping, per block
+    content_block_start/delta/stop, message_delta (final usage), message_stop. A reply without
+    content blocks (``max_tokens`` 0) has no block events.
     """
-    start = anthropic_body(request_id, model, reply, split)
+    start = anthropic_body(request_id, model, reply, split, extra)
     start.update(content=[], stop_reason=None, stop_sequence=None)
-    start["usage"] = {**anthropic_usage(split), "output_tokens": 1}
+    start["usage"] = {**anthropic_usage(split), "output_tokens": min(1, split.output_tokens)}
     events = [
-        StreamEvent("head", _sse({"type": "message_start", "message": start}, "message_start")),
-        StreamEvent("head", _sse({"type": "ping"}, "ping")),
+        MessageEvent("head", {"type": "message_start", "message": start}),
+        MessageEvent("head", {"type": "ping"}),
     ]
     for index, block in enumerate(_anthropic_blocks(reply)):
         if block["type"] == "tool_use":
@@ -277,24 +324,28 @@ def anthropic_stream(
                 {"type": "text_delta", "text": p} for p in split_chunks(block["text"], STREAM_PARTS)
             ]
         begin = {"type": "content_block_start", "index": index, "content_block": opening}
-        events.append(StreamEvent("head", _sse(begin, "content_block_start")))
+        events.append(MessageEvent("head", begin))
         events.extend(
-            StreamEvent(
-                "content",
-                _sse(
-                    {"type": "content_block_delta", "index": index, "delta": d},
-                    "content_block_delta",
-                ),
-            )
+            MessageEvent("content", {"type": "content_block_delta", "index": index, "delta": d})
             for d in pieces
         )
-        events.append(
-            StreamEvent(
-                "head", _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
-            )
-        )
+        events.append(MessageEvent("head", {"type": "content_block_stop", "index": index}))
     delta = {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence}
     final = {"type": "message_delta", "delta": delta, "usage": anthropic_usage(split)}
-    events.append(StreamEvent("usage", _sse(final, "message_delta")))
-    events.append(StreamEvent("final", _sse({"type": "message_stop"}, "message_stop")))
+    events.append(MessageEvent("usage", final))
+    events.append(MessageEvent("final", {"type": "message_stop"}))
     return events
+
+
+def anthropic_stream(
+    request_id: str,
+    model: str,
+    reply: Reply,
+    split: TokenSplit,
+    extra: Mapping[str, Any] | None = None,
+) -> list[StreamEvent]:
+    """Render Anthropic's SSE events for a reply (``anthropic_events`` as ``event:``/``data:``)."""
+    return [
+        StreamEvent(e.tag, _sse(e.event, e.event["type"]))
+        for e in anthropic_events(request_id, model, reply, split, extra)
+    ]

@@ -631,6 +631,14 @@ class CacheEngine:
             refreshes=tuple(dict.fromkeys(refreshes)),
         )
 
+    def input_total(self, request: PrefixRequest) -> int:
+        """All input tokens of a request (plain + reads + writes, whatever the cache holds).
+
+        This is what ``/v1/messages/count_tokens`` answers: ``plan(...).split.prompt_total``
+        for the same request, without validating markers or touching the store.
+        """
+        return sum(self.counter.count_block(b.hash, b.kind, b.text) for b in request.blocks)
+
     def commit(self, bill: CacheBill) -> None:
         """Make the bill's writes readable and restart the TTL of every entry it hit."""
         for key, ttl in (*bill.refreshes, *((k, t) for _, k, t in bill.writes)):

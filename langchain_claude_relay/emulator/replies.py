@@ -8,7 +8,8 @@
   (its full name, or a distinctive word of it: "weather" names ``get_weather``). Its arguments
   are a minimal instance of the tool's JSON schema, with literals of the user text (quoted
   strings, numbers) copied into fields they fit: ``magic_function(3)`` gives ``{"input": 3}``.
-* With a ``json_schema`` response format, a minimal instance of the schema as the content.
+* With a ``json_schema`` response format (OpenAI's ``response_format``, Anthropic's
+  ``output_config.format``), a minimal instance of the schema as the content.
 * After a tool result (the last block is a ``tool_result``), always text: agent loops terminate.
 
 Stop reasons use Anthropic's names (``end_turn``, ``max_tokens``, ``stop_sequence``,
@@ -154,7 +155,10 @@ def _tool_choice(choice: Any) -> tuple[str, str | None]:
 
 
 def _response_schema(payload: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
-    fmt = payload.get("response_format") or payload.get("output_format")
+    """OpenAI's ``response_format``, Anthropic's ``output_config.format`` or ``output_format``."""
+    config = payload.get("output_config")
+    native = config.get("format") if isinstance(config, Mapping) else None
+    fmt = payload.get("response_format") or native or payload.get("output_format")
     if not isinstance(fmt, Mapping):
         return None, False
     if fmt.get("type") == "json_schema":

@@ -5,6 +5,12 @@ Endpoints (all share one cache engine, clock, limiter, fault injector and billin
 ==========================  =================================================================
 ``POST /v1/chat/completions``  OpenAI chat completions, plain or SSE (with ``include_usage``)
 ``POST /v1/messages``          Anthropic Messages, plain or SSE (Anthropic's events)
+``POST /v1/messages/count_tokens``  ``{"input_tokens": N}``: the input the request would bill
+``POST /model/{m}/invoke``     Bedrock: Messages JSON (``.../invoke-with-response-stream``:
+                               Anthropic's events in AWS event-stream frames)
+``POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m}:rawPredict``
+                               Vertex AI: Messages JSON or SSE (also ``:streamRawPredict``;
+                               ``models/count-tokens:rawPredict`` counts tokens)
 ``GET  /v1/models``            the model table's families as model ids
 ``GET|POST /admin/clock``      read, ``{"set": t}`` or ``{"advance": s}`` the virtual clock
 ``GET  /admin/billing``        the billing log
@@ -23,6 +29,12 @@ its usage never reaches the client, so it is not billed; the request log records
 ``fault:cut``. A cut stream ends cleanly after its second content event (no finish chunk, no
 usage, no ``[DONE]`` / ``message_stop``); a cut plain request gets the first half of its JSON body.
 A stream without ``stream_options.include_usage`` delivers no usage: logged as ``no_usage``.
+Token counting is neither billed nor rate limited: logged as ``counted``.
+
+On the Messages paths (Anthropic, Bedrock, Vertex), ``max_tokens: 0`` is a valid request that
+reads and writes the cache and is billed as usual, but answers no content (``content: []``,
+``stop_reason: "max_tokens"``); ``output_config.format`` makes the reply a JSON instance of the
+schema; ``diagnostics.previous_message_id`` adds a ``cache_miss_reason`` (see ``diagnostics``).
 """
 
 from __future__ import annotations
@@ -45,14 +57,22 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from langchain_claude_relay.emulator.diagnostics import (
+    FingerprintStore,
+    cache_miss_reason,
+    fingerprint,
+    requested_diagnostics,
+)
 from langchain_claude_relay.emulator.dialects import (
     DIALECTS,
     StreamEvent,
     anthropic_body,
+    anthropic_events,
     anthropic_stream,
+    message_id,
     openai_body,
     openai_stream,
     render_usage,
@@ -69,17 +89,21 @@ from langchain_claude_relay.emulator.engine import (
     cost_usd,
     parse_anthropic,
     parse_openai,
+    validate_markers,
 )
+from langchain_claude_relay.emulator.eventstream import bedrock_chunk
 from langchain_claude_relay.emulator.faults import (
     FAULT_KINDS,
     FAULTS,
     TIERS,
+    Fault,
     FaultInjector,
     RateLimiter,
     RateLimits,
     parse_fault_kinds,
     ttft_seconds,
 )
+from langchain_claude_relay.emulator.platforms import bedrock_error, error_message, native_payload
 from langchain_claude_relay.emulator.replies import Reply, make_reply, reply_spec
 from langchain_claude_relay.emulator.tokens import EmulatorTokenizer, TokenCosts
 from langchain_claude_relay.models import MODEL_TABLE, lookup_model
@@ -192,8 +216,11 @@ class EmulatorSettings:
 class RequestRecord:
     """One API request and what became of it.
 
-    ``outcome`` is ``billed``, ``fault:KIND``, ``error:STATUS`` or ``no_usage``; ``status`` is
-    ``None`` when the connection was reset.
+    ``outcome`` is ``billed``, ``counted`` (token counting), ``fault:KIND``, ``error:STATUS`` or
+    ``no_usage``; ``status`` is ``None`` when the connection was reset. ``endpoint`` names the
+    path: ``chat.completions``, ``messages``, ``messages.count_tokens``, ``bedrock.invoke``,
+    ``bedrock.invoke-with-response-stream``, ``vertex.rawPredict``, ``vertex.streamRawPredict``
+    or ``vertex.count_tokens``.
     """
 
     request_id: str
@@ -226,24 +253,86 @@ class _Clock:
 
 @dataclass(frozen=True)
 class _Wire:
-    """What differs between the two API formats."""
+    """One API endpoint: its request-log name, its parser and where it came in.
+
+    Attributes:
+        endpoint: the name in the request and billing logs.
+        parse: reads the payload's prefix.
+        platform: ``"openai"``, ``"anthropic"``, ``"bedrock"`` or ``"vertex"`` (``PLATFORMS``).
+        path_stream: whether the path asks for a stream (Bedrock), ``None``: the body says.
+        counts: a token-counting endpoint.
+
+    """
 
     endpoint: str
     parse: Callable[[Mapping[str, Any]], PrefixRequest]
-    anthropic: bool
+    platform: str
+    path_stream: bool | None = None
+    counts: bool = False
+
+    @property
+    def anthropic(self) -> bool:
+        """Whether the body is Anthropic's Messages format."""
+        return self.platform != "openai"
+
+    @property
+    def stream_media_type(self) -> str:
+        """The content type of this endpoint's streams."""
+        return (
+            "application/vnd.amazon.eventstream"
+            if self.platform == "bedrock"
+            else "text/event-stream"
+        )
 
 
+_VERTEX = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/"
 WIRES: dict[str, _Wire] = {
-    "/v1/chat/completions": _Wire("chat.completions", parse_openai, anthropic=False),
-    "/v1/messages": _Wire("messages", parse_anthropic, anthropic=True),
+    "/v1/chat/completions": _Wire("chat.completions", parse_openai, "openai"),
+    "/v1/messages": _Wire("messages", parse_anthropic, "anthropic"),
+    "/v1/messages/count_tokens": _Wire(
+        "messages.count_tokens", parse_anthropic, "anthropic", counts=True
+    ),
+    "/model/{model}/invoke": _Wire("bedrock.invoke", parse_anthropic, "bedrock", False),
+    "/model/{model}/invoke-with-response-stream": _Wire(
+        "bedrock.invoke-with-response-stream", parse_anthropic, "bedrock", True
+    ),
+    # before "{model}:rawPredict", which would also match it
+    _VERTEX + "count-tokens:rawPredict": _Wire(
+        "vertex.count_tokens", parse_anthropic, "vertex", counts=True
+    ),
+    _VERTEX + "{model}:rawPredict": _Wire("vertex.rawPredict", parse_anthropic, "vertex"),
+    _VERTEX + "{model}:streamRawPredict": _Wire(
+        "vertex.streamRawPredict", parse_anthropic, "vertex"
+    ),
 }
+"""API endpoints by Starlette path template, in matching order."""
+_WIRE_PATTERNS = [(compile_path(path)[0], wire) for path, wire in WIRES.items()]
+
+
+def match_wire(path: str) -> _Wire | None:
+    """The API endpoint serving a (decoded) URL path, or ``None``."""
+    return next((wire for regex, wire in _WIRE_PATTERNS if regex.match(path)), None)
 
 
 def _error(
-    status: int, kind: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    kind: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    platform: str = "anthropic",
 ) -> Response:
+    if platform == "bedrock":
+        body, aws_headers = bedrock_error(status, message)
+        return JSONResponse(body, status_code=status, headers={**(headers or {}), **aws_headers})
     body = {"type": "error", "error": {"type": kind, "message": message}}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _fault_response(fault: Fault, platform: str, headers: Mapping[str, str]) -> Response:
+    status = fault.status or 500
+    if platform == "bedrock" and status >= 400 and fault.content_type == "application/json":
+        return _error(status, "", error_message(fault.body), headers, platform)
+    return Response(fault.body, status, dict(headers), fault.content_type)
 
 
 class EmulatorCore:
@@ -262,6 +351,7 @@ class EmulatorCore:
         self._faults = self._new_faults()
         self._billing: list[BillingEntry] = []
         self._requests: list[RequestRecord] = []
+        self._prints = FingerprintStore()
         self._counter = 0
 
     # -- state ---------------------------------------------------------------------------
@@ -319,9 +409,10 @@ class EmulatorCore:
             self._faults.push(kind, count)
 
     def reset(self) -> None:
-        """Forget cache entries, logs, rate windows and scripted faults; clock back to 0."""
+        """Forget cache entries, logs, diagnostics, rate windows and scripted faults; clock to 0."""
         with self._lock:
             self._engine.clear()
+            self._prints.clear()
             self._billing.clear()
             self._requests.clear()
             self._limiter = RateLimiter(self._settings.rate_limits)
@@ -398,27 +489,51 @@ class EmulatorCore:
         rid, fault = request.scope.get(_SCOPE_ID), request.scope.get(_SCOPE_FAULT)
         if rid is None:
             rid, fault = self.next_request()
-        start, settings = self.now, self._settings
+        start = self.now
         headers = {"request-id": rid, "x-request-id": rid}
+        if wire.platform == "bedrock":
+            headers["x-amzn-requestid"] = rid
         if fault is not None and FAULTS[fault].before_engine:
-            spec = FAULTS[fault]
-            self.record(rid, wire.endpoint, start, spec.status, f"fault:{fault}")
-            return Response(spec.body, spec.status or 500, headers, spec.content_type)
+            self.record(rid, wire.endpoint, start, FAULTS[fault].status, f"fault:{fault}")
+            return _fault_response(FAULTS[fault], wire.platform, headers)
         try:
-            payload = json.loads(await request.body())
-            if not isinstance(payload, dict):
-                msg = "the request body must be a JSON object"
-                raise InvalidRequest(msg)
-            if wire.anthropic and not isinstance(payload.get("max_tokens"), int):
-                msg = "max_tokens: Field required (an integer)"
-                raise InvalidRequest(msg)
-            prefix = apply_bad_relay(wire.parse(payload), settings.bad_relay)
+            payload = await _read_payload(request, wire)
+            prefix = apply_bad_relay(wire.parse(payload), self._settings.bad_relay)
+            if wire.counts:
+                validate_markers(prefix)
+                with self._lock:
+                    counted = {"input_tokens": self._engine.input_total(prefix)}
+                return self._counted(rid, wire, start, counted, headers, fault == "cut")
+            asked, previous = requested_diagnostics(payload) if wire.anthropic else (False, None)
             with self._lock:
                 bill = self._engine.plan(prefix, start)
+                reason = (
+                    cache_miss_reason(self._prints.get(previous), prefix, bill.split.cache_read)
+                    if previous is not None
+                    else None
+                )
         except (ValueError, TypeError, AttributeError) as exc:
             self.record(rid, wire.endpoint, start, 400, "error:400")
-            return _error(400, "invalid_request_error", str(exc), headers)
-        reply = make_reply(reply_spec(payload, prefix), self._tokenizer.count_text)
+            return _error(400, "invalid_request_error", str(exc), headers, wire.platform)
+        extra: dict[str, Any] | None = None
+        if asked:
+            extra = {"diagnostics": None if reason is None else {"cache_miss_reason": reason}}
+        return await self._answer(rid, wire, payload, prefix, bill, extra, headers, fault)
+
+    async def _answer(
+        self,
+        rid: str,
+        wire: _Wire,
+        payload: Mapping[str, Any],
+        prefix: PrefixRequest,
+        bill: CacheBill,
+        extra: Mapping[str, Any] | None,
+        headers: dict[str, str],
+        fault: str | None,
+    ) -> Response:
+        """Limits, latency, commit, then the body or stream (billed when usage is delivered)."""
+        start, settings = bill.start, self._settings
+        reply = self._reply(wire, payload, prefix)
         split = replace(bill.split, output_tokens=reply.output_tokens)
         uncached = split.input_tokens + split.cache_write
         counted = uncached
@@ -429,7 +544,7 @@ class EmulatorCore:
         if refusal is not None:
             self.record(rid, wire.endpoint, start, 429, f"error:429:{refusal.limit}")
             retry = {**headers, "retry-after": str(max(1, math.ceil(refusal.retry_after)))}
-            return _error(429, "rate_limit_error", refusal.message, retry)
+            return _error(429, "rate_limit_error", refusal.message, retry, wire.platform)
         delay = settings.first_byte_delay + ttft_seconds(
             uncached, split.cache_read, settings.latency_scale
         )
@@ -437,12 +552,20 @@ class EmulatorCore:
             await asyncio.sleep(delay)
         with self._lock:  # the response begins: its writes become readable
             self._engine.commit(bill)
+            if wire.anthropic:
+                cached = split.cache_read + split.cache_write
+                self._prints.remember(message_id(rid), fingerprint(prefix, cached))
         entry = _billing_entry(rid, wire, bill, split, bool(payload.get("stream")))
+        model = str(payload["model"])
         if payload.get("stream"):
-            events = self._stream_events(rid, wire, payload, reply, split, start)
+            events = self._stream_events(rid, wire, payload, reply, split, start, extra)
             body = self._stream(events, entry, fault == "cut")
-            return StreamingResponse(body, headers=headers, media_type="text/event-stream")
-        document = self._body(rid, wire, payload, reply, split, start)
+            return StreamingResponse(body, headers=headers, media_type=wire.stream_media_type)
+        if wire.anthropic:
+            document = anthropic_body(rid, model, reply, split, extra)
+        else:
+            created = CREATED_EPOCH + int(start)
+            document = openai_body(rid, model, created, reply, self._usage(split))
         if fault == "cut":
             self.record(rid, wire.endpoint, start, 200, "fault:cut")
             text = json.dumps(document)
@@ -450,23 +573,31 @@ class EmulatorCore:
         self._bill(entry)
         return JSONResponse(document, headers=headers)
 
-    def _usage(self, split: TokenSplit) -> dict[str, Any]:
-        s = self._settings
-        return render_usage(split, s.dialect, s.prompt_excludes_cached)
-
-    def _body(
+    def _counted(
         self,
         rid: str,
         wire: _Wire,
-        payload: Mapping[str, Any],
-        reply: Reply,
-        split: TokenSplit,
         start: float,
-    ) -> dict[str, Any]:
-        model = str(payload["model"])
-        if wire.anthropic:
-            return anthropic_body(rid, model, reply, split)
-        return openai_body(rid, model, CREATED_EPOCH + int(start), reply, self._usage(split))
+        document: dict[str, Any],
+        headers: dict[str, str],
+        cut: bool,
+    ) -> Response:
+        """A token count: logged, never billed; a ``cut`` fault sends half the body."""
+        if cut:
+            self.record(rid, wire.endpoint, start, 200, "fault:cut")
+            text = json.dumps(document)
+            return Response(text[: len(text) // 2], 200, headers, "application/json")
+        self.record(rid, wire.endpoint, start, 200, "counted")
+        return JSONResponse(document, headers=headers)
+
+    def _reply(self, wire: _Wire, payload: Mapping[str, Any], prefix: PrefixRequest) -> Reply:
+        if wire.anthropic and payload.get("max_tokens") == 0:  # a cache warm-up: no content
+            return Reply("", (), "max_tokens", None, 0)
+        return make_reply(reply_spec(payload, prefix), self._tokenizer.count_text)
+
+    def _usage(self, split: TokenSplit) -> dict[str, Any]:
+        s = self._settings
+        return render_usage(split, s.dialect, s.prompt_excludes_cached)
 
     def _stream_events(
         self,
@@ -476,17 +607,23 @@ class EmulatorCore:
         reply: Reply,
         split: TokenSplit,
         start: float,
+        extra: Mapping[str, Any] | None,
     ) -> list[StreamEvent]:
         model = str(payload["model"])
+        if wire.platform == "bedrock":
+            return [
+                StreamEvent(e.tag, bedrock_chunk(e.event))
+                for e in anthropic_events(rid, model, reply, split, extra)
+            ]
         if wire.anthropic:
-            return anthropic_stream(rid, model, reply, split)
+            return anthropic_stream(rid, model, reply, split, extra)
         options = payload.get("stream_options") or {}
         usage = self._usage(split) if options.get("include_usage") else None
         return openai_stream(rid, model, CREATED_EPOCH + int(start), reply, usage)
 
     async def _stream(
         self, events: list[StreamEvent], entry: BillingEntry, cut: bool
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | bytes]:
         if cut:  # end cleanly after some content: no finish, no usage, no [DONE]/message_stop
             content = [i for i, e in enumerate(events) if e.tag == "content"]
             stop = content[min(1, len(content) - 1)] + 1 if content else 1
@@ -499,6 +636,27 @@ class EmulatorCore:
             self.record(entry.request_id, entry.endpoint, entry.time, 200, "fault:cut")
         elif not any(e.tag == "usage" for e in events):
             self.record(entry.request_id, entry.endpoint, entry.time, 200, "no_usage")
+
+
+async def _read_payload(request: Request, wire: _Wire) -> dict[str, Any]:
+    """The request's payload as Anthropic's or OpenAI's API would see it.
+
+    Raises:
+        InvalidRequest: for a body that is not an object, breaks the platform's rules, or
+            (Messages paths) lacks an integer ``max_tokens`` >= 0.
+        ValueError: for a body that is not JSON.
+
+    """
+    body = json.loads(await request.body())
+    payload = native_payload(
+        wire.platform, body, request.path_params.get("model"), wire.path_stream
+    )
+    if wire.anthropic and not wire.counts:
+        max_tokens = payload.get("max_tokens")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            msg = "max_tokens: Field required (an integer >= 0; 0 warms the cache, no content)"
+            raise InvalidRequest(msg)
+    return payload
 
 
 def _billing_entry(
@@ -538,13 +696,13 @@ class _FaultGate:
         self.app, self.core = app, core
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in WIRES:
+        wire = match_wire(scope["path"]) if scope["type"] == "http" else None
+        if wire is not None and scope["method"] == "POST":
             rid, fault = self.core.next_request()
             scope[_SCOPE_ID], scope[_SCOPE_FAULT] = rid, fault
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if fault == "reset" and transport is not None:  # else: handled as a bodiless 500
-                endpoint = WIRES[scope["path"]].endpoint
-                self.core.record(rid, endpoint, self.core.now, None, "fault:reset")
+                self.core.record(rid, wire.endpoint, self.core.now, None, "fault:reset")
                 await _abort(transport)
                 return
         await self.app(scope, receive, send)
@@ -667,6 +825,15 @@ class RelayEmulator:
         """``http://127.0.0.1:PORT/v1`` (for ``openai.OpenAI(base_url=...)``)."""
         self._require_running()
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the base URL of ``anthropic.Anthropic`` and Bedrock clients.
+
+        (``anthropic.AnthropicVertex`` takes ``base_url``: ``.../v1``.)
+        """
+        self._require_running()
+        return f"http://{self.host}:{self.port}"
 
     @property
     def admin_url(self) -> str:

@@ -72,8 +72,10 @@ def _messages_format() -> WireFormat:
         render_messages_payload,
     )
 
-    def render(request: ClaudeRequest, params: Mapping[str, Any], _: bool) -> dict[str, Any]:
-        payload: dict[str, Any] = render_messages_payload(request, params)  # lists of blocks
+    def render(
+        request: ClaudeRequest, params: Mapping[str, Any], canonical: bool
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = render_messages_payload(request, params, canonical=canonical)
         return payload
 
     return WireFormat(render, parse_message, MessageStreamReader)

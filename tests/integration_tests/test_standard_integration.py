@@ -8,6 +8,7 @@ from typing import Any
 from emulator_session import shared_emulator
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
+from ways_in import MODEL_IDS, way_params
 
 from langchain_claude_relay import ChatClaudeRelay
 
@@ -33,6 +34,10 @@ class TestChatClaudeRelayOnEmulator(ChatModelIntegrationTests):
 
     @property
     def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def supports_anthropic_inputs(self) -> bool:
         return True
 
     # Image and PDF inputs are supported (see tests/unit_tests/test_chat_model.py), but the
@@ -88,3 +93,29 @@ class TestChatClaudeRelayOnEmulator(ChatModelIntegrationTests):
         message = self._cached_call(tag, stream=stream)
         assert message.usage_metadata["input_token_details"]["cache_read"] > 1024
         return message
+
+
+class TestNativeApiOnEmulator(TestChatClaudeRelayOnEmulator):
+    """The same suite through ``api="anthropic"`` (the ``anthropic`` SDK, ``/v1/messages``)."""
+
+    way = "anthropic"
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return way_params(self.way, shared_emulator())
+
+    @property
+    def model_override_value(self) -> str:
+        return MODEL_IDS[self.way].replace("sonnet-4-6", "opus-4-8")
+
+
+class TestBedrockOnEmulator(TestNativeApiOnEmulator):
+    """Through ``api="bedrock"`` (``AnthropicBedrock``: SigV4-signed, event-stream frames)."""
+
+    way = "bedrock"
+
+
+class TestVertexOnEmulator(TestNativeApiOnEmulator):
+    """Through ``api="vertex"`` (``AnthropicVertex``: ``rawPredict`` / ``streamRawPredict``)."""
+
+    way = "vertex"

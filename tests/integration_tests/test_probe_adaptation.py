@@ -1,0 +1,102 @@
+"""The chat model adapts to what a stored probe found out about its relay (emulator bad modes)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from langchain_claude_relay import ChatClaudeRelay, chat_models
+from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.probe import probe_relay, save_capabilities
+
+DOCUMENT = "The relay forwards requests to Claude and reports usage in its own dialect. " * 150
+
+
+def _llm(emu: RelayEmulator, **extra: object) -> ChatClaudeRelay:
+    return ChatClaudeRelay(
+        base_url=emu.base_url, api_key="test-key-0123456789", ledger=False, **extra
+    )
+
+
+@pytest.fixture(autouse=True)
+def _private_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Probe results live in this test's own state dir (ports are reused between tests)."""
+    monkeypatch.setenv("CLAUDE_RELAY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(chat_models, "_WARNED", set())  # "once" is per process: start afresh
+
+
+def _probed(emu: RelayEmulator, bad_relay: str | None) -> None:
+    emu.configure(bad_relay=bad_relay)
+    save_capabilities(emu.base_url, probe_relay(_llm(emu)))
+    emu.reset()
+
+
+def _ask(llm: ChatClaudeRelay, tag: str) -> tuple[list[dict[str, object]], list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reply = llm.invoke([SystemMessage(f"[{tag}] {DOCUMENT}"), HumanMessage("Q?")])
+    plan = reply.response_metadata["cache_plan"]
+    return (plan["breakpoints"] if plan else []), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize(
+    ("bad_relay", "expect"),
+    [
+        (None, "as planned"),
+        ("drop_cache_control", "no plan"),
+        ("drop_ttl", "5m only"),
+        ("inject_marker", "three slots"),
+    ],
+)
+def test_the_model_adapts_to_the_stored_probe(bad_relay: str | None, expect: str) -> None:
+    with RelayEmulator() as emu:
+        _probed(emu, bad_relay)
+        llm = _llm(emu, cache_ttl="1h")
+        breakpoints, notes = _ask(llm, "first")
+        probe_notes = [n for n in notes if "probe:" in n]
+        if expect == "as planned":
+            assert breakpoints
+            assert {b["ttl"] for b in breakpoints} == {"1h"}
+            assert probe_notes == []
+        elif expect == "no plan":
+            assert breakpoints == []
+            assert emu.request_log[-1].endpoint == "chat.completions"
+            assert any("drops cache_control" in n for n in probe_notes)
+        elif expect == "5m only":
+            assert breakpoints
+            assert {b["ttl"] for b in breakpoints} == {"5m"}
+            assert any("drops the cache_control ttl" in n for n in probe_notes)
+        else:
+            assert any("adds a cache marker" in n for n in probe_notes)
+        # the same model again, and a second one on the same relay: warned once per process
+        _, again = _ask(_llm(emu, cache_ttl="1h"), "second")
+        assert [n for n in again if "probe:" in n] == []
+
+
+def test_inject_marker_leaves_a_slot_for_the_relay() -> None:
+    """Three markers of the user's and a large turn: four planned, or three on such a relay."""
+    marker = {"type": "ephemeral"}
+    system = SystemMessage(
+        [{"type": "text", "text": f"part {i}", "cache_control": marker} for i in range(3)]
+    )
+    turns = [system, HumanMessage(f"doc {DOCUMENT}"), HumanMessage("Q?")]
+    with RelayEmulator() as emu:
+        _probed(emu, "inject_marker")
+        counts = {}
+        for setting in ("off", "cached"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reply = _llm(emu, relay_probe=setting).invoke(turns)
+            counts[setting] = len(reply.response_metadata["cache_plan"]["breakpoints"])
+    assert counts == {"off": 4, "cached": 3}
+
+
+def test_relay_probe_off_ignores_the_stored_result() -> None:
+    with RelayEmulator() as emu:
+        _probed(emu, "drop_cache_control")
+        breakpoints, notes = _ask(_llm(emu, relay_probe="off"), "off")
+        assert breakpoints
+        assert [n for n in notes if "probe:" in n] == []
