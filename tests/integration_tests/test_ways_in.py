@@ -36,6 +36,12 @@ def _document(tag: str, sentences: int = 150) -> str:
 
 
 def _llm(way: str, emu: RelayEmulator, **extra: Any) -> ChatClaudeRelay:
+    """A model on ``way`` with its own planner: the session shares one state directory, so what
+    other tests taught the default planner must not change these plans."""
+    from langchain_claude_relay.planner import CachePlanner
+    from langchain_claude_relay.store import MemoryStore
+
+    extra.setdefault("cache", CachePlanner(store=MemoryStore()))
     return ChatClaudeRelay(**way_params(way, emu, ledger=False, max_retries=0, **extra))
 
 
@@ -174,7 +180,7 @@ def test_overloaded_is_a_typed_error_without_secrets(way: str, emulator: RelayEm
 
 
 def test_secrets_are_not_in_repr_or_dump(way: str, emulator: RelayEmulator) -> None:
-    llm = _llm(way, emulator)
+    llm = _llm(way, emulator, cache="auto")  # a planner instance does not dump to JSON
     shown = f"{llm!r}{llm}{json.dumps(llm.model_dump(mode='json'), default=str)}"
     for secret in (AWS_SECRET, VERTEX_TOKEN, "sk-ant-emulator-key-0123456789"):
         assert secret not in shown
