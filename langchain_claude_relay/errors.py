@@ -50,6 +50,7 @@ __all__ = [
     "OverloadedError",
     "status_error_class",
     "make_status_error",
+    "ERROR_TYPE_STATUS",
     "excerpt",
     "redact",
 ]
@@ -250,6 +251,29 @@ def explain_status(status_code: int, body_text: str) -> str:
     hint = _STATUS_HINTS.get(status_code)
     name = status_error_class(status_code).__name__
     return f"{name}: {hint}" if hint else f"{name}: the relay answered an error"
+
+
+ERROR_TYPE_STATUS: dict[str, int] = {
+    # Anthropic's error types (error bodies and native stream ``error`` events)
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+    # Bedrock's stream exception frames
+    "ThrottlingException": 429,
+    "ServiceUnavailableException": 503,
+    "ModelStreamErrorException": 500,
+    "InternalServerException": 500,
+    "ValidationException": 400,
+}
+"""The HTTP status each API error type stands for (a streamed error has no status of its own)."""
 
 
 def make_status_error(

@@ -32,6 +32,7 @@ certificates or host names draws an :class:`InsecureTransportWarning` when the b
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -49,6 +50,7 @@ from pydantic import SecretStr
 
 from langchain_claude_relay.apis import api_spec, build_sdk_client
 from langchain_claude_relay.errors import (
+    ERROR_TYPE_STATUS,
     APIConnectionError,
     APIResponseError,
     APIStatusError,
@@ -353,8 +355,12 @@ _SDK_HTTP_NAMES = ("httpx2", "httpx")
 
 def _http_response_class(client: Any) -> Any:
     """The ``Response`` class of the HTTP library an SDK client is built on."""
-    sdk = sys.modules[type(client).__module__.partition(".")[0]]
-    base = sdk._base_client
+    return _sdk_response_class(type(client).__module__.partition(".")[0])
+
+
+@functools.cache
+def _sdk_response_class(sdk_name: str) -> Any:
+    base = sys.modules[sdk_name]._base_client
     library = next(getattr(base, name) for name in _SDK_HTTP_NAMES if hasattr(base, name))
     return library.Response
 
@@ -363,28 +369,11 @@ def _stream_error(event: Mapping[str, Any]) -> ClaudeRelayError:
     """The typed error for a native stream's ``error`` event (``overloaded_error`` is a 529)."""
     error = event.get("error")
     kind = error.get("type") if isinstance(error, Mapping) else None
-    status = _STREAM_ERROR_STATUS.get(str(kind))
+    status = ERROR_TYPE_STATUS.get(str(kind))
     body = json.dumps(event, default=str)
     if status is None:
         return APIResponseError("the API streamed an error event", status_code=200, body=body)
     return make_status_error(status, body)
-
-
-_STREAM_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-    "ThrottlingException": 429,
-    "ServiceUnavailableException": 503,
-    "ModelStreamErrorException": 500,
-    "InternalServerException": 500,
-    "ValidationException": 400,
-}
 
 
 def _native_event(event: Any, seen_stop: list[bool]) -> Any:

@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_claude_relay.errors import (
+    ERROR_TYPE_STATUS,
     APIResponseError,
     RequestValidationError,
     make_status_error,
 )
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Tool
-from langchain_claude_relay.wire.openai_chat import ParsedChunk, ParsedCompletion, _checked_usage
+from langchain_claude_relay.wire.openai_chat import ParsedChunk, ParsedCompletion, checked_usage
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -75,22 +76,6 @@ _MAPPED_PARAMS = frozenset(
     }
 )
 _CLAUDE_TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
-
-# Anthropic's error types and the HTTP status each stands for.
-_ERROR_STATUS: dict[str, int] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "conflict_error": 409,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-
 
 # -- rendering -------------------------------------------------------------------------------------
 
@@ -509,7 +494,7 @@ def parse_message(
         elif kind == "redacted_thinking":
             _checked_str(block, "data", problem)
             thinking_blocks.append(dict(_plain(block)))
-    usage = _checked_usage(body.get("usage"), "answered", status_code, source)
+    usage = checked_usage(body.get("usage"), "answered", status_code, source)
     reasoning = "".join(thoughts)
     return ParsedCompletion(
         id=_optional_str(body.get("id")),
@@ -650,11 +635,11 @@ class MessageStreamReader:
         return index, block
 
     def _merge_usage(self, usage: Any, event: Mapping[str, Any]) -> None:
-        checked = _checked_usage(usage, "streamed", 200, event, dump=True)
+        checked = checked_usage(usage, "streamed", 200, event, dump=True)
         if checked is None:
             return
         merged = {**(self._usage or {}), **{k: v for k, v in checked.items() if v is not None}}
-        _checked_usage(merged, "streamed", 200, event, dump=True)
+        checked_usage(merged, "streamed", 200, event, dump=True)
         self._usage = merged
 
     # -- event handlers
@@ -763,7 +748,7 @@ class MessageStreamReader:
     def _error(self, event: Mapping[str, Any]) -> ParsedChunk:
         error = event.get("error")
         kind = error.get("type") if isinstance(error, Mapping) else None
-        status = _ERROR_STATUS.get(kind) if isinstance(kind, str) else None
+        status = ERROR_TYPE_STATUS.get(kind) if isinstance(kind, str) else None
         if status is not None:
             raise make_status_error(status, _dump(event))
         raise self._problem("an error", event)

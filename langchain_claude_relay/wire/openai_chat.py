@@ -31,6 +31,7 @@ __all__ = [
     "ParsedChunk",
     "parse_chat_completion",
     "parse_chat_chunk",
+    "checked_usage",
 ]
 
 
@@ -244,10 +245,12 @@ def _text_of(content: Any, where: str, status: int | None, body: Any) -> str:
     raise APIResponseError(msg, status_code=status, body=body)
 
 
-def _checked_usage(
+def checked_usage(
     usage: Any, where: str, status: int | None, body: Any, *, dump: bool = False
 ) -> Mapping[str, Any] | None:
     """The usage object, validated now so that garbage is reported with its status and body.
+
+    Used by both wire formats' parsers.
 
     ``dump``: ``body`` is a decoded chunk, serialized for the excerpt only when reporting.
     """
@@ -382,7 +385,7 @@ def parse_chat_completion(
     if not isinstance(raw_calls, list):
         msg = "relay answered 'tool_calls' that is not a list"
         raise APIResponseError(msg, status_code=status_code, body=excerpt_source)
-    usage = _checked_usage(body.get("usage"), "answered", status_code, excerpt_source)
+    usage = checked_usage(body.get("usage"), "answered", status_code, excerpt_source)
     return ParsedCompletion(
         id=body.get("id") if isinstance(body.get("id"), str) else None,
         model=body.get("model") if isinstance(body.get("model"), str) else None,
@@ -432,7 +435,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
     if not isinstance(choices, list):
         msg = "relay streamed 'choices' that is not a list"
         raise APIResponseError(msg, status_code=200, body=json.dumps(chunk, default=str))
-    usage = _checked_usage(chunk.get("usage"), "streamed", 200, chunk, dump=True)
+    usage = checked_usage(chunk.get("usage"), "streamed", 200, chunk, dump=True)
     content = ""
     reasoning: str | None = None
     deltas: list[dict[str, Any]] = []
