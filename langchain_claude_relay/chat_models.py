@@ -564,10 +564,7 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         from langchain_claude_relay.probe import adaptation_for, load_capabilities
 
-        try:
-            caps = load_capabilities(self.base_url)
-        except Exception:  # a probe cache that cannot be read is no reason to fail a call
-            return None
+        caps = load_capabilities(self.base_url)  # never raises: an unreadable file is None
         if caps is None:
             return None
         adaptation = adaptation_for(caps)
@@ -648,48 +645,50 @@ class ChatClaudeRelay(BaseChatModel):
 
     def _count_exactly(self, request: ClaudeRequest, planner: Any) -> None:
         """Calibrate the planner with the count-tokens endpoint, once per distinct request."""
-        key = _count_key(request)
-        if key is None or not hasattr(planner, "calibrate") or _EXACT_COUNTS.seen(key):
+        key = _uncounted(request, planner)
+        if key is None:
             return
+        total: int | None
         try:
             total = self._transport.count_tokens(self._wire.render(request, {}, True))
-            planner.calibrate(request, total)
-            _EXACT_COUNTS.add(key)
         except RequestValidationError:
             raise
         except Exception as exc:  # counting is an optimisation: it never fails a user's call
-            _EXACT_COUNTS.add(key)
-            logger.warning("count_tokens failed (%s); planning with estimates", type(exc).__name__)
+            _count_failed(exc)
+            total = None
+        _calibrate(planner, request, key, total)
 
     async def _acount_exactly(
         self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
     ) -> None:
         """The async path counts before ``_prepare`` (which then finds the count remembered)."""
-        cache = kwargs.get("prompt_cache", self.prompt_cache)
-        planner = self._planner_for(cache) if self.exact_token_counts else None
-        if planner is None or not hasattr(planner, "calibrate"):
-            return
+        planner = self._planner_for(kwargs.get("prompt_cache", self.prompt_cache))
         try:
-            request = to_claude_request(
-                messages,
-                model=kwargs.get("model") or self.model_name,
-                tools=kwargs.get("tools"),
-                tool_choice=kwargs.get("tool_choice"),
-                thinking=kwargs.get("thinking", self.thinking),
-            )
+            request = self._to_request(messages, kwargs)
         except Exception:  # _prepare reports bad input
             return
-        key = _count_key(request)
-        if key is None or _EXACT_COUNTS.seen(key):
+        key = _uncounted(request, planner)
+        if key is None:
             return
+        total: int | None
         try:
             total = await self._transport.acount_tokens(self._wire.render(request, {}, True))
-            planner.calibrate(request, total)
         except RequestValidationError:
             raise
         except Exception as exc:
-            logger.warning("count_tokens failed (%s); planning with estimates", type(exc).__name__)
-        _EXACT_COUNTS.add(key)
+            _count_failed(exc)
+            total = None
+        _calibrate(planner, request, key, total)
+
+    def _to_request(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> Any:
+        """The request for ``messages`` with a call's kwargs (before ``_prepare`` pops them)."""
+        return to_claude_request(
+            messages,
+            model=kwargs.get("model") or self.model_name,
+            tools=kwargs.get("tools"),
+            tool_choice=kwargs.get("tool_choice"),
+            thinking=kwargs.get("thinking", self.thinking),
+        )
 
     def _sampling_params(
         self,
@@ -1181,15 +1180,8 @@ class ChatClaudeRelay(BaseChatModel):
 
     def _prefix_key(self, item: Any, kwargs: Mapping[str, Any]) -> fanout.PrefixKey | None:
         try:
-            model = kwargs.get("model") or self.model_name
-            request = to_claude_request(
-                self._convert_input(item).to_messages(),
-                model=model,
-                tools=kwargs.get("tools"),
-                tool_choice=kwargs.get("tool_choice"),
-                thinking=kwargs.get("thinking", self.thinking),
-            )
-            return model, request.prefix_hashes()
+            request = self._to_request(self._convert_input(item).to_messages(), kwargs)
+            return request.model, request.prefix_hashes()
         except Exception:  # the call itself reports the problem
             return None
 
@@ -1369,9 +1361,30 @@ def _diagnostics_metadata(diagnostics: Mapping[str, Any] | None) -> dict[str, An
     }
 
 
-def _count_key(request: ClaudeRequest) -> tuple[str, str] | None:
+def _uncounted(request: ClaudeRequest, planner: Any) -> tuple[str, str] | None:
+    """The key to count ``request`` under, or ``None`` if it was counted or cannot be used."""
+    if planner is None or not hasattr(planner, "calibrate"):
+        return None
     hashes = request.prefix_hashes()
-    return (request.model, hashes[-1]) if hashes else None
+    key = (request.model, hashes[-1]) if hashes else None
+    return None if key is None or _EXACT_COUNTS.seen(key) else key
+
+
+def _count_failed(exc: Exception) -> None:
+    logger.warning("count_tokens failed (%s); planning with estimates", type(exc).__name__)
+
+
+def _calibrate(
+    planner: Any, request: ClaudeRequest, key: tuple[str, str], total: int | None
+) -> None:
+    """Feed an exact count to the planner; the request is not counted again either way."""
+    _EXACT_COUNTS.add(key)
+    if total is None:
+        return
+    try:
+        planner.calibrate(request, total)
+    except Exception as exc:  # learning never fails a user's call
+        _count_failed(exc)
 
 
 class _SeenKeys:
