@@ -505,12 +505,17 @@ def probe_relay(
             try:
                 answer = _answer_from(model.invoke(list(call.messages), **_kwargs(call)))
             except BadRequestError as exc:
-                if not call.may_be_refused:
-                    raise
-                answer = _Answer(refused=exc)
+                answer = _refusal(call, exc)
             call = steps.send(answer)
     except StopIteration as done:
         return _capabilities(done.value, model.model_name, clock())
+
+
+def _refusal(call: _Call, exc: BadRequestError) -> _Answer:
+    """A 400 is a finding only on a call that tests a marker rule; elsewhere it is raised."""
+    if not call.may_be_refused:
+        raise exc
+    return _Answer(refused=exc)
 
 
 async def aprobe_relay(
@@ -537,9 +542,7 @@ async def aprobe_relay(
                 message = await model.ainvoke(list(call.messages), **_kwargs(call))
                 answer = _answer_from(message)
             except BadRequestError as exc:
-                if not call.may_be_refused:
-                    raise
-                answer = _Answer(refused=exc)
+                answer = _refusal(call, exc)
             call = steps.send(answer)
     except StopIteration as done:
         return _capabilities(done.value, model.model_name, clock())
