@@ -109,7 +109,7 @@ def worker(
     from langchain_claude_relay.errors import RateLimitError
     from langchain_claude_relay.ledger import MemoryLedger
     from langchain_claude_relay.limiter import RateLimiter
-    from langchain_claude_relay.limiter_redis import RedisRateLimiter
+    from langchain_claude_relay.limiter.redis import RedisRateLimiter
 
     if mode == "shared":
         limiter: RateLimiter = RedisRateLimiter(**limits, redis=redis_url, key=account)

@@ -59,29 +59,38 @@ from pydantic import (
     model_validator,
 )
 
-from langchain_claude_relay import fanout, limiting
-from langchain_claude_relay.apis import API_SPECS, ApiKind, ApiSpec, api_spec
-from langchain_claude_relay.convert import (
+from langchain_claude_relay import _fanout as fanout
+from langchain_claude_relay._compat import moved_names
+from langchain_claude_relay._convert import (
     check_thinking,
     check_tool_choice,
     convert_tool,
     to_claude_request,
 )
+from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
+from langchain_claude_relay._plumbing import warn_once
+from langchain_claude_relay.capabilities import adaptation_for, load_capabilities
 from langchain_claude_relay.cost import call_cost_usd
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
-from langchain_claude_relay.limiter import RateLimiter, RateLimits, shared_limiter
-from langchain_claude_relay.limiting import DEFAULT_OUTPUT_ESTIMATE, relay_limiter_key
+from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
 from langchain_claude_relay.models import DEFAULT_MODEL
-from langchain_claude_relay.redis_conn import redis_url_from_env
 from langchain_claude_relay.request import MAX_CACHE_MARKERS, ClaudeRequest, Tool
-from langchain_claude_relay.retry import RetryPolicy
-from langchain_claude_relay.transport import RelayTransport, check_base_url, split_secret_headers
+from langchain_claude_relay.transport import (
+    API_SPECS,
+    ApiKind,
+    ApiSpec,
+    RelayTransport,
+    RetryPolicy,
+    api_spec,
+    check_base_url,
+    split_secret_headers,
+)
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
 from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
-__all__ = ["ChatClaudeRelay", "PromptCachePlanner", "DEFAULT_OUTPUT_ESTIMATE", "relay_limiter_key"]
+__all__ = ["ChatClaudeRelay"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +125,8 @@ class _Prepared:
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
 
     def token_estimates(self) -> tuple[int, int]:
-        """What the call books on the rate limiter (see ``limiting.token_estimates``)."""
-        return limiting.token_estimates(
+        """What the call books on the rate limiter (see ``limiter.booking.token_estimates``)."""
+        return booking.token_estimates(
             self.model, self.request, self.plan, self.payload, fanout.warmed_prefixes()
         )
 
@@ -181,7 +190,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     base_url: str | None = Field(
         alias="base_url",
-        default_factory=from_env(["CLAUDE_RELAY_BASE_URL", "OPENAI_BASE_URL"], default=None),
+        default_factory=from_env([BASE_URL_ENV, "OPENAI_BASE_URL"], default=None),
     )
     """Base URL. Relays: else env ``CLAUDE_RELAY_BASE_URL``, else ``OPENAI_BASE_URL`` (required).
     Native ways in: else ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_BEDROCK_BASE_URL`` /
@@ -189,7 +198,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     api_key: SecretStr | None = Field(
         alias="api_key",
-        default_factory=secret_from_env(["CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"], default=None),
+        default_factory=secret_from_env([API_KEY_ENV, "OPENAI_API_KEY"], default=None),
     )
     """The key, never printed. Relays: else env ``CLAUDE_RELAY_API_KEY``, else
     ``OPENAI_API_KEY``. ``api="anthropic"``: else ``ANTHROPIC_API_KEY``. ``api="bedrock"``: an
@@ -423,10 +432,10 @@ class ChatClaudeRelay(BaseChatModel):
     def _check_rate_limits(cls, value: Any) -> Any:
         if value is None or isinstance(value, str):
             if value is not None:
-                limiting.resolve_limits(value)  # an unknown preset is reported now
+                booking.resolve_limits(value)  # an unknown preset is reported now
             return value
         if isinstance(value, RateLimits | Mapping):
-            return asdict(limiting.resolve_limits(value))
+            return asdict(booking.resolve_limits(value))
         msg = (
             f"rate_limits={value!r} is not understood: use a preset name such as 'tier1', "
             "a RateLimits, or a dict with rpm/itpm/otpm"
@@ -437,15 +446,7 @@ class ChatClaudeRelay(BaseChatModel):
     def _attach_shared_limiter(self) -> ChatClaudeRelay:
         if self.rate_limits is None:
             return self
-        limits = limiting.resolve_limits(self.rate_limits)
-        key = relay_limiter_key(self.base_url, self.api_key, limits)
-        limiter: RateLimiter
-        if redis_url_from_env() is not None:  # a fleet shares the account's limits through Redis
-            from langchain_claude_relay.limiter_redis import shared_redis_limiter
-
-            limiter = shared_redis_limiter(key, limits)
-        else:
-            limiter = shared_limiter(key, limits)
+        limiter = limiter_for(self.base_url, self.api_key, self.rate_limits)
         if self.rate_limiter is not None and self.rate_limiter is not limiter:
             msg = "pass rate_limits=... (a shared limiter) or rate_limiter=... (your own), not both"
             raise ValueError(msg)
@@ -562,14 +563,12 @@ class ChatClaudeRelay(BaseChatModel):
         """What a stored probe of this relay asks the planner to do (``None``: nothing known)."""
         if self._api.native or self.relay_probe == "off" or not self.base_url:
             return None
-        from langchain_claude_relay.probe import adaptation_for, load_capabilities
-
         caps = load_capabilities(self.base_url)  # never raises: an unreadable file is None
         if caps is None:
             return None
         adaptation = adaptation_for(caps)
         for note in adaptation.warnings:
-            _warn_once(("relay_probe", self.base_url, note), note)
+            warn_once(("relay_probe", self.base_url, note), note, stacklevel=3)
         return adaptation
 
     def _planner_for(self, cache: Any) -> Any:
@@ -730,26 +729,26 @@ class ChatClaudeRelay(BaseChatModel):
         limiter = self.rate_limiter
         return limiter if isinstance(limiter, RateLimiter) else None
 
-    def _reserve(self, prepared: _Prepared) -> limiting.Booking | None:
-        """Book the call on our limiter, waiting for its buckets (``limiting.reserve``)."""
+    def _reserve(self, prepared: _Prepared) -> booking.Booking | None:
+        """Book the call on our limiter, waiting for its buckets (``limiter.booking.reserve``)."""
         limiter = self._limiter()
         if limiter is None:
             return None
-        return limiting.reserve(limiter, prepared.token_estimates())
+        return booking.reserve(limiter, prepared.token_estimates())
 
-    async def _areserve(self, prepared: _Prepared) -> limiting.Booking | None:
+    async def _areserve(self, prepared: _Prepared) -> booking.Booking | None:
         """Async ``_reserve`` (waits with ``asyncio.sleep``, never blocking the loop)."""
         limiter = self._limiter()
         if limiter is None:
             return None
-        return await limiting.areserve(limiter, prepared.token_estimates())
+        return await booking.areserve(limiter, prepared.token_estimates())
 
     @staticmethod
     def _release(
-        booked: limiting.Booking | None, prepared: _Prepared, outcome: limiting.CallOutcome
+        booked: booking.Booking | None, prepared: _Prepared, outcome: booking.CallOutcome
     ) -> None:
-        """Settle or cancel the call's booking (``limiting.release``)."""
-        limiting.release(booked, outcome, prepared.usage, prepared.model)
+        """Settle or cancel the call's booking (``limiter.booking.release``)."""
+        booking.release(booked, outcome, prepared.usage, prepared.model)
 
     @staticmethod
     def _lifecycle(prepared: _Prepared, event: Literal["began", "abandoned"]) -> None:
@@ -760,7 +759,7 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             hook(prepared.plan)
             if event == "began":  # other workers of a fleet may read it from now on
-                from langchain_claude_relay.redis_state import warm_registry
+                from langchain_claude_relay.store import warm_registry
 
                 registry = warm_registry(prepared.planner.store, prepared.planner.clock)
                 if registry is not None:
@@ -934,7 +933,7 @@ class ChatClaudeRelay(BaseChatModel):
             raw = self._transport.create(prepared.payload)
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
-            self._release(booked, prepared, limiting.failure_outcome(exc))
+            self._release(booked, prepared, booking.failure_outcome(exc))
             raise
         try:
             message = self._message_from(raw.body, prepared)
@@ -963,7 +962,7 @@ class ChatClaudeRelay(BaseChatModel):
             raw = await self._transport.acreate(prepared.payload)
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
-            self._release(booked, prepared, limiting.failure_outcome(exc))
+            self._release(booked, prepared, booking.failure_outcome(exc))
             raise
         try:
             message = self._message_from(raw.body, prepared)
@@ -982,7 +981,7 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         booked = self._reserve(prepared)
-        outcome: limiting.CallOutcome = "unsent"
+        outcome: booking.CallOutcome = "unsent"
         try:
             state = _StreamState(self._wire.stream_reader())
             for event in self._transport.stream(prepared.payload):
@@ -1000,7 +999,7 @@ class ChatClaudeRelay(BaseChatModel):
             yield final
         except BaseException as exc:
             if outcome == "unsent":
-                outcome = limiting.failure_outcome(exc)
+                outcome = booking.failure_outcome(exc)
                 self._lifecycle(prepared, "abandoned")
             raise
         finally:  # also when the consumer stops early: the call was counted once it began
@@ -1017,7 +1016,7 @@ class ChatClaudeRelay(BaseChatModel):
             await self._acount_exactly(messages, kwargs)
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         booked = await self._areserve(prepared)
-        outcome: limiting.CallOutcome = "unsent"
+        outcome: booking.CallOutcome = "unsent"
         try:
             state = _StreamState(self._wire.stream_reader())
             async for event in self._transport.astream(prepared.payload):
@@ -1035,7 +1034,7 @@ class ChatClaudeRelay(BaseChatModel):
             yield final
         except BaseException as exc:
             if outcome == "unsent":
-                outcome = limiting.failure_outcome(exc)
+                outcome = booking.failure_outcome(exc)
                 self._lifecycle(prepared, "abandoned")
             raise
         finally:
@@ -1421,13 +1420,11 @@ def _plan_options(ttl: Any, adaptation: Any) -> dict[str, Any]:
     return options
 
 
-_WARNED: set[Any] = set()
-_WARNED_LOCK = threading.Lock()
-
-
-def _warn_once(key: Any, message: str) -> None:
-    with _WARNED_LOCK:
-        if key in _WARNED:
-            return
-        _WARNED.add(key)
-    warnings.warn(message, UserWarning, stacklevel=3)
+# Until the next release, names that moved keep answering here too (see ``_compat``).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "DEFAULT_OUTPUT_ESTIMATE": "langchain_claude_relay.limiter.booking",
+        "relay_limiter_key": "langchain_claude_relay.limiter.booking",
+    },
+)

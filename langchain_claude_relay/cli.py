@@ -89,7 +89,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from langchain_claude_relay.convert import to_claude_request
+    from langchain_claude_relay._convert import to_claude_request
     from langchain_claude_relay.models import DEFAULT_MODEL
     from langchain_claude_relay.planner import CachePlanner
     from langchain_claude_relay.store import MemoryStore
@@ -155,16 +155,16 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     from pydantic import SecretStr
 
-    from langchain_claude_relay.chat_models import ChatClaudeRelay
-    from langchain_claude_relay.errors import ClaudeRelayError, redact
-    from langchain_claude_relay.models import DEFAULT_MODEL
-    from langchain_claude_relay.probe import (
+    from langchain_claude_relay.capabilities import (
         DEFAULT_MAX_AGE_S,
         adaptation_for,
         capabilities_path,
-        probe_relay,
         save_capabilities,
     )
+    from langchain_claude_relay.chat_models import ChatClaudeRelay
+    from langchain_claude_relay.errors import ClaudeRelayError, redact
+    from langchain_claude_relay.models import DEFAULT_MODEL
+    from langchain_claude_relay.probe import probe_relay
 
     base_url = (
         args.base_url

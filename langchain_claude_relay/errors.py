@@ -4,6 +4,7 @@
 
     ClaudeRelayError
     ├── RequestValidationError (also ValueError)  bad user input, raised before any network call
+    ├── LedgerUnavailableError                    a persistent ledger cannot store entries
     ├── APIConnectionError                        the relay could not be reached
     │   └── APITimeoutError
     ├── APIResponseError                          the relay answered something that is not a valid
@@ -21,6 +22,21 @@
         ├── InternalServerError      5xx
         └── OverloadedError          529
 
+Where langchain-core (1.8+) has a provider-neutral class for the same condition, ours also
+subclass it, so code written against ``langchain_core.exceptions`` catches them too:
+``APIConnectionError`` is a ``ModelConnectionError``, ``APITimeoutError`` a ``ModelTimeoutError``,
+400/413/422 a ``ModelInvalidRequestError``, 401 ``ModelAuthenticationError``, 403
+``ModelPermissionDeniedError``, 404 ``ModelNotFoundError``, 429 ``ModelRateLimitError``, 5xx
+``ModelAPIError`` (with an older langchain-core these bases are plain ``Exception``).
+
+Warnings (``UserWarning`` subclasses, each issued once where it would repeat)::
+
+    InsecureTransportWarning      an http_client that does not verify the relay's TLS certificate
+    StateWarning                  saved state failed; kept in memory instead
+    ├── StateStoreWarning         the planner's state store (planning goes on in memory)
+    ├── LedgerWarning             the cost ledger (entries kept in memory)
+    └── RedisStateWarning         the fleet's Redis is unreachable (local state until it returns)
+
 Every error carries a short excerpt of the body (at most ``BODY_EXCERPT_CHARS`` characters),
 never the API key: messages are scrubbed of anything that looks like a key before they are kept.
 """
@@ -30,10 +46,28 @@ from __future__ import annotations
 import re
 from typing import Any
 
+try:  # langchain-core 1.8+: provider-neutral model errors
+    from langchain_core.exceptions import (
+        ModelAPIError,
+        ModelAuthenticationError,
+        ModelConnectionError,
+        ModelError,
+        ModelInvalidRequestError,
+        ModelNotFoundError,
+        ModelPermissionDeniedError,
+        ModelRateLimitError,
+        ModelTimeoutError,
+    )
+except ImportError:  # pragma: no cover - older langchain-core: no extra bases
+    ModelError = ModelAPIError = ModelAuthenticationError = ModelConnectionError = Exception  # type: ignore[assignment,misc]
+    ModelInvalidRequestError = ModelNotFoundError = ModelPermissionDeniedError = Exception  # type: ignore[assignment,misc]
+    ModelRateLimitError = ModelTimeoutError = Exception  # type: ignore[assignment,misc]
+
 __all__ = [
     "BODY_EXCERPT_CHARS",
     "ClaudeRelayError",
     "RequestValidationError",
+    "LedgerUnavailableError",
     "APIConnectionError",
     "APITimeoutError",
     "APIResponseError",
@@ -48,6 +82,11 @@ __all__ = [
     "RateLimitError",
     "InternalServerError",
     "OverloadedError",
+    "InsecureTransportWarning",
+    "StateWarning",
+    "StateStoreWarning",
+    "LedgerWarning",
+    "RedisStateWarning",
     "status_error_class",
     "make_status_error",
     "ERROR_TYPE_STATUS",
@@ -93,14 +132,18 @@ class RequestValidationError(ClaudeRelayError, ValueError):
     """The user's request is invalid; raised before anything is sent. The message says the fix."""
 
 
-class APIConnectionError(ClaudeRelayError):
+class LedgerUnavailableError(ClaudeRelayError):
+    """The ledger cannot store entries (its directory or database failed, or it was closed)."""
+
+
+class APIConnectionError(ClaudeRelayError, ModelConnectionError):
     """The relay could not be reached (refused, reset, DNS, TLS)."""
 
     def __init__(self, message: str = "Connection error.") -> None:
         super().__init__(redact(message))
 
 
-class APITimeoutError(APIConnectionError):
+class APITimeoutError(APIConnectionError, ModelTimeoutError):
     """The relay did not answer within the timeout."""
 
     def __init__(self, message: str = "Request timed out.") -> None:
@@ -123,7 +166,7 @@ class APIResponseError(ClaudeRelayError):
         super().__init__(redact(f"{message}{detail}{tail}"))
 
 
-class APIStatusError(ClaudeRelayError):
+class APIStatusError(ClaudeRelayError, ModelError):
     """The relay answered with an HTTP error status.
 
     Attributes:
@@ -150,19 +193,19 @@ class APIStatusError(ClaudeRelayError):
         super().__init__(redact(f"{message} (status {status_code}){tail}"))
 
 
-class BadRequestError(APIStatusError):
+class BadRequestError(APIStatusError, ModelInvalidRequestError):
     """400: the relay or Claude rejected the request."""
 
 
-class AuthenticationError(APIStatusError):
+class AuthenticationError(APIStatusError, ModelAuthenticationError):
     """401: the key is missing, wrong or revoked."""
 
 
-class PermissionDeniedError(APIStatusError):
+class PermissionDeniedError(APIStatusError, ModelPermissionDeniedError):
     """403: the key may not use this model or endpoint."""
 
 
-class NotFoundError(APIStatusError):
+class NotFoundError(APIStatusError, ModelNotFoundError):
     """404: wrong ``base_url`` path or a model id the relay does not know."""
 
 
@@ -170,24 +213,44 @@ class ConflictError(APIStatusError):
     """409: a conflicting concurrent request (retried)."""
 
 
-class RequestTooLargeError(APIStatusError):
+class RequestTooLargeError(APIStatusError, ModelInvalidRequestError):
     """413: the request body is larger than the relay accepts."""
 
 
-class UnprocessableEntityError(APIStatusError):
+class UnprocessableEntityError(APIStatusError, ModelInvalidRequestError):
     """422: the relay could not process the request body."""
 
 
-class RateLimitError(APIStatusError):
+class RateLimitError(APIStatusError, ModelRateLimitError):
     """429: a rate limit was hit (retried after ``retry-after``)."""
 
 
-class InternalServerError(APIStatusError):
+class InternalServerError(APIStatusError, ModelAPIError):
     """5xx: the relay or upstream failed (retried)."""
 
 
 class OverloadedError(InternalServerError):
     """529: Claude is overloaded (retried)."""
+
+
+class InsecureTransportWarning(UserWarning):
+    """The HTTP client given does not verify the relay's TLS certificate or host name."""
+
+
+class StateWarning(UserWarning):
+    """Saved state (planner statistics, the cost ledger) failed; it is kept in memory instead."""
+
+
+class StateStoreWarning(StateWarning):
+    """The state store failed; planning goes on in memory (statistics are not persisted)."""
+
+
+class LedgerWarning(StateWarning, RuntimeWarning):
+    """The cost ledger failed; calls are recorded in memory for the rest of the process."""
+
+
+class RedisStateWarning(StateWarning):
+    """Redis could not be reached; the fleet state continues locally until it comes back."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -49,6 +49,7 @@ __all__ = [
     "content_hash",
     "chain_prefix_hashes",
     "MAX_CACHE_MARKERS",
+    "TTL_SECONDS",
 ]
 
 CacheTTL = Literal["5m", "1h"]
@@ -62,6 +63,9 @@ MAX_CACHE_MARKERS = 4
 """Claude rejects a request with more than four ``cache_control`` markers.
 
 The markers' rules are checked in one place: ``planner.rules.validate_user_markers``."""
+
+TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
+"""How long a cache entry lives after its last write or hit, per ``cache_control`` TTL."""
 
 
 def canonical_json(value: Any) -> str:

@@ -63,7 +63,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_claude_relay.convert import to_claude_request
+from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.emulator.engine import TTL_SECONDS, BlockCounter, parse_openai
 from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.wire.openai_chat import render_chat_payload

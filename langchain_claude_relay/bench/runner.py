@@ -31,11 +31,11 @@ import httpx
 import openai
 from pydantic import SecretStr
 
+from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.bench.oracle import Rates, RequestProfile
 from langchain_claude_relay.bench.strategies import Strategy
 from langchain_claude_relay.bench.workloads import Trace, TraceRequest
 from langchain_claude_relay.chat_models import ChatClaudeRelay
-from langchain_claude_relay.convert import to_claude_request
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.emulator.engine import SplitTotals, parse_openai
 from langchain_claude_relay.ledger import MemoryLedger

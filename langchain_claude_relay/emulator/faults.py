@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from langchain_claude_relay.limiter import PRESETS
+from langchain_claude_relay.limiter.buckets import PRESETS
 
 __all__ = [
     "Fault",

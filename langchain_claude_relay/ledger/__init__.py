@@ -29,8 +29,8 @@ tokens by kind, cost, saved vs. uncached, wasted writes and predicted-vs-actual 
 Modules: ``entry`` (``LedgerEntry``, ``hash_base_url``), ``checks`` (what an entry may hold),
 ``codec`` (the stored form), ``facts`` (``cache_facts``), ``summary`` and ``waste``
 (``summarize``, wasted-write attribution), ``memory`` (``Ledger``, ``MemoryLedger``),
-``location`` (``ledger_directory``), ``disk`` (``DiskLedger``), ``fallback``
-(``FallbackLedger``, ``default_ledger``).
+``disk`` (``DiskLedger``), ``redis`` (``RedisLedger``), ``fallback`` (``FallbackLedger``, and
+the factory ``default_ledger``: Redis when ``$CLAUDE_RELAY_STATE`` names one, else the disk).
 
 >>> ledger = MemoryLedger()
 >>> ledger.record(LedgerEntry("c1", 0.0, "claude-sonnet-4-6", 100, 0, 10_000, 0, 50,
@@ -46,22 +46,19 @@ Modules: ``entry`` (``LedgerEntry``, ``hash_base_url``), ``checks`` (what an ent
 
 from __future__ import annotations
 
-from langchain_claude_relay.ledger.disk import (
-    DEFAULT_MAX_ENTRIES,
-    DEFAULT_SIZE_LIMIT,
-    DiskLedger,
-    LedgerUnavailableError,
-)
+from langchain_claude_relay._env import STATE_DIR_ENV
+from langchain_claude_relay._env import ledger_dir as ledger_directory
+from langchain_claude_relay.errors import LedgerUnavailableError, LedgerWarning
+from langchain_claude_relay.ledger.disk import DEFAULT_MAX_ENTRIES, DEFAULT_SIZE_LIMIT, DiskLedger
 from langchain_claude_relay.ledger.entry import LedgerEntry, hash_base_url
 from langchain_claude_relay.ledger.facts import CacheFacts, cache_facts
 from langchain_claude_relay.ledger.fallback import (
     FallbackLedger,
-    LedgerWarning,
     default_ledger,
     set_default_ledger,
 )
-from langchain_claude_relay.ledger.location import STATE_DIR_ENV, ledger_directory
 from langchain_claude_relay.ledger.memory import Ledger, MemoryLedger
+from langchain_claude_relay.ledger.redis import RedisLedger
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
 
 __all__ = [
@@ -78,12 +75,14 @@ __all__ = [
     "Ledger",
     "MemoryLedger",
     "DiskLedger",
+    "RedisLedger",
     "FallbackLedger",
     "LedgerWarning",
     "ledger_directory",
     "default_ledger",
     "set_default_ledger",
 ]
+
 
 # ``doctest.testmod(ledger)`` only looks at objects defined here: name the examples elsewhere.
 __test__ = {"hash_base_url": hash_base_url}

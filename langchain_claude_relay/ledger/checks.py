@@ -13,17 +13,19 @@ from typing import Any
 
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 _LABEL = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces: ids and codes
-_REASON = re.compile(r"[\x20-\x7e]{1,80}")  # one line of printable ASCII: a short code
+REASON = re.compile(r"[\x20-\x7e]{1,80}")  # one line of printable ASCII: a short code
 
 
-def _safe_hash(value: str) -> str:
+def safe_hash(value: str) -> str:
+    """A hex hash as given (lower case), anything else hashed: no text is ever kept."""
     text = value.strip().lower()
     if _HEX.fullmatch(text):
         return text
     return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
 
 
-def _safe_label(value: str, pattern: re.Pattern[str], limit: int) -> str:
+def safe_label(value: str, pattern: re.Pattern[str], limit: int) -> str:
+    """``value`` cut to ``limit`` characters, each one ``pattern`` refuses replaced by ``_``."""
     text = str(value)[:limit]
     if pattern.fullmatch(text):
         return text
@@ -36,28 +38,32 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _safe_count(value: Any) -> int | None:
+def safe_count(value: Any) -> int | None:
+    """``value`` if it is a count (a non-negative int), else ``None``."""
     return value if _is_count(value) else None
 
 
-def _is_reason(value: Any) -> bool:
-    return isinstance(value, str) and _REASON.fullmatch(value) is not None
+def is_reason(value: Any) -> bool:
+    """Whether ``value`` is a short one-line ASCII code (a miss reason)."""
+    return isinstance(value, str) and REASON.fullmatch(value) is not None
 
 
-def _check_count(name: str, value: Any) -> None:
+def check_count(name: str, value: Any) -> None:
+    """Refuse a field that is not a non-negative int (naming the field, not the value)."""
     if not _is_count(value):
-        msg = f"LedgerEntry.{name} must be a non-negative int, got {_kind(value)}"
+        msg = f"LedgerEntry.{name} must be a non-negative int, got {type_name(value)}"
         raise ValueError(msg)
 
 
-def _check_number(name: str, value: Any) -> None:
+def check_number(name: str, value: Any) -> None:
+    """Refuse a field that is not a finite non-negative number."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
-        msg = f"LedgerEntry.{name} must be a finite non-negative number, got {_kind(value)}"
+        msg = f"LedgerEntry.{name} must be a finite non-negative number, got {type_name(value)}"
         raise ValueError(msg)
 
 
-def _kind(value: Any) -> str:
+def type_name(value: Any) -> str:
     """Describe a refused value without echoing it (it might be prompt text)."""
     if isinstance(value, str):
         return f"a str of {len(value)} characters"
@@ -66,7 +72,7 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _check_max_entries(max_entries: int) -> None:
+def check_max_entries(max_entries: int) -> None:
     """Refuse a ledger bound below one entry."""
     if max_entries < 1:
         msg = f"max_entries must be at least 1, got {max_entries}"

@@ -10,7 +10,8 @@ from langchain_claude_relay.ledger.entry import LedgerEntry
 _SCHEMA_VERSION = 1
 
 
-def _encode(entry: LedgerEntry) -> str:
+def encode_entry(entry: LedgerEntry) -> str:
+    """The stored form of an entry: one compact JSON array, schema version first."""
     return json.dumps(
         [
             _SCHEMA_VERSION,
@@ -34,7 +35,7 @@ def _encode(entry: LedgerEntry) -> str:
     )
 
 
-def _decode(value: Any) -> LedgerEntry | None:
+def decode_entry(value: Any) -> LedgerEntry | None:
     """Decode a stored entry; ``None`` for a row that is not one (foreign or damaged)."""
     try:
         row = json.loads(value)

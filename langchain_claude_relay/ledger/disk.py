@@ -8,22 +8,20 @@ closed at exit and reset in a forked child.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
 import threading
-import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from langchain_claude_relay.errors import ClaudeRelayError
-from langchain_claude_relay.ledger.checks import _check_max_entries
-from langchain_claude_relay.ledger.codec import _decode, _encode
-from langchain_claude_relay.ledger.entry import LedgerEntry, _require_entry
-from langchain_claude_relay.ledger.location import STATE_DIR_ENV, ledger_directory
+from langchain_claude_relay._env import STATE_DIR_ENV, ledger_dir
+from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
+from langchain_claude_relay.errors import LedgerUnavailableError
+from langchain_claude_relay.ledger.checks import check_max_entries
+from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
+from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
 
 logger = logging.getLogger("langchain_claude_relay.ledger")  # the name it had as one module
@@ -39,13 +37,6 @@ _MAX_QUEUED = 100_000  # a writer this far behind is stuck: record() fails over
 _LINGER = 0.05  # seconds the writer waits after the first queued entry to batch more
 _BATCH_MAX = 512  # ... unless this many are queued
 _DB_TIMEOUT = 10.0  # SQLite busy timeout per attempt (diskcache retries after it)
-
-
-class LedgerUnavailableError(ClaudeRelayError):
-    """The ledger cannot store entries (its directory or database failed, or it was closed)."""
-
-
-_LIVE_DISK_LEDGERS: weakref.WeakSet[DiskLedger] = weakref.WeakSet()
 
 
 class DiskLedger:
@@ -90,27 +81,29 @@ class DiskLedger:
         size_limit: int = DEFAULT_SIZE_LIMIT,
         background: bool = True,
     ) -> None:
-        _check_max_entries(max_entries)
-        self.directory = Path(directory) if directory is not None else ledger_directory()
+        check_max_entries(max_entries)
+        self.directory = Path(directory) if directory is not None else ledger_dir()
         self.max_entries = max_entries
         self.size_limit = size_limit
         self.background = background
         self._init_state()
         self._cache: Any = self._open()
-        _LIVE_DISK_LEDGERS.add(self)
+        on_exit_and_fork(self)
 
     def _init_state(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._write_lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue and the closed flag
+        self._write_lock = threading.Lock()  # one write at a time; guards unwritten
         self._queue: list[LedgerEntry] = []
-        self._queued = 0  # entries ever queued
-        self._done = 0  # entries ever taken by the writer (committed or failed)
         self._unwritten: list[LedgerEntry] = []
         self._error: BaseException | None = None
-        self._flushers = 0  # threads waiting in flush(): the writer stops lingering
-        self._stopping = False
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._writer = WriteBehind(
+            "claude-relay-ledger-writer",
+            take=self._take,
+            send=self._commit,
+            linger=_LINGER,
+            full=lambda: len(self._queue) >= _BATCH_MAX,
+        )
 
     def _open(self) -> Any:
         import diskcache
@@ -154,7 +147,7 @@ class DiskLedger:
                 then not recorded (earlier uncommitted entries are in ``unwritten()``).
 
         """
-        _require_entry(entry)
+        require_entry(entry)
         if not self.background:
             self._raise_if_unusable()
             if not self._write([entry]):
@@ -162,23 +155,16 @@ class DiskLedger:
                     self._unwritten.remove(entry)
                 self._raise_if_unusable()
             return
-        with self._cond:
+        with self._lock:
             self._raise_if_unusable()
-            if self._queued - self._done >= _MAX_QUEUED:
+            if self._writer.pending >= _MAX_QUEUED:
                 msg = (
                     f"the cost ledger writer is {_MAX_QUEUED:,} entries behind "
                     f"(does another process hold the lock on {self.directory}?)"
                 )
                 raise LedgerUnavailableError(msg)
             self._queue.append(entry)
-            self._queued += 1
-            if len(self._queue) == 1 or len(self._queue) >= _BATCH_MAX:
-                self._cond.notify()  # wake the writer once per batch, not per entry
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="claude-relay-ledger-writer", daemon=True
-                )
-                self._thread.start()
+        self._writer.queued()
 
     def _raise_if_unusable(self) -> None:
         if self._closed:
@@ -191,30 +177,14 @@ class DiskLedger:
             )
             raise LedgerUnavailableError(msg) from self._error
 
-    def _run(self) -> None:
-        """The writer thread: commit whatever is queued, in batches, until stopped."""
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                # Linger so that calls close together share one transaction.
-                deadline = time.monotonic() + _LINGER
-                while self._lingering() and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                batch, self._queue = self._queue, []
-                if not batch:
-                    return  # stopping, and nothing left
-            self._commit(batch)
-
     def _commit(self, batch: list[LedgerEntry]) -> None:
-        """Write a batch taken off the queue and count it as done (committed or failed)."""
+        """The writer's ``send``: a failed batch is kept in ``unwritten`` (see ``_write``)."""
         self._write(batch)
-        with self._cond:
-            self._done += len(batch)
-            self._cond.notify_all()
 
-    def _lingering(self) -> bool:
-        return not (self._stopping or self._flushers or len(self._queue) >= _BATCH_MAX)
+    def _take(self) -> list[LedgerEntry]:
+        with self._lock:
+            batch, self._queue = self._queue, []
+            return batch
 
     def _write(self, batch: list[LedgerEntry]) -> bool:
         """Commit a batch in one transaction; on failure keep it in ``unwritten``.
@@ -223,6 +193,8 @@ class DiskLedger:
             Whether the batch was committed.
 
         """
+        if not batch:
+            return True
         with self._write_lock:
             if self._error is not None:
                 self._unwritten.extend(batch)
@@ -234,7 +206,7 @@ class DiskLedger:
                     raise LedgerUnavailableError(msg)
                 with cache.transact(retry=True):  # all or nothing: a failure rolls back
                     for entry in batch:
-                        cache.push(_encode(entry), tag=entry.timestamp, retry=True)
+                        cache.push(encode_entry(entry), tag=entry.timestamp, retry=True)
             except Exception as exc:
                 self._error = exc
                 self._unwritten.extend(batch)
@@ -265,20 +237,7 @@ class DiskLedger:
             LedgerUnavailableError: if a write failed or the writer did not finish in time.
 
         """
-        batch: list[LedgerEntry] = []
-        with self._cond:
-            target = self._queued
-            if self._queue and (self._thread is None or not self._thread.is_alive()):
-                batch, self._queue = self._queue, []  # no writer (exit, fork): commit here
-        if batch:
-            self._commit(batch)
-        with self._cond:
-            self._flushers += 1
-            self._cond.notify_all()
-            try:
-                finished = self._cond.wait_for(lambda: self._done >= target, timeout)
-            finally:
-                self._flushers -= 1
+        finished = self._writer.flush(timeout)
         if self._error is not None:
             self._raise_if_unusable()
         if not finished:
@@ -290,7 +249,7 @@ class DiskLedger:
 
     def unwritten(self) -> list[LedgerEntry]:
         """Entries recorded but not committed because a write failed (queued ones included)."""
-        with self._cond:
+        with self._lock:
             queued = list(self._queue) if self._error is not None or self._closed else []
         with self._write_lock:
             return [*self._unwritten, *queued]
@@ -302,23 +261,24 @@ class DiskLedger:
             timeout: seconds to wait for the writer at most.
 
         """
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        if thread is None or not thread.is_alive():
+        if self._writer.stop(timeout):
             with contextlib.suppress(LedgerUnavailableError):
                 self.flush(timeout)  # entries queued with no writer to take them
-        with self._cond:
+        with self._lock:
             self._closed = True
         try:
             self._cache.close()
         except Exception as exc:  # closing must not fail a shutdown
             logger.debug("closing the cost ledger failed: %s", type(exc).__name__)
+
+    def _at_exit(self) -> None:
+        try:
+            self.close(timeout=_EXIT_TIMEOUT)
+        except Exception as exc:  # exit must go on
+            logger.warning("cost ledger entries may be lost at exit: %s", type(exc).__name__)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -357,7 +317,7 @@ class DiskLedger:
         except Exception as exc:
             msg = f"cannot read the cost ledger in {self.directory} ({type(exc).__name__}: {exc})"
             raise LedgerUnavailableError(msg) from exc
-        out = [e for v in values if (e := _decode(v)) is not None]
+        out = [e for v in values if (e := decode_entry(v)) is not None]
         out = [e for e in out if since is None or e.timestamp >= since]
         return out[-self.max_entries :]
 
@@ -394,21 +354,3 @@ def _file_identity(path: Path) -> tuple[int, int]:
         msg = f"the ledger database {path} was removed while in use"
         raise LedgerUnavailableError(msg) from exc
     return stat.st_dev, stat.st_ino
-
-
-def _close_all_at_exit() -> None:
-    for ledger in list(_LIVE_DISK_LEDGERS):
-        try:
-            ledger.close(timeout=_EXIT_TIMEOUT)
-        except Exception as exc:  # exit must go on
-            logger.warning("cost ledger entries may be lost at exit: %s", type(exc).__name__)
-
-
-def _reset_ledgers_in_child() -> None:
-    for ledger in list(_LIVE_DISK_LEDGERS):
-        ledger._after_fork_in_child()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_ledgers_in_child)

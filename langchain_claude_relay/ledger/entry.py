@@ -18,14 +18,14 @@ from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
 from langchain_claude_relay.ledger.checks import (
     _HEX,
     _LABEL,
-    _REASON,
-    _check_count,
-    _check_number,
-    _is_reason,
-    _kind,
-    _safe_count,
-    _safe_hash,
-    _safe_label,
+    REASON,
+    check_count,
+    check_number,
+    is_reason,
+    safe_count,
+    safe_hash,
+    safe_label,
+    type_name,
 )
 from langchain_claude_relay.models import model_family
 from langchain_claude_relay.usage import InputTotals, NormalizedUsage
@@ -92,28 +92,28 @@ class LedgerEntry(InputTotals):
             if not isinstance(value, str) or not _LABEL.fullmatch(value):
                 msg = (
                     f"LedgerEntry.{name} must be 1-200 printable ASCII characters, "
-                    f"got {_kind(value)}"
+                    f"got {type_name(value)}"
                 )
                 raise ValueError(msg)
         for name in _COUNT_FIELDS:
             value = getattr(self, name)
             if value is not None or name != "predicted_read_tokens":
-                _check_count(name, value)
+                check_count(name, value)
         for name in ("timestamp", "cost_usd", "uncached_cost_usd"):
             value = getattr(self, name)
             if value is not None or name == "timestamp":
-                _check_number(name, value)
+                check_number(name, value)
         for value in (*self.written_prefixes, self.read_prefix, self.base_url_hash):
             if value is not None and not (isinstance(value, str) and _HEX.fullmatch(value)):
                 msg = (
                     "LedgerEntry prefix and URL hashes must be 8-128 lowercase hex digits "
-                    f"(the ledger never stores text), got {_kind(value)}"
+                    f"(the ledger never stores text), got {type_name(value)}"
                 )
                 raise ValueError(msg)
-        if self.miss_reason is not None and not _is_reason(self.miss_reason):
+        if self.miss_reason is not None and not is_reason(self.miss_reason):
             msg = (
                 "LedgerEntry.miss_reason must be a short code (1-80 printable ASCII characters), "
-                f"got {_kind(self.miss_reason)}"
+                f"got {type_name(self.miss_reason)}"
             )
             raise ValueError(msg)
 
@@ -185,11 +185,11 @@ class LedgerEntry(InputTotals):
             ValueError: if ``timestamp`` is negative or not finite.
 
         """
-        priced = _family(model) is not None
+        priced = family_of(model) is not None
         return cls(
-            call_id=_safe_label(call_id or uuid.uuid4().hex, _LABEL, 200),
+            call_id=safe_label(call_id or uuid.uuid4().hex, _LABEL, 200),
             timestamp=float(timestamp),
-            model=_safe_label(model, _LABEL, 200),
+            model=safe_label(model, _LABEL, 200),
             input_tokens=usage.input_tokens,
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_5m_tokens=usage.cache_write_5m_tokens,
@@ -197,10 +197,10 @@ class LedgerEntry(InputTotals):
             output_tokens=usage.output_tokens,
             cost_usd=call_cost_usd(usage, model) if priced else None,
             uncached_cost_usd=uncached_cost_usd(usage, model) if priced else None,
-            predicted_read_tokens=_safe_count(predicted_read_tokens),
-            written_prefixes=tuple(_safe_hash(p) for p in written_prefixes),
-            read_prefix=None if read_prefix is None else _safe_hash(read_prefix),
-            miss_reason=None if miss_reason is None else _safe_label(miss_reason, _REASON, 80),
+            predicted_read_tokens=safe_count(predicted_read_tokens),
+            written_prefixes=tuple(safe_hash(p) for p in written_prefixes),
+            read_prefix=None if read_prefix is None else safe_hash(read_prefix),
+            miss_reason=None if miss_reason is None else safe_label(miss_reason, REASON, 80),
             base_url_hash=None if base_url is None else _cached_url_hash(base_url),
         )
 
@@ -234,11 +234,11 @@ def hash_base_url(base_url: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-_family = functools.lru_cache(maxsize=1024)(model_family)
+family_of = functools.lru_cache(maxsize=1024)(model_family)
 _cached_url_hash = functools.lru_cache(maxsize=64)(hash_base_url)
 
 
-def _require_entry(entry: object) -> None:
+def require_entry(entry: object) -> None:
     """Refuse anything but a ``LedgerEntry`` (what a ledger's ``record`` accepts).
 
     Raises:

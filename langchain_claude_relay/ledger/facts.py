@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_claude_relay.ledger.checks import _REASON, _safe_count, _safe_hash, _safe_label
+from langchain_claude_relay.ledger.checks import REASON, safe_count, safe_hash, safe_label
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def cache_facts(
     """
     plan = cache_plan if isinstance(cache_plan, Mapping) else {}
     seen = cache_observation if isinstance(cache_observation, Mapping) else None
-    predicted = _safe_count((seen or {}).get("predicted_read_tokens"))
+    predicted = safe_count((seen or {}).get("predicted_read_tokens"))
     if predicted is None:
-        predicted = _safe_count(plan.get("predicted_read_tokens"))
+        predicted = safe_count(plan.get("predicted_read_tokens"))
     if seen is None:
         written: tuple[str, ...] = ()
         if read_tokens == 0 and write_tokens > 0:
@@ -89,14 +89,14 @@ def _mappings(value: Any) -> list[Mapping[str, Any]]:
 
 
 def _hash_or_none(value: Any) -> str | None:
-    return _safe_hash(value) if isinstance(value, str) and value.strip() else None
+    return safe_hash(value) if isinstance(value, str) and value.strip() else None
 
 
 def _reason_or_none(value: Any) -> str | None:
-    return _safe_label(value, _REASON, 80) if isinstance(value, str) and value.strip() else None
+    return safe_label(value, REASON, 80) if isinstance(value, str) and value.strip() else None
 
 
 def _hash_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         return ()
-    return tuple(_safe_hash(v) for v in value if isinstance(v, str) and v)
+    return tuple(safe_hash(v) for v in value if isinstance(v, str) and v)

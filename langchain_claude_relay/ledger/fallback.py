@@ -1,6 +1,6 @@
 """``FallbackLedger`` (a primary ledger until it fails, then memory) and the process default.
 
-``default_ledger()`` is a ``DiskLedger`` in ``ledger_directory()``, opened on first use behind a
+``default_ledger()`` is a ``DiskLedger`` in ``ledger_dir()``, opened on first use behind a
 ``FallbackLedger``: if the disk fails (read-only or missing directory, a file where the
 directory should be, a corrupted database, a full disk) it warns once and keeps later entries
 in memory; it never raises into a chat call.
@@ -16,20 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from langchain_claude_relay._env import STATE_DIR_ENV, ledger_dir, redis_url
+from langchain_claude_relay.errors import LedgerWarning
 from langchain_claude_relay.ledger.disk import DiskLedger
 from langchain_claude_relay.ledger.entry import LedgerEntry
-from langchain_claude_relay.ledger.location import STATE_DIR_ENV, ledger_directory
 from langchain_claude_relay.ledger.memory import Ledger, MemoryLedger
+from langchain_claude_relay.ledger.redis import RedisLedger
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
-from langchain_claude_relay.store import StateWarning, warn_state_failure
+from langchain_claude_relay.store.resilient import warn_state_failure
 
 logger = logging.getLogger("langchain_claude_relay.ledger")  # the name it had as one module
 
 _T = TypeVar("_T")
-
-
-class LedgerWarning(StateWarning, RuntimeWarning):
-    """The cost ledger failed; calls are recorded in memory for the rest of the process."""
 
 
 class FallbackLedger:
@@ -186,7 +184,7 @@ _default_lock = threading.Lock()
 
 
 def default_ledger() -> Ledger:
-    """The process-wide ledger: a ``DiskLedger`` in ``ledger_directory()``, opened on first use.
+    """The process-wide ledger: a ``DiskLedger`` in ``ledger_dir()``, opened on first use.
 
     With ``CLAUDE_RELAY_STATE=redis://...`` it is a ``RedisLedger`` shared by the fleet instead.
 
@@ -201,21 +199,13 @@ def default_ledger() -> Ledger:
     if _default_ledger is None:
         with _default_lock:
             if _default_ledger is None:
-                from langchain_claude_relay.redis_conn import redis_url_from_env
-
-                url = redis_url_from_env()
+                url = redis_url()
                 if url is not None:  # a fleet: CLAUDE_RELAY_STATE=redis://...
-
-                    def open_redis() -> Ledger:
-                        from langchain_claude_relay.ledger.redis import RedisLedger
-
-                        return RedisLedger(url)
-
-                    _default_ledger = FallbackLedger(open_redis)
+                    _default_ledger = FallbackLedger(lambda: RedisLedger(url))
                 else:
                     _default_ledger = FallbackLedger(
-                        lambda: DiskLedger(ledger_directory()),
-                        location=lambda: ledger_directory().parent,
+                        lambda: DiskLedger(ledger_dir()),
+                        location=lambda: ledger_dir().parent,
                     )
     return _default_ledger
 

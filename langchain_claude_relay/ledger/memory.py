@@ -6,8 +6,8 @@ import threading
 from collections import deque
 from typing import Protocol, runtime_checkable
 
-from langchain_claude_relay.ledger.checks import _check_max_entries
-from langchain_claude_relay.ledger.entry import LedgerEntry, _require_entry
+from langchain_claude_relay.ledger.checks import check_max_entries
+from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
 
 DEFAULT_MEMORY_ENTRIES = 100_000
@@ -48,7 +48,7 @@ class MemoryLedger:
     """
 
     def __init__(self, max_entries: int = DEFAULT_MEMORY_ENTRIES) -> None:
-        _check_max_entries(max_entries)
+        check_max_entries(max_entries)
         self.max_entries = max_entries
         self._entries: deque[LedgerEntry] = deque(maxlen=max_entries)
         self._lock = threading.Lock()
@@ -63,7 +63,7 @@ class MemoryLedger:
             TypeError: if ``entry`` is not a ``LedgerEntry``.
 
         """
-        _require_entry(entry)
+        require_entry(entry)
         with self._lock:
             self._entries.append(entry)
 

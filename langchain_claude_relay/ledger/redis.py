@@ -29,28 +29,21 @@ is down, ``entries()`` returns this process's local entries only.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import math
-import os
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from typing import Any
 
-from langchain_claude_relay.ledger.checks import _check_max_entries
-from langchain_claude_relay.ledger.codec import _decode, _encode
-from langchain_claude_relay.ledger.entry import LedgerEntry, _require_entry
+from langchain_claude_relay._env import redis_url
+from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
+from langchain_claude_relay._redis import check_namespace, health_for, resolve_client
+from langchain_claude_relay.ledger.checks import check_max_entries
+from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
+from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
-from langchain_claude_relay.redis_conn import (
-    check_namespace,
-    health_for,
-    redis_url_from_env,
-    resolve_client,
-)
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -115,8 +108,6 @@ return 1
 
 _Queued = tuple[str, int, LedgerEntry]  # token, minute it was recorded in, entry
 
-_LIVE: weakref.WeakSet[RedisLedger] = weakref.WeakSet()
-
 
 class RedisLedger:
     """A ledger in Redis shared by every process of a fleet; never raises on a Redis outage.
@@ -148,8 +139,8 @@ class RedisLedger:
         retry_after: float | None = None,
         max_local: int = DEFAULT_MAX_LOCAL,
     ) -> None:
-        _check_max_entries(max_entries)
-        _check_max_entries(max_local)
+        check_max_entries(max_entries)
+        check_max_entries(max_local)
         for name, seconds in (("retention", retention), ("dedupe_window", dedupe_window)):
             if not seconds > 0:
                 msg = f"{name} must be a positive number of seconds, got {seconds!r}"
@@ -168,19 +159,22 @@ class RedisLedger:
         self._seen_base = f"{base}:seen:"
         self._script = self.client.register_script(_RECORD)
         self._init_state()
-        _LIVE.add(self)
+        on_exit_and_fork(self)
 
     def _init_state(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._queue_lock = threading.Lock()
         self._send_lock = threading.Lock()  # one sender at a time, in recording order
         self._queue: list[_Queued] = []
         self._local: deque[_Queued] = deque()  # not in Redis yet (an outage), oldest first
-        self._queued = 0
-        self._done = 0
         self._dropped = 0
-        self._flushers = 0
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._writer = WriteBehind(
+            "claude-relay-redis-ledger",
+            take=self._take,
+            send=self._send_batch,
+            linger=_LINGER,
+            full=lambda: len(self._queue) >= _BATCH_MAX,
+            retry_interval=self._retry_interval,
+        )
 
     def __repr__(self) -> str:
         return f"RedisLedger({self.health.location!r}, namespace={self.namespace!r})"
@@ -201,48 +195,28 @@ class RedisLedger:
         Raises:
             TypeError: if ``entry`` is not a ``LedgerEntry``.
         """
-        _require_entry(entry)
+        require_entry(entry)
         item = (uuid.uuid4().hex, int(time.time() // 60), entry)
         if not self.background:
             with self._send_lock:
                 self._send([item])
             return
-        with self._cond:
+        with self._queue_lock:
             self._queue.append(item)
-            self._queued += 1
-            if len(self._queue) == 1 or len(self._queue) >= _BATCH_MAX:
-                self._cond.notify()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="claude-relay-redis-ledger", daemon=True
-                )
-                self._thread.start()
+        self._writer.queued()
 
-    def _run(self) -> None:
-        """The writer: send what is queued in batches; while Redis is down, retry now and then."""
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    if self._local:  # wake up to try Redis again
-                        self._cond.wait(max(0.05, self.health.retry_after))
-                        break
-                    self._cond.wait()
-                deadline = time.monotonic() + _LINGER
-                while self._lingering() and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                batch, self._queue = self._queue, []
-                if not batch and self._stopping:
-                    return
-            with self._send_lock:
-                self._send(batch)
-            with self._cond:
-                self._done += len(batch)
-                self._cond.notify_all()
+    def _take(self) -> list[_Queued]:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+            return batch
 
-    def _lingering(self) -> bool:
-        return bool(self._queue) and not (
-            self._stopping or self._flushers or len(self._queue) >= _BATCH_MAX
-        )
+    def _retry_interval(self) -> float | None:
+        """While entries wait locally, try Redis again every ``retry_after`` seconds."""
+        return max(0.05, self.health.retry_after) if self._local else None
+
+    def _send_batch(self, batch: list[_Queued]) -> None:
+        with self._send_lock:
+            self._send(batch)
 
     def _send(self, batch: list[_Queued]) -> None:
         """Send the local backlog then ``batch`` (the caller holds ``_send_lock``)."""
@@ -282,7 +256,7 @@ class RedisLedger:
                 keys=[self._entries_key, self._totals_key, f"{self._seen_base}{minute}"],
                 args=[
                     token,
-                    _encode(entry),
+                    encode_entry(entry),
                     self.max_entries,
                     retention_ms,
                     dedupe_ms,
@@ -307,26 +281,8 @@ class RedisLedger:
         Args:
             timeout: seconds to wait at most (``None``: no limit).
         """
-        with self._cond:
-            target = self._queued
-            orphaned = self._queue and (self._thread is None or not self._thread.is_alive())
-            batch: list[_Queued] = []
-            if orphaned:  # no writer (exit, fork): send here
-                batch, self._queue = self._queue, []
-        if batch or self._local:  # _send tries Redis if it may (one probe per interval)
-            with self._send_lock:
-                self._send(batch)
-            with self._cond:
-                self._done += len(batch)
-                self._cond.notify_all()
-        with self._cond:
-            self._flushers += 1
-            self._cond.notify_all()
-            try:
-                if not self._cond.wait_for(lambda: self._done >= target, timeout):
-                    logger.warning("cost ledger: Redis writer did not finish within %s s", timeout)
-            finally:
-                self._flushers -= 1
+        if not self._writer.flush(timeout, force=bool(self._local)):
+            logger.warning("cost ledger: Redis writer did not finish within %s s", timeout)
 
     def close(self, timeout: float | None = _FLUSH_TIMEOUT) -> None:
         """Send what is queued and stop the writer (entries kept locally stay readable).
@@ -335,15 +291,10 @@ class RedisLedger:
             timeout: seconds to wait for the writer at most.
         """
         self.flush(timeout)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        with self._cond:
-            self._stopping = False
-            self._thread = None
+        self._writer.stop(timeout)
+
+    def _at_exit(self) -> None:
+        self.close(timeout=_EXIT_TIMEOUT)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -374,7 +325,7 @@ class RedisLedger:
         while True:
             page = self.client.xrange(self._entries_key, min=start, max="+", count=_PAGE)
             for _id, fields in page:
-                entry = _decode(fields.get(b"e", b""))
+                entry = decode_entry(fields.get(b"e", b""))
                 if entry is not None and (since is None or entry.timestamp >= since):
                     out.append(entry)
             if len(page) < _PAGE:
@@ -440,21 +391,5 @@ def ledger_from_env(namespace: str = "default") -> RedisLedger | None:
     Raises:
         ImportError: if the variable names Redis but the ``redis`` package is missing.
     """
-    url = redis_url_from_env()
+    url = redis_url()
     return None if url is None else RedisLedger(url, namespace=namespace)
-
-
-def _close_all_at_exit() -> None:
-    for ledger in list(_LIVE):
-        with contextlib.suppress(Exception):
-            ledger.close(timeout=_EXIT_TIMEOUT)
-
-
-def _reset_in_child() -> None:
-    for ledger in list(_LIVE):
-        ledger._after_fork_in_child()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_claude_relay.ledger.entry import LedgerEntry
-from langchain_claude_relay.ledger.waste import _wasted_writes, _write_premium
+from langchain_claude_relay.ledger.waste import wasted_writes, write_premium
 from langchain_claude_relay.models import ModelPrices
 from langchain_claude_relay.usage import InputTotals
 
@@ -191,7 +191,7 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
     )
     if not ordered:
         return LedgerSummary(since=since)
-    wasted = _wasted_writes(ordered)
+    wasted = wasted_writes(ordered)
     prices: dict[str, ModelPrices | None] = {}
     cost = uncached = saved = wasted_usd = 0.0
     unpriced = predicted = predicted_hits = actual_hits = mispredicted = missed = 0
@@ -205,7 +205,7 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
                 uncached += entry.uncached_cost_usd
                 saved += entry.uncached_cost_usd - entry.cost_usd
         if is_wasted:
-            wasted_usd += _write_premium(entry, prices)
+            wasted_usd += write_premium(entry, prices)
         if entry.predicted_read_tokens is not None:
             predicted += 1
             expected, got = entry.predicted_read_tokens > 0, entry.cache_read_tokens > 0

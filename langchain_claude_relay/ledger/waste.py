@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from langchain_claude_relay.ledger.entry import LedgerEntry, _family
+from langchain_claude_relay.ledger.entry import LedgerEntry, family_of
 from langchain_claude_relay.models import ModelPrices, price_table
 
 _PER_TOKEN = 1e-6
 
 
-def _wasted_writes(ordered: Sequence[LedgerEntry]) -> list[bool]:
+def wasted_writes(ordered: Sequence[LedgerEntry]) -> list[bool]:
     """For each entry (in time order), whether it wrote and no later call read what it wrote.
 
     A read at prefix P credits the latest earlier writer at P (an earlier writer whose entry was
@@ -27,7 +27,7 @@ def _wasted_writes(ordered: Sequence[LedgerEntry]) -> list[bool]:
     unread: dict[tuple[str | None, str], set[int]] = {}
     unread_unknown: dict[tuple[str | None, str], set[int]] = {}
     for i, entry in enumerate(ordered):
-        group = (entry.base_url_hash, _family(entry.model) or entry.model)
+        group = (entry.base_url_hash, family_of(entry.model) or entry.model)
         if entry.cache_read_tokens > 0:
             if entry.read_prefix is None:
                 credited = unread.pop(group, set())
@@ -44,16 +44,16 @@ def _wasted_writes(ordered: Sequence[LedgerEntry]) -> list[bool]:
             unread.setdefault(group, set()).add(i)
             if entry.written_prefixes:
                 for prefix in entry.written_prefixes:
-                    last_writer[(*group, prefix)] = i
+                    last_writer[group + (prefix,)] = i  # noqa: RUF005 - mypy misreads a starred index on 3.10
             else:
                 unread_unknown.setdefault(group, set()).add(i)
     return [e.cache_write_tokens > 0 and not r for e, r in zip(ordered, read, strict=True)]
 
 
-def _write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> float:
+def write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> float:
     """What the entry's writes cost above plain input (0 for an unpriced model)."""
     if entry.model not in cache:
-        family = _family(entry.model)
+        family = family_of(entry.model)
         spec = price_table().get(family) if family is not None else None
         cache[entry.model] = spec.prices if spec is not None else None
     prices = cache[entry.model]

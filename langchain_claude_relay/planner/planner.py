@@ -299,7 +299,7 @@ class CachePlanner:
 
         Args:
             request_or_messages: a ``ClaudeRequest``, or LangChain messages / OpenAI-style
-                dicts (converted with ``langchain_claude_relay.convert.to_claude_request``).
+                dicts (converted with ``langchain_claude_relay._convert.to_claude_request``).
             tools: tools for LangChain input (a ``ClaudeRequest`` carries its own).
             model: the model id (default: the request's, or ``DEFAULT_MODEL``).
             ttl: this call's TTL policy, overriding the planner's.
@@ -495,7 +495,7 @@ class CachePlanner:
                 msg = "tools= is for LangChain messages; a ClaudeRequest carries its own tools"
                 raise RequestValidationError(msg)
             return replace(given, model=model) if model and model != given.model else given
-        from langchain_claude_relay.convert import to_claude_request
+        from langchain_claude_relay._convert import to_claude_request
 
         return to_claude_request(given, model=model or DEFAULT_MODEL, tools=tools)
 

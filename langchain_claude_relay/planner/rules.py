@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import (
     MAX_CACHE_MARKERS,
+    TTL_SECONDS,
     UNMARKABLE_TYPES,
     Block,
     CacheControl,
@@ -48,7 +49,6 @@ __all__ = [
 
 LOOKBACK_BLOCKS = 20
 """A marker at block ``m`` can read an entry written at block ``e`` when ``0 <= m - e < 20``."""
-TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
 
 UNCALIBRATED_MARGIN = 0.10
 """Rounding up near the minimum while the estimate rests on priors (under 3 observations)."""

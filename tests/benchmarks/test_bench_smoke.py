@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.bench import run, run_bench
 from langchain_claude_relay.bench.report import format_report, write_chart
 from langchain_claude_relay.bench.strategies import BASELINES, STRATEGIES, system_end, tools_end
 from langchain_claude_relay.bench.workloads import WORKLOADS, build_workloads
-from langchain_claude_relay.convert import to_claude_request
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner.rules import validate_user_markers
 

@@ -43,7 +43,7 @@ def _wait_for_go(ready: Any, go: Any) -> None:
 
 
 def incr_worker(url: str, namespace: str, n: int, out: str) -> None:
-    from langchain_claude_relay.redis_state import RedisStore
+    from langchain_claude_relay.store import RedisStore
 
     store = RedisStore(url, namespace=namespace)
     for _ in range(n):
@@ -68,7 +68,7 @@ def limiter_worker(
     out: str,
 ) -> None:
     """Book, "call" (a few ms), settle, until ``duration`` seconds after go; record sends."""
-    from langchain_claude_relay.limiter_redis import RedisRateLimiter
+    from langchain_claude_relay.limiter.redis import RedisRateLimiter
     from langchain_claude_relay.usage import NormalizedUsage
 
     limiter = RedisRateLimiter(**limits, redis=url, key="fleet-test", namespace=namespace)
@@ -146,7 +146,7 @@ def ledger_worker(url: str, namespace: str, worker: int, n: int, ready: Any, go:
 def planner_writer(url: str, namespace: str, out: str) -> None:
     """Worker A: plans and observes a cache write at t=1000; marks another prefix at 2000."""
     from langchain_claude_relay.planner import CachePlanner
-    from langchain_claude_relay.redis_state import RedisStore, warm_registry
+    from langchain_claude_relay.store import RedisStore, warm_registry
     from langchain_claude_relay.usage import NormalizedUsage
 
     store = RedisStore(url, namespace=namespace)
@@ -189,10 +189,10 @@ def outage_worker(
     out: str,
 ) -> None:
     """Calls through a Redis limiter, ledger and store while the test kills and restarts Redis."""
+    from langchain_claude_relay.errors import RedisStateWarning
     from langchain_claude_relay.ledger.redis import RedisLedger
-    from langchain_claude_relay.limiter_redis import RedisRateLimiter, RedisReservation
-    from langchain_claude_relay.redis_conn import RedisStateWarning
-    from langchain_claude_relay.redis_state import RedisStore
+    from langchain_claude_relay.limiter.redis import RedisRateLimiter, RedisReservation
+    from langchain_claude_relay.store import RedisStore
     from langchain_claude_relay.usage import NormalizedUsage
 
     warnings.simplefilter("always")

@@ -7,16 +7,16 @@ import warnings
 import pytest
 import redis
 
-from langchain_claude_relay.redis_conn import (
+from langchain_claude_relay._env import redis_url
+from langchain_claude_relay._redis import (
     RedisHealth,
-    RedisStateWarning,
     check_namespace,
     is_outage,
     redis_client,
-    redis_url_from_env,
     resolve_client,
     server_location,
 )
+from langchain_claude_relay.errors import RedisStateWarning
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ from langchain_claude_relay.redis_conn import (
     ],
 )
 def test_redis_url_from_env(value: str, expected: str | None) -> None:
-    assert redis_url_from_env({"CLAUDE_RELAY_STATE": value}) == expected
+    assert redis_url({"CLAUDE_RELAY_STATE": value}) == expected
 
 
 def test_a_server_is_named_without_credentials() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fleet_workers import entry_for, ledger_worker, sums
 
+from langchain_claude_relay.errors import RedisStateWarning
 from langchain_claude_relay.ledger import Ledger, LedgerEntry, summarize
 from langchain_claude_relay.ledger.redis import RedisLedger, ledger_from_env
-from langchain_claude_relay.redis_conn import RedisStateWarning
 
 SPAWN = multiprocessing.get_context("spawn")
 

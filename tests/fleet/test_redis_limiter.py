@@ -20,16 +20,15 @@ from typing import Any
 import pytest
 from fleet_workers import limiter_worker, outage_worker
 
-from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.errors import RedisStateWarning, RequestValidationError
 from langchain_claude_relay.ledger.redis import RedisLedger
 from langchain_claude_relay.limiter import RateLimiter, Reservation
-from langchain_claude_relay.limiter_redis import (
+from langchain_claude_relay.limiter.redis import (
     RedisRateLimiter,
     RedisReservation,
     clear_shared_redis_limiters,
     shared_redis_limiter,
 )
-from langchain_claude_relay.redis_conn import RedisStateWarning
 from langchain_claude_relay.usage import NormalizedUsage
 
 SPAWN = multiprocessing.get_context("spawn")

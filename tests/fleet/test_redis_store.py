@@ -15,15 +15,17 @@ from fleet_workers import incr_worker, planner_writer, request_with_system
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from langchain_claude_relay.errors import RedisStateWarning
 from langchain_claude_relay.planner import CachePlanner
-from langchain_claude_relay.redis_conn import RedisStateWarning
-from langchain_claude_relay.redis_state import (
+from langchain_claude_relay.store import (
+    MemoryStore,
     RedisStore,
+    ResilientStore,
     WarmPrefixRegistry,
-    store_from_env,
+    default_store,
     warm_registry,
 )
-from langchain_claude_relay.store import MemoryStore, ResilientStore, default_store
+from langchain_claude_relay.store.redis import store_from_env
 
 SPAWN = multiprocessing.get_context("spawn")
 

@@ -19,6 +19,16 @@ from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
 
 from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay.capabilities import (
+    CAPABILITIES_FILE,
+    Adaptation,
+    RelayCapabilities,
+    adaptation_for,
+    capabilities_path,
+    load_capabilities,
+    relay_key,
+    save_capabilities,
+)
 from langchain_claude_relay.cli import main
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.emulator import dialects as emulator_dialects
@@ -33,22 +43,14 @@ from langchain_claude_relay.errors import (
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.probe import (
-    CAPABILITIES_FILE,
     PROBE_LENGTH_FACTOR,
-    Adaptation,
-    RelayCapabilities,
     _Answer,
     _Call,
     _Findings,
     _probe_steps,
-    adaptation_for,
     aprobe_relay,
-    capabilities_path,
-    load_capabilities,
     probe_relay,
     probe_text_tokens,
-    relay_key,
-    save_capabilities,
 )
 
 MODEL = "claude-sonnet-4-6"

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from langchain_claude_relay import ChatClaudeRelay, chat_models
+from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay._plumbing import forget_warnings
+from langchain_claude_relay.capabilities import save_capabilities
 from langchain_claude_relay.emulator import RelayEmulator
-from langchain_claude_relay.probe import probe_relay, save_capabilities
+from langchain_claude_relay.probe import probe_relay
 
 DOCUMENT = "The relay forwards requests to Claude and reports usage in its own dialect. " * 150
 
@@ -25,7 +27,7 @@ def _llm(emu: RelayEmulator, **extra: object) -> ChatClaudeRelay:
 def _private_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Probe results live in this test's own state dir (ports are reused between tests)."""
     monkeypatch.setenv("CLAUDE_RELAY_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setattr(chat_models, "_WARNED", set())  # "once" is per process: start afresh
+    forget_warnings()  # "once" is per process: start afresh
 
 
 def _probed(emu: RelayEmulator, bad_relay: str | None) -> None:

@@ -29,11 +29,11 @@ from langchain_claude_relay import (
     RateLimitError,
     shared_limiter,
 )
-from langchain_claude_relay.chat_models import DEFAULT_OUTPUT_ESTIMATE, relay_limiter_key
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.errors import ClaudeRelayError
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.limiter import RateLimits, clear_shared_limiters
+from langchain_claude_relay.limiter.booking import DEFAULT_OUTPUT_ESTIMATE, relay_limiter_key
 from langchain_claude_relay.store import MemoryStore
 
 MODEL = "claude-sonnet-4-6"

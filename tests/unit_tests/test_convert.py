@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from langchain_claude_relay.convert import to_claude_request
+from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner.rules import validate_user_markers
 from langchain_claude_relay.request import CacheControl, Position

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from langchain_claude_relay import fanout, limiting
-from langchain_claude_relay.convert import to_claude_request
+from langchain_claude_relay import _fanout as fanout
+from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.errors import APIConnectionError, RateLimitError
+from langchain_claude_relay.limiter import booking as limiting
 
 MODEL = "claude-sonnet-4-6"
 

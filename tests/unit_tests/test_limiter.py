@@ -27,6 +27,7 @@ from langchain_claude_relay.limiter import (
     counted_input_tokens,
     shared_limiter,
 )
+from langchain_claude_relay.limiter import buckets as buckets_module
 from langchain_claude_relay.usage import NormalizedUsage
 
 SONNET = "claude-sonnet-4-6"  # cache reads do not count toward ITPM
@@ -638,7 +639,7 @@ def test_buckets_equal_a_server_replay_of_the_final_amounts(
 
 
 def test_a_reservation_never_settled_does_not_grow_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limiter_module, "MAX_PENDING", 5)
+    monkeypatch.setattr(buckets_module, "MAX_PENDING", 5)
     fake = FakeTime()
     limiter = fake.limiter(itpm=60_000)
     forgotten = limiter.acquire(1_000)

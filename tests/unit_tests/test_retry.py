@@ -20,7 +20,7 @@ from langchain_claude_relay.errors import (
     RequestValidationError,
     make_status_error,
 )
-from langchain_claude_relay.retry import (
+from langchain_claude_relay.transport.retry import (
     DEFAULT_MAX_RETRIES,
     INITIAL_RETRY_DELAY,
     MAX_RETRY_AFTER,

@@ -32,11 +32,10 @@ from langchain_core.runnables import ConfigurableField
 
 from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.emulator import RelayEmulator
-from langchain_claude_relay.errors import ClaudeRelayError
+from langchain_claude_relay.errors import ClaudeRelayError, InsecureTransportWarning
 from langchain_claude_relay.ledger import DiskLedger, MemoryLedger
 from langchain_claude_relay.store import DiskStore
 from langchain_claude_relay.transport import (
-    InsecureTransportWarning,
     RelayTransport,
     client_skips_tls_verification,
 )

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from langchain_claude_relay.convert import to_claude_request
+from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.emulator.dialects import anthropic_body, anthropic_stream
 from langchain_claude_relay.emulator.engine import TokenSplit
 from langchain_claude_relay.emulator.replies import Reply, ToolCall

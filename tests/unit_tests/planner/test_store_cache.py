@@ -25,10 +25,9 @@ from langchain_claude_relay.store import (
     ResilientStore,
     StateStore,
     StateStoreWarning,
-    _freeze,
-    _thaw,
     check_value,
 )
+from langchain_claude_relay.store.base import freeze, thaw
 
 # ------------------------------------------------------------------ frozen values
 
@@ -124,12 +123,12 @@ def test_freezing_refuses_exactly_what_check_value_refuses(value: Any) -> None:
         check_value(value)
     except ValueError:
         with pytest.raises(ValueError):
-            _freeze(value)
+            freeze(value)
         return
-    frozen, shape = _freeze(value)
-    thawed = _thaw(frozen, shape)
+    frozen, shape = freeze(value)
+    thawed = thaw(frozen, shape)
     assert thawed == _plain(value)
-    assert _thaw(frozen, shape) is not thawed or not isinstance(thawed, (list, dict))
+    assert thaw(frozen, shape) is not thawed or not isinstance(thawed, (list, dict))
 
 
 # ------------------------------------------------------------------ disk: write-behind

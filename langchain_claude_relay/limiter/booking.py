@@ -1,6 +1,6 @@
 """Rate limiting of whole calls: what a call books on a ``RateLimiter``, and how it settles.
 
-``limiter`` holds the token buckets; this module holds what is about a request:
+The limiters hold the token buckets; this module holds what is about one chat call:
 
 * which limits a setting means (:func:`resolve_limits`) and which account's limiter a model
   shares (:func:`relay_limiter_key`);
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import SecretStr
 
 from langchain_claude_relay.errors import RateLimitError, RequestValidationError
-from langchain_claude_relay.limiter import RateLimiter, RateLimits, Reservation, _preset_limits
+from langchain_claude_relay.limiter.buckets import RateLimits, Reservation, preset_limits
+from langchain_claude_relay.limiter.local import RateLimiter
 from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.request import Block, ClaudeRequest, Tool
 from langchain_claude_relay.tokens import TokenEstimator, block_parts, tool_parts
@@ -45,7 +46,7 @@ __all__ = [
     "release",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("langchain_claude_relay.limiting")  # its name before the move
 
 DEFAULT_OUTPUT_ESTIMATE = 1024
 """Output tokens a rate-limiter reservation books when ``max_tokens`` is not set.
@@ -85,7 +86,7 @@ def resolve_limits(limits: str | RateLimits | Mapping[str, Any]) -> RateLimits:
     RateLimits(rpm=50, itpm=None, otpm=None)
     """
     if isinstance(limits, str):
-        return _preset_limits(limits)
+        return preset_limits(limits)
     if isinstance(limits, RateLimits):
         return limits
     unknown = sorted(set(limits) - set(LIMIT_FIELDS))

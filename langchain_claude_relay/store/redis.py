@@ -48,37 +48,27 @@ read: worker B's plan predicts reading what worker A has just written, before A'
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from langchain_claude_relay.redis_conn import (
-    check_namespace,
-    health_for,
-    redis_url_from_env,
-    resolve_client,
-)
-from langchain_claude_relay.store import MemoryStore, check_key, check_value
-
-if TYPE_CHECKING:
-    from langchain_claude_relay.planner.plan import CachePlan
+from langchain_claude_relay._env import redis_url
+from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
+from langchain_claude_relay._redis import check_namespace, health_for, resolve_client
+from langchain_claude_relay.store.base import check_key, check_value
+from langchain_claude_relay.store.memory import MemoryStore
 
 __all__ = [
     "KEY_PREFIX",
     "DEFAULT_EXPIRE",
     "RedisStore",
-    "WarmPrefixRegistry",
-    "warm_registry",
     "store_from_env",
 ]
 
@@ -92,6 +82,8 @@ DEFAULT_REFRESH = 1.0
 """Seconds a ``RedisStore`` serves a key it has just read or written from memory."""
 
 logger = logging.getLogger("langchain_claude_relay.store")
+
+_EXIT_TIMEOUT = 5.0  # at interpreter exit, never wait longer than this
 
 _MIRROR_KEYS = 20_000  # values kept locally for an outage (the mirror restarts beyond it)
 _TYPE_FIELD = "#"
@@ -260,14 +252,14 @@ class RedisStore:
         self._tx: dict[str, tuple[int, Any]] | None = None
         self.background = background
         self._init_writer()
-        _LIVE.add(self)
+        on_exit_and_fork(self)
 
     def _init_writer(self) -> None:
         """The write-behind queue and its thread (again in a forked child: empty)."""
-        self._cond = threading.Condition(threading.Lock())
+        self._queue_lock = threading.Lock()
         self._queue: dict[str, tuple[int, Any]] = {}  # merged writes not yet taken
         self._sending: dict[str, tuple[int, Any]] = {}  # the batch in flight
-        self._writer: threading.Thread | None = None
+        self._writer = WriteBehind("claude-relay-redis-store", take=self._take, send=self._send)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.health.location!r}, namespace={self.namespace!r})"
@@ -287,7 +279,7 @@ class RedisStore:
 
     # -- falling back ---------------------------------------------------------------------------
 
-    def _remote(self, action: Callable[[], Any]) -> tuple[Any] | None:
+    def call(self, action: Callable[[], Any]) -> tuple[Any] | None:
         """Run a Redis action: ``(result,)``, or ``None`` when Redis is (or just went) down."""
         return self.health.call(action, "the planner's state store")
 
@@ -320,7 +312,7 @@ class RedisStore:
         keys = [self.redis_key(key)]
         if prefix is not None:
             keys.append(self.redis_key(f"w:{prefix.group(1)}"))
-        done = self._remote(lambda: self._get_script(keys=keys))
+        done = self.call(lambda: self._get_script(keys=keys))
         if done is None:
             return self._local(key, prefix is not None)
         reply = done[0]
@@ -371,7 +363,7 @@ class RedisStore:
                 return self._incr_in_transaction(key, float(delta))
         if self._unsent(key):  # a queued write to this key must land first
             self.flush()
-        done = self._remote(
+        done = self.call(
             lambda: self._incr_script(
                 keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
             )
@@ -430,32 +422,28 @@ class RedisStore:
     def _submit(self, writes: Mapping[str, tuple[int, Any]]) -> None:
         """Queue writes for the background thread (or send them now without ``background``)."""
         if not self.background:
-            self._remote(lambda: self._apply(writes))
+            self.call(lambda: self._apply(writes))
             return
-        with self._cond:
+        with self._queue_lock:
             for key, write in writes.items():
                 self._queue[key] = _merge(self._queue.get(key), write)
-            self._cond.notify()
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(
-                    target=self._run, name="claude-relay-redis-store", daemon=True
-                )
-                self._writer.start()
+        self._writer.queued()
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                batch, self._queue = self._queue, {}
-                self._sending = batch
-            try:
-                self._remote(functools.partial(self._apply, batch))
-            except Exception as exc:  # a bug, not an outage: keep the writer alive
-                logger.warning("state store: a Redis write failed: %s", type(exc).__name__)
-            with self._cond:
+    def _take(self) -> dict[str, tuple[int, Any]]:
+        with self._queue_lock:
+            batch, self._queue = self._queue, {}
+            self._sending = batch
+            return batch
+
+    def _send(self, batch: dict[str, tuple[int, Any]]) -> None:
+        try:
+            if batch:
+                self.call(functools.partial(self._apply, batch))
+        except Exception as exc:  # a bug, not an outage: keep the writer alive
+            logger.warning("state store: a Redis write failed: %s", type(exc).__name__)
+        finally:
+            with self._queue_lock:
                 self._sending = {}
-                self._cond.notify_all()
 
     def _apply(self, writes: Mapping[str, tuple[int, Any]]) -> None:
         """Send writes in one ``MULTI``/``EXEC`` (raises what Redis raises)."""
@@ -484,16 +472,8 @@ class RedisStore:
         Args:
             timeout: seconds to wait at most (``None``: no limit).
         """
-        with self._cond:
-            orphaned = self._queue and (self._writer is None or not self._writer.is_alive())
-            batch: dict[str, tuple[int, Any]] = {}
-            if orphaned:  # no writer (exit, fork): send here
-                batch, self._queue = self._queue, {}
-        if batch:
-            self._remote(lambda: self._apply(batch))
-        with self._cond:
-            if not self._cond.wait_for(lambda: not self._queue and not self._sending, timeout):
-                logger.warning("state store: Redis writes still queued after %s s", timeout)
+        if not self._writer.flush(timeout):
+            logger.warning("state store: Redis writes still queued after %s s", timeout)
 
     def close(self) -> None:
         """Send what is queued and release the Redis connections (it reconnects if used)."""
@@ -501,145 +481,27 @@ class RedisStore:
         with contextlib.suppress(Exception):
             self.client.connection_pool.disconnect()
 
+    def _at_exit(self) -> None:
+        self.flush(_EXIT_TIMEOUT)
+
+    def _after_fork_in_child(self) -> None:
+        self._init_writer()
+
     # -- the warm-prefix registry's writes ------------------------------------------------------
 
-    def _mark_warm(self, prefix_hex: str, until: float, ttl: float, remaining: float) -> bool:
+    def mark_warm(self, prefix_hex: str, until: float, ttl: float, remaining: float) -> bool:
+        """Record that a prefix is cached until ``until`` (see ``store.warm``).
+
+        Returns:
+            Whether Redis took the mark (an equal or later one wins).
+        """
         key = self.redis_key(f"w:{prefix_hex}")
         args = [repr(float(until)), repr(float(ttl)), max(1, math.ceil(remaining * 1000))]
         known = self._marks.get(f"p:{prefix_hex}")
         if not known or known[0] is None or until > float(_parse_number(known[0])):
             self._marks[f"p:{prefix_hex}"] = [args[0], args[1]]  # this process sees it at once
-        done = self._remote(lambda: self._mark_script(keys=[key], args=args))
+        done = self.call(lambda: self._mark_script(keys=[key], args=args))
         return False if done is None else bool(done[0])
-
-
-_PREFIX_CHARS = 24  # the planner keys its prefix records with the first 24 hex digits
-
-
-class WarmPrefixRegistry:
-    """Which prefixes are cached right now, as every worker on one Redis sees it.
-
-    A worker whose response writes a prefix marks it as soon as the response begins (the entry
-    is readable from then on); any worker's planner on the same ``RedisStore`` (the same Redis
-    and namespace) then predicts a read of that prefix, because ``RedisStore.get`` overlays the
-    mark on the prefix's record. Marks only move forward (the later expiry wins) and expire
-    with the cache entry. ``claim`` lets one worker warm a new prefix while others wait.
-
-    Times are on the planner's clock (``CachePlanner.clock``, ``time.time`` by default); the
-    mark expires in Redis after ``until - clock()`` seconds.
-
-    Args:
-        store: the fleet's ``RedisStore``.
-        clock: the planner's clock.
-
-    >>> registry = WarmPrefixRegistry(RedisStore("redis://127.0.0.1:6379"))  # doctest: +SKIP
-    >>> for bp in plan.breakpoints:                      # doctest: +SKIP
-    ...     if bp.predicted == "write":                  # at the response's first byte
-    ...         registry.mark(bp.prefix_hash, until=plan.trace.planned_at + 300, ttl=300)
-    """
-
-    def __init__(self, store: RedisStore, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self._clock = clock
-
-    @staticmethod
-    def _hex(prefix_hash: str) -> str:
-        check_key(f"p:{prefix_hash[:_PREFIX_CHARS]}")
-        return prefix_hash[:_PREFIX_CHARS]
-
-    def mark(self, prefix_hash: str, *, until: float, ttl: float) -> bool:
-        """Record that a prefix is cached until ``until`` with a TTL of ``ttl`` seconds.
-
-        Args:
-            prefix_hash: the prefix hash (``Breakpoint.prefix_hash``; hex).
-            until: when the entry expires, on the planner's clock.
-            ttl: the entry's TTL in seconds (300 or 3600).
-
-        Returns:
-            Whether Redis took the mark (``False``: an equal or later one was there, the
-            mark had already expired, or Redis is down and only this process has it).
-
-        Raises:
-            ValueError: if ``prefix_hash`` is not hex.
-        """
-        prefix_hex = self._hex(prefix_hash)
-        remaining = until - self._clock()
-        if remaining <= 0:
-            return False
-        return self.store._mark_warm(prefix_hex, float(until), float(ttl), remaining)
-
-    def mark_plan(self, plan: CachePlan) -> int:
-        """Mark every prefix a plan writes, as cached from its planning time for its TTL.
-
-        Call it when the planned request's response begins (its first byte: the entries are
-        readable from then on), e.g. where a batch warm-up releases its followers.
-
-        Args:
-            plan: a plan made by ``CachePlanner.plan`` (it has a trace).
-
-        Returns:
-            How many marks Redis took.
-        """
-        from langchain_claude_relay.planner.rules import TTL_SECONDS
-
-        if plan.trace is None:
-            return 0
-        start = plan.trace.planned_at
-        return sum(
-            self.mark(bp.prefix_hash, until=start + TTL_SECONDS[bp.ttl], ttl=TTL_SECONDS[bp.ttl])
-            for bp in plan.breakpoints
-            if bp.predicted == "write"
-        )
-
-    def warm_until(self, prefix_hash: str) -> float | None:
-        """When the prefix's cache entry is believed to expire, or ``None`` if not warm now.
-
-        Raises:
-            ValueError: if ``prefix_hash`` is not hex.
-        """
-        record = self.store.get(f"p:{self._hex(prefix_hash)}")
-        until = record.get("cu") if isinstance(record, dict) else None
-        if isinstance(until, (int, float)) and until > self._clock():
-            return float(until)
-        return None
-
-    def claim(self, prefix_hash: str, seconds: float) -> bool:
-        """Claim the warm-up of a new prefix for ``seconds`` (one worker wins; others wait).
-
-        Returns:
-            Whether this worker holds the claim (also ``True`` while Redis is down: each
-            worker then warms for itself).
-
-        Raises:
-            ValueError: if ``prefix_hash`` is not hex.
-        """
-        key = self.store.redis_key(f"f:{self._hex(prefix_hash)}")
-        ms = max(1, math.ceil(seconds * 1000))
-        done = self.store._remote(lambda: self.store.client.set(key, 1, nx=True, px=ms))
-        return True if done is None else bool(done[0])
-
-    def release(self, prefix_hash: str) -> None:
-        """Give up a claim (e.g. the warm-up failed), letting another worker claim it.
-
-        Raises:
-            ValueError: if ``prefix_hash`` is not hex.
-        """
-        key = self.store.redis_key(f"f:{self._hex(prefix_hash)}")
-        self.store._remote(lambda: self.store.client.delete(key))
-
-
-def warm_registry(store: Any, clock: Callable[[], float] = time.time) -> WarmPrefixRegistry | None:
-    """The registry of a planner's store when it is (or wraps) a ``RedisStore``, else ``None``.
-
-    Args:
-        store: ``CachePlanner.store`` (a ``ResilientStore`` around the store given), or a store.
-        clock: the planner's clock (``CachePlanner.clock``).
-
-    Returns:
-        A ``WarmPrefixRegistry`` on that store, or ``None`` for any other store.
-    """
-    inner = getattr(store, "_inner", None) or store  # ResilientStore keeps its store there
-    return WarmPrefixRegistry(inner, clock) if isinstance(inner, RedisStore) else None
 
 
 def _merge(older: tuple[int, Any] | None, newer: tuple[int, Any]) -> tuple[int, Any]:
@@ -656,26 +518,6 @@ def _merge(older: tuple[int, Any] | None, newer: tuple[int, Any]) -> tuple[int, 
     return (_SET, (float(base) + delta, expire))
 
 
-_EXIT_TIMEOUT = 5.0
-_LIVE: weakref.WeakSet[RedisStore] = weakref.WeakSet()
-
-
-def _flush_all_at_exit() -> None:
-    for store in list(_LIVE):
-        with contextlib.suppress(Exception):
-            store.flush(_EXIT_TIMEOUT)
-
-
-def _reset_in_child() -> None:
-    for store in list(_LIVE):
-        store._init_writer()
-
-
-atexit.register(_flush_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)
-
-
 def store_from_env(namespace: str = "default") -> RedisStore | None:
     """A ``RedisStore`` when ``$CLAUDE_RELAY_STATE`` names a Redis server, else ``None``.
 
@@ -688,5 +530,5 @@ def store_from_env(namespace: str = "default") -> RedisStore | None:
     Raises:
         ImportError: if the variable names Redis but the ``redis`` package is missing.
     """
-    url = redis_url_from_env()
+    url = redis_url()
     return None if url is None else RedisStore(url, namespace=namespace)

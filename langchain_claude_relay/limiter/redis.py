@@ -1,10 +1,10 @@
 """``RedisRateLimiter``: one set of token buckets in Redis for every process on an account.
 
-``limiter.RateLimiter`` keeps its buckets in the process, so four workers on one account each
-admit the account's whole limit. ``RedisRateLimiter`` keeps them in Redis: RPM, counted input
-tokens per minute (uncached input, as the platform counts it: see
-``limiter.counted_input_tokens``) and output tokens per minute, each a bucket that holds at most
-the per-minute limit, starts full and refills continuously -- the same buckets and the same
+``RateLimiter`` (``limiter.local``) keeps its buckets in the process, so four workers on one
+account each admit the account's whole limit. ``RedisRateLimiter`` keeps them in Redis: RPM,
+counted input tokens per minute (uncached input, as the platform counts it: see
+``limiter.buckets.counted_input_tokens``) and output tokens per minute, each a bucket that holds
+at most the per-minute limit, starts full and refills continuously -- the same buckets and the same
 reserve-then-settle contract as ``RateLimiter``, shared by every process that uses the same
 Redis, namespace, key and limits.
 
@@ -28,7 +28,7 @@ most that refund, within the cap.)
 **Redis down.** Bookings go on at once on a local ``RateLimiter`` with this process's share of
 the limits (``local_share``; by default one over the number of limiters -- one per process with
 ``shared_redis_limiter`` -- seen booking on the buckets in the last two minutes), with one
-warning per process (``redis_conn.RedisStateWarning``). Redis is tried again every
+warning per process (``RedisStateWarning``). Redis is tried again every
 ``retry_after`` seconds and used again as soon as it answers. The local bucket starts full: the
 fleet may burst up to one limit's worth when it fails over.
 Reservations are settled where they were made; a Redis booking that cannot be settled because
@@ -57,29 +57,29 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, overload
 
-from langchain_claude_relay.errors import RequestValidationError
-from langchain_claude_relay.limiter import (
-    _STAT_NAMES,
-    WINDOW_SECONDS,
-    AsyncSleep,
-    Clock,
-    RateLimiter,
-    RateLimits,
-    Reservation,
-    Sleep,
-    _count_booking,
-    _not_open,
-    _preset_limits,
-    _reservation_amounts,
-    counted_input_tokens,
-)
-from langchain_claude_relay.redis_conn import (
+from langchain_claude_relay._env import redis_url
+from langchain_claude_relay._redis import (
     check_namespace,
     health_for,
-    redis_url_from_env,
     resolve_client,
     server_location,
 )
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.limiter.buckets import (
+    STAT_NAMES,
+    WINDOW_SECONDS,
+    AsyncSleep,
+    Clock,
+    RateLimits,
+    Reservation,
+    Sleep,
+    count_booking,
+    counted_input_tokens,
+    not_open_error,
+    preset_limits,
+    reservation_amounts,
+)
+from langchain_claude_relay.limiter.local import RateLimiter
 from langchain_claude_relay.usage import NormalizedUsage
 
 __all__ = [
@@ -213,7 +213,7 @@ end
 return out
 """
 
-_REDIS_STAT_NAMES = (*_STAT_NAMES, "redis_bookings", "local_bookings", "unsettled")
+_REDIS_STAT_NAMES = (*STAT_NAMES, "redis_bookings", "local_bookings", "unsettled")
 
 
 @dataclass(frozen=True)
@@ -378,13 +378,13 @@ class RedisRateLimiter(RateLimiter):
         """The amounts to book and whether this is LangChain's form (no estimates)."""
         if self._is_hook_form(estimated_input, estimated_output, blocking=blocking):
             return {"rpm": 1}, True
-        return _reservation_amounts(estimated_input, estimated_output, count_request=count), False
+        return reservation_amounts(estimated_input, estimated_output, count_request=count), False
 
     def _count_booking(self, amounts: Mapping[str, int], wait: float, *, remote: bool) -> None:
         """Count one booking in ``stats()`` (the caller holds the lock)."""
         capacity = self._capacity
         oversize = any(n > capacity[name] for name, n in amounts.items() if name in capacity)
-        _count_booking(self._counters, amounts.get("rpm", 0), oversize=oversize, wait=wait)
+        count_booking(self._counters, amounts.get("rpm", 0), oversize=oversize, wait=wait)
         self._counters["redis_bookings" if remote else "local_bookings"] += 1
 
     def _count_reservation(self, reservation: Reservation, *, remote: bool) -> None:
@@ -579,7 +579,7 @@ class RedisRateLimiter(RateLimiter):
                 return owner[1]
             if owner is not None:  # a different object with a recycled id: put it back
                 self._local_owner[id(owner[0])] = owner
-        raise _not_open(reservation)
+        raise not_open_error(reservation)
 
     def _clips(self, reservation: RedisReservation) -> dict[str, int]:
         # Every bucket is booked for a reservation (rpm with 0 when the request is not counted).
@@ -705,8 +705,8 @@ def shared_redis_limiter(
         RequestValidationError: for an unknown preset or invalid limits.
         ValueError: without a URL when the environment names no Redis.
     """
-    wanted = _preset_limits(limits) if isinstance(limits, str) else limits
-    url = redis if redis is not None else redis_url_from_env()
+    wanted = preset_limits(limits) if isinstance(limits, str) else limits
+    url = redis if redis is not None else redis_url()
     if url is None:
         msg = "shared_redis_limiter needs a Redis URL: pass redis=... or set CLAUDE_RELAY_STATE"
         raise ValueError(msg)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
 from langchain_claude_relay.errors import RequestValidationError
 
 __all__ = [
@@ -69,8 +70,8 @@ API_SPECS: dict[str, ApiSpec] = {
         binary_stream=False,
         extra=None,
         count_tokens=False,
-        key_env=("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"),
-        base_url_env=("CLAUDE_RELAY_BASE_URL", "OPENAI_BASE_URL"),
+        key_env=(API_KEY_ENV, "OPENAI_API_KEY"),
+        base_url_env=(BASE_URL_ENV, "OPENAI_BASE_URL"),
     ),
     "anthropic": ApiSpec(
         "anthropic",

@@ -1,289 +1,69 @@
-"""Transport: the SDK client of the way in, our retries, and translation to the package's errors.
+"""``RelayTransport``: the SDK client of the way in, our retries, and the package's errors.
 
-Every way in (see :mod:`langchain_claude_relay.apis`) goes through here: an OpenAI-compatible
-relay through the ``openai`` SDK; Anthropic's own API, Bedrock and Vertex through the ``anthropic``
-SDK's clients (which sign Bedrock requests and fetch Google tokens). Native streams end with
-``message_stop`` (a stream that stops before it was cut) and their ``error`` events become the
-typed status errors; Bedrock streams come as AWS event-stream frames
-(:mod:`langchain_claude_relay.wire.aws_eventstream`).
+Every way in (see ``transport.apis``) goes through here: an OpenAI-compatible relay through the
+``openai`` SDK; Anthropic's own API, Bedrock and Vertex through the ``anthropic`` SDK's clients
+(which sign Bedrock requests and fetch Google tokens). Native streams end with ``message_stop``
+(a stream that stops before it was cut) and their ``error`` events become the typed status
+errors; Bedrock streams come as AWS event-stream frames (``wire.aws_eventstream``).
 
-The SDK's own retries are off (``max_retries=0``): retries follow
-:mod:`langchain_claude_relay.retry` so that the policy, the typed errors and the ``retry-after``
-handling are the same everywhere. The SDK's parsing is bypassed too: bodies are read as text and
-validated by the wire module, so an HTML page, an empty body or SSE garbage become
-:class:`APIResponseError`, never a ``KeyError``.
+The SDK's own retries are off (``max_retries=0``): retries follow ``transport.retry`` so that the
+policy, the typed errors and the ``retry-after`` handling are the same everywhere. The SDK's
+parsing is bypassed too: bodies are read as text and validated by the wire module, so an HTML
+page, an empty body or SSE garbage become ``APIResponseError``, never a ``KeyError``.
 
 A stream is retried only before its first event; after that a failure is raised as is. The
-payload is already the wire body (rendered by ``wire.openai_chat``), so it goes through the
-client's ``post`` as it is, without the SDK's request transformation.
+payload is already the wire body (rendered by ``wire``), so it goes through the client's
+``post`` as it is, without the SDK's request transformation.
 
 The key never leaves in an error: a relay that echoes it (``"Incorrect API key provided: ..."``,
 in an error page or in a 200 error object) has it replaced by ``***`` in every body and stream
 line before anything parses them, whatever the key looks like (the pattern-based ``redact`` only
 knows ``sk-...`` keys and ``Bearer`` values). The values of credential headers
-(:data:`SECRET_HEADER_NAMES`, passed as ``secret_headers``) are kept as ``SecretStr`` until the
-SDK client is built, and scrubbed the same way.
-
-TLS verification cannot be switched off silently: an ``http_client`` whose TLS settings are
-readable (``httpx``/``httpx2`` clients and their proxy mounts) and that does not verify
-certificates or host names draws an :class:`InsecureTransportWarning` when the base URL is
-``https://``. A client whose transport hides its settings (a custom transport) is not checked.
+(``SECRET_HEADER_NAMES``, passed as ``secret_headers``) are kept as ``SecretStr`` until the SDK
+client is built, and scrubbed the same way (``transport.checks``).
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import logging
-import ssl
 import sys
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlparse
 
-import openai
 from pydantic import SecretStr
 
-from langchain_claude_relay.apis import api_spec, build_sdk_client
 from langchain_claude_relay.errors import (
     ERROR_TYPE_STATUS,
-    APIConnectionError,
     APIResponseError,
-    APIStatusError,
-    APITimeoutError,
     ClaudeRelayError,
     RequestValidationError,
     make_status_error,
-    redact,
 )
-from langchain_claude_relay.retry import RetryPolicy, aretry_call, parse_retry_after, retry_call
+from langchain_claude_relay.transport.apis import api_spec, build_sdk_client
+from langchain_claude_relay.transport.checks import (
+    REDACTED,
+    chain_mentions,
+    scrub_error,
+    warn_if_unverified,
+)
+from langchain_claude_relay.transport.retry import RetryPolicy, aretry_call, retry_call
+from langchain_claude_relay.transport.translate import translate_sdk_error
 from langchain_claude_relay.wire.aws_eventstream import (
     aiter_eventstream_json,
     iter_eventstream_json,
 )
 from langchain_claude_relay.wire.sse import aiter_sse_json, iter_sse_json
 
-__all__ = [
-    "SECRET_HEADER_NAMES",
-    "InsecureTransportWarning",
-    "RawResponse",
-    "RelayTransport",
-    "check_base_url",
-    "client_skips_tls_verification",
-    "scrub_error",
-    "split_secret_headers",
-    "translate_sdk_error",
-]
+__all__ = ["RawResponse", "RelayTransport"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("langchain_claude_relay.transport")
 
 _END: Any = object()
-_REDACTED = "***"
 _MIN_SCRUBBED_SECRET = 8  # shorter "keys" (test placeholders) are not scrubbed from answers
-
-
-SECRET_HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
-"""Headers (lower case) whose values are credentials: kept secret like the API key."""
-
-
-def split_secret_headers(
-    headers: Mapping[str, str],
-) -> tuple[dict[str, str], dict[str, SecretStr]]:
-    """Split headers into plain ones and credentials (:data:`SECRET_HEADER_NAMES`, any case).
-
-    Args:
-        headers: the headers as given.
-
-    Returns:
-        ``(plain headers, credential headers as SecretStr)``, names as given.
-
-    >>> plain, secret = split_secret_headers({"X-Api-Key": "sk-1", "x-team": "a"})
-    >>> plain, secret
-    ({'x-team': 'a'}, {'X-Api-Key': SecretStr('**********')})
-    """
-    plain: dict[str, str] = {}
-    secret: dict[str, SecretStr] = {}
-    for name, value in headers.items():
-        if name.lower() in SECRET_HEADER_NAMES:
-            secret[name] = SecretStr(value)
-        else:
-            plain[name] = value
-    return plain, secret
-
-
-class InsecureTransportWarning(UserWarning):
-    """The HTTP client given does not verify the relay's TLS certificate or host name."""
-
-
-def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
-    """Validate a relay base URL before anything is sent.
-
-    Raises:
-        RequestValidationError: if it is missing, not http(s), or plain ``http://`` to a host
-            other than loopback without ``allow_insecure_http=True``.
-    """
-    if not base_url:
-        msg = (
-            "no relay base URL: pass base_url=... or set CLAUDE_RELAY_BASE_URL "
-            "(or OPENAI_BASE_URL), e.g. 'https://relay.example.com/v1'"
-        )
-        raise RequestValidationError(msg)
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        msg = f"base_url {base_url!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
-        raise RequestValidationError(msg)
-    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.hostname):
-        msg = (
-            f"base_url uses plain http:// to {parsed.hostname!r}: your API key would travel "
-            "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it."
-        )
-        raise RequestValidationError(msg)
-    return base_url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> ClaudeRelayError:
-    """Map an SDK or HTTP-library exception to the package's typed errors.
-
-    Args:
-        exc: the exception.
-        secret: the API key, replaced by ``***`` in the error's message, arguments and body
-            excerpt (also for an error of the package's own, which is scrubbed in place).
-
-    Returns:
-        The typed error.
-    """
-    return scrub_error(_translate(exc, secret), secret)
-
-
-def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
-    """An exception class of the ``openai`` SDK and, once it is loaded, of the ``anthropic`` one."""
-    classes: list[type[BaseException]] = [getattr(openai, name)]
-    anthropic = sys.modules.get("anthropic")
-    if anthropic is not None and isinstance(getattr(anthropic, name, None), type):
-        classes.append(getattr(anthropic, name))
-    return tuple(classes)
-
-
-def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
-    if isinstance(exc, ClaudeRelayError):
-        return exc
-    if isinstance(exc, _sdk_errors("APITimeoutError")):
-        return APITimeoutError()
-    if isinstance(exc, _sdk_errors("APIConnectionError")):
-        cause = exc.__cause__ or exc
-        text = f"cannot reach the relay: {type(cause).__name__}: {cause}"
-        return APIConnectionError(redact(text, secret))
-    if isinstance(exc, _sdk_errors("APIStatusError")):
-        response: Any = getattr(exc, "response", None)
-        status_code = int(getattr(exc, "status_code", 0) or 0)
-        headers = dict(response.headers)
-        try:
-            body: Any = response.text
-        except Exception:  # a streamed error body that cannot be read
-            body = getattr(exc, "body", None)
-        if not isinstance(body, str):
-            body = json.dumps(body, default=str) if body is not None else ""
-        return make_status_error(
-            status_code,
-            redact(body, secret),
-            request_id=headers.get("x-request-id")
-            or headers.get("request-id")
-            or headers.get("x-amzn-requestid"),
-            retry_after=parse_retry_after(headers),
-        )
-    name = type(exc).__name__
-    if "Timeout" in name:
-        return APITimeoutError(f"Request timed out ({name}).")
-    if isinstance(exc, OSError) or name.endswith(
-        ("ProtocolError", "ReadError", "NetworkError", "ConnectError", "StreamError", "CloseError")
-    ):
-        text = f"the connection to the relay broke: {name}: {exc}"
-        return APIConnectionError(redact(text, secret))
-    return APIResponseError(f"unexpected failure while reading the relay's answer: {name}")
-
-
-def scrub_error(error: ClaudeRelayError, secret: str | None) -> ClaudeRelayError:
-    """Replace ``secret`` by ``***`` in an error's arguments and body excerpt, in place.
-
-    Args:
-        error: the error.
-        secret: the API key (nothing is done when it is empty).
-
-    Returns:
-        The same error.
-    """
-    if not secret:
-        return error
-    if any(isinstance(a, str) and secret in a for a in error.args):
-        error.args = tuple(
-            a.replace(secret, _REDACTED) if isinstance(a, str) else a for a in error.args
-        )
-    if isinstance(error, APIStatusError | APIResponseError) and secret in error.body_excerpt:
-        error.body_excerpt = error.body_excerpt.replace(secret, _REDACTED)
-    return error
-
-
-def _tls_contexts(client: Any) -> list[ssl.SSLContext]:
-    """The SSL contexts an ``httpx``/``httpx2`` client's transports will use, where readable."""
-    transports = [getattr(client, "_transport", None)]
-    mounts = getattr(client, "_mounts", None)
-    if isinstance(mounts, Mapping):
-        transports.extend(mounts.values())
-    contexts = []
-    for transport in transports:
-        pool = getattr(transport, "_pool", None)
-        for holder in (transport, pool):
-            for name in ("_ssl_context", "_proxy_ssl_context"):
-                context = getattr(holder, name, None)
-                if isinstance(context, ssl.SSLContext):
-                    contexts.append(context)
-    return contexts
-
-
-def client_skips_tls_verification(client: Any) -> bool:
-    """Say whether an HTTP client is known not to verify TLS certificates or host names.
-
-    Reads the SSL contexts of ``httpx``/``httpx2`` clients (``verify=False``, or a context with
-    ``CERT_NONE`` or without host-name checking). A client whose settings cannot be read is not
-    known to skip verification.
-
-    Args:
-        client: the client (``None``: the SDK's own client, which verifies).
-
-    Returns:
-        ``True`` if some transport of the client does not verify.
-    """
-    if client is None:
-        return False
-    contexts = _tls_contexts(client)
-    return any(c.verify_mode == ssl.CERT_NONE or not c.check_hostname for c in contexts)
-
-
-def _warn_if_unverified(base_url: str, *clients: Any) -> None:
-    if urlparse(base_url).scheme != "https":
-        return  # plain http (loopback or explicitly allowed): there is no TLS to verify
-    if any(client_skips_tls_verification(c) for c in clients):
-        warnings.warn(
-            "the http_client given to ChatClaudeRelay does not verify TLS certificates "
-            "(verify=False, CERT_NONE or check_hostname=False): anyone on the network path can "
-            "impersonate the relay and read your API key and prompts. Pass a client that "
-            "verifies (point verify= at your CA bundle for a private CA).",
-            InsecureTransportWarning,
-            stacklevel=4,
-        )
 
 
 @dataclass(frozen=True)
@@ -292,24 +72,6 @@ class _Failure:
 
     error: ClaudeRelayError
     cause: BaseException | None
-
-
-def _chain_mentions(exc: BaseException, secret: str) -> bool:
-    """Whether ``secret`` appears in the message or arguments of ``exc`` or its chain."""
-    if not secret:
-        return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        try:
-            text = f"{current}{current.args!r}{getattr(current, 'body', '')!r}"
-        except Exception:  # a broken __str__: assume the worst
-            return True
-        if secret in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 @dataclass(frozen=True)
@@ -442,7 +204,7 @@ class RelayTransport:
         self._http_async_client = http_async_client
         self._sleep = sleep
         self._asleep = asleep
-        _warn_if_unverified(base_url or "https://", http_client, http_async_client)
+        warn_if_unverified(base_url or "https://", http_client, http_async_client)
 
     def __repr__(self) -> str:
         return f"RelayTransport(api={self.spec.kind!r}, base_url={self.base_url!r})"
@@ -505,7 +267,7 @@ class RelayTransport:
         for other in secrets[1:]:
             scrub_error(error, other)
         cause = exc.__cause__ if error is exc else exc
-        if cause is not None and any(_chain_mentions(cause, s) for s in secrets):
+        if cause is not None and any(chain_mentions(cause, s) for s in secrets):
             cause = None
         return _Failure(error, cause)
 
@@ -513,7 +275,7 @@ class RelayTransport:
         """An answer's text with the key replaced by ``***`` (a relay may echo it)."""
         for secret in self._secrets():
             if len(secret) >= _MIN_SCRUBBED_SECRET and secret in text:
-                text = text.replace(secret, _REDACTED)
+                text = text.replace(secret, REDACTED)
         return text
 
     def _scrub_lines(self, lines: Iterator[str]) -> Iterator[str]:

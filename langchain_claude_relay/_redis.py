@@ -1,10 +1,8 @@
 """Reaching the fleet's Redis, and noticing when it goes away and comes back.
 
-The Redis backends (``redis_state.RedisStore``, ``ledger.redis.RedisLedger``,
-``limiter_redis.RedisRateLimiter``) share this module:
-
-* ``STATE_ENV``: ``CLAUDE_RELAY_STATE=redis://host:6379/0`` (or ``rediss://``, ``unix://``) selects
-  Redis for the planner's statistics, the ledger and the rate limiter (see ``redis_url_from_env``).
+The Redis backends (``store.redis.RedisStore``, ``ledger.redis.RedisLedger``,
+``limiter.redis.RedisRateLimiter``) share this module (``CLAUDE_RELAY_STATE=redis://host:6379/0``
+selects them; ``_env.redis_url`` reads it):
 * ``redis_client``: a ``redis.Redis`` from a URL with short timeouts and one retry, so an outage
   costs a call at most about a second, never redis-py's default ten retries with backoff.
 * ``RedisHealth``: one per Redis server and process, shared by every backend using it. While Redis
@@ -22,26 +20,22 @@ Redis Cluster is not (a store read touches two keys that a cluster may place apa
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from langchain_claude_relay.store import StateWarning
+from langchain_claude_relay._env import REDIS_SCHEMES, STATE_ENV, redis_url
+from langchain_claude_relay._plumbing import warn_once
+from langchain_claude_relay.errors import RedisStateWarning
 
 if TYPE_CHECKING:
     import redis
 
 __all__ = [
-    "STATE_ENV",
-    "REDIS_SCHEMES",
     "DEFAULT_RETRY_AFTER",
-    "RedisStateWarning",
     "RedisHealth",
     "redis_client",
-    "redis_url_from_env",
     "server_location",
     "health_for",
     "is_outage",
@@ -50,12 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("langchain_claude_relay.redis")
-
-STATE_ENV = "CLAUDE_RELAY_STATE"
-"""Environment variable holding a Redis URL that selects the Redis backends."""
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-"""URL schemes that name a Redis server."""
 
 DEFAULT_RETRY_AFTER = 5.0
 """Seconds between attempts to reach Redis again while it is down."""
@@ -71,10 +59,6 @@ _INSTALL_HINT = "pip install 'langchain-claude-relay[redis]'"
 _T = TypeVar("_T")
 
 
-class RedisStateWarning(StateWarning):
-    """Redis could not be reached; the fleet state continues locally until it comes back."""
-
-
 def _import_redis() -> Any:
     try:
         import redis
@@ -82,19 +66,6 @@ def _import_redis() -> Any:
         msg = f"the Redis backend needs the redis client: {_INSTALL_HINT}"
         raise ImportError(msg) from exc
     return redis
-
-
-def redis_url_from_env(environ: dict[str, str] | None = None) -> str | None:
-    """The Redis URL in ``$CLAUDE_RELAY_STATE``, or ``None`` if it does not name Redis.
-
-    Args:
-        environ: the environment to read (default ``os.environ``).
-
-    Returns:
-        The URL, stripped, when it starts with ``redis://``, ``rediss://`` or ``unix://``.
-    """
-    value = (environ if environ is not None else os.environ).get(STATE_ENV, "").strip()
-    return value if value.lower().startswith(REDIS_SCHEMES) else None
 
 
 def redis_client(url: str, **overrides: Any) -> redis.Redis:
@@ -291,10 +262,6 @@ class RedisHealth:
         return (result,)
 
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
-
-
 def _announce_outage(location: str, error: str, what: str, retry_after: float) -> None:
     message = (
         f"langchain-claude-relay: Redis at {location} is unreachable ({error}, seen by {what}); "
@@ -302,14 +269,8 @@ def _announce_outage(location: str, error: str, what: str, retry_after: float) -
         f"this process, and Redis is tried again every {retry_after:g} s. Check that the server "
         f"is running and that ${STATE_ENV} names it."
     )
-    with _warned_lock:
-        first = location not in _warned
-        _warned.add(location)
-    if first:
-        # _announce_outage < failed < call < the backend's method < its caller
-        warnings.warn(message, RedisStateWarning, stacklevel=5)
-    else:
-        logger.warning("%s", message)
+    # _announce_outage < failed < call < the backend's method < its caller
+    warn_once(("redis_outage", location), message, RedisStateWarning, stacklevel=5, log=logger)
 
 
 _health: dict[str, RedisHealth] = {}
@@ -346,7 +307,7 @@ def resolve_client(redis_or_url: Any) -> Any:
         ImportError: if the ``redis`` package is not installed.
     """
     if redis_or_url is None:
-        url = redis_url_from_env()
+        url = redis_url()
         if url is None:
             msg = f"no Redis given: pass a redis:// URL or a redis.Redis, or set ${STATE_ENV}"
             raise ValueError(msg)

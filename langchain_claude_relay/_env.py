@@ -1,0 +1,120 @@
+"""The environment the package reads, in one place: variable names and where state lives.
+
+A leaf module (standard library only; ``platformdirs`` on first use), so every layer may import
+it. Each variable has one name here and one reader, and every reader strips whitespace the
+same way: ``CLAUDE_RELAY_STATE_DIR=" /tmp/x "`` means ``/tmp/x`` to the planner's store and to
+the cost ledger alike.
+
+>>> state_dir({"CLAUDE_RELAY_STATE_DIR": " /tmp/relay-state "}).as_posix()
+'/tmp/relay-state'
+>>> ledger_dir({"CLAUDE_RELAY_STATE_DIR": "/tmp/relay-state"}).as_posix()
+'/tmp/relay-state/ledger'
+>>> redis_url({"CLAUDE_RELAY_STATE": "redis://127.0.0.1:6379/0"})
+'redis://127.0.0.1:6379/0'
+>>> redis_url({"CLAUDE_RELAY_STATE": "/var/tmp/state"}) is None   # not a Redis URL
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "APP_NAME",
+    "STATE_DIR_ENV",
+    "STATE_ENV",
+    "REDIS_SCHEMES",
+    "BASE_URL_ENV",
+    "API_KEY_ENV",
+    "ENCODING_ENV",
+    "read",
+    "state_dir",
+    "ledger_dir",
+    "redis_url",
+]
+
+APP_NAME = "langchain-claude-relay"
+"""The application name for ``platformdirs`` (the user cache directory)."""
+
+STATE_DIR_ENV = "CLAUDE_RELAY_STATE_DIR"
+"""The state directory: the planner's store lives in it, the cost ledger in its ``ledger/``."""
+
+STATE_ENV = "CLAUDE_RELAY_STATE"
+"""A Redis URL (``redis://``, ``rediss://``, ``unix://``) selecting the fleet backends."""
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""URL schemes that name a Redis server."""
+
+BASE_URL_ENV = "CLAUDE_RELAY_BASE_URL"
+"""The relay's base URL (then ``OPENAI_BASE_URL``)."""
+
+API_KEY_ENV = "CLAUDE_RELAY_API_KEY"
+"""The relay's key (then ``OPENAI_API_KEY``)."""
+
+ENCODING_ENV = "CLAUDE_RELAY_TIKTOKEN_ENCODING"
+"""The tiktoken encoding the token estimator loads (default: the bundled offline one)."""
+
+
+def read(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A variable's value, stripped; ``None`` when unset or blank.
+
+    Args:
+        name: the variable.
+        environ: the environment to read (``os.environ`` when ``None``).
+
+    Returns:
+        The stripped value, or ``None``.
+    """
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or None
+
+
+def _user_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$CLAUDE_RELAY_STATE_DIR``, else ``user_cache_dir("langchain-claude-relay")/state``.
+
+    Args:
+        environ: the environment to read (``os.environ`` when ``None``).
+
+    Returns:
+        The planner store's directory (not created here).
+    """
+    configured = read(STATE_DIR_ENV, environ)
+    if configured is not None:
+        return Path(configured).expanduser()
+    return _user_cache_dir() / "state"
+
+
+def ledger_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$CLAUDE_RELAY_STATE_DIR/ledger``, else ``user_cache_dir("langchain-claude-relay")/ledger``.
+
+    Args:
+        environ: the environment to read (``os.environ`` when ``None``).
+
+    Returns:
+        The on-disk ledger's directory (not created here).
+    """
+    configured = read(STATE_DIR_ENV, environ)
+    if configured is not None:
+        return Path(configured).expanduser() / "ledger"
+    return _user_cache_dir() / "ledger"
+
+
+def redis_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Redis URL in ``$CLAUDE_RELAY_STATE``, or ``None`` if it does not name Redis.
+
+    Args:
+        environ: the environment to read (``os.environ`` when ``None``).
+
+    Returns:
+        The URL, stripped, when it starts with ``redis://``, ``rediss://`` or ``unix://``.
+    """
+    value = read(STATE_ENV, environ)
+    return value if value is not None and value.lower().startswith(REDIS_SCHEMES) else None

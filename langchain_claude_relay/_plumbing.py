@@ -1,0 +1,293 @@
+"""Plumbing written once: warn-once, exit and fork hooks, and the write-behind worker.
+
+* ``warn_once(key, message, category)``: a warning the first time a key is seen in the process,
+  a log line after that (the set of keys is bounded).
+* ``on_exit_and_fork(obj)``: an object with ``_at_exit()`` and ``_after_fork_in_child()`` is
+  called at interpreter exit and in a forked child. Objects are held weakly.
+* ``WriteBehind``: one daemon thread that sends what an owner queued, in batches, off the
+  caller's path. The disk and Redis stores and both persistent ledgers use it.
+
+A leaf module: it imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+__all__ = ["warn_once", "forget_warnings", "on_exit_and_fork", "WriteBehind"]
+
+logger = logging.getLogger("langchain_claude_relay")
+
+# ------------------------------------------------------------------------------- warn once
+
+_WARNED_CAP = 10_000
+_warned: set[Hashable] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(
+    key: Hashable,
+    message: str,
+    category: type[Warning] = UserWarning,
+    *,
+    stacklevel: int = 2,
+    log: logging.Logger | None = None,
+) -> bool:
+    """Warn the first time ``key`` is seen in this process; log ``message`` after that.
+
+    Args:
+        key: what makes two warnings "the same" (e.g. ``("unknown_model", model_id)``).
+        message: the warning text.
+        category: the warning class.
+        stacklevel: as for ``warnings.warn``, counted from the caller of this function.
+        log: where repeats go (``None``: debug level on the package logger).
+
+    Returns:
+        Whether a warning was issued.
+    """
+    with _warned_lock:
+        first = key not in _warned
+        if first:
+            if len(_warned) >= _WARNED_CAP:
+                _warned.clear()
+            _warned.add(key)
+    if first:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    elif log is not None:
+        log.warning("%s", message)
+    else:
+        logger.debug("%s", message)
+    return first
+
+
+def forget_warnings(predicate: Callable[[Hashable], bool] | None = None) -> None:
+    """Forget warned keys (all, or those ``predicate`` accepts): for tests."""
+    with _warned_lock:
+        if predicate is None:
+            _warned.clear()
+        else:
+            _warned.difference_update({key for key in _warned if predicate(key)})
+
+
+# ------------------------------------------------------------------------- exit and fork
+
+
+class ExitAndForkAware(Protocol):
+    """What ``on_exit_and_fork`` calls."""
+
+    def _at_exit(self) -> None: ...
+
+    def _after_fork_in_child(self) -> None: ...
+
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def on_exit_and_fork(obj: ExitAndForkAware) -> None:
+    """Call ``obj._at_exit()`` at interpreter exit and ``obj._after_fork_in_child()`` after a fork.
+
+    The object is held weakly: one that is collected is forgotten.
+    """
+    _live.add(obj)
+
+
+def _exit_all() -> None:
+    for obj in list(_live):
+        try:
+            obj._at_exit()
+        except Exception as exc:  # exit must go on
+            logger.warning("%r could not finish at exit: %s", obj, type(exc).__name__)
+
+
+def _reset_all_in_child() -> None:
+    for obj in list(_live):
+        obj._after_fork_in_child()
+
+
+atexit.register(_exit_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_in_child)
+
+
+# ---------------------------------------------------------------------------- write-behind
+
+
+class WriteBehind:
+    """One daemon thread sending what its owner queued, in batches, in queueing order.
+
+    The owner keeps its own queue (a list of entries, or a dict merging writes per key) under
+    its own lock: it queues, then calls ``queued()``. The worker takes the queue with ``take()``
+    and sends it with ``send(batch)``, one batch at a time under one send lock, so batches land
+    in the order they were queued (a batch may be empty). Lock order: the send lock, then the
+    owner's lock (in ``take``), then the worker's own condition; an owner may hold its lock
+    when it calls ``queued()`` but not when it calls ``flush()``.
+
+    ``flush()`` sends what is queued in the calling thread (so it works after a fork, at exit,
+    or when the thread has ended) and returns once everything queued before the call is sent.
+
+    Args:
+        name: the thread's name.
+        take: returns the queued writes and empties the queue (under the owner's own lock).
+        send: sends a batch; an exception is logged by the thread and raised by ``flush``.
+        linger: seconds the thread waits after the first queued write, so that writes made
+            close together share one batch.
+        full: returns whether enough is queued to send at once (no lingering); lock-free.
+        idle_exit: seconds without work after which the thread ends (``None``: it stays); it
+            restarts on the next write. An ended thread lets an unused owner be collected.
+        retry_interval: returns seconds after which an idle thread calls ``send`` with an empty
+            batch (e.g. to replay a backlog kept through an outage), or ``None``; lock-free.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        take: Callable[[], Any],
+        send: Callable[[Any], None],
+        linger: float = 0.0,
+        full: Callable[[], bool] | None = None,
+        idle_exit: float | None = None,
+        retry_interval: Callable[[], float | None] | None = None,
+    ) -> None:
+        self.name = name
+        self._take = take
+        self._send = send
+        self._linger = linger
+        self._full = full
+        self._idle_exit = idle_exit
+        self._retry_interval = retry_interval
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh locks and no thread (in a forked child; the owner resets its queue itself)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._send_lock = threading.Lock()
+        self._queued = 0  # writes ever queued
+        self._sent = 0  # writes ever taken and sent (or failed)
+        self._flushers = 0  # threads in flush(): the worker stops lingering
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def backlog(self) -> bool:
+        """Whether writes are queued or being sent."""
+        return self._sent < self._queued
+
+    @property
+    def pending(self) -> int:
+        """How many writes are queued or being sent."""
+        return self._queued - self._sent
+
+    def queued(self, count: int = 1) -> None:
+        """Note ``count`` more queued writes and wake (or start) the thread."""
+        with self._cond:
+            self._queued += count
+            self._cond.notify_all()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _lingering(self) -> bool:
+        if self._stopping or self._flushers:
+            return False
+        return not (self._full is not None and self._full())
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                retry = False
+                while not self.backlog and not self._stopping:
+                    interval = self._retry_interval() if self._retry_interval else None
+                    wait = interval if interval is not None else self._idle_exit
+                    if not self._cond.wait(wait) and not self.backlog:
+                        if interval is not None:
+                            retry = True
+                            break
+                        if self._idle_exit is not None:
+                            self._thread = None  # idle: end (restarted by the next write)
+                            return
+                if self.backlog and self._linger > 0:
+                    deadline = time.monotonic() + self._linger
+                    while self._lingering() and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                if self._stopping:
+                    return  # whoever stops the worker sends what is left, in its own thread
+            try:
+                self._drain(always=retry)
+            except Exception as exc:
+                logger.debug("%s: a write failed: %s", self.name, type(exc).__name__)
+
+    def _drain(self, *, always: bool = False, timeout: float | None = None) -> bool:
+        """Take and send what is queued, holding the send lock (``False``: lock timed out)."""
+        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            with self._cond:
+                mark = self._queued
+                if mark == self._sent and not always:
+                    return True
+            try:  # everything counted in ``mark`` was queued before ``take``
+                self._send(self._take())
+            finally:
+                with self._cond:
+                    self._sent = max(self._sent, mark)
+                    self._cond.notify_all()
+        finally:
+            self._send_lock.release()
+        return True
+
+    def flush(self, timeout: float | None = None, *, force: bool = False) -> bool:
+        """Send everything queued so far, in this thread if it is still queued.
+
+        Args:
+            timeout: seconds to wait for a send in progress (``None``: no limit).
+            force: call ``send`` even with nothing queued (an empty batch).
+
+        Returns:
+            Whether everything queued before the call was sent in time.
+
+        Raises:
+            Exception: what ``send`` raised for the batch sent here.
+        """
+        with self._cond:
+            target = self._queued
+            self._flushers += 1
+            self._cond.notify_all()
+        try:
+            if not self._drain(always=force, timeout=timeout):
+                return False
+            with self._cond:
+                return self._cond.wait_for(lambda: self._sent >= target, timeout)
+        finally:
+            with self._cond:
+                self._flushers -= 1
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the thread (after the send in progress, if any) and wait for it.
+
+        What is still queued stays queued: ``flush()`` sends it in the caller's thread.
+
+        Returns:
+            Whether the thread ended in time.
+        """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        ended = True
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            ended = not thread.is_alive()
+        with self._cond:
+            self._stopping = False
+            if ended:
+                self._thread = None
+        return ended

@@ -1,0 +1,197 @@
+"""What the transport checks before and after it talks to a relay: URLs, TLS, secrets.
+
+* ``check_base_url``: an http(s) URL; plain ``http://`` only to loopback unless allowed.
+* Credential headers (``SECRET_HEADER_NAMES``) are split from plain ones and kept ``SecretStr``.
+* TLS verification cannot be switched off silently: an ``http_client`` whose TLS settings are
+  readable (``httpx``/``httpx2`` clients and their proxy mounts) and that does not verify
+  certificates or host names draws an ``InsecureTransportWarning`` when the base URL is
+  ``https://``. A client whose transport hides its settings (a custom transport) is not checked.
+* ``scrub_error``: the key never leaves in an error (replaced by ``***``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import warnings
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import SecretStr
+
+from langchain_claude_relay._env import BASE_URL_ENV
+from langchain_claude_relay.errors import (
+    APIResponseError,
+    APIStatusError,
+    ClaudeRelayError,
+    InsecureTransportWarning,
+    RequestValidationError,
+)
+
+__all__ = [
+    "SECRET_HEADER_NAMES",
+    "REDACTED",
+    "split_secret_headers",
+    "check_base_url",
+    "client_skips_tls_verification",
+    "warn_if_unverified",
+    "scrub_error",
+    "chain_mentions",
+]
+
+REDACTED = "***"
+"""What a secret is replaced by in errors, bodies and stream lines."""
+
+SECRET_HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
+"""Headers (lower case) whose values are credentials: kept secret like the API key."""
+
+
+def split_secret_headers(
+    headers: Mapping[str, str],
+) -> tuple[dict[str, str], dict[str, SecretStr]]:
+    """Split headers into plain ones and credentials (:data:`SECRET_HEADER_NAMES`, any case).
+
+    Args:
+        headers: the headers as given.
+
+    Returns:
+        ``(plain headers, credential headers as SecretStr)``, names as given.
+
+    >>> plain, secret = split_secret_headers({"X-Api-Key": "sk-1", "x-team": "a"})
+    >>> plain, secret
+    ({'x-team': 'a'}, {'X-Api-Key': SecretStr('**********')})
+    """
+    plain: dict[str, str] = {}
+    secret: dict[str, SecretStr] = {}
+    for name, value in headers.items():
+        if name.lower() in SECRET_HEADER_NAMES:
+            secret[name] = SecretStr(value)
+        else:
+            plain[name] = value
+    return plain, secret
+
+
+def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
+    """Validate a relay base URL before anything is sent.
+
+    Raises:
+        RequestValidationError: if it is missing, not http(s), or plain ``http://`` to a host
+            other than loopback without ``allow_insecure_http=True``.
+    """
+    if not base_url:
+        msg = (
+            f"no relay base URL: pass base_url=... or set {BASE_URL_ENV} "
+            "(or OPENAI_BASE_URL), e.g. 'https://relay.example.com/v1'"
+        )
+        raise RequestValidationError(msg)
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        msg = f"base_url {base_url!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
+        raise RequestValidationError(msg)
+    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.hostname):
+        msg = (
+            f"base_url uses plain http:// to {parsed.hostname!r}: your API key would travel "
+            "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it."
+        )
+        raise RequestValidationError(msg)
+    return base_url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def scrub_error(error: ClaudeRelayError, secret: str | None) -> ClaudeRelayError:
+    """Replace ``secret`` by ``***`` in an error's arguments and body excerpt, in place.
+
+    Args:
+        error: the error.
+        secret: the API key (nothing is done when it is empty).
+
+    Returns:
+        The same error.
+    """
+    if not secret:
+        return error
+    if any(isinstance(a, str) and secret in a for a in error.args):
+        error.args = tuple(
+            a.replace(secret, REDACTED) if isinstance(a, str) else a for a in error.args
+        )
+    if isinstance(error, APIStatusError | APIResponseError) and secret in error.body_excerpt:
+        error.body_excerpt = error.body_excerpt.replace(secret, REDACTED)
+    return error
+
+
+def _tls_contexts(client: Any) -> list[ssl.SSLContext]:
+    """The SSL contexts an ``httpx``/``httpx2`` client's transports will use, where readable."""
+    transports = [getattr(client, "_transport", None)]
+    mounts = getattr(client, "_mounts", None)
+    if isinstance(mounts, Mapping):
+        transports.extend(mounts.values())
+    contexts = []
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        for holder in (transport, pool):
+            for name in ("_ssl_context", "_proxy_ssl_context"):
+                context = getattr(holder, name, None)
+                if isinstance(context, ssl.SSLContext):
+                    contexts.append(context)
+    return contexts
+
+
+def client_skips_tls_verification(client: Any) -> bool:
+    """Say whether an HTTP client is known not to verify TLS certificates or host names.
+
+    Reads the SSL contexts of ``httpx``/``httpx2`` clients (``verify=False``, or a context with
+    ``CERT_NONE`` or without host-name checking). A client whose settings cannot be read is not
+    known to skip verification.
+
+    Args:
+        client: the client (``None``: the SDK's own client, which verifies).
+
+    Returns:
+        ``True`` if some transport of the client does not verify.
+    """
+    if client is None:
+        return False
+    contexts = _tls_contexts(client)
+    return any(c.verify_mode == ssl.CERT_NONE or not c.check_hostname for c in contexts)
+
+
+def warn_if_unverified(base_url: str, *clients: Any) -> None:
+    """Warn (``InsecureTransportWarning``) if an https relay's client skips TLS verification."""
+    if urlparse(base_url).scheme != "https":
+        return  # plain http (loopback or explicitly allowed): there is no TLS to verify
+    if any(client_skips_tls_verification(c) for c in clients):
+        warnings.warn(
+            "the http_client given to ChatClaudeRelay does not verify TLS certificates "
+            "(verify=False, CERT_NONE or check_hostname=False): anyone on the network path can "
+            "impersonate the relay and read your API key and prompts. Pass a client that "
+            "verifies (point verify= at your CA bundle for a private CA).",
+            InsecureTransportWarning,
+            stacklevel=4,
+        )
+
+
+def chain_mentions(exc: BaseException, secret: str) -> bool:
+    """Whether ``secret`` appears in the message or arguments of ``exc`` or its chain."""
+    if not secret:
+        return False
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            text = f"{current}{current.args!r}{getattr(current, 'body', '')!r}"
+        except Exception:  # a broken __str__: assume the worst
+            return True
+        if secret in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -1,0 +1,83 @@
+"""SDK and HTTP-library exceptions -> the package's typed errors (``errors``), the key scrubbed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import openai
+
+from langchain_claude_relay.errors import (
+    APIConnectionError,
+    APIResponseError,
+    APITimeoutError,
+    ClaudeRelayError,
+    make_status_error,
+    redact,
+)
+from langchain_claude_relay.transport.checks import scrub_error
+from langchain_claude_relay.transport.retry import parse_retry_after
+
+__all__ = ["translate_sdk_error"]
+
+
+def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> ClaudeRelayError:
+    """Map an SDK or HTTP-library exception to the package's typed errors.
+
+    Args:
+        exc: the exception.
+        secret: the API key, replaced by ``***`` in the error's message, arguments and body
+            excerpt (also for an error of the package's own, which is scrubbed in place).
+
+    Returns:
+        The typed error.
+    """
+    return scrub_error(_translate(exc, secret), secret)
+
+
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """An exception class of the ``openai`` SDK and, once it is loaded, of the ``anthropic`` one."""
+    classes: list[type[BaseException]] = [getattr(openai, name)]
+    anthropic = sys.modules.get("anthropic")
+    if anthropic is not None and isinstance(getattr(anthropic, name, None), type):
+        classes.append(getattr(anthropic, name))
+    return tuple(classes)
+
+
+def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
+    if isinstance(exc, ClaudeRelayError):
+        return exc
+    if isinstance(exc, _sdk_errors("APITimeoutError")):
+        return APITimeoutError()
+    if isinstance(exc, _sdk_errors("APIConnectionError")):
+        cause = exc.__cause__ or exc
+        text = f"cannot reach the relay: {type(cause).__name__}: {cause}"
+        return APIConnectionError(redact(text, secret))
+    if isinstance(exc, _sdk_errors("APIStatusError")):
+        response: Any = getattr(exc, "response", None)
+        status_code = int(getattr(exc, "status_code", 0) or 0)
+        headers = dict(response.headers)
+        try:
+            body: Any = response.text
+        except Exception:  # a streamed error body that cannot be read
+            body = getattr(exc, "body", None)
+        if not isinstance(body, str):
+            body = json.dumps(body, default=str) if body is not None else ""
+        return make_status_error(
+            status_code,
+            redact(body, secret),
+            request_id=headers.get("x-request-id")
+            or headers.get("request-id")
+            or headers.get("x-amzn-requestid"),
+            retry_after=parse_retry_after(headers),
+        )
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return APITimeoutError(f"Request timed out ({name}).")
+    if isinstance(exc, OSError) or name.endswith(
+        ("ProtocolError", "ReadError", "NetworkError", "ConnectError", "StreamError", "CloseError")
+    ):
+        text = f"the connection to the relay broke: {name}: {exc}"
+        return APIConnectionError(redact(text, secret))
+    return APIResponseError(f"unexpected failure while reading the relay's answer: {name}")
