@@ -13,9 +13,8 @@ from dataclasses import replace
 import pytest
 from planner_helpers import ESTIMATOR, Clock, ToyClaude, prose, request, text, tool
 
-from langchain_claude_relay.planner import CachePlan, CachePlanner
-from langchain_claude_relay.planner import planner as planner_module
-from langchain_claude_relay.planner.planner import PENDING_SECONDS
+from langchain_claude_relay.planner import CachePlan, CachePlanner, inflight
+from langchain_claude_relay.planner.inflight import PENDING_SECONDS
 from langchain_claude_relay.request import CacheControl, ClaudeRequest
 from langchain_claude_relay.store import MemoryStore
 
@@ -105,7 +104,7 @@ def test_pending_ages_out(wait: float, held_back: bool) -> None:
 
 
 def test_pending_registry_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planner_module, "PENDING_CAP", 2)
+    monkeypatch.setattr(inflight, "PENDING_CAP", 2)
     clock = Clock()
     planner = _new_planner(clock)
     systems = [prose(2000, 10 + k) for k in range(3)]
