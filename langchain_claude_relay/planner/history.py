@@ -18,7 +18,6 @@ system prompt fared.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -38,7 +37,7 @@ from langchain_claude_relay.planner.reuse import (
     record_return,
 )
 from langchain_claude_relay.planner.rules import TTL_SECONDS
-from langchain_claude_relay.planner.scan import Item
+from langchain_claude_relay.planner.scan import Scan
 from langchain_claude_relay.store import StateStore
 
 __all__ = [
@@ -100,29 +99,21 @@ class PrefixHistory:
     Args:
         store: the planner's store.
         family: the model family.
-        items: the request's items in prefix order (``scan.Scan.items``).
-        prefixes: the prefix hash through each item.
+        scan: the request's items and the prefix hash through each.
         now: when the plan is made (planner clock).
     """
 
-    def __init__(
-        self,
-        store: StateStore,
-        family: str,
-        items: Sequence[Item],
-        prefixes: Sequence[str],
-        now: float,
-    ) -> None:
+    def __init__(self, store: StateStore, family: str, scan: Scan, now: float) -> None:
         self.store = store
         self.family = family
-        self.items = items
-        self.prefixes = prefixes
+        self.items = scan.items
+        self.prefixes = scan.prefix_hashes
         self.now = now
-        self.n_tools = sum(1 for it in items if it.section == "tools")
-        self.n_system = sum(1 for it in items if it.section == "system")
-        self.tools_hash = prefixes[self.n_tools - 1] if self.n_tools else ""
+        self.n_tools = sum(1 for it in self.items if it.section == "tools")
+        self.n_system = sum(1 for it in self.items if it.section == "system")
+        self.tools_hash = self.prefixes[self.n_tools - 1] if self.n_tools else ""
         last_static = self.n_tools + self.n_system - 1
-        self.system_hash = prefixes[last_static] if last_static >= 0 else ""
+        self.system_hash = self.prefixes[last_static] if last_static >= 0 else ""
         self._records: dict[int, ReuseRecord | None] = {}
         self._templates: dict[str, ReuseRecord | None] = {}
 

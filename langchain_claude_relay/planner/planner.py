@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
@@ -144,6 +144,21 @@ class _Known:
     lineage: Lineage
     cached: dict[int, CacheTTL]  # block index -> TTL of the entry believed cached there
     pending_at: tuple[int, ...]  # blocks whose prefix a request in flight is writing
+
+
+class _SiteOdds(NamedTuple):
+    """Each site's odds of coming back (by block index), and its trace (in site order)."""
+
+    odds: dict[int, ReuseOdds]
+    traces: tuple[SiteTrace, ...]
+
+
+class _Stability(NamedTuple):
+    """The stability check's record for ``observe`` to store, and its warnings."""
+
+    key: str | None  # the ``s:`` key (``None``: no tools or system blocks)
+    hashes: dict[str, list[float]]
+    notes: tuple[str, ...]
 
 
 class CachePlanner:
@@ -277,44 +292,27 @@ class CachePlanner:
         now = float(self._clock())
         spec = lookup_model(request.model)
         blocks = self._size_blocks(request, spec)
-        history = PrefixHistory(
-            self._store, spec.family, blocks.scan.items, blocks.scan.prefix_hashes, now
-        )
-        sites = find_sites(
-            blocks.infos,
-            blocks.cumulative,
-            minimum=blocks.minimum,
-            margin=blocks.margin,
-            taken=frozenset(blocks.user),
-        )
+        history = PrefixHistory(self._store, spec.family, blocks.scan, now)
+        sites = _find_sites(blocks)
         known = self._load_known(history, blocks, sites, now)
         sites = _with_guard(blocks, sites, known.cached, mark_tools=mark_tools)
-        all_sites = [*sites, *(Site(i, "user") for i in sorted(blocks.user))]
-        odds, site_traces = _odds_per_site(history, all_sites, known.pending_at)
+        odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
-        placement = _choose_markers(blocks, sites, odds, known, rates, policy, slots)
-        breakpoints = _breakpoints(blocks, sites, odds, known.cached, placement)
-        stability_key, stability, notes = self._stability(
-            spec.family, blocks.scan, placement.markers
-        )
-        ttl_at = {i: bp.ttl for (i, _t), bp in zip(placement.markers, breakpoints, strict=True)}
-        trace = PlanTrace(
-            planned_at=now,
-            family=spec.family,
-            known_model=spec.known,
-            features=blocks.sizes.features,
-            sites=tuple(site_traces[s.index]._replace(ttl=ttl_at.get(s.index)) for s in all_sites),
-            read_index=placement.read_index,
-            lineage_key=known.lineage.key,
-            lineage=known.lineage.entries,
-            lineage_matches=known.lineage.matches,
-            stability_key=stability_key,
-            stability=stability,
-            concurrent=frozenset(blocks.scan.prefix_hashes[i] for i in known.pending_at),
-        )
+        placement = _choose_markers(blocks, sites, odds.odds, known, rates, policy, slots)
+        breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
+        stability = self._stability(spec.family, blocks.scan, placement.markers)
+        trace = _trace(now, spec, blocks, known, odds, placement, breakpoints, stability)
         return _build_plan(
-            request, blocks, placement, breakpoints, rates, policy, self._estimator, notes, trace
+            request,
+            blocks,
+            placement,
+            breakpoints,
+            rates,
+            policy,
+            self._estimator,
+            stability.notes,
+            trace,
         )
 
     def _as_request(
@@ -399,9 +397,7 @@ class CachePlanner:
         pending_at = tuple(i for i, h in enumerate(prefixes) if h in in_flight.pending)
         return _Known(lineage, cached, pending_at)
 
-    def _stability(
-        self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]
-    ) -> tuple[str | None, dict[str, list[float]], list[str]]:
+    def _stability(self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]) -> _Stability:
         """Volatile text before a marker, and static blocks that keep changing."""
         items, facts = scan.items, scan.facts
         notes: list[str] = []
@@ -426,7 +422,7 @@ class CachePlanner:
                     )
                 )
         if not statics:
-            return None, {}, notes
+            return _Stability(None, {}, tuple(notes))
         key = hex_key("s", *app)
         stored = self._store.get(key)
         old = stored if isinstance(stored, Mapping) else {}
@@ -449,7 +445,7 @@ class CachePlanner:
                         "unsorted JSON in it.",
                     )
                 )
-        return key, updated, notes
+        return _Stability(key, updated, tuple(notes))
 
     def _warn_once(self, key: tuple[str, ...], message: str) -> str:
         with self._lock:
@@ -597,6 +593,22 @@ class CachePlanner:
 # ------------------------------------------------------------- plan steps (pure)
 
 
+def _find_sites(blocks: _Blocks) -> list[Site]:
+    """The candidate sites other than the lookback guard (``placement.find_sites``)."""
+    return find_sites(
+        blocks.infos,
+        blocks.cumulative,
+        minimum=blocks.minimum,
+        margin=blocks.margin,
+        taken=frozenset(blocks.user),
+    )
+
+
+def _user_sites(blocks: _Blocks) -> list[Site]:
+    """The user's markers, as sites (they get odds and a trace like the planner's)."""
+    return [Site(i, "user") for i in sorted(blocks.user)]
+
+
 def _with_guard(
     blocks: _Blocks, sites: list[Site], cached: Mapping[int, str], *, mark_tools: bool
 ) -> list[Site]:
@@ -618,13 +630,14 @@ def _with_guard(
 
 def _odds_per_site(
     history: PrefixHistory, sites: Sequence[Site], pending_at: Sequence[int]
-) -> tuple[dict[int, ReuseOdds], dict[int, SiteTrace]]:
+) -> _SiteOdds:
     """Each site's odds of coming back (made monotone along the prefix), and its trace."""
     odds: dict[int, ReuseOdds] = {}
-    traces: dict[int, SiteTrace] = {}
+    traces: list[SiteTrace] = []
     for site in sites:
-        odds[site.index], traces[site.index] = history.site_odds(site)
-    return make_monotone(odds, frozenset(pending_at)), traces
+        odds[site.index], trace = history.site_odds(site)
+        traces.append(trace)
+    return _SiteOdds(make_monotone(odds, frozenset(pending_at)), tuple(traces))
 
 
 def _choose_markers(
@@ -691,6 +704,34 @@ def _breakpoints(
     return breakpoints
 
 
+def _trace(
+    now: float,
+    spec: ModelSpec,
+    blocks: _Blocks,
+    known: _Known,
+    odds: _SiteOdds,
+    placement: Placement,
+    breakpoints: Sequence[Breakpoint],
+    stability: _Stability,
+) -> PlanTrace:
+    """What ``observe`` needs of the plan: sites with their TTLs, lineage, stability record."""
+    ttl_at = {i: bp.ttl for (i, _t), bp in zip(placement.markers, breakpoints, strict=True)}
+    return PlanTrace(
+        planned_at=now,
+        family=spec.family,
+        known_model=spec.known,
+        features=blocks.sizes.features,
+        sites=tuple(site._replace(ttl=ttl_at.get(site.flat_index)) for site in odds.traces),
+        read_index=placement.read_index,
+        lineage_key=known.lineage.key,
+        lineage=known.lineage.entries,
+        lineage_matches=known.lineage.matches,
+        stability_key=stability.key,
+        stability=stability.hashes,
+        concurrent=frozenset(blocks.scan.prefix_hashes[i] for i in known.pending_at),
+    )
+
+
 def _build_plan(
     request: ClaudeRequest,
     blocks: _Blocks,
@@ -702,6 +743,7 @@ def _build_plan(
     notes: Sequence[str],
     trace: PlanTrace,
 ) -> CachePlan:
+    """The frozen plan: breakpoints, per-block estimates, expected and uncached cost."""
     total = blocks.sizes.total
     read_index = placement.read_index
     return CachePlan(
