@@ -14,7 +14,6 @@ typed errors), ``usage`` and ``cost`` (normalized usage, dollars),
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -24,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from operator import itemgetter
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -75,6 +74,7 @@ from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
 from langchain_claude_relay.models import DEFAULT_MODEL
+from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.request import MAX_CACHE_MARKERS, ClaudeRequest, Tool
 from langchain_claude_relay.transport import (
     API_SPECS,
@@ -90,26 +90,15 @@ from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
 from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
+if TYPE_CHECKING:
+    from langchain_claude_relay.planner import CachePlan
+
 __all__ = ["ChatClaudeRelay"]
 
 logger = logging.getLogger(__name__)
 
 CacheMode = Literal["auto", "off"]
 TTLPolicy = Literal["auto", "5m", "1h"]
-
-
-@runtime_checkable
-class PromptCachePlanner(Protocol):
-    """A prompt-cache planner: a ``CachePlanner``, or any object with its two methods.
-
-    What ``cache=`` (and ``prompt_cache=``) take besides ``"auto"`` and ``"off"``.
-    """
-
-    def plan(self, *args: Any, **kwargs: Any) -> Any:
-        """Plan a request's cache markers (see ``CachePlanner.plan``)."""
-
-    def observe(self, *args: Any, **kwargs: Any) -> Any:
-        """Learn from a planned call's usage (see ``CachePlanner.observe``)."""
 
 
 @dataclass
@@ -119,8 +108,8 @@ class _Prepared:
     payload: dict[str, Any]
     model: str
     request: ClaudeRequest
-    plan: Any  # CachePlan | None (a custom planner's plan)
-    planner: Any  # CachePlanner | None (or a planner-like object of the user's)
+    plan: CachePlan | None
+    planner: Planner | None  # set only when there is a plan
     started: float  # when the call started, on the planner's clock (wall time without one)
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
 
@@ -306,7 +295,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     # Wider than BaseLanguageModel.cache on purpose: what users may pass. The before-validator
     # ``_route_cache_argument`` moves the prompt-caching values to ``prompt_cache``.
-    cache: BaseCache | bool | CacheMode | PromptCachePlanner | None = Field(  # type: ignore[assignment]
+    cache: BaseCache | bool | CacheMode | Planner | None = Field(  # type: ignore[assignment]
         default=None, exclude=True
     )
     """``"auto"``, ``"off"`` or a ``CachePlanner``: prompt caching, stored in ``prompt_cache``
@@ -375,7 +364,7 @@ class ChatClaudeRelay(BaseChatModel):
         """``cache="auto"|"off"|planner`` means prompt caching; other values are LangChain's."""
         if isinstance(values, dict) and "cache" in values:
             value = values["cache"]
-            if isinstance(value, str | PromptCachePlanner):
+            if value is not None and not isinstance(value, bool | BaseCache):
                 values = dict(values)
                 values["prompt_cache"] = values.pop("cache")
         return values
@@ -383,10 +372,13 @@ class ChatClaudeRelay(BaseChatModel):
     @field_validator("prompt_cache")
     @classmethod
     def _check_cache(cls, value: Any) -> Any:
-        if value in ("auto", "off") or isinstance(value, PromptCachePlanner):
+        """``"auto"``, ``"off"``, or a planner (adapted once: see ``planner.as_planner``)."""
+        if value in ("auto", "off"):
             return value
-        msg = f"cache={value!r} is not understood: use 'auto', 'off' or a CachePlanner instance"
-        raise ValueError(msg)
+        if isinstance(value, str):
+            msg = f"cache={value!r} is not understood: use 'auto', 'off' or a CachePlanner"
+            raise ValueError(msg)
+        return _as_planner(value)
 
     @field_validator("thinking")
     @classmethod
@@ -571,14 +563,15 @@ class ChatClaudeRelay(BaseChatModel):
             warn_once(("relay_probe", self.base_url, note), note, stacklevel=3)
         return adaptation
 
-    def _planner_for(self, cache: Any) -> Any:
+    def _planner_for(self, cache: Any) -> Planner | None:
+        """The planner a call uses: ``prompt_cache`` or the call's ``prompt_cache=``."""
         if cache == "off":
             return None
         if cache == "auto":
-            from langchain_claude_relay.planner import default_planner
+            from langchain_claude_relay.planner import default_planner  # loads on use
 
             return default_planner()
-        return cache
+        return _as_planner(cache)
 
     # -- request building -----------------------------------------------------------------------
 
@@ -612,18 +605,15 @@ class ChatClaudeRelay(BaseChatModel):
             planner = None  # the relay drops markers: planning them would cost and change nothing
         if planner is not None and self.exact_token_counts:
             self._count_exactly(request, planner)
-        started = (
-            planner.clock() if planner is not None and hasattr(planner, "clock") else time.time()
-        )
+        started = planner.clock() if planner is not None else time.time()
         plan = None
         if planner is not None:
             try:
                 # plan and mark as sent together, so concurrent calls see each other's writes
-                with getattr(planner, "send_lock", None) or contextlib.nullcontext():
+                with planner.send_lock:
                     plan = planner.plan(request, **_plan_options(ttl, adaptation))
                     request = plan.apply(request)
-                    if hasattr(planner, "sent"):
-                        planner.sent(plan)
+                    planner.sent(plan)
             except RequestValidationError:
                 raise
             except Exception as exc:  # the planner must never fail a user's call
@@ -642,7 +632,7 @@ class ChatClaudeRelay(BaseChatModel):
             payload, model, request, plan, planner if plan is not None else None, started
         )
 
-    def _count_exactly(self, request: ClaudeRequest, planner: Any) -> None:
+    def _count_exactly(self, request: ClaudeRequest, planner: Planner) -> None:
         """Calibrate the planner with the count-tokens endpoint, once per distinct request."""
         key = _uncounted(request, planner)
         if key is None:
@@ -667,7 +657,7 @@ class ChatClaudeRelay(BaseChatModel):
         except Exception:  # _prepare reports bad input
             return
         key = _uncounted(request, planner)
-        if key is None:
+        if planner is None or key is None:
             return
         total: int | None
         try:
@@ -753,17 +743,14 @@ class ChatClaudeRelay(BaseChatModel):
     @staticmethod
     def _lifecycle(prepared: _Prepared, event: Literal["began", "abandoned"]) -> None:
         """Tell the planner the response began (its writes are readable) or never came."""
-        hook = getattr(prepared.planner, event, None) if prepared.plan is not None else None
-        if hook is None:
+        planner, plan = prepared.planner, prepared.plan
+        if planner is None or plan is None:
             return
         try:
-            hook(prepared.plan)
-            if event == "began":  # other workers of a fleet may read it from now on
-                from langchain_claude_relay.store import warm_registry
-
-                registry = warm_registry(prepared.planner.store, prepared.planner.clock)
-                if registry is not None:
-                    registry.mark_plan(prepared.plan)
+            if event == "began":
+                planner.began(plan)
+            else:
+                planner.abandoned(plan)
         except Exception as exc:  # bookkeeping must never fail a user's call
             logger.warning("cache planner %s() failed: %s", event, type(exc).__name__)
 
@@ -786,7 +773,7 @@ class ChatClaudeRelay(BaseChatModel):
         if prepared.planner is not None and prepared.plan is not None:
             try:
                 observation = prepared.planner.observe(prepared.plan, usage)
-                if observation is not None and hasattr(observation, "to_dict"):
+                if observation is not None:
                     meta["cache_observation"] = observation.to_dict()
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
@@ -1360,9 +1347,9 @@ def _diagnostics_metadata(diagnostics: Mapping[str, Any] | None) -> dict[str, An
     }
 
 
-def _uncounted(request: ClaudeRequest, planner: Any) -> tuple[str, str] | None:
+def _uncounted(request: ClaudeRequest, planner: Planner | None) -> tuple[str, str] | None:
     """The key to count ``request`` under, or ``None`` if it was counted or cannot be used."""
-    if planner is None or not hasattr(planner, "calibrate"):
+    if planner is None or not planner.calibrates:
         return None
     hashes = request.prefix_hashes()
     key = (request.model, hashes[-1]) if hashes else None
@@ -1374,7 +1361,7 @@ def _count_failed(exc: Exception) -> None:
 
 
 def _calibrate(
-    planner: Any, request: ClaudeRequest, key: tuple[str, str], total: int | None
+    planner: Planner, request: ClaudeRequest, key: tuple[str, str], total: int | None
 ) -> None:
     """Feed an exact count to the planner; the request is not counted again either way."""
     _EXACT_COUNTS.add(key)
@@ -1428,3 +1415,11 @@ __getattr__ = moved_names(
         "relay_limiter_key": "langchain_claude_relay.limiter.booking",
     },
 )
+
+
+def _as_planner(value: Any) -> Planner:
+    """A user's planner as a ``Planner`` (a ``TypeError`` becomes a ``ValueError`` for pydantic)."""
+    try:
+        return as_planner(value)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None

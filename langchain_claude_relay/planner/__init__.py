@@ -4,7 +4,11 @@
 ``CachePlan``; ``observe`` feeds real usage back. The logic lives in pure modules: ``rules``
 (Claude's marker rules, the minimum), ``placement`` (sites and the cheapest set), ``ttl``
 (expected cost of none / 5m / 1h), ``reuse`` (how often prefixes come back), ``stability``
-(volatile text) and ``plan`` (the plan, its explanation and its reconciliation with usage).
+(volatile text), ``scan`` (the request's blocks, hashes and raw counts) and ``plan`` (the plan,
+its explanation and its reconciliation with usage). The planner's state lives in ``history``
+(reuse records in the store) and ``inflight`` (requests sent and begun, in memory).
+``protocol`` declares what the chat model asks of a planner (``Planner``); ``as_planner``
+adapts a planner of the user's that has only ``plan`` (and maybe ``observe``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from langchain_claude_relay.planner.plan import (
     UsageLike,
 )
 from langchain_claude_relay.planner.planner import CachePlanner, default_planner
+from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.planner.rules import validate_user_markers
 from langchain_claude_relay.planner.stability import PrefixStabilityWarning
 from langchain_claude_relay.planner.ttl import TTLPolicy
@@ -25,6 +30,8 @@ from langchain_claude_relay.planner.ttl import TTLPolicy
 __all__ = [
     "CachePlanner",
     "default_planner",
+    "Planner",
+    "as_planner",
     "CachePlan",
     "Breakpoint",
     "PlannedBlock",

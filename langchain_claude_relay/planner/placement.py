@@ -29,8 +29,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from langchain_claude_relay.planner.reuse import ReuseOdds
 from langchain_claude_relay.planner.rules import LOOKBACK_BLOCKS, reaches_minimum
-from langchain_claude_relay.planner.ttl import Rates, TTLPolicy, best_split
+from langchain_claude_relay.planner.ttl import Rates, TTLPolicy, best_split, future_cost
 from langchain_claude_relay.request import CacheTTL
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "find_sites",
     "guard_site",
     "Option",
+    "future_starts",
     "Placement",
     "choose_markers",
 ]
@@ -183,6 +185,56 @@ class Option:
     forced: str | None = None
     writes: bool = True
     future_start: float = 0.0
+
+    @classmethod
+    def priced(
+        cls,
+        index: int,
+        odds: ReuseOdds,
+        rates: Rates,
+        *,
+        forced: str | None = None,
+        writes: bool = True,
+        future_start: float = 0.0,
+    ) -> Option:
+        """The option at ``index`` with its future costs from the prefix's reuse odds.
+
+        >>> from langchain_claude_relay.models import lookup_model
+        >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
+        >>> option = Option.priced(3, ReuseOdds(0.0, 0.0), rates)
+        >>> option.future_5m, option.future_1h  # never back: marking it saves nothing later
+        (0.0, 0.0)
+        """
+        return cls(
+            index,
+            future_cost("1h", odds, rates),
+            future_cost("5m", odds, rates),
+            forced=forced,
+            writes=writes,
+            future_start=future_start,
+        )
+
+
+def future_starts(pending_at: Sequence[int], cumulative: Sequence[float]) -> list[float]:
+    """Per block: the end of the longest pending prefix at or below it (0.0: none).
+
+    Args:
+        pending_at: blocks whose prefix another request in flight is writing.
+        cumulative: calibrated prefix tokens per block.
+
+    Returns:
+        Each block's ``Option.future_start``.
+
+    >>> future_starts([1], [10.0, 20.0, 30.0])
+    [0.0, 20.0, 20.0]
+    """
+    out: list[float] = []
+    pending, start = set(pending_at), 0.0
+    for i, end in enumerate(cumulative):
+        if i in pending:
+            start = end
+        out.append(start)
+    return out
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ __all__ = [
     "SiteTrace",
     "PlanTrace",
     "CachePlan",
+    "trace_of",
     "UsageLike",
     "BreakpointOutcome",
     "Observation",
@@ -241,6 +242,25 @@ class CachePlan:
             )
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
+
+
+def trace_of(plan: CachePlan, method: str) -> PlanTrace:
+    """The plan's trace, which ``method`` of ``CachePlanner`` needs.
+
+    Args:
+        plan: a plan.
+        method: the method asking (named in the error).
+
+    Returns:
+        ``plan.trace``.
+
+    Raises:
+        ValueError: if the plan has none (it was not made by ``CachePlanner.plan``).
+    """
+    if plan.trace is None:
+        msg = f"{method}() needs a plan made by CachePlanner.plan() (this one has no trace)"
+        raise ValueError(msg)
+    return plan.trace
 
 
 def _rows_to_show(rows: list[PlannedBlock], marks: Mapping[Position, Breakpoint]) -> set[int]:

@@ -1,29 +1,20 @@
 """``CachePlanner``: the one part of the planner with state, a store and a clock.
 
-``plan()`` reads the request (hashes and token counts, memoized per block content), loads what
-the store knows (calibration, minimum, reuse records of the candidate prefixes and their
-templates, the conversation's recent prefixes), and hands plain data to the pure modules:
-``rules`` (validation, minimum), ``placement`` (sites and the cheapest set), ``ttl`` (expected
-cost), ``stability`` (volatile text). It never writes the store: only ``observe()`` does, from
-real usage.
+``plan()`` is a sequence of named steps over plain data: size the blocks (``scan``: hashes and
+token counts, memoized per block content; the calibration and the minimum from the store), find
+the candidate sites (``placement``), load what is believed cached (the conversation's recent
+prefixes and the prefix records in ``history``, the requests in flight in ``inflight``), add the
+lookback guard, estimate each site's odds of coming back (``history`` templates, ``reuse``),
+choose the markers and their TTLs by expected cost (``placement``, ``ttl``), explain them as
+breakpoints, check stability (``stability``) and build the plan. It never writes the store:
+only ``observe()`` does, from real usage.
 
-Templates (what gives a brand-new prefix its odds): each candidate site has a *coarse*
-template, ``(model family, site kind, section, number of tools, number of system blocks)``
-plus the block kind and role for large blocks, and a *fine* one that adds the hash of the
-tools (for sites after them) and of the system prompt (for sites in the conversation). So the
-system prompt of an app is judged by how the app's earlier system prompts fared (a timestamp in
-it makes each one new: the fine template learns that they never come back), and a
-conversation's tail by how earlier tails under the same system prompt fared.
-
-Requests in flight (``sent``, ``began``, ``abandoned``; in memory, per planner): Claude makes
-an entry readable only once the first response that wrote it has begun, so N requests sent
-together on a new prefix would all pay its write. After ``sent(plan)`` the plan's predicted
-writes are *pending*: a plan made meanwhile gives a write of a pending prefix no future value
-(``Option.future_start``), which leaves it unmarked unless a read is predicted there. After
-``began(plan)`` they are *believed cached* (a plan made before ``observe`` predicts a read);
-``observe`` replaces that belief with what the usage shows. ``plan()`` only reads this state, so
-a plan that is only previewed changes nothing. Planning from several threads at once, hold
-``send_lock`` across ``plan()`` and ``sent()`` so that each plan sees the others' writes.
+Requests in flight (``sent``, ``began``, ``abandoned``; in memory, per planner, see
+``inflight``): a plan made while another request is still writing a prefix does not write it
+again, and one made after that request's response began predicts a read there. ``plan()`` only
+reads this state, so a plan that is only previewed changes nothing. Planning from several
+threads at once, hold ``send_lock`` across ``plan()`` and ``sent()`` so that each plan sees the
+others' writes.
 
 Warnings (``PrefixStabilityWarning``, also in ``plan.warnings``): volatile-looking text in a
 tools, system or first-message block that a marker covers, and a tools or system block whose
@@ -31,14 +22,13 @@ content is new on several calls in a row. Each is issued once per planner for a 
 position and kind (a timestamp that changes every call would otherwise warn on every call).
 
 State keys (all ``kind:hex``): ``k:`` calibration and ``m:`` learned minimum per model family,
-``p:`` one record per prefix, ``t:`` one per template, ``c:`` recent prefixes per conversation
-(requests sharing their first message), ``s:`` recent block hashes per app for the stability
-check.
+``s:`` recent block hashes per app for the stability check (here); ``p:`` one record per prefix,
+``t:`` one per template, ``c:`` recent prefixes per conversation (``history``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import math
 import threading
 import time
@@ -49,12 +39,23 @@ from typing import Any, NamedTuple
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
+from langchain_claude_relay.planner.history import (
+    TEMPLATE_EXPIRE,
+    Lineage,
+    PrefixHistory,
+    hex_key,
+    int48,
+    learn_reuse,
+)
+from langchain_claude_relay.planner.inflight import InFlight
 from langchain_claude_relay.planner.placement import (
     BlockInfo,
     Option,
+    Placement,
     Site,
     choose_markers,
     find_sites,
+    future_starts,
     guard_site,
 )
 from langchain_claude_relay.planner.plan import (
@@ -67,20 +68,9 @@ from langchain_claude_relay.planner.plan import (
     SiteTrace,
     UsageLike,
     reconcile,
+    trace_of,
 )
-from langchain_claude_relay.planner.reuse import (
-    DECAY_PREFIX,
-    DECAY_TEMPLATE,
-    PRIOR_ODDS,
-    STATIC_PRIOR_ODDS,
-    LineageEntry,
-    ReuseOdds,
-    ReuseRecord,
-    estimate_odds,
-    merge_lineage,
-    record_arrival,
-    record_return,
-)
+from langchain_claude_relay.planner.reuse import ReuseOdds, make_monotone
 from langchain_claude_relay.planner.rules import (
     LOOKBACK_BLOCKS,
     MAX_CACHE_MARKERS,
@@ -92,54 +82,31 @@ from langchain_claude_relay.planner.rules import (
     reaches_minimum,
     validate_user_markers,
 )
+from langchain_claude_relay.planner.scan import Facts, Item, Scan, scan_request
 from langchain_claude_relay.planner.stability import (
     CHANGE_STREAK,
     PrefixStabilityWarning,
-    VolatileMatch,
-    find_volatile,
     note_block_hash,
 )
-from langchain_claude_relay.planner.ttl import TTL_POLICIES, Rates, TTLPolicy, future_cost
-from langchain_claude_relay.request import (
-    Block,
-    CacheControl,
-    CacheTTL,
-    ClaudeRequest,
-    Position,
-    Tool,
-    chain_prefix_hashes,
-)
-from langchain_claude_relay.store import ResilientStore, StateStore, default_store
+from langchain_claude_relay.planner.ttl import TTL_POLICIES, Rates, TTLPolicy
+from langchain_claude_relay.request import CacheControl, CacheTTL, ClaudeRequest
+from langchain_claude_relay.store import ResilientStore, StateStore, default_store, warm_registry
 from langchain_claude_relay.tokens import (
     BlockMemo,
+    CalibratedSizes,
     Calibration,
     TokenEstimator,
-    TokenParts,
-    block_parts,
     calibrated_sizes,
-    content_key,
     prior_calibration,
     solve_calibration,
-    tool_parts,
     update_calibration,
 )
 
 __all__ = ["CachePlanner", "default_planner"]
 
-LINEAGE_CAP = 16
-PREFIX_EXPIRE = 7 * 86400.0
-TEMPLATE_EXPIRE = 30 * 86400.0
-LINEAGE_EXPIRE = 86400.0
-MODEL_EXPIRE = 180 * 86400.0
-PENDING_SECONDS = 60.0
-"""How long a sent request's writes stay *pending* without ``began``/``observe`` (planner clock).
+logger = logging.getLogger("langchain_claude_relay.planner")
 
-Claude's first bytes arrive within seconds, so a request that has said nothing for a minute has
-failed or was never reported; its writes stop holding back other requests then. The planner's
-clock is the one used (virtual in the benchmark and in tests, ``time.time`` otherwise); a clock
-that stands still while nothing is reported is bounded by ``PENDING_CAP`` and ``abandoned()``."""
-PENDING_CAP = 1024
-"""At most this many requests tracked as pending, and as begun-but-not-observed (oldest dropped)."""
+MODEL_EXPIRE = 180 * 86400.0
 
 _REASONS = {
     "tools": "end of tools",
@@ -151,48 +118,50 @@ _REASONS = {
 }
 
 
-_STATIC_KINDS = frozenset({"tools", "system", "block", "user"})
-"""Sites whose content should not change between calls (a new hash there is a change)."""
+@dataclass(frozen=True)
+class _Blocks:
+    """The request's blocks with their calibrated sizes, and the minimum a prefix must reach."""
 
+    scan: Scan
+    sizes: CalibratedSizes
+    calibration: Calibration
+    minimum: int
+    margin: float
+    infos: tuple[BlockInfo, ...]
+    user: dict[int, CacheControl]  # the user's markers by block index
 
-class _Facts(NamedTuple):
-    hash: str
-    raw: tuple[float, float, float]  # prose, tool text, media
-    volatile: tuple[VolatileMatch, ...] | None  # None: not scanned
+    @property
+    def cumulative(self) -> tuple[float, ...]:
+        """Calibrated prefix tokens through each block."""
+        return self.sizes.prefixes
 
-
-class _Flight(NamedTuple):
-    """A sent (pending) or begun request's writes, keyed in the registry by ``id(trace)``."""
-
-    trace: PlanTrace  # held so that its id stays unique while registered
-    at: float  # pending: when sent (planner clock); begun: unused (each write has its expiry)
-    writes: tuple[tuple[str, float, CacheTTL], ...]  # (prefix hash, believed expiry, TTL)
-
-
-class _Item(NamedTuple):
-    position: Position
-    kind: str
-    role: str
-    section: str
-    message: int
-    markable: bool
-    marker: CacheControl | None
-    source: Block | Tool
+    def reaches_minimum(self, index: int) -> bool:
+        """Whether the prefix through block ``index`` is large enough to be cached."""
+        return reaches_minimum(self.cumulative[index], self.minimum, self.margin)
 
 
 @dataclass(frozen=True)
-class _Scan:
-    items: tuple[_Item, ...]
-    facts: tuple[_Facts, ...]
-    prefix_hashes: tuple[str, ...]
+class _Known:
+    """What is known before choosing: cached prefixes, pending ones, the conversation's."""
+
+    lineage: Lineage
+    cached: dict[int, CacheTTL]  # block index -> TTL of the entry believed cached there
+    pending_at: tuple[int, ...]  # blocks whose prefix a request in flight is writing
 
 
-def _hex_key(kind: str, *parts: Any) -> str:
-    return f"{kind}:{hashlib.sha256(repr(parts).encode()).hexdigest()[:12]}"
+class _SiteOdds(NamedTuple):
+    """Each site's odds of coming back (by block index), and its trace (in site order)."""
+
+    odds: dict[int, ReuseOdds]
+    traces: tuple[SiteTrace, ...]
 
 
-def _int48(digest: str) -> int:
-    return int(digest[:12], 16)
+class _Stability(NamedTuple):
+    """The stability check's record for ``observe`` to store, and its warnings."""
+
+    key: str | None  # the ``s:`` key (``None``: no tools or system blocks)
+    hashes: dict[str, list[float]]
+    notes: tuple[str, ...]
 
 
 class CachePlanner:
@@ -247,11 +216,10 @@ class CachePlanner:
         else:
             self._estimator = TokenEstimator(encoding)
         self._overrides = {k.lower(): int(v) for k, v in (min_tokens_overrides or {}).items()}
-        self._memo: BlockMemo[_Facts] = BlockMemo()
+        self._memo: BlockMemo[Facts] = BlockMemo()
         self._lock = threading.RLock()
         self._warned: set[tuple[str, ...]] = set()
-        self._pending: dict[int, _Flight] = {}
-        self._begun: dict[int, _Flight] = {}
+        self._in_flight = InFlight()
         self._send_lock = threading.RLock()
         self._calibrations: dict[str, tuple[Any, Calibration]] = {}
 
@@ -277,6 +245,11 @@ class CachePlanner:
         the other as sent yet). The planner itself never takes it.
         """
         return self._send_lock
+
+    @property
+    def calibrates(self) -> bool:
+        """Always ``True``: ``calibrate`` learns from exact token counts."""
+        return True
 
     @property
     def estimator(self) -> TokenEstimator:
@@ -321,170 +294,28 @@ class CachePlanner:
         validate_user_markers(request)
         now = float(self._clock())
         spec = lookup_model(request.model)
-        family = spec.family
-        scan = self._scan(request)
-        items, facts, prefixes = scan.items, scan.facts, scan.prefix_hashes
-
-        calibration = self._calibration(family, spec)
-        sizes = calibrated_sizes(
-            [f.raw for f in facts],
-            [it.section == "tools" for it in items],
-            calibration,
-            has_tools=bool(request.tools),
-        )
-        block_tokens, cumulative, total = sizes.blocks, sizes.prefixes, sizes.total
-
-        minimum, learned_minimum = self._minimum(request.model, spec)
-        margin = 0.0 if learned_minimum else minimum_margin(calibration.observations)
-        infos = [
-            BlockInfo(it.section, it.message, it.role, it.markable, tok)
-            for it, tok in zip(items, block_tokens, strict=True)
-        ]
-        user: dict[int, CacheControl] = {
-            i: it.marker for i, it in enumerate(items) if it.marker is not None
-        }
-        taken = frozenset(user)
-        sites = find_sites(infos, cumulative, minimum=minimum, margin=margin, taken=taken)
-
-        context = _Context(self._store, family, items, prefixes, now)
-        lineage_key, lineage, matches = context.lineage()
-        records = {s.index: context.prefix_record(s.index) for s in sites}
-        for i in user:
-            records[i] = context.prefix_record(i)
-        cached: dict[int, CacheTTL] = {}
-        for e in matches:
-            if e.expires > now:
-                cached[e.index] = _ttl_name(e.ttl)
-        for i, r in records.items():
-            if r is not None and r.cached_until > now:
-                cached[i] = _ttl_name(r.cached_ttl)
-        pending, believed = self._in_flight(now)
-        for i, h in enumerate(prefixes):
-            if h in believed:  # written by a request whose response has begun
-                cached.setdefault(i, believed[h])
-        guard = guard_site(
-            infos, cumulative, sorted(cached), minimum=minimum, margin=margin, taken=taken
-        )
-        if guard is not None and all(s.index != guard.index for s in sites):
-            sites.append(guard)
-            records[guard.index] = context.prefix_record(guard.index)
-        if not mark_tools:
-            sites = [s for s in sites if items[s.index].section != "tools"]
-
+        blocks = self._size_blocks(request, spec)
+        history = PrefixHistory(self._store, spec.family, blocks.scan, now)
+        sites = _find_sites(blocks)
+        known = self._load_known(history, blocks, sites, now)
+        sites = _with_guard(blocks, sites, known.cached, mark_tools=mark_tools)
+        odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
-        traces: dict[int, SiteTrace] = {}
-        odds_by_index: dict[int, ReuseOdds] = {}
-        all_sites = [*sites, *(Site(i, "user") for i in sorted(user))]
-        for site in all_sites:
-            templates = context.templates(site)
-            odds, changed = context.odds(site, templates, records.get(site.index))
-            changed = changed and site.kind in _STATIC_KINDS
-            odds_by_index[site.index] = odds
-            record = records.get(site.index)
-            traces[site.index] = SiteTrace(
-                site.index,
-                site.kind,
-                prefixes[site.index],
-                templates,
-                record is not None,
-                record.cached_until if record else 0.0,
-                changed,
-                None,
-                "user" if site.kind == "user" else "planner",
-            )
-        pending_at = [i for i, h in enumerate(prefixes) if h in pending]
-        _make_monotone(odds_by_index, frozenset(pending_at))
-        future_start = _future_starts(pending_at, cumulative)
-        options = [
-            _option(s.index, odds_by_index[s.index], rates, future_start=future_start[s.index])
-            for s in sites
-        ]
-        fixed = [
-            _option(
-                i,
-                odds_by_index[i],
-                rates,
-                forced=marker.ttl,
-                writes=reaches_minimum(cumulative[i], minimum, margin),
-                future_start=future_start[i],
-            )
-            for i, marker in sorted(user.items())
-        ]
-        placement = choose_markers(
-            options,
-            fixed,
-            cumulative,
-            cached,
+        slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
+        placement = _choose_markers(blocks, sites, odds.odds, known, rates, policy, slots)
+        breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
+        stability = self._stability(spec.family, blocks.scan, placement.markers)
+        trace = _trace(now, spec, blocks, known, odds, placement, breakpoints, stability)
+        return _build_plan(
+            request,
+            blocks,
+            placement,
+            breakpoints,
             rates,
             policy,
-            max(0, min(max_markers, MAX_CACHE_MARKERS) - len(user)),
-        )
-
-        kinds = {s.index: s.kind for s in sites}
-        breakpoints: list[Breakpoint] = []
-        for index, ttl_chosen in placement.markers:
-            predicted: Outcome = "read" if index <= placement.read_index else "write"
-            if predicted == "write" and not reaches_minimum(cumulative[index], minimum, margin):
-                predicted = "none"
-            marker = user.get(index)
-            reason = (
-                "user marker (kept as given)"
-                if marker
-                else _reason(
-                    kinds[index], odds_by_index[index], predicted, ttl_chosen, items, cached
-                )
-            )
-            ttl_out = marker.ttl if marker else ttl_chosen
-            traces[index] = traces[index]._replace(ttl=ttl_out)
-            breakpoints.append(
-                Breakpoint(
-                    items[index].position,
-                    ttl_out,
-                    math.ceil(cumulative[index]),
-                    reason,
-                    "user" if marker else "planner",
-                    predicted,
-                    prefixes[index],
-                )
-            )
-
-        stability_key, stability, notes = self._stability(context, items, facts, placement.markers)
-        concurrent = frozenset(prefixes[i] for i in pending_at)
-        trace = PlanTrace(
-            planned_at=now,
-            family=family,
-            known_model=spec.known,
-            features=sizes.features,
-            sites=tuple(traces[s.index] for s in all_sites),
-            read_index=placement.read_index,
-            lineage_key=lineage_key,
-            lineage=tuple(lineage),
-            lineage_matches=tuple(matches),
-            stability_key=stability_key,
-            stability=stability,
-            concurrent=concurrent,
-        )
-        return CachePlan(
-            request=request,
-            model=request.model,
-            breakpoints=tuple(breakpoints),
-            blocks=tuple(
-                PlannedBlock(it.position, it.kind, sum(f.raw), tok, cum)
-                for it, f, tok, cum in zip(items, facts, block_tokens, cumulative, strict=True)
-            ),
-            total_estimated_tokens=round(total),
-            predicted_read_tokens=round(cumulative[placement.read_index])
-            if placement.read_index >= 0
-            else 0,
-            expected_cost_usd=placement.now_cost if rates.priced else None,
-            uncached_cost_usd=total * rates.input if rates.priced else None,
-            min_cache_tokens=minimum,
-            min_margin=margin,
-            ttl_policy=policy,
-            encoding=self._estimator.encoding_name,
-            calibration_observations=round(calibration.observations, 3),
-            warnings=tuple(notes),
-            trace=trace,
+            self._estimator,
+            stability.notes,
+            trace,
         )
 
     def _as_request(
@@ -495,67 +326,35 @@ class CachePlanner:
                 msg = "tools= is for LangChain messages; a ClaudeRequest carries its own tools"
                 raise RequestValidationError(msg)
             return replace(given, model=model) if model and model != given.model else given
-        from langchain_claude_relay._convert import to_claude_request
+        from langchain_claude_relay._convert import to_claude_request  # LangChain loads on use
 
         return to_claude_request(given, model=model or DEFAULT_MODEL, tools=tools)
 
-    def _scan(self, request: ClaudeRequest) -> _Scan:
-        items = [
-            _Item(Position("tools", i), "tool", "tool", "tools", -1, True, t.cache_control, t)
-            for i, t in enumerate(request.tools)
-        ]
-        items += [
-            _Item(
-                Position("system", i),
-                b.type,
-                "system",
-                "system",
-                -1,
-                b.markable,
-                b.cache_control,
-                b,
-            )
-            for i, b in enumerate(request.system)
-        ]
-        items += [
-            _Item(
-                Position("messages", m, j),
-                b.type,
-                message.role,
-                "messages",
-                m,
-                b.markable,
-                b.cache_control,
-                b,
-            )
-            for m, message in enumerate(request.messages)
-            for j, b in enumerate(message.content)
-        ]
-        facts: list[_Facts] = []
-        for item in items:
-            key = content_key(item.source)
-            fact = self._memo.get(key)
-            static = _static(item)
-            if fact is None or (static and fact.volatile is None):
-                parts = _parts(item.source)
-                volatile = find_volatile("\n".join((*parts.prose, *parts.tool))) if static else None
-                if fact is None:
-                    fact = _Facts(item.source.hash, self._estimator.count_parts(parts), volatile)
-                else:
-                    fact = fact._replace(volatile=volatile)
-                self._memo.put(key, fact)
-            facts.append(fact)
-        # request.prefix_hashes() from the memoized block hashes: the same chain, no rehashing
-        prefixes = chain_prefix_hashes(
-            [item.section for item in items],
-            [fact.hash for fact in facts],
-            request.messages_context_hash(),
+    def _size_blocks(self, request: ClaudeRequest, spec: ModelSpec) -> _Blocks:
+        """Scan the request, size its blocks with the calibration, find the minimum to reach."""
+        scan, calibration, sizes = self._calibrated(request, spec)
+        minimum, learned_minimum = self._minimum(request.model, spec)
+        margin = 0.0 if learned_minimum else minimum_margin(calibration.observations)
+        infos = tuple(
+            BlockInfo(it.section, it.message, it.role, it.markable, tokens)
+            for it, tokens in zip(scan.items, sizes.blocks, strict=True)
         )
-        return _Scan(tuple(items), tuple(facts), prefixes)
+        user = {i: it.marker for i, it in enumerate(scan.items) if it.marker is not None}
+        return _Blocks(scan, sizes, calibration, minimum, margin, infos, user)
+
+    def _calibrated(
+        self, request: ClaudeRequest, spec: ModelSpec
+    ) -> tuple[Scan, Calibration, CalibratedSizes]:
+        scan = scan_request(request, self._memo, self._estimator)
+        calibration = self._calibration(spec.family, spec)
+        sizes = calibrated_sizes(
+            scan.raws, scan.is_tool, calibration, has_tools=bool(request.tools)
+        )
+        return scan, calibration, sizes
 
     def _calibration(self, family: str, spec: ModelSpec) -> Calibration:
         prior = prior_calibration(spec.token_ratio_prior)
-        state = self._store.get(_hex_key("k", family))
+        state = self._store.get(hex_key("k", family))
         cached = self._calibrations.get(family)
         if cached is not None and cached[0] == state:
             return cached[1]
@@ -572,7 +371,7 @@ class CachePlanner:
         override = self._overrides.get(model.lower(), self._overrides.get(spec.family))
         learned = None
         if not spec.known and override is None:
-            raw = self._store.get(_hex_key("m", spec.family))
+            raw = self._store.get(hex_key("m", spec.family))
             if isinstance(raw, Mapping):
                 learned = _bounds_from_json(raw)
         minimum = effective_minimum(
@@ -580,20 +379,36 @@ class CachePlanner:
         )
         return minimum, learned is not None and minimum != spec.min_cache_tokens
 
-    def _stability(
-        self,
-        context: _Context,
-        items: Sequence[_Item],
-        facts: Sequence[_Facts],
-        markers: Sequence[tuple[int, str]],
-    ) -> tuple[str | None, dict[str, list[float]], list[str]]:
+    def _load_known(
+        self, history: PrefixHistory, blocks: _Blocks, sites: Sequence[Site], now: float
+    ) -> _Known:
+        """What is cached (stored records, begun requests) and pending (sent requests)."""
+        lineage = history.lineage()
+        cached: dict[int, CacheTTL] = {}
+        for entry in lineage.matches:
+            if entry.expires > now:
+                cached[entry.index] = _ttl_name(entry.ttl)
+        for i in [*(s.index for s in sites), *blocks.user]:
+            record = history.prefix_record(i)
+            if record is not None and record.cached_until > now:
+                cached[i] = _ttl_name(record.cached_ttl)
+        in_flight = self._in_flight.snapshot(now)
+        prefixes = blocks.scan.prefix_hashes
+        for i, h in enumerate(prefixes):
+            if h in in_flight.believed:  # written by a request whose response has begun
+                cached.setdefault(i, in_flight.believed[h])
+        pending_at = tuple(i for i, h in enumerate(prefixes) if h in in_flight.pending)
+        return _Known(lineage, cached, pending_at)
+
+    def _stability(self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]) -> _Stability:
         """Volatile text before a marker, and static blocks that keep changing."""
+        items, facts = scan.items, scan.facts
         notes: list[str] = []
         marker_at = [i for i, _t in markers]
         last_marker = max(marker_at, default=-1)
         statics = [i for i, it in enumerate(items) if it.section != "messages"]
         n_tools = sum(1 for it in items if it.section == "tools")
-        app = (context.family, n_tools, len(statics) - n_tools)
+        app = (family, n_tools, len(statics) - n_tools)
         for i, (item, fact) in enumerate(zip(items, facts, strict=True)):
             if i > last_marker or not fact.volatile:
                 continue
@@ -610,9 +425,9 @@ class CachePlanner:
                     )
                 )
         if not statics:
-            return None, {}, notes
-        key = _hex_key("s", *app)
-        stored = context.store.get(key)
+            return _Stability(None, {}, tuple(notes))
+        key = hex_key("s", *app)
+        stored = self._store.get(key)
         old = stored if isinstance(stored, Mapping) else {}
         updated: dict[str, list[float]] = {}
         for i in statics:
@@ -620,7 +435,7 @@ class CachePlanner:
             name = f"{item.section[0]}{item.position.index}"
             history = old.get(name)
             history = history if isinstance(history, list) else []
-            new_history, streak = note_block_hash(history, _int48(facts[i].hash))
+            new_history, streak = note_block_hash(history, int48(facts[i].hash))
             updated[name] = new_history
             if streak >= CHANGE_STREAK:
                 notes.append(
@@ -633,7 +448,7 @@ class CachePlanner:
                         "unsorted JSON in it.",
                     )
                 )
-        return key, updated, notes
+        return _Stability(key, updated, tuple(notes))
 
     def _warn_once(self, key: tuple[str, ...], message: str) -> str:
         with self._lock:
@@ -650,9 +465,9 @@ class CachePlanner:
         """The plan's request has been sent: its predicted writes are pending until it begins.
 
         Until ``began(plan)``, ``observe(plan, ...)`` or ``abandoned(plan)`` (or
-        ``PENDING_SECONDS`` on the planner's clock), a plan of another request sharing one of
-        these prefixes does not write it again (it could not read it anyway) unless it reads
-        there. Calling it twice for a plan restarts its wait.
+        ``inflight.PENDING_SECONDS`` on the planner's clock), a plan of another request sharing
+        one of these prefixes does not write it again (it could not read it anyway) unless it
+        reads there. Calling it twice for a plan restarts its wait.
 
         Args:
             plan: a plan made by this planner, as sent.
@@ -660,17 +475,7 @@ class CachePlanner:
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
         """
-        trace = _trace_of(plan, "sent")
-        now = float(self._clock())
-        writes = tuple(
-            (bp.prefix_hash, 0.0, bp.ttl) for bp in plan.breakpoints if bp.predicted == "write"
-        )
-        with self._lock:
-            self._pending.pop(id(trace), None)
-            _expire_pending(self._pending, now)
-            if writes:
-                self._pending[id(trace)] = _Flight(trace, now, writes)
-                _cap(self._pending)
+        self._in_flight.sent(plan, float(self._clock()))
 
     def began(self, plan: CachePlan) -> None:
         """The plan's response has begun: its writes are readable now.
@@ -680,27 +485,25 @@ class CachePlanner:
         was made, as ``observe`` would record a write), so a plan made meanwhile predicts a
         read there. ``observe`` replaces the belief with what the usage shows.
 
+        On a fleet's ``RedisStore`` the written prefixes are also marked warm for every worker
+        (``store.warm``), so other workers' plans predict reading them before this one's
+        ``observe``; a registry that fails only logs.
+
         Args:
             plan: a plan made by this planner.
 
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
         """
-        trace = _trace_of(plan, "began")
-        now = float(self._clock())
-        writes = tuple(
-            (bp.prefix_hash, trace.planned_at + TTL_SECONDS[bp.ttl], bp.ttl)
-            for bp in plan.breakpoints
-            if bp.predicted == "write"
-        )
-        with self._lock:
-            self._pending.pop(id(trace), None)
-            self._begun.pop(id(trace), None)
-            for key in [k for k, f in self._begun.items() if _last_expiry(f) <= now]:
-                del self._begun[key]
-            if writes:
-                self._begun[id(trace)] = _Flight(trace, now, writes)
-                _cap(self._begun)
+        writes = self._in_flight.began(plan, float(self._clock()))
+        registry = warm_registry(self._store, self._clock) if writes else None
+        if registry is None:
+            return
+        try:
+            for prefix_hash, until, ttl in writes:
+                registry.mark(prefix_hash, until=until, ttl=TTL_SECONDS[ttl])
+        except Exception as exc:  # the fleet's marks are an optimisation
+            logger.warning("marking the plan's prefixes warm failed: %s", type(exc).__name__)
 
     def abandoned(self, plan: CachePlan) -> None:
         """The plan's request failed before its response began: its writes are not pending.
@@ -711,25 +514,7 @@ class CachePlanner:
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
         """
-        trace = _trace_of(plan, "abandoned")
-        with self._lock:
-            self._pending.pop(id(trace), None)
-
-    def _in_flight(self, now: float) -> tuple[frozenset[str], dict[str, CacheTTL]]:
-        """Pending prefixes, and those believed cached by begun requests (read only)."""
-        believed: dict[str, tuple[float, CacheTTL]] = {}
-        with self._lock:
-            pending = frozenset(
-                h
-                for f in self._pending.values()
-                if now - f.at <= PENDING_SECONDS
-                for h, _e, _t in f.writes
-            )
-            for flight in self._begun.values():
-                for h, expires, ttl in flight.writes:
-                    if expires > now and expires > believed.get(h, (0.0, ttl))[0]:
-                        believed[h] = (expires, ttl)
-        return pending, {h: ttl for h, (_e, ttl) in believed.items()}
+        self._in_flight.abandoned(plan)
 
     # --------------------------------------------------------------- observe
 
@@ -754,34 +539,21 @@ class CachePlanner:
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
         """
-        trace = plan.trace
-        if trace is None:
-            msg = "observe() needs a plan made by CachePlanner.plan() (this one has no trace)"
-            raise ValueError(msg)
+        trace = trace_of(plan, "observe")
         spec = lookup_model(plan.model)
         read = int(usage.cache_read_tokens)
         written = int(usage.cache_write_5m_tokens) + int(usage.cache_write_1h_tokens)
         total = int(usage.input_tokens) + read + written
-        store = self._store
-        with self._lock, store.transact():
-            cal_key = _hex_key("k", trace.family)
-            state = update_calibration(
-                store.get(cal_key),
-                trace.features,
-                total,
-                prior_calibration(spec.token_ratio_prior),
-            )
-            if state is not None:
-                store.set(cal_key, state, expire=MODEL_EXPIRE)
-            observation = reconcile(plan, usage, calibration_updated=state is not None)
+        with self._lock, self._store.transact():
+            updated = self._learn_calibration(spec, trace.features, total)
+            observation = reconcile(plan, usage, calibration_updated=updated)
             scale = total / plan.total_estimated_tokens if plan.total_estimated_tokens else 1.0
             if not trace.known_model and total > 0:
                 self._learn_minimum(trace.family, observation, scale)
-            self._learn_reuse(plan, trace, observation, scale, read)
+            learn_reuse(self._store, plan, trace, observation, scale, read)
             if trace.stability_key is not None:
-                store.set(trace.stability_key, dict(trace.stability), expire=TEMPLATE_EXPIRE)
-            self._pending.pop(id(trace), None)
-            self._begun.pop(id(trace), None)
+                self._store.set(trace.stability_key, dict(trace.stability), expire=TEMPLATE_EXPIRE)
+            self._in_flight.observed(trace)
         return observation
 
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
@@ -800,27 +572,24 @@ class CachePlanner:
             garbage, like a usage report).
         """
         spec = lookup_model(request.model)
-        scan = self._scan(request)
-        sizes = calibrated_sizes(
-            [f.raw for f in scan.facts],
-            [it.section == "tools" for it in scan.items],
-            self._calibration(spec.family, spec),
-            has_tools=bool(request.tools),
-        )
+        _scan, _calibration, sizes = self._calibrated(request, spec)
         with self._lock, self._store.transact():
-            cal_key = _hex_key("k", spec.family)
-            state = update_calibration(
-                self._store.get(cal_key),
-                sizes.features,
-                int(total_tokens),
-                prior_calibration(spec.token_ratio_prior),
-            )
-            if state is not None:
-                self._store.set(cal_key, state, expire=MODEL_EXPIRE)
+            return self._learn_calibration(spec, sizes.features, int(total_tokens))
+
+    def _learn_calibration(
+        self, spec: ModelSpec, features: Sequence[float], total_tokens: int
+    ) -> bool:
+        """Update the family's calibration with a true total (hold the lock and a transaction)."""
+        key = hex_key("k", spec.family)
+        state = update_calibration(
+            self._store.get(key), features, total_tokens, prior_calibration(spec.token_ratio_prior)
+        )
+        if state is not None:
+            self._store.set(key, state, expire=MODEL_EXPIRE)
         return state is not None
 
     def _learn_minimum(self, family: str, observation: Observation, scale: float) -> None:
-        key = _hex_key("m", family)
+        key = hex_key("m", family)
         raw = self._store.get(key)
         bounds = _bounds_from_json(raw if isinstance(raw, Mapping) else {})
         outcomes = observation.breakpoints
@@ -835,226 +604,189 @@ class CachePlanner:
             bounds = learn_minimum(bounds, largest, cached=False)
         self._store.set(key, _bounds_to_json(bounds), expire=MODEL_EXPIRE)
 
-    def _learn_reuse(
-        self,
-        plan: CachePlan,
-        trace: PlanTrace,
-        observation: Observation,
-        scale: float,
-        read: int,
-    ) -> None:
-        store, now = self._store, trace.planned_at
-        outcome_at = {o.position: o for o in observation.breakpoints}
-        site_prefixes = {_int48(s.prefix_hash) for s in trace.sites}
-        new_entries: list[LineageEntry] = []
-        for site in trace.sites:
-            key = f"p:{site.prefix_hash[:24]}"
-            record = ReuseRecord.from_json(store.get(key))
-            previous = record.last_seen if record is not None else None
-            updated = record_arrival(record, now, DECAY_PREFIX)
-            outcome = outcome_at.get(plan.blocks[site.flat_index].position)
-            ttl_seconds, expires = 0.0, 0.0
-            if outcome is not None and outcome.actual == "write":  # a new entry, its own TTL
-                ttl_seconds = TTL_SECONDS[outcome.ttl]
-            elif outcome is not None and outcome.actual == "read":  # a hit keeps the entry's
-                ttl_seconds = updated.cached_ttl or TTL_SECONDS[outcome.ttl]
-            if ttl_seconds:
-                expires = now + ttl_seconds
-                updated = replace(updated, cached_until=expires, cached_ttl=ttl_seconds)
-            store.set(key, updated.to_json(), expire=PREFIX_EXPIRE)
-            prefix48 = _int48(site.prefix_hash)
-            for template in site.templates:
-                self._template_arrival(template, now, previous, prefix48)
-            if plan.blocks[site.flat_index].position.section == "messages":
-                new_entries.append(
-                    LineageEntry(
-                        site.flat_index,
-                        prefix48,
-                        expires,
-                        int(site.templates[-1][2:], 16),
-                        now,
-                        False,
-                        ttl_seconds if expires else 0.0,
-                    )
-                )
-        if trace.lineage_key is None:
-            return
-        read_end = read / scale if scale > 0 else 0.0
-        matched_keys = {(e.index, e.prefix) for e in trace.lineage_matches}
-        raw = store.get(trace.lineage_key)  # again: another call may have changed it meanwhile
-        stored = raw if isinstance(raw, list) else []
-        current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
-        kept: list[LineageEntry] = []
-        for entry in current:
-            matched = (entry.index, entry.prefix) in matched_keys
-            if matched and not entry.resolved and entry.prefix not in site_prefixes:
-                template = f"t:{entry.template:012x}"
-                record = ReuseRecord.from_json(store.get(template))
-                store.set(
-                    template,
-                    record_return(record, now - entry.seen).to_json(),
-                    expire=TEMPLATE_EXPIRE,
-                )
-                entry = replace(entry, resolved=True)
-            if (
-                matched
-                and entry.ttl > 0
-                and entry.index < len(plan.blocks)
-                and plan.blocks[entry.index].prefix_tokens <= read_end * 1.05 + 8
-            ):
-                entry = replace(entry, expires=max(entry.expires, now + entry.ttl))
-            kept.append(entry)
-        merged = merge_lineage(kept, new_entries, LINEAGE_CAP)
-        store.set(trace.lineage_key, [e.to_json() for e in merged], expire=LINEAGE_EXPIRE)
 
-    def _template_arrival(
-        self, template: str, now: float, previous: float | None, prefix48: int
-    ) -> None:
-        record = ReuseRecord.from_json(self._store.get(template))
-        updated = record_arrival(record, now, DECAY_TEMPLATE, resolve=False)
-        if previous is not None:
-            updated = record_return(updated, now - previous)
-        updated = replace(updated, last_hash=prefix48)
-        self._store.set(template, updated.to_json(), expire=TEMPLATE_EXPIRE)
+# ------------------------------------------------------------- plan steps (pure)
 
 
-class _Context:
-    """Store reads for one plan (the planner's only I/O while planning)."""
-
-    def __init__(
-        self,
-        store: StateStore,
-        family: str,
-        items: Sequence[_Item],
-        prefixes: Sequence[str],
-        now: float,
-    ) -> None:
-        self.store = store
-        self.family = family
-        self.items = items
-        self.prefixes = prefixes
-        self.now = now
-        self.n_tools = sum(1 for it in items if it.section == "tools")
-        self.n_system = sum(1 for it in items if it.section == "system")
-        self.tools_hash = prefixes[self.n_tools - 1] if self.n_tools else ""
-        last_static = self.n_tools + self.n_system - 1
-        self.system_hash = prefixes[last_static] if last_static >= 0 else ""
-        self._templates: dict[str, ReuseRecord | None] = {}
-
-    def lineage(self) -> tuple[str | None, list[LineageEntry], list[LineageEntry]]:
-        first = self.n_tools + self.n_system
-        if first >= len(self.items):
-            return None, [], []
-        key = f"c:{self.prefixes[first][:24]}"
-        raw = self.store.get(key)
-        stored = raw if isinstance(raw, list) else []
-        entries = [e for e in map(LineageEntry.from_json, stored) if e is not None]
-        matches = [
-            e
-            for e in entries
-            if e.index < len(self.prefixes) and _int48(self.prefixes[e.index]) == e.prefix
-        ]
-        return key, entries, matches
-
-    def prefix_record(self, index: int) -> ReuseRecord | None:
-        return ReuseRecord.from_json(self.store.get(f"p:{self.prefixes[index][:24]}"))
-
-    def templates(self, site: Site) -> tuple[str, ...]:
-        item = self.items[site.index]
-        coarse: tuple[Any, ...] = (
-            self.family,
-            site.kind,
-            item.section,
-            self.n_tools,
-            self.n_system,
-        )
-        if site.kind == "block":
-            coarse = (*coarse, item.kind, item.role)
-        after = self.tools_hash if item.section != "tools" else ""
-        conversation = self.system_hash if item.section == "messages" else ""
-        return _hex_key("t", *coarse), _hex_key("t", *coarse, after, conversation)
-
-    def odds(
-        self, site: Site, templates: Sequence[str], record: ReuseRecord | None
-    ) -> tuple[ReuseOdds, bool]:
-        index = site.index
-        odds = STATIC_PRIOR_ODDS if site.kind in _STATIC_KINDS else PRIOR_ODDS
-        prefix48 = _int48(self.prefixes[index])
-        changed = False
-        for template in templates:  # coarse, then fine
-            if template not in self._templates:
-                self._templates[template] = ReuseRecord.from_json(self.store.get(template))
-            level = self._templates[template]
-            odds = estimate_odds(level, odds)
-            changed = changed or (level is not None and level.last_hash not in (0, prefix48))
-        odds = estimate_odds(record, odds, arriving_at=self.now)
-        return odds, changed and record is None
-
-
-def _make_monotone(odds: dict[int, ReuseOdds], pending: frozenset[int] = frozenset()) -> None:
-    """A prefix comes back at least as often as any longer prefix that contains it.
-
-    Except a pending one (``CachePlanner.sent``): when it comes back it reads the entry being
-    written for it, so its returns give the shorter prefixes no reason to be written.
-    """
-    best = ReuseOdds(0.0, 0.0)
-    for index in sorted(odds, reverse=True):
-        mine = odds[index]
-        lifted = ReuseOdds(max(best.within_5m, mine.within_5m), max(best.within_1h, mine.within_1h))
-        odds[index] = lifted
-        if index not in pending:
-            best = lifted
-
-
-def _option(
-    index: int,
-    odds: ReuseOdds,
-    rates: Rates,
-    *,
-    forced: str | None = None,
-    writes: bool = True,
-    future_start: float = 0.0,
-) -> Option:
-    return Option(
-        index,
-        future_cost("1h", odds, rates),
-        future_cost("5m", odds, rates),
-        forced=forced,
-        writes=writes,
-        future_start=future_start,
+def _find_sites(blocks: _Blocks) -> list[Site]:
+    """The candidate sites other than the lookback guard (``placement.find_sites``)."""
+    return find_sites(
+        blocks.infos,
+        blocks.cumulative,
+        minimum=blocks.minimum,
+        margin=blocks.margin,
+        taken=frozenset(blocks.user),
     )
 
 
-def _future_starts(pending_at: Sequence[int], cumulative: Sequence[float]) -> list[float]:
-    """Per block: the end of the longest pending prefix at or below it (0.0: none)."""
-    out: list[float] = []
-    pending, start = set(pending_at), 0.0
-    for i, end in enumerate(cumulative):
-        if i in pending:
-            start = end
-        out.append(start)
-    return out
+def _user_sites(blocks: _Blocks) -> list[Site]:
+    """The user's markers, as sites (they get odds and a trace like the planner's)."""
+    return [Site(i, "user") for i in sorted(blocks.user)]
 
 
-def _trace_of(plan: CachePlan, method: str) -> PlanTrace:
-    if plan.trace is None:
-        msg = f"{method}() needs a plan made by CachePlanner.plan() (this one has no trace)"
-        raise ValueError(msg)
-    return plan.trace
+def _with_guard(
+    blocks: _Blocks, sites: list[Site], cached: Mapping[int, str], *, mark_tools: bool
+) -> list[Site]:
+    """The sites with the lookback guard (when one is needed), without tools if not allowed."""
+    guard = guard_site(
+        blocks.infos,
+        blocks.cumulative,
+        sorted(cached),
+        minimum=blocks.minimum,
+        margin=blocks.margin,
+        taken=frozenset(blocks.user),
+    )
+    if guard is not None and all(s.index != guard.index for s in sites):
+        sites = [*sites, guard]
+    if not mark_tools:
+        sites = [s for s in sites if blocks.scan.items[s.index].section != "tools"]
+    return sites
 
 
-def _expire_pending(registry: dict[int, _Flight], now: float) -> None:
-    for key in [k for k, f in registry.items() if now - f.at > PENDING_SECONDS]:
-        del registry[key]
+def _odds_per_site(
+    history: PrefixHistory, sites: Sequence[Site], pending_at: Sequence[int]
+) -> _SiteOdds:
+    """Each site's odds of coming back (made monotone along the prefix), and its trace."""
+    odds: dict[int, ReuseOdds] = {}
+    traces: list[SiteTrace] = []
+    for site in sites:
+        odds[site.index], trace = history.site_odds(site)
+        traces.append(trace)
+    return _SiteOdds(make_monotone(odds, frozenset(pending_at)), tuple(traces))
 
 
-def _last_expiry(flight: _Flight) -> float:
-    return max((expires for _h, expires, _t in flight.writes), default=0.0)
+def _choose_markers(
+    blocks: _Blocks,
+    sites: Sequence[Site],
+    odds: Mapping[int, ReuseOdds],
+    known: _Known,
+    rates: Rates,
+    policy: TTLPolicy,
+    slots: int,
+) -> Placement:
+    """The cheapest markers and TTLs among the sites, alongside the user's markers."""
+    future_start = future_starts(known.pending_at, blocks.cumulative)
+    options = [
+        Option.priced(s.index, odds[s.index], rates, future_start=future_start[s.index])
+        for s in sites
+    ]
+    fixed = [
+        Option.priced(
+            i,
+            odds[i],
+            rates,
+            forced=marker.ttl,
+            writes=blocks.reaches_minimum(i),
+            future_start=future_start[i],
+        )
+        for i, marker in sorted(blocks.user.items())
+    ]
+    return choose_markers(options, fixed, blocks.cumulative, known.cached, rates, policy, slots)
 
 
-def _cap(registry: dict[int, _Flight]) -> None:
-    while len(registry) > PENDING_CAP:
-        del registry[next(iter(registry))]  # the oldest (insertion order)
+def _breakpoints(
+    blocks: _Blocks,
+    sites: Sequence[Site],
+    odds: Mapping[int, ReuseOdds],
+    cached: Mapping[int, str],
+    placement: Placement,
+) -> list[Breakpoint]:
+    """The chosen markers as breakpoints: predicted outcome, TTL (the user's kept), reason."""
+    kinds = {s.index: s.kind for s in sites}
+    items = blocks.scan.items
+    breakpoints: list[Breakpoint] = []
+    for index, ttl_chosen in placement.markers:
+        predicted: Outcome = "read" if index <= placement.read_index else "write"
+        if predicted == "write" and not blocks.reaches_minimum(index):
+            predicted = "none"
+        marker = blocks.user.get(index)
+        reason = (
+            "user marker (kept as given)"
+            if marker
+            else _reason(kinds[index], odds[index], predicted, ttl_chosen, items, cached)
+        )
+        breakpoints.append(
+            Breakpoint(
+                items[index].position,
+                marker.ttl if marker else ttl_chosen,
+                math.ceil(blocks.cumulative[index]),
+                reason,
+                "user" if marker else "planner",
+                predicted,
+                blocks.scan.prefix_hashes[index],
+            )
+        )
+    return breakpoints
+
+
+def _trace(
+    now: float,
+    spec: ModelSpec,
+    blocks: _Blocks,
+    known: _Known,
+    odds: _SiteOdds,
+    placement: Placement,
+    breakpoints: Sequence[Breakpoint],
+    stability: _Stability,
+) -> PlanTrace:
+    """What ``observe`` needs of the plan: sites with their TTLs, lineage, stability record."""
+    ttl_at = {i: bp.ttl for (i, _t), bp in zip(placement.markers, breakpoints, strict=True)}
+    return PlanTrace(
+        planned_at=now,
+        family=spec.family,
+        known_model=spec.known,
+        features=blocks.sizes.features,
+        sites=tuple(site._replace(ttl=ttl_at.get(site.flat_index)) for site in odds.traces),
+        read_index=placement.read_index,
+        lineage_key=known.lineage.key,
+        lineage=known.lineage.entries,
+        lineage_matches=known.lineage.matches,
+        stability_key=stability.key,
+        stability=stability.hashes,
+        concurrent=frozenset(blocks.scan.prefix_hashes[i] for i in known.pending_at),
+    )
+
+
+def _build_plan(
+    request: ClaudeRequest,
+    blocks: _Blocks,
+    placement: Placement,
+    breakpoints: Sequence[Breakpoint],
+    rates: Rates,
+    policy: TTLPolicy,
+    estimator: TokenEstimator,
+    notes: Sequence[str],
+    trace: PlanTrace,
+) -> CachePlan:
+    """The frozen plan: breakpoints, per-block estimates, expected and uncached cost."""
+    total = blocks.sizes.total
+    read_index = placement.read_index
+    return CachePlan(
+        request=request,
+        model=request.model,
+        breakpoints=tuple(breakpoints),
+        blocks=tuple(
+            PlannedBlock(it.position, it.kind, sum(f.raw), tokens, cumulative)
+            for it, f, tokens, cumulative in zip(
+                blocks.scan.items,
+                blocks.scan.facts,
+                blocks.sizes.blocks,
+                blocks.cumulative,
+                strict=True,
+            )
+        ),
+        total_estimated_tokens=round(total),
+        predicted_read_tokens=round(blocks.cumulative[read_index]) if read_index >= 0 else 0,
+        expected_cost_usd=placement.now_cost if rates.priced else None,
+        uncached_cost_usd=total * rates.input if rates.priced else None,
+        min_cache_tokens=blocks.minimum,
+        min_margin=blocks.margin,
+        ttl_policy=policy,
+        encoding=estimator.encoding_name,
+        calibration_observations=round(blocks.calibration.observations, 3),
+        warnings=tuple(notes),
+        trace=trace,
+    )
 
 
 def _reason(
@@ -1062,7 +794,7 @@ def _reason(
     odds: ReuseOdds,
     predicted: str,
     ttl: str,
-    items: Sequence[_Item],
+    items: Sequence[Item],
     cached: Mapping[int, str],
 ) -> str:
     label = _REASONS.get(kind, kind)
@@ -1080,15 +812,6 @@ def _reason(
 
 def _ttl_name(seconds: float) -> CacheTTL:
     return "1h" if seconds >= TTL_SECONDS["1h"] else "5m"
-
-
-def _static(item: _Item) -> bool:
-    """Blocks meant to be identical call after call: tools, system, the first user message."""
-    return item.section != "messages" or item.message == 0
-
-
-def _parts(source: Block | Tool) -> TokenParts:
-    return tool_parts(source) if isinstance(source, Tool) else block_parts(source)
 
 
 def _bounds_from_json(raw: Mapping[str, Any]) -> MinimumBounds:

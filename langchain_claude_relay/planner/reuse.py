@@ -10,7 +10,7 @@ weight of ``PRIOR_WEIGHT`` arrivals:
 
 1. a prior (``PRIOR_ODDS``: most prefixes worth marking come back soon),
 2. templates: the same place in the same kind of request, whatever its content (two of them, a
-   coarse and a fine one; see ``CachePlanner``), which give a brand-new prefix its odds and
+   coarse and a fine one; see ``history``), which give a brand-new prefix its odds and
    learn that, say, a system prompt with a timestamp never comes back,
 3. the prefix itself (by hash). The current request is an arrival too: the gap since the
    prefix's last arrival resolves that arrival before the odds are computed, so one 20-minute
@@ -49,6 +49,7 @@ __all__ = [
     "record_arrival",
     "record_return",
     "estimate_odds",
+    "make_monotone",
     "LineageEntry",
     "merge_lineage",
 ]
@@ -238,6 +239,39 @@ def estimate_odds(
     p5 = min(1.0, (b5 + weight * parent.within_5m) / total)
     p1h = min(1.0, (b5 + b60 + weight * parent.within_1h) / total)
     return ReuseOdds(round(p5, 6), round(max(p5, p1h), 6))
+
+
+def make_monotone(
+    odds: Mapping[int, ReuseOdds], pending: frozenset[int] = frozenset()
+) -> dict[int, ReuseOdds]:
+    """Odds by block index, lifted so a prefix comes back at least as often as a longer one.
+
+    Except past a pending one (``CachePlanner.sent``): when that prefix comes back it reads the
+    entry being written for it, so its returns give the shorter prefixes no reason to be written.
+
+    Args:
+        odds: each candidate prefix's own odds, by block index.
+        pending: block indices whose prefix another request in flight is writing.
+
+    Returns:
+        The lifted odds, by block index (same keys, same order).
+
+    >>> low, high = ReuseOdds(0.1, 0.2), ReuseOdds(0.5, 0.6)
+    >>> make_monotone({1: low, 4: high})[1]
+    ReuseOdds(within_5m=0.5, within_1h=0.6)
+    >>> make_monotone({1: low, 4: high}, pending=frozenset({4}))[1]
+    ReuseOdds(within_5m=0.1, within_1h=0.2)
+    """
+    lifted: dict[int, ReuseOdds] = {}
+    best = ReuseOdds(0.0, 0.0)
+    for index in sorted(odds, reverse=True):
+        mine = odds[index]
+        lifted[index] = ReuseOdds(
+            max(best.within_5m, mine.within_5m), max(best.within_1h, mine.within_1h)
+        )
+        if index not in pending:
+            best = lifted[index]
+    return {index: lifted[index] for index in odds}
 
 
 @dataclass(frozen=True)

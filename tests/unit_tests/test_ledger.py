@@ -109,7 +109,7 @@ def test_entry_round_trips_through_dict_json_and_storage() -> None:
     assert json.loads(json.dumps(data)) == data
     assert data["written_prefixes"] == [P1, P2]
     assert LedgerEntry.from_dict(data) == e
-    assert codec_module.decode(codec_module.encode(e)) == e
+    assert codec_module.decode_entry(codec_module.encode_entry(e)) == e
     assert (e.cache_write_tokens, e.total_input_tokens) == (7, 10)
 
 

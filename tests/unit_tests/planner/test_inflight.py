@@ -13,9 +13,8 @@ from dataclasses import replace
 import pytest
 from planner_helpers import ESTIMATOR, Clock, ToyClaude, prose, request, text, tool
 
-from langchain_claude_relay.planner import CachePlan, CachePlanner
-from langchain_claude_relay.planner import planner as planner_module
-from langchain_claude_relay.planner.planner import PENDING_SECONDS
+from langchain_claude_relay.planner import CachePlan, CachePlanner, inflight
+from langchain_claude_relay.planner.inflight import PENDING_SECONDS
 from langchain_claude_relay.request import CacheControl, ClaudeRequest
 from langchain_claude_relay.store import MemoryStore
 
@@ -105,7 +104,7 @@ def test_pending_ages_out(wait: float, held_back: bool) -> None:
 
 
 def test_pending_registry_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planner_module, "PENDING_CAP", 2)
+    monkeypatch.setattr(inflight, "PENDING_CAP", 2)
     clock = Clock()
     planner = _new_planner(clock)
     systems = [prose(2000, 10 + k) for k in range(3)]
@@ -268,3 +267,44 @@ def test_methods_need_a_planner_plan() -> None:
     for method in (planner.sent, planner.began, planner.abandoned):
         with pytest.raises(ValueError, match=r"CachePlanner\.plan"):
             method(bare)
+
+
+def _writing_plan() -> CachePlan:
+    plan = _new_planner(Clock()).plan(_items(1)[0])
+    assert any(bp.predicted == "write" for bp in plan.breakpoints)
+    return plan
+
+
+def test_registry_runs_on_the_times_it_is_given() -> None:
+    plan = _writing_plan()
+    assert plan.trace is not None
+    written = {bp.prefix_hash for bp in plan.breakpoints if bp.predicted == "write"}
+    registry = inflight.InFlight()
+    registry.sent(plan, now=100.0)
+    assert registry.snapshot(100.0 + PENDING_SECONDS).pending == written
+    assert registry.snapshot(100.0 + PENDING_SECONDS + 1).pending == frozenset()
+    registry.began(plan, now=101.0)
+    expires = plan.trace.planned_at + 300.0  # the plan's 5m markers, from when it was made
+    assert registry.snapshot(expires - 1).believed == dict.fromkeys(written, "5m")
+    assert registry.snapshot(expires).believed == {}
+    assert registry.snapshot(101.0).pending == frozenset()  # began ends the wait
+    registry.observed(plan.trace)
+    assert registry.snapshot(expires - 1) == inflight.InFlightState(frozenset(), {})
+
+
+def test_the_latest_belief_about_a_prefix_wins_until_observed() -> None:
+    short = _writing_plan()
+    assert short.trace is not None
+    long = replace(
+        short,
+        breakpoints=tuple(replace(bp, ttl="1h") for bp in short.breakpoints),
+        trace=replace(short.trace),  # another request (flights are keyed by their trace)
+    )
+    assert long.trace is not None
+    registry = inflight.InFlight()
+    now = short.trace.planned_at
+    registry.began(short, now)
+    registry.began(long, now)
+    assert set(registry.snapshot(now + 1).believed.values()) == {"1h"}
+    registry.observed(long.trace)
+    assert set(registry.snapshot(now + 1).believed.values()) == {"5m"}

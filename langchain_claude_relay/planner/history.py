@@ -1,0 +1,284 @@
+"""Reuse history in the state store: read for a plan, updated from usage.
+
+Three kinds of records (all values JSON, keys ``kind:hex``): ``p:`` one per prefix (how often it
+came back, and until when it is cached), ``t:`` one per template (how prefixes of that shape
+fared: what gives a brand-new prefix its odds), and ``c:`` the recent prefixes of a conversation
+(requests sharing their first message). The arithmetic on them is in ``reuse``; this module only
+names, reads and writes them.
+
+Templates: each candidate site has a *coarse* template, ``(model family, site kind, section,
+number of tools, number of system blocks)`` plus the block kind and role for large blocks, and
+a *fine* one that adds the hash of the tools (for sites after them) and of the system prompt
+(for sites in the conversation). So the system prompt of an app is judged by how the app's
+earlier system prompts fared (a timestamp in it makes each one new: the fine template learns
+that they never come back), and a conversation's tail by how earlier tails under the same
+system prompt fared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any, NamedTuple
+
+from langchain_claude_relay.planner.placement import Site
+from langchain_claude_relay.planner.plan import CachePlan, Observation, PlanTrace, SiteTrace
+from langchain_claude_relay.planner.reuse import (
+    DECAY_PREFIX,
+    DECAY_TEMPLATE,
+    PRIOR_ODDS,
+    STATIC_PRIOR_ODDS,
+    LineageEntry,
+    ReuseOdds,
+    ReuseRecord,
+    estimate_odds,
+    merge_lineage,
+    record_arrival,
+    record_return,
+)
+from langchain_claude_relay.planner.rules import TTL_SECONDS
+from langchain_claude_relay.planner.scan import Scan
+from langchain_claude_relay.store import StateStore
+
+__all__ = [
+    "LINEAGE_CAP",
+    "PREFIX_EXPIRE",
+    "TEMPLATE_EXPIRE",
+    "LINEAGE_EXPIRE",
+    "hex_key",
+    "int48",
+    "Lineage",
+    "PrefixHistory",
+    "learn_reuse",
+]
+
+LINEAGE_CAP = 16
+"""Recent prefixes kept per conversation."""
+PREFIX_EXPIRE = 7 * 86400.0
+TEMPLATE_EXPIRE = 30 * 86400.0
+LINEAGE_EXPIRE = 86400.0
+
+_STATIC_KINDS = frozenset({"tools", "system", "block", "user"})
+"""Sites whose content should not change between calls (a new hash there is a change)."""
+
+
+def hex_key(kind: str, *parts: Any) -> str:
+    """A state key ``kind:`` + 12 hex digits of a hash of ``parts``.
+
+    >>> key = hex_key("k", "sonnet")
+    >>> key.startswith("k:"), len(key), key == hex_key("k", "sonnet")
+    (True, 14, True)
+    """
+    return f"{kind}:{hashlib.sha256(repr(parts).encode()).hexdigest()[:12]}"
+
+
+def int48(digest: str) -> int:
+    """The first 48 bits of a hex digest, as stored in records (``ReuseRecord.last_hash``)."""
+    return int(digest[:12], 16)
+
+
+class Lineage(NamedTuple):
+    """A conversation's recent prefixes, as stored when the plan was made.
+
+    Attributes:
+        key: the ``c:`` key (``None``: the request has no conversation).
+        entries: every stored entry.
+        matches: the entries whose prefix this request repeats.
+    """
+
+    key: str | None
+    entries: tuple[LineageEntry, ...]
+    matches: tuple[LineageEntry, ...]
+
+
+class PrefixHistory:
+    """What the store remembers about one request's prefixes (reads only, for one plan).
+
+    Each record is read at most once.
+
+    Args:
+        store: the planner's store.
+        family: the model family.
+        scan: the request's items and the prefix hash through each.
+        now: when the plan is made (planner clock).
+    """
+
+    def __init__(self, store: StateStore, family: str, scan: Scan, now: float) -> None:
+        self.store = store
+        self.family = family
+        self.items = scan.items
+        self.prefixes = scan.prefix_hashes
+        self.now = now
+        self.n_tools = sum(1 for it in self.items if it.section == "tools")
+        self.n_system = sum(1 for it in self.items if it.section == "system")
+        self.tools_hash = self.prefixes[self.n_tools - 1] if self.n_tools else ""
+        last_static = self.n_tools + self.n_system - 1
+        self.system_hash = self.prefixes[last_static] if last_static >= 0 else ""
+        self._records: dict[int, ReuseRecord | None] = {}
+        self._templates: dict[str, ReuseRecord | None] = {}
+
+    def lineage(self) -> Lineage:
+        """The conversation's recent prefixes (keyed by its first message)."""
+        first = self.n_tools + self.n_system
+        if first >= len(self.items):
+            return Lineage(None, (), ())
+        key = f"c:{self.prefixes[first][:24]}"
+        raw = self.store.get(key)
+        stored = raw if isinstance(raw, list) else []
+        entries = [e for e in map(LineageEntry.from_json, stored) if e is not None]
+        matches = [
+            e
+            for e in entries
+            if e.index < len(self.prefixes) and int48(self.prefixes[e.index]) == e.prefix
+        ]
+        return Lineage(key, tuple(entries), tuple(matches))
+
+    def prefix_record(self, index: int) -> ReuseRecord | None:
+        """The ``p:`` record of the prefix through item ``index`` (``None``: never seen)."""
+        if index not in self._records:
+            raw = self.store.get(f"p:{self.prefixes[index][:24]}")
+            self._records[index] = ReuseRecord.from_json(raw)
+        return self._records[index]
+
+    def templates(self, site: Site) -> tuple[str, str]:
+        """The coarse and the fine template keys of a site."""
+        item = self.items[site.index]
+        coarse: tuple[Any, ...] = (
+            self.family,
+            site.kind,
+            item.section,
+            self.n_tools,
+            self.n_system,
+        )
+        if site.kind == "block":
+            coarse = (*coarse, item.kind, item.role)
+        after = self.tools_hash if item.section != "tools" else ""
+        conversation = self.system_hash if item.section == "messages" else ""
+        return hex_key("t", *coarse), hex_key("t", *coarse, after, conversation)
+
+    def site_odds(self, site: Site) -> tuple[ReuseOdds, SiteTrace]:
+        """How likely the site's prefix comes back, and what ``observe`` needs of it.
+
+        The prior of the site's kind, refined by its templates (coarse, then fine), then by the
+        prefix's own record. A static site is *changed* when a template last saw another
+        prefix there and this one is new.
+        """
+        index = site.index
+        templates = self.templates(site)
+        record = self.prefix_record(index)
+        odds = STATIC_PRIOR_ODDS if site.kind in _STATIC_KINDS else PRIOR_ODDS
+        prefix48 = int48(self.prefixes[index])
+        changed = False
+        for template in templates:  # coarse, then fine
+            if template not in self._templates:
+                self._templates[template] = ReuseRecord.from_json(self.store.get(template))
+            level = self._templates[template]
+            odds = estimate_odds(level, odds)
+            changed = changed or (level is not None and level.last_hash not in (0, prefix48))
+        odds = estimate_odds(record, odds, arriving_at=self.now)
+        trace = SiteTrace(
+            index,
+            site.kind,
+            self.prefixes[index],
+            templates,
+            record is not None,
+            record.cached_until if record else 0.0,
+            changed and record is None and site.kind in _STATIC_KINDS,
+            None,
+            "user" if site.kind == "user" else "planner",
+        )
+        return odds, trace
+
+
+def learn_reuse(
+    store: StateStore,
+    plan: CachePlan,
+    trace: PlanTrace,
+    observation: Observation,
+    scale: float,
+    read: int,
+) -> None:
+    """Record a planned call's outcome: its prefixes, their templates, its conversation.
+
+    Args:
+        store: the planner's store (inside its transaction).
+        plan: the plan.
+        trace: its trace.
+        observation: the plan reconciled with the usage.
+        scale: actual total input over the plan's estimate.
+        read: tokens the usage reports read from the cache.
+    """
+    now = trace.planned_at
+    outcome_at = {o.position: o for o in observation.breakpoints}
+    site_prefixes = {int48(s.prefix_hash) for s in trace.sites}
+    new_entries: list[LineageEntry] = []
+    for site in trace.sites:
+        key = f"p:{site.prefix_hash[:24]}"
+        record = ReuseRecord.from_json(store.get(key))
+        previous = record.last_seen if record is not None else None
+        updated = record_arrival(record, now, DECAY_PREFIX)
+        outcome = outcome_at.get(plan.blocks[site.flat_index].position)
+        ttl_seconds, expires = 0.0, 0.0
+        if outcome is not None and outcome.actual == "write":  # a new entry, its own TTL
+            ttl_seconds = TTL_SECONDS[outcome.ttl]
+        elif outcome is not None and outcome.actual == "read":  # a hit keeps the entry's
+            ttl_seconds = updated.cached_ttl or TTL_SECONDS[outcome.ttl]
+        if ttl_seconds:
+            expires = now + ttl_seconds
+            updated = replace(updated, cached_until=expires, cached_ttl=ttl_seconds)
+        store.set(key, updated.to_json(), expire=PREFIX_EXPIRE)
+        prefix48 = int48(site.prefix_hash)
+        for template in site.templates:
+            _template_arrival(store, template, now, previous, prefix48)
+        if plan.blocks[site.flat_index].position.section == "messages":
+            new_entries.append(
+                LineageEntry(
+                    site.flat_index,
+                    prefix48,
+                    expires,
+                    int(site.templates[-1][2:], 16),
+                    now,
+                    False,
+                    ttl_seconds if expires else 0.0,
+                )
+            )
+    if trace.lineage_key is None:
+        return
+    read_end = read / scale if scale > 0 else 0.0
+    matched_keys = {(e.index, e.prefix) for e in trace.lineage_matches}
+    raw = store.get(trace.lineage_key)  # again: another call may have changed it meanwhile
+    stored = raw if isinstance(raw, list) else []
+    current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
+    kept: list[LineageEntry] = []
+    for entry in current:
+        matched = (entry.index, entry.prefix) in matched_keys
+        if matched and not entry.resolved and entry.prefix not in site_prefixes:
+            template = f"t:{entry.template:012x}"
+            record = ReuseRecord.from_json(store.get(template))
+            store.set(
+                template,
+                record_return(record, now - entry.seen).to_json(),
+                expire=TEMPLATE_EXPIRE,
+            )
+            entry = replace(entry, resolved=True)
+        if (
+            matched
+            and entry.ttl > 0
+            and entry.index < len(plan.blocks)
+            and plan.blocks[entry.index].prefix_tokens <= read_end * 1.05 + 8
+        ):
+            entry = replace(entry, expires=max(entry.expires, now + entry.ttl))
+        kept.append(entry)
+    merged = merge_lineage(kept, new_entries, LINEAGE_CAP)
+    store.set(trace.lineage_key, [e.to_json() for e in merged], expire=LINEAGE_EXPIRE)
+
+
+def _template_arrival(
+    store: StateStore, template: str, now: float, previous: float | None, prefix48: int
+) -> None:
+    record = ReuseRecord.from_json(store.get(template))
+    updated = record_arrival(record, now, DECAY_TEMPLATE, resolve=False)
+    if previous is not None:
+        updated = record_return(updated, now - previous)
+    updated = replace(updated, last_hash=prefix48)
+    store.set(template, updated.to_json(), expire=TEMPLATE_EXPIRE)
