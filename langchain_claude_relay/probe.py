@@ -45,6 +45,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from langchain_claude_relay import capabilities
 from langchain_claude_relay._compat import moved_names
 from langchain_claude_relay.capabilities import RelayCapabilities
 from langchain_claude_relay.chat_models import ChatClaudeRelay
@@ -337,19 +338,4 @@ async def aprobe_relay(
 
 
 # Until the next release, the stored verdicts keep answering here too (see ``_compat``).
-__getattr__ = moved_names(
-    __name__,
-    dict.fromkeys(
-        (
-            "CAPABILITIES_FILE",
-            "DEFAULT_MAX_AGE_S",
-            "Adaptation",
-            "adaptation_for",
-            "relay_key",
-            "capabilities_path",
-            "save_capabilities",
-            "load_capabilities",
-        ),
-        "langchain_claude_relay.capabilities",
-    ),
-)
+__getattr__ = moved_names(__name__, dict.fromkeys(capabilities.__all__, capabilities.__name__))

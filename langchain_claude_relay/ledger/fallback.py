@@ -23,7 +23,7 @@ from langchain_claude_relay.ledger.entry import LedgerEntry
 from langchain_claude_relay.ledger.memory import Ledger, MemoryLedger
 from langchain_claude_relay.ledger.redis import RedisLedger
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
-from langchain_claude_relay.store.resilient import warn_state_failure
+from langchain_claude_relay.store.resilient import StateLocation, warn_state_failure
 
 logger = logging.getLogger("langchain_claude_relay.ledger")  # the name it had as one module
 
@@ -123,15 +123,9 @@ class FallbackLedger:
             stacklevel=stacklevel,
         )
 
-    def _where(self, primary: Ledger | None) -> Path | str | os.PathLike[str] | None:
-        location = self._location
-        if callable(location):
-            try:
-                return location()
-            except Exception:  # an unknown location only means no de-duplication
-                return None
-        if location is not None:
-            return location
+    def _where(self, primary: Ledger | None) -> StateLocation:
+        if self._location is not None:
+            return self._location
         directory = getattr(primary, "directory", None)
         return Path(directory).parent if directory is not None else None
 

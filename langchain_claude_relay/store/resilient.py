@@ -26,7 +26,7 @@ from langchain_claude_relay.errors import StateStoreWarning
 from langchain_claude_relay.store.base import StateStore, is_busy
 from langchain_claude_relay.store.memory import MemoryStore
 
-__all__ = ["ResilientStore", "warn_state_failure"]
+__all__ = ["ResilientStore", "StateLocation", "warn_state_failure"]
 
 logger = logging.getLogger("langchain_claude_relay.store")
 
@@ -34,8 +34,12 @@ _reported: list[Path] = []
 _reported_lock = threading.Lock()
 
 
+StateLocation = str | os.PathLike[str] | Callable[[], str | os.PathLike[str]] | None
+"""A state directory, a function that finds it (asked on failure), or ``None`` (unknown)."""
+
+
 def warn_state_failure(
-    location: str | os.PathLike[str] | None,
+    location: StateLocation,
     message: str,
     category: type[Warning] = StateStoreWarning,
     *,
@@ -49,7 +53,8 @@ def warn_state_failure(
     location that is, contains or lies inside one already reported is logged instead.
 
     Args:
-        location: the state directory concerned (``None``: unknown, always warned).
+        location: the state directory concerned, or a function finding it (``None``, or a
+            function that fails: unknown, always warned).
         message: the warning text.
         category: the warning class.
         stacklevel: as for ``warnings.warn``, counted from the caller of this function.
@@ -57,6 +62,11 @@ def warn_state_failure(
     Returns:
         Whether a warning was issued.
     """
+    if callable(location):
+        try:
+            location = location()
+        except Exception:  # an unknown location only means no de-duplication
+            location = None
     where = Path(os.path.abspath(os.fspath(location))) if location is not None else None
     with _reported_lock:
         repeated = where is not None and any(
@@ -143,14 +153,10 @@ class ResilientStore:
                         inner.close()
             return self._fallback
 
-    def _where(self) -> Any:
-        location = self._location
-        if callable(location):
-            try:
-                return location()
-            except Exception:  # an unknown location only means no de-duplication
-                return None
-        return location if location is not None else getattr(self._inner, "directory", None)
+    def _where(self) -> StateLocation:
+        if self._location is not None:
+            return self._location
+        return getattr(self._inner, "directory", None)
 
     def _recover(self, exc: Exception) -> MemoryStore | None:
         """The store to repeat a failed operation on, or ``None`` to skip it."""
