@@ -4,12 +4,14 @@ Any OpenAI-compatible relay by default; Anthropic's own API, AWS Bedrock and Goo
 with ``api=``.
 
 The class is a thin LangChain surface. The work happens in plain modules:
-``convert`` (LangChain -> ``ClaudeRequest``), the planner (where the cache markers go and with
-which TTL), ``wire`` (``openai_chat`` for relays, ``anthropic_messages`` for the native ways in:
-the renderers and parsers), ``apis`` and ``transport`` (the SDK client of the way in, retries,
-typed errors), ``usage`` and ``cost`` (normalized usage, dollars),
-``limiting`` (what each call books on the rate limiter, and how it settles) and ``fanout``
-(warm-then-fan-out scheduling of ``batch``/``abatch``).
+``_convert`` (LangChain -> ``ClaudeRequest``), the planner (where the cache markers go and with
+which TTL; called through the ``planner.Planner`` protocol), ``wire`` (``openai_chat`` for
+relays, ``anthropic_messages`` for the native ways in: the renderers and parsers),
+``transport`` (the SDK client of the way in, retries, typed errors), ``usage`` and ``cost``
+(normalized usage, dollars), ``limiter.booking`` (what each call books on the rate limiter, and
+how it settles), ``capabilities`` (what a probe found the relay keeps) and ``_fanout``
+(warm-then-fan-out scheduling of ``batch``/``abatch``). Backends are chosen by their own
+factories (``planner.default_planner``, ``limiter.limiter_for``, ``ledger.default_ledger``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The planner's state store on Redis, shared by a fleet of workers, and the warm-prefix registry.
+"""The planner's state store on Redis, shared by a fleet of workers (and the warm marks it reads).
 
 ``RedisStore`` implements ``store.StateStore`` on one Redis server, so every worker's planner
 learns from every worker's calls: token calibration (``k:``), learned minimums (``m:``), reuse
@@ -34,12 +34,12 @@ it costs on the in-memory store, and another worker's write shows within ``refre
 
 **Redis down.** Every operation falls back to a local ``MemoryStore`` that mirrors the values
 this process last read or wrote (so planning goes on with what it knew), with one warning per
-process (``redis_conn.RedisStateWarning``); Redis is tried again every ``retry_after`` seconds
+process (``RedisStateWarning``); Redis is tried again every ``retry_after`` seconds
 and used again as soon as it answers. Statistics learned during the outage stay local and are
 dropped when Redis returns (they are decayed rates and ratios that Redis's copy relearns within
 a few calls).
 
-**The warm-prefix registry.** ``WarmPrefixRegistry.mark`` records, the moment a response that
+**Warm marks.** ``store.warm.WarmPrefixRegistry.mark`` records, the moment a response that
 writes a prefix begins, that the prefix is cached until a given time. ``RedisStore.get`` of the
 prefix's planner record (``p:<hash>``) overlays that mark on the record's ``cu`` / ``ct``
 fields (cached until, its TTL), which is exactly what ``CachePlanner.plan`` reads to predict a
