@@ -343,7 +343,7 @@ def test_unpriced_model_still_plans() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(
-            request(system=prose(1500, 1), model="claude-sonnet-5-5")
+            request(system=prose(1500, 1), model="claude-fable-5-2")
         )
     assert plan.breakpoints
     assert plan.expected_cost_usd is None
