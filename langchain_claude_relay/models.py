@@ -54,6 +54,7 @@ __all__ = [
     "price_table",
     "iter_sources",
     "load_table",
+    "table_rows",
 ]
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -692,3 +693,83 @@ def price_table() -> Mapping[str, ModelSpec]:
 def iter_sources(spec: ModelSpec | ListedModel) -> Iterator[Source]:
     """The sources a row names."""
     return (SOURCES[key] for key in spec.sources if key in SOURCES)
+
+
+def _prices_row(prices: ModelPrices | None) -> dict[str, Any]:
+    if prices is None:
+        keys = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+        return {**dict.fromkeys(keys), "read_multiplier": None, "long_context": None}
+    tier = prices.long_context
+    return {
+        "input": prices.input,
+        "output": prices.output,
+        "cache_read": prices.cache_read,
+        "cache_write_5m": prices.cache_write_5m,
+        "cache_write_1h": prices.cache_write_1h,
+        "read_multiplier": prices.read_multiplier,
+        "long_context": None
+        if tier is None
+        else {
+            "above_prompt_tokens": tier.above_prompt_tokens,
+            "input_multiplier": tier.input_multiplier,
+            "output_multiplier": tier.output_multiplier,
+        },
+    }
+
+
+def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
+    """The table in force as JSON-able rows, overrides included (``claude-relay models``).
+
+    Each row has the family, its status (``current``, ``available``, ``retired``, ``listed,
+    unpriced`` or ``registered``), minimums, prices and multipliers, retirement, note, price
+    reports, sources and the date read. Current models first, then by family.
+    """
+    rows: list[dict[str, Any]] = []
+    for family, spec in price_table().items():
+        if family in _overrides:
+            status = "registered"
+        elif spec.is_retired(today):
+            status = "retired"
+        else:
+            status = "current" if spec.current else "available"
+        rows.append(
+            {
+                "family": family,
+                "status": status,
+                "min_cache_tokens": spec.min_cache_tokens,
+                "platform_min_cache_tokens": dict(spec.platform_min_cache_tokens),
+                **_prices_row(spec.prices),
+                "retired_on": str(spec.retired_on) if spec.retired_on else None,
+                "refuses_automatic_caching_on": list(spec.refuses_automatic_caching_on),
+                "note": spec.note,
+                "price_reports": [
+                    {
+                        "name": r.name,
+                        "read_multiplier": r.prices.read_multiplier,
+                        "sources": list(r.sources),
+                        "read_on": str(r.read_on),
+                    }
+                    for r in spec.price_reports
+                ],
+                "sources": list(spec.sources),
+                "read_on": str(spec.read_on) if spec.read_on else None,
+            }
+        )
+    for family, listed in LISTED_UNPRICED.items():
+        rows.append(
+            {
+                "family": family,
+                "status": "listed, unpriced",
+                "min_cache_tokens": None,
+                "platform_min_cache_tokens": {},
+                **_prices_row(None),
+                "retired_on": None,
+                "refuses_automatic_caching_on": [],
+                "note": listed.note,
+                "price_reports": [],
+                "sources": list(listed.sources),
+                "read_on": str(listed.read_on),
+            }
+        )
+    order = {"current": 0, "available": 1, "registered": 2, "listed, unpriced": 3, "retired": 4}
+    return sorted(rows, key=lambda r: order[r["status"]])

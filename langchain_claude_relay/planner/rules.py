@@ -47,6 +47,7 @@ __all__ = [
     "AutomaticMarker",
     "automatic_marker",
     "fixed_markers",
+    "automatic_equivalent",
     "ttl_order_valid",
     "minimum_margin",
     "reaches_minimum",
@@ -185,6 +186,31 @@ def fixed_markers(request: ClaudeRequest) -> dict[int, CacheControl]:
     if automatic is not None and automatic.adds_slot:
         fixed[automatic.flat_index] = automatic.marker
     return dict(sorted(fixed.items()))
+
+
+def automatic_equivalent(
+    request: ClaudeRequest, markers: dict[Position, CacheControl]
+) -> CacheControl | None:
+    """The top-level marker that does exactly what ``markers`` do, if one does.
+
+    A top-level marker can only ever mean "one marker on the last block that can carry one", so
+    it is equivalent to a set of markers only when that set is exactly that one marker. The
+    planner never prefers it to the explicit marker (same bytes cached, same bill, but fewer
+    relays keep it and the legacy Bedrock integration refuses it); this is for a relay that
+    drops block markers but keeps the top-level field, where it is the only cache left.
+
+    >>> from langchain_claude_relay.request import Message
+    >>> request = ClaudeRequest("m", messages=(Message("user", (Block("text", {"text": "q"}),)),))
+    >>> automatic_equivalent(request, {Position("messages", 0, 0): CacheControl("1h")})
+    CacheControl(ttl='1h', explicit_ttl=True)
+    >>> automatic_equivalent(request, {}) is None
+    True
+    """
+    if len(markers) != 1:
+        return None
+    last = _last_markable(request)
+    ((position, marker),) = markers.items()
+    return marker if last is not None and last[0] == position else None
 
 
 def validate_user_markers(request: ClaudeRequest) -> None:
