@@ -3,7 +3,7 @@
 ``cost USD`` is the input side (plain input + cache reads + 5m and 1h writes) at the model's
 prices: output tokens are equal for every strategy (deterministic replies, same cap) and are
 shown once per trace. ``x oracle`` divides by the trace's lower bound (``oracle.py``), ``x best
-baseline`` by the cheapest of the five peer strategies, ``hit rate`` is the share of requests
+baseline`` by the cheapest of the peer strategies, ``hit rate`` is the share of requests
 that read anything from the cache, ``wasted writes`` the tokens written by requests none of
 whose entries was read later (the ledger's definitions).
 """
@@ -348,11 +348,18 @@ def _overhead_lines(overhead: OverheadReport) -> list[str]:
     return lines
 
 
+def _model_of(trace: TraceResult) -> str:
+    """The model a trace ran on (its description ends with ``[model]``)."""
+    description = trace.description
+    return description[description.rfind("[") + 1 : -1] if description.endswith("]") else ""
+
+
 def format_report(result: BenchResult) -> str:
     """Everything, as printed by ``claude-relay bench``."""
     mode = "quick (smoke) run" if result.quick else "full run"
+    models = ", ".join(sorted({_model_of(t) for t in result.traces} - {""})) or result.model
     lines = [
-        f"claude-relay bench: {mode}, seed {result.seed}, model {result.model}, "
+        f"claude-relay bench: {mode}, seed {result.seed}, models {models} (per trace below), "
         f"{result.elapsed_seconds:.1f} s",
         "",
         format_cost_table(result.traces),
