@@ -90,6 +90,7 @@ __all__ = [
     "MAX_TOKEN_COUNT",
     "NormalizedUsage",
     "normalize_usage",
+    "chat_anthropic_usage_metadata",
 ]
 
 WriteTTL = Literal["5m", "1h"]
@@ -211,6 +212,11 @@ class NormalizedUsage(InputTotals):
     def to_usage_metadata(self) -> UsageMetadata:
         """Convert to LangChain's ``UsageMetadata``, whose ``input_tokens`` counts ALL input.
 
+        This is the package's first convention: ``cache_creation`` holds all writes *and*
+        ``ephemeral_5m/1h_input_tokens`` split them again, so the details add up to more than
+        ``input_tokens`` and LangSmith bills the writes twice. ``chat_anthropic_usage_metadata``
+        reports a call the way ``ChatAnthropic`` does today; the chat model moves to it.
+
         Returns:
             A ``UsageMetadata`` with ``input_token_details`` (``cache_read``, ``cache_creation``,
             ``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``) and, when reasoning
@@ -240,6 +246,56 @@ class NormalizedUsage(InputTotals):
         out["cache_write_tokens"] = self.cache_write_tokens
         out["total_input_tokens"] = self.total_input_tokens
         return out
+
+
+def chat_anthropic_usage_metadata(usage: NormalizedUsage) -> UsageMetadata:
+    """LangChain's ``UsageMetadata`` for a call, exactly as ``ChatAnthropic`` reports it.
+
+    langchain-anthropic (1.7.10, 2026-11; the rule since langchain PR #35845, 2026-03) builds
+    ``input_token_details`` from Anthropic's usage so that the details never add up to more
+    than ``input_tokens``: ``cache_read``; the writes split by TTL in
+    ``ephemeral_5m_input_tokens`` and ``ephemeral_1h_input_tokens``; and ``cache_creation``, the
+    generic total, set to 0 once the split is there ("to avoid double counting"). Anthropic's
+    API always sends the split, so ``ChatAnthropic`` always reports ``cache_creation == 0``.
+    ``input_tokens`` counts all input (plain + reads + writes). LangSmith prices each detail at
+    its own rate and the remainder (``input_tokens`` minus the details) at the input rate, so
+    the same call costs the same through either model.
+
+    Writes whose TTL the relay did not report are given under the TTL they were booked at
+    (``write_ttl_hint``: what the markers asked for), the same as ``cost_usd`` prices them.
+
+    >>> usage = NormalizedUsage(input_tokens=20, cache_read_tokens=3000,
+    ...                         cache_write_5m_tokens=0, cache_write_1h_tokens=1500,
+    ...                         output_tokens=40)
+    >>> meta = chat_anthropic_usage_metadata(usage)
+    >>> meta["input_tokens"], sorted(meta["input_token_details"].items())[:2]
+    (4520, [('cache_creation', 0), ('cache_read', 3000)])
+    >>> meta["input_token_details"]["ephemeral_1h_input_tokens"]
+    1500
+
+    Args:
+        usage: the call's normalized usage.
+
+    Returns:
+        The usage metadata (``output_token_details.reasoning`` when reasoning was reported).
+    """
+    split = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    details = {
+        "cache_read": usage.cache_read_tokens,
+        "cache_creation": 0 if split > 0 else usage.cache_write_tokens,
+        "ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
+        "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+    }
+    metadata = UsageMetadata(
+        input_tokens=usage.total_input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_input_tokens + usage.output_tokens,
+        # InputTokenDetails allows provider-specific keys; the TTL split is Anthropic's.
+        input_token_details=cast(InputTokenDetails, details),
+    )
+    if usage.reasoning_tokens is not None:
+        metadata["output_token_details"] = OutputTokenDetails(reasoning=usage.reasoning_tokens)
+    return metadata
 
 
 def normalize_usage(
