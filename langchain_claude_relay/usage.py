@@ -223,22 +223,7 @@ class NormalizedUsage(InputTotals):
             was reported, ``output_token_details.reasoning``.
 
         """
-        details = {
-            "cache_read": self.cache_read_tokens,
-            "cache_creation": self.cache_write_tokens,
-            "ephemeral_5m_input_tokens": self.cache_write_5m_tokens,
-            "ephemeral_1h_input_tokens": self.cache_write_1h_tokens,
-        }
-        metadata = UsageMetadata(
-            input_tokens=self.total_input_tokens,
-            output_tokens=self.output_tokens,
-            total_tokens=self.total_input_tokens + self.output_tokens,
-            # InputTokenDetails allows provider-specific keys; the TTL split is Anthropic's.
-            input_token_details=cast(InputTokenDetails, details),
-        )
-        if self.reasoning_tokens is not None:
-            metadata["output_token_details"] = OutputTokenDetails(reasoning=self.reasoning_tokens)
-        return metadata
+        return _usage_metadata(self, creation=self.cache_write_tokens)
 
     def to_dict(self) -> dict[str, int | bool | None]:
         """Return a JSON-able dict of the fields plus the two derived totals."""
@@ -280,9 +265,14 @@ def chat_anthropic_usage_metadata(usage: NormalizedUsage) -> UsageMetadata:
         The usage metadata (``output_token_details.reasoning`` when reasoning was reported).
     """
     split = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    return _usage_metadata(usage, creation=0 if split > 0 else usage.cache_write_tokens)
+
+
+def _usage_metadata(usage: NormalizedUsage, *, creation: int) -> UsageMetadata:
+    """LangChain's usage with ``cache_creation`` given (the two conventions differ only there)."""
     details = {
         "cache_read": usage.cache_read_tokens,
-        "cache_creation": 0 if split > 0 else usage.cache_write_tokens,
+        "cache_creation": creation,
         "ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
         "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
     }

@@ -426,11 +426,20 @@ def write_chart(result: BenchResult, path: str | Path) -> str | None:
     traces = result.traces
     names = list(traces[0].metrics)
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(figsize=(max(9.0, 1.4 * len(traces)), 5.2))
+    figure, axes = plt.subplots(figsize=(max(10.0, 1.5 * len(traces)), 5.8))
+    palette = matplotlib.colormaps["tab20"]
     for k, name in enumerate(names):
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(traces))]
         ys = [t.metrics[name].cost_usd / t.oracle.cost_usd for t in traces]
-        axes.bar(xs, ys, width, label=name, edgecolor="black" if name == OURS.name else None)
+        ours = name == OURS.name
+        axes.bar(
+            xs,
+            ys,
+            width,
+            label=name,
+            color="black" if ours else palette(k % palette.N),
+            edgecolor="black" if ours else None,
+        )
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(
         TARGET_ORACLE_RATIO, color="grey", linestyle="--", linewidth=0.8, label="1.10x target"
@@ -444,7 +453,10 @@ def write_chart(result: BenchResult, path: str | Path) -> str | None:
     axes.set_ylabel("input cost / oracle lower bound")
     axes.set_title("Prompt-caching cost against the offline optimum (emulator billing)")
     axes.legend(
-        fontsize="small", ncol=len(names) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.14)
+        fontsize="small",
+        ncol=min(7, len(names) + 1),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
     )
     figure.tight_layout()
     target = Path(path)

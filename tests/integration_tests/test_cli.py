@@ -35,32 +35,6 @@ def test_demo_runs_on_the_emulator_and_saves() -> None:
     assert "@1h" in text, "the sparse turns should switch the system prompt to a 1-hour TTL"
 
 
-def test_plan_shows_a_table_and_json(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    request = {
-        "model": "claude-sonnet-4-6",
-        "messages": [
-            {"role": "system", "content": "policy " * 3000},
-            {"role": "user", "content": "What does the policy say?"},
-        ],
-    }
-    path = tmp_path / "request.json"
-    path.write_text(json.dumps(request))
-    assert main(["plan", str(path), "--fresh"]) == 0
-    table = capsys.readouterr().out
-    assert "system[0]" in table
-    assert "5m" in table
-    assert main(["plan", str(path), "--fresh", "--json"]) == 0
-    plan = json.loads(capsys.readouterr().out)
-    assert plan["breakpoints"][0]["position"] == "system[0]"
-
-
-def test_plan_reports_a_bad_file(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "bad.json"
-    path.write_text("{not json")
-    assert main(["plan", str(path)]) == 2
-    assert "cannot read" in capsys.readouterr().err
-
-
 def _plan_file(tmp_path, **extra: object) -> str:
     request = {
         "model": "claude-sonnet-5-5",
@@ -73,6 +47,24 @@ def _plan_file(tmp_path, **extra: object) -> str:
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     return str(path)
+
+
+def test_plan_shows_a_table_and_json(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _plan_file(tmp_path, model="claude-sonnet-4-6")
+    assert main(["plan", path, "--fresh"]) == 0
+    table = capsys.readouterr().out
+    assert "system[0]" in table
+    assert "5m" in table
+    assert main(["plan", path, "--fresh", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["breakpoints"][0]["position"] == "system[0]"
+
+
+def test_plan_reports_a_bad_file(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    assert main(["plan", str(path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_plan_shows_where_automatic_caching_lands(
