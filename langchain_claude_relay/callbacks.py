@@ -49,7 +49,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from langchain_claude_relay.errors import ClaudeRelayError
 from langchain_claude_relay.ledger import LedgerEntry, LedgerSummary, cache_facts, summarize
-from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
+from langchain_claude_relay.usage import NormalizedUsage, from_usage_metadata, normalize_usage
 
 __all__ = ["CostTracker", "track_costs"]
 
@@ -332,7 +332,7 @@ def usage_of(
     """
     details = usage_metadata.get("input_token_details") or {}
     if usage_metadata and isinstance(details, Mapping) and "cache_creation" in details:
-        return _from_usage_metadata(usage_metadata)
+        return from_usage_metadata(usage_metadata)
     for key in ("usage", "token_usage"):
         raw = response_metadata.get(key)
         if isinstance(raw, Mapping) and raw:
@@ -340,31 +340,7 @@ def usage_of(
                 return normalize_usage(raw)
             except ClaudeRelayError:
                 continue  # garbage usage: fall back to what LangChain kept
-    return _from_usage_metadata(usage_metadata) if usage_metadata else None
-
-
-def _from_usage_metadata(usage_metadata: Mapping[str, Any]) -> NormalizedUsage:
-    """LangChain's usage (``input_tokens`` counts all input) split into disjoint kinds."""
-    details = usage_metadata.get("input_token_details") or {}
-    if not isinstance(details, Mapping):
-        details = {}
-    total = _count(usage_metadata.get("input_tokens"))
-    read = _count(details.get("cache_read"))
-    write_1h = _count(details.get("ephemeral_1h_input_tokens"))
-    write_5m = _count(details.get("ephemeral_5m_input_tokens"))
-    writes = max(_count(details.get("cache_creation")), write_5m + write_1h)
-    write_5m = writes - write_1h  # an unsplit write is a 5m write (a marker without ttl)
-    return NormalizedUsage(
-        input_tokens=max(total - read - writes, 0),
-        cache_read_tokens=read,
-        cache_write_5m_tokens=write_5m,
-        cache_write_1h_tokens=write_1h,
-        output_tokens=_count(usage_metadata.get("output_tokens")),
-    )
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return from_usage_metadata(usage_metadata) if usage_metadata else None
 
 
 def _amount(value: Any) -> float | None:

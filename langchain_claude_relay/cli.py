@@ -1,4 +1,4 @@
-"""``claude-relay``: the command line (demo, emulator, plan, stats, probe, bench).
+"""``claude-relay``: the command line (demo, emulator, plan, stats, probe, models, bench).
 
 Each subcommand is a small function over the library; ``--help`` on each says what it does.
 """
@@ -90,8 +90,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from langchain_claude_relay._convert import to_claude_request
+    from langchain_claude_relay.errors import ClaudeRelayError
     from langchain_claude_relay.models import DEFAULT_MODEL
     from langchain_claude_relay.planner import CachePlanner
+    from langchain_claude_relay.request import CacheControl
     from langchain_claude_relay.store import MemoryStore
 
     try:
@@ -109,11 +111,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
         return 2
     model = args.model or data.get("model") or DEFAULT_MODEL
-    request = to_claude_request(
-        data["messages"], model=model, tools=data.get("tools"), tool_choice=data.get("tool_choice")
-    )
-    planner = CachePlanner(store=MemoryStore()) if args.fresh else CachePlanner()
-    plan = planner.plan(request, ttl=args.ttl)
+    try:
+        request = to_claude_request(
+            data["messages"],
+            model=model,
+            tools=data.get("tools"),
+            tool_choice=data.get("tool_choice"),
+        )
+        if data.get("cache_control") is not None:  # automatic caching: a top-level marker
+            top_level = CacheControl.parse(data["cache_control"])
+            request = dataclasses.replace(request, cache_control=top_level)
+        planner = CachePlanner(store=MemoryStore()) if args.fresh else CachePlanner()
+        plan = planner.plan(request, ttl=args.ttl)
+    except (ClaudeRelayError, ValueError) as exc:
+        print(f"claude-relay plan: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -242,6 +254,93 @@ def _display_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from langchain_claude_relay.models import SOURCES, table_rows
+
+    rows = table_rows()
+    if not args.all:
+        rows = [r for r in rows if r["status"] != "retired"]
+    if args.json:
+        sources = {k: {"title": s.title, "read_on": str(s.read_on)} for k, s in SOURCES.items()}
+        print(json.dumps({"models": rows, "sources": sources}, indent=2))
+        return 0
+    print(_models_text(rows))
+    return 0
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _models_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The model table as printed by ``claude-relay models``."""
+    from langchain_claude_relay.models import DEFAULT_MODEL, SOURCES
+
+    header = ["family", "status", "min", "input", "output", "read", "read x", "5m", "1h"]
+    header += ["notes", "sources (read on)"]
+    cells = []
+    for r in rows:
+        minimum = str(r["min_cache_tokens"] or "?")
+        minimum += "".join(f" ({p}: {n})" for p, n in r["platform_min_cache_tokens"].items())
+        notes = [r["note"]] if r["note"] else []
+        if r["long_context"]:
+            tier = r["long_context"]
+            notes.append(
+                f"prompt over {tier['above_prompt_tokens']:,} tokens: input x"
+                f"{tier['input_multiplier']:g}, output x{tier['output_multiplier']:g}"
+            )
+        if r["refuses_automatic_caching_on"]:
+            notes.append(
+                "automatic caching refused on legacy "
+                + ", ".join(r["refuses_automatic_caching_on"])
+            )
+        notes += [
+            f"report {p['name']}: reads {p['read_multiplier']:g}x" for p in r["price_reports"]
+        ]
+        if r["retired_on"]:
+            notes.insert(
+                0,
+                f"retired {r['retired_on']}"
+                if r["status"] == "retired"
+                else f"end of life {r['retired_on']}",
+            )
+        cells.append(
+            [
+                r["family"],
+                r["status"],
+                minimum,
+                _usd(r["input"]),
+                _usd(r["output"]),
+                _usd(r["cache_read"]),
+                "-" if r["read_multiplier"] is None else f"{r['read_multiplier']:g}x",
+                _usd(r["cache_write_5m"]),
+                _usd(r["cache_write_1h"]),
+                "; ".join(notes),
+                f"{', '.join(r['sources'])} ({r['read_on']})",
+            ]
+        )
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 6, 7, 8}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    lines = [
+        f"Model table in force (USD per million tokens; default model {DEFAULT_MODEL}). "
+        "min: shortest cacheable prefix in tokens; read x: cache read / input.",
+        line(header),
+        line(["-" * w for w in widths]),
+        *(line(c) for c in cells),
+        "",
+        "Sources:",
+        *(f"  {k}: {s.title} (read {s.read_on})" for k, s in SOURCES.items()),
+    ]
+    return "\n".join(lines)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from langchain_claude_relay.demo import run_demo
 
@@ -274,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         "plan", help="show the cache plan for a request (OpenAI chat JSON) without sending it"
     )
     plan.add_argument(
-        "file", help="JSON file: {'model', 'messages', 'tools'} or a list of messages"
+        "file",
+        help="JSON file: {'model', 'messages', 'tools', 'cache_control'} or a list of messages "
+        "(a top-level cache_control asks for automatic caching)",
     )
     plan.add_argument("--model", help="model id (default: the file's, else the default model)")
     plan.add_argument(
@@ -319,6 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="do not save the verdicts in the state directory"
     )
     probe.set_defaults(func=_cmd_probe)
+
+    models = sub.add_parser(
+        "models",
+        help="the model table in force: minimums, prices, read multipliers, sources and dates",
+    )
+    models.add_argument(
+        "--all", action="store_true", help="also list retired models (priced for old code)"
+    )
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(func=_cmd_models)
 
     # `bench` has its own parser (langchain_claude_relay.bench); main() hands it the arguments.
     sub.add_parser(

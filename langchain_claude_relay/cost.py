@@ -3,7 +3,9 @@
 Prices come from the model table (``models.ModelPrices``, USD per million tokens), one price per
 token kind and per model: cache reads are 0.1x input on most models but cheaper on some, so no
 global multiplier is applied here. Reasoning tokens are part of ``output_tokens`` (that is how
-relays and Anthropic report them) and are billed at the output price.
+relays and Anthropic report them) and are billed at the output price. A published long-context
+tier applies to the whole call (Haiku 5.5: every token at 5x once the prompt, all input tokens
+together, exceeds 100K): ``ModelPrices.charges`` is the one place that prices a call.
 
 A model without published prices (``ModelSpec.prices is None``) costs ``None``: unknown, never a
 guess.
@@ -13,6 +15,8 @@ guess.
 ...                         cache_write_5m_tokens=0, cache_write_1h_tokens=0, output_tokens=500)
 >>> round(call_cost_usd(usage, "claude-sonnet-4-6"), 6)   # 1000*3 + 100000*0.3 + 500*15, /1e6
 0.0405
+>>> round(call_cost_usd(usage, "claude-opus-5-5"), 6)   # 1000*4 + 100000*0.2 (0.05x) + 500*20
+0.034
 """
 
 from __future__ import annotations
@@ -28,8 +32,6 @@ __all__ = [
     "call_cost_usd",
     "uncached_cost_usd",
 ]
-
-_PER_TOKEN = 1e-6  # prices are USD per million tokens
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,12 @@ def cost_breakdown(usage: NormalizedUsage, model: str | ModelSpec) -> CostBreakd
     prices = _prices(model)
     if prices is None:
         return None
-    parts = (
-        usage.input_tokens * prices.input * _PER_TOKEN,
-        usage.cache_read_tokens * prices.cache_read * _PER_TOKEN,
-        usage.cache_write_5m_tokens * prices.cache_write_5m * _PER_TOKEN,
-        usage.cache_write_1h_tokens * prices.cache_write_1h * _PER_TOKEN,
-        usage.output_tokens * prices.output * _PER_TOKEN,
+    parts = prices.charges(
+        usage.input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.output_tokens,
     )
     total = sum(parts)
     return CostBreakdown(*parts, total=total, savings_vs_uncached=_uncached(usage, prices) - total)
@@ -119,7 +121,7 @@ def uncached_cost_usd(usage: NormalizedUsage, model: str | ModelSpec) -> float |
 
 
 def _uncached(usage: NormalizedUsage, prices: ModelPrices) -> float:
-    return (
-        usage.total_input_tokens * prices.input * _PER_TOKEN
-        + usage.output_tokens * prices.output * _PER_TOKEN
+    plain, _read, _w5, _w1, output = prices.charges(
+        usage.total_input_tokens, 0, 0, 0, usage.output_tokens
     )
+    return plain + output

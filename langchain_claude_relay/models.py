@@ -1,78 +1,222 @@
-"""The Claude model table: minimum cacheable prefix, prices, rate-limit rules, retirement.
+"""The Claude model table: minimum cacheable prefix, prices, cache multipliers, retirement.
 
-Facts live here as data, in one table, because they change month to month. Relays rename
-models (``claude-sonnet-4-5-20250929``, ``anthropic/claude-sonnet-4.5``,
-``claude-sonnet-4-5-thinking``, ``us.anthropic.claude-sonnet-4-5-v1:0``), so ids are matched by
-*family*: tier (opus, sonnet, haiku, fable, mythos) and version, ignoring provider prefixes, date
-stamps and variant suffixes.
+The facts are data: ``models.json`` next to this module (shipped in the wheel), one row per
+model family, each with its sources and the date it was read. They change month to month, so
+they live in one file and ``claude-relay models`` prints the table in force. Relays rename models
+(``claude-sonnet-4-5-20250929``, ``anthropic/claude-sonnet-4.5``, ``claude-sonnet-4-5-thinking``,
+``us.anthropic.claude-sonnet-4-5-v1:0``), so ids are matched by *family*: tier (opus, sonnet,
+haiku, fable, mythos) and version, ignoring provider prefixes, date stamps and variant suffixes.
 
 >>> lookup_model("anthropic/claude-sonnet-4.5").family
 'sonnet-4-5'
->>> lookup_model("claude-3-5-haiku-20241022").min_cache_tokens
-2048
->>> lookup_model("claude-opus-5-5").known   # newer than our sources: kept unknown, not invented
-False
+>>> lookup_model("claude-opus-5-5").prices.read_multiplier   # Opus 5.5 reads at 0.05x input
+0.05
+>>> lookup_model("us.anthropic.claude-fable-5-v1:0").min_cache_tokens   # 1,024 on Bedrock
+1024
 
 Prices are USD per million tokens. A model whose prices were not published in our sources has
-``prices=None``: cost is reported as ``None`` rather than guessed.
+``prices=None``: cost is reported as ``None`` rather than guessed. Ids that Anthropic lists but
+whose prices we have not read (``claude-fable-5-2``, ``claude-mythos-5-2``) stay unknown.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
+import json
 import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
+from importlib import resources
+from typing import Any
 
 __all__ = [
     "DEFAULT_MODEL",
     "UNKNOWN_MIN_CACHE_TOKENS",
+    "TABLE_FILE",
+    "LongContextTier",
     "ModelPrices",
+    "PriceReport",
+    "Source",
     "ModelSpec",
+    "ListedModel",
     "MODEL_TABLE",
+    "LISTED_UNPRICED",
+    "SOURCES",
     "model_family",
+    "model_platform",
     "lookup_model",
     "register_model",
+    "use_price_report",
+    "did_you_mean",
+    "price_table",
+    "iter_sources",
+    "load_table",
+    "table_rows",
 ]
 
-DEFAULT_MODEL = "claude-sonnet-4-6"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 """A current model with published prices and minimum (the relay article's list is retired)."""
 
 UNKNOWN_MIN_CACHE_TOKENS = 512
 """Assumed minimum for unknown models: a marker on a too-short prefix only costs its slot."""
 
+TABLE_FILE = "models.json"
+"""The packaged data file (in this package's directory)."""
+
+_OLD = 1.2  # cl100k undercounts Claude prose by roughly 15-28%
+_NEW = 1.56  # Claude 4.7+ count ~30% more than older models for the same text
+
+
+@dataclass(frozen=True)
+class LongContextTier:
+    """A price tier that applies to a whole call once its prompt passes a size.
+
+    Attributes:
+        above_prompt_tokens: the tier applies when the prompt (all input tokens: plain, cache
+            reads and writes) exceeds this.
+        input_multiplier: every input-side price (plain, reads, writes) is multiplied by this.
+        output_multiplier: the output price is multiplied by this.
+    """
+
+    above_prompt_tokens: int
+    input_multiplier: float
+    output_multiplier: float
+
 
 @dataclass(frozen=True)
 class ModelPrices:
-    """USD per million tokens, each kind stored explicitly (read multipliers differ by model)."""
+    """USD per million tokens, each kind stored explicitly (read multipliers differ by model).
+
+    Attributes:
+        input: plain input.
+        output: output (reasoning included).
+        cache_read: a cache read.
+        cache_write_5m: a cache write with the 5-minute TTL.
+        cache_write_1h: a cache write with the 1-hour TTL.
+        long_context: the tier for long prompts, where one was published.
+    """
 
     input: float
     output: float
     cache_read: float
     cache_write_5m: float
     cache_write_1h: float
+    long_context: LongContextTier | None = None
 
     @classmethod
-    def standard(cls, input: float, output: float, read_multiplier: float = 0.1) -> ModelPrices:
-        """Prices with Anthropic's usual multipliers: write 5m 1.25x, write 1h 2x, read 0.1x.
+    def standard(
+        cls,
+        input: float,
+        output: float,
+        read_multiplier: float = 0.1,
+        *,
+        write_5m_multiplier: float = 1.25,
+        write_1h_multiplier: float = 2.0,
+        long_context: LongContextTier | None = None,
+    ) -> ModelPrices:
+        """Prices from an input price and the cache multipliers (Anthropic's usual by default).
 
         Args:
             input: base input price, USD per million tokens.
             output: output price, USD per million tokens.
-            read_multiplier: cache-read price as a fraction of ``input``.
+            read_multiplier: cache-read price as a fraction of ``input`` (0.1 on most models,
+                0.05 on Opus 5.5, 0.025 on Fable 5.1 and Mythos 5.1).
+            write_5m_multiplier: 5-minute write price as a multiple of ``input``.
+            write_1h_multiplier: 1-hour write price as a multiple of ``input``.
+            long_context: a long-prompt tier, if any.
 
         Returns:
             The full price record.
+
+        >>> ModelPrices.standard(4, 20, 0.05).cache_read
+        0.2
         """
         return cls(
             input=input,
             output=output,
-            cache_read=round(input * read_multiplier, 6),
-            cache_write_5m=round(input * 1.25, 6),
-            cache_write_1h=round(input * 2.0, 6),
+            cache_read=round(input * read_multiplier, 9),
+            cache_write_5m=round(input * write_5m_multiplier, 9),
+            cache_write_1h=round(input * write_1h_multiplier, 9),
+            long_context=long_context,
         )
+
+    @property
+    def read_multiplier(self) -> float:
+        """The cache-read price as a fraction of the input price."""
+        return round(self.cache_read / self.input, 6) if self.input else 0.0
+
+    def charges(
+        self, plain: int, read: int, write_5m: int, write_1h: int, output: int
+    ) -> tuple[float, float, float, float, float]:
+        """USD for each token kind of one call, with the long-context tier applied.
+
+        The one place a call is priced: ``cost.cost_breakdown`` and the emulator's billing both
+        use it.
+
+        Returns:
+            ``(plain input, cache read, 5m writes, 1h writes, output)`` in USD.
+
+        >>> ModelPrices.standard(2, 10).charges(1_000, 100_000, 0, 0, 500)
+        (0.002, 0.02, 0.0, 0.0, 0.005)
+        """
+        prices = self.for_prompt(plain + read + write_5m + write_1h)
+        return (
+            plain * prices.input / 1e6,
+            read * prices.cache_read / 1e6,
+            write_5m * prices.cache_write_5m / 1e6,
+            write_1h * prices.cache_write_1h / 1e6,
+            output * prices.output / 1e6,
+        )
+
+    def for_prompt(self, prompt_tokens: int) -> ModelPrices:
+        """The prices that apply to a call whose prompt has ``prompt_tokens`` tokens in all.
+
+        >>> tier = LongContextTier(100_000, 5, 5)
+        >>> ModelPrices.standard(0.1, 0.5, long_context=tier).for_prompt(100_001).input
+        0.5
+        """
+        tier = self.long_context
+        if tier is None or prompt_tokens <= tier.above_prompt_tokens:
+            return self
+        k_in, k_out = tier.input_multiplier, tier.output_multiplier
+        return ModelPrices(
+            input=round(self.input * k_in, 9),
+            output=round(self.output * k_out, 9),
+            cache_read=round(self.cache_read * k_in, 9),
+            cache_write_5m=round(self.cache_write_5m * k_in, 9),
+            cache_write_1h=round(self.cache_write_1h * k_in, 9),
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a fact was read, and when."""
+
+    key: str
+    title: str
+    read_on: _dt.date
+
+
+@dataclass(frozen=True)
+class PriceReport:
+    """Another published reading of a model's prices, selectable with ``use_price_report``.
+
+    Attributes:
+        name: its key (e.g. ``"reads-0.05x"``).
+        prices: the prices it reports.
+        sources: keys of ``SOURCES``.
+        read_on: when it was read.
+        note: what it is and how it differs from the row's own prices.
+    """
+
+    name: str
+    prices: ModelPrices
+    sources: tuple[str, ...]
+    read_on: _dt.date
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,22 +224,38 @@ class ModelSpec:
     """What the planner, the limiter and the cost accounting need to know about one model family.
 
     Attributes:
-        family: canonical family key, e.g. ``"sonnet-4-5"``.
+        family: canonical family key, e.g. ``"sonnet-5-5"``.
         min_cache_tokens: shortest cacheable prefix; shorter prefixes are silently not cached.
         prices: USD per million tokens, or ``None`` when not published in our sources.
         reads_count_toward_itpm: whether cache reads count toward input-tokens-per-minute.
         token_ratio_prior: expected Claude tokens per ``cl100k_base`` token before calibration.
         retired_on: end-of-life date, if announced.
         known: ``False`` for an id not in the table (safe defaults were used).
+        current: part of Anthropic's current lineup.
+        platform_min_cache_tokens: ``(platform, minimum)`` pairs where a platform differs
+            (Bedrock: 1,024 for Fable 5 and Mythos 5).
+        refuses_automatic_caching_on: platforms that refuse a top-level ``cache_control``
+            with this model (the legacy Bedrock integration, Opus 4.6 and earlier).
+        sources: keys of ``SOURCES`` the row was read from.
+        read_on: when the row was read.
+        note: anything a reader of the table should know.
+        price_reports: other published readings of the prices (see ``use_price_report``).
     """
 
     family: str
     min_cache_tokens: int
     prices: ModelPrices | None
     reads_count_toward_itpm: bool = False
-    token_ratio_prior: float = 1.2
+    token_ratio_prior: float = _OLD
     retired_on: _dt.date | None = None
     known: bool = True
+    current: bool = False
+    platform_min_cache_tokens: tuple[tuple[str, int], ...] = ()
+    refuses_automatic_caching_on: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    read_on: _dt.date | None = None
+    note: str = ""
+    price_reports: tuple[PriceReport, ...] = field(default=(), compare=False)
 
     def is_retired(self, today: _dt.date | None = None) -> bool:
         """Whether the model has reached its announced end of life on ``today``."""
@@ -103,51 +263,174 @@ class ModelSpec:
             return False
         return (today or _dt.date.today()) >= self.retired_on
 
+    def min_cache_tokens_on(self, platform: str | None) -> int:
+        """The minimum on a platform (``"bedrock"``, ...), or the general one."""
+        return dict(self.platform_min_cache_tokens).get(platform or "", self.min_cache_tokens)
 
-_std = ModelPrices.standard
-_OLD = 1.2  # cl100k undercounts Claude prose by roughly 15-28%
-_NEW = 1.56  # Claude 4.7+ count ~30% more than older models for the same text
+    def accepts_automatic_caching_on(self, platform: str | None) -> bool:
+        """Whether a top-level ``cache_control`` is accepted with this model on a platform."""
+        return platform not in self.refuses_automatic_caching_on
 
-# family -> spec. Sources: ../shared/DESIGN.md (Anthropic's docs as of 2026-08; SDK 2.12 models).
-MODEL_TABLE: dict[str, ModelSpec] = {
-    spec.family: spec
-    for spec in [
-        # 512-token minimum
-        ModelSpec("opus-5", 512, _std(5, 25), token_ratio_prior=_NEW),
-        ModelSpec("fable-5", 512, _std(10, 50), token_ratio_prior=_NEW),
-        ModelSpec("mythos-5", 512, _std(10, 50), token_ratio_prior=_NEW),
-        # 1,024
-        ModelSpec("opus-4-8", 1024, _std(5, 25), token_ratio_prior=_NEW),
-        ModelSpec("sonnet-5", 1024, _std(2, 10), token_ratio_prior=_NEW),
-        ModelSpec("sonnet-4-6", 1024, _std(3, 15)),
-        ModelSpec("sonnet-4-5", 1024, _std(3, 15), retired_on=_dt.date(2026, 11, 30)),
-        ModelSpec("opus-4-1", 1024, _std(15, 75)),
-        ModelSpec("opus-4", 1024, _std(15, 75), retired_on=_dt.date(2026, 6, 15)),
-        ModelSpec("sonnet-4", 1024, _std(3, 15), retired_on=_dt.date(2026, 6, 15)),
-        ModelSpec("sonnet-3-7", 1024, _std(3, 15), retired_on=_dt.date(2026, 2, 19)),
-        ModelSpec("sonnet-3-5", 1024, _std(3, 15), retired_on=_dt.date(2025, 10, 22)),
-        ModelSpec("opus-3", 1024, _std(15, 75), retired_on=_dt.date(2026, 1, 5)),
-        # 2,048
-        ModelSpec("opus-4-7", 2048, _std(5, 25), token_ratio_prior=_NEW),
-        ModelSpec(
-            "haiku-3-5",
-            2048,
-            _std(0.8, 4),
-            reads_count_toward_itpm=True,
-            retired_on=_dt.date(2026, 2, 19),
+
+@dataclass(frozen=True)
+class ListedModel:
+    """An id Anthropic lists whose prices and minimum are not in our sources (kept unknown)."""
+
+    family: str
+    sources: tuple[str, ...]
+    read_on: _dt.date
+    note: str = ""
+
+
+# ------------------------------------------------------------------------------ the data
+
+
+def _date(raw: Any, where: str) -> _dt.date:
+    try:
+        return _dt.date.fromisoformat(str(raw))
+    except ValueError:
+        msg = f"{TABLE_FILE}: {where}: {raw!r} is not a date (YYYY-MM-DD)"
+        raise ValueError(msg) from None
+
+
+def _number(row: Mapping[str, Any], key: str, defaults: Mapping[str, Any]) -> float:
+    value = row.get(key, defaults.get(key))
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        msg = f"{TABLE_FILE}: {row.get('family')}: {key} must be a number >= 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _prices(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> ModelPrices | None:
+    if "input" not in row:
+        return None
+    tier = row.get("long_context")
+    return ModelPrices.standard(
+        _number(row, "input", defaults),
+        _number(row, "output", defaults),
+        _number(row, "read_multiplier", defaults),
+        write_5m_multiplier=_number(row, "write_5m_multiplier", defaults),
+        write_1h_multiplier=_number(row, "write_1h_multiplier", defaults),
+        long_context=LongContextTier(
+            int(tier["above_prompt_tokens"]),
+            float(tier["input_multiplier"]),
+            float(tier["output_multiplier"]),
+        )
+        if tier
+        else None,
+    )
+
+
+def _checked_sources(
+    keys: Sequence[str], family: str, known: Mapping[str, Source]
+) -> tuple[str, ...]:
+    missing = [k for k in keys if k not in known]
+    if not keys or missing:
+        msg = f"{TABLE_FILE}: {family}: every row needs sources from 'sources' (unknown: {missing})"
+        raise ValueError(msg)
+    return tuple(keys)
+
+
+def _spec(
+    row: Mapping[str, Any], defaults: Mapping[str, Any], known: Mapping[str, Source]
+) -> ModelSpec:
+    family = str(row["family"])
+    base = _prices(row, defaults)
+    reports = tuple(
+        PriceReport(
+            name=str(report["name"]),
+            prices=_prices({**row, **report}, defaults) or base,  # type: ignore[arg-type]
+            sources=_checked_sources(report.get("sources", ()), family, known),
+            read_on=_date(report["read_on"], f"{family}.price_reports"),
+            note=str(report.get("note", "")),
+        )
+        for report in row.get("price_reports", ())
+    )
+    return ModelSpec(
+        family=family,
+        min_cache_tokens=int(row["min_cache_tokens"]),
+        prices=base,
+        reads_count_toward_itpm=bool(row.get("reads_count_toward_itpm", False)),
+        token_ratio_prior=_number(row, "token_ratio_prior", defaults),
+        retired_on=_date(row["retired_on"], family) if "retired_on" in row else None,
+        current=bool(row.get("current", False)),
+        platform_min_cache_tokens=tuple(
+            (str(k), int(v)) for k, v in row.get("platform_min_cache_tokens", {}).items()
         ),
-        ModelSpec("haiku-3", 2048, _std(0.25, 1.25), reads_count_toward_itpm=True),
-        # 4,096
-        ModelSpec("opus-4-6", 4096, _std(5, 25)),
-        ModelSpec("opus-4-5", 4096, _std(5, 25)),
-        ModelSpec("haiku-4-5", 4096, _std(1, 5)),
-    ]
-}
+        refuses_automatic_caching_on=tuple(row.get("refuses_automatic_caching_on", ())),
+        sources=_checked_sources(row.get("sources", ()), family, known),
+        read_on=_date(row["read_on"], family),
+        note=str(row.get("note", "")),
+        price_reports=reports,
+    )
+
+
+def load_table(
+    text: str,
+) -> tuple[dict[str, Source], dict[str, ModelSpec], dict[str, ListedModel]]:
+    """Parse the model table's JSON (``models.json``'s format).
+
+    Args:
+        text: the JSON text.
+
+    Returns:
+        ``(sources, families, listed but unpriced)``, each keyed by its name.
+
+    Raises:
+        ValueError: if a row lacks a field, names an unknown source or has a bad value.
+    """
+    data = json.loads(text)
+    defaults = data.get("defaults", {})
+    sources = {
+        key: Source(key, str(s["title"]), _date(s["read_on"], f"sources.{key}"))
+        for key, s in data["sources"].items()
+    }
+    try:
+        table = {row["family"]: _spec(row, defaults, sources) for row in data["families"]}
+        listed = {
+            row["family"]: ListedModel(
+                row["family"],
+                _checked_sources(row.get("sources", ()), row["family"], sources),
+                _date(row["read_on"], row["family"]),
+                str(row.get("note", "")),
+            )
+            for row in data.get("listed_unpriced", ())
+        }
+    except KeyError as exc:
+        msg = f"{TABLE_FILE}: a row lacks the field {exc}"
+        raise ValueError(msg) from None
+    overlap = set(table) & set(listed)
+    if overlap:
+        msg = f"{TABLE_FILE}: {sorted(overlap)} are both priced and listed as unpriced"
+        raise ValueError(msg)
+    return sources, table, listed
+
+
+SOURCES: dict[str, Source]
+MODEL_TABLE: dict[str, ModelSpec]
+"""family -> spec, as read from ``models.json``."""
+LISTED_UNPRICED: dict[str, ListedModel]
+"""Families Anthropic lists but whose prices and minimum we have not read: kept unknown."""
+SOURCES, MODEL_TABLE, LISTED_UNPRICED = load_table(
+    resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
+)
 
 _TIERS = ("opus", "sonnet", "haiku", "fable", "mythos")
 _overrides: dict[str, ModelSpec] = {}
 _warned_unknown: set[str] = set()
 _warned_retired: set[str] = set()
+
+
+# ------------------------------------------------------------------------------ matching
+
+
+def _tokens(model_id: str) -> list[str]:
+    name = model_id.strip().lower().rsplit("/", 1)[-1]
+    name = name.rsplit(":", 1)[0] if name.startswith("arn:") else name
+    name = name.split("@", 1)[0]
+    name = re.sub(r"-v\d+(:\d+)?$", "", name)
+    name = name.replace(".", "-").replace("_", "-")
+    return [t for t in re.split(r"[^a-z0-9]+", name) if t]
 
 
 def model_family(model_id: str) -> str | None:
@@ -162,14 +445,12 @@ def model_family(model_id: str) -> str | None:
     'sonnet-3-7'
     >>> model_family("claude-opus-4-0")
     'opus-4'
+    >>> model_family("claude-mythos-preview")
+    'mythos-preview'
     >>> model_family("gpt-4o") is None
     True
     """
-    name = model_id.strip().lower().rsplit("/", 1)[-1]
-    name = name.split("@", 1)[0]
-    name = re.sub(r"-v\d+(:\d+)?$", "", name)
-    name = name.replace(".", "-").replace("_", "-")
-    tokens = [t for t in re.split(r"[^a-z0-9]+", name) if t]
+    tokens = _tokens(model_id)
     tier_positions = [i for i, t in enumerate(tokens) if t in _TIERS]
     if not tier_positions:
         return None
@@ -188,9 +469,10 @@ def model_family(model_id: str) -> str | None:
     after = version_digits(tokens[pos + 1 :])
     if after:
         version = after
+    elif tokens[pos + 1 : pos + 2] == ["preview"]:
+        return f"{tier}-preview"
     else:  # old order: claude-3-5-sonnet
-        before = [t for t in tokens[:pos] if t.isdigit() and len(t) <= 2]
-        version = before
+        version = [t for t in tokens[:pos] if t.isdigit() and len(t) <= 2]
     if not version:
         return None
     if len(version) > 1 and version[1] == "0":  # claude-opus-4-0 is Opus 4
@@ -198,32 +480,139 @@ def model_family(model_id: str) -> str | None:
     return "-".join([tier, *version[:2]])
 
 
+def model_platform(model_id: str) -> str | None:
+    """The cloud platform an id's spelling belongs to, when it says so.
+
+    Bedrock ids are ``anthropic.claude-...`` (with an optional region prefix such as ``us.`` or
+    ``global.``) or Bedrock ARNs; anything else (relay ids, ``anthropic/claude-...``, Vertex's
+    ``claude-...@date``, which shares the Claude API's minimums) gives ``None``.
+
+    >>> model_platform("global.anthropic.claude-opus-5-5-v1:0"), model_platform("claude-opus-5-5")
+    ('bedrock', None)
+    """
+    name = model_id.strip().lower()
+    if name.startswith("arn:aws:bedrock") or re.match(r"^([a-z]+\.)?anthropic\.claude", name):
+        return "bedrock"
+    return None
+
+
+def did_you_mean(model_id: str) -> str | None:
+    """The closest known model id to a misspelt one (``claude-sonet-4-6`` -> ``claude-sonnet-4-6``).
+
+    >>> did_you_mean("claude-sonet-4-6")
+    'claude-sonnet-4-6'
+    >>> did_you_mean("gpt-4o") is None
+    True
+    """
+    words = [t for t in _tokens(model_id) if t not in ("claude", "anthropic")]
+    guess = "-".join(words)
+    families = [*MODEL_TABLE, *LISTED_UNPRICED, *_overrides]
+    close = difflib.get_close_matches(guess, families, n=1, cutoff=0.8)
+    return f"claude-{close[0]}" if close and close[0] != guess else None
+
+
+# ------------------------------------------------------------------------------ lookup
+
+
+_SPEC_TYPES: dict[str, tuple[type, ...]] = {
+    "min_cache_tokens": (int,),
+    "reads_count_toward_itpm": (bool,),
+    "token_ratio_prior": (int, float),
+    "current": (bool,),
+    "note": (str,),
+}
+
+
+def _check_changes(changes: Mapping[str, object]) -> None:
+    names = {f.name for f in fields(ModelSpec)} - {"family", "known"}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        msg = f"unknown ModelSpec field(s) {unknown}: choose from {sorted(names)}"
+        raise ValueError(msg)
+    prices = changes.get("prices")
+    if "prices" in changes and prices is not None and not isinstance(prices, ModelPrices):
+        msg = (
+            f"prices must be a ModelPrices (or None for unpriced), got {type(prices).__name__}: "
+            "build one with ModelPrices.standard(input, output, read_multiplier) or "
+            "ModelPrices(input=..., output=..., cache_read=..., cache_write_5m=..., "
+            "cache_write_1h=...), in USD per million tokens"
+        )
+        raise TypeError(msg)
+    for name, kinds in _SPEC_TYPES.items():
+        value = changes.get(name)
+        if name in changes and (
+            not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))
+        ):
+            msg = f"{name} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}"
+            raise TypeError(msg)
+    if "min_cache_tokens" in changes and int(changes["min_cache_tokens"]) < 1:  # type: ignore[call-overload]
+        msg = (
+            f"min_cache_tokens must be a positive token count, got {changes['min_cache_tokens']!r}"
+        )
+        raise ValueError(msg)
+    retired = changes.get("retired_on")
+    if "retired_on" in changes and retired is not None and not isinstance(retired, _dt.date):
+        msg = f"retired_on must be a datetime.date or None, got {retired!r}"
+        raise TypeError(msg)
+
+
 def register_model(model_id_or_family: str, **changes: object) -> ModelSpec:
     """Override or add a model's facts (for example a new model's minimum or prices).
+
+    ``register_model("claude-opus-9", min_cache_tokens=1024,
+    prices=ModelPrices.standard(5, 25, read_multiplier=0.05))`` sets a new model's facts. A plain
+    dict is refused:
+
+    >>> register_model("claude-opus-9", prices={"input": 5})
+    Traceback (most recent call last):
+    ...
+    TypeError: prices must be a ModelPrices (or None for unpriced), got dict: ...
 
     Args:
         model_id_or_family: a relay id or a family key such as ``"opus-5-5"``.
         **changes: ``ModelSpec`` fields to set (``min_cache_tokens``, ``prices``, ...).
+            ``prices`` must be a ``ModelPrices``: a plain dict is refused, because its keys
+            (per million? which multiplier?) cannot be checked.
 
     Returns:
         The spec now in force for that family.
 
     Raises:
         ValueError: if the id names no Claude family or a field is unknown.
+        TypeError: if a field has the wrong type (``prices`` that is not a ``ModelPrices``).
     """
     family = model_family(model_id_or_family) or model_id_or_family
-    if not re.fullmatch(r"[a-z]+-\d+(-\d+)?", family):
+    if not re.fullmatch(r"[a-z]+-(\d+(-\d+)?|preview)", family):
         msg = f"cannot register {model_id_or_family!r}: it names no Claude family like 'opus-5-5'"
         raise ValueError(msg)
+    _check_changes(changes)
     base = _overrides.get(family) or MODEL_TABLE.get(family) or _unknown_spec(family)
-    try:
-        spec = replace(base, family=family, known=True, **changes)  # type: ignore[arg-type]
-    except TypeError as exc:
-        msg = f"unknown ModelSpec field in {sorted(changes)}: {exc}"
-        raise ValueError(msg) from exc
+    spec = replace(base, family=family, known=True, **changes)  # type: ignore[arg-type]
     _overrides[family] = spec
     lookup_model.cache_clear()
     return spec
+
+
+def use_price_report(model_id_or_family: str, report: str) -> ModelSpec:
+    """Price a model by another published reading (e.g. Sonnet 5.5 reads at 0.05x).
+
+    Args:
+        model_id_or_family: the model.
+        report: the report's name (``claude-relay models`` lists them).
+
+    Returns:
+        The spec now in force.
+
+    Raises:
+        ValueError: if the model has no report of that name.
+    """
+    family = model_family(model_id_or_family) or model_id_or_family
+    spec = MODEL_TABLE.get(family)
+    reports = {r.name: r for r in spec.price_reports} if spec is not None else {}
+    if report not in reports:
+        msg = f"{model_id_or_family!r} has no price report {report!r}; it has {sorted(reports)}"
+        raise ValueError(msg)
+    return register_model(family, prices=reports[report].prices)
 
 
 def _unknown_spec(family: str) -> ModelSpec:
@@ -238,13 +627,37 @@ def _unknown_spec(family: str) -> ModelSpec:
     )
 
 
+def _warn_unknown(model_id: str, family: str | None) -> None:
+    if model_id in _warned_unknown:
+        return
+    _warned_unknown.add(model_id)
+    listed = LISTED_UNPRICED.get(family or "")
+    if listed is not None:
+        why = (
+            f"Model {model_id!r} is listed by Anthropic ({', '.join(listed.sources)}, read "
+            f"{listed.read_on}) but its prices and cache minimum are not in "
+            "langchain-claude-relay's sources. "
+        )
+    else:
+        suggestion = did_you_mean(model_id)
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        why = f"Model {model_id!r} is not in langchain-claude-relay's model table.{hint} "
+    warnings.warn(
+        why + f"Assuming a {UNKNOWN_MIN_CACHE_TOKENS}-token cache minimum (learned from usage) "
+        "and no prices (cost_usd is None). Set its facts with "
+        "langchain_claude_relay.models.register_model(...).",
+        stacklevel=3,
+    )
+
+
 @lru_cache(maxsize=256)
 def lookup_model(model_id: str) -> ModelSpec:
     """The spec for a relay model id, matched by family; unknown ids get safe defaults.
 
-    An unknown id (a model newer than our sources, or a relay alias we cannot parse) gets the
-    low minimum of 512 tokens and no prices, with one warning per id. A retired model keeps its
-    prices (old code and some relays still map it) and warns once.
+    An unknown id (a model newer than our sources, a listed-but-unpriced one, or a relay alias
+    we cannot parse) gets the low minimum of 512 tokens and no prices, with one warning per id
+    (with a "did you mean" for a near miss). A retired model keeps its prices (old code and some
+    relays still map it) and warns once. A Bedrock id gets Bedrock's minimum where it differs.
 
     Args:
         model_id: the model id as the relay spells it.
@@ -257,16 +670,7 @@ def lookup_model(model_id: str) -> ModelSpec:
     if family is not None:
         spec = _overrides.get(family) or MODEL_TABLE.get(family)
     if spec is None:
-        if model_id not in _warned_unknown:
-            _warned_unknown.add(model_id)
-            warnings.warn(
-                f"Model {model_id!r} is not in langchain-claude-relay's model table: assuming a "
-                f"{UNKNOWN_MIN_CACHE_TOKENS}-token cache minimum (learned from usage) and no "
-                "prices "
-                "(cost_usd is None). Set its facts with "
-                "langchain_claude_relay.models.register_model(...).",
-                stacklevel=2,
-            )
+        _warn_unknown(model_id, family)
         return _unknown_spec(family or model_id)
     if spec.is_retired() and model_id not in _warned_retired:
         _warned_retired.add(model_id)
@@ -277,9 +681,95 @@ def lookup_model(model_id: str) -> ModelSpec:
             DeprecationWarning,
             stacklevel=2,
         )
-    return spec
+    minimum = spec.min_cache_tokens_on(model_platform(model_id))
+    return spec if minimum == spec.min_cache_tokens else replace(spec, min_cache_tokens=minimum)
 
 
 def price_table() -> Mapping[str, ModelSpec]:
     """The table in force, overrides included (read-only view for reports)."""
     return {**MODEL_TABLE, **_overrides}
+
+
+def iter_sources(spec: ModelSpec | ListedModel) -> Iterator[Source]:
+    """The sources a row names."""
+    return (SOURCES[key] for key in spec.sources if key in SOURCES)
+
+
+def _prices_row(prices: ModelPrices | None) -> dict[str, Any]:
+    if prices is None:
+        keys = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+        return {**dict.fromkeys(keys), "read_multiplier": None, "long_context": None}
+    tier = prices.long_context
+    return {
+        "input": prices.input,
+        "output": prices.output,
+        "cache_read": prices.cache_read,
+        "cache_write_5m": prices.cache_write_5m,
+        "cache_write_1h": prices.cache_write_1h,
+        "read_multiplier": prices.read_multiplier,
+        "long_context": None
+        if tier is None
+        else {
+            "above_prompt_tokens": tier.above_prompt_tokens,
+            "input_multiplier": tier.input_multiplier,
+            "output_multiplier": tier.output_multiplier,
+        },
+    }
+
+
+def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
+    """The table in force as JSON-able rows, overrides included (``claude-relay models``).
+
+    Each row has the family, its status (``current``, ``available``, ``retired``, ``listed,
+    unpriced`` or ``registered``), minimums, prices and multipliers, retirement, note, price
+    reports, sources and the date read. Current models first, then by family.
+    """
+    rows: list[dict[str, Any]] = []
+    for family, spec in price_table().items():
+        if family in _overrides:
+            status = "registered"
+        elif spec.is_retired(today):
+            status = "retired"
+        else:
+            status = "current" if spec.current else "available"
+        rows.append(
+            {
+                "family": family,
+                "status": status,
+                "min_cache_tokens": spec.min_cache_tokens,
+                "platform_min_cache_tokens": dict(spec.platform_min_cache_tokens),
+                **_prices_row(spec.prices),
+                "retired_on": str(spec.retired_on) if spec.retired_on else None,
+                "refuses_automatic_caching_on": list(spec.refuses_automatic_caching_on),
+                "note": spec.note,
+                "price_reports": [
+                    {
+                        "name": r.name,
+                        "read_multiplier": r.prices.read_multiplier,
+                        "sources": list(r.sources),
+                        "read_on": str(r.read_on),
+                    }
+                    for r in spec.price_reports
+                ],
+                "sources": list(spec.sources),
+                "read_on": str(spec.read_on) if spec.read_on else None,
+            }
+        )
+    for family, listed in LISTED_UNPRICED.items():
+        rows.append(
+            {
+                "family": family,
+                "status": "listed, unpriced",
+                "min_cache_tokens": None,
+                "platform_min_cache_tokens": {},
+                **_prices_row(None),
+                "retired_on": None,
+                "refuses_automatic_caching_on": [],
+                "note": listed.note,
+                "price_reports": [],
+                "sources": list(listed.sources),
+                "read_on": str(listed.read_on),
+            }
+        )
+    order = {"current": 0, "available": 1, "registered": 2, "listed, unpriced": 3, "retired": 4}
+    return sorted(rows, key=lambda r: order[r["status"]])

@@ -52,7 +52,7 @@ from langchain_claude_relay.chat_models import ChatClaudeRelay
 from langchain_claude_relay.errors import BadRequestError
 from langchain_claude_relay.models import lookup_model, price_table
 from langchain_claude_relay.request import MAX_CACHE_MARKERS
-from langchain_claude_relay.usage import normalize_usage
+from langchain_claude_relay.usage import from_usage_metadata, normalize_usage
 
 __all__ = ["PROBE_LENGTH_FACTOR", "probe_relay", "aprobe_relay", "probe_text_tokens"]
 
@@ -241,7 +241,7 @@ def _answer_from(message: BaseMessage) -> _Answer:
     return _Answer(
         raw_usage=raw_usage,
         read=int(details.get("cache_read") or 0),
-        write=int(details.get("cache_creation") or 0),
+        write=from_usage_metadata(usage).cache_write_tokens,
         write_1h=int(details.get("ephemeral_1h_input_tokens") or 0),
         split_known=normalize_usage(raw_usage).write_split_known if raw_usage else False,
     )

@@ -23,6 +23,11 @@ cache marker, so that key order in a tool schema or tool-call arguments never lo
 ``prefix_hashes()`` chains those hashes in prefix order; ``tool_choice``, thinking settings and the
 presence of images enter the chain where the messages part begins, because a change in them
 invalidates the messages part only.
+
+A request may also carry a top-level ``cache_control`` (*automatic caching*, since 2026-02-19):
+Claude then places one marker itself on the last block that can carry one. It is a marker, not
+content: it changes no hash. Its rules (a slot of the four, the TTL conflicts) are checked with
+the other markers' in ``planner.rules``.
 """
 
 from __future__ import annotations
@@ -290,6 +295,8 @@ class ClaudeRequest:
         tool_choice: the tool choice, wire-neutral (``"auto"``, ``"any"``, ``"none"``, or a name).
         thinking: extended-thinking settings as given (``{"type": "adaptive"}`` or
             ``{"type": "enabled", "budget_tokens": N}``).
+        cache_control: a top-level marker (automatic caching): Claude puts it on the last
+            block that can carry one (``planner.rules.automatic_marker`` says which).
     """
 
     model: str
@@ -298,6 +305,7 @@ class ClaudeRequest:
     messages: tuple[Message, ...] = ()
     tool_choice: Any = None
     thinking: Mapping[str, Any] | None = None
+    cache_control: CacheControl | None = None
 
     def flat_blocks(self) -> tuple[FlatBlock, ...]:
         """Every tool and block in prefix order (memoized on the instance)."""
@@ -356,7 +364,11 @@ class ClaudeRequest:
         return result
 
     def markers(self) -> dict[Position, CacheControl]:
-        """The cache markers present in the request, by position, in prefix order."""
+        """The block markers present in the request, by position, in prefix order.
+
+        The top-level marker (``cache_control``) is not among them: see
+        ``planner.rules.automatic_marker`` for where Claude would put it.
+        """
         return {f.position: f.cache_control for f in self.flat_blocks() if f.cache_control}
 
     def with_markers(self, markers: Mapping[Position, CacheControl | None]) -> ClaudeRequest:

@@ -90,6 +90,8 @@ __all__ = [
     "MAX_TOKEN_COUNT",
     "NormalizedUsage",
     "normalize_usage",
+    "chat_anthropic_usage_metadata",
+    "from_usage_metadata",
 ]
 
 WriteTTL = Literal["5m", "1h"]
@@ -209,30 +211,12 @@ class NormalizedUsage(InputTotals):
                 raise ValueError(msg)
 
     def to_usage_metadata(self) -> UsageMetadata:
-        """Convert to LangChain's ``UsageMetadata``, whose ``input_tokens`` counts ALL input.
+        """LangChain's ``UsageMetadata`` for this usage, as ``ChatAnthropic`` reports a call.
 
-        Returns:
-            A ``UsageMetadata`` with ``input_token_details`` (``cache_read``, ``cache_creation``,
-            ``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``) and, when reasoning
-            was reported, ``output_token_details.reasoning``.
-
+        See ``chat_anthropic_usage_metadata``: ``input_tokens`` counts all input, the details
+        never add up to more, and ``cache_creation`` is 0 once the 5m/1h split is given.
         """
-        details = {
-            "cache_read": self.cache_read_tokens,
-            "cache_creation": self.cache_write_tokens,
-            "ephemeral_5m_input_tokens": self.cache_write_5m_tokens,
-            "ephemeral_1h_input_tokens": self.cache_write_1h_tokens,
-        }
-        metadata = UsageMetadata(
-            input_tokens=self.total_input_tokens,
-            output_tokens=self.output_tokens,
-            total_tokens=self.total_input_tokens + self.output_tokens,
-            # InputTokenDetails allows provider-specific keys; the TTL split is Anthropic's.
-            input_token_details=cast(InputTokenDetails, details),
-        )
-        if self.reasoning_tokens is not None:
-            metadata["output_token_details"] = OutputTokenDetails(reasoning=self.reasoning_tokens)
-        return metadata
+        return chat_anthropic_usage_metadata(self)
 
     def to_dict(self) -> dict[str, int | bool | None]:
         """Return a JSON-able dict of the fields plus the two derived totals."""
@@ -240,6 +224,57 @@ class NormalizedUsage(InputTotals):
         out["cache_write_tokens"] = self.cache_write_tokens
         out["total_input_tokens"] = self.total_input_tokens
         return out
+
+
+def chat_anthropic_usage_metadata(usage: NormalizedUsage) -> UsageMetadata:
+    """LangChain's ``UsageMetadata`` for a call, exactly as ``ChatAnthropic`` reports it.
+
+    langchain-anthropic (1.7.10, 2026-11; the rule since langchain PR #35845, 2026-03) builds
+    ``input_token_details`` from Anthropic's usage so that the details never add up to more
+    than ``input_tokens``: ``cache_read``; the writes split by TTL in
+    ``ephemeral_5m_input_tokens`` and ``ephemeral_1h_input_tokens``; and ``cache_creation``, the
+    generic total, set to 0 once the split is there ("to avoid double counting"). Anthropic's
+    API always sends the split, so ``ChatAnthropic`` always reports ``cache_creation == 0``.
+    ``input_tokens`` counts all input (plain + reads + writes). LangSmith prices each detail at
+    its own rate and the remainder (``input_tokens`` minus the details) at the input rate, so
+    the same call costs the same through either model.
+
+    Writes whose TTL the relay did not report are given under the TTL they were booked at
+    (``write_ttl_hint``: what the markers asked for), the same as ``cost_usd`` prices them.
+
+    >>> usage = NormalizedUsage(input_tokens=20, cache_read_tokens=3000,
+    ...                         cache_write_5m_tokens=0, cache_write_1h_tokens=1500,
+    ...                         output_tokens=40)
+    >>> meta = chat_anthropic_usage_metadata(usage)
+    >>> meta["input_tokens"], sorted(meta["input_token_details"].items())[:2]
+    (4520, [('cache_creation', 0), ('cache_read', 3000)])
+    >>> meta["input_token_details"]["ephemeral_1h_input_tokens"]
+    1500
+
+    Args:
+        usage: the call's normalized usage.
+
+    Returns:
+        The usage metadata (``output_token_details.reasoning`` when reasoning was reported).
+    """
+    split = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    creation = 0 if split > 0 else usage.cache_write_tokens
+    details = {
+        "cache_read": usage.cache_read_tokens,
+        "cache_creation": creation,
+        "ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
+        "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+    }
+    metadata = UsageMetadata(
+        input_tokens=usage.total_input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_input_tokens + usage.output_tokens,
+        # InputTokenDetails allows provider-specific keys; the TTL split is Anthropic's.
+        input_token_details=cast(InputTokenDetails, details),
+    )
+    if usage.reasoning_tokens is not None:
+        metadata["output_token_details"] = OutputTokenDetails(reasoning=usage.reasoning_tokens)
+    return metadata
 
 
 def normalize_usage(
@@ -462,3 +497,38 @@ def _show(value: Any, limit: int = 60) -> str:
     except Exception:  # a hostile __repr__ must not replace our error
         text = f"<unprintable {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def from_usage_metadata(usage_metadata: Mapping[str, Any]) -> NormalizedUsage:
+    """A LangChain ``usage_metadata`` (any chat model's) split into disjoint kinds.
+
+    ``input_tokens`` counts all input. Writes are ``cache_creation`` or the 5m/1h split,
+    whichever is larger, so both conventions read right: ``ChatAnthropic``'s (``cache_creation``
+    0 once the split is there) and the older one (``cache_creation`` the total, split again).
+    A write without a TTL is a 5m write (a marker without ``ttl``).
+
+    >>> meta = {"input_tokens": 4520, "output_tokens": 40, "input_token_details": {
+    ...     "cache_read": 3000, "cache_creation": 0, "ephemeral_1h_input_tokens": 1500}}
+    >>> usage = from_usage_metadata(meta)
+    >>> usage.input_tokens, usage.cache_read_tokens, usage.cache_write_1h_tokens
+    (20, 3000, 1500)
+    """
+    details = usage_metadata.get("input_token_details") or {}
+    if not isinstance(details, Mapping):
+        details = {}
+    total = _positive(usage_metadata.get("input_tokens"))
+    read = _positive(details.get("cache_read"))
+    write_1h = _positive(details.get("ephemeral_1h_input_tokens"))
+    write_5m = _positive(details.get("ephemeral_5m_input_tokens"))
+    writes = max(_positive(details.get("cache_creation")), write_5m + write_1h)
+    return NormalizedUsage(
+        input_tokens=max(total - read - writes, 0),
+        cache_read_tokens=read,
+        cache_write_5m_tokens=writes - write_1h,
+        cache_write_1h_tokens=write_1h,
+        output_tokens=_positive(usage_metadata.get("output_tokens")),
+    )
+
+
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -65,7 +65,7 @@ from typing import Any
 
 from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.emulator.engine import TTL_SECONDS, BlockCounter, parse_openai
-from langchain_claude_relay.models import lookup_model
+from langchain_claude_relay.planner.ttl import Rates
 from langchain_claude_relay.wire.openai_chat import render_chat_payload
 
 __all__ = [
@@ -83,43 +83,6 @@ _NEVER = -math.inf
 _ONE_HOUR = TTL_SECONDS["1h"]
 _FIVE_MINUTES = TTL_SECONDS["5m"]
 _UNMARKABLE = frozenset({"thinking", "redacted_thinking"})
-
-
-@dataclass(frozen=True)
-class Rates:
-    """USD per input token of each kind."""
-
-    input: float
-    read: float
-    write_5m: float
-    write_1h: float
-
-    @classmethod
-    def for_model(cls, model: str) -> Rates:
-        """The model's prices per token.
-
-        Raises:
-            ValueError: if the model has no published prices.
-        """
-        prices = lookup_model(model).prices
-        if prices is None:
-            msg = f"model {model!r} has no published prices: the benchmark needs a priced model"
-            raise ValueError(msg)
-        return cls(
-            prices.input / 1e6,
-            prices.cache_read / 1e6,
-            prices.cache_write_5m / 1e6,
-            prices.cache_write_1h / 1e6,
-        )
-
-    def cost(self, plain: int, read: int, write_5m: int, write_1h: int) -> float:
-        """USD for the given token counts."""
-        return (
-            plain * self.input
-            + read * self.read
-            + write_5m * self.write_5m
-            + write_1h * self.write_1h
-        )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 ``cost USD`` is the input side (plain input + cache reads + 5m and 1h writes) at the model's
 prices: output tokens are equal for every strategy (deterministic replies, same cap) and are
 shown once per trace. ``x oracle`` divides by the trace's lower bound (``oracle.py``), ``x best
-baseline`` by the cheapest of the five peer strategies, ``hit rate`` is the share of requests
+baseline`` by the cheapest of the peer strategies, ``hit rate`` is the share of requests
 that read anything from the cache, ``wasted writes`` the tokens written by requests none of
 whose entries was read later (the ledger's definitions).
 """
@@ -348,11 +348,18 @@ def _overhead_lines(overhead: OverheadReport) -> list[str]:
     return lines
 
 
+def _model_of(trace: TraceResult) -> str:
+    """The model a trace ran on (its description ends with ``[model]``)."""
+    description = trace.description
+    return description[description.rfind("[") + 1 : -1] if description.endswith("]") else ""
+
+
 def format_report(result: BenchResult) -> str:
     """Everything, as printed by ``claude-relay bench``."""
     mode = "quick (smoke) run" if result.quick else "full run"
+    models = ", ".join(sorted({_model_of(t) for t in result.traces} - {""})) or result.model
     lines = [
-        f"claude-relay bench: {mode}, seed {result.seed}, model {result.model}, "
+        f"claude-relay bench: {mode}, seed {result.seed}, models {models} (per trace below), "
         f"{result.elapsed_seconds:.1f} s",
         "",
         format_cost_table(result.traces),
@@ -419,11 +426,20 @@ def write_chart(result: BenchResult, path: str | Path) -> str | None:
     traces = result.traces
     names = list(traces[0].metrics)
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(figsize=(max(9.0, 1.4 * len(traces)), 5.2))
+    figure, axes = plt.subplots(figsize=(max(10.0, 1.5 * len(traces)), 5.8))
+    palette = matplotlib.colormaps["tab20"]
     for k, name in enumerate(names):
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(traces))]
         ys = [t.metrics[name].cost_usd / t.oracle.cost_usd for t in traces]
-        axes.bar(xs, ys, width, label=name, edgecolor="black" if name == OURS.name else None)
+        ours = name == OURS.name
+        axes.bar(
+            xs,
+            ys,
+            width,
+            label=name,
+            color="black" if ours else palette(k % palette.N),
+            edgecolor="black" if ours else None,
+        )
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.axhline(
         TARGET_ORACLE_RATIO, color="grey", linestyle="--", linewidth=0.8, label="1.10x target"
@@ -437,7 +453,10 @@ def write_chart(result: BenchResult, path: str | Path) -> str | None:
     axes.set_ylabel("input cost / oracle lower bound")
     axes.set_title("Prompt-caching cost against the offline optimum (emulator billing)")
     axes.legend(
-        fontsize="small", ncol=len(names) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.14)
+        fontsize="small",
+        ncol=min(7, len(names) + 1),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
     )
     figure.tight_layout()
     target = Path(path)

@@ -7,8 +7,9 @@ the emulator holds every response for ``concurrent_delay`` wall seconds, so that
 looked up before any of them writes (Claude's rule: an entry is readable once the response that
 wrote it has begun). Costs come from ``emulator.billing_log`` only.
 
-Baselines build the payload themselves (``to_claude_request`` -> ``with_markers`` ->
-``render_chat_payload``) and send it with the plain ``openai`` client; ``ours`` calls
+Baselines build the payload themselves (``to_claude_request`` -> the strategy's rule ->
+``render_chat_payload``) and send it with the plain ``openai`` client (a top-level
+``cache_control`` in ``extra_body``); ``ours`` calls
 ``ChatClaudeRelay.invoke`` with a ``CachePlanner`` on a fresh ``MemoryStore`` whose clock, like
 the planner's, is the emulator's virtual clock (and a ``MemoryLedger``, so that the user's cost
 ledger never sees benchmark calls). A response hook on the shared ``httpx`` client
@@ -262,19 +263,19 @@ class ReplaySession:
     # -- senders --------------------------------------------------------------------------
 
     def _baseline_sender(self, trace: Trace, strategy: Strategy) -> Callable[[TraceRequest], str]:
-        rule = strategy.rule
-        if rule is None:  # pragma: no cover - guarded by the caller
-            msg = f"strategy {strategy.name} has no marker rule"
-            raise BenchError(msg)
+        rule = strategy.rule_for(trace)
 
         def send(request: TraceRequest) -> str:
             claude = to_claude_request(
                 list(request.messages), model=trace.model, tools=list(request.tools) or None
             )
-            payload: dict[str, Any] = render_chat_payload(
-                claude.with_markers(rule(claude)), canonical=True
+            payload: dict[str, Any] = render_chat_payload(rule(claude), canonical=True)
+            top_level = payload.pop("cache_control", None)  # not an openai SDK argument
+            completion = self._client.chat.completions.create(
+                **payload,
+                max_tokens=self.max_tokens,
+                extra_body={"cache_control": top_level} if top_level else None,
             )
-            completion = self._client.chat.completions.create(**payload, max_tokens=self.max_tokens)
             return _request_id(completion.id)
 
         return send

@@ -7,10 +7,11 @@ sends byte-identical content and only the cache markers differ. Requests that sh
 are *concurrent*: the runner sends them at the same virtual instant, in parallel, and none of
 them can read what another one writes. Every other request has a distinct timestamp.
 
-The eight workloads (``build_workloads``):
+The nine workloads (``build_workloads``), each on a current model (``Trace.model``):
 
 ==================  ============================================================================
-``doc_qa``          one large static system document (8K-30K tokens), Poisson questions
+``doc_qa``          one large static system document (8K-30K tokens), Poisson questions; Opus
+                    5.5 (cache reads at 0.05x input)
 ``chat``            several multi-turn conversations under one system prompt, interleaved
 ``agent``           tools + system + 10-20 tool steps per episode, several episodes
 ``sparse``          the same large document every 10-50 minutes over six hours
@@ -18,7 +19,10 @@ The eight workloads (``build_workloads``):
 ``mixed_tenants``   several system prompts of different sizes and traffic rates, interleaved
 ``volatile``        a timestamp at the top of the system prompt (after stable tools)
 ``short``           prompts below the model's minimum cacheable prefix
+``near_minimum``    Haiku 5.5 apps whose system prompts sit around its 512-token minimum
 ==================  ============================================================================
+
+The others run on the default model (Sonnet 5.5, 512-token minimum, reads at 0.1x).
 
 Text is English-like prose from a fixed vocabulary (about 1.25 emulator tokens per word); sizes
 are approximate, and every cost is computed from the emulator's exact counts.
@@ -35,6 +39,11 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_claude_relay.models import DEFAULT_MODEL
+
+OPUS = "claude-opus-5-5"
+"""Opus 5.5: $4 / $20 per million, cache reads at 0.05x input."""
+HAIKU = "claude-haiku-5-5"
+"""Haiku 5.5: $0.10 / $0.50 per million, 512-token minimum."""
 
 __all__ = ["TraceRequest", "Trace", "WORKLOADS", "build_workloads"]
 
@@ -171,7 +180,12 @@ def _poisson_times(rng: random.Random, mean_gap: float, horizon: float) -> list[
 
 
 def _make_trace(
-    name: str, description: str, requests: Sequence[TraceRequest], *, concurrent: bool = False
+    name: str,
+    description: str,
+    requests: Sequence[TraceRequest],
+    *,
+    concurrent: bool = False,
+    model: str = DEFAULT_MODEL,
 ) -> Trace:
     """Sort by time; separate accidental ties unless the trace is ``concurrent`` on purpose."""
     ordered = sorted(requests, key=lambda r: r.time)
@@ -182,7 +196,7 @@ def _make_trace(
         ):
             request = TraceRequest(round(out[-1].time + 0.01, 3), request.messages, request.tools)
         out.append(request)
-    return Trace(name, description, DEFAULT_MODEL, tuple(out))
+    return Trace(name, f"{description} [{model}]", model, tuple(out))
 
 
 # ------------------------------------------------------------------------------- workloads
@@ -200,7 +214,8 @@ def doc_qa(rng: random.Random, quick: bool) -> Trace:
         TraceRequest(t, (system, HumanMessage(_question(rng))))
         for t in _poisson_times(rng, 100.0, horizon)
     ]
-    return _make_trace("doc_qa", f"document Q&A: ~{size}-token system document, Poisson", requests)
+    description = f"document Q&A: ~{size}-token system document, Poisson"
+    return _make_trace("doc_qa", description, requests, model=OPUS)
 
 
 def chat(rng: random.Random, quick: bool) -> Trace:
@@ -324,18 +339,37 @@ def volatile(rng: random.Random, quick: bool) -> Trace:
 
 
 def short(rng: random.Random, quick: bool) -> Trace:
-    """Prompts below the minimum cacheable prefix: single calls and short chats."""
-    systems = [SystemMessage(prose(rng, rng.randint(150, 400))) for _ in range(3)]
+    """Prompts below the minimum cacheable prefix (512): single calls and short chats."""
+    systems = [SystemMessage(prose(rng, rng.randint(100, 220))) for _ in range(3)]
     horizon = 600.0 if quick else 3600.0
     requests: list[TraceRequest] = []
     for t in _poisson_times(rng, 60.0, horizon):
         system = rng.choice(systems)
         history: list[BaseMessage] = []
         for turn in range(rng.choice((1, 1, 3))):
-            user = HumanMessage(prose(rng, rng.randint(20, 100)))
+            user = HumanMessage(prose(rng, rng.randint(15, 50)))
             requests.append(TraceRequest(round(t + 30.0 * turn, 3), (system, *history, user)))
-            history += [user, AIMessage(prose(rng, rng.randint(30, 80)))]
+            history += [user, AIMessage(prose(rng, rng.randint(20, 50)))]
     return _make_trace("short", "short prompts below the minimum cacheable prefix", requests)
+
+
+def near_minimum(rng: random.Random, quick: bool) -> Trace:
+    """Haiku 5.5 apps whose system prompts sit just under, at and over its 512-token minimum.
+
+    Marking is a bet near the minimum: the planner's estimate (tiktoken, calibrated) decides
+    whether a prefix reaches it, and a miss either way costs (an unmarked cacheable prefix pays
+    full price on every call; a marker below the minimum only costs its slot).
+    """
+    sizes = (430, 500, 540, 620)
+    horizon = 900.0 if quick else 2 * 3600.0
+    requests: list[TraceRequest] = []
+    for app, size in enumerate(sizes):
+        system = SystemMessage(f"App {app} assistant.\n\n" + prose(rng, size))
+        for t in _poisson_times(rng, 45.0 if app % 2 else 150.0, horizon):
+            question = HumanMessage(_question(rng, rng.randint(10, 40)))
+            requests.append(TraceRequest(t, (system, question)))
+    description = "system prompts of ~430-620 tokens around the 512-token minimum"
+    return _make_trace("near_minimum", description, requests, model=HAIKU)
 
 
 WORKLOADS: dict[str, Callable[[random.Random, bool], Trace]] = {
@@ -347,6 +381,7 @@ WORKLOADS: dict[str, Callable[[random.Random, bool], Trace]] = {
     "mixed_tenants": mixed_tenants,
     "volatile": volatile,
     "short": short,
+    "near_minimum": near_minimum,
 }
 """Generators by trace name, in report order."""
 

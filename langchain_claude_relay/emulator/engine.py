@@ -15,6 +15,12 @@ Rules reproduced (see ``DESIGN.md``):
   images enter the chain where the messages part begins, so a change there invalidates messages
   only.
 * At most 4 markers (400 otherwise), and no 1h marker after a 5m one (400).
+* Automatic caching (a top-level ``cache_control``, on both the Messages and the chat path):
+  one marker on the last block that can carry one, walking back past thinking and empty text
+  blocks (none: no caching). It takes one of the 4 slots (4 explicit + top-level: 400); a last
+  block already marked with the same TTL makes it a no-op, with the other TTL a 400; it obeys
+  the TTL order (a top-level 1h after an explicit 5m: 400). Placed by ``place_automatic``
+  before the other rules, so prices, minimums and lookback are the same.
 * A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
 * A read at a marker checks the marker's boundary and up to 19 earlier ones (20 in all); the
   highest hit over all markers wins. Every hit restarts the entry's own TTL from the request's
@@ -51,6 +57,7 @@ __all__ = [
     "CacheEngine",
     "parse_openai",
     "parse_anthropic",
+    "place_automatic",
     "apply_bad_relay",
     "cost_usd",
 ]
@@ -93,11 +100,19 @@ class PrefixBlock:
 
 @dataclass(frozen=True)
 class PrefixRequest:
-    """A request as the cache sees it: the model, blocks in prefix order, the messages context."""
+    """A request as the cache sees it: the model, blocks in prefix order, the messages context.
+
+    Attributes:
+        model: the model id.
+        blocks: the blocks in prefix order.
+        context_hash: what invalidates the messages part though it is no block.
+        automatic: the TTL of a top-level ``cache_control`` not yet placed (``place_automatic``).
+    """
 
     model: str
     blocks: tuple[PrefixBlock, ...]
     context_hash: str
+    automatic: str | None = None
 
     @property
     def prefix_keys(self) -> tuple[str, ...]:
@@ -201,6 +216,10 @@ def _content_parts(content: Any, where: str) -> list[tuple[dict[str, Any], Any, 
     return out
 
 
+def _markable(block: PrefixBlock) -> bool:
+    return block.kind not in UNMARKABLE_KINDS and not (block.kind == "text" and not block.text)
+
+
 def _check_markable(block: PrefixBlock) -> None:
     if block.ttl is None:
         return
@@ -249,7 +268,8 @@ def _require(payload: Mapping[str, Any]) -> tuple[str, list[Any]]:
 def _finish(payload: Mapping[str, Any], model: str, blocks: list[PrefixBlock]) -> PrefixRequest:
     for block in blocks:
         _check_markable(block)
-    return PrefixRequest(model, tuple(blocks), _context_hash(payload, blocks))
+    automatic = _ttl(payload.get("cache_control"), "cache_control")
+    return PrefixRequest(model, tuple(blocks), _context_hash(payload, blocks), automatic)
 
 
 def _tool_block(tool: Any, where: str, openai: bool) -> PrefixBlock:
@@ -278,7 +298,8 @@ def parse_openai(payload: Mapping[str, Any]) -> PrefixRequest:
     messages become ``tool_result`` blocks of a user turn. A marker may sit on a content part,
     on a message (it applies to the message's last block), on a tool call, or on a tool (at the
     top level or inside ``function``). Markers inside a tool message's parts are hoisted to its
-    ``tool_result`` block.
+    ``tool_result`` block. A top-level ``cache_control`` asks for automatic caching (as
+    OpenRouter passes it on for Claude).
 
     Args:
         payload: the request body.
@@ -357,7 +378,7 @@ def _tool_result(msg: Mapping[str, Any], where: str) -> PrefixBlock:
 
 
 def parse_anthropic(payload: Mapping[str, Any]) -> PrefixRequest:
-    """Read an Anthropic Messages payload (``tools``, ``system``, ``messages``).
+    """Read an Anthropic Messages payload (``tools``, ``system``, ``messages``, ``cache_control``).
 
     Args:
         payload: the request body.
@@ -382,17 +403,59 @@ def parse_anthropic(payload: Mapping[str, Any]) -> PrefixRequest:
     return _finish(payload, model, [*tools, *system, *turns])
 
 
+def place_automatic(request: PrefixRequest) -> PrefixRequest:
+    """Put a top-level marker where Claude puts it: on the last block that can carry one.
+
+    Walks back past blocks that cannot carry a marker (thinking, redacted thinking, empty text);
+    with none left there is no marker and no caching. A last block that already carries a
+    marker with the same TTL makes it a no-op. The slot count and the TTL order are checked
+    afterwards with the other markers' (``validate_markers``).
+
+    Args:
+        request: the parsed request (``request.automatic`` is the top-level marker's TTL).
+
+    Returns:
+        The request with the marker on its block and ``automatic`` cleared.
+
+    Raises:
+        InvalidRequest: if the last block carries a marker with the other TTL.
+    """
+    ttl = request.automatic
+    if ttl is None:
+        return request
+    blocks = list(request.blocks)
+    last = next((i for i in range(len(blocks) - 1, -1, -1) if _markable(blocks[i])), None)
+    if last is not None:
+        block = blocks[last]
+        if block.ttl is None:
+            where = f"{block.where} (top-level cache_control)"
+            blocks[last] = replace(block, ttl=ttl, where=where)
+        elif block.ttl != ttl:
+            msg = (
+                f"cache_control: the top-level cache_control (ttl='{ttl}') applies to the last "
+                f"cacheable block, {block.where}, which already has cache_control with "
+                f"ttl='{block.ttl}'; the two must have the same ttl."
+            )
+            raise InvalidRequest(msg)
+    return replace(request, blocks=tuple(blocks), automatic=None)
+
+
 # ---------------------------------------------------------------------------------- bad relays
 
 
 def _drop_markers(request: PrefixRequest) -> PrefixRequest:
-    return replace(request, blocks=tuple(replace(b, ttl=None) for b in request.blocks))
+    blocks = tuple(replace(b, ttl=None) for b in request.blocks)
+    return replace(request, blocks=blocks, automatic=None)
 
 
 def _drop_ttl(request: PrefixRequest) -> PrefixRequest:
-    return replace(
-        request, blocks=tuple(replace(b, ttl="5m" if b.ttl else None) for b in request.blocks)
-    )
+    blocks = tuple(replace(b, ttl="5m" if b.ttl else None) for b in request.blocks)
+    return replace(request, blocks=blocks, automatic="5m" if request.automatic else None)
+
+
+def _drop_automatic(request: PrefixRequest) -> PrefixRequest:
+    """Forward the block markers but not the top-level field (a relay that does not know it)."""
+    return replace(request, automatic=None)
 
 
 def _inject_marker(request: PrefixRequest) -> PrefixRequest:
@@ -416,8 +479,10 @@ BAD_RELAY_MODES: dict[str, Callable[[PrefixRequest], PrefixRequest]] = {
     "drop_cache_control": _drop_markers,
     "drop_ttl": _drop_ttl,
     "inject_marker": _inject_marker,
+    "drop_automatic": _drop_automatic,
 }
-"""What misbehaving relays do to markers: strip them, strip ``ttl`` (1h becomes 5m), add one."""
+"""What misbehaving relays do to markers: strip them all, strip ``ttl`` (1h becomes 5m), add
+one, or drop the top-level ``cache_control`` (automatic caching) while keeping block markers."""
 
 
 def apply_bad_relay(request: PrefixRequest, mode: str | None) -> PrefixRequest:
@@ -463,14 +528,14 @@ def cost_usd(model: str, split: TokenSplit) -> float | None:
     prices = lookup_model(model).prices
     if prices is None:
         return None
-    total = (
-        split.input_tokens * prices.input
-        + split.cache_read * prices.cache_read
-        + split.cache_write_5m * prices.cache_write_5m
-        + split.cache_write_1h * prices.cache_write_1h
-        + split.output_tokens * prices.output
+    charges = prices.charges(
+        split.input_tokens,
+        split.cache_read,
+        split.cache_write_5m,
+        split.cache_write_1h,
+        split.output_tokens,
     )
-    return round(total / 1_000_000, 10)
+    return round(sum(charges), 10)
 
 
 @dataclass(frozen=True)
@@ -541,10 +606,13 @@ def _default_minimum(model: str) -> int:
 def validate_markers(request: PrefixRequest) -> None:
     """Claude's marker rules: at most 4, and no 1h marker after a 5m one.
 
+    A top-level marker is placed first (``place_automatic``) and counts like the others.
+
     Raises:
         InvalidRequest: with Anthropic's wording.
 
     """
+    request = place_automatic(request)
     marked = [request.blocks[i] for i in request.marker_indices]
     if len(marked) > MAX_MARKERS:
         msg = (
@@ -595,6 +663,7 @@ class CacheEngine:
             InvalidRequest: if the markers break Claude's rules.
 
         """
+        request = place_automatic(request)
         validate_markers(request)
         blocks, keys = request.blocks, request.prefix_keys
         tokens = tuple(self.counter.count_block(b.hash, b.kind, b.text) for b in blocks)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_claude_relay.emulator.engine import InvalidRequest
+from langchain_claude_relay.models import lookup_model
 
 __all__ = [
     "PLATFORMS",
@@ -79,6 +80,12 @@ def native_payload(
                 raise InvalidRequest(_BEDROCK_MALFORMED.format(problem))
         if "anthropic_version" not in body:
             problem = "required key [anthropic_version] not found"
+            raise InvalidRequest(_BEDROCK_MALFORMED.format(problem))
+        refused = bool(path_model) and not lookup_model(
+            str(path_model)
+        ).accepts_automatic_caching_on("bedrock")
+        if "cache_control" in body and refused:
+            problem = "extraneous key [cache_control] is not permitted"
             raise InvalidRequest(_BEDROCK_MALFORMED.format(problem))
         return {**body, "model": path_model, "stream": bool(stream)}
     if platform == "vertex" and path_model is not None:

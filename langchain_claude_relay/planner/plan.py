@@ -13,8 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner.reuse import LineageEntry
-from langchain_claude_relay.planner.rules import user_markers
+from langchain_claude_relay.planner.rules import (
+    AutomaticMarker,
+    automatic_marker,
+    user_markers,
+    validate_user_markers,
+)
 from langchain_claude_relay.request import CacheControl, CacheTTL, ClaudeRequest, Position
 
 __all__ = [
@@ -160,12 +166,19 @@ class CachePlan:
     trace: PlanTrace | None = field(default=None, compare=False, repr=False)
 
     def markers(self) -> dict[Position, CacheControl]:
-        """Every marker to apply with ``request.with_markers(...)`` (the user's unchanged)."""
+        """Every marker to apply with ``request.with_markers(...)`` (the user's unchanged).
+
+        The request's top-level marker (automatic caching) stays top-level: Claude places it,
+        so its breakpoint is not written onto the block.
+        """
         out: dict[Position, CacheControl] = {}
         user = {pos: marker for pos, marker, _ok in user_markers(self.request)}
+        automatic = automatic_marker(self.request)
         for bp in self.breakpoints:
             if bp.source == "user" and bp.position in user:
                 out[bp.position] = user[bp.position]
+            elif bp.source == "user" and automatic and bp.position == automatic.position:
+                continue
             else:
                 out[bp.position] = CacheControl(bp.ttl)
         return out
@@ -208,8 +221,20 @@ class CachePlan:
             header,
             "-" * len(header),
         ]
+        automatic = automatic_marker(self.request)
+        if automatic is not None:
+            lines.insert(1, _automatic_line(automatic))
+            try:
+                validate_user_markers(self.apply())
+            except RequestValidationError as exc:
+                lines.insert(
+                    2,
+                    "warning: with the top-level cache_control, Claude would refuse this plan: "
+                    f"{exc}",
+                )
         rows = list(self.blocks)
         keep = _rows_to_show(rows, marks)
+        keep |= {i for i, r in enumerate(rows) if automatic and r.position == automatic.position}
         skipped = 0
         for i, block in enumerate(rows):
             if i not in keep:
@@ -220,6 +245,8 @@ class CachePlan:
                 skipped = 0
             bp = marks.get(block.position)
             marker = f"{bp.ttl} {bp.source}: {bp.reason}" if bp else ""
+            if automatic is not None and block.position == automatic.position:
+                marker = f"{marker} [top-level cache_control lands here]".strip()
             lines.append(
                 f"{block.position!s:<28} {block.kind:<12} {block.raw_tokens:>8.0f} "
                 f"{block.tokens:>8.0f} {block.prefix_tokens:>9.0f}  {marker}".rstrip()
@@ -261,6 +288,19 @@ def trace_of(plan: CachePlan, method: str) -> PlanTrace:
         msg = f"{method}() needs a plan made by CachePlanner.plan() (this one has no trace)"
         raise ValueError(msg)
     return plan.trace
+
+
+def _automatic_line(automatic: AutomaticMarker) -> str:
+    ttl = automatic.marker.ttl
+    if not automatic.adds_slot:
+        return (
+            f"automatic caching: top-level cache_control ttl={ttl} on {automatic.position}, which "
+            "already carries the same marker (no extra slot)"
+        )
+    return (
+        f"automatic caching: top-level cache_control ttl={ttl}: Claude puts it on "
+        f"{automatic.position} (the last block that can carry one); it takes one of the 4 slots"
+    )
 
 
 def _rows_to_show(rows: list[PlannedBlock], marks: Mapping[Position, Breakpoint]) -> set[int]:

@@ -77,6 +77,7 @@ from langchain_claude_relay.planner.rules import (
     TTL_SECONDS,
     MinimumBounds,
     effective_minimum,
+    fixed_markers,
     learn_minimum,
     minimum_margin,
     reaches_minimum,
@@ -339,7 +340,7 @@ class CachePlanner:
             BlockInfo(it.section, it.message, it.role, it.markable, tokens)
             for it, tokens in zip(scan.items, sizes.blocks, strict=True)
         )
-        user = {i: it.marker for i, it in enumerate(scan.items) if it.marker is not None}
+        user = fixed_markers(request)  # the user's markers and where automatic caching lands
         return _Blocks(scan, sizes, calibration, minimum, margin, infos, user)
 
     def _calibrated(

@@ -4,6 +4,11 @@ Pure functions: no I/O, no clock, no environment.
 
 * At most ``MAX_CACHE_MARKERS`` markers per request, the user's included.
 * No 1h marker after a 5m marker in prefix order (tools, system, messages).
+* Automatic caching: a top-level ``cache_control`` is one marker that Claude puts on the last
+  block that can carry one (walking back past thinking and empty text blocks; none: no marker).
+  It takes one of the four slots, unless that block already carries a marker with the same TTL
+  (then it does nothing); a marker there with the other TTL is a 400. It obeys the TTL order
+  like any marker (``automatic_marker``).
 * No marker on a thinking block, a redacted thinking block or an empty text block.
 * A read looks back at most ``LOOKBACK_BLOCKS`` block boundaries from a marker (the marker's own
   boundary and 19 before it).
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import (
@@ -39,6 +45,10 @@ __all__ = [
     "MAX_LEARNED_MINIMUM",
     "validate_user_markers",
     "user_markers",
+    "AutomaticMarker",
+    "automatic_marker",
+    "fixed_markers",
+    "automatic_equivalent",
     "ttl_order_valid",
     "minimum_margin",
     "reaches_minimum",
@@ -88,16 +98,134 @@ def _block_at(request: ClaudeRequest, position: Position) -> Block:
     return request.messages[position.index].content[position.part]
 
 
+class AutomaticMarker(NamedTuple):
+    """Where Claude puts a request's top-level marker (automatic caching).
+
+    Attributes:
+        position: the block it lands on (the last block that can carry a marker).
+        flat_index: that block's index in prefix order (tools, system, messages, as
+            ``ClaudeRequest.flat_blocks``).
+        marker: the top-level marker.
+        adds_slot: ``False`` when the block already carries a marker with the same TTL (the
+            top-level marker then does nothing); with another TTL the request is invalid.
+    """
+
+    position: Position
+    flat_index: int
+    marker: CacheControl
+    adds_slot: bool
+
+
+def _last_markable(request: ClaudeRequest) -> tuple[Position, int, CacheControl | None] | None:
+    """The last block that can carry a marker, walking back: ``(position, index, marker)``."""
+    start = len(request.tools) + len(request.system)
+    sizes = [len(m.content) for m in request.messages]
+    index = start + sum(sizes)
+    for m in range(len(request.messages) - 1, -1, -1):
+        for j in range(sizes[m] - 1, -1, -1):
+            index -= 1
+            block = request.messages[m].content[j]
+            if block.markable:
+                return Position("messages", m, j), index, block.cache_control
+    for i in range(len(request.system) - 1, -1, -1):
+        block = request.system[i]
+        if block.markable:
+            return Position("system", i), len(request.tools) + i, block.cache_control
+    if request.tools:
+        last = len(request.tools) - 1
+        return Position("tools", last), last, request.tools[last].cache_control
+    return None
+
+
+def automatic_marker(request: ClaudeRequest) -> AutomaticMarker | None:
+    """Where Claude would put the request's top-level marker, if it has one.
+
+    ``None`` when there is no top-level marker or no block can carry one (no caching then).
+
+    >>> from langchain_claude_relay.request import Message
+    >>> text = Block("text", {"text": "hello"})
+    >>> thinking = Block("thinking", {"thinking": "...", "signature": "s"})
+    >>> request = ClaudeRequest("m", system=(text,), messages=(
+    ...     Message("user", (text,)), Message("assistant", (text, thinking))),
+    ...     cache_control=CacheControl("1h"))
+    >>> str(automatic_marker(request).position)   # walks back past the thinking block
+    'messages[1].content[0]'
+    """
+    if request.cache_control is None:
+        return None
+    last = _last_markable(request)
+    if last is None:
+        return None
+    position, index, existing = last
+    adds = existing is None or existing.ttl != request.cache_control.ttl
+    return AutomaticMarker(position, index, request.cache_control, adds)
+
+
+def fixed_markers(request: ClaudeRequest) -> dict[int, CacheControl]:
+    """The markers the planner must keep, by flat index: the user's, and the automatic one.
+
+    The automatic marker counts where Claude puts it (``automatic_marker``), so the planner has
+    one slot fewer and never plans a marker on that block. Validate first
+    (``validate_user_markers``).
+    """
+    index_of: dict[Position, int] = {}
+    offset = len(request.tools) + len(request.system)
+    for m, message in enumerate(request.messages):
+        for j in range(len(message.content)):
+            index_of[Position("messages", m, j)] = offset
+            offset += 1
+    fixed: dict[int, CacheControl] = {}
+    for position, marker, _markable in user_markers(request):
+        if position.section == "tools":
+            fixed[position.index] = marker
+        elif position.section == "system":
+            fixed[len(request.tools) + position.index] = marker
+        else:
+            fixed[index_of[position]] = marker
+    automatic = automatic_marker(request)
+    if automatic is not None and automatic.adds_slot:
+        fixed[automatic.flat_index] = automatic.marker
+    return dict(sorted(fixed.items()))
+
+
+def automatic_equivalent(
+    request: ClaudeRequest, markers: dict[Position, CacheControl]
+) -> CacheControl | None:
+    """The top-level marker that does exactly what ``markers`` do, if one does.
+
+    A top-level marker can only ever mean "one marker on the last block that can carry one", so
+    it is equivalent to a set of markers only when that set is exactly that one marker. The
+    planner never prefers it to the explicit marker (same bytes cached, same bill, but fewer
+    relays keep it and the legacy Bedrock integration refuses it); this is for a relay that
+    drops block markers but keeps the top-level field, where it is the only cache left.
+
+    >>> from langchain_claude_relay.request import Message
+    >>> request = ClaudeRequest("m", messages=(Message("user", (Block("text", {"text": "q"}),)),))
+    >>> automatic_equivalent(request, {Position("messages", 0, 0): CacheControl("1h")})
+    CacheControl(ttl='1h', explicit_ttl=True)
+    >>> automatic_equivalent(request, {}) is None
+    True
+    """
+    if len(markers) != 1:
+        return None
+    last = _last_markable(request)
+    ((position, marker),) = markers.items()
+    return marker if last is not None and last[0] == position else None
+
+
 def validate_user_markers(request: ClaudeRequest) -> None:
     """Check the markers the user placed, before anything is sent (also with caching off).
+
+    The top-level marker (automatic caching) counts as one more where Claude would put it.
 
     Args:
         request: the request as the user built it.
 
     Raises:
-        RequestValidationError: more than 4 markers, a 1h marker after a 5m one, or a marker on
-            a thinking block or an empty text block; the message names the positions and says
-            how to fix it.
+        RequestValidationError: more than 4 markers (the top-level one included), a 1h marker
+            after a 5m one, a top-level marker whose TTL differs from an explicit marker on the
+            last block, or a marker on a thinking block or an empty text block; the message
+            names the positions and says how to fix it.
     """
     found = list(user_markers(request))
     for position, _marker, markable in found:
@@ -109,12 +237,29 @@ def validate_user_markers(request: ClaudeRequest) -> None:
                 "tool_use or tool_result block before it."
             )
             raise RequestValidationError(msg)
+    automatic = automatic_marker(request)
+    if automatic is not None:
+        explicit = next((m for p, m, _k in found if p == automatic.position), None)
+        if explicit is not None and explicit.ttl != automatic.marker.ttl:
+            msg = (
+                f"the top-level cache_control (ttl='{automatic.marker.ttl}') would go on "
+                f"{automatic.position}, which already has cache_control ttl='{explicit.ttl}': "
+                "Claude refuses the two TTLs on one block. Give them the same ttl, or drop one."
+            )
+            raise RequestValidationError(msg)
+        if automatic.adds_slot:
+            found.append((automatic.position, automatic.marker, True))
+            found.sort(key=lambda item: _order(item[0]))
     if len(found) > MAX_CACHE_MARKERS:
-        where = ", ".join(str(p) for p, _m, _k in found)
+        where = ", ".join(
+            f"{p} (top-level cache_control)" if automatic and p == automatic.position else str(p)
+            for p, _m, _k in found
+        )
         msg = (
             f"{len(found)} cache_control markers ({where}): Claude allows at most "
-            f"{MAX_CACHE_MARKERS} per request. Remove {len(found) - MAX_CACHE_MARKERS}, or remove "
-            "them all and let the cache planner place them (cache='auto')."
+            f"{MAX_CACHE_MARKERS} per request, and a top-level cache_control (automatic "
+            f"caching) takes one. Remove {len(found) - MAX_CACHE_MARKERS}, or remove them all "
+            "and let the cache planner place them (cache='auto')."
         )
         raise RequestValidationError(msg)
     first_5m: Position | None = None
@@ -123,11 +268,23 @@ def validate_user_markers(request: ClaudeRequest) -> None:
             first_5m = position
         elif marker.ttl == "1h" and first_5m is not None:
             msg = (
-                f"cache_control ttl='1h' on {position} comes after ttl='5m' on {first_5m}: "
-                "every 1h marker must come before every 5m marker in prefix order (tools, "
-                f"system, messages). Make {first_5m} ttl='1h' or {position} ttl='5m'."
+                f"cache_control ttl='1h' on {_named(position, automatic)} comes after ttl='5m' "
+                f"on {_named(first_5m, automatic)}: every 1h marker must come before every 5m "
+                "marker in prefix order (tools, system, messages). Make "
+                f"{first_5m} ttl='1h' or {position} ttl='5m'."
             )
             raise RequestValidationError(msg)
+
+
+def _order(position: Position) -> tuple[int, int, int]:
+    section = ("tools", "system", "messages").index(position.section)
+    return section, position.index, position.part
+
+
+def _named(position: Position, automatic: AutomaticMarker | None) -> str:
+    if automatic is not None and automatic.adds_slot and position == automatic.position:
+        return f"{position} (the top-level cache_control lands there)"
+    return str(position)
 
 
 def ttl_order_valid(ttls: Sequence[str]) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from langchain_claude_relay.models import ModelPrices
+from langchain_claude_relay.models import ModelPrices, lookup_model
 from langchain_claude_relay.planner.reuse import ReuseOdds
 
 __all__ = ["TTLPolicy", "TTL_POLICIES", "Rates", "future_cost", "now_cost", "best_split"]
@@ -70,9 +70,31 @@ class Rates:
             priced=priced,
         )
 
+    @classmethod
+    def for_model(cls, model: str) -> Rates:
+        """A priced model's rates, with its own read multiplier (0.05x on Opus 5.5, ...).
+
+        Raises:
+            ValueError: if the model has no published prices.
+        """
+        prices = lookup_model(model).prices
+        if prices is None:
+            msg = f"model {model!r} has no published prices: the benchmark needs a priced model"
+            raise ValueError(msg)
+        return cls.from_prices(prices)
+
     def write(self, ttl: str) -> float:
         """The write rate for a TTL."""
         return self.write_5m if ttl == "5m" else self.write_1h
+
+    def cost(self, plain: float, read: float, write_5m: float, write_1h: float) -> float:
+        """USD (or relative units, unpriced) for the given token counts."""
+        return (
+            plain * self.input
+            + read * self.read
+            + write_5m * self.write_5m
+            + write_1h * self.write_1h
+        )
 
 
 def future_cost(ttl: str, odds: ReuseOdds, rates: Rates) -> float:

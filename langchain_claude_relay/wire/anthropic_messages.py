@@ -41,7 +41,12 @@ from langchain_claude_relay.errors import (
     make_status_error,
 )
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Tool
-from langchain_claude_relay.wire.openai_chat import ParsedChunk, ParsedCompletion, checked_usage
+from langchain_claude_relay.wire.openai_chat import (
+    ParsedChunk,
+    ParsedCompletion,
+    check_one_top_level_marker,
+    checked_usage,
+)
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -347,7 +352,8 @@ def render_messages_payload(
     Returns:
         A JSON-serializable payload with keys in a fixed order: ``model``, ``max_tokens``,
         ``system`` (when there is system text), ``messages``, ``tools``, ``tool_choice``,
-        ``thinking``, then the other settings sorted by name.
+        ``thinking``, ``cache_control`` (the request's top-level marker: automatic caching),
+        then the other settings sorted by name.
 
     Raises:
         RequestValidationError: for input the Messages API cannot take (JSON mode, a
@@ -370,6 +376,9 @@ def render_messages_payload(
     thinking = request.thinking if request.thinking is not None else params.get("thinking")
     if thinking is not None:
         payload["thinking"] = _plain(thinking)
+    if request.cache_control is not None:
+        check_one_top_level_marker(request, params)
+        payload["cache_control"] = request.cache_control.to_wire()
     for key in sorted(settings):
         payload[key] = settings[key]
     return payload

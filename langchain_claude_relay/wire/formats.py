@@ -15,6 +15,7 @@ from langchain_claude_relay.request import ClaudeRequest
 from langchain_claude_relay.wire.openai_chat import (
     ParsedChunk,
     ParsedCompletion,
+    check_one_top_level_marker,
     parse_chat_chunk,
     parse_chat_completion,
     render_chat_payload,
@@ -58,6 +59,7 @@ def _render_chat(
     request: ClaudeRequest, params: Mapping[str, Any], canonical: bool
 ) -> dict[str, Any]:
     payload = render_chat_payload(request, canonical=canonical)
+    check_one_top_level_marker(request, params)
     payload.update(params)
     return payload
 

@@ -7,7 +7,9 @@ reads a relay's answer back. Markers go where relays look for them:
   assistant text, tool results);
 - on a tool: ``{"type": "function", "function": {...}, "cache_control": {...}}``;
 - on the message, for blocks that have no content part of their own in this format (an
-  assistant turn's last ``tool_use``): relays read a message-level marker as "its last part".
+  assistant turn's last ``tool_use``): relays read a message-level marker as "its last part";
+- a top-level ``cache_control`` (automatic caching) as a top-level field of the body, which
+  relays that know it (OpenRouter) pass on to Claude.
 
 Responses are validated here: anything that is not a chat completion raises
 :class:`~langchain_claude_relay.errors.APIResponseError` with the status and a body excerpt.
@@ -26,6 +28,7 @@ from langchain_claude_relay.usage import normalize_usage
 
 __all__ = [
     "render_chat_payload",
+    "check_one_top_level_marker",
     "render_tool_choice",
     "ParsedCompletion",
     "ParsedChunk",
@@ -198,7 +201,24 @@ def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> di
     choice = render_tool_choice(request.tool_choice)
     if choice is not None:
         payload["tool_choice"] = choice
+    if request.cache_control is not None:
+        payload["cache_control"] = request.cache_control.to_wire()
     return payload
+
+
+def check_one_top_level_marker(request: ClaudeRequest, params: Mapping[str, Any]) -> None:
+    """Refuse a top-level ``cache_control`` given twice: on the request and in the settings.
+
+    Raises:
+        RequestValidationError: if both carry one (model_kwargs / extra_body would replace the
+            request's silently, and the planner counted the request's).
+    """
+    if request.cache_control is not None and "cache_control" in params:
+        msg = (
+            "the request already carries a top-level cache_control (automatic caching): give "
+            "it once, not also in model_kwargs/extra_body"
+        )
+        raise RequestValidationError(msg)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,14 @@ import pytest
 from langchain_claude_relay._convert import to_claude_request
 from langchain_claude_relay.bench import run, run_bench
 from langchain_claude_relay.bench.report import format_report, write_chart
-from langchain_claude_relay.bench.strategies import BASELINES, STRATEGIES, system_end, tools_end
+from langchain_claude_relay.bench.strategies import (
+    BASELINES,
+    STRATEGIES,
+    prefix_gaps,
+    rule_of_thumb_ttl,
+    system_end,
+    tools_end,
+)
 from langchain_claude_relay.bench.workloads import WORKLOADS, build_workloads
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner.rules import validate_user_markers
@@ -118,26 +125,67 @@ def test_workloads_are_seeded() -> None:
 
 def test_baseline_markers_are_valid_requests() -> None:
     for trace in build_workloads(0, quick=True):
+        rules = {s.name: s.rule_for(trace) for s in BASELINES}
         for item in trace.requests:
             request = to_claude_request(
                 list(item.messages), model=trace.model, tools=list(item.tools)
             )
-            for strategy in BASELINES:
-                assert strategy.rule is not None
-                markers = strategy.rule(request)
+            for name, rule in rules.items():
                 try:
-                    validate_user_markers(request.with_markers(markers))
+                    validate_user_markers(rule(request))
                 except RequestValidationError as exc:
-                    pytest.fail(f"{strategy.name} placed markers Claude refuses: {exc}")
-            always = next(s for s in BASELINES if s.name == "always_1h").rule
-            assert always is not None
-            marked = always(request)
+                    pytest.fail(f"{name} placed markers Claude refuses: {exc}")
+            marked = rules["always_1h"](request).markers()
             assert system_end(request) in marked
             if request.tools:
                 assert tools_end(request) in marked
             places = bool(request.tools) + bool(request.system) + len(request.messages)
             assert len(marked) == min(4, places)
             assert {m.ttl for m in marked.values()} == {"1h"}
+
+
+@pytest.mark.parametrize("ttl", ["5m", "1h"])
+def test_the_2026_middleware_marks_tool_system_and_top_level_with_one_ttl(ttl: str) -> None:
+    trace = next(t for t in build_workloads(0, quick=True) if t.name == "agent")
+    item = trace.requests[-1]
+    request = to_claude_request(list(item.messages), model=trace.model, tools=list(item.tools))
+    middleware = next(s for s in BASELINES if s.name == f"middleware_{ttl}").rule_for(trace)
+    sent = middleware(request)
+    assert set(sent.markers()) == {tools_end(request), system_end(request)}
+    assert {m.ttl for m in sent.markers().values()} == {ttl}
+    assert sent.cache_control is not None
+    assert sent.cache_control.ttl == ttl
+    automatic = next(s for s in BASELINES if s.name == f"auto_{ttl}").rule_for(trace)(request)
+    assert automatic.markers() == {}
+    assert automatic.cache_control is not None
+    assert automatic.cache_control.ttl == ttl
+
+
+@pytest.mark.parametrize(
+    ("gaps", "ttl"),
+    [
+        ([], "5m"),
+        ([30.0] * 20, "5m"),  # every gap under 5 minutes
+        ([30.0] * 19 + [600.0], "5m"),  # exactly 1 in 20 between 5 and 60 minutes: not more
+        ([30.0] * 18 + [600.0, 900.0], "1h"),  # 2 in 20
+        ([30.0] * 17 + [600.0, 4000.0, 5000.0], "5m"),  # 2 of 3 long pauses past an hour
+        ([30.0] * 16 + [600.0, 900.0, 1200.0, 4000.0], "1h"),  # 1 of 4 past an hour: rare
+        ([30.0] * 16 + [600.0, 4000.0, 5000.0, 6000.0], "5m"),  # 3 of 4 past an hour
+    ],
+)
+def test_anthropics_ttl_rule_of_thumb(gaps: list[float], ttl: str) -> None:
+    assert rule_of_thumb_ttl(gaps) == ttl
+
+
+def test_the_rule_of_thumb_looks_at_the_whole_trace() -> None:
+    for trace in build_workloads(0, quick=True):
+        rule = next(s for s in BASELINES if s.name == "rule_of_thumb").rule_for(trace)
+        request = to_claude_request(
+            list(trace.requests[0].messages), model=trace.model, tools=list(trace.requests[0].tools)
+        )
+        sent = rule(request)
+        assert sent.cache_control is not None
+        assert sent.cache_control.ttl == rule_of_thumb_ttl(prefix_gaps(trace))
 
 
 def test_bad_trace_name_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ Prices in the hand-computed cases are per token: input 1, read 0.1, write 5m 1.2
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from langchain_claude_relay.bench.oracle import (
 )
 from langchain_claude_relay.bench.strategies import BASELINES, message_end, system_end
 from langchain_claude_relay.emulator.engine import CacheEngine, parse_openai
+from langchain_claude_relay.planner.rules import automatic_marker
 from langchain_claude_relay.request import (
     MAX_CACHE_MARKERS,
     Block,
@@ -321,6 +322,22 @@ def test_oracle_is_below_every_baseline_and_fixed_rule(
     assert bound <= _bill(trace, alternating) + 1e-9, "alternating 5m / 1h tail"
 
 
+def _markers_of(
+    rule: Callable[[ClaudeRequest], ClaudeRequest],
+) -> Callable[[ClaudeRequest], dict[Position, CacheControl]]:
+    """A baseline's block markers, with its top-level marker placed where Claude puts it."""
+
+    def markers(request: ClaudeRequest) -> dict[Position, CacheControl]:
+        sent = rule(request)
+        out = sent.markers()
+        automatic = automatic_marker(sent)
+        if automatic is not None and automatic.adds_slot:
+            out[automatic.position] = automatic.marker
+        return out
+
+    return markers
+
+
 def _tail_1h(request: ClaudeRequest) -> dict[Position, CacheControl]:
     end = message_end(request, len(request.messages) - 1)
     return {end: CacheControl("1h")} if end is not None else {}
@@ -332,7 +349,7 @@ def _system_and_tail_5m(request: ClaudeRequest) -> dict[Position, CacheControl]:
 
 
 RULES = {
-    **{s.name: s.rule for s in BASELINES if s.rule is not None},
+    **{s.name: _markers_of(s.rule) for s in BASELINES if s.rule is not None},
     "system_5m": _system_5m,
     "tail_1h": _tail_1h,
     "system_and_tail_5m": _system_and_tail_5m,

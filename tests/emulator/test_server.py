@@ -364,7 +364,7 @@ def test_billing_cost_uses_the_model_prices(emu: RelayEmulator, client: openai.O
 
 @pytest.mark.filterwarnings("ignore:Model .* is not in")
 def test_unpriced_model_costs_none(emu: RelayEmulator, client: openai.OpenAI) -> None:
-    client.chat.completions.create(model="claude-opus-5-5", messages=doc_messages())  # type: ignore[arg-type]
+    client.chat.completions.create(model="claude-fable-5-2", messages=doc_messages())  # type: ignore[arg-type]
     assert emu.billing_log[-1].cost_usd is None
 
 

@@ -19,6 +19,7 @@ from ways_in import AWS_SECRET, VERTEX_TOKEN, WAYS_IN, way_params
 from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.errors import OverloadedError, RequestValidationError
+from langchain_claude_relay.usage import from_usage_metadata
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -98,7 +99,7 @@ def test_stream_gives_the_same_usage_as_the_bill(way: str, emulator: RelayEmulat
     assert full.usage_metadata["input_tokens"] == (
         billed.input_tokens + billed.cache_read + billed.cache_write_5m + billed.cache_write_1h
     )
-    assert full.usage_metadata["input_token_details"]["cache_creation"] == (
+    assert from_usage_metadata(full.usage_metadata).cache_write_tokens == (
         billed.cache_write_5m + billed.cache_write_1h
     )
 
@@ -146,7 +147,7 @@ def test_planned_cache_writes_then_reads(way: str, emulator: RelayEmulator) -> N
     second = llm.invoke([*messages[:1], ("human", "Question two?")])
     assert first.usage_metadata is not None
     assert second.usage_metadata is not None
-    assert first.usage_metadata["input_token_details"]["cache_creation"] > 1024
+    assert from_usage_metadata(first.usage_metadata).cache_write_tokens > 1024
     assert second.usage_metadata["input_token_details"]["cache_read"] > 1024
     assert first.response_metadata["cache_plan"]["breakpoints"]
     billed = emulator.billing_log
@@ -197,7 +198,7 @@ def test_max_tokens_zero_warms_the_cache(native: str, emulator: RelayEmulator) -
     assert warm.content == ""
     assert warm.usage_metadata is not None
     assert warm.usage_metadata["output_tokens"] == 0
-    assert warm.usage_metadata["input_token_details"]["cache_creation"] > 1024
+    assert from_usage_metadata(warm.usage_metadata).cache_write_tokens > 1024
     reply = llm.invoke([("system", document), ("human", "Another question?")])
     assert reply.usage_metadata is not None
     assert reply.usage_metadata["input_token_details"]["cache_read"] > 1024
@@ -259,7 +260,7 @@ async def test_warm_then_fan_out_reads_everywhere(way: str, emulator: RelayEmula
     document = _document(_tag("fan"), 200)
     warmed = await llm.awarm([("system", document), ("human", "Ready?")])
     assert warmed.usage_metadata is not None
-    assert warmed.usage_metadata["input_token_details"]["cache_creation"] > 1024
+    assert from_usage_metadata(warmed.usage_metadata).cache_write_tokens > 1024
     assert warmed.usage_metadata["output_tokens"] <= 1
     replies = await llm.abatch(
         [[("system", document), ("human", f"Question {i}?")] for i in range(5)]

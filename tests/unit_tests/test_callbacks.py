@@ -439,8 +439,9 @@ def test_chat_claude_relay_invoke_and_stream(make_llm: Any, relay: Any) -> None:
     assert costs.calls == 2
     reported = message.response_metadata["cost_usd"]
     assert reported is not None
-    # 100 in*3 + 10,000 read*0.3 + 2,000 write 5m*3.75 + 40 out*15 = 300+3,000+7,500+600
-    assert reported == pytest.approx(0.0114)
+    # the default model, Sonnet 5.5 ($2 in, $0.20 read, $2.50 write 5m, $10 out per MTok):
+    # 100 in*2 + 10,000 read*0.2 + 2,000 write 5m*2.5 + 40 out*10 = 200+2,000+5,000+400
+    assert reported == pytest.approx(0.0076)
     assert costs.cost_usd == pytest.approx(2 * reported)
     assert costs.cache_read_tokens == 20_000
     assert costs.cache_write_tokens == 4_000

@@ -263,9 +263,10 @@ def test_usage_and_cost_from_a_litellm_style_relay(make_llm, relay) -> None:
     msg = make_llm().invoke("hi")
     assert msg.usage_metadata["input_tokens"] == 5000
     assert msg.usage_metadata["input_token_details"]["cache_read"] == 3000
-    assert msg.usage_metadata["input_token_details"]["cache_creation"] == 1500
-    # sonnet-4-6: 500 plain * 3 + 3000 * 0.3 + 1500 * 3.75 + 100 * 15, per million
-    expected = (500 * 3 + 3000 * 0.3 + 1500 * 3.75 + 100 * 15) / 1e6
+    details = msg.usage_metadata["input_token_details"]
+    assert details["ephemeral_5m_input_tokens"] + details["ephemeral_1h_input_tokens"] == 1500
+    # the default model, sonnet-5-5: 500 plain * 2 + 3000 * 0.2 + 1500 * 2.5 + 100 * 10, per MTok
+    expected = (500 * 2 + 3000 * 0.2 + 1500 * 2.5 + 100 * 10) / 1e6
     assert msg.response_metadata["cost_usd"] == pytest.approx(expected)
 
 

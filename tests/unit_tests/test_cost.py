@@ -42,6 +42,10 @@ ALL_HITS = usage(10, 50_000, 0, 0, 100)
 #   opus-4-1    in 15   out 75  read 1.5   w5 18.75  w1 30
 #   haiku-3-5   in 0.8  out 4   read 0.08  w5 1.0    w1 1.6
 #   haiku-4-5   in 1    out 5   read 0.1   w5 1.25   w1 2
+#   opus-5-5    in 4    out 20  read 0.2   w5 5      w1 8      (reads 0.05x)
+#   fable-5-1   in 10   out 50  read 0.25  w5 12.5   w1 20     (reads 0.025x)
+#   sonnet-5-5  in 2    out 10  read 0.2   w5 2.5    w1 4
+#   haiku-5-5   in 0.1  out 0.5 read 0.01  w5 0.125  w1 0.2    (all 5x above 100K prompt tokens)
 # Columns: input, cache_read, write_5m, write_1h, output, total, uncached, savings (USD).
 CASES = [
     # sonnet-4-5, MIXED: 1000*3, 100000*0.3, 20000*3.75, 10000*6, 2000*15; uncached 131000*3+30000
@@ -61,6 +65,22 @@ CASES = [
     ),
     # all hits on haiku-4-5: 10*1 + 50000*0.1 + 100*5 = 5510; uncached 50010*1 + 500
     ("claude-haiku-4-5", ALL_HITS, (0.00001, 0.005, 0.0, 0.0, 0.0005, 0.00551, 0.05051, 0.045)),
+    # opus-5-5: 1000*4, 100000*0.2, 20000*5, 10000*8, 2000*20; uncached 131000*4+40000
+    ("claude-opus-5-5", MIXED, (0.004, 0.02, 0.1, 0.08, 0.04, 0.244, 0.564, 0.32)),
+    # fable-5-1: 1000*10, 100000*0.25, 20000*12.5, 10000*20, 2000*50; uncached 131000*10+100000
+    ("claude-fable-5-1", MIXED, (0.01, 0.025, 0.25, 0.2, 0.1, 0.585, 1.41, 0.825)),
+    # sonnet-5-5: 1000*2, 100000*0.2, 20000*2.5, 10000*4, 2000*10; uncached 131000*2+20000
+    ("claude-sonnet-5-5", MIXED, (0.002, 0.02, 0.05, 0.04, 0.02, 0.132, 0.282, 0.15)),
+    # haiku-5-5, 131,000 prompt tokens > 100K: every price 5x (in 0.5, read 0.05, w5 0.625,
+    # w1 1.0, out 2.5): 1000*0.5, 100000*0.05, 20000*0.625, 10000*1.0, 2000*2.5;
+    # uncached 131000*0.5 + 2000*2.5
+    ("claude-haiku-5-5", MIXED, (0.0005, 0.005, 0.0125, 0.01, 0.005, 0.033, 0.0705, 0.0375)),
+    # haiku-5-5 below the tier: 50*0.1 + 10000*0.125 + 100*0.5; uncached 10050*0.1 + 100*0.5
+    (
+        "claude-haiku-5-5",
+        FIRST_WRITE,
+        (0.000005, 0.0, 0.00125, 0.0, 0.00005, 0.001305, 0.001055, -0.00025),
+    ),
 ]
 
 
@@ -78,7 +98,9 @@ def test_cost_table_by_hand(
     assert uncached_cost_usd(call_usage, model) == pytest.approx(uncached, rel=1e-9)
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "claude-opus-5-5", "totally-unknown"])
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "claude-fable-5-2", "claude-mythos-5-2", "totally-unknown"]
+)
 def test_unpriced_model_costs_none(model: str) -> None:
     assert call_cost_usd(MIXED, model) is None
     assert uncached_cost_usd(MIXED, model) is None
@@ -94,6 +116,20 @@ def test_model_spec_is_accepted_and_its_own_read_price_is_used() -> None:
     assert call_cost_usd(usage(0, 1_000_000, 0, 0, 0), spec) == pytest.approx(0.5)
     assert uncached_cost_usd(usage(0, 1_000_000, 0, 0, 0), spec) == pytest.approx(10.0)
     assert call_cost_usd(usage(0, 0, 0, 1_000_000, 0), spec) == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "multiplier"), [(99_999, 1), (100_000, 1), (100_001, 5), (400_000, 5)]
+)
+def test_haiku_5_5_long_prompt_prices_every_token_at_5x(prompt: int, multiplier: int) -> None:
+    # The tier looks at the whole prompt (plain + reads + writes) and then prices every token.
+    call = usage(prompt - 60_000, 50_000, 10_000, 0, 1_000)
+    expected = (
+        ((prompt - 60_000) * 0.1 + 50_000 * 0.01 + 10_000 * 0.125 + 1_000 * 0.5) * multiplier / 1e6
+    )
+    assert call_cost_usd(call, "claude-haiku-5-5") == pytest.approx(expected, rel=1e-12)
+    uncached = (prompt * 0.1 + 1_000 * 0.5) * multiplier / 1e6
+    assert uncached_cost_usd(call, "claude-haiku-5-5") == pytest.approx(uncached, rel=1e-12)
 
 
 def test_unpriced_spec_costs_none() -> None:

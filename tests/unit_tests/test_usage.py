@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langchain_core.messages.ai import add_usage
 
+from langchain_claude_relay.cost import call_cost_usd
 from langchain_claude_relay.errors import APIResponseError, RequestValidationError
-from langchain_claude_relay.usage import MAX_TOKEN_COUNT, NormalizedUsage, normalize_usage
+from langchain_claude_relay.models import lookup_model
+from langchain_claude_relay.usage import (
+    MAX_TOKEN_COUNT,
+    NormalizedUsage,
+    chat_anthropic_usage_metadata,
+    from_usage_metadata,
+    normalize_usage,
+)
 
 
 def nu(
@@ -60,7 +68,8 @@ def meta(
         "total_tokens": total,
         "input_token_details": {
             "cache_read": read,
-            "cache_creation": creation,
+            # ChatAnthropic's convention: the generic total is 0 once the 5m/1h split is given
+            "cache_creation": creation if w5 + w1 == 0 else 0,
             "ephemeral_5m_input_tokens": w5,
             "ephemeral_1h_input_tokens": w1,
         },
@@ -487,7 +496,7 @@ def test_usage_metadata_is_accepted_by_langchain() -> None:
     assert message.usage_metadata == first
     summed = add_usage(first, second)
     assert summed["input_tokens"] == 5512 + 188107
-    assert summed["input_token_details"]["cache_creation"] == 1500 + 188086
+    assert summed["input_token_details"]["cache_creation"] == 0  # the split says it all
     assert summed["input_token_details"].get("ephemeral_1h_input_tokens") == 1000 + 188086
 
 
@@ -971,8 +980,96 @@ def test_usage_metadata_input_counts_everything(truth: Truth) -> None:
     assert metadata["total_tokens"] == truth.total_input + truth.out
     details = metadata["input_token_details"]
     assert details.get("cache_read") == truth.read
-    assert details.get("cache_creation") == truth.write
+    assert from_usage_metadata(metadata).cache_write_tokens == truth.write
+    assert sum(details.values()) <= metadata["input_tokens"]
     assert "output_token_details" not in metadata
     assert replace(usage, reasoning_tokens=3).to_usage_metadata()["output_token_details"] == {
         "reasoning": 3
     }
+
+
+# ------------------------------------------- usage_metadata in ChatAnthropic's convention (2026)
+
+
+def _langsmith_input_cost(metadata: dict, model: str) -> float:
+    """LangSmith's token-based cost of the input side: each detail at its price, the rest plain.
+
+    (langsmith-sdk PR #2519: ``remainder = input_tokens - sum(details)``, clamped at 0.)
+    """
+    prices = lookup_model(model).prices
+    assert prices is not None
+    rate = {
+        "cache_read": prices.cache_read,
+        "cache_creation": prices.cache_write_5m,
+        "ephemeral_5m_input_tokens": prices.cache_write_5m,
+        "ephemeral_1h_input_tokens": prices.cache_write_1h,
+    }
+    details = metadata.get("input_token_details", {})
+    remainder = max(metadata["input_tokens"] - sum(details.values()), 0)
+    return (remainder * prices.input + sum(n * rate[k] for k, n in details.items())) / 1e6
+
+
+# Anthropic usage -> what langchain-anthropic 1.7.10's _create_usage_metadata returns for it.
+CHAT_ANTHROPIC_CASES = [
+    (
+        {"input_tokens": 20, "cache_read_input_tokens": 3000, "cache_creation_input_tokens": 1500,
+         "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 1500},
+         "output_tokens": 40},
+        {"input_tokens": 4520, "output_tokens": 40, "total_tokens": 4560,
+         "input_token_details": {"cache_read": 3000, "cache_creation": 0,
+                                 "ephemeral_5m_input_tokens": 0,
+                                 "ephemeral_1h_input_tokens": 1500}},
+    ),
+    (
+        {"input_tokens": 7, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+         "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+         "output_tokens": 3},
+        {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10,
+         "input_token_details": {"cache_read": 0, "cache_creation": 0,
+                                 "ephemeral_5m_input_tokens": 0,
+                                 "ephemeral_1h_input_tokens": 0}},
+    ),
+    (
+        {"input_tokens": 100, "cache_read_input_tokens": 200, "cache_creation_input_tokens": 700,
+         "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 400},
+         "output_tokens": 5},
+        {"input_tokens": 1000, "output_tokens": 5, "total_tokens": 1005,
+         "input_token_details": {"cache_read": 200, "cache_creation": 0,
+                                 "ephemeral_5m_input_tokens": 300,
+                                 "ephemeral_1h_input_tokens": 400}},
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("anthropic_usage", "expected"), CHAT_ANTHROPIC_CASES)
+def test_usage_metadata_is_reported_the_way_chat_anthropic_reports_it(
+    anthropic_usage: dict, expected: dict
+) -> None:
+    assert chat_anthropic_usage_metadata(normalize_usage(anthropic_usage)) == expected
+
+
+def test_the_chat_model_reports_chat_anthropics_convention() -> None:
+    usage = normalize_usage(CHAT_ANTHROPIC_CASES[0][0])
+    assert usage.to_usage_metadata() == chat_anthropic_usage_metadata(usage)
+
+
+_COUNT = st.integers(min_value=0, max_value=10**7)
+
+
+@given(
+    plain=_COUNT, read=_COUNT, w5=_COUNT, w1=_COUNT, out=_COUNT,
+    model=st.sampled_from(["claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1"]),
+)  # fmt: skip
+def test_langsmith_prices_our_usage_metadata_at_our_cost(
+    plain: int, read: int, w5: int, w1: int, out: int, model: str
+) -> None:
+    usage = NormalizedUsage(plain, read, w5, w1, out)
+    metadata = chat_anthropic_usage_metadata(usage)
+    details = metadata["input_token_details"]
+    assert sum(details.values()) <= metadata["input_tokens"]  # the standard tests' invariant
+    prices = lookup_model(model).prices
+    assert prices is not None
+    ours = call_cost_usd(usage, model)
+    assert ours is not None
+    output = out * prices.output / 1e6
+    assert _langsmith_input_cost(dict(metadata), model) + output == pytest.approx(ours, rel=1e-9)

@@ -24,6 +24,7 @@ from planner_helpers import (
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner import CachePlan, CachePlanner, PrefixStabilityWarning
+from langchain_claude_relay.planner.rules import fixed_markers, validate_user_markers
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Position
 from langchain_claude_relay.store import MemoryStore
 from langchain_claude_relay.tokens import DECAY
@@ -343,7 +344,7 @@ def test_unpriced_model_still_plans() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(
-            request(system=prose(1500, 1), model="claude-sonnet-5-5")
+            request(system=prose(1500, 1), model="claude-fable-5-2")
         )
     assert plan.breakpoints
     assert plan.expected_cost_usd is None
@@ -481,3 +482,39 @@ def test_relay_adaptations(
         assert ("tools" in sections) is expect_tool_marker
     if max_markers > 0:
         assert sections, "something reaches the minimum: the plan must mark it"
+
+
+# ----------------------------------------------------------- automatic caching (top-level marker)
+
+
+def test_the_planner_plans_around_a_top_level_marker() -> None:
+    # a 1h top-level marker on the tail: the planner's 5m markers before it would break the
+    # TTL order, and its own tail marker would conflict with it
+    req = replace(
+        request(system=prose(1500, 1), tools=(tool("a"), tool("b"))),
+        cache_control=CacheControl("1h"),
+    )
+    plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(req)
+    sent = plan.apply()
+    validate_user_markers(sent)  # Claude would accept what is sent: no TTL conflict, <= 4 slots
+    assert sent.cache_control == req.cache_control  # it stays top-level
+    assert fixed_markers(req).keys() <= {i for i, _ in enumerate(req.flat_blocks())}
+
+
+def test_three_user_markers_and_a_top_level_one_leave_the_planner_no_slot() -> None:
+    m = CacheControl("5m")
+    base = request(system=prose(1500, 1), turns=[("user", prose(800, 2))], tools=(tool("a"),))
+    req = replace(
+        base.with_markers(
+            {Position("tools", 0): m, Position("system", 0): m, Position("messages", 0, 0): m}
+        ),
+        messages=(
+            *base.messages,
+            Message("assistant", (text("ok"),)),
+            Message("user", (text("q"),)),
+        ),
+        cache_control=m,
+    )
+    plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(req)
+    assert all(bp.source == "user" for bp in plan.breakpoints)
+    validate_user_markers(plan.apply())

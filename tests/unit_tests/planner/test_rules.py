@@ -9,7 +9,9 @@ from langchain_claude_relay.planner import validate_user_markers
 from langchain_claude_relay.planner.rules import (
     MAX_LEARNED_MINIMUM,
     MinimumBounds,
+    automatic_marker,
     effective_minimum,
+    fixed_markers,
     learn_minimum,
     minimum_margin,
     reaches_minimum,
@@ -144,3 +146,117 @@ def test_learn_minimum_keeps_the_tightest_bounds() -> None:
     for tokens, cached in [(600, False), (900, False), (700, False), (2000, True), (1500, True)]:
         bounds = learn_minimum(bounds, tokens, cached=cached)
     assert bounds == MinimumBounds(above=900, at_most=1500)
+
+
+# ---------------------------------------------------------------- automatic caching (top level)
+
+_TEXT = Block("text", {"text": "some text"})
+_EMPTY = Block("text", {"text": ""})
+_THINKING = Block("thinking", {"thinking": "...", "signature": "s"})
+_M5, _M1 = CacheControl("5m"), CacheControl("1h")
+
+
+def _marked(block: Block, marker: CacheControl | None) -> Block:
+    return Block(block.type, block.data, marker)
+
+
+def _auto_request(
+    tool: CacheControl | None = None,
+    system: CacheControl | None = None,
+    turns: tuple[tuple[str, tuple[Block, ...]], ...] = (("user", (_TEXT,)),),
+    automatic: CacheControl | None = _M5,
+) -> ClaudeRequest:
+    return ClaudeRequest(
+        "claude-sonnet-5-5",
+        tools=(Tool("t", "a tool", {}, tool),),
+        system=(_marked(_TEXT, system),),
+        messages=tuple(Message(role, blocks) for role, blocks in turns),  # type: ignore[arg-type]
+        cache_control=automatic,
+    )
+
+
+AUTO_CASES = [
+    # (case, request, fixed flat indices (None: refused), error text)
+    ("lands on the last block", _auto_request(), {2: _M5}, None),
+    (
+        "walks back past thinking and empty text",
+        _auto_request(turns=(("user", (_TEXT,)), ("assistant", (_TEXT, _EMPTY, _THINKING)))),
+        {3: _M5},
+        None,
+    ),
+    (
+        "walks back to the tools when nothing after can carry one",
+        ClaudeRequest(
+            "m",
+            tools=(Tool("t", "a tool", {}),),
+            messages=(Message("user", (_EMPTY,)),),
+            cache_control=_M5,
+        ),
+        {0: _M5},
+        None,
+    ),
+    ("no block at all: nothing", ClaudeRequest("m", cache_control=_M5), {}, None),
+    (
+        "3 explicit + top-level: 4",
+        _auto_request(tool=_M5, system=_M5, turns=(("user", (_marked(_TEXT, _M5), _TEXT)),)),
+        {0: _M5, 1: _M5, 2: _M5, 3: _M5},
+        None,
+    ),
+    (
+        "4 explicit + top-level: refused",
+        _auto_request(
+            tool=_M5,
+            system=_M5,
+            turns=(("user", (_marked(_TEXT, _M5), _marked(_TEXT, _M5), _TEXT)),),
+        ),
+        None,
+        "5 cache_control markers",
+    ),
+    (
+        "last block marked with the same TTL: a no-op",
+        _auto_request(
+            tool=_M5,
+            system=_M5,
+            turns=(("user", (_marked(_TEXT, _M5), _marked(_TEXT, _M5))),),
+        ),
+        {0: _M5, 1: _M5, 2: _M5, 3: _M5},
+        None,
+    ),
+    (
+        "last block marked with the other TTL: refused",
+        _auto_request(turns=(("user", (_marked(_TEXT, _M1),)),)),
+        None,
+        "the two TTLs on one block",
+    ),
+    (
+        "a 1h top-level marker after an explicit 5m one: refused",
+        _auto_request(system=_M5, automatic=_M1),
+        None,
+        "top-level cache_control lands there",
+    ),
+    (
+        "a 5m top-level marker after an explicit 1h one: fine",
+        _auto_request(system=_M1),
+        {1: _M1, 2: _M5},
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "fixed", "error"),
+    [pytest.param(r, f, e, id=name) for name, r, f, e in AUTO_CASES],
+)
+def test_a_top_level_marker_is_counted_and_checked_before_sending(
+    request_: ClaudeRequest, fixed: dict[int, CacheControl] | None, error: str | None
+) -> None:
+    if fixed is None:
+        with pytest.raises(RequestValidationError, match=str(error)):
+            validate_user_markers(request_)
+        return
+    validate_user_markers(request_)
+    assert fixed_markers(request_) == fixed
+    flats = request_.flat_blocks()
+    automatic = automatic_marker(request_)
+    if automatic is not None:  # the index is the flat index of the block it names
+        assert flats[automatic.flat_index].position == automatic.position
