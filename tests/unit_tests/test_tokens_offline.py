@@ -69,7 +69,7 @@ def _offline_env(tmp_path: Path, proxy: str) -> dict[str, str]:
 
 def _run_child(body: str, env: dict[str, str]) -> dict[str, object]:
     script = _CHILD_PRELUDE + textwrap.dedent(body)
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 (our own interpreter and script)
         [sys.executable, "-c", script],
         env=env,
         capture_output=True,
