@@ -237,16 +237,25 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import time
 
-    from langchain_claude_relay.ledger import default_ledger
+    from langchain_claude_relay.ledger import default_ledger, summarize
+    from langchain_claude_relay.ledger.chart import write_stats_chart
 
     since = None
     if args.since:
         since = time.time() - _parse_duration(args.since)
-    summary = default_ledger().summary(since=since)
+    ledger = default_ledger()
+    entries = ledger.entries(since=since)
+    summary = summarize(entries, since=since)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print(summary.to_table())
+    if args.chart:
+        problem = write_stats_chart(entries, args.chart, since=since)
+        if problem is not None:
+            print(f"claude-relay stats: {problem}", file=sys.stderr)
+            return 1
+        print(f"chart: {args.chart}", file=sys.stderr)
     return 0
 
 
@@ -404,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--since", help="only calls in the last DURATION (e.g. 15m, 2h, 7d)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument(
+        "--chart",
+        metavar="PATH",
+        help="also draw spend, savings and hit rate over time as a PNG (needs matplotlib)",
+    )
     stats.set_defaults(func=_cmd_stats)
 
     probe = sub.add_parser(
