@@ -127,7 +127,8 @@ def write_stats_chart(
     if xlabel == "time (UTC)":
         from matplotlib.dates import DateFormatter  # type: ignore[import-not-found,unused-ignore]
 
-        hits.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=_dt.timezone.utc))
+        dates = DateFormatter("%m-%d %H:%M", tz=_dt.timezone.utc)  # type: ignore[no-untyped-call,unused-ignore]
+        hits.xaxis.set_major_formatter(dates)
         figure.autofmt_xdate()
     figure.tight_layout(rect=(0, 0.04, 1, 1))  # room for the legend below the time axis
     target = Path(path)
