@@ -1,7 +1,13 @@
-"""Plumbing written once: warn-once, exit and fork hooks, and the write-behind worker.
+"""Plumbing written once: warnings at the caller's line, exit and fork hooks, write-behind.
 
-* ``warn_once(key, message, category)``: a warning the first time a key is seen in the process,
-  a log line after that (the set of keys is bounded).
+* ``warn_external(message, category)``: a warning attributed to the user's line, not to this
+  package or the frameworks around it. A warning raised deep in a call (the planner under
+  ``ChatClaudeRelay.invoke``, under LangChain's ``BaseChatModel``, under a LangGraph agent) is
+  only useful if Python reports the line the user wrote; a fixed ``stacklevel`` cannot know how
+  many frames lie between (sync or async, ``invoke`` or ``batch``...), so the stack is walked to
+  the first frame whose module belongs to none of ``FRAMEWORK_MODULES``.
+* ``warn_once(key, message, category)``: ``warn_external`` the first time a key is seen in the
+  process, a log line after that (the set of keys is bounded).
 * ``on_exit_and_fork(obj)``: an object with ``_at_exit()`` and ``_after_fork_in_child()`` is
   called at interpreter exit and in a forked child. Objects are held weakly.
 * ``WriteBehind``: one daemon thread that sends what an owner queued, in batches, off the
@@ -15,18 +21,92 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Hashable
+from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["warn_once", "forget_warnings", "on_exit_and_fork", "WriteBehind"]
+__all__ = [
+    "FRAMEWORK_MODULES",
+    "external_stacklevel",
+    "warn_external",
+    "warn_once",
+    "forget_warnings",
+    "on_exit_and_fork",
+    "WriteBehind",
+]
 
 logger = logging.getLogger("langchain_claude_relay")
 
-# ------------------------------------------------------------------------------- warn once
+# --------------------------------------------------------------------------------- warnings
+
+FRAMEWORK_MODULES = frozenset(
+    {
+        "langchain_claude_relay",
+        "langchain_core",
+        "langchain",
+        "langchain_classic",
+        "langgraph",
+        "pydantic",
+        "functools",
+        "contextlib",
+        "concurrent",
+        "asyncio",
+        "threading",
+    }
+)
+"""Top-level modules whose frames are never "the caller": this package and what calls into it."""
+
+
+def _skipped_by_warnings(frame: FrameType) -> bool:
+    """Frames ``warnings`` itself does not count in ``stacklevel`` (importlib's bootstrap)."""
+    name = frame.f_code.co_filename
+    return "importlib" in name and "_bootstrap" in name
+
+
+def _is_framework(frame: FrameType) -> bool:
+    module = frame.f_globals.get("__name__")
+    if not isinstance(module, str):
+        return False
+    return module.partition(".")[0] in FRAMEWORK_MODULES
+
+
+def external_stacklevel(frame: FrameType | None) -> int:
+    """The ``stacklevel`` (counted from ``frame``'s callee) of the first external frame.
+
+    Args:
+        frame: the frame that would call ``warnings.warn``.
+
+    Returns:
+        ``stacklevel`` for ``warnings.warn`` called from ``frame``: 1 is ``frame`` itself.
+        With no external frame on the stack (a worker thread's), the outermost frame.
+    """
+    level = 1
+    outermost = 1
+    while frame is not None:
+        if not _skipped_by_warnings(frame):
+            if not _is_framework(frame):
+                return level
+            outermost = level
+            level += 1
+        frame = frame.f_back
+    return outermost
+
+
+def warn_external(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first frame outside this package and its frameworks.
+
+    Args:
+        message: the warning text.
+        category: the warning class.
+    """
+    caller = sys._getframe(1)
+    warnings.warn(message, category, stacklevel=external_stacklevel(caller) + 1)
+
 
 _WARNED_CAP = 10_000
 _warned: set[Hashable] = set()
@@ -38,16 +118,14 @@ def warn_once(
     message: str,
     category: type[Warning] = UserWarning,
     *,
-    stacklevel: int = 2,
     log: logging.Logger | None = None,
 ) -> bool:
-    """Warn the first time ``key`` is seen in this process; log ``message`` after that.
+    """Warn (at the user's line) the first time ``key`` is seen in this process; log after that.
 
     Args:
         key: what makes two warnings "the same" (e.g. ``("unknown_model", model_id)``).
         message: the warning text.
         category: the warning class.
-        stacklevel: as for ``warnings.warn``, counted from the caller of this function.
         log: where repeats go (``None``: debug level on the package logger).
 
     Returns:
@@ -60,7 +138,8 @@ def warn_once(
                 _warned.clear()
             _warned.add(key)
     if first:
-        warnings.warn(message, category, stacklevel=stacklevel + 1)
+        caller = sys._getframe(1)
+        warnings.warn(message, category, stacklevel=external_stacklevel(caller) + 1)
     elif log is not None:
         log.warning("%s", message)
     else:

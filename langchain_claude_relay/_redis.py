@@ -269,8 +269,7 @@ def _announce_outage(location: str, error: str, what: str, retry_after: float) -
         f"this process, and Redis is tried again every {retry_after:g} s. Check that the server "
         f"is running and that ${STATE_ENV} names it."
     )
-    # _announce_outage < failed < call < the backend's method < its caller
-    warn_once(("redis_outage", location), message, RedisStateWarning, stacklevel=5, log=logger)
+    warn_once(("redis_outage", location), message, RedisStateWarning, log=logger)
 
 
 _health: dict[str, RedisHealth] = {}

@@ -16,11 +16,11 @@ factories (``planner.default_planner``, ``limiter.limiter_for``, ``ledger.defaul
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -69,7 +69,8 @@ from langchain_claude_relay._convert import (
     to_claude_request,
 )
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
-from langchain_claude_relay._plumbing import warn_once
+from langchain_claude_relay._plumbing import warn_external, warn_once
+from langchain_claude_relay._settings_checks import check_api_key, check_sampling
 from langchain_claude_relay.capabilities import adaptation_for, load_capabilities
 from langchain_claude_relay.cost import call_cost_usd
 from langchain_claude_relay.errors import RequestValidationError
@@ -77,7 +78,8 @@ from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledg
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
 from langchain_claude_relay.models import DEFAULT_MODEL
 from langchain_claude_relay.planner.protocol import Planner, as_planner
-from langchain_claude_relay.request import MAX_CACHE_MARKERS, ClaudeRequest, Tool
+from langchain_claude_relay.planner.rules import validate_user_markers
+from langchain_claude_relay.request import MAX_CACHE_MARKERS, CacheControl, ClaudeRequest, Tool
 from langchain_claude_relay.transport import (
     API_SPECS,
     ApiKind,
@@ -113,6 +115,7 @@ class _Prepared:
     plan: CachePlan | None
     planner: Planner | None  # set only when there is a plan
     started: float  # when the call started, on the planner's clock (wall time without one)
+    unplanned: str | None = None  # why there is no plan (caching off, the relay, a failure)
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
 
     def token_estimates(self) -> tuple[int, int]:
@@ -520,11 +523,9 @@ class ChatClaudeRelay(BaseChatModel):
         base_url = self.base_url
         if base_url is not None or not spec.native:  # a native SDK's default is https
             base_url = check_base_url(base_url, allow_insecure_http=self.allow_insecure_http)
-        if self.api_key is None and spec.kind in ("openai", "anthropic"):
-            where = " (or ".join(spec.key_env) + ")" * (len(spec.key_env) - 1)
+        if spec.kind in ("openai", "anthropic"):  # Bedrock and Vertex sign with cloud credentials
             owner = "relay" if spec.kind == "openai" else "Anthropic"
-            msg = f"no {owner} API key: pass api_key=... or set {where}"
-            raise RequestValidationError(msg)
+            check_api_key(self.api_key, env_names=spec.key_env, owner=owner)
         options = {
             "aws_region": self.aws_region,
             "aws_access_key_id": self.aws_access_key_id,
@@ -562,7 +563,7 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         adaptation = adaptation_for(caps)
         for note in adaptation.warnings:
-            warn_once(("relay_probe", self.base_url, note), note, stacklevel=3)
+            warn_once(("relay_probe", self.base_url, note), note)
         return adaptation
 
     def _planner_for(self, cache: Any) -> Planner | None:
@@ -587,24 +588,27 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> _Prepared:
         """Convert, validate, plan and render; raises on bad input before any network call."""
         _ = self._transport  # settings problems (no base URL, no key) surface first
+        request = self._to_request(messages, kwargs)
         kwargs = dict(kwargs)
-        model = kwargs.pop("model", None) or self.model_name
-        tools = kwargs.pop("tools", None)
-        tool_choice = kwargs.pop("tool_choice", None)
+        model = request.model
+        thinking = kwargs.pop("thinking", self.thinking)
+        for taken in (
+            "model",
+            "tools",
+            "tool_choice",
+            "cache_control",
+            "ls_structured_output_format",
+        ):
+            kwargs.pop(taken, None)  # in the request now (or LangChain's own)
         cache = kwargs.pop("prompt_cache", self.prompt_cache)
         ttl = kwargs.pop("cache_ttl", self.cache_ttl)
-        thinking = kwargs.pop("thinking", self.thinking)
-        kwargs.pop("ls_structured_output_format", None)
-        request = to_claude_request(
-            messages, model=model, tools=tools, tool_choice=tool_choice, thinking=thinking
-        )
-        from langchain_claude_relay.planner.rules import validate_user_markers  # loads on use
-
         validate_user_markers(request)  # also with caching off: Claude would refuse the call
         planner = self._planner_for(cache)
+        unplanned = None if planner is not None else "caching is off (cache='off')"
         adaptation = self._adaptation if planner is not None else None
         if adaptation is not None and not adaptation.caching:
             planner = None  # the relay drops markers: planning them would cost and change nothing
+            unplanned = "the relay drops cache_control markers (claude-relay probe): not planned"
         if planner is not None and self.exact_token_counts:
             self._count_exactly(request, planner)
         started = planner.clock() if planner is not None else time.time()
@@ -619,19 +623,21 @@ class ChatClaudeRelay(BaseChatModel):
             except RequestValidationError:
                 raise
             except Exception as exc:  # the planner must never fail a user's call
-                warnings.warn(
-                    f"cache planning failed ({type(exc).__name__}: {exc}); "
-                    "sending without planned markers",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+                unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
+                warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
                 plan = None
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
         payload = self._wire.render(request, params, planner is not None)
         return _Prepared(
-            payload, model, request, plan, planner if plan is not None else None, started
+            payload,
+            model,
+            request,
+            plan,
+            planner if plan is not None else None,
+            started,
+            unplanned=unplanned,
         )
 
     def _count_exactly(self, request: ClaudeRequest, planner: Planner) -> None:
@@ -671,15 +677,35 @@ class ChatClaudeRelay(BaseChatModel):
             total = None
         _calibrate(planner, request, key, total)
 
-    def _to_request(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> Any:
-        """The request for ``messages`` with a call's kwargs (before ``_prepare`` pops them)."""
-        return to_claude_request(
+    def _to_request(
+        self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
+    ) -> ClaudeRequest:
+        """The request for ``messages`` with a call's kwargs (before ``_prepare`` pops them).
+
+        A top-level ``cache_control`` (automatic caching) goes into the request, from the call's
+        ``cache_control=`` or else from ``model_kwargs`` / ``extra_body``, so the planner counts
+        it as one of the four slots and plans around it.
+
+        Raises:
+            RequestValidationError: for input Claude cannot take, a bad top-level marker included.
+        """
+        request = to_claude_request(
             messages,
             model=kwargs.get("model") or self.model_name,
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
             thinking=kwargs.get("thinking", self.thinking),
         )
+        given = kwargs.get("cache_control")
+        for settings in (self.model_kwargs, self.extra_body or {}):
+            given = given if given is not None else settings.get("cache_control")
+        if given is None:
+            return request
+        try:
+            marker = CacheControl.parse(given)
+        except ValueError as exc:
+            raise RequestValidationError(f"top-level cache_control: {exc}") from None
+        return dataclasses.replace(request, cache_control=marker)
 
     def _sampling_params(
         self,
@@ -712,6 +738,14 @@ class ChatClaudeRelay(BaseChatModel):
         params.update(self.model_kwargs)
         params.update(self.extra_body or {})
         params.update(extra)
+        params.pop("cache_control", None)  # the request carries it (see ``_to_request``)
+        check_sampling(  # after every override: what is sent is what is checked
+            temperature=params.get("temperature"),
+            max_tokens=params.get("max_tokens"),
+            top_p=params.get("top_p"),
+            top_k=params.get("top_k"),
+            allow_zero_max_tokens=self._api.native,
+        )
         return params
 
     # -- rate limiter ------------------------------------------------------------------------------
@@ -762,9 +796,7 @@ class ChatClaudeRelay(BaseChatModel):
         self, prepared: _Prepared, raw_usage: Mapping[str, Any] | None, call_id: str | None = None
     ) -> tuple[NormalizedUsage | None, dict[str, Any]]:
         """Normalize usage, price it, feed the planner; returns usage and response metadata."""
-        meta: dict[str, Any] = {
-            "cache_plan": prepared.plan.to_dict() if prepared.plan is not None else None
-        }
+        meta: dict[str, Any] = {"cache_plan": _plan_metadata(prepared)}
         if raw_usage is None:
             meta["cost_usd"] = None
             return None, meta
@@ -1425,3 +1457,10 @@ def _as_planner(value: Any) -> Planner:
         return as_planner(value)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _plan_metadata(prepared: _Prepared) -> dict[str, Any]:
+    """``response_metadata["cache_plan"]``: the plan, or why there is none (always a dict)."""
+    if prepared.plan is not None:
+        return {"planned": True, **prepared.plan.to_dict()}
+    return {"planned": False, "reason": prepared.unplanned, "breakpoints": [], "warnings": []}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import socket
 import sys
 import types
 import typing
@@ -18,12 +20,62 @@ from typing import Any
 __all__ = ["main", "build_parser"]
 
 
+ADMIN_ROUTES = (
+    "GET|POST /admin/clock",
+    "GET /admin/billing",
+    "GET /admin/requests",
+    "POST /admin/reset",
+    "GET|POST /admin/config",
+    "POST /admin/faults",
+)
+"""The emulator's admin endpoints, as the banner lists them (a test checks each one exists)."""
+
+
+def _emulator_choices() -> dict[str, tuple[str, ...]]:
+    """The ``EmulatorSettings`` fields that take one of a few names, with those names."""
+    from langchain_claude_relay.emulator import DIALECTS, TIERS
+    from langchain_claude_relay.emulator.engine import BAD_RELAY_MODES
+    from langchain_claude_relay.emulator.server import CLOCKS
+
+    return {
+        "dialect": tuple(DIALECTS),
+        "bad_relay": tuple(BAD_RELAY_MODES),
+        "tier": tuple(TIERS),
+        "clock": tuple(CLOCKS),
+    }
+
+
+_CHOICE_HELP = {
+    "dialect": ("usage dialect of /v1/chat/completions", None),
+    "bad_relay": ("what a misbehaving relay does to cache markers", "a relay that keeps them"),
+    "tier": ("rate-limit preset", "no rate limits"),
+    "clock": ("the emulator's clock (virtual: moves only when told)", None),
+}
+"""Help for the named-value flags: (what it sets, what the default means if not its name)."""
+
+
+def _fault_kinds(text: str) -> str:
+    """An argparse type: a comma-separated list of known fault kinds."""
+    from langchain_claude_relay.emulator.faults import parse_fault_kinds
+
+    try:
+        parse_fault_kinds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _emulator_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``EmulatorSettings`` field, typed from the dataclass."""
+    """One flag per ``EmulatorSettings`` field, typed from the dataclass.
+
+    Fields that take one of a few names get argparse ``choices`` (a wrong name is a usage
+    error that lists them); fault kinds are checked as they are parsed.
+    """
     from langchain_claude_relay.emulator import EmulatorSettings
 
     hints = typing.get_type_hints(EmulatorSettings)
     docs = _attribute_docs(EmulatorSettings.__doc__ or "")
+    choices = _emulator_choices()
     for field in dataclasses.fields(EmulatorSettings):
         hint = hints[field.name]
         args = typing.get_args(hint)
@@ -31,6 +83,14 @@ def _emulator_flags(parser: argparse.ArgumentParser) -> None:
         base = next((a for a in args if a is not type(None)), hint) if is_optional else hint
         flag = "--" + field.name.replace("_", "-")
         default = field.default
+        if field.name in choices:
+            names = choices[field.name]
+            what, default_meaning = _CHOICE_HELP[field.name]
+            help_text = f"{what}: one of {', '.join(names)} (default: {default_meaning or default})"
+            parser.add_argument(
+                flag, choices=names, default=default, metavar="NAME", help=help_text
+            )
+            continue
         help_text = f"{docs.get(field.name, '')} (default: {default})".strip()
         if base is bool and not is_optional:
             parser.add_argument(
@@ -40,6 +100,8 @@ def _emulator_flags(parser: argparse.ArgumentParser) -> None:
         converter: Any = base if base in (int, float, str) else str
         if base is bool:  # optional bool: true/false/none
             converter = _optional_bool
+        if field.name in ("fault_kinds", "fault_script"):
+            converter = _fault_kinds
         parser.add_argument(flag, type=converter, default=default, help=help_text)
 
 
@@ -78,13 +140,64 @@ def _optional_bool(text: str) -> bool | None:
     raise argparse.ArgumentTypeError(msg)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on ``host:port`` (``SystemExit`` with the fix if it is taken).
+
+    The emulator binds before it says where it serves, so a busy port fails with one line
+    and no banner.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            msg = (
+                f"claude-relay emulator: port {port} on {host} is already in use (another "
+                "emulator?): stop what holds it, or pick another port with --port N "
+                "(--port 0 takes a free one)"
+            )
+        else:
+            msg = f"claude-relay emulator: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise SystemExit(msg) from None
+    sock.listen(socket.SOMAXCONN)  # connections wait from now on, before the server runs
+    return sock
+
+
+def emulator_banner(host: str, port: int) -> str:
+    """What ``claude-relay emulator`` prints once it listens: where, and the admin endpoints."""
+    shown = f"[{host}]" if ":" in host else host
+    root = f"http://{shown}:{port}"
+    return "\n".join(
+        (
+            f"relay emulator on {root}/v1 (Ctrl-C to stop)",
+            f"  OpenAI-compatible: base_url={root}/v1; Anthropic, Bedrock, Vertex: {root}",
+            f"  admin: {', '.join(ADMIN_ROUTES)}",
+        )
+    )
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
-    from langchain_claude_relay.emulator import EmulatorSettings, serve
+    import uvicorn
+
+    from langchain_claude_relay.emulator import EmulatorSettings
+    from langchain_claude_relay.emulator.server import EmulatorCore, build_app
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EmulatorSettings)}
-    settings = EmulatorSettings(**values)
-    print(f"relay emulator on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.host, args.port, settings)
+    try:
+        settings = EmulatorSettings(**values)
+    except ValueError as exc:  # a combination the flags cannot check one by one
+        args.parser.error(str(exc))
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        build_app(EmulatorCore(settings)), host=args.host, port=port, lifespan="off", http="h11"
+    )
+    print(emulator_banner(args.host, port), file=sys.stderr, flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -136,16 +249,25 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import time
 
-    from langchain_claude_relay.ledger import default_ledger
+    from langchain_claude_relay.ledger import default_ledger, summarize
+    from langchain_claude_relay.ledger.chart import write_stats_chart
 
     since = None
     if args.since:
         since = time.time() - _parse_duration(args.since)
-    summary = default_ledger().summary(since=since)
+    ledger = default_ledger()
+    entries = ledger.entries(since=since)
+    summary = summarize(entries, since=since)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print(summary.to_table())
+    if args.chart:
+        problem = write_stats_chart(entries, args.chart, since=since)
+        if problem is not None:
+            print(f"claude-relay stats: {problem}", file=sys.stderr)
+            return 1
+        print(f"chart: {args.chart}", file=sys.stderr)
     return 0
 
 
@@ -367,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
     _emulator_flags(emulator)
-    emulator.set_defaults(func=_cmd_emulator)
+    emulator.set_defaults(func=_cmd_emulator, parser=emulator)
 
     plan = sub.add_parser(
         "plan", help="show the cache plan for a request (OpenAI chat JSON) without sending it"
@@ -392,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--since", help="only calls in the last DURATION (e.g. 15m, 2h, 7d)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument(
+        "--chart",
+        metavar="PATH",
+        help="also draw spend, savings and hit rate over time as a PNG (needs matplotlib)",
+    )
     stats.set_defaults(func=_cmd_stats)
 
     probe = sub.add_parser(

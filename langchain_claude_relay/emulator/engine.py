@@ -21,6 +21,8 @@ Rules reproduced (see ``DESIGN.md``):
   block already marked with the same TTL makes it a no-op, with the other TTL a 400; it obeys
   the TTL order (a top-level 1h after an explicit 5m: 400). Placed by ``place_automatic``
   before the other rules, so prices, minimums and lookback are the same.
+* Sampling values Claude refuses are a 400 on every path (``check_sampling_payload``): a
+  negative ``max_tokens``, ``temperature`` or ``top_p`` outside 0-1, a negative ``top_k``.
 * A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
 * A read at a marker checks the marker's boundary and up to 19 earlier ones (20 in all); the
   highest hit over all markers wins. Every hit restarts the entry's own TTL from the request's
@@ -39,6 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from langchain_claude_relay._settings_checks import MIN_TOP_K, SAMPLING_RANGES
 from langchain_claude_relay.models import lookup_model
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "BillingEntry",
     "BlockCounter",
     "CacheEngine",
+    "check_sampling_payload",
     "parse_openai",
     "parse_anthropic",
     "place_automatic",
@@ -265,6 +269,50 @@ def _require(payload: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return model, messages
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_sampling_payload(payload: Mapping[str, Any]) -> None:
+    """Refuse the sampling values Claude refuses, with its 400 wording.
+
+    ``max_tokens`` (or OpenAI's ``max_completion_tokens``) must be an integer >= 0 (0 is the
+    native APIs' cache warm-up), ``temperature`` and ``top_p`` numbers within
+    ``SAMPLING_RANGES`` (0 to 1), ``top_k`` an integer >= 0. Absent or ``null`` values are fine.
+
+    Args:
+        payload: the request body (OpenAI chat completions or Anthropic Messages).
+
+    Raises:
+        InvalidRequest: for the first bad value.
+
+    >>> check_sampling_payload({"temperature": 5})
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.emulator.engine.InvalidRequest: temperature: range: 0..1
+    """
+    for name in ("max_tokens", "max_completion_tokens", "top_k"):
+        value = payload.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            msg = f"{name}: Input should be a valid integer"
+            raise InvalidRequest(msg)
+        if value < (MIN_TOP_K if name == "top_k" else 0):
+            msg = f"{name}: Input should be greater than or equal to 0"
+            raise InvalidRequest(msg)
+    for name, (low, high) in SAMPLING_RANGES.items():
+        value = payload.get(name)
+        if value is None:
+            continue
+        if not _is_number(value):
+            msg = f"{name}: Input should be a valid number"
+            raise InvalidRequest(msg)
+        if not low <= value <= high:  # NaN fails both comparisons
+            msg = f"{name}: range: {low:g}..{high:g}"
+            raise InvalidRequest(msg)
+
+
 def _finish(payload: Mapping[str, Any], model: str, blocks: list[PrefixBlock]) -> PrefixRequest:
     for block in blocks:
         _check_markable(block)
@@ -308,10 +356,12 @@ def parse_openai(payload: Mapping[str, Any]) -> PrefixRequest:
         The prefix as the cache sees it.
 
     Raises:
-        InvalidRequest: if the payload is malformed or a marker is invalid.
+        InvalidRequest: if the payload is malformed, a marker is invalid or a sampling value
+            is out of Claude's range.
 
     """
     model, messages = _require(payload)
+    check_sampling_payload(payload)
     tools = [_tool_block(t, f"tools.{i}", True) for i, t in enumerate(payload.get("tools") or [])]
     system: list[PrefixBlock] = []
     turns: list[PrefixBlock] = []
@@ -387,10 +437,12 @@ def parse_anthropic(payload: Mapping[str, Any]) -> PrefixRequest:
         The prefix as the cache sees it.
 
     Raises:
-        InvalidRequest: if the payload is malformed or a marker is invalid.
+        InvalidRequest: if the payload is malformed, a marker is invalid or a sampling value
+            is out of Claude's range.
 
     """
     model, messages = _require(payload)
+    check_sampling_payload(payload)
     tools = [_tool_block(t, f"tools.{i}", False) for i, t in enumerate(payload.get("tools") or [])]
     system = _blocks("system", "system", payload.get("system"), "system")
     turns: list[PrefixBlock] = []

@@ -72,7 +72,7 @@ class FallbackLedger:
             try:
                 self._primary = self._open_primary()
             except Exception as exc:
-                self._fail(exc, stacklevel=5)  # _get_primary <- _through_primary <- public
+                self._fail(exc)
         return self._primary if self._failure is None else None
 
     def _through_primary(self, action: Callable[[Ledger], _T]) -> tuple[_T] | None:
@@ -89,10 +89,10 @@ class FallbackLedger:
         try:
             return (action(primary),)
         except Exception as exc:
-            self._fail(exc, stacklevel=5)  # _through_primary <- public method
+            self._fail(exc)
             return None
 
-    def _fail(self, exc: BaseException, stacklevel: int = 4) -> None:
+    def _fail(self, exc: BaseException) -> None:
         if self._failure is not None:
             return
         self._failure = exc
@@ -120,7 +120,6 @@ class FallbackLedger:
             f"langchain-claude-relay: {exc}. Calls from now on are recorded in memory only (at "
             f"most {self._memory.max_entries:,} entries, lost when the process ends{kept}).{hint}",
             LedgerWarning,
-            stacklevel=stacklevel,
         )
 
     def _where(self, primary: Ledger | None) -> StateLocation:

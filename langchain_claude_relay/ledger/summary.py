@@ -1,7 +1,8 @@
 """Ledger summaries: calls, hit rate, tokens by kind, cost, savings, wasted writes, predictions.
 
 ``summarize`` is pure (no I/O, no clock); ``LedgerSummary.to_table`` is what ``claude-relay
-stats`` prints.
+stats`` prints. ``summarize_over_time`` cuts the same figures into time buckets (what
+``claude-relay stats --chart`` draws).
 """
 
 from __future__ import annotations
@@ -241,6 +242,76 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
         last_timestamp=ordered[-1].timestamp,
         since=since,
     )
+
+
+@dataclass(frozen=True)
+class TimeBucket:
+    """One stretch of time in ``summarize_over_time``: its own figures and the running totals.
+
+    Attributes:
+        start: the bucket's first instant (seconds, as the entries' timestamps).
+        end: its last instant (the next bucket's start; the last call for the last bucket).
+        summary: the bucket's calls alone (hit rate, cost, saved...).
+        cumulative_cost_usd: cost with caching of every call up to the bucket's end.
+        cumulative_uncached_usd: the same calls without caching.
+        cumulative_saved_usd: saved so far (negative while writes are not yet repaid).
+    """
+
+    start: float
+    end: float
+    summary: LedgerSummary
+    cumulative_cost_usd: float
+    cumulative_uncached_usd: float
+    cumulative_saved_usd: float
+
+
+def summarize_over_time(
+    entries: Iterable[LedgerEntry], buckets: int = 24, *, since: float | None = None
+) -> tuple[TimeBucket, ...]:
+    """Cut the entries' time span into ``buckets`` equal stretches and summarize each one.
+
+    Pure: no I/O, no clock. Empty stretches are kept (no calls, hit rate ``None``), so the time
+    axis stays linear; a span of a single instant is one bucket.
+
+    Args:
+        entries: the entries, in any order.
+        buckets: how many stretches (at least 1).
+        since: only entries with ``timestamp >= since`` count.
+
+    Returns:
+        The buckets in time order (none for no entries).
+
+    >>> from langchain_claude_relay.ledger.entry import LedgerEntry
+    >>> calls = [LedgerEntry(f"c{t}", float(t), "claude-sonnet-4-6", 100, 1000 * (t > 0), 0, 0,
+    ...                      10, cost_usd=0.001, uncached_cost_usd=0.004) for t in range(4)]
+    >>> [(b.summary.calls, b.summary.hit_rate) for b in summarize_over_time(calls, 2)]
+    [(2, 0.5), (2, 1.0)]
+    """
+    if buckets < 1:
+        msg = f"buckets={buckets} must be at least 1"
+        raise ValueError(msg)
+    ordered = sorted(
+        (e for e in entries if since is None or e.timestamp >= since), key=lambda e: e.timestamp
+    )
+    if not ordered:
+        return ()
+    first, last = ordered[0].timestamp, ordered[-1].timestamp
+    count = buckets if last > first else 1
+    width = (last - first) / count
+    groups: list[list[LedgerEntry]] = [[] for _ in range(count)]
+    for entry in ordered:
+        index = min(count - 1, int((entry.timestamp - first) / width)) if width else 0
+        groups[index].append(entry)
+    out: list[TimeBucket] = []
+    cost = uncached = saved = 0.0
+    for i, group in enumerate(groups):
+        summary = summarize(group)
+        cost += summary.cost_usd
+        uncached += summary.uncached_cost_usd
+        saved += summary.saved_usd
+        end = first + (i + 1) * width if i < count - 1 else last
+        out.append(TimeBucket(first + i * width, end, summary, cost, uncached, saved))
+    return tuple(out)
 
 
 def _int(n: int) -> str:

@@ -216,8 +216,8 @@ class CachePlan:
         lines = [
             f"Cache plan for {self.model}: {len(self.breakpoints)} breakpoint(s), minimum "
             f"{self.min_cache_tokens} tokens (+{self.min_margin:.0%} margin), TTL policy "
-            f"{self.ttl_policy}, tokens by {self.encoding} calibrated on "
-            f"{self.calibration_observations:.1f} usage(s)",
+            f"{self.ttl_policy}, tokens by {self.encoding} "
+            f"{_calibration_words(self.calibration_observations)}",
             header,
             "-" * len(header),
         ]
@@ -258,10 +258,10 @@ class CachePlan:
             f"{self.predicted_read_tokens} tokens"
         )
         if self.expected_cost_usd is not None and self.uncached_cost_usd is not None:
-            saved = self.uncached_cost_usd - self.expected_cost_usd
             lines.append(
                 f"expected input cost ${self.expected_cost_usd:.6f} vs "
-                f"${self.uncached_cost_usd:.6f} uncached (${saved:.6f} saved this call)"
+                f"${self.uncached_cost_usd:.6f} uncached "
+                f"({_saving_words(self.uncached_cost_usd - self.expected_cost_usd)})"
             )
         else:
             lines.append(
@@ -288,6 +288,34 @@ def trace_of(plan: CachePlan, method: str) -> PlanTrace:
         msg = f"{method}() needs a plan made by CachePlanner.plan() (this one has no trace)"
         raise ValueError(msg)
     return plan.trace
+
+
+def _calibration_words(observations: float) -> str:
+    """How much the calibration rests on: a decayed weight, shown as an approximate count.
+
+    >>> _calibration_words(0.2), _calibration_words(2.9)
+    ('not yet calibrated (model-table priors)', 'calibrated on ~3 recent usages')
+    """
+    if observations < 0.5:
+        return "not yet calibrated (model-table priors)"
+    count = round(observations)
+    return f"calibrated on ~{count} recent usage{'' if count == 1 else 's'}"
+
+
+def _saving_words(saved: float) -> str:
+    """This call's expected saving, or what writing the cache costs extra (later reads repay it).
+
+    >>> _saving_words(0.004)
+    '$0.004000 saved this call'
+    >>> _saving_words(-0.008526)
+    '$0.008526 extra this call: writing the cache costs more than sending it plain; later reads repay it'
+    """  # noqa: E501
+    if saved >= 0:
+        return f"${saved:.6f} saved this call"
+    return (
+        f"${-saved:.6f} extra this call: writing the cache costs more than sending it plain; "
+        "later reads repay it"
+    )
 
 
 def _automatic_line(automatic: AutomaticMarker) -> str:

@@ -32,11 +32,11 @@ import logging
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
 from langchain_claude_relay.planner.history import (
@@ -457,7 +457,7 @@ class CachePlanner:
                 if len(self._warned) > 10_000:
                     self._warned.clear()
                 self._warned.add(key)
-                warnings.warn(message, PrefixStabilityWarning, stacklevel=4)
+                warn_external(message, PrefixStabilityWarning)
         return message
 
     # ------------------------------------------------------------ in flight

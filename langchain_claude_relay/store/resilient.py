@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_claude_relay._env import STATE_DIR_ENV
+from langchain_claude_relay._plumbing import external_stacklevel
 from langchain_claude_relay.errors import StateStoreWarning
 from langchain_claude_relay.store.base import StateStore, is_busy
 from langchain_claude_relay.store.memory import MemoryStore
@@ -42,8 +44,6 @@ def warn_state_failure(
     location: StateLocation,
     message: str,
     category: type[Warning] = StateStoreWarning,
-    *,
-    stacklevel: int = 2,
 ) -> bool:
     """Warn that saved state failed, once per state location and process; log the rest.
 
@@ -57,7 +57,6 @@ def warn_state_failure(
             function that fails: unknown, always warned).
         message: the warning text.
         category: the warning class.
-        stacklevel: as for ``warnings.warn``, counted from the caller of this function.
 
     Returns:
         Whether a warning was issued.
@@ -77,7 +76,8 @@ def warn_state_failure(
     if repeated:
         logger.warning("%s", message)
         return False
-    warnings.warn(message, category, stacklevel=stacklevel + 1)
+    caller = sys._getframe(1)
+    warnings.warn(message, category, stacklevel=external_stacklevel(caller) + 1)
     return True
 
 
@@ -145,7 +145,6 @@ class ResilientStore:
                     f"directory (set ${STATE_DIR_ENV} to move it) or pass another store. Other "
                     "failures under this directory (the cost ledger's) are logged, not warned.",
                     StateStoreWarning,
-                    stacklevel=4,
                 )
                 inner, self._inner = self._inner, None
                 if inner is not None:

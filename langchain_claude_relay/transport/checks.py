@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-import warnings
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -21,6 +20,7 @@ from urllib.parse import urlparse
 from pydantic import SecretStr
 
 from langchain_claude_relay._env import BASE_URL_ENV
+from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.errors import (
     APIResponseError,
     APIStatusError,
@@ -169,13 +169,12 @@ def warn_if_unverified(base_url: str, *clients: Any) -> None:
     if urlparse(base_url).scheme != "https":
         return  # plain http (loopback or explicitly allowed): there is no TLS to verify
     if any(client_skips_tls_verification(c) for c in clients):
-        warnings.warn(
+        warn_external(
             "the http_client given to ChatClaudeRelay does not verify TLS certificates "
             "(verify=False, CERT_NONE or check_hostname=False): anyone on the network path can "
             "impersonate the relay and read your API key and prompts. Pass a client that "
             "verifies (point verify= at your CA bundle for a private CA).",
             InsecureTransportWarning,
-            stacklevel=4,
         )
 
 

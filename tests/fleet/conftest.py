@@ -2,8 +2,8 @@
 
 The server runs in a temporary directory with no persistence (``--save '' --appendonly no``)
 unless a test asks for an append-only file (to kill it and restart it with its data). Tests skip
-with the reason when ``redis-server`` or the ``redis`` package is missing (``make test`` and
-``.ci/run`` install both).
+with the reason when ``redis-server`` or the ``redis`` package is missing (``make test``
+installs the package, ``.ci/run`` also the server).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ else:
     SKIP_REASON = (
         None
         if REDIS_SERVER is not None
-        else "redis-server is not installed (apt-get install redis-server; make test does it)"
+        else "redis-server is not installed (apt-get install redis-server; .ci/run does it)"
     )
 
 

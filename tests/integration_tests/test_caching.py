@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from langchain_claude_relay import CachePlanner, ChatClaudeRelay
+from langchain_claude_relay import CachePlanner, ChatClaudeRelay, RequestValidationError
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.planner import PrefixStabilityWarning
@@ -183,7 +183,12 @@ def test_cache_off_sends_exactly_what_was_given(emulator: RelayEmulator) -> None
         model=MODEL, base_url=emulator.base_url, api_key="test", cache="off", ledger=False
     )
     reply = llm.invoke([SystemMessage(document(3000)), HumanMessage("hi")])
-    assert reply.response_metadata["cache_plan"] is None
+    assert reply.response_metadata["cache_plan"] == {
+        "planned": False,
+        "reason": "caching is off (cache='off')",
+        "breakpoints": [],
+        "warnings": [],
+    }
     assert from_usage_metadata(reply.usage_metadata or {}).cache_write_tokens == 0
     assert emulator.billing_log[-1].marker_indices == ()
 
@@ -225,3 +230,18 @@ def test_dense_traffic_with_an_occasional_long_pause_rewrites_at_one_hour(
     emulator.advance(15 * 60)
     reply = llm.invoke([system, HumanMessage("After a longer pause?")])
     assert details(reply)["cache_read"] > 4000
+
+
+def test_a_top_level_marker_per_call_is_sent_and_counted_as_a_slot(
+    emulator: RelayEmulator,
+) -> None:
+    """``cache_control=`` on a call is automatic caching: Claude marks the last block itself."""
+    llm, _ = make(emulator)
+    messages = [SystemMessage(document(3000, seed=7)), HumanMessage("hi")]
+    reply = llm.invoke(messages, cache_control={"type": "ephemeral", "ttl": "1h"})
+    billed = emulator.billing_log[-1]
+    assert billed.cache_write_1h > 0  # the automatic marker wrote the tail at 1h
+    assert len(billed.marker_indices) <= 4
+    assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd)
+    with pytest.raises(RequestValidationError, match="top-level cache_control"):
+        llm.invoke(messages, cache_control={"type": "persistent"})

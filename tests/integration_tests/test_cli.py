@@ -138,3 +138,18 @@ def test_the_installed_entry_point_runs() -> None:
     )
     assert done.returncode == 0
     assert "emulator" in done.stdout
+
+
+def test_the_demo_uses_no_deprecated_agent_api() -> None:
+    """The demo builds its agent with LangChain 1.x's create_agent, not create_react_agent."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_demo(turns=1, out=io.StringIO()) == 0
+    deprecated = [
+        f"{w.category.__name__}: {w.message}"
+        for w in caught
+        if issubclass(w.category, DeprecationWarning) or "Deprecat" in w.category.__name__
+    ]
+    assert deprecated == []

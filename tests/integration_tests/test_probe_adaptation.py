@@ -102,3 +102,14 @@ def test_relay_probe_off_ignores_the_stored_result() -> None:
         breakpoints, notes = _ask(_llm(emu, relay_probe="off"), "off")
         assert breakpoints
         assert [n for n in notes if "probe:" in n] == []
+
+
+def test_a_relay_that_drops_markers_still_gives_a_plan_to_read() -> None:
+    """The README's pattern works on every relay: ``cache_plan`` is a dict that says why."""
+    with RelayEmulator() as emu:
+        _probed(emu, "drop_cache_control")
+        reply = _llm(emu).invoke([SystemMessage(f"[why] {DOCUMENT}"), HumanMessage("Q?")])
+    plan = reply.response_metadata["cache_plan"]
+    assert plan["planned"] is False
+    assert plan["breakpoints"] == []
+    assert "drops cache_control markers" in plan["reason"]

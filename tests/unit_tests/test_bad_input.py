@@ -442,6 +442,40 @@ def test_missing_settings_are_refused_before_sending(
         llm.invoke("hi")
 
 
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        pytest.param({"api_key": ""}, "api_key is empty", id="empty key"),
+        pytest.param({"api_key": "   "}, "api_key is blank", id="blank key"),
+        pytest.param({"api_key": " sk-relay-0123456789 "}, "whitespace", id="padded key"),
+        pytest.param({"temperature": 5}, "temperature=5.0 is out of range", id="temperature"),
+        pytest.param({"max_tokens": -5}, "max_tokens=-5 is invalid", id="max_tokens"),
+        pytest.param({"top_p": 1.5}, "top_p=1.5 is out of range", id="top_p"),
+        pytest.param({"top_k": -1}, "top_k=-1 is invalid", id="top_k"),
+        pytest.param({"model_kwargs": {"temperature": 2}}, "temperature=2", id="model_kwargs"),
+    ],
+)
+def test_bad_settings_are_refused_before_sending(
+    make_llm: Callable[..., ChatClaudeRelay],
+    relay: FakeRelay,
+    settings: dict[str, Any],
+    fragment: str,
+) -> None:
+    """Claude would refuse these: the user hears what is wrong and how to fix it, nothing sent."""
+    with pytest.raises(RequestValidationError, match=fragment) as info:
+        make_llm(**settings).invoke("hi")
+    assert not relay.requests
+    assert "sk-relay-0123456789" not in str(info.value)
+
+
+def test_a_bad_per_call_setting_is_refused_before_sending(
+    make_llm: Callable[..., ChatClaudeRelay], relay: FakeRelay
+) -> None:
+    with pytest.raises(RequestValidationError, match=r"temperature=1\.5 is out of range"):
+        make_llm().invoke("hi", temperature=1.5)
+    assert not relay.requests
+
+
 def test_insecure_http_is_allowed_only_when_asked_or_to_loopback() -> None:
     assert ChatClaudeRelay(
         base_url="http://relay.example.com/v1", api_key="k", allow_insecure_http=True

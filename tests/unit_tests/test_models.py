@@ -11,6 +11,7 @@ from importlib import resources
 import pytest
 
 from langchain_claude_relay import models
+from langchain_claude_relay._plumbing import forget_warnings
 from langchain_claude_relay.models import (
     DEFAULT_MODEL,
     LISTED_UNPRICED,
@@ -35,8 +36,7 @@ def _clean_overrides() -> Iterator[None]:
     """Every test starts and ends with the packaged table (no overrides, fresh warnings)."""
     saved = dict(models._overrides)
     models._overrides.clear()
-    models._warned_unknown.clear()
-    models._warned_retired.clear()
+    forget_warnings()
     lookup_model.cache_clear()
     yield
     models._overrides.clear()

@@ -518,3 +518,16 @@ def test_three_user_markers_and_a_top_level_one_leave_the_planner_no_slot() -> N
     plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(req)
     assert all(bp.source == "user" for bp in plan.breakpoints)
     validate_user_markers(plan.apply())
+
+
+def test_explain_says_what_a_first_write_costs_and_how_calibrated_it_is() -> None:
+    plan = CachePlanner(MemoryStore(), Clock(), encoding=ESTIMATOR).plan(
+        request(system=prose(3000, 1), turns=[("user", "Q?")])
+    )
+    text = plan.explain()
+    assert plan.breakpoints  # a first write: it costs extra
+    assert plan.predicted_read_tokens == 0
+    assert "extra this call: writing the cache costs more than sending it plain" in text
+    assert "$-" not in text
+    assert "not yet calibrated (model-table priors)" in text
+    assert "usage(s)" not in text

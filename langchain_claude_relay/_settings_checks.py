@@ -1,0 +1,167 @@
+"""Checks of a user's settings, before anything is sent: what is wrong and how to fix it.
+
+Pure functions (no I/O, no environment reads): each raises ``RequestValidationError`` with a
+message that names the setting, says what Claude accepts and how to fix it, and never repeats
+a secret. The ranges are data (``SAMPLING_RANGES``), shared with the emulator, which refuses the
+same values with Claude's own 400 (``emulator.engine.check_sampling_payload``).
+
+>>> check_sampling(temperature=0.2, max_tokens=1024)
+>>> check_sampling(temperature=5)
+Traceback (most recent call last):
+...
+langchain_claude_relay.errors.RequestValidationError: temperature=5 is out of range: Claude accepts 0 to 1 (0: the most predictable answers, 1: the most varied). Pass a value from 0 to 1, or leave temperature unset.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from langchain_claude_relay.errors import RequestValidationError
+
+__all__ = [
+    "SAMPLING_RANGES",
+    "MIN_TOP_K",
+    "check_sampling",
+    "check_api_key",
+]
+
+SAMPLING_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)}
+"""Inclusive ranges Claude accepts (Messages API reference, read 2026-12: temperature and
+top_p from 0.0 to 1.0; values outside are a 400 ``invalid_request_error``)."""
+MIN_TOP_K = 0
+"""``top_k`` is a whole number >= 0."""
+
+_SAMPLING_MEANING = {
+    "temperature": "0: the most predictable answers, 1: the most varied",
+    "top_p": "the share of probability mass sampled from",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sampling(
+    *,
+    temperature: Any = None,
+    max_tokens: Any = None,
+    top_p: Any = None,
+    top_k: Any = None,
+    allow_zero_max_tokens: bool = False,
+) -> None:
+    """Refuse sampling settings Claude would refuse; ``None`` means unset and is fine.
+
+    Args:
+        temperature: 0 to 1.
+        max_tokens: a whole number >= 1 (>= 0 with ``allow_zero_max_tokens``).
+        top_p: 0 to 1.
+        top_k: a whole number >= 0.
+        allow_zero_max_tokens: accept ``max_tokens=0`` (the native APIs' cache warm-up,
+            which writes no output; relays refuse it).
+
+    Raises:
+        RequestValidationError: naming the first bad setting, what Claude accepts and the fix.
+
+    >>> check_sampling(max_tokens=0, allow_zero_max_tokens=True)
+    >>> check_sampling(max_tokens=-5)
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: max_tokens=-5 is invalid: it caps the tokens Claude writes, a whole number of at least 1. Pass e.g. max_tokens=1024, or leave it unset for the default.
+    """  # noqa: E501
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if value is None:
+            continue
+        low, high = SAMPLING_RANGES[name]
+        if not _is_number(value):
+            msg = (
+                f"{name}={value!r} is not a number: Claude accepts {low:g} to {high:g} "
+                f"({_SAMPLING_MEANING[name]}). Pass a number, e.g. {name}=0.5."
+            )
+            raise RequestValidationError(msg)
+        if not (math.isfinite(value) and low <= value <= high):
+            msg = (
+                f"{name}={value!r} is out of range: Claude accepts {low:g} to {high:g} "
+                f"({_SAMPLING_MEANING[name]}). Pass a value from {low:g} to {high:g}, or leave "
+                f"{name} unset."
+            )
+            raise RequestValidationError(msg)
+    if max_tokens is not None:
+        least = 0 if allow_zero_max_tokens else 1
+        if not _is_whole(max_tokens) or max_tokens < least:
+            msg = (
+                f"max_tokens={max_tokens!r} is invalid: it caps the tokens Claude writes, a "
+                f"whole number of at least {least}. Pass e.g. max_tokens=1024, or leave it "
+                "unset for the default."
+            )
+            raise RequestValidationError(msg)
+    if top_k is not None and (not _is_whole(top_k) or top_k < MIN_TOP_K):
+        msg = (
+            f"top_k={top_k!r} is invalid: it samples from the K most likely tokens, a whole "
+            f"number of at least {MIN_TOP_K}. Pass e.g. top_k=40, or leave it unset."
+        )
+        raise RequestValidationError(msg)
+
+
+def check_api_key(
+    value: SecretStr | str | None,
+    *,
+    source: str = "api_key",
+    env_names: Sequence[str] = ("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"),
+    owner: str = "relay",
+) -> None:
+    """Refuse a missing, empty, blank or unsendable API key; the message never shows the key.
+
+    A key must be sendable as an HTTP header: no leading or trailing whitespace (a newline
+    read from a file is the usual culprit), only printable ASCII.
+
+    Args:
+        value: the key as configured (``None``: none found).
+        source: where it came from, for the message (``"api_key"`` or an environment variable).
+        env_names: the environment variables read for a key, in order.
+        owner: whose key it is (``"relay"``, ``"Anthropic"``).
+
+    Raises:
+        RequestValidationError: what is wrong with the key and how to fix it.
+
+    >>> check_api_key("sk-relay-123")
+    >>> check_api_key("   ")
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: api_key is blank (only whitespace): pass your relay API key, api_key="sk-...", or set CLAUDE_RELAY_API_KEY (or OPENAI_API_KEY).
+    """  # noqa: E501
+    where = " (or ".join(env_names) + ")" * (len(env_names) - 1) if env_names else ""
+    fix = f'pass your {owner} API key, api_key="sk-..."' + (f", or set {where}" if where else "")
+    if value is None:
+        msg = f"no {owner} API key: {fix}."
+        raise RequestValidationError(msg)
+    key = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(key, str):
+        msg = f"{source} must be a string, not {type(key).__name__}: {fix}."
+        raise RequestValidationError(msg)
+    if not key:
+        msg = f"{source} is empty: {fix}."
+        raise RequestValidationError(msg)
+    if not key.strip():
+        msg = f"{source} is blank (only whitespace): {fix}."
+        raise RequestValidationError(msg)
+    if key != key.strip():
+        msg = (
+            f"{source} has leading or trailing whitespace (often a newline read from a file), "
+            "which cannot be sent in an HTTP header: strip it, e.g. api_key=key.strip()."
+        )
+        raise RequestValidationError(msg)
+    if not all(" " <= ch <= "~" for ch in key):
+        msg = (
+            f"{source} contains characters that cannot be sent in an HTTP header (control or "
+            f"non-ASCII characters, e.g. a smart quote from a copy-paste): copy the {owner} "
+            "API key again as plain text."
+        )
+        raise RequestValidationError(msg)

@@ -1,0 +1,156 @@
+"""``claude-relay emulator``: usage errors for bad flags, a busy port, a banner that is true."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from langchain_claude_relay.cli import ADMIN_ROUTES, emulator_banner, main
+from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.emulator.engine import BAD_RELAY_MODES
+
+
+def _choices(names: tuple[str, ...]) -> tuple[str, str]:
+    """argparse's list of choices, quoted (Python < 3.12.8) or not (later)."""
+    return ", ".join(repr(n) for n in names), ", ".join(names)
+
+
+DIALECTS = (
+    "superset",
+    "openai",
+    "openrouter",
+    "litellm",
+    "anthropic",
+    "newapi",
+    "axonhub",
+    "oneapi",
+)
+
+
+@pytest.mark.parametrize(
+    ("flags", "argument", "value", "names"),
+    [
+        (["--bad-relay", "drop_ttll"], "--bad-relay", "drop_ttll", tuple(BAD_RELAY_MODES)),
+        (["--tier", "tier9"], "--tier", "tier9", ("tier1", "tier2", "tier3", "tier4")),
+        (["--dialect", "x"], "--dialect", "x", DIALECTS),
+        (["--clock", "sundial"], "--clock", "sundial", ("virtual", "wall")),
+    ],
+)  # fmt: skip
+def test_a_wrong_name_is_a_usage_error_listing_the_real_ones(
+    flags: list[str],
+    argument: str,
+    value: str,
+    names: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: claude-relay emulator")
+    last = err.strip().splitlines()[-1]
+    assert last in {
+        f"claude-relay emulator: error: argument {argument}: invalid choice: {value!r} "
+        f"(choose from {listing})"
+        for listing in _choices(names)
+    }
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--fault-kinds", "500,boom"],
+            "argument --fault-kinds: unknown fault kind(s) ['boom']: choose from 500, 502, 503, "
+            "529, reset, malformed, html, cut",
+        ),
+        (["--fault-rate", "3"], "fault_rate=3.0 must be in [0, 1]"),
+    ],
+)
+def test_other_bad_settings_are_usage_errors(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", *flags])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"claude-relay emulator: error: {message}"
+    )
+
+
+def test_help_lists_the_dialects(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["emulator", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"usage dialect of /v1/chat/completions: one of {', '.join(DIALECTS)}" in help_text
+    assert "DIALECTS" not in help_text
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        yield holder.getsockname()[1]
+    finally:
+        holder.close()
+
+
+def test_a_busy_port_fails_before_the_banner(
+    busy_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", "--port", str(busy_port)])
+    assert info.value.code == (
+        f"claude-relay emulator: port {busy_port} on 127.0.0.1 is already in use (another "
+        "emulator?): stop what holds it, or pick another port with --port N (--port 0 takes a "
+        "free one)"
+    )
+    assert "relay emulator on" not in capsys.readouterr().err
+
+
+def test_every_admin_route_the_banner_lists_exists() -> None:
+    banner = emulator_banner("127.0.0.1", 8787)
+    assert re.search(r"/admin(\s|,|$)", banner) is None, "no bare /admin page (it is a 404)"
+    with RelayEmulator() as emu, httpx.Client(base_url=emu.root_url, timeout=10) as http:
+        for route in ADMIN_ROUTES:
+            methods, path = route.split()
+            assert path in banner
+            for method in methods.split("|"):
+                body = {"kind": "500", "count": 1} if path == "/admin/faults" else {}
+                response = http.get(path) if method == "GET" else http.post(path, json=body)
+                assert response.status_code == 200, (route, method, response.text)
+
+
+def test_the_emulator_command_serves_what_its_banner_says(tmp_path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "langchain_claude_relay.cli", "emulator", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        match = re.fullmatch(
+            r"relay emulator on (http://127\.0\.0\.1:\d+)/v1 \(Ctrl-C to stop\)\n", first
+        )
+        assert match is not None, first
+        root = match.group(1)
+        with httpx.Client(base_url=root, timeout=10) as http:
+            assert http.get("/admin/clock").status_code == 200
+            assert http.get("/v1/models").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
