@@ -113,11 +113,21 @@ __all__ = [
     "RequestRecord",
     "EmulatorCore",
     "RelayEmulator",
+    "KEEP_ALIVE_SECONDS",
     "build_app",
+    "server_config",
     "serve",
 ]
 
 CLOCKS = ("virtual", "wall")
+KEEP_ALIVE_SECONDS = 3600
+"""How long the server keeps an idle keep-alive connection open: far longer than any HTTP
+client's own idle expiry (httpx and the ``openai`` SDK: 5 s; aiohttp: 15 s; Go: 90 s; OkHttp:
+5 min), so the client always closes first. uvicorn's default, 5 s, equals httpx's: a client
+that reused a connection idle for just under 5 s raced the server closing it, and lost
+(``ReadError``, "cannot reach the relay") at concurrency 64, in a thread or a child process."""
+LISTEN_BACKLOG = 2048
+"""Pending connections the kernel queues (capped by ``net.core.somaxconn``)."""
 CREATED_EPOCH = 1_767_225_600
 """``created`` in responses is this (2026-01-01) plus the virtual time, so replies are stable."""
 _SCOPE_ID, _SCOPE_FAULT = "emulator.request_id", "emulator.fault"
@@ -861,14 +871,11 @@ class RelayEmulator:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        config = server_config(
             build_app(self.core),
             log_config=None,
             log_level="warning",
             access_log=False,
-            lifespan="off",
-            http="h11",
-            loop="asyncio",
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
@@ -946,8 +953,29 @@ class RelayEmulator:
         return self.core.cache_entries()
 
 
+def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
+    """The uvicorn settings of every emulator (thread or foreground), plus ``options``.
+
+    h11 on the asyncio loop; idle connections kept ``KEEP_ALIVE_SECONDS`` (the client closes
+    them first); a ``LISTEN_BACKLOG`` deep accept queue; no concurrency limit.
+    """
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        http="h11",
+        loop="asyncio",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        backlog=LISTEN_BACKLOG,
+        **options,
+    )
+
+
 def serve(
-    host: str = "127.0.0.1", port: int = 8787, settings: EmulatorSettings | None = None
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    settings: EmulatorSettings | None = None,
+    *,
+    access_log: bool = True,
 ) -> None:
     """Serve the emulator in the foreground until interrupted (``claude-relay emulator``).
 
@@ -955,10 +983,11 @@ def serve(
         host: interface to bind (keep the loopback default unless you mean to expose it).
         port: TCP port.
         settings: emulator settings.
+        access_log: log every request (uvicorn's access log).
 
     """
     core = EmulatorCore(settings)
-    config = uvicorn.Config(build_app(core), host=host, port=port, lifespan="off", http="h11")
+    config = server_config(build_app(core), host=host, port=port, access_log=access_log)
     logging.getLogger("uvicorn.error").info(
         "Relay emulator: base_url http://%s:%d/v1, admin http://%s:%d/admin", host, port, host, port
     )
