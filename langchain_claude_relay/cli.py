@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     # `bench` has its own parser (langchain_claude_relay.bench); main() hands it the arguments.
     sub.add_parser(
         "bench",
-        help="cost against an offline optimum and peer strategies; overhead against ChatOpenAI",
+        help="cost against an offline optimum and peer strategies; overhead against "
+        "ChatOpenAI; the emulator under load",
         add_help=False,
     )
 

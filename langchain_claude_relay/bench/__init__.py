@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="claude-relay bench",
         description="Prompt-caching cost against an offline optimum and peer strategies, "
-        "and overhead against ChatOpenAI, all on the local emulator.",
+        "overhead against ChatOpenAI, and the emulator under load, all on the local emulator.",
     )
     add_arguments(parser)
     return parser
