@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
-import socket
 import sys
 import types
 import typing
@@ -18,17 +16,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "build_parser"]
-
-
-ADMIN_ROUTES = (
-    "GET|POST /admin/clock",
-    "GET /admin/billing",
-    "GET /admin/requests",
-    "POST /admin/reset",
-    "GET|POST /admin/config",
-    "POST /admin/faults",
-)
-"""The emulator's admin endpoints, as the banner lists them (a test checks each one exists)."""
 
 
 def _emulator_choices() -> dict[str, tuple[str, ...]]:
@@ -140,64 +127,24 @@ def _optional_bool(text: str) -> bool | None:
     raise argparse.ArgumentTypeError(msg)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on ``host:port`` (``SystemExit`` with the fix if it is taken).
-
-    The emulator binds before it says where it serves, so a busy port fails with one line
-    and no banner.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            msg = (
-                f"claude-relay emulator: port {port} on {host} is already in use (another "
-                "emulator?): stop what holds it, or pick another port with --port N "
-                "(--port 0 takes a free one)"
-            )
-        else:
-            msg = f"claude-relay emulator: cannot listen on {host}:{port}: {exc.strerror or exc}"
-        raise SystemExit(msg) from None
-    sock.listen(socket.SOMAXCONN)  # connections wait from now on, before the server runs
-    return sock
-
-
-def emulator_banner(host: str, port: int) -> str:
-    """What ``claude-relay emulator`` prints once it listens: where, and the admin endpoints."""
-    shown = f"[{host}]" if ":" in host else host
-    root = f"http://{shown}:{port}"
-    return "\n".join(
-        (
-            f"relay emulator on {root}/v1 (Ctrl-C to stop)",
-            f"  OpenAI-compatible: base_url={root}/v1; Anthropic, Bedrock, Vertex: {root}",
-            f"  admin: {', '.join(ADMIN_ROUTES)}",
-        )
-    )
-
-
 def _cmd_emulator(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from langchain_claude_relay.emulator import EmulatorSettings
-    from langchain_claude_relay.emulator.server import EmulatorCore, build_app
+    from langchain_claude_relay.emulator.server import EmulatorBindError, serve
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EmulatorSettings)}
     try:
         settings = EmulatorSettings(**values)
     except ValueError as exc:  # a combination the flags cannot check one by one
         args.parser.error(str(exc))
-    sock = _bind(args.host, args.port)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        build_app(EmulatorCore(settings)), host=args.host, port=port, lifespan="off", http="h11"
-    )
-    print(emulator_banner(args.host, port), file=sys.stderr, flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        serve(
+            args.host,
+            args.port,
+            settings,
+            announce=lambda banner: print(banner, file=sys.stderr, flush=True),
+        )
+    except EmulatorBindError as exc:
+        raise SystemExit(f"claude-relay emulator: {exc}") from None
     return 0
 
 
@@ -561,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     # `bench` has its own parser (langchain_claude_relay.bench); main() hands it the arguments.
     sub.add_parser(
         "bench",
-        help="cost against an offline optimum and peer strategies; overhead against ChatOpenAI",
+        help="cost against an offline optimum and peer strategies; overhead against "
+        "ChatOpenAI; the emulator under load",
         add_help=False,
     )
 

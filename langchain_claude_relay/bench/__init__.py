@@ -3,7 +3,12 @@
 Modules: ``workloads`` (seeded traces in virtual time), ``strategies`` (the peers' marker rules
 and ours), ``oracle`` (the lower bound and why it is one), ``runner`` (replay through the
 emulator, billing from its log), ``overhead`` (latency and throughput against ``ChatOpenAI`` and
-the raw ``openai`` client, planning time), ``report`` (table, JSON, chart).
+the raw ``openai`` client, planning time), ``load`` (the emulator under concurrent load),
+``failures`` (a failed phase, recorded), ``report`` (table, JSON, chart).
+
+Phases (each trace, overhead, load, chart) run one after the other; one that fails is recorded
+with what went wrong, reported in its place, and the command exits with status 1 without a
+traceback; the other phases still run.
 
 >>> run_bench(["--quick", "--json", "bench.json"])   # doctest: +SKIP
 0
@@ -12,11 +17,15 @@ the raw ``openai`` client, planning time), ``report`` (table, JSON, chart).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
+from langchain_claude_relay.bench.failures import PhaseFailure, attempt
+from langchain_claude_relay.bench.load import LoadSettings, measure_load
 from langchain_claude_relay.bench.oracle import Rates, oracle_cost, profile_request
 from langchain_claude_relay.bench.overhead import OverheadSettings, measure_overhead
 from langchain_claude_relay.bench.report import (
@@ -41,6 +50,8 @@ from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.emulator.tokens import EmulatorTokenizer
 from langchain_claude_relay.models import lookup_model
 
+T = TypeVar("T")
+
 __all__ = ["add_arguments", "build_parser", "run", "run_bench", "BenchError"]
 
 _ORACLE_SLACK = 1e-9
@@ -63,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-overhead", action="store_true", help="skip the latency and planning measurements"
     )
+    parser.add_argument("--no-load", action="store_true", help="skip the emulator load check")
     parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 when a target is not met"
     )
@@ -73,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="claude-relay bench",
         description="Prompt-caching cost against an offline optimum and peer strategies, "
-        "and overhead against ChatOpenAI, all on the local emulator.",
+        "overhead against ChatOpenAI, and the emulator under load, all on the local emulator.",
     )
     add_arguments(parser)
     return parser
@@ -143,30 +155,19 @@ def _trace_result(
     )
 
 
-def run(
-    *,
-    seed: int = 0,
-    quick: bool = False,
-    traces: Sequence[str] | None = None,
-    overhead: bool = True,
-) -> BenchResult:
-    """Run the benchmark and return its results (nothing printed but progress on stderr).
+def _phase(phase: str, action: Callable[[], T], failures: list[PhaseFailure]) -> T | None:
+    """``attempt(...)``, with a progress line when the phase fails."""
+    before = len(failures)
+    done = attempt(phase, action, failures)
+    if len(failures) > before:
+        _progress(f"  {phase}: FAILED: {failures[-1].error}")
+    return done
 
-    Args:
-        seed: the workload seed.
-        quick: tiny traces and few overhead iterations.
-        traces: a subset of the workloads (default: all).
-        overhead: whether to measure latency, throughput and planning time.
 
-    Returns:
-        The results, with the targets evaluated.
-
-    Raises:
-        BenchError: if an invariant fails (a request billed twice or for other tokens than
-            profiled, the oracle above a strategy, concurrency not achieved).
-    """
-    started = time.perf_counter()
-    workloads = build_workloads(seed, quick=quick, names=traces)
+def _traces(
+    workloads: Sequence[Trace], quick: bool, steps: int, failures: list[PhaseFailure]
+) -> list[TraceResult]:
+    """Replay every trace; a trace that fails is recorded and the next one runs."""
     results: list[TraceResult] = []
     with (
         RelayEmulator() as emulator,
@@ -174,25 +175,75 @@ def run(
     ):
         tokenizer = EmulatorTokenizer(emulator.settings.token_costs)
         for number, trace in enumerate(workloads):
-            _progress(
-                f"{trace.name}: {len(trace.requests)} requests",
-                step=number,
-                steps=len(workloads) + (1 if overhead else 0),
-            )
-            results.append(_trace_result(session, trace, tokenizer))
+            _progress(f"{trace.name}: {len(trace.requests)} requests", step=number, steps=steps)
+            action = functools.partial(_trace_result, session, trace, tokenizer)
+            done = _phase(f"trace {trace.name}", action, failures)
+            if done is not None:
+                results.append(done)
+    return results
+
+
+def run(
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    traces: Sequence[str] | None = None,
+    overhead: bool = True,
+    load: bool = True,
+) -> BenchResult:
+    """Run the benchmark and return its results (nothing printed but progress on stderr).
+
+    A phase that fails (an invariant broken: a request billed twice or for other tokens than
+    profiled, the oracle above a strategy, concurrency not achieved, an emulator error under
+    load; or an exception) is recorded in ``BenchResult.failures``, and the others still run.
+
+    Args:
+        seed: the workload seed.
+        quick: tiny traces, few overhead iterations, a light load.
+        traces: a subset of the workloads (default: all).
+        overhead: whether to measure latency, throughput and planning time.
+        load: whether to run the emulator load check.
+
+    Returns:
+        The results, with the targets evaluated and the failures listed.
+
+    Raises:
+        ValueError: for an unknown trace name (before anything runs).
+    """
+    started = time.perf_counter()
+    workloads = build_workloads(seed, quick=quick, names=traces)
+    failures: list[PhaseFailure] = []
+    steps = len(workloads) + int(overhead) + int(load)
+    results = _phase("traces", lambda: _traces(workloads, quick, steps, failures), failures) or []
     report = None
     if overhead:
         _progress(
             "overhead: paired invoke/stream runs, async throughput, planning time",
             step=len(workloads),
-            steps=len(workloads) + 1,
+            steps=steps,
         )
-        report = measure_overhead(OverheadSettings.quick() if quick else OverheadSettings())
-    checks = (
+        settings = OverheadSettings.quick() if quick else OverheadSettings()
+        report = _phase("overhead", lambda: measure_overhead(settings), failures)
+    load_report = None
+    if load:
+        _progress(
+            "load: the emulator at concurrency 1-256, plain and streamed, thread and process",
+            step=len(workloads) + int(overhead),
+            steps=steps,
+        )
+        load_settings = LoadSettings.quick() if quick else LoadSettings()
+        load_report = _phase("load", lambda: measure_load(load_settings), failures)
+        if load_report is not None and (problem := load_report.failure()) is not None:
+            failures.append(PhaseFailure("load", problem))
+            _progress(f"  load: FAILED: {problem}")
+    checks: tuple[str, ...] = (
         f"oracle <= every strategy on {len(results)} traces",
         "every request billed once, for exactly the profiled tokens",
         "concurrent instants verified (no read of a same-instant write)",
     )
+    if load_report is not None and load_report.errors == 0:
+        sent = sum(r.requests for r in load_report.rows)
+        checks += (f"no emulator error under load ({sent} requests)",)
     return BenchResult(
         seed=seed,
         quick=quick,
@@ -202,36 +253,61 @@ def run(
         targets=tuple(evaluate_targets(results, report)),
         checks=checks,
         elapsed_seconds=time.perf_counter() - started,
+        load=load_report,
+        failures=tuple(failures),
     )
 
 
 def run_bench(argv: Sequence[str] | None = None) -> int:
     """``claude-relay bench [--json PATH] [--quick] [--chart PATH] ...``; returns the exit status.
 
+    Never ends in a traceback: a failed phase is one line on stderr, its place in the report
+    and an entry of ``failures`` in the JSON.
+
     Args:
         argv: the options (default: ``sys.argv[1:]``).
 
     Returns:
-        0 when the benchmark ran (targets missed or not, unless ``--strict``), 1 when an
-        invariant failed or a ``--strict`` target was missed.
+        0 when every phase ran (targets missed or not, unless ``--strict``); 1 when a phase
+        failed (an invariant broken, an error), the options are wrong, the JSON cannot be
+        written or a ``--strict`` target was missed; 130 when interrupted.
     """
     args = build_parser().parse_args(argv)
     names = [n.strip() for n in args.traces.split(",")] if args.traces else None
     try:
-        result = run(seed=args.seed, quick=args.quick, traces=names, overhead=not args.no_overhead)
-    except (BenchError, ValueError) as exc:
+        result = run(
+            seed=args.seed,
+            quick=args.quick,
+            traces=names,
+            overhead=not args.no_overhead,
+            load=not args.no_load,
+        )
+    except ValueError as exc:  # bad options, before anything ran
         print(f"claude-relay bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("claude-relay bench: interrupted", file=sys.stderr)
+        return 130
     notes: list[str] = []
+    failures = list(result.failures)
     if args.chart:
-        problem = write_chart(result, args.chart)
-        notes.append(problem or f"chart written to {args.chart}")
+        problem = _phase("chart", lambda: write_chart(result, args.chart), failures)
+        if len(failures) == len(result.failures):
+            notes.append(problem or f"chart written to {args.chart}")
     if args.json:
         notes.append(f"JSON written to {args.json}")
-    result = replace(result, notes=tuple(notes))
+    result = replace(result, notes=tuple(notes), failures=tuple(failures))
     if args.json:
-        write_json(result, args.json)
+        try:
+            write_json(result, args.json)
+        except OSError as exc:
+            print(f"claude-relay bench: cannot write {args.json}: {exc}", file=sys.stderr)
+            return 1
     print(format_report(result))
+    for failure in result.failures:
+        print(f"claude-relay bench: FAILED {failure.phase}: {failure.error}", file=sys.stderr)
+    if result.failures:
+        return 1
     if args.strict and any(t.met is False for t in result.targets):
         return 1
     return 0

@@ -18,6 +18,10 @@ Our variants: the planner on a ``MemoryStore`` with a ``MemoryLedger``; the plan
 ``DiskStore`` with a ``DiskLedger``, both in a temporary directory (the kinds ``cache="auto"``
 uses by default); and ``cache="off"`` with a ``MemoryLedger``. The user's own state and ledger
 are never touched.
+
+Every client gets its own HTTP client, built as the ``openai`` SDK builds its default one
+(``openai.DefaultHttpxClient``), which the benchmark closes when it is done or fails, like the
+stores, ledgers and the emulator process: a failed run leaves no socket open.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import random
 import socket
 import statistics
 import subprocess
@@ -32,7 +37,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -57,6 +63,7 @@ __all__ = [
     "ThroughputResult",
     "OverheadReport",
     "OverheadSettings",
+    "bench_request",
     "emulator_process",
     "measure_overhead",
     "planning_rows",
@@ -177,7 +184,10 @@ def emulator_process(timeout: float = 30.0) -> Iterator[str]:
         RuntimeError: if it does not come up in time.
     """
     port = _free_port()
-    code = f"from langchain_claude_relay.emulator import serve; serve('127.0.0.1', {port})"
+    code = (
+        "from langchain_claude_relay.emulator import serve; "
+        f"serve('127.0.0.1', {port}, access_log=False)"
+    )
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no user input
         [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -205,9 +215,12 @@ def emulator_process(timeout: float = 30.0) -> Iterator[str]:
 # ------------------------------------------------------------------------------ clients
 
 
-def _request() -> tuple[list[BaseMessage], list[dict[str, str]]]:
-    import random
+def bench_request() -> tuple[list[BaseMessage], list[dict[str, str]]]:
+    """The request every client sends: a ~2K-token system prompt and a question.
 
+    Returns:
+        It as LangChain messages and as ``openai`` chat messages.
+    """
     rng = random.Random("overhead")
     system = "You are a support assistant for this handbook.\n\n" + prose(rng, 2000)
     question = "Which section covers refunds, and what does it require?"
@@ -216,7 +229,9 @@ def _request() -> tuple[list[BaseMessage], list[dict[str, str]]]:
     return messages, raw
 
 
-def _relay(base_url: str, cache: Any, ledger: Any) -> ChatClaudeRelay:
+def _relay(
+    base_url: str, cache: Any, ledger: Any, *, http: Any = None, async_http: Any = None
+) -> ChatClaudeRelay:
     settings: dict[str, Any] = {  # ``cache=`` is routed to the prompt-cache setting
         "model": DEFAULT_MODEL,
         "base_url": base_url,
@@ -225,34 +240,62 @@ def _relay(base_url: str, cache: Any, ledger: Any) -> ChatClaudeRelay:
         "max_tokens": MAX_TOKENS,
         "max_retries": 0,
         "ledger": ledger,
+        "http_client": http,
+        "http_async_client": async_http,
     }
     return ChatClaudeRelay(**settings)
 
 
-def _clients(base_url: str, directory: str) -> tuple[dict[str, Any], list[str]]:
-    """Our variants and the baselines that can be built (LangChain chat models and ``openai``)."""
-    memory_planner = CachePlanner(store=MemoryStore(), encoding=ENCODING)
-    disk_planner = CachePlanner(store=default_store(f"{directory}/state"), encoding=ENCODING)
-    clients: dict[str, Any] = {
-        "relay[planner,memory]": _relay(base_url, memory_planner, MemoryLedger()),
-        "relay[planner,disk]": _relay(base_url, disk_planner, DiskLedger(f"{directory}/ledger")),
-        "relay[off]": _relay(base_url, "off", MemoryLedger()),
-    }
-    notes: list[str] = []
+def _chat_openai(base_url: str, *, http: Any = None, async_http: Any = None) -> Any:
+    """``ChatOpenAI`` on these HTTP clients (``None``: langchain-openai is not installed)."""
     try:
         from langchain_openai import ChatOpenAI
     except ImportError:
+        return None
+    return ChatOpenAI(
+        model=DEFAULT_MODEL,
+        base_url=base_url,
+        api_key=_API_KEY,  # type: ignore[arg-type]
+        max_tokens=MAX_TOKENS,  # type: ignore[call-arg]
+        max_retries=0,
+        stream_usage=True,
+        http_client=http,
+        http_async_client=async_http,
+    )
+
+
+def _http(stack: ExitStack) -> Any:
+    """A sync HTTP client like the SDK's default, closed with ``stack``."""
+    return stack.enter_context(openai.DefaultHttpxClient())
+
+
+def _clients(base_url: str, directory: str, stack: ExitStack) -> tuple[dict[str, Any], list[str]]:
+    """Our variants and the baselines that can be built (LangChain chat models and ``openai``).
+
+    Everything they open (HTTP clients, stores, ledgers) is closed with ``stack``.
+    """
+    memory_planner = CachePlanner(store=MemoryStore(), encoding=ENCODING)
+    disk_store = default_store(f"{directory}/state")
+    stack.callback(disk_store.close)
+    disk_planner = CachePlanner(store=disk_store, encoding=ENCODING)
+    disk_ledger = DiskLedger(f"{directory}/ledger")
+    stack.callback(disk_ledger.close)
+    clients: dict[str, Any] = {
+        "relay[planner,memory]": _relay(
+            base_url, memory_planner, MemoryLedger(), http=_http(stack)
+        ),
+        "relay[planner,disk]": _relay(base_url, disk_planner, disk_ledger, http=_http(stack)),
+        "relay[off]": _relay(base_url, "off", MemoryLedger(), http=_http(stack)),
+    }
+    notes: list[str] = []
+    chat_openai = _chat_openai(base_url, http=_http(stack))
+    if chat_openai is None:
         notes.append("langchain-openai is not installed: no ChatOpenAI comparison")
     else:
-        clients["ChatOpenAI"] = ChatOpenAI(
-            model=DEFAULT_MODEL,
-            base_url=base_url,
-            api_key=_API_KEY,  # type: ignore[arg-type]
-            max_tokens=MAX_TOKENS,  # type: ignore[call-arg]
-            max_retries=0,
-            stream_usage=True,
-        )
-    clients["openai"] = openai.OpenAI(base_url=base_url, api_key=_API_KEY, max_retries=0)
+        clients["ChatOpenAI"] = chat_openai
+    clients["openai"] = openai.OpenAI(
+        base_url=base_url, api_key=_API_KEY, max_retries=0, http_client=_http(stack)
+    )
     return clients, notes
 
 
@@ -342,50 +385,56 @@ def _timed(fn: Callable[[], Any]) -> Callable[[], float]:
 # ---------------------------------------------------------------------------- throughput
 
 
+async def _all(calls: Iterable[Awaitable[Any]]) -> None:
+    """Await every call, then raise the first failure: no request is left running."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 async def _throughput(
     base_url: str,
     settings: OverheadSettings,
     messages: list[BaseMessage],
     raw: list[dict[str, str]],
 ) -> tuple[list[ThroughputResult], list[str]]:
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
-    relay = _relay(base_url, CachePlanner(store=MemoryStore(), encoding=ENCODING), MemoryLedger())
-    calls["relay[planner,memory]"] = lambda: relay.ainvoke(messages)
-    notes: list[str] = []
-    try:
-        from langchain_openai import ChatOpenAI
-    except ImportError:
-        notes.append("langchain-openai is not installed: no ChatOpenAI throughput")
-    else:
-        chat_openai = ChatOpenAI(
-            model=DEFAULT_MODEL,
-            base_url=base_url,
-            api_key=_API_KEY,  # type: ignore[arg-type]
-            max_tokens=MAX_TOKENS,  # type: ignore[call-arg]
-            max_retries=0,
+    async with AsyncExitStack() as stack:
+
+        async def http() -> Any:
+            return await stack.enter_async_context(openai.DefaultAsyncHttpxClient())
+
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+        planner = CachePlanner(store=MemoryStore(), encoding=ENCODING)
+        relay = _relay(base_url, planner, MemoryLedger(), async_http=await http())
+        calls["relay[planner,memory]"] = lambda: relay.ainvoke(messages)
+        notes: list[str] = []
+        chat_openai = _chat_openai(base_url, async_http=await http())
+        if chat_openai is None:
+            notes.append("langchain-openai is not installed: no ChatOpenAI throughput")
+        else:
+            calls["ChatOpenAI"] = lambda: chat_openai.ainvoke(messages)
+        client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=_API_KEY, max_retries=0, http_client=await http()
         )
-        calls["ChatOpenAI"] = lambda: chat_openai.ainvoke(messages)
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=_API_KEY, max_retries=0)
-    calls["openai"] = lambda: client.chat.completions.create(
-        model=DEFAULT_MODEL,
-        messages=raw,  # type: ignore[arg-type]
-        max_tokens=MAX_TOKENS,
-    )
-    limit = asyncio.Semaphore(settings.concurrency)
+        calls["openai"] = lambda: client.chat.completions.create(
+            model=DEFAULT_MODEL,
+            messages=raw,  # type: ignore[arg-type]
+            max_tokens=MAX_TOKENS,
+        )
+        limit = asyncio.Semaphore(settings.concurrency)
 
-    async def one(call: Callable[[], Awaitable[Any]]) -> None:
-        async with limit:
-            await call()
+        async def one(call: Callable[[], Awaitable[Any]]) -> None:
+            async with limit:
+                await call()
 
-    rates: dict[str, list[float]] = {name: [] for name in calls}
-    for call in calls.values():  # warm connections and memo
-        await asyncio.gather(*(one(call) for _ in range(settings.concurrency)))
-    for _ in range(settings.async_rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            await asyncio.gather(*(one(call) for _ in range(settings.async_requests)))
-            rates[name].append(settings.async_requests / (time.perf_counter() - start))
-    await client.close()
+        rates: dict[str, list[float]] = {name: [] for name in calls}
+        for call in calls.values():  # warm connections and memo
+            await _all(one(call) for _ in range(settings.concurrency))
+        for _ in range(settings.async_rounds):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                await _all(one(call) for _ in range(settings.async_requests))
+                rates[name].append(settings.async_requests / (time.perf_counter() - start))
     return [
         ThroughputResult(
             name, settings.concurrency, settings.async_requests, round(statistics.median(r), 1)
@@ -419,8 +468,6 @@ def planning_rows(sizes: Sequence[int]) -> tuple[list[dict[str, float]], str]:
 
 
 def _planning_fallback(tokens: int, runs: int = 5, warm_runs: int = 30) -> dict[str, float]:
-    import random
-
     rng = random.Random(f"planning:{tokens}")
     system = (Block("text", {"text": prose(rng, tokens // 2)}),)
     turns = tuple(
@@ -468,25 +515,17 @@ def measure_overhead(settings: OverheadSettings | None = None) -> OverheadReport
         The report.
     """
     settings = settings or OverheadSettings()
-    messages, raw = _request()
+    messages, raw = bench_request()
     paired: list[PairedResult] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="claude-relay-bench-") as directory,
-        emulator_process() as base_url,
-    ):
-        clients, notes = _clients(base_url, directory)
+    with ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="claude-relay-bench-"))
+        base_url = stack.enter_context(emulator_process())
+        clients, notes = _clients(base_url, directory, stack)
         invoke = {name: _timed(_invoke_fn(c, messages, raw)) for name, c in clients.items()}
         paired += _paired("invoke", invoke, settings.iterations, settings.warmup)
         stream = {name: _stream_fn(c, messages, raw) for name, c in clients.items()}
         paired += _paired("stream_first_chunk", stream, settings.stream_iterations, settings.warmup)
         throughput, more = asyncio.run(_throughput(base_url, settings, messages, raw))
         notes += more
-        for client in clients.values():
-            if isinstance(client, openai.OpenAI):
-                client.close()
-            elif isinstance(client, ChatClaudeRelay):
-                if isinstance(client.prompt_cache, CachePlanner):
-                    client.prompt_cache.store.close()
-                client.ledger.close()
     planning, source = planning_rows(settings.planning_sizes)
     return OverheadReport(tuple(paired), tuple(throughput), tuple(planning), source, tuple(notes))

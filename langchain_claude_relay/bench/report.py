@@ -6,6 +6,10 @@ shown once per trace. ``x oracle`` divides by the trace's lower bound (``oracle.
 baseline`` by the cheapest of the peer strategies, ``hit rate`` is the share of requests
 that read anything from the cache, ``wasted writes`` the tokens written by requests none of
 whose entries was read later (the ledger's definitions).
+
+A phase that failed (``failures``) is reported in its place: ``FAILED trace NAME: ...`` under the
+cost table, ``Overhead: FAILED: ...``, ``Emulator load: FAILED: ...``, and listed again at the
+end; in the JSON, ``failures`` holds each with its traceback.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_claude_relay.bench.failures import PhaseFailure
+from langchain_claude_relay.bench.load import REUSE, LoadReport
 from langchain_claude_relay.bench.oracle import OracleResult
 from langchain_claude_relay.bench.overhead import OverheadReport
 from langchain_claude_relay.bench.runner import RunMetrics
 from langchain_claude_relay.bench.strategies import BASELINES, FIVE_MINUTE_BASELINES, OURS
+from langchain_claude_relay.ledger.chart import NO_MATPLOTLIB, pyplot
 
 __all__ = [
     "TraceResult",
@@ -30,6 +37,7 @@ __all__ = [
     "format_report",
     "write_json",
     "write_chart",
+    "format_load_table",
 ]
 
 TARGET_ORACLE_RATIO = 1.10
@@ -100,6 +108,8 @@ class BenchResult:
         checks: invariants verified (oracle below every strategy, totals equal, concurrency).
         elapsed_seconds: wall time of the run.
         notes: anything the reader must know (missing chart support...).
+        load: the emulator load check (``None`` when skipped or failed).
+        failures: the phases that failed (empty: every phase ran and held its invariants).
     """
 
     seed: int
@@ -111,6 +121,12 @@ class BenchResult:
     checks: tuple[str, ...]
     elapsed_seconds: float
     notes: tuple[str, ...] = ()
+    load: LoadReport | None = None
+    failures: tuple[PhaseFailure, ...] = ()
+
+    def failure(self, phase: str) -> PhaseFailure | None:
+        """The failure of ``phase`` (``None``: it did not fail)."""
+        return next((f for f in self.failures if f.phase == phase), None)
 
 
 def _pct(x: float) -> str:
@@ -123,6 +139,14 @@ def evaluate_targets(
     """The issue's targets against what was measured (never adjusted: a miss is a miss)."""
     targets: list[Target] = []
     ours = OURS.name
+    if not traces:
+        targets.append(
+            Target(
+                f"ours <= {TARGET_ORACLE_RATIO:.2f}x the oracle on every trace", "no trace", None
+            )
+        )
+        targets.append(Target("ours <= every baseline on every trace", "no trace", None))
+        return targets + _overhead_targets(overhead)
     worst = max(traces, key=lambda t: t.metrics[ours].cost_usd / t.oracle.cost_usd)
     ratio = worst.metrics[ours].cost_usd / worst.oracle.cost_usd
     targets.append(
@@ -195,8 +219,9 @@ def _overhead_targets(overhead: OverheadReport | None) -> list[Target]:
         out.append(
             Target(
                 invoke_name,
-                f"{main.variant} {main.median_ratio:.3f}x "
-                f"({main.variant_median_ms:.2f} vs {main.baseline_median_ms:.2f} ms); {others}",
+                f"{main.variant} {main.median_ratio:.3f}x, the median of paired ours/theirs "
+                f"ratios (medians {main.variant_median_ms:.2f} vs "
+                f"{main.baseline_median_ms:.2f} ms); {others}",
                 main.median_ratio <= TARGET_INVOKE_RATIO,
             )
         )
@@ -264,6 +289,8 @@ def _align(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
 
 def format_cost_table(traces: Sequence[TraceResult]) -> str:
     """The cost table (trace, strategy, cost USD, x oracle, x best baseline, hit rate, wasted)."""
+    if not traces:
+        return "(no trace completed)"
     header = [
         "trace",
         "strategy",
@@ -354,6 +381,32 @@ def _model_of(trace: TraceResult) -> str:
     return description[description.rfind("[") + 1 : -1] if description.endswith("]") else ""
 
 
+def format_load_table(load: LoadReport) -> list[str]:
+    """The emulator load table, with a line per row that had errors."""
+    gap = f"; {REUSE}: plain, after {load.idle_gap:g} s idle" if load.idle_gap is not None else ""
+    lines = [f"Emulator load ({load.client}, the SDK's connection pool{gap}; errors must be 0):"]
+    header = ["emulator", "mode", "concurrency", "requests", "req/s", "conn errors", "other errors"]
+    rows = [
+        [
+            r.emulator,
+            r.mode,
+            str(r.concurrency),
+            str(r.requests),
+            f"{r.requests_per_second:.1f}",
+            str(r.connection_errors),
+            str(r.other_errors),
+        ]
+        for r in load.rows
+    ]
+    lines += ["  " + s for s in _align(header, rows, {2, 3, 4, 5, 6})]
+    lines += [
+        f"  first error in {r.emulator}/{r.mode}/{r.concurrency}: {r.first_error}"
+        for r in load.rows
+        if r.first_error
+    ]
+    return lines
+
+
 def format_report(result: BenchResult) -> str:
     """Everything, as printed by ``claude-relay bench``."""
     mode = "quick (smoke) run" if result.quick else "full run"
@@ -363,6 +416,7 @@ def format_report(result: BenchResult) -> str:
         f"{result.elapsed_seconds:.1f} s",
         "",
         format_cost_table(result.traces),
+        *(f"FAILED {f.phase}: {f.error}" for f in result.failures if f.phase.startswith("trace")),
         "",
         *_trace_lines(result.traces),
         "",
@@ -377,8 +431,19 @@ def format_report(result: BenchResult) -> str:
         lines.append(f"  [{status}] {target.name}: {target.measured}")
     if result.overhead is not None:
         lines += ["", *_overhead_lines(result.overhead)]
+    elif (failed := result.failure("overhead")) is not None:
+        lines += ["", f"Overhead: FAILED: {failed.error}"]
+    if result.load is not None:
+        lines += ["", *format_load_table(result.load)]
+    if (failed := result.failure("load")) is not None:
+        if result.load is None:  # else the line goes right under the table
+            lines.append("")
+        lines.append(f"Emulator load: FAILED: {failed.error}")
     lines += ["", "Checks: " + "; ".join(result.checks)]
     lines += [f"Note: {n}" for n in result.notes]
+    if result.failures:
+        lines += ["", f"FAILED ({len(result.failures)}):"]
+        lines += [f"  {f.phase}: {f.error}" for f in result.failures]
     return "\n".join(lines)
 
 
@@ -389,6 +454,8 @@ def result_dict(result: BenchResult) -> dict[str, Any]:
     """The whole result as JSON-able data (with the table rows)."""
     data = dataclasses.asdict(result)
     data["table"] = cost_rows(result.traces)
+    if result.load is not None:
+        data["load"]["errors"] = result.load.errors
     for trace, raw in zip(result.traces, data["traces"], strict=True):
         raw["best_baseline"] = trace.best_baseline[0]
         raw["metrics"] = {name: dataclasses.asdict(m) for name, m in trace.metrics.items()}
@@ -411,23 +478,18 @@ def write_chart(result: BenchResult, path: str | Path) -> str | None:
         path: the PNG to write.
 
     Returns:
-        ``None`` on success, else why no chart was drawn (matplotlib missing).
+        ``None`` on success, else why no chart was drawn (matplotlib missing, no trace).
     """
-    try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return (
-            "no chart: matplotlib is not installed "
-            "(pip install 'langchain-claude-relay[demo]', or pip install matplotlib)"
-        )
+    if not result.traces:
+        return "no chart: no trace completed"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     traces = result.traces
     names = list(traces[0].metrics)
     width = 0.8 / len(names)
     figure, axes = plt.subplots(figsize=(max(10.0, 1.5 * len(traces)), 5.8))
-    palette = matplotlib.colormaps["tab20"]
+    palette = plt.get_cmap("tab20")
     for k, name in enumerate(names):
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(traces))]
         ys = [t.metrics[name].cost_usd / t.oracle.cost_usd for t in traces]

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -113,11 +114,25 @@ __all__ = [
     "RequestRecord",
     "EmulatorCore",
     "RelayEmulator",
+    "KEEP_ALIVE_SECONDS",
     "build_app",
+    "server_config",
+    "ADMIN_ROUTES",
+    "EmulatorBindError",
+    "bind",
+    "banner",
     "serve",
 ]
 
 CLOCKS = ("virtual", "wall")
+KEEP_ALIVE_SECONDS = 3600
+"""How long the server keeps an idle keep-alive connection open: far longer than any HTTP
+client's own idle expiry (httpx and the ``openai`` SDK: 5 s; aiohttp: 15 s; Go: 90 s; OkHttp:
+5 min), so the client always closes first. uvicorn's default, 5 s, equals httpx's: a client
+that reused a connection idle for just under 5 s raced the server closing it, and lost
+(``ReadError``, "cannot reach the relay") at concurrency 64, in a thread or a child process."""
+LISTEN_BACKLOG = 2048
+"""Pending connections the kernel queues (capped by ``net.core.somaxconn``)."""
 CREATED_EPOCH = 1_767_225_600
 """``created`` in responses is this (2026-01-01) plus the virtual time, so replies are stable."""
 _SCOPE_ID, _SCOPE_FAULT = "emulator.request_id", "emulator.fault"
@@ -861,14 +876,11 @@ class RelayEmulator:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        config = server_config(
             build_app(self.core),
             log_config=None,
             log_level="warning",
             access_log=False,
-            lifespan="off",
-            http="h11",
-            loop="asyncio",
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
@@ -946,20 +958,101 @@ class RelayEmulator:
         return self.core.cache_entries()
 
 
+def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
+    """The uvicorn settings of every emulator (thread or foreground), plus ``options``.
+
+    h11 on the asyncio loop; idle connections kept ``KEEP_ALIVE_SECONDS`` (the client closes
+    them first); a ``LISTEN_BACKLOG`` deep accept queue; no concurrency limit.
+    """
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        http="h11",
+        loop="asyncio",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        backlog=LISTEN_BACKLOG,
+        **options,
+    )
+
+
+ADMIN_ROUTES = (
+    "GET|POST /admin/clock",
+    "GET /admin/billing",
+    "GET /admin/requests",
+    "POST /admin/reset",
+    "GET|POST /admin/config",
+    "POST /admin/faults",
+)
+"""The admin endpoints, as the banner lists them (a test checks each one exists)."""
+
+
+class EmulatorBindError(OSError):
+    """The emulator cannot listen where asked (the message says what to do)."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, so a busy port fails before anything is announced.
+
+    Raises:
+        EmulatorBindError: the port is taken (``--port 0`` takes a free one) or the address is
+            not this machine's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            msg = (
+                f"port {port} on {host} is already in use (another emulator?): stop what holds "
+                "it, or pick another port with --port N (--port 0 takes a free one)"
+            )
+        else:
+            msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise EmulatorBindError(msg) from None
+    sock.listen(LISTEN_BACKLOG)  # connections wait from now on, before the server runs
+    return sock
+
+
+def banner(host: str, port: int) -> str:
+    """What a foreground emulator says once it listens: where, and the admin endpoints."""
+    shown = f"[{host}]" if ":" in host else host
+    root = f"http://{shown}:{port}"
+    return "\n".join(
+        (
+            f"relay emulator on {root}/v1 (Ctrl-C to stop)",
+            f"  OpenAI-compatible: base_url={root}/v1; Anthropic, Bedrock, Vertex: {root}",
+            f"  admin: {', '.join(ADMIN_ROUTES)}",
+        )
+    )
+
+
 def serve(
-    host: str = "127.0.0.1", port: int = 8787, settings: EmulatorSettings | None = None
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    settings: EmulatorSettings | None = None,
+    *,
+    access_log: bool = True,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the emulator in the foreground until interrupted (``claude-relay emulator``).
 
     Args:
         host: interface to bind (keep the loopback default unless you mean to expose it).
-        port: TCP port.
+        port: TCP port (``0``: a free one).
         settings: emulator settings.
+        access_log: log every request (uvicorn's access log).
+        announce: called with ``banner(...)`` once the socket listens (``None``: logged).
 
+    Raises:
+        EmulatorBindError: if it cannot listen there.
     """
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
     core = EmulatorCore(settings)
-    config = uvicorn.Config(build_app(core), host=host, port=port, lifespan="off", http="h11")
-    logging.getLogger("uvicorn.error").info(
-        "Relay emulator: base_url http://%s:%d/v1, admin http://%s:%d/admin", host, port, host, port
-    )
-    uvicorn.Server(config).run()
+    config = server_config(build_app(core), host=host, port=port, access_log=access_log)
+    (announce or logging.getLogger("uvicorn.error").info)(banner(host, port))
+    uvicorn.Server(config).run(sockets=[sock])

@@ -49,6 +49,7 @@ from __future__ import annotations
 from langchain_claude_relay._env import STATE_DIR_ENV
 from langchain_claude_relay._env import ledger_dir as ledger_directory
 from langchain_claude_relay.errors import LedgerUnavailableError, LedgerWarning
+from langchain_claude_relay.ledger.chart import write_stats_chart
 from langchain_claude_relay.ledger.disk import DEFAULT_MAX_ENTRIES, DEFAULT_SIZE_LIMIT, DiskLedger
 from langchain_claude_relay.ledger.entry import LedgerEntry, hash_base_url
 from langchain_claude_relay.ledger.facts import CacheFacts, cache_facts
@@ -59,7 +60,12 @@ from langchain_claude_relay.ledger.fallback import (
 )
 from langchain_claude_relay.ledger.memory import Ledger, MemoryLedger
 from langchain_claude_relay.ledger.redis import RedisLedger
-from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+from langchain_claude_relay.ledger.summary import (
+    LedgerSummary,
+    TimeBucket,
+    summarize,
+    summarize_over_time,
+)
 
 __all__ = [
     "STATE_DIR_ENV",
@@ -72,6 +78,9 @@ __all__ = [
     "hash_base_url",
     "LedgerSummary",
     "summarize",
+    "TimeBucket",
+    "summarize_over_time",
+    "write_stats_chart",
     "Ledger",
     "MemoryLedger",
     "DiskLedger",

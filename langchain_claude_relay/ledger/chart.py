@@ -21,19 +21,19 @@ from typing import Any
 from langchain_claude_relay.ledger.entry import LedgerEntry
 from langchain_claude_relay.ledger.summary import TimeBucket, summarize_over_time
 
-__all__ = ["CHART_BUCKETS", "NO_MATPLOTLIB", "write_stats_chart"]
+__all__ = ["CHART_BUCKETS", "NO_MATPLOTLIB", "pyplot", "write_stats_chart"]
 
 CHART_BUCKETS = 24
 """Stretches of time the span is cut into."""
 NO_MATPLOTLIB = (
     "no chart: matplotlib is not installed "
-    "(pip install 'langchain-claude-relay[demo]', or pip install matplotlib)"
+    "(pip install 'langchain-claude-relay[charts]', or pip install matplotlib)"
 )
 _EPOCH_2001 = 978_307_200.0
 """Timestamps from here on are taken for wall-clock epochs (virtual clocks start at 0)."""
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """The pyplot module on the file-only Agg backend, or ``None`` without matplotlib."""
     try:
         import matplotlib  # type: ignore[import-not-found,unused-ignore]
@@ -77,7 +77,7 @@ def write_stats_chart(
     series = summarize_over_time(entries, buckets, since=since)
     if not series:
         return "no chart: the ledger has no calls" + (" in that period" if since else "")
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return NO_MATPLOTLIB
     xs, xlabel = _time_axis(series)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,16 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
     directory = tmp_path_factory.mktemp("bench")
     chart = directory / "bench.png"
-    status = run_bench(["--quick", "--json", str(directory / "bench.json"), "--chart", str(chart)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status = run_bench(
+            ["--quick", "--json", str(directory / "bench.json"), "--chart", str(chart)]
+        )
+        gc.collect()
     data = json.loads((directory / "bench.json").read_text(encoding="utf-8"))
+    data["_resource_warnings"] = [
+        str(w.message) for w in caught if issubclass(w.category, ResourceWarning)
+    ]
     return status, data, chart
 
 
@@ -85,6 +95,25 @@ def test_overhead_and_targets_are_reported(quick_run: tuple[int, dict, Path]) ->
     assert all(t["met"] in (True, False, None) for t in data["targets"])
 
 
+def test_emulator_load_is_reported_without_errors(quick_run: tuple[int, dict, Path]) -> None:
+    _, data, _ = quick_run
+    rows = data["load"]["rows"]
+    assert {(r["emulator"], r["mode"], r["concurrency"]) for r in rows} == {
+        (emulator, mode, concurrency)
+        for emulator in ("thread", "process")
+        for mode in ("plain", "stream")
+        for concurrency in (1, 16, 64, 256)
+    }
+    assert all(r["requests"] >= r["concurrency"] and r["requests_per_second"] > 0 for r in rows)
+    assert data["load"]["errors"] == 0
+    assert data["failures"] == []
+
+
+def test_nothing_is_left_open(quick_run: tuple[int, dict, Path]) -> None:
+    _, data, _ = quick_run
+    assert data["_resource_warnings"] == []
+
+
 def test_chart_is_drawn_or_explained(quick_run: tuple[int, dict, Path]) -> None:
     _, data, chart = quick_run
     if HAS_MATPLOTLIB:
@@ -96,7 +125,7 @@ def test_chart_is_drawn_or_explained(quick_run: tuple[int, dict, Path]) -> None:
 
 
 def test_chart_without_matplotlib_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = run(quick=True, traces=["short"], overhead=False)
+    result = run(quick=True, traces=["short"], overhead=False, load=False)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     problem = write_chart(result, tmp_path / "chart.png")
@@ -189,5 +218,5 @@ def test_the_rule_of_thumb_looks_at_the_whole_trace() -> None:
 
 
 def test_bad_trace_name_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_bench(["--quick", "--traces", "nope", "--no-overhead"]) == 1
+    assert run_bench(["--quick", "--traces", "nope", "--no-overhead", "--no-load"]) == 1
     assert "unknown workload" in capsys.readouterr().err

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from langchain_claude_relay.cli import ADMIN_ROUTES, emulator_banner, main
+from langchain_claude_relay.cli import main
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.emulator.engine import BAD_RELAY_MODES
+from langchain_claude_relay.emulator.server import ADMIN_ROUTES
+from langchain_claude_relay.emulator.server import banner as emulator_banner
 
 
 def _choices(names: tuple[str, ...]) -> tuple[str, str]:

@@ -119,7 +119,7 @@ def test_without_matplotlib_the_chart_says_how_to_get_it(
 ) -> None:
     import langchain_claude_relay.ledger.chart as chart
 
-    monkeypatch.setattr(chart, "_pyplot", lambda: None)
+    monkeypatch.setattr(chart, "pyplot", lambda: None)
     assert write_stats_chart(_calls(), tmp_path / "x.png") == NO_MATPLOTLIB
 
 
