@@ -20,18 +20,22 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from langchain_claude_relay._env import state_dir
+from langchain_claude_relay.models import ModelPrices, ModelSpec, lookup_model, model_family
 from langchain_claude_relay.request import MAX_CACHE_MARKERS
 
 __all__ = [
     "CAPABILITIES_FILE",
     "DEFAULT_MAX_AGE_S",
+    "MAX_RELAY_PRICES",
     "RelayCapabilities",
+    "RelayPrice",
+    "relay_prices",
     "Adaptation",
     "adaptation_for",
     "relay_key",
@@ -49,6 +53,98 @@ DEFAULT_MAX_AGE_S = 7 * 86400.0
 
 _VERDICTS = ("keeps_block_markers", "keeps_tool_markers", "keeps_ttl", "injects_markers")
 _FIELDS = (*_VERDICTS, "reports_cache_usage", "usage_fields", "model", "probed_at")
+MAX_RELAY_PRICES = 500
+"""Published prices kept per relay (Claude models only; no catalogue is trusted to be small)."""
+_MAX_PRICE = 10_000.0  # USD per million tokens: anything above is not a real price
+
+
+@dataclass(frozen=True)
+class RelayPrice:
+    """What a relay publishes on ``/v1/models`` for one model, in USD per million tokens.
+
+    OpenRouter-style ``pricing`` objects give USD per token as decimal strings: ``prompt``,
+    ``completion``, ``input_cache_read`` and ``input_cache_write`` (``cache_read`` /
+    ``cache_write`` on newer endpoints). A missing cache price is ``None``.
+    """
+
+    model_id: str
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    def prices(self, table: ModelPrices | None) -> ModelPrices:
+        """Full prices: what the relay published, the rest at the model table's multiples.
+
+        The relay's cache write is taken as the 5-minute write; the 1-hour write (which no relay
+        publishes separately) and any missing cache price keep the table's ratio to input
+        (Anthropic's 1.25x, 2x and 0.1x without a table row).
+        """
+        reference = table or ModelPrices.standard(1.0, 5.0)
+        ratio = self.input / reference.input if reference.input > 0 else 0.0
+        return ModelPrices(
+            input=self.input,
+            output=self.output,
+            cache_read=self.cache_read
+            if self.cache_read is not None
+            else reference.cache_read * ratio,
+            cache_write_5m=self.cache_write
+            if self.cache_write is not None
+            else reference.cache_write_5m * ratio,
+            cache_write_1h=reference.cache_write_1h * ratio,
+            long_context=None if table is None else table.long_context,
+        )
+
+
+def relay_prices(body: Any) -> tuple[RelayPrice, ...]:
+    """The Claude models' prices in a relay's ``GET /v1/models`` answer (untrusted input).
+
+    Entries that are not Claude models, have no ``pricing`` or have prices that are not finite,
+    non-negative and plausible are skipped; at most ``MAX_RELAY_PRICES`` are kept.
+
+    >>> relay_prices({"data": [{"id": "anthropic/claude-sonnet-4.5", "pricing": {
+    ...     "prompt": "0.000003", "completion": "0.000015", "input_cache_read": "0.0000003"}}]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (RelayPrice(model_id='anthropic/claude-sonnet-4.5', input=3.0, output=15.0,
+                cache_read=0.3, cache_write=None),)
+    """
+    data = body.get("data") if isinstance(body, Mapping) else None
+    if not isinstance(data, list):
+        return ()
+    found: list[RelayPrice] = []
+    for entry in data[: MAX_RELAY_PRICES * 20]:
+        if len(found) >= MAX_RELAY_PRICES:
+            break
+        model_id = entry.get("id") if isinstance(entry, Mapping) else None
+        pricing = entry.get("pricing") if isinstance(entry, Mapping) else None
+        if not isinstance(model_id, str) or len(model_id) > 200 or not isinstance(pricing, Mapping):
+            continue
+        if model_family(model_id) is None:
+            continue
+        prompt, completion = (
+            _per_million(pricing.get("prompt")),
+            _per_million(pricing.get("completion")),
+        )
+        if prompt is None or completion is None:
+            continue
+        read = pricing.get("input_cache_read", pricing.get("cache_read"))
+        write = pricing.get("input_cache_write", pricing.get("cache_write"))
+        found.append(
+            RelayPrice(model_id, prompt, completion, _per_million(read), _per_million(write))
+        )
+    return tuple(found)
+
+
+def _per_million(value: Any) -> float | None:
+    """USD per token (a decimal string or a number) as USD per million tokens, if plausible."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        per_token = float(value)
+    except ValueError:
+        return None
+    per_million = round(per_token * 1e6, 9)
+    return per_million if math.isfinite(per_million) and 0 <= per_million <= _MAX_PRICE else None
 
 
 @dataclass(frozen=True)
@@ -65,6 +161,9 @@ class RelayCapabilities:
         usage_fields: dotted paths of the usage fields the relay returned (sorted).
         model: the model id probed.
         probed_at: when, in epoch seconds.
+        keeps_automatic_caching: a top-level ``cache_control`` (automatic caching) reaches
+            Claude.
+        prices: what the relay publishes on ``/v1/models`` for Claude models (may be empty).
     """
 
     keeps_block_markers: bool | None
@@ -75,12 +174,35 @@ class RelayCapabilities:
     usage_fields: tuple[str, ...]
     model: str
     probed_at: float
+    keeps_automatic_caching: bool | None = None
+    prices: tuple[RelayPrice, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict: booleans, field names, the model id and a number."""
+        """A JSON-able dict: booleans, field names, the model id, numbers."""
         out = asdict(self)
         out["usage_fields"] = list(self.usage_fields)
+        out["prices"] = [asdict(p) for p in self.prices]
         return out
+
+    @property
+    def probed_on(self) -> str:
+        """The probe's date (UTC), e.g. ``"2026-12-01"``."""
+        return datetime.fromtimestamp(self.probed_at, tz=timezone.utc).strftime("%Y-%m-%d")
+
+    def priced_spec(self, model_id: str) -> ModelSpec | None:
+        """The model's spec with the prices this relay publishes for it, if it publishes any.
+
+        The relay's entry is matched by model family (``anthropic/claude-sonnet-4.5`` prices
+        ``claude-sonnet-4-5-20250929``).
+        """
+        family = model_family(model_id)
+        if family is None:
+            return None
+        published = next((p for p in self.prices if model_family(p.model_id) == family), None)
+        if published is None:
+            return None
+        spec = lookup_model(model_id)
+        return replace(spec, prices=published.prices(spec.prices))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RelayCapabilities:
@@ -133,6 +255,8 @@ class RelayCapabilities:
             usage_fields=tuple(fields_),
             model=data["model"],
             probed_at=float(probed_at),
+            keeps_automatic_caching=_optional_verdict(data, "keeps_automatic_caching"),
+            prices=_stored_prices(data.get("prices")),
         )
 
     def summary_lines(self) -> list[str]:
@@ -146,9 +270,62 @@ class RelayCapabilities:
             f"keeps tool markers: {_word(self.keeps_tool_markers)}",
             f"keeps ttl (1h stays 1h): {_word(self.keeps_ttl)}",
             f"injects markers: {_word(self.injects_markers)}",
+            f"keeps automatic caching (top-level cache_control): "
+            f"{_word(self.keeps_automatic_caching)}",
             f"reports cache usage: {_word(self.reports_cache_usage)}",
             f"usage fields: {', '.join(self.usage_fields) or '(none)'}",
+            *_price_lines(self.prices),
         ]
+
+
+def _optional_verdict(data: Mapping[str, Any], name: str) -> bool | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, bool):
+        msg = f"relay capabilities: {name} must be true, false or null"
+        raise ValueError(msg)
+    return value
+
+
+def _stored_prices(raw: Any) -> tuple[RelayPrice, ...]:
+    """Prices read back from the file (untrusted): the valid ones, at most ``MAX_RELAY_PRICES``."""
+    if not isinstance(raw, list):
+        return ()
+    out: list[RelayPrice] = []
+    for item in raw[:MAX_RELAY_PRICES]:
+        if not isinstance(item, Mapping) or not isinstance(item.get("model_id"), str):
+            continue
+        numbers = [item.get(k) for k in ("input", "output", "cache_read", "cache_write")]
+        checked = [_price_number(v) for v in numbers]
+        if (
+            checked[0] is None
+            or checked[1] is None
+            or any(v is not None and c is None for v, c in zip(numbers, checked, strict=True))
+        ):
+            continue
+        out.append(RelayPrice(item["model_id"][:200], *checked))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def _price_number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) and 0 <= value <= _MAX_PRICE else None
+
+
+def _price_lines(prices: tuple[RelayPrice, ...]) -> list[str]:
+    if not prices:
+        return ["published prices (/v1/models): none"]
+    shown = [
+        f"  {p.model_id}: input ${p.input:g}, output ${p.output:g}, cache read "
+        f"{'-' if p.cache_read is None else f'${p.cache_read:g}'}, cache write "
+        f"{'-' if p.cache_write is None else f'${p.cache_write:g}'} per MTok"
+        for p in prices[:10]
+    ]
+    more = [f"  ... {len(prices) - 10} more"] if len(prices) > 10 else []
+    return [
+        f"published prices (/v1/models), used for cost_usd: {len(prices)} model(s)",
+        *shown,
+        *more,
+    ]
 
 
 def _word(verdict: bool | None) -> str:
@@ -166,6 +343,9 @@ class Adaptation:
         max_markers: markers the planner may place: 4, less one if the relay adds its own.
         mark_tools: ``False`` when the relay drops markers on tools.
         warnings: one sentence per adaptation, naming the relay verdict behind it.
+        automatic: the relay drops block markers but keeps a top-level ``cache_control``: send
+            that instead (automatic caching: Claude marks the last block), the only caching
+            that reaches Claude through it.
     """
 
     caching: bool
@@ -173,6 +353,7 @@ class Adaptation:
     max_markers: int
     mark_tools: bool
     warnings: tuple[str, ...] = field(default=())
+    automatic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -204,7 +385,14 @@ def adaptation_for(caps: RelayCapabilities | None) -> Adaptation:
         )
     notes: list[str] = []
     caching = caps.keeps_block_markers is not False
-    if not caching:
+    automatic = not caching and caps.keeps_automatic_caching is True
+    if automatic:
+        notes.append(
+            "The relay drops cache_control on blocks but keeps a top-level cache_control (probe: "
+            "keeps block markers = no, keeps automatic caching = yes), so automatic caching is "
+            "sent instead of planned markers: Claude marks the last block of each request."
+        )
+    elif not caching:
         notes.append(
             "The relay drops cache_control markers (probe: keeps block markers = no), so prompt "
             "caching is off for it: planned markers would never reach Claude."
@@ -228,7 +416,7 @@ def adaptation_for(caps: RelayCapabilities | None) -> Adaptation:
             "The relay drops cache_control on tools (probe: keeps tool markers = no), so tool "
             "definitions are not marked: the first marker goes on the system prompt or later."
         )
-    return Adaptation(caching, ttl_policy, max_markers, mark_tools, tuple(notes))
+    return Adaptation(caching, ttl_policy, max_markers, mark_tools, tuple(notes), automatic)
 
 
 def relay_key(base_url: str) -> str:

@@ -71,12 +71,17 @@ from langchain_claude_relay._convert import (
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import check_api_key, check_sampling
-from langchain_claude_relay.capabilities import adaptation_for, load_capabilities
+from langchain_claude_relay.capabilities import (
+    Adaptation,
+    RelayCapabilities,
+    adaptation_for,
+    load_capabilities,
+)
 from langchain_claude_relay.cost import call_cost_usd
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
-from langchain_claude_relay.models import DEFAULT_MODEL
+from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
 from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.planner.rules import validate_user_markers
 from langchain_claude_relay.request import MAX_CACHE_MARKERS, CacheControl, ClaudeRequest, Tool
@@ -554,11 +559,16 @@ class ChatClaudeRelay(BaseChatModel):
         return transport
 
     @cached_property
-    def _adaptation(self) -> Any:
-        """What a stored probe of this relay asks the planner to do (``None``: nothing known)."""
+    def _relay_capabilities(self) -> RelayCapabilities | None:
+        """What a stored ``claude-relay probe`` found about this relay (``None``: nothing)."""
         if self._api.native or self.relay_probe == "off" or not self.base_url:
             return None
-        caps = load_capabilities(self.base_url)  # never raises: an unreadable file is None
+        return load_capabilities(self.base_url)  # never raises: an unreadable file is None
+
+    @cached_property
+    def _adaptation(self) -> Adaptation | None:
+        """What a stored probe of this relay asks the planner to do (``None``: nothing known)."""
+        caps = self._relay_capabilities
         if caps is None:
             return None
         adaptation = adaptation_for(caps)
@@ -609,6 +619,16 @@ class ChatClaudeRelay(BaseChatModel):
         if adaptation is not None and not adaptation.caching:
             planner = None  # the relay drops markers: planning them would cost and change nothing
             unplanned = "the relay drops cache_control markers (claude-relay probe): not planned"
+            if adaptation.automatic and request.cache_control is None:
+                # ... but keeps a top-level one: automatic caching is what reaches Claude
+                request = dataclasses.replace(
+                    request, cache_control=CacheControl("1h" if ttl == "1h" else "5m")
+                )
+                validate_user_markers(request)
+                unplanned = (
+                    "the relay drops block cache_control but keeps a top-level one (claude-relay "
+                    "probe): automatic caching sent instead of planned markers"
+                )
         if planner is not None and self.exact_token_counts:
             self._count_exactly(request, planner)
         started = planner.clock() if planner is not None else time.time()
@@ -803,7 +823,8 @@ class ChatClaudeRelay(BaseChatModel):
         hint = _write_ttl_hint(prepared.request)
         usage = normalize_usage(raw_usage, write_ttl_hint=hint)
         prepared.usage = usage
-        meta["cost_usd"] = call_cost_usd(usage, prepared.model)
+        pricing, meta["cost_source"] = self._pricing(prepared.model)
+        meta["cost_usd"] = call_cost_usd(usage, pricing)
         if prepared.planner is not None and prepared.plan is not None:
             try:
                 observation = prepared.planner.observe(prepared.plan, usage)
@@ -813,6 +834,18 @@ class ChatClaudeRelay(BaseChatModel):
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
         self._record(prepared, usage, meta, call_id)
         return usage, meta
+
+    def _pricing(self, model: str) -> tuple[ModelSpec, str]:
+        """The prices a call is costed at, and where they come from.
+
+        A relay that publishes prices on ``/v1/models`` (recorded by ``claude-relay probe``) is
+        costed at those; otherwise the package's model table.
+        """
+        caps = self._relay_capabilities
+        spec = caps.priced_spec(model) if caps is not None else None
+        if spec is not None and caps is not None:
+            return spec, f"relay /v1/models prices (claude-relay probe, {caps.probed_on})"
+        return lookup_model(model), "model table (claude-relay models)"
 
     def _record(
         self, prepared: _Prepared, usage: NormalizedUsage, meta: dict[str, Any], call_id: str | None
@@ -832,6 +865,7 @@ class ChatClaudeRelay(BaseChatModel):
                 LedgerEntry.from_usage(
                     usage,
                     model=prepared.model,
+                    pricing=self._pricing(prepared.model)[0],
                     timestamp=prepared.started,
                     call_id=call_id,
                     base_url=self.base_url or f"api:{self.api}",

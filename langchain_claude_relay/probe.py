@@ -25,6 +25,13 @@ model's minimum cacheable prefix, in plain words (each at least one token):
    same tool with another question. Read as in step 2.
 5. **four markers**: three short marked system blocks and a long marked fourth (markers on
    short prefixes are legal). A 400 about too many markers means the relay added one.
+6. **automatic caching**: a new long unmarked system block with a top-level
+   ``cache_control`` (Claude marks the last block itself), sent twice. A write on the first or
+   a read on the second call means the field reached Claude; a 400 means the relay refuses it.
+   Unknown when step 1 saw injected markers (they would cache the same request).
+
+Then the relay's ``GET /v1/models``: OpenRouter-style ``pricing`` for Claude models is kept
+(``RelayCapabilities.prices``), and ``ChatClaudeRelay`` prices its calls with it.
 
 Verdicts are ``None`` ("cannot tell") when the relay reports no cache usage at all. A call that
 fails for any other reason (network, key, another 400) raises its typed error: the probe never
@@ -34,6 +41,7 @@ hides a broken setup.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -47,9 +55,9 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langchain_claude_relay import capabilities
 from langchain_claude_relay._compat import moved_names
-from langchain_claude_relay.capabilities import RelayCapabilities
+from langchain_claude_relay.capabilities import RelayCapabilities, RelayPrice, relay_prices
 from langchain_claude_relay.chat_models import ChatClaudeRelay
-from langchain_claude_relay.errors import BadRequestError
+from langchain_claude_relay.errors import BadRequestError, ClaudeRelayError
 from langchain_claude_relay.models import lookup_model, price_table
 from langchain_claude_relay.request import MAX_CACHE_MARKERS
 from langchain_claude_relay.usage import from_usage_metadata, normalize_usage
@@ -78,6 +86,7 @@ class _Call:
     messages: tuple[BaseMessage, ...]
     tools: tuple[dict[str, Any], ...] = ()
     may_be_refused: bool = False
+    automatic: bool = False  # send a top-level cache_control (automatic caching)
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,7 @@ class _Findings:
     injects_markers: bool | None
     reports_cache_usage: bool
     usage_fields: tuple[str, ...]
+    keeps_automatic_caching: bool | None
 
 
 def probe_text_tokens(model: str) -> int:
@@ -195,6 +205,12 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
         raise f.refused
     over_limit = f.refused is not None
 
+    automatic = _Call(
+        (SystemMessage(_long_text(words)), first), may_be_refused=True, automatic=True
+    )
+    a1 = yield from ask(automatic)
+    a2 = yield from ask(automatic)
+
     usage_fields = sorted({p for a in answers if a.raw_usage for p in _leaf_paths(a.raw_usage)})
     reports = any("cache" in part for p in usage_fields for part in p.split("."))
     injects: bool | None = None
@@ -209,7 +225,23 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
         injects_markers=injects,
         reports_cache_usage=reports,
         usage_fields=tuple(usage_fields),
+        keeps_automatic_caching=_automatic_verdict(a1, a2, injected=injected_seen, reports=reports),
     )
+
+
+def _automatic_verdict(
+    first: _Answer, second: _Answer, *, injected: bool, reports: bool
+) -> bool | None:
+    """Step 6: a 400 means refused; otherwise a write or a read means the field reached Claude.
+
+    Unknown when the relay marks requests by itself (its markers would cache the same request)
+    or reports no cache usage at all.
+    """
+    if injected:
+        return None
+    if first.refused is not None or second.refused is not None:
+        return False
+    return (second.read > 0 or first.write > 0) if reports else None
 
 
 def _error_text(exc: BadRequestError) -> str:
@@ -262,11 +294,27 @@ def _probe_model(llm: ChatClaudeRelay) -> ChatClaudeRelay:
 
 
 def _kwargs(call: _Call) -> dict[str, Any]:
-    return {"tools": list(call.tools)} if call.tools else {}
+    kwargs: dict[str, Any] = {"tools": list(call.tools)} if call.tools else {}
+    if call.automatic:
+        kwargs["cache_control"] = _marker()
+    return kwargs
 
 
-def _capabilities(findings: _Findings, model: str, at: float) -> RelayCapabilities:
-    return RelayCapabilities(**asdict(findings), model=model, probed_at=at)
+def _capabilities(
+    findings: _Findings, model: str, at: float, prices: tuple[RelayPrice, ...]
+) -> RelayCapabilities:
+    return RelayCapabilities(**asdict(findings), model=model, probed_at=at, prices=prices)
+
+
+def _published_prices(llm: ChatClaudeRelay) -> tuple[RelayPrice, ...]:
+    """What the relay publishes on ``/v1/models`` (nothing on native ways in or on failure)."""
+    if llm._api.native:
+        return ()
+    try:
+        return relay_prices(llm._transport.list_models().body)
+    except ClaudeRelayError as exc:  # a relay without a catalogue: no prices, not a failure
+        logger.info("the relay's /models gave no prices: %s", type(exc).__name__)
+        return ()
 
 
 def probe_relay(
@@ -297,7 +345,7 @@ def probe_relay(
                 answer = _refusal(call, exc)
             call = steps.send(answer)
     except StopIteration as done:
-        return _capabilities(done.value, model.model_name, clock())
+        return _capabilities(done.value, model.model_name, clock(), _published_prices(model))
 
 
 def _refusal(call: _Call, exc: BadRequestError) -> _Answer:
@@ -334,7 +382,8 @@ async def aprobe_relay(
                 answer = _refusal(call, exc)
             call = steps.send(answer)
     except StopIteration as done:
-        return _capabilities(done.value, model.model_name, clock())
+        prices = await asyncio.to_thread(_published_prices, model)
+        return _capabilities(done.value, model.model_name, clock(), prices)
 
 
 # Until the next release, the stored verdicts keep answering here too (see ``_compat``).

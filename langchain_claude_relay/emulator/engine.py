@@ -505,6 +505,11 @@ def _drop_ttl(request: PrefixRequest) -> PrefixRequest:
     return replace(request, blocks=blocks, automatic="5m" if request.automatic else None)
 
 
+def _drop_block_markers(request: PrefixRequest) -> PrefixRequest:
+    """Strip the markers on blocks and tools but forward the top-level one (automatic caching)."""
+    return replace(request, blocks=tuple(replace(b, ttl=None) for b in request.blocks))
+
+
 def _drop_automatic(request: PrefixRequest) -> PrefixRequest:
     """Forward the block markers but not the top-level field (a relay that does not know it)."""
     return replace(request, automatic=None)
@@ -532,9 +537,11 @@ BAD_RELAY_MODES: dict[str, Callable[[PrefixRequest], PrefixRequest]] = {
     "drop_ttl": _drop_ttl,
     "inject_marker": _inject_marker,
     "drop_automatic": _drop_automatic,
+    "drop_block_markers": _drop_block_markers,
 }
 """What misbehaving relays do to markers: strip them all, strip ``ttl`` (1h becomes 5m), add
-one, or drop the top-level ``cache_control`` (automatic caching) while keeping block markers."""
+one, drop the top-level ``cache_control`` (automatic caching) while keeping block markers, or
+the reverse (strip block markers, forward the top-level one)."""
 
 
 def apply_bad_relay(request: PrefixRequest, mode: str | None) -> PrefixRequest:

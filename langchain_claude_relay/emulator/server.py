@@ -107,7 +107,7 @@ from langchain_claude_relay.emulator.faults import (
 from langchain_claude_relay.emulator.platforms import bedrock_error, error_message, native_payload
 from langchain_claude_relay.emulator.replies import Reply, make_reply, reply_spec
 from langchain_claude_relay.emulator.tokens import EmulatorTokenizer, TokenCosts
-from langchain_claude_relay.models import MODEL_TABLE, lookup_model
+from langchain_claude_relay.models import MODEL_TABLE, ModelPrices, lookup_model
 
 __all__ = [
     "EmulatorSettings",
@@ -164,6 +164,9 @@ class EmulatorSettings:
         fault_kinds: comma-separated kinds drawn at ``fault_rate``.
         fault_script: comma-separated kinds the next requests fail with, in order.
         clock: ``"virtual"`` (moves only when told) or ``"wall"``.
+        published_price_multiplier: publish OpenRouter-style ``pricing`` on ``/v1/models`` at
+            this multiple of the model table (a relay's markup); ``None``: no prices, as most
+            relays.
 
     """
 
@@ -187,6 +190,7 @@ class EmulatorSettings:
     fault_kinds: str = ",".join(FAULT_KINDS)
     fault_script: str = ""
     clock: str = "virtual"
+    published_price_multiplier: float | None = None
 
     def __post_init__(self) -> None:
         choices: dict[str, tuple[Any, ...]] = {
@@ -204,6 +208,10 @@ class EmulatorSettings:
             raise ValueError(msg)
         parse_fault_kinds(self.fault_kinds)
         parse_fault_kinds(self.fault_script)
+        markup = self.published_price_multiplier
+        if markup is not None and not (math.isfinite(markup) and 0 < markup <= 100):
+            msg = f"published_price_multiplier={markup} must be a positive factor (e.g. 1.05)"
+            raise ValueError(msg)
 
     @property
     def rate_limits(self) -> RateLimits:
@@ -743,14 +751,16 @@ def build_app(core: EmulatorCore) -> ASGIApp:
         return endpoint
 
     async def models(_: Request) -> Response:
+        markup = core.settings.published_price_multiplier
         data = [
             {
                 "id": f"claude-{family}",
                 "object": "model",
                 "created": CREATED_EPOCH,
                 "owned_by": "anthropic",
+                **({} if markup is None else _published_pricing(spec.prices, markup)),
             }
-            for family in MODEL_TABLE
+            for family, spec in MODEL_TABLE.items()
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -956,6 +966,19 @@ class RelayEmulator:
     def cache_entries(self) -> int:
         """How many cache entries are alive at the current time."""
         return self.core.cache_entries()
+
+
+def _published_pricing(prices: ModelPrices | None, markup: float) -> dict[str, Any]:
+    """OpenRouter-style ``pricing`` (USD per token, decimal strings) at ``markup`` x the table."""
+    if prices is None:
+        return {}
+    per_token = {
+        "prompt": prices.input,
+        "completion": prices.output,
+        "input_cache_read": prices.cache_read,
+        "input_cache_write": prices.cache_write_5m,
+    }
+    return {"pricing": {k: f"{v * markup / 1e6:.12f}" for k, v in per_token.items()}}
 
 
 def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:

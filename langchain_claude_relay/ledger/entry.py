@@ -27,7 +27,7 @@ from langchain_claude_relay.ledger.checks import (
     safe_label,
     type_name,
 )
-from langchain_claude_relay.models import model_family
+from langchain_claude_relay.models import ModelSpec, model_family
 from langchain_claude_relay.usage import InputTotals, NormalizedUsage
 
 _COUNT_FIELDS = (
@@ -157,6 +157,7 @@ class LedgerEntry(InputTotals):
         written_prefixes: Iterable[str] = (),
         read_prefix: str | None = None,
         miss_reason: str | None = None,
+        pricing: ModelSpec | None = None,
     ) -> LedgerEntry:
         """Build an entry from a call's normalized usage, pricing it; never raises on labels.
 
@@ -177,6 +178,8 @@ class LedgerEntry(InputTotals):
             written_prefixes: prefix hashes the call wrote at.
             read_prefix: the prefix hash the read is attributed to.
             miss_reason: why an expected read did not happen.
+            pricing: the spec to price with (a relay's published prices), instead of the
+                model table's for ``model``.
 
         Returns:
             The entry.
@@ -185,7 +188,8 @@ class LedgerEntry(InputTotals):
             ValueError: if ``timestamp`` is negative or not finite.
 
         """
-        priced = family_of(model) is not None
+        priced_at: str | ModelSpec = pricing if pricing is not None else model
+        priced = pricing is not None or family_of(model) is not None
         return cls(
             call_id=safe_label(call_id or uuid.uuid4().hex, _LABEL, 200),
             timestamp=float(timestamp),
@@ -195,8 +199,8 @@ class LedgerEntry(InputTotals):
             cache_write_5m_tokens=usage.cache_write_5m_tokens,
             cache_write_1h_tokens=usage.cache_write_1h_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=call_cost_usd(usage, model) if priced else None,
-            uncached_cost_usd=uncached_cost_usd(usage, model) if priced else None,
+            cost_usd=call_cost_usd(usage, priced_at) if priced else None,
+            uncached_cost_usd=uncached_cost_usd(usage, priced_at) if priced else None,
             predicted_read_tokens=safe_count(predicted_read_tokens),
             written_prefixes=tuple(safe_hash(p) for p in written_prefixes),
             read_prefix=None if read_prefix is None else safe_hash(read_prefix),

@@ -392,6 +392,27 @@ class RelayTransport:
         )
         return self._count_of(raw)
 
+    def list_models(self) -> RawResponse:
+        """The relay's ``GET /models`` (its catalogue; some relays publish prices there).
+
+        Raises:
+            ClaudeRelayError: the typed error of the request, after the retry policy.
+        """
+
+        def once() -> RawResponse:
+            failure: _Failure | None = None
+            try:
+                client = self.client
+                http = client.get("/models", cast_to=_http_response_class(client))
+                text = self._scrub_text(http.text)
+            except Exception as exc:
+                failure = self._failure(exc)
+            if failure is not None:
+                raise failure.error from failure.cause
+            return _raw_response(http, text)
+
+        return retry_call(once, self.retry_policy, **self._retry_kwargs(is_async=False))
+
     # -- streaming -----------------------------------------------------------------------------
 
     def _is_stream(self, content_type: str) -> bool:

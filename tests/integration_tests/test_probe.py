@@ -45,6 +45,7 @@ from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.probe import (
     PROBE_LENGTH_FACTOR,
     _Answer,
+    _automatic_verdict,
     _Call,
     _Findings,
     _probe_steps,
@@ -137,7 +138,8 @@ def test_the_probe_sends_small_fresh_requests_with_exactly_its_markers() -> None
     bodies: list[dict[str, Any]] = []
 
     def capture(request: httpx.Request) -> None:
-        bodies.append(json.loads(request.content))
+        if request.method == "POST":  # the catalogue (GET /models) has no body
+            bodies.append(json.loads(request.content))
 
     ledger = MemoryLedger()
     with (
@@ -148,23 +150,26 @@ def test_the_probe_sends_small_fresh_requests_with_exactly_its_markers() -> None
         probe_relay(llm)
         billed = emu.billing_log
     minimum = lookup_model(MODEL).min_cache_tokens
-    # unmarked x2, block x2, ttl, tool x2, four markers: exactly the markers the probe placed
-    assert [len(b.marker_indices) for b in billed] == [0, 0, 1, 1, 1, 1, 1, 4]
+    # unmarked x2, block x2, ttl, tool x2, four markers, automatic x2: exactly the markers the
+    # probe placed (the top-level one lands on the last block)
+    assert [len(b.marker_indices) for b in billed] == [0, 0, 1, 1, 1, 1, 1, 4, 1, 1]
+    assert [("cache_control" in b) for b in bodies] == [False] * 8 + [True, True]
     assert all(b["max_tokens"] == 1 for b in bodies)
     assert all(b.output_tokens <= 1 for b in billed)
     # each long text reaches the minimum; of the four markers only the last one writes
     first_write = billed[2].cache_write
     assert first_write >= minimum * PROBE_LENGTH_FACTOR
     assert billed[7].write_indices == (billed[7].marker_indices[-1],)
-    assert [b.cache_write_1h > 0 for b in billed] == [F, F, F, F, T, F, F, F]
+    assert [b.cache_write_1h > 0 for b in billed] == [F, F, F, F, T, F, F, F, F, F]
     # a fresh nonce per long text, repeated only where a call repeats its prefix
     nonces = [re.findall(r"Probe ([0-9a-f]{16})\.", json.dumps(b)) for b in bodies]
-    assert [len(n) for n in nonces] == [1] * 8
+    assert [len(n) for n in nonces] == [1] * 10
     flat = [n[0] for n in nonces]
     assert flat[0] == flat[1]
     assert flat[2] == flat[3]
     assert flat[5] == flat[6]
-    assert len({flat[0], flat[2], flat[4], flat[5], flat[7]}) == 5
+    assert flat[8] == flat[9]
+    assert len({flat[0], flat[2], flat[4], flat[5], flat[7], flat[8]}) == 6
     # the user's model is untouched and its ledger saw nothing
     assert llm.prompt_cache == "auto"
     assert llm.max_tokens is None
@@ -181,7 +186,7 @@ def test_langchain_response_caches_do_not_answer_the_repeated_calls(where: str) 
         with RelayEmulator() as emu:
             extra = {"cache": InMemoryCache()} if where == "model" else {}
             probe_relay(relay(emu, **extra))
-            assert len(emu.request_log) == 8
+            assert len(emu.request_log) == 10
     finally:
         set_llm_cache(previous)
 
@@ -234,7 +239,7 @@ def test_another_400_on_a_refusable_call_is_raised(step: int) -> None:
         drive(lambda i, call: refusal("unknown model 'x'") if i == step else answer())
 
 
-def test_only_the_ttl_and_four_marker_calls_may_be_refused() -> None:
+def test_only_the_ttl_four_marker_and_automatic_calls_may_be_refused() -> None:
     calls: list[_Call] = []
 
     def record(i: int, call: _Call) -> _Answer:
@@ -242,7 +247,23 @@ def test_only_the_ttl_and_four_marker_calls_may_be_refused() -> None:
         return answer()
 
     drive(record)
-    assert [c.may_be_refused for c in calls] == [F, F, F, F, T, F, F, T]
+    assert [c.may_be_refused for c in calls] == [F, F, F, F, T, F, F, T, T, T]
+    assert [c.automatic for c in calls] == [F] * 8 + [T, T]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "injected", "expected"),
+    [
+        (answer(write=5), answer(read=5), False, T),  # written, then read: the field reached Claude
+        (answer(), answer(), False, F),  # nothing cached: the relay dropped it
+        (refusal("Unrecognized request argument: cache_control"), answer(), False, F),
+        (answer(write=5), answer(read=5), True, N),  # the relay's own markers would do the same
+    ],
+)
+def test_the_automatic_caching_verdict(
+    first: _Answer, second: _Answer, injected: bool, expected: bool | None
+) -> None:
+    assert _automatic_verdict(first, second, injected=injected, reports=True) is expected
 
 
 def test_writes_without_reads_count_unless_the_relay_injects() -> None:
@@ -351,8 +372,10 @@ def test_summary_lines() -> None:
         "keeps tool markers: no",
         "keeps ttl (1h stays 1h): unknown",
         "injects markers: no",
+        "keeps automatic caching (top-level cache_control): unknown",
         "reports cache usage: yes",
         "usage fields: (none)",
+        "published prices (/v1/models): none",
     ]
 
 
@@ -441,7 +464,7 @@ def test_the_cache_holds_no_key_and_no_prompt_text(tmp_path: Path) -> None:
         base_url = emu.base_url
     text = (tmp_path / CAPABILITIES_FILE).read_text()
     nonces = {m for b in bodies for m in re.findall(rb"Probe ([0-9a-f]{16})\.", b)}
-    assert len(nonces) == 5
+    assert len(nonces) == 6
     for secret in (SECRET, base_url, "river", "Reply with", *(n.decode() for n in nonces)):
         assert secret not in text
     assert list(json.loads(text)) == [relay_key(base_url)]

@@ -113,3 +113,62 @@ def test_a_relay_that_drops_markers_still_gives_a_plan_to_read() -> None:
     assert plan["planned"] is False
     assert plan["breakpoints"] == []
     assert "drops cache_control markers" in plan["reason"]
+
+
+@pytest.mark.parametrize(
+    ("bad_relay", "keeps"),
+    [(None, True), ("drop_automatic", False), ("drop_cache_control", False)],
+)
+def test_the_probe_tells_whether_a_relay_keeps_automatic_caching(
+    bad_relay: str | None, keeps: bool
+) -> None:
+    with RelayEmulator() as emu:
+        emu.configure(bad_relay=bad_relay)
+        caps = probe_relay(_llm(emu))
+    assert caps.keeps_automatic_caching is keeps
+
+
+def test_a_relay_that_keeps_only_automatic_caching_gets_it_instead_of_markers() -> None:
+    """Block markers dropped, the top-level field kept: the only caching that reaches Claude."""
+    with RelayEmulator() as emu:
+        _probed(emu, "drop_block_markers")
+        emu.configure(bad_relay="drop_block_markers")
+        llm = _llm(emu)
+        first = llm.invoke([SystemMessage(f"[auto] {DOCUMENT}"), HumanMessage("Q1?")])
+        llm.invoke(
+            [
+                SystemMessage(f"[auto] {DOCUMENT}"),
+                HumanMessage("Q1?"),
+                first,
+                HumanMessage("And Q2?"),
+            ]
+        )
+        billed = emu.billing_log
+    assert first.response_metadata["cache_plan"]["planned"] is False
+    assert "automatic caching sent" in first.response_metadata["cache_plan"]["reason"]
+    assert billed[-2].cache_write > 0  # the top-level marker wrote the conversation
+    assert billed[-1].cache_read > 0  # and the next turn read it (lookback)
+
+
+def test_published_relay_prices_are_recorded_and_used_for_cost() -> None:
+    with RelayEmulator() as emu:
+        emu.configure(published_price_multiplier=1.25)  # the relay's 25% markup
+        llm = _llm(emu)
+        caps = probe_relay(llm)
+        save_capabilities(emu.base_url, caps)
+        emu.reset()
+        reply = _llm(emu).invoke([SystemMessage(f"[price] {DOCUMENT}"), HumanMessage("Q?")])
+        billed = emu.billing_log[-1]
+    published = {p.model_id for p in caps.prices}
+    assert "claude-sonnet-5-5" in published
+    assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd * 1.25)
+    assert reply.response_metadata["cost_source"].startswith("relay /v1/models prices")
+
+
+def test_without_published_prices_cost_comes_from_the_model_table() -> None:
+    with RelayEmulator() as emu:
+        _probed(emu, None)
+        reply = _llm(emu).invoke([SystemMessage(f"[table] {DOCUMENT}"), HumanMessage("Q?")])
+        billed = emu.billing_log[-1]
+    assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd)
+    assert reply.response_metadata["cost_source"].startswith("model table")

@@ -900,3 +900,23 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(ledger_module)
     assert result.attempted >= 5
     assert result.failed == 0
+
+
+def test_an_entry_is_priced_at_the_prices_given() -> None:
+    """A relay's published prices (``pricing=``) replace the model table's for the entry."""
+    from dataclasses import replace as replaced
+
+    from langchain_claude_relay.models import ModelPrices, lookup_model
+
+    usage = NormalizedUsage(
+        input_tokens=1_000,
+        cache_read_tokens=0,
+        cache_write_5m_tokens=0,
+        cache_write_1h_tokens=0,
+        output_tokens=0,
+    )
+    table = LedgerEntry.from_usage(usage, model="claude-sonnet-5-5", timestamp=0.0)
+    doubled = replaced(lookup_model("claude-sonnet-5-5"), prices=ModelPrices.standard(4.0, 20.0))
+    relay = LedgerEntry.from_usage(usage, model="claude-sonnet-5-5", timestamp=0.0, pricing=doubled)
+    assert table.cost_usd is not None
+    assert relay.cost_usd == pytest.approx(2 * table.cost_usd)
