@@ -92,6 +92,7 @@ _LINGER = 0.05  # seconds the writer waits after the first queued write to batch
 _EXIT_TIMEOUT = 5.0  # at interpreter exit, never wait longer than this per store
 _IDLE_EXIT = 2.0  # seconds the writer waits for work before it ends (restarted on a write)
 _TRIM_TO = 0.9  # trimming at the size limit goes down to this share of it
+_ORDER_STEP = 1e-6  # seconds between the last-use times of consecutive keys in one commit
 _NUMBER_CHARS = 64  # a stored number longer than this is not one
 
 _SCHEMA = (
@@ -419,6 +420,7 @@ class DiskStore:
             if self._depth == 0:
                 self._check_alive()
             first = not self._pending
+            self._pending.pop(key, None)  # re-queued last: the commit keeps the order of use
             self._pending[key] = write
             now = time.monotonic()
             if write[0] == _SET:
@@ -519,13 +521,14 @@ class DiskStore:
         db, now = self._write_db(), time.time()
         totals: dict[str, float] = {}
         with begin_immediate(db):
-            for key, (operation, frozen, _shape, expires) in batch.items():
+            for order, (key, (operation, frozen, _shape, expires)) in enumerate(batch.items()):
                 stored = self._stored_key(key)
+                used = now + order * _ORDER_STEP  # within a batch, in the order keys were queued
                 if operation == _SET and (expires is None or expires > now):
-                    db.execute(_UPSERT, (stored, _dumps(frozen), expires, now))
+                    db.execute(_UPSERT, (stored, _dumps(frozen), expires, used))
                 elif operation == _ADD:
                     total = _stored_number(db, stored, now) + frozen
-                    db.execute(_UPSERT, (stored, _dumps(total), None, now))
+                    db.execute(_UPSERT, (stored, _dumps(total), None, used))
                     totals[key] = total
                 else:  # a delete, or a set that has already expired
                     db.execute("DELETE FROM state WHERE key = ?", (stored,))

@@ -369,3 +369,18 @@ def test_a_backlog_of_unsaved_keys_does_not_scan_memory_per_write(tmp_path: Path
     assert calls <= 2000 // 25 + 2, f"{calls} evictions for 2,000 writes"
     store.close()
     assert DiskStore(tmp_path).get("p:07cf") == 1999
+
+
+def test_one_commit_over_the_limit_keeps_what_was_used_last(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path, size_limit=64 * 1024, background=False)
+    with store.transact():  # one commit, several times the limit
+        for i in range(3000):
+            store.set(f"p:{i:04x}", {"n": float(i)})
+            store.incr("k:00")  # used all along: it must survive
+    store.close()
+    reader = DiskStore(tmp_path)
+    kept = [i for i in range(3000) if reader.get(f"p:{i:04x}") is not None]
+    assert reader.get("k:00") == 3000.0
+    assert kept == list(range(3000 - len(kept), 3000))  # the newest, whatever their names
+    assert len(kept) > 300
+    reader.close()
