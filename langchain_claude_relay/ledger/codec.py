@@ -6,7 +6,7 @@ prompt without the key, while equal prefixes still get equal stored hashes (the 
 attribution pairs writes and reads by them).
 
 >>> from langchain_claude_relay.ledger.entry import LedgerEntry
->>> e = LedgerEntry("c1", 0.0, "m", 1, 0, 0, 0, 1, written_prefixes=("ab" * 16,))
+>>> e = LedgerEntry("c1", 0.0, "m", 1, 0, 0, 0, 1, None, None, written_prefixes=("ab" * 16,))
 >>> decode_entry(encode_entry(e)) == e
 True
 >>> keyed = decode_entry(encode_entry(e, hash_key=bytes(32)))
