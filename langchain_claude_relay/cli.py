@@ -84,7 +84,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EmulatorSettings)}
     settings = EmulatorSettings(**values)
     print(f"relay emulator on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.host, args.port, settings)
+    serve(args.host, args.port, settings, require_key=args.require_key)
     return 0
 
 
@@ -267,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
+    emulator.add_argument(
+        "--require-key",
+        metavar="KEY",
+        default=None,
+        help="refuse requests that do not present KEY (Authorization: Bearer, x-api-key or "
+        "api-key); default: any key is accepted",
+    )
     _emulator_flags(emulator)
     emulator.set_defaults(func=_cmd_emulator)
 

@@ -41,6 +41,7 @@ __all__ = [
     "REDACTED",
     "split_secret_headers",
     "check_base_url",
+    "is_loopback_host",
     "client_skips_tls_verification",
     "warn_if_unverified",
     "scrub_error",
@@ -208,7 +209,11 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
         shown = redact_url(base_url)
         msg = f"base_url {shown!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
         raise RequestValidationError(msg)
-    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.hostname):
+    if (
+        parsed.scheme == "http"
+        and not allow_insecure_http
+        and not is_loopback_host(parsed.hostname)
+    ):
         msg = (
             f"base_url uses plain http:// to {parsed.hostname!r}: your API key would travel "
             "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it."
@@ -217,7 +222,12 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
     return base_url
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names the loopback interface only (``localhost``, ``127.x``, ``::1``).
+
+    >>> is_loopback_host("127.0.0.2"), is_loopback_host("[::1]"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    """
     if host == "localhost":
         return True
     try:
