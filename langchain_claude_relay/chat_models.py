@@ -290,8 +290,10 @@ class ChatClaudeRelay(BaseChatModel):
     """One line of a stream longer than this many bytes ends in ``APIResponseError`` (1 MiB)."""
 
     max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
-    """A stream longer than this many bytes in all ends in ``APIResponseError`` (64 MiB; the
-    longest Claude answer, one event per token, is about 25 MB)."""
+    """A stream longer than this many bytes in all ends in ``APIResponseError`` (32 MiB: the
+    longest Claude answer, one event per token, fits). LangChain's ``stream()`` keeps every
+    event as a chunk object besides, ~2.5 KB each: a stream of tiny events at the cap peaks
+    near 0.5 GB; lower the cap to bound that further."""
 
     streaming: bool = False
     """Stream by default in ``invoke``."""

@@ -60,8 +60,11 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 DEFAULT_MAX_STREAM_LINE_BYTES = 2**20
 """One line of an SSE stream longer than this is refused (an event is a few hundred bytes)."""
 
-DEFAULT_MAX_STREAM_BYTES = 64 * 2**20
-"""A stream longer than this is refused (128K output tokens, one event each, is ~25 MB)."""
+DEFAULT_MAX_STREAM_BYTES = 32 * 2**20
+"""A stream longer than this is refused: the longest Claude answer (128K output tokens, one
+event of ~170-250 bytes each in the worst case) fits. LangChain's ``stream()`` also keeps every
+event as a chunk object (~2.5 KB each), so a stream of tiny events at the cap costs ~0.5 GB:
+lower the cap to bound that further."""
 
 SDK_DEFAULT_TIMEOUT = 600.0
 """The ``openai`` and ``anthropic`` SDKs' timeout per attempt when none is given (seconds)."""
