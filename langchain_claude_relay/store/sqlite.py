@@ -56,6 +56,11 @@ _LEGACY_MODE_RAW = 1  # diskcache's MODE_RAW: the value is inline (bytes or text
 _SIDE_FILES = ("-wal", "-shm")
 
 
+def _uri(path: Path) -> str:
+    """A ``file:`` URI for a path, relative or not."""
+    return Path(os.path.abspath(path)).as_uri()
+
+
 def open_database(path: Path, *, timeout: float, create: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) a private SQLite database in WAL mode.
 
@@ -81,7 +86,7 @@ def open_database(path: Path, *, timeout: float, create: bool = True) -> sqlite3
         private_file(path)
         target: str | Path = path
     else:
-        target = f"{path.as_uri()}?mode=rw"
+        target = f"{_uri(path)}?mode=rw"
     db = sqlite3.connect(
         target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=not create
     )
@@ -208,7 +213,7 @@ def legacy_rows(directory: Path, *, text: bool, max_value_bytes: int) -> tuple[l
         sqlite3.Error: if the database cannot be read at all.
     """
     path = directory / LEGACY_DATABASE
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    db = sqlite3.connect(f"{_uri(path)}?mode=ro", uri=True, isolation_level=None)
     try:
         (total,) = db.execute("SELECT count(*) FROM Cache").fetchone()
         if text:

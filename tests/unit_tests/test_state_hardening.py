@@ -245,6 +245,14 @@ def test_state_files_are_private_whatever_the_umask(tmp_path: Path, umask_022: N
     led.close()
 
 
+def test_a_probe_result_saved_first_is_private(tmp_path: Path, umask_022: None) -> None:
+    state = tmp_path / "fresh" / "state"
+    caps = RelayCapabilities(True, True, True, False, True, (), "claude-sonnet-4-6", time.time())
+    save_capabilities("http://127.0.0.1:1/v1", caps, state)
+    assert (_mode(tmp_path / "fresh"), _mode(state)) == (0o700, 0o700)
+    assert _mode(state / "relay_capabilities.json") == 0o600
+
+
 def test_an_older_versions_open_directory_is_tightened(tmp_path: Path, umask_022: None) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o755)
@@ -310,6 +318,23 @@ def test_old_store_rows_are_migrated_keyed(tmp_path: Path) -> None:
         keys = {k for (k,) in db.execute("SELECT key FROM state")}
     assert "k:0a" not in keys
     assert store._stored_key("k:0a") in keys
+
+
+def test_relative_directories_work_and_migrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    legacy = diskcache.Cache("ledger")
+    legacy.push(encode_entry(_entry("old", 1.0)), tag=1.0)
+    legacy.close()
+    led = DiskLedger("ledger")
+    led.record(_entry("new", 2.0))
+    assert [e.call_id for e in led.entries()] == ["old", "new"]
+    led.close()
+    store = DiskStore("state")
+    store.set("p:01", 1)
+    store.close()
+    assert DiskStore("state").get("p:01") == 1
 
 
 def test_old_ledger_entries_are_migrated_in_order(tmp_path: Path) -> None:
