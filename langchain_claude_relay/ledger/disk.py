@@ -389,7 +389,6 @@ class DiskLedger:
                 "are not entries it wrote (planted or damaged); they are skipped, never executed",
                 LedgerWarning,
                 stacklevel=3,
-                log=logger,
             )
         out = [e for e in out if since is None or e.timestamp >= since]
         return out[-self.max_entries :]

@@ -277,7 +277,6 @@ class DiskStore:
             "write to its key. Remove the directory to start over if this repeats.",
             StateStoreWarning,
             stacklevel=5,
-            log=logger,
         )
 
     # -- checks ---------------------------------------------------------------------------

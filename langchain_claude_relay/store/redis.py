@@ -406,7 +406,6 @@ class RedisStore:
             "namespace.",
             StateStoreWarning,
             stacklevel=4,
-            log=logger,
         )
 
     def _ms(self, expire: float | None) -> int:
