@@ -13,10 +13,13 @@ the cost ledger alike.
 'redis://127.0.0.1:6379/0'
 >>> redis_url({"CLAUDE_RELAY_STATE": "/var/tmp/state"}) is None   # not a Redis URL
 True
+>>> len(hash_key({"CLAUDE_RELAY_HASH_KEY": "a long shared secret"}))
+32
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +32,12 @@ __all__ = [
     "BASE_URL_ENV",
     "API_KEY_ENV",
     "ENCODING_ENV",
+    "HASH_KEY_ENV",
     "read",
     "state_dir",
     "ledger_dir",
     "redis_url",
+    "hash_key",
 ]
 
 APP_NAME = "langchain-claude-relay"
@@ -55,6 +60,9 @@ API_KEY_ENV = "CLAUDE_RELAY_API_KEY"
 
 ENCODING_ENV = "CLAUDE_RELAY_TIKTOKEN_ENCODING"
 """The tiktoken encoding the token estimator loads (default: the bundled offline one)."""
+
+HASH_KEY_ENV = "CLAUDE_RELAY_HASH_KEY"
+"""A secret that keys the hashes in saved state (default: a random key kept with the state)."""
 
 
 def read(name: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -118,3 +126,16 @@ def redis_url(environ: Mapping[str, str] | None = None) -> str | None:
     """
     value = read(STATE_ENV, environ)
     return value if value is not None and value.lower().startswith(REDIS_SCHEMES) else None
+
+
+def hash_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key in ``$CLAUDE_RELAY_HASH_KEY`` (any text, stretched to 32 bytes), or ``None``.
+
+    Args:
+        environ: the environment to read (``os.environ`` when ``None``).
+
+    Returns:
+        32 bytes derived from the variable, or ``None`` when it is unset.
+    """
+    value = read(HASH_KEY_ENV, environ)
+    return None if value is None else hashlib.sha256(value.encode()).digest()

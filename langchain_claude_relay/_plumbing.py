@@ -12,6 +12,11 @@
   called at interpreter exit and in a forked child. Objects are held weakly.
 * ``WriteBehind``: one daemon thread that sends what an owner queued, in batches, off the
   caller's path. The disk and Redis stores and both persistent ledgers use it.
+* ``private_dir(path)`` / ``private_file(path)``: state kept for this user only (``0700``
+  directories, ``0600`` files), whatever the umask.
+* ``new_hash_key()`` / ``keyed_hash(key, text)``: the per-installation secret that keys the
+  hashes written to saved state, so a hash on disk or in Redis cannot be matched against a
+  guessed prompt by anyone without the key.
 
 A leaf module: it imports nothing from the package.
 """
@@ -19,14 +24,19 @@ A leaf module: it imports nothing from the package.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import logging
 import os
+import secrets
+import stat
 import sys
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -38,6 +48,13 @@ __all__ = [
     "forget_warnings",
     "on_exit_and_fork",
     "WriteBehind",
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "private_dir",
+    "private_file",
+    "HASH_KEY_BYTES",
+    "new_hash_key",
+    "keyed_hash",
 ]
 
 logger = logging.getLogger("langchain_claude_relay")
@@ -370,3 +387,109 @@ class WriteBehind:
             if ended:
                 self._thread = None
         return ended
+
+
+# --------------------------------------------------------------------------- private state
+
+PRIVATE_DIR_MODE = 0o700
+"""State directories: this user only."""
+
+PRIVATE_FILE_MODE = 0o600
+"""State files (databases, the probe file): this user only."""
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """``chmod`` a path we own to ``mode`` (a sticky shared directory such as /tmp is left alone).
+
+    Raises:
+        OSError: if the path cannot be read or changed.
+    """
+    info = os.stat(path)
+    if info.st_uid != os.geteuid() or info.st_mode & stat.S_ISVTX:
+        return
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create a directory (and missing parents) as ``0700``, or tighten one we own to ``0700``.
+
+    Directories created here get ``0700`` whatever the umask; an existing directory owned by
+    this user is changed to ``0700`` (from an older version's ``0755``), unless it is a sticky
+    shared directory such as ``/tmp``. Parents that already exist are not changed.
+
+    Args:
+        path: the directory.
+
+    Returns:
+        The directory as a ``Path``.
+
+    Raises:
+        OSError: if it cannot be created (a file in the way, a read-only parent) or changed.
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    current = path
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            os.mkdir(directory, PRIVATE_DIR_MODE)
+        _tighten(directory, PRIVATE_DIR_MODE)
+    if not path.is_dir():
+        msg = f"{path} exists and is not a directory"
+        raise FileExistsError(msg)
+    _tighten(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def private_file(path: str | os.PathLike[str]) -> Path:
+    """Create a file as ``0600`` if missing, or tighten one we own to ``0600``.
+
+    An existing file is changed by path, never opened: closing a descriptor of a database
+    would drop the locks SQLite holds on it in this process.
+
+    Args:
+        path: the file (its directory must exist).
+
+    Returns:
+        The file as a ``Path``.
+
+    Raises:
+        OSError: if it cannot be created or changed.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)  # a new file: no lock of this process is on it
+    _tighten(path, PRIVATE_FILE_MODE)
+    return path
+
+
+HASH_KEY_BYTES = 32
+"""Length of a per-installation hash key."""
+
+
+def new_hash_key() -> bytes:
+    """A fresh random hash key."""
+    return secrets.token_bytes(HASH_KEY_BYTES)
+
+
+def keyed_hash(key: bytes, text: str, hex_digits: int = 32) -> str:
+    """A keyed hash of ``text`` (BLAKE2b with ``key``), ``hex_digits`` hex digits.
+
+    Without the key, nobody can tell which text a keyed hash stands for, even by guessing the
+    text: this is what keeps a guessed system prompt from being confirmed against saved state.
+
+    >>> key, other = bytes(32), bytes(31) + b"x"
+    >>> keyed_hash(key, "p:00ff") == keyed_hash(key, "p:00ff") != keyed_hash(other, "p:00ff")
+    True
+    >>> len(keyed_hash(key, "p:00ff", 24))
+    24
+    """
+    digest = hashlib.blake2b(text.encode(), key=key[:64], digest_size=max(1, hex_digits // 2))
+    return digest.hexdigest()[:hex_digits]

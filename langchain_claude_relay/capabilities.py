@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_claude_relay._env import state_dir
+from langchain_claude_relay._plumbing import private_dir
 from langchain_claude_relay.models import ModelPrices, ModelSpec, lookup_model, model_family
 from langchain_claude_relay.request import MAX_CACHE_MARKERS
 
@@ -446,6 +447,8 @@ def save_capabilities(
 ) -> None:
     """Save a relay's capabilities (hashed URL -> verdicts), replacing the file atomically.
 
+    The file is ``0600`` in a ``0700`` directory (like the rest of the saved state).
+
     Other relays' entries are kept; an unreadable file is replaced (with a warning).
 
     Args:
@@ -457,7 +460,7 @@ def save_capabilities(
         OSError: if the directory or the file cannot be written.
     """
     path = capabilities_path(directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700 whatever the umask; the file itself is mkstemp's 0600
     try:
         table = _read_table(path)
     except FileNotFoundError:

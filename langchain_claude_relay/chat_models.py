@@ -55,7 +55,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -94,6 +97,13 @@ from langchain_claude_relay.transport import (
     api_spec,
     check_base_url,
     split_secret_headers,
+)
+from langchain_claude_relay.transport.checks import redact_url
+from langchain_claude_relay.transport.limits import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_STREAM_BYTES,
+    DEFAULT_MAX_STREAM_LINE_BYTES,
+    ResponseLimits,
 )
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
@@ -174,7 +184,9 @@ class ChatClaudeRelay(BaseChatModel):
             replies = llm.batch([[("system", big_document), ("human", q)] for q in questions])
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
     model_name: str = Field(default=DEFAULT_MODEL, alias="model")
     """Model id as the way in spells it: ``claude-sonnet-4-6`` or ``anthropic/claude-sonnet-4.5``
@@ -267,10 +279,31 @@ class ChatClaudeRelay(BaseChatModel):
     """Stop sequences."""
 
     timeout: float | None = Field(default=None, alias="default_request_timeout")
-    """Seconds per attempt."""
+    """Seconds per attempt: to connect, and for each read (the SDK's 600 when unset)."""
 
     max_retries: int = 2
     """Retries on 408/409/429/5xx/529 and connection errors (capped exponential backoff)."""
+
+    call_timeout: float | None = None
+    """Seconds a whole call may take -- every attempt, the waits between them, the answer or
+    the stream to its end -- before it ends in ``APITimeoutError`` (``timeout`` bounds each
+    read only: a relay trickling a byte at a time, or streaming for ever, would never end). By
+    default, every attempt's whole ``timeout`` plus the longest backoff between them
+    (``(max_retries + 1) * timeout + max_retries * 8``: 31 s for ``timeout=5``, 30 min 16 s
+    unset): raise it, or ``timeout``, to stream longer generations with a small ``timeout``."""
+
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """A non-streamed answer (or error page) longer than this many bytes ends in
+    ``APIResponseError`` instead of filling memory (16 MiB: 30x the longest Claude answer)."""
+
+    max_stream_line_bytes: int = DEFAULT_MAX_STREAM_LINE_BYTES
+    """One line of a stream longer than this many bytes ends in ``APIResponseError`` (1 MiB)."""
+
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
+    """A stream longer than this many bytes in all ends in ``APIResponseError`` (32 MiB: the
+    longest Claude answer, one event per token, fits). LangChain's ``stream()`` keeps every
+    event as a chunk object besides, ~2.5 KB each: a stream of tiny events at the cap peaks
+    near 0.5 GB; lower the cap to bound that further."""
 
     streaming: bool = False
     """Stream by default in ``invoke``."""
@@ -350,6 +383,9 @@ class ChatClaudeRelay(BaseChatModel):
 
     http_async_client: Any = Field(default=None, exclude=True)
     """An ``httpx``-compatible client for the async SDK client."""
+
+    _missing_secret_headers: tuple[str, ...] = PrivateAttr(default=())
+    """Names of credential headers a pickle left out (see ``__getstate__``)."""
 
     # -- validation --------------------------------------------------------------------------
 
@@ -455,6 +491,31 @@ class ChatClaudeRelay(BaseChatModel):
         self.rate_limiter = limiter
         return self
 
+    @model_validator(mode="after")
+    def _check_limits(self) -> ChatClaudeRelay:
+        """The caps and the deadline, checked now rather than at the first call."""
+        _ = self._limits
+        if self.call_timeout is not None and not self.call_timeout > 0:
+            msg = f"call_timeout must be a positive number of seconds, got {self.call_timeout!r}"
+            raise ValueError(msg)
+        return self
+
+    # Defined last, so that it wraps every validator above (and the base classes').
+    @model_validator(mode="wrap")
+    @classmethod
+    def _hide_inputs_in_errors(cls, values: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A refused construction never echoes its input (the key, a URL's credentials).
+
+        ``hide_input_in_errors`` keeps the input out of the message only: ``errors()`` and
+        ``json()`` would still hold it, so the error is rebuilt without it.
+        """
+        failure: ValidationError | None = None
+        try:
+            return handler(values)
+        except ValidationError as exc:
+            failure = _without_inputs(exc, cls.__name__)
+        raise failure
+
     # -- LangChain metadata ------------------------------------------------------------------
 
     @property
@@ -488,7 +549,7 @@ class ChatClaudeRelay(BaseChatModel):
         return {
             "model_name": self.model_name,
             "api": self.api,
-            "base_url": self.base_url,
+            "base_url": redact_url(self.base_url) if self.base_url else self.base_url,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,
@@ -512,6 +573,51 @@ class ChatClaudeRelay(BaseChatModel):
             params["ls_stop"] = ls_stop
         return params
 
+    # -- secrets: never shown, serialized or pickled ----------------------------------------------
+
+    def __repr_args__(self) -> Any:
+        """``repr``/``str`` show the base URL with its credentials redacted (secrets are masked)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "base_url" and value else value
+
+    def to_json(self) -> Any:
+        """LangChain's serialized form (``dumpd``/``dumps``, LangSmith's ``serialized``).
+
+        Secrets are references to environment variables (``lc_secrets``); the base URL's
+        userinfo and query values are redacted (pass the full URL again to a loaded model).
+        """
+        data: Any = super().to_json()
+        kwargs = data.get("kwargs") if isinstance(data, dict) else None
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("base_url"), str):
+            data = {**data, "kwargs": {**kwargs, "base_url": redact_url(kwargs["base_url"])}}
+        return data
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """The pickled state, without secrets or built clients.
+
+        The key and the other secret settings are left out: the unpickled model reads the key
+        from the environment again (as a new model would), the AWS and Google settings fall
+        back to their SDKs' credential chains, and credential headers (never in the
+        environment) must be given again -- a call says so until they are.
+        """
+        state = super().__getstate__()
+        fields = {k: v for k, v in state["__dict__"].items() if k not in _BUILT}
+        for name in _SECRET_FIELDS:
+            if fields.get(name) is not None:
+                fields[name] = None
+        missing = tuple(fields.get("secret_headers") or ()) or self._missing_secret_headers
+        fields["secret_headers"] = {}
+        private = dict(state.get("__pydantic_private__") or {})
+        private["_missing_secret_headers"] = missing
+        return {**state, "__dict__": fields, "__pydantic_private__": private}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Restore a pickled model; its key is read from the environment again."""
+        super().__setstate__(state)
+        if self.api_key is None:
+            key = _first_env(self._api.key_env)
+            self.__dict__["api_key"] = SecretStr(key) if key is not None else None
+
     # -- clients and planner (lazy) ------------------------------------------------------------
 
     @property
@@ -522,8 +628,25 @@ class ChatClaudeRelay(BaseChatModel):
     def _wire(self) -> WireFormat:
         return wire_format(self._api.native)
 
+    @property
+    def _limits(self) -> ResponseLimits:
+        """The response caps (``ValueError`` for one that is not a positive int)."""
+        return ResponseLimits(
+            max_response_bytes=self.max_response_bytes,
+            max_stream_line_bytes=self.max_stream_line_bytes,
+            max_stream_bytes=self.max_stream_bytes,
+        )
+
     @cached_property
     def _transport(self) -> RelayTransport:
+        if self._missing_secret_headers and not self.secret_headers:
+            names = ", ".join(self._missing_secret_headers)
+            msg = (
+                f"this model was unpickled, and pickles never hold credential headers ({names}): "
+                "construct it again with them, or set llm.secret_headers = "
+                "{name: SecretStr(value)}"
+            )
+            raise RequestValidationError(msg)
         spec = self._api
         base_url = self.base_url
         if base_url is not None or not spec.native:  # a native SDK's default is https
@@ -553,6 +676,8 @@ class ChatClaudeRelay(BaseChatModel):
             secret_headers=self.secret_headers,
             http_client=self.http_client,
             http_async_client=self.http_async_client,
+            call_timeout=self.call_timeout,
+            limits=self._limits,
         )
         if spec.native:
             _ = transport.client  # a missing SDK or region is reported before anything is sent
@@ -1393,6 +1518,29 @@ def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:
 
 def _first_env(names: Sequence[str]) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+_SECRET_FIELDS = (
+    "api_key",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "vertex_access_token",
+    "vertex_credentials",
+)
+"""Settings a pickle leaves out (``ChatClaudeRelay.__getstate__``)."""
+
+_BUILT = ("_transport", "_wire", "_adaptation")
+"""Lazily built objects (SDK clients hold the key): rebuilt after unpickling, never pickled."""
+
+
+def _without_inputs(exc: ValidationError, title: str) -> ValidationError:
+    """The same validation error without the input values (which may hold secrets)."""
+    errors: list[Any] = []
+    for error in exc.errors():
+        kept = {k: v for k, v in error.items() if k not in ("input", "url")}
+        errors.append({**kept, "input": "<hidden>"})
+    return ValidationError.from_exception_data(title, errors, hide_input=True)
 
 
 def _previous_message_id(messages: Sequence[BaseMessage]) -> str | None:

@@ -141,6 +141,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             args.host,
             args.port,
             settings,
+            require_key=args.require_key,
             announce=lambda banner: print(banner, file=sys.stderr, flush=True),
         )
     except EmulatorBindError as exc:
@@ -246,6 +247,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from langchain_claude_relay.errors import ClaudeRelayError, redact
     from langchain_claude_relay.models import DEFAULT_MODEL
     from langchain_claude_relay.probe import probe_relay
+    from langchain_claude_relay.transport.checks import redact_url
 
     base_url = (
         args.base_url
@@ -297,7 +299,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
     if args.json != "-":
-        print(f"relay: {_display_url(base_url)}")
+        print(f"relay: {redact_url(base_url)}")
         for line in caps.summary_lines():
             print(f"  {line}")
         print("adaptation:")
@@ -312,15 +314,6 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         days = DEFAULT_MAX_AGE_S / 86400
         print(f"saved to {capabilities_path()} (trusted for {days:g} days)", file=sys.stderr)
     return 0
-
-
-def _display_url(url: str) -> str:
-    """The URL without credentials or query (where relays sometimes put a key)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -435,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
+    emulator.add_argument(
+        "--require-key",
+        metavar="KEY",
+        default=None,
+        help="refuse requests that do not present KEY (Authorization: Bearer, x-api-key or "
+        "api-key); default: any key is accepted",
+    )
     _emulator_flags(emulator)
     emulator.set_defaults(func=_cmd_emulator, parser=emulator)
 

@@ -311,6 +311,12 @@ def explain_status(status_code: int, body_text: str) -> str:
             if pattern.search(body_text):
                 return f"Bad request: {explanation}"
         return "Bad request: the relay rejected the request"
+    if 300 <= status_code < 400:
+        return (
+            "Redirect: the relay answered a redirect, which is not followed for API calls (the "
+            "key's headers would go along to wherever it points): set base_url to the address "
+            "it points to, if you trust it"
+        )
     hint = _STATUS_HINTS.get(status_code)
     name = status_error_class(status_code).__name__
     return f"{name}: {hint}" if hint else f"{name}: the relay answered an error"

@@ -20,6 +20,14 @@ Endpoints (all share one cache engine, clock, limiter, fault injector and billin
 ``POST /admin/faults``         ``{"kind": "529", "count": 2}``: the next requests fail so
 ==========================  =================================================================
 
+Guarded (``_Guard``, the outermost layer): every response names the emulator
+(``x-relay-emulator: langchain-claude-relay``), so nobody mistakes it for a relay; the admin
+routes refuse a request that carries a foreign ``Origin`` (or ``Sec-Fetch-Site: cross-site``)
+and a ``POST`` whose body is not ``application/json`` -- a web page could otherwise post
+``text/plain`` to ``/admin/config`` and set ``fault_rate=1``; with ``require_key`` (the CLI's
+``--require-key``), every route wants that key (``Authorization: Bearer``, ``x-api-key`` or
+``api-key``). ``serve`` warns when bound to an interface other than loopback.
+
 Billing rule: the billing log holds exactly the requests whose response delivered usage to the
 client: a complete JSON body, the usage chunk of an OpenAI stream (only sent when
 ``stream_options.include_usage`` is set) or the ``message_delta`` of an Anthropic stream. A fault
@@ -42,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import json
 import logging
 import math
@@ -108,6 +117,7 @@ from langchain_claude_relay.emulator.platforms import bedrock_error, error_messa
 from langchain_claude_relay.emulator.replies import Reply, make_reply, reply_spec
 from langchain_claude_relay.emulator.tokens import EmulatorTokenizer, TokenCosts
 from langchain_claude_relay.models import MODEL_TABLE, ModelPrices, lookup_model
+from langchain_claude_relay.transport.checks import is_loopback_host
 
 __all__ = [
     "EmulatorSettings",
@@ -376,6 +386,7 @@ class EmulatorCore:
         self._requests: list[RequestRecord] = []
         self._prints = FingerprintStore()
         self._counter = 0
+        self.require_key: str | None = None  # a key every request must present (the guard)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -741,8 +752,104 @@ async def _abort(transport: Any) -> None:
         await asyncio.sleep(0)
 
 
+EMULATOR_HEADER = (b"x-relay-emulator", b"langchain-claude-relay")
+"""The header on every emulator response."""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _presented_key(scope: Scope) -> str | None:
+    authorization = _header(scope, b"authorization") or ""
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return _header(scope, b"x-api-key") or _header(scope, b"api-key")
+
+
+def _refusal(scope: Scope, require_key: str | None) -> tuple[int, str, str] | None:
+    """Why a request is refused (status, error type, message), or ``None``."""
+    if require_key is not None:
+        presented = _presented_key(scope) or ""
+        if not hmac.compare_digest(presented.encode(), require_key.encode()):
+            return 401, "authentication_error", "this emulator requires its key (--require-key)"
+    if not str(scope.get("path", "")).startswith("/admin"):
+        return None
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host")
+    if _header(scope, b"sec-fetch-site") == "cross-site" or (
+        origin is not None and origin.rstrip("/") not in (f"http://{host}", f"https://{host}")
+    ):
+        return 403, "permission_error", "admin routes refuse requests from other origins"
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if scope.get("method") not in ("GET", "HEAD") and content_type != "application/json":
+        return 415, "invalid_request_error", "admin routes take Content-Type: application/json"
+    return None
+
+
+class _Guard:
+    """Outermost ASGI layer: names the emulator in every response, guards the admin routes.
+
+    Args:
+        app: the app behind it.
+        require_key: a key every request must present (``None``: any key is accepted).
+    """
+
+    def __init__(self, app: ASGIApp, require_key: str | None) -> None:
+        self.app, self.require_key = app, require_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        named = _NamedSend(send).send
+        refusal = _refusal(scope, self.require_key)
+        if refusal is not None:
+            status, kind, text = refusal
+            await _error(status, kind, text)(scope, receive, named)
+            return
+        await self.app(scope, receive, named)
+
+
+class _NamedSend:
+    """A ``send`` that adds the emulator's header.
+
+    It keeps uvicorn's ``transport`` reachable where the fault gate looks for it
+    (``send.__self__.transport``).
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.transport = getattr(getattr(send, "__self__", None), "transport", None)
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), EMULATOR_HEADER]}
+        await self._send(message)
+
+
+def exposed_warning(host: str, has_key: bool) -> str:
+    """The warning for an emulator bound to ``host``, an interface other than loopback."""
+    guard = (
+        "it requires the key given with --require-key"
+        if has_key
+        else "it accepts any key: pass --require-key KEY"
+    )
+    return (
+        f"the relay emulator listens on {host}, not only on loopback: other machines can reach "
+        f"its API and its /admin routes (clock, faults, settings); {guard}, or bind 127.0.0.1"
+    )
+
+
 def build_app(core: EmulatorCore) -> ASGIApp:
-    """Build the emulator's ASGI app (Starlette routes behind the fault gate)."""
+    """Build the emulator's ASGI app: Starlette routes behind the fault gate and the guard.
+
+    The guard uses ``core.require_key`` (``None``: any key).
+    """
 
     def api(wire: _Wire) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -817,7 +924,8 @@ def build_app(core: EmulatorCore) -> ASGIApp:
         KeyError: bad_admin_input,
         TypeError: bad_admin_input,
     }
-    return _FaultGate(Starlette(routes=routes, exception_handlers=handlers), core)
+    app = _FaultGate(Starlette(routes=routes, exception_handlers=handlers), core)
+    return _Guard(app, core.require_key)
 
 
 # ---------------------------------------------------------------------------------- running
@@ -832,12 +940,20 @@ class RelayEmulator:
 
     Args:
         settings: initial settings (defaults: ``EmulatorSettings()``).
+        require_key: a key every request must present (``None``: any key is accepted).
         **overrides: ``EmulatorSettings`` fields overriding ``settings``.
 
     """
 
-    def __init__(self, settings: EmulatorSettings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: EmulatorSettings | None = None,
+        *,
+        require_key: str | None = None,
+        **overrides: Any,
+    ) -> None:
         self.core = EmulatorCore(settings)
+        self.core.require_key = require_key
         if overrides:
             self.core.configure(**overrides)
         self.host = "127.0.0.1"
@@ -1060,15 +1176,18 @@ def serve(
     *,
     access_log: bool = True,
     announce: Callable[[str], None] | None = None,
+    require_key: str | None = None,
 ) -> None:
     """Serve the emulator in the foreground until interrupted (``claude-relay emulator``).
 
     Args:
-        host: interface to bind (keep the loopback default unless you mean to expose it).
+        host: interface to bind (keep the loopback default unless you mean to expose it: any
+            other draws a warning).
         port: TCP port (``0``: a free one).
         settings: emulator settings.
         access_log: log every request (uvicorn's access log).
         announce: called with ``banner(...)`` once the socket listens (``None``: logged).
+        require_key: a key every request must present (``None``: any key is accepted).
 
     Raises:
         EmulatorBindError: if it cannot listen there.
@@ -1076,6 +1195,10 @@ def serve(
     sock = bind(host, port)
     port = sock.getsockname()[1]
     core = EmulatorCore(settings)
+    core.require_key = require_key
     config = server_config(build_app(core), host=host, port=port, access_log=access_log)
     (announce or logging.getLogger("uvicorn.error").info)(banner(host, port))
+    if not is_loopback_host(host):
+        warning = exposed_warning(host, has_key=require_key is not None)
+        logging.getLogger("uvicorn.error").warning("%s", warning)
     uvicorn.Server(config).run(sockets=[sock])

@@ -7,16 +7,16 @@ text, keys or URLs: prefix hashes and the relay URL's hash are hex digests, chec
 
 Ledgers:
 
-* ``DiskLedger``: ``diskcache`` in ``ledger_directory()`` (``$CLAUDE_RELAY_STATE_DIR/ledger`` or
-  the user cache directory). Append-only, safe across processes (entries are appended in SQLite
-  transactions under incrementing keys), bounded (the last ``max_entries`` entries and at most
-  ``size_limit`` bytes). ``record`` only queues the entry (about a microsecond): a background
-  thread commits queued entries in batches, so a chat call never waits for SQLite (a commit
-  from the call's thread measured a median of ~200-250 µs, with a p99 of milliseconds when
-  SQLite checkpoints or another process holds the lock). Queued entries are committed within
-  ~50 ms, and by ``flush()``, ``entries()``, ``close()`` and at interpreter exit. A process
-  killed with SIGKILL (or a hard crash) loses only the entries it had queued and not yet
-  committed -- at most the last ~50 ms of calls; committed entries are never lost.
+* ``DiskLedger``: a private SQLite file in ``ledger_directory()``
+  (``$CLAUDE_RELAY_STATE_DIR/ledger`` or the user cache directory). Append-only, safe across
+  processes (entries are appended in SQLite transactions under incrementing keys), bounded (the
+  last ``max_entries`` entries and at most ``size_limit`` bytes). ``record`` only queues the
+  entry (about a microsecond): a background thread commits queued entries in batches, so a chat
+  call never waits for SQLite (a commit can take milliseconds when SQLite checkpoints or
+  another process holds the lock). Queued entries are committed within ~50 ms, and by
+  ``flush()``, ``entries()``, ``close()`` and at interpreter exit. A process killed with SIGKILL
+  (or a hard crash) loses only the entries it had queued and not yet committed -- at most the
+  last ~50 ms of calls; committed entries are never lost.
 * ``MemoryLedger``: a bounded list in memory (tests, notebooks, the fallback).
 * ``default_ledger()``: the process-wide ledger, a ``DiskLedger`` opened on first use behind a
   ``FallbackLedger``: if the disk fails (read-only or missing directory, a file where the

@@ -1,17 +1,43 @@
-"""How a ledger entry is stored: one compact JSON array, versioned, holding numbers and hashes."""
+"""How a ledger entry is stored: one compact JSON array, versioned, holding numbers and hashes.
+
+A persistent ledger passes its installation's hash key: the prefix hashes are then stored keyed
+(``_plumbing.keyed_hash``, same length), so a stored hash cannot be matched against a guessed
+prompt without the key, while equal prefixes still get equal stored hashes (the waste
+attribution pairs writes and reads by them).
+
+>>> from langchain_claude_relay.ledger.entry import LedgerEntry
+>>> e = LedgerEntry("c1", 0.0, "m", 1, 0, 0, 0, 1, None, None, written_prefixes=("ab" * 16,))
+>>> decode_entry(encode_entry(e)) == e
+True
+>>> keyed = decode_entry(encode_entry(e, hash_key=bytes(32)))
+>>> keyed.written_prefixes != e.written_prefixes and len(keyed.written_prefixes[0]) == 32
+True
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from langchain_claude_relay._plumbing import keyed_hash
 from langchain_claude_relay.ledger.entry import LedgerEntry
 
 _SCHEMA_VERSION = 1
 
 
-def encode_entry(entry: LedgerEntry) -> str:
-    """The stored form of an entry: one compact JSON array, schema version first."""
+def _keyed(prefix: str | None, hash_key: bytes | None) -> str | None:
+    if prefix is None or hash_key is None:
+        return prefix
+    return keyed_hash(hash_key, prefix, len(prefix))
+
+
+def encode_entry(entry: LedgerEntry, hash_key: bytes | None = None) -> str:
+    """The stored form of an entry: one compact JSON array, schema version first.
+
+    Args:
+        entry: the entry.
+        hash_key: the installation's key: prefix hashes are stored keyed (``None``: as given).
+    """
     return json.dumps(
         [
             _SCHEMA_VERSION,
@@ -26,8 +52,8 @@ def encode_entry(entry: LedgerEntry) -> str:
             entry.cost_usd,
             entry.uncached_cost_usd,
             entry.predicted_read_tokens,
-            list(entry.written_prefixes),
-            entry.read_prefix,
+            [_keyed(p, hash_key) for p in entry.written_prefixes],
+            _keyed(entry.read_prefix, hash_key),
             entry.miss_reason,
             entry.base_url_hash,
         ],

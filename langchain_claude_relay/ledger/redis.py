@@ -7,12 +7,13 @@ with ``CLAUDE_RELAY_STATE=redis://...`` (``ledger_from_env``).
 
 **Stored form.** Keys share the hash tag ``claude-relay:{<namespace>:ledger}``: ``...:entries``
 (a stream, one entry per call: the compact JSON of ``codec``, numbers and hashes and the model
-id), ``...:totals`` (a hash of counters) and ``...:seen:<minute>`` (sets of per-record tokens,
-for exactly-once replay; they expire after ``dedupe_window``). Each record is one Lua script:
-the token is added to its set, and only if it was new is the entry appended and the counters
-incremented -- all atomic, so totals are exact across processes. The stream keeps about the
-last ``max_entries`` entries (``XADD MAXLEN ~``) and every key expires ``retention`` seconds
-after the last write.
+id; prefix hashes keyed by the fleet's key, ``store.redis.fleet_hash_key``, shared with the
+fleet's ``RedisStore``), ``...:totals`` (a hash of counters) and ``...:seen:<minute>`` (sets
+of per-record tokens, for exactly-once replay; they expire after ``dedupe_window``). Each
+record is one Lua script: the token is added to its set, and only if it was new is the entry
+appended and the counters incremented -- all atomic, so totals are exact across processes. The
+stream keeps about the last ``max_entries`` entries (``XADD MAXLEN ~``) and every key expires
+``retention`` seconds after the last write.
 
 **Hot path.** ``record`` queues the entry (about a microsecond); a background thread sends the
 queue in pipelined batches within ~50 ms (``background=False`` sends inside ``record``).
@@ -44,6 +45,7 @@ from langchain_claude_relay.ledger.checks import check_max_entries
 from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
 from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+from langchain_claude_relay.store.redis import fleet_hash_key
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -121,6 +123,8 @@ class RedisLedger:
         background: send from a background thread (``True``) or inside ``record``.
         retry_after: seconds between attempts to reach Redis while it is down.
         max_local: entries kept locally while Redis is down.
+        hash_key: the key prefix hashes are stored under (default: the fleet's, read from
+            Redis on the first write: see ``store.redis.fleet_hash_key``).
 
     Raises:
         ValueError: for an invalid namespace, URL or bound.
@@ -138,6 +142,7 @@ class RedisLedger:
         background: bool = True,
         retry_after: float | None = None,
         max_local: int = DEFAULT_MAX_LOCAL,
+        hash_key: bytes | None = None,
     ) -> None:
         check_max_entries(max_entries)
         check_max_entries(max_local)
@@ -153,6 +158,7 @@ class RedisLedger:
         self.background = background
         self.max_local = max_local
         self.health = health_for(self.client, retry_after)
+        self._hash_key = hash_key
         base = f"claude-relay:{{{self.namespace}:ledger}}"
         self._entries_key = f"{base}:entries"
         self._totals_key = f"{base}:totals"
@@ -251,12 +257,14 @@ class RedisLedger:
         pipe = self.client.pipeline(transaction=False)
         retention_ms = math.ceil(self.retention * 1000)
         dedupe_ms = math.ceil(self.dedupe_window * 1000)
+        if self._hash_key is None:
+            self._hash_key = fleet_hash_key(self.client, self.namespace)
         for token, minute, entry in chunk:
             self._script(
                 keys=[self._entries_key, self._totals_key, f"{self._seen_base}{minute}"],
                 args=[
                     token,
-                    encode_entry(entry),
+                    encode_entry(entry, self._hash_key),
                     self.max_entries,
                     retention_ms,
                     dedupe_ms,

@@ -4,7 +4,7 @@ One interface, ``StateStore`` (``base``: get/set/delete/incr/transact on ``kind:
 the checks that refuse text), and one module per backend:
 
 * ``MemoryStore`` (``memory``): a dict, for tests and for the fallbacks below.
-* ``DiskStore`` (``disk``): diskcache (SQLite) with JSON values, shared by processes, behind an
+* ``DiskStore`` (``disk``): a private SQLite file with JSON values, shared by processes, behind an
   in-process cache with write-behind commits. In ``$CLAUDE_RELAY_STATE_DIR`` or the user cache
   directory.
 * ``RedisStore`` (``redis``): one Redis for a fleet of workers; local state while Redis is down.

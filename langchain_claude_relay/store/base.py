@@ -229,5 +229,15 @@ class StateStore(Protocol):
 
 
 def is_busy(exc: BaseException) -> bool:
-    """Whether a store failed only because another process holds its lock (skip, don't fail)."""
-    return type(exc).__name__ == "Timeout" and type(exc).__module__.startswith("diskcache")
+    """Whether a store failed only because another process holds its lock (skip, don't fail).
+
+    >>> import sqlite3
+    >>> is_busy(sqlite3.OperationalError("database is locked"))
+    True
+    >>> is_busy(sqlite3.OperationalError("disk I/O error"))
+    False
+    """
+    if type(exc).__name__ != "OperationalError" or type(exc).__module__ != "sqlite3":
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text

@@ -6,13 +6,23 @@ records per prefix and template (``p:``, ``t:``), conversation lineages (``c:``)
 stability history (``s:``). Select it with ``CachePlanner(store=RedisStore("redis://..."))`` or
 with ``CLAUDE_RELAY_STATE=redis://...`` (``store_from_env``).
 
-**What Redis holds.** Keys are namespaced, ``claude-relay:<namespace>:<kind>:<hex>``, and every
-key expires (``expire`` seconds, or ``default_expire`` when the caller gives none). Values are
+**What Redis holds.** Keys are namespaced, ``claude-relay:<namespace>:<kind>:<keyed hash>``,
+and every key expires (``expire`` seconds, or ``default_expire`` when the caller gives none).
+The last part is a keyed hash of the store key (``_plumbing.keyed_hash``), so that a prefix hash
+in Redis cannot be matched against a guessed prompt without the fleet's key: every worker reads
+that key from ``claude-relay:<namespace>:hash-key`` (the first worker creates it with ``SET
+NX``), unless ``hash_key=`` or ``$CLAUDE_RELAY_HASH_KEY`` gives one. Values are
 numbers and hashes only: a number is a Redis string holding it (so ``incr`` is one atomic
 ``INCRBYFLOAT``); a dict is a Redis hash of its fields; a list is a Redis hash of its items under
 ``"0"``, ``"1"``... A field ``"#"`` tells them apart (``-1``: a dict; ``n``: a list of ``n``).
 A field holding a list of numbers stores it as a JSON array of numbers. ``store.check_value``
 refuses text, so no prompt text reaches Redis.
+
+**What is read back.** Nothing stored is trusted: a value over ``MAX_VALUE_FIELDS`` fields or
+``MAX_VALUE_BYTES`` bytes is not even sent by Redis (the read script checks first), a list's
+length is the number of item fields present (never the ``#`` field's number), and a value that
+is not numbers as this store writes them (text, a broken JSON array, stray fields) is a store
+failure for that key: one ``StateStoreWarning``, and the key reads as missing until rewritten.
 
 **Atomicity.** ``get``, ``set``, ``delete`` and ``incr`` are each one atomic Redis call.
 ``transact()`` holds this store's lock (other threads of the process wait, as with the other
@@ -59,16 +69,28 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from langchain_claude_relay._env import hash_key as hash_key_from_env
 from langchain_claude_relay._env import redis_url
-from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
+from langchain_claude_relay._plumbing import (
+    HASH_KEY_BYTES,
+    WriteBehind,
+    keyed_hash,
+    new_hash_key,
+    on_exit_and_fork,
+    warn_once,
+)
 from langchain_claude_relay._redis import check_namespace, health_for, resolve_client
+from langchain_claude_relay.errors import StateStoreWarning
 from langchain_claude_relay.store.base import check_key, check_value
 from langchain_claude_relay.store.memory import MemoryStore
 
 __all__ = [
     "KEY_PREFIX",
     "DEFAULT_EXPIRE",
+    "MAX_VALUE_FIELDS",
+    "MAX_VALUE_BYTES",
     "RedisStore",
+    "fleet_hash_key",
     "store_from_env",
 ]
 
@@ -90,18 +112,45 @@ _TYPE_FIELD = "#"
 _DICT = -1
 _PREFIX_RECORD = re.compile(r"p:([0-9a-f]{1,64})")
 
-# One round trip for a read: the value whatever its type, and for a prefix record the warm mark.
+MAX_VALUE_FIELDS = 10_000
+"""A stored hash with more fields than this is not read (the planner writes far fewer)."""
+
+MAX_VALUE_BYTES = 1 << 20
+"""A stored value longer than this many bytes in all is not read."""
+
+_MAX_NUMBER_BYTES = 64  # a warm mark's field longer than this is not a number
+
+# One round trip for a read: the value whatever its type (unless it is too large to be one of
+# ours: then only the kind 'oversized'), and for a prefix record the warm mark.
 _GET = """
 local kind = redis.call('TYPE', KEYS[1])['ok']
 local value = ''
+local max_bytes = tonumber(ARGV[2])
 if kind == 'string' then
-  value = redis.call('GET', KEYS[1])
+  if redis.call('STRLEN', KEYS[1]) > max_bytes then
+    kind = 'oversized'
+  else
+    value = redis.call('GET', KEYS[1])
+  end
 elseif kind == 'hash' then
-  value = redis.call('HGETALL', KEYS[1])
+  if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[1]) then
+    kind = 'oversized'
+  else
+    value = redis.call('HGETALL', KEYS[1])
+    local total = 0
+    for _, item in ipairs(value) do total = total + #item end
+    if total > max_bytes then
+      kind = 'oversized'
+      value = ''
+    end
+  end
 end
 local warm = {}
 if #KEYS > 1 then
   warm = redis.call('HMGET', KEYS[2], 'cu', 'ct')
+  for i = 1, 2 do
+    if warm[i] and #warm[i] > tonumber(ARGV[3]) then warm[i] = false end
+  end
 end
 return {kind, value, warm}
 """
@@ -135,13 +184,28 @@ def _number_text(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
+class _Malformed(ValueError):
+    """A stored value that is not one this store writes (planted or damaged)."""
+
+
 def _parse_number(raw: bytes | str) -> float | int:
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    """A stored number.
+
+    Raises:
+        _Malformed: if it is not one.
+    """
     try:
-        return int(text)
-    except ValueError:
-        value = float(text)
-        return value if math.isfinite(value) else 0.0
+        text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        if len(text) > _MAX_NUMBER_BYTES:
+            raise ValueError(text[:8])
+        try:
+            return int(text)
+        except ValueError:
+            value = float(text)
+    except ValueError as exc:
+        msg = "not a number"
+        raise _Malformed(msg) from exc
+    return value if math.isfinite(value) else 0.0
 
 
 def _field_text(value: Any) -> str:
@@ -151,8 +215,17 @@ def _field_text(value: Any) -> str:
 
 
 def _parse_field(raw: bytes) -> Any:
+    """A stored field: a number, or a JSON array of numbers.
+
+    Raises:
+        _Malformed: for anything else.
+    """
     if raw[:1] == b"[":
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            msg = "not a JSON array"
+            raise _Malformed(msg) from exc
     return _parse_number(raw)
 
 
@@ -168,29 +241,68 @@ def _hash_of(value: Any) -> dict[str, str]:
 
 
 def _value_of_hash(pairs: list[bytes]) -> Any:
-    """A dict or list from ``HGETALL``'s flat reply (fields without ``#`` read as a dict)."""
-    fields = {pairs[i].decode(): pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
+    """A dict or list from ``HGETALL``'s flat reply (fields without ``#`` read as a dict).
+
+    The ``#`` field tells a dict (``-1``) from a list (its count): a list is the item fields
+    present, which must be ``"0"`` to ``"n-1"`` and as many as the count says; its length is
+    never taken from the stored count (``HSET k '#' 1000000000000`` is one field, refused, not
+    a trillion to look for).
+
+    Raises:
+        _Malformed: if the fields are not a value this store writes.
+    """
+    if len(pairs) > 2 * MAX_VALUE_FIELDS + 2:
+        msg = "too many fields"
+        raise _Malformed(msg)
+    try:
+        fields = {pairs[i].decode("ascii"): pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
+    except UnicodeDecodeError as exc:
+        msg = "a field name that is not ASCII"
+        raise _Malformed(msg) from exc
     kind = fields.pop(_TYPE_FIELD, None)
-    length = _DICT if kind is None else int(_parse_number(kind))
+    length = _DICT if kind is None else _parse_number(kind)
+    value: Any
     if length == _DICT:
-        return {name: _parse_field(raw) for name, raw in fields.items()}
-    return [_parse_field(fields[str(i)]) for i in range(length) if str(i) in fields]
+        value = {name: _parse_field(raw) for name, raw in fields.items()}
+    else:
+        names = {str(i) for i in range(len(fields))}  # the fields present, never the count
+        if length != len(fields) or fields.keys() != names:
+            msg = f"a list of {len(fields)} items whose count field says {length!r}"
+            raise _Malformed(msg)
+        value = [_parse_field(fields[str(i)]) for i in range(len(fields))]
+    try:
+        check_value(value)
+    except ValueError as exc:
+        msg = "a value the store does not hold"
+        raise _Malformed(msg) from exc
+    return value
 
 
 def _decode_reply(reply: list[Any]) -> Any:
+    """The value of a read's reply (``None``: no key).
+
+    Raises:
+        _Malformed: for a value this store did not write (too large, text, stray fields).
+    """
     kind = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
     if kind == "string":
         return _parse_number(reply[1])
     if kind == "hash":
         return _value_of_hash(list(reply[1]))
-    return None
+    if kind == "none":
+        return None
+    msg = f"a Redis {kind} value"
+    raise _Malformed(msg)
 
 
 def _overlay_warm(value: Any, warm: list[Any]) -> Any:
     """A prefix record with a later warm mark applied to its ``cu``/``ct`` fields."""
-    if not warm or warm[0] is None:
+    if not warm or not warm[0]:
         return value
-    until, ttl = float(_parse_number(warm[0])), float(_parse_number(warm[1] or b"0"))
+    try:
+        until, ttl = float(_parse_number(warm[0])), float(_parse_number(warm[1] or b"0"))
+    except _Malformed:  # a damaged mark is no mark
+        return value
     record = dict(value) if isinstance(value, dict) else {}
     known = record.get("cu")
     if not isinstance(known, (int, float)) or until > known:
@@ -214,6 +326,8 @@ class RedisStore:
             before Redis is asked again (misses and warm marks included), as ``DiskStore``
             does; ``0`` reads Redis every time. Other workers' writes show within this long.
         background: send writes from a background thread (``True``) or inside each call.
+        hash_key: the key that keys the stored key names (default: ``fleet_hash_key``, shared
+            by every worker on this Redis and namespace).
 
     Raises:
         ValueError: for an invalid namespace or URL, or ``None`` without the environment.
@@ -229,6 +343,7 @@ class RedisStore:
         retry_after: float | None = None,
         refresh: float = DEFAULT_REFRESH,
         background: bool = True,
+        hash_key: bytes | None = None,
     ) -> None:
         if not refresh >= 0:
             msg = f"refresh must be seconds >= 0 (0: always read Redis), got {refresh!r}"
@@ -241,6 +356,7 @@ class RedisStore:
         self.default_expire = float(default_expire)
         self.health = health_for(self.client, retry_after)
         self._prefix = f"{KEY_PREFIX}:{self.namespace}:"
+        self._hash_key = hash_key  # fetched from Redis on first use when not given
         self._get_script = self.client.register_script(_GET)
         self._incr_script = self.client.register_script(_INCR)
         self._mark_script = self.client.register_script(_MARK)
@@ -270,8 +386,26 @@ class RedisStore:
         return not self.health.up
 
     def redis_key(self, key: str) -> str:
-        """The Redis key of a store key (``claude-relay:<namespace>:<key>``)."""
-        return self._prefix + key
+        """The Redis key of a store key: ``claude-relay:<namespace>:<kind>:<keyed hash>``.
+
+        Raises:
+            redis.RedisError: if the fleet's hash key has not been read yet and Redis is down
+                (call it inside ``call``).
+        """
+        if self._hash_key is None:
+            self._hash_key = fleet_hash_key(self.client, self.namespace)
+        kind = key.partition(":")[0]
+        return f"{self._prefix}{kind}:{keyed_hash(self._hash_key, key)}"
+
+    def _malformed(self, key: str, exc: _Malformed) -> None:
+        warn_once(
+            ("redis_value", self.health.location, self.namespace),
+            f"langchain-claude-relay's state in Redis ({self.health.location}, namespace "
+            f"{self.namespace!r}) holds a value it did not write under {key!r} ({exc}); the key "
+            "is ignored until it is written again. Another program may be writing into the "
+            "namespace.",
+            StateStoreWarning,
+        )
 
     def _ms(self, expire: float | None) -> int:
         seconds = self.default_expire if expire is None else expire
@@ -309,14 +443,19 @@ class RedisStore:
         seen = self._fresh.get(key)
         if (seen is not None and time.monotonic() - seen < self.refresh) or self._unsent(key):
             return self._local(key, prefix is not None)
-        keys = [self.redis_key(key)]
-        if prefix is not None:
-            keys.append(self.redis_key(f"w:{prefix.group(1)}"))
-        done = self.call(lambda: self._get_script(keys=keys))
+        names = [key] if prefix is None else [key, f"w:{prefix.group(1)}"]
+        limits = [MAX_VALUE_FIELDS, MAX_VALUE_BYTES, _MAX_NUMBER_BYTES]
+        done = self.call(
+            lambda: self._get_script(keys=[self.redis_key(n) for n in names], args=limits)
+        )
         if done is None:
             return self._local(key, prefix is not None)
         reply = done[0]
-        value = _decode_reply(reply)
+        try:
+            value = _decode_reply(reply)
+        except _Malformed as exc:
+            self._malformed(key, exc)
+            value = None
         self._remember(key, value)
         if prefix is None:
             return value
@@ -495,12 +634,13 @@ class RedisStore:
         Returns:
             Whether Redis took the mark (an equal or later one wins).
         """
-        key = self.redis_key(f"w:{prefix_hex}")
         args = [repr(float(until)), repr(float(ttl)), max(1, math.ceil(remaining * 1000))]
-        known = self._marks.get(f"p:{prefix_hex}")
-        if not known or known[0] is None or until > float(_parse_number(known[0])):
+        known = _overlay_warm({}, self._marks.get(f"p:{prefix_hex}", [])).get("cu")
+        if known is None or until > known:
             self._marks[f"p:{prefix_hex}"] = [args[0], args[1]]  # this process sees it at once
-        done = self.call(lambda: self._mark_script(keys=[key], args=args))
+        done = self.call(
+            lambda: self._mark_script(keys=[self.redis_key(f"w:{prefix_hex}")], args=args)
+        )
         return False if done is None else bool(done[0])
 
 
@@ -516,6 +656,49 @@ def _merge(older: tuple[int, Any] | None, newer: tuple[int, Any]) -> tuple[int, 
     value, expire = older[1]
     base = value if isinstance(value, (int, float)) else 0.0
     return (_SET, (float(base) + delta, expire))
+
+
+def fleet_hash_key(client: Any, namespace: str) -> bytes:
+    """The key that keys a fleet's stored hashes, the same for every worker on one namespace.
+
+    ``$CLAUDE_RELAY_HASH_KEY`` when set; else the random key in
+    ``claude-relay:<namespace>:hash-key``, created by the first worker with ``SET NX`` (so
+    workers starting together agree) and never expiring.
+
+    Args:
+        client: the Redis client.
+        namespace: the fleet's namespace.
+
+    Returns:
+        The key.
+
+    Raises:
+        redis.RedisError: if Redis cannot be reached.
+        ValueError: if the stored key is damaged (delete it to make a new one).
+    """
+    from_env = hash_key_from_env()
+    if from_env is not None:
+        return from_env
+    name = f"{KEY_PREFIX}:{namespace}:hash-key"
+    if client.set(name, new_hash_key(), nx=True) and _older_state(client, namespace, name):
+        logger.warning(
+            "langchain-claude-relay: fleet state in Redis namespace %r is now stored under keyed "
+            "hashes (a new key in %s); state written by earlier versions is no longer read and "
+            "expires by itself",
+            namespace,
+            name,
+        )
+    key = client.get(name)
+    if not isinstance(key, bytes) or len(key) < HASH_KEY_BYTES // 2:
+        msg = f"the fleet's hash key in Redis ({name}) is damaged: delete it to make a new one"
+        raise ValueError(msg)
+    return key
+
+
+def _older_state(client: Any, namespace: str, key_name: str) -> bool:
+    """Whether the namespace held state before its hash key was made (one ``SCAN`` step)."""
+    _cursor, found = client.scan(0, match=f"{KEY_PREFIX}:{namespace}:*", count=1000)
+    return any(name != key_name.encode() for name in found)
 
 
 def store_from_env(namespace: str = "default") -> RedisStore | None:

@@ -98,9 +98,10 @@ class WarmPrefixRegistry:
         Raises:
             ValueError: if ``prefix_hash`` is not hex.
         """
-        key = self.store.redis_key(f"f:{self._hex(prefix_hash)}")
+        key = f"f:{self._hex(prefix_hash)}"
         ms = max(1, math.ceil(seconds * 1000))
-        done = self.store.call(lambda: self.store.client.set(key, 1, nx=True, px=ms))
+        store = self.store
+        done = store.call(lambda: store.client.set(store.redis_key(key), 1, nx=True, px=ms))
         return True if done is None else bool(done[0])
 
     def release(self, prefix_hash: str) -> None:
@@ -109,8 +110,8 @@ class WarmPrefixRegistry:
         Raises:
             ValueError: if ``prefix_hash`` is not hex.
         """
-        key = self.store.redis_key(f"f:{self._hex(prefix_hash)}")
-        self.store.call(lambda: self.store.client.delete(key))
+        key = f"f:{self._hex(prefix_hash)}"
+        self.store.call(lambda: self.store.client.delete(self.store.redis_key(key)))
 
 
 def warm_registry(store: Any, clock: Callable[[], float] = time.time) -> WarmPrefixRegistry | None:

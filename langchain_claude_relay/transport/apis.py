@@ -10,6 +10,12 @@
 The ``anthropic`` SDK is an optional extra, imported only when a native way in is used; a missing
 one is reported with the extra to install. The SDK clients are built with their own retries off:
 retries, errors and secrets are the transport's business, the same for every way in.
+
+Without an ``http_client`` of the user's, the HTTP client is built here on the SDK's defaults
+(``DefaultHttpxClient``), with two changes: every response body is capped
+(``limits.response_cap_hooks``, so that the SDK's own read of an error page is bounded too), and
+a plain ``http://`` base URL ignores the environment's proxy settings (``HTTP_PROXY``,
+``ALL_PROXY``...: a plain-http request sent through a proxy hands it the key in clear text).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pydantic import SecretStr
 
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
 from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.transport.limits import ResponseLimits, response_cap_hooks
 
 __all__ = [
     "API_KINDS",
@@ -30,6 +37,7 @@ __all__ = [
     "ApiSpec",
     "API_SPECS",
     "build_sdk_client",
+    "default_http_client",
     "require_sdk",
 ]
 
@@ -163,6 +171,25 @@ def _revealed(value: SecretStr | str | None) -> str | None:
     return value
 
 
+def default_http_client(
+    sdk: Any, *, is_async: bool, base_url: str | None, limits: ResponseLimits
+) -> Any:
+    """The SDK's default HTTP client, bodies capped, no environment proxies for plain http.
+
+    Args:
+        sdk: the ``openai`` or ``anthropic`` module.
+        is_async: build the async client.
+        base_url: the base URL (``None``: the SDK's https default).
+        limits: the response caps.
+
+    Returns:
+        A ``DefaultHttpxClient`` (or ``DefaultAsyncHttpxClient``) of the SDK.
+    """
+    plain_http = base_url is not None and base_url.lower().startswith("http://")
+    cls = sdk.DefaultAsyncHttpxClient if is_async else sdk.DefaultHttpxClient
+    return cls(trust_env=not plain_http, event_hooks=response_cap_hooks(limits, is_async=is_async))
+
+
 def build_sdk_client(
     kind: str,
     *,
@@ -173,6 +200,7 @@ def build_sdk_client(
     default_headers: Mapping[str, str] | None,
     http_client: Any,
     options: Mapping[str, Any],
+    limits: ResponseLimits | None = None,
 ) -> Any:
     """Build the SDK client of a way in, its own retries off.
 
@@ -183,11 +211,12 @@ def build_sdk_client(
         api_key: the key (relay key, Anthropic key, Bedrock bearer token; unused by Vertex).
         timeout: seconds per attempt (``None``: the SDK's default).
         default_headers: extra headers, credentials revealed.
-        http_client: an ``httpx``-compatible client, or ``None``.
+        http_client: an ``httpx``-compatible client, or ``None`` (``default_http_client``).
         options: the way in's own settings: ``aws_region``, ``aws_access_key_id``,
             ``aws_secret_access_key``, ``aws_session_token``, ``aws_profile`` (Bedrock);
             ``vertex_project``, ``vertex_region``, ``vertex_access_token``,
             ``vertex_credentials`` (Vertex). ``None`` values are left to the SDK's defaults.
+        limits: the response caps of the default HTTP client (default: ``ResponseLimits()``).
 
     Returns:
         The client.
@@ -201,14 +230,18 @@ def build_sdk_client(
         common["base_url"] = base_url
     if timeout is not None:
         common["timeout"] = timeout
-    if http_client is not None:
-        common["http_client"] = http_client
     if kind == "openai":
         import openai
 
+        sdk: Any = openai
+    else:
+        sdk = require_sdk(kind)
+    common["http_client"] = http_client or default_http_client(
+        sdk, is_async=is_async, base_url=base_url, limits=limits or ResponseLimits()
+    )
+    if kind == "openai":
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI
         return cls(api_key=_revealed(api_key), **common)
-    sdk = require_sdk(kind)
     cls = getattr(sdk, _CLIENT_CLASSES[kind][1 if is_async else 0])
     settings: dict[str, Any]
     if kind == "anthropic":

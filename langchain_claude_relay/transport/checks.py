@@ -7,15 +7,22 @@
   certificates or host names draws an ``InsecureTransportWarning`` when the base URL is
   ``https://``. A client whose transport hides its settings (a custom transport) is not checked.
 * ``scrub_error``: the key never leaves in an error (replaced by ``***``).
+* ``redact_url``: a URL as it may be shown -- in errors, logs, reprs, callbacks' and LangSmith's
+  parameters -- with its userinfo and every query value replaced by ``***`` (a relay URL such as
+  ``https://user:KEY@relay/v1?key=KEY`` carries credentials). The HTTP libraries log each
+  request's full URL at INFO: ``hide_in_http_logs`` registers a base URL's credentials with a
+  filter on their loggers, which writes ``***`` in their place.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import ssl
+import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import SplitResult, parse_qsl, urlparse, urlsplit
 
 from pydantic import SecretStr
 
@@ -34,10 +41,14 @@ __all__ = [
     "REDACTED",
     "split_secret_headers",
     "check_base_url",
+    "is_loopback_host",
     "client_skips_tls_verification",
     "warn_if_unverified",
     "scrub_error",
     "chain_mentions",
+    "redact_url",
+    "url_credentials",
+    "hide_in_http_logs",
 ]
 
 REDACTED = "***"
@@ -72,6 +83,114 @@ def split_secret_headers(
     return plain, secret
 
 
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credential-like parts of a URL: userinfo (user, password) and query values.
+
+    >>> url_credentials("https://u:pw@relay.example.com/v1?key=k1&v=2")
+    ['u', 'pw', 'k1', '2']
+    """
+    parts = _split(url)
+    if parts is None:
+        return []
+    found = [p for p in (parts.username, parts.password) if p]
+    found += [value for _name, value in parse_qsl(parts.query, keep_blank_values=False)]
+    return found
+
+
+def redact_url(url: str) -> str:
+    """A URL with its userinfo and query values replaced by ``***`` (for showing it).
+
+    >>> redact_url("https://user:KEY@relay.example.com:8443/v1?key=KEY&api-version=1#frag")
+    'https://***@relay.example.com:8443/v1?key=***&api-version=***'
+    >>> redact_url("http://127.0.0.1:8787/v1")
+    'http://127.0.0.1:8787/v1'
+    """
+    parts = _split(url)
+    if parts is None:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name.partition('=')[0]}={REDACTED}" if "=" in name else REDACTED
+        for name in parts.query.split("&")
+        if name
+    )
+    shown = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    return f"{shown}?{query}" if query else shown
+
+
+# A filter on a logger sees only the records of that very logger, not its children's: every
+# logger the SDKs and their HTTP libraries log requests or headers on is named.
+_HTTP_LOGGER_ROOTS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic")
+_HTTP_LOGGERS = (
+    *_HTTP_LOGGER_ROOTS,
+    *(
+        f"{core}.{part}"
+        for core in ("httpcore", "httpcore2")
+        for part in ("connection", "http11", "http2", "proxy", "socks", "connection_pool")
+    ),
+    "openai._base_client",
+    "anthropic._base_client",
+)
+_MIN_HIDDEN = 4  # shorter credentials ("u", "1") would turn every log line into asterisks
+
+
+class _HideCredentials(logging.Filter):
+    """Writes ``***`` over registered URL credentials in the HTTP libraries' log records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: frozenset[str] = frozenset()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self.secrets
+        if not secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is the logging system's to report
+            return True
+        if any(secret in message for secret in secrets):
+            for secret in sorted(secrets, key=len, reverse=True):
+                message = message.replace(secret, REDACTED)
+            record.msg, record.args = message, None
+        return True
+
+
+_log_filter = _HideCredentials()
+_log_filter_lock = threading.Lock()
+
+
+def hide_in_http_logs(url: str) -> None:
+    """Keep a URL's credentials out of the HTTP libraries' log lines (see the module docstring).
+
+    Args:
+        url: a base URL; nothing is done when it has no userinfo or query values.
+    """
+    found = {c for c in url_credentials(url) if len(c) >= _MIN_HIDDEN}
+    if not found or found <= _log_filter.secrets:
+        return
+    with _log_filter_lock:
+        existing = [
+            name
+            for name in list(logging.root.manager.loggerDict)
+            if name.partition(".")[0] in _HTTP_LOGGER_ROOTS
+        ]
+        for name in {*_HTTP_LOGGERS, *existing}:
+            logger = logging.getLogger(name)
+            if _log_filter not in logger.filters:
+                logger.addFilter(_log_filter)
+        _log_filter.secrets = _log_filter.secrets | found
+
+
 def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
     """Validate a relay base URL before anything is sent.
 
@@ -87,9 +206,14 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
         raise RequestValidationError(msg)
     parsed = urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        msg = f"base_url {base_url!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
+        shown = redact_url(base_url)
+        msg = f"base_url {shown!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
         raise RequestValidationError(msg)
-    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.hostname):
+    if (
+        parsed.scheme == "http"
+        and not allow_insecure_http
+        and not is_loopback_host(parsed.hostname)
+    ):
         msg = (
             f"base_url uses plain http:// to {parsed.hostname!r}: your API key would travel "
             "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it."
@@ -98,7 +222,12 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
     return base_url
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names the loopback interface only (``localhost``, ``127.x``, ``::1``).
+
+    >>> is_loopback_host("127.0.0.2"), is_loopback_host("[::1]"), is_loopback_host("0.0.0.0")
+    (True, True, False)
+    """
     if host == "localhost":
         return True
     try:

@@ -15,6 +15,14 @@ A stream is retried only before its first event; after that a failure is raised 
 payload is already the wire body (rendered by ``wire``), so it goes through the client's
 ``post`` as it is, without the SDK's request transformation.
 
+What a relay may do to us is bounded (``transport.limits``): every answer is read as a stream
+and capped in bytes (``ResponseLimits``; a stream's lines too), and the whole call -- attempts,
+waits, the body or stream to its end -- has a deadline (``call_timeout``, derived by default
+from ``timeout`` and the retries), past which it ends in ``APITimeoutError``. Redirects are not
+followed: a ``3xx`` is an ``APIStatusError`` naming where it pointed (following it would send
+the key's headers -- ``x-api-key``, ``api-key`` -- to another address, which the HTTP library
+strips only for ``Authorization``).
+
 The key never leaves in an error: a relay that echoes it (``"Incorrect API key provided: ..."``,
 in an error page or in a 200 error object) has it replaced by ``***`` in every body and stream
 line before anything parses them, whatever the key looks like (the pattern-based ``redact`` only
@@ -47,8 +55,22 @@ from langchain_claude_relay.transport.apis import api_spec, build_sdk_client
 from langchain_claude_relay.transport.checks import (
     REDACTED,
     chain_mentions,
+    hide_in_http_logs,
+    redact_url,
     scrub_error,
+    url_credentials,
     warn_if_unverified,
+)
+from langchain_claude_relay.transport.limits import (
+    Deadline,
+    ResponseLimits,
+    acapped_chunks,
+    aiter_capped_lines,
+    aread_capped,
+    capped_chunks,
+    derived_call_timeout,
+    iter_capped_lines,
+    read_capped,
 )
 from langchain_claude_relay.transport.retry import RetryPolicy, aretry_call, retry_call
 from langchain_claude_relay.transport.translate import translate_sdk_error
@@ -81,6 +103,10 @@ class RawResponse:
     body: Any
     status_code: int
     headers: Mapping[str, str]
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
 
 
 def _raw_response(http: Any, text: str) -> RawResponse:
@@ -174,6 +200,9 @@ class RelayTransport:
         http_async_client: the same for the async client.
         sleep: injected for tests; ``time.sleep`` by default.
         asleep: injected for tests; ``asyncio.sleep`` by default.
+        call_timeout: seconds a whole call may take, retries and stream included (``None``:
+            ``limits.derived_call_timeout`` of ``timeout`` and the retry policy).
+        limits: how many bytes an answer may hold (default: ``ResponseLimits()``).
     """
 
     def __init__(
@@ -191,6 +220,8 @@ class RelayTransport:
         http_async_client: Any = None,
         sleep: Callable[[float], None] | None = None,
         asleep: Callable[[float], Any] | None = None,
+        call_timeout: float | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         self.spec = api_spec(api)
         self.base_url = base_url
@@ -204,10 +235,36 @@ class RelayTransport:
         self._http_async_client = http_async_client
         self._sleep = sleep
         self._asleep = asleep
+        self.limits = limits or ResponseLimits()
+        policy = self.retry_policy
+        self.call_timeout = (
+            call_timeout
+            if call_timeout is not None
+            else derived_call_timeout(timeout, policy.max_retries, policy.max_delay)
+        )
         warn_if_unverified(base_url or "https://", http_client, http_async_client)
+        if base_url is not None:
+            hide_in_http_logs(base_url)
 
     def __repr__(self) -> str:
-        return f"RelayTransport(api={self.spec.kind!r}, base_url={self.base_url!r})"
+        shown = None if self.base_url is None else redact_url(self.base_url)
+        return f"RelayTransport(api={self.spec.kind!r}, base_url={shown!r})"
+
+    def _deadline(self) -> Deadline:
+        """A new call's deadline."""
+        return Deadline(self.call_timeout)
+
+    def _request_options(self, deadline: Deadline) -> dict[str, Any]:
+        """Per-request SDK options: no redirects; the attempt's timeout cut to the deadline.
+
+        Raises:
+            APITimeoutError: if the deadline has passed.
+        """
+        options: dict[str, Any] = {"follow_redirects": False}
+        timeout = deadline.attempt_timeout(self.timeout)
+        if timeout is not None:
+            options["timeout"] = timeout
+        return options
 
     def _headers(self) -> dict[str, str]:
         """Every extra header to send, the credential ones revealed (for the SDK client only)."""
@@ -215,15 +272,18 @@ class RelayTransport:
         return {**self.default_headers, **secret}
 
     def _secrets(self) -> list[str]:
-        """The API key, the way in's secret settings, credential headers and their tokens.
+        """The key, secret settings, credential headers and tokens, the base URL's credentials.
 
-        Values (and tokens) shorter than ``_MIN_SCRUBBED_SECRET`` are left out, so that
-        scrubbing does not mangle messages.
+        The base URL's credentials are its userinfo and query values. Values (and tokens)
+        shorter than ``_MIN_SCRUBBED_SECRET`` are left out, so that scrubbing does not mangle
+        messages.
         """
         extra = [v.get_secret_value() for v in self._options.values() if isinstance(v, SecretStr)]
         for value in self._secret_headers.values():
             revealed = value.get_secret_value()
             extra += [revealed, revealed.partition(" ")[2].strip()]
+        if self.base_url is not None:
+            extra += url_credentials(self.base_url)
         long_enough = [s for s in extra if len(s) >= _MIN_SCRUBBED_SECRET]
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
         return [s for s in dict.fromkeys([key, *long_enough]) if s]
@@ -238,6 +298,7 @@ class RelayTransport:
             default_headers=self._headers() or None,
             http_client=self._http_async_client if is_async else self._http_client,
             options=self._options,
+            limits=self.limits,
         )
 
     @cached_property
@@ -295,8 +356,8 @@ class RelayTransport:
             type(error).__name__,
         )
 
-    def _retry_kwargs(self, *, is_async: bool) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"on_retry": self._on_retry}
+    def _retry_kwargs(self, *, is_async: bool, deadline: Deadline) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"on_retry": self._on_retry, "remaining": deadline.remaining}
         if is_async and self._asleep is not None:
             kwargs["sleep"] = self._asleep
         if not is_async and self._sleep is not None:
@@ -305,50 +366,79 @@ class RelayTransport:
 
     # -- non-streaming -------------------------------------------------------------------------
 
-    def _create_once(self, payload: Mapping[str, Any], path: str | None = None) -> RawResponse:
+    def _create_once(
+        self, payload: Mapping[str, Any] | None, deadline: Deadline, path: str | None = None
+    ) -> RawResponse:
+        """One attempt: POST ``payload`` (``None``: GET ``path``), read capped, typed errors."""
         failure: _Failure | None = None
+        http: Any = None
         try:
             client = self.client
-            http = client.post(
-                path or self.spec.path, body=dict(payload), cast_to=_http_response_class(client)
+            options = self._request_options(deadline)
+            cast_to = _http_response_class(client)
+            http = (  # stream: read here, capped and against the deadline
+                client.get(path, cast_to=cast_to, stream=True, options=options)
+                if payload is None
+                else client.post(
+                    path or self.spec.path,
+                    body=dict(payload),
+                    cast_to=cast_to,
+                    stream=True,
+                    options=options,
+                )
             )
-            text = self._scrub_text(http.text)
+            body = read_capped(http.iter_bytes(), self.limits.max_response_bytes, deadline)
+            text = self._scrub_text(_text(body))
         except Exception as exc:
             failure = self._failure(exc)
+        finally:
+            if http is not None:
+                http.close()
         if failure is not None:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
     def create(self, payload: Mapping[str, Any]) -> RawResponse:
-        """Send a non-streaming request, retrying per the policy."""
+        """Send a non-streaming request, retrying per the policy, within the call's deadline."""
+        deadline = self._deadline()
         return retry_call(
-            lambda: self._create_once(payload),
+            lambda: self._create_once(payload, deadline),
             self.retry_policy,
-            **self._retry_kwargs(is_async=False),
+            **self._retry_kwargs(is_async=False, deadline=deadline),
         )
 
     async def _acreate_once(
-        self, payload: Mapping[str, Any], path: str | None = None
+        self, payload: Mapping[str, Any], deadline: Deadline, path: str | None = None
     ) -> RawResponse:
         failure: _Failure | None = None
+        http: Any = None
         try:
             client = self.async_client
             http = await client.post(
-                path or self.spec.path, body=dict(payload), cast_to=_http_response_class(client)
+                path or self.spec.path,
+                body=dict(payload),
+                cast_to=_http_response_class(client),
+                stream=True,
+                options=self._request_options(deadline),
             )
-            text = self._scrub_text(http.text)
+            body = await aread_capped(http.aiter_bytes(), self.limits.max_response_bytes, deadline)
+            text = self._scrub_text(_text(body))
         except Exception as exc:
             failure = self._failure(exc)
+        finally:
+            if http is not None:
+                await http.aclose()
         if failure is not None:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
     async def acreate(self, payload: Mapping[str, Any]) -> RawResponse:
         """Async :meth:`create`."""
+        deadline = self._deadline()
         return await aretry_call(
-            lambda: self._acreate_once(payload),
+            lambda: self._acreate_once(payload, deadline),
             self.retry_policy,
-            **self._retry_kwargs(is_async=True),
+            **self._retry_kwargs(is_async=True, deadline=deadline),
         )
 
     # -- token counting (native API, Vertex) ------------------------------------------------------
@@ -375,20 +465,22 @@ class RelayTransport:
             RequestValidationError: if the way in has no count-tokens endpoint (relays, Bedrock).
         """
         body = self._count_payload(payload)
+        deadline = self._deadline()
         raw = retry_call(
-            lambda: self._create_once(body, "/v1/messages/count_tokens"),
+            lambda: self._create_once(body, deadline, "/v1/messages/count_tokens"),
             self.retry_policy,
-            **self._retry_kwargs(is_async=False),
+            **self._retry_kwargs(is_async=False, deadline=deadline),
         )
         return self._count_of(raw)
 
     async def acount_tokens(self, payload: Mapping[str, Any]) -> int:
         """Async :meth:`count_tokens`."""
         body = self._count_payload(payload)
+        deadline = self._deadline()
         raw = await aretry_call(
-            lambda: self._acreate_once(body, "/v1/messages/count_tokens"),
+            lambda: self._acreate_once(body, deadline, "/v1/messages/count_tokens"),
             self.retry_policy,
-            **self._retry_kwargs(is_async=True),
+            **self._retry_kwargs(is_async=True, deadline=deadline),
         )
         return self._count_of(raw)
 
@@ -398,20 +490,12 @@ class RelayTransport:
         Raises:
             ClaudeRelayError: the typed error of the request, after the retry policy.
         """
-
-        def once() -> RawResponse:
-            failure: _Failure | None = None
-            try:
-                client = self.client
-                http = client.get("/models", cast_to=_http_response_class(client))
-                text = self._scrub_text(http.text)
-            except Exception as exc:
-                failure = self._failure(exc)
-            if failure is not None:
-                raise failure.error from failure.cause
-            return _raw_response(http, text)
-
-        return retry_call(once, self.retry_policy, **self._retry_kwargs(is_async=False))
+        deadline = self._deadline()
+        return retry_call(
+            lambda: self._create_once(None, deadline, "/models"),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=False, deadline=deadline),
+        )
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -420,13 +504,16 @@ class RelayTransport:
             return "eventstream" in content_type
         return "event-stream" in content_type
 
-    def _events(self, response: Any) -> Iterator[Any]:
+    def _events(self, response: Any, deadline: Deadline) -> Iterator[Any]:
         """Decoded events of an open stream, checked for the way in's end and error events."""
         native = self.spec.native
         if self.spec.binary_stream:
-            raw = iter_eventstream_json(response.iter_bytes(), scrub=self._scrub_text)
+            chunks = capped_chunks(response.iter_bytes(), self.limits.max_stream_bytes, deadline)
+            raw = iter_eventstream_json(chunks, scrub=self._scrub_text)
         else:
-            lines = self._scrub_lines(response.iter_lines())
+            lines = self._scrub_lines(
+                iter_capped_lines(response.iter_bytes(), self.limits, deadline)
+            )
             raw = iter_sse_json(lines, require_done=not native, pass_errors=native)
         if not native:
             return raw
@@ -440,12 +527,15 @@ class RelayTransport:
         if not seen_stop[0]:
             raise _cut_native_stream()
 
-    def _aevents(self, response: Any) -> AsyncIterator[Any]:
+    def _aevents(self, response: Any, deadline: Deadline) -> AsyncIterator[Any]:
         native = self.spec.native
         if self.spec.binary_stream:
-            raw = aiter_eventstream_json(response.aiter_bytes(), scrub=self._scrub_text)
+            chunks = acapped_chunks(response.aiter_bytes(), self.limits.max_stream_bytes, deadline)
+            raw = aiter_eventstream_json(chunks, scrub=self._scrub_text)
         else:
-            lines = self._ascrub_lines(response.aiter_lines())
+            lines = self._ascrub_lines(
+                aiter_capped_lines(response.aiter_bytes(), self.limits, deadline)
+            )
             raw = aiter_sse_json(lines, require_done=not native, pass_errors=native)
         if not native:
             return raw
@@ -459,7 +549,9 @@ class RelayTransport:
         if not seen_stop[0]:
             raise _cut_native_stream()
 
-    def _open_stream(self, payload: Mapping[str, Any]) -> tuple[Any, Iterator[Any], Any]:
+    def _open_stream(
+        self, payload: Mapping[str, Any], deadline: Deadline
+    ) -> tuple[Any, Iterator[Any], Any]:
         failure: _Failure | None = None
         try:
             client = self.client
@@ -468,6 +560,7 @@ class RelayTransport:
                 body=dict(payload),
                 cast_to=_http_response_class(client),
                 stream=True,
+                options=self._request_options(deadline),
             )
         except Exception as exc:
             failure = self._failure(exc)
@@ -476,9 +569,9 @@ class RelayTransport:
         try:
             content_type = response.headers.get("content-type", "")
             if not self._is_stream(content_type):
-                response.read()
-                raise _not_an_event_stream(response, content_type, self._scrub_text(response.text))
-            events = self._events(response)
+                body = read_capped(response.iter_bytes(), self.limits.max_response_bytes, deadline)
+                raise _not_an_event_stream(response, content_type, self._scrub_text(_text(body)))
+            events = self._events(response, deadline)
             first = next(events, _END)
         except Exception as exc:
             failure = self._failure(exc)
@@ -488,11 +581,15 @@ class RelayTransport:
         return response, events, first
 
     def stream(self, payload: Mapping[str, Any]) -> Iterator[Any]:
-        """Stream a request's decoded events; retried only until the first event arrives."""
+        """Stream a request's decoded events; retried only until the first event arrives.
+
+        The whole stream is within the call's deadline and the stream caps.
+        """
+        deadline = self._deadline()
         response, events, first = retry_call(
-            lambda: self._open_stream(payload),
+            lambda: self._open_stream(payload, deadline),
             self.retry_policy,
-            **self._retry_kwargs(is_async=False),
+            **self._retry_kwargs(is_async=False, deadline=deadline),
         )
         try:
             if first is not _END:
@@ -512,7 +609,7 @@ class RelayTransport:
             response.close()
 
     async def _aopen_stream(
-        self, payload: Mapping[str, Any]
+        self, payload: Mapping[str, Any], deadline: Deadline
     ) -> tuple[Any, AsyncIterator[Any], Any]:
         failure: _Failure | None = None
         try:
@@ -522,6 +619,7 @@ class RelayTransport:
                 body=dict(payload),
                 cast_to=_http_response_class(client),
                 stream=True,
+                options=self._request_options(deadline),
             )
         except Exception as exc:
             failure = self._failure(exc)
@@ -530,9 +628,11 @@ class RelayTransport:
         try:
             content_type = response.headers.get("content-type", "")
             if not self._is_stream(content_type):
-                await response.aread()
-                raise _not_an_event_stream(response, content_type, self._scrub_text(response.text))
-            events = self._aevents(response)
+                body = await aread_capped(
+                    response.aiter_bytes(), self.limits.max_response_bytes, deadline
+                )
+                raise _not_an_event_stream(response, content_type, self._scrub_text(_text(body)))
+            events = self._aevents(response, deadline)
             first = await anext(events, _END)
         except Exception as exc:
             failure = self._failure(exc)
@@ -543,10 +643,11 @@ class RelayTransport:
 
     async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
+        deadline = self._deadline()
         response, events, first = await aretry_call(
-            lambda: self._aopen_stream(payload),
+            lambda: self._aopen_stream(payload, deadline),
             self.retry_policy,
-            **self._retry_kwargs(is_async=True),
+            **self._retry_kwargs(is_async=True, deadline=deadline),
         )
         try:
             if first is not _END:

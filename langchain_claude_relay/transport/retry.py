@@ -235,6 +235,7 @@ def retry_call(
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     rand: Callable[[], float] = random.random,
+    remaining: Callable[[], float] | None = None,
 ) -> T:
     """Call ``fn`` until it succeeds, retrying retryable errors as ``policy`` says.
 
@@ -245,6 +246,8 @@ def retry_call(
         on_retry: called before each wait with the retry number (1-based), the error and the
             delay, e.g. to log.
         rand: jitter source.
+        remaining: seconds left before the call's deadline; no retry starts if its wait would
+            reach it (the last error is raised instead).
 
     Returns:
         What ``fn`` returned.
@@ -261,6 +264,8 @@ def retry_call(
             if not policy.allows_retry(attempt, exc):
                 raise
             delay = policy.delay_for(attempt, exc, rand=rand)
+            if remaining is not None and delay >= remaining():
+                raise
             attempt += 1
             if on_retry is not None:
                 on_retry(attempt, exc, delay)
@@ -274,6 +279,7 @@ async def aretry_call(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     rand: Callable[[], float] = random.random,
+    remaining: Callable[[], float] | None = None,
 ) -> T:
     """Async ``retry_call``: await ``fn()`` until it succeeds, retrying as ``policy`` says.
 
@@ -283,6 +289,7 @@ async def aretry_call(
         sleep: async wait (inject a recorder in tests).
         on_retry: called before each wait with the retry number (1-based), error and delay.
         rand: jitter source.
+        remaining: seconds left before the call's deadline (see ``retry_call``).
 
     Returns:
         What the awaited ``fn()`` returned.
@@ -299,6 +306,8 @@ async def aretry_call(
             if not policy.allows_retry(attempt, exc):
                 raise
             delay = policy.delay_for(attempt, exc, rand=rand)
+            if remaining is not None and delay >= remaining():
+                raise
             attempt += 1
             if on_retry is not None:
                 on_retry(attempt, exc, delay)

@@ -16,7 +16,7 @@ from langchain_claude_relay.errors import (
     make_status_error,
     redact,
 )
-from langchain_claude_relay.transport.checks import scrub_error
+from langchain_claude_relay.transport.checks import redact_url, scrub_error
 from langchain_claude_relay.transport.retry import parse_retry_after
 
 __all__ = ["translate_sdk_error"]
@@ -64,6 +64,9 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
             body = getattr(exc, "body", None)
         if not isinstance(body, str):
             body = json.dumps(body, default=str) if body is not None else ""
+        location = headers.get("location")
+        if 300 <= status_code < 400 and location:
+            body = f"Location: {redact_url(str(location))} {body}".strip()
         return make_status_error(
             status_code,
             redact(body, secret),

@@ -397,7 +397,7 @@ def test_admin_endpoints_mirror_the_python_object(
         ).status_code
         == 529
     )
-    http.post("/admin/reset")
+    http.post("/admin/reset", json={})
     assert (emu.billing_log, emu.now, emu.cache_entries()) == ([], 0.0, 0)
 
 

@@ -78,8 +78,12 @@ def test_redis_holds_namespaced_expiring_hashes_and_numbers(
     store.set(key, value)
     store.incr("k:ff", 2)
     client = store.client
+    hash_key = f"claude-relay:{store.namespace}:hash-key"  # the fleet's key: bytes, no expiry
     names = sorted(k.decode() for k in client.keys("*") if store.namespace in k.decode())
+    assert hash_key in names
+    names.remove(hash_key)
     assert names == sorted([store.redis_key(key), store.redis_key("k:ff")])
+    assert f"claude-relay:{store.namespace}:{key}" not in names  # stored under a keyed hash
     for name in names:
         assert name.startswith(f"claude-relay:{store.namespace}:")
         assert client.type(name) in (b"string", b"hash")

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import diskcache
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_claude_relay import ledger as ledger_module
+from langchain_claude_relay._plumbing import keyed_hash
 from langchain_claude_relay.ledger import (
     DiskLedger,
     FallbackLedger,
@@ -544,7 +544,10 @@ def test_entries_survive_close_and_reopen(ledger_dir: Path) -> None:
         led.record(entry("y", 2))
     again = DiskLedger(ledger_dir)
     try:
-        assert again.entries() == [entry("x", 1, plain=5, cost=0.1, uncached=0.2, written=(P1,))]
+        # prefix hashes come back keyed by the installation's key (the same key on reopening)
+        keyed = (keyed_hash(again._hash_key, P1),)
+        assert again.entries() == [entry("x", 1, plain=5, cost=0.1, uncached=0.2, written=keyed)]
+        assert keyed != (P1,)
     finally:
         again.close()
 
@@ -552,15 +555,28 @@ def test_entries_survive_close_and_reopen(ledger_dir: Path) -> None:
 def test_foreign_or_damaged_rows_are_skipped(disk: DiskLedger) -> None:
     disk.record(entry("ok", 1))
     disk.flush()
-    cache = diskcache.Cache(str(disk.directory))
-    cache.push("not json")
-    cache.push(json.dumps([99, "future format"]))
-    cache.push(
-        json.dumps([1, "bad", 1.0, "m", -1, 0, 0, 0, 0, None, None, None, [], None, None, None])
-    )
-    cache.close()
+    with sqlite3.connect(disk.directory / "ledger.sqlite3") as db:
+        db.executemany(
+            "INSERT INTO entries (timestamp, value) VALUES (1, ?)",
+            [
+                ("not json",),
+                (json.dumps([99, "future format"]),),
+                (
+                    json.dumps(
+                        [1, "bad", 1.0, "m", -1, 0, 0, 0, 0, None, None, None, [], None, None, None]
+                    ),
+                ),
+                (b"\x80\x04pickled bytes",),
+                ("[" * 100_000,),
+            ],
+        )
     disk.record(entry("ok2", 2))
-    assert ids(disk.entries()) == ["ok", "ok2"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ids(disk.entries()) == ["ok", "ok2"]
+        assert ids(disk.entries()) == ["ok", "ok2"]
+    assert [str(w.message) for w in caught if "not entries it wrote" in str(w.message)] != []
+    assert len(caught) == 1
 
 
 def test_disk_ledger_is_bounded(ledger_dir: Path, open_ledgers: list[DiskLedger]) -> None:
@@ -571,7 +587,9 @@ def test_disk_ledger_is_bounded(ledger_dir: Path, open_ledgers: list[DiskLedger]
         if i % 37 == 0:
             led.flush()
     assert ids(led.entries()) == [f"e{i:03d}" for i in range(70, 120)]
-    assert len(led._cache) <= 50  # trimmed on disk, not only when read
+    with sqlite3.connect(ledger_dir / "ledger.sqlite3") as db:
+        (rows,) = db.execute("SELECT count(*) FROM entries").fetchone()
+    assert rows <= 50  # trimmed on disk, not only when read
 
 
 _WRITER = textwrap.dedent(
@@ -687,7 +705,7 @@ def _break_file_where_dir_should_be(directory: Path) -> None:
 
 def _break_garbage_database(directory: Path) -> None:
     directory.mkdir(parents=True)
-    (directory / "cache.db").write_bytes(os.urandom(4096))
+    (directory / "ledger.sqlite3").write_bytes(os.urandom(4096))
 
 
 @pytest.mark.parametrize(
@@ -734,7 +752,7 @@ def test_write_failures_fall_back_with_one_warning(
     def full_disk(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(diskcache.Cache, "push", full_disk)
+    monkeypatch.setattr(DiskLedger, "_insert", full_disk)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _record_range(fb, 3, 6)  # queued: the writer fails in the background
@@ -760,7 +778,7 @@ def test_readonly_database_falls_back(
     def readonly(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise sqlite3.OperationalError("attempt to write a readonly database")
 
-    monkeypatch.setattr(diskcache.Cache, "push", readonly)
+    monkeypatch.setattr(DiskLedger, "_insert", readonly)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _record_range(fb, 2, 4)
@@ -780,7 +798,7 @@ def test_garbage_over_the_database_mid_run(
     fb = _fallback(ledger_dir, open_ledgers)
     _record_range(fb, 0, 3)
     fb.flush()
-    with open(ledger_dir / "cache.db", "r+b") as db:
+    with open(ledger_dir / "ledger.sqlite3", "r+b") as db:
         db.write(os.urandom(256 * 1024))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -836,7 +854,7 @@ def test_default_ledger_is_one_lazy_process_wide_ledger(
         assert not (tmp_path / "ledger").exists()  # nothing opened until used
         first.record(entry("d0", 1))
         first.flush()
-        assert (tmp_path / "ledger" / "cache.db").exists()
+        assert (tmp_path / "ledger" / "ledger.sqlite3").exists()
         assert ids(first.entries()) == ["d0"]
         first.close()
         mem = MemoryLedger()
@@ -887,7 +905,11 @@ def test_no_prompt_text_key_or_url_in_the_ledger_files(disk: DiskLedger) -> None
     assert blobs  # the database and its WAL were read
     for canary in (PROMPT_CANARY, KEY_CANARY, URL_CANARY, "relay.example.com"):
         assert canary.encode() not in blobs
-    assert prefixes[-1].encode() in blobs  # hashes are what is stored
+    # keyed hashes are what is stored: the plain prefix hash, which anyone could compute from
+    # a guessed prompt, is not
+    assert keyed_hash(disk._hash_key, prefixes[-1]).encode() in blobs
+    assert prefixes[-1].encode() not in blobs
+    assert prefixes[0].encode() not in blobs
 
 
 def test_summary_type_is_frozen() -> None:

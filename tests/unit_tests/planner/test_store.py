@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import sqlite3
 import subprocess
 import sys
 import warnings
@@ -120,9 +121,16 @@ def test_disk_store_size_is_bounded(tmp_path: Path) -> None:
     store = DiskStore(tmp_path, size_limit=limit)
     for i in range(6000):
         store.set(f"p:{i:08x}", {"n": float(i), "b5": 1.0, "b60": 2.0, "last": 3.0, "cu": 4.0})
-    volume = store._cache.volume()
+    store.flush()
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        (kept,) = db.execute("SELECT sum(length(key) + length(value) + 40) FROM state").fetchone()
+        (rows,) = db.execute("SELECT count(*) FROM state").fetchone()
+    file_size = (tmp_path / "state.sqlite3").stat().st_size
+    assert store.get(f"p:{5999:08x}") is not None  # the newest keys stay
     store.close()
-    assert volume < 2 * limit, f"volume {volume} not kept near the size limit {limit}"
+    assert 0.8 * limit <= kept <= limit, f"{kept} bytes kept for a limit of {limit}"
+    assert 1000 < rows < 6000  # trimmed, not wiped
+    assert file_size < 4 * limit
 
 
 def test_processes_share_a_disk_store_safely(tmp_path: Path) -> None:
@@ -158,7 +166,7 @@ def test_default_store_is_lazy_and_uses_the_env_dir(
     store = default_store()
     assert not target.exists()  # nothing touched before first use
     store.set("p:01", 1)
-    assert (target / "cache.db").exists()
+    assert (target / "state.sqlite3").exists()
     store.close()
 
 
@@ -270,7 +278,7 @@ def test_garbage_over_the_sqlite_file(tmp_path: Path) -> None:
     store = DiskStore(directory)
     store.set("p:01", 1)
     store.close()
-    (directory / "cache.db").write_bytes(b"this is not a database " * 500)
+    (directory / "state.sqlite3").write_bytes(b"this is not a database " * 500)
     clock = Clock()
     planner = CachePlanner(default_store(directory), clock, encoding=ESTIMATOR)
     caught = _run_with_warnings(planner, clock)

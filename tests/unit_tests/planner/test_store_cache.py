@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import diskcache
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -302,7 +301,7 @@ def test_a_read_failure_inside_a_transaction_falls_back_without_deadlock(tmp_pat
     disk = DiskStore(tmp_path)
     store = ResilientStore(disk)
     store.set("p:01", 1)  # the writer is busy with this while the transaction below fails
-    disk._cache.get = _full_disk  # type: ignore[method-assign]
+    disk._read_row = _full_disk  # type: ignore[method-assign]
     done = threading.Event()
 
     def observe() -> None:
@@ -331,7 +330,7 @@ def _full_disk(*_args: Any, **_kwargs: Any) -> None:
 def test_a_failed_commit_is_raised_by_every_later_operation(tmp_path: Path) -> None:
     store = DiskStore(tmp_path)
     store.set("p:01", 1)
-    store._cache.set = _full_disk  # type: ignore[method-assign]
+    store._write = _full_disk  # type: ignore[method-assign]
     with pytest.raises(OSError, match="No space left"):
         store.flush()
     with pytest.raises(OSError, match="No space left"):
@@ -347,7 +346,7 @@ def test_a_failed_background_commit_falls_back_with_one_warning(tmp_path: Path) 
     disk = DiskStore(tmp_path)
     store = ResilientStore(disk)
     store.set("p:00", 1)
-    disk._cache.set = _full_disk  # type: ignore[method-assign]
+    disk._write = _full_disk  # type: ignore[method-assign]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         store.set("p:01", 2)
@@ -368,9 +367,9 @@ def test_a_lock_held_elsewhere_only_delays_the_commit(tmp_path: Path) -> None:
     store = DiskStore(tmp_path, timeout=0.05)
     reader = DiskStore(tmp_path, refresh=0)
     store.set("p:01", 1)
-    other = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "state.sqlite3", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    with pytest.raises(diskcache.Timeout):
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
         store.flush()
     store.incr("k:01")  # queued on top of the writes that wait
     other.execute("COMMIT")

@@ -1,0 +1,347 @@
+r"""How much a relay may send and for how long: body caps, stream caps and the call's deadline.
+
+A relay is trusted with neither memory nor time. Every answer is read in chunks, counted, and
+cut with a typed error:
+
+* ``ResponseLimits.max_response_bytes``: a non-streamed body (JSON, or an error page) longer than
+  this ends in ``APIResponseError`` (a 200 MB body once took the process to 722 MiB);
+* ``max_stream_line_bytes``: one line of a server-sent-events stream longer than this (a 200 MB
+  line took it to 919 MiB);
+* ``max_stream_bytes``: a whole stream longer than this (an endless fast stream grew to 1.7 GB).
+
+``Deadline`` bounds a whole call -- every attempt, every wait between attempts, the body or the
+stream to its end -- ending in ``APITimeoutError``. The HTTP library's ``timeout`` only bounds
+each read, so a body trickling a byte every half second, or a stream that never ends, ran on
+for ever. Each attempt's own timeout is cut to what is left, and the time is checked after
+every chunk (async reads are also cancelled when the deadline passes).
+
+>>> chunks, forever = [b"data: 1\n\ndata:", b" 2\r\n"], Deadline(None)
+>>> list(iter_capped_lines(chunks, ResponseLimits(), forever))
+['data: 1', '', 'data: 2']
+>>> list(iter_capped_lines([b"x" * 20], ResponseLimits(max_stream_line_bytes=8), forever))
+Traceback (most recent call last):
+...
+langchain_claude_relay.errors.APIResponseError: relay streamed a line longer than ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_claude_relay.errors import APIResponseError, APITimeoutError
+
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_STREAM_LINE_BYTES",
+    "DEFAULT_MAX_STREAM_BYTES",
+    "SDK_DEFAULT_TIMEOUT",
+    "ResponseLimits",
+    "Deadline",
+    "derived_call_timeout",
+    "read_capped",
+    "aread_capped",
+    "capped_chunks",
+    "acapped_chunks",
+    "iter_capped_lines",
+    "aiter_capped_lines",
+    "response_cap_hooks",
+]
+
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
+"""A non-streamed answer longer than this is refused: 30x the longest Claude answer's JSON."""
+
+DEFAULT_MAX_STREAM_LINE_BYTES = 2**20
+"""One line of an SSE stream longer than this is refused (an event is a few hundred bytes)."""
+
+DEFAULT_MAX_STREAM_BYTES = 32 * 2**20
+"""A stream longer than this is refused: the longest Claude answer (128K output tokens, one
+event of ~170-250 bytes each in the worst case) fits. LangChain's ``stream()`` also keeps every
+event as a chunk object (~2.5 KB each), so a stream of tiny events at the cap costs ~0.5 GB:
+lower the cap to bound that further."""
+
+SDK_DEFAULT_TIMEOUT = 600.0
+"""The ``openai`` and ``anthropic`` SDKs' timeout per attempt when none is given (seconds)."""
+
+
+@dataclass(frozen=True)
+class ResponseLimits:
+    """How many bytes a relay may send (see the module docstring).
+
+    Raises:
+        ValueError: for a limit that is not a positive integer.
+    """
+
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_stream_line_bytes: int = DEFAULT_MAX_STREAM_LINE_BYTES
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("max_response_bytes", "max_stream_line_bytes", "max_stream_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive number of bytes, got {value!r}"
+                raise ValueError(msg)
+
+
+def derived_call_timeout(timeout: float | None, max_retries: int, max_delay: float) -> float:
+    """The default deadline of a call: every attempt's whole timeout, and every wait between.
+
+    Args:
+        timeout: seconds per attempt (``None``: the SDKs' default, ``SDK_DEFAULT_TIMEOUT``).
+        max_retries: retries after the first attempt.
+        max_delay: the longest backoff between two attempts.
+
+    Returns:
+        Seconds.
+
+    >>> derived_call_timeout(5, 2, 8.0)
+    31.0
+    """
+    per_attempt = SDK_DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    return (max_retries + 1) * per_attempt + max_retries * max_delay
+
+
+class Deadline:
+    """When a call must have ended (``seconds=None``: never).
+
+    Args:
+        seconds: the time the call may take, from now.
+        clock: monotonic seconds (injected in tests).
+    """
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._ends = math.inf if seconds is None else clock() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left (``inf`` without a deadline; 0 once passed)."""
+        return max(0.0, self._ends - self._clock())
+
+    def error(self) -> APITimeoutError:
+        """The error for a call that ran past its deadline."""
+        return APITimeoutError(
+            f"the call did not finish within its deadline of {self.seconds:g} s "
+            "(call_timeout; the relay was still sending or had not answered)"
+        )
+
+    def check(self) -> None:
+        """Raise ``APITimeoutError`` if the deadline has passed.
+
+        Raises:
+            APITimeoutError: if it has.
+        """
+        if self._clock() >= self._ends:
+            raise self.error()
+
+    def attempt_timeout(self, timeout: float | None) -> float | None:
+        """An attempt's timeout: ``timeout`` cut to what is left (``None``: the SDK's own)."""
+        left = self.remaining()
+        if math.isinf(left):
+            return timeout
+        self.check()
+        return left if timeout is None else min(float(timeout), left)
+
+
+def _too_long(what: str, setting: str, limit: int) -> APIResponseError:
+    return APIResponseError(
+        f"relay {what} longer than {setting}={limit} bytes: refused (raise the setting if the "
+        "relay is right)",
+        status_code=200,
+    )
+
+
+def capped_chunks(
+    chunks: Iterable[bytes], limit: int, deadline: Deadline, setting: str = "max_stream_bytes"
+) -> Iterator[bytes]:
+    """The chunks, until ``limit`` bytes in all or the deadline (checked after each chunk).
+
+    Raises:
+        APIResponseError: past ``limit`` bytes.
+        APITimeoutError: past the deadline.
+    """
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise _too_long("sent an answer", setting, limit) from None
+        deadline.check()
+        yield chunk
+
+
+async def acapped_chunks(
+    chunks: AsyncIterable[bytes],
+    limit: int,
+    deadline: Deadline,
+    setting: str = "max_stream_bytes",
+) -> AsyncIterator[bytes]:
+    """Async ``capped_chunks``; a read still waiting at the deadline is cancelled."""
+    iterator = chunks.__aiter__()
+    total = 0
+    while True:
+        left = deadline.remaining()
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), None if math.isinf(left) else left)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise deadline.error() from None
+        total += len(chunk)
+        if total > limit:
+            raise _too_long("sent an answer", setting, limit) from None
+        deadline.check()
+        yield chunk
+
+
+def read_capped(chunks: Iterable[bytes], limit: int, deadline: Deadline) -> bytes:
+    """A whole body, refused past ``limit`` bytes (``max_response_bytes``) or the deadline.
+
+    Raises:
+        APIResponseError: past ``limit`` bytes.
+        APITimeoutError: past the deadline.
+    """
+    return b"".join(capped_chunks(chunks, limit, deadline, "max_response_bytes"))
+
+
+async def aread_capped(chunks: AsyncIterable[bytes], limit: int, deadline: Deadline) -> bytes:
+    """Async ``read_capped``."""
+    parts = [c async for c in acapped_chunks(chunks, limit, deadline, "max_response_bytes")]
+    return b"".join(parts)
+
+
+class _LineSplitter:
+    """Bytes in, text lines out (LF, CR LF or CR ends a line), each one capped."""
+
+    def __init__(self, max_line: int) -> None:
+        self._max_line = max_line
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buffer += chunk
+        lines: list[str] = []
+        buffer = self._buffer
+        start = 0
+        while True:
+            newline = buffer.find(b"\n", start)
+            carriage = buffer.find(b"\r", start, newline if newline >= 0 else len(buffer))
+            if carriage >= 0 and carriage == len(buffer) - 1:
+                break  # a '\r' at the end: wait for a '\n' that may follow
+            end = carriage if carriage >= 0 else newline
+            if end < 0:
+                break
+            lines.append(buffer[start:end].decode("utf-8", errors="replace"))
+            start = end + (2 if buffer[end : end + 2] == b"\r\n" else 1)
+        del buffer[:start]
+        if len(buffer) > self._max_line:
+            raise _too_long("streamed a line", "max_stream_line_bytes", self._max_line)
+        for line in lines:
+            if len(line) > self._max_line:
+                raise _too_long("streamed a line", "max_stream_line_bytes", self._max_line)
+        return lines
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return [rest.rstrip(b"\r").decode("utf-8", errors="replace")] if rest else []
+
+
+def iter_capped_lines(
+    chunks: Iterable[bytes], limits: ResponseLimits, deadline: Deadline
+) -> Iterator[str]:
+    """A stream's lines, within the line and stream caps and the deadline.
+
+    Raises:
+        APIResponseError: past ``max_stream_line_bytes`` in one line or ``max_stream_bytes``.
+        APITimeoutError: past the deadline.
+    """
+    splitter = _LineSplitter(limits.max_stream_line_bytes)
+    for chunk in capped_chunks(chunks, limits.max_stream_bytes, deadline):
+        yield from splitter.feed(chunk)
+    yield from splitter.flush()
+
+
+async def aiter_capped_lines(
+    chunks: AsyncIterable[bytes], limits: ResponseLimits, deadline: Deadline
+) -> AsyncIterator[str]:
+    """Async ``iter_capped_lines``."""
+    splitter = _LineSplitter(limits.max_stream_line_bytes)
+    async for chunk in acapped_chunks(chunks, limits.max_stream_bytes, deadline):
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.flush():
+        yield line
+
+
+# ------------------------------------------------------------- bodies the SDK reads itself
+#
+# The SDK reads an error answer's body itself (for its message) before we see it; on the clients
+# this package builds, a response hook caps that read too: the response's byte stream is
+# replaced by one that refuses to go past the cap.
+
+
+@functools.cache
+def _capped_stream_class(library: str, is_async: bool) -> type:
+    """A byte-stream class of the HTTP library (``httpx`` or ``httpx2``) that stops at a cap."""
+    module = importlib.import_module(library)
+    base = module.AsyncByteStream if is_async else module.SyncByteStream
+
+    class CappedStream(base):  # type: ignore[misc,valid-type]
+        def __init__(self, inner: Any, limit: int, setting: str) -> None:
+            self._inner, self._limit, self._setting = inner, limit, setting
+
+        def _count(self, total: int) -> None:
+            if total > self._limit:
+                raise _too_long("sent an answer", self._setting, self._limit)
+
+        def __iter__(self) -> Iterator[bytes]:
+            total = 0
+            for chunk in self._inner:
+                total += len(chunk)
+                self._count(total)
+                yield chunk
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            total = 0
+            async for chunk in self._inner:
+                total += len(chunk)
+                self._count(total)
+                yield chunk
+
+        def close(self) -> None:
+            self._inner.close()
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return CappedStream
+
+
+def _cap_response(response: Any, limits: ResponseLimits, is_async: bool) -> None:
+    content_type = str(response.headers.get("content-type", ""))
+    if "event-stream" in content_type or "eventstream" in content_type:
+        limit, setting = limits.max_stream_bytes, "max_stream_bytes"
+    else:
+        limit, setting = limits.max_response_bytes, "max_response_bytes"
+    library = type(response).__module__.partition(".")[0]
+    response.stream = _capped_stream_class(library, is_async)(response.stream, limit, setting)
+
+
+def response_cap_hooks(limits: ResponseLimits, *, is_async: bool) -> dict[str, list[Any]]:
+    """``event_hooks`` for an HTTP client: every response body is capped (see above)."""
+    if is_async:
+
+        async def acap(response: Any) -> None:
+            _cap_response(response, limits, is_async=True)
+
+        return {"response": [acap]}
+
+    def cap(response: Any) -> None:
+        _cap_response(response, limits, is_async=False)
+
+    return {"response": [cap]}
