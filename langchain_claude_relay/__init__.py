@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 _compat.install()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     # the chat model, the planner, the emulator

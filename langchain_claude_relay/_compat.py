@@ -58,7 +58,7 @@ def _deprecated(old: str, new: str) -> None:
         return
     _warned.add(old)
     warnings.warn(
-        f"{old} moved to {new}; the old path keeps working until the next release",
+        f"{old} moved to {new}; the old path keeps working until 0.3",
         DeprecationWarning,
         stacklevel=_caller_level(),
     )
