@@ -37,6 +37,7 @@ from langchain_claude_relay.store.sqlite import (
     legacy_rows,
     open_database,
     remove_legacy_files,
+    report_migration,
 )
 
 logger = logging.getLogger("langchain_claude_relay.ledger")  # the name it had as one module
@@ -449,18 +450,15 @@ class DiskLedger:
                 type(exc).__name__,
             )
             return
-        if dropped > 0:
-            warn_once(
-                ("ledger_migration", str(self.directory)),
-                f"the cost ledger in {self.directory} moved from diskcache to plain SQLite: "
-                f"{copied} entries were kept and {dropped} rows that were not plain JSON "
-                "entries (pickled, file-backed or damaged) were dropped without being read.",
-                LedgerWarning,
-            )
-        elif copied >= 0:
-            logger.info(
-                "cost ledger in %s migrated from diskcache (%d entries)", self.directory, copied
-            )
+        report_migration(
+            self.directory,
+            copied,
+            dropped,
+            what="the cost ledger",
+            unit="entries",
+            category=LedgerWarning,
+            log=logger,
+        )
 
 
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must neither use nor close

@@ -60,6 +60,7 @@ from langchain_claude_relay.store.sqlite import (
     legacy_rows,
     open_database,
     remove_legacy_files,
+    report_migration,
 )
 
 __all__ = [
@@ -640,18 +641,15 @@ class DiskStore:
                 type(exc).__name__,
             )
             return
-        if dropped > 0:
-            warn_once(
-                ("state_migration", str(self.directory)),
-                f"langchain-claude-relay moved its state in {self.directory} from diskcache to "
-                f"plain SQLite: {copied} rows were kept and {dropped} rows that were not plain "
-                "JSON (pickled, file-backed or damaged) were dropped without being read.",
-                StateStoreWarning,
-            )
-        elif copied >= 0:
-            logger.info(
-                "state in %s migrated from diskcache to SQLite (%d rows)", self.directory, copied
-            )
+        report_migration(
+            self.directory,
+            copied,
+            dropped,
+            what="langchain-claude-relay's state",
+            unit="rows",
+            category=StateStoreWarning,
+            log=logger,
+        )
 
     def _copy_legacy_rows(self, db: sqlite3.Connection) -> tuple[int, int]:
         rows, dropped = legacy_rows(self.directory, text=False, max_value_bytes=MAX_VALUE_CHARS)

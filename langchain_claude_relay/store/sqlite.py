@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -35,9 +36,11 @@ from langchain_claude_relay._plumbing import (
     new_hash_key,
     private_dir,
     private_file,
+    warn_once,
 )
 
 __all__ = [
+    "report_migration",
     "open_database",
     "database_hash_key",
     "file_identity",
@@ -261,3 +264,32 @@ def remove_legacy_files(directory: Path) -> None:
     for suffix in ("", *_SIDE_FILES):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(directory / f"{LEGACY_DATABASE}{suffix}")
+
+
+def report_migration(
+    directory: Path,
+    copied: int,
+    dropped: int,
+    *,
+    what: str,
+    unit: str,
+    category: type[Warning],
+    log: logging.Logger,
+) -> None:
+    """Say what moving ``what`` in ``directory`` from diskcache to SQLite kept and dropped.
+
+    One warning when rows were dropped (pickled, file-backed or damaged: never read), else an
+    info line; nothing when there was nothing to migrate (``copied < 0``).
+    """
+    if dropped > 0:
+        warn_once(
+            ("migration", what, str(directory)),
+            f"{what} in {directory} moved from diskcache to plain SQLite: {copied} {unit} were "
+            f"kept and {dropped} rows that were not plain JSON (pickled, file-backed or damaged) "
+            "were dropped without being read.",
+            category,
+        )
+    elif copied >= 0:
+        log.info(
+            "%s in %s migrated from diskcache to SQLite (%d %s)", what, directory, copied, unit
+        )
