@@ -34,6 +34,7 @@ from langchain_claude_relay.planner.reuse import (
     estimate_odds,
     merge_lineage,
     record_arrival,
+    record_follow_up,
     record_return,
 )
 from langchain_claude_relay.planner.rules import TTL_SECONDS
@@ -215,7 +216,8 @@ def learn_reuse(
     for site in trace.sites:
         key = f"p:{site.prefix_hash[:24]}"
         record = ReuseRecord.from_json(store.get(key))
-        previous = record.last_seen if record is not None else None
+        # the prefix's last arrival, if its return is not counted yet (a follow-up counted it)
+        previous = record.last_seen if record is not None and not record.resolved else None
         updated = record_arrival(record, now, DECAY_PREFIX)
         outcome = outcome_at.get(plan.blocks[site.flat_index].position)
         ttl_seconds, expires = 0.0, 0.0
@@ -260,6 +262,7 @@ def learn_reuse(
                 record_return(record, now - entry.seen).to_json(),
                 expire=TEMPLATE_EXPIRE,
             )
+            _follow_up(store, plan.request.prefix_hashes()[entry.index], entry, now)
             entry = replace(entry, resolved=True)
         if (
             matched
@@ -271,6 +274,15 @@ def learn_reuse(
         kept.append(entry)
     merged = merge_lineage(kept, new_entries, LINEAGE_CAP)
     store.set(trace.lineage_key, [e.to_json() for e in merged], expire=LINEAGE_EXPIRE)
+
+
+def _follow_up(store: StateStore, prefix_hash: str, entry: LineageEntry, now: float) -> None:
+    """A later turn read the prefix of ``entry``: count that return on the prefix's own record."""
+    key = f"p:{prefix_hash[:24]}"
+    record = ReuseRecord.from_json(store.get(key))
+    if record is None or record.last_seen is None or abs(record.last_seen - entry.seen) > 1e-6:
+        return  # the prefix arrived again since (that arrival resolved this one), or is gone
+    store.set(key, record_follow_up(record, now - entry.seen).to_json(), expire=PREFIX_EXPIRE)
 
 
 def _template_arrival(

@@ -668,7 +668,13 @@ def _choose_markers(
     """The cheapest markers and TTLs among the sites, alongside the user's markers."""
     future_start = future_starts(known.pending_at, blocks.cumulative)
     options = [
-        Option.priced(s.index, odds[s.index], rates, future_start=future_start[s.index])
+        Option.priced(
+            s.index,
+            odds[s.index],
+            rates,
+            future_start=future_start[s.index],
+            static=s.kind in ("tools", "system"),
+        )
         for s in sites
     ]
     fixed = [

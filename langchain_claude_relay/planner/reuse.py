@@ -32,7 +32,7 @@ estimate to ~0.77, and the expected cost switches the rewrite to 1h.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_claude_relay.planner.rules import TTL_SECONDS
@@ -48,6 +48,7 @@ __all__ = [
     "ReuseRecord",
     "record_arrival",
     "record_return",
+    "record_follow_up",
     "estimate_odds",
     "make_monotone",
     "LineageEntry",
@@ -104,6 +105,8 @@ class ReuseRecord:
         cached_until: when the entry for this prefix is believed to expire (0: not cached).
         cached_ttl: the TTL (seconds) of that entry.
         last_hash: the last prefix hash (48-bit int) seen at a template, or 0.
+        resolved: whether the last arrival's outcome is already counted (a follow-up request
+            read the prefix: ``record_follow_up``), so the next arrival must not count it again.
     """
 
     arrivals: float = 0.0
@@ -113,6 +116,7 @@ class ReuseRecord:
     cached_until: float = 0.0
     cached_ttl: float = 0.0
     last_hash: int = 0
+    resolved: bool = False
 
     @classmethod
     def from_json(cls, raw: Any) -> ReuseRecord | None:
@@ -129,6 +133,7 @@ class ReuseRecord:
                 cached_until=float(raw.get("cu", 0.0)),
                 cached_ttl=float(raw.get("ct", 0.0)),
                 last_hash=int(raw.get("h", 0)),
+                resolved=bool(raw.get("r", 0)),
             )
         except (TypeError, ValueError):
             return None
@@ -143,6 +148,7 @@ class ReuseRecord:
             "cu": self.cached_until,
             "ct": self.cached_ttl,
             "h": self.last_hash,
+            "r": int(self.resolved),
         }
 
 
@@ -176,7 +182,7 @@ def record_arrival(
     """
     base = record or ReuseRecord()
     b5, b60 = base.back_5m, base.back_1h
-    if resolve and base.last_seen is not None:
+    if resolve and base.last_seen is not None and not base.resolved:
         add5, add60 = _outcome(now - base.last_seen)
         b5, b60 = b5 + add5, b60 + add60
     b5, b60 = b5 * decay, b60 * decay  # an outcome weighs what its arrival weighs
@@ -188,6 +194,29 @@ def record_arrival(
         cached_until=base.cached_until,
         cached_ttl=base.cached_ttl,
         last_hash=base.last_hash,
+    )
+
+
+def record_follow_up(record: ReuseRecord, gap: float) -> ReuseRecord:
+    """Resolve a prefix's last arrival now: a later, longer request read it ``gap`` s after.
+
+    A conversation's tail is rarely sent again as it is: its *return* is the next turn, which
+    extends it (and reads it). Counting that return on the prefix's own record (not only on its
+    template) keeps the record true when the same conversation is replayed: without it, the
+    only outcome the record ever saw was "not back within the hour" (the replay, a day later),
+    and a replayed agent stopped marking its tails. The arrival keeps its weight (1, not yet
+    decayed); ``resolved`` stops the next arrival (or ``estimate_odds``) from counting it twice.
+
+    >>> r = record_follow_up(record_arrival(None, 0.0, 0.7), 12.0)
+    >>> r = record_arrival(r, 86400.0, 0.7)    # the same prefix, a day later
+    >>> (round(r.arrivals, 2), round(r.back_5m, 2), r.resolved)
+    (1.7, 0.7, False)
+    """
+    if record.resolved or record.last_seen is None:
+        return record
+    add5, add60 = _outcome(gap)
+    return replace(
+        record, back_5m=record.back_5m + add5, back_1h=record.back_1h + add60, resolved=True
     )
 
 
@@ -232,7 +261,7 @@ def estimate_odds(
     if record is None or record.arrivals <= 0:
         return parent
     n, b5, b60 = record.arrivals, record.back_5m, record.back_1h
-    if arriving_at is not None and record.last_seen is not None:
+    if arriving_at is not None and record.last_seen is not None and not record.resolved:
         add5, add60 = _outcome(arriving_at - record.last_seen)
         b5, b60 = b5 + add5, b60 + add60
     total = n + weight
