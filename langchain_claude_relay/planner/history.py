@@ -1,10 +1,12 @@
 """Reuse history in the state store: read for a plan, updated from usage.
 
-Three kinds of records (all values JSON, keys ``kind:hex``): ``p:`` one per prefix (how often it
+Four kinds of records (all values JSON, keys ``kind:hex``): ``p:`` one per prefix (how often it
 came back, and until when it is cached), ``t:`` one per template (how prefixes of that shape
-fared: what gives a brand-new prefix its odds), and ``c:`` the recent prefixes of a conversation
-(requests sharing their first message). The arithmetic on them is in ``reuse``; this module only
-names, reads and writes them.
+fared: what gives a brand-new prefix its odds), ``c:`` the recent prefixes of a conversation
+(requests sharing their first message), and ``g:`` the gaps before a template's prefixes came
+back, per tool called (what a keep-alive decision needs; hashes and numbers only). The
+arithmetic on them is in ``reuse`` and ``followup``; this module only names, reads and writes
+them.
 
 Templates: each candidate site has a *coarse* template, ``(model family, site kind, section,
 number of tools, number of system blocks)`` plus the block kind and role for large blocks, and
@@ -21,6 +23,11 @@ import hashlib
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from langchain_claude_relay.planner.followup import (
+    PRIOR_GAPS,
+    GapHistogram,
+    shrink,
+)
 from langchain_claude_relay.planner.placement import Site
 from langchain_claude_relay.planner.plan import CachePlan, Observation, PlanTrace, SiteTrace
 from langchain_claude_relay.planner.reuse import (
@@ -51,7 +58,14 @@ __all__ = [
     "Lineage",
     "PrefixHistory",
     "learn_reuse",
+    "ANY_TOOL",
+    "gap_key",
+    "gap_odds",
+    "template_id",
 ]
+
+ANY_TOOL = "*"
+"""The ``g:`` record of a template over every tool called."""
 
 LINEAGE_CAP = 16
 """Recent prefixes kept per conversation."""
@@ -76,6 +90,42 @@ def hex_key(kind: str, *parts: Any) -> str:
 def int48(digest: str) -> int:
     """The first 48 bits of a hex digest, as stored in records (``ReuseRecord.last_hash``)."""
     return int(digest[:12], 16)
+
+
+def template_id(template: str) -> int:
+    """A template key (``t:`` + 12 hex digits) as the 48-bit int lineage entries store."""
+    return int(template[2:], 16)
+
+
+def gap_key(template: int, tool: int | str) -> str:
+    """The ``g:`` key of a template's gaps after a tool (``0``: none, ``ANY_TOOL``: any)."""
+    return hex_key("g", template, tool)
+
+
+def gap_odds(store: StateStore, template: int, tool: int | None) -> tuple[float, ...]:
+    """Gap probabilities for a site's template: after ``tool``, or for a static site.
+
+    Args:
+        store: the planner's store.
+        template: the site's fine template (``template_id``).
+        tool: the tools the model just called (``followup.tool_key``), ``ANY_TOOL``'s level
+            alone when ``-1`` (a conversation site whose next tool is not known yet), or
+            ``None`` for a static site (its returns are other requests, not follow-ups).
+
+    Returns:
+        Probabilities per ``followup.GAP_EDGES`` bucket, shrunk towards the level above.
+    """
+    if tool is None:
+        return shrink(GapHistogram.from_json(store.get(gap_key(template, 0))), PRIOR_GAPS)
+    anyone = shrink(GapHistogram.from_json(store.get(gap_key(template, ANY_TOOL))), PRIOR_GAPS)
+    if tool < 0:
+        return anyone
+    return shrink(GapHistogram.from_json(store.get(gap_key(template, tool))), anyone)
+
+
+def _learn_gap(store: StateStore, key: str, gap: float) -> None:
+    histogram = GapHistogram.from_json(store.get(key)) or GapHistogram.empty()
+    store.set(key, histogram.add(gap).to_json(), expire=TEMPLATE_EXPIRE)
 
 
 class Lineage(NamedTuple):
@@ -198,8 +248,14 @@ def learn_reuse(
     observation: Observation,
     scale: float,
     read: int,
+    tool: int = 0,
 ) -> None:
     """Record a planned call's outcome: its prefixes, their templates, its conversation.
+
+    Gaps (``g:``): a static site's return (its prefix arrived again) is learned under its
+    template; a conversation prefix's return (a later turn read it) under its template and the
+    tool its response called (the entry's, or, for the latest one, the tool_use blocks in front
+    of this request's tool results), and under the template for any tool.
 
     Args:
         store: the planner's store (inside its transaction).
@@ -208,6 +264,7 @@ def learn_reuse(
         observation: the plan reconciled with the usage.
         scale: actual total input over the plan's estimate.
         read: tokens the usage reports read from the cache.
+        tool: the tools the response called (``followup.tool_key``; 0: none or not known).
     """
     now = trace.planned_at
     outcome_at = {o.position: o for o in observation.breakpoints}
@@ -232,6 +289,9 @@ def learn_reuse(
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
+        section = plan.blocks[site.flat_index].position.section
+        if previous is not None and section != "messages":
+            _learn_gap(store, gap_key(template_id(site.templates[-1]), 0), now - previous)
         if plan.blocks[site.flat_index].position.section == "messages":
             new_entries.append(
                 LineageEntry(
@@ -242,6 +302,7 @@ def learn_reuse(
                     now,
                     False,
                     ttl_seconds if expires else 0.0,
+                    tool,
                 )
             )
     if trace.lineage_key is None:
@@ -252,9 +313,18 @@ def learn_reuse(
     stored = raw if isinstance(raw, list) else []
     current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
     kept: list[LineageEntry] = []
+    returning = [
+        e
+        for e in current
+        if (e.index, e.prefix) in matched_keys and not e.resolved and e.prefix not in site_prefixes
+    ]
+    latest = max((e.seen for e in returning), default=None)
     for entry in current:
         matched = (entry.index, entry.prefix) in matched_keys
         if matched and not entry.resolved and entry.prefix not in site_prefixes:
+            called = entry.tool or (trace.follow_tool if entry.seen == latest else 0)
+            _learn_gap(store, gap_key(entry.template, called), now - entry.seen)
+            _learn_gap(store, gap_key(entry.template, ANY_TOOL), now - entry.seen)
             template = f"t:{entry.template:012x}"
             record = ReuseRecord.from_json(store.get(template))
             store.set(

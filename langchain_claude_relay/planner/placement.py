@@ -202,8 +202,12 @@ class Option:
         writes: bool = True,
         future_start: float = 0.0,
         static: bool = False,
+        bridge: float | None = None,
     ) -> Option:
         """The option at ``index`` with its future costs from the prefix's reuse odds.
+
+        ``bridge``: what a return after more than 5 minutes costs per token with keep-alive
+        requests (``ttl.future_cost``); ``None`` without them.
 
         >>> from langchain_claude_relay.models import lookup_model
         >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
@@ -214,7 +218,7 @@ class Option:
         return cls(
             index,
             future_cost("1h", odds, rates),
-            future_cost("5m", odds, rates),
+            future_cost("5m", odds, rates, bridge),
             forced=forced,
             writes=writes,
             future_start=future_start,

@@ -126,6 +126,7 @@ class PlanTrace:
     stability_key: str | None = None
     stability: Mapping[str, list[float]] = field(default_factory=dict)
     concurrent: frozenset[str] = frozenset()
+    follow_tool: int = 0  # the tools whose results end the request (``followup.tool_key``)
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,8 @@ class LineageEntry:
         seen: when it arrived.
         resolved: whether its return was already credited.
         ttl: the TTL of its marker in seconds (0: not marked).
+        tool: the tools the response to its request called (``followup.tool_key``; 0: none or
+            not known), which its return's gap is learned under.
     """
 
     index: int
@@ -324,14 +326,15 @@ class LineageEntry:
     seen: float
     resolved: bool = False
     ttl: float = 0.0
+    tool: int = 0
 
     @classmethod
     def from_json(cls, raw: Any) -> LineageEntry | None:
-        """Read a stored entry (a list of seven numbers); malformed reads as ``None``."""
-        if not isinstance(raw, Sequence) or len(raw) != 7:
+        """Read a stored entry (a list of seven or eight numbers); malformed reads as ``None``."""
+        if not isinstance(raw, Sequence) or len(raw) not in (7, 8):
             return None
         try:
-            index, prefix, expires, template, seen, resolved, ttl = raw
+            index, prefix, expires, template, seen, resolved, ttl = raw[:7]
             return cls(
                 int(index),
                 int(prefix),
@@ -340,6 +343,7 @@ class LineageEntry:
                 float(seen),
                 bool(resolved),
                 float(ttl),
+                int(raw[7]) if len(raw) == 8 else 0,
             )
         except (TypeError, ValueError):
             return None
@@ -354,6 +358,7 @@ class LineageEntry:
             self.seen,
             int(self.resolved),
             self.ttl,
+            self.tool,
         ]
 
 
