@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork, warn_once
+from langchain_claude_relay.planner.followup import WINDOW
 from langchain_claude_relay.planner.keepalive import KeepAlive
 from langchain_claude_relay.planner.rules import TTL_SECONDS
 
@@ -61,6 +62,9 @@ class PendingKeepAlive:
         pings: keep-alives sent so far.
         expires: when the entry is believed to expire (planner clock).
         sending: whether a keep-alive for it is on its way (no other thread sends it then).
+        refreshed_tokens: prefix tokens a later request read itself (a shorter prefix of the
+            kept one, e.g. the system prompt under another question): only the rest is lost
+            on expiry now.
     """
 
     keep: KeepAlive
@@ -71,6 +75,7 @@ class PendingKeepAlive:
     pings: int = 0
     expires: float = field(default=0.0)
     sending: bool = False
+    refreshed_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.expires:
@@ -80,6 +85,11 @@ class PendingKeepAlive:
     def due(self) -> float:
         """When the next keep-alive goes (``MARGIN`` before the entry expires)."""
         return self.expires - MARGIN
+
+    @property
+    def boundary(self) -> int:
+        """Which 5-minute boundary after the entry was written the next keep-alive is at."""
+        return max(1, round((self.expires - self.keep.written_at) / WINDOW))
 
 
 Sender = Callable[[PendingKeepAlive], "float | None"]
@@ -172,17 +182,24 @@ class KeepWarmScheduler:
         return True
 
     def cancel(self, prefix_hashes: Iterable[str]) -> int:
-        """Drop the keep-alives of these prefixes (a request carrying one was planned).
+        """A request carrying these prefixes was planned: it reads them itself.
+
+        A keep-alive whose prefix it carries is dropped; one that also kept a shorter prefix of
+        it alive now only weighs the rest (``PendingKeepAlive.refreshed_tokens``).
 
         Returns:
             How many were dropped.
         """
+        carried = set(prefix_hashes)
         with self._lock:
             if not self._pending:
                 return 0
-            dropped = [h for h in set(prefix_hashes) if h in self._pending]
+            dropped = [h for h in carried if h in self._pending]
             for h in dropped:
                 del self._pending[h]
+            for pending in self._pending.values():
+                fresh = [t for h, _ttl, t in pending.keep.refreshes if h in carried]
+                pending.refreshed_tokens = max([pending.refreshed_tokens, *fresh])
             return len(dropped)
 
     def next_due(self) -> float | None:
@@ -222,14 +239,20 @@ class KeepWarmScheduler:
         with self._lock:
             if self._closed:
                 return None
-            due = [
-                (p.due, id(p), p) for p in self._pending.values() if p.due <= now and not p.sending
+            due = [  # at one due time, the longest prefix first: it keeps the shorter ones
+                (p.due, -p.keep.tokens, id(p), p)
+                for p in self._pending.values()
+                if p.due <= now and not p.sending
             ]
             heapq.heapify(due)
             while due:
-                _due, _id, pending = heapq.heappop(due)
-                boundary = pending.pings + 1
-                if not pending.keep.should_ping(boundary, pending.extra_cost):
+                *_order, pending = heapq.heappop(due)
+                if pending.due > now:  # a longer one sent meanwhile pushed it back
+                    continue
+                boundary = pending.boundary
+                if not pending.keep.should_ping(
+                    boundary, pending.extra_cost, pending.refreshed_tokens
+                ):
                     del self._pending[pending.keep.prefix_hash]  # no longer likely enough
                     continue
                 if self.spent_usd + pending.worst_case_usd > self.budget_usd:
@@ -258,6 +281,10 @@ class KeepWarmScheduler:
             self.spent_usd += cost
             self.sent += 1
             pending.pings += 1
+            read = {h for h, _ttl, _t in pending.keep.refreshes}
+            for other in self._pending.values():  # it read their prefixes too: they wait
+                if other.keep.prefix_hash in read:
+                    other.expires = max(other.expires, started + TTL_SECONDS[other.keep.ttl])
             pending.expires = started + TTL_SECONDS[pending.keep.ttl]  # the read restarted it
             # a cancel or a newer advice meanwhile wins: this one is no longer in the registry
         return cost

@@ -1215,13 +1215,12 @@ class ChatClaudeRelay(BaseChatModel):
         if planner is None or plan is None or not self._plans_keep_warm(prepared.request):
             return
         try:
-            keep = planner.keep_alive(plan, usage, tools=tools)
-            if keep is None or not keep.priced:
-                return
-            pending = self._keep_alive_pending(prepared, keep)
-            scheduler = self._keep_warm_scheduler(planner)
-            if pending is not None and scheduler is not None:
-                scheduler.schedule(pending)
+            keeps = [k for k in planner.keep_alives(plan, usage, tools=tools) if k.priced]
+            scheduler = self._keep_warm_scheduler(planner) if keeps else None
+            for keep in keeps:
+                pending = self._keep_alive_pending(prepared, keep)
+                if pending is not None and scheduler is not None:
+                    scheduler.schedule(pending)
         except Exception as exc:  # keep-alives must never fail a user's call
             logger.warning("could not schedule a keep-alive request: %s", type(exc).__name__)
 

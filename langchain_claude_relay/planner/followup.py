@@ -7,6 +7,10 @@ is it a 10-minute build, or is the conversation over? A ``GapHistogram`` holds d
 of observed gaps in ``GAP_EDGES`` buckets (every 5 minutes past the first 5, so the chance of
 a return between two keep-alives is read off exactly), up to an open bucket past the hour.
 
+Every arrival that could be followed is a *trial* (``add_trial``); a return resolves it with its
+gap (``add_return``), and one still open after an hour resolves as "past the hour, or never", so
+a tool after which the conversation usually ends (a final answer) learns not to be kept warm.
+
 Levels, each shrunk towards the one above with the weight of ``PRIOR_WEIGHT`` observations
 (as ``reuse.estimate_odds`` does): the prior (``PRIOR_GAPS``), then a template's gaps over all
 tools, then the template's gaps after one tool. The tool is the one the model just called (the
@@ -22,7 +26,7 @@ request's start).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,7 @@ __all__ = [
     "DECAY_GAPS",
     "PRIOR_WEIGHT",
     "PRIOR_GAPS",
+    "PENDING_CAP",
     "GapHistogram",
     "tool_key",
     "shrink",
@@ -51,34 +56,47 @@ PRIOR_WEIGHT = 1.0
 
 PRIOR_GAPS: tuple[float, ...] = (
     0.50,  # under a minute: most follow-ups (tool loops, chat turns)
-    0.20,  # 1-4 minutes
-    0.05,  # 4-5 minutes
-    0.05,  # 5-10 minutes
-    0.03,  # 10-15
-    0.02,  # 15-20
-    0.015,  # 20-25
-    0.015,  # 25-30
-    0.01,  # 30-35
-    0.01,  # 35-40
-    0.01,  # 40-45
+    0.17,  # 1-4 minutes
+    0.04,  # 4-5 minutes
+    0.04,  # 5-10 minutes
+    0.025,  # 10-15
+    0.015,  # 15-20
+    0.01,  # 20-25
+    0.01,  # 25-30
+    0.008,  # 30-35
+    0.008,  # 35-40
+    0.008,  # 40-45
     0.005,  # 45-50
     0.005,  # 50-55
     0.005,  # 55-60
-    0.075,  # past the hour, or never
+    0.151,  # past the hour, or never
 )
-"""Before any evidence: most prefixes worth marking come back within minutes, a quarter later."""
+"""Before any evidence: most prefixes worth marking come back within minutes; of those not back
+after 5 minutes, about half never come (a keep-alive is a bet for the first 10-30 minutes)."""
+
+
+PENDING_CAP = 16
+"""Unresolved arrivals kept per histogram (the oldest resolve as "never" beyond it)."""
 
 
 @dataclass(frozen=True)
 class GapHistogram:
-    """Decayed counts of observed gaps, one per ``GAP_EDGES`` bucket plus the open last one.
+    """Decayed outcomes of arrivals, by ``GAP_EDGES`` bucket, and the arrivals still open.
 
-    >>> h = GapHistogram.empty().add(20.0).add(500.0)
-    >>> [round(c, 2) for c in h.counts[:5]], round(h.total, 2)
-    ([0.9, 0.0, 0.0, 1.0, 0.0], 1.9)
+    An arrival (``add_trial``) stays *pending* until it comes back (``add_return``: its gap's
+    bucket) or an hour has passed (then it counts in the last bucket, "past the hour, or
+    never"). Only resolved arrivals are in ``counts``, so the latest arrivals, which have not
+    had their chance to come back yet, do not look like arrivals that never will.
+
+    >>> h = GapHistogram.empty().add_trial(0.0).add_return(20.0, 0.0)
+    >>> h = h.add_trial(100.0).add_trial(200.0)
+    >>> h = h.add_return(500.0, 100.0).add_trial(5000.0)   # 200 never came back
+    >>> [round(c, 2) for c in h.counts[:4]], round(h.counts[-1], 2), h.pending
+    ([0.81, 0.0, 0.0, 0.9], 1.0, (5000.0,))
     """
 
     counts: tuple[float, ...]
+    pending: tuple[float, ...] = ()
 
     @classmethod
     def empty(cls) -> GapHistogram:
@@ -87,30 +105,66 @@ class GapHistogram:
 
     @classmethod
     def from_json(cls, raw: Any) -> GapHistogram | None:
-        """Read a stored histogram (a list of numbers); anything malformed reads as ``None``."""
-        if not isinstance(raw, Sequence) or len(raw) != len(GAP_EDGES) + 1:
+        """Read a stored histogram; anything malformed reads as ``None``."""
+        if not isinstance(raw, Mapping):
+            return None
+        counts, pending = raw.get("c"), raw.get("p", [])
+        if not isinstance(counts, Sequence) or len(counts) != len(GAP_EDGES) + 1:
+            return None
+        if not isinstance(pending, Sequence):
             return None
         try:
-            counts = tuple(max(0.0, float(c)) for c in raw)
+            return cls(
+                tuple(max(0.0, float(c)) for c in counts),
+                tuple(float(t) for t in pending)[-PENDING_CAP:],
+            )
         except (TypeError, ValueError):
             return None
-        return cls(counts)
 
-    def to_json(self) -> list[float]:
+    def to_json(self) -> dict[str, list[float]]:
         """The stored form (numbers only)."""
-        return [round(c, 6) for c in self.counts]
+        return {"c": [round(c, 6) for c in self.counts], "p": list(self.pending)}
 
     @property
     def total(self) -> float:
-        """The decayed number of observations."""
+        """The decayed number of resolved arrivals."""
         return sum(self.counts)
 
-    def add(self, gap: float, decay: float = DECAY_GAPS) -> GapHistogram:
-        """One more observed gap (seconds); earlier ones keep ``decay`` of their weight."""
+    def add_trial(self, now: float) -> GapHistogram:
+        """An arrival at ``now`` that may come back (arrivals open for an hour resolve)."""
+        expired = self._expire(now)
+        pending = (*expired.pending, now)
+        while len(pending) > PENDING_CAP:
+            expired = expired._resolved(len(GAP_EDGES), ())
+            pending = pending[1:]
+        return GapHistogram(expired.counts, pending)
+
+    def add_return(self, gap: float, seen: float) -> GapHistogram:
+        """The arrival at ``seen`` came back after ``gap`` seconds (ignored if not open)."""
+        expired = self._expire(seen + gap)
+        if seen not in expired.pending:
+            return expired
+        pending = list(expired.pending)
+        pending.remove(seen)
         bucket = next((i for i, edge in enumerate(GAP_EDGES) if gap < edge), len(GAP_EDGES))
-        counts = [c * decay for c in self.counts]
+        return expired._resolved(bucket, tuple(pending))
+
+    def probabilities(self) -> tuple[float, ...]:
+        """Per bucket, the share of resolved arrivals (all zero with none)."""
+        total = self.total
+        return tuple(c / total if total > 0.0 else 0.0 for c in self.counts)
+
+    def _expire(self, now: float) -> GapHistogram:
+        out = self
+        for seen in self.pending:
+            if now - seen > GAP_EDGES[-1]:
+                out = out._resolved(len(GAP_EDGES), tuple(t for t in out.pending if t != seen))
+        return out
+
+    def _resolved(self, bucket: int, pending: tuple[float, ...]) -> GapHistogram:
+        counts = [c * DECAY_GAPS for c in self.counts]
         counts[bucket] += 1.0
-        return GapHistogram(tuple(counts))
+        return GapHistogram(tuple(counts), pending)
 
 
 def shrink(
@@ -126,20 +180,27 @@ def shrink(
     Returns:
         Probabilities summing to 1.
 
-    >>> shrink(GapHistogram.empty().add(500.0).add(500.0).add(500.0), PRIOR_GAPS)[3] > 0.6
+    >>> h = GapHistogram.empty()
+    >>> for t in (0.0, 1000.0, 2000.0):
+    ...     h = h.add_trial(t).add_return(500.0, t)
+    >>> shrink(h, PRIOR_GAPS)[3] > 0.6
     True
     """
     if histogram is None or histogram.total <= 0.0:
         return tuple(parent)
-    total = histogram.total + weight
-    return tuple((c + weight * p) / total for c, p in zip(histogram.counts, parent, strict=True))
+    resolved = histogram.total
+    total = resolved + weight
+    return tuple(
+        (resolved * m + weight * p) / total
+        for m, p in zip(histogram.probabilities(), parent, strict=True)
+    )
 
 
 def survival(probabilities: Sequence[float]) -> tuple[float, ...]:
     """``S[k]``: the chance that no return came within ``k`` windows, for ``k = 0..12``.
 
     >>> [round(s, 3) for s in survival(PRIOR_GAPS)[:3]]
-    [1.0, 0.25, 0.2]
+    [1.0, 0.29, 0.25]
     """
     out = [1.0]
     remaining = 1.0

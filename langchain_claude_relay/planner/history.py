@@ -102,20 +102,22 @@ def gap_key(template: int, tool: int | str) -> str:
     return hex_key("g", template, tool)
 
 
-def gap_odds(store: StateStore, template: int, tool: int | None) -> tuple[float, ...]:
-    """Gap probabilities for a site's template: after ``tool``, or for a static site.
+def gap_odds(store: StateStore, template: int, tool: int) -> tuple[float, ...]:
+    """Gap probabilities: when a template's prefix came back after a tool was called.
 
     Args:
         store: the planner's store.
-        template: the site's fine template (``template_id``).
-        tool: the tools the model just called (``followup.tool_key``), ``ANY_TOOL``'s level
-            alone when ``-1`` (a conversation site whose next tool is not known yet), or
-            ``None`` for a static site (its returns are other requests, not follow-ups).
+        template: a static site's fine template (``template_id``), or a conversation's
+            follow-up template (``PrefixHistory.follow_up_template``).
+        tool: the tools the model just called (``followup.tool_key``), or ``-1`` for any
+            (the next tool is not known yet). An answer without tool calls (0) is judged on
+            its own gaps and the prior, not on the tools': in an agent it usually ends the
+            task, in a chat the user answers it.
 
     Returns:
         Probabilities per ``followup.GAP_EDGES`` bucket, shrunk towards the level above.
     """
-    if tool is None:
+    if tool == 0:
         return shrink(GapHistogram.from_json(store.get(gap_key(template, 0))), PRIOR_GAPS)
     anyone = shrink(GapHistogram.from_json(store.get(gap_key(template, ANY_TOOL))), PRIOR_GAPS)
     if tool < 0:
@@ -123,9 +125,20 @@ def gap_odds(store: StateStore, template: int, tool: int | None) -> tuple[float,
     return shrink(GapHistogram.from_json(store.get(gap_key(template, tool))), anyone)
 
 
-def _learn_gap(store: StateStore, key: str, gap: float) -> None:
-    histogram = GapHistogram.from_json(store.get(key)) or GapHistogram.empty()
-    store.set(key, histogram.add(gap).to_json(), expire=TEMPLATE_EXPIRE)
+def _learn_gaps(
+    store: StateStore, template: int, tool: int, seen: float, now: float | None = None
+) -> None:
+    """The arrival at ``seen`` came back at ``now``, or (``None``) it is a new arrival.
+
+    Learned under the tool called and under any tool.
+    """
+    for key in {gap_key(template, tool), gap_key(template, ANY_TOOL)}:
+        histogram = GapHistogram.from_json(store.get(key)) or GapHistogram.empty()
+        if now is None:
+            updated = histogram.add_trial(seen)
+        else:
+            updated = histogram.add_return(now - seen, seen)
+        store.set(key, updated.to_json(), expire=TEMPLATE_EXPIRE)
 
 
 class Lineage(NamedTuple):
@@ -191,6 +204,16 @@ class PrefixHistory:
             self._records[index] = ReuseRecord.from_json(raw)
         return self._records[index]
 
+    def follow_up_template(self) -> int:
+        """The conversation's follow-up gaps' template: the application (model, tools, system).
+
+        Every prefix of a conversation comes back when its next turn does, whatever the site's
+        kind, so the follow-up's gaps are learned once per request, under this key.
+        """
+        return template_id(
+            hex_key("t", self.family, "follow-up", self.tools_hash, self.system_hash)
+        )
+
     def templates(self, site: Site) -> tuple[str, str]:
         """The coarse and the fine template keys of a site."""
         item = self.items[site.index]
@@ -253,9 +276,10 @@ def learn_reuse(
     """Record a planned call's outcome: its prefixes, their templates, its conversation.
 
     Gaps (``g:``): a static site's return (its prefix arrived again) is learned under its
-    template; a conversation prefix's return (a later turn read it) under its template and the
-    tool its response called (the entry's, or, for the latest one, the tool_use blocks in front
-    of this request's tool results), and under the template for any tool.
+    template and the tool the previous arrival's response called; the conversation's follow-up
+    (this request after its latest turn) under the conversation's follow-up template and the
+    tool that turn's response called (or, not known, the tool_use blocks in front of this
+    request's tool results); each also under any tool.
 
     Args:
         store: the planner's store (inside its transaction).
@@ -275,7 +299,8 @@ def learn_reuse(
         record = ReuseRecord.from_json(store.get(key))
         # the prefix's last arrival, if its return is not counted yet (a follow-up counted it)
         previous = record.last_seen if record is not None and not record.resolved else None
-        updated = record_arrival(record, now, DECAY_PREFIX)
+        last_tool = record.last_tool if record is not None else 0
+        updated = replace(record_arrival(record, now, DECAY_PREFIX), last_tool=tool)
         outcome = outcome_at.get(plan.blocks[site.flat_index].position)
         ttl_seconds, expires = 0.0, 0.0
         if outcome is not None and outcome.actual == "write":  # a new entry, its own TTL
@@ -289,9 +314,12 @@ def learn_reuse(
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
-        section = plan.blocks[site.flat_index].position.section
-        if previous is not None and section != "messages":
-            _learn_gap(store, gap_key(template_id(site.templates[-1]), 0), now - previous)
+        if plan.blocks[site.flat_index].position.section != "messages":
+            # a static site's return is its next arrival; learned after the tool called then
+            fine = template_id(site.templates[-1])
+            if previous is not None:
+                _learn_gaps(store, fine, last_tool, previous, now)
+            _learn_gaps(store, fine, tool, now)
         if plan.blocks[site.flat_index].position.section == "messages":
             new_entries.append(
                 LineageEntry(
@@ -318,13 +346,15 @@ def learn_reuse(
         for e in current
         if (e.index, e.prefix) in matched_keys and not e.resolved and e.prefix not in site_prefixes
     ]
-    latest = max((e.seen for e in returning), default=None)
+    latest = max(returning, key=lambda e: e.seen, default=None)
+    if trace.follow_key:  # the conversation's follow-up: this request, after the latest turn
+        if latest is not None:
+            called = latest.tool or trace.follow_tool
+            _learn_gaps(store, trace.follow_key, called, latest.seen, now)
+        _learn_gaps(store, trace.follow_key, tool, now)
     for entry in current:
         matched = (entry.index, entry.prefix) in matched_keys
         if matched and not entry.resolved and entry.prefix not in site_prefixes:
-            called = entry.tool or (trace.follow_tool if entry.seen == latest else 0)
-            _learn_gap(store, gap_key(entry.template, called), now - entry.seen)
-            _learn_gap(store, gap_key(entry.template, ANY_TOOL), now - entry.seen)
             template = f"t:{entry.template:012x}"
             record = ReuseRecord.from_json(store.get(template))
             store.set(

@@ -64,8 +64,9 @@ class KeepAlive:
         written_at: when the entry was written or last read (the request's start, planner clock).
         tokens: real input tokens a keep-alive reads (the prefix through the target).
         ping_cost: a keep-alive's input cost (USD; relative units for an unpriced model).
-        loss: what letting it expire costs when the prefix comes back within the hour (the
-            rewrite's premium over a read).
+        loss_per_token: what a token costs more when the prefix comes back after the entry
+            expired (the 5m write's premium over a read).
+        held_tokens: the prefix tokens a 1-hour entry keeps anyway (not lost on expiry).
         survival: ``S[k]`` for ``k = 0..12``: the chance of no return within ``k`` windows.
         refreshes: ``(prefix hash, TTL, prefix tokens)`` of each marker a keep-alive reads (the
             target and the markers before it).
@@ -80,7 +81,8 @@ class KeepAlive:
     written_at: float
     tokens: int
     ping_cost: float
-    loss: float
+    loss_per_token: float
+    held_tokens: int
     survival: tuple[float, ...]
     refreshes: tuple[tuple[str, CacheTTL, int], ...]
     lineage_key: str | None
@@ -91,17 +93,30 @@ class KeepAlive:
         """When the entry expires after ``pings`` keep-alives sent at their boundaries."""
         return self.written_at + WINDOW * (pings + 1)
 
-    def should_ping(self, boundary: int, extra_cost: float = 0.0) -> bool:
+    def loss(self, refreshed_tokens: int = 0) -> float:
+        """What letting the entry expire costs when the prefix comes back.
+
+        Args:
+            refreshed_tokens: prefix tokens another request has read since (they are fresh:
+                only the rest would be written again).
+        """
+        kept = max(self.held_tokens, refreshed_tokens)
+        return self.loss_per_token * max(0, self.tokens - kept)
+
+    def should_ping(
+        self, boundary: int, extra_cost: float = 0.0, refreshed_tokens: int = 0
+    ) -> bool:
         """Whether to send the keep-alive due at ``boundary`` (1 = the first expiry).
 
         Args:
             boundary: which 5-minute boundary after ``written_at``.
             extra_cost: what the way in adds to each keep-alive (its output token on relays).
+            refreshed_tokens: see ``loss``.
         """
         if boundary < 1 or boundary >= BOUNDARIES:
             return False
-        decisions = ping_decisions(self.survival, self.ping_cost + extra_cost, self.loss, boundary)
-        return decisions[0]
+        loss = self.loss(refreshed_tokens)
+        return ping_decisions(self.survival, self.ping_cost + extra_cost, loss, boundary)[0]
 
 
 def ping_decisions(

@@ -203,11 +203,13 @@ class Option:
         future_start: float = 0.0,
         static: bool = False,
         bridge: float | None = None,
+        next_only: bool = False,
     ) -> Option:
         """The option at ``index`` with its future costs from the prefix's reuse odds.
 
         ``bridge``: what a return after more than 5 minutes costs per token with keep-alive
-        requests (``ttl.future_cost``); ``None`` without them.
+        requests (``ttl.future_cost``); ``None`` without them. ``next_only``: only the next
+        arrival counts (``ttl.future_cost``).
 
         >>> from langchain_claude_relay.models import lookup_model
         >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
@@ -217,8 +219,8 @@ class Option:
         """
         return cls(
             index,
-            future_cost("1h", odds, rates),
-            future_cost("5m", odds, rates, bridge),
+            future_cost("1h", odds, rates, next_only=next_only),
+            future_cost("5m", odds, rates, bridge, next_only=next_only),
             forced=forced,
             writes=writes,
             future_start=future_start,

@@ -127,6 +127,7 @@ class PlanTrace:
     stability: Mapping[str, list[float]] = field(default_factory=dict)
     concurrent: frozenset[str] = frozenset()
     follow_tool: int = 0  # the tools whose results end the request (``followup.tool_key``)
+    follow_key: int = 0  # the conversation's follow-up gaps (``history.follow_up_template``)
 
 
 @dataclass(frozen=True)

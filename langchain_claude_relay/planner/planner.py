@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
-from langchain_claude_relay.planner.followup import survival, tool_key
+from langchain_claude_relay.planner.followup import BOUNDARIES, survival, tool_key
 from langchain_claude_relay.planner.history import (
     LINEAGE_EXPIRE,
     PREFIX_EXPIRE,
@@ -151,6 +151,11 @@ class _Blocks:
     def cumulative(self) -> tuple[float, ...]:
         """Calibrated prefix tokens through each block."""
         return self.sizes.prefixes
+
+    @property
+    def tail_index(self) -> int:
+        """The last block that can carry a marker (-1: none)."""
+        return max((i for i, info in enumerate(self.infos) if info.markable), default=-1)
 
     def reaches_minimum(self, index: int) -> bool:
         """Whether the prefix through block ``index`` is large enough to be cached."""
@@ -323,12 +328,18 @@ class CachePlanner:
         odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
-        bridges = self._bridges(odds.traces, blocks, rates) if keep_warm else {}
-        placement = _choose_markers(blocks, sites, odds.odds, known, rates, policy, slots, bridges)
+        bridges = self._bridges(odds.traces, blocks, rates, history) if keep_warm else {}
+        placement = _choose_markers(
+            blocks, sites, odds.odds, known, rates, policy, slots, bridges, keep_warm=keep_warm
+        )
         breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
         stability = self._stability(spec.family, blocks.scan, placement.markers)
         trace = _trace(now, spec, blocks, known, odds, placement, breakpoints, stability)
-        trace = replace(trace, follow_tool=tool_key(_trailing_tool_calls(request)))
+        trace = replace(
+            trace,
+            follow_tool=tool_key(_trailing_tool_calls(request)),
+            follow_key=history.follow_up_template() if known.lineage.key else 0,
+        )
         return _build_plan(
             request,
             blocks,
@@ -342,17 +353,20 @@ class CachePlanner:
         )
 
     def _bridges(
-        self, traces: Sequence[SiteTrace], blocks: _Blocks, rates: Rates
+        self, traces: Sequence[SiteTrace], blocks: _Blocks, rates: Rates, history: PrefixHistory
     ) -> dict[int, float]:
         """Per site: a return after more than 5 minutes, kept alive, per token (5m markers).
 
-        A conversation site is judged by its template's gaps over every tool (the next tool is
-        not known before the response), a static one by its template's own.
+        A conversation site comes back with the follow-up, a static one whenever its template's
+        prefixes come back; both after any tool (the next one is not known before the response).
         """
+        follow_up = gap_odds(self._store, history.follow_up_template(), -1)
         out: dict[int, float] = {}
         for site in traces:
             static = blocks.scan.items[site.flat_index].section != "messages"
-            odds = gap_odds(self._store, template_id(site.templates[-1]), None if static else -1)
+            odds = (
+                gap_odds(self._store, template_id(site.templates[-1]), -1) if static else follow_up
+            )
             out[site.flat_index] = bridge_cost(survival(odds), rates.read, rates.write_5m)
         return out
 
@@ -601,18 +615,21 @@ class CachePlanner:
 
     # ------------------------------------------------------------- keep-alive
 
-    def keep_alive(
+    def keep_alives(
         self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
-    ) -> KeepAlive | None:
-        """The prefix of this call worth keeping warm with keep-alive requests, if any.
+    ) -> tuple[KeepAlive, ...]:
+        """The prefixes of this call worth keeping warm with keep-alive requests, if any.
 
         Call it after ``observe(plan, usage, tools=...)``. Each marker whose 5-minute entry the
-        usage shows cached is a candidate, judged on when its prefix comes back: after the
-        tools just called for the conversation's prefixes (learned per template and tool, see
-        ``followup``), or whenever its template's prefixes come back for the tools and the
-        system prompt. The candidate whose keep-alives save the most against letting it expire
-        (``keepalive.keep_alive_value``: each a read of the prefix at the model's read price,
-        against rewriting what expired) is advised; none when none saves anything.
+        usage shows cached is a candidate. The conversation's prefixes come back when the
+        follow-up does (learned per template and per tool just called, see ``followup``); the
+        tools and the system prompt when the follow-up does, or any other request carrying
+        them (their template's gaps), whichever comes first. Of each kind, the candidate whose
+        keep-alives save the most against letting it expire (``keepalive.keep_alive_value``:
+        each a read of the prefix at the model's read price, against rewriting what expired)
+        is advised, if it saves anything: at most one in the conversation and one before it.
+        A keep-alive of the conversation's keeps the tools and system prompt alive too (the
+        scheduler then waits with theirs).
 
         Args:
             plan: a plan made by this planner, observed.
@@ -620,12 +637,12 @@ class CachePlanner:
             tools: the names of the tools the response called.
 
         Returns:
-            The advice for the chat model's scheduler, or ``None``.
+            The advice for the chat model's scheduler (empty: nothing worth keeping).
 
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
         """
-        trace = trace_of(plan, "keep_alive")
+        trace = trace_of(plan, "keep_alives")
         now = trace.planned_at
         rates = Rates.from_prices(lookup_model(plan.model).prices)
         total = int(usage.input_tokens) + int(usage.cache_read_tokens)
@@ -633,13 +650,18 @@ class CachePlanner:
         scale = total / plan.total_estimated_tokens if plan.total_estimated_tokens else 1.0
         sites = {site.flat_index: site for site in trace.sites}
         flat = {block.position: i for i, block in enumerate(plan.blocks)}
-        called = tool_key(tools)
         cached: list[tuple[Breakpoint, ReuseRecord, int]] = []
         for bp in plan.breakpoints:
             record = ReuseRecord.from_json(self._store.get(f"p:{bp.prefix_hash[:24]}"))
             if record is not None and record.cached_until > now:
                 cached.append((bp, record, round(bp.estimated_prefix_tokens * scale)))
-        best: tuple[float, KeepAlive] | None = None
+        called = tool_key(tools)
+        follow_up = (
+            survival(gap_odds(self._store, trace.follow_key, called))
+            if trace.follow_key
+            else (1.0,) * (BOUNDARIES + 1)  # no conversation: no follow-up to wait for
+        )
+        best: dict[bool, tuple[float, KeepAlive]] = {}
         for n, (bp, record, tokens) in enumerate(cached):
             index = flat[bp.position]
             if record.cached_ttl != TTL_SECONDS["5m"] or index not in sites:
@@ -647,18 +669,23 @@ class CachePlanner:
             if keepalive_request(plan.request, bp.position) is None:
                 continue
             static = bp.position.section != "messages"
-            odds = gap_odds(
-                self._store, template_id(sites[index].templates[-1]), None if static else called
+            s = follow_up
+            if static:  # back with the follow-up, or with any other request
+                fine = template_id(sites[index].templates[-1])
+                own = survival(gap_odds(self._store, fine, called))
+                s = tuple(min(a, b) for a, b in zip(own, follow_up, strict=True))
+            held = max(
+                (t for _b, r, t in cached[:n] if r.cached_ttl == TTL_SECONDS["1h"]), default=0
             )
-            held = [t for b, r, t in cached[:n] if r.cached_ttl == TTL_SECONDS["1h"]]
             ping = tokens * rates.read + (4 * rates.input if static else 0.0)
-            loss = (tokens - max(held, default=0)) * (rates.write_5m - rates.read)
-            s = survival(odds)
-            value = keep_alive_value(s, ping, loss)
-            if value <= 0.0 or (best is not None and value <= best[0]):
+            loss_per_token = rates.write_5m - rates.read
+            value = keep_alive_value(s, ping, loss_per_token * max(0, tokens - held))
+            if value <= 0.0 or (static in best and value <= best[static][0]):
                 continue
-            refreshes = tuple((b.prefix_hash, b.ttl, t) for b, _r, t in cached[: n + 1])
-            best = (
+            refreshes = tuple(
+                (b.prefix_hash, _ttl_name(r.cached_ttl), t) for b, r, t in cached[: n + 1]
+            )
+            best[static] = (
                 value,
                 KeepAlive(
                     prefix_hash=bp.prefix_hash,
@@ -667,7 +694,8 @@ class CachePlanner:
                     written_at=now,
                     tokens=tokens,
                     ping_cost=ping,
-                    loss=loss,
+                    loss_per_token=loss_per_token,
+                    held_tokens=held,
                     survival=s,
                     refreshes=refreshes,
                     lineage_key=None if static else trace.lineage_key,
@@ -675,7 +703,7 @@ class CachePlanner:
                     priced=rates.priced,
                 ),
             )
-        return best[1] if best is not None else None
+        return tuple(keep for _value, keep in best.values())
 
     def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
         """A keep-alive request for ``keep`` started at ``at`` and read ``read_tokens``.
@@ -831,6 +859,8 @@ def _choose_markers(
     policy: TTLPolicy,
     slots: int,
     bridges: Mapping[int, float],
+    *,
+    keep_warm: bool = False,
 ) -> Placement:
     """The cheapest markers and TTLs among the sites, alongside the user's markers."""
     future_start = future_starts(known.pending_at, blocks.cumulative)
@@ -842,6 +872,7 @@ def _choose_markers(
             future_start=future_start[s.index],
             static=s.kind in ("tools", "system"),
             bridge=bridges.get(s.index),
+            next_only=keep_warm and s.index == blocks.tail_index,
         )
         for s in sites
     ]

@@ -13,10 +13,10 @@ The call sequence for one request (the chat model's)::
         planner.sent(plan)
     ... planner.began(plan) when the response begins, or planner.abandoned(plan) if it fails
     planner.observe(plan, usage, tools=names)   # after the response: its usage, tools called
-    keep = planner.keep_alive(plan, usage, tools=names)   # keep_warm="auto": worth keeping warm?
-    ... for each keep-alive request sent for it: planner.kept_alive(keep, at, read_tokens)
+    keeps = planner.keep_alives(plan, usage, tools=names)  # keep_warm="auto": worth keeping?
+    ... for each keep-alive request sent for one: planner.kept_alive(keep, at, read_tokens)
 
-A user's planner gets no keep-alive: the adapter's ``keep_alive`` returns ``None`` (and its
+A user's planner gets no keep-alive: the adapter's ``keep_alives`` returns ``()`` (and its
 ``plan`` and ``observe`` are never given ``keep_warm`` or ``tools``).
 """
 
@@ -99,10 +99,10 @@ class Planner(Protocol):
         """Learn from the call's usage and the tools it called (``None``: nothing to report)."""
         ...
 
-    def keep_alive(
+    def keep_alives(
         self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
-    ) -> KeepAlive | None:
-        """The prefix worth keeping warm after this call (``CachePlanner.keep_alive``)."""
+    ) -> tuple[KeepAlive, ...]:
+        """The prefixes worth keeping warm after this call (``CachePlanner.keep_alives``)."""
         ...
 
     def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
@@ -264,11 +264,11 @@ class _AdaptedPlanner:
         observation = self._observe(plan, usage)
         return observation if callable(getattr(observation, "to_dict", None)) else None
 
-    def keep_alive(
+    def keep_alives(
         self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
-    ) -> KeepAlive | None:
-        """Always ``None``: a user's planner advises no keep-alive."""
-        return None
+    ) -> tuple[KeepAlive, ...]:
+        """Always empty: a user's planner advises no keep-alive."""
+        return ()
 
     def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
         """Nothing to do (no keep-alive is ever advised)."""

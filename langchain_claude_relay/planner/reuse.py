@@ -107,6 +107,8 @@ class ReuseRecord:
         last_hash: the last prefix hash (48-bit int) seen at a template, or 0.
         resolved: whether the last arrival's outcome is already counted (a follow-up request
             read the prefix: ``record_follow_up``), so the next arrival must not count it again.
+        last_tool: the tools the response to the last arrival called (``followup.tool_key``;
+            its return's gap is learned under them).
     """
 
     arrivals: float = 0.0
@@ -117,6 +119,7 @@ class ReuseRecord:
     cached_ttl: float = 0.0
     last_hash: int = 0
     resolved: bool = False
+    last_tool: int = 0
 
     @classmethod
     def from_json(cls, raw: Any) -> ReuseRecord | None:
@@ -134,6 +137,7 @@ class ReuseRecord:
                 cached_ttl=float(raw.get("ct", 0.0)),
                 last_hash=int(raw.get("h", 0)),
                 resolved=bool(raw.get("r", 0)),
+                last_tool=int(raw.get("lt", 0)),
             )
         except (TypeError, ValueError):
             return None
@@ -149,6 +153,7 @@ class ReuseRecord:
             "ct": self.cached_ttl,
             "h": self.last_hash,
             "r": int(self.resolved),
+            "lt": self.last_tool,
         }
 
 

@@ -538,11 +538,11 @@ def _ours(trace: list[tuple[float, ClaudeRequest]], rates: Rates) -> tuple[float
                 s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h, 10
             )
             planner.observe(plan, usage)
-            keep = planner.keep_alive(plan, usage)
-            ping = keepalive_request(plan.apply(), keep.position) if keep else None
-            if keep is not None and ping is not None:
-                payload = render_chat_payload(ping)
-                scheduler.schedule(PendingKeepAlive(keep, payload, 0.0, 0.0))
+            for keep in planner.keep_alives(plan, usage):
+                ping = keepalive_request(plan.apply(), keep.position)
+                if ping is not None:
+                    payload = render_chat_payload(ping)
+                    scheduler.schedule(PendingKeepAlive(keep, payload, 0.0, 0.0))
         i += len(group)
     scheduler.close()
     return total, scheduler.sent
