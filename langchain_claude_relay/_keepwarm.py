@@ -265,7 +265,8 @@ class KeepWarmScheduler:
             return None
 
     def _send_one(self, pending: PendingKeepAlive) -> float | None:
-        started = float(self._clock())
+        # sent on time: ``run_due(now)`` with the clock behind ``now`` sends as it would have
+        started = max(float(self._clock()), pending.due)
         try:
             cost = self._send(pending)
         except Exception as exc:  # a keep-alive never fails anything else

@@ -247,7 +247,7 @@ class PrefixHistory:
             if template not in self._templates:
                 self._templates[template] = ReuseRecord.from_json(self.store.get(template))
             level = self._templates[template]
-            odds = estimate_odds(level, odds)
+            odds = estimate_odds(_open_arrival_aside(level, self.now), odds)
             changed = changed or (level is not None and level.last_hash not in (0, prefix48))
         odds = estimate_odds(record, odds, arriving_at=self.now)
         trace = SiteTrace(
@@ -262,6 +262,20 @@ class PrefixHistory:
             "user" if site.kind == "user" else "planner",
         )
         return odds, trace
+
+
+def _open_arrival_aside(record: ReuseRecord | None, now: float) -> ReuseRecord | None:
+    """A template's record without its latest arrival while that one may still come back.
+
+    Returns reach a template only when they happen, so its newest arrival (within the hour)
+    counts as "not back" until then; on a new template that halved a first follow-up's odds (one
+    arrival, no return yet): a tail kept warm through a 12-minute tool call was then left
+    unmarked and unread.
+    """
+    if record is None or record.last_seen is None or now - record.last_seen > TTL_SECONDS["1h"]:
+        return record
+    resolved = record.back_5m + record.back_1h
+    return replace(record, arrivals=max(resolved, record.arrivals - 1.0))
 
 
 def learn_reuse(
