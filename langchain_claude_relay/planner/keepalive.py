@@ -171,7 +171,9 @@ def _policy_cost(s: Sequence[float], ping: float, loss: float) -> float:
     return best_after
 
 
-def bridge_cost(survival: Sequence[float], read: float, write_5m: float) -> float:
+def bridge_cost(
+    survival: Sequence[float], read: float, write_5m: float, ping: float | None = None
+) -> float:
     """Expected cost per token of a return after more than 5 minutes, kept alive as it pays.
 
     The keep-alives sent (also for returns that never come within the hour) and the return's
@@ -182,6 +184,9 @@ def bridge_cost(survival: Sequence[float], read: float, write_5m: float) -> floa
         survival: ``S[0..12]`` of the prefix's returns.
         read: the read price per token.
         write_5m: the 5-minute write price per token.
+        ping: what one keep-alive costs per token at stake (default ``read``); more when it
+            also reads a prefix that does not depend on it (a conversation's keep-alive reads
+            the system prompt too, which other conversations keep warm anyway).
 
     Returns:
         The price per token of such a return (``write_5m`` when none is expected).
@@ -194,7 +199,8 @@ def bridge_cost(survival: Sequence[float], read: float, write_5m: float) -> floa
     mid = s[1] - s[BOUNDARIES]
     if mid <= 1e-12:
         return write_5m
-    policy = _policy_cost(s, read, write_5m - read)  # pings + premiums of the rewrites
+    per_ping = read if ping is None else ping
+    policy = _policy_cost(s, per_ping, write_5m - read)  # pings + premiums of the rewrites
     return min(write_5m, read + policy / mid)
 
 
