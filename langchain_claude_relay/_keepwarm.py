@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class PendingKeepAlive:
 
     Attributes:
         keep: the planner's advice.
-        payload: the keep-alive request as the way in takes it.
+        payload: what the sender needs to send it (the chat model renders it when it goes).
         extra_cost: what the way in adds to each keep-alive beyond ``keep.ping_cost`` (its
             output tokens), in USD.
         worst_case_usd: the most one keep-alive can cost (budget check).
@@ -68,7 +69,7 @@ class PendingKeepAlive:
     """
 
     keep: KeepAlive
-    payload: dict[str, Any]
+    payload: Any
     extra_cost: float
     worst_case_usd: float
     context: Any = None
@@ -123,6 +124,7 @@ class KeepWarmScheduler:
         self._closed = False
         self.spent_usd = 0.0
         self.sent = 0
+        self._wake_at = math.inf  # when the waiting thread wakes up next by itself
         self._worker: WriteBehind | None = None
         if background:
             self._worker = WriteBehind(
@@ -177,8 +179,8 @@ class KeepWarmScheduler:
                 self._over_budget()
                 return False
             self._pending[pending.keep.prefix_hash] = pending
-        if self._worker is not None:
-            self._worker.queued()
+        if self._worker is not None and (not self.running or pending.due < self._wake_at):
+            self._worker.queued()  # else it wakes up in time by itself (no switch per call)
         return True
 
     def cancel(self, prefix_hashes: Iterable[str]) -> int:
@@ -301,6 +303,7 @@ class KeepWarmScheduler:
 
     def _seconds_to_due(self) -> float | None:
         due = self.next_due()
+        self._wake_at = math.inf if due is None else due
         if due is None:
             return None
         return max(0.0, due - float(self._clock()))

@@ -669,7 +669,7 @@ class ChatClaudeRelay(BaseChatModel):
                 unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
                 warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
                 plan = None
-        self._keep_warm_cancel(request)
+        self._keep_warm_cancel(plan.request if plan is not None else request)
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
@@ -1202,7 +1202,11 @@ class ChatClaudeRelay(BaseChatModel):
         return lookup_model(request.model).prices is not None
 
     def _keep_warm_cancel(self, request: ClaudeRequest) -> None:
-        """A request carrying a kept prefix reads it itself: its keep-alives stop."""
+        """A request carrying a kept prefix reads it itself: its keep-alives stop.
+
+        ``request`` is the one planned (its prefix hashes are already computed; markers do not
+        change them).
+        """
         scheduler = self._keep_warm_state
         if scheduler is not None and scheduler.pending:
             scheduler.cancel(request.prefix_hashes())
@@ -1247,22 +1251,22 @@ class ChatClaudeRelay(BaseChatModel):
         return scheduler
 
     def _keep_alive_pending(self, prepared: _Prepared, keep: KeepAlive) -> PendingKeepAlive | None:
-        """The keep-alive request for ``keep``, rendered for this way in, with its costs."""
-        request = keepalive_request(prepared.request, keep.position)
+        """The keep-alive for ``keep`` with its costs (the request is rendered when it goes)."""
         prices = lookup_model(keep.model).prices
-        if request is None or prices is None:
+        if prices is None:
             return None
         params = dict(prepared.params or {})
         for name in ("stream", "stream_options", "max_completion_tokens", "thinking"):
             params.pop(name, None)
-        forced = request.tool_choice not in (None, "auto", "none")
+        static = keep.position.section != "messages"
+        forced = not static and prepared.request.tool_choice not in (None, "auto", "none")
         structured = "response_format" in params or "output_config" in params
         params["max_tokens"] = 0 if self._api.native and not forced and not structured else 1
         extra = params["max_tokens"] * prices.output / 1e6
         worst = (keep.tokens + 16) * max(prices.cache_write_1h, prices.input) / 1e6 + extra
         return PendingKeepAlive(
             keep,
-            self._wire.render(request, params, True),
+            _KeepAliveRequest(prepared.request, params),
             extra_cost=extra,
             worst_case_usd=worst,
             context=_KeepAliveContext(prepared.planner, prepared.cost_trackers),  # type: ignore[arg-type]
@@ -1272,8 +1276,12 @@ class ChatClaudeRelay(BaseChatModel):
         """Send one keep-alive request; bill it in the ledger and the call's cost trackers."""
         context: _KeepAliveContext = pending.context
         keep = pending.keep
+        source: _KeepAliveRequest = pending.payload
+        request = keepalive_request(source.request, keep.position)
+        if request is None:
+            return None
         at = float(context.planner.clock())
-        raw = self._transport.create(pending.payload)
+        raw = self._transport.create(self._wire.render(request, source.params, True))
         parsed = self._wire.parse(raw.body)
         if parsed.usage is None:  # not billed as far as we can tell: count the worst case
             return pending.worst_case_usd
@@ -1573,6 +1581,14 @@ class ChatClaudeRelay(BaseChatModel):
 
 
 _KEEP_WARM_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _KeepAliveRequest:
+    """What a keep-alive sends: the planned request (cut at send time) and its parameters."""
+
+    request: ClaudeRequest
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ request's start).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,25 +105,20 @@ class GapHistogram:
 
     @classmethod
     def from_json(cls, raw: Any) -> GapHistogram | None:
-        """Read a stored histogram; anything malformed reads as ``None``."""
-        if not isinstance(raw, Mapping):
-            return None
-        counts, pending = raw.get("c"), raw.get("p", [])
-        if not isinstance(counts, Sequence) or len(counts) != len(GAP_EDGES) + 1:
-            return None
-        if not isinstance(pending, Sequence):
+        """Read a stored histogram (its counts, then its open arrivals); malformed: ``None``."""
+        buckets = len(GAP_EDGES) + 1
+        if not isinstance(raw, Sequence) or len(raw) < buckets:
             return None
         try:
-            return cls(
-                tuple(max(0.0, float(c)) for c in counts),
-                tuple(float(t) for t in pending)[-PENDING_CAP:],
-            )
+            counts = tuple(map(float, raw[:buckets]))
+            pending = tuple(map(float, raw[buckets:]))[-PENDING_CAP:]
         except (TypeError, ValueError):
             return None
+        return cls(counts, pending) if min(counts) >= 0.0 else None
 
-    def to_json(self) -> dict[str, list[float]]:
-        """The stored form (numbers only)."""
-        return {"c": [round(c, 6) for c in self.counts], "p": list(self.pending)}
+    def to_json(self) -> list[float]:
+        """The stored form: the counts, then the open arrivals (numbers only)."""
+        return [*self.counts, *self.pending]
 
     @property
     def total(self) -> float:

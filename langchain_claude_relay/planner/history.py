@@ -20,6 +20,7 @@ system prompt fared.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -60,12 +61,13 @@ __all__ = [
     "learn_reuse",
     "ANY_TOOL",
     "gap_key",
+    "tool_field",
     "gap_odds",
     "template_id",
 ]
 
-ANY_TOOL = "*"
-"""The ``g:`` record of a template over every tool called."""
+ANY_TOOL = "any"
+"""The field of a template's ``g:`` record that holds its gaps over every tool called."""
 
 LINEAGE_CAP = 16
 """Recent prefixes kept per conversation."""
@@ -97,9 +99,27 @@ def template_id(template: str) -> int:
     return int(template[2:], 16)
 
 
-def gap_key(template: int, tool: int | str) -> str:
-    """The ``g:`` key of a template's gaps after a tool (``0``: none, ``ANY_TOOL``: any)."""
-    return hex_key("g", template, tool)
+GAP_TOOLS_CAP = 32
+"""Tools kept per ``g:`` record (the least recently seen go first)."""
+
+
+def gap_key(template: int) -> str:
+    """The ``g:`` key of a template's gaps: one record, a histogram per tool and one for any.
+
+    The record's fields are ``tool_field(...)`` and ``ANY_TOOL``, each a ``GapHistogram``'s
+    stored form (a list of numbers).
+    """
+    return hex_key("g", template)
+
+
+def tool_field(tool: int) -> str:
+    """A tool's field in a ``g:`` record (``followup.tool_key``, in hex; ``t0``: no tool)."""
+    return f"t{tool:x}"
+
+
+def _gap_record(store: StateStore, template: int) -> dict[str, Any]:
+    raw = store.get(gap_key(template))
+    return dict(raw) if isinstance(raw, Mapping) else {}
 
 
 def gap_odds(store: StateStore, template: int, tool: int) -> tuple[float, ...]:
@@ -117,28 +137,44 @@ def gap_odds(store: StateStore, template: int, tool: int) -> tuple[float, ...]:
     Returns:
         Probabilities per ``followup.GAP_EDGES`` bucket, shrunk towards the level above.
     """
+    record = _gap_record(store, template)
     if tool == 0:
-        return shrink(GapHistogram.from_json(store.get(gap_key(template, 0))), PRIOR_GAPS)
-    anyone = shrink(GapHistogram.from_json(store.get(gap_key(template, ANY_TOOL))), PRIOR_GAPS)
+        return shrink(GapHistogram.from_json(record.get(tool_field(0))), PRIOR_GAPS)
+    anyone = shrink(GapHistogram.from_json(record.get(ANY_TOOL)), PRIOR_GAPS)
     if tool < 0:
         return anyone
-    return shrink(GapHistogram.from_json(store.get(gap_key(template, tool))), anyone)
+    return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone)
 
 
 def _learn_gaps(
-    store: StateStore, template: int, tool: int, seen: float, now: float | None = None
+    store: StateStore,
+    template: int,
+    tool: int,
+    now: float,
+    returned: tuple[int, float] | None = None,
 ) -> None:
-    """The arrival at ``seen`` came back at ``now``, or (``None``) it is a new arrival.
+    """A new arrival at ``now`` under ``tool``, after (``returned``) an earlier one came back.
 
-    Learned under the tool called and under any tool.
+    ``returned`` is ``(the tool called after the earlier arrival, when it arrived)``. Each is
+    learned under its tool and under any tool, in the template's one record.
     """
-    for key in {gap_key(template, tool), gap_key(template, ANY_TOOL)}:
-        histogram = GapHistogram.from_json(store.get(key)) or GapHistogram.empty()
-        if now is None:
-            updated = histogram.add_trial(seen)
+    record = _gap_record(store, template)
+    events: list[tuple[str, float, float | None]] = []
+    if returned is not None:
+        before, seen = returned
+        events += [(tool_field(before), seen, now), (ANY_TOOL, seen, now)]
+    events += [(tool_field(tool), now, None), (ANY_TOOL, now, None)]
+    for name, seen, back in events:
+        histogram = GapHistogram.from_json(record.pop(name, None)) or GapHistogram.empty()
+        if back is None:
+            histogram = histogram.add_trial(seen)
         else:
-            updated = histogram.add_return(now - seen, seen)
-        store.set(key, updated.to_json(), expire=TEMPLATE_EXPIRE)
+            histogram = histogram.add_return(back - seen, seen)
+        record[name] = histogram.to_json()  # re-inserted last: the most recently seen
+    while len(record) > GAP_TOOLS_CAP:
+        oldest = next(k for k in record if k != ANY_TOOL)
+        del record[oldest]
+    store.set(gap_key(template), record, expire=TEMPLATE_EXPIRE)
 
 
 class Lineage(NamedTuple):
@@ -247,7 +283,7 @@ class PrefixHistory:
             if template not in self._templates:
                 self._templates[template] = ReuseRecord.from_json(self.store.get(template))
             level = self._templates[template]
-            odds = estimate_odds(_open_arrival_aside(level, self.now), odds)
+            odds = estimate_odds(level, odds, open_arrivals=_open(level, self.now))
             changed = changed or (level is not None and level.last_hash not in (0, prefix48))
         odds = estimate_odds(record, odds, arriving_at=self.now)
         trace = SiteTrace(
@@ -264,18 +300,16 @@ class PrefixHistory:
         return odds, trace
 
 
-def _open_arrival_aside(record: ReuseRecord | None, now: float) -> ReuseRecord | None:
-    """A template's record without its latest arrival while that one may still come back.
+def _open(record: ReuseRecord | None, now: float) -> float:
+    """A template's arrivals that may still come back: its newest, within the hour.
 
-    Returns reach a template only when they happen, so its newest arrival (within the hour)
-    counts as "not back" until then; on a new template that halved a first follow-up's odds (one
-    arrival, no return yet): a tail kept warm through a 12-minute tool call was then left
-    unmarked and unread.
+    Returns reach a template only when they happen, so its newest arrival counted as "not back"
+    until then; on a new template that halved a first follow-up's odds (one arrival, no return
+    yet): a tail kept warm through a 12-minute tool call was then left unmarked and unread.
     """
     if record is None or record.last_seen is None or now - record.last_seen > TTL_SECONDS["1h"]:
-        return record
-    resolved = record.back_5m + record.back_1h
-    return replace(record, arrivals=max(resolved, record.arrivals - 1.0))
+        return 0.0
+    return 1.0
 
 
 def learn_reuse(
@@ -314,7 +348,7 @@ def learn_reuse(
         # the prefix's last arrival, if its return is not counted yet (a follow-up counted it)
         previous = record.last_seen if record is not None and not record.resolved else None
         last_tool = record.last_tool if record is not None else 0
-        updated = replace(record_arrival(record, now, DECAY_PREFIX), last_tool=tool)
+        updated = record_arrival(record, now, DECAY_PREFIX, tool=tool)
         outcome = outcome_at.get(plan.blocks[site.flat_index].position)
         ttl_seconds, expires = 0.0, 0.0
         if outcome is not None and outcome.actual == "write":  # a new entry, its own TTL
@@ -328,12 +362,11 @@ def learn_reuse(
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
-        if plan.blocks[site.flat_index].position.section != "messages":
+        if trace.keep_warm and plan.blocks[site.flat_index].position.section != "messages":
             # a static site's return is its next arrival; learned after the tool called then
             fine = template_id(site.templates[-1])
-            if previous is not None:
-                _learn_gaps(store, fine, last_tool, previous, now)
-            _learn_gaps(store, fine, tool, now)
+            returned = (last_tool, previous) if previous is not None else None
+            _learn_gaps(store, fine, tool, now, returned)
         if plan.blocks[site.flat_index].position.section == "messages":
             new_entries.append(
                 LineageEntry(
@@ -362,10 +395,10 @@ def learn_reuse(
     ]
     latest = max(returning, key=lambda e: e.seen, default=None)
     if trace.follow_key:  # the conversation's follow-up: this request, after the latest turn
+        returned = None
         if latest is not None:
-            called = latest.tool or trace.follow_tool
-            _learn_gaps(store, trace.follow_key, called, latest.seen, now)
-        _learn_gaps(store, trace.follow_key, tool, now)
+            returned = (latest.tool or trace.follow_tool, latest.seen)
+        _learn_gaps(store, trace.follow_key, tool, now, returned)
     for entry in current:
         matched = (entry.index, entry.prefix) in matched_keys
         if matched and not entry.resolved and entry.prefix not in site_prefixes:

@@ -41,6 +41,7 @@ from langchain_claude_relay.request import (
 
 __all__ = [
     "KeepAlive",
+    "pingable",
     "ping_decisions",
     "keep_alive_value",
     "bridge_cost",
@@ -202,6 +203,25 @@ def bridge_cost(
     per_ping = read if ping is None else ping
     policy = _policy_cost(s, per_ping, write_5m - read)  # pings + premiums of the rewrites
     return min(write_5m, read + policy / mid)
+
+
+def pingable(request: ClaudeRequest, position: Position) -> bool:
+    """Whether ``keepalive_request(request, position)`` has a request to send (cheaply).
+
+    >>> pingable(ClaudeRequest("claude-opus-5-5", messages=(
+    ...     Message("user", (Block("text", {"text": "q"}),)),)), Position("messages", 0))
+    True
+    """
+    if position.section != "messages":
+        return True
+    if request.messages[position.index].role != "user":
+        return False
+
+    def images(messages: Sequence[Message]) -> bool:
+        return any(block.type == "image" for message in messages for block in message.content)
+
+    cut = position.index + 1  # the cut keeps the messages' cache key (images present or not)
+    return images(request.messages[:cut]) or not images(request.messages[cut:])
 
 
 def keepalive_request(request: ClaudeRequest, position: Position) -> ClaudeRequest | None:

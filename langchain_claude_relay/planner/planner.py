@@ -57,7 +57,7 @@ from langchain_claude_relay.planner.keepalive import (
     KeepAlive,
     bridge_cost,
     keep_alive_value,
-    keepalive_request,
+    pingable,
 )
 from langchain_claude_relay.planner.placement import (
     BlockInfo,
@@ -334,11 +334,13 @@ class CachePlanner:
         )
         breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
         stability = self._stability(spec.family, blocks.scan, placement.markers)
-        trace = _trace(now, spec, blocks, known, odds, placement, breakpoints, stability)
-        trace = replace(
-            trace,
-            follow_tool=tool_key(_trailing_tool_calls(request)),
-            follow_key=history.follow_up_template() if known.lineage.key else 0,
+        follow = (  # what the keep-alive advice learns from: the follow-up after each tool
+            (tool_key(_trailing_tool_calls(request)), history.follow_up_template())
+            if keep_warm and known.lineage.key
+            else (0, 0)
+        )
+        trace = _trace(
+            now, spec, blocks, known, odds, placement, breakpoints, stability, follow, keep_warm
         )
         return _build_plan(
             request,
@@ -666,7 +668,7 @@ class CachePlanner:
             index = flat[bp.position]
             if record.cached_ttl != TTL_SECONDS["5m"] or index not in sites:
                 continue
-            if keepalive_request(plan.request, bp.position) is None:
+            if not pingable(plan.request, bp.position):
                 continue
             static = bp.position.section != "messages"
             s = follow_up
@@ -935,6 +937,8 @@ def _trace(
     placement: Placement,
     breakpoints: Sequence[Breakpoint],
     stability: _Stability,
+    follow: tuple[int, int],
+    keep_warm: bool,
 ) -> PlanTrace:
     """What ``observe`` needs of the plan: sites with their TTLs, lineage, stability record."""
     ttl_at = {i: bp.ttl for (i, _t), bp in zip(placement.markers, breakpoints, strict=True)}
@@ -951,6 +955,9 @@ def _trace(
         stability_key=stability.key,
         stability=stability.hashes,
         concurrent=frozenset(blocks.scan.prefix_hashes[i] for i in known.pending_at),
+        follow_tool=follow[0],
+        follow_key=follow[1],
+        keep_warm=keep_warm,
     )
 
 

@@ -166,7 +166,12 @@ def _outcome(gap: float) -> tuple[float, float]:
 
 
 def record_arrival(
-    record: ReuseRecord | None, now: float, decay: float, *, resolve: bool = True
+    record: ReuseRecord | None,
+    now: float,
+    decay: float,
+    *,
+    resolve: bool = True,
+    tool: int | None = None,
 ) -> ReuseRecord:
     """One more arrival at ``now``; for a prefix, the gap since its last arrival resolves that one.
 
@@ -176,6 +181,8 @@ def record_arrival(
         decay: weight kept by the past counts.
         resolve: ``True`` for a prefix record; ``False`` for a template, whose arrivals are
             different prefixes (their returns come through ``record_return``).
+        tool: the tools the response to this arrival called (``ReuseRecord.last_tool``;
+            ``None`` keeps the record's).
 
     Returns:
         The updated record.
@@ -199,6 +206,7 @@ def record_arrival(
         cached_until=base.cached_until,
         cached_ttl=base.cached_ttl,
         last_hash=base.last_hash,
+        last_tool=base.last_tool if tool is None else tool,
     )
 
 
@@ -246,6 +254,7 @@ def estimate_odds(
     *,
     arriving_at: float | None = None,
     weight: float = PRIOR_WEIGHT,
+    open_arrivals: float = 0.0,
 ) -> ReuseOdds:
     """Odds from a record, shrunk towards ``parent``.
 
@@ -255,6 +264,8 @@ def estimate_odds(
         arriving_at: the current time when this very prefix is arriving now (its last arrival
             is then resolved by the gap); ``None`` for templates.
         weight: how many arrivals the parent is worth.
+        open_arrivals: arrivals of the record that may still come back (set aside: counted,
+            they would look like arrivals that did not).
 
     Returns:
         The odds, with ``within_5m <= within_1h``.
@@ -269,6 +280,10 @@ def estimate_odds(
     if arriving_at is not None and record.last_seen is not None and not record.resolved:
         add5, add60 = _outcome(arriving_at - record.last_seen)
         b5, b60 = b5 + add5, b60 + add60
+    if open_arrivals:
+        n = max(b5 + b60, n - open_arrivals)
+        if n <= 0:
+            return parent
     total = n + weight
     p5 = min(1.0, (b5 + weight * parent.within_5m) / total)
     p1h = min(1.0, (b5 + b60 + weight * parent.within_1h) / total)
