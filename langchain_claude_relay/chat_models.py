@@ -365,6 +365,7 @@ class ChatClaudeRelay(BaseChatModel):
     it would not, keep-alives stop (warned once)."""
 
     _keep_warm_state: KeepWarmScheduler | None = PrivateAttr(default=None)
+    _keep_warm_driven: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
 
     allow_insecure_http: bool = False
@@ -659,7 +660,7 @@ class ChatClaudeRelay(BaseChatModel):
                 # plan and mark as sent together, so concurrent calls see each other's writes
                 with planner.send_lock:
                     options = _plan_options(ttl, adaptation)
-                    options["keep_warm"] = self._plans_keep_warm(request)
+                    options["keep_warm"] = self._plans_keep_warm(request, planner)
                     plan = planner.plan(request, **options)
                     request = plan.apply(request)
                     planner.sent(plan)
@@ -1160,11 +1161,17 @@ class ChatClaudeRelay(BaseChatModel):
         Returns:
             The keep-alive requests sent.
         """
+        self._keep_warm_driven = True
         scheduler = self._keep_warm_state
         return scheduler.run_due(now) if scheduler is not None else 0
 
     def next_keep_warm(self) -> float | None:
-        """When the next keep-alive request falls due (planner clock), or ``None``."""
+        """When the next keep-alive request falls due (planner clock), or ``None``.
+
+        Calling it (or ``run_keep_warm``) says keep-alives are being driven: with an injected
+        clock, plans count on keep-alives only from then on (nothing sends them otherwise).
+        """
+        self._keep_warm_driven = True
         scheduler = self._keep_warm_state
         return scheduler.next_due() if scheduler is not None else None
 
@@ -1192,9 +1199,16 @@ class ChatClaudeRelay(BaseChatModel):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _plans_keep_warm(self, request: ClaudeRequest) -> bool:
-        """Whether the plan may count on keep-alives (priced model, no extended thinking)."""
+    def _plans_keep_warm(self, request: ClaudeRequest, planner: Planner | None = None) -> bool:
+        """Whether the plan may count on keep-alives (priced model, no extended thinking).
+
+        With an injected clock, only once the keep-alives are driven (``run_keep_warm`` or
+        ``next_keep_warm`` was called): a plan counting on keep-alives nobody sends would keep
+        5-minute entries that expire.
+        """
         if self.keep_warm != "auto" or self._closed or self.keep_warm_budget_usd <= 0:
+            return False
+        if planner is not None and planner.clock is not time.time and not self._keep_warm_driven:
             return False
         thinking = request.thinking
         if thinking and thinking.get("type") != "disabled":

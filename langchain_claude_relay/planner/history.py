@@ -394,7 +394,7 @@ def learn_reuse(
         if (e.index, e.prefix) in matched_keys and not e.resolved and e.prefix not in site_prefixes
     ]
     latest = max(returning, key=lambda e: e.seen, default=None)
-    if trace.follow_key:  # the conversation's follow-up: this request, after the latest turn
+    if trace.keep_warm and trace.follow_key:  # the follow-up: this request, after the last turn
         returned = None
         if latest is not None:
             returned = (latest.tool or trace.follow_tool, latest.seen)

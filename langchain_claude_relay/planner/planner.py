@@ -334,9 +334,9 @@ class CachePlanner:
         )
         breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
         stability = self._stability(spec.family, blocks.scan, placement.markers)
-        follow = (  # what the keep-alive advice learns from: the follow-up after each tool
+        follow = (  # the conversation's follow-up: keep-alive advice and what it learns from
             (tool_key(_trailing_tool_calls(request)), history.follow_up_template())
-            if keep_warm and known.lineage.key
+            if known.lineage.key
             else (0, 0)
         )
         trace = _trace(
