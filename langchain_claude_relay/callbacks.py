@@ -26,8 +26,12 @@ Per call, the tracker reads the chat generation's message:
   ``ledger.cache_facts``), for wasted writes and predicted-vs-actual hits.
 
 A LangChain response-cache hit (``usage_metadata["total_cost"] == 0``, no relay call) is counted
-in ``llm_cache_hits`` only. The totals are computed by ``ledger.summarize`` over the block's
-calls, so they mean exactly what ``claude-relay stats`` means.
+in ``llm_cache_hits`` only. Keep-alive requests (``ChatClaudeRelay(keep_warm="auto")``) are no
+LangChain calls: the chat model hands each one to the trackers that counted the call it keeps
+warm (``record_keep_alive``), also when it is sent later, from the keep-alive thread. They count
+as spend (``keep_alive_calls``, ``keep_alive_cost_usd``, and in ``cost_usd``), not as calls.
+The totals are computed by ``ledger.summarize`` over the block's calls, so they mean exactly
+what ``claude-relay stats`` means.
 """
 
 from __future__ import annotations
@@ -197,6 +201,14 @@ class CostTracker(BaseCallbackHandler):
         if self._parent is not None:
             self._parent._add(entry, call_id, cache_hit=cache_hit)
 
+    def record_keep_alive(self, entry: LedgerEntry) -> None:
+        """Count a keep-alive request sent for a call this tracker counted.
+
+        Args:
+            entry: its ledger entry (``entry.keep_alive`` is ``True``).
+        """
+        self._add(entry, f"keep-alive:{entry.call_id}:{entry.timestamp}", cache_hit=False)
+
     # -- results ------------------------------------------------------------------------------
 
     def ledger_summary(self) -> LedgerSummary:
@@ -213,9 +225,13 @@ class CostTracker(BaseCallbackHandler):
 
     @property
     def calls(self) -> int:
-        """Chat model calls that ended (with or without usage; response-cache hits excluded)."""
+        """Chat model calls that ended, with or without usage.
+
+        Response-cache hits and keep-alive requests are not calls.
+        """
         with self._lock:
-            return len(self._entries) + self._calls_without_usage
+            calls = sum(1 for e in self._entries if not e.keep_alive)
+            return calls + self._calls_without_usage
 
     @property
     def calls_without_usage(self) -> int:
@@ -280,6 +296,16 @@ class CostTracker(BaseCallbackHandler):
         return self.ledger_summary().wasted_write_tokens
 
     @property
+    def keep_alive_calls(self) -> int:
+        """Keep-alive requests sent for the block's calls (not in ``calls``)."""
+        return self.ledger_summary().keep_alive_calls
+
+    @property
+    def keep_alive_cost_usd(self) -> float:
+        """What those keep-alive requests cost (included in ``cost_usd``)."""
+        return self.ledger_summary().keep_alive_cost_usd
+
+    @property
     def unpriced_calls(self) -> int:
         """Calls of models without published prices (not in the USD totals)."""
         return self.ledger_summary().unpriced_calls
@@ -304,6 +330,11 @@ class CostTracker(BaseCallbackHandler):
             f"saved ${s.saved_usd:.4f})",
             f"Wasted cache writes: {s.wasted_write_tokens:,} tokens",
         ]
+        if s.keep_alive_calls:
+            lines.append(
+                f"Keep-alive: {s.keep_alive_calls:,} requests, ${s.keep_alive_cost_usd:.4f} "
+                "(in the cost above)"
+            )
         if s.unpriced_calls:
             lines.append(f"Unpriced calls: {s.unpriced_calls:,} (model without prices)")
         if self.calls_without_usage:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -72,8 +73,10 @@ from langchain_claude_relay._convert import (
     to_claude_request,
 )
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
+from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import check_api_key, check_sampling
+from langchain_claude_relay.callbacks import CostTracker
 from langchain_claude_relay.capabilities import (
     Adaptation,
     RelayCapabilities,
@@ -85,6 +88,7 @@ from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
+from langchain_claude_relay.planner.keepalive import KeepAlive, keepalive_request
 from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.planner.rules import validate_user_markers
 from langchain_claude_relay.request import MAX_CACHE_MARKERS, CacheControl, ClaudeRequest, Tool
@@ -132,6 +136,8 @@ class _Prepared:
     started: float  # when the call started, on the planner's clock (wall time without one)
     unplanned: str | None = None  # why there is no plan (caching off, the relay, a failure)
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
+    params: dict[str, Any] | None = None  # the sampling parameters rendered (keep-alives reuse)
+    cost_trackers: tuple[CostTracker, ...] = ()  # the call's trackers (keep-alives reach them)
 
     def token_estimates(self) -> tuple[int, int]:
         """What the call books on the rate limiter (see ``limiter.booking.token_estimates``)."""
@@ -149,6 +155,7 @@ class _StreamState:
     model_name: str | None = None
     call_id: str | None = None
     diagnostics: Mapping[str, Any] | None = None
+    tool_names: list[str] = dataclasses.field(default_factory=list)
 
     def read(self, event: Any) -> ParsedChunk:
         """Validate one streamed event and keep its usage, model and id (the last one given).
@@ -162,6 +169,10 @@ class _StreamState:
         self.model_name = parsed.model or self.model_name
         self.call_id = parsed.id or self.call_id
         self.diagnostics = parsed.diagnostics or self.diagnostics
+        for delta in parsed.tool_call_deltas:
+            name = (delta.get("function") or {}).get("name")
+            if isinstance(name, str) and name:
+                self.tool_names.append(name)
         return parsed
 
 
@@ -375,6 +386,25 @@ class ChatClaudeRelay(BaseChatModel):
     they read the prefix instead of each paying to write it (see ``batch``). On unless ``False``
     (``None`` is the default, so that serialized models stay as they were)."""
 
+    keep_warm: Literal["off", "auto"] = "auto"
+    """Keep-alive requests: ``"auto"`` keeps a cached prefix warm while a tool runs (or a user
+    pauses) when its planner expects it back after its 5-minute entry would expire and a
+    keep-alive (a read of the prefix, ``max_tokens`` 0 on the native ways in, 1 on relays) costs
+    less in expectation than the rewrite; each is billed in the ledger and in ``track_costs``
+    as keep-alive spend, within ``keep_warm_budget_usd``. ``"off"``: nothing is ever sent in the
+    background. With the planner's default wall clock a daemon thread sends them; with an
+    injected clock, ``run_keep_warm(now)`` does. Nothing is sent after ``close()`` or at
+    interpreter exit. See the README's "Keep-alive" section."""
+
+    keep_warm_budget_usd: float = 1.0
+    """The most this model's keep-alive requests may cost, together (USD). Each keep-alive's
+    worst case must fit in what is left before it is sent, so the spend never exceeds it; once
+    it would not, keep-alives stop (warned once)."""
+
+    _keep_warm_state: KeepWarmScheduler | None = PrivateAttr(default=None)
+    _keep_warm_driven: bool = PrivateAttr(default=False)
+    _closed: bool = PrivateAttr(default=False)
+
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
 
@@ -431,6 +461,17 @@ class ChatClaudeRelay(BaseChatModel):
     def _check_thinking(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         """The same rules as per call (``convert.check_thinking``)."""
         return check_thinking(value)
+
+    @field_validator("keep_warm_budget_usd")
+    @classmethod
+    def _check_keep_warm_budget(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            msg = (
+                f"keep_warm_budget_usd={value!r} is not a budget: pass a number of dollars >= 0 "
+                "(0 sends no keep-alive), or keep_warm='off'"
+            )
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _check_base_url(self) -> ChatClaudeRelay:
@@ -762,7 +803,9 @@ class ChatClaudeRelay(BaseChatModel):
             try:
                 # plan and mark as sent together, so concurrent calls see each other's writes
                 with planner.send_lock:
-                    plan = planner.plan(request, **_plan_options(ttl, adaptation))
+                    options = _plan_options(ttl, adaptation)
+                    options["keep_warm"] = self._plans_keep_warm(request, planner)
+                    plan = planner.plan(request, **options)
                     request = plan.apply(request)
                     planner.sent(plan)
             except RequestValidationError:
@@ -771,6 +814,7 @@ class ChatClaudeRelay(BaseChatModel):
                 unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
                 warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
                 plan = None
+        self._keep_warm_cancel(plan.request if plan is not None else request)
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
@@ -783,6 +827,7 @@ class ChatClaudeRelay(BaseChatModel):
             planner if plan is not None else None,
             started,
             unplanned=unplanned,
+            params=params,
         )
 
     def _count_exactly(self, request: ClaudeRequest, planner: Planner) -> None:
@@ -938,9 +983,17 @@ class ChatClaudeRelay(BaseChatModel):
     # -- response handling ------------------------------------------------------------------------
 
     def _account(
-        self, prepared: _Prepared, raw_usage: Mapping[str, Any] | None, call_id: str | None = None
+        self,
+        prepared: _Prepared,
+        raw_usage: Mapping[str, Any] | None,
+        call_id: str | None = None,
+        tools: Sequence[str] = (),
     ) -> tuple[NormalizedUsage | None, dict[str, Any]]:
-        """Normalize usage, price it, feed the planner; returns usage and response metadata."""
+        """Normalize usage, price it, feed the planner; returns usage and response metadata.
+
+        ``tools``: the names of the tools the response called (the planner learns how long
+        their results take to come back, and keep-alives are scheduled on it).
+        """
         meta: dict[str, Any] = {"cache_plan": _plan_metadata(prepared)}
         if raw_usage is None:
             meta["cost_usd"] = None
@@ -952,11 +1005,12 @@ class ChatClaudeRelay(BaseChatModel):
         meta["cost_usd"] = call_cost_usd(usage, pricing)
         if prepared.planner is not None and prepared.plan is not None:
             try:
-                observation = prepared.planner.observe(prepared.plan, usage)
+                observation = prepared.planner.observe(prepared.plan, usage, tools=tools)
                 if observation is not None:
                     meta["cache_observation"] = observation.to_dict()
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
+            self._keep_warm_after(prepared, usage, tools)
         self._record(prepared, usage, meta, call_id)
         return usage, meta
 
@@ -979,14 +1033,13 @@ class ChatClaudeRelay(BaseChatModel):
         if self.ledger is False:
             return
         try:
-            ledger = self.ledger if self.ledger is not None else default_ledger()
             facts = cache_facts(
                 meta.get("cache_plan"),
                 meta.get("cache_observation"),
                 read_tokens=usage.cache_read_tokens,
                 write_tokens=usage.cache_write_tokens,
             )
-            ledger.record(
+            self._to_ledger(
                 LedgerEntry.from_usage(
                     usage,
                     model=prepared.model,
@@ -1003,6 +1056,13 @@ class ChatClaudeRelay(BaseChatModel):
         except Exception as exc:
             logger.warning("could not record the call in the ledger: %s", type(exc).__name__)
 
+    def _to_ledger(self, entry: LedgerEntry) -> None:
+        """Record an entry in this model's ledger (none with ``ledger=False``)."""
+        if self.ledger is False:
+            return
+        ledger = self.ledger if self.ledger is not None else default_ledger()
+        ledger.record(entry)
+
     def _message_from(self, body: Any, prepared: _Prepared) -> AIMessage:
         parsed = self._wire.parse(body)
         tool_calls = []
@@ -1014,7 +1074,10 @@ class ChatClaudeRelay(BaseChatModel):
                     tool_calls.append(call)
             except Exception as exc:
                 invalid_tool_calls.append(make_invalid_tool_call(dict(raw), str(exc)))
-        usage, meta = self._account(prepared, parsed.usage, parsed.id)
+        names = [c["name"] for c in tool_calls] + [
+            c["name"] for c in invalid_tool_calls if c.get("name")
+        ]
+        usage, meta = self._account(prepared, parsed.usage, parsed.id, names)
         meta.update(_diagnostics_metadata(parsed.diagnostics))
         additional: dict[str, Any] = {}
         if parsed.reasoning:
@@ -1078,7 +1141,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     def _final_chunk(self, prepared: _Prepared, state: _StreamState) -> ChatGenerationChunk:
         """The closing chunk: usage, cost and plan, once (LangChain sums usage across chunks)."""
-        usage, meta = self._account(prepared, state.usage, state.call_id)
+        usage, meta = self._account(prepared, state.usage, state.call_id, state.tool_names)
         meta.update(_diagnostics_metadata(state.diagnostics))
         return ChatGenerationChunk(
             message=AIMessageChunk(
@@ -1108,6 +1171,7 @@ class ChatClaudeRelay(BaseChatModel):
                 self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
             )
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
+        prepared.cost_trackers = _cost_trackers(run_manager)
         booked = self._reserve(prepared)
         try:
             raw = self._transport.create(prepared.payload)
@@ -1137,6 +1201,7 @@ class ChatClaudeRelay(BaseChatModel):
         if self.exact_token_counts:
             await self._acount_exactly(messages, kwargs)
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
+        prepared.cost_trackers = _cost_trackers(run_manager)
         booked = await self._areserve(prepared)
         try:
             raw = await self._transport.acreate(prepared.payload)
@@ -1160,6 +1225,7 @@ class ChatClaudeRelay(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
+        prepared.cost_trackers = _cost_trackers(run_manager)
         booked = self._reserve(prepared)
         outcome: booking.CallOutcome = "unsent"
         try:
@@ -1195,6 +1261,7 @@ class ChatClaudeRelay(BaseChatModel):
         if self.exact_token_counts:
             await self._acount_exactly(messages, kwargs)
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
+        prepared.cost_trackers = _cost_trackers(run_manager)
         booked = await self._areserve(prepared)
         outcome: booking.CallOutcome = "unsent"
         try:
@@ -1235,6 +1302,185 @@ class ChatClaudeRelay(BaseChatModel):
         self._lifecycle(prepared, "began")
         if gate is not None:
             gate.begun()
+
+    # -- keep-alive requests -------------------------------------------------------------------
+
+    def run_keep_warm(self, now: float | None = None) -> int:
+        """Send every keep-alive request due at or before ``now``; returns how many were sent.
+
+        With an injected planner clock (``CachePlanner(clock=...)``) nothing is sent by itself:
+        tests, benchmarks and simulations call this as their clock moves (``next_keep_warm``
+        says when the next one falls due). With the wall clock a daemon thread already sends
+        them on time; calling this sends those due now.
+
+        Args:
+            now: the planner clock's time (default: the planner's clock now).
+
+        Returns:
+            The keep-alive requests sent.
+        """
+        self._keep_warm_driven = True
+        scheduler = self._keep_warm_state
+        return scheduler.run_due(now) if scheduler is not None else 0
+
+    def next_keep_warm(self) -> float | None:
+        """When the next keep-alive request falls due (planner clock), or ``None``.
+
+        Calling it (or ``run_keep_warm``) says keep-alives are being driven: with an injected
+        clock, plans count on keep-alives only from then on (nothing sends them otherwise).
+        """
+        self._keep_warm_driven = True
+        scheduler = self._keep_warm_state
+        return scheduler.next_due() if scheduler is not None else None
+
+    @property
+    def keep_warm_spent_usd(self) -> float:
+        """What this model's keep-alive requests have cost so far (USD)."""
+        scheduler = self._keep_warm_state
+        return scheduler.spent_usd if scheduler is not None else 0.0
+
+    def close(self) -> None:
+        """Stop keep-alive requests: pending ones are dropped, the background thread ends.
+
+        Nothing is sent in the background after this (the model still answers calls, without
+        scheduling keep-alives). Also called at interpreter exit. ``with ChatClaudeRelay(...)
+        as llm:`` closes on leaving the block.
+        """
+        self._closed = True
+        scheduler = self._keep_warm_state
+        if scheduler is not None:
+            scheduler.close()
+
+    def __enter__(self) -> ChatClaudeRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _plans_keep_warm(self, request: ClaudeRequest, planner: Planner | None = None) -> bool:
+        """Whether the plan may count on keep-alives (priced model, no extended thinking).
+
+        With an injected clock, only once the keep-alives are driven (``run_keep_warm`` or
+        ``next_keep_warm`` was called): a plan counting on keep-alives nobody sends would keep
+        5-minute entries that expire.
+        """
+        if self.keep_warm != "auto" or self._closed or self.keep_warm_budget_usd <= 0:
+            return False
+        if planner is not None and planner.clock is not time.time and not self._keep_warm_driven:
+            return False
+        thinking = request.thinking
+        if thinking and thinking.get("type") != "disabled":
+            return False
+        return self._pricing(request.model)[0].prices is not None
+
+    def _keep_warm_cancel(self, request: ClaudeRequest) -> None:
+        """A request carrying a kept prefix reads it itself: its keep-alives stop.
+
+        ``request`` is the one planned (its prefix hashes are already computed; markers do not
+        change them).
+        """
+        scheduler = self._keep_warm_state
+        if scheduler is not None and scheduler.pending:
+            scheduler.cancel(request.prefix_hashes())
+
+    def _keep_warm_after(
+        self, prepared: _Prepared, usage: NormalizedUsage, tools: Sequence[str]
+    ) -> None:
+        """After a response: schedule keep-alives for the prefix the planner advises keeping."""
+        planner, plan = prepared.planner, prepared.plan
+        if planner is None or plan is None or not self._plans_keep_warm(prepared.request):
+            return
+        try:
+            keeps = [k for k in planner.keep_alives(plan, usage, tools=tools) if k.priced]
+            scheduler = self._keep_warm_scheduler(planner) if keeps else None
+            for keep in keeps:
+                pending = self._keep_alive_pending(prepared, keep)
+                if pending is not None and scheduler is not None:
+                    scheduler.schedule(pending)
+        except Exception as exc:  # keep-alives must never fail a user's call
+            logger.warning("could not schedule a keep-alive request: %s", type(exc).__name__)
+
+    def _keep_warm_scheduler(self, planner: Planner) -> KeepWarmScheduler | None:
+        """This model's scheduler, on its planner's clock (a thread for the wall clock)."""
+        with _KEEP_WARM_LOCK:
+            scheduler = self._keep_warm_state
+            if scheduler is None and not self._closed:
+                scheduler = KeepWarmScheduler(
+                    planner.clock,
+                    self._send_keep_alive,
+                    budget_usd=self.keep_warm_budget_usd,
+                    background=planner.clock is time.time,
+                )
+                self._keep_warm_state = scheduler
+        if scheduler is not None and scheduler.clock is not planner.clock:
+            warn_once(
+                ("keep_warm_clock", id(self)),
+                "keep-alive requests follow the clock of the first planner that scheduled one; "
+                "calls planned on another clock get none",
+                RuntimeWarning,
+            )
+            return None
+        return scheduler
+
+    def _keep_alive_pending(self, prepared: _Prepared, keep: KeepAlive) -> PendingKeepAlive | None:
+        """The keep-alive for ``keep`` with its costs (the request is rendered when it goes)."""
+        prices = self._pricing(keep.model)[0].prices
+        if prices is None:
+            return None
+        params = dict(prepared.params or {})
+        for name in ("stream", "stream_options", "max_completion_tokens", "thinking"):
+            params.pop(name, None)
+        static = keep.position.section != "messages"
+        forced = not static and prepared.request.tool_choice not in (None, "auto", "none")
+        structured = "response_format" in params or "output_config" in params
+        params["max_tokens"] = 0 if self._api.native and not forced and not structured else 1
+        extra = params["max_tokens"] * prices.output / 1e6
+        worst = (keep.tokens + 16) * max(prices.cache_write_1h, prices.input) / 1e6 + extra
+        return PendingKeepAlive(
+            keep,
+            _KeepAliveRequest(prepared.request, params),
+            extra_cost=extra,
+            worst_case_usd=worst,
+            context=_KeepAliveContext(prepared.planner, prepared.cost_trackers),  # type: ignore[arg-type]
+        )
+
+    def _send_keep_alive(self, pending: PendingKeepAlive) -> float | None:
+        """Send one keep-alive request; bill it in the ledger and the call's cost trackers."""
+        context: _KeepAliveContext = pending.context
+        keep = pending.keep
+        source: _KeepAliveRequest = pending.payload
+        request = keepalive_request(source.request, keep.position)
+        if request is None:
+            return None
+        at = float(context.planner.clock())
+        raw = self._transport.create(self._wire.render(request, source.params, True))
+        parsed = self._wire.parse(raw.body)
+        if parsed.usage is None:  # not billed as far as we can tell: count the worst case
+            return pending.worst_case_usd
+        usage = normalize_usage(parsed.usage, write_ttl_hint=keep.ttl)
+        pricing = self._pricing(keep.model)[0]
+        cost = call_cost_usd(usage, pricing)
+        try:
+            context.planner.kept_alive(keep, at, usage.cache_read_tokens)
+        except Exception as exc:  # bookkeeping never fails the keep-alive
+            logger.warning("cache planner kept_alive() failed: %s", type(exc).__name__)
+        entry = LedgerEntry.from_usage(
+            usage,
+            model=keep.model,
+            pricing=pricing,
+            timestamp=at,
+            call_id=parsed.id,
+            base_url=self.base_url or f"api:{self.api}",
+            read_prefix=keep.prefix_hash if usage.cache_read_tokens else None,
+            keep_alive=True,
+        )
+        try:
+            self._to_ledger(entry)
+        except Exception as exc:
+            logger.warning("could not record a keep-alive in the ledger: %s", type(exc).__name__)
+        for tracker in context.cost_trackers:
+            tracker.record_keep_alive(entry)
+        return cost if cost is not None else pending.worst_case_usd
 
     # -- batches: warm, then fan out ------------------------------------------------------------
 
@@ -1506,6 +1752,34 @@ class ChatClaudeRelay(BaseChatModel):
             [parser_none], exception_key="parsing_error"
         )
         return RunnableMap(raw=llm) | parser_with_fallback
+
+
+_KEEP_WARM_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _KeepAliveRequest:
+    """What a keep-alive sends: the planned request (cut at send time) and its parameters."""
+
+    request: ClaudeRequest
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _KeepAliveContext:
+    """What sending a keep-alive needs of the call it keeps warm."""
+
+    planner: Planner
+    cost_trackers: tuple[CostTracker, ...]
+
+
+def _cost_trackers(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> tuple[CostTracker, ...]:
+    """The call's cost trackers (``track_costs`` blocks and ``callbacks=[tracker]``)."""
+    if run_manager is None:
+        return ()
+    return tuple(h for h in run_manager.handlers if isinstance(h, CostTracker))
 
 
 def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:

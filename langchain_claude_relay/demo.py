@@ -6,6 +6,12 @@ On the embedded emulator (no key, no network) unless ``CLAUDE_RELAY_BASE_URL`` a
 ``CLAUDE_RELAY_API_KEY`` are set, in which case the same agent runs against that relay, on the
 wall clock. Each model call prints where the planner put the cache markers, with which TTL, what
 the relay reported as cache reads and writes, and the cost against the same call uncached.
+
+One tool is slow: ``run_compliance_check`` takes ``SLOW_TOOL_MINUTES`` (virtual) minutes, longer
+than a 5-minute cache entry lives. While it runs, the chat model's keep-alive requests
+(``keep_warm="auto"``) keep the agent's prompt cached; the demo sends them as they fall due
+(``run_keep_warm``, on the emulator's clock), prints each, and at the end what they cost
+against writing the prompt again when the tool's result came back.
 """
 
 from __future__ import annotations
@@ -28,23 +34,27 @@ from pydantic import SecretStr
 from langchain_claude_relay.chat_models import ChatClaudeRelay
 from langchain_claude_relay.cost import uncached_cost_usd
 from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.usage import normalize_usage
 
-__all__ = ["DEMO_MODEL", "TURNS", "handbook", "run_demo"]
+__all__ = ["DEMO_MODEL", "SLOW_TOOL_MINUTES", "TURNS", "handbook", "run_demo"]
 
 DEMO_MODEL = "claude-sonnet-4-6"
 
 TURNS: tuple[tuple[float, str], ...] = (
     (0.0, "Search the handbook for 'refunds' and tell me the rule."),
-    (1.5, "Open section 7 and summarize it."),
-    (3.0, "Search the handbook for 'travel' and list what needs approval."),
+    (1.5, "Run the compliance check of part 7 and tell me whether it passes."),
+    (12.0, "Search the handbook for 'travel' and list what needs approval."),
     (25.0, "Open section 12 and tell me who signs off."),
     (55.0, "Search the handbook for 'security' and give me the first step."),
     (100.0, "Open section 3 and quote its first sentence."),
     (103.0, "Search the handbook for 'holidays' and tell me how many days."),
     (150.0, "Open section 18 and summarize it."),
 )
-"""(virtual minutes since the start, question): a burst, then sparse visits, then another burst."""
+"""(virtual minutes since the start, question): a burst with a 9-minute compliance check, then
+sparse visits, then another burst."""
+SLOW_TOOL_MINUTES = 9.0
+"""How long the compliance check runs (virtual minutes): longer than a 5-minute entry lives."""
 
 _TOPICS = (
     "refunds", "travel", "security", "holidays", "expenses", "hiring", "onboarding", "equipment",
@@ -72,7 +82,7 @@ def handbook(sections: int = 20, sentences: int = 28, seed: int = 11) -> list[st
     return out
 
 
-def _tools(sections: list[str]) -> list[Any]:
+def _tools(sections: list[str], wait: Callable[[float], None]) -> list[Any]:
     @tool
     def search_handbook(query: str) -> str:
         """Search the company handbook; returns the best matching section."""
@@ -89,7 +99,15 @@ def _tools(sections: list[str]) -> list[Any]:
             return sections[number - 1][:1200]
         return f"There is no section {number}; sections run from 1 to {len(sections)}."
 
-    return [search_handbook, open_section]
+    @tool
+    def run_compliance_check(section: int) -> str:
+        """Run the compliance check of one handbook section (a slow job: minutes)."""
+        wait(SLOW_TOOL_MINUTES * 60)
+        if 1 <= section <= len(sections):
+            return f"Section {section}: 28 rules checked, all compliant; report archived."
+        return f"There is no section {section}."
+
+    return [search_handbook, open_section, run_compliance_check]
 
 
 @dataclass
@@ -203,10 +221,12 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
             ledger=MemoryLedger() if emulated else None,
             max_tokens=400,
         )
-        agent = create_agent(llm, _tools(sections), system_prompt=system_prompt)
         printer = _CallPrinter(out, now)
+        keep_alives = _KeepAlives(llm, out, now, set_minute_clock, emulated)
+        agent = create_agent(llm, _tools(sections, keep_alives.wait), system_prompt=system_prompt)
         print(
-            f"langchain-claude-relay demo: a LangChain agent (create_agent) with 2 tools over a "
+            f"langchain-claude-relay demo: a LangChain agent (create_agent) with 3 tools (one "
+            f"takes {SLOW_TOOL_MINUTES:g} minutes) over a "
             f"{len(system_prompt) // 1000}K-character handbook, {len(schedule)} questions, "
             f"on {where}" + (" (virtual time)" if emulated else ""),
             file=out,
@@ -218,17 +238,82 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
                 set_minute_clock(minute * 60)
             printer.turn = i
             agent.invoke({"messages": [HumanMessage(question)]}, config={"callbacks": [printer]})
-        _print_totals(printer.rows, out)
+            keep_alives.after_turn(printer.rows)
+        _print_totals(printer.rows, out, llm.keep_warm_spent_usd)
+        keep_alives.print_totals(out)
+        llm.close()
     return 0
 
 
-def _print_totals(rows: list[_CallRow], out: TextIO) -> None:
-    cost = sum(r.cost or 0.0 for r in rows)
+class _KeepAlives:
+    """The slow tool's wait: the virtual clock moves, keep-alives go as they fall due."""
+
+    def __init__(
+        self,
+        llm: ChatClaudeRelay,
+        out: TextIO,
+        now: Callable[[], float],
+        set_clock: Callable[[float], object],
+        emulated: bool,
+    ) -> None:
+        self.llm, self.out, self.now, self.set_clock = llm, out, now, set_clock
+        self.emulated = emulated
+        self.sent = 0
+        self.kept_tokens = 0  # what the call after the slow tool read thanks to them
+        self._waited = False
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` of (virtual) time pass, sending keep-alives on time."""
+        if not self.emulated:
+            return  # a real relay: the chat model's own thread sends them on the wall clock
+        until = self.now() + seconds
+        while (due := self.llm.next_keep_warm()) is not None and due < until:
+            self.set_clock(due)
+            before = self.llm.keep_warm_spent_usd
+            if self.llm.run_keep_warm(due):
+                self.sent += 1
+                print(
+                    f"{'':>4} {due / 60:>6.1f}  keep-alive while the check runs: "
+                    f"${self.llm.keep_warm_spent_usd - before:.5f}",
+                    file=self.out,
+                )
+        self.set_clock(until)
+        self._waited = True
+
+    def after_turn(self, rows: list[_CallRow]) -> None:
+        """Note what the call that took the slow tool's result read from the cache."""
+        if self._waited and rows:
+            self.kept_tokens = rows[-1].read
+            self._waited = False
+
+    def print_totals(self, out: TextIO) -> None:
+        """What the keep-alives cost against writing the prompt again after the slow tool."""
+        if not self.sent:
+            return
+        spent = self.llm.keep_warm_spent_usd
+        prices = lookup_model(DEMO_MODEL).prices
+        rewrite = (
+            self.kept_tokens * (prices.cache_write_5m - prices.cache_read) / 1e6
+            if prices is not None
+            else 0.0
+        )
+        print(
+            f"keep-alive: {self.sent} request(s), ${spent:.5f}, kept {self.kept_tokens:,} tokens "
+            f"cached through the {SLOW_TOOL_MINUTES:g}-minute check; writing them again would "
+            f"have cost ${rewrite:.5f} more than reading them: saved ${rewrite - spent:.5f}",
+            file=out,
+        )
+
+
+def _print_totals(rows: list[_CallRow], out: TextIO, keep_alive_usd: float = 0.0) -> None:
+    cost = sum(r.cost or 0.0 for r in rows) + keep_alive_usd
     uncached = sum(r.uncached or 0.0 for r in rows)
     read = sum(r.read for r in rows)
     write = sum(r.write for r in rows)
     print("-" * len(_HEADER), file=out)
     print(f"{len(rows)} model calls: {read:,} tokens read from cache, {write:,} written", file=out)
+    if keep_alive_usd:
+        print(f"(the total below includes ${keep_alive_usd:.5f} of keep-alive requests)", file=out)
     if uncached > 0:
         saved = uncached - cost
         print(

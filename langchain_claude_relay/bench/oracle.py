@@ -32,21 +32,53 @@ kind until ``t + TTL``), or pay plain input. Three refinements keep the bound ti
 * *Concurrency.* Reads at an instant see only coverage from earlier instants; of several
   concurrent requests at most one needs to write (a second write buys nothing).
 
-**Why it is a lower bound.** Take any strategy and its real bills. Map each request's billing of
-each node to the relaxed action of the same kind (read / write 1h / write 5m / plain). By
-induction over instants, every entry that some later request reads to cover ``v`` is matched by
-relaxed coverage of ``v`` that is at least as long-lived: a block written in the request that
-created the entry is billed 1h if the entry is 1h (1h writers come first) and at least 5m
-otherwise; a block read in that request gets the upgrade exactly when the entry is deeper and is
-read later; a hit restarts its entry's TTL and the relaxed read restarts every alive kind. So
-every real read is a feasible relaxed read, every real write or plain bill a feasible relaxed
-action, and the real cost is a feasible relaxed cost. Nodes are independent in the relaxation
-(each state only depends on its own actions), so the relaxed optimum is the sum over nodes of a
-dynamic programme over that node's arrival instants. The programme is exact: with
-``read <= input <= write_5m <= write_1h`` (checked), at a covered instant all requests read and
-at most one writes 1h; at an uncovered one, at most one writes and the others pay plain; states
-with later expiries and lower cost dominate. Dropping the 4-marker limit, the lookback window
-and the TTL order only enlarges the feasible set, so the result stays a bound.
+**Keep-alive requests.** A strategy may also send requests the trace does not have: a
+keep-alive re-sends a prefix it sent before (``max_tokens`` 0 or 1) to restart its entries'
+TTL. Per node, the relaxation adds, in each gap between two instants of the node:
+
+* a *keep-alive read*, at any moment the node is covered: per token ``read``, restarting every
+  alive kind of coverage (for an hour when ``ping_upgrade`` holds: a child of the node was seen
+  before the gap and is seen after it, so a keep-alive along that child could write a 1h entry
+  below the node that a later request passes through);
+* a *keep-alive write* just before an instant, if the node was seen before: per token
+  ``write_5m`` or ``write_1h``, after which every request of the instant reads (even
+  concurrent ones, which cannot read each other's writes).
+
+Within a gap only the last moment matters: a keep-alive sent earlier buys less time for the
+same price. So the programme keeps, for each state, "no keep-alive", a chain keeping the 1h
+coverage alive (``floor((t - e1) / 1h) + 1`` reads to be alive at ``t``), a chain keeping the
+5m coverage alive (the same with 5 minutes), and, with ``ping_upgrade``, one read that upgrades
+to 1h followed by 1h ones. Mixed chains are dominated (a read restarts every alive kind). A
+keep-alive write at another moment is never cheaper than one just before the instant that
+reads it (moving it later keeps the coverage it buys and drops the reads that kept it alive);
+one whose coverage no later request reads is dropped. ``keep_alives=False`` leaves all of this
+out: the bound for strategies that send only the trace's requests.
+
+**Why it is a lower bound.** Take any strategy and its real bills, keep-alives included. Map
+each request's billing of each node to the relaxed action of the same kind (read / write 1h /
+write 5m / plain), and each keep-alive's billing of a node of the trace to a relaxed keep-alive
+read or write (its plain input is dropped; nodes only keep-alives pass through are not in the
+trie and cost the strategy something, the relaxation nothing). By induction over time, every
+entry that some later request reads to cover ``v`` is matched by relaxed coverage of ``v``
+that is at least as long-lived: a block written in the request that created the entry is
+billed 1h if the entry is 1h (1h writers come first) and at least 5m otherwise; a block read
+in that request gets the upgrade exactly when the entry is deeper and is read later (a
+keep-alive re-sends a prefix seen before, so a deeper entry it writes is at a child seen before
+it, and one a later request reads through is seen after it); a hit restarts its entry's TTL
+and the relaxed read restarts every alive kind; a keep-alive's read of a covered node is a
+relaxed keep-alive read, and a keep-alive's write of ``v`` is a relaxed keep-alive write of
+``v``, moved to just before the instant that next reads it (or dropped). So every real action
+maps to a feasible relaxed one of no greater cost, and the real cost is at least a feasible
+relaxed cost. Nodes are independent in the relaxation (each state only depends on its own
+actions), so the relaxed optimum is the sum over nodes of a dynamic programme over that node's
+arrival instants. The programme is exact: with ``read <= input <= write_5m <= write_1h``
+(checked), at a covered instant all requests read and at most one writes 1h; at an uncovered
+one, at most one writes and the others pay plain (or a keep-alive wrote just before and all
+read); states with later expiries and lower cost dominate; and in the gaps the keep-alive
+chains above are the undominated ones. Dropping the 4-marker limit, the lookback window and the
+TTL order only enlarges the feasible set, so the result stays a bound. (Keep-alives' output
+tokens, one each on relays, are not input: the bench adds them to the strategy's cost, never
+to the bound.)
 
 Identity of blocks is the emulator's hash of each block as rendered without markers. The
 canonical rendering gives a block the same bytes whatever its markers; a renderer that did
@@ -60,7 +92,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_claude_relay._convert import to_claude_request
@@ -154,12 +186,16 @@ class Instant:
         count: how many requests pass through the node then.
         writable: whether one of them can write an entry covering the node.
         upgrade: whether one of them can extend the node's coverage to 1h while reading it.
+        ping_upgrade: whether a keep-alive in the gap before this instant can extend the node's
+            coverage to 1h while reading it (a child of the node was seen before the gap and is
+            seen again after it).
     """
 
     time: float
     count: int
     writable: bool
     upgrade: bool
+    ping_upgrade: bool = False
 
 
 State = tuple[float, float]
@@ -184,24 +220,66 @@ def _push(states: dict[State, float], state: State, cost: float) -> None:
     states[state] = min(cost, states.get(state, math.inf))
 
 
-def node_cost_per_token(instants: Sequence[Instant], rates: Rates) -> float:
+def _pings(expires: float, until: float, ttl: float) -> int:
+    """Keep-alives that keep an entry expiring at ``expires`` alive at ``until``.
+
+    Each goes just before the entry expires; alive means ``now < expires_at``.
+    """
+    return math.floor((until - expires) / ttl) + 1
+
+
+def _kept_alive(
+    states: Mapping[State, float], since: float, t: float, rates: Rates, upgrade: bool
+) -> dict[State, float]:
+    """The states reachable at ``t`` with keep-alives sent in the gap after ``since``.
+
+    Each keep-alive is a read of the node sent just before its coverage expires, which
+    restarts the alive coverage (with ``upgrade``, for an hour): the latest moment is always
+    best, since an earlier one buys less time for the same price.
+    """
+    out = dict(states)
+    for (e1, e5), cost in states.items():
+        if since < e1 <= t:  # keep the 1h coverage alive
+            k = _pings(e1, t, _ONE_HOUR)
+            _push(out, (e1 + k * _ONE_HOUR, _NEVER), cost + k * rates.read)
+        if since < e5 <= t:  # keep the 5m coverage alive
+            k = _pings(e5, t, _FIVE_MINUTES)
+            _push(out, (_NEVER, e5 + k * _FIVE_MINUTES), cost + k * rates.read)
+        covered = max(e1, e5)
+        if upgrade and since < covered <= t:  # one keep-alive writing 1h deeper, then 1h ones
+            k = 1 + (_pings(covered + _ONE_HOUR, t, _ONE_HOUR) if covered + _ONE_HOUR <= t else 0)
+            _push(out, (covered + k * _ONE_HOUR, _NEVER), cost + k * rates.read)
+    return out
+
+
+def node_cost_per_token(
+    instants: Sequence[Instant], rates: Rates, *, keep_alives: bool = True
+) -> float:
     """The cheapest USD per token of one node over its arrival instants (see the docstring).
 
     Args:
         instants: the node's arrivals, in time order.
         rates: the prices.
+        keep_alives: whether keep-alive requests (reads between arrivals, and a write just
+            before an arrival) are allowed.
 
     Returns:
         The minimum total, per token of the node.
 
     >>> r = Rates(1.0, 0.1, 1.25, 2.0)
-    >>> node_cost_per_token([Instant(0, 1, True, False), Instant(100, 1, True, False),
-    ...                      Instant(1000, 1, True, False)], r)   # 1h write, two reads
+    >>> arrivals = [Instant(0, 1, True, False), Instant(100, 1, True, False),
+    ...             Instant(1000, 1, True, False)]
+    >>> node_cost_per_token(arrivals, r, keep_alives=False)   # 1h write, two reads
     2.2
+    >>> round(node_cost_per_token(arrivals, r), 6)   # 5m write, read, 3 keep-alives, read
+    1.75
     """
     states: dict[State, float] = {(_NEVER, _NEVER): 0.0}
+    previous: float | None = None
     for instant in instants:
         t, g = instant.time, instant.count
+        if keep_alives and previous is not None:
+            states = _kept_alive(states, previous, t, rates, instant.ping_upgrade)
         current: dict[State, float] = {}
         for state, cost in states.items():
             key = _normalized(state, t)
@@ -237,7 +315,17 @@ def node_cost_per_token(instants: Sequence[Instant], rates: Rates) -> float:
                         (e1, t + _FIVE_MINUTES),
                         cost + rates.write_5m + (g - 1) * rates.input,
                     )
+                if keep_alives and previous is not None:
+                    # a keep-alive writes the node just before the instant; all of them read
+                    after_1h = t + _ONE_HOUR if instant.upgrade else e1
+                    _push(successors, (t + _ONE_HOUR, e5), cost + rates.write_1h + g * rates.read)
+                    _push(
+                        successors,
+                        (after_1h, t + _FIVE_MINUTES),
+                        cost + rates.write_5m + g * rates.read,
+                    )
         states = successors
+        previous = t
     return min(states.values())
 
 
@@ -245,6 +333,7 @@ def node_cost_per_token(instants: Sequence[Instant], rates: Rates) -> float:
 class _Node:
     weight: int
     arrivals: list[tuple[float, bool, bool]] = field(default_factory=list)
+    children: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -264,26 +353,47 @@ class OracleResult:
     below_minimum: int
 
 
-def _instants(arrivals: Iterable[tuple[float, bool, bool]]) -> tuple[Instant, ...]:
+def _instants(
+    arrivals: Iterable[tuple[float, bool, bool]],
+    children: Sequence[tuple[float, float]] = (),
+) -> tuple[Instant, ...]:
+    """A node's instants, merged per time.
+
+    ``children`` holds each child's first and last arrival: a keep-alive may upgrade the node
+    across a gap when a child was seen before the gap and is seen after it.
+    """
     out: list[Instant] = []
     for time, writable, upgrade in sorted(arrivals, key=lambda a: a[0]):
         if out and out[-1].time == time:
             last = out[-1]
-            out[-1] = Instant(
-                time, last.count + 1, last.writable or writable, last.upgrade or upgrade
+            out[-1] = replace(
+                last,
+                count=last.count + 1,
+                writable=last.writable or writable,
+                upgrade=last.upgrade or upgrade,
             )
         else:
-            out.append(Instant(time, 1, writable, upgrade))
+            since = out[-1].time if out else None
+            across = since is not None and any(a <= since and time <= b for a, b in children)
+            out.append(Instant(time, 1, writable, upgrade, across))
     return tuple(out)
 
 
-def oracle_cost(profiles: Sequence[RequestProfile], rates: Rates, minimum: int) -> OracleResult:
+def oracle_cost(
+    profiles: Sequence[RequestProfile],
+    rates: Rates,
+    minimum: int,
+    *,
+    keep_alives: bool = True,
+) -> OracleResult:
     """The lower bound on the input cost of a trace under the emulator's billing.
 
     Args:
         profiles: every request of the trace (any order; equal times are concurrent).
         rates: the model's prices per token.
         minimum: the minimum cacheable prefix in tokens.
+        keep_alives: whether strategies may send keep-alive requests (``False``: the bound for
+            strategies that send only the trace's requests, which is higher).
 
     Returns:
         The bound and the uncached cost.
@@ -296,9 +406,11 @@ def oracle_cost(profiles: Sequence[RequestProfile], rates: Rates, minimum: int) 
         msg = f"prices {rates} are not ordered read <= input <= write_5m <= write_1h"
         raise ValueError(msg)
     last_seen: dict[str, float] = {}
+    first_seen: dict[str, float] = {}
     for profile in profiles:
         for key in profile.keys:
             last_seen[key] = max(profile.time, last_seen.get(key, _NEVER))
+            first_seen[key] = min(profile.time, first_seen.get(key, math.inf))
     nodes: dict[str, _Node] = {}
     plain_tokens = below = 0
     for profile in profiles:
@@ -323,12 +435,15 @@ def oracle_cost(profiles: Sequence[RequestProfile], rates: Rates, minimum: int) 
                 last_markable > i and i + 1 < n and last_seen[profile.keys[i + 1]] > profile.time
             )
             node.arrivals.append((profile.time, last_markable >= i, upgrade))
+            if i + 1 < n:
+                node.children.add(profile.keys[i + 1])
     memo: dict[tuple[Instant, ...], float] = {}
     total = plain_tokens * rates.input
     for node in nodes.values():
-        instants = _instants(node.arrivals)
+        children = [(first_seen[c], last_seen[c]) for c in node.children] if keep_alives else []
+        instants = _instants(node.arrivals, children)
         if instants not in memo:
-            memo[instants] = node_cost_per_token(instants, rates)
+            memo[instants] = node_cost_per_token(instants, rates, keep_alives=keep_alives)
         total += node.weight * memo[instants]
     uncached = sum(p.total for p in profiles) * rates.input
     return OracleResult(total, uncached, len(nodes), below)

@@ -2,7 +2,10 @@
 
 ``cost USD`` is the input side (plain input + cache reads + 5m and 1h writes) at the model's
 prices: output tokens are equal for every strategy (deterministic replies, same cap) and are
-shown once per trace. ``x oracle`` divides by the trace's lower bound (``oracle.py``), ``x best
+shown once per trace; ``ours`` also pays its keep-alive requests (their input and their output
+token), which are in its cost. The oracle allows keep-alive requests too. ``ours`` is replayed a
+second time on the same store, 24 hours later (day two); the peers learn nothing, so their day
+two is their day one. ``x oracle`` divides by the trace's lower bound (``oracle.py``), ``x best
 baseline`` by the cheapest of the peer strategies, ``hit rate`` is the share of requests
 that read anything from the cache, ``wasted writes`` the tokens written by requests none of
 whose entries was read later (the ledger's definitions).
@@ -41,6 +44,9 @@ __all__ = [
 ]
 
 TARGET_ORACLE_RATIO = 1.10
+TARGET_DAY_TWO_RATIO = 1.05
+TARGET_SLOW_AGENT_RATIO = 1.15
+SLOW_AGENT = "slow_agent"
 TARGET_DOC_QA_SAVED = 0.80
 TARGET_SPARSE_CHEAPER = 0.40
 TARGET_INVOKE_RATIO = 1.05
@@ -59,8 +65,9 @@ class TraceResult:
         duration_hours: virtual hours from first to last request.
         oracle: the lower bound.
         output_cost_usd: output cost (the same for every strategy).
-        metrics: by strategy name, in report order.
+        metrics: by strategy name, in report order (day one).
         warnings: by strategy name, distinct warnings raised during the replay.
+        day_two: ``ours`` replayed 24 hours later on the same store (``None``: not run).
     """
 
     trace: str
@@ -71,6 +78,15 @@ class TraceResult:
     output_cost_usd: float
     metrics: Mapping[str, RunMetrics]
     warnings: Mapping[str, tuple[str, ...]]
+    day_two: RunMetrics | None = None
+
+    def ratio(self, metrics: RunMetrics) -> float:
+        """A run's cost over the bound."""
+        return metrics.cost_usd / self.oracle.cost_usd
+
+    def target_ratio(self) -> float:
+        """The day-one target for this trace (the slow-tool agent has its own)."""
+        return TARGET_SLOW_AGENT_RATIO if self.trace == SLOW_AGENT else TARGET_ORACLE_RATIO
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -142,40 +158,75 @@ def evaluate_targets(
     if not traces:
         targets.append(
             Target(
-                f"ours <= {TARGET_ORACLE_RATIO:.2f}x the oracle on every trace", "no trace", None
+                f"day one: ours <= {TARGET_ORACLE_RATIO:.2f}x the oracle on every trace",
+                "no trace",
+                None,
             )
         )
-        targets.append(Target("ours <= every baseline on every trace", "no trace", None))
+        targets.append(Target("ours <= every peer strategy on every trace", "no trace", None))
         return targets + _overhead_targets(overhead)
-    worst = max(traces, key=lambda t: t.metrics[ours].cost_usd / t.oracle.cost_usd)
-    ratio = worst.metrics[ours].cost_usd / worst.oracle.cost_usd
+    over = [t for t in traces if t.ratio(t.metrics[ours]) > t.target_ratio()]
+    worst = max(traces, key=lambda t: t.ratio(t.metrics[ours]))
     targets.append(
         Target(
-            f"ours <= {TARGET_ORACLE_RATIO:.2f}x the oracle on every trace",
-            f"worst {ratio:.3f}x on {worst.trace}; over on: "
-            + (
-                ", ".join(
-                    f"{t.trace} {t.metrics[ours].cost_usd / t.oracle.cost_usd:.3f}x"
-                    for t in traces
-                    if t.metrics[ours].cost_usd > TARGET_ORACLE_RATIO * t.oracle.cost_usd
-                )
-                or "none"
-            ),
-            all(
-                t.metrics[ours].cost_usd <= TARGET_ORACLE_RATIO * t.oracle.cost_usd for t in traces
-            ),
+            f"day one: ours <= {TARGET_ORACLE_RATIO:.2f}x the oracle on every trace "
+            f"({SLOW_AGENT} <= {TARGET_SLOW_AGENT_RATIO:.2f}x)",
+            f"worst {worst.ratio(worst.metrics[ours]):.3f}x on {worst.trace}; over on: "
+            + (", ".join(f"{t.trace} {t.ratio(t.metrics[ours]):.3f}x" for t in over) or "none"),
+            not over,
         )
     )
+    second = [t for t in traces if t.day_two is not None]
+    if second:
+        over2 = [t for t in second if t.ratio(_day_two(t)) > TARGET_DAY_TWO_RATIO]
+        worst2 = max(second, key=lambda t: t.ratio(_day_two(t)))
+        targets.append(
+            Target(
+                f"day two: ours <= {TARGET_DAY_TWO_RATIO:.2f}x the oracle on every trace",
+                f"worst {worst2.ratio(_day_two(worst2)):.3f}x on {worst2.trace}; over on: "
+                + (", ".join(f"{t.trace} {t.ratio(_day_two(t)):.3f}x" for t in over2) or "none"),
+                not over2,
+            )
+        )
+        worse = [t for t in second if _day_two(t).cost_usd > t.metrics[ours].cost_usd * (1 + 1e-9)]
+        targets.append(
+            Target(
+                "day two costs no more than day one (learning never makes a replay dearer)",
+                "dearer on: "
+                + (
+                    ", ".join(
+                        f"{t.trace} {_day_two(t).cost_usd / t.metrics[ours].cost_usd:.3f}x"
+                        for t in worse
+                    )
+                    or "none"
+                ),
+                not worse,
+            )
+        )
     beaten = [
-        f"{t.trace} ({t.best_baseline[0]} {t.metrics[ours].cost_usd / t.best_baseline[1]:.3f}x)"
+        f"{t.trace}{day} ({t.best_baseline[0]} {m.cost_usd / t.best_baseline[1]:.3f}x)"
         for t in traces
-        if t.metrics[ours].cost_usd > t.best_baseline[1] * (1 + 1e-9)
+        for day, m in ((" day 1", t.metrics[ours]), (" day 2", t.day_two))
+        if m is not None and m.cost_usd > t.best_baseline[1] * (1 + 1e-9)
     ]
     targets.append(
         Target(
-            "ours <= every baseline on every trace",
-            "ours costs more than the best baseline on: " + (", ".join(beaten) or "none"),
+            "ours <= every peer strategy on every trace, both days",
+            "ours costs more than the best peer on: " + (", ".join(beaten) or "none"),
             not beaten,
+        )
+    )
+    runs = [m for t in traces for m in (t.metrics[ours], t.day_two) if m is not None]
+    spent = [m for m in runs if m.keep_alive_budget_usd is not None]
+    out_of_budget = [m for m in spent if not m.within_budget]
+    most = max((m.keep_alive_cost_usd for m in spent), default=0.0)
+    targets.append(
+        Target(
+            "keep-alive spend within its budget in every run",
+            f"{len(spent)} runs, the most spent ${most:.4f} of "
+            f"${max((m.keep_alive_budget_usd or 0.0 for m in spent), default=0.0):.2f}; over: "
+            f"{len(out_of_budget)}",
+            not out_of_budget if spent else None,
         )
     )
     by_name = {t.trace: t for t in traces}
@@ -202,6 +253,13 @@ def evaluate_targets(
         )
     targets += _overhead_targets(overhead)
     return targets
+
+
+def _day_two(trace: TraceResult) -> RunMetrics:
+    if trace.day_two is None:
+        msg = f"{trace.trace} has no day two"
+        raise ValueError(msg)
+    return trace.day_two
 
 
 def _overhead_targets(overhead: OverheadReport | None) -> list[Target]:
@@ -260,7 +318,10 @@ def cost_rows(traces: Sequence[TraceResult]) -> list[dict[str, Any]]:
                 "wasted_write_tokens": None,
             }
         )
-        for name, m in t.metrics.items():
+        runs = list(t.metrics.items())
+        if t.day_two is not None:
+            runs.append((f"{OURS.name} (day 2)", t.day_two))
+        for name, m in runs:
             rows.append(
                 {
                     "trace": t.trace,
@@ -273,6 +334,49 @@ def cost_rows(traces: Sequence[TraceResult]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def format_days_table(traces: Sequence[TraceResult]) -> str:
+    """Day one and day two side by side, with the keep-alive requests of each."""
+    ours = OURS.name
+    header = [
+        "trace",
+        "oracle USD",
+        "day 1 USD",
+        "x oracle",
+        "day 2 USD",
+        "x oracle",
+        "best peer",
+        "x oracle",
+        "keep-alives day 1",
+        "keep-alives day 2",
+    ]
+    rows: list[list[str]] = []
+    for t in traces:
+        one, two = t.metrics[ours], t.day_two
+        peer, peer_cost = t.best_baseline
+        rows.append(
+            [
+                t.trace,
+                f"{t.oracle.cost_usd:.4f}",
+                f"{one.cost_usd:.4f}",
+                f"{t.ratio(one):.3f}",
+                "-" if two is None else f"{two.cost_usd:.4f}",
+                "-" if two is None else f"{t.ratio(two):.3f}",
+                peer,
+                f"{peer_cost / t.oracle.cost_usd:.3f}",
+                _keep_alives(one),
+                "-" if two is None else _keep_alives(two),
+            ]
+        )
+    budget = next((m.keep_alive_budget_usd for t in traces for m in [t.metrics[ours]]), None)
+    note = f" (budget ${budget:.2f} per run)" if budget is not None else ""
+    lines = [f"Day one and day two (ours replayed 24 h later on the same store){note}:"]
+    return "\n".join(lines + ["  " + r for r in _align(header, rows, set(range(1, 10)) - {6})])
+
+
+def _keep_alives(m: RunMetrics) -> str:
+    return f"{m.keep_alive_requests} / ${m.keep_alive_cost_usd:.4f}"
 
 
 def _align(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -375,10 +479,12 @@ def _overhead_lines(overhead: OverheadReport) -> list[str]:
     return lines
 
 
-def _model_of(trace: TraceResult) -> str:
-    """The model a trace ran on (its description ends with ``[model]``)."""
+def _models_of(trace: TraceResult) -> list[str]:
+    """The models a trace ran on (its description ends with ``[model, ...]``)."""
     description = trace.description
-    return description[description.rfind("[") + 1 : -1] if description.endswith("]") else ""
+    if not description.endswith("]"):
+        return []
+    return description[description.rfind("[") + 1 : -1].split(", ")
 
 
 def format_load_table(load: LoadReport) -> list[str]:
@@ -410,7 +516,9 @@ def format_load_table(load: LoadReport) -> list[str]:
 def format_report(result: BenchResult) -> str:
     """Everything, as printed by ``claude-relay bench``."""
     mode = "quick (smoke) run" if result.quick else "full run"
-    models = ", ".join(sorted({_model_of(t) for t in result.traces} - {""})) or result.model
+    models = (
+        ", ".join(sorted({m for t in result.traces for m in _models_of(t)} - {""})) or result.model
+    )
     lines = [
         f"claude-relay bench: {mode}, seed {result.seed}, models {models} (per trace below), "
         f"{result.elapsed_seconds:.1f} s",
@@ -418,6 +526,7 @@ def format_report(result: BenchResult) -> str:
         format_cost_table(result.traces),
         *(f"FAILED {f.phase}: {f.error}" for f in result.failures if f.phase.startswith("trace")),
         "",
+        *([format_days_table(result.traces), ""] if result.traces else []),
         *_trace_lines(result.traces),
         "",
         "Targets:",
@@ -459,6 +568,7 @@ def result_dict(result: BenchResult) -> dict[str, Any]:
     for trace, raw in zip(result.traces, data["traces"], strict=True):
         raw["best_baseline"] = trace.best_baseline[0]
         raw["metrics"] = {name: dataclasses.asdict(m) for name, m in trace.metrics.items()}
+        raw["day_two"] = dataclasses.asdict(trace.day_two) if trace.day_two is not None else None
         raw["warnings"] = {name: list(w) for name, w in trace.warnings.items()}
     return data
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -83,11 +83,14 @@ class TraceRequest:
         time: virtual seconds from the start of the trace.
         messages: the full LangChain message list sent with this request.
         tools: OpenAI-style tool dicts offered with it (empty: none).
+        model: the model this request goes to, when not the trace's (a multi-agent workload's
+            workers); ``None``: ``Trace.model``.
     """
 
     time: float
     messages: tuple[BaseMessage, ...]
     tools: tuple[dict[str, Any], ...] = ()
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,15 @@ class Trace:
     description: str
     model: str
     requests: tuple[TraceRequest, ...]
+
+    def model_of(self, request: TraceRequest) -> str:
+        """The model ``request`` goes to."""
+        return request.model or self.model
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model the trace uses, the trace's own first."""
+        return tuple(dict.fromkeys((self.model, *(r.model for r in self.requests if r.model))))
 
     def groups(self) -> list[list[int]]:
         """Request indices grouped by timestamp: each group is sent concurrently."""
@@ -194,9 +206,10 @@ def _make_trace(
         if out and (
             request.time < out[-1].time or (request.time == out[-1].time and not concurrent)
         ):
-            request = TraceRequest(round(out[-1].time + 0.01, 3), request.messages, request.tools)
+            request = replace(request, time=round(out[-1].time + 0.01, 3))
         out.append(request)
-    return Trace(name, f"{description} [{model}]", model, tuple(out))
+    models = ", ".join(dict.fromkeys((model, *(r.model for r in out if r.model))))
+    return Trace(name, f"{description} [{models}]", model, tuple(out))
 
 
 # ------------------------------------------------------------------------------- workloads
@@ -372,6 +385,128 @@ def near_minimum(rng: random.Random, quick: bool) -> Trace:
     return _make_trace("near_minimum", description, requests, model=HAIKU)
 
 
+SLOW_TOOLS = ("run_tests", "build_project")
+"""Tools that take minutes in ``slow_agent`` (a build or a test run: 4-12 minutes)."""
+_FAST_TOOLS = (
+    "read_file",
+    "grep_code",
+    "write_file",
+    "list_directory",
+    "search_documents",
+    "http_get",
+)
+
+
+def _tool_step(
+    rng: random.Random, messages: list[BaseMessage], name: str, call_id: str, result_tokens: int
+) -> None:
+    """Append one tool call and its result to ``messages``."""
+    args = {"query": " ".join(rng.choice(_VOCAB) for _ in range(6)), "limit": len(messages)}
+    messages.append(AIMessage("", tool_calls=[{"id": call_id, "name": name, "args": args}]))
+    messages.append(ToolMessage(prose(rng, result_tokens), tool_call_id=call_id))
+
+
+def slow_agent(rng: random.Random, quick: bool) -> Trace:
+    """A coding agent on Opus 5.5 whose builds and test runs take minutes.
+
+    A third of the tool calls are ``run_tests`` or ``build_project`` (4-12 minutes before the
+    result comes back), the rest take 5-30 s; 8-16 steps per task, tasks 5-40 minutes apart.
+    """
+    names = (*SLOW_TOOLS, *_FAST_TOOLS)[: 4 if quick else 8]
+    tools = tuple(_tool_schema(rng, name) for name in names)
+    slow = [n for n in names if n in SLOW_TOOLS]
+    fast = [n for n in names if n not in SLOW_TOOLS]
+    system = SystemMessage("You are a careful software engineering agent.\n\n" + prose(rng, 1800))
+    episodes = 2 if quick else 5
+    requests: list[TraceRequest] = []
+    t = 0.0
+    for episode in range(episodes):
+        messages: list[BaseMessage] = [system, HumanMessage("Task: " + prose(rng, 120))]
+        requests.append(TraceRequest(round(t, 3), tuple(messages), tools))
+        for step in range(rng.randint(4, 5) if quick else rng.randint(8, 16)):
+            minutes = rng.random() < 1 / 3
+            name = rng.choice(slow if minutes else fast)
+            size = rng.randint(300, 1500) if minutes else rng.randint(80, 1200)
+            _tool_step(rng, messages, name, f"call_{episode}_{step}", size)
+            t += rng.uniform(240.0, 720.0) if minutes else rng.uniform(5.0, 30.0)
+            requests.append(TraceRequest(round(t, 3), tuple(messages), tools))
+        t += rng.uniform(300.0, 2400.0)
+    description = (
+        f"agent with slow tools: {len(tools)} tools, a third of calls 4-12 min "
+        f"({', '.join(slow)}), the rest 5-30 s, {episodes} tasks"
+    )
+    return _make_trace("slow_agent", description, requests, model=OPUS)
+
+
+def paused_chat(rng: random.Random, quick: bool) -> Trace:
+    """Conversations whose users sometimes pause 6-40 minutes between turns."""
+    system = SystemMessage("You are a patient tutor.\n\n" + prose(rng, 2000))
+    conversations = 2 if quick else 5
+    requests: list[TraceRequest] = []
+    for _ in range(conversations):
+        t = rng.uniform(0.0, 600.0 if quick else 3600.0)
+        history: list[BaseMessage] = []
+        for _turn in range(rng.randint(3, 4) if quick else rng.randint(6, 12)):
+            user = HumanMessage(prose(rng, rng.randint(20, 200)))
+            requests.append(TraceRequest(round(t, 3), (system, *history, user)))
+            history += [user, AIMessage(prose(rng, rng.randint(120, 500)))]
+            paused = rng.random() < 0.3
+            t += rng.uniform(360.0, 2400.0) if paused else rng.uniform(20.0, 120.0)
+    description = f"chat with human pauses: {conversations} conversations, 3 in 10 turns 6-40 min"
+    return _make_trace("paused_chat", description, requests)
+
+
+def multi_agent(rng: random.Random, quick: bool) -> Trace:
+    """A supervisor on Opus 5.5 delegating to workers on Sonnet 5.5 (two models, one planner).
+
+    Each task: the supervisor calls ``delegate_research`` or ``delegate_code``; the worker runs
+    its own tool loop (4-8 steps, 5-30 s apart) and the supervisor gets its report as the tool
+    result, one step per delegation (2-4 per task); tasks 10-30 minutes apart.
+    """
+    supervisor_tools = tuple(
+        _tool_schema(rng, name) for name in ("delegate_research", "delegate_code", "ask_user")
+    )
+    worker_tools = tuple(_tool_schema(rng, name) for name in _FAST_TOOLS[: 3 if quick else 5])
+    supervisor = SystemMessage("You coordinate a team of agents.\n\n" + prose(rng, 1600))
+    workers = {
+        "delegate_research": SystemMessage("You are a research agent.\n\n" + prose(rng, 1400)),
+        "delegate_code": SystemMessage("You are a coding agent.\n\n" + prose(rng, 1400)),
+    }
+    tasks = 2 if quick else 5
+    requests: list[TraceRequest] = []
+    t = 0.0
+    for task in range(tasks):
+        boss: list[BaseMessage] = [supervisor, HumanMessage("Task: " + prose(rng, 150))]
+        requests.append(TraceRequest(round(t, 3), tuple(boss), supervisor_tools))
+        for delegation in range(rng.randint(1, 2) if quick else rng.randint(2, 4)):
+            kind = rng.choice(sorted(workers))
+            worker: list[BaseMessage] = [workers[kind], HumanMessage("Subtask: " + prose(rng, 120))]
+            t += rng.uniform(2.0, 6.0)
+            requests.append(
+                TraceRequest(round(t, 3), tuple(worker), worker_tools, model=DEFAULT_MODEL)
+            )
+            for step in range(rng.randint(2, 3) if quick else rng.randint(4, 8)):
+                name = worker_tools[rng.randrange(len(worker_tools))]["function"]["name"]
+                _tool_step(rng, worker, name, f"w_{task}_{delegation}_{step}", rng.randint(80, 900))
+                t += rng.uniform(5.0, 30.0)
+                requests.append(
+                    TraceRequest(round(t, 3), tuple(worker), worker_tools, model=DEFAULT_MODEL)
+                )
+            report = prose(rng, rng.randint(200, 600))
+            call_id = f"s_{task}_{delegation}"
+            boss.append(
+                AIMessage(
+                    "", tool_calls=[{"id": call_id, "name": kind, "args": {"brief": report[:40]}}]
+                )
+            )
+            boss.append(ToolMessage(report, tool_call_id=call_id))
+            t += rng.uniform(2.0, 6.0)
+            requests.append(TraceRequest(round(t, 3), tuple(boss), supervisor_tools))
+        t += rng.uniform(600.0, 1800.0)
+    description = f"multi-agent: a supervisor and its workers, {tasks} tasks"
+    return _make_trace("multi_agent", description, requests, model=OPUS)
+
+
 WORKLOADS: dict[str, Callable[[random.Random, bool], Trace]] = {
     "doc_qa": doc_qa,
     "chat": chat,
@@ -382,6 +517,9 @@ WORKLOADS: dict[str, Callable[[random.Random, bool], Trace]] = {
     "volatile": volatile,
     "short": short,
     "near_minimum": near_minimum,
+    "slow_agent": slow_agent,
+    "paused_chat": paused_chat,
+    "multi_agent": multi_agent,
 }
 """Generators by trace name, in report order."""
 

@@ -11,6 +11,9 @@
 * With a ``json_schema`` response format (OpenAI's ``response_format``, Anthropic's
   ``output_config.format``), a minimal instance of the schema as the content.
 * After a tool result (the last block is a ``tool_result``), always text: agent loops terminate.
+* A tool call longer than ``max_tokens`` is cut off as Claude cuts it: no call, stop reason
+  ``max_tokens``, exactly ``max_tokens`` output tokens (a keep-alive with ``max_tokens`` 1 of a
+  request that would call a tool is billed one output token).
 
 Stop reasons use Anthropic's names (``end_turn``, ``max_tokens``, ``stop_sequence``,
 ``tool_use``); the server maps them to OpenAI's.
@@ -267,6 +270,8 @@ def make_reply(spec: ReplySpec, count: Callable[[str], int]) -> Reply:
         arguments = json.dumps(schema_instance(tool.schema, hint_text=spec.last_user_text))
         call = ToolCall(f"toolu_emu_{seed[:20]}", tool.name, arguments)
         tokens = count(f"{tool.name} {arguments}") + TOOL_CALL_OVERHEAD_TOKENS
+        if spec.max_tokens is not None and tokens > spec.max_tokens:  # cut before the call ends
+            return Reply("", (), "max_tokens", None, spec.max_tokens)
         return Reply("", (call,), "tool_use", None, tokens)
     if spec.response_schema is not None and not spec.after_tool_result:
         text = json.dumps(schema_instance(spec.response_schema))

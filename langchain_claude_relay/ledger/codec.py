@@ -1,5 +1,9 @@
 """How a ledger entry is stored: one compact JSON array, versioned, holding numbers and hashes.
 
+Version 2 adds ``keep_alive`` (a 1 at the end). Entries that are not keep-alives are still
+written as version 1 (16 fields), so a reader from before keep-alives (another worker on the
+same Redis ledger) reads every call and skips only the keep-alive requests.
+
 A persistent ledger passes its installation's hash key: the prefix hashes are then stored keyed
 (``_plumbing.keyed_hash``, same length), so a stored hash cannot be matched against a guessed
 prompt without the key, while equal prefixes still get equal stored hashes (the waste
@@ -22,7 +26,8 @@ from typing import Any
 from langchain_claude_relay._plumbing import keyed_hash
 from langchain_claude_relay.ledger.entry import LedgerEntry
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+_V1_FIELDS = 16
 
 
 def _keyed(prefix: str | None, hash_key: bytes | None) -> str | None:
@@ -38,34 +43,39 @@ def encode_entry(entry: LedgerEntry, hash_key: bytes | None = None) -> str:
         entry: the entry.
         hash_key: the installation's key: prefix hashes are stored keyed (``None``: as given).
     """
-    return json.dumps(
-        [
-            _SCHEMA_VERSION,
-            entry.call_id,
-            entry.timestamp,
-            entry.model,
-            entry.input_tokens,
-            entry.cache_read_tokens,
-            entry.cache_write_5m_tokens,
-            entry.cache_write_1h_tokens,
-            entry.output_tokens,
-            entry.cost_usd,
-            entry.uncached_cost_usd,
-            entry.predicted_read_tokens,
-            [_keyed(p, hash_key) for p in entry.written_prefixes],
-            _keyed(entry.read_prefix, hash_key),
-            entry.miss_reason,
-            entry.base_url_hash,
-        ],
-        separators=(",", ":"),
-    )
+    row = [
+        1,
+        entry.call_id,
+        entry.timestamp,
+        entry.model,
+        entry.input_tokens,
+        entry.cache_read_tokens,
+        entry.cache_write_5m_tokens,
+        entry.cache_write_1h_tokens,
+        entry.output_tokens,
+        entry.cost_usd,
+        entry.uncached_cost_usd,
+        entry.predicted_read_tokens,
+        [_keyed(p, hash_key) for p in entry.written_prefixes],
+        _keyed(entry.read_prefix, hash_key),
+        entry.miss_reason,
+        entry.base_url_hash,
+    ]
+    if entry.keep_alive:
+        row[0] = _SCHEMA_VERSION
+        row.append(1)
+    return json.dumps(row, separators=(",", ":"))
 
 
 def decode_entry(value: Any) -> LedgerEntry | None:
     """Decode a stored entry; ``None`` for a row that is not one (foreign or damaged)."""
     try:
         row = json.loads(value)
-        if not isinstance(row, list) or len(row) != 16 or row[0] != _SCHEMA_VERSION:
+        if not isinstance(row, list) or not row:
+            return None
+        if not (row[0] == 1 and len(row) == _V1_FIELDS) and not (
+            row[0] == _SCHEMA_VERSION and len(row) == _V1_FIELDS + 1
+        ):
             return None
         (call_id, ts, model, plain, read, w5, w1h, out, cost, uncached, predicted) = row[1:12]
         return LedgerEntry(
@@ -81,7 +91,10 @@ def decode_entry(value: Any) -> LedgerEntry | None:
             uncached,
             predicted,
             tuple(row[12]),
-            *row[13:16],
+            row[13],
+            row[14],
+            row[15],
+            keep_alive=len(row) > _V1_FIELDS and row[16] == 1,
         )
     except (ValueError, TypeError):
         return None

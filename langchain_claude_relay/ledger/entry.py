@@ -60,6 +60,8 @@ class LedgerEntry(InputTotals):
         read_prefix: the prefix hash the read is attributed to, if known.
         miss_reason: a short code for why an expected read did not happen, if known.
         base_url_hash: ``hash_base_url(relay URL)``; never the URL itself.
+        keep_alive: whether this was a keep-alive request (``keep_warm="auto"``): spend of
+            its own, not a call of the user's (see ``ledger.summarize``).
 
     Raises:
         ValueError: (on construction) for a negative or non-integer count, a negative or
@@ -83,6 +85,7 @@ class LedgerEntry(InputTotals):
     read_prefix: str | None = None
     miss_reason: str | None = None
     base_url_hash: str | None = None
+    keep_alive: bool = False
 
     def __post_init__(self) -> None:
         if type(self.written_prefixes) is not tuple:
@@ -110,6 +113,9 @@ class LedgerEntry(InputTotals):
                     f"(the ledger never stores text), got {type_name(value)}"
                 )
                 raise ValueError(msg)
+        if not isinstance(self.keep_alive, bool):
+            msg = f"LedgerEntry.keep_alive must be a bool, got {type_name(self.keep_alive)}"
+            raise ValueError(msg)
         if self.miss_reason is not None and not is_reason(self.miss_reason):
             msg = (
                 "LedgerEntry.miss_reason must be a short code (1-80 printable ASCII characters), "
@@ -158,6 +164,7 @@ class LedgerEntry(InputTotals):
         read_prefix: str | None = None,
         miss_reason: str | None = None,
         pricing: ModelSpec | None = None,
+        keep_alive: bool = False,
     ) -> LedgerEntry:
         """Build an entry from a call's normalized usage, pricing it; never raises on labels.
 
@@ -180,6 +187,7 @@ class LedgerEntry(InputTotals):
             miss_reason: why an expected read did not happen.
             pricing: the spec to price with (a relay's published prices), instead of the
                 model table's for ``model``.
+            keep_alive: whether it was a keep-alive request.
 
         Returns:
             The entry.
@@ -206,6 +214,7 @@ class LedgerEntry(InputTotals):
             read_prefix=None if read_prefix is None else safe_hash(read_prefix),
             miss_reason=None if miss_reason is None else safe_label(miss_reason, REASON, 80),
             base_url_hash=None if base_url is None else _cached_url_hash(base_url),
+            keep_alive=keep_alive,
         )
 
 

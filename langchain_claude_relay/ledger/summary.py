@@ -23,8 +23,13 @@ from langchain_claude_relay.usage import InputTotals
 class LedgerSummary(InputTotals):
     """Totals over ledger entries, ready to print (``to_table``) or serialize (``to_dict``).
 
+    Keep-alive requests (``LedgerEntry.keep_alive``) are spend, not calls: their tokens and cost
+    are in the token and cost totals, and counted apart in ``keep_alive_calls`` and
+    ``keep_alive_cost_usd``; calls, hit rate, predictions and wasted writes are the user's calls
+    only (a keep-alive's read must not make a write look used).
+
     Attributes:
-        calls: calls counted.
+        calls: calls counted (keep-alive requests apart).
         calls_with_read: calls that read anything from the cache (hit rate = this / calls).
         input_tokens: plain (uncached) input tokens.
         cache_read_tokens: input read from the cache.
@@ -49,6 +54,8 @@ class LedgerSummary(InputTotals):
         first_timestamp: the earliest call's timestamp (``None`` with no calls).
         last_timestamp: the latest call's timestamp.
         since: the lower time bound the summary was asked for, if any.
+        keep_alive_calls: keep-alive requests (``keep_warm="auto"``).
+        keep_alive_cost_usd: what they cost (included in ``cost_usd``).
 
     """
 
@@ -74,6 +81,8 @@ class LedgerSummary(InputTotals):
     first_timestamp: float | None = None
     last_timestamp: float | None = None
     since: float | None = None
+    keep_alive_calls: int = 0
+    keep_alive_cost_usd: float = 0.0
 
     @property
     def hit_rate(self) -> float | None:
@@ -104,7 +113,7 @@ class LedgerSummary(InputTotals):
 
     def to_table(self) -> str:
         """Return a readable, aligned report (what ``claude-relay stats`` prints)."""
-        if not self.calls:
+        if not self.calls and not self.keep_alive_calls:
             scope = "" if self.since is None else f" since {_when(self.since)}"
             return f"Ledger: no calls recorded{scope}."
         total_in = self.total_input_tokens
@@ -137,6 +146,17 @@ class LedgerSummary(InputTotals):
             ("  with caching", _usd(self.cost_usd), ""),
             ("  uncached", _usd(self.uncached_cost_usd), "same tokens, no cache"),
             ("  saved", _usd(self.saved_usd), _pct(self.saved_fraction)),
+            *(
+                [
+                    (
+                        "  keep-alive",
+                        _usd(self.keep_alive_cost_usd),
+                        f"{_int(self.keep_alive_calls)} keep-alive requests (in the cost above)",
+                    )
+                ]
+                if self.keep_alive_calls
+                else []
+            ),
             (
                 "Wasted writes",
                 _int(self.wasted_write_tokens),
@@ -187,14 +207,18 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
         The summary.
 
     """
-    ordered = sorted(
+    everything = sorted(
         (e for e in entries if since is None or e.timestamp >= since), key=lambda e: e.timestamp
     )
-    if not ordered:
+    if not everything:
         return LedgerSummary(since=since)
+    ordered = [e for e in everything if not e.keep_alive]
+    pings = [e for e in everything if e.keep_alive]
     wasted = wasted_writes(ordered)
     prices: dict[str, ModelPrices | None] = {}
-    cost = uncached = saved = wasted_usd = 0.0
+    keep_alive_cost = sum(p.cost_usd or 0.0 for p in pings)
+    cost, saved = keep_alive_cost, -keep_alive_cost  # spent to save on the calls
+    uncached = wasted_usd = 0.0
     unpriced = predicted = predicted_hits = actual_hits = mispredicted = missed = 0
     reasons: Counter[str] = Counter()
     for entry, is_wasted in zip(ordered, wasted, strict=True):
@@ -219,11 +243,11 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
     return LedgerSummary(
         calls=len(ordered),
         calls_with_read=sum(e.cache_read_tokens > 0 for e in ordered),
-        input_tokens=sum(e.input_tokens for e in ordered),
-        cache_read_tokens=sum(e.cache_read_tokens for e in ordered),
-        cache_write_5m_tokens=sum(e.cache_write_5m_tokens for e in ordered),
-        cache_write_1h_tokens=sum(e.cache_write_1h_tokens for e in ordered),
-        output_tokens=sum(e.output_tokens for e in ordered),
+        input_tokens=sum(e.input_tokens for e in everything),
+        cache_read_tokens=sum(e.cache_read_tokens for e in everything),
+        cache_write_5m_tokens=sum(e.cache_write_5m_tokens for e in everything),
+        cache_write_1h_tokens=sum(e.cache_write_1h_tokens for e in everything),
+        output_tokens=sum(e.output_tokens for e in everything),
         cost_usd=cost,
         uncached_cost_usd=uncached,
         saved_usd=saved,
@@ -238,9 +262,11 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
         mispredictions=mispredicted,
         missed_predicted_hits=missed,
         miss_reasons=tuple(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        first_timestamp=ordered[0].timestamp,
-        last_timestamp=ordered[-1].timestamp,
+        first_timestamp=everything[0].timestamp,
+        last_timestamp=everything[-1].timestamp,
         since=since,
+        keep_alive_calls=len(pings),
+        keep_alive_cost_usd=keep_alive_cost,
     )
 
 

@@ -1,10 +1,12 @@
 """Reuse history in the state store: read for a plan, updated from usage.
 
-Three kinds of records (all values JSON, keys ``kind:hex``): ``p:`` one per prefix (how often it
+Four kinds of records (all values JSON, keys ``kind:hex``): ``p:`` one per prefix (how often it
 came back, and until when it is cached), ``t:`` one per template (how prefixes of that shape
-fared: what gives a brand-new prefix its odds), and ``c:`` the recent prefixes of a conversation
-(requests sharing their first message). The arithmetic on them is in ``reuse``; this module only
-names, reads and writes them.
+fared: what gives a brand-new prefix its odds), ``c:`` the recent prefixes of a conversation
+(requests sharing their first message), and ``g:`` the gaps before a template's prefixes came
+back, per tool called (what a keep-alive decision needs; hashes and numbers only). The
+arithmetic on them is in ``reuse`` and ``followup``; this module only names, reads and writes
+them.
 
 Templates: each candidate site has a *coarse* template, ``(model family, site kind, section,
 number of tools, number of system blocks)`` plus the block kind and role for large blocks, and
@@ -18,9 +20,15 @@ system prompt fared.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from langchain_claude_relay.planner.followup import (
+    PRIOR_GAPS,
+    GapHistogram,
+    shrink,
+)
 from langchain_claude_relay.planner.placement import Site
 from langchain_claude_relay.planner.plan import CachePlan, Observation, PlanTrace, SiteTrace
 from langchain_claude_relay.planner.reuse import (
@@ -34,6 +42,7 @@ from langchain_claude_relay.planner.reuse import (
     estimate_odds,
     merge_lineage,
     record_arrival,
+    record_follow_up,
     record_return,
 )
 from langchain_claude_relay.planner.rules import TTL_SECONDS
@@ -50,7 +59,15 @@ __all__ = [
     "Lineage",
     "PrefixHistory",
     "learn_reuse",
+    "ANY_TOOL",
+    "gap_key",
+    "tool_field",
+    "gap_odds",
+    "template_id",
 ]
+
+ANY_TOOL = "any"
+"""The field of a template's ``g:`` record that holds its gaps over every tool called."""
 
 LINEAGE_CAP = 16
 """Recent prefixes kept per conversation."""
@@ -75,6 +92,89 @@ def hex_key(kind: str, *parts: Any) -> str:
 def int48(digest: str) -> int:
     """The first 48 bits of a hex digest, as stored in records (``ReuseRecord.last_hash``)."""
     return int(digest[:12], 16)
+
+
+def template_id(template: str) -> int:
+    """A template key (``t:`` + 12 hex digits) as the 48-bit int lineage entries store."""
+    return int(template[2:], 16)
+
+
+GAP_TOOLS_CAP = 32
+"""Tools kept per ``g:`` record (the least recently seen go first)."""
+
+
+def gap_key(template: int) -> str:
+    """The ``g:`` key of a template's gaps: one record, a histogram per tool and one for any.
+
+    The record's fields are ``tool_field(...)`` and ``ANY_TOOL``, each a ``GapHistogram``'s
+    stored form (a list of numbers).
+    """
+    return hex_key("g", template)
+
+
+def tool_field(tool: int) -> str:
+    """A tool's field in a ``g:`` record (``followup.tool_key``, in hex; ``t0``: no tool)."""
+    return f"t{tool:x}"
+
+
+def _gap_record(store: StateStore, template: int) -> dict[str, Any]:
+    raw = store.get(gap_key(template))
+    return dict(raw) if isinstance(raw, Mapping) else {}
+
+
+def gap_odds(store: StateStore, template: int, tool: int) -> tuple[float, ...]:
+    """Gap probabilities: when a template's prefix came back after a tool was called.
+
+    Args:
+        store: the planner's store.
+        template: a static site's fine template (``template_id``), or a conversation's
+            follow-up template (``PrefixHistory.follow_up_template``).
+        tool: the tools the model just called (``followup.tool_key``), or ``-1`` for any
+            (the next tool is not known yet). An answer without tool calls (0) is judged on
+            its own gaps and the prior, not on the tools': in an agent it usually ends the
+            task, in a chat the user answers it.
+
+    Returns:
+        Probabilities per ``followup.GAP_EDGES`` bucket, shrunk towards the level above.
+    """
+    record = _gap_record(store, template)
+    if tool == 0:
+        return shrink(GapHistogram.from_json(record.get(tool_field(0))), PRIOR_GAPS)
+    anyone = shrink(GapHistogram.from_json(record.get(ANY_TOOL)), PRIOR_GAPS)
+    if tool < 0:
+        return anyone
+    return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone)
+
+
+def _learn_gaps(
+    store: StateStore,
+    template: int,
+    tool: int,
+    now: float,
+    returned: tuple[int, float] | None = None,
+) -> None:
+    """A new arrival at ``now`` under ``tool``, after (``returned``) an earlier one came back.
+
+    ``returned`` is ``(the tool called after the earlier arrival, when it arrived)``. Each is
+    learned under its tool and under any tool, in the template's one record.
+    """
+    record = _gap_record(store, template)
+    events: list[tuple[str, float, float | None]] = []
+    if returned is not None:
+        before, seen = returned
+        events += [(tool_field(before), seen, now), (ANY_TOOL, seen, now)]
+    events += [(tool_field(tool), now, None), (ANY_TOOL, now, None)]
+    for name, seen, back in events:
+        histogram = GapHistogram.from_json(record.pop(name, None)) or GapHistogram.empty()
+        if back is None:
+            histogram = histogram.add_trial(seen)
+        else:
+            histogram = histogram.add_return(back - seen, seen)
+        record[name] = histogram.to_json()  # re-inserted last: the most recently seen
+    while len(record) > GAP_TOOLS_CAP:
+        oldest = next(k for k in record if k != ANY_TOOL)
+        del record[oldest]
+    store.set(gap_key(template), record, expire=TEMPLATE_EXPIRE)
 
 
 class Lineage(NamedTuple):
@@ -140,6 +240,16 @@ class PrefixHistory:
             self._records[index] = ReuseRecord.from_json(raw)
         return self._records[index]
 
+    def follow_up_template(self) -> int:
+        """The conversation's follow-up gaps' template: the application (model, tools, system).
+
+        Every prefix of a conversation comes back when its next turn does, whatever the site's
+        kind, so the follow-up's gaps are learned once per request, under this key.
+        """
+        return template_id(
+            hex_key("t", self.family, "follow-up", self.tools_hash, self.system_hash)
+        )
+
     def templates(self, site: Site) -> tuple[str, str]:
         """The coarse and the fine template keys of a site."""
         item = self.items[site.index]
@@ -173,7 +283,7 @@ class PrefixHistory:
             if template not in self._templates:
                 self._templates[template] = ReuseRecord.from_json(self.store.get(template))
             level = self._templates[template]
-            odds = estimate_odds(level, odds)
+            odds = estimate_odds(level, odds, open_arrivals=_open(level, self.now))
             changed = changed or (level is not None and level.last_hash not in (0, prefix48))
         odds = estimate_odds(record, odds, arriving_at=self.now)
         trace = SiteTrace(
@@ -190,6 +300,18 @@ class PrefixHistory:
         return odds, trace
 
 
+def _open(record: ReuseRecord | None, now: float) -> float:
+    """A template's arrivals that may still come back: its newest, within the hour.
+
+    Returns reach a template only when they happen, so its newest arrival counted as "not back"
+    until then; on a new template that halved a first follow-up's odds (one arrival, no return
+    yet): a tail kept warm through a 12-minute tool call was then left unmarked and unread.
+    """
+    if record is None or record.last_seen is None or now - record.last_seen > TTL_SECONDS["1h"]:
+        return 0.0
+    return 1.0
+
+
 def learn_reuse(
     store: StateStore,
     plan: CachePlan,
@@ -197,8 +319,15 @@ def learn_reuse(
     observation: Observation,
     scale: float,
     read: int,
+    tool: int = 0,
 ) -> None:
     """Record a planned call's outcome: its prefixes, their templates, its conversation.
+
+    Gaps (``g:``): a static site's return (its prefix arrived again) is learned under its
+    template and the tool the previous arrival's response called; the conversation's follow-up
+    (this request after its latest turn) under the conversation's follow-up template and the
+    tool that turn's response called (or, not known, the tool_use blocks in front of this
+    request's tool results); each also under any tool.
 
     Args:
         store: the planner's store (inside its transaction).
@@ -207,6 +336,7 @@ def learn_reuse(
         observation: the plan reconciled with the usage.
         scale: actual total input over the plan's estimate.
         read: tokens the usage reports read from the cache.
+        tool: the tools the response called (``followup.tool_key``; 0: none or not known).
     """
     now = trace.planned_at
     outcome_at = {o.position: o for o in observation.breakpoints}
@@ -215,8 +345,10 @@ def learn_reuse(
     for site in trace.sites:
         key = f"p:{site.prefix_hash[:24]}"
         record = ReuseRecord.from_json(store.get(key))
-        previous = record.last_seen if record is not None else None
-        updated = record_arrival(record, now, DECAY_PREFIX)
+        # the prefix's last arrival, if its return is not counted yet (a follow-up counted it)
+        previous = record.last_seen if record is not None and not record.resolved else None
+        last_tool = record.last_tool if record is not None else 0
+        updated = record_arrival(record, now, DECAY_PREFIX, tool=tool)
         outcome = outcome_at.get(plan.blocks[site.flat_index].position)
         ttl_seconds, expires = 0.0, 0.0
         if outcome is not None and outcome.actual == "write":  # a new entry, its own TTL
@@ -230,6 +362,11 @@ def learn_reuse(
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
+        if trace.keep_warm and plan.blocks[site.flat_index].position.section != "messages":
+            # a static site's return is its next arrival; learned after the tool called then
+            fine = template_id(site.templates[-1])
+            returned = (last_tool, previous) if previous is not None else None
+            _learn_gaps(store, fine, tool, now, returned)
         if plan.blocks[site.flat_index].position.section == "messages":
             new_entries.append(
                 LineageEntry(
@@ -240,6 +377,7 @@ def learn_reuse(
                     now,
                     False,
                     ttl_seconds if expires else 0.0,
+                    tool,
                 )
             )
     if trace.lineage_key is None:
@@ -250,6 +388,17 @@ def learn_reuse(
     stored = raw if isinstance(raw, list) else []
     current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
     kept: list[LineageEntry] = []
+    returning = [
+        e
+        for e in current
+        if (e.index, e.prefix) in matched_keys and not e.resolved and e.prefix not in site_prefixes
+    ]
+    latest = max(returning, key=lambda e: e.seen, default=None)
+    if trace.keep_warm and trace.follow_key:  # the follow-up: this request, after the last turn
+        returned = None
+        if latest is not None:
+            returned = (latest.tool or trace.follow_tool, latest.seen)
+        _learn_gaps(store, trace.follow_key, tool, now, returned)
     for entry in current:
         matched = (entry.index, entry.prefix) in matched_keys
         if matched and not entry.resolved and entry.prefix not in site_prefixes:
@@ -260,6 +409,7 @@ def learn_reuse(
                 record_return(record, now - entry.seen).to_json(),
                 expire=TEMPLATE_EXPIRE,
             )
+            _follow_up(store, plan.request.prefix_hashes()[entry.index], entry, now)
             entry = replace(entry, resolved=True)
         if (
             matched
@@ -271,6 +421,15 @@ def learn_reuse(
         kept.append(entry)
     merged = merge_lineage(kept, new_entries, LINEAGE_CAP)
     store.set(trace.lineage_key, [e.to_json() for e in merged], expire=LINEAGE_EXPIRE)
+
+
+def _follow_up(store: StateStore, prefix_hash: str, entry: LineageEntry, now: float) -> None:
+    """A later turn read the prefix of ``entry``: count that return on the prefix's own record."""
+    key = f"p:{prefix_hash[:24]}"
+    record = ReuseRecord.from_json(store.get(key))
+    if record is None or record.last_seen is None or abs(record.last_seen - entry.seen) > 1e-6:
+        return  # the prefix arrived again since (that arrival resolved this one), or is gone
+    store.set(key, record_follow_up(record, now - entry.seen).to_json(), expire=PREFIX_EXPIRE)
 
 
 def _template_arrival(

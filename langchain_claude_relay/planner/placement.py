@@ -177,6 +177,10 @@ class Option:
         future_start: prefix tokens below which its write has no future value: the end of the
             longest prefix below (or at) it that another request already sent is writing
             (``CachePlanner.sent``), since later requests read that one's entry anyway.
+        static: the end of the tools or of the system prompt. When marking it costs nothing
+            more than leaving it to a later marker (equal odds), it is marked: only an entry
+            there lets *other* conversations read the shared prefix, which the odds (lifted to
+            the conversation's own, ``reuse.make_monotone``) cannot show.
     """
 
     index: int
@@ -185,6 +189,7 @@ class Option:
     forced: str | None = None
     writes: bool = True
     future_start: float = 0.0
+    static: bool = False
 
     @classmethod
     def priced(
@@ -196,8 +201,15 @@ class Option:
         forced: str | None = None,
         writes: bool = True,
         future_start: float = 0.0,
+        static: bool = False,
+        bridge: float | None = None,
+        next_only: bool = False,
     ) -> Option:
         """The option at ``index`` with its future costs from the prefix's reuse odds.
+
+        ``bridge``: what a return after more than 5 minutes costs per token with keep-alive
+        requests (``ttl.future_cost``); ``None`` without them. ``next_only``: only the next
+        arrival counts (``ttl.future_cost``).
 
         >>> from langchain_claude_relay.models import lookup_model
         >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
@@ -207,11 +219,12 @@ class Option:
         """
         return cls(
             index,
-            future_cost("1h", odds, rates),
-            future_cost("5m", odds, rates),
+            future_cost("1h", odds, rates, next_only=next_only),
+            future_cost("5m", odds, rates, bridge, next_only=next_only),
             forced=forced,
             writes=writes,
             future_start=future_start,
+            static=static,
         )
 
 
@@ -291,6 +304,7 @@ def _price(
         read = 0.0 if read < 0.0 else (size if read > size else read)
         ahead = end - (start if start > marker.future_start else marker.future_start)
         ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
+        bias = -1e-9 * p_in * size if marker.static else 0.0  # see ``Option.static``
         if not marker.writes:  # below the minimum: no entry, the unread part is plain input
             both = read * p_read + (size - read) * p_in
             now_1h.append(both)
@@ -306,16 +320,16 @@ def _price(
             nudge = 1e-9 * p_in * size
             now_1h.append(n)
             now_5m.append(n)
-            cost_1h.append(base if entry_1h else base + nudge)
-            cost_5m.append(base + nudge if entry_1h else base)
+            cost_1h.append(bias + (base if entry_1h else base + nudge))
+            cost_5m.append(bias + (base + nudge if entry_1h else base))
         else:
             unread = size - read
             n1 = read * p_read + unread * p_1h
             n5 = read * p_read + unread * p_5m
             now_1h.append(n1)
             now_5m.append(n5)
-            cost_1h.append(n1 + ahead * marker.future_1h)
-            cost_5m.append(n5 + ahead * marker.future_5m)
+            cost_1h.append(n1 + ahead * marker.future_1h + bias)
+            cost_5m.append(n5 + ahead * marker.future_5m + bias)
         if end > start:
             start = end
     plain = (total - start) * p_in if total > start else 0.0

@@ -39,15 +39,26 @@ from typing import Any, NamedTuple
 from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
+from langchain_claude_relay.planner.followup import BOUNDARIES, survival, tool_key
 from langchain_claude_relay.planner.history import (
+    LINEAGE_EXPIRE,
+    PREFIX_EXPIRE,
     TEMPLATE_EXPIRE,
     Lineage,
     PrefixHistory,
+    gap_odds,
     hex_key,
     int48,
     learn_reuse,
+    template_id,
 )
 from langchain_claude_relay.planner.inflight import InFlight
+from langchain_claude_relay.planner.keepalive import (
+    KeepAlive,
+    bridge_cost,
+    keep_alive_value,
+    pingable,
+)
 from langchain_claude_relay.planner.placement import (
     BlockInfo,
     Option,
@@ -70,7 +81,12 @@ from langchain_claude_relay.planner.plan import (
     reconcile,
     trace_of,
 )
-from langchain_claude_relay.planner.reuse import ReuseOdds, make_monotone
+from langchain_claude_relay.planner.reuse import (
+    LineageEntry,
+    ReuseOdds,
+    ReuseRecord,
+    make_monotone,
+)
 from langchain_claude_relay.planner.rules import (
     LOOKBACK_BLOCKS,
     MAX_CACHE_MARKERS,
@@ -135,6 +151,11 @@ class _Blocks:
     def cumulative(self) -> tuple[float, ...]:
         """Calibrated prefix tokens through each block."""
         return self.sizes.prefixes
+
+    @property
+    def tail_index(self) -> int:
+        """The last block that can carry a marker (-1: none)."""
+        return max((i for i, info in enumerate(self.infos) if info.markable), default=-1)
 
     def reaches_minimum(self, index: int) -> bool:
         """Whether the prefix through block ``index`` is large enough to be cached."""
@@ -268,6 +289,7 @@ class CachePlanner:
         ttl: TTLPolicy | None = None,
         max_markers: int = MAX_CACHE_MARKERS,
         mark_tools: bool = True,
+        keep_warm: bool = False,
     ) -> CachePlan:
         """Plan the cache markers of one request.
 
@@ -281,6 +303,9 @@ class CachePlanner:
                 when the relay injects markers of its own, see ``probe``).
             mark_tools: whether tool definitions may carry planned markers (``False`` when the
                 relay drops markers on tools).
+            keep_warm: whether keep-alive requests may keep a 5-minute entry alive past its TTL
+                (the chat model's ``keep_warm="auto"``): a 5m marker is then priced with them
+                where its prefix's returns make them pay (``keepalive.bridge_cost``).
 
         Returns:
             The plan; apply it with ``plan.apply()``.
@@ -303,10 +328,20 @@ class CachePlanner:
         odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
-        placement = _choose_markers(blocks, sites, odds.odds, known, rates, policy, slots)
+        bridges = self._bridges(odds.traces, blocks, rates, history) if keep_warm else {}
+        placement = _choose_markers(
+            blocks, sites, odds.odds, known, rates, policy, slots, bridges, keep_warm=keep_warm
+        )
         breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
         stability = self._stability(spec.family, blocks.scan, placement.markers)
-        trace = _trace(now, spec, blocks, known, odds, placement, breakpoints, stability)
+        follow = (  # the conversation's follow-up: keep-alive advice and what it learns from
+            (tool_key(_trailing_tool_calls(request)), history.follow_up_template())
+            if known.lineage.key
+            else (0, 0)
+        )
+        trace = _trace(
+            now, spec, blocks, known, odds, placement, breakpoints, stability, follow, keep_warm
+        )
         return _build_plan(
             request,
             blocks,
@@ -318,6 +353,24 @@ class CachePlanner:
             stability.notes,
             trace,
         )
+
+    def _bridges(
+        self, traces: Sequence[SiteTrace], blocks: _Blocks, rates: Rates, history: PrefixHistory
+    ) -> dict[int, float]:
+        """Per site: a return after more than 5 minutes, kept alive, per token (5m markers).
+
+        A conversation site comes back with the follow-up, a static one whenever its template's
+        prefixes come back; both after any tool (the next one is not known before the response).
+        """
+        follow_up = gap_odds(self._store, history.follow_up_template(), -1)
+        out: dict[int, float] = {}
+        for site in traces:
+            static = blocks.scan.items[site.flat_index].section != "messages"
+            odds = (
+                gap_odds(self._store, template_id(site.templates[-1]), -1) if static else follow_up
+            )
+            out[site.flat_index] = bridge_cost(survival(odds), rates.read, rates.write_5m)
+        return out
 
     def _as_request(
         self, given: Any, tools: Sequence[Any] | None, model: str | None
@@ -519,20 +572,25 @@ class CachePlanner:
 
     # --------------------------------------------------------------- observe
 
-    def observe(self, plan: CachePlan, usage: UsageLike) -> Observation:
+    def observe(
+        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+    ) -> Observation:
         """Learn from the usage a planned request reported, and reconcile the plan with it.
 
         Updates the model's token calibration (total input = input + cache read + cache
         write), an unknown model's learned minimum, the reuse records of every candidate prefix
-        and its templates, the conversation's recent prefixes, and which prefixes are believed
-        cached until when (replacing what ``began`` believed). Safe to call from several
-        threads; a failing store never raises.
+        and its templates, the conversation's recent prefixes, the gaps before earlier prefixes
+        came back (per template and per tool called), and which prefixes are believed cached
+        until when (replacing what ``began`` believed). Safe to call from several threads; a
+        failing store never raises.
 
         Args:
             plan: a plan made by this planner (or one sharing its store).
             usage: the response's normalized usage (``NormalizedUsage`` or any object with
                 ``input_tokens``, ``cache_read_tokens``, ``cache_write_5m_tokens`` and
                 ``cache_write_1h_tokens``).
+            tools: the names of the tools the response called (hashed before they are
+                stored): the follow-up's gap is learned under them.
 
         Returns:
             Per breakpoint: predicted against actual, with the reason for each miss.
@@ -551,11 +609,149 @@ class CachePlanner:
             scale = total / plan.total_estimated_tokens if plan.total_estimated_tokens else 1.0
             if not trace.known_model and total > 0:
                 self._learn_minimum(trace.family, observation, scale)
-            learn_reuse(self._store, plan, trace, observation, scale, read)
+            learn_reuse(self._store, plan, trace, observation, scale, read, tool_key(tools))
             if trace.stability_key is not None:
                 self._store.set(trace.stability_key, dict(trace.stability), expire=TEMPLATE_EXPIRE)
             self._in_flight.observed(trace)
         return observation
+
+    # ------------------------------------------------------------- keep-alive
+
+    def keep_alives(
+        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+    ) -> tuple[KeepAlive, ...]:
+        """The prefixes of this call worth keeping warm with keep-alive requests, if any.
+
+        Call it after ``observe(plan, usage, tools=...)``. Each marker whose 5-minute entry the
+        usage shows cached is a candidate. The conversation's prefixes come back when the
+        follow-up does (learned per template and per tool just called, see ``followup``); the
+        tools and the system prompt when the follow-up does, or any other request carrying
+        them (their template's gaps), whichever comes first. Of each kind, the candidate whose
+        keep-alives save the most against letting it expire (``keepalive.keep_alive_value``:
+        each a read of the prefix at the model's read price, against rewriting what expired)
+        is advised, if it saves anything: at most one in the conversation and one before it.
+        A keep-alive of the conversation's keeps the tools and system prompt alive too (the
+        scheduler then waits with theirs).
+
+        Args:
+            plan: a plan made by this planner, observed.
+            usage: the response's usage.
+            tools: the names of the tools the response called.
+
+        Returns:
+            The advice for the chat model's scheduler (empty: nothing worth keeping).
+
+        Raises:
+            ValueError: if the plan was not made by a ``CachePlanner``.
+        """
+        trace = trace_of(plan, "keep_alives")
+        now = trace.planned_at
+        rates = Rates.from_prices(lookup_model(plan.model).prices)
+        total = int(usage.input_tokens) + int(usage.cache_read_tokens)
+        total += int(usage.cache_write_5m_tokens) + int(usage.cache_write_1h_tokens)
+        scale = total / plan.total_estimated_tokens if plan.total_estimated_tokens else 1.0
+        sites = {site.flat_index: site for site in trace.sites}
+        flat = {block.position: i for i, block in enumerate(plan.blocks)}
+        cached: list[tuple[Breakpoint, ReuseRecord, int]] = []
+        for bp in plan.breakpoints:
+            record = ReuseRecord.from_json(self._store.get(f"p:{bp.prefix_hash[:24]}"))
+            if record is not None and record.cached_until > now:
+                cached.append((bp, record, round(bp.estimated_prefix_tokens * scale)))
+        called = tool_key(tools)
+        follow_up = (
+            survival(gap_odds(self._store, trace.follow_key, called))
+            if trace.follow_key
+            else (1.0,) * (BOUNDARIES + 1)  # no conversation: no follow-up to wait for
+        )
+        best: dict[bool, tuple[float, KeepAlive]] = {}
+        for n, (bp, record, tokens) in enumerate(cached):
+            index = flat[bp.position]
+            if record.cached_ttl != TTL_SECONDS["5m"] or index not in sites:
+                continue
+            if not pingable(plan.request, bp.position):
+                continue
+            static = bp.position.section != "messages"
+            s = follow_up
+            if static:  # back with the follow-up, or with any other request
+                fine = template_id(sites[index].templates[-1])
+                own = survival(gap_odds(self._store, fine, called))
+                s = tuple(min(a, b) for a, b in zip(own, follow_up, strict=True))
+            held = max(
+                (t for _b, r, t in cached[:n] if r.cached_ttl == TTL_SECONDS["1h"]), default=0
+            )
+            ping = tokens * rates.read + (4 * rates.input if static else 0.0)
+            loss_per_token = rates.write_5m - rates.read
+            value = keep_alive_value(s, ping, loss_per_token * max(0, tokens - held))
+            if value <= 0.0 or (static in best and value <= best[static][0]):
+                continue
+            refreshes = tuple(
+                (b.prefix_hash, _ttl_name(r.cached_ttl), t) for b, r, t in cached[: n + 1]
+            )
+            best[static] = (
+                value,
+                KeepAlive(
+                    prefix_hash=bp.prefix_hash,
+                    position=bp.position,
+                    ttl="5m",
+                    written_at=now,
+                    tokens=tokens,
+                    ping_cost=ping,
+                    loss_per_token=loss_per_token,
+                    held_tokens=held,
+                    survival=s,
+                    refreshes=refreshes,
+                    lineage_key=None if static else trace.lineage_key,
+                    model=plan.model,
+                    priced=rates.priced,
+                ),
+            )
+        return tuple(keep for _value, keep in best.values())
+
+    def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
+        """A keep-alive request for ``keep`` started at ``at`` and read ``read_tokens``.
+
+        The entries it read are believed cached for their TTL from ``at`` (so the follow-up's
+        plan predicts reading them). Nothing else is learned: a keep-alive is no arrival.
+
+        Args:
+            keep: the advice the keep-alive was sent for.
+            at: when it started (planner clock).
+            read_tokens: the cache read its usage reports.
+        """
+        with self._lock, self._store.transact():
+            for prefix_hash, ttl, tokens in keep.refreshes:
+                if tokens > read_tokens * 1.05 + 8:
+                    continue
+                key = f"p:{prefix_hash[:24]}"
+                record = ReuseRecord.from_json(self._store.get(key))
+                if record is None:
+                    continue
+                until = at + TTL_SECONDS[ttl]
+                if record.cached_until < until:
+                    record = replace(record, cached_until=until, cached_ttl=TTL_SECONDS[ttl])
+                    self._store.set(key, record.to_json(), expire=PREFIX_EXPIRE)
+            if keep.lineage_key is not None:
+                self._refresh_lineage(keep, at, read_tokens)
+
+    def _refresh_lineage(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
+        raw = self._store.get(keep.lineage_key or "")
+        if not isinstance(raw, list):
+            return
+        refreshed = {
+            int48(h): at + TTL_SECONDS[ttl]
+            for h, ttl, tokens in keep.refreshes
+            if tokens <= read_tokens * 1.05 + 8
+        }
+        entries = [e for e in map(LineageEntry.from_json, raw) if e is not None]
+        updated = [
+            replace(e, expires=max(e.expires, refreshed[e.prefix]))
+            if e.prefix in refreshed and e.ttl > 0
+            else e
+            for e in entries
+        ]
+        self._store.set(
+            keep.lineage_key or "", [e.to_json() for e in updated], expire=LINEAGE_EXPIRE
+        )
 
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
         """Learn the model's token calibration from an exact count of a whole request.
@@ -664,11 +860,22 @@ def _choose_markers(
     rates: Rates,
     policy: TTLPolicy,
     slots: int,
+    bridges: Mapping[int, float],
+    *,
+    keep_warm: bool = False,
 ) -> Placement:
     """The cheapest markers and TTLs among the sites, alongside the user's markers."""
     future_start = future_starts(known.pending_at, blocks.cumulative)
     options = [
-        Option.priced(s.index, odds[s.index], rates, future_start=future_start[s.index])
+        Option.priced(
+            s.index,
+            odds[s.index],
+            rates,
+            future_start=future_start[s.index],
+            static=s.kind in ("tools", "system"),
+            bridge=bridges.get(s.index),
+            next_only=keep_warm and s.index == blocks.tail_index,
+        )
         for s in sites
     ]
     fixed = [
@@ -679,6 +886,7 @@ def _choose_markers(
             forced=marker.ttl,
             writes=blocks.reaches_minimum(i),
             future_start=future_start[i],
+            bridge=bridges.get(i),
         )
         for i, marker in sorted(blocks.user.items())
     ]
@@ -729,6 +937,8 @@ def _trace(
     placement: Placement,
     breakpoints: Sequence[Breakpoint],
     stability: _Stability,
+    follow: tuple[int, int],
+    keep_warm: bool,
 ) -> PlanTrace:
     """What ``observe`` needs of the plan: sites with their TTLs, lineage, stability record."""
     ttl_at = {i: bp.ttl for (i, _t), bp in zip(placement.markers, breakpoints, strict=True)}
@@ -745,6 +955,9 @@ def _trace(
         stability_key=stability.key,
         stability=stability.hashes,
         concurrent=frozenset(blocks.scan.prefix_hashes[i] for i in known.pending_at),
+        follow_tool=follow[0],
+        follow_key=follow[1],
+        keep_warm=keep_warm,
     )
 
 
@@ -809,6 +1022,18 @@ def _reason(
         f"{label}; {now}; P(back within 5m)={odds.within_5m:.2f}, "
         f"within 1h={odds.within_1h:.2f} -> {ttl}"
     )
+
+
+def _trailing_tool_calls(request: ClaudeRequest) -> list[str]:
+    """The tools whose results end the request (the tool_use blocks in front of them)."""
+    messages = request.messages
+    if len(messages) < 2 or not any(b.type == "tool_result" for b in messages[-1].content):
+        return []
+    return [
+        str(b.data.get("name", ""))
+        for b in messages[-2].content
+        if b.type == "tool_use" and messages[-2].role == "assistant"
+    ]
 
 
 def _ttl_name(seconds: float) -> CacheTTL:

@@ -9,10 +9,15 @@ it). The caller then calls every method without asking what the planner has.
 The call sequence for one request (the chat model's)::
 
     with planner.send_lock:               # plan and mark as sent together
-        plan = planner.plan(request, ttl=..., max_markers=..., mark_tools=...)
+        plan = planner.plan(request, ttl=..., max_markers=..., mark_tools=..., keep_warm=...)
         planner.sent(plan)
     ... planner.began(plan) when the response begins, or planner.abandoned(plan) if it fails
-    planner.observe(plan, usage)          # after the response, with its usage
+    planner.observe(plan, usage, tools=names)   # after the response: its usage, tools called
+    keeps = planner.keep_alives(plan, usage, tools=names)  # keep_warm="auto": worth keeping?
+    ... for each keep-alive request sent for one: planner.kept_alive(keep, at, read_tokens)
+
+A user's planner gets no keep-alive: the adapter's ``keep_alives`` returns ``()`` (and its
+``plan`` and ``observe`` are never given ``keep_warm`` or ``tools``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from langchain_claude_relay.planner.keepalive import KeepAlive
 from langchain_claude_relay.planner.plan import CachePlan, UsageLike
 from langchain_claude_relay.planner.planner import CachePlanner
 from langchain_claude_relay.planner.rules import MAX_CACHE_MARKERS
@@ -70,6 +76,7 @@ class Planner(Protocol):
         ttl: TTLPolicy | None = None,
         max_markers: int = MAX_CACHE_MARKERS,
         mark_tools: bool = True,
+        keep_warm: bool = False,
     ) -> CachePlan:
         """Plan the request's cache markers (see ``CachePlanner.plan``)."""
         ...
@@ -86,8 +93,20 @@ class Planner(Protocol):
         """The plan's request failed before its response began (``CachePlanner.abandoned``)."""
         ...
 
-    def observe(self, plan: CachePlan, usage: UsageLike) -> ObservationLike | None:
-        """Learn from the call's usage (``None``: nothing to report)."""
+    def observe(
+        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+    ) -> ObservationLike | None:
+        """Learn from the call's usage and the tools it called (``None``: nothing to report)."""
+        ...
+
+    def keep_alives(
+        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+    ) -> tuple[KeepAlive, ...]:
+        """The prefixes worth keeping warm after this call (``CachePlanner.keep_alives``)."""
+        ...
+
+    def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
+        """A keep-alive request was sent for ``keep`` (``CachePlanner.kept_alive``)."""
         ...
 
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
@@ -204,8 +223,12 @@ class _AdaptedPlanner:
         ttl: TTLPolicy | None = None,
         max_markers: int = MAX_CACHE_MARKERS,
         mark_tools: bool = True,
+        keep_warm: bool = False,
     ) -> CachePlan:
-        """The wrapped planner's plan (passed only the options that differ from defaults)."""
+        """The wrapped planner's plan (passed only the options that differ from defaults).
+
+        ``keep_warm`` is not passed: a user's planner advises no keep-alive.
+        """
         options: dict[str, Any] = {"ttl": ttl} if ttl is not None else {}
         if max_markers < MAX_CACHE_MARKERS:
             options["max_markers"] = max_markers
@@ -229,12 +252,26 @@ class _AdaptedPlanner:
         if self._abandoned is not None:
             self._abandoned(plan)
 
-    def observe(self, plan: CachePlan, usage: UsageLike) -> ObservationLike | None:
-        """The wrapped planner's observation if it has ``to_dict`` (else ``None``)."""
+    def observe(
+        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+    ) -> ObservationLike | None:
+        """The wrapped planner's observation if it has ``to_dict`` (else ``None``).
+
+        ``tools`` is not passed on (``observe(plan, usage)`` is what a user's planner takes).
+        """
         if self._observe is None:
             return None
         observation = self._observe(plan, usage)
         return observation if callable(getattr(observation, "to_dict", None)) else None
+
+    def keep_alives(
+        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+    ) -> tuple[KeepAlive, ...]:
+        """Always empty: a user's planner advises no keep-alive."""
+        return ()
+
+    def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
+        """Nothing to do (no keep-alive is ever advised)."""
 
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
         """Forwarded if the wrapped planner has ``calibrate`` (else ``False``)."""

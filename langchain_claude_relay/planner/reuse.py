@@ -32,7 +32,7 @@ estimate to ~0.77, and the expected cost switches the rewrite to 1h.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_claude_relay.planner.rules import TTL_SECONDS
@@ -48,6 +48,7 @@ __all__ = [
     "ReuseRecord",
     "record_arrival",
     "record_return",
+    "record_follow_up",
     "estimate_odds",
     "make_monotone",
     "LineageEntry",
@@ -104,6 +105,10 @@ class ReuseRecord:
         cached_until: when the entry for this prefix is believed to expire (0: not cached).
         cached_ttl: the TTL (seconds) of that entry.
         last_hash: the last prefix hash (48-bit int) seen at a template, or 0.
+        resolved: whether the last arrival's outcome is already counted (a follow-up request
+            read the prefix: ``record_follow_up``), so the next arrival must not count it again.
+        last_tool: the tools the response to the last arrival called (``followup.tool_key``;
+            its return's gap is learned under them).
     """
 
     arrivals: float = 0.0
@@ -113,6 +118,8 @@ class ReuseRecord:
     cached_until: float = 0.0
     cached_ttl: float = 0.0
     last_hash: int = 0
+    resolved: bool = False
+    last_tool: int = 0
 
     @classmethod
     def from_json(cls, raw: Any) -> ReuseRecord | None:
@@ -129,6 +136,8 @@ class ReuseRecord:
                 cached_until=float(raw.get("cu", 0.0)),
                 cached_ttl=float(raw.get("ct", 0.0)),
                 last_hash=int(raw.get("h", 0)),
+                resolved=bool(raw.get("r", 0)),
+                last_tool=int(raw.get("lt", 0)),
             )
         except (TypeError, ValueError):
             return None
@@ -143,6 +152,8 @@ class ReuseRecord:
             "cu": self.cached_until,
             "ct": self.cached_ttl,
             "h": self.last_hash,
+            "r": int(self.resolved),
+            "lt": self.last_tool,
         }
 
 
@@ -155,7 +166,12 @@ def _outcome(gap: float) -> tuple[float, float]:
 
 
 def record_arrival(
-    record: ReuseRecord | None, now: float, decay: float, *, resolve: bool = True
+    record: ReuseRecord | None,
+    now: float,
+    decay: float,
+    *,
+    resolve: bool = True,
+    tool: int | None = None,
 ) -> ReuseRecord:
     """One more arrival at ``now``; for a prefix, the gap since its last arrival resolves that one.
 
@@ -165,6 +181,8 @@ def record_arrival(
         decay: weight kept by the past counts.
         resolve: ``True`` for a prefix record; ``False`` for a template, whose arrivals are
             different prefixes (their returns come through ``record_return``).
+        tool: the tools the response to this arrival called (``ReuseRecord.last_tool``;
+            ``None`` keeps the record's).
 
     Returns:
         The updated record.
@@ -176,7 +194,7 @@ def record_arrival(
     """
     base = record or ReuseRecord()
     b5, b60 = base.back_5m, base.back_1h
-    if resolve and base.last_seen is not None:
+    if resolve and base.last_seen is not None and not base.resolved:
         add5, add60 = _outcome(now - base.last_seen)
         b5, b60 = b5 + add5, b60 + add60
     b5, b60 = b5 * decay, b60 * decay  # an outcome weighs what its arrival weighs
@@ -188,6 +206,30 @@ def record_arrival(
         cached_until=base.cached_until,
         cached_ttl=base.cached_ttl,
         last_hash=base.last_hash,
+        last_tool=base.last_tool if tool is None else tool,
+    )
+
+
+def record_follow_up(record: ReuseRecord, gap: float) -> ReuseRecord:
+    """Resolve a prefix's last arrival now: a later, longer request read it ``gap`` s after.
+
+    A conversation's tail is rarely sent again as it is: its *return* is the next turn, which
+    extends it (and reads it). Counting that return on the prefix's own record (not only on its
+    template) keeps the record true when the same conversation is replayed: without it, the
+    only outcome the record ever saw was "not back within the hour" (the replay, a day later),
+    and a replayed agent stopped marking its tails. The arrival keeps its weight (1, not yet
+    decayed); ``resolved`` stops the next arrival (or ``estimate_odds``) from counting it twice.
+
+    >>> r = record_follow_up(record_arrival(None, 0.0, 0.7), 12.0)
+    >>> r = record_arrival(r, 86400.0, 0.7)    # the same prefix, a day later
+    >>> (round(r.arrivals, 2), round(r.back_5m, 2), r.resolved)
+    (1.7, 0.7, False)
+    """
+    if record.resolved or record.last_seen is None:
+        return record
+    add5, add60 = _outcome(gap)
+    return replace(
+        record, back_5m=record.back_5m + add5, back_1h=record.back_1h + add60, resolved=True
     )
 
 
@@ -212,6 +254,7 @@ def estimate_odds(
     *,
     arriving_at: float | None = None,
     weight: float = PRIOR_WEIGHT,
+    open_arrivals: float = 0.0,
 ) -> ReuseOdds:
     """Odds from a record, shrunk towards ``parent``.
 
@@ -221,6 +264,8 @@ def estimate_odds(
         arriving_at: the current time when this very prefix is arriving now (its last arrival
             is then resolved by the gap); ``None`` for templates.
         weight: how many arrivals the parent is worth.
+        open_arrivals: arrivals of the record that may still come back (set aside: counted,
+            they would look like arrivals that did not).
 
     Returns:
         The odds, with ``within_5m <= within_1h``.
@@ -232,9 +277,13 @@ def estimate_odds(
     if record is None or record.arrivals <= 0:
         return parent
     n, b5, b60 = record.arrivals, record.back_5m, record.back_1h
-    if arriving_at is not None and record.last_seen is not None:
+    if arriving_at is not None and record.last_seen is not None and not record.resolved:
         add5, add60 = _outcome(arriving_at - record.last_seen)
         b5, b60 = b5 + add5, b60 + add60
+    if open_arrivals:
+        n = max(b5 + b60, n - open_arrivals)
+        if n <= 0:
+            return parent
     total = n + weight
     p5 = min(1.0, (b5 + weight * parent.within_5m) / total)
     p1h = min(1.0, (b5 + b60 + weight * parent.within_1h) / total)
@@ -286,6 +335,8 @@ class LineageEntry:
         seen: when it arrived.
         resolved: whether its return was already credited.
         ttl: the TTL of its marker in seconds (0: not marked).
+        tool: the tools the response to its request called (``followup.tool_key``; 0: none or
+            not known), which its return's gap is learned under.
     """
 
     index: int
@@ -295,14 +346,15 @@ class LineageEntry:
     seen: float
     resolved: bool = False
     ttl: float = 0.0
+    tool: int = 0
 
     @classmethod
     def from_json(cls, raw: Any) -> LineageEntry | None:
-        """Read a stored entry (a list of seven numbers); malformed reads as ``None``."""
-        if not isinstance(raw, Sequence) or len(raw) != 7:
+        """Read a stored entry (a list of seven or eight numbers); malformed reads as ``None``."""
+        if not isinstance(raw, Sequence) or len(raw) not in (7, 8):
             return None
         try:
-            index, prefix, expires, template, seen, resolved, ttl = raw
+            index, prefix, expires, template, seen, resolved, ttl = raw[:7]
             return cls(
                 int(index),
                 int(prefix),
@@ -311,6 +363,7 @@ class LineageEntry:
                 float(seen),
                 bool(resolved),
                 float(ttl),
+                int(raw[7]) if len(raw) == 8 else 0,
             )
         except (TypeError, ValueError):
             return None
@@ -325,6 +378,7 @@ class LineageEntry:
             self.seen,
             int(self.resolved),
             self.ttl,
+            self.tool,
         ]
 
 

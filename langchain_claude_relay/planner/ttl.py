@@ -97,20 +97,40 @@ class Rates:
         )
 
 
-def future_cost(ttl: str, odds: ReuseOdds, rates: Rates) -> float:
+def future_cost(
+    ttl: str,
+    odds: ReuseOdds,
+    rates: Rates,
+    bridge: float | None = None,
+    *,
+    next_only: bool = False,
+) -> float:
     """Expected future cost per token of marking with ``ttl``, relative to leaving it unmarked.
 
     Negative when marking saves money over the prefix's coming arrivals.
+
+    Args:
+        ttl: ``"5m"`` or ``"1h"``.
+        odds: the prefix's reuse odds.
+        rates: per-token prices.
+        bridge: with keep-alive requests, what an arrival after more than 5 minutes (within
+            the hour) costs per token behind a 5m marker: the keep-alives and its read, or its
+            rewrite once they stopped paying (``keepalive.bridge_cost``); ``None``: a rewrite.
+        next_only: only the next arrival counts (a conversation's tail: the turn that reads it
+            writes a new tail, whose own TTL keeps the whole prefix from then on).
 
     >>> r = Rates.from_prices(ModelPrices.standard(3.0, 15.0))
     >>> future_cost("1h", ReuseOdds(0.0, 0.9), r) < future_cost("5m", ReuseOdds(0.0, 0.9), r)
     True
     """
-    arrivals = odds.future_arrivals()
+    arrivals = min(odds.future_arrivals(), odds.within_1h) if next_only else odds.future_arrivals()
     if arrivals <= 0.0 or odds.within_1h <= 0.0:
         return 0.0
     p = min(1.0, odds.within(ttl) / odds.within_1h)
-    per_arrival = p * rates.read + (1.0 - p) * rates.write(ttl) - rates.input
+    late = rates.write(ttl)
+    if ttl == "5m" and bridge is not None:
+        late = min(late, bridge)
+    per_arrival = p * rates.read + (1.0 - p) * late - rates.input
     return arrivals * per_arrival
 
 

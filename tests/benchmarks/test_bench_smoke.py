@@ -56,8 +56,28 @@ def test_quick_run_covers_every_trace_and_strategy(quick_run: tuple[int, dict, P
         assert list(trace["metrics"]) == names
         assert trace["requests"] > 0
     rows = data["table"]
-    assert len(rows) == len(WORKLOADS) * (len(names) + 1)
+    assert len(rows) == len(WORKLOADS) * (len(names) + 2)  # the oracle, and ours on day two
     assert data["elapsed_seconds"] < 90, "the smoke run must stay quick"
+
+
+def test_ours_is_replayed_on_day_two_with_its_keep_alives(
+    quick_run: tuple[int, dict, Path],
+) -> None:
+    _, data, _ = quick_run
+    for trace in data["traces"]:
+        for day in (trace["metrics"]["ours"], trace["day_two"]):
+            assert day is not None
+            assert day["keep_alive_budget_usd"] == pytest.approx(1.0)
+            assert 0 <= day["keep_alive_cost_usd"] <= day["keep_alive_budget_usd"]
+            assert day["keep_alive_cost_usd"] <= day["cost_usd"]
+            assert (day["keep_alive_requests"] == 0) == (day["keep_alive_cost_usd"] == 0)
+        for name, metrics in trace["metrics"].items():
+            if name != "ours":
+                assert metrics["keep_alive_requests"] == 0  # peers send only the trace
+    assert sum(t["metrics"]["ours"]["keep_alive_requests"] for t in data["traces"]) > 0
+    names = [t["name"] for t in data["targets"]]
+    assert any(n.startswith("day two") for n in names)
+    assert any("keep-alive spend" in n for n in names)
 
 
 def test_oracle_is_a_lower_bound_in_the_run(quick_run: tuple[int, dict, Path]) -> None:
@@ -65,7 +85,7 @@ def test_oracle_is_a_lower_bound_in_the_run(quick_run: tuple[int, dict, Path]) -
     for trace in data["traces"]:
         oracle = trace["oracle"]["cost_usd"]
         assert 0 < oracle <= trace["oracle"]["uncached_usd"] * (1 + 1e-9)
-        for name, metrics in trace["metrics"].items():
+        for name, metrics in [*trace["metrics"].items(), ("ours (day 2)", trace["day_two"])]:
             assert metrics["cost_usd"] >= oracle * (1 - 1e-9), (trace["trace"], name)
             assert metrics["concurrency_violations"] == 0
     none = {t["trace"]: t["metrics"]["none"] for t in data["traces"]}
@@ -91,7 +111,7 @@ def test_overhead_and_targets_are_reported(quick_run: tuple[int, dict, Path]) ->
     assert {r["client"] for r in overhead["throughput"]} >= {"relay[planner,memory]", "openai"}
     assert overhead["planning"]
     assert overhead["planning"][0]["warm_ms"] > 0
-    assert len(data["targets"]) == 6
+    assert len(data["targets"]) == 9
     assert all(t["met"] in (True, False, None) for t in data["targets"])
 
 

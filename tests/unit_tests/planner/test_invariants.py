@@ -140,9 +140,14 @@ def _history(
 ) -> None:
     """Let the planner learn from earlier calls with the same request (random gaps)."""
     claude = ToyClaude()
-    for gap in gaps:
-        plan = planner.plan(request)
-        planner.observe(plan, claude.send(plan.apply(), clock()))
+    for i, gap in enumerate(gaps):
+        plan = planner.plan(request, keep_warm=i % 2 == 1)
+        usage = claude.send(plan.apply(), clock())
+        tools = ["tool_0"] if i % 2 else []
+        planner.observe(plan, usage, tools=tools)
+        for keep in planner.keep_alives(plan, usage, tools=tools):  # advice changes nothing
+            assert keep.ttl == "5m"
+            assert keep.prefix_hash in {b.prefix_hash for b in plan.breakpoints}
         clock.advance(gap)
 
 
@@ -150,9 +155,16 @@ GAPS = st.lists(st.sampled_from([10.0, 200.0, 1500.0, 7200.0]), max_size=3)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests(), gaps=GAPS, policy=st.sampled_from(["auto", "auto", "5m", "1h"]))
+@given(
+    request=requests(),
+    gaps=GAPS,
+    policy=st.sampled_from(["auto", "auto", "5m", "1h"]),
+    keep_warm=st.booleans(),
+)
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-def test_plan_invariants(request: ClaudeRequest, gaps: list[float], policy: str) -> None:
+def test_plan_invariants(
+    request: ClaudeRequest, gaps: list[float], policy: str, keep_warm: bool
+) -> None:
     store, clock = MemoryStore(), Clock()
     planner = CachePlanner(store, clock, ttl=policy, encoding=ESTIMATOR)  # type: ignore[arg-type]
     _history(planner, clock, request, gaps)
@@ -160,7 +172,7 @@ def test_plan_invariants(request: ClaudeRequest, gaps: list[float], policy: str)
     twin_store = MemoryStore()
     twin_store._data = copy.deepcopy(store._data)
 
-    plan = planner.plan(request)
+    plan = planner.plan(request, keep_warm=keep_warm)
 
     bps = plan.breakpoints
     event(f"planner markers: {sum(b.source == 'planner' for b in bps)}")
@@ -191,9 +203,9 @@ def test_plan_invariants(request: ClaudeRequest, gaps: list[float], policy: str)
     assert _snapshot(request) == before
     # same state and same input: same plan (a twin planner, and this one again)
     twin = CachePlanner(twin_store, Clock(clock.now), ttl=policy, encoding=ESTIMATOR)  # type: ignore[arg-type]
-    assert twin.plan(request) == plan
-    assert planner.plan(request) == plan
-    assert twin.plan(request).to_dict() == plan.to_dict()
+    assert twin.plan(request, keep_warm=keep_warm) == plan
+    assert planner.plan(request, keep_warm=keep_warm) == plan
+    assert twin.plan(request, keep_warm=keep_warm).to_dict() == plan.to_dict()
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,0 +1,180 @@
+"""Keep-alive requests end to end on the emulator: a 12-minute tool call, billed and bounded.
+
+The planner's clock is the emulator's virtual clock, so nothing is sent by itself: each test
+moves the clock to the next keep-alive's due time and calls ``run_keep_warm`` (as the
+benchmark does), except the one that checks the wall-clock thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from ways_in import way_params
+
+from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay.callbacks import track_costs
+from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.models import lookup_model
+from langchain_claude_relay.planner import CachePlanner
+from langchain_claude_relay.store import MemoryStore
+from langchain_claude_relay.usage import from_usage_metadata
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+OPUS = "claude-opus-5-5"
+RUN_TESTS = {
+    "type": "function",
+    "function": {
+        "name": "run_tests",
+        "description": "Run the project's test suite and report failures.",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+    },
+}
+_TAGS = itertools.count()
+
+
+def _system() -> SystemMessage:
+    tag = f"agent number {next(_TAGS)}"
+    return SystemMessage(f"[{tag}] You are a coding agent. " + "Tests must pass first. " * 900)
+
+
+def _model(emu: RelayEmulator, *, way: str = "openai", **extra: Any) -> ChatClaudeRelay:
+    def clock() -> float:
+        return emu.now
+
+    planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
+    params = way_params(way, emu, max_retries=0, max_tokens=64, cache=planner, **extra)
+    params["model"] = OPUS if way in ("openai", "anthropic") else params["model"]
+    params.setdefault("ledger", MemoryLedger())
+    return ChatClaudeRelay(**params)
+
+
+def _keep_warm_until(llm: ChatClaudeRelay, emu: RelayEmulator, until: float) -> int:
+    sent = 0
+    while (due := llm.next_keep_warm()) is not None and due < until:
+        emu.set_time(due)
+        sent += llm.run_keep_warm(due)
+    emu.set_time(until)
+    return sent
+
+
+def _tool_round(llm: ChatClaudeRelay, system: SystemMessage) -> tuple[list[BaseMessage], Any]:
+    """The agent asks for run_tests; returns the conversation with the test result added."""
+    messages: list[BaseMessage] = [system, HumanMessage("Please run_tests on the repository.")]
+    reply = llm.invoke(messages, tools=[RUN_TESTS])
+    assert [c["name"] for c in reply.tool_calls] == ["run_tests"]
+    call = reply.tool_calls[0]
+    result = ToolMessage("412 passed, 3 failed: " + "trace line " * 200, tool_call_id=call["id"])
+    return [*messages, AIMessage("", tool_calls=[call]), result], reply
+
+
+def test_the_cache_survives_a_12_minute_tool_call(emulator: RelayEmulator) -> None:
+    llm = _model(emulator)
+    messages, first = _tool_round(llm, _system())
+    prefix = from_usage_metadata(first.usage_metadata).cache_write_tokens
+    assert prefix > 5_000
+    sent = _keep_warm_until(llm, emulator, 12 * 60.0)  # the test suite runs for 12 minutes
+    assert sent == 2  # at 4:45 and 9:30: each restarts the 5-minute entry
+    follow_up = llm.invoke(messages, tools=[RUN_TESTS])
+    read = follow_up.usage_metadata["input_token_details"]["cache_read"]
+    assert read >= prefix  # the whole prefix was still cached
+    bills = emulator.billing_log
+    assert len(bills) == 4
+    pings = bills[1:3]
+    assert all(b.cache_read >= prefix and b.cache_write == 0 for b in pings)
+    assert all(b.output_tokens == 1 for b in pings)  # a relay: max_tokens 1
+    # what it cost against the alternatives, at Opus 5.5's prices
+    prices = lookup_model(OPUS).prices
+    assert prices is not None
+    keep_alive = sum(b.cost_usd or 0.0 for b in pings)
+    one_hour_premium = prefix * (prices.cache_write_1h - prices.cache_write_5m) / 1e6
+    rewrite = prefix * (prices.cache_write_5m - prices.cache_read) / 1e6
+    assert keep_alive < one_hour_premium < rewrite
+    assert llm.keep_warm_spent_usd == pytest.approx(keep_alive)
+    llm.close()
+
+
+def test_native_keep_alives_ask_for_no_output(emulator: RelayEmulator) -> None:
+    llm = _model(emulator, way="anthropic")
+    _tool_round(llm, _system())
+    assert _keep_warm_until(llm, emulator, 6 * 60.0) == 1
+    ping = emulator.billing_log[-1]
+    assert ping.output_tokens == 0  # max_tokens 0: a read, no answer
+    assert ping.cache_read > 5_000
+    llm.close()
+
+
+def test_keep_alives_are_billed_as_keep_alive_spend(emulator: RelayEmulator) -> None:
+    ledger = MemoryLedger()
+    llm = _model(emulator, ledger=ledger)
+    with track_costs(clock=lambda: emulator.now) as costs:
+        messages, _first = _tool_round(llm, _system())
+        sent = _keep_warm_until(llm, emulator, 12 * 60.0)
+        llm.invoke(messages, tools=[RUN_TESTS])
+    entries = ledger.entries()
+    assert sum(e.keep_alive for e in entries) == sent == 2
+    assert costs.calls == 2  # keep-alives are spend, not calls
+    assert costs.keep_alive_calls == sent
+    billed = {b.request_id: b for b in emulator.billing_log}
+    assert costs.keep_alive_cost_usd == pytest.approx(llm.keep_warm_spent_usd)
+    assert costs.cost_usd == pytest.approx(sum(b.cost_usd or 0.0 for b in billed.values()))
+    summary = ledger.summary()
+    assert summary.keep_alive_calls == 2
+    assert summary.calls == 2
+    llm.close()
+
+
+def test_off_sends_nothing_in_the_background(emulator: RelayEmulator) -> None:
+    llm = _model(emulator, keep_warm="off")
+    messages, _first = _tool_round(llm, _system())
+    assert llm.next_keep_warm() is None
+    assert _keep_warm_until(llm, emulator, 12 * 60.0) == 0
+    follow_up = llm.invoke(messages, tools=[RUN_TESTS])
+    assert follow_up.usage_metadata["input_token_details"]["cache_read"] == 0  # expired
+    assert len(emulator.billing_log) == 2
+    assert llm._keep_warm_state is None  # no scheduler, no thread, ever
+
+
+def test_nothing_is_sent_after_close(emulator: RelayEmulator) -> None:
+    with _model(emulator) as llm:
+        _tool_round(llm, _system())
+        assert llm.next_keep_warm() is not None
+    assert llm.next_keep_warm() is None
+    assert _keep_warm_until(llm, emulator, 12 * 60.0) == 0
+    assert len(emulator.billing_log) == 1
+
+
+def test_the_budget_caps_the_spend(emulator: RelayEmulator) -> None:
+    llm = _model(emulator, keep_warm_budget_usd=0.0001)  # less than one keep-alive's worst case
+    with pytest.warns(RuntimeWarning, match="budget"):
+        _tool_round(llm, _system())
+    assert _keep_warm_until(llm, emulator, 12 * 60.0) == 0
+    assert llm.keep_warm_spent_usd <= 0.0001
+    llm.close()
+
+
+def test_with_the_wall_clock_a_daemon_thread_waits_and_ends_on_close(
+    emulator: RelayEmulator,
+) -> None:
+    llm = ChatClaudeRelay(
+        **way_params(
+            "openai",
+            emulator,
+            model=OPUS,
+            max_retries=0,
+            max_tokens=64,
+            ledger=False,
+            cache=CachePlanner(MemoryStore()),  # the wall clock: time.time
+        )
+    )
+    _tool_round(llm, _system())
+    scheduler = llm._keep_warm_state
+    assert scheduler is not None
+    assert scheduler.running  # waiting for 4:45 from now
+    llm.close()
+    assert not scheduler.running
+    assert len(emulator.billing_log) == 1
