@@ -12,6 +12,7 @@ from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay._plumbing import forget_warnings
 from langchain_claude_relay.capabilities import save_capabilities
 from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.errors import BadRequestError
 from langchain_claude_relay.probe import probe_relay
 
 DOCUMENT = "The relay forwards requests to Claude and reports usage in its own dialect. " * 150
@@ -79,21 +80,26 @@ def test_the_model_adapts_to_the_stored_probe(bad_relay: str | None, expect: str
 
 
 def test_inject_marker_leaves_a_slot_for_the_relay() -> None:
-    """Three markers of the user's and a large turn: four planned, or three on such a relay."""
+    """Three markers of the user's and a large turn: four planned, or three on such a relay.
+
+    Without the probe's verdict (``relay_probe="off"``) the relay's own marker makes five:
+    Claude's 400, typed, saying the relay may have added one.
+    """
     marker = {"type": "ephemeral"}
     system = SystemMessage(
         [{"type": "text", "text": f"part {i}", "cache_control": marker} for i in range(3)]
     )
     turns = [system, HumanMessage(f"doc {DOCUMENT}"), HumanMessage("Q?")]
-    with RelayEmulator() as emu:
+    with RelayEmulator() as emu, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         _probed(emu, "inject_marker")
-        counts = {}
-        for setting in ("off", "cached"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                reply = _llm(emu, relay_probe=setting).invoke(turns)
-            counts[setting] = len(reply.response_metadata["cache_plan"]["breakpoints"])
-    assert counts == {"off": 4, "cached": 3}
+        with pytest.raises(BadRequestError, match="the relay may have added its own"):
+            _llm(emu, relay_probe="off").invoke(turns)
+        cached = _llm(emu, relay_probe="cached").invoke(turns)
+        emu.configure(bad_relay=None)
+        off = _llm(emu, relay_probe="off").invoke(turns)
+    assert len(off.response_metadata["cache_plan"]["breakpoints"]) == 4
+    assert len(cached.response_metadata["cache_plan"]["breakpoints"]) == 3
 
 
 def test_relay_probe_off_ignores_the_stored_result() -> None:
