@@ -386,8 +386,9 @@ class ChatClaudeRelay(BaseChatModel):
     they read the prefix instead of each paying to write it (see ``batch``). On unless ``False``
     (``None`` is the default, so that serialized models stay as they were)."""
 
-    keep_warm: Literal["off", "auto"] = "auto"
-    """Keep-alive requests: ``"auto"`` keeps a cached prefix warm while a tool runs (or a user
+    keep_warm: Literal["off", "auto"] = "off"
+    """Keep-alive requests (off by default: see the README's "Keep-alive" section for when they
+    pay). ``"auto"`` keeps a cached prefix warm while a tool runs (or a user
     pauses) when its planner expects it back after its 5-minute entry would expire and a
     keep-alive (a read of the prefix, ``max_tokens`` 0 on the native ways in, 1 on relays) costs
     less in expectation than the rewrite; each is billed in the ledger and in ``track_costs``

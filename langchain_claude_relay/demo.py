@@ -9,9 +9,9 @@ the relay reported as cache reads and writes, and the cost against the same call
 
 One tool is slow: ``run_compliance_check`` takes ``SLOW_TOOL_MINUTES`` (virtual) minutes, longer
 than a 5-minute cache entry lives. While it runs, the chat model's keep-alive requests
-(``keep_warm="auto"``) keep the agent's prompt cached; the demo sends them as they fall due
-(``run_keep_warm``, on the emulator's clock), prints each, and at the end what they cost
-against writing the prompt again when the tool's result came back.
+(``keep_warm="auto"``, off by default, on here) keep the agent's prompt cached; the demo sends
+them as they fall due (``run_keep_warm``, on the emulator's clock), prints each, and at the end
+what they cost against writing the prompt again when the tool's result came back.
 """
 
 from __future__ import annotations
@@ -220,6 +220,7 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
             cache=planner,
             ledger=MemoryLedger() if emulated else None,
             max_tokens=400,
+            keep_warm="auto",  # a slow tool: what keep-alives are for (off by default)
         )
         printer = _CallPrinter(out, now)
         keep_alives = _KeepAlives(llm, out, now, set_minute_clock, emulated)

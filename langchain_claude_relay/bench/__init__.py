@@ -65,6 +65,10 @@ _ORACLE_SLACK = 1e-9
 """Relative tolerance when checking that the oracle is below every strategy (float sums)."""
 
 
+KEEP_WARM_BUDGET_USD = 1.0
+"""``ours``'s keep-alive budget in every replay (``--keep-warm-budget``; 0: ``keep_warm="off"``)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the bench options to ``parser`` (for the ``claude-relay bench`` subcommand)."""
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -82,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-overhead", action="store_true", help="skip the latency and planning measurements"
     )
     parser.add_argument("--no-load", action="store_true", help="skip the emulator load check")
+    parser.add_argument(
+        "--keep-warm-budget",
+        type=float,
+        default=KEEP_WARM_BUDGET_USD,
+        metavar="USD",
+        help=f"ours' keep-alive budget per replay (default: {KEEP_WARM_BUDGET_USD:g}; "
+        "0: keep_warm='off', the chat model's default)",
+    )
     parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 when a target is not met"
     )
@@ -107,12 +119,8 @@ def _progress(text: str, *, step: int | None = None, steps: int | None = None) -
     print(text, file=sys.stderr, flush=True)
 
 
-KEEP_WARM_BUDGET_USD = 1.0
-"""``ours``'s keep-alive budget in every replay (the chat model's default)."""
-
-
 def _replay_days(
-    session: ReplaySession, trace: Trace, strategy: Strategy
+    session: ReplaySession, trace: Trace, strategy: Strategy, budget_usd: float
 ) -> list[tuple[StrategyRun, RunMetrics]]:
     """Replay a baseline (one day: it learns nothing), or ours on day one then day two.
 
@@ -120,7 +128,7 @@ def _replay_days(
     again, slower (ours from a fresh store).
     """
     for _attempt in range(3):
-        state = session.new_state(budget_usd=KEEP_WARM_BUDGET_USD) if strategy.planned else None
+        state = session.new_state(budget_usd=budget_usd) if strategy.planned else None
         days = []
         for day in range(2 if strategy.planned else 1):
             run = session.replay(trace, strategy, state=state, offset=day * DAY)
@@ -169,14 +177,14 @@ def _check_bound(trace: Trace, oracle: OracleResult, name: str, m: RunMetrics) -
 
 
 def _trace_result(
-    session: ReplaySession, trace: Trace, tokenizer: EmulatorTokenizer
+    session: ReplaySession, trace: Trace, tokenizer: EmulatorTokenizer, budget_usd: float
 ) -> TraceResult:
     oracle, profiles = _oracle(trace, tokenizer, session.emulator.settings.min_cache_tokens)
     metrics: dict[str, RunMetrics] = {}
     warnings: dict[str, tuple[str, ...]] = {}
     day_two: RunMetrics | None = None
     for strategy in STRATEGIES:
-        days = _replay_days(session, trace, strategy)
+        days = _replay_days(session, trace, strategy, budget_usd)
         for day, (run, m) in enumerate(days, start=1):
             check_totals(run, profiles)
             name = strategy.name if day == 1 else f"{strategy.name} (day 2)"
@@ -217,7 +225,11 @@ def _phase(phase: str, action: Callable[[], T], failures: list[PhaseFailure]) ->
 
 
 def _traces(
-    workloads: Sequence[Trace], quick: bool, steps: int, failures: list[PhaseFailure]
+    workloads: Sequence[Trace],
+    quick: bool,
+    steps: int,
+    failures: list[PhaseFailure],
+    budget_usd: float,
 ) -> list[TraceResult]:
     """Replay every trace; a trace that fails is recorded and the next one runs."""
     results: list[TraceResult] = []
@@ -228,7 +240,7 @@ def _traces(
         tokenizer = EmulatorTokenizer(emulator.settings.token_costs)
         for number, trace in enumerate(workloads):
             _progress(f"{trace.name}: {len(trace.requests)} requests", step=number, steps=steps)
-            action = functools.partial(_trace_result, session, trace, tokenizer)
+            action = functools.partial(_trace_result, session, trace, tokenizer, budget_usd)
             done = _phase(f"trace {trace.name}", action, failures)
             if done is not None:
                 results.append(done)
@@ -242,6 +254,7 @@ def run(
     traces: Sequence[str] | None = None,
     overhead: bool = True,
     load: bool = True,
+    keep_warm_budget_usd: float = KEEP_WARM_BUDGET_USD,
 ) -> BenchResult:
     """Run the benchmark and return its results (nothing printed but progress on stderr).
 
@@ -255,6 +268,7 @@ def run(
         traces: a subset of the workloads (default: all).
         overhead: whether to measure latency, throughput and planning time.
         load: whether to run the emulator load check.
+        keep_warm_budget_usd: ours' keep-alive budget per replay (0: ``keep_warm="off"``).
 
     Returns:
         The results, with the targets evaluated and the failures listed.
@@ -266,7 +280,17 @@ def run(
     workloads = build_workloads(seed, quick=quick, names=traces)
     failures: list[PhaseFailure] = []
     steps = len(workloads) + int(overhead) + int(load)
-    results = _phase("traces", lambda: _traces(workloads, quick, steps, failures), failures) or []
+    if not keep_warm_budget_usd >= 0:
+        msg = f"keep_warm_budget_usd={keep_warm_budget_usd!r}: pass a number of dollars >= 0"
+        raise ValueError(msg)
+    results = (
+        _phase(
+            "traces",
+            lambda: _traces(workloads, quick, steps, failures, keep_warm_budget_usd),
+            failures,
+        )
+        or []
+    )
     report = None
     if overhead:
         _progress(
@@ -333,6 +357,7 @@ def run_bench(argv: Sequence[str] | None = None) -> int:
             traces=names,
             overhead=not args.no_overhead,
             load=not args.no_load,
+            keep_warm_budget_usd=args.keep_warm_budget,
         )
     except ValueError as exc:  # bad options, before anything ran
         print(f"claude-relay bench: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ ledger never sees benchmark calls). A response hook on the shared ``httpx`` clie
 records each request's prefix keys (from the bytes actually sent), so hits and writes can be
 attributed to entries for the hit-rate and wasted-write figures.
 
-``ours`` runs with ``keep_warm="auto"`` (the default) and its budget: before each instant, and
+``ours`` runs with ``keep_warm="auto"`` and its budget (``"off"`` with a budget of 0): before each instant, and
 after the last one, the runner moves the emulator's clock to each keep-alive's due time and
 calls ``ChatClaudeRelay.run_keep_warm(due)``, so keep-alives are sent and billed at the virtual
 time they fall due; they are the billed requests that are not the trace's, and their cost
@@ -431,7 +431,7 @@ class ReplaySession:
             "max_retries": 0,
             "http_client": self._http,
             "ledger": MemoryLedger(),  # the product records every call; never in the user's ledger
-            "keep_warm": "auto",
+            "keep_warm": "auto" if state.budget_usd > 0 else "off",
             "keep_warm_budget_usd": state.budget_usd,
         }
         return ChatClaudeRelay(**settings)

@@ -112,11 +112,11 @@ def test_failed_trace_is_reported_and_the_others_run(
 
     real = bench._trace_result
 
-    def broken(session: Any, trace: Any, tokenizer: Any) -> Any:
+    def broken(session: Any, trace: Any, tokenizer: Any, budget_usd: float) -> Any:
         if trace.name == "chat":
             msg = "chat: 3 requests sent but 2 billed"
             raise bench.BenchError(msg)
-        return real(session, trace, tokenizer)
+        return real(session, trace, tokenizer, budget_usd)
 
     monkeypatch.setattr(bench, "_trace_result", broken)
     status, _ = _run(["--quick", "--traces", "chat,short", "--no-overhead", "--no-load"])

@@ -240,3 +240,17 @@ def test_the_rule_of_thumb_looks_at_the_whole_trace() -> None:
 def test_bad_trace_name_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_bench(["--quick", "--traces", "nope", "--no-overhead", "--no-load"]) == 1
     assert "unknown workload" in capsys.readouterr().err
+
+
+def test_a_zero_keep_warm_budget_runs_ours_as_the_default_model() -> None:
+    """``--keep-warm-budget 0``: ours with ``keep_warm="off"`` (the default), no keep-alive."""
+    result = run(
+        quick=True, traces=["slow_agent"], overhead=False, load=False, keep_warm_budget_usd=0.0
+    )
+    (trace,) = result.traces
+    assert trace.day_two is not None
+    for day in (trace.metrics["ours"], trace.day_two):
+        assert day.keep_alive_requests == 0
+        assert day.keep_alive_cost_usd == 0
+    with pytest.raises(ValueError, match="keep_warm_budget_usd"):
+        run(quick=True, traces=["short"], overhead=False, load=False, keep_warm_budget_usd=-1.0)

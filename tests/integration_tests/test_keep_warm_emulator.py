@@ -8,6 +8,7 @@ benchmark does), except the one that checks the wall-clock thread.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -47,6 +48,7 @@ def _model(emu: RelayEmulator, *, way: str = "openai", **extra: Any) -> ChatClau
         return emu.now
 
     planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
+    extra.setdefault("keep_warm", "auto")  # off by default
     params = way_params(way, emu, max_retries=0, max_tokens=64, cache=planner, **extra)
     params["model"] = OPUS if way in ("openai", "anthropic") else params["model"]
     params.setdefault("ledger", MemoryLedger())
@@ -169,6 +171,7 @@ def test_with_the_wall_clock_a_daemon_thread_waits_and_ends_on_close(
             max_tokens=64,
             ledger=False,
             cache=CachePlanner(MemoryStore()),  # the wall clock: time.time
+            keep_warm="auto",
         )
     )
     _tool_round(llm, _system())
@@ -177,4 +180,25 @@ def test_with_the_wall_clock_a_daemon_thread_waits_and_ends_on_close(
     assert scheduler.running  # waiting for 4:45 from now
     llm.close()
     assert not scheduler.running
+    assert len(emulator.billing_log) == 1
+
+
+def test_by_default_nothing_is_kept_warm(emulator: RelayEmulator) -> None:
+    """``keep_warm`` is off unless asked for: no scheduler, no thread, one request billed."""
+    llm = ChatClaudeRelay(
+        **way_params(
+            "openai",
+            emulator,
+            model=OPUS,
+            max_retries=0,
+            max_tokens=64,
+            ledger=False,
+            cache=CachePlanner(MemoryStore()),  # the wall clock: a thread would start
+        )
+    )
+    assert llm.keep_warm == "off"
+    _tool_round(llm, _system())
+    assert llm._keep_warm_state is None
+    assert llm.next_keep_warm() is None
+    assert llm.run_keep_warm(time.time() + 3600) == 0
     assert len(emulator.billing_log) == 1
