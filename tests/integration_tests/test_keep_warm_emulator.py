@@ -55,6 +55,22 @@ def _model(emu: RelayEmulator, *, way: str = "openai", **extra: Any) -> ChatClau
     return ChatClaudeRelay(**params)
 
 
+def _wall_clock_model(emu: RelayEmulator, **extra: Any) -> ChatClaudeRelay:
+    """A model whose planner runs on the wall clock (``time.time``), as users get it."""
+    return ChatClaudeRelay(
+        **way_params(
+            "openai",
+            emu,
+            model=OPUS,
+            max_retries=0,
+            max_tokens=64,
+            ledger=False,
+            cache=CachePlanner(MemoryStore()),
+            **extra,
+        )
+    )
+
+
 def _keep_warm_until(llm: ChatClaudeRelay, emu: RelayEmulator, until: float) -> int:
     sent = 0
     while (due := llm.next_keep_warm()) is not None and due < until:
@@ -162,18 +178,7 @@ def test_the_budget_caps_the_spend(emulator: RelayEmulator) -> None:
 def test_with_the_wall_clock_a_daemon_thread_waits_and_ends_on_close(
     emulator: RelayEmulator,
 ) -> None:
-    llm = ChatClaudeRelay(
-        **way_params(
-            "openai",
-            emulator,
-            model=OPUS,
-            max_retries=0,
-            max_tokens=64,
-            ledger=False,
-            cache=CachePlanner(MemoryStore()),  # the wall clock: time.time
-            keep_warm="auto",
-        )
-    )
+    llm = _wall_clock_model(emulator, keep_warm="auto")
     _tool_round(llm, _system())
     scheduler = llm._keep_warm_state
     assert scheduler is not None
@@ -185,17 +190,7 @@ def test_with_the_wall_clock_a_daemon_thread_waits_and_ends_on_close(
 
 def test_by_default_nothing_is_kept_warm(emulator: RelayEmulator) -> None:
     """``keep_warm`` is off unless asked for: no scheduler, no thread, one request billed."""
-    llm = ChatClaudeRelay(
-        **way_params(
-            "openai",
-            emulator,
-            model=OPUS,
-            max_retries=0,
-            max_tokens=64,
-            ledger=False,
-            cache=CachePlanner(MemoryStore()),  # the wall clock: a thread would start
-        )
-    )
+    llm = _wall_clock_model(emulator)  # a thread would start if keep-alives were on
     assert llm.keep_warm == "off"
     _tool_round(llm, _system())
     assert llm._keep_warm_state is None
