@@ -673,6 +673,8 @@ class CachePlanner:
             if not pingable(plan.request, bp.position):
                 continue
             static = bp.position.section != "messages"
+            if not static and any(r.cached_ttl == TTL_SECONDS["1h"] for _b, r, _t in cached[n:]):
+                continue  # the follow-up reads through the longer 1-hour entry anyway
             s = follow_up
             if static:  # back with the follow-up, or with any other request
                 fine = template_id(sites[index].templates[-1])
