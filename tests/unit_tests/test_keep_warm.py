@@ -381,3 +381,32 @@ def test_censored_probabilities_are_a_distribution(
     assert sum(p) == pytest.approx(1.0)
     s = survival(p)
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(s))
+
+
+@pytest.mark.parametrize(
+    ("target", "labels"),
+    [
+        (Position("system", 0), {Position("system", 0): "1h", Position("messages", 0): "1h"}),
+        (Position("messages", 0), {Position("system", 0): "1h", Position("messages", 0): "1h"}),
+        (Position("messages", 2), {Position("messages", 0): "1h", Position("messages", 2): "1h"}),
+    ],
+)
+def test_a_keep_alive_marks_its_target_with_the_entrys_ttl(
+    target: Position, labels: dict[Position, str]
+) -> None:
+    """A 5m entry may sit under a 1h label (it comes before a 1h marker in the request that
+    read it): its keep-alive must not write it for an hour if it is gone after all."""
+    request = ClaudeRequest(
+        "claude-opus-5-5",
+        system=(Block("text", {"text": "doc"}),),
+        messages=(
+            Message("user", (Block("text", {"text": "q"}),)),
+            Message("assistant", (Block("text", {"text": "a"}),)),
+            Message("user", (Block("text", {"text": "q2"}),)),
+        ),
+    ).with_markers({p: CacheControl(ttl) for p, ttl in labels.items()})  # type: ignore[arg-type]
+    ping = keepalive_request(request, target, ttl="5m")
+    assert ping is not None
+    markers = ping.markers()
+    assert markers[target].ttl == "5m"
+    assert all(m.ttl == "1h" for p, m in markers.items() if p != target)  # the order holds
