@@ -324,10 +324,12 @@ def _price(
     cached_desc: Sequence[int],
     rates: Rates,
     policy: TTLPolicy,
+    bridged: dict[tuple[int, float], float],
 ) -> tuple[float, int, float, int] | None:
     """``(objective, cut, now_cost, read_index)`` of one marker set (``None``: invalid order).
 
     Written for speed (it runs for every subset): plain floats, no intermediate objects.
+    ``bridged`` memoizes ``Option.bridged_5m`` by marker and segment start across subsets.
     """
     read_index = _read_point(markers, cached_desc)
     read_end = cumulative[read_index] if read_index >= 0 else 0.0
@@ -345,9 +347,13 @@ def _price(
         read = 0.0 if read < 0.0 else (size if read > size else read)
         ahead = end - (start if start > marker.future_start else marker.future_start)
         ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
-        future_5m = (
-            marker.future_5m if marker.survival is None else marker.bridged_5m(end, ahead, rates)
-        )
+        future_5m = marker.future_5m
+        if marker.survival is not None:
+            key = (marker.index, start)
+            memo = bridged.get(key)
+            if memo is None:
+                memo = bridged[key] = marker.bridged_5m(end, ahead, rates)
+            future_5m = memo
         bias = -1e-9 * p_in * size if marker.static else 0.0  # see ``Option.static``
         if not marker.writes:  # below the minimum: no entry, the unread part is plain input
             both = read * p_read + (size - read) * p_in
@@ -414,12 +420,13 @@ def choose_markers(
     total = cumulative[-1] if cumulative else 0.0
     ordered = sorted(options, key=lambda o: o.index)
     cached_desc = sorted(cached, reverse=True)
+    bridged: dict[tuple[int, float], float] = {}
     best: tuple[float, int, float, int] | None = None
     best_markers: list[Option] = []
     for size in range(0, min(slots, len(ordered)) + 1):
         for subset in itertools.combinations(ordered, size):
             markers = sorted((*fixed, *subset), key=lambda o: o.index) if fixed else subset
-            priced = _price(markers, cumulative, total, cached, cached_desc, rates, policy)
+            priced = _price(markers, cumulative, total, cached, cached_desc, rates, policy, bridged)
             if priced is None:
                 continue
             if best is None or priced[0] < best[0] - 1e-12 * (1 + abs(best[0])):
