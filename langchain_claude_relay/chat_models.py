@@ -1450,7 +1450,7 @@ class ChatClaudeRelay(BaseChatModel):
         context: _KeepAliveContext = pending.context
         keep = pending.keep
         source: _KeepAliveRequest = pending.payload
-        request = keepalive_request(source.request, keep.position)
+        request = keepalive_request(source.request, keep.position, keep.ttl)
         if request is None:
             return None
         at = float(context.planner.clock())

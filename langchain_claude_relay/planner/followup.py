@@ -163,14 +163,26 @@ class GapHistogram:
 
 
 def shrink(
-    histogram: GapHistogram | None, parent: Sequence[float], weight: float = PRIOR_WEIGHT
+    histogram: GapHistogram | None,
+    parent: Sequence[float],
+    weight: float = PRIOR_WEIGHT,
+    now: float | None = None,
 ) -> tuple[float, ...]:
     """Bucket probabilities from ``histogram``, shrunk towards ``parent``'s.
+
+    The parent counts as ``weight`` observations spread over its buckets. With ``now``, the
+    arrivals still open count too, as *censored* ones (a life table, as Kaplan and Meier):
+    one open for 20 minutes has not come back within 20 minutes, whatever it does later. So
+    a template whose conversations stop (their last arrivals stay open) learns within the
+    hour that a return after the first expiry is unlikely, instead of waiting an hour for
+    them to resolve as "never", with only the quick returns counted meanwhile.
 
     Args:
         histogram: the observations (``None``: none).
         parent: the level above's probabilities.
         weight: how many observations the parent is worth.
+        now: the current time (planner clock), to count open arrivals; ``None``: resolved
+            ones only.
 
     Returns:
         Probabilities summing to 1.
@@ -180,15 +192,44 @@ def shrink(
     ...     h = h.add_trial(t).add_return(500.0, t)
     >>> shrink(h, PRIOR_GAPS)[3] > 0.6
     True
+    >>> h = GapHistogram.empty()
+    >>> for t in (0.0, 100.0, 200.0):
+    ...     h = h.add_trial(t).add_return(20.0, t)
+    >>> h = h.add_trial(300.0).add_trial(400.0)   # two open for 20 minutes or more by 1700
+    >>> def back_later(s):  # of those not back within 5 minutes, the share back within the hour
+    ...     return round((s[1] - s[BOUNDARIES]) / s[1], 2)
+    >>> back_later(survival(shrink(h, PRIOR_GAPS)))
+    0.48
+    >>> back_later(survival(shrink(h, PRIOR_GAPS, now=1700.0)))
+    0.28
     """
-    if histogram is None or histogram.total <= 0.0:
+    if histogram is None:
         return tuple(parent)
-    resolved = histogram.total
-    total = resolved + weight
-    return tuple(
-        (resolved * m + weight * p) / total
-        for m, p in zip(histogram.probabilities(), parent, strict=True)
-    )
+    counts = [c + weight * p for c, p in zip(histogram.counts, parent, strict=True)]
+    censored = [0.0] * len(counts)
+    ages = [now - seen for seen in histogram.pending] if now is not None else []
+    for age in ages:
+        bucket = next((i for i, edge in enumerate(GAP_EDGES) if age < edge), len(GAP_EDGES))
+        if bucket == len(GAP_EDGES):
+            counts[-1] += 1.0  # open for more than the hour: past the hour, or never
+        else:
+            censored[bucket] += 1.0
+    total = sum(counts)
+    if total <= 0.0:
+        return tuple(parent)
+    if not any(censored):
+        return tuple(c / total for c in counts)
+    out: list[float] = []
+    alive = 1.0  # the share with no return before this bucket
+    at_risk = total + sum(censored)
+    for resolved, lost in zip(counts[:-1], censored[:-1], strict=True):
+        exposed = at_risk - lost / 2.0  # the life table's half interval for the censored
+        hazard = resolved / exposed if exposed > 0.0 else 0.0
+        out.append(alive * hazard)
+        alive *= 1.0 - hazard
+        at_risk -= resolved + lost
+    out.append(alive)
+    return tuple(out)
 
 
 def survival(probabilities: Sequence[float]) -> tuple[float, ...]:

@@ -122,7 +122,9 @@ def _gap_record(store: StateStore, template: int) -> dict[str, Any]:
     return dict(raw) if isinstance(raw, Mapping) else {}
 
 
-def gap_odds(store: StateStore, template: int, tool: int) -> tuple[float, ...]:
+def gap_odds(
+    store: StateStore, template: int, tool: int, now: float | None = None
+) -> tuple[float, ...]:
     """Gap probabilities: when a template's prefix came back after a tool was called.
 
     Args:
@@ -133,17 +135,18 @@ def gap_odds(store: StateStore, template: int, tool: int) -> tuple[float, ...]:
             (the next tool is not known yet). An answer without tool calls (0) is judged on
             its own gaps and the prior, not on the tools': in an agent it usually ends the
             task, in a chat the user answers it.
+        now: the current time, to count the arrivals still open as censored (``shrink``).
 
     Returns:
         Probabilities per ``followup.GAP_EDGES`` bucket, shrunk towards the level above.
     """
     record = _gap_record(store, template)
     if tool == 0:
-        return shrink(GapHistogram.from_json(record.get(tool_field(0))), PRIOR_GAPS)
-    anyone = shrink(GapHistogram.from_json(record.get(ANY_TOOL)), PRIOR_GAPS)
+        return shrink(GapHistogram.from_json(record.get(tool_field(0))), PRIOR_GAPS, now=now)
+    anyone = shrink(GapHistogram.from_json(record.get(ANY_TOOL)), PRIOR_GAPS, now=now)
     if tool < 0:
         return anyone
-    return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone)
+    return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone, now=now)
 
 
 def _learn_gaps(

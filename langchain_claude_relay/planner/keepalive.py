@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from langchain_claude_relay.planner.followup import BOUNDARIES, WINDOW
 from langchain_claude_relay.request import (
     Block,
+    CacheControl,
     CacheTTL,
     ClaudeRequest,
     Message,
@@ -224,12 +225,19 @@ def pingable(request: ClaudeRequest, position: Position) -> bool:
     return images(request.messages[:cut]) or not images(request.messages[cut:])
 
 
-def keepalive_request(request: ClaudeRequest, position: Position) -> ClaudeRequest | None:
+def keepalive_request(
+    request: ClaudeRequest, position: Position, ttl: CacheTTL | None = None
+) -> ClaudeRequest | None:
     """The request a keep-alive of the marker at ``position`` sends (markers included).
 
     Args:
         request: the request as sent (with its markers).
         position: the target marker's block.
+        ttl: the target entry's TTL (``KeepAlive.ttl``), for its marker in the keep-alive
+            (``None``: as in the request). A 5m entry may carry a 1h label in the request
+            that read it (it sat before a 1h marker); were the entry gone after all, the
+            keep-alive would write it for an hour at the 1h price. The target is the
+            keep-alive's last marker, so a 5m label keeps the order valid.
 
     Returns:
         The request, or ``None`` when no valid keep-alive reads exactly that prefix (a target
@@ -245,7 +253,11 @@ def keepalive_request(request: ClaudeRequest, position: Position) -> ClaudeReque
     >>> [(str(p), m.ttl) for p, m in ping.markers().items()]
     [('system[0]', '5m')]
     """
-    keep = {p: None for p in request.markers() if _order(p) > _order(position)}
+    keep: dict[Position, CacheControl | None] = {
+        p: None for p in request.markers() if _order(p) > _order(position)
+    }
+    if ttl is not None:
+        keep[position] = CacheControl(ttl)
     marked = replace(request.with_markers(keep), cache_control=None)
     if position.section == "messages":
         if request.messages[position.index].role != "user":

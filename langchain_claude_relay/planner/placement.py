@@ -29,9 +29,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from langchain_claude_relay.planner.keepalive import bridge_cost
 from langchain_claude_relay.planner.reuse import ReuseOdds
 from langchain_claude_relay.planner.rules import LOOKBACK_BLOCKS, reaches_minimum
-from langchain_claude_relay.planner.ttl import Rates, TTLPolicy, best_split, future_cost
+from langchain_claude_relay.planner.ttl import (
+    Rates,
+    TTLPolicy,
+    best_split,
+    future_cost,
+    late_arrivals,
+)
 from langchain_claude_relay.request import CacheTTL
 
 __all__ = [
@@ -181,6 +188,14 @@ class Option:
             more than leaving it to a later marker (equal odds), it is marked: only an entry
             there lets *other* conversations read the shared prefix, which the odds (lifted to
             the conversation's own, ``reuse.make_monotone``) cannot show.
+        late: expected arrivals after 5 minutes within the hour (``ttl.late_arrivals``):
+            ``future_5m`` prices them as rewrites.
+        survival: with keep-alive requests, ``S[0..12]`` of the prefix's returns
+            (``followup.survival``): a 5m marker's late arrivals may then find the entry kept
+            alive (``keepalive.bridge_cost``). Each keep-alive reads the *whole* prefix through
+            the marker, so what it costs per token of the segment the marker decides depends on
+            the marker set (the segment starts at the previous marker): ``_price`` works it out
+            per set. ``None``: no keep-alives.
     """
 
     index: int
@@ -190,6 +205,8 @@ class Option:
     writes: bool = True
     future_start: float = 0.0
     static: bool = False
+    late: float = 0.0
+    survival: tuple[float, ...] | None = None
 
     @classmethod
     def priced(
@@ -202,14 +219,14 @@ class Option:
         writes: bool = True,
         future_start: float = 0.0,
         static: bool = False,
-        bridge: float | None = None,
+        survival: Sequence[float] | None = None,
         next_only: bool = False,
     ) -> Option:
         """The option at ``index`` with its future costs from the prefix's reuse odds.
 
-        ``bridge``: what a return after more than 5 minutes costs per token with keep-alive
-        requests (``ttl.future_cost``); ``None`` without them. ``next_only``: only the next
-        arrival counts (``ttl.future_cost``).
+        ``survival``: the prefix's returns when keep-alive requests may bridge a 5m entry
+        (``Option.survival``); ``None`` without them. ``next_only``: only the next arrival
+        counts (``ttl.future_cost``).
 
         >>> from langchain_claude_relay.models import lookup_model
         >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
@@ -220,12 +237,36 @@ class Option:
         return cls(
             index,
             future_cost("1h", odds, rates, next_only=next_only),
-            future_cost("5m", odds, rates, bridge, next_only=next_only),
+            future_cost("5m", odds, rates, next_only=next_only),
             forced=forced,
             writes=writes,
             future_start=future_start,
             static=static,
+            late=late_arrivals(odds, next_only=next_only) if survival is not None else 0.0,
+            survival=tuple(survival) if survival is not None else None,
         )
+
+    def bridged_5m(self, end: float, ahead: float, rates: Rates) -> float:
+        """``future_5m`` with keep-alives bridging the late arrivals where they pay.
+
+        Args:
+            end: the prefix tokens through this marker (what each keep-alive reads).
+            ahead: the tokens whose future this marker decides (its segment).
+            rates: per-token prices.
+
+        >>> from langchain_claude_relay.models import ModelPrices
+        >>> from langchain_claude_relay.planner.followup import PRIOR_GAPS, survival
+        >>> rates = Rates.from_prices(ModelPrices.standard(3.0, 15.0))
+        >>> o = Option.priced(1, ReuseOdds(0.5, 0.9), rates, survival=survival(PRIOR_GAPS))
+        >>> o.bridged_5m(1000.0, 1000.0, rates) < o.future_5m
+        True
+        >>> o.bridged_5m(1000.0, 1000.0, rates) < o.bridged_5m(20000.0, 1000.0, rates)
+        True
+        """
+        if self.survival is None or self.late <= 0.0 or ahead <= 0.0:
+            return self.future_5m
+        bridge = bridge_cost(self.survival, rates.read, rates.write_5m, rates.read * end / ahead)
+        return self.future_5m - self.late * max(0.0, rates.write_5m - bridge)
 
 
 def future_starts(pending_at: Sequence[int], cumulative: Sequence[float]) -> list[float]:
@@ -283,10 +324,12 @@ def _price(
     cached_desc: Sequence[int],
     rates: Rates,
     policy: TTLPolicy,
+    bridged: dict[tuple[int, float], float],
 ) -> tuple[float, int, float, int] | None:
     """``(objective, cut, now_cost, read_index)`` of one marker set (``None``: invalid order).
 
     Written for speed (it runs for every subset): plain floats, no intermediate objects.
+    ``bridged`` memoizes ``Option.bridged_5m`` by marker and segment start across subsets.
     """
     read_index = _read_point(markers, cached_desc)
     read_end = cumulative[read_index] if read_index >= 0 else 0.0
@@ -304,6 +347,13 @@ def _price(
         read = 0.0 if read < 0.0 else (size if read > size else read)
         ahead = end - (start if start > marker.future_start else marker.future_start)
         ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
+        future_5m = marker.future_5m
+        if marker.survival is not None:
+            key = (marker.index, start)
+            memo = bridged.get(key)
+            if memo is None:
+                memo = bridged[key] = marker.bridged_5m(end, ahead, rates)
+            future_5m = memo
         bias = -1e-9 * p_in * size if marker.static else 0.0  # see ``Option.static``
         if not marker.writes:  # below the minimum: no entry, the unread part is plain input
             both = read * p_read + (size - read) * p_in
@@ -316,7 +366,7 @@ def _price(
             # next write (when the entry expires) gets the TTL the next plan finds best. So the
             # choice is free here (it only has to respect the order); ties go to the entry's TTL.
             n = read * p_read
-            base = n + ahead * min(marker.future_1h, marker.future_5m)
+            base = n + ahead * min(marker.future_1h, future_5m)
             nudge = 1e-9 * p_in * size
             now_1h.append(n)
             now_5m.append(n)
@@ -329,7 +379,7 @@ def _price(
             now_1h.append(n1)
             now_5m.append(n5)
             cost_1h.append(n1 + ahead * marker.future_1h + bias)
-            cost_5m.append(n5 + ahead * marker.future_5m + bias)
+            cost_5m.append(n5 + ahead * future_5m + bias)
         if end > start:
             start = end
     plain = (total - start) * p_in if total > start else 0.0
@@ -370,12 +420,13 @@ def choose_markers(
     total = cumulative[-1] if cumulative else 0.0
     ordered = sorted(options, key=lambda o: o.index)
     cached_desc = sorted(cached, reverse=True)
+    bridged: dict[tuple[int, float], float] = {}
     best: tuple[float, int, float, int] | None = None
     best_markers: list[Option] = []
     for size in range(0, min(slots, len(ordered)) + 1):
         for subset in itertools.combinations(ordered, size):
             markers = sorted((*fixed, *subset), key=lambda o: o.index) if fixed else subset
-            priced = _price(markers, cumulative, total, cached, cached_desc, rates, policy)
+            priced = _price(markers, cumulative, total, cached, cached_desc, rates, policy, bridged)
             if priced is None:
                 continue
             if best is None or priced[0] < best[0] - 1e-12 * (1 + abs(best[0])):

@@ -55,7 +55,6 @@ from langchain_claude_relay.planner.history import (
 from langchain_claude_relay.planner.inflight import InFlight
 from langchain_claude_relay.planner.keepalive import (
     KeepAlive,
-    bridge_cost,
     keep_alive_value,
     pingable,
 )
@@ -328,7 +327,7 @@ class CachePlanner:
         odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
-        bridges = self._bridges(odds.traces, blocks, rates, history) if keep_warm else {}
+        bridges = self._bridges(odds.traces, blocks, history) if keep_warm else {}
         placement = _choose_markers(
             blocks, sites, odds.odds, known, rates, policy, slots, bridges, keep_warm=keep_warm
         )
@@ -355,21 +354,24 @@ class CachePlanner:
         )
 
     def _bridges(
-        self, traces: Sequence[SiteTrace], blocks: _Blocks, rates: Rates, history: PrefixHistory
-    ) -> dict[int, float]:
-        """Per site: a return after more than 5 minutes, kept alive, per token (5m markers).
+        self, traces: Sequence[SiteTrace], blocks: _Blocks, history: PrefixHistory
+    ) -> dict[int, tuple[float, ...]]:
+        """Per site: the survival of its returns, for keep-alives bridging a 5m marker.
 
         A conversation site comes back with the follow-up, a static one whenever its template's
         prefixes come back; both after any tool (the next one is not known before the response).
         """
-        follow_up = gap_odds(self._store, history.follow_up_template(), -1)
-        out: dict[int, float] = {}
+        now = history.now
+        follow_up = gap_odds(self._store, history.follow_up_template(), -1, now)
+        out: dict[int, tuple[float, ...]] = {}
         for site in traces:
             static = blocks.scan.items[site.flat_index].section != "messages"
             odds = (
-                gap_odds(self._store, template_id(site.templates[-1]), -1) if static else follow_up
+                gap_odds(self._store, template_id(site.templates[-1]), -1, now)
+                if static
+                else follow_up
             )
-            out[site.flat_index] = bridge_cost(survival(odds), rates.read, rates.write_5m)
+            out[site.flat_index] = survival(odds)
         return out
 
     def _as_request(
@@ -659,7 +661,7 @@ class CachePlanner:
                 cached.append((bp, record, round(bp.estimated_prefix_tokens * scale)))
         called = tool_key(tools)
         follow_up = (
-            survival(gap_odds(self._store, trace.follow_key, called))
+            survival(gap_odds(self._store, trace.follow_key, called, now))
             if trace.follow_key
             else (1.0,) * (BOUNDARIES + 1)  # no conversation: no follow-up to wait for
         )
@@ -671,10 +673,12 @@ class CachePlanner:
             if not pingable(plan.request, bp.position):
                 continue
             static = bp.position.section != "messages"
+            if not static and any(r.cached_ttl == TTL_SECONDS["1h"] for _b, r, _t in cached[n:]):
+                continue  # the follow-up reads through the longer 1-hour entry anyway
             s = follow_up
             if static:  # back with the follow-up, or with any other request
                 fine = template_id(sites[index].templates[-1])
-                own = survival(gap_odds(self._store, fine, called))
+                own = survival(gap_odds(self._store, fine, called, now))
                 s = tuple(min(a, b) for a, b in zip(own, follow_up, strict=True))
             held = max(
                 (t for _b, r, t in cached[:n] if r.cached_ttl == TTL_SECONDS["1h"]), default=0
@@ -860,7 +864,7 @@ def _choose_markers(
     rates: Rates,
     policy: TTLPolicy,
     slots: int,
-    bridges: Mapping[int, float],
+    bridges: Mapping[int, tuple[float, ...]],
     *,
     keep_warm: bool = False,
 ) -> Placement:
@@ -873,7 +877,7 @@ def _choose_markers(
             rates,
             future_start=future_start[s.index],
             static=s.kind in ("tools", "system"),
-            bridge=bridges.get(s.index),
+            survival=bridges.get(s.index),
             next_only=keep_warm and s.index == blocks.tail_index,
         )
         for s in sites
@@ -886,7 +890,7 @@ def _choose_markers(
             forced=marker.ttl,
             writes=blocks.reaches_minimum(i),
             future_start=future_start[i],
-            bridge=bridges.get(i),
+            survival=bridges.get(i),
         )
         for i, marker in sorted(blocks.user.items())
     ]

@@ -32,7 +32,15 @@ from typing import Literal
 from langchain_claude_relay.models import ModelPrices, lookup_model
 from langchain_claude_relay.planner.reuse import ReuseOdds
 
-__all__ = ["TTLPolicy", "TTL_POLICIES", "Rates", "future_cost", "now_cost", "best_split"]
+__all__ = [
+    "TTLPolicy",
+    "TTL_POLICIES",
+    "Rates",
+    "future_cost",
+    "late_arrivals",
+    "now_cost",
+    "best_split",
+]
 
 TTLPolicy = Literal["auto", "5m", "1h"]
 TTL_POLICIES: tuple[str, ...] = ("auto", "5m", "1h")
@@ -101,7 +109,6 @@ def future_cost(
     ttl: str,
     odds: ReuseOdds,
     rates: Rates,
-    bridge: float | None = None,
     *,
     next_only: bool = False,
 ) -> float:
@@ -113,9 +120,6 @@ def future_cost(
         ttl: ``"5m"`` or ``"1h"``.
         odds: the prefix's reuse odds.
         rates: per-token prices.
-        bridge: with keep-alive requests, what an arrival after more than 5 minutes (within
-            the hour) costs per token behind a 5m marker: the keep-alives and its read, or its
-            rewrite once they stopped paying (``keepalive.bridge_cost``); ``None``: a rewrite.
         next_only: only the next arrival counts (a conversation's tail: the turn that reads it
             writes a new tail, whose own TTL keeps the whole prefix from then on).
 
@@ -123,15 +127,34 @@ def future_cost(
     >>> future_cost("1h", ReuseOdds(0.0, 0.9), r) < future_cost("5m", ReuseOdds(0.0, 0.9), r)
     True
     """
-    arrivals = min(odds.future_arrivals(), odds.within_1h) if next_only else odds.future_arrivals()
-    if arrivals <= 0.0 or odds.within_1h <= 0.0:
+    arrivals = _arrivals(odds, next_only)
+    if arrivals <= 0.0:
         return 0.0
     p = min(1.0, odds.within(ttl) / odds.within_1h)
-    late = rates.write(ttl)
-    if ttl == "5m" and bridge is not None:
-        late = min(late, bridge)
-    per_arrival = p * rates.read + (1.0 - p) * late - rates.input
+    per_arrival = p * rates.read + (1.0 - p) * rates.write(ttl) - rates.input
     return arrivals * per_arrival
+
+
+def late_arrivals(odds: ReuseOdds, *, next_only: bool = False) -> float:
+    """Expected arrivals after 5 minutes but within the hour (those a 5m entry misses).
+
+    With keep-alive requests, each of them may find the entry kept alive instead of expired:
+    ``future_cost("5m", ...)`` counts them as rewrites, and what keep-alives save on them
+    (``keepalive.bridge_cost``) comes off that (``placement.Option``).
+
+    >>> round(late_arrivals(ReuseOdds(0.5, 0.75)), 3)
+    1.0
+    """
+    arrivals = _arrivals(odds, next_only)
+    if arrivals <= 0.0:
+        return 0.0
+    return arrivals * max(0.0, 1.0 - odds.within_5m / odds.within_1h)
+
+
+def _arrivals(odds: ReuseOdds, next_only: bool) -> float:
+    if odds.within_1h <= 0.0:
+        return 0.0
+    return min(odds.future_arrivals(), odds.within_1h) if next_only else odds.future_arrivals()
 
 
 def now_cost(ttl: str, read_tokens: float, write_tokens: float, rates: Rates) -> float:

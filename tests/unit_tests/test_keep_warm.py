@@ -7,6 +7,7 @@ that ends on close and at exit.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -16,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_claude_relay._keepwarm import MARGIN, KeepWarmScheduler, PendingKeepAlive
-from langchain_claude_relay.planner.followup import BOUNDARIES, PRIOR_GAPS, survival
+from langchain_claude_relay.planner.followup import (
+    BOUNDARIES,
+    PRIOR_GAPS,
+    GapHistogram,
+    shrink,
+    survival,
+)
 from langchain_claude_relay.planner.keepalive import (
     KeepAlive,
     bridge_cost,
@@ -309,3 +316,97 @@ def test_a_keep_alive_reads_exactly_the_prefix_it_keeps() -> None:
     assert system.tool_choice is None
     assert system.prefix_hashes()[0] == request.prefix_hashes()[0]
     assert keepalive_request(request, Position("messages", 1)) is None  # an assistant turn
+
+
+# -- learning the follow-up: arrivals still open are censored, not ignored ------------------
+
+
+def _conversations(quick: int, stopped: int, start: float = 0.0) -> GapHistogram:
+    """``quick`` turns answered within 20 s, then ``stopped`` conversations that end there."""
+    h = GapHistogram.empty()
+    t = start
+    for _ in range(quick):
+        h = h.add_trial(t).add_return(20.0, t)
+        t += 30.0
+    for _ in range(stopped):
+        h = h.add_trial(t)
+        t += 30.0
+    return h
+
+
+@pytest.mark.parametrize(("stopped", "open_for"), [(2, 900.0), (4, 600.0), (6, 1200.0)])
+def test_conversations_that_stopped_are_not_kept_warm_within_the_hour(
+    stopped: int, open_for: float
+) -> None:
+    h = _conversations(10, stopped)
+    now = 30.0 * (10 + stopped) + open_for
+    learned = survival(shrink(h, PRIOR_GAPS, now=now))
+    # Opus 5.5: a keep-alive reads the prefix at 0.05x, a rewrite costs 1.25x - 0.05x
+    assert not ping_decisions(learned, ping=0.05, loss=1.2)[0]
+    # counting the resolved arrivals only, the quick returns made a later one look as likely
+    # as the prior says (half of those not back in 5 minutes): keep-alives that nothing reads
+    assert ping_decisions(survival(shrink(h, PRIOR_GAPS)), ping=0.05, loss=1.2)[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0.0, 5000.0), max_size=12),
+    now=st.floats(0.0, 1e6),
+    weight=st.floats(0.1, 4.0),
+)
+def test_with_nothing_open_the_time_changes_nothing(
+    gaps: list[float], now: float, weight: float
+) -> None:
+    h = GapHistogram.empty()
+    for i, gap in enumerate(gaps):
+        h = h.add_trial(i * 1e4).add_return(gap, i * 1e4)
+    plain = shrink(h, PRIOR_GAPS, weight)
+    timed = shrink(h, PRIOR_GAPS, weight, now=now + len(gaps) * 1e4)
+    assert timed == pytest.approx(plain)
+    assert sum(timed) == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    quick=st.integers(0, 10),
+    stopped=st.integers(1, 8),
+    open_for=st.floats(0.0, 7200.0),
+)
+def test_censored_probabilities_are_a_distribution(
+    quick: int, stopped: int, open_for: float
+) -> None:
+    h = _conversations(quick, stopped)
+    p = shrink(h, PRIOR_GAPS, now=30.0 * (quick + stopped) + open_for)
+    assert min(p) >= 0.0
+    assert sum(p) == pytest.approx(1.0)
+    s = survival(p)
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(s))
+
+
+@pytest.mark.parametrize(
+    ("target", "labels"),
+    [
+        (Position("system", 0), {Position("system", 0): "1h", Position("messages", 0): "1h"}),
+        (Position("messages", 0), {Position("system", 0): "1h", Position("messages", 0): "1h"}),
+        (Position("messages", 2), {Position("messages", 0): "1h", Position("messages", 2): "1h"}),
+    ],
+)
+def test_a_keep_alive_marks_its_target_with_the_entrys_ttl(
+    target: Position, labels: dict[Position, str]
+) -> None:
+    """A 5m entry may sit under a 1h label (it comes before a 1h marker in the request that
+    read it): its keep-alive must not write it for an hour if it is gone after all."""
+    request = ClaudeRequest(
+        "claude-opus-5-5",
+        system=(Block("text", {"text": "doc"}),),
+        messages=(
+            Message("user", (Block("text", {"text": "q"}),)),
+            Message("assistant", (Block("text", {"text": "a"}),)),
+            Message("user", (Block("text", {"text": "q2"}),)),
+        ),
+    ).with_markers({p: CacheControl(ttl) for p, ttl in labels.items()})  # type: ignore[arg-type]
+    ping = keepalive_request(request, target, ttl="5m")
+    assert ping is not None
+    markers = ping.markers()
+    assert markers[target].ttl == "5m"
+    assert all(m.ttl == "1h" for p, m in markers.items() if p != target)  # the order holds

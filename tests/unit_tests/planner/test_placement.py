@@ -195,3 +195,46 @@ def test_expected_cost_is_below_uncached_when_reading() -> None:
     uncached = cumulative[-1] * RATES.input
     assert placed.now_cost == pytest.approx(10_000 * RATES.read + 100 * RATES.input)
     assert placed.now_cost < uncached
+
+
+# -- keep-alive bridges: a keep-alive reads the whole prefix, not only the segment -----------
+
+SONNET = Rates.from_prices(ModelPrices.standard(3.0, 15.0))
+TURN_ODDS = ReuseOdds(0.65, 0.97)  # the same returns as PAUSE_GAPS: 65% within 5 min
+PAUSE_GAPS = (0.5, 0.1, 0.05, 0.1, 0.1, 0.05, 0.03, 0.02, 0.01, 0.01, 0.0, 0.0, 0.0, 0.0, 0.03)
+"""Follow-up gaps (``GAP_EDGES`` buckets): a third of the returns come 5-30 minutes later."""
+
+
+@pytest.mark.parametrize(
+    ("system", "conversation", "new", "expected"),
+    [
+        # a long conversation behind a small new turn: each keep-alive reads ~4,500 tokens to
+        # save a 500-token turn's 1h premium; 1h is far cheaper
+        (2000.0, 2500.0, 500.0, "1h"),
+        (2000.0, 6000.0, 300.0, "1h"),
+        # a keep-alive reads the new turn and little else: keeping it warm is the cheaper way
+        (0.0, 3000.0, 3000.0, "5m"),
+    ],
+)
+def test_a_bridged_tail_pays_for_keep_alives_that_read_the_whole_prefix(
+    system: float, conversation: float, new: float, expected: str
+) -> None:
+    from langchain_claude_relay.planner.followup import survival
+
+    s = survival(PAUSE_GAPS)
+    before = system + conversation - new
+    options: list[Option] = []
+    cumulative: list[float] = []
+    cached: dict[int, str] = {}
+    if system:
+        cumulative.append(system)
+        options.append(Option.priced(0, TURN_ODDS, SONNET, static=True))
+        cached[0] = "1h"
+    if before > system:
+        cached[len(cumulative)] = "5m"  # the previous turn's tail, read now
+        cumulative.append(before)
+    cumulative.append(system + conversation)
+    tail = len(cumulative) - 1
+    options.append(Option.priced(tail, TURN_ODDS, SONNET, survival=s, next_only=True))
+    placed = choose_markers(options, [], cumulative, cached, SONNET, "auto", 4)
+    assert dict(placed.markers)[tail] == expected

@@ -531,3 +531,25 @@ def test_explain_says_what_a_first_write_costs_and_how_calibrated_it_is() -> Non
     assert "$-" not in text
     assert "not yet calibrated (model-table priors)" in text
     assert "usage(s)" not in text
+
+
+@pytest.mark.parametrize("turns_before", [2, 3, 5])
+def test_no_keep_alive_for_a_conversation_prefix_inside_a_1h_entry(turns_before: int) -> None:
+    """The follow-up reads through the conversation's 1-hour entry: the 5m one inside it can
+    expire (a keep-alive of it would read ~3,000 tokens for nothing, and rewrite them once
+    the believed-alive entry is in fact gone)."""
+    clock = Clock()
+    claude = ToyClaude()
+    planner = CachePlanner(store=MemoryStore(), clock=clock)
+    doc = prose(2500, 7)
+    turns = [("user", "Summarize it.")]
+    for step in range(turns_before + 1):
+        req = request(system=prose(200, 1), document=doc, turns=turns)
+        plan = planner.plan(req, keep_warm=True, ttl="1h" if step == turns_before else None)
+        usage = claude.send(plan.apply(), clock())
+        planner.observe(plan, usage, tools=["run_tests"])
+        keeps = planner.keep_alives(plan, usage, tools=["run_tests"])
+        turns = [*turns, ("assistant", prose(40, step)), ("user", prose(300, 100 + step))]
+        clock.advance(30.0)
+    assert usage.cache_write_1h_tokens > 0  # the last turn wrote the conversation for an hour
+    assert [k for k in keeps if k.position.section == "messages"] == []
