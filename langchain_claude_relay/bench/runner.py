@@ -16,13 +16,13 @@ ledger never sees benchmark calls). A response hook on the shared ``httpx`` clie
 records each request's prefix keys (from the bytes actually sent), so hits and writes can be
 attributed to entries for the hit-rate and wasted-write figures.
 
-``ours`` runs with ``keep_warm="auto"`` and its budget (``"off"`` with a budget of 0): before each instant, and
-after the last one, the runner moves the emulator's clock to each keep-alive's due time and
-calls ``ChatClaudeRelay.run_keep_warm(due)``, so keep-alives are sent and billed at the virtual
-time they fall due; they are the billed requests that are not the trace's, and their cost
-(input, and their output token on the relay path) counts in ``ours``'s cost. Each response the
-planner sees is the trace's: when the trace's next request in the same conversation answers a
-tool call, the emulator's reply is replaced by that tool call (``ScriptedReplies``), so the
+``ours`` runs with ``keep_warm="auto"`` and its budget (``"off"`` with a budget of 0): before
+each instant, and after the last one, the runner moves the emulator's clock to each keep-alive's
+due time and calls ``ChatClaudeRelay.run_keep_warm(due)``, so keep-alives are sent and billed at
+the virtual time they fall due; they are the billed requests that are not the trace's, and their
+cost (input, and their output token on the relay path) counts in ``ours``'s cost. Each response
+the planner sees is the trace's: when the trace's next request in the same conversation answers
+a tool call, the emulator's reply is replaced by that tool call (``ScriptedReplies``), so the
 chat model learns which tool was called, as it would from Claude. ``OursState`` holds the store
 from one replay to the next: the second day replays the trace 24 hours later on it.
 """
