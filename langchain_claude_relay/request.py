@@ -111,8 +111,16 @@ def _feed(update: Callable[[bytes], object], value: Any) -> None:
         update(b"l%d:" % len(value))
         for item in value:
             _feed(update, item)
+    elif value is None or type(value) is bool:
+        update(_JSON_CONSTANTS[value])
+    elif type(value) is int:
+        update(b"j%d;" % value)  # json.dumps(int) is its decimal form
     else:
         update(b"j" + json.dumps(value).encode() + b";")
+
+
+_JSON_CONSTANTS = {None: b"jnull;", True: b"jtrue;", False: b"jfalse;"}
+"""``_feed``'s bytes for the JSON constants (what ``json.dumps`` gives them), without a call."""
 
 
 def chain_prefix_hashes(
