@@ -52,6 +52,7 @@ __all__ = [
     "ClaudeRequest",
     "canonical_json",
     "content_hash",
+    "remember_prefix_hashes",
     "chain_prefix_hashes",
     "MAX_CACHE_MARKERS",
     "TTL_SECONDS",
@@ -121,6 +122,16 @@ def _feed(update: Callable[[bytes], object], value: Any) -> None:
 
 _JSON_CONSTANTS = {None: b"jnull;", True: b"jtrue;", False: b"jfalse;"}
 """``_feed``'s bytes for the JSON constants (what ``json.dumps`` gives them), without a call."""
+
+
+def remember_prefix_hashes(request: ClaudeRequest, hashes: tuple[str, ...]) -> None:
+    """Memoize ``request.prefix_hashes()`` when they were chained elsewhere.
+
+    The planner's scan chains the same hashes from block hashes it memoized by content
+    (``planner.scan``), so the chat model and ``observe`` reuse them instead of hashing every
+    block of the request again. The first value memoized stays.
+    """
+    request.__dict__.setdefault("_prefix_hashes", hashes)
 
 
 def chain_prefix_hashes(
@@ -368,16 +379,28 @@ class ClaudeRequest:
             [f.hash for f in flats],
             self.messages_context_hash(),
         )
-        object.__setattr__(self, "_prefix_hashes", result)
+        remember_prefix_hashes(self, result)
         return result
 
     def markers(self) -> dict[Position, CacheControl]:
         """The block markers present in the request, by position, in prefix order.
 
         The top-level marker (``cache_control``) is not among them: see
-        ``planner.rules.automatic_marker`` for where Claude would put it.
+        ``planner.rules.automatic_marker`` for where Claude would put it. (Read off the blocks,
+        without ``flat_blocks``: no block is hashed.)
         """
-        return {f.position: f.cache_control for f in self.flat_blocks() if f.cache_control}
+        found: dict[Position, CacheControl] = {}
+        for i, tool in enumerate(self.tools):
+            if tool.cache_control:
+                found[Position("tools", i)] = tool.cache_control
+        for i, block in enumerate(self.system):
+            if block.cache_control:
+                found[Position("system", i)] = block.cache_control
+        for m, message in enumerate(self.messages):
+            for j, block in enumerate(message.content):
+                if block.cache_control:
+                    found[Position("messages", m, j)] = block.cache_control
+        return found
 
     def with_markers(self, markers: Mapping[Position, CacheControl | None]) -> ClaudeRequest:
         """A copy with ``cache_control`` set (or removed, for ``None``) at the given positions.
@@ -415,7 +438,7 @@ class ClaudeRequest:
                 system[pos.index] = replace(block, cache_control=marker)
             else:
                 messages[pos.index][pos.part] = replace(block, cache_control=marker)
-        return replace(
+        marked = replace(
             self,
             tools=tuple(tools),
             system=tuple(system),
@@ -424,3 +447,7 @@ class ClaudeRequest:
                 for m, blocks in zip(self.messages, messages, strict=True)
             ),
         )
+        known = self.__dict__.get("_prefix_hashes")
+        if known is not None:  # markers are not content: the prefixes hash the same
+            remember_prefix_hashes(marked, known)
+        return marked
