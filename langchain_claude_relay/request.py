@@ -416,15 +416,19 @@ class ClaudeRequest:
         """
         tools = list(self.tools)
         system = list(self.system)
-        messages = [list(m.content) for m in self.messages]
+        messages: dict[int, list[Block]] = {}  # the messages touched, by index
         for pos, marker in markers.items():
             try:
                 if pos.section == "tools":
                     tools[pos.index] = replace(tools[pos.index], cache_control=marker)
                     continue
-                block = (
-                    system[pos.index] if pos.section == "system" else messages[pos.index][pos.part]
-                )
+                if pos.section == "system":
+                    block = system[pos.index]
+                else:
+                    at = range(len(self.messages))[pos.index]  # IndexError as a list gives
+                    if at not in messages:
+                        messages[at] = list(self.messages[at].content)
+                    block = messages[at][pos.part]
             except IndexError:
                 msg = f"no block at {pos}: cannot place a cache marker there"
                 raise ValueError(msg) from None
@@ -437,14 +441,14 @@ class ClaudeRequest:
             if pos.section == "system":
                 system[pos.index] = replace(block, cache_control=marker)
             else:
-                messages[pos.index][pos.part] = replace(block, cache_control=marker)
+                messages[at][pos.part] = replace(block, cache_control=marker)
         marked = replace(
             self,
             tools=tuple(tools),
             system=tuple(system),
             messages=tuple(
-                replace(m, content=tuple(blocks))
-                for m, blocks in zip(self.messages, messages, strict=True)
+                replace(m, content=tuple(messages[i])) if i in messages else m
+                for i, m in enumerate(self.messages)
             ),
         )
         known = self.__dict__.get("_prefix_hashes")
