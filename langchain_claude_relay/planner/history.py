@@ -357,11 +357,11 @@ def learn_reuse(
             ttl_seconds = TTL_SECONDS[outcome.ttl]
         elif outcome is not None and outcome.actual == "read":  # a hit keeps the entry's
             ttl_seconds = updated.cached_ttl or TTL_SECONDS[outcome.ttl]
-        stored = updated.to_json()
+        prefix_json = updated.to_json()
         if ttl_seconds:
             expires = now + ttl_seconds
-            stored["cu"], stored["ct"] = expires, ttl_seconds  # cached_until, cached_ttl
-        store.set(key, stored, expire=PREFIX_EXPIRE)
+            prefix_json["cu"], prefix_json["ct"] = expires, ttl_seconds  # cached until, TTL
+        store.set(key, prefix_json, expire=PREFIX_EXPIRE)
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
