@@ -124,6 +124,11 @@ _JSON_CONSTANTS = {None: b"jnull;", True: b"jtrue;", False: b"jfalse;"}
 """``_feed``'s bytes for the JSON constants (what ``json.dumps`` gives them), without a call."""
 
 
+_CONTEXT_HASHES: dict[tuple[str | None, bool], str] = {}
+"""``messages_context_hash`` of the usual requests (no thinking settings, a tool choice that is
+``None`` or a name), by tool choice and whether images are present: every plan needs one."""
+
+
 def remember_prefix_hashes(request: ClaudeRequest, hashes: tuple[str, ...]) -> None:
     """Memoize ``request.prefix_hashes()`` when they were chained elsewhere.
 
@@ -360,9 +365,16 @@ class ClaudeRequest:
         has_images = any(
             block.type == "image" for message in self.messages for block in message.content
         )
-        return content_hash(
-            {"tool_choice": self.tool_choice, "thinking": self.thinking, "images": has_images}
+        tool_choice = self.tool_choice
+        common = self.thinking is None and (tool_choice is None or type(tool_choice) is str)
+        if common and (known := _CONTEXT_HASHES.get((tool_choice, has_images))) is not None:
+            return known
+        context = content_hash(
+            {"tool_choice": tool_choice, "thinking": self.thinking, "images": has_images}
         )
+        if common and len(_CONTEXT_HASHES) < 1024:
+            _CONTEXT_HASHES[(tool_choice, has_images)] = context
+        return context
 
     def prefix_hashes(self) -> tuple[str, ...]:
         """For each flat block, a hash of the whole prefix up to and including it.

@@ -208,3 +208,25 @@ def _reference(state: dict[str, Any], prior: Any) -> tuple[float, ...]:
             return tuple(values[i] for i in range(k))
         fixed[worst[1]] = worst[2]
     return tuple(min(hi, max(lo, fixed.get(i, 0.0))) for i, (lo, hi) in enumerate(_LIMITS))
+
+
+@pytest.mark.parametrize("tool_choice", [None, "auto", "lookup", {"type": "tool", "name": "x"}])
+@pytest.mark.parametrize("thinking", [None, {"type": "enabled", "budget_tokens": 2048}])
+@pytest.mark.parametrize("image", [False, True])
+def test_messages_context_hash_remembered_equals_computed(
+    tool_choice: Any, thinking: Any, image: bool
+) -> None:
+    blocks = [Block("text", {"text": "hi"})]
+    if image:
+        blocks.append(Block("image", {"source": {"type": "url", "url": "https://x.test/a.png"}}))
+    request = ClaudeRequest(
+        "claude-sonnet-4-6",
+        messages=(Message("user", tuple(blocks)),),
+        tool_choice=tool_choice,
+        thinking=thinking,
+    )
+    expected = _content_hash_by_json(
+        {"tool_choice": tool_choice, "thinking": thinking, "images": image}
+    )
+    assert request.messages_context_hash() == expected  # computed (and remembered)
+    assert request.messages_context_hash() == expected  # remembered
