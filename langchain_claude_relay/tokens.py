@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import operator
 import os
 import re
 import struct
@@ -644,14 +645,14 @@ def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float] | None:
         m[col], m[pivot] = m[pivot], m[col]
         top = m[col]
         head = top[col]
+        tail = top[col:]
         for r in range(col + 1, n):
             row = m[r]
             factor = row[col] / head
             if factor:
-                for c in range(col, n + 1):
-                    row[c] -= factor * top[c]
+                row[col:] = [x - factor * y for x, y in zip(row[col:], tail, strict=True)]
     out = [0.0] * n
     for r in range(n - 1, -1, -1):
         row = m[r]
-        out[r] = (row[n] - sum([row[c] * out[c] for c in range(r + 1, n)])) / row[r]
+        out[r] = (row[n] - sum(map(operator.mul, row[r + 1 : n], out[r + 1 :]))) / row[r]
     return out if all(math.isfinite(v) for v in out) else None
