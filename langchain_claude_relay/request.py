@@ -52,6 +52,7 @@ __all__ = [
     "ClaudeRequest",
     "canonical_json",
     "content_hash",
+    "remember_prefix_hashes",
     "chain_prefix_hashes",
     "MAX_CACHE_MARKERS",
     "TTL_SECONDS",
@@ -111,8 +112,31 @@ def _feed(update: Callable[[bytes], object], value: Any) -> None:
         update(b"l%d:" % len(value))
         for item in value:
             _feed(update, item)
+    elif value is None or type(value) is bool:
+        update(_JSON_CONSTANTS[value])
+    elif type(value) is int:
+        update(b"j%d;" % value)  # json.dumps(int) is its decimal form
     else:
         update(b"j" + json.dumps(value).encode() + b";")
+
+
+_JSON_CONSTANTS = {None: b"jnull;", True: b"jtrue;", False: b"jfalse;"}
+"""``_feed``'s bytes for the JSON constants (what ``json.dumps`` gives them), without a call."""
+
+
+_CONTEXT_HASHES: dict[tuple[str | None, bool], str] = {}
+"""``messages_context_hash`` of the usual requests (no thinking settings, a tool choice that is
+``None`` or a name), by tool choice and whether images are present: every plan needs one."""
+
+
+def remember_prefix_hashes(request: ClaudeRequest, hashes: tuple[str, ...]) -> None:
+    """Memoize ``request.prefix_hashes()`` when they were chained elsewhere.
+
+    The planner's scan chains the same hashes from block hashes it memoized by content
+    (``planner.scan``), so the chat model and ``observe`` reuse them instead of hashing every
+    block of the request again. The first value memoized stays.
+    """
+    request.__dict__.setdefault("_prefix_hashes", hashes)
 
 
 def chain_prefix_hashes(
@@ -341,9 +365,16 @@ class ClaudeRequest:
         has_images = any(
             block.type == "image" for message in self.messages for block in message.content
         )
-        return content_hash(
-            {"tool_choice": self.tool_choice, "thinking": self.thinking, "images": has_images}
+        tool_choice = self.tool_choice
+        common = self.thinking is None and (tool_choice is None or type(tool_choice) is str)
+        if common and (known := _CONTEXT_HASHES.get((tool_choice, has_images))) is not None:
+            return known
+        context = content_hash(
+            {"tool_choice": tool_choice, "thinking": self.thinking, "images": has_images}
         )
+        if common and len(_CONTEXT_HASHES) < 1024:
+            _CONTEXT_HASHES[(tool_choice, has_images)] = context
+        return context
 
     def prefix_hashes(self) -> tuple[str, ...]:
         """For each flat block, a hash of the whole prefix up to and including it.
@@ -360,16 +391,28 @@ class ClaudeRequest:
             [f.hash for f in flats],
             self.messages_context_hash(),
         )
-        object.__setattr__(self, "_prefix_hashes", result)
+        remember_prefix_hashes(self, result)
         return result
 
     def markers(self) -> dict[Position, CacheControl]:
         """The block markers present in the request, by position, in prefix order.
 
         The top-level marker (``cache_control``) is not among them: see
-        ``planner.rules.automatic_marker`` for where Claude would put it.
+        ``planner.rules.automatic_marker`` for where Claude would put it. (Read off the blocks,
+        without ``flat_blocks``: no block is hashed.)
         """
-        return {f.position: f.cache_control for f in self.flat_blocks() if f.cache_control}
+        found: dict[Position, CacheControl] = {}
+        for i, tool in enumerate(self.tools):
+            if tool.cache_control:
+                found[Position("tools", i)] = tool.cache_control
+        for i, block in enumerate(self.system):
+            if block.cache_control:
+                found[Position("system", i)] = block.cache_control
+        for m, message in enumerate(self.messages):
+            for j, block in enumerate(message.content):
+                if block.cache_control:
+                    found[Position("messages", m, j)] = block.cache_control
+        return found
 
     def with_markers(self, markers: Mapping[Position, CacheControl | None]) -> ClaudeRequest:
         """A copy with ``cache_control`` set (or removed, for ``None``) at the given positions.
@@ -385,15 +428,19 @@ class ClaudeRequest:
         """
         tools = list(self.tools)
         system = list(self.system)
-        messages = [list(m.content) for m in self.messages]
+        messages: dict[int, list[Block]] = {}  # the messages touched, by index
         for pos, marker in markers.items():
             try:
                 if pos.section == "tools":
                     tools[pos.index] = replace(tools[pos.index], cache_control=marker)
                     continue
-                block = (
-                    system[pos.index] if pos.section == "system" else messages[pos.index][pos.part]
-                )
+                if pos.section == "system":
+                    block = system[pos.index]
+                else:
+                    at = range(len(self.messages))[pos.index]  # IndexError as a list gives
+                    if at not in messages:
+                        messages[at] = list(self.messages[at].content)
+                    block = messages[at][pos.part]
             except IndexError:
                 msg = f"no block at {pos}: cannot place a cache marker there"
                 raise ValueError(msg) from None
@@ -406,13 +453,17 @@ class ClaudeRequest:
             if pos.section == "system":
                 system[pos.index] = replace(block, cache_control=marker)
             else:
-                messages[pos.index][pos.part] = replace(block, cache_control=marker)
-        return replace(
+                messages[at][pos.part] = replace(block, cache_control=marker)
+        marked = replace(
             self,
             tools=tuple(tools),
             system=tuple(system),
             messages=tuple(
-                replace(m, content=tuple(blocks))
-                for m, blocks in zip(self.messages, messages, strict=True)
+                replace(m, content=tuple(messages[i])) if i in messages else m
+                for i, m in enumerate(self.messages)
             ),
         )
+        known = self.__dict__.get("_prefix_hashes")
+        if known is not None:  # markers are not content: the prefixes hash the same
+            remember_prefix_hashes(marked, known)
+        return marked

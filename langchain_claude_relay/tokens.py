@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import operator
 import os
 import re
 import struct
@@ -599,12 +600,15 @@ def _bounded_solve(matrix: list[list[float]], rhs: list[float]) -> tuple[float, 
     fixed: dict[int, float] = {}
     for _round in range(k):
         free = [i for i in range(k) if i not in fixed]
-        sub_rhs = [rhs[i] - sum(matrix[i][j] * v for j, v in fixed.items()) for i in free]
+        if fixed:
+            sub_rhs = [rhs[i] - sum([matrix[i][j] * v for j, v in fixed.items()]) for i in free]
+        else:
+            sub_rhs = [rhs[i] for i in free]  # minus an empty sum (0): the same floats
         scale = [math.sqrt(matrix[i][i]) for i in free]  # Jacobi scaling: features differ by 1e6
-        scaled = [
-            [matrix[i][j] / (scale[a] * scale[b]) for b, j in enumerate(free)]
-            for a, i in enumerate(free)
-        ]
+        scaled = []
+        for a, i in enumerate(free):
+            row, scale_a = matrix[i], scale[a]
+            scaled.append([row[j] / (scale_a * scale[b]) for b, j in enumerate(free)])
         solved = _solve(scaled, [r / scale[a] for a, r in enumerate(sub_rhs)]) if free else []
         if solved is None:
             return None
@@ -612,12 +616,14 @@ def _bounded_solve(matrix: list[list[float]], rhs: list[float]) -> tuple[float, 
         worst: tuple[float, int, float] | None = None
         for a, i in enumerate(free):
             value = solved[a] / scale[a]
+            values[i] = value
             low, high = _LIMITS[i]
+            if low <= value <= high:
+                continue  # within bounds (the test below finds no excess)
             bound = min(high, max(low, value))
             excess = abs(value - bound) / (high - low)
             if excess > 0 and (worst is None or excess > worst[0]):
                 worst = (excess, i, bound)
-            values[i] = value
         if worst is None:
             return tuple(values[i] for i in range(k))
         fixed[worst[1]] = worst[2]
@@ -629,16 +635,24 @@ def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float] | None:
     n = len(rhs)
     m = [[*row, rhs[i]] for i, row in enumerate(matrix)]
     for col in range(n):
-        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
-        if abs(m[pivot][col]) < 1e-300:
+        pivot, largest = col, abs(m[col][col])
+        for r in range(col + 1, n):  # the first row of largest magnitude, as max() picks
+            size = abs(m[r][col])
+            if size > largest:
+                pivot, largest = r, size
+        if largest < 1e-300:
             return None
         m[col], m[pivot] = m[pivot], m[col]
+        top = m[col]
+        head = top[col]
+        tail = top[col:]
         for r in range(col + 1, n):
-            factor = m[r][col] / m[col][col]
+            row = m[r]
+            factor = row[col] / head
             if factor:
-                for c in range(col, n + 1):
-                    m[r][c] -= factor * m[col][c]
+                row[col:] = [x - factor * y for x, y in zip(row[col:], tail, strict=True)]
     out = [0.0] * n
     for r in range(n - 1, -1, -1):
-        out[r] = (m[r][n] - sum(m[r][c] * out[c] for c in range(r + 1, n))) / m[r][r]
+        row = m[r]
+        out[r] = (row[n] - sum(map(operator.mul, row[r + 1 : n], out[r + 1 :]))) / row[r]
     return out if all(math.isfinite(v) for v in out) else None

@@ -468,6 +468,8 @@ def _count(scope: Mapping[str, Any], name: str, path: str = "usage") -> int | No
     value = scope.get(name)
     if value is None:
         return None
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+        return value  # the usual case, without the checks below (a bool is no int here)
     where = f"{path}.{name}"
     number: int | None = None
     if isinstance(value, bool):

@@ -19,6 +19,7 @@ system prompt fared.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -79,6 +80,7 @@ _STATIC_KINDS = frozenset({"tools", "system", "block", "user"})
 """Sites whose content should not change between calls (a new hash there is a change)."""
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: 1 and 1.0 hash alike, repr unlike
 def hex_key(kind: str, *parts: Any) -> str:
     """A state key ``kind:`` + 12 hex digits of a hash of ``parts``.
 
@@ -358,10 +360,11 @@ def learn_reuse(
             ttl_seconds = TTL_SECONDS[outcome.ttl]
         elif outcome is not None and outcome.actual == "read":  # a hit keeps the entry's
             ttl_seconds = updated.cached_ttl or TTL_SECONDS[outcome.ttl]
+        prefix_json = updated.to_json()
         if ttl_seconds:
             expires = now + ttl_seconds
-            updated = replace(updated, cached_until=expires, cached_ttl=ttl_seconds)
-        store.set(key, updated.to_json(), expire=PREFIX_EXPIRE)
+            prefix_json["cu"], prefix_json["ct"] = expires, ttl_seconds  # cached until, TTL
+        store.set(key, prefix_json, expire=PREFIX_EXPIRE)
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
@@ -442,5 +445,6 @@ def _template_arrival(
     updated = record_arrival(record, now, DECAY_TEMPLATE, resolve=False)
     if previous is not None:
         updated = record_return(updated, now - previous)
-    updated = replace(updated, last_hash=prefix48)
-    store.set(template, updated.to_json(), expire=TEMPLATE_EXPIRE)
+    stored = updated.to_json()
+    stored["h"] = prefix48  # the record's ``last_hash``
+    store.set(template, stored, expire=TEMPLATE_EXPIRE)

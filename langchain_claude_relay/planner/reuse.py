@@ -126,18 +126,22 @@ class ReuseRecord:
         """Read a stored record; anything malformed reads as ``None`` (no history)."""
         if not isinstance(raw, Mapping):
             return None
+        get = raw.get  # read on every plan and observe: kept lean
         try:
-            last = raw.get("last")
-            return cls(
-                arrivals=max(0.0, float(raw.get("n", 0.0))),
-                back_5m=max(0.0, float(raw.get("b5", 0.0))),
-                back_1h=max(0.0, float(raw.get("b60", 0.0))),
+            arrivals = float(get("n", 0.0))
+            back_5m = float(get("b5", 0.0))
+            back_1h = float(get("b60", 0.0))
+            last = get("last")
+            return cls(  # counts below 0 (or NaN) read as 0, as max(0.0, count) gives
+                arrivals=arrivals if arrivals > 0.0 else 0.0,
+                back_5m=back_5m if back_5m > 0.0 else 0.0,
+                back_1h=back_1h if back_1h > 0.0 else 0.0,
                 last_seen=float(last) if last is not None and last >= 0 else None,
-                cached_until=float(raw.get("cu", 0.0)),
-                cached_ttl=float(raw.get("ct", 0.0)),
-                last_hash=int(raw.get("h", 0)),
-                resolved=bool(raw.get("r", 0)),
-                last_tool=int(raw.get("lt", 0)),
+                cached_until=float(get("cu", 0.0)),
+                cached_ttl=float(get("ct", 0.0)),
+                last_hash=int(get("h", 0)),
+                resolved=bool(get("r", 0)),
+                last_tool=int(get("lt", 0)),
             )
         except (TypeError, ValueError):
             return None

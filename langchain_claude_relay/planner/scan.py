@@ -21,6 +21,7 @@ from langchain_claude_relay.request import (
     Position,
     Tool,
     chain_prefix_hashes,
+    remember_prefix_hashes,
 )
 from langchain_claude_relay.tokens import (
     BlockMemo,
@@ -123,6 +124,7 @@ def scan_request(request: ClaudeRequest, memo: BlockMemo[Facts], estimator: Toke
         [fact.hash for fact in facts],
         request.messages_context_hash(),
     )
+    remember_prefix_hashes(request, prefixes)
     return Scan(tuple(items), tuple(facts), prefixes)
 
 
