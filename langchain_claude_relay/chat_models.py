@@ -1012,7 +1012,7 @@ class ChatClaudeRelay(BaseChatModel):
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
             self._keep_warm_after(prepared, usage, tools)
-        self._record(prepared, usage, meta, call_id)
+        self._record(prepared, usage, pricing, meta, call_id)
         return usage, meta
 
     def _pricing(self, model: str) -> tuple[ModelSpec, str]:
@@ -1028,9 +1028,17 @@ class ChatClaudeRelay(BaseChatModel):
         return lookup_model(model), "model table (claude-relay models)"
 
     def _record(
-        self, prepared: _Prepared, usage: NormalizedUsage, meta: dict[str, Any], call_id: str | None
+        self,
+        prepared: _Prepared,
+        usage: NormalizedUsage,
+        pricing: ModelSpec,
+        meta: dict[str, Any],
+        call_id: str | None,
     ) -> None:
-        """Add the call to the ledger; the ledger degrades on its own, and never fails a call."""
+        """Add the call to the ledger, priced as ``meta["cost_usd"]`` was (``pricing``).
+
+        The ledger degrades on its own, and never fails a call.
+        """
         if self.ledger is False:
             return
         try:
@@ -1044,7 +1052,7 @@ class ChatClaudeRelay(BaseChatModel):
                 LedgerEntry.from_usage(
                     usage,
                     model=prepared.model,
-                    pricing=self._pricing(prepared.model)[0],
+                    pricing=pricing,
                     timestamp=prepared.started,
                     call_id=call_id,
                     base_url=self.base_url or f"api:{self.api}",
