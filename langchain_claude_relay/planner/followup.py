@@ -11,6 +11,16 @@ Every arrival that could be followed is a *trial* (``add_trial``); a return reso
 gap (``add_return``), and one still open after an hour resolves as "past the hour, or never", so
 a tool after which the conversation usually ends (a final answer) learns not to be kept warm.
 
+**Two memories.** The counts remember about the last ten arrivals (``DECAY_GAPS``): enough for
+how often a prefix comes back within 5 minutes. What happens *after* the first expiry is rarer
+(a document asked about every 100 s has one gap in twenty past 5 minutes), and ten arrivals
+hold almost none of it, so the shape past 5 minutes came from the prior alone: after the last
+question of the day the prefix was kept warm for 40 minutes, every day, however often it had
+been seen that a silence of 10 minutes meant the end. So a second memory (``tail``) holds the
+arrivals that were not back within 5 minutes, by bucket, decayed only by each other: the last
+ten *such* arrivals. The counts say how likely a return after 5 minutes is; the tail says when
+it comes, or that it does not.
+
 Levels, each shrunk towards the one above with the weight of ``PRIOR_WEIGHT`` observations
 (as ``reuse.estimate_odds`` does): the prior (``PRIOR_GAPS``), then a template's gaps over all
 tools, then the template's gaps after one tool. The tool is the one the model just called (the
@@ -26,8 +36,9 @@ request's start).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = [
@@ -38,6 +49,7 @@ __all__ = [
     "PRIOR_WEIGHT",
     "PRIOR_GAPS",
     "PENDING_CAP",
+    "TAIL_FROM",
     "GapHistogram",
     "tool_key",
     "shrink",
@@ -77,6 +89,13 @@ after 5 minutes, about half never come (a keep-alive is a bet for the first 10-3
 
 PENDING_CAP = 16
 """Unresolved arrivals kept per histogram (the oldest resolve as "never" beyond it)."""
+TAIL_FROM = GAP_EDGES.index(WINDOW) + 1
+"""The first bucket of returns after the first expiry (``GapHistogram.tail`` starts there)."""
+_BUCKETS = len(GAP_EDGES) + 1
+_STORED_COUNTS = 2 * _BUCKETS - TAIL_FROM
+STORED_VERSION = -2.0
+"""The first number of a stored histogram (counts are never negative: older forms start with
+one)."""
 
 
 @dataclass(frozen=True)
@@ -88,37 +107,53 @@ class GapHistogram:
     never"). Only resolved arrivals are in ``counts``, so the latest arrivals, which have not
     had their chance to come back yet, do not look like arrivals that never will.
 
+    ``tail`` counts the resolved arrivals that were not back within 5 minutes, by bucket from
+    ``TAIL_FROM`` on, each decayed only when another such arrival resolves (the module's "two
+    memories").
+
     >>> h = GapHistogram.empty().add_trial(0.0).add_return(20.0, 0.0)
     >>> h = h.add_trial(100.0).add_trial(200.0)
     >>> h = h.add_return(500.0, 100.0).add_trial(5000.0)   # 200 never came back
     >>> [round(c, 2) for c in h.counts[:4]], round(h.counts[-1], 2), h.pending
     ([0.81, 0.0, 0.0, 0.9], 1.0, (5000.0,))
+    >>> round(h.tail[0], 2), h.tail[-1]          # remembered longer than ``counts`` does
+    (0.9, 1.0)
     """
 
     counts: tuple[float, ...]
     pending: tuple[float, ...] = ()
+    tail: tuple[float, ...] = (0.0,) * (_BUCKETS - TAIL_FROM)
 
     @classmethod
     def empty(cls) -> GapHistogram:
         """No observation."""
-        return cls((0.0,) * (len(GAP_EDGES) + 1))
+        return cls((0.0,) * _BUCKETS)
 
     @classmethod
     def from_json(cls, raw: Any) -> GapHistogram | None:
-        """Read a stored histogram (its counts, then its open arrivals); malformed: ``None``."""
-        buckets = len(GAP_EDGES) + 1
-        if not isinstance(raw, Sequence) or len(raw) < buckets:
+        """Read a stored histogram; anything malformed reads as ``None`` (no history).
+
+        The stored form is a list of numbers: ``STORED_VERSION``, the counts, the tail, then the
+        open arrivals. A list starting with a count instead (never negative) is the form from
+        before the tail existed (the counts, then the open arrivals): read with an empty tail.
+        """
+        numbers = _finite(raw)
+        if not numbers:
             return None
-        try:
-            counts = tuple(map(float, raw[:buckets]))
-            pending = tuple(map(float, raw[buckets:]))[-PENDING_CAP:]
-        except (TypeError, ValueError):
+        if numbers[0] == STORED_VERSION:
+            counts, tail = numbers[1 : 1 + _BUCKETS], numbers[1 + _BUCKETS : 1 + _STORED_COUNTS]
+            pending = numbers[1 + _STORED_COUNTS :]
+        else:
+            counts, tail, pending = numbers[:_BUCKETS], cls.empty().tail, numbers[_BUCKETS:]
+        if len(counts) != _BUCKETS or len(tail) != _BUCKETS - TAIL_FROM:
             return None
-        return cls(counts, pending) if min(counts) >= 0.0 else None
+        if min(counts) < 0.0 or min(tail) < 0.0:
+            return None
+        return cls(counts, pending[-PENDING_CAP:], tail)
 
     def to_json(self) -> list[float]:
-        """The stored form: the counts, then the open arrivals (numbers only)."""
-        return [*self.counts, *self.pending]
+        """The stored form (numbers only; see ``from_json``)."""
+        return [STORED_VERSION, *self.counts, *self.tail, *self.pending]
 
     @property
     def total(self) -> float:
@@ -132,7 +167,7 @@ class GapHistogram:
         while len(pending) > PENDING_CAP:
             expired = expired._resolved(len(GAP_EDGES), ())
             pending = pending[1:]
-        return GapHistogram(expired.counts, pending)
+        return replace(expired, pending=pending)
 
     def add_return(self, gap: float, seen: float) -> GapHistogram:
         """The arrival at ``seen`` came back after ``gap`` seconds (ignored if not open)."""
@@ -141,8 +176,7 @@ class GapHistogram:
             return expired
         pending = list(expired.pending)
         pending.remove(seen)
-        bucket = next((i for i, edge in enumerate(GAP_EDGES) if gap < edge), len(GAP_EDGES))
-        return expired._resolved(bucket, tuple(pending))
+        return expired._resolved(_bucket(gap), tuple(pending))
 
     def probabilities(self) -> tuple[float, ...]:
         """Per bucket, the share of resolved arrivals (all zero with none)."""
@@ -159,7 +193,32 @@ class GapHistogram:
     def _resolved(self, bucket: int, pending: tuple[float, ...]) -> GapHistogram:
         counts = [c * DECAY_GAPS for c in self.counts]
         counts[bucket] += 1.0
-        return GapHistogram(tuple(counts), pending)
+        tail = self.tail
+        if bucket >= TAIL_FROM:
+            decayed = [c * DECAY_GAPS for c in tail]
+            decayed[bucket - TAIL_FROM] += 1.0
+            tail = tuple(decayed)
+        return GapHistogram(tuple(counts), pending, tail)
+
+
+def _bucket(gap: float) -> int:
+    return next((i for i, edge in enumerate(GAP_EDGES) if gap < edge), len(GAP_EDGES))
+
+
+def _finite(raw: Any) -> tuple[float, ...] | None:
+    """A stored list as finite floats; ``None`` for anything else.
+
+    Text, nesting, booleans, NaN and lists longer than any stored form all read as ``None``.
+    """
+    if not isinstance(raw, (list, tuple)) or len(raw) > 1 + _STORED_COUNTS + PENDING_CAP:
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw):
+        return None
+    try:
+        numbers = tuple(map(float, raw))
+    except OverflowError:  # an integer too large for a float
+        return None
+    return numbers if all(map(math.isfinite, numbers)) else None
 
 
 def shrink(
@@ -170,7 +229,10 @@ def shrink(
 ) -> tuple[float, ...]:
     """Bucket probabilities from ``histogram``, shrunk towards ``parent``'s.
 
-    The parent counts as ``weight`` observations spread over its buckets. With ``now``, the
+    The parent counts as ``weight`` observations spread over its buckets. Past the first
+    expiry, once ``histogram.tail`` holds anything, the shape comes from it (shrunk towards the
+    parent's shape with the same weight) and only the share that gets there from the counts.
+    With ``now``, the
     arrivals still open count too, as *censored* ones (a life table, as Kaplan and Meier):
     one open for 20 minutes has not come back within 20 minutes, whatever it does later. So
     a template whose conversations stop (their last arrivals stay open) learns within the
@@ -206,10 +268,20 @@ def shrink(
     if histogram is None:
         return tuple(parent)
     counts = [c + weight * p for c, p in zip(histogram.counts, parent, strict=True)]
+    seen_late = sum(histogram.tail)
+    if seen_late > 0.0:  # when a late return comes (or that it does not): the long memory
+        late = sum(counts[TAIL_FROM:])
+        parent_late = sum(parent[TAIL_FROM:])
+        shape = [
+            c + (weight * p / parent_late if parent_late > 0.0 else 0.0)
+            for c, p in zip(histogram.tail, parent[TAIL_FROM:], strict=True)
+        ]
+        norm = sum(shape)
+        counts[TAIL_FROM:] = [late * c / norm for c in shape]
     censored = [0.0] * len(counts)
     ages = [now - seen for seen in histogram.pending] if now is not None else []
     for age in ages:
-        bucket = next((i for i, edge in enumerate(GAP_EDGES) if age < edge), len(GAP_EDGES))
+        bucket = _bucket(age)
         if bucket == len(GAP_EDGES):
             counts[-1] += 1.0  # open for more than the hour: past the hour, or never
         else:

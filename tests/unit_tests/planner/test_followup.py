@@ -1,0 +1,126 @@
+"""Gap histograms: the long memory of late returns, and the stored form read back as untrusted."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from langchain_claude_relay.planner.followup import (
+    GAP_EDGES,
+    PENDING_CAP,
+    PRIOR_GAPS,
+    STORED_VERSION,
+    TAIL_FROM,
+    GapHistogram,
+    shrink,
+    survival,
+)
+from langchain_claude_relay.planner.keepalive import ping_decisions
+
+MINUTE = 60.0
+DAY = 86400.0
+
+
+def _days_then_quick(days: int) -> GapHistogram:
+    """A document asked about every minute, one question in 30 late (7 min), then the day ends.
+
+    Then 30 quick returns: the short memory holds none of the late ones any more.
+    """
+    h, t = GapHistogram.empty(), 0.0
+    for _ in range(days):
+        h, t = h.add_trial(t).add_return(7 * MINUTE, t), t + 7 * MINUTE
+        for _ in range(30):
+            h, t = h.add_trial(t).add_return(MINUTE, t), t + MINUTE
+        h, t = h.add_trial(t), t + DAY  # the last question of the day: never back
+    for _ in range(30):
+        h, t = h.add_trial(t).add_return(MINUTE, t), t + MINUTE
+    return h
+
+
+def test_late_returns_are_remembered_longer_than_quick_ones() -> None:
+    h = _days_then_quick(3)
+    assert h.total == pytest.approx(10.0, rel=0.01)  # ~ten arrivals in the short memory
+    late = sum(h.counts[TAIL_FROM:])
+    assert late < 0.2  # the late returns and the ends of day are nearly gone from it...
+    assert h.tail[0] > 2.0
+    assert h.tail[-1] > 2.0
+
+
+def test_the_learned_end_stops_keep_alives_that_the_prior_alone_would_send() -> None:
+    """After days of "silent 10 minutes = done", the keep-alives stop after the first."""
+    learned = _days_then_quick(3)
+    forgotten = replace(learned, tail=GapHistogram.empty().tail)  # as before the tail existed
+    with_tail = ping_decisions(survival(shrink(learned, PRIOR_GAPS)), ping=0.05, loss=1.2)
+    without = ping_decisions(survival(shrink(forgotten, PRIOR_GAPS)), ping=0.05, loss=1.2)
+    assert with_tail[0]  # the first expiry is still bridged (7-minute returns happen)...
+    assert not any(with_tail[1:])  # ...and nothing after it
+    assert without[1]  # the prior's shape kept it warm longer
+
+
+def test_the_tail_only_reshapes_what_comes_after_the_first_expiry() -> None:
+    learned = _days_then_quick(3)
+    forgotten = replace(learned, tail=GapHistogram.empty().tail)
+    a, b = shrink(learned, PRIOR_GAPS), shrink(forgotten, PRIOR_GAPS)
+    assert a[:TAIL_FROM] == pytest.approx(b[:TAIL_FROM])  # quick returns: the short memory
+    assert sum(a[TAIL_FROM:]) == pytest.approx(sum(b[TAIL_FROM:]))  # how many come late: too
+    assert math.fsum(a) == pytest.approx(1.0)
+
+
+def test_the_stored_form_round_trips_and_holds_numbers_only() -> None:
+    h = _days_then_quick(2).add_trial(5.0 * DAY)
+    stored = h.to_json()
+    assert stored[0] == STORED_VERSION
+    assert all(isinstance(x, float) for x in stored)
+    assert GapHistogram.from_json(stored) == h
+
+
+def test_the_form_from_before_the_tail_reads_with_an_empty_tail() -> None:
+    counts = [0.5] * (len(GAP_EDGES) + 1)
+    h = GapHistogram.from_json([*counts, 100.0, 200.0])
+    assert h is not None
+    assert h.counts == tuple(counts)
+    assert h.pending == (100.0, 200.0)
+    assert h.tail == GapHistogram.empty().tail
+
+
+BUCKETS = len(GAP_EDGES) + 1
+GOOD = [STORED_VERSION, *([1.0] * BUCKETS), *([1.0] * (BUCKETS - TAIL_FROM))]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "not a list",
+        {"c": [1.0] * BUCKETS},
+        [],
+        [1.0] * (BUCKETS - 1),  # too short for the old form
+        [STORED_VERSION, *([1.0] * BUCKETS)],  # the new form without its tail
+        [-1.0, *GOOD[1:]],  # a version that does not exist
+        [STORED_VERSION, -1.0, *GOOD[2:]],  # a negative count
+        [STORED_VERSION, math.nan, *GOOD[2:]],
+        [*GOOD[:-1], math.inf],  # a tail count that is not finite
+        [*GOOD, math.nan],  # an open arrival that is not a time
+        [*GOOD, "12"],
+        [*GOOD, [1.0]],
+        [*GOOD, 10**400],  # an integer no float holds
+        [*GOOD, True],
+    ],
+)
+def test_malformed_stored_forms_read_as_no_history(raw: Any) -> None:
+    assert GapHistogram.from_json(raw) is None
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e9), max_size=200))
+def test_what_is_read_back_is_bounded(pending: list[float]) -> None:
+    h = GapHistogram.from_json([*GOOD, *pending])
+    if len(pending) > PENDING_CAP:
+        assert h is None  # longer than anything ever stored
+    else:
+        assert h is not None
+        assert h.pending == tuple(pending)
