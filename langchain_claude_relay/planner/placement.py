@@ -308,6 +308,23 @@ class Placement:
     objective: float
 
 
+def _future_5m(
+    option: Option,
+    end: float,
+    ahead: float,
+    rates: Rates,
+    bridged: dict[tuple[int, float], float],
+) -> float:
+    """``option.future_5m``, bridged by keep-alives when it has a survival (memoized)."""
+    if option.survival is None:
+        return option.future_5m
+    key = (option.index, ahead)  # the end is the option's; what is ahead depends on the set
+    memo = bridged.get(key)
+    if memo is None:
+        memo = bridged[key] = option.bridged_5m(end, ahead, rates)
+    return memo
+
+
 def _read_point(markers: Sequence[Option], cached_desc: Sequence[int]) -> int:
     for entry in cached_desc:
         for marker in markers:
@@ -325,11 +342,22 @@ def _price(
     rates: Rates,
     policy: TTLPolicy,
     bridged: dict[tuple[int, float], float],
+    statics: Sequence[Option] = (),
 ) -> tuple[float, int, float, int] | None:
     """``(objective, cut, now_cost, read_index)`` of one marker set (``None``: invalid order).
 
     Written for speed (it runs for every subset): plain floats, no intermediate objects.
-    ``bridged`` memoizes ``Option.bridged_5m`` by marker and segment start across subsets.
+    ``bridged`` memoizes ``Option.bridged_5m`` by marker and tokens ahead across subsets.
+
+    ``statics``: the static options (end of the tools, of the system prompt). One left unmarked
+    inside a later marker's segment does not make its tokens' future as cheap as that marker's
+    odds say: a later marker's entry serves the requests that continue this one, while the
+    static prefix comes back with every other conversation too, which only an entry at the
+    static prefix serves (and only a marker there refreshes). So those tokens are priced at the
+    dearer of the two futures: leaving the static site unmarked never looks cheaper than
+    marking it. (Without this, a conversation whose next turn surely comes within 5 minutes
+    priced the whole prompt with its odds, and at an agent's task start a 5m tail beat a 1h
+    system prompt that every later task, 5-40 minutes apart, would have read.)
     """
     read_index = _read_point(markers, cached_desc)
     read_end = cumulative[read_index] if read_index >= 0 else 0.0
@@ -347,13 +375,18 @@ def _price(
         read = 0.0 if read < 0.0 else (size if read > size else read)
         ahead = end - (start if start > marker.future_start else marker.future_start)
         ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
-        future_5m = marker.future_5m
-        if marker.survival is not None:
-            key = (marker.index, start)
-            memo = bridged.get(key)
-            if memo is None:
-                memo = bridged[key] = marker.bridged_5m(end, ahead, rates)
-            future_5m = memo
+        future_5m = _future_5m(marker, end, ahead, rates, bridged)
+        extra_1h = extra_5m = 0.0  # unmarked static prefixes inside the segment (``statics``)
+        for inner in statics:
+            inner_end = cumulative[inner.index]
+            if not start < inner_end < end:
+                continue
+            tokens = inner_end - (start if start > marker.future_start else marker.future_start)
+            if tokens <= 0.0:
+                continue
+            inner_5m = _future_5m(inner, inner_end, tokens, rates, bridged)
+            extra_1h = max(extra_1h, tokens * (inner.future_1h - marker.future_1h))
+            extra_5m = max(extra_5m, tokens * (inner_5m - future_5m))
         bias = -1e-9 * p_in * size if marker.static else 0.0  # see ``Option.static``
         if not marker.writes:  # below the minimum: no entry, the unread part is plain input
             both = read * p_read + (size - read) * p_in
@@ -366,7 +399,7 @@ def _price(
             # next write (when the entry expires) gets the TTL the next plan finds best. So the
             # choice is free here (it only has to respect the order); ties go to the entry's TTL.
             n = read * p_read
-            base = n + ahead * min(marker.future_1h, future_5m)
+            base = n + ahead * min(marker.future_1h, future_5m) + min(extra_1h, extra_5m)
             nudge = 1e-9 * p_in * size
             now_1h.append(n)
             now_5m.append(n)
@@ -378,8 +411,8 @@ def _price(
             n5 = read * p_read + unread * p_5m
             now_1h.append(n1)
             now_5m.append(n5)
-            cost_1h.append(n1 + ahead * marker.future_1h + bias)
-            cost_5m.append(n5 + ahead * future_5m + bias)
+            cost_1h.append(n1 + ahead * marker.future_1h + extra_1h + bias)
+            cost_5m.append(n5 + ahead * future_5m + extra_5m + bias)
         if end > start:
             start = end
     plain = (total - start) * p_in if total > start else 0.0
@@ -420,13 +453,21 @@ def choose_markers(
     total = cumulative[-1] if cumulative else 0.0
     ordered = sorted(options, key=lambda o: o.index)
     cached_desc = sorted(cached, reverse=True)
+    statics = [o for o in ordered if o.static]
     bridged: dict[tuple[int, float], float] = {}
     best: tuple[float, int, float, int] | None = None
     best_markers: list[Option] = []
     for size in range(0, min(slots, len(ordered)) + 1):
         for subset in itertools.combinations(ordered, size):
             markers = sorted((*fixed, *subset), key=lambda o: o.index) if fixed else subset
-            priced = _price(markers, cumulative, total, cached, cached_desc, rates, policy, bridged)
+            unmarked = (
+                [o for o in statics if all(m.index != o.index for m in markers)]
+                if statics
+                else statics
+            )
+            priced = _price(
+                markers, cumulative, total, cached, cached_desc, rates, policy, bridged, unmarked
+            )
             if priced is None:
                 continue
             if best is None or priced[0] < best[0] - 1e-12 * (1 + abs(best[0])):

@@ -238,3 +238,32 @@ def test_a_bridged_tail_pays_for_keep_alives_that_read_the_whole_prefix(
     options.append(Option.priced(tail, TURN_ODDS, SONNET, survival=s, next_only=True))
     placed = choose_markers(options, [], cumulative, cached, SONNET, "auto", 4)
     assert dict(placed.markers)[tail] == expected
+
+
+def test_a_shared_static_prefix_is_not_priced_with_a_conversations_odds() -> None:
+    """An agent's task starts: its next steps surely come within 5 minutes (the tail's odds),
+    but the system prompt also comes back with the next task, 5-40 minutes later.
+
+    A 5m tail alone serves the steps; only a marker on the system prompt serves the next task
+    (it cannot read an entry ending in this task's message). Left unmarked, its tokens' future
+    is priced at the dearer of the two odds, so the system prompt gets its own 1h marker.
+    """
+    cumulative = [4558.0, 4669.0]  # the system prompt, then the task's first message
+    system = Option.priced(0, ReuseOdds(0.77, 1.0), RATES, static=True)
+    tail = Option.priced(1, ReuseOdds(0.99, 1.0), RATES)
+    placement = choose_markers([system, tail], [], cumulative, {}, RATES, "auto", 4)
+    assert placement.markers == ((0, "1h"), (1, "5m"))
+
+
+@pytest.mark.parametrize("late", [0.0, 0.05, 0.23, 0.6])
+@pytest.mark.parametrize("cached", [{}, {1: "5m"}, {0: "1h"}, {0: "5m", 1: "5m"}])
+def test_a_shared_static_prefix_keeps_its_marker_whatever_the_tail(
+    cached: dict[int, str], late: float
+) -> None:
+    """Marking the system prompt too costs nothing now (the write is billed once, up to the
+    last marker) and only adds an entry other conversations can read: it is always kept."""
+    cumulative = [4558.0, 4669.0]
+    system = Option.priced(0, ReuseOdds(1.0 - late, 1.0), RATES, static=True)
+    tail = Option.priced(1, ReuseOdds(0.99, 1.0), RATES)
+    placement = choose_markers([system, tail], [], cumulative, cached, RATES, "auto", 4)
+    assert 0 in dict(placement.markers)
