@@ -50,6 +50,7 @@ __all__ = [
     "PRIOR_GAPS",
     "PENDING_CAP",
     "TAIL_FROM",
+    "STORED_VERSION",
     "GapHistogram",
     "tool_key",
     "shrink",
@@ -231,13 +232,14 @@ def shrink(
 
     The parent counts as ``weight`` observations spread over its buckets. Past the first
     expiry, once ``histogram.tail`` holds anything, the shape comes from it (shrunk towards the
-    parent's shape with the same weight) and only the share that gets there from the counts.
-    With ``now``, the
-    arrivals still open count too, as *censored* ones (a life table, as Kaplan and Meier):
-    one open for 20 minutes has not come back within 20 minutes, whatever it does later. So
-    a template whose conversations stop (their last arrivals stay open) learns within the
-    hour that a return after the first expiry is unlikely, instead of waiting an hour for
-    them to resolve as "never", with only the quick returns counted meanwhile.
+    parent's shape with the same weight), and only the share that gets there from the counts.
+
+    With ``now``, the arrivals still open count too, as *censored* ones (a life table, as
+    Kaplan and Meier): one open for 20 minutes has not come back within 20 minutes, whatever
+    it does later. So a template whose conversations stop (their last arrivals stay open)
+    learns within the hour that a return after the first expiry is unlikely, instead of
+    waiting an hour for them to resolve as "never", with only the quick returns counted
+    meanwhile.
 
     Args:
         histogram: the observations (``None``: none).
