@@ -394,13 +394,14 @@ def learn_reuse(
     stored = raw if isinstance(raw, list) else []
     current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
     kept: list[LineageEntry] = []
-    returning = [
-        e
-        for e in current
-        if (e.index, e.prefix) in matched_keys and not e.resolved and e.prefix not in site_prefixes
-    ]
-    latest = max(returning, key=lambda e: e.seen, default=None)
     if trace.keep_warm and trace.follow_key:  # the follow-up: this request, after the last turn
+        # The latest earlier turn this request repeats, even one whose prefix is also a site of
+        # this request (after a long gap the old tail is the lookback guard, or a large block):
+        # left out, every follow-up after an expiry went uncredited, its arrival resolved as
+        # "never" an hour later, and a tool that runs 10-12 minutes learned that nothing comes
+        # back after 10, so its conversation stopped being kept warm right before the result.
+        earlier = [e for e in current if (e.index, e.prefix) in matched_keys and not e.resolved]
+        latest = max(earlier, key=lambda e: e.seen, default=None)
         returned = None
         if latest is not None:
             returned = (latest.tool or trace.follow_tool, latest.seen)

@@ -24,6 +24,9 @@ from planner_helpers import (
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner import CachePlan, CachePlanner, PrefixStabilityWarning
+from langchain_claude_relay.planner.followup import GAP_EDGES, GapHistogram, tool_key
+from langchain_claude_relay.planner.history import gap_key, tool_field
+from langchain_claude_relay.planner.plan import trace_of
 from langchain_claude_relay.planner.rules import fixed_markers, validate_user_markers
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Position
 from langchain_claude_relay.store import MemoryStore
@@ -553,3 +556,34 @@ def test_no_keep_alive_for_a_conversation_prefix_inside_a_1h_entry(turns_before:
         clock.advance(30.0)
     assert usage.cache_write_1h_tokens > 0  # the last turn wrote the conversation for an hour
     assert [k for k in keeps if k.position.section == "messages"] == []
+
+
+@pytest.mark.parametrize("minutes", [3.0, 11.0, 25.0])
+def test_a_follow_up_is_learned_when_the_last_turn_is_also_a_site_of_it(minutes: float) -> None:
+    """A tool's result comes back after ``minutes``; the turn before it ended in a large block,
+    which the follow-up marks again (a large-block site). The gap must still be learned under
+    the tool: left out, a follow-up after a long tool went uncredited and resolved as "never"
+    an hour later, so tools running 10-12 minutes learned that nothing comes back after 10."""
+    clock = Clock()
+    claude = ToyClaude()
+    store = MemoryStore()
+    planner = CachePlanner(store=store, clock=clock)
+    turns = [("user", "Task: " + prose(40, 1)), ("assistant", "Running the tests.")]
+    turns.append(("user", prose(1000, 2)))  # a large result: a site wherever it appears
+    first = planner.plan(request(system=prose(1200, 3), turns=turns), keep_warm=True)
+    planner.observe(first, claude.send(first.apply(), clock()), tools=["run_tests"])
+    seen = clock()
+    clock.advance(minutes * 60.0)
+    turns = [*turns, ("assistant", "Done."), ("user", "Fixed?")]
+    second = planner.plan(request(system=prose(1200, 3), turns=turns), keep_warm=True)
+    flat = {b.position: i for i, b in enumerate(second.blocks)}
+    large = flat[first.breakpoints[-1].position]
+    assert large in {s.flat_index for s in trace_of(second, "test").sites}  # the premise
+    planner.observe(second, claude.send(second.apply(), clock()), tools=[])
+
+    record = store.get(gap_key(trace_of(second, "test").follow_key))
+    histogram = GapHistogram.from_json(record[tool_field(tool_key(["run_tests"]))])
+    assert histogram is not None
+    assert seen not in histogram.pending  # resolved...
+    bucket = next(i for i, edge in enumerate(GAP_EDGES) if minutes * 60.0 < edge)
+    assert histogram.counts[bucket] == pytest.approx(1.0)  # ...by its gap, not as "never"
