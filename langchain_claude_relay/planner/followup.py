@@ -93,7 +93,8 @@ PENDING_CAP = 16
 TAIL_FROM = GAP_EDGES.index(WINDOW) + 1
 """The first bucket of returns after the first expiry (``GapHistogram.tail`` starts there)."""
 _BUCKETS = len(GAP_EDGES) + 1
-_STORED_COUNTS = 2 * _BUCKETS - TAIL_FROM
+_NO_TAIL = (0.0,) * (_BUCKETS - TAIL_FROM)
+_STORED_COUNTS = _BUCKETS + len(_NO_TAIL)
 STORED_VERSION = -2.0
 """The first number of a stored histogram (counts are never negative: older forms start with
 one)."""
@@ -123,7 +124,7 @@ class GapHistogram:
 
     counts: tuple[float, ...]
     pending: tuple[float, ...] = ()
-    tail: tuple[float, ...] = (0.0,) * (_BUCKETS - TAIL_FROM)
+    tail: tuple[float, ...] = _NO_TAIL
 
     @classmethod
     def empty(cls) -> GapHistogram:
@@ -145,8 +146,8 @@ class GapHistogram:
             counts, tail = numbers[1 : 1 + _BUCKETS], numbers[1 + _BUCKETS : 1 + _STORED_COUNTS]
             pending = numbers[1 + _STORED_COUNTS :]
         else:
-            counts, tail, pending = numbers[:_BUCKETS], cls.empty().tail, numbers[_BUCKETS:]
-        if len(counts) != _BUCKETS or len(tail) != _BUCKETS - TAIL_FROM:
+            counts, tail, pending = numbers[:_BUCKETS], _NO_TAIL, numbers[_BUCKETS:]
+        if len(counts) != _BUCKETS or len(tail) != len(_NO_TAIL):
             return None
         if min(counts) < 0.0 or min(tail) < 0.0:
             return None
