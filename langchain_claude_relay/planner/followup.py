@@ -55,6 +55,7 @@ __all__ = [
     "tool_key",
     "shrink",
     "survival",
+    "late_per_break",
 ]
 
 WINDOW = 300.0
@@ -305,6 +306,44 @@ def shrink(
         at_risk -= resolved + lost
     out.append(alive)
     return tuple(out)
+
+
+def late_per_break(histogram: GapHistogram | None, now: float) -> float:
+    """Expected returns after the first expiry (within the hour) before one past the hour.
+
+    What a 1-hour entry of a static prefix is worth against a 5-minute one: the 1h entry
+    serves every late return until the prefix stays away for more than an hour; the 5m entry
+    pays keep-alives or a rewrite on each. The odds per arrival (``reuse``) see only the next
+    ~20 arrivals, a handful of minutes on a busy prefix, so a prefix asked every few seconds
+    within tasks that come 10-30 minutes apart looked as if it had about one late return ahead,
+    and its 5m entry was kept alive through every gap of the day. The long memory (``tail``)
+    knows how many late returns come for each return past the hour: that ratio.
+
+    Arrivals open for more than the hour are counted as such (they are); those open for less
+    say nothing yet (not as censored ones here: an open arrival is not a break).
+
+    Args:
+        histogram: the template's gaps after any tool (``None``: none, the prior's ratio).
+        now: the current time (planner clock).
+
+    Returns:
+        The ratio (``inf`` when nothing was ever seen, or assumed, not to come back).
+
+    >>> round(late_per_break(None, 0.0), 2)  # the prior: half of the late ones never come
+    0.92
+    >>> h = GapHistogram.empty()
+    >>> for day in range(2):  # tasks 20 minutes apart, then nothing until the next day
+    ...     for task in range(6):
+    ...         t = day * 86400.0 + task * 1200.0
+    ...         h = h.add_trial(t).add_return(1200.0 if task < 5 else 86400.0 - 6000.0, t)
+    >>> round(late_per_break(h, 2 * 86400.0), 1)  # 5 to 1, the latest (a break) weighing most
+    3.0
+    """
+    known = histogram._expire(now) if histogram is not None else None
+    s = survival(shrink(known, PRIOR_GAPS))
+    if s[BOUNDARIES] <= 0.0:
+        return math.inf
+    return max(0.0, s[1] - s[BOUNDARIES]) / s[BOUNDARIES]
 
 
 def survival(probabilities: Sequence[float]) -> tuple[float, ...]:

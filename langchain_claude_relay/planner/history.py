@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 from langchain_claude_relay.planner.followup import (
     PRIOR_GAPS,
     GapHistogram,
+    late_per_break,
     shrink,
+    survival,
 )
 from langchain_claude_relay.planner.placement import Site
 from langchain_claude_relay.planner.plan import CachePlan, Observation, PlanTrace, SiteTrace
@@ -64,6 +66,7 @@ __all__ = [
     "gap_key",
     "tool_field",
     "gap_odds",
+    "static_gaps",
     "template_id",
 ]
 
@@ -149,6 +152,22 @@ def gap_odds(
     if tool < 0:
         return anyone
     return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone, now=now)
+
+
+def static_gaps(store: StateStore, template: int, now: float) -> tuple[tuple[float, ...], float]:
+    """A static site's returns: their survival and their late returns per break.
+
+    Args:
+        store: the planner's store.
+        template: the site's fine template (``template_id``).
+        now: the current time.
+
+    Returns:
+        ``followup.survival`` of ``gap_odds(store, template, -1, now)`` and
+        ``followup.late_per_break`` of the same histogram (one read of the record).
+    """
+    histogram = GapHistogram.from_json(_gap_record(store, template).get(ANY_TOOL))
+    return survival(shrink(histogram, PRIOR_GAPS, now=now)), late_per_break(histogram, now)
 
 
 def _learn_gaps(

@@ -36,6 +36,7 @@ from langchain_claude_relay.planner.ttl import (
     Rates,
     TTLPolicy,
     best_split,
+    future_arrivals,
     future_cost,
     late_arrivals,
 )
@@ -220,13 +221,17 @@ class Option:
         future_start: float = 0.0,
         static: bool = False,
         survival: Sequence[float] | None = None,
+        late_per_break: float | None = None,
         next_only: bool = False,
     ) -> Option:
         """The option at ``index`` with its future costs from the prefix's reuse odds.
 
         ``survival``: the prefix's returns when keep-alive requests may bridge a 5m entry
-        (``Option.survival``); ``None`` without them. ``next_only``: only the next arrival
-        counts (``ttl.future_cost``).
+        (``Option.survival``); ``None`` without them. ``late_per_break``: for a static prefix,
+        its template's late returns per return past the hour (``followup.late_per_break``):
+        the late arrivals counted are at least those (up to the arrivals the odds expect),
+        since the odds per arrival see only the next few minutes of a busy prefix.
+        ``next_only``: only the next arrival counts (``ttl.future_cost``).
 
         >>> from langchain_claude_relay.models import lookup_model
         >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
@@ -234,15 +239,18 @@ class Option:
         >>> option.future_5m, option.future_1h  # never back: marking it saves nothing later
         (0.0, 0.0)
         """
+        late = late_arrivals(odds, next_only=next_only)
+        if late_per_break is not None:
+            late = max(late, min(late_per_break, future_arrivals(odds, next_only=next_only)))
         return cls(
             index,
-            future_cost("1h", odds, rates, next_only=next_only),
-            future_cost("5m", odds, rates, next_only=next_only),
+            future_cost("1h", odds, rates, next_only=next_only, late=late),
+            future_cost("5m", odds, rates, next_only=next_only, late=late),
             forced=forced,
             writes=writes,
             future_start=future_start,
             static=static,
-            late=late_arrivals(odds, next_only=next_only) if survival is not None else 0.0,
+            late=late if survival is not None else 0.0,
             survival=tuple(survival) if survival is not None else None,
         )
 

@@ -50,6 +50,7 @@ from langchain_claude_relay.planner.history import (
     hex_key,
     int48,
     learn_reuse,
+    static_gaps,
     template_id,
 )
 from langchain_claude_relay.planner.inflight import InFlight
@@ -327,9 +328,18 @@ class CachePlanner:
         odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
-        bridges = self._bridges(odds.traces, blocks, history) if keep_warm else {}
+        bridges, breaks = self._bridges(odds.traces, blocks, history) if keep_warm else ({}, {})
         placement = _choose_markers(
-            blocks, sites, odds.odds, known, rates, policy, slots, bridges, keep_warm=keep_warm
+            blocks,
+            sites,
+            odds.odds,
+            known,
+            rates,
+            policy,
+            slots,
+            bridges,
+            breaks,
+            keep_warm=keep_warm,
         )
         breakpoints = _breakpoints(blocks, sites, odds.odds, known.cached, placement)
         stability = self._stability(spec.family, blocks.scan, placement.markers)
@@ -355,24 +365,26 @@ class CachePlanner:
 
     def _bridges(
         self, traces: Sequence[SiteTrace], blocks: _Blocks, history: PrefixHistory
-    ) -> dict[int, tuple[float, ...]]:
-        """Per site: the survival of its returns, for keep-alives bridging a 5m marker.
+    ) -> tuple[dict[int, tuple[float, ...]], dict[int, float]]:
+        """What keep-alives may do for each site's 5m marker, from its template's gaps.
 
+        Per site, the survival of its returns (``keepalive.bridge_cost``); per static site, also
+        its late returns per break (``followup.late_per_break``, ``Option.priced``).
         A conversation site comes back with the follow-up, a static one whenever its template's
         prefixes come back; both after any tool (the next one is not known before the response).
         """
         now = history.now
-        follow_up = gap_odds(self._store, history.follow_up_template(), -1, now)
-        out: dict[int, tuple[float, ...]] = {}
+        follow_up = survival(gap_odds(self._store, history.follow_up_template(), -1, now))
+        survivals: dict[int, tuple[float, ...]] = {}
+        breaks: dict[int, float] = {}
         for site in traces:
-            static = blocks.scan.items[site.flat_index].section != "messages"
-            odds = (
-                gap_odds(self._store, template_id(site.templates[-1]), -1, now)
-                if static
-                else follow_up
-            )
-            out[site.flat_index] = survival(odds)
-        return out
+            index = site.flat_index
+            if blocks.scan.items[index].section == "messages":
+                survivals[index] = follow_up
+            else:
+                template = template_id(site.templates[-1])
+                survivals[index], breaks[index] = static_gaps(self._store, template, now)
+        return survivals, breaks
 
     def _as_request(
         self, given: Any, tools: Sequence[Any] | None, model: str | None
@@ -865,6 +877,7 @@ def _choose_markers(
     policy: TTLPolicy,
     slots: int,
     bridges: Mapping[int, tuple[float, ...]],
+    breaks: Mapping[int, float],
     *,
     keep_warm: bool = False,
 ) -> Placement:
@@ -878,6 +891,7 @@ def _choose_markers(
             future_start=future_start[s.index],
             static=s.kind in ("tools", "system"),
             survival=bridges.get(s.index),
+            late_per_break=breaks.get(s.index),
             next_only=keep_warm and s.index == blocks.tail_index,
         )
         for s in sites
@@ -891,6 +905,7 @@ def _choose_markers(
             writes=blocks.reaches_minimum(i),
             future_start=future_start[i],
             survival=bridges.get(i),
+            late_per_break=breaks.get(i),
         )
         for i, marker in sorted(blocks.user.items())
     ]

@@ -37,6 +37,7 @@ __all__ = [
     "TTL_POLICIES",
     "Rates",
     "future_cost",
+    "future_arrivals",
     "late_arrivals",
     "now_cost",
     "best_split",
@@ -111,10 +112,13 @@ def future_cost(
     rates: Rates,
     *,
     next_only: bool = False,
+    late: float | None = None,
 ) -> float:
     """Expected future cost per token of marking with ``ttl``, relative to leaving it unmarked.
 
-    Negative when marking saves money over the prefix's coming arrivals.
+    Negative when marking saves money over the prefix's coming arrivals. The arrivals within
+    5 minutes are reads with either TTL; the late ones (after 5 minutes, within the hour) are
+    reads with 1h and rewrites with 5m.
 
     Args:
         ttl: ``"5m"`` or ``"1h"``.
@@ -122,17 +126,21 @@ def future_cost(
         rates: per-token prices.
         next_only: only the next arrival counts (a conversation's tail: the turn that reads it
             writes a new tail, whose own TTL keeps the whole prefix from then on).
+        late: the late arrivals to count, when more is known than the odds show
+            (``Option.priced``); default ``late_arrivals(odds, next_only=next_only)``.
 
     >>> r = Rates.from_prices(ModelPrices.standard(3.0, 15.0))
     >>> future_cost("1h", ReuseOdds(0.0, 0.9), r) < future_cost("5m", ReuseOdds(0.0, 0.9), r)
     True
     """
-    arrivals = _arrivals(odds, next_only)
+    arrivals = future_arrivals(odds, next_only=next_only)
     if arrivals <= 0.0:
         return 0.0
-    p = min(1.0, odds.within(ttl) / odds.within_1h)
-    per_arrival = p * rates.read + (1.0 - p) * rates.write(ttl) - rates.input
-    return arrivals * per_arrival
+    soon = arrivals * min(1.0, odds.within_5m / odds.within_1h)
+    if late is None:
+        late = arrivals - soon
+    per_late = rates.read if ttl == "1h" else rates.write_5m
+    return soon * (rates.read - rates.input) + late * (per_late - rates.input)
 
 
 def late_arrivals(odds: ReuseOdds, *, next_only: bool = False) -> float:
@@ -145,13 +153,21 @@ def late_arrivals(odds: ReuseOdds, *, next_only: bool = False) -> float:
     >>> round(late_arrivals(ReuseOdds(0.5, 0.75)), 3)
     1.0
     """
-    arrivals = _arrivals(odds, next_only)
+    arrivals = future_arrivals(odds, next_only=next_only)
     if arrivals <= 0.0:
         return 0.0
     return arrivals * max(0.0, 1.0 - odds.within_5m / odds.within_1h)
 
 
-def _arrivals(odds: ReuseOdds, next_only: bool) -> float:
+def future_arrivals(odds: ReuseOdds, *, next_only: bool = False) -> float:
+    """Expected further arrivals before a gap past the hour (capped; see ``ReuseOdds``).
+
+    With ``next_only``, only the next arrival: at most its chance within the hour.
+
+    >>> odds = ReuseOdds(0.5, 0.75)
+    >>> future_arrivals(odds), future_arrivals(odds, next_only=True)
+    (3.0, 0.75)
+    """
     if odds.within_1h <= 0.0:
         return 0.0
     return min(odds.future_arrivals(), odds.within_1h) if next_only else odds.future_arrivals()

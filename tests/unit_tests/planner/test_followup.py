@@ -17,6 +17,7 @@ from langchain_claude_relay.planner.followup import (
     STORED_VERSION,
     TAIL_FROM,
     GapHistogram,
+    late_per_break,
     shrink,
     survival,
 )
@@ -124,3 +125,49 @@ def test_what_is_read_back_is_bounded(pending: list[float]) -> None:
     else:
         assert h is not None
         assert h.pending == tuple(pending)
+
+
+def _history(outcomes: list[float | None], start: float = 0.0) -> tuple[GapHistogram, float]:
+    """Arrivals an hour apart, each back after its gap (``None``: never back); and the time
+    after the last one has resolved."""
+    h, t = GapHistogram.empty(), start
+    for gap in outcomes:
+        h = h.add_trial(t)
+        if gap is not None:
+            h = h.add_return(gap, t)
+        t += 2 * 3600.0
+    return h, t
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "low", "high"),
+    [
+        ([], 0.9, 0.95),  # the prior: about half of the late ones never come
+        ([20 * MINUTE] * 8, 5.0, math.inf),  # late returns only: a long chain
+        ([None] * 8, 0.0, 0.1),  # never back: no chain
+        ([20 * MINUTE, 20 * MINUTE, 20 * MINUTE, None] * 3, 1.5, 3.5),  # three late per break
+        ([30.0] * 8, 0.9, 0.95),  # quick returns say nothing about the late ones
+    ],
+)
+def test_late_per_break_counts_late_returns_per_return_past_the_hour(
+    outcomes: list[float | None], low: float, high: float
+) -> None:
+    h, now = _history(outcomes)
+    assert low <= late_per_break(h, now) <= high
+
+
+def test_late_per_break_counts_an_arrival_open_past_the_hour_as_a_break() -> None:
+    """Yesterday's last arrival is still open when today's first request is planned: it is a
+    break (it stayed away for more than the hour), not a return that might yet come."""
+    h, now = _history([20 * MINUTE] * 6)
+    h = h.add_trial(now)
+    assert late_per_break(h, now + 86400.0) < late_per_break(h, now + 10 * MINUTE)
+    assert late_per_break(h, now + 10 * MINUTE) == pytest.approx(late_per_break(h, now))
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(0.0, 3 * 3600.0)), max_size=40))
+def test_late_per_break_is_a_finite_non_negative_ratio(outcomes: list[float | None]) -> None:
+    h, now = _history(outcomes)
+    ratio = late_per_break(h, now)
+    assert 0.0 <= ratio < math.inf
+    assert late_per_break(GapHistogram.from_json(h.to_json()), now) == ratio

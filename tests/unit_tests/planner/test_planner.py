@@ -587,3 +587,37 @@ def test_a_follow_up_is_learned_when_the_last_turn_is_also_a_site_of_it(minutes:
     assert seen not in histogram.pending  # resolved...
     bucket = next(i for i, edge in enumerate(GAP_EDGES) if minutes * 60.0 < edge)
     assert histogram.counts[bucket] == pytest.approx(1.0)  # ...by its gap, not as "never"
+
+
+@pytest.mark.parametrize("task_gap_minutes", [12.0, 20.0, 30.0])
+def test_a_prompt_back_after_every_task_is_written_for_an_hour_on_the_next_day(
+    task_gap_minutes: float,
+) -> None:
+    """A system prompt read every few seconds within tasks and again after each 10-30-minute
+    pause between them: one 1-hour write serves the whole day, where a 5-minute entry needs
+    keep-alives through every pause. The odds per arrival see only the next ~20 arrivals
+    (one task): before the late returns were counted per break (``late_per_break``), the
+    replayed day wrote it for 5 minutes and kept it alive all day."""
+    clock = Clock()
+    claude = ToyClaude()
+    planner = CachePlanner(store=MemoryStore(), clock=clock)
+    system = prose(3000, 5)
+
+    def task(number: int) -> CachePlan:
+        turns = [("user", f"Task {number}: " + prose(30, number))]
+        for step in range(10):
+            plan = planner.plan(request(system=system, turns=turns), keep_warm=True)
+            planner.observe(plan, claude.send(plan.apply(), clock()), tools=["search"])
+            if step == 0:
+                first = plan
+            turns = [*turns, ("assistant", prose(20, step)), ("user", prose(60, 50 + step))]
+            clock.advance(10.0)
+        return first
+
+    for number in range(6):
+        task(number)
+        clock.advance(task_gap_minutes * 60.0)
+    clock.advance(24 * 3600.0)
+    first = task(100)
+    system_marker = next(bp for bp in first.breakpoints if bp.position.section == "system")
+    assert system_marker.ttl == "1h"

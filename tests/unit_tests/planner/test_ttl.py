@@ -18,7 +18,13 @@ from langchain_claude_relay.planner.reuse import (
     record_arrival,
     record_return,
 )
-from langchain_claude_relay.planner.ttl import Rates, best_split, future_cost
+from langchain_claude_relay.planner.ttl import (
+    Rates,
+    best_split,
+    future_arrivals,
+    future_cost,
+    late_arrivals,
+)
 
 STANDARD = ModelPrices.standard(3.0, 15.0)  # read 0.1x, write 1.25x / 2x
 CHEAP_READS = ModelPrices.standard(5.0, 25.0, read_multiplier=0.025)
@@ -183,3 +189,57 @@ def test_outcomes_never_outweigh_the_arrivals_they_resolve(gaps: list[float]) ->
         assert record.back_5m + record.back_1h <= record.arrivals - 1.0 + 1e-9
     odds = estimate_odds(record, PRIOR_ODDS, arriving_at=now + 30.0)
     assert 0.0 <= odds.within_5m <= odds.within_1h <= 1.0
+
+
+_ODDS = st.builds(
+    lambda a, b: ReuseOdds(min(a, b), max(a, b)), st.floats(0.0, 1.0), st.floats(0.0, 1.0)
+)
+
+
+@given(_ODDS, st.booleans())
+def test_future_cost_with_the_odds_own_late_arrivals_is_unchanged(
+    odds: ReuseOdds, next_only: bool
+) -> None:
+    rates = Rates.from_prices(STANDARD)
+    late = late_arrivals(odds, next_only=next_only)
+    for ttl in ("5m", "1h"):
+        plain = future_cost(ttl, odds, rates, next_only=next_only)
+        assert future_cost(ttl, odds, rates, next_only=next_only, late=late) == pytest.approx(
+            plain, abs=1e-15
+        )
+
+
+@given(_ODDS, st.floats(0.0, 20.0))
+def test_each_late_arrival_more_makes_5m_dearer_than_1h_by_a_write_over_a_read(
+    odds: ReuseOdds, extra: float
+) -> None:
+    rates = Rates.from_prices(STANDARD)
+    late = late_arrivals(odds)
+
+    def gap(n: float) -> float:
+        return future_cost("5m", odds, rates, late=n) - future_cost("1h", odds, rates, late=n)
+
+    if future_arrivals(odds) > 0.0:
+        step = (rates.write_5m - rates.read) * extra
+        assert gap(late + extra) - gap(late) == pytest.approx(step, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("odds", "per_break", "expected_late"),
+    [
+        (ReuseOdds(0.95, 0.99), 4.0, 4.0),  # a busy prefix: the breaks say more than the odds
+        (ReuseOdds(0.95, 0.99), 0.1, None),  # fewer than the odds expect: the odds'
+        (ReuseOdds(0.0, 0.2), 10.0, 0.25),  # never more than the arrivals the odds expect
+        (ReuseOdds(0.0, 0.0), 10.0, 0.0),  # never back: nothing late
+    ],
+)
+def test_option_counts_late_returns_per_break_up_to_the_expected_arrivals(
+    odds: ReuseOdds, per_break: float, expected_late: float | None
+) -> None:
+    rates = Rates.from_prices(STANDARD)
+    survival = (1.0, 0.3, 0.2, 0.15, 0.12, 0.1, 0.09, 0.08, 0.07, 0.06, 0.05, 0.05, 0.05)
+    option = Option.priced(1, odds, rates, survival=survival, late_per_break=per_break)
+    want = late_arrivals(odds) if expected_late is None else expected_late
+    assert option.late == pytest.approx(want)
+    assert option.future_5m == pytest.approx(future_cost("5m", odds, rates, late=want))
+    assert option.future_1h == pytest.approx(future_cost("1h", odds, rates, late=want))
