@@ -31,6 +31,12 @@ that answers in seconds and one that runs for minutes are told apart after a few
 
 Gaps run from one request's start to the next request's start (the TTL also runs from the
 request's start).
+
+**Not only for keep-alives.** A static site's histogram also says how many late returns come
+for each return past the hour (``late_per_break``): the returns a 1-hour entry serves and a
+5-minute one pays for (keep-alives or a rewrite each). The TTL choice counts those
+(``placement.Option.priced``), with keep-alives or without, so static sites' gaps are learned
+in both modes; a conversation's follow-up gaps only with keep-alives.
 """
 
 from __future__ import annotations
@@ -208,6 +214,9 @@ def _bucket(gap: float) -> int:
     return next((i for i, edge in enumerate(GAP_EDGES) if gap < edge), len(GAP_EDGES))
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def _finite(raw: Any) -> tuple[float, ...] | None:
     """A stored list as finite floats; ``None`` for anything else.
 
@@ -215,7 +224,7 @@ def _finite(raw: Any) -> tuple[float, ...] | None:
     """
     if not isinstance(raw, (list, tuple)) or len(raw) > 1 + _STORED_COUNTS + PENDING_CAP:
         return None
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw):
+    if not all(type(x) in _NUMBER_TYPES for x in raw):  # exact types: no bool, no subclass
         return None
     try:
         numbers = tuple(map(float, raw))
@@ -340,10 +349,11 @@ def late_per_break(histogram: GapHistogram | None, now: float) -> float:
     3.0
     """
     known = histogram._expire(now) if histogram is not None else None
-    s = survival(shrink(known, PRIOR_GAPS))
-    if s[BOUNDARIES] <= 0.0:
+    p = shrink(known, PRIOR_GAPS)
+    past_the_hour = p[-1]
+    if past_the_hour <= 0.0:
         return math.inf
-    return max(0.0, s[1] - s[BOUNDARIES]) / s[BOUNDARIES]
+    return sum(p[TAIL_FROM:-1]) / past_the_hour
 
 
 def survival(probabilities: Sequence[float]) -> tuple[float, ...]:

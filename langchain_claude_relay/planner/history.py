@@ -28,9 +28,7 @@ from typing import Any, NamedTuple
 from langchain_claude_relay.planner.followup import (
     PRIOR_GAPS,
     GapHistogram,
-    late_per_break,
     shrink,
-    survival,
 )
 from langchain_claude_relay.planner.placement import Site
 from langchain_claude_relay.planner.plan import CachePlan, Observation, PlanTrace, SiteTrace
@@ -154,20 +152,12 @@ def gap_odds(
     return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone, now=now)
 
 
-def static_gaps(store: StateStore, template: int, now: float) -> tuple[tuple[float, ...], float]:
-    """A static site's returns: their survival and their late returns per break.
+def static_gaps(store: StateStore, template: int) -> GapHistogram | None:
+    """A static site's gaps: its template's returns after any tool (``None``: none seen).
 
-    Args:
-        store: the planner's store.
-        template: the site's fine template (``template_id``).
-        now: the current time.
-
-    Returns:
-        ``followup.survival`` of ``gap_odds(store, template, -1, now)`` and
-        ``followup.late_per_break`` of the same histogram (one read of the record).
+    ``gap_odds(store, template, -1, now)`` is ``shrink`` of them (with ``now``).
     """
-    histogram = GapHistogram.from_json(_gap_record(store, template).get(ANY_TOOL))
-    return survival(shrink(histogram, PRIOR_GAPS, now=now)), late_per_break(histogram, now)
+    return GapHistogram.from_json(_gap_record(store, template).get(ANY_TOOL))
 
 
 def _learn_gaps(
@@ -183,17 +173,20 @@ def _learn_gaps(
     learned under its tool and under any tool, in the template's one record.
     """
     record = _gap_record(store, template)
-    events: list[tuple[str, float, float | None]] = []
+    events: dict[str, list[float | None]] = {}  # per histogram: returns (when seen), trial
     if returned is not None:
         before, seen = returned
-        events += [(tool_field(before), seen, now), (ANY_TOOL, seen, now)]
-    events += [(tool_field(tool), now, None), (ANY_TOOL, now, None)]
-    for name, seen, back in events:
+        events[tool_field(before)] = [seen]
+        events[ANY_TOOL] = [seen]
+    events.setdefault(tool_field(tool), []).append(None)
+    events.setdefault(ANY_TOOL, []).append(None)
+    for name, changes in events.items():  # each histogram read and written once
         histogram = GapHistogram.from_json(record.pop(name, None)) or GapHistogram.empty()
-        if back is None:
-            histogram = histogram.add_trial(seen)
-        else:
-            histogram = histogram.add_return(back - seen, seen)
+        for earlier in changes:
+            if earlier is None:
+                histogram = histogram.add_trial(now)
+            else:
+                histogram = histogram.add_return(now - earlier, earlier)
         record[name] = histogram.to_json()  # re-inserted last: the most recently seen
     while len(record) > GAP_TOOLS_CAP:
         oldest = next(k for k in record if k != ANY_TOOL)
@@ -387,8 +380,9 @@ def learn_reuse(
         prefix48 = int48(site.prefix_hash)
         for template in site.templates:
             _template_arrival(store, template, now, previous, prefix48)
-        if trace.keep_warm and plan.blocks[site.flat_index].position.section != "messages":
+        if plan.blocks[site.flat_index].position.section != "messages":
             # a static site's return is its next arrival; learned after the tool called then
+            # (with keep-alives or without: its late returns per break price its TTL)
             fine = template_id(site.templates[-1])
             returned = (last_tool, previous) if previous is not None else None
             _learn_gaps(store, fine, tool, now, returned)

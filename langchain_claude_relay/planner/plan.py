@@ -128,7 +128,7 @@ class PlanTrace:
     concurrent: frozenset[str] = frozenset()
     follow_tool: int = 0  # the tools whose results end the request (``followup.tool_key``)
     follow_key: int = 0  # the conversation's follow-up gaps (``history.follow_up_template``)
-    keep_warm: bool = False  # planned for keep-alives: ``observe`` learns the gaps they need
+    keep_warm: bool = False  # planned for keep-alives: ``observe`` learns the follow-up's gaps
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,14 @@ from typing import Any, NamedTuple
 from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
-from langchain_claude_relay.planner.followup import BOUNDARIES, survival, tool_key
+from langchain_claude_relay.planner.followup import (
+    BOUNDARIES,
+    PRIOR_GAPS,
+    late_per_break,
+    shrink,
+    survival,
+    tool_key,
+)
 from langchain_claude_relay.planner.history import (
     LINEAGE_EXPIRE,
     PREFIX_EXPIRE,
@@ -328,7 +335,7 @@ class CachePlanner:
         odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))
-        bridges, breaks = self._bridges(odds.traces, blocks, history) if keep_warm else ({}, {})
+        bridges, breaks = self._site_gaps(odds.traces, blocks, history, keep_warm=keep_warm)
         placement = _choose_markers(
             blocks,
             sites,
@@ -363,27 +370,40 @@ class CachePlanner:
             trace,
         )
 
-    def _bridges(
-        self, traces: Sequence[SiteTrace], blocks: _Blocks, history: PrefixHistory
+    def _site_gaps(
+        self,
+        traces: Sequence[SiteTrace],
+        blocks: _Blocks,
+        history: PrefixHistory,
+        *,
+        keep_warm: bool,
     ) -> tuple[dict[int, tuple[float, ...]], dict[int, float]]:
-        """What keep-alives may do for each site's 5m marker, from its template's gaps.
+        """What the sites' gaps say about their 5m markers.
 
-        Per site, the survival of its returns (``keepalive.bridge_cost``); per static site, also
-        its late returns per break (``followup.late_per_break``, ``Option.priced``).
-        A conversation site comes back with the follow-up, a static one whenever its template's
-        prefixes come back; both after any tool (the next one is not known before the response).
+        Per static site, its late returns per break (``followup.late_per_break``): those a 1h
+        entry would serve (``Option.priced``). With keep-alives, per site, the survival of its
+        returns too (``keepalive.bridge_cost``): a conversation site comes back with the
+        follow-up, a static one whenever its template's prefixes come back; both after any tool
+        (the next one is not known before the response).
         """
         now = history.now
-        follow_up = survival(gap_odds(self._store, history.follow_up_template(), -1, now))
+        follow_up = (
+            survival(gap_odds(self._store, history.follow_up_template(), -1, now))
+            if keep_warm
+            else None
+        )
         survivals: dict[int, tuple[float, ...]] = {}
         breaks: dict[int, float] = {}
         for site in traces:
             index = site.flat_index
             if blocks.scan.items[index].section == "messages":
-                survivals[index] = follow_up
-            else:
-                template = template_id(site.templates[-1])
-                survivals[index], breaks[index] = static_gaps(self._store, template, now)
+                if follow_up is not None:
+                    survivals[index] = follow_up
+                continue
+            gaps = static_gaps(self._store, template_id(site.templates[-1]))
+            breaks[index] = late_per_break(gaps, now)
+            if keep_warm:
+                survivals[index] = survival(shrink(gaps, PRIOR_GAPS, now=now))
         return survivals, breaks
 
     def _as_request(

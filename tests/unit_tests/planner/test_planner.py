@@ -589,15 +589,17 @@ def test_a_follow_up_is_learned_when_the_last_turn_is_also_a_site_of_it(minutes:
     assert histogram.counts[bucket] == pytest.approx(1.0)  # ...by its gap, not as "never"
 
 
+@pytest.mark.parametrize("keep_warm", [True, False])
 @pytest.mark.parametrize("task_gap_minutes", [12.0, 20.0, 30.0])
 def test_a_prompt_back_after_every_task_is_written_for_an_hour_on_the_next_day(
-    task_gap_minutes: float,
+    task_gap_minutes: float, keep_warm: bool
 ) -> None:
     """A system prompt read every few seconds within tasks and again after each 10-30-minute
     pause between them: one 1-hour write serves the whole day, where a 5-minute entry needs
-    keep-alives through every pause. The odds per arrival see only the next ~20 arrivals
-    (one task): before the late returns were counted per break (``late_per_break``), the
-    replayed day wrote it for 5 minutes and kept it alive all day."""
+    keep-alives through every pause (or a rewrite after each). The odds per arrival see only
+    the next ~20 arrivals (one task): before the late returns were counted per break
+    (``late_per_break``), the replayed day wrote it for 5 minutes and kept it alive all day
+    (with keep-alives) or rewrote it after a pause."""
     clock = Clock()
     claude = ToyClaude()
     planner = CachePlanner(store=MemoryStore(), clock=clock)
@@ -606,7 +608,7 @@ def test_a_prompt_back_after_every_task_is_written_for_an_hour_on_the_next_day(
     def task(number: int) -> CachePlan:
         turns = [("user", f"Task {number}: " + prose(30, number))]
         for step in range(10):
-            plan = planner.plan(request(system=system, turns=turns), keep_warm=True)
+            plan = planner.plan(request(system=system, turns=turns), keep_warm=keep_warm)
             planner.observe(plan, claude.send(plan.apply(), clock()), tools=["search"])
             if step == 0:
                 first = plan
