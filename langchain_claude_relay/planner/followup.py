@@ -317,7 +317,7 @@ def shrink(
     return tuple(out)
 
 
-def late_per_break(histogram: GapHistogram | None, now: float) -> float:
+def late_per_break(histogram: GapHistogram | None, now: float) -> float | None:
     """Expected returns after the first expiry (within the hour) before one past the hour.
 
     What a 1-hour entry of a static prefix is worth against a 5-minute one: the 1h entry
@@ -325,21 +325,25 @@ def late_per_break(histogram: GapHistogram | None, now: float) -> float:
     pays keep-alives or a rewrite on each. The odds per arrival (``reuse``) see only the next
     ~20 arrivals, a handful of minutes on a busy prefix, so a prefix asked every few seconds
     within tasks that come 10-30 minutes apart looked as if it had about one late return ahead,
-    and its 5m entry was kept alive through every gap of the day. The long memory (``tail``)
-    knows how many late returns come for each return past the hour: that ratio.
+    and its 5m entry was kept alive (or rewritten) after every pause of the day. The long
+    memory (``tail``) knows how many late returns come for each return past the hour: that
+    ratio, shrunk towards the prior's (half of the late ones never come) with the weight of one
+    observation.
 
     Arrivals open for more than the hour are counted as such (they are); those open for less
     say nothing yet (not as censored ones here: an open arrival is not a break).
 
     Args:
-        histogram: the template's gaps after any tool (``None``: none, the prior's ratio).
+        histogram: the template's gaps after any tool (``None``: none).
         now: the current time (planner clock).
 
     Returns:
-        The ratio (``inf`` when nothing was ever seen, or assumed, not to come back).
+        The ratio; ``None`` until a return after 5 minutes (or past the hour) has been seen:
+        the prior alone would make every new prompt's first write 1h, and dense traffic,
+        which has no late returns to learn from, keep paying for that.
 
-    >>> round(late_per_break(None, 0.0), 2)  # the prior: half of the late ones never come
-    0.92
+    >>> late_per_break(None, 0.0) is None
+    True
     >>> h = GapHistogram.empty()
     >>> for day in range(2):  # tasks 20 minutes apart, then nothing until the next day
     ...     for task in range(6):
@@ -349,6 +353,8 @@ def late_per_break(histogram: GapHistogram | None, now: float) -> float:
     3.0
     """
     known = histogram._expire(now) if histogram is not None else None
+    if known is None or not any(known.tail):
+        return None
     p = shrink(known, PRIOR_GAPS)
     past_the_hour = p[-1]
     if past_the_hour <= 0.0:

@@ -380,8 +380,9 @@ class CachePlanner:
     ) -> tuple[dict[int, tuple[float, ...]], dict[int, float]]:
         """What the sites' gaps say about their 5m markers.
 
-        Per static site, its late returns per break (``followup.late_per_break``): those a 1h
-        entry would serve (``Option.priced``). With keep-alives, per site, the survival of its
+        Per static site whose template has seen a return after 5 minutes (or none within the
+        hour), its late returns per break (``followup.late_per_break``): those a 1h entry
+        would serve (``Option.priced``). With keep-alives, per site, the survival of its
         returns too (``keepalive.bridge_cost``): a conversation site comes back with the
         follow-up, a static one whenever its template's prefixes come back; both after any tool
         (the next one is not known before the response).
@@ -401,7 +402,9 @@ class CachePlanner:
                     survivals[index] = follow_up
                 continue
             gaps = static_gaps(self._store, template_id(site.templates[-1]))
-            breaks[index] = late_per_break(gaps, now)
+            per_break = late_per_break(gaps, now)
+            if per_break is not None:
+                breaks[index] = per_break
             if keep_warm:
                 survivals[index] = survival(shrink(gaps, PRIOR_GAPS, now=now))
         return survivals, breaks

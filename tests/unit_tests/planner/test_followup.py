@@ -142,18 +142,30 @@ def _history(outcomes: list[float | None], start: float = 0.0) -> tuple[GapHisto
 @pytest.mark.parametrize(
     ("outcomes", "low", "high"),
     [
-        ([], 0.9, 0.95),  # the prior: about half of the late ones never come
+        ([20 * MINUTE], 2.5, 3.0),  # one late return, shrunk towards the prior's 0.92
         ([20 * MINUTE] * 8, 5.0, math.inf),  # late returns only: a long chain
         ([None] * 8, 0.0, 0.1),  # never back: no chain
         ([20 * MINUTE, 20 * MINUTE, 20 * MINUTE, None] * 3, 1.5, 3.5),  # three late per break
-        ([30.0] * 8, 0.9, 0.95),  # quick returns say nothing about the late ones
+        ([30.0] * 8 + [None], 0.3, 0.4),  # one break after quick returns
     ],
 )
 def test_late_per_break_counts_late_returns_per_return_past_the_hour(
     outcomes: list[float | None], low: float, high: float
 ) -> None:
     h, now = _history(outcomes)
-    assert low <= late_per_break(h, now) <= high
+    ratio = late_per_break(h, now)
+    assert ratio is not None
+    assert low <= ratio <= high
+
+
+@pytest.mark.parametrize("outcomes", [[], [30.0], [30.0] * 8, [4 * MINUTE] * 3])
+def test_late_per_break_is_not_assumed_before_anything_came_after_5_minutes(
+    outcomes: list[float | None],
+) -> None:
+    """Dense traffic (or none yet) has no late return to learn from: the prior alone would
+    make every new prompt's first write 1h, and keep it so."""
+    h, now = _history(outcomes)
+    assert late_per_break(h if outcomes else None, now) is None
 
 
 def test_late_per_break_counts_an_arrival_open_past_the_hour_as_a_break() -> None:
@@ -161,13 +173,16 @@ def test_late_per_break_counts_an_arrival_open_past_the_hour_as_a_break() -> Non
     break (it stayed away for more than the hour), not a return that might yet come."""
     h, now = _history([20 * MINUTE] * 6)
     h = h.add_trial(now)
-    assert late_per_break(h, now + 86400.0) < late_per_break(h, now + 10 * MINUTE)
-    assert late_per_break(h, now + 10 * MINUTE) == pytest.approx(late_per_break(h, now))
+    tomorrow, soon, at_once = (late_per_break(h, t) for t in (now + 86400.0, now + 600.0, now))
+    assert tomorrow is not None
+    assert soon is not None
+    assert tomorrow < soon
+    assert soon == pytest.approx(at_once)
 
 
 @given(st.lists(st.one_of(st.none(), st.floats(0.0, 3 * 3600.0)), max_size=40))
 def test_late_per_break_is_a_finite_non_negative_ratio(outcomes: list[float | None]) -> None:
     h, now = _history(outcomes)
     ratio = late_per_break(h, now)
-    assert 0.0 <= ratio < math.inf
+    assert ratio is None or 0.0 <= ratio < math.inf
     assert late_per_break(GapHistogram.from_json(h.to_json()), now) == ratio

@@ -151,7 +151,7 @@ def test_belief_expires_with_the_marker_ttl() -> None:
     clock = Clock()
     planner = _new_planner(clock)
     first, second = _items(2)
-    plan = planner.plan(first, ttl="5m")
+    plan = planner.plan(first)
     assert plan.breakpoints[0].ttl == "5m"
     planner.sent(plan)
     planner.began(plan)
@@ -270,7 +270,7 @@ def test_methods_need_a_planner_plan() -> None:
 
 
 def _writing_plan() -> CachePlan:
-    plan = _new_planner(Clock()).plan(_items(1)[0], ttl="5m")  # the tests below assume 5m
+    plan = _new_planner(Clock()).plan(_items(1)[0])
     assert any(bp.predicted == "write" for bp in plan.breakpoints)
     return plan
 
