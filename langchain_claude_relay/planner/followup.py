@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -176,7 +176,7 @@ class GapHistogram:
         while len(pending) > PENDING_CAP:
             expired = expired._resolved(len(GAP_EDGES), ())
             pending = pending[1:]
-        return replace(expired, pending=pending)
+        return GapHistogram(expired.counts, pending, expired.tail)
 
     def add_return(self, gap: float, seen: float) -> GapHistogram:
         """The arrival at ``seen`` came back after ``gap`` seconds (ignored if not open)."""
@@ -224,7 +224,7 @@ def _finite(raw: Any) -> tuple[float, ...] | None:
     """
     if not isinstance(raw, (list, tuple)) or len(raw) > 1 + _STORED_COUNTS + PENDING_CAP:
         return None
-    if not all(type(x) in _NUMBER_TYPES for x in raw):  # exact types: no bool, no subclass
+    if not _NUMBER_TYPES.issuperset(map(type, raw)):  # exact types: no bool, no subclass
         return None
     try:
         numbers = tuple(map(float, raw))

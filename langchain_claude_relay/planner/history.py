@@ -166,19 +166,24 @@ def _learn_gaps(
     tool: int,
     now: float,
     returned: tuple[int, float] | None = None,
+    *,
+    per_tool: bool = True,
 ) -> None:
     """A new arrival at ``now`` under ``tool``, after (``returned``) an earlier one came back.
 
     ``returned`` is ``(the tool called after the earlier arrival, when it arrived)``. Each is
-    learned under its tool and under any tool, in the template's one record.
+    learned under any tool and, with ``per_tool``, under its tool, in the template's one record
+    (the histograms per tool serve the keep-alive advice only).
     """
     record = _gap_record(store, template)
     events: dict[str, list[float | None]] = {}  # per histogram: returns (when seen), trial
     if returned is not None:
         before, seen = returned
-        events[tool_field(before)] = [seen]
+        if per_tool:
+            events[tool_field(before)] = [seen]
         events[ANY_TOOL] = [seen]
-    events.setdefault(tool_field(tool), []).append(None)
+    if per_tool:
+        events.setdefault(tool_field(tool), []).append(None)
     events.setdefault(ANY_TOOL, []).append(None)
     for name, changes in events.items():  # each histogram read and written once
         histogram = GapHistogram.from_json(record.pop(name, None)) or GapHistogram.empty()
@@ -385,7 +390,7 @@ def learn_reuse(
             # (with keep-alives or without: its late returns per break price its TTL)
             fine = template_id(site.templates[-1])
             returned = (last_tool, previous) if previous is not None else None
-            _learn_gaps(store, fine, tool, now, returned)
+            _learn_gaps(store, fine, tool, now, returned, per_tool=trace.keep_warm)
         if plan.blocks[site.flat_index].position.section == "messages":
             new_entries.append(
                 LineageEntry(

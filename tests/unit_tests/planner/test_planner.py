@@ -25,7 +25,7 @@ from planner_helpers import (
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner import CachePlan, CachePlanner, PrefixStabilityWarning
 from langchain_claude_relay.planner.followup import GAP_EDGES, GapHistogram, tool_key
-from langchain_claude_relay.planner.history import gap_key, tool_field
+from langchain_claude_relay.planner.history import ANY_TOOL, gap_key, template_id, tool_field
 from langchain_claude_relay.planner.plan import trace_of
 from langchain_claude_relay.planner.rules import fixed_markers, validate_user_markers
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Position
@@ -623,3 +623,32 @@ def test_a_prompt_back_after_every_task_is_written_for_an_hour_on_the_next_day(
     first = task(100)
     system_marker = next(bp for bp in first.breakpoints if bp.position.section == "system")
     assert system_marker.ttl == "1h"
+
+
+@pytest.mark.parametrize("keep_warm", [True, False])
+def test_static_gaps_are_learned_in_both_modes_per_tool_only_for_keep_alives(
+    keep_warm: bool,
+) -> None:
+    """The static site's gaps price its TTL either way (``late_per_break``); the histograms
+    per tool serve only the keep-alive advice, so without keep-alives they are not kept."""
+    clock = Clock()
+    claude = ToyClaude()
+    store = MemoryStore()
+    planner = CachePlanner(store=store, clock=clock)
+    system = prose(3000, 5)
+    for step in range(3):
+        plan = planner.plan(
+            request(system=system, turns=[("user", f"Q{step}")]), keep_warm=keep_warm
+        )
+        planner.observe(plan, claude.send(plan.apply(), clock()), tools=["search"])
+        clock.advance(600.0)
+    site = next(
+        s
+        for s in trace_of(plan, "test").sites
+        if plan.blocks[s.flat_index].position.section == "system"
+    )
+    record = store.get(gap_key(template_id(site.templates[-1])))
+    histogram = GapHistogram.from_json(record[ANY_TOOL])
+    assert histogram is not None
+    assert sum(histogram.tail) > 0  # the 10-minute gaps are learned
+    assert (tool_field(tool_key(["search"])) in record) is keep_warm
