@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
+from langchain_claude_relay.bench.explain import Explanation, explain_nodes, format_explanation
 from langchain_claude_relay.bench.failures import PhaseFailure, attempt
 from langchain_claude_relay.bench.load import LoadSettings, measure_load
 from langchain_claude_relay.bench.oracle import (
@@ -59,7 +60,7 @@ from langchain_claude_relay.models import lookup_model
 
 T = TypeVar("T")
 
-__all__ = ["add_arguments", "build_parser", "run", "run_bench", "BenchError"]
+__all__ = ["add_arguments", "build_parser", "run", "run_bench", "explain", "BenchError"]
 
 _ORACLE_SLACK = 1e-9
 """Relative tolerance when checking that the oracle is below every strategy (float sums)."""
@@ -96,6 +97,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 when a target is not met"
+    )
+    explain = parser.add_argument_group(
+        "explaining one trace",
+        "--explain replays one trace with ours only (no peers, overhead or load) and prints, "
+        "per prefix node of the oracle's relaxation, what ours paid against the oracle",
+    )
+    explain.add_argument(
+        "--explain",
+        metavar="TRACE",
+        choices=list(WORKLOADS),
+        help=f"the trace to explain, one of: {', '.join(WORKLOADS)}",
+    )
+    explain.add_argument(
+        "--day",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="the day to explain (2: replayed again on day one's store; default: 1)",
+    )
+    explain.add_argument(
+        "--top", type=int, default=15, metavar="N", help="nodes to list (default: 15)"
     )
 
 
@@ -143,14 +165,19 @@ def _replay_days(
     raise BenchError(msg)
 
 
+def _profiles(trace: Trace, tokenizer: EmulatorTokenizer) -> list[RequestProfile]:
+    """Every request's profile, in trace order."""
+    return [
+        profile_request(r.messages, r.tools, trace.model_of(r), r.time, tokenizer)
+        for r in trace.requests
+    ]
+
+
 def _oracle(
     trace: Trace, tokenizer: EmulatorTokenizer, configured_minimum: int | None
 ) -> tuple[OracleResult, list[RequestProfile]]:
     """The bound (per model, summed: caches are per model) and every request's profile."""
-    profiles = [
-        profile_request(r.messages, r.tools, trace.model_of(r), r.time, tokenizer)
-        for r in trace.requests
-    ]
+    profiles = _profiles(trace, tokenizer)
     parts = []
     for model in trace.models:
         mine = [
@@ -334,6 +361,72 @@ def run(
     )
 
 
+def explain(
+    name: str,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    day: int = 1,
+    keep_warm_budget_usd: float = KEEP_WARM_BUDGET_USD,
+) -> Explanation:
+    """Replay one trace with ours (day one, then day two on the same store) and explain a day.
+
+    Args:
+        name: the trace.
+        seed: the workload seed.
+        quick: the tiny version of the trace.
+        day: the day to explain (1 or 2).
+        keep_warm_budget_usd: ours' keep-alive budget per replay (0: ``keep_warm="off"``).
+
+    Returns:
+        Per prefix node of the oracle's relaxation, ours against the oracle.
+
+    Raises:
+        ValueError: for an unknown trace name or a day other than 1 or 2.
+        BenchError: if the replay's bills do not match the profiles.
+    """
+    if day not in (1, 2):
+        msg = f"day={day!r}: pass 1 or 2"
+        raise ValueError(msg)
+    (trace,) = build_workloads(seed, quick=quick, names=[name])
+    (ours,) = [s for s in STRATEGIES if s.planned]
+    with (
+        RelayEmulator() as emulator,
+        ReplaySession(emulator, concurrent_delay=0.3 if quick else 1.0) as session,
+    ):
+        tokenizer = EmulatorTokenizer(emulator.settings.token_costs)
+        profiles = _profiles(trace, tokenizer)
+        run, _ = _replay_days(session, trace, ours, keep_warm_budget_usd)[day - 1]
+        check_totals(run, profiles)
+        minimum = emulator.settings.min_cache_tokens
+    return explain_nodes(trace, profiles, run, day=day, minimum=minimum)
+
+
+def _run_explain(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--explain TRACE``: the per-node table instead of the bench."""
+    ignored = [f for f in ("json", "chart", "traces", "strict") if getattr(args, f)]
+    if ignored:
+        parser.error(f"--explain does not combine with --{', --'.join(ignored)}")
+    if args.top < 1:
+        parser.error(f"--top {args.top}: pass a number of nodes >= 1")
+    try:
+        explanation = explain(
+            args.explain,
+            seed=args.seed,
+            quick=args.quick,
+            day=args.day,
+            keep_warm_budget_usd=args.keep_warm_budget,
+        )
+    except (ValueError, BenchError) as exc:
+        print(f"claude-relay bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("claude-relay bench: interrupted", file=sys.stderr)
+        return 130
+    print(format_explanation(explanation, args.top))
+    return 0
+
+
 def run_bench(argv: Sequence[str] | None = None) -> int:
     """``claude-relay bench [--json PATH] [--quick] [--chart PATH] ...``; returns the exit status.
 
@@ -348,7 +441,10 @@ def run_bench(argv: Sequence[str] | None = None) -> int:
         failed (an invariant broken, an error), the options are wrong, the JSON cannot be
         written or a ``--strict`` target was missed; 130 when interrupted.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.explain:
+        return _run_explain(parser, args)
     names = [n.strip() for n in args.traces.split(",")] if args.traces else None
     try:
         result = run(

@@ -109,6 +109,10 @@ __all__ = [
     "profile_request",
     "node_cost_per_token",
     "oracle_cost",
+    "PrefixNode",
+    "PrefixNodes",
+    "anchor_index",
+    "build_nodes",
 ]
 
 _NEVER = -math.inf
@@ -329,13 +333,6 @@ def node_cost_per_token(
     return min(states.values())
 
 
-@dataclass
-class _Node:
-    weight: int
-    arrivals: list[tuple[float, bool, bool]] = field(default_factory=list)
-    children: set[str] = field(default_factory=set)
-
-
 @dataclass(frozen=True)
 class OracleResult:
     """The bound for one trace.
@@ -379,6 +376,97 @@ def _instants(
     return tuple(out)
 
 
+@dataclass
+class PrefixNode:
+    """A node of the relaxation: a prefix at or after some request's anchor.
+
+    Attributes:
+        weight: its tokens (at a request's anchor: the whole prefix up to it).
+        request: the position (in the profiles) of the first request through it.
+        block: its block index in that request.
+        arrivals: per request through it, ``(time, writable, upgrade)``.
+        children: the keys of the blocks that follow it in some request.
+    """
+
+    weight: int
+    request: int
+    block: int
+    arrivals: list[tuple[float, bool, bool]] = field(default_factory=list)
+    children: set[str] = field(default_factory=set)
+
+
+@dataclass
+class PrefixNodes:
+    """The relaxation's nodes for one model's requests (``build_nodes``).
+
+    Attributes:
+        nodes: per prefix key, its node.
+        first_seen: per prefix key, the first time a request passes through it.
+        last_seen: per prefix key, the last time a request passes through it.
+        plain_tokens: the tokens of the requests below the minimum (always plain).
+        below: how many requests are below the minimum.
+    """
+
+    nodes: dict[str, PrefixNode]
+    first_seen: dict[str, float]
+    last_seen: dict[str, float]
+    plain_tokens: int
+    below: int
+
+    def instants(self, node: PrefixNode, *, keep_alives: bool = True) -> tuple[Instant, ...]:
+        """The node's instants (with its children's spans when keep-alives are allowed)."""
+        children = (
+            [(self.first_seen[c], self.last_seen[c]) for c in node.children] if keep_alives else []
+        )
+        return _instants(node.arrivals, children)
+
+
+def anchor_index(profile: RequestProfile, minimum: int) -> int | None:
+    """The first block whose prefix reaches ``minimum`` tokens (``None``: the whole is below)."""
+    return next((i for i, c in enumerate(_running(profile.tokens)) if c >= minimum), None)
+
+
+def build_nodes(profiles: Sequence[RequestProfile], minimum: int) -> PrefixNodes:
+    """The relaxation's nodes of one model's requests (see the module docstring).
+
+    Raises:
+        ValueError: if two requests disagree on a node's size.
+    """
+    last_seen: dict[str, float] = {}
+    first_seen: dict[str, float] = {}
+    for profile in profiles:
+        for key in profile.keys:
+            last_seen[key] = max(profile.time, last_seen.get(key, _NEVER))
+            first_seen[key] = min(profile.time, first_seen.get(key, math.inf))
+    nodes: dict[str, PrefixNode] = {}
+    plain_tokens = below = 0
+    for position, profile in enumerate(profiles):
+        anchor = anchor_index(profile, minimum)
+        if anchor is None:
+            plain_tokens += profile.total
+            below += 1
+            continue
+        cumulative = list(_running(profile.tokens))
+        last_markable = max((i for i, m in enumerate(profile.markable) if m), default=-1)
+        n = len(profile.keys)
+        for i in range(anchor, n):
+            weight = cumulative[anchor] if i == anchor else profile.tokens[i]
+            node = nodes.setdefault(profile.keys[i], PrefixNode(weight, position, i))
+            if node.weight != weight:
+                msg = (
+                    f"node {profile.keys[i]} has {node.weight} tokens in one request and "
+                    f"{weight} in another: the profiles are not from one tokenizer"
+                )
+                raise ValueError(msg)
+            upgrade = (
+                last_markable > i and i + 1 < n and last_seen[profile.keys[i + 1]] > profile.time
+            )
+            node.arrivals.append((profile.time, last_markable >= i, upgrade))
+            if i + 1 < n:
+                node.children.add(profile.keys[i + 1])
+    return PrefixNodes(nodes, first_seen, last_seen, plain_tokens, below)
+
+
 def oracle_cost(
     profiles: Sequence[RequestProfile],
     rates: Rates,
@@ -405,48 +493,16 @@ def oracle_cost(
     if not rates.read <= rates.input <= rates.write_5m <= rates.write_1h:
         msg = f"prices {rates} are not ordered read <= input <= write_5m <= write_1h"
         raise ValueError(msg)
-    last_seen: dict[str, float] = {}
-    first_seen: dict[str, float] = {}
-    for profile in profiles:
-        for key in profile.keys:
-            last_seen[key] = max(profile.time, last_seen.get(key, _NEVER))
-            first_seen[key] = min(profile.time, first_seen.get(key, math.inf))
-    nodes: dict[str, _Node] = {}
-    plain_tokens = below = 0
-    for profile in profiles:
-        cumulative = list(_running(profile.tokens))
-        anchor = next((i for i, c in enumerate(cumulative) if c >= minimum), None)
-        if anchor is None:
-            plain_tokens += profile.total
-            below += 1
-            continue
-        last_markable = max((i for i, m in enumerate(profile.markable) if m), default=-1)
-        n = len(profile.keys)
-        for i in range(anchor, n):
-            weight = cumulative[anchor] if i == anchor else profile.tokens[i]
-            node = nodes.setdefault(profile.keys[i], _Node(weight))
-            if node.weight != weight:
-                msg = (
-                    f"node {profile.keys[i]} has {node.weight} tokens in one request and "
-                    f"{weight} in another: the profiles are not from one tokenizer"
-                )
-                raise ValueError(msg)
-            upgrade = (
-                last_markable > i and i + 1 < n and last_seen[profile.keys[i + 1]] > profile.time
-            )
-            node.arrivals.append((profile.time, last_markable >= i, upgrade))
-            if i + 1 < n:
-                node.children.add(profile.keys[i + 1])
+    built = build_nodes(profiles, minimum)
     memo: dict[tuple[Instant, ...], float] = {}
-    total = plain_tokens * rates.input
-    for node in nodes.values():
-        children = [(first_seen[c], last_seen[c]) for c in node.children] if keep_alives else []
-        instants = _instants(node.arrivals, children)
+    total = built.plain_tokens * rates.input
+    for node in built.nodes.values():
+        instants = built.instants(node, keep_alives=keep_alives)
         if instants not in memo:
             memo[instants] = node_cost_per_token(instants, rates, keep_alives=keep_alives)
         total += node.weight * memo[instants]
     uncached = sum(p.total for p in profiles) * rates.input
-    return OracleResult(total, uncached, len(nodes), below)
+    return OracleResult(total, uncached, len(built.nodes), built.below)
 
 
 def _running(values: Iterable[int]) -> Iterable[int]:

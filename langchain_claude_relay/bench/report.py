@@ -372,14 +372,19 @@ def format_days_table(traces: Sequence[TraceResult]) -> str:
     budget = next((m.keep_alive_budget_usd for t in traces for m in [t.metrics[ours]]), None)
     note = f" (budget ${budget:.2f} per run)" if budget is not None else ""
     lines = [f"Day one and day two (ours replayed 24 h later on the same store){note}:"]
-    return "\n".join(lines + ["  " + r for r in _align(header, rows, set(range(1, 10)) - {6})])
+    return "\n".join(
+        lines + ["  " + r for r in align_columns(header, rows, set(range(1, 10)) - {6})]
+    )
 
 
 def _keep_alives(m: RunMetrics) -> str:
     return f"{m.keep_alive_requests} / ${m.keep_alive_cost_usd:.4f}"
 
 
-def _align(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+def align_columns(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
+) -> list[str]:
+    """A table's lines: the header, a rule, the rows; columns in ``right`` right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
@@ -419,7 +424,7 @@ def format_cost_table(traces: Sequence[TraceResult]) -> str:
             ]
         )
         previous = row["trace"]
-    return "\n".join(_align(header, cells, {2, 3, 4, 5, 6}))
+    return "\n".join(align_columns(header, cells, {2, 3, 4, 5, 6}))
 
 
 def _trace_lines(traces: Sequence[TraceResult]) -> list[str]:
@@ -460,7 +465,7 @@ def _overhead_lines(overhead: OverheadReport) -> list[str]:
             ]
             for p in pairs
         ]
-        lines += ["  " + s for s in _align(header, rows, {2, 3, 4})]
+        lines += ["  " + s for s in align_columns(header, rows, {2, 3, 4})]
     if overhead.throughput:
         reference = {r.client: r.requests_per_second for r in overhead.throughput}
         conc = overhead.throughput[0].concurrency
@@ -474,7 +479,7 @@ def _overhead_lines(overhead: OverheadReport) -> list[str]:
         lines.append(f"Planning time ({overhead.planning_source}; ms, median):")
         columns = list(overhead.planning[0])
         rows = [[str(r.get(c, "")) for c in columns] for r in overhead.planning]
-        lines += ["  " + s for s in _align(columns, rows, set(range(len(columns))))]
+        lines += ["  " + s for s in align_columns(columns, rows, set(range(len(columns))))]
     lines += [f"Note: {n}" for n in overhead.notes]
     return lines
 
@@ -504,7 +509,7 @@ def format_load_table(load: LoadReport) -> list[str]:
         ]
         for r in load.rows
     ]
-    lines += ["  " + s for s in _align(header, rows, {2, 3, 4, 5, 6})]
+    lines += ["  " + s for s in align_columns(header, rows, {2, 3, 4, 5, 6})]
     lines += [
         f"  first error in {r.emulator}/{r.mode}/{r.concurrency}: {r.first_error}"
         for r in load.rows
