@@ -159,7 +159,6 @@ def explain_nodes(
                 low = high
         for key, node in built.nodes.items():
             per_token = node_cost_per_token(built.instants(node), rates, keep_alives=True)
-            first = profiles[indices[node.request]]
             times = sorted({round((t - start) / 60, 2) for t, _, _ in node.arrivals})
             rows.append(
                 NodeRow(
@@ -168,7 +167,7 @@ def explain_nodes(
                     weight=node.weight,
                     request=indices[node.request],
                     block=node.block,
-                    anchor=node.block == anchor_index(first, floor),
+                    anchor=node.anchor,
                     arrivals=len(node.arrivals),
                     minutes=tuple(times),
                     ours_usd=ours[key],

@@ -384,6 +384,7 @@ class PrefixNode:
         weight: its tokens (at a request's anchor: the whole prefix up to it).
         request: the position (in the profiles) of the first request through it.
         block: its block index in that request.
+        anchor: whether that block is the request's anchor.
         arrivals: per request through it, ``(time, writable, upgrade)``.
         children: the keys of the blocks that follow it in some request.
     """
@@ -391,6 +392,7 @@ class PrefixNode:
     weight: int
     request: int
     block: int
+    anchor: bool
     arrivals: list[tuple[float, bool, bool]] = field(default_factory=list)
     children: set[str] = field(default_factory=set)
 
@@ -451,7 +453,7 @@ def build_nodes(profiles: Sequence[RequestProfile], minimum: int) -> PrefixNodes
         n = len(profile.keys)
         for i in range(anchor, n):
             weight = cumulative[anchor] if i == anchor else profile.tokens[i]
-            node = nodes.setdefault(profile.keys[i], PrefixNode(weight, position, i))
+            node = nodes.setdefault(profile.keys[i], PrefixNode(weight, position, i, i == anchor))
             if node.weight != weight:
                 msg = (
                     f"node {profile.keys[i]} has {node.weight} tokens in one request and "

@@ -138,7 +138,7 @@ def future_cost(
         return 0.0
     soon = arrivals * min(1.0, odds.within_5m / odds.within_1h)
     if late is None:
-        late = arrivals - soon
+        late = late_arrivals(odds, next_only=next_only)
     per_late = rates.read if ttl == "1h" else rates.write_5m
     return soon * (rates.read - rates.input) + late * (per_late - rates.input)
 
