@@ -582,22 +582,28 @@ def solve_calibration(state: Mapping[str, Any] | None, prior: Calibration) -> Ca
             matrix[i][j] = matrix[j][i] = float(state["a"][idx])
             idx += 1
     rhs = [float(v) for v in state["b"]]
+    # A feature never seen (all its sums 0) keeps its prior exactly; it is left out of the
+    # system, which it does not couple to (most requests have no tools or media: a 7x7 system,
+    # solved up to three times for the bounds, becomes a 3x3 one).
+    unseen = {i: prior.coef[i] for i in range(k) if matrix[i][i] == 0.0}
     for i in range(k):
         ridge = PRIOR_STRENGTH[i] * matrix[i][i] / max(weight, 1.0) + 1e-12
         matrix[i][i] += ridge
         rhs[i] += ridge * prior.coef[i]
-    coef = _bounded_solve(matrix, rhs)
+    coef = _bounded_solve(matrix, rhs, unseen)
     return Calibration(prior.coef if coef is None else coef, weight)
 
 
-def _bounded_solve(matrix: list[list[float]], rhs: list[float]) -> tuple[float, ...] | None:
-    """Least squares within ``_LIMITS``.
+def _bounded_solve(
+    matrix: list[list[float]], rhs: list[float], known: Mapping[int, float]
+) -> tuple[float, ...] | None:
+    """Least squares within ``_LIMITS``, the coefficients in ``known`` held at their values.
 
     A coefficient out of bounds is fixed at its bound and the others are solved again, so that
     they compensate (clipping after the fact would not).
     """
     k = len(rhs)
-    fixed: dict[int, float] = {}
+    fixed: dict[int, float] = dict(known)
     for _round in range(k):
         free = [i for i in range(k) if i not in fixed]
         if fixed:

@@ -159,6 +159,7 @@ def _reference(state: dict[str, Any], prior: Any) -> tuple[float, ...]:
             matrix[i][j] = matrix[j][i] = float(state["a"][idx])
             idx += 1
     rhs = [float(v) for v in state["b"]]
+    unseen = {i: prior.coef[i] for i in range(k) if matrix[i][i] == 0.0}  # keep their prior
     for i in range(k):
         ridge = PRIOR_STRENGTH[i] * matrix[i][i] / max(weight, 1.0) + 1e-12
         matrix[i][i] += ridge
@@ -182,7 +183,7 @@ def _reference(state: dict[str, Any], prior: Any) -> tuple[float, ...]:
             out[r] = (m[r][n] - sum(m[r][c] * out[c] for c in range(r + 1, n))) / m[r][r]
         return out if all(math.isfinite(v) for v in out) else None
 
-    fixed: dict[int, float] = {}
+    fixed: dict[int, float] = dict(unseen)
     for _round in range(k):
         free = [i for i in range(k) if i not in fixed]
         sub_rhs = [rhs[i] - sum(matrix[i][j] * v for j, v in fixed.items()) for i in free]

@@ -313,6 +313,20 @@ def test_calibration_learns_a_higher_ratio_for_tool_text() -> None:
     assert abs(coef["prose"] - 1.5) < 0.15
 
 
+@pytest.mark.parametrize("calls", [1, 5, 40])
+def test_a_feature_never_seen_keeps_its_prior_exactly(calls: int) -> None:
+    """Plain prose only: tools, media and tool text never appear, their coefficients stay."""
+    prior = prior_calibration(1.2)
+    state = None
+    for i in range(calls):
+        features = [800.0 + 37 * i, 0.0, 0.0, 2.0 + i % 3, 0.0, 1.0, 0.0]
+        state = update_calibration(state, features, 1.31 * features[0] + 5 * features[3], prior)
+    coef = solve_calibration(state, prior).coef
+    unseen = [FEATURES.index(name) for name in ("tool", "media", "tools", "with_tools")]
+    assert [coef[i] for i in unseen] == [prior.coef[i] for i in unseen]
+    assert coef[FEATURES.index("prose")] != prior.coef[FEATURES.index("prose")]
+
+
 @pytest.mark.parametrize("actual", [0, -5, 10**7])
 def test_garbage_usage_does_not_move_the_calibration(actual: int) -> None:
     prior = prior_calibration(1.2)
