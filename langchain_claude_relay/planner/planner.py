@@ -767,7 +767,7 @@ class CachePlanner:
                     continue
                 until = at + TTL_SECONDS[ttl]
                 if record.cached_until < until:
-                    record = replace(record, cached_until=until, cached_ttl=TTL_SECONDS[ttl])
+                    record = record._replace(cached_until=until, cached_ttl=TTL_SECONDS[ttl])
                     self._store.set(key, record.to_json(), expire=PREFIX_EXPIRE)
             if keep.lineage_key is not None:
                 self._refresh_lineage(keep, at, read_tokens)

@@ -32,8 +32,8 @@ estimate to ~0.77, and the expected cost switches the rewrite to 1h.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from langchain_claude_relay.planner.rules import TTL_SECONDS
 
@@ -93,9 +93,8 @@ than a conversation tail, so a first call also marks them (an extra marker befor
 costs nothing now: the write is billed once, up to the last marker)."""
 
 
-@dataclass(frozen=True)
-class ReuseRecord:
-    """Decayed counts for one prefix or template.
+class ReuseRecord(NamedTuple):
+    """Decayed counts for one prefix or template (a named tuple: read and built on every call).
 
     Attributes:
         arrivals: arrivals counted (decayed).
@@ -232,8 +231,8 @@ def record_follow_up(record: ReuseRecord, gap: float) -> ReuseRecord:
     if record.resolved or record.last_seen is None:
         return record
     add5, add60 = _outcome(gap)
-    return replace(
-        record, back_5m=record.back_5m + add5, back_1h=record.back_1h + add60, resolved=True
+    return record._replace(
+        back_5m=record.back_5m + add5, back_1h=record.back_1h + add60, resolved=True
     )
 
 
