@@ -36,7 +36,9 @@ request's start).
 for each return past the hour (``late_per_break``): the returns a 1-hour entry serves and a
 5-minute one pays for (keep-alives or a rewrite each). The TTL choice counts those
 (``placement.Option.priced``), with keep-alives or without, so static sites' gaps are learned
-in both modes; a conversation's follow-up gaps only with keep-alives.
+in both modes; a conversation's follow-up gaps only with keep-alives. A template pools its
+prefixes (several tenants' prompts of one shape), so a prefix's own late returns and breaks
+(``reuse.ReuseRecord.tail``) lift its ratio where they show more (``own_late_per_break``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
     "shrink",
     "survival",
     "late_per_break",
+    "own_late_per_break",
 ]
 
 WINDOW = 300.0
@@ -99,6 +102,8 @@ PENDING_CAP = 16
 """Unresolved arrivals kept per histogram (the oldest resolve as "never" beyond it)."""
 TAIL_FROM = GAP_EDGES.index(WINDOW) + 1
 """The first bucket of returns after the first expiry (``GapHistogram.tail`` starts there)."""
+_PRIOR_LATE_PER_BREAK = sum(PRIOR_GAPS[TAIL_FROM:-1]) / PRIOR_GAPS[-1]
+"""The prior's late returns per break (about 0.92)."""
 _BUCKETS = len(GAP_EDGES) + 1
 _NO_TAIL = (0.0,) * (_BUCKETS - TAIL_FROM)
 _STORED_COUNTS = _BUCKETS + len(_NO_TAIL)
@@ -360,6 +365,48 @@ def late_per_break(histogram: GapHistogram | None, now: float) -> float | None:
     if past_the_hour <= 0.0:
         return math.inf
     return sum(p[TAIL_FROM:-1]) / past_the_hour
+
+
+def own_late_per_break(late: float, breaks: float, template: float | None) -> float | None:
+    """A static prefix's late returns per break: its template's, or more if its own say so.
+
+    A template's ratio (``late_per_break``) pools every prefix of that shape: six tenants'
+    system prompts under one template, one of them back every few minutes all day and the
+    others rarely, and the day break resolves all six last arrivals as breaks at once. Right
+    after it the pooled ratio read 1.4 where the busy tenant's own history held a dozen late
+    returns per break, so its prompt was written for 5 minutes and kept alive for an hour and
+    a half. The prefix's own long memory (``reuse.ReuseRecord.tail``) says what that prefix
+    does; it is shrunk, with the weight of one observation, towards the prior's ratio as a
+    template's tail is, or towards the template's when that is lower (a template whose prompts
+    never come back, a timestamp in them, knows more than one break of a prompt's own).
+
+    It only ever raises the template's ratio: a prefix's few late returns and breaks are weak
+    evidence against its siblings' (a prompt seen four times a day, its own ratio 1.4 on one
+    break, was written for 5 minutes at its last arrival of the day where the template's 11
+    had written it for an hour). The one prefix of a template gets the template's ratio.
+
+    Args:
+        late: the prefix's decayed returns after 5 minutes, within the hour.
+        breaks: its decayed returns past the hour.
+        template: its template's ratio (``None``: none yet).
+
+    Returns:
+        The ratio; the template's (``None`` too) before the prefix has come back after
+        5 minutes or past the hour.
+
+    >>> own_late_per_break(0.0, 0.0, 1.5), own_late_per_break(0.0, 0.0, None)
+    (1.5, None)
+    >>> round(own_late_per_break(6.0, 1.0, 1.4), 2)   # (6 + 0.48) / (1 + 0.52)
+    4.26
+    >>> own_late_per_break(0.0, 1.0, 1.4)             # never above its template's
+    1.4
+    """
+    if late + breaks <= 0.0:
+        return template
+    ratio = _PRIOR_LATE_PER_BREAK if template is None else min(template, _PRIOR_LATE_PER_BREAK)
+    share = PRIOR_WEIGHT / (1.0 + ratio)  # one observation: ``ratio`` late returns per break
+    own = (late + share * ratio) / (breaks + share)
+    return own if template is None else max(own, template)
 
 
 def survival(probabilities: Sequence[float]) -> tuple[float, ...]:

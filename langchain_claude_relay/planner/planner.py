@@ -43,6 +43,7 @@ from langchain_claude_relay.planner.followup import (
     BOUNDARIES,
     PRIOR_GAPS,
     late_per_break,
+    own_late_per_break,
     shrink,
     survival,
     tool_key,
@@ -380,12 +381,13 @@ class CachePlanner:
     ) -> tuple[dict[int, tuple[float, ...]], dict[int, float]]:
         """What the sites' gaps say about their 5m markers.
 
-        Per static site whose template has seen a return after 5 minutes (or none within the
-        hour), its late returns per break (``followup.late_per_break``): those a 1h entry
-        would serve (``Option.priced``). With keep-alives, per site, the survival of its
-        returns too (``keepalive.bridge_cost``): a conversation site comes back with the
-        follow-up, a static one whenever its template's prefixes come back; both after any tool
-        (the next one is not known before the response).
+        Per static site whose template (or the prefix itself) has seen a return after
+        5 minutes (or none within the hour), its late returns per break: those a 1h entry
+        would serve (``Option.priced``); the template's (``followup.late_per_break``), lifted
+        by the prefix's own (``followup.own_late_per_break``). With keep-alives, per site,
+        the survival of its returns too (``keepalive.bridge_cost``): a conversation site
+        comes back with the follow-up, a static one whenever its template's prefixes come
+        back; both after any tool (the next one is not known before the response).
         """
         now = history.now
         follow_up = (
@@ -402,7 +404,9 @@ class CachePlanner:
                     survivals[index] = follow_up
                 continue
             gaps = static_gaps(self._store, template_id(site.templates[-1]))
-            per_break = late_per_break(gaps, now)
+            record = history.prefix_record(index)
+            own = record.tail(arriving_at=now) if record is not None else (0.0, 0.0)
+            per_break = own_late_per_break(*own, late_per_break(gaps, now))
             if per_break is not None:
                 breaks[index] = per_break
             if keep_warm:

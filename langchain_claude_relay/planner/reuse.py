@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from langchain_claude_relay.planner.followup import DECAY_GAPS
 from langchain_claude_relay.planner.rules import TTL_SECONDS
 
 __all__ = [
@@ -108,6 +109,11 @@ class ReuseRecord(NamedTuple):
             read the prefix: ``record_follow_up``), so the next arrival must not count it again.
         last_tool: the tools the response to the last arrival called (``followup.tool_key``;
             its return's gap is learned under them).
+        late: the prefix's returns after 5 minutes but within the hour, in a long memory:
+            decayed (``followup.DECAY_GAPS``) only when another return after 5 minutes
+            resolves, so it remembers the last ten of them, not the last three arrivals.
+        breaks: the same for returns past the hour (or a day later): with ``late``, the
+            prefix's own late returns per break (``followup.own_late_per_break``).
     """
 
     arrivals: float = 0.0
@@ -119,6 +125,8 @@ class ReuseRecord(NamedTuple):
     last_hash: int = 0
     resolved: bool = False
     last_tool: int = 0
+    late: float = 0.0
+    breaks: float = 0.0
 
     @classmethod
     def from_json(cls, raw: Any) -> ReuseRecord | None:
@@ -131,6 +139,7 @@ class ReuseRecord(NamedTuple):
             back_5m = float(get("b5", 0.0))
             back_1h = float(get("b60", 0.0))
             last = get("last")
+            late, breaks = float(get("tl", 0.0)), float(get("tb", 0.0))
             return cls(  # counts below 0 (or NaN) read as 0, as max(0.0, count) gives
                 arrivals=arrivals if arrivals > 0.0 else 0.0,
                 back_5m=back_5m if back_5m > 0.0 else 0.0,
@@ -141,13 +150,15 @@ class ReuseRecord(NamedTuple):
                 last_hash=int(get("h", 0)),
                 resolved=bool(get("r", 0)),
                 last_tool=int(get("lt", 0)),
+                late=late if late > 0.0 else 0.0,
+                breaks=breaks if breaks > 0.0 else 0.0,
             )
         except (TypeError, ValueError):
             return None
 
     def to_json(self) -> dict[str, float]:
-        """The stored form (numbers only)."""
-        return {
+        """The stored form (numbers only; the long memory only once it holds anything)."""
+        stored = {
             "n": self.arrivals,
             "b5": self.back_5m,
             "b60": self.back_1h,
@@ -158,6 +169,20 @@ class ReuseRecord(NamedTuple):
             "r": int(self.resolved),
             "lt": self.last_tool,
         }
+        if self.late or self.breaks:
+            stored["tl"], stored["tb"] = self.late, self.breaks
+        return stored
+
+    def tail(self, arriving_at: float | None = None) -> tuple[float, float]:
+        """``(late, breaks)``, with the last arrival resolved by one ``arriving_at`` (if any).
+
+        >>> r = record_arrival(record_arrival(None, 0.0, 0.7), 600.0, 0.7)  # back after 10 min
+        >>> r.tail(), r.tail(arriving_at=86400.0)                           # then a day later
+        ((1.0, 0.0), (0.9, 1.0))
+        """
+        if arriving_at is None or self.last_seen is None or self.resolved:
+            return self.late, self.breaks
+        return _tail(self.late, self.breaks, arriving_at - self.last_seen)
 
 
 def _outcome(gap: float) -> tuple[float, float]:
@@ -166,6 +191,14 @@ def _outcome(gap: float) -> tuple[float, float]:
     if gap <= TTL_SECONDS["1h"]:
         return 0.0, 1.0
     return 0.0, 0.0
+
+
+def _tail(late: float, breaks: float, gap: float) -> tuple[float, float]:
+    """The long memory after a return ``gap`` seconds later (unchanged within 5 minutes)."""
+    if gap <= TTL_SECONDS["5m"]:
+        return late, breaks
+    late, breaks = late * DECAY_GAPS, breaks * DECAY_GAPS
+    return (late + 1.0, breaks) if gap <= TTL_SECONDS["1h"] else (late, breaks + 1.0)
 
 
 def record_arrival(
@@ -197,9 +230,11 @@ def record_arrival(
     """
     base = record or ReuseRecord()
     b5, b60 = base.back_5m, base.back_1h
+    late, breaks = base.late, base.breaks
     if resolve and base.last_seen is not None and not base.resolved:
         add5, add60 = _outcome(now - base.last_seen)
         b5, b60 = b5 + add5, b60 + add60
+        late, breaks = _tail(late, breaks, now - base.last_seen)
     b5, b60 = b5 * decay, b60 * decay  # an outcome weighs what its arrival weighs
     return ReuseRecord(
         arrivals=base.arrivals * decay + 1.0,
@@ -210,6 +245,8 @@ def record_arrival(
         cached_ttl=base.cached_ttl,
         last_hash=base.last_hash,
         last_tool=base.last_tool if tool is None else tool,
+        late=late,
+        breaks=breaks,
     )
 
 
@@ -231,8 +268,13 @@ def record_follow_up(record: ReuseRecord, gap: float) -> ReuseRecord:
     if record.resolved or record.last_seen is None:
         return record
     add5, add60 = _outcome(gap)
+    late, breaks = _tail(record.late, record.breaks, gap)
     return record._replace(
-        back_5m=record.back_5m + add5, back_1h=record.back_1h + add60, resolved=True
+        back_5m=record.back_5m + add5,
+        back_1h=record.back_1h + add60,
+        resolved=True,
+        late=late,
+        breaks=breaks,
     )
 
 

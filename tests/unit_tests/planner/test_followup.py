@@ -18,10 +18,12 @@ from langchain_claude_relay.planner.followup import (
     TAIL_FROM,
     GapHistogram,
     late_per_break,
+    own_late_per_break,
     shrink,
     survival,
 )
 from langchain_claude_relay.planner.keepalive import ping_decisions
+from langchain_claude_relay.planner.reuse import DECAY_PREFIX, ReuseRecord, record_arrival
 
 MINUTE = 60.0
 DAY = 86400.0
@@ -178,6 +180,70 @@ def test_late_per_break_counts_an_arrival_open_past_the_hour_as_a_break() -> Non
     assert soon is not None
     assert tomorrow < soon
     assert soon == pytest.approx(at_once)
+
+
+@pytest.mark.parametrize(
+    ("late", "breaks", "template", "expected"),
+    [
+        (0.0, 0.0, None, None),  # nothing known anywhere
+        (0.0, 0.0, 1.4, 1.4),  # no late return or break of its own: the template's
+        (6.0, 1.0, 1.4, 4.26),  # a busy tenant after the day break: shrunk towards the prior
+        (6.0, 1.0, 9.0, 9.0),  # never below the template's
+        (0.0, 1.0, 1.4, 1.4),  # one break of its own lowers nothing
+        (6.0, 1.0, 0.05, 3.10),  # towards the template when that is under the prior's 0.92
+        (0.0, 1.0, 0.05, 0.05),
+        (1.0, 0.0, None, 2.84),  # no template yet: towards the prior, as a template's tail is
+    ],
+)
+def test_own_late_per_break_lifts_the_template_ratio_by_the_prefix_own_history(
+    late: float, breaks: float, template: float | None, expected: float | None
+) -> None:
+    ratio = own_late_per_break(late, breaks, template)
+    assert ratio == (None if expected is None else pytest.approx(expected, abs=0.005))
+
+
+_GAPS = st.one_of(
+    st.floats(1.0, 299.0),  # back within 5 minutes
+    st.floats(301.0, 3599.0),  # late
+    st.floats(3601.0, 2 * 86400.0),  # a break
+)
+
+
+@given(st.lists(_GAPS, max_size=30), st.one_of(st.floats(1.0, 299.0), st.floats(3601.0, 1e6)))
+def test_the_one_prefix_of_a_template_gets_the_template_ratio(
+    gaps: list[float], last: float
+) -> None:
+    """A template of one prefix learns the same returns as the prefix: the prefix's own history
+    (``ReuseRecord.tail``, taken as the next arrival comes ``last`` seconds later) changes
+    nothing (``doc_qa``'s one document: its 5m entry kept alive by 0.05x pings is cheaper than
+    1h, and a ratio even a little higher than its template's wrote it for an hour)."""
+    h, record, t = GapHistogram.empty(), None, 0.0
+    for gap in [*gaps, None]:
+        h = h.add_trial(t)  # one arrival of the prefix, as the planner learns it
+        record = record_arrival(record, t, DECAY_PREFIX)
+        if gap is not None:
+            h, t = h.add_return(gap, t), t + gap
+    assert record is not None
+    template = late_per_break(h, t + last)
+    ratio = own_late_per_break(*record.tail(arriving_at=t + last), template)
+    assert ratio == (None if template is None else pytest.approx(template, rel=1e-9))
+
+
+def test_a_prefix_own_long_memory_is_its_late_returns_and_breaks() -> None:
+    """``ReuseRecord.tail`` decays only when a return after 5 minutes resolves, as a
+    histogram's tail does: a morning of quick returns forgets none of the late ones."""
+    record, t = None, 0.0
+    for gap in [600.0, 30.0, 30.0, 1200.0, *[30.0] * 40, 86400.0]:
+        record = record_arrival(record, t, DECAY_PREFIX)
+        t += gap
+    assert record is not None
+    late, breaks = record.tail()
+    assert (late, breaks) == (pytest.approx(1.9), 0.0)  # the last arrival still open
+    late, breaks = record.tail(arriving_at=t)  # the next day's first: the day break
+    assert (late, breaks) == (pytest.approx(1.9 * 0.9), pytest.approx(1.0))
+    stored = ReuseRecord.from_json(record.to_json())
+    assert stored is not None
+    assert stored.tail() == record.tail()
 
 
 @given(st.lists(st.one_of(st.none(), st.floats(0.0, 3 * 3600.0)), max_size=40))

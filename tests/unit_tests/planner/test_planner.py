@@ -652,3 +652,45 @@ def test_static_gaps_are_learned_in_both_modes_per_tool_only_for_keep_alives(
     assert histogram is not None
     assert sum(histogram.tail) > 0  # the 10-minute gaps are learned
     assert (tool_field(tool_key(["search"])) in record) is keep_warm
+
+
+@pytest.mark.parametrize("keep_warm", [True, False])
+def test_a_busy_tenant_among_quiet_ones_is_written_for_an_hour_on_the_next_day(
+    keep_warm: bool,
+) -> None:
+    """Six tenants' system prompts share one template: one is back every 2 or 8 minutes for
+    two hours, the other five twice a day. At the next day's start the day break resolves all
+    six last arrivals as breaks at once, and the template's pooled late returns per break fall
+    far below the busy tenant's own (a dozen late returns, one break): on ``mixed_tenants`` it
+    was written for 5 minutes and kept alive for an hour and a half. Its own history
+    (``own_late_per_break``) lifts the template's ratio for it. (Without keep-alives its odds
+    alone already chose 1h here; both modes must agree.)"""
+    clock = Clock()
+    claude = ToyClaude()
+    planner = CachePlanner(store=MemoryStore(), clock=clock)
+    tenants = [f"Tenant {n} assistant.\n\n" + prose(2500, 10 + n) for n in range(6)]
+
+    def ask(tenant: int) -> CachePlan:
+        question = [("user", prose(20, int(clock())))]
+        plan = planner.plan(request(system=tenants[tenant], turns=question), keep_warm=keep_warm)
+        planner.observe(plan, claude.send(plan.apply(), clock()))
+        return plan
+
+    def day() -> CachePlan:
+        start = clock()
+        first = ask(0)
+        for step in range(1, 24):
+            clock.advance(480.0 if step % 2 else 100.0)
+            ask(0)
+            quiet = step if step <= 5 else step - 17  # tenants 1-5, morning and afternoon
+            if 1 <= quiet <= 5:  # 10 seconds after the busy one
+                clock.advance(10.0)
+                ask(quiet)
+                clock.advance(-10.0)
+        clock.advance(24 * 3600.0 - (clock() - start))
+        return first
+
+    day()
+    first = day()
+    marker = next(bp for bp in first.breakpoints if bp.position.section == "system")
+    assert marker.ttl == "1h"

@@ -143,6 +143,17 @@ def test_future_arrivals_are_capped_and_monotone() -> None:
     assert values[-1] == 20.0
 
 
+def test_record_long_memory_is_stored_only_once_it_holds_anything() -> None:
+    """Templates and prefixes with no late return keep the stored form they had; a record
+    stored before the long memory existed reads with an empty one."""
+    plain = ReuseRecord(2.5, 1.0, 0.5, 123.0, 456.0, 300.0, 99)
+    assert "tl" not in plain.to_json()
+    late = plain._replace(late=1.9, breaks=1.0)
+    assert ReuseRecord.from_json(late.to_json()) == late
+    assert ReuseRecord.from_json({**late.to_json(), "tl": -3.0}) == late._replace(late=0.0)
+    assert ReuseRecord.from_json({**late.to_json(), "tb": "x"}) is None
+
+
 def test_record_round_trip_and_garbage() -> None:
     record = ReuseRecord(2.5, 1.0, 0.5, 123.0, 456.0, 300.0, 99)
     assert ReuseRecord.from_json(record.to_json()) == record
