@@ -65,6 +65,7 @@ __all__ = [
     "survival",
     "late_per_break",
     "own_late_per_break",
+    "late_seen",
 ]
 
 WINDOW = 300.0
@@ -365,6 +366,23 @@ def late_per_break(histogram: GapHistogram | None, now: float) -> float | None:
     if past_the_hour <= 0.0:
         return math.inf
     return sum(p[TAIL_FROM:-1]) / past_the_hour
+
+
+def late_seen(histogram: GapHistogram | None) -> bool:
+    """Whether a prefix of this template ever came back after 5 minutes, within the hour.
+
+    Keep-alives pay only for such returns. Until one is seen after an answer without tool
+    calls, the prior alone (a fifth of arrivals back that way) kept every conversation's last
+    turn alive, a chat's and an agent's final answer, for a follow-up that never came
+    (``CachePlanner.keep_alives``). A tool call's result does come back: the prior stands there.
+    Measured without the prior for static prefixes too: a document's first late return then
+    found its entry expired and rewrote it for an hour, where cheap keep-alives were right.
+
+    >>> h = GapHistogram.empty().add_trial(0.0).add_return(30.0, 0.0)
+    >>> late_seen(None), late_seen(h), late_seen(h.add_trial(60.0).add_return(900.0, 60.0))
+    (False, False, True)
+    """
+    return histogram is not None and any(histogram.tail[:-1])
 
 
 def own_late_per_break(late: float, breaks: float, template: float | None) -> float | None:

@@ -65,6 +65,7 @@ __all__ = [
     "tool_field",
     "gap_odds",
     "static_gaps",
+    "answers_gaps",
     "template_id",
 ]
 
@@ -150,6 +151,11 @@ def gap_odds(
     if tool < 0:
         return anyone
     return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone, now=now)
+
+
+def answers_gaps(store: StateStore, template: int) -> GapHistogram | None:
+    """A conversation template's gaps after answers without tool calls (``None``: none seen)."""
+    return GapHistogram.from_json(_gap_record(store, template).get(tool_field(0)))
 
 
 def static_gaps(store: StateStore, template: int) -> GapHistogram | None:

@@ -43,6 +43,7 @@ from langchain_claude_relay.planner.followup import (
     BOUNDARIES,
     PRIOR_GAPS,
     late_per_break,
+    late_seen,
     own_late_per_break,
     shrink,
     survival,
@@ -54,6 +55,7 @@ from langchain_claude_relay.planner.history import (
     TEMPLATE_EXPIRE,
     Lineage,
     PrefixHistory,
+    answers_gaps,
     gap_odds,
     hex_key,
     int48,
@@ -672,7 +674,9 @@ class CachePlanner:
         each a read of the prefix at the model's read price, against rewriting what expired)
         is advised, if it saves anything: at most one in the conversation and one before it.
         A keep-alive of the conversation's keeps the tools and system prompt alive too (the
-        scheduler then waits with theirs).
+        scheduler then waits with theirs). After an answer without tool calls the conversation
+        may be over: its prefixes are kept alive only once the template's answers have been
+        followed up after 5 minutes (``followup.late_seen``).
 
         Args:
             plan: a plan made by this planner, observed.
@@ -704,6 +708,12 @@ class CachePlanner:
             if trace.follow_key
             else (1.0,) * (BOUNDARIES + 1)  # no conversation: no follow-up to wait for
         )
+        # An answer without tool calls may end the conversation: its tail is kept alive only
+        # once such answers have been followed up after 5 minutes (the prior alone pinged
+        # every chat's last turn). A tool call's result comes back: the prior is fair there.
+        tail_pays = called != 0 or (
+            bool(trace.follow_key) and late_seen(answers_gaps(self._store, trace.follow_key))
+        )
         best: dict[bool, tuple[float, KeepAlive]] = {}
         for n, (bp, record, tokens) in enumerate(cached):
             index = flat[bp.position]
@@ -714,6 +724,8 @@ class CachePlanner:
             static = bp.position.section != "messages"
             if not static and any(r.cached_ttl == TTL_SECONDS["1h"] for _b, r, _t in cached[n:]):
                 continue  # the follow-up reads through the longer 1-hour entry anyway
+            if not static and not tail_pays:
+                continue
             s = follow_up
             if static:  # back with the follow-up, or with any other request
                 fine = template_id(sites[index].templates[-1])

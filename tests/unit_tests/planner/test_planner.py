@@ -26,6 +26,7 @@ from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.planner import CachePlan, CachePlanner, PrefixStabilityWarning
 from langchain_claude_relay.planner.followup import GAP_EDGES, GapHistogram, tool_key
 from langchain_claude_relay.planner.history import ANY_TOOL, gap_key, template_id, tool_field
+from langchain_claude_relay.planner.keepalive import KeepAlive
 from langchain_claude_relay.planner.plan import trace_of
 from langchain_claude_relay.planner.rules import fixed_markers, validate_user_markers
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Position
@@ -556,6 +557,45 @@ def test_no_keep_alive_for_a_conversation_prefix_inside_a_1h_entry(turns_before:
         clock.advance(30.0)
     assert usage.cache_write_1h_tokens > 0  # the last turn wrote the conversation for an hour
     assert [k for k in keeps if k.position.section == "messages"] == []
+
+
+@pytest.mark.parametrize(
+    ("answered_late_before", "tools", "kept"),
+    [
+        (False, [], False),  # an answer, nothing learned: the conversation may have ended
+        (False, ["run_tests"], True),  # a tool call: its result comes back (the prior says when)
+        (True, [], True),  # answers of this template were followed up after 12 minutes
+    ],
+)
+def test_an_answers_tail_is_kept_alive_once_answers_have_been_followed_up_late(
+    answered_late_before: bool, tools: list[str], kept: bool
+) -> None:
+    """The prior alone pinged every conversation's last turn (a chat's, an agent's final
+    answer) for a follow-up that never came; a tool call's result does come back."""
+    clock = Clock()
+    claude = ToyClaude()
+    planner = CachePlanner(store=MemoryStore(), clock=clock)
+    system = prose(1200, 3)
+
+    def turn(turns: list[tuple[str, str]], called: list[str]) -> tuple[KeepAlive, ...]:
+        plan = planner.plan(request(system=system, turns=turns), keep_warm=True, ttl="5m")
+        assert plan.breakpoints[-1].position.section == "messages"  # a 5m tail to keep alive
+        usage = claude.send(plan.apply(), clock())
+        planner.observe(plan, usage, tools=called)
+        return planner.keep_alives(plan, usage, tools=called)
+
+    if answered_late_before:  # another conversation: answers followed up soon, once after 12 min
+        earlier = [("user", "Earlier: " + prose(900, 11))]
+        for step, pause in enumerate([30.0, 30.0, 12 * 60.0, 30.0]):
+            turn(earlier, [])
+            clock.advance(pause)
+            earlier = [
+                *earlier,
+                ("assistant", prose(60, 12 + step)),
+                ("user", prose(40, 20 + step)),
+            ]
+    keeps = turn([("user", "Now: " + prose(900, 21))], tools)
+    assert any(k.position.section == "messages" for k in keeps) is kept
 
 
 @pytest.mark.parametrize("minutes", [3.0, 11.0, 25.0])
