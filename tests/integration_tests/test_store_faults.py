@@ -55,6 +55,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay.ledger import default_ledger
 from langchain_claude_relay.ledger.disk import DiskLedger
+from langchain_claude_relay.planner import default_planner
 from langchain_claude_relay.store.disk import DiskStore
 
 words = "relay cache prefix token window system marker budget latency answer model".split()
@@ -104,6 +105,10 @@ with warnings.catch_warnings(record=True) as caught:
     fault(config["fault"])
     for i in range(config["calls"]):
         call(f"{os.getpid()} after {i}")
+    # The planner's store writes in a background thread: commit now, so that a fault of its
+    # shows in this run (under load its writer had not run before the process reported, and
+    # only the ledger's failure was seen)
+    default_planner().store.flush()
     recorded = [e.call_id for e in default_ledger().entries()]
 
 print(json.dumps({
