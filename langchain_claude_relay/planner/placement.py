@@ -51,6 +51,7 @@ __all__ = [
     "guard_site",
     "Option",
     "future_starts",
+    "HELD_1H_LEFT",
     "Placement",
     "choose_markers",
 ]
@@ -58,6 +59,10 @@ __all__ = [
 LARGE_BLOCK_TOKENS = 1024
 """A conversation block this large (calibrated tokens) is worth its own marker candidate."""
 MAX_LARGE_BLOCKS = 3
+HELD_1H_LEFT = 1800.0
+"""A 1-hour entry believed alive for at least this long (seconds) still holds its prefix for
+the next arrival's late return: of the prior's returns after 5 minutes within the hour, 72% come
+within the first half-hour (``followup.PRIOR_GAPS``)."""
 
 
 class BlockInfo(NamedTuple):
@@ -197,6 +202,14 @@ class Option:
             the marker, so what it costs per token of the segment the marker decides depends on
             the marker set (the segment starts at the previous marker): ``_price`` works it out
             per set. ``None``: no keep-alives.
+        held_start: prefix tokens a 1-hour entry believed alive holds below this marker
+            for at least ``HELD_1H_LEFT`` (``future_starts`` over those; the read point's entry,
+            if 1h, counts whatever it has left: this request refreshes it): a late
+            next arrival reads them from that entry whatever this marker's TTL, so a 5m marker
+            risks a rewrite only of the tokens past it.
+        held_5m: ``future_5m`` for those held tokens: the next arrival's late return is a read
+            (with ``next_only``, all of ``future_5m``'s late arrivals are the next one's, and
+            it equals ``future_1h``).
     """
 
     index: int
@@ -208,6 +221,8 @@ class Option:
     static: bool = False
     late: float = 0.0
     survival: tuple[float, ...] | None = None
+    held_start: float = 0.0
+    held_5m: float = 0.0
 
     @classmethod
     def priced(
@@ -223,6 +238,7 @@ class Option:
         survival: Sequence[float] | None = None,
         late_per_break: float | None = None,
         next_only: bool = False,
+        held_start: float = 0.0,
     ) -> Option:
         """The option at ``index`` with its future costs from the prefix's reuse odds.
 
@@ -231,7 +247,8 @@ class Option:
         its template's late returns per return past the hour (``followup.late_per_break``):
         the late arrivals counted are at least those (up to the arrivals the odds expect),
         since the odds per arrival see only the next few minutes of a busy prefix.
-        ``next_only``: only the next arrival counts (``ttl.future_cost``).
+        ``next_only``: only the next arrival counts (``ttl.future_cost``). ``held_start``:
+        ``Option.held_start``.
 
         >>> from langchain_claude_relay.models import lookup_model
         >>> rates = Rates.from_prices(lookup_model("claude-sonnet-4-6").prices)
@@ -242,16 +259,20 @@ class Option:
         late = late_arrivals(odds, next_only=next_only)
         if late_per_break is not None:
             late = max(late, min(late_per_break, future_arrivals(odds, next_only=next_only)))
+        future_5m = future_cost("5m", odds, rates, next_only=next_only, late=late)
+        late_next = min(late, late_arrivals(odds, next_only=True))
         return cls(
             index,
             future_cost("1h", odds, rates, next_only=next_only, late=late),
-            future_cost("5m", odds, rates, next_only=next_only, late=late),
+            future_5m,
             forced=forced,
             writes=writes,
             future_start=future_start,
             static=static,
             late=late if survival is not None else 0.0,
             survival=tuple(survival) if survival is not None else None,
+            held_start=held_start,
+            held_5m=future_5m - late_next * (rates.write_5m - rates.read),
         )
 
     def bridged_5m(self, end: float, ahead: float, rates: Rates) -> float:
@@ -278,14 +299,15 @@ class Option:
 
 
 def future_starts(pending_at: Sequence[int], cumulative: Sequence[float]) -> list[float]:
-    """Per block: the end of the longest pending prefix at or below it (0.0: none).
+    """Per block: the end of the longest of the given prefixes at or below it (0.0: none).
 
     Args:
-        pending_at: blocks whose prefix another request in flight is writing.
+        pending_at: blocks whose prefix another request in flight is writing (or, for
+            ``Option.held_start``, that a long-lived 1-hour entry holds).
         cumulative: calibrated prefix tokens per block.
 
     Returns:
-        Each block's ``Option.future_start``.
+        Each block's ``Option.future_start`` (or ``held_start``).
 
     >>> future_starts([1], [10.0, 20.0, 30.0])
     [0.0, 20.0, 20.0]
@@ -419,8 +441,15 @@ def _price(
             n5 = read * p_read + unread * p_5m
             now_1h.append(n1)
             now_5m.append(n5)
+            # Tokens a 1h entry holds below the marker (refreshed now if it is the read point)
+            # are read by a late next arrival anyway: only those past it risk a rewrite.
+            held = read_end if entry_1h and read_end > marker.held_start else marker.held_start
+            held -= start if start > marker.future_start else marker.future_start
+            held = 0.0 if held < 0.0 else (ahead if held > ahead else held)
             cost_1h.append(n1 + ahead * marker.future_1h + extra_1h + bias)
-            cost_5m.append(n5 + ahead * future_5m + extra_5m + bias)
+            cost_5m.append(
+                n5 + (ahead - held) * future_5m + held * marker.held_5m + extra_5m + bias
+            )
         if end > start:
             start = end
     plain = (total - start) * p_in if total > start else 0.0

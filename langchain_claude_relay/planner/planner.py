@@ -70,6 +70,7 @@ from langchain_claude_relay.planner.keepalive import (
     pingable,
 )
 from langchain_claude_relay.planner.placement import (
+    HELD_1H_LEFT,
     BlockInfo,
     Option,
     Placement,
@@ -179,6 +180,7 @@ class _Known:
     lineage: Lineage
     cached: dict[int, CacheTTL]  # block index -> TTL of the entry believed cached there
     pending_at: tuple[int, ...]  # blocks whose prefix a request in flight is writing
+    held_at: tuple[int, ...] = ()  # blocks whose 1h entry has ``HELD_1H_LEFT`` or more left
 
 
 class _SiteOdds(NamedTuple):
@@ -482,20 +484,25 @@ class CachePlanner:
         """What is cached (stored records, begun requests) and pending (sent requests)."""
         lineage = history.lineage()
         cached: dict[int, CacheTTL] = {}
+        held: set[int] = set()
         for entry in lineage.matches:
             if entry.expires > now:
                 cached[entry.index] = _ttl_name(entry.ttl)
+                if cached[entry.index] == "1h" and entry.expires - now >= HELD_1H_LEFT:
+                    held.add(entry.index)
         for i in [*(s.index for s in sites), *blocks.user]:
             record = history.prefix_record(i)
             if record is not None and record.cached_until > now:
                 cached[i] = _ttl_name(record.cached_ttl)
+                if cached[i] == "1h" and record.cached_until - now >= HELD_1H_LEFT:
+                    held.add(i)
         in_flight = self._in_flight.snapshot(now)
         prefixes = blocks.scan.prefix_hashes
         for i, h in enumerate(prefixes):
             if h in in_flight.believed:  # written by a request whose response has begun
                 cached.setdefault(i, in_flight.believed[h])
         pending_at = tuple(i for i, h in enumerate(prefixes) if h in in_flight.pending)
-        return _Known(lineage, cached, pending_at)
+        return _Known(lineage, cached, pending_at, tuple(sorted(held)))
 
     def _stability(self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]) -> _Stability:
         """Volatile text before a marker, and static blocks that keep changing."""
@@ -724,6 +731,8 @@ class CachePlanner:
             static = bp.position.section != "messages"
             if not static and any(r.cached_ttl == TTL_SECONDS["1h"] for _b, r, _t in cached[n:]):
                 continue  # the follow-up reads through the longer 1-hour entry anyway
+            if not static and index < trace.held_1h[0]:
+                continue  # the same, through a 1-hour entry an earlier turn wrote
             if not static and not tail_pays:
                 continue
             s = follow_up
@@ -734,6 +743,8 @@ class CachePlanner:
             held = max(
                 (t for _b, r, t in cached[:n] if r.cached_ttl == TTL_SECONDS["1h"]), default=0
             )
+            if not static and trace.held_1h[0] >= 0:  # an earlier turn's 1h entry below it
+                held = max(held, round(trace.held_1h[1] * scale))
             ping = tokens * rates.read + (4 * rates.input if static else 0.0)
             loss_per_token = rates.write_5m - rates.read
             value = keep_alive_value(s, ping, loss_per_token * max(0, tokens - held))
@@ -922,6 +933,7 @@ def _choose_markers(
 ) -> Placement:
     """The cheapest markers and TTLs among the sites, alongside the user's markers."""
     future_start = future_starts(known.pending_at, blocks.cumulative)
+    held_start = future_starts(known.held_at, blocks.cumulative)
     options = [
         Option.priced(
             s.index,
@@ -932,6 +944,7 @@ def _choose_markers(
             survival=bridges.get(s.index),
             late_per_break=breaks.get(s.index),
             next_only=keep_warm and s.index == blocks.tail_index,
+            held_start=held_start[s.index],
         )
         for s in sites
     ]
@@ -1016,7 +1029,18 @@ def _trace(
         follow_tool=follow[0],
         follow_key=follow[1],
         keep_warm=keep_warm,
+        held_1h=_held_1h(blocks, known, placement.read_index),
     )
+
+
+def _held_1h(blocks: _Blocks, known: _Known, read_index: int) -> tuple[int, float]:
+    """The deepest prefix a 1h entry holds for the follow-up: ``PlanTrace.held_1h``."""
+    held = [i for i in known.held_at if i <= blocks.tail_index]
+    if read_index >= 0 and known.cached.get(read_index) == "1h":
+        held.append(read_index)  # this request refreshes it
+    if not held:
+        return (-1, 0.0)
+    return (max(held), blocks.cumulative[max(held)])
 
 
 def _build_plan(

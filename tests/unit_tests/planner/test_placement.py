@@ -267,3 +267,50 @@ def test_a_shared_static_prefix_keeps_its_marker_whatever_the_tail(
     tail = Option.priced(1, ReuseOdds(0.99, 1.0), RATES)
     placement = choose_markers([system, tail], [], cumulative, cached, RATES, "auto", 4)
     assert 0 in dict(placement.markers)
+
+
+# -- a 1-hour entry below the tail holds most of the prefix for a late follow-up ------------
+
+# A chat's last turn on day two (paused_chat #37): its own history says the follow-up came
+# late, or not at all; the system prompt and the previous turn are cached for an hour.
+LAST_TURN = ReuseOdds(0.321, 0.456)
+
+
+def _last_turn(previous: str, *, held_start: float = 0.0) -> str:
+    cumulative = [2113.0, 5000.0, 5437.0, 6010.0]  # system, an earlier turn, previous, new
+    system = Option.priced(0, ReuseOdds(0.95, 1.0), SONNET, static=True)
+    held = {"held_start": held_start} if held_start else {}
+    tail = Option.priced(3, LAST_TURN, SONNET, next_only=True, **held)
+    cached = {0: "1h", 2: previous}
+    placed = choose_markers([system, tail], [], cumulative, cached, SONNET, "auto", 4)
+    assert placed.read_index == 2
+    return dict(placed.markers)[3]
+
+
+def test_a_tail_above_a_1h_entry_risks_only_its_new_tokens_on_a_late_return() -> None:
+    """The previous turn's 1-hour entry is read (so refreshed) now: a late follow-up reads
+    up to it whatever the new tail's TTL, so a 5m tail risks rewriting the 573 new tokens, not
+    the whole conversation (which made it 1h, the premium paid on every last turn)."""
+    assert _last_turn("1h") == "5m"
+
+
+def test_a_tail_above_a_5m_entry_still_insures_the_conversation_for_an_hour() -> None:
+    """The previous turn's entry is 5m: a late follow-up would rewrite the whole conversation."""
+    assert _last_turn("5m") == "1h"
+
+
+def test_an_earlier_turns_1h_entry_holds_its_prefix_for_a_late_return() -> None:
+    """The read point is 5m, but an earlier turn's 1h entry (with half an hour or more left,
+    ``Option.held_start``) holds the prefix up to it: only the last two turns are at risk."""
+    assert _last_turn("5m", held_start=5000.0) == "5m"
+    assert _last_turn("5m", held_start=3000.0) == "1h"
+
+
+def test_held_tokens_change_only_the_next_arrivals_late_returns() -> None:
+    """With ``next_only`` the late returns are the next arrival's: held tokens cost what they
+    would with 1h. Counting later arrivals too, those the held entry may not outlive keep
+    their 5m price."""
+    nxt = Option.priced(1, LAST_TURN, SONNET, next_only=True)
+    assert nxt.held_5m == pytest.approx(nxt.future_1h)
+    many = Option.priced(1, ReuseOdds(0.7, 0.9), SONNET)
+    assert many.future_1h < many.held_5m < many.future_5m

@@ -559,6 +559,34 @@ def test_no_keep_alive_for_a_conversation_prefix_inside_a_1h_entry(turns_before:
     assert [k for k in keeps if k.position.section == "messages"] == []
 
 
+@pytest.mark.parametrize("turns_before", [3, 5])
+def test_no_keep_alive_for_a_small_5m_tail_above_the_previous_turns_1h_entry(
+    turns_before: int,
+) -> None:
+    """The previous turn wrote the conversation for an hour, and this request reads (so
+    refreshes) that entry through its new 5m tail: if the tail expires, the follow-up reads up
+    to the 1-hour entry and rewrites only the new turn. Keep-alives (each reading the whole
+    prefix) were priced against rewriting the whole conversation, and sent
+    (``PlanTrace.held_1h``)."""
+    clock = Clock()
+    claude = ToyClaude()
+    planner = CachePlanner(store=MemoryStore(), clock=clock)
+    turns = [("user", prose(400, 7))]
+    for step in range(turns_before + 2):
+        ttl = "1h" if step == turns_before else ("5m" if step > turns_before else None)
+        plan = planner.plan(request(system=prose(1200, 1), turns=turns), keep_warm=True, ttl=ttl)
+        usage = claude.send(plan.apply(), clock())
+        planner.observe(plan, usage, tools=["run_tests"])
+        keeps = planner.keep_alives(plan, usage, tools=["run_tests"])
+        if step < turns_before:  # the premise: a 5m tail above 5m entries is kept alive
+            assert any(k.position.section == "messages" for k in keeps)
+        turns = [*turns, ("assistant", prose(300, step)), ("user", prose(30, 100 + step))]
+        clock.advance(30.0)
+    assert usage.cache_write_5m_tokens > 0  # the new turn's tail is 5m...
+    assert usage.cache_write_1h_tokens == 0
+    assert [k for k in keeps if k.position.section == "messages"] == []
+
+
 @pytest.mark.parametrize(
     ("answered_late_before", "tools", "kept"),
     [
