@@ -372,7 +372,7 @@ def late_seen(histogram: GapHistogram | None) -> bool:
     """Whether a prefix of this template ever came back after 5 minutes, within the hour.
 
     Keep-alives pay only for such returns. Until one is seen after an answer without tool
-    calls, the prior alone (a fifth of arrivals back that way) kept every conversation's last
+    calls, the prior alone (one arrival in seven back that way) kept every conversation's last
     turn alive, a chat's and an agent's final answer, for a follow-up that never came
     (``CachePlanner.keep_alives``). A tool call's result does come back: the prior stands there.
     Measured without the prior for static prefixes too: a document's first late return then
@@ -416,7 +416,7 @@ def own_late_per_break(late: float, breaks: float, template: float | None) -> fl
     (1.5, None)
     >>> round(own_late_per_break(6.0, 1.0, 1.4), 2)   # (6 + 0.48) / (1 + 0.52)
     4.26
-    >>> own_late_per_break(0.0, 1.0, 1.4)             # never above its template's
+    >>> own_late_per_break(0.0, 1.0, 1.4)             # never below its template's
     1.4
     """
     if late + breaks <= 0.0:
