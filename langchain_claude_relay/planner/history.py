@@ -64,8 +64,7 @@ __all__ = [
     "gap_key",
     "tool_field",
     "gap_odds",
-    "static_gaps",
-    "answers_gaps",
+    "gaps_after",
     "template_id",
 ]
 
@@ -153,17 +152,15 @@ def gap_odds(
     return shrink(GapHistogram.from_json(record.get(tool_field(tool))), anyone, now=now)
 
 
-def answers_gaps(store: StateStore, template: int) -> GapHistogram | None:
-    """A conversation template's gaps after answers without tool calls (``None``: none seen)."""
-    return GapHistogram.from_json(_gap_record(store, template).get(tool_field(0)))
+def gaps_after(store: StateStore, template: int, tool: int) -> GapHistogram | None:
+    """A template's gaps as learned after ``tool`` (``None``: none seen).
 
-
-def static_gaps(store: StateStore, template: int) -> GapHistogram | None:
-    """A static site's gaps: its template's returns after any tool (``None``: none seen).
-
-    ``gap_odds(store, template, -1, now)`` is ``shrink`` of them (with ``now``).
+    ``tool`` as ``gap_odds`` takes it: ``-1`` any tool (a static site's returns), ``0`` an
+    answer without tool calls. ``gap_odds(store, template, tool, now)`` is ``shrink`` of them
+    towards the level above.
     """
-    return GapHistogram.from_json(_gap_record(store, template).get(ANY_TOOL))
+    field = ANY_TOOL if tool < 0 else tool_field(tool)
+    return GapHistogram.from_json(_gap_record(store, template).get(field))
 
 
 def _learn_gaps(

@@ -55,12 +55,11 @@ from langchain_claude_relay.planner.history import (
     TEMPLATE_EXPIRE,
     Lineage,
     PrefixHistory,
-    answers_gaps,
     gap_odds,
+    gaps_after,
     hex_key,
     int48,
     learn_reuse,
-    static_gaps,
     template_id,
 )
 from langchain_claude_relay.planner.inflight import InFlight
@@ -407,7 +406,7 @@ class CachePlanner:
                 if follow_up is not None:
                     survivals[index] = follow_up
                 continue
-            gaps = static_gaps(self._store, template_id(site.templates[-1]))
+            gaps = gaps_after(self._store, template_id(site.templates[-1]), -1)
             record = history.prefix_record(index)
             own = record.tail(arriving_at=now) if record is not None else (0.0, 0.0)
             per_break = own_late_per_break(*own, late_per_break(gaps, now))
@@ -719,7 +718,7 @@ class CachePlanner:
         # once such answers have been followed up after 5 minutes (the prior alone pinged
         # every chat's last turn). A tool call's result comes back: the prior is fair there.
         tail_pays = called != 0 or (
-            bool(trace.follow_key) and late_seen(answers_gaps(self._store, trace.follow_key))
+            bool(trace.follow_key) and late_seen(gaps_after(self._store, trace.follow_key, 0))
         )
         best: dict[bool, tuple[float, KeepAlive]] = {}
         for n, (bp, record, tokens) in enumerate(cached):
