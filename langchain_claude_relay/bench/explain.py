@@ -159,7 +159,7 @@ def explain_nodes(
                 low = high
         for key, node in built.nodes.items():
             per_token = node_cost_per_token(built.instants(node), rates, keep_alives=True)
-            times = sorted({round((t - start) / 60, 2) for t, _, _ in node.arrivals})
+            times = sorted({round((t - start) / 60, 2) for t, *_ in node.arrivals})
             rows.append(
                 NodeRow(
                     model=model,

@@ -16,8 +16,8 @@ writes (the runner sends them concurrently).
 
 **The relaxation.** Each token of each request is billed at one of four rates; split the cost by
 node. For node ``v`` (with ``w(v)`` tokens), track a *coverage* state ``(e1, e5)``: until when
-some 1h / 5m entry at a node at or below ``v`` is alive. At each instant the requests through
-``v`` may: read ``v`` (if covered before the instant; the coverage of every alive kind restarts),
+some 1h / 5m entry at ``v`` is alive (and, below, per child). At each instant the requests through
+``v`` may: read ``v`` (if covered for it before the instant; what it could hit restarts),
 write ``v`` with 5m or 1h (if the request has a markable block at or after ``v``: coverage of that
 kind until ``t + TTL``), or pay plain input. Three refinements keep the bound tight:
 
@@ -26,9 +26,14 @@ kind until ``t + TTL``), or pay plain input. Three refinements keep the bound ti
   exactly when it is, and plain otherwise: its tokens are billed with the anchor, whose weight is
   the whole prefix up to it. A request below the minimum pays plain input.
 * *Upgrade.* A request that reads ``v`` and writes a 1h entry deeper on its path covers ``v``
-  for an hour for the requests that pass through that deeper entry. The relaxation grants a read
-  1h coverage only if the request has a markable block after ``v`` and some later request passes
-  through the next block after ``v`` on its path (otherwise no one could use that entry).
+  for an hour for the requests that pass through that deeper entry, and for no other. The
+  relaxation grants it *along* the next block after ``v`` on the request's path (its child):
+  only later requests going on along that child find ``v`` covered by it, and only if the
+  request has a markable block after ``v`` and some later request goes on along that child.
+  So a node's coverage is kept in two parts: its own entries (``e1``, ``e5``), which serve
+  every request through it, and, per child, 1h coverage along it. (Granting it to every
+  request through ``v`` let one conversation's 1h tail cover the shared system prompt for a
+  new conversation, which cannot read it.)
 * *Concurrency.* Reads at an instant see only coverage from earlier instants; of several
   concurrent requests at most one needs to write (a second write buys nothing).
 
@@ -36,19 +41,21 @@ kind until ``t + TTL``), or pay plain input. Three refinements keep the bound ti
 keep-alive re-sends a prefix it sent before (``max_tokens`` 0 or 1) to restart its entries'
 TTL. Per node, the relaxation adds, in each gap between two instants of the node:
 
-* a *keep-alive read*, at any moment the node is covered: per token ``read``, restarting every
-  alive kind of coverage (for an hour when ``ping_upgrade`` holds: a child of the node was seen
-  before the gap and is seen after it, so a keep-alive along that child could write a 1h entry
-  below the node that a later request passes through);
+* a *keep-alive read*, at any moment the node is covered: per token ``read``. It is granted
+  generously: it restarts *every* coverage of the node alive at that moment (its own entries
+  and along every child), and extends the coverage to an hour along every child seen before
+  the gap and again after it (``ping_upgrades``: a keep-alive along that child could write a
+  1h entry below the node that a later request passes through). A real one goes along one
+  path and restarts only what it hits;
 * a *keep-alive write* just before an instant, if the node was seen before: per token
   ``write_5m`` or ``write_1h``, after which every request of the instant reads (even
   concurrent ones, which cannot read each other's writes).
 
-Within a gap only the last moment matters: a keep-alive sent earlier buys less time for the
-same price. So the programme keeps, for each state, "no keep-alive", a chain keeping the 1h
-coverage alive (``floor((t - e1) / 1h) + 1`` reads to be alive at ``t``), a chain keeping the
-5m coverage alive (the same with 5 minutes), and, with ``ping_upgrade``, one read that upgrades
-to 1h followed by 1h ones. Mixed chains are dominated (a read restarts every alive kind). A
+Moving a keep-alive read later, up to the moment the next coverage it restarts would expire,
+keeps everything it restarts alive longer for the same price, and after one every coverage it
+restarted expires together (the 1h ones an hour later, the 5m one 5 minutes later). So the
+programme keeps, for each state, "no keep-alive" and the chains that start just before one
+coverage expires (or just before the instant) and go on 5 minutes or an hour apart. A
 keep-alive write at another moment is never cheaper than one just before the instant that
 reads it (moving it later keeps the coverage it buys and drops the reads that kept it alive);
 one whose coverage no later request reads is dropped. ``keep_alives=False`` leaves all of this
@@ -59,26 +66,30 @@ each request's billing of each node to the relaxed action of the same kind (read
 write 5m / plain), and each keep-alive's billing of a node of the trace to a relaxed keep-alive
 read or write (its plain input is dropped; nodes only keep-alives pass through are not in the
 trie and cost the strategy something, the relaxation nothing). By induction over time, every
-entry that some later request reads to cover ``v`` is matched by relaxed coverage of ``v``
-that is at least as long-lived: a block written in the request that created the entry is
-billed 1h if the entry is 1h (1h writers come first) and at least 5m otherwise; a block read
-in that request gets the upgrade exactly when the entry is deeper and is read later (a
-keep-alive re-sends a prefix seen before, so a deeper entry it writes is at a child seen before
-it, and one a later request reads through is seen after it); a hit restarts its entry's TTL
-and the relaxed read restarts every alive kind; a keep-alive's read of a covered node is a
-relaxed keep-alive read, and a keep-alive's write of ``v`` is a relaxed keep-alive write of
+entry that some later request reads to cover ``v`` is matched by relaxed coverage of ``v`` that
+is at least as long-lived: a block written in the request that created the entry is billed 1h if
+the entry is 1h (1h writers come first) and at least 5m otherwise; a block read in that request
+gets the upgrade along its child exactly when the entry is deeper and is read later, and the
+requests that read it go on along that child (a keep-alive re-sends a prefix seen before, so a
+deeper entry it writes is along a child seen before it, and one a later request reads through is
+seen after it); a hit restarts its entry's TTL, and the relaxed read by a request going on along
+a child restarts the node's own entries and the coverage along that child, every entry it could
+hit; a keep-alive's read of a covered node is a relaxed keep-alive read (which restarts and
+upgrades at least as much), and a keep-alive's write of ``v`` is a relaxed keep-alive write of
 ``v``, moved to just before the instant that next reads it (or dropped). So every real action
 maps to a feasible relaxed one of no greater cost, and the real cost is at least a feasible
 relaxed cost. Nodes are independent in the relaxation (each state only depends on its own
 actions), so the relaxed optimum is the sum over nodes of a dynamic programme over that node's
 arrival instants. The programme is exact: with ``read <= input <= write_5m <= write_1h``
-(checked), at a covered instant all requests read and at most one writes 1h; at an uncovered
-one, at most one writes and the others pay plain (or a keep-alive wrote just before and all
-read); states with later expiries and lower cost dominate; and in the gaps the keep-alive
-chains above are the undominated ones. Dropping the 4-marker limit, the lookback window and the
-TTL order only enlarges the feasible set, so the result stays a bound. (Keep-alives' output
-tokens, one each on relays, are not input: the bench adds them to the strategy's cost, never
-to the bound.)
+(checked), at an instant the covered requests read (one may write 1h instead) and of the
+uncovered ones at most one writes and the others pay plain (or a keep-alive wrote just before
+and all read); states that cover every child at least as long at lower cost dominate; and in the
+gaps the keep-alive chains above are the undominated ones. (Checked against an exhaustive search
+for nodes whose requests all go on along one child; with several children, by the hand-computed
+cases and the property tests against real billing.) Dropping the 4-marker limit, the lookback
+window and the TTL order only enlarges the feasible set, so the result stays a bound.
+(Keep-alives' output tokens, one each on relays, are not input: the bench adds them to the
+strategy's cost, never to the bound.)
 
 Identity of blocks is the emulator's hash of each block as rendered without markers. The
 canonical rendering gives a block the same bytes whatever its markers; a renderer that did
@@ -91,8 +102,8 @@ rendered payload, and the runner checks that every bill's total equals the profi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_claude_relay._convert import to_claude_request
@@ -185,75 +196,188 @@ def profile_request(
 class Instant:
     """A node's arrivals at one virtual instant.
 
+    Children are numbered per node (``PrefixNodes.instants``): what matters is which requests
+    go on along the same child, not which child that is.
+
     Attributes:
         time: the instant.
-        count: how many requests pass through the node then.
+        paths: per request through the node then, the child it goes on to (``None``: the
+            request ends at the node).
         writable: whether one of them can write an entry covering the node.
-        upgrade: whether one of them can extend the node's coverage to 1h while reading it.
-        ping_upgrade: whether a keep-alive in the gap before this instant can extend the node's
-            coverage to 1h while reading it (a child of the node was seen before the gap and is
-            seen again after it).
+        upgrades: the children along which one of them can extend the node's coverage to 1h
+            while reading it (it has a markable block after the node, and a later request
+            passes through that child).
+        ping_upgrades: the children along which a keep-alive in the gap before this instant can
+            extend the node's coverage to 1h while reading it (the child was seen before the
+            gap and is seen again after it).
     """
 
     time: float
-    count: int
+    paths: tuple[int | None, ...]
     writable: bool
-    upgrade: bool
-    ping_upgrade: bool = False
+    upgrades: frozenset[int] = frozenset()
+    ping_upgrades: frozenset[int] = frozenset()
+
+    @property
+    def count(self) -> int:
+        """How many requests pass through the node then."""
+        return len(self.paths)
 
 
-State = tuple[float, float]
+@dataclass(frozen=True)
+class _Coverage:
+    """Until when the node is covered.
+
+    ``e1`` and ``e5``: entries at the node itself, for every request through it; ``along``:
+    per child, 1h entries deeper on that child's path, which only the requests going on along
+    it reach.
+    """
+
+    e1: float = _NEVER
+    e5: float = _NEVER
+    along: tuple[tuple[int, float], ...] = ()
+
+    def until(self, child: int | None) -> float:
+        """Until when a request going on along ``child`` finds the node covered."""
+        deeper = dict(self.along).get(child, _NEVER) if child is not None else _NEVER
+        return max(self.e1, self.e5, deeper)
+
+    def normalized(self, now: float, live: Set[int]) -> _Coverage:
+        """Without what can serve no request.
+
+        That is the expired, what a 1h entry at the node outlives, and the children no later
+        request goes on along (not in ``live``).
+        """
+        e1 = self.e1 if self.e1 > now else _NEVER
+        e5 = self.e5 if self.e5 > now and self.e5 > e1 else _NEVER
+        along = tuple((c, x) for c, x in self.along if x > now and x > e1 and c in live)
+        return _Coverage(e1, e5, along)
+
+    def dominates(self, other: _Coverage) -> bool:
+        """Whether this covers every request at least as long as ``other`` does."""
+        mine = dict(self.along)
+        return (
+            self.e1 >= other.e1
+            and self.e5 >= other.e5
+            and all(max(mine.get(c, _NEVER), self.e1) >= x for c, x in other.along)
+        )
 
 
-def _normalized(state: State, now: float) -> State:
-    e1, e5 = state
-    e1 = e1 if e1 > now else _NEVER
-    e5 = e5 if e5 > now and e5 > e1 else _NEVER
-    return e1, e5
+def _with_along(along: Mapping[int, float]) -> tuple[tuple[int, float], ...]:
+    return tuple(sorted(along.items()))
 
 
-def _pareto(states: Mapping[State, float]) -> dict[State, float]:
-    kept: dict[State, float] = {}
-    for state, cost in sorted(states.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1])):
-        if not any(k[0] >= state[0] and k[1] >= state[1] for k in kept):
+def _pareto(states: Mapping[_Coverage, float]) -> dict[_Coverage, float]:
+    kept: dict[_Coverage, float] = {}
+    for state, cost in sorted(states.items(), key=lambda kv: (kv[1], -kv[0].e1, -kv[0].e5)):
+        if not any(k.dominates(state) for k in kept):
             kept[state] = cost
     return kept
 
 
-def _push(states: dict[State, float], state: State, cost: float) -> None:
+def _push(states: dict[_Coverage, float], state: _Coverage, cost: float) -> None:
     states[state] = min(cost, states.get(state, math.inf))
 
 
-def _pings(expires: float, until: float, ttl: float) -> int:
-    """Keep-alives that keep an entry expiring at ``expires`` alive at ``until``.
+def _ping_chain(
+    state: _Coverage, first: float, until: float, five: bool, upgrades: frozenset[int]
+) -> tuple[_Coverage, int]:
+    """Keep-alives from ``first`` on until the node is covered at ``until``.
 
-    Each goes just before the entry expires; alive means ``now < expires_at``.
+    Each is sent just before what it keeps alive expires: 5 minutes apart (``five``: keeping
+    the 5m entry alive) or an hour apart. Each restarts every coverage alive when it is sent
+    (1h for 1h entries, 5m for 5m ones) and extends it to an hour along every child in
+    ``upgrades`` it is alive for: a keep-alive goes along one child, so granting all of them
+    is generous, never short.
     """
-    return math.floor((until - expires) / ttl) + 1
+    e1, e5, along = state.e1, state.e5, dict(state.along)
+    sent, at = 0, first
+    while True:
+        at_node = e1 >= at or e5 >= at
+        for child in upgrades:
+            if at_node or along.get(child, _NEVER) >= at:
+                along[child] = at + _ONE_HOUR
+        along = {c: (at + _ONE_HOUR if x >= at else x) for c, x in along.items()}
+        e1 = at + _ONE_HOUR if e1 >= at else e1
+        e5 = at + _FIVE_MINUTES if e5 >= at else e5
+        sent += 1
+        at = at + _FIVE_MINUTES if five and e5 > at else at + _ONE_HOUR
+        if at > until:
+            return _Coverage(e1, e5, _with_along(along)), sent
 
 
 def _kept_alive(
-    states: Mapping[State, float], since: float, t: float, rates: Rates, upgrade: bool
-) -> dict[State, float]:
+    states: Mapping[_Coverage, float],
+    since: float,
+    t: float,
+    rates: Rates,
+    upgrades: frozenset[int],
+) -> dict[_Coverage, float]:
     """The states reachable at ``t`` with keep-alives sent in the gap after ``since``.
 
-    Each keep-alive is a read of the node sent just before its coverage expires, which
-    restarts the alive coverage (with ``upgrade``, for an hour): the latest moment is always
-    best, since an earlier one buys less time for the same price.
+    Moving a keep-alive later, up to the moment the next coverage it restarts would expire,
+    keeps everything it restarts alive longer for the same price; after one, every coverage
+    it restarted expires together (1h ones an hour later, the 5m one 5 minutes later). So a
+    sequence of keep-alives is dominated by a chain that starts just before one coverage
+    expires (or just before ``t``) and goes on 5 minutes or an hour apart.
     """
     out = dict(states)
-    for (e1, e5), cost in states.items():
-        if since < e1 <= t:  # keep the 1h coverage alive
-            k = _pings(e1, t, _ONE_HOUR)
-            _push(out, (e1 + k * _ONE_HOUR, _NEVER), cost + k * rates.read)
-        if since < e5 <= t:  # keep the 5m coverage alive
-            k = _pings(e5, t, _FIVE_MINUTES)
-            _push(out, (_NEVER, e5 + k * _FIVE_MINUTES), cost + k * rates.read)
-        covered = max(e1, e5)
-        if upgrade and since < covered <= t:  # one keep-alive writing 1h deeper, then 1h ones
-            k = 1 + (_pings(covered + _ONE_HOUR, t, _ONE_HOUR) if covered + _ONE_HOUR <= t else 0)
-            _push(out, (covered + k * _ONE_HOUR, _NEVER), cost + k * rates.read)
+    for state, cost in states.items():
+        expiries = {state.e1, state.e5, *(x for _, x in state.along)}
+        firsts = sorted({x for x in expiries if since < x <= t} | {t})
+        for first in firsts:
+            if max(expiries) < first:
+                continue  # nothing left to keep alive
+            for five in (False, True):
+                if five and state.e5 < first:
+                    continue
+                kept, sent = _ping_chain(state, first, t, five, upgrades)
+                _push(out, kept, cost + sent * rates.read)
     return out
+
+
+def _moves(
+    state: _Coverage,
+    cost: float,
+    instant: Instant,
+    rates: Rates,
+    keep_alive_write: bool,
+) -> Iterable[tuple[_Coverage, float]]:
+    """What the requests of one instant can do from one state (see the module docstring)."""
+    t, g = instant.time, instant.count
+    along = dict(state.along)
+    covered = [state.until(c) > t for c in instant.paths]
+    k = sum(covered)
+    m = g - k
+    e1 = t + _ONE_HOUR if state.e1 > t else state.e1
+    e5 = t + _FIVE_MINUTES if state.e5 > t else state.e5
+
+    def refreshed(readers: Iterable[int | None]) -> tuple[tuple[int, float], ...]:
+        out = dict(along)
+        for c in readers:
+            if c is not None and (along.get(c, _NEVER) > t or c in instant.upgrades):
+                out[c] = t + _ONE_HOUR
+        return _with_along(out)
+
+    read_along = refreshed(c for c, cov in zip(instant.paths, covered, strict=True) if cov)
+    if k:
+        yield _Coverage(e1, e5, read_along), cost + k * rates.read + m * rates.input
+    else:
+        yield state, cost + g * rates.input
+    if instant.writable:
+        reads = k * rates.read
+        if m:  # one uncovered request writes the node; the others pay plain
+            others = reads + (m - 1) * rates.input
+            yield _Coverage(t + _ONE_HOUR, e5, read_along), cost + rates.write_1h + others
+            yield _Coverage(e1, t + _FIVE_MINUTES, read_along), cost + rates.write_5m + others
+        if k:  # one covered request writes it for an hour instead of reading
+            others = (k - 1) * rates.read + m * rates.input
+            yield _Coverage(t + _ONE_HOUR, e5, read_along), cost + rates.write_1h + others
+    if keep_alive_write and m:  # a keep-alive writes it just before: every request reads
+        all_along = refreshed(instant.paths)
+        reads = g * rates.read
+        yield _Coverage(t + _ONE_HOUR, e5, all_along), cost + rates.write_1h + reads
+        yield _Coverage(e1, t + _FIVE_MINUTES, all_along), cost + rates.write_5m + reads
 
 
 def node_cost_per_token(
@@ -271,63 +395,33 @@ def node_cost_per_token(
         The minimum total, per token of the node.
 
     >>> r = Rates(1.0, 0.1, 1.25, 2.0)
-    >>> arrivals = [Instant(0, 1, True, False), Instant(100, 1, True, False),
-    ...             Instant(1000, 1, True, False)]
+    >>> arrivals = [Instant(0, (None,), True), Instant(100, (None,), True),
+    ...             Instant(1000, (None,), True)]
     >>> node_cost_per_token(arrivals, r, keep_alives=False)   # 1h write, two reads
     2.2
     >>> round(node_cost_per_token(arrivals, r), 6)   # 5m write, read, 3 keep-alives, read
     1.75
     """
-    states: dict[State, float] = {(_NEVER, _NEVER): 0.0}
+    live_from: list[set[int]] = [set() for _ in instants]  # children at this instant or later
+    seen: set[int] = set()
+    for index in range(len(instants) - 1, -1, -1):
+        instant = instants[index]
+        seen |= {c for c in (*instant.paths, *instant.ping_upgrades) if c is not None}
+        live_from[index] = set(seen)
+    states: dict[_Coverage, float] = {_Coverage(): 0.0}
     previous: float | None = None
-    for instant in instants:
-        t, g = instant.time, instant.count
+    for index, instant in enumerate(instants):
+        t = instant.time
         if keep_alives and previous is not None:
-            states = _kept_alive(states, previous, t, rates, instant.ping_upgrade)
-        current: dict[State, float] = {}
+            states = _kept_alive(states, previous, t, rates, instant.ping_upgrades)
+        current: dict[_Coverage, float] = {}
         for state, cost in states.items():
-            key = _normalized(state, t)
-            current[key] = min(cost, current.get(key, math.inf))
-        successors: dict[State, float] = {}
-        for (e1, e5), cost in _pareto(current).items():
-            alive_1h, alive_5m = e1 > t, e5 > t
-            if alive_1h or alive_5m:
-                refreshed_5m = t + _FIVE_MINUTES if alive_5m else e5
-                full_1h = alive_1h or instant.upgrade
-                _push(
-                    successors,
-                    (t + _ONE_HOUR if full_1h else e1, refreshed_5m),
-                    cost + g * rates.read,
-                )
-                if instant.writable and not full_1h:
-                    others_5m = refreshed_5m if g > 1 else e5
-                    _push(
-                        successors,
-                        (t + _ONE_HOUR, others_5m),
-                        cost + rates.write_1h + (g - 1) * rates.read,
-                    )
-            else:
-                _push(successors, (e1, e5), cost + g * rates.input)
-                if instant.writable:
-                    _push(
-                        successors,
-                        (t + _ONE_HOUR, e5),
-                        cost + rates.write_1h + (g - 1) * rates.input,
-                    )
-                    _push(
-                        successors,
-                        (e1, t + _FIVE_MINUTES),
-                        cost + rates.write_5m + (g - 1) * rates.input,
-                    )
-                if keep_alives and previous is not None:
-                    # a keep-alive writes the node just before the instant; all of them read
-                    after_1h = t + _ONE_HOUR if instant.upgrade else e1
-                    _push(successors, (t + _ONE_HOUR, e5), cost + rates.write_1h + g * rates.read)
-                    _push(
-                        successors,
-                        (after_1h, t + _FIVE_MINUTES),
-                        cost + rates.write_5m + g * rates.read,
-                    )
+            _push(current, state.normalized(t, live_from[index]), cost)
+        successors: dict[_Coverage, float] = {}
+        keep_alive_write = keep_alives and previous is not None
+        for state, cost in _pareto(current).items():
+            for moved, moved_cost in _moves(state, cost, instant, rates, keep_alive_write):
+                _push(successors, moved, moved_cost)
         states = successors
         previous = t
     return min(states.values())
@@ -351,28 +445,44 @@ class OracleResult:
 
 
 def _instants(
-    arrivals: Iterable[tuple[float, bool, bool]],
-    children: Sequence[tuple[float, float]] = (),
+    arrivals: Iterable[tuple[float, bool, str | None, bool]],
+    spans: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[Instant, ...]:
-    """A node's instants, merged per time.
+    """A node's instants, merged per time, its children numbered in order of first arrival.
 
-    ``children`` holds each child's first and last arrival: a keep-alive may upgrade the node
-    across a gap when a child was seen before the gap and is seen after it.
+    ``spans`` holds each child's first and last arrival: a keep-alive in a gap may upgrade the
+    node along a child seen before the gap and seen again after it (``None``: no keep-alives).
     """
+    numbers: dict[str, int] = {}
+    merged: dict[float, list[tuple[bool, str | None, bool]]] = {}
+    for time, writable, child, upgrade in sorted(arrivals, key=lambda a: a[0]):
+        merged.setdefault(time, []).append((writable, child, upgrade))
+        if child is not None:
+            numbers.setdefault(child, len(numbers))
     out: list[Instant] = []
-    for time, writable, upgrade in sorted(arrivals, key=lambda a: a[0]):
-        if out and out[-1].time == time:
-            last = out[-1]
-            out[-1] = replace(
-                last,
-                count=last.count + 1,
-                writable=last.writable or writable,
-                upgrade=last.upgrade or upgrade,
+    since: float | None = None
+    for time, requests in merged.items():
+        across: frozenset[int] = frozenset()
+        if spans is not None and since is not None:
+            across = frozenset(
+                n for c, n in numbers.items() if spans[c][0] <= since and time <= spans[c][1]
             )
-        else:
-            since = out[-1].time if out else None
-            across = since is not None and any(a <= since and time <= b for a, b in children)
-            out.append(Instant(time, 1, writable, upgrade, across))
+        paths = tuple(
+            sorted(
+                (numbers[c] if c is not None else None for _, c, _ in requests),
+                key=lambda n: -1 if n is None else n,
+            )
+        )
+        out.append(
+            Instant(
+                time,
+                paths,
+                any(w for w, _, _ in requests),
+                frozenset(numbers[c] for _, c, u in requests if u and c is not None),
+                across,
+            )
+        )
+        since = time
     return tuple(out)
 
 
@@ -385,16 +495,16 @@ class PrefixNode:
         request: the position (in the profiles) of the first request through it.
         block: its block index in that request.
         anchor: whether that block is the request's anchor.
-        arrivals: per request through it, ``(time, writable, upgrade)``.
-        children: the keys of the blocks that follow it in some request.
+        arrivals: per request through it, ``(time, writable, child, upgrade)``: the key of
+            the block after it in that request (``None``: the request ends at it), and whether
+            the request can extend its coverage to 1h along that child (see ``Instant``).
     """
 
     weight: int
     request: int
     block: int
     anchor: bool
-    arrivals: list[tuple[float, bool, bool]] = field(default_factory=list)
-    children: set[str] = field(default_factory=set)
+    arrivals: list[tuple[float, bool, str | None, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -417,10 +527,12 @@ class PrefixNodes:
 
     def instants(self, node: PrefixNode, *, keep_alives: bool = True) -> tuple[Instant, ...]:
         """The node's instants (with its children's spans when keep-alives are allowed)."""
-        children = (
-            [(self.first_seen[c], self.last_seen[c]) for c in node.children] if keep_alives else []
+        if not keep_alives:
+            return _instants(node.arrivals)
+        children = {c for _, _, c, _ in node.arrivals if c is not None}
+        return _instants(
+            node.arrivals, {c: (self.first_seen[c], self.last_seen[c]) for c in children}
         )
-        return _instants(node.arrivals, children)
 
 
 def anchor_index(profile: RequestProfile, minimum: int) -> int | None:
@@ -460,12 +572,9 @@ def build_nodes(profiles: Sequence[RequestProfile], minimum: int) -> PrefixNodes
                     f"{weight} in another: the profiles are not from one tokenizer"
                 )
                 raise ValueError(msg)
-            upgrade = (
-                last_markable > i and i + 1 < n and last_seen[profile.keys[i + 1]] > profile.time
-            )
-            node.arrivals.append((profile.time, last_markable >= i, upgrade))
-            if i + 1 < n:
-                node.children.add(profile.keys[i + 1])
+            child = profile.keys[i + 1] if i + 1 < n else None
+            upgrade = last_markable > i and child is not None and last_seen[child] > profile.time
+            node.arrivals.append((profile.time, last_markable >= i, child, upgrade))
     return PrefixNodes(nodes, first_seen, last_seen, plain_tokens, below)
 
 

@@ -134,6 +134,28 @@ def test_read_upgrades_to_1h_only_when_a_later_request_follows_the_deeper_entry(
     assert cost(questions) == pytest.approx(2000 * 2.2 + 3 * 100)
 
 
+def test_an_upgrade_covers_only_the_requests_that_go_on_along_its_child() -> None:
+    # Conversation A's turn at 200 reads S and can write a 1h entry deeper on A's path; that
+    # entry covers S for A's turn at 3000, not for conversation B's first turn at 2000, which
+    # cannot reach it. So S needs its own 1h write (2 + 3 * 0.1), where counting A's entry for
+    # B too gave 1.25 + 3 * 0.1. A1 is as in the single conversation above; A2 costs 2 (plain
+    # twice), A3 and B1 are plain.
+    chats = [
+        profile(0, ("S", 2000), ("A1", 100)),
+        profile(200, ("S", 2000), ("A1", 100), ("A2", 100)),
+        profile(2000, ("S", 2000), ("B1", 100)),
+        profile(3000, ("S", 2000), ("A1", 100), ("A2", 100), ("A3", 100)),
+    ]
+    assert cost(chats) == pytest.approx(2000 * 2.3 + 100 * 1.45 + 100 * 2 + 100 + 100)
+    # The same with keep-alives: B's turn finds S covered only if S's own entry is kept alive.
+    # A 5m write, a read at 200 (upgrading along A), six keep-alives (each just before the
+    # entry expires: 500, 800, ..., 2000) and reads at 2000 and 3000:
+    # 1.25 + 0.1 + 6 * 0.1 + 0.1 + 0.1 = 2.15 < 2.3.
+    assert cost(chats, keep_alives=True) == pytest.approx(
+        2000 * 2.15 + 100 * 1.45 + 100 * 2 + 100 + 100
+    )
+
+
 @pytest.mark.parametrize(
     ("times", "per_token", "why"),
     [
@@ -173,23 +195,37 @@ def test_a_keep_alive_written_just_before_a_concurrent_group_lets_all_read() -> 
 def test_node_programme_matches_brute_force_on_small_cases() -> None:
     """Exhaustive search over per-instant actions (and keep-alives) agrees with the programme."""
     cases = [
-        [Instant(0, 1, True, False), Instant(250, 1, True, False), Instant(900, 1, True, True)],
-        [Instant(0, 2, True, False), Instant(100, 1, True, True), Instant(3000, 3, True, False)],
-        [Instant(0, 1, False, False), Instant(10, 1, True, False), Instant(20, 1, True, False)],
-        [Instant(0, 1, True, True), Instant(400, 1, True, True), Instant(4200, 1, True, False)],
+        [_one(0, 1, True, False), _one(250, 1, True, False), _one(900, 1, True, True)],
+        [_one(0, 2, True, False), _one(100, 1, True, True), _one(3000, 3, True, False)],
+        [_one(0, 1, False, False), _one(10, 1, True, False), _one(20, 1, True, False)],
+        [_one(0, 1, True, True), _one(400, 1, True, True), _one(4200, 1, True, False)],
         [
-            Instant(0, 1, True, False),
-            Instant(700, 2, False, False, True),
-            Instant(5000, 3, True, False),
-            Instant(5400, 1, True, True, True),
+            _one(0, 1, True, False),
+            _one(700, 2, False, False, True),
+            _one(5000, 3, True, False),
+            _one(5400, 1, True, True, True),
         ],
-        [Instant(0, 1, True, False), Instant(300, 1, True, False), Instant(1900, 2, True, True)],
+        [_one(0, 1, True, False), _one(300, 1, True, False), _one(1900, 2, True, True)],
     ]
     for instants in cases:
         for keep_alives in (False, True):
             assert node_cost_per_token(instants, UNIT, keep_alives=keep_alives) == pytest.approx(
                 _brute_force(instants, keep_alives=keep_alives)
             ), (instants, keep_alives)
+
+
+def _one(
+    time: float, count: int, writable: bool, upgrade: bool, ping_upgrade: bool = False
+) -> Instant:
+    """An instant whose requests all go on along one child (child 0)."""
+    along = frozenset({0})
+    return Instant(
+        time,
+        (0,) * count,
+        writable,
+        along if upgrade else frozenset(),
+        along if ping_upgrade else frozenset(),
+    )
 
 
 def _brute_force(instants: Sequence[Instant], *, keep_alives: bool) -> float:
@@ -217,7 +253,7 @@ def _brute_force(instants: Sequence[Instant], *, keep_alives: bool) -> float:
             k = chain(e5, t, five)
             act(i, -math.inf, e5 + k * five, total + k * UNIT.read)
         covered = max(e1, e5)
-        if instants[i].ping_upgrade and since < covered <= t:
+        if 0 in instants[i].ping_upgrades and since < covered <= t:
             k = 1 + chain(covered + hour, t, hour)
             act(i, covered + k * hour, -math.inf, total + k * UNIT.read)
 
@@ -228,7 +264,8 @@ def _brute_force(instants: Sequence[Instant], *, keep_alives: bool) -> float:
         nxt = walk
         nxt(i + 1, e1, e5, total + g * UNIT.input)  # everyone plain
         covered = e1 > t or e5 > t
-        r1 = t + hour if (e1 > t or inst.upgrade) else e1
+        upgrade = 0 in inst.upgrades
+        r1 = t + hour if (e1 > t or upgrade) else e1
         r5 = t + five if e5 > t else e5
         if covered:  # everyone reads: alive kinds restart, 1h when someone can upgrade
             nxt(i + 1, r1, r5, total + g * UNIT.read)
@@ -239,7 +276,7 @@ def _brute_force(instants: Sequence[Instant], *, keep_alives: bool) -> float:
             nxt(i + 1, b1, max(b5, t + five), total + UNIT.write_5m + (g - 1) * other)
         if keep_alives and i > 0 and not covered:  # written just before by a keep-alive
             nxt(i + 1, t + hour, e5, total + UNIT.write_1h + g * UNIT.read)
-            up = t + hour if inst.upgrade else e1
+            up = t + hour if upgrade else e1
             nxt(i + 1, up, t + five, total + UNIT.write_5m + g * UNIT.read)
 
     def walk(i: int, e1: float, e5: float, total: float) -> None:
