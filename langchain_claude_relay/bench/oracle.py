@@ -81,15 +81,16 @@ maps to a feasible relaxed one of no greater cost, and the real cost is at least
 relaxed cost. Nodes are independent in the relaxation (each state only depends on its own
 actions), so the relaxed optimum is the sum over nodes of a dynamic programme over that node's
 arrival instants. The programme is exact: with ``read <= input <= write_5m <= write_1h``
-(checked), at an instant the covered requests read (one may write 1h instead) and of the
-uncovered ones at most one writes and the others pay plain (or a keep-alive wrote just before
-and all read); states that cover every child at least as long at lower cost dominate; and in the
-gaps the keep-alive chains above are the undominated ones. (Checked against an exhaustive search
-for nodes whose requests all go on along one child; with several children, by the hand-computed
-cases and the property tests against real billing.) Dropping the 4-marker limit, the lookback
-window and the TTL order only enlarges the feasible set, so the result stays a bound.
-(Keep-alives' output tokens, one each on relays, are not input: the bench adds them to the
-strategy's cost, never to the bound.)
+(checked), at an instant the covered requests read (one may write 1h instead, or, when all are
+covered only along their children, write the node's own 5m entry, which then serves every child)
+and of the uncovered ones at most one writes and the others pay plain (or a keep-alive wrote
+just before and all read); states that cover every child at least as long at lower cost
+dominate; and in the gaps the keep-alive chains above are the undominated ones. (Checked against
+exhaustive searches of the relaxation, on nodes whose requests all go on along one child and on
+random nodes with several children and short gaps, at several prices.) Dropping the 4-marker
+limit, the lookback window and the TTL order only enlarges the feasible set, so the result stays
+a bound. (Keep-alives' output tokens, one each on relays, are not input: the bench adds them to
+the strategy's cost, never to the bound.)
 
 Identity of blocks is the emulator's hash of each block as rendered without markers. The
 canonical rendering gives a block the same bytes whatever its markers; a renderer that did
@@ -267,6 +268,10 @@ def _with_along(along: Mapping[int, float]) -> tuple[tuple[int, float], ...]:
     return tuple(sorted(along.items()))
 
 
+def _child_order(child: int | None) -> int:
+    return -1 if child is None else child
+
+
 def _pareto(states: Mapping[_Coverage, float]) -> dict[_Coverage, float]:
     kept: dict[_Coverage, float] = {}
     for state, cost in sorted(states.items(), key=lambda kv: (kv[1], -kv[0].e1, -kv[0].e5)):
@@ -346,6 +351,7 @@ def _moves(
     """What the requests of one instant can do from one state (see the module docstring)."""
     t, g = instant.time, instant.count
     along = dict(state.along)
+    direct = state.e1 > t or state.e5 > t
     covered = [state.until(c) > t for c in instant.paths]
     k = sum(covered)
     m = g - k
@@ -373,7 +379,17 @@ def _moves(
         if k:  # one covered request writes it for an hour instead of reading
             others = (k - 1) * rates.read + m * rates.input
             yield _Coverage(t + _ONE_HOUR, e5, read_along), cost + rates.write_1h + others
-    if keep_alive_write and m:  # a keep-alive writes it just before: every request reads
+        if k and not m and not direct:
+            # Covered only along their children, one of them writes the node's own 5m entry
+            # (its markers stop short of the deeper entry), which serves every child.
+            for writer in sorted(set(instant.paths), key=_child_order):
+                readers = list(instant.paths)
+                readers.remove(writer)
+                yield (
+                    _Coverage(e1, t + _FIVE_MINUTES, refreshed(readers)),
+                    cost + rates.write_5m + (k - 1) * rates.read,
+                )
+    if keep_alive_write and (m or not direct):  # a keep-alive writes it just before: all read
         all_along = refreshed(instant.paths)
         reads = g * rates.read
         yield _Coverage(t + _ONE_HOUR, e5, all_along), cost + rates.write_1h + reads
@@ -469,8 +485,7 @@ def _instants(
             )
         paths = tuple(
             sorted(
-                (numbers[c] if c is not None else None for _, c, _ in requests),
-                key=lambda n: -1 if n is None else n,
+                (numbers[c] if c is not None else None for _, c, _ in requests), key=_child_order
             )
         )
         out.append(

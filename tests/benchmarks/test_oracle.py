@@ -5,6 +5,7 @@ Prices in the hand-computed cases are per token: input 1, read 0.1, write 5m 1.2
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -290,6 +291,198 @@ def _brute_force(instants: Sequence[Instant], *, keep_alives: bool) -> float:
 
     walk(0, -math.inf, -math.inf, 0.0)
     return best
+
+
+_GRID = 100.0
+
+
+def _children_brute_force(
+    instants: Sequence[Instant], *, keep_alives: bool, rates: Rates = UNIT
+) -> float:
+    """The relaxation of the module docstring, searched exhaustively, with several children.
+
+    Per instant every request picks plain, read (if the node is covered for its child),
+    write 5m or write 1h (if writable); a keep-alive may write the node just before it. In a
+    gap, up to three keep-alive reads at any ``_GRID`` multiple (sent just before it: what
+    expires then is still alive), each restarting every coverage alive then and upgrading
+    along every child in ``ping_upgrades`` it is alive for. Times are multiples of ``_GRID``.
+    Equal states reached at an instant keep the cheapest cost (nothing else is merged).
+    """
+    hour, five = 3600.0, 300.0
+    State = tuple[float, float, tuple[tuple[int, float], ...]]
+
+    def until(e1: float, e5: float, along: dict[int, float], child: int | None) -> float:
+        deeper = along.get(child, -math.inf) if child is not None else -math.inf
+        return max(e1, e5, deeper)
+
+    def ping(state: State, at: float, ups: frozenset[int]) -> State:
+        e1, e5, along_t = state
+        along = dict(along_t)
+        at_node = e1 >= at or e5 >= at
+        for c in ups:
+            if at_node or along.get(c, -math.inf) >= at:
+                along[c] = at + hour
+        along = {c: (at + hour if x >= at else x) for c, x in along.items()}
+        e1 = at + hour if e1 >= at else e1
+        e5 = at + five if e5 >= at else e5
+        return e1, e5, tuple(sorted(along.items()))
+
+    def keep(states: dict[State, float], state: State, cost: float) -> None:
+        states[state] = min(cost, states.get(state, math.inf))
+
+    def gap(states: dict[State, float], since: float, inst: Instant) -> dict[State, float]:
+        grid = [since + k * _GRID for k in range(1, int((inst.time - since) / _GRID) + 1)]
+        out = dict(states)
+        frontier = {(state, -1): cost for state, cost in states.items()}
+        for _ in range(3):
+            nxt: dict[tuple[State, int], float] = {}
+            for (state, last), cost in frontier.items():
+                for j in range(last + 1, len(grid)):
+                    at = grid[j]
+                    if max(state[0], state[1], *(x for _, x in state[2])) < at:
+                        continue  # nothing alive to read
+                    moved = ping(state, at, inst.ping_upgrades)
+                    key = (moved, j)
+                    nxt[key] = min(cost + rates.read, nxt.get(key, math.inf))
+                    keep(out, moved, cost + rates.read)
+            frontier = nxt
+        return out
+
+    def act(states: dict[State, float], index: int) -> dict[State, float]:
+        inst = instants[index]
+        t = inst.time
+        out: dict[State, float] = {}
+        for (e1, e5, along_t), total in states.items():
+            along = dict(along_t)
+            options = [(e1, e5, 0.0)]
+            if keep_alives and index > 0:
+                options += [(t + hour, e5, rates.write_1h), (e1, t + five, rates.write_5m)]
+            for b1, b5, extra in options:
+                choices = []
+                for c in inst.paths:
+                    mine = ["plain"] + (["read"] if until(b1, b5, along, c) > t else [])
+                    choices.append(mine + (["w5", "w1"] if inst.writable else []))
+                for picks in itertools.product(*choices):
+                    cost, n1, n5, n_along = total + extra, b1, b5, dict(along)
+                    for c, pick in zip(inst.paths, picks, strict=True):
+                        if pick == "read":
+                            cost += rates.read
+                            n1 = t + hour if b1 > t else n1
+                            n5 = t + five if b5 > t else n5
+                            if c is not None and (
+                                along.get(c, -math.inf) > t or c in inst.upgrades
+                            ):
+                                n_along[c] = t + hour
+                        elif pick == "plain":
+                            cost += rates.input
+                        elif pick == "w5":
+                            cost += rates.write_5m
+                            n5 = max(n5, t + five)
+                        else:
+                            cost += rates.write_1h
+                            n1 = max(n1, t + hour)
+                    keep(out, (n1, n5, tuple(sorted(n_along.items()))), cost)
+        return out
+
+    states: dict[State, float] = {(-math.inf, -math.inf, ()): 0.0}
+    for index, inst in enumerate(instants):
+        if keep_alives and index > 0:
+            states = gap(states, instants[index - 1].time, inst)
+        states = act(states, index)
+    return min(states.values())
+
+
+@pytest.mark.parametrize(
+    "instants",
+    [
+        # two conversations under one prompt: A's read at 200 upgrades along A only
+        [
+            Instant(0, (0,), True),
+            Instant(200, (0,), True, frozenset({0})),
+            Instant(1200, (1,), True),
+            Instant(1500, (0,), True),
+        ],
+        # a keep-alive in the gap may upgrade along A (seen before and after it), not B
+        [
+            Instant(0, (0,), True),
+            Instant(100, (0, 1), True, frozenset({1})),
+            Instant(1300, (0,), True, frozenset(), frozenset({0})),
+            Instant(1400, (1,), True),
+        ],
+        # a request ending at the node, and one going on; concurrent requests
+        [
+            Instant(0, (None, 0), True),
+            Instant(200, (0, 0), True, frozenset({0})),
+            Instant(600, (None,), True),
+            Instant(900, (0, 1), True),
+        ],
+        # covered only along A at 400, A writes the node's own 5m entry, which B's two read
+        [
+            Instant(0, (0,), True),
+            Instant(100, (0,), True, frozenset({0})),
+            Instant(400, (0,), True),
+            Instant(500, (1, 1), True),
+        ],
+        # three children, one unwritable instant, a long gap
+        [
+            Instant(0, (0, 1), True, frozenset({0, 1})),
+            Instant(300, (2,), False),
+            Instant(800, (0, 2), True, frozenset({2}), frozenset({0})),
+            Instant(1900, (1, 2), True),
+        ],
+    ],
+)
+@pytest.mark.parametrize(
+    "rates",
+    [UNIT, Rates(1.0, 0.1, 1.0, 2.0)],  # the second: a 1h write no longer beats two 5m ones
+)
+def test_node_programme_matches_brute_force_with_several_children(
+    instants: list[Instant], rates: Rates
+) -> None:
+    for keep_alives in (False, True):
+        assert node_cost_per_token(instants, rates, keep_alives=keep_alives) == pytest.approx(
+            _children_brute_force(instants, keep_alives=keep_alives, rates=rates)
+        ), keep_alives
+
+
+@st.composite
+def _node_instants(draw: Any) -> list[Instant]:
+    """A few instants of one node: requests ending at it or going on along one of three
+    children, gaps short enough for three keep-alives to cover (times on ``_GRID``)."""
+    t = 0.0
+    out = []
+    seen: set[int] = set()
+    for i in range(draw(st.integers(1, 4))):
+        if i:
+            t += draw(st.sampled_from([100.0, 200.0, 300.0, 400.0, 600.0, 900.0]))
+        paths = tuple(
+            sorted(
+                draw(st.lists(st.sampled_from([None, 0, 1, 2]), min_size=1, max_size=3)),
+                key=lambda c: -1 if c is None else c,
+            )
+        )
+        children = {c for c in paths if c is not None}
+        upgrades = (
+            frozenset(draw(st.sets(st.sampled_from(sorted(children))))) if children else frozenset()
+        )
+        pings = frozenset(c for c in seen & children if draw(st.booleans()))
+        out.append(Instant(t, paths, draw(st.booleans()), upgrades, pings))
+        seen |= children
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    instants=_node_instants(),
+    rates=st.sampled_from([UNIT, Rates(1.0, 0.1, 1.0, 2.0), Rates(1.0, 0.05, 1.25, 3.0)]),
+)
+def test_node_programme_matches_brute_force_on_random_nodes(
+    instants: list[Instant], rates: Rates
+) -> None:
+    for keep_alives in (False, True):
+        assert node_cost_per_token(instants, rates, keep_alives=keep_alives) == pytest.approx(
+            _children_brute_force(instants, keep_alives=keep_alives, rates=rates)
+        ), keep_alives
 
 
 def test_unordered_prices_are_rejected() -> None:
