@@ -1454,12 +1454,23 @@ class ChatClaudeRelay(BaseChatModel):
         )
 
     def _send_keep_alive(self, pending: PendingKeepAlive) -> float | None:
-        """Send one keep-alive request; bill it in the ledger and the call's cost trackers."""
+        """Send one keep-alive request; bill it in the ledger and the call's cost trackers.
+
+        With a ``rate_limiter`` it books one request there first, without waiting; when the
+        limiter has no room it is not sent (its few counted tokens, plain input and at most
+        one output token, are not booked).
+        """
         context: _KeepAliveContext = pending.context
         keep = pending.keep
         source: _KeepAliveRequest = pending.payload
         request = keepalive_request(source.request, keep.position, keep.ttl)
         if request is None:
+            return None
+        limiter = self.rate_limiter
+        if limiter is not None and not limiter.acquire(blocking=False):
+            # The user's calls come first: a keep-alive never waits for a slot (it would come
+            # too late) nor takes one they are waiting for. Dropped, as a failed one is.
+            logger.info("a keep-alive request was skipped: the rate limiter had no room")
             return None
         at = float(context.planner.clock())
         raw = self._transport.create(self._wire.render(request, source.params, True))

@@ -19,6 +19,7 @@ from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay.callbacks import track_costs
 from langchain_claude_relay.emulator import RelayEmulator
 from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.limiter import RateLimiter
 from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.store import MemoryStore
@@ -113,6 +114,19 @@ def test_the_cache_survives_a_12_minute_tool_call(emulator: RelayEmulator) -> No
     rewrite = prefix * (prices.cache_write_5m - prices.cache_read) / 1e6
     assert keep_alive < one_hour_premium < rewrite
     assert llm.keep_warm_spent_usd == pytest.approx(keep_alive)
+    llm.close()
+
+
+def test_keep_alives_book_the_rate_limiter_and_never_wait_for_it(emulator: RelayEmulator) -> None:
+    # Two requests a minute, on a frozen limiter clock: the call takes one, the first
+    # keep-alive the other; the second finds no room and is skipped, not queued.
+    limiter = RateLimiter(rpm=2, clock=lambda: 0.0, sleep=lambda _s: None)
+    llm = _model(emulator, rate_limiter=limiter)
+    _tool_round(llm, _system())
+    assert limiter.stats()["requests"] == 1
+    assert _keep_warm_until(llm, emulator, 12 * 60.0) == 1  # two fall due; the limiter allows one
+    assert limiter.stats()["requests"] == 2
+    assert len(emulator.billing_log) == 2  # the call and one keep-alive
     llm.close()
 
 
