@@ -392,6 +392,14 @@ def _children_brute_force(
     return min(states.values())
 
 
+def _assert_programme_is_exact(instants: Sequence[Instant], rates: Rates) -> None:
+    """The programme finds the relaxation's optimum, with keep-alives and without."""
+    for keep_alives in (False, True):
+        assert node_cost_per_token(instants, rates, keep_alives=keep_alives) == pytest.approx(
+            _children_brute_force(instants, keep_alives=keep_alives, rates=rates)
+        ), keep_alives
+
+
 @pytest.mark.parametrize(
     "instants",
     [
@@ -439,10 +447,7 @@ def _children_brute_force(
 def test_node_programme_matches_brute_force_with_several_children(
     instants: list[Instant], rates: Rates
 ) -> None:
-    for keep_alives in (False, True):
-        assert node_cost_per_token(instants, rates, keep_alives=keep_alives) == pytest.approx(
-            _children_brute_force(instants, keep_alives=keep_alives, rates=rates)
-        ), keep_alives
+    _assert_programme_is_exact(instants, rates)
 
 
 @st.composite
@@ -479,10 +484,7 @@ def _node_instants(draw: Any) -> list[Instant]:
 def test_node_programme_matches_brute_force_on_random_nodes(
     instants: list[Instant], rates: Rates
 ) -> None:
-    for keep_alives in (False, True):
-        assert node_cost_per_token(instants, rates, keep_alives=keep_alives) == pytest.approx(
-            _children_brute_force(instants, keep_alives=keep_alives, rates=rates)
-        ), keep_alives
+    _assert_programme_is_exact(instants, rates)
 
 
 def test_unordered_prices_are_rejected() -> None:
