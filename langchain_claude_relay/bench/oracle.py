@@ -389,7 +389,7 @@ def _moves(
                     _Coverage(e1, t + _FIVE_MINUTES, refreshed(readers)),
                     cost + rates.write_5m + (k - 1) * rates.read,
                 )
-    if keep_alive_write and (m or not direct):  # a keep-alive writes it just before: all read
+    if keep_alive_write and not direct:  # a keep-alive writes it just before: all read
         all_along = refreshed(instant.paths)
         reads = g * rates.read
         yield _Coverage(t + _ONE_HOUR, e5, all_along), cost + rates.write_1h + reads
