@@ -185,17 +185,33 @@ class ExitAndForkAware(Protocol):
 
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
+_exited_in: int | None = None  # the process whose objects have been finished
+_finished_by_multiprocessing_in: int | None = None
+
+
+class _ForkHook:
+    """What ``multiprocessing.util.register_after_fork`` holds (weakly) for this module."""
+
+
+_FORK_HOOK = _ForkHook()
 
 
 def on_exit_and_fork(obj: ExitAndForkAware) -> None:
     """Call ``obj._at_exit()`` at interpreter exit and ``obj._after_fork_in_child()`` after a fork.
 
-    The object is held weakly: one that is collected is forgotten.
+    The object is held weakly: one that is collected is forgotten. "Exit" includes the end of
+    a ``multiprocessing`` worker, which leaves with ``os._exit`` (no ``atexit``): what it
+    recorded last would be lost otherwise.
     """
     _live.add(obj)
+    _finish_with_multiprocessing()
 
 
 def _exit_all() -> None:
+    global _exited_in
+    if _exited_in == os.getpid():  # ``atexit`` and multiprocessing's exit: once is enough
+        return
+    _exited_in = os.getpid()
     for obj in list(_live):
         try:
             obj._at_exit()
@@ -203,9 +219,35 @@ def _exit_all() -> None:
             logger.warning("%r could not finish at exit: %s", obj, type(exc).__name__)
 
 
+def _finish_with_multiprocessing() -> None:
+    """Have ``multiprocessing`` run ``_exit_all`` when this process ends, if it is loaded.
+
+    Its workers (fork, forkserver or spawn) end with ``os._exit`` after running its exit
+    function, which runs its finalizers; a forked worker starts with them cleared, so a fork
+    registers them again (``register_after_fork``).
+    """
+    global _finished_by_multiprocessing_in
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _finished_by_multiprocessing_in == os.getpid():
+        return
+    _finished_by_multiprocessing_in = os.getpid()
+    util.Finalize(None, _exit_all, exitpriority=10)
+    util.register_after_fork(_FORK_HOOK, _finish_in_forked_worker)
+
+
+def _finish_in_forked_worker(_hook: object) -> None:
+    global _finished_by_multiprocessing_in
+    _finished_by_multiprocessing_in = None
+    if _live:
+        _finish_with_multiprocessing()
+
+
 def _reset_all_in_child() -> None:
     for obj in list(_live):
         obj._after_fork_in_child()
+    # A multiprocessing worker clears its finalizers after this; what this registers runs
+    # again after that (``register_after_fork``).
+    _finish_in_forked_worker(_FORK_HOOK)
 
 
 atexit.register(_exit_all)

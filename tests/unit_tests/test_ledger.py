@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import errno
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -665,6 +666,30 @@ def test_forked_child_gets_its_own_queue(disk: DiskLedger) -> None:
     assert sorted(got) == sorted(
         ["parent-before", "parent-after", *(f"child{i}" for i in range(10))]
     )
+
+
+def _record_and_leave(directory: str, inherited: DiskLedger | None) -> None:
+    """A multiprocessing worker's last act: record, neither flush nor close, and return."""
+    led = inherited if inherited is not None else DiskLedger(directory)
+    led.record(entry("worker-last", 5))
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_workers_last_entry_is_kept(
+    method: str, ledger_dir: Path, disk: DiskLedger
+) -> None:
+    # A worker ends with os._exit (no atexit): its queued entry was lost on fork and forkserver
+    # until the exit hooks also ran from multiprocessing's own exit function.
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    inherited = disk if method == "fork" else None  # a forked worker uses the parent's object
+    worker = multiprocessing.get_context(method).Process(
+        target=_record_and_leave, args=(str(ledger_dir), inherited)
+    )
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    assert ids(disk.entries()) == ["worker-last"]
 
 
 def test_record_refuses_non_entries(disk: DiskLedger) -> None:
