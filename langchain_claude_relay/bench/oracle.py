@@ -238,11 +238,6 @@ class _Coverage:
     e5: float = _NEVER
     along: tuple[tuple[int, float], ...] = ()
 
-    def until(self, child: int | None) -> float:
-        """Until when a request going on along ``child`` finds the node covered."""
-        deeper = dict(self.along).get(child, _NEVER) if child is not None else _NEVER
-        return max(self.e1, self.e5, deeper)
-
     def normalized(self, now: float, live: Set[int]) -> _Coverage:
         """Without what can serve no request.
 
@@ -352,7 +347,7 @@ def _moves(
     t, g = instant.time, instant.count
     along = dict(state.along)
     direct = state.e1 > t or state.e5 > t
-    covered = [state.until(c) > t for c in instant.paths]
+    covered = [direct or (c is not None and along.get(c, _NEVER) > t) for c in instant.paths]
     k = sum(covered)
     m = g - k
     e1 = t + _ONE_HOUR if state.e1 > t else state.e1
