@@ -187,6 +187,7 @@ class ExitAndForkAware(Protocol):
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _exited_in: int | None = None  # the process whose objects have been finished
 _finished_by_multiprocessing_in: int | None = None
+_after_fork_registered = False  # multiprocessing keeps (and forks inherit) the registration
 
 
 class _ForkHook:
@@ -226,13 +227,15 @@ def _finish_with_multiprocessing() -> None:
     function, which runs its finalizers; a forked worker starts with them cleared, so a fork
     registers them again (``register_after_fork``).
     """
-    global _finished_by_multiprocessing_in
+    global _finished_by_multiprocessing_in, _after_fork_registered
     util = sys.modules.get("multiprocessing.util")
     if util is None or _finished_by_multiprocessing_in == os.getpid():
         return
     _finished_by_multiprocessing_in = os.getpid()
     util.Finalize(None, _exit_all, exitpriority=10)
-    util.register_after_fork(_FORK_HOOK, _finish_in_forked_worker)
+    if not _after_fork_registered:
+        _after_fork_registered = True
+        util.register_after_fork(_FORK_HOOK, _finish_in_forked_worker)
 
 
 def _finish_in_forked_worker(_hook: object) -> None:
