@@ -231,3 +231,51 @@ def test_messages_context_hash_remembered_equals_computed(
     )
     assert request.messages_context_hash() == expected  # computed (and remembered)
     assert request.messages_context_hash() == expected  # remembered
+
+
+def test_the_calibration_is_solved_again_only_once_its_sums_have_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A solve per call was a tenth of a millisecond; sums that barely moved keep the last one."""
+    from langchain_claude_relay.models import lookup_model
+    from langchain_claude_relay.planner import planner as planner_module
+    from langchain_claude_relay.tokens import RESOLVE_SHIFT
+
+    solves: list[Any] = []
+
+    def counted(state: Any, prior: Any) -> Any:
+        solves.append(state)
+        return solve_calibration(state, prior)
+
+    monkeypatch.setattr(planner_module, "solve_calibration", counted)
+    request = _request()
+    spec = lookup_model(request.model)
+    prior = prior_calibration(spec.token_ratio_prior)
+    features = [9000.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.0]
+    state: dict[str, Any] | None = None
+    for _ in range(5):
+        state = update_calibration(state, features, prior.tokens(features) * 1.3, prior)
+    assert state is not None
+
+    def scaled(factor: float) -> dict[str, Any]:
+        return {**state, "b": [v * factor for v in state["b"]]}
+
+    def estimate(planner: CachePlanner, stored: dict[str, Any]) -> int:
+        planner.store.set(hex_key("k", spec.family), stored)
+        return planner.plan(request).total_estimated_tokens
+
+    planner = CachePlanner(MemoryStore(), clock=Clock(), encoding=ESTIMATOR)
+    solved = estimate(planner, state)
+    assert len(solves) == 1
+    assert estimate(planner, state) == solved  # unchanged: kept
+    assert len(solves) == 1
+    slightly = scaled(1 + RESOLVE_SHIFT / 2)
+    kept = estimate(planner, slightly)
+    assert kept == solved  # moved by half the share: kept
+    assert len(solves) == 1
+    fresh = estimate(CachePlanner(MemoryStore(), clock=Clock(), encoding=ESTIMATOR), slightly)
+    assert fresh != kept  # what keeping costs: a little
+    assert abs(fresh - kept) <= RESOLVE_SHIFT * fresh
+    solves.clear()
+    assert estimate(planner, scaled(1 + 2 * RESOLVE_SHIFT)) != solved
+    assert len(solves) == 1  # moved by twice the share: solved again
