@@ -193,7 +193,9 @@ class Option:
         static: the end of the tools or of the system prompt. When marking it costs nothing
             more than leaving it to a later marker (equal odds), it is marked: only an entry
             there lets *other* conversations read the shared prefix, which the odds (lifted to
-            the conversation's own, ``reuse.make_monotone``) cannot show.
+            the conversation's own, ``reuse.make_monotone``) cannot show. The tie-break grows
+            with the prefix the entry makes readable, so the end of the tools is marked below
+            the system prompt's too (workers sharing tools under different prompts).
         late: expected arrivals after 5 minutes within the hour (``ttl.late_arrivals``):
             ``future_5m`` prices them as rewrites.
         survival: with keep-alive requests, ``S[0..12]`` of the prefix's returns
@@ -355,6 +357,48 @@ def _future_5m(
     return memo
 
 
+def _bridged_futures(
+    markers: Sequence[Option],
+    cumulative: Sequence[float],
+    aheads: Sequence[float],
+    rates: Rates,
+    bridged: dict[tuple[int, float], float],
+) -> list[float]:
+    """Each marker's ``future_5m``, bridged by keep-alives where they pay.
+
+    Markers in a row with the same survival and late arrivals mark nested prefixes that come
+    back together, and one keep-alive through the deepest of them refreshes every entry of the
+    row (each marker it carries finds its own entry; the scheduler sends that one, see
+    ``CachePlanner.keep_alives``). So the row is bridged as one segment: the keep-alives read
+    through its last marker for the tokens all of them decide, and each marker gets the same
+    credit per token. Priced one by one, each marker paid for keep-alives of its own, and a
+    marker at the end of the tools (free: the write is the same) looked dearer than none.
+    """
+    out: list[float] = []
+    i, count = 0, len(markers)
+    while i < count:
+        first = markers[i]
+        j = i + 1
+        if first.survival is not None:
+            while (
+                j < count
+                and markers[j].survival == first.survival
+                and markers[j].late == first.late
+            ):
+                j += 1
+        if j == i + 1:
+            out.append(_future_5m(first, cumulative[first.index], aheads[i], rates, bridged))
+            i = j
+            continue
+        last = markers[j - 1]
+        ahead = sum(aheads[i:j])
+        row = _future_5m(last, cumulative[last.index], ahead, rates, bridged)
+        credit = last.future_5m - row  # per token, for every marker of the row
+        out.extend(m.future_5m - credit for m in markers[i:j])
+        i = j
+    return out
+
+
 def _read_point(markers: Sequence[Option], cached_desc: Sequence[int]) -> int:
     for entry in cached_desc:
         for marker in markers:
@@ -393,19 +437,25 @@ def _price(
     read_end = cumulative[read_index] if read_index >= 0 else 0.0
     entry_1h = cached.get(read_index) == "1h"
     p_in, p_read, p_5m, p_1h = rates.input, rates.read, rates.write_5m, rates.write_1h
+    aheads: list[float] = []  # per marker: the tokens whose future it decides
+    start = 0.0
+    for marker in markers:
+        end = cumulative[marker.index]
+        ahead = end - (start if start > marker.future_start else marker.future_start)
+        aheads.append(ahead if ahead > 0.0 else 0.0)
+        if end > start:
+            start = end
+    futures_5m = _bridged_futures(markers, cumulative, aheads, rates, bridged)
     start = 0.0
     cost_1h: list[float] = []
     cost_5m: list[float] = []
     now_1h: list[float] = []
     now_5m: list[float] = []
-    for marker in markers:
+    for marker, ahead, future_5m in zip(markers, aheads, futures_5m, strict=True):
         end = cumulative[marker.index]
         size = end - start if end > start else 0.0
         read = read_end - start
         read = 0.0 if read < 0.0 else (size if read > size else read)
-        ahead = end - (start if start > marker.future_start else marker.future_start)
-        ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
-        future_5m = _future_5m(marker, end, ahead, rates, bridged)
         extra_1h = extra_5m = 0.0  # unmarked static prefixes inside the segment (``statics``)
         for inner in statics:
             inner_end = cumulative[inner.index]
@@ -417,7 +467,7 @@ def _price(
             inner_5m = _future_5m(inner, inner_end, tokens, rates, bridged)
             extra_1h = max(extra_1h, tokens * (inner.future_1h - marker.future_1h))
             extra_5m = max(extra_5m, tokens * (inner_5m - future_5m))
-        bias = -1e-9 * p_in * size if marker.static else 0.0  # see ``Option.static``
+        bias = -1e-9 * p_in * end if marker.static else 0.0  # see ``Option.static``
         if not marker.writes:  # below the minimum: no entry, the unread part is plain input
             both = read * p_read + (size - read) * p_in
             now_1h.append(both)

@@ -269,6 +269,31 @@ def test_a_shared_static_prefix_keeps_its_marker_whatever_the_tail(
     assert 0 in dict(placement.markers)
 
 
+@pytest.mark.parametrize("keep_alives", [False, True])
+@pytest.mark.parametrize("cached", [{}, {1: "5m"}])  # (tools cached: read, and kept, either way)
+def test_the_end_of_the_tools_is_marked_below_the_system_prompt_when_it_costs_nothing(
+    keep_alives: bool, cached: dict[int, str]
+) -> None:
+    """A supervisor's workers share their tools and differ in their system prompts: only an
+    entry at the end of the tools lets the second worker read them. Marking it costs nothing
+    (the write is billed once, up to the last marker), and with keep-alives one through the
+    system prompt refreshes both entries, so the pair is bridged like one segment. Priced one by
+    one, each marker paid for keep-alives of its own and the tools marker looked dearer; and
+    ties went to fewer markers (multi_agent day one rewrote the tools for each worker)."""
+    from langchain_claude_relay.planner.followup import PRIOR_GAPS, survival
+
+    s = survival(PRIOR_GAPS) if keep_alives else None
+    odds = ReuseOdds(0.7, 0.9)
+    cumulative = [3228.0, 5139.0, 5310.0]  # the tools, a worker's system prompt, its task
+    tools = Option.priced(0, odds, RATES, static=True, survival=s)
+    system = Option.priced(1, odds, RATES, static=True, survival=s)
+    tail = Option.priced(2, ReuseOdds(0.99, 1.0), RATES, survival=s, next_only=True)
+    both = choose_markers([tools, system, tail], [], cumulative, cached, RATES, "auto", 4)
+    assert {0, 1} <= set(dict(both.markers))
+    alone = choose_markers([system, tail], [], cumulative, cached, RATES, "auto", 4)
+    assert both.objective == pytest.approx(alone.objective, rel=1e-9)  # no dearer, no cheaper
+
+
 # -- a 1-hour entry below the tail holds most of the prefix for a late follow-up ------------
 
 # A chat's last turn on day two (paused_chat #37): its own history says the follow-up came
