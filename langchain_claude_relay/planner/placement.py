@@ -366,22 +366,24 @@ def _bridged_futures(
 ) -> list[float]:
     """Each marker's ``future_5m``, bridged by keep-alives where they pay.
 
-    Markers in a row with the same survival and late arrivals mark nested prefixes that come
-    back together, and one keep-alive through the deepest of them refreshes every entry of the
-    row (each marker it carries finds its own entry; the scheduler sends that one, see
-    ``CachePlanner.keep_alives``). So the row is bridged as one segment: the keep-alives read
-    through its last marker for the tokens all of them decide, and each marker gets the same
-    credit per token. Priced one by one, each marker paid for keep-alives of its own, and a
-    marker at the end of the tools (free: the write is the same) looked dearer than none.
+    Markers in a row with the same survival and late arrivals (each writing an entry) mark
+    nested prefixes that come back together, and one keep-alive through the deepest of them
+    refreshes every entry of the row (each marker it carries finds its own entry; the
+    scheduler sends that one, see ``CachePlanner.keep_alives``). So the row is bridged as one
+    segment: the keep-alives read through its last marker for the tokens all of them decide,
+    and each marker gets the same credit per token. Priced one by one, each marker paid for
+    keep-alives of its own, and a marker at the end of the tools (free: the write is the
+    same) looked dearer than none.
     """
     out: list[float] = []
     i, count = 0, len(markers)
     while i < count:
         first = markers[i]
         j = i + 1
-        if first.survival is not None:
+        if first.survival is not None and first.writes:
             while (
                 j < count
+                and markers[j].writes
                 and markers[j].survival == first.survival
                 and markers[j].late == first.late
             ):
