@@ -762,3 +762,18 @@ def test_a_busy_tenant_among_quiet_ones_is_written_for_an_hour_on_the_next_day(
     first = day()
     marker = next(bp for bp in first.breakpoints if bp.position.section == "system")
     assert marker.ttl == "1h"
+
+
+@pytest.mark.parametrize("keep_warm", [False, True])
+def test_a_first_request_marks_the_end_of_its_tools_below_its_system_prompt(
+    keep_warm: bool,
+) -> None:
+    """Workers that share tools under their own system prompts: the first one's request marks
+    the end of the tools too (free: the write is billed once), so the next worker reads them."""
+    tools = tuple(tool(f"tool_{i}", 12) for i in range(4))
+    first = request(system=prose(900, 1), tools=tools)
+    planner = CachePlanner(MemoryStore(), clock=Clock(), encoding=ESTIMATOR)
+    plan = planner.plan(first, keep_warm=keep_warm)
+    marked = {b.position for b in plan.breakpoints}
+    assert Position("tools", len(tools) - 1) in marked
+    assert Position("system", 0) in marked
