@@ -142,17 +142,23 @@ def _progress(text: str, *, step: int | None = None, steps: int | None = None) -
 
 
 def _replay_days(
-    session: ReplaySession, trace: Trace, strategy: Strategy, budget_usd: float
+    session: ReplaySession,
+    trace: Trace,
+    strategy: Strategy,
+    budget_usd: float,
+    *,
+    days_wanted: int = 2,
 ) -> list[tuple[StrategyRun, RunMetrics]]:
     """Replay a baseline (one day: it learns nothing), or ours on day one then day two.
 
-    If a concurrent instant was not concurrent (a loaded machine), everything is replayed
-    again, slower (ours from a fresh store).
+    ``days_wanted=1`` stops ours after day one (``--explain`` of day one). If a concurrent
+    instant was not concurrent (a loaded machine), everything is replayed again, slower (ours
+    from a fresh store).
     """
     for _attempt in range(3):
         state = session.new_state(budget_usd=budget_usd) if strategy.planned else None
         days = []
-        for day in range(2 if strategy.planned else 1):
+        for day in range(days_wanted if strategy.planned else 1):
             run = session.replay(trace, strategy, state=state, offset=day * DAY)
             days.append((run, run_metrics(run)))
             if days[-1][1].concurrency_violations:
@@ -396,7 +402,8 @@ def explain(
     ):
         tokenizer = EmulatorTokenizer(emulator.settings.token_costs)
         profiles = _profiles(trace, tokenizer)
-        run, _ = _replay_days(session, trace, ours, keep_warm_budget_usd)[day - 1]
+        replayed = _replay_days(session, trace, ours, keep_warm_budget_usd, days_wanted=day)
+        run, _ = replayed[day - 1]
         check_totals(run, profiles)
         minimum = emulator.settings.min_cache_tokens
     return explain_nodes(trace, profiles, run, day=day, minimum=minimum)
