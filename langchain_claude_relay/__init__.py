@@ -54,6 +54,7 @@ from langchain_claude_relay.errors import (
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, shared_limiter
 from langchain_claude_relay.models import ModelPrices, ModelSpec, lookup_model, register_model
 from langchain_claude_relay.tokens import TokenEstimateWarning
+from langchain_claude_relay.transport.limits import ResponseLimits, response_cap_hooks
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ __all__ = [
     "RateLimiter",
     "RateLimits",
     "shared_limiter",
+    # answer caps for an HTTP client of your own
+    "ResponseLimits",
+    "response_cap_hooks",
     # errors
     "ClaudeRelayError",
     "RequestValidationError",

@@ -332,8 +332,27 @@ def _cap_response(response: Any, limits: ResponseLimits, is_async: bool) -> None
     response.stream = _capped_stream_class(library, is_async)(response.stream, limit, setting)
 
 
-def response_cap_hooks(limits: ResponseLimits, *, is_async: bool) -> dict[str, list[Any]]:
-    """``event_hooks`` for an HTTP client: every response body is capped (see above)."""
+def response_cap_hooks(
+    limits: ResponseLimits | None = None, *, is_async: bool = False
+) -> dict[str, list[Any]]:
+    """``event_hooks`` for an HTTP client: every response body is capped (see above).
+
+    The clients this package builds have them. Give them to a client of your own (a proxy, a
+    custom TLS setup) that you pass as ``http_client``: the package reads answers through its
+    caps whatever the client, but the SDK reads an error answer's body itself, and on a client
+    without these hooks that read is not capped. (Nothing is added to your client behind your
+    back: it may serve other APIs, with other sizes.)
+
+    Args:
+        limits: the caps (default: ``ResponseLimits()``, the chat model's defaults; pass the
+            model's own if you changed them).
+        is_async: hooks for an async client (``httpx.AsyncClient``).
+
+    >>> import httpx
+    >>> client = httpx.Client(event_hooks=response_cap_hooks())
+    >>> client.close()
+    """
+    limits = limits if limits is not None else ResponseLimits()
     if is_async:
 
         async def acap(response: Any) -> None:

@@ -178,6 +178,36 @@ def test_an_error_page_the_sdk_reads_is_capped_too(hostile: HostileRelay) -> Non
         asyncio.run(llm.ainvoke("hi"))
 
 
+def test_a_client_of_your_own_caps_the_error_page_with_response_cap_hooks(
+    hostile: HostileRelay,
+) -> None:
+    """The SDK reads an error page itself: on a client the user passes, the package adds no
+    hook (the client may serve other APIs); ``response_cap_hooks`` is the documented way."""
+    import openai
+
+    from langchain_claude_relay import ResponseLimits, response_cap_hooks
+
+    limits = ResponseLimits(max_response_bytes=2**20)
+    with openai.DefaultHttpxClient() as plain:
+        llm = llm_for(hostile.url("redirect"), http_client=plain)
+        with pytest.raises(APIStatusError):
+            llm.invoke("hi")
+        assert not plain.event_hooks["response"]  # nothing was added to the user's client
+    with openai.DefaultHttpxClient(event_hooks=response_cap_hooks(limits)) as capped:
+        llm = llm_for(hostile.url("big-error"), max_response_bytes=2**20, http_client=capped)
+        with pytest.raises(APIResponseError, match="max_response_bytes"):
+            llm.invoke("hi")
+
+    async def acall() -> None:
+        hooks = response_cap_hooks(limits, is_async=True)
+        async with openai.DefaultAsyncHttpxClient(event_hooks=hooks) as client:
+            llm = llm_for(hostile.url("big-error"), http_async_client=client)
+            await llm.ainvoke("hi")
+
+    with pytest.raises(APIResponseError, match="max_response_bytes"):
+        asyncio.run(acall())
+
+
 # ------------------------------------------------------------------------- row 7: deadline
 
 

@@ -29,6 +29,8 @@ EXPECTED_ALL = [
     "RateLimiter",
     "RateLimits",
     "shared_limiter",
+    "ResponseLimits",
+    "response_cap_hooks",
     "ClaudeRelayError",
     "RequestValidationError",
     "LedgerUnavailableError",
