@@ -62,7 +62,6 @@ __all__ = [
     "prior_calibration",
     "update_calibration",
     "solve_calibration",
-    "calibration_shift",
 ]
 
 ENCODING_ENV = "CLAUDE_RELAY_TIKTOKEN_ENCODING"
@@ -100,11 +99,6 @@ adds but emulations and some relays do not; more for the overheads, which trade 
 each other (calls of similar shape cannot tell a per-block overhead from a constant)."""
 DECAY = 0.97
 """Weight kept by past observations at each new one (a memory of about 30 calls)."""
-RESOLVE_SHIFT = 0.01
-"""The planner solves the calibration again once its stored sums have moved by this share
-since the last solve (``calibration_shift``). Sums that moved less move the coefficients by
-about as little (a steady workload's sums settle, so it stops re-solving), and a solve is a
-tenth of a millisecond on every call."""
 _LIMITS = (
     (0.5, 4.0),
     (0.5, 5.0),
@@ -558,27 +552,6 @@ def _valid_state(state: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]
         and len(b) == k
         and isinstance(w, (int, float))
     )
-
-
-def calibration_shift(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> float:
-    """How far stored calibration sums moved: the largest relative L1 change of ``a``, ``b``, ``w``.
-
-    ``inf`` when either state is missing or malformed (nothing to compare: solve).
-
-    >>> s = {"a": [1.0] * 28, "b": [2.0] * 7, "w": 10.0}
-    >>> calibration_shift(s, s), calibration_shift(s, {**s, "w": 8.0}), calibration_shift(None, s)
-    (0.0, 0.25, inf)
-    """
-    if not (_valid_state(old) and _valid_state(new)):
-        return math.inf
-    shift = abs(float(new["w"]) - float(old["w"])) / max(abs(float(new["w"])), 1e-12)
-    for name in ("a", "b"):
-        before, after = old[name], new[name]
-        moved = sum(abs(float(x) - float(y)) for x, y in zip(before, after, strict=True))
-        size = sum(abs(float(y)) for y in after)
-        if moved:
-            shift = max(shift, moved / size if size else math.inf)
-    return shift
 
 
 def solve_calibration(state: Mapping[str, Any] | None, prior: Calibration) -> Calibration:

@@ -119,13 +119,11 @@ from langchain_claude_relay.planner.ttl import TTL_POLICIES, Rates, TTLPolicy
 from langchain_claude_relay.request import CacheControl, CacheTTL, ClaudeRequest
 from langchain_claude_relay.store import ResilientStore, StateStore, default_store, warm_registry
 from langchain_claude_relay.tokens import (
-    RESOLVE_SHIFT,
     BlockMemo,
     CalibratedSizes,
     Calibration,
     TokenEstimator,
     calibrated_sizes,
-    calibration_shift,
     prior_calibration,
     solve_calibration,
     update_calibration,
@@ -456,8 +454,8 @@ class CachePlanner:
         prior = prior_calibration(spec.token_ratio_prior)
         state = self._store.get(hex_key("k", family))
         cached = self._calibrations.get(family)
-        if cached is not None and calibration_shift(cached[0], state) < RESOLVE_SHIFT:
-            return cached[1]  # the sums have barely moved since it was solved (see RESOLVE_SHIFT)
+        if cached is not None and cached[0] == state:
+            return cached[1]
         calibration = solve_calibration(state, prior)
         self._calibrations[family] = (state, calibration)
         return calibration
