@@ -18,8 +18,10 @@ markers interact and a segment-by-segment dynamic programme would not be exact) 
 segment's expected future cost (``ttl.future_cost``), with TTLs cut by ``ttl.best_split``. A
 segment's future counts only its tokens past ``Option.future_start`` (the end of a prefix that
 another request in flight is already writing: a second write of it saves nothing later).
-There are at most 8 sites, so at most 163 subsets; ties go to fewer markers, then to earlier
-positions, which keeps the plan deterministic.
+There are at most 8 sites, so at most 163 subsets; ties go to a marker at the end of the tools
+or the system prompt (``Option.static``), then to fewer markers, then to earlier positions,
+which keeps the plan deterministic. With keep-alives, a row of such markers is also priced as
+one bridged segment (``_static_rows``).
 """
 
 from __future__ import annotations
@@ -357,48 +359,49 @@ def _future_5m(
     return memo
 
 
-def _bridged_futures(
-    markers: Sequence[Option],
-    cumulative: Sequence[float],
-    aheads: Sequence[float],
-    rates: Rates,
-    bridged: dict[tuple[int, float], float],
-) -> list[float]:
-    """Each marker's ``future_5m``, bridged by keep-alives where they pay.
+def _static_rows(
+    markers: Sequence[Option], aheads: Sequence[float], read_index: int
+) -> list[tuple[int, int]]:
+    """Spans ``[i, j)`` of two or more markers that keep-alives bridge as one segment.
 
-    Markers in a row with the same survival and late arrivals (each writing an entry) mark
-    nested prefixes that come back together, and one keep-alive through the deepest of them
-    refreshes every entry of the row (each marker it carries finds its own entry; the
-    scheduler sends that one, see ``CachePlanner.keep_alives``). So the row is bridged as one
-    segment: the keep-alives read through its last marker for the tokens all of them decide,
-    and each marker gets the same credit per token. Priced one by one, each marker paid for
-    keep-alives of its own, and a marker at the end of the tools (free: the write is the
-    same) looked dearer than none.
+    Static markers in a row (the end of the tools, then of the system prompt) with the same
+    survival and late arrivals, each writing an entry now and none holding tokens of a 1-hour
+    entry, mark nested prefixes that come back together: one keep-alive through the deepest
+    refreshes every entry of the row (it carries the markers below its target, and each finds
+    its own entry), and the scheduler sends only that one (``CachePlanner.keep_alives`` keeps
+    the static candidate that saves most, the deepest at equal survival). Priced one by one,
+    each marker paid for keep-alives of its own, and a marker at the end of the tools (free:
+    the write is the same) looked dearer than none.
     """
-    out: list[float] = []
+    rows: list[tuple[int, int]] = []
     i, count = 0, len(markers)
     while i < count:
         first = markers[i]
         j = i + 1
-        if first.survival is not None and first.writes:
+        if _rowable(first, aheads[i], read_index):
             while (
                 j < count
-                and markers[j].writes
+                and _rowable(markers[j], aheads[j], read_index)
                 and markers[j].survival == first.survival
                 and markers[j].late == first.late
             ):
                 j += 1
-        if j == i + 1:
-            out.append(_future_5m(first, cumulative[first.index], aheads[i], rates, bridged))
-            i = j
-            continue
-        last = markers[j - 1]
-        ahead = sum(aheads[i:j])
-        row = _future_5m(last, cumulative[last.index], ahead, rates, bridged)
-        credit = last.future_5m - row  # per token, for every marker of the row
-        out.extend(m.future_5m - credit for m in markers[i:j])
+        if j - i > 1:
+            rows.append((i, j))
         i = j
-    return out
+    return rows
+
+
+def _rowable(marker: Option, ahead: float, read_index: int) -> bool:
+    return (
+        marker.static
+        and marker.writes
+        and marker.survival is not None
+        and marker.late > 0.0
+        and marker.index > read_index
+        and marker.held_start == 0.0
+        and ahead > 0.0
+    )
 
 
 def _read_point(markers: Sequence[Option], cached_desc: Sequence[int]) -> int:
@@ -439,25 +442,23 @@ def _price(
     read_end = cumulative[read_index] if read_index >= 0 else 0.0
     entry_1h = cached.get(read_index) == "1h"
     p_in, p_read, p_5m, p_1h = rates.input, rates.read, rates.write_5m, rates.write_1h
-    aheads: list[float] = []  # per marker: the tokens whose future it decides
     start = 0.0
-    for marker in markers:
-        end = cumulative[marker.index]
-        ahead = end - (start if start > marker.future_start else marker.future_start)
-        aheads.append(ahead if ahead > 0.0 else 0.0)
-        if end > start:
-            start = end
-    futures_5m = _bridged_futures(markers, cumulative, aheads, rates, bridged)
-    start = 0.0
+    aheads: list[float] = []
+    futures_5m: list[float] = []
     cost_1h: list[float] = []
     cost_5m: list[float] = []
     now_1h: list[float] = []
     now_5m: list[float] = []
-    for marker, ahead, future_5m in zip(markers, aheads, futures_5m, strict=True):
+    for marker in markers:
         end = cumulative[marker.index]
         size = end - start if end > start else 0.0
         read = read_end - start
         read = 0.0 if read < 0.0 else (size if read > size else read)
+        ahead = end - (start if start > marker.future_start else marker.future_start)
+        ahead = ahead if ahead > 0.0 else 0.0  # the tokens whose future this marker decides
+        future_5m = _future_5m(marker, end, ahead, rates, bridged)
+        aheads.append(ahead)
+        futures_5m.append(future_5m)
         extra_1h = extra_5m = 0.0  # unmarked static prefixes inside the segment (``statics``)
         for inner in statics:
             inner_end = cumulative[inner.index]
@@ -505,7 +506,23 @@ def _price(
         if end > start:
             start = end
     plain = (total - start) * p_in if total > start else 0.0
-    split = best_split(cost_1h, cost_5m, [m.forced for m in markers], policy)
+    forced = [m.forced for m in markers]
+    split = best_split(cost_1h, cost_5m, forced, policy)
+    rows = [] if entry_1h else _static_rows(markers, aheads, read_index)
+    if rows:  # the same set with each row bridged as one segment, for cuts that keep it 5m
+        rows_5m = list(cost_5m)
+        for i, j in rows:
+            last = markers[j - 1]
+            row_ahead = sum(aheads[i:j])
+            credit = last.future_5m - _future_5m(
+                last, cumulative[last.index], row_ahead, rates, bridged
+            )
+            for k in range(i, j):  # no held tokens, no unmarked static inside a row
+                rows_5m[k] += aheads[k] * (markers[k].future_5m - credit - futures_5m[k])
+        whole = [s for s in range(len(markers) + 1) if not any(i < s < j for i, j in rows)]
+        bridged_split = best_split(cost_1h, rows_5m, forced, policy, cuts=whole)
+        if bridged_split is not None and (split is None or bridged_split[1] < split[1]):
+            split = bridged_split
     if split is None:
         return None
     cut, cost = split

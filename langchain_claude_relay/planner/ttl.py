@@ -25,7 +25,7 @@ to 5m are weighed against each other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -183,6 +183,8 @@ def best_split(
     cost_5m: Sequence[float],
     forced: Sequence[str | None],
     policy: TTLPolicy,
+    *,
+    cuts: Container[int] | None = None,
 ) -> tuple[int, float] | None:
     """Choose TTLs for markers in prefix order: the first ``s`` are 1h, the rest 5m.
 
@@ -192,9 +194,10 @@ def best_split(
         forced: each marker's fixed TTL (a user marker), or ``None`` (the planner's to choose).
         policy: ``"auto"`` takes the cheapest cut, ``"5m"`` the earliest allowed, ``"1h"`` the
             latest allowed (user markers may force some planner markers to the other TTL).
+        cuts: the cuts ``s`` the costs hold for (default: all); the others are not considered.
 
     Returns:
-        ``(s, total cost)``, or ``None`` if the forced TTLs admit no valid order.
+        ``(s, total cost)``, or ``None`` if the forced TTLs (and ``cuts``) admit no valid order.
 
     >>> best_split([2.0, 2.0], [1.0, 3.0], [None, None], "auto")
     (0, 4.0)
@@ -216,7 +219,7 @@ def best_split(
     best: tuple[int, float] | None = None
     for s in range(low, high + 1):
         total = acc_1h + (total_5m - acc_5m)
-        if best is None or total < best[1] - 1e-15:
+        if (cuts is None or s in cuts) and (best is None or total < best[1] - 1e-15):
             best = (s, total)
         if s < k:
             acc_1h += cost_1h[s]

@@ -294,6 +294,29 @@ def test_the_end_of_the_tools_is_marked_below_the_system_prompt_when_it_costs_no
     assert both.objective == pytest.approx(alone.objective, rel=1e-9)  # no dearer, no cheaper
 
 
+def test_only_static_markers_written_now_with_equal_returns_form_a_keep_alive_row() -> None:
+    """The runtime sends one static keep-alive (the deepest) and one for the conversation, and
+    a keep-alive only helps tokens no 1-hour entry holds: rows are limited to what it does."""
+    from langchain_claude_relay.planner.followup import PRIOR_GAPS, survival
+    from langchain_claude_relay.planner.placement import _static_rows
+
+    s = survival(PRIOR_GAPS)
+    odds = ReuseOdds(0.7, 0.9)
+    tools = Option.priced(0, odds, RATES, static=True, survival=s)
+    system = Option.priced(1, odds, RATES, static=True, survival=s)
+    aheads = [3000.0, 2000.0, 100.0]
+    tail = Option.priced(2, odds, RATES, survival=s)
+    assert _static_rows([tools, system, tail], aheads, -1) == [(0, 2)]
+    assert _static_rows([tools, system, tail], aheads, 0) == []  # the tools are read now
+    other = Option.priced(1, ReuseOdds(0.2, 0.9), RATES, static=True, survival=s)
+    assert _static_rows([tools, other], aheads, -1) == []  # different returns
+    held = Option.priced(1, odds, RATES, static=True, survival=s, held_start=3000.0)
+    assert _static_rows([tools, held], aheads, -1) == []  # a 1-hour entry holds the tools
+    plain = Option.priced(1, odds, RATES, static=True)
+    assert _static_rows([tools, plain], aheads, -1) == []  # no keep-alives
+    assert _static_rows([tail, Option.priced(3, odds, RATES, survival=s)], aheads, -1) == []
+
+
 # -- a 1-hour entry below the tail holds most of the prefix for a late follow-up ------------
 
 # A chat's last turn on day two (paused_chat #37): its own history says the follow-up came

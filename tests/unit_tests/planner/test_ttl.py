@@ -254,3 +254,10 @@ def test_option_counts_late_returns_per_break_up_to_the_expected_arrivals(
     assert option.late == pytest.approx(want)
     assert option.future_5m == pytest.approx(future_cost("5m", odds, rates, late=want))
     assert option.future_1h == pytest.approx(future_cost("1h", odds, rates, late=want))
+
+
+def test_best_split_considers_only_the_cuts_its_costs_hold_for() -> None:
+    """A row bridged as one segment is priced 5m as a whole: a cut inside it is not offered."""
+    assert best_split([1.0, 1.0], [2.0, 0.0], [None, None], "auto") == (1, 1.0)
+    assert best_split([1.0, 1.0], [2.0, 0.0], [None, None], "auto", cuts={0, 2}) == (0, 2.0)
+    assert best_split([1.0, 1.0], [2.0, 0.0], [None, None], "5m", cuts={1}) is None
