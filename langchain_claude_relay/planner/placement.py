@@ -422,11 +422,15 @@ def _price(
     policy: TTLPolicy,
     bridged: dict[tuple[int, float], float],
     statics: Sequence[Option] = (),
+    *,
+    rows: bool = False,
 ) -> tuple[float, int, float, int] | None:
     """``(objective, cut, now_cost, read_index)`` of one marker set (``None``: invalid order).
 
     Written for speed (it runs for every subset): plain floats, no intermediate objects.
     ``bridged`` memoizes ``Option.bridged_5m`` by marker and tokens ahead across subsets.
+    ``rows``: whether the options can form a keep-alive row (``_static_rows``; at least two
+    static ones with keep-alives): only then is the set also priced with its rows bridged.
 
     ``statics``: the static options (end of the tools, of the system prompt). One left unmarked
     inside a later marker's segment does not make its tokens' future as cheap as that marker's
@@ -508,10 +512,10 @@ def _price(
     plain = (total - start) * p_in if total > start else 0.0
     forced = [m.forced for m in markers]
     split = best_split(cost_1h, cost_5m, forced, policy)
-    rows = [] if entry_1h else _static_rows(markers, aheads, read_index)
-    if rows:  # the same set with each row bridged as one segment, for cuts that keep it 5m
+    spans = _static_rows(markers, aheads, read_index) if rows and not entry_1h else []
+    if spans:  # the same set with each row bridged as one segment, for cuts that keep it 5m
         rows_5m = list(cost_5m)
-        for i, j in rows:
+        for i, j in spans:
             last = markers[j - 1]
             row_ahead = sum(aheads[i:j])
             credit = last.future_5m - _future_5m(
@@ -519,7 +523,7 @@ def _price(
             )
             for k in range(i, j):  # no held tokens, no unmarked static inside a row
                 rows_5m[k] += aheads[k] * (markers[k].future_5m - credit - futures_5m[k])
-        whole = [s for s in range(len(markers) + 1) if not any(i < s < j for i, j in rows)]
+        whole = [s for s in range(len(markers) + 1) if not any(i < s < j for i, j in spans)]
         bridged_split = best_split(cost_1h, rows_5m, forced, policy, cuts=whole)
         if bridged_split is not None and (split is None or bridged_split[1] < split[1]):
             split = bridged_split
@@ -560,6 +564,7 @@ def choose_markers(
     ordered = sorted(options, key=lambda o: o.index)
     cached_desc = sorted(cached, reverse=True)
     statics = [o for o in ordered if o.static]
+    rows = sum(o.survival is not None for o in statics) >= 2
     bridged: dict[tuple[int, float], float] = {}
     best: tuple[float, int, float, int] | None = None
     best_markers: list[Option] = []
@@ -572,7 +577,16 @@ def choose_markers(
                 else statics
             )
             priced = _price(
-                markers, cumulative, total, cached, cached_desc, rates, policy, bridged, unmarked
+                markers,
+                cumulative,
+                total,
+                cached,
+                cached_desc,
+                rates,
+                policy,
+                bridged,
+                unmarked,
+                rows=rows,
             )
             if priced is None:
                 continue
