@@ -20,6 +20,7 @@ from langchain_claude_relay.bench.oracle import (
     anchor_index,
     build_nodes,
     node_cost_per_token,
+    prefix_charged_cost,
 )
 from langchain_claude_relay.bench.report import align_columns
 from langchain_claude_relay.bench.runner import RequestBill, StrategyRun, run_metrics
@@ -79,6 +80,9 @@ class Explanation:
         ours_below_usd: ours' input cost of the same requests.
         keep_alive_requests: ours' keep-alive requests that day.
         keep_alive_usd: what they cost (input and output).
+        prefix_charged_usd: the relaxation with each of its keep-alives also paying for the
+            prefix above its node (``oracle.prefix_charged_cost``: an estimate of how loose the
+            bound is there, not a bound).
     """
 
     trace: str
@@ -88,6 +92,7 @@ class Explanation:
     ours_below_usd: float
     keep_alive_requests: int
     keep_alive_usd: float
+    prefix_charged_usd: float = 0.0
 
     @property
     def oracle_usd(self) -> float:
@@ -136,12 +141,13 @@ def explain_nodes(
     """
     start = min(p.time for p in profiles)
     rows: list[NodeRow] = []
-    oracle_below = ours_below = 0.0
+    oracle_below = ours_below = prefix_charged = 0.0
     for model in trace.models:
         rates = Rates.for_model(model)
         floor = minimum or lookup_model(model).min_cache_tokens
         indices = [i for i, r in enumerate(trace.requests) if trace.model_of(r) == model]
         built = build_nodes([profiles[i] for i in indices], floor)
+        prefix_charged += prefix_charged_cost([profiles[i] for i in indices], rates, floor)
         oracle_below += built.plain_tokens * rates.input
         ours: dict[str, float] = {}
         for index in indices:
@@ -184,6 +190,7 @@ def explain_nodes(
         ours_below,
         metrics.keep_alive_requests,
         metrics.keep_alive_cost_usd,
+        prefix_charged,
     )
 
 
@@ -195,6 +202,8 @@ def format_explanation(explanation: Explanation, top: int = 15) -> str:
         f"(below minimum ${e.oracle_below_usd:.4f}); ours' trace requests ${e.ours_usd:.4f} "
         f"(below minimum ${e.ours_below_usd:.4f}); ours' keep-alives ${e.keep_alive_usd:.4f} "
         f"({e.keep_alive_requests}); {len(e.rows)} nodes",
+        f"  the oracle with each of its keep-alives also paying for the prefix above its node "
+        f"(an estimate of the bound's slack, not a bound): ${e.prefix_charged_usd:.4f}",
     ]
     for model in dict.fromkeys(r.model for r in e.rows):
         mine = [r for r in e.rows if r.model == model]

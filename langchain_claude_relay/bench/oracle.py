@@ -92,6 +92,13 @@ limit, the lookback window and the TTL order only enlarges the feasible set, so 
 a bound. (Keep-alives' output tokens, one each on relays, are not input: the bench adds them to
 the strategy's cost, never to the bound.)
 
+**Where it is loose.** Solving the nodes apart lets a deep node be kept alive at the price of
+its own tokens, while a real keep-alive reads its whole prefix: on Opus 5.5, with a 10K-token
+prefix above a 1K-token tail, the bound's keep-alive across a slow tool call costs a tenth of
+any real one. ``prefix_charged_cost`` charges each keep-alive its prefix too (an estimate, not
+a bound: see there); ``claude-relay bench --explain`` prints it. Removing this slack needs the
+nodes' programmes coupled along each path.
+
 Identity of blocks is the emulator's hash of each block as rendered without markers. The
 canonical rendering gives a block the same bytes whatever its markers; a renderer that did
 change a block's bytes when marking it could only split identities the oracle merges, never
@@ -121,6 +128,7 @@ __all__ = [
     "profile_request",
     "node_cost_per_token",
     "oracle_cost",
+    "prefix_charged_cost",
     "PrefixNode",
     "PrefixNodes",
     "anchor_index",
@@ -310,7 +318,7 @@ def _kept_alive(
     states: Mapping[_Coverage, float],
     since: float,
     t: float,
-    rates: Rates,
+    ping: float,
     upgrades: frozenset[int],
 ) -> dict[_Coverage, float]:
     """The states reachable at ``t`` with keep-alives sent in the gap after ``since``.
@@ -319,7 +327,7 @@ def _kept_alive(
     keeps everything it restarts alive longer for the same price; after one, every coverage
     it restarted expires together (1h ones an hour later, the 5m one 5 minutes later). So a
     sequence of keep-alives is dominated by a chain that starts just before one coverage
-    expires (or just before ``t``) and goes on 5 minutes or an hour apart.
+    expires (or just before ``t``) and goes on 5 minutes or an hour apart. Each costs ``ping``.
     """
     out = dict(states)
     for state, cost in states.items():
@@ -332,7 +340,7 @@ def _kept_alive(
                 if five and state.e5 < first:
                     continue
                 kept, sent = _ping_chain(state, first, t, five, upgrades)
-                _push(out, kept, cost + sent * rates.read)
+                _push(out, kept, cost + sent * ping)
     return out
 
 
@@ -392,7 +400,11 @@ def _moves(
 
 
 def node_cost_per_token(
-    instants: Sequence[Instant], rates: Rates, *, keep_alives: bool = True
+    instants: Sequence[Instant],
+    rates: Rates,
+    *,
+    keep_alives: bool = True,
+    ping: float | None = None,
 ) -> float:
     """The cheapest USD per token of one node over its arrival instants (see the docstring).
 
@@ -401,6 +413,8 @@ def node_cost_per_token(
         rates: the prices.
         keep_alives: whether keep-alive requests (reads between arrivals, and a write just
             before an arrival) are allowed.
+        ping: what a keep-alive read costs per token of the node (default ``rates.read``, the
+            bound; more only for ``prefix_charged_cost``, which is not one).
 
     Returns:
         The minimum total, per token of the node.
@@ -424,7 +438,8 @@ def node_cost_per_token(
     for index, instant in enumerate(instants):
         t = instant.time
         if keep_alives and previous is not None:
-            states = _kept_alive(states, previous, t, rates, instant.ping_upgrades)
+            per_ping = rates.read if ping is None else ping
+            states = _kept_alive(states, previous, t, per_ping, instant.ping_upgrades)
         current: dict[_Coverage, float] = {}
         for state, cost in states.items():
             _push(current, state.normalized(t, live_from[index]), cost)
@@ -624,6 +639,40 @@ def oracle_cost(
         total += node.weight * memo[instants]
     uncached = sum(p.total for p in profiles) * rates.input
     return OracleResult(total, uncached, len(built.nodes), built.below)
+
+
+def prefix_charged_cost(profiles: Sequence[RequestProfile], rates: Rates, minimum: int) -> float:
+    """The relaxation with each keep-alive of a node also paying for the prefix above it.
+
+    **Not a bound**: an estimate of how loose the bound is where keep-alives are concerned.
+    A real keep-alive reads the whole prefix up to the entry it keeps alive. The relaxation
+    splits that read over the nodes and solves each node alone, so a node deep in a
+    conversation can be kept alive across a long tool call at the price of its own tokens
+    while the nodes above it, covered by other means (an hour's entry deeper on the path),
+    pay nothing at that moment. Here each keep-alive of a node is also charged the prefix
+    above it. That errs both ways, so the figure is neither a lower bound nor a cost some
+    strategy reaches: a prefix that keeps itself alive at the same moment is paid twice, and
+    what the read refreshes above the node is not credited.
+
+    Args:
+        profiles: the requests of one model (any order; equal times are concurrent).
+        rates: its prices.
+        minimum: its minimum cacheable prefix.
+
+    Returns:
+        USD, input side, keep-alives allowed.
+    """
+    built = build_nodes(profiles, minimum)
+    memo: dict[tuple[tuple[Instant, ...], float], float] = {}
+    total = built.plain_tokens * rates.input
+    for node in built.nodes.values():
+        above = 0 if node.anchor else sum(profiles[node.request].tokens[: node.block])
+        ping = rates.read * (node.weight + above) / node.weight if node.weight else rates.read
+        key = (built.instants(node), ping)
+        if key not in memo:
+            memo[key] = node_cost_per_token(key[0], rates, ping=ping)
+        total += node.weight * memo[key]
+    return total
 
 
 def _running(values: Iterable[int]) -> Iterable[int]:

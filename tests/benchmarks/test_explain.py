@@ -53,6 +53,7 @@ def test_nodes_and_below_minimum_sum_to_the_oracle_bound(replayed: Replayed) -> 
         bound += oracle_cost(mine, Rates.for_model(model), minimum).cost_usd
     assert explanation.oracle_usd == pytest.approx(bound, rel=1e-12)
     assert sum(r.oracle_usd for r in explanation.rows) > 0
+    assert explanation.prefix_charged_usd >= bound - 1e-12  # keep-alives only cost more
 
 
 def test_nodes_and_below_minimum_sum_to_ours_trace_requests(replayed: Replayed) -> None:
@@ -101,6 +102,7 @@ def test_explain_prints_a_header_and_the_top_nodes(capsys: pytest.CaptureFixture
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("near_minimum day 1: oracle $")
     assert "ours' keep-alives $" in lines[0]
+    assert "not a bound): $" in lines[1]
     header = next(i for i, line in enumerate(lines) if line.startswith("excess USD"))
     assert set(lines[header + 1]) <= {"-", " "}
     rows = lines[header + 2 :]

@@ -21,6 +21,7 @@ from langchain_claude_relay.bench.oracle import (
     RequestProfile,
     node_cost_per_token,
     oracle_cost,
+    prefix_charged_cost,
     profile_payload,
 )
 from langchain_claude_relay.bench.strategies import BASELINES, message_end, system_end
@@ -191,6 +192,29 @@ def test_a_keep_alive_written_just_before_a_concurrent_group_lets_all_read() -> 
     # two paying plain (1.25 + 2) (or a 1h entry kept alive for five hours: 2 + 5 * 0.1 + 0.3).
     profiles = [profile(0, ("doc", 2000))] + [profile(20000, ("doc", 2000)) for _ in range(3)]
     assert cost(profiles, keep_alives=True) == pytest.approx(2000 * (1.0 + 1.25 + 3 * 0.1))
+
+
+def test_prefix_charged_estimate_charges_a_deep_keep_alive_its_prefix() -> None:
+    # A system prompt (2000 tokens) kept warm by conversation B's turns every 100 s, and
+    # conversation A's question (500 tokens) back after a pause of 500 s. The bound keeps the
+    # question alive with one keep-alive at the price of its own 500 tokens (1.25 + 0.1 + 0.1
+    # per token); a real keep-alive reads the system prompt too (0.1 * 2500 / 500 = 0.5 per
+    # token of the question: 1.25 + 0.5 + 0.1, still under plain twice, 2.0). Nothing else
+    # changes: 0.4 * 500 more.
+    profiles = [profile(0, ("sys", 2000), ("qa", 500)), profile(500, ("sys", 2000), ("qa", 500))]
+    profiles += [profile(t, ("sys", 2000), (f"qb{t}", 100)) for t in range(50, 600, 100)]
+    bound = cost(profiles, keep_alives=True)
+    assert prefix_charged_cost(profiles, UNIT, 1000) == pytest.approx(bound + 0.4 * 500)
+
+
+@pytest.mark.parametrize("times", [(0,), (0, 100, 1000), (0, 2000), (0, 3599, 7198)])
+def test_prefix_charged_estimate_is_the_bound_without_nodes_below_an_anchor(
+    times: tuple[float, ...],
+) -> None:
+    profiles = [profile(t, ("doc", 2000)) for t in times]
+    assert prefix_charged_cost(profiles, UNIT, 1000) == pytest.approx(
+        cost(profiles, keep_alives=True)
+    )
 
 
 def test_node_programme_matches_brute_force_on_small_cases() -> None:
