@@ -7,7 +7,7 @@ with ``CLAUDE_RELAY_STATE=redis://...`` (``ledger_from_env``).
 
 **Stored form.** Keys share the hash tag ``claude-relay:{<namespace>:ledger}``: ``...:entries``
 (a stream, one entry per call: the compact JSON of ``codec``, numbers and hashes and the model
-id; prefix hashes keyed by the fleet's key, ``store.redis.fleet_hash_key``, shared with the
+id; prefix hashes keyed by the fleet's key, ``store.redis.FleetKey``, shared with the
 fleet's ``RedisStore``), ``...:totals`` (a hash of counters) and ``...:seen:<minute>`` (sets
 of per-record tokens, for exactly-once replay; they expire after ``dedupe_window``). Each
 record is one Lua script: the token is added to its set, and only if it was new is the entry
@@ -45,7 +45,7 @@ from langchain_claude_relay.ledger.checks import check_max_entries
 from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
 from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
-from langchain_claude_relay.store.redis import fleet_hash_key
+from langchain_claude_relay.store.redis import FleetKey
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -124,7 +124,7 @@ class RedisLedger:
         retry_after: seconds between attempts to reach Redis while it is down.
         max_local: entries kept locally while Redis is down.
         hash_key: the key prefix hashes are stored under (default: the fleet's, read from
-            Redis on the first write: see ``store.redis.fleet_hash_key``).
+            Redis on the first write and checked now and then: see ``store.redis.FleetKey``).
 
     Raises:
         ValueError: for an invalid namespace, URL or bound.
@@ -158,7 +158,7 @@ class RedisLedger:
         self.background = background
         self.max_local = max_local
         self.health = health_for(self.client, retry_after)
-        self._hash_key = hash_key
+        self._fleet_key = FleetKey(self.client, self.namespace, hash_key)
         base = f"claude-relay:{{{self.namespace}:ledger}}"
         self._entries_key = f"{base}:entries"
         self._totals_key = f"{base}:totals"
@@ -257,14 +257,14 @@ class RedisLedger:
         pipe = self.client.pipeline(transaction=False)
         retention_ms = math.ceil(self.retention * 1000)
         dedupe_ms = math.ceil(self.dedupe_window * 1000)
-        if self._hash_key is None:
-            self._hash_key = fleet_hash_key(self.client, self.namespace)
+        self._fleet_key.check()
+        hash_key = self._fleet_key.get()
         for token, minute, entry in chunk:
             self._script(
                 keys=[self._entries_key, self._totals_key, f"{self._seen_base}{minute}"],
                 args=[
                     token,
-                    encode_entry(entry, self._hash_key),
+                    encode_entry(entry, hash_key),
                     self.max_entries,
                     retention_ms,
                     dedupe_ms,

@@ -11,7 +11,8 @@ and every key expires (``expire`` seconds, or ``default_expire`` when the caller
 The last part is a keyed hash of the store key (``_plumbing.keyed_hash``), so that a prefix hash
 in Redis cannot be matched against a guessed prompt without the fleet's key: every worker reads
 that key from ``claude-relay:<namespace>:hash-key`` (the first worker creates it with ``SET
-NX``), unless ``hash_key=`` or ``$CLAUDE_RELAY_HASH_KEY`` gives one. Values are
+NX``; a worker puts it back if it disappears: ``FleetKey``), unless ``hash_key=`` or
+``$CLAUDE_RELAY_HASH_KEY`` gives one. Values are
 numbers and hashes only: a number is a Redis string holding it (so ``incr`` is one atomic
 ``INCRBYFLOAT``); a dict is a Redis hash of its fields; a list is a Redis hash of its items under
 ``"0"``, ``"1"``... A field ``"#"`` tells them apart (``-1``: a dict; ``n``: a list of ``n``).
@@ -90,6 +91,8 @@ __all__ = [
     "MAX_VALUE_FIELDS",
     "MAX_VALUE_BYTES",
     "RedisStore",
+    "KEY_CHECK_SECONDS",
+    "FleetKey",
     "fleet_hash_key",
     "store_from_env",
 ]
@@ -102,6 +105,9 @@ DEFAULT_EXPIRE = 30 * 86400.0
 
 DEFAULT_REFRESH = 1.0
 """Seconds a ``RedisStore`` serves a key it has just read or written from memory."""
+
+KEY_CHECK_SECONDS = 60.0
+"""How often a worker checks that the fleet's hash key is still in Redis (``FleetKey``)."""
 
 logger = logging.getLogger("langchain_claude_relay.store")
 
@@ -356,7 +362,7 @@ class RedisStore:
         self.default_expire = float(default_expire)
         self.health = health_for(self.client, retry_after)
         self._prefix = f"{KEY_PREFIX}:{self.namespace}:"
-        self._hash_key = hash_key  # fetched from Redis on first use when not given
+        self._fleet_key = FleetKey(self.client, self.namespace, hash_key)
         self._get_script = self.client.register_script(_GET)
         self._incr_script = self.client.register_script(_INCR)
         self._mark_script = self.client.register_script(_MARK)
@@ -392,10 +398,8 @@ class RedisStore:
             redis.RedisError: if the fleet's hash key has not been read yet and Redis is down
                 (call it inside ``call``).
         """
-        if self._hash_key is None:
-            self._hash_key = fleet_hash_key(self.client, self.namespace)
         kind = key.partition(":")[0]
-        return f"{self._prefix}{kind}:{keyed_hash(self._hash_key, key)}"
+        return f"{self._prefix}{kind}:{keyed_hash(self._fleet_key.get(), key)}"
 
     def _malformed(self, key: str, exc: _Malformed) -> None:
         warn_once(
@@ -585,7 +589,13 @@ class RedisStore:
                 self._sending = {}
 
     def _apply(self, writes: Mapping[str, tuple[int, Any]]) -> None:
-        """Send writes in one ``MULTI``/``EXEC`` (raises what Redis raises)."""
+        """Send writes in one ``MULTI``/``EXEC`` (raises what Redis raises).
+
+        Now and then it first checks the fleet's hash key (``FleetKey.check``); when the key
+        has changed, what was read under the old one is read again.
+        """
+        if self._fleet_key.check():
+            self._fresh, self._marks = {}, {}
         pipe = self.client.pipeline(transaction=True)
         for key, (operation, payload) in writes.items():
             name = self.redis_key(key)
@@ -682,9 +692,10 @@ def fleet_hash_key(client: Any, namespace: str) -> bytes:
     name = f"{KEY_PREFIX}:{namespace}:hash-key"
     if client.set(name, new_hash_key(), nx=True) and _older_state(client, namespace, name):
         logger.warning(
-            "langchain-claude-relay: fleet state in Redis namespace %r is now stored under keyed "
-            "hashes (a new key in %s); state written by earlier versions is no longer read and "
-            "expires by itself",
+            "langchain-claude-relay: fleet state in Redis namespace %r is now stored under a new "
+            "hash key (%s); state stored without one (by earlier versions) or under a key that "
+            "was deleted, flushed or evicted is no longer read and expires by itself (running "
+            "workers adopt the new key within a minute)",
             namespace,
             name,
         )
@@ -693,6 +704,103 @@ def fleet_hash_key(client: Any, namespace: str) -> bytes:
         msg = f"the fleet's hash key in Redis ({name}) is damaged: delete it to make a new one"
         raise ValueError(msg)
     return key
+
+
+class FleetKey:
+    """The fleet's hash key as one worker holds it, checked against Redis now and then.
+
+    The key lives in Redis without an expiry, but ``FLUSHDB``, a ``DEL`` or a ``maxmemory``
+    policy that evicts any key (``allkeys-lru``) can still remove it. Running workers would
+    keep the old key and a worker started after would make a new one: the fleet split in two
+    halves that never read each other's state. So at most every ``check_every`` seconds, on
+    the way to a write, ``check`` puts the worker's key back if Redis has lost it (``SET NX``:
+    the running fleet keeps its state and new workers read that key), or adopts the key found
+    there if another worker made a new one first (what was stored under the old key is no
+    longer read: decayed statistics that the planner relearns within a few calls). Each event
+    is logged as a warning. A key given by the caller or by ``$CLAUDE_RELAY_HASH_KEY`` is
+    never checked.
+
+    Args:
+        client: the Redis client.
+        namespace: the fleet's namespace.
+        given: a key of the caller's (``None``: the fleet's, ``fleet_hash_key``).
+        check_every: seconds between two checks.
+        clock: monotonic seconds (injected in tests).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str,
+        given: bytes | None = None,
+        *,
+        check_every: float = KEY_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._key = given
+        self._fixed = given is not None
+        self._check_every = check_every
+        self._clock = clock
+        self._checked = clock()
+
+    @property
+    def name(self) -> str:
+        """The Redis key that holds it."""
+        return f"{KEY_PREFIX}:{self.namespace}:hash-key"
+
+    def get(self) -> bytes:
+        """The key, read from Redis (or made there) on first use.
+
+        Raises:
+            redis.RedisError: if Redis cannot be reached.
+            ValueError: if the stored key is damaged.
+        """
+        key = self._key
+        if key is None:
+            self._fixed = hash_key_from_env() is not None
+            key = self._key = fleet_hash_key(self.client, self.namespace)
+            self._checked = self._clock()
+        return key
+
+    def check(self) -> bool:
+        """Put the key back if Redis lost it, or adopt the one another worker made since.
+
+        Returns:
+            Whether the key changed (names made with the old one are stale). ``False`` also
+            when the last check is less than ``check_every`` seconds old.
+
+        Raises:
+            redis.RedisError: if Redis cannot be reached.
+        """
+        key = self._key
+        if self._fixed or key is None or self._clock() - self._checked < self._check_every:
+            return False
+        self._checked = self._clock()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.name, key, nx=True)
+        pipe.get(self.name)
+        restored, stored = pipe.execute()
+        if restored:
+            logger.warning(
+                "langchain-claude-relay: the fleet's hash key was gone from Redis (%s: deleted, "
+                "flushed or evicted); this worker put its own back, so the fleet keeps its state. "
+                "Give Redis a maxmemory policy that spares keys without an expiry, or set "
+                "$CLAUDE_RELAY_HASH_KEY",
+                self.name,
+            )
+            return False
+        if stored == key or not isinstance(stored, bytes) or len(stored) < HASH_KEY_BYTES // 2:
+            return False  # unchanged, or damaged: the next worker to start says so
+        self._key = stored
+        logger.warning(
+            "langchain-claude-relay: the fleet's hash key in Redis (%s) was replaced, after it "
+            "was deleted, flushed or evicted; this worker now uses the new one, and the state "
+            "stored under the old key is no longer read",
+            self.name,
+        )
+        return True
 
 
 def _older_state(client: Any, namespace: str, key_name: str) -> bool:

@@ -21,6 +21,7 @@ from langchain_claude_relay.errors import StateStoreWarning
 from langchain_claude_relay.ledger import LedgerEntry, RedisLedger
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.store import RedisStore
+from langchain_claude_relay.store.redis import KEY_CHECK_SECONDS, FleetKey
 from langchain_claude_relay.usage import NormalizedUsage
 
 
@@ -123,6 +124,40 @@ def test_workers_on_one_namespace_share_the_hash_key(redis_server: Any, namespac
     assert other.redis_key("p:00ff").rpartition(":")[2] != names.pop().rpartition(":")[2]
     stores[0].set("p:00ff", {"n": 1.0})
     assert stores[3].get("p:00ff") == {"n": 1.0}
+
+
+def test_a_fleet_key_gone_from_redis_is_put_back(
+    redis_server: Any, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [0.0]
+    client = _store(redis_server, namespace).client
+    worker = FleetKey(client, namespace, clock=lambda: clock[0])
+    key = worker.get()
+    worker.client.delete(worker.name)  # FLUSHDB, a DEL, or evicted under allkeys-lru
+    assert worker.check() is False
+    assert worker.client.get(worker.name) is None  # not checked again within the minute
+    clock[0] += KEY_CHECK_SECONDS
+    with caplog.at_level("WARNING", logger="langchain_claude_relay.store"):
+        assert worker.check() is False  # the key is unchanged: names made with it hold
+    assert worker.client.get(worker.name) == key
+    assert FleetKey(worker.client, namespace).get() == key  # a worker started now reads it
+    assert [r.getMessage() for r in caplog.records if "put its own back" in r.getMessage()]
+
+
+def test_running_workers_adopt_the_key_a_new_worker_made_after_a_flush(
+    redis_server: Any, namespace: str
+) -> None:
+    old = _store(redis_server, namespace)
+    old._fleet_key = FleetKey(old.client, namespace, check_every=0.0)  # check on every write
+    old.set("p:00aa", {"n": 1.0})
+    old.client.delete(old._fleet_key.name)
+    new = _store(redis_server, namespace)
+    new.set("p:00bb", {"n": 2.0})  # a worker started after the flush: a new key
+    assert old.get("p:00bb") is None  # split, until the old worker's next write
+    old.set("p:00cc", {"n": 3.0})
+    assert old.get("p:00bb") == {"n": 2.0}
+    assert new.get("p:00cc") == {"n": 3.0}
+    assert old.redis_key("p:00aa") == new.redis_key("p:00aa")
 
 
 def test_the_fleet_ledger_stores_keyed_prefix_hashes(redis_server: Any, namespace: str) -> None:
