@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from langchain_claude_relay.planner.followup import (
@@ -365,6 +365,7 @@ def learn_reuse(
     """
     now = trace.planned_at
     outcome_at = {o.position: o for o in observation.breakpoints}
+    restarts = _Restarts.of(plan, trace, observation, read / scale if scale > 0 else 0.0)
     site_prefixes = {int48(s.prefix_hash) for s in trace.sites}
     new_entries: list[LineageEntry] = []
     for site in trace.sites:
@@ -379,7 +380,9 @@ def learn_reuse(
         if outcome is not None and outcome.actual == "write":  # a new entry, its own TTL
             ttl_seconds = TTL_SECONDS[outcome.ttl]
         elif outcome is not None and outcome.actual == "read":  # a hit keeps the entry's
-            ttl_seconds = updated.cached_ttl or TTL_SECONDS[outcome.ttl]
+            alive = record is not None and record.cached_until > now
+            if restarts.restarted(site.flat_index, alive=alive):
+                ttl_seconds = updated.cached_ttl or TTL_SECONDS[outcome.ttl]
         prefix_json = updated.to_json()
         if ttl_seconds:
             expires = now + ttl_seconds
@@ -409,7 +412,6 @@ def learn_reuse(
             )
     if trace.lineage_key is None:
         return
-    read_end = read / scale if scale > 0 else 0.0
     matched_keys = {(e.index, e.prefix) for e in trace.lineage_matches}
     raw = store.get(trace.lineage_key)  # again: another call may have changed it meanwhile
     stored = raw if isinstance(raw, list) else []
@@ -439,16 +441,52 @@ def learn_reuse(
             )
             _follow_up(store, plan.request.prefix_hashes()[entry.index], entry, now)
             entry = replace(entry, resolved=True)
-        if (
-            matched
-            and entry.ttl > 0
-            and entry.index < len(plan.blocks)
-            and plan.blocks[entry.index].prefix_tokens <= read_end * 1.05 + 8
-        ):
+        if matched and entry.ttl > 0 and restarts.restarted(entry.index, entry.expires > now):
             entry = replace(entry, expires=max(entry.expires, now + entry.ttl))
         kept.append(entry)
     merged = merge_lineage(kept, new_entries, LINEAGE_CAP)
     store.set(trace.lineage_key, [e.to_json() for e in merged], expire=LINEAGE_EXPIRE)
+
+
+@dataclass(frozen=True)
+class _Restarts:
+    """Which cached prefixes a request restarted: Claude restarts the entry each marker hits.
+
+    That is the entry the read ended at (the *read point*: the deepest of this request's
+    markers and the conversation's earlier turns within the tokens read), and an entry still
+    alive under a marker of this request. An entry read through a deeper one keeps its own
+    expiry: believed restarted, a system prompt's expired 5m entry looked alive (and was "kept
+    alive" by keep-alives that wrote it again), and a long conversation's first 1-hour entry
+    looked alive for as long as the conversation went on.
+    """
+
+    read_point: int
+    marked: frozenset[int]
+
+    @classmethod
+    def of(
+        cls, plan: CachePlan, trace: PlanTrace, observation: Observation, read_end: float
+    ) -> _Restarts:
+        flat_at = {block.position: i for i, block in enumerate(plan.blocks)}
+        marked = frozenset(flat_at[b.position] for b in plan.breakpoints if b.position in flat_at)
+        read = [
+            flat_at[o.position]
+            for o in observation.breakpoints
+            if o.actual == "read" and o.position in flat_at
+        ]
+        limit = read_end * 1.05 + 8  # ``plan.actual_outcomes``' slack
+        read += [
+            e.index
+            for e in trace.lineage_matches
+            if e.index < len(plan.blocks) and plan.blocks[e.index].prefix_tokens <= limit
+        ]
+        return cls(max(read, default=-1), marked)
+
+    def restarted(self, index: int, alive: bool) -> bool:
+        """Whether the entry at flat block ``index`` (``alive``: believed so) was restarted."""
+        return index == self.read_point or (
+            alive and index < self.read_point and index in self.marked
+        )
 
 
 def _follow_up(store: StateStore, prefix_hash: str, entry: LineageEntry, now: float) -> None:

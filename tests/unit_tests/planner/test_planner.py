@@ -777,3 +777,54 @@ def test_a_first_request_marks_the_end_of_its_tools_below_its_system_prompt(
     marked = {b.position for b in plan.breakpoints}
     assert Position("tools", len(tools) - 1) in marked
     assert Position("system", 0) in marked
+
+
+def test_a_static_entry_read_through_a_deeper_one_after_it_expired_stays_expired() -> None:
+    """The system prompt's 5m entry expires while the conversation's 1h entry holds the whole
+    prefix: the next turn reads through the 1h entry, and Claude restarts only what it hits,
+    so the system prompt's entry stays gone. Believed refreshed, it was kept alive by
+    keep-alives that in fact wrote it again (a 5m write each) or predicted to be read."""
+    clock = Clock()
+    claude = ToyClaude()
+    store = MemoryStore()
+    planner = CachePlanner(store, clock, encoding=ESTIMATOR)
+    system = prose(1200, 1)
+    turns = [("user", prose(400, 2))]
+    run(planner, claude, request(system=system, turns=turns), clock, ttl="5m")
+    clock.advance(60)
+    turns += [("assistant", prose(300, 3)), ("user", prose(300, 4))]
+    run(planner, claude, request(system=system, turns=turns), clock, ttl="1h")
+    assert claude.log[-1].cache_write_1h_tokens > 0  # the conversation, for an hour
+    clock.advance(600)  # the system prompt's 5m entry is gone, the conversation's 1h one is not
+    turns += [("assistant", prose(300, 5)), ("user", prose(30, 6))]
+    plan = planner.plan(request(system=system, turns=turns), ttl="5m", keep_warm=True)
+    usage = claude.send(plan.apply(), clock())
+    planner.observe(plan, usage, tools=["run_tests"])
+    assert usage.cache_read_tokens > 0  # read through the conversation's entry
+    system_bp = next(bp for bp in plan.breakpoints if bp.position.section == "system")
+    assert store.get(f"p:{system_bp.prefix_hash[:24]}")["cu"] <= clock()  # believed gone
+    keeps = planner.keep_alives(plan, usage, tools=["run_tests"])
+    assert [k for k in keeps if k.position.section == "system"] == []
+
+
+def test_an_early_turns_1h_entry_read_through_later_ones_keeps_its_own_expiry() -> None:
+    """A conversation's first turn is written for an hour; each later turn reads the previous
+    turn's 5m entry, so Claude restarts that one and not the first turn's: the first turn's
+    entry ends an hour after its last hit. It was believed restarted by every turn (so alive
+    an hour after the latest), which credited a long conversation with an entry long gone."""
+    clock = Clock()
+    claude = ToyClaude()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    system = prose(1200, 1)
+    turns = [("user", prose(600, 2))]
+    first, _, _ = run(planner, claude, request(system=system, turns=turns), clock, ttl="1h")
+    tail = first.breakpoints[-1]
+    hit_at = 0.0
+    for step in range(8):
+        clock.advance(240)
+        hit_at = hit_at or clock()  # the first follow-up hits the first turn's entry
+        turns += [("assistant", prose(40, 3 + step)), ("user", prose(40, 50 + step))]
+        plan, _, _ = run(planner, claude, request(system=system, turns=turns), clock, ttl="5m")
+    lineage = planner._store.get(trace_of(plan, "test").lineage_key)
+    (entry,) = [e for e in lineage if e[1] == int(tail.prefix_hash[:12], 16)]
+    assert entry[2] == pytest.approx(hit_at + 3600, abs=1.0)  # when Claude drops it
