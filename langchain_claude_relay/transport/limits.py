@@ -12,8 +12,9 @@ cut with a typed error:
 ``Deadline`` bounds a whole call -- every attempt, every wait between attempts, the body or the
 stream to its end -- ending in ``APITimeoutError``. The HTTP library's ``timeout`` only bounds
 each read, so a body trickling a byte every half second, or a stream that never ends, ran on
-for ever. Each attempt's own timeout is cut to what is left, and the time is checked after
-every chunk (async reads are also cancelled when the deadline passes).
+for ever. Each attempt's own timeout is cut to what is left, the time is checked after every
+chunk, and a read still waiting when the deadline passes is ended: async reads are cancelled,
+sync ones have their socket shut down (``Deadline.watch``).
 
 >>> chunks, forever = [b"data: 1\n\ndata:", b" 2\r\n"], Deadline(None)
 >>> list(iter_capped_lines(chunks, ResponseLimits(), forever))
@@ -27,11 +28,17 @@ langchain_claude_relay.errors.APIResponseError: relay streamed a line longer tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import heapq
 import importlib
+import itertools
 import math
+import os
+import socket
+import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +155,129 @@ class Deadline:
             return timeout
         self.check()
         return left if timeout is None else min(float(timeout), left)
+
+    @contextlib.contextmanager
+    def watch(self, response: Any) -> Iterator[None]:
+        """Within it, a sync read of ``response`` still waiting at the deadline is cut short.
+
+        Each attempt's timeout is cut to what was left when it began, but a read that starts
+        later waits up to that whole timeout: a relay that goes silent in the middle of an
+        answer held a sync call past its deadline by up to one more deadline (async reads are
+        cancelled instead). At the deadline ``_Watchdog`` shuts the response's socket down, the
+        read ends at once, and the block ends in ``APITimeoutError``. Without a socket to cut
+        (a transport of your own, HTTP/2) it does nothing.
+
+        Raises:
+            APITimeoutError: if the deadline cut the read.
+        """
+        left = self.remaining()
+        sock = None if math.isinf(left) else _socket_of(response)
+        if sock is None:
+            yield
+            return
+        watch = _WATCHDOG.arm(time.monotonic() + left, sock)
+        try:
+            yield
+        except Exception:
+            if watch.fired:
+                raise self.error() from None
+            raise
+        finally:
+            _WATCHDOG.disarm(watch)
+        if watch.fired:  # the cut looked like the end of the answer
+            raise self.error()
+
+
+def _socket_of(response: Any) -> Any:
+    """The socket a sync response reads from, where the HTTP library says (httpx on httpcore)."""
+    extensions = getattr(response, "extensions", None)
+    stream = extensions.get("network_stream") if isinstance(extensions, Mapping) else None
+    extra = getattr(stream, "get_extra_info", None)
+    sock = extra("socket") if callable(extra) else None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class _Watch:
+    """One armed read: its socket, when to cut it, and whether it was cut."""
+
+    __slots__ = ("fired", "sock", "token", "when")
+
+    def __init__(self, sock: socket.socket, when: float, token: int) -> None:
+        self.sock = sock
+        self.when = when
+        self.token = token
+        self.fired = False
+
+
+class _Watchdog:
+    """One daemon thread that shuts down the sockets of sync reads still open at their deadline.
+
+    Arming and disarming cost a lock and a heap push (no thread per call); the thread sleeps
+    until the earliest deadline and ends after a minute with nothing armed. Disarmed entries
+    leave the heap lazily, and the heap is rebuilt once it holds more than twice what is armed.
+    """
+
+    _IDLE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._armed: dict[int, _Watch] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, when: float, sock: socket.socket) -> _Watch:
+        """Cut ``sock`` at ``when`` (``time.monotonic``) unless disarmed first."""
+        if os.getpid() != self._pid:  # a forked child: the parent's thread is not here
+            self._reset()
+        with self._cond:
+            watch = _Watch(sock, when, next(self._tokens))
+            self._armed[watch.token] = watch
+            heapq.heappush(self._heap, (when, watch.token))
+            if len(self._heap) > 2 * len(self._armed) + 64:
+                self._heap = [(w.when, t) for t, w in self._armed.items()]
+                heapq.heapify(self._heap)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="claude-relay-deadline", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][1] == watch.token:  # the earliest now: wake the thread
+                self._cond.notify()
+        return watch
+
+    def disarm(self, watch: _Watch) -> None:
+        """The read ended: never cut it."""
+        with self._cond:
+            self._armed.pop(watch.token, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    if not self._cond.wait(self._IDLE_SECONDS) and not self._armed:
+                        self._thread = None
+                        return
+                    continue
+                when, token = self._heap[0]
+                delay = when - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                watch = self._armed.pop(token)
+                watch.fired = True
+                with contextlib.suppress(OSError):
+                    watch.sock.shutdown(socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _too_long(what: str, setting: str, limit: int) -> APIResponseError:

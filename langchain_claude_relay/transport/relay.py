@@ -37,7 +37,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -387,7 +387,8 @@ class RelayTransport:
                     options=options,
                 )
             )
-            body = read_capped(http.iter_bytes(), self.limits.max_response_bytes, deadline)
+            with deadline.watch(http):
+                body = read_capped(http.iter_bytes(), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
             failure = self._failure(exc)
@@ -504,8 +505,12 @@ class RelayTransport:
             return "eventstream" in content_type
         return "event-stream" in content_type
 
-    def _events(self, response: Any, deadline: Deadline) -> Iterator[Any]:
+    def _events(self, response: Any, deadline: Deadline) -> Generator[Any, None, None]:
         """Decoded events of an open stream, checked for the way in's end and error events."""
+        with deadline.watch(response):
+            yield from self._decoded(response, deadline)
+
+    def _decoded(self, response: Any, deadline: Deadline) -> Iterator[Any]:
         native = self.spec.native
         if self.spec.binary_stream:
             chunks = capped_chunks(response.iter_bytes(), self.limits.max_stream_bytes, deadline)
@@ -551,7 +556,7 @@ class RelayTransport:
 
     def _open_stream(
         self, payload: Mapping[str, Any], deadline: Deadline
-    ) -> tuple[Any, Iterator[Any], Any]:
+    ) -> tuple[Any, Generator[Any, None, None], Any]:
         failure: _Failure | None = None
         try:
             client = self.client
@@ -569,7 +574,10 @@ class RelayTransport:
         try:
             content_type = response.headers.get("content-type", "")
             if not self._is_stream(content_type):
-                body = read_capped(response.iter_bytes(), self.limits.max_response_bytes, deadline)
+                with deadline.watch(response):
+                    body = read_capped(
+                        response.iter_bytes(), self.limits.max_response_bytes, deadline
+                    )
                 raise _not_an_event_stream(response, content_type, self._scrub_text(_text(body)))
             events = self._events(response, deadline)
             first = next(events, _END)
@@ -606,6 +614,7 @@ class RelayTransport:
                     return
                 yield event
         finally:
+            events.close()  # disarms its deadline watch before the connection goes
             response.close()
 
     async def _aopen_stream(

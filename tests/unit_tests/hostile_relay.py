@@ -160,6 +160,28 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.5)
 
 
+    def _stall(self) -> None:
+        """Half the answer, a byte every 0.3 s for 2.4 s, then silence (a relay that hangs)."""
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(_COMPLETION)))
+        self.end_headers()
+        for byte in _COMPLETION[:8]:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.3)
+        self.server.relay.stopping.wait()
+
+    def _stall_stream(self) -> None:
+        """An event every 0.3 s for 2.4 s, then silence."""
+        self._stream_head()
+        for _ in range(8):
+            self.wfile.write(_EVENT)
+            self.wfile.flush()
+            time.sleep(0.3)
+        self.server.relay.stopping.wait()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     relay: HostileRelay

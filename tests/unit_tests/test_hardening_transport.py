@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -232,6 +233,21 @@ def test_an_endless_stream_ends_at_the_deadline(hostile: HostileRelay) -> None:
 
     with pytest.raises(APITimeoutError, match="deadline"):
         asyncio.run(consume())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["stall", "stall-stream"])
+def test_a_relay_gone_silent_mid_answer_ends_a_sync_call_at_its_deadline(
+    hostile: HostileRelay, kind: str
+) -> None:
+    # Each attempt's read timeout is what was left when it began (3 s here); a read that
+    # starts 2.4 s in used to wait all of it, ending the call 2.4 s past its deadline.
+    llm = llm_for(hostile.url(kind), timeout=30, call_timeout=3)
+    call = llm.invoke if kind == "stall" else lambda text: list(llm.stream(text))
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError, match="deadline"):
+        call("hi")
+    assert time.monotonic() - started < 4.5
 
 
 def test_the_default_deadline_follows_timeout_and_retries() -> None:
