@@ -93,9 +93,9 @@ a bound. (Keep-alives' output tokens, one each on relays, are not input: the ben
 the strategy's cost, never to the bound.)
 
 **Where it is loose.** Solving the nodes apart lets a deep node be kept alive at the price of
-its own tokens, while a real keep-alive reads its whole prefix: on Opus 5.5, with a 10K-token
-prefix above a 1K-token tail, the bound's keep-alive across a slow tool call costs a tenth of
-any real one. ``prefix_charged_cost`` charges each keep-alive its prefix too (an estimate, not
+its own tokens, while a real keep-alive reads its whole prefix: on ``slow_agent`` the bound
+keeps a 1,181-token tail under a 12,115-token prefix alive across a slow tool call for 1/11 of
+what a real keep-alive costs. ``prefix_charged_cost`` charges each keep-alive its prefix too (an estimate, not
 a bound: see there); ``claude-relay bench --explain`` prints it. Removing this slack needs the
 nodes' programmes coupled along each path.
 
