@@ -159,7 +159,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(0.5)
 
-
     def _stall(self) -> None:
         """Half the answer, a byte every 0.3 s for 2.4 s, then silence (a relay that hangs)."""
         self.send_response(200)

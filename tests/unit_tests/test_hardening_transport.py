@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from langchain_claude_relay.errors import (
     APITimeoutError,
     RequestValidationError,
 )
-from langchain_claude_relay.transport.limits import Deadline
+from langchain_claude_relay.transport.limits import Deadline, _Watchdog
 from langchain_claude_relay.transport.retry import RetryPolicy, retry_call
 
 KEY = "sk-canary-key-0f1e2d3c4b5a6978"
@@ -390,3 +391,23 @@ def test_a_pickle_drops_credential_headers_and_says_so(
     assert again.invoke("hi").content == "hi"
     assert hostile.seen[-1]["headers"]["x-api-key"] == HEADER_KEY
     assert HEADER_KEY.encode() not in pickle.dumps(again)
+
+
+def test_the_deadline_watchdog_cuts_only_what_is_still_armed_and_stays_small() -> None:
+    dog = _Watchdog()
+    left, right = socket.socketpair()
+    try:
+        for _ in range(1000):  # calls that finished in time: disarmed, never cut
+            dog.disarm(dog.arm(time.monotonic() + 60.0, left))
+        assert len(dog._heap) <= 64 + 2  # rebuilt from what is armed: no growth per call
+        kept = dog.arm(time.monotonic() + 60.0, left)
+        cut = dog.arm(time.monotonic() + 0.05, right)
+        left.settimeout(5.0)
+        right.settimeout(5.0)
+        assert right.recv(1) == b""  # shut down at its deadline: the read ends at once
+        assert cut.fired
+        assert not kept.fired
+        dog.disarm(kept)
+    finally:
+        left.close()
+        right.close()
