@@ -95,9 +95,9 @@ the strategy's cost, never to the bound.)
 **Where it is loose.** Solving the nodes apart lets a deep node be kept alive at the price of
 its own tokens, while a real keep-alive reads its whole prefix: on ``slow_agent`` the bound
 keeps a 1,158-token tail under a 12,138-token prefix alive across a slow tool call for 1/11 of
-what a real keep-alive costs. ``prefix_charged_cost`` charges each keep-alive its prefix too (an estimate, not
-a bound: see there); ``claude-relay bench --explain`` prints it. Removing this slack needs the
-nodes' programmes coupled along each path.
+what a real keep-alive costs. ``prefix_charged_cost`` charges each keep-alive its prefix too
+(an estimate, not a bound: see there); ``claude-relay bench --explain`` prints it. Removing
+this slack needs the nodes' programmes coupled along each path.
 
 Identity of blocks is the emulator's hash of each block as rendered without markers. The
 canonical rendering gives a block the same bytes whatever its markers; a renderer that did

@@ -187,6 +187,16 @@ class Deadline:
         if watch.fired:  # the cut looked like the end of the answer
             raise self.error()
 
+    def iter_bytes(self, response: Any) -> Iterator[bytes]:
+        """``response.iter_bytes()``, watched (``watch``) while the body is being read.
+
+        The watch ends in the same step as the body: the HTTP library may hand the connection
+        to another request as soon as the body is read, and a watch left armed while a caller
+        held a finished stream could then cut that request's socket.
+        """
+        with self.watch(response):
+            yield from response.iter_bytes()
+
 
 def _socket_of(response: Any) -> Any:
     """The socket a sync response reads from, where the HTTP library says (httpx on httpcore)."""

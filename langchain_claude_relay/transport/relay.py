@@ -37,7 +37,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -387,8 +387,7 @@ class RelayTransport:
                     options=options,
                 )
             )
-            with deadline.watch(http):
-                body = read_capped(http.iter_bytes(), self.limits.max_response_bytes, deadline)
+            body = read_capped(deadline.iter_bytes(http), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
             failure = self._failure(exc)
@@ -505,20 +504,15 @@ class RelayTransport:
             return "eventstream" in content_type
         return "event-stream" in content_type
 
-    def _events(self, response: Any, deadline: Deadline) -> Generator[Any, None, None]:
+    def _events(self, response: Any, deadline: Deadline) -> Iterator[Any]:
         """Decoded events of an open stream, checked for the way in's end and error events."""
-        with deadline.watch(response):
-            yield from self._decoded(response, deadline)
-
-    def _decoded(self, response: Any, deadline: Deadline) -> Iterator[Any]:
         native = self.spec.native
+        body = deadline.iter_bytes(response)
         if self.spec.binary_stream:
-            chunks = capped_chunks(response.iter_bytes(), self.limits.max_stream_bytes, deadline)
+            chunks = capped_chunks(body, self.limits.max_stream_bytes, deadline)
             raw = iter_eventstream_json(chunks, scrub=self._scrub_text)
         else:
-            lines = self._scrub_lines(
-                iter_capped_lines(response.iter_bytes(), self.limits, deadline)
-            )
+            lines = self._scrub_lines(iter_capped_lines(body, self.limits, deadline))
             raw = iter_sse_json(lines, require_done=not native, pass_errors=native)
         if not native:
             return raw
@@ -556,7 +550,7 @@ class RelayTransport:
 
     def _open_stream(
         self, payload: Mapping[str, Any], deadline: Deadline
-    ) -> tuple[Any, Generator[Any, None, None], Any]:
+    ) -> tuple[Any, Iterator[Any], Any]:
         failure: _Failure | None = None
         try:
             client = self.client
@@ -574,10 +568,9 @@ class RelayTransport:
         try:
             content_type = response.headers.get("content-type", "")
             if not self._is_stream(content_type):
-                with deadline.watch(response):
-                    body = read_capped(
-                        response.iter_bytes(), self.limits.max_response_bytes, deadline
-                    )
+                body = read_capped(
+                    deadline.iter_bytes(response), self.limits.max_response_bytes, deadline
+                )
                 raise _not_an_event_stream(response, content_type, self._scrub_text(_text(body)))
             events = self._events(response, deadline)
             first = next(events, _END)
@@ -614,7 +607,6 @@ class RelayTransport:
                     return
                 yield event
         finally:
-            events.close()  # disarms its deadline watch before the connection goes
             response.close()
 
     async def _aopen_stream(

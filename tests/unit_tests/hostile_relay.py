@@ -171,6 +171,12 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.3)
         self.server.relay.stopping.wait()
 
+    def _short_stream(self) -> None:
+        """Three events and the end."""
+        self._stream_head()
+        self.wfile.write(_EVENT * 3 + b"data: [DONE]\n\n")
+        self.wfile.flush()
+
     def _stall_stream(self) -> None:
         """An event every 0.3 s for 2.4 s, then silence."""
         self._stream_head()

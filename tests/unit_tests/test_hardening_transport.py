@@ -30,7 +30,7 @@ from langchain_claude_relay.errors import (
     APITimeoutError,
     RequestValidationError,
 )
-from langchain_claude_relay.transport.limits import Deadline, _Watchdog
+from langchain_claude_relay.transport.limits import _WATCHDOG, Deadline, _Watchdog
 from langchain_claude_relay.transport.retry import RetryPolicy, retry_call
 
 KEY = "sk-canary-key-0f1e2d3c4b5a6978"
@@ -391,6 +391,20 @@ def test_a_pickle_drops_credential_headers_and_says_so(
     assert again.invoke("hi").content == "hi"
     assert hostile.seen[-1]["headers"]["x-api-key"] == HEADER_KEY
     assert HEADER_KEY.encode() not in pickle.dumps(again)
+
+
+def test_a_body_read_to_its_end_leaves_no_watch_armed(hostile: HostileRelay) -> None:
+    # The connection may serve another request once its body is read: a watch left armed
+    # (a caller holding a finished stream past the deadline) could cut that request's socket.
+    llm = llm_for(hostile.url("ok"), timeout=5, call_timeout=30)
+    llm.invoke("hi")
+    assert not _WATCHDOG._armed
+    streaming = llm_for(hostile.url("short-stream"), timeout=5, call_timeout=30)
+    chunks = streaming.stream("hi")
+    assert next(chunks) is not None
+    assert _WATCHDOG._armed  # mid-stream: watched
+    assert len(list(chunks)) >= 2
+    assert not _WATCHDOG._armed
 
 
 def test_the_deadline_watchdog_cuts_only_what_is_still_armed_and_stays_small() -> None:
