@@ -467,7 +467,7 @@ class _Restarts:
     def of(
         cls, plan: CachePlan, trace: PlanTrace, observation: Observation, read_end: float
     ) -> _Restarts:
-        flat_at = {block.position: i for i, block in enumerate(plan.blocks)}
+        flat_at = plan.block_index
         marked = frozenset(flat_at[b.position] for b in plan.breakpoints if b.position in flat_at)
         read = [
             flat_at[o.position]

@@ -9,6 +9,7 @@ estimates behind them, the expected cost against no caching, and stability warni
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
@@ -169,6 +170,11 @@ class CachePlan:
     calibration_observations: float
     warnings: tuple[str, ...] = ()
     trace: PlanTrace | None = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def block_index(self) -> Mapping[Position, int]:
+        """Each block's position in ``blocks`` (the flat index sites and lineages use)."""
+        return {block.position: i for i, block in enumerate(self.blocks)}
 
     def markers(self) -> dict[Position, CacheControl]:
         """Every marker to apply with ``request.with_markers(...)`` (the user's unchanged).
@@ -528,7 +534,7 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
     actual = actual_outcomes([bp.estimated_prefix_tokens * scale for bp in bps], read, written)
     trace = plan.trace
     sites = {s.flat_index: s for s in trace.sites} if trace else {}
-    index_of = {b.position: i for i, b in enumerate(plan.blocks)}
+    index_of = plan.block_index
     nothing_cached = read == 0 and written == 0
     outcomes: list[BreakpointOutcome] = []
     for bp, got in zip(bps, actual, strict=True):

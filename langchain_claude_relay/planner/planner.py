@@ -702,7 +702,7 @@ class CachePlanner:
         total += int(usage.cache_write_5m_tokens) + int(usage.cache_write_1h_tokens)
         scale = total / plan.total_estimated_tokens if plan.total_estimated_tokens else 1.0
         sites = {site.flat_index: site for site in trace.sites}
-        flat = {block.position: i for i, block in enumerate(plan.blocks)}
+        flat = plan.block_index
         cached: list[tuple[Breakpoint, ReuseRecord, int]] = []
         for bp in plan.breakpoints:
             record = ReuseRecord.from_json(self._store.get(f"p:{bp.prefix_hash[:24]}"))
