@@ -14,7 +14,7 @@ stream to its end -- ending in ``APITimeoutError``. The HTTP library's ``timeout
 each read, so a body trickling a byte every half second, or a stream that never ends, ran on
 for ever. Each attempt's own timeout is cut to what is left, the time is checked after every
 chunk, and a read still waiting when the deadline passes is ended: async reads are cancelled,
-sync ones have their socket shut down (``Deadline.watch``).
+sync ones have their socket shut down (``Deadline.iter_bytes``).
 
 >>> chunks, forever = [b"data: 1\n\ndata:", b" 2\r\n"], Deadline(None)
 >>> list(iter_capped_lines(chunks, ResponseLimits(), forever))
@@ -34,7 +34,6 @@ import heapq
 import importlib
 import itertools
 import math
-import os
 import socket
 import threading
 import time
@@ -42,6 +41,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
 from langchain_claude_relay.errors import APIResponseError, APITimeoutError
 
 __all__ = [
@@ -156,16 +156,19 @@ class Deadline:
         self.check()
         return left if timeout is None else min(float(timeout), left)
 
-    @contextlib.contextmanager
-    def watch(self, response: Any) -> Iterator[None]:
-        """Within it, a sync read of ``response`` still waiting at the deadline is cut short.
+    def iter_bytes(self, response: Any) -> Iterator[bytes]:
+        """``response.iter_bytes()``, with a read still waiting at the deadline cut short.
 
         Each attempt's timeout is cut to what was left when it began, but a read that starts
         later waits up to that whole timeout: a relay that goes silent in the middle of an
         answer held a sync call past its deadline by up to one more deadline (async reads are
         cancelled instead). At the deadline ``_Watchdog`` shuts the response's socket down, the
-        read ends at once, and the block ends in ``APITimeoutError``. Without a socket to cut
-        (a transport of your own, HTTP/2) it does nothing.
+        read ends at once, and the body ends in ``APITimeoutError``. Without a socket to cut
+        (a transport of your own, HTTP/2) the body is read as it comes.
+
+        The watch ends in the same step as the body: the HTTP library may hand the connection
+        to another request as soon as the body is read, and a watch left armed while a caller
+        held a finished stream could then cut that request's socket.
 
         Raises:
             APITimeoutError: if the deadline cut the read.
@@ -173,11 +176,11 @@ class Deadline:
         left = self.remaining()
         sock = None if math.isinf(left) else _socket_of(response)
         if sock is None:
-            yield
+            yield from response.iter_bytes()
             return
         watch = _WATCHDOG.arm(time.monotonic() + left, sock)
         try:
-            yield
+            yield from response.iter_bytes()
         except Exception:
             if watch.fired:
                 raise self.error() from None
@@ -186,16 +189,6 @@ class Deadline:
             _WATCHDOG.disarm(watch)
         if watch.fired:  # the cut looked like the end of the answer
             raise self.error()
-
-    def iter_bytes(self, response: Any) -> Iterator[bytes]:
-        """``response.iter_bytes()``, watched (``watch``) while the body is being read.
-
-        The watch ends in the same step as the body: the HTTP library may hand the connection
-        to another request as soon as the body is read, and a watch left armed while a caller
-        held a finished stream could then cut that request's socket.
-        """
-        with self.watch(response):
-            yield from response.iter_bytes()
 
 
 def _socket_of(response: Any) -> Any:
@@ -220,71 +213,82 @@ class _Watch:
 
 
 class _Watchdog:
-    """One daemon thread that shuts down the sockets of sync reads still open at their deadline.
+    """Shuts down the sockets of sync reads still open at their deadline.
 
-    Arming and disarming cost a lock and a heap push (no thread per call); the thread sleeps
-    until the earliest deadline and ends after a minute with nothing armed. Disarmed entries
-    leave the heap lazily, and the heap is rebuilt once it holds more than twice what is armed.
+    Arming and disarming cost a lock and a heap push: no thread per call. One
+    ``_plumbing.WriteBehind`` thread (the keep-warm scheduler's timer, too) wakes at the
+    earliest deadline, cuts what is due, and ends after a minute with nothing armed. Disarmed
+    entries leave the heap lazily, and the heap is rebuilt once it holds more than twice what
+    is armed.
     """
 
     _IDLE_SECONDS = 60.0
 
     def __init__(self) -> None:
+        self._worker = WriteBehind(
+            "claude-relay-deadline",
+            take=lambda: None,
+            send=lambda _batch: self._cut_due(),
+            retry_interval=self._seconds_to_next,
+            idle_exit=self._IDLE_SECONDS,
+        )
         self._reset()
+        on_exit_and_fork(self)
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._heap: list[tuple[float, int]] = []
         self._armed: dict[int, _Watch] = {}
         self._tokens = itertools.count()
-        self._thread: threading.Thread | None = None
 
     def arm(self, when: float, sock: socket.socket) -> _Watch:
         """Cut ``sock`` at ``when`` (``time.monotonic``) unless disarmed first."""
-        if os.getpid() != self._pid:  # a forked child: the parent's thread is not here
-            self._reset()
-        with self._cond:
+        with self._lock:
             watch = _Watch(sock, when, next(self._tokens))
             self._armed[watch.token] = watch
             heapq.heappush(self._heap, (when, watch.token))
             if len(self._heap) > 2 * len(self._armed) + 64:
                 self._heap = [(w.when, t) for t, w in self._armed.items()]
                 heapq.heapify(self._heap)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="claude-relay-deadline", daemon=True
-                )
-                self._thread.start()
-            elif self._heap[0][1] == watch.token:  # the earliest now: wake the thread
-                self._cond.notify()
+            earliest = self._heap[0][1] == watch.token
+        if earliest:  # wake (or start) the thread: it sleeps until the earliest deadline
+            self._worker.queued()
         return watch
 
     def disarm(self, watch: _Watch) -> None:
         """The read ended: never cut it."""
-        with self._cond:
+        with self._lock:
             self._armed.pop(watch.token, None)
 
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._armed:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    if not self._cond.wait(self._IDLE_SECONDS) and not self._armed:
-                        self._thread = None
-                        return
-                    continue
-                when, token = self._heap[0]
-                delay = when - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                watch = self._armed.pop(token)
-                watch.fired = True
-                with contextlib.suppress(OSError):
-                    watch.sock.shutdown(socket.SHUT_RDWR)
+    def _seconds_to_next(self) -> float | None:
+        """Seconds until the earliest entry, or ``None`` with nothing in the heap.
+
+        Lock-free (the worker asks under its own lock): only the worker pops, and a push or a
+        rebuild is one step.
+        """
+        heap = self._heap
+        return max(0.0, heap[0][0] - time.monotonic()) if heap else None
+
+    def _cut_due(self) -> None:
+        due: list[_Watch] = []
+        with self._lock:
+            now = time.monotonic()
+            while self._heap and (self._heap[0][1] not in self._armed or self._heap[0][0] <= now):
+                _when, token = heapq.heappop(self._heap)
+                watch = self._armed.pop(token, None)
+                if watch is not None:
+                    watch.fired = True
+                    due.append(watch)
+        for watch in due:
+            with contextlib.suppress(OSError):
+                watch.sock.shutdown(socket.SHUT_RDWR)
+
+    def _at_exit(self) -> None:
+        """Nothing to finish: the thread is a daemon and cuts nothing that matters then."""
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()
+        self._worker.reset()
 
 
 _WATCHDOG = _Watchdog()
