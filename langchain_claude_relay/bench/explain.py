@@ -146,8 +146,9 @@ def explain_nodes(
         rates = Rates.for_model(model)
         floor = minimum or lookup_model(model).min_cache_tokens
         indices = [i for i, r in enumerate(trace.requests) if trace.model_of(r) == model]
-        built = build_nodes([profiles[i] for i in indices], floor)
-        prefix_charged += prefix_charged_cost([profiles[i] for i in indices], rates, floor)
+        mine = [profiles[i] for i in indices]
+        built = build_nodes(mine, floor)
+        prefix_charged += prefix_charged_cost(mine, rates, floor)
         oracle_below += built.plain_tokens * rates.input
         ours: dict[str, float] = {}
         for index in indices:
