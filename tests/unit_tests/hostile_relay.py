@@ -160,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.5)
 
     def _stall(self) -> None:
-        """Half the answer, a byte every 0.3 s for 2.4 s, then silence (a relay that hangs)."""
+        """The answer's first 8 bytes, one every 0.3 s, then silence (a relay that hangs)."""
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(_COMPLETION)))
