@@ -14,8 +14,10 @@ langchain_claude_relay.errors.RequestValidationError: temperature=5 is out of ra
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -27,6 +29,9 @@ __all__ = [
     "MIN_TOP_K",
     "check_sampling",
     "check_api_key",
+    "PEER_ARGUMENTS",
+    "route_arguments",
+    "check_sendable",
 ]
 
 SAMPLING_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)}
@@ -165,3 +170,106 @@ def check_api_key(
             "API key again as plain text."
         )
         raise RequestValidationError(msg)
+
+
+PEER_ARGUMENTS: dict[str, str] = {
+    "openai_api_key": "api_key",
+    "openai_api_base": "base_url",
+    "request_timeout": "timeout",
+    "max_completion_tokens": "max_tokens",
+    "anthropic_api_key": "api_key",
+    "anthropic_api_url": "base_url",
+    "max_tokens_to_sample": "max_tokens",
+}
+"""Constructor arguments of ``ChatOpenAI`` and ``ChatAnthropic`` and the setting each means
+here: a one-line swap keeps working."""
+
+
+def _close_setting(name: str, settings: Collection[str]) -> str | None:
+    """The setting ``name`` most likely misspells, if any: a near spelling or a word of one."""
+    close = difflib.get_close_matches(name, sorted(settings), n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    if len(name) >= 3:
+        for setting in sorted(settings):
+            if name in setting.split("_"):
+                return setting
+    return None
+
+
+def route_arguments(
+    values: Mapping[str, Any], settings: Collection[str], *, owner: str = "ChatClaudeRelay"
+) -> tuple[dict[str, Any], list[str]]:
+    """Sort a constructor's arguments: settings, peers' names for them, and request parameters.
+
+    - A setting (by name or alias) stays as given.
+    - A peer's name for a setting (``PEER_ARGUMENTS``, e.g. ``openai_api_key``) becomes it.
+    - A near miss of a setting (``keepwarm``, ``ttl``) is refused with the setting it likely
+      means: it would otherwise be sent to the relay and the setting silently not applied.
+    - Anything else is a request parameter (``seed=1``): it moves into ``model_kwargs``, which
+      is sent in every request body, as ``ChatOpenAI`` does; the caller warns with the names
+      returned.
+
+    Returns:
+        The arguments to validate, and the names moved into ``model_kwargs``.
+
+    Raises:
+        RequestValidationError: a near miss, or one setting or parameter given twice.
+
+    >>> settings = {"api_key", "keep_warm", "model_kwargs", "max_tokens"}
+    >>> route_arguments({"openai_api_key": "k", "seed": 1}, settings)
+    ({'api_key': 'k', 'model_kwargs': {'seed': 1}}, ['seed'])
+    >>> route_arguments({"keepwarm": "auto"}, settings)
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: ChatClaudeRelay has no setting 'keepwarm': did you mean keep_warm=...?
+    """  # noqa: E501
+    routed: dict[str, Any] = {}
+    moved: dict[str, Any] = {}
+    for name, value in values.items():
+        target = name if name in settings else PEER_ARGUMENTS.get(name)
+        if target is not None:
+            if target in routed or (target != name and target in values):
+                msg = f"{name}= and {target}= mean the same setting: pass {target}= only"
+                raise RequestValidationError(msg)
+            routed[target] = value
+        elif (near := _close_setting(name, settings)) is not None:
+            msg = f"{owner} has no setting {name!r}: did you mean {near}=...?"
+            raise RequestValidationError(msg)
+        else:
+            moved[name] = value
+    given = routed.get("model_kwargs")
+    if isinstance(given, Mapping):
+        clash = sorted(set(moved) & set(given))
+        if clash:
+            msg = f"{', '.join(clash)} given both as arguments and in model_kwargs: pass one"
+            raise RequestValidationError(msg)
+    if moved:
+        routed["model_kwargs"] = {**(given if isinstance(given, Mapping) else {}), **moved}
+    return routed, sorted(moved)
+
+
+def check_sendable(params: Mapping[str, Any]) -> None:
+    """Refuse request parameters that cannot be sent as JSON, naming the first such parameter.
+
+    Raises:
+        RequestValidationError: e.g. an object, a set, or ``NaN`` given as a parameter.
+
+    >>> check_sendable({"seed": 1, "metadata": {"user_id": "u1"}})
+    >>> check_sendable({"seed": float("nan")})
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: seed=nan cannot be sent: request parameters are JSON (numbers, strings, booleans, null, lists, dicts with string keys; no NaN or infinity). Pass a JSON value.
+    """  # noqa: E501
+    for name, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            msg = (
+                f"{name}={shown} cannot be sent: request parameters are JSON (numbers, strings, "
+                "booleans, null, lists, dicts with string keys; no NaN or infinity). Pass a "
+                "JSON value."
+            )
+            raise RequestValidationError(msg) from None

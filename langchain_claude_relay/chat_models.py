@@ -50,7 +50,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.runnables.config import get_config_list
 from langchain_core.utils import from_env, secret_from_env
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import (
     BaseModel,
@@ -75,7 +75,13 @@ from langchain_claude_relay._convert import (
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
 from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay._plumbing import warn_external, warn_once
-from langchain_claude_relay._settings_checks import check_api_key, check_sampling
+from langchain_claude_relay._settings_checks import (
+    check_api_key,
+    check_sampling,
+    check_sendable,
+    route_arguments,
+)
+from langchain_claude_relay._structured import response_format_for, strict_function
 from langchain_claude_relay.callbacks import CostTracker
 from langchain_claude_relay.capabilities import (
     Adaptation,
@@ -87,7 +93,7 @@ from langchain_claude_relay.cost import call_cost_usd
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
-from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model
+from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model, model_platform
 from langchain_claude_relay.planner.keepalive import KeepAlive, keepalive_request
 from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.planner.rules import validate_user_markers
@@ -174,6 +180,19 @@ class _StreamState:
             if isinstance(name, str) and name:
                 self.tool_names.append(name)
         return parsed
+
+
+_NATIVE_MODEL_IDS = {
+    "anthropic": "e.g. 'claude-sonnet-5-5', no provider prefix",
+    "bedrock": "e.g. 'anthropic.claude-sonnet-5-5-v1:0', 'us.anthropic.claude-...' or an ARN",
+    "vertex": "e.g. 'claude-sonnet-5-5' or 'claude-sonnet-5-5@<date>', no provider prefix",
+}
+
+
+def _misspelled_for(api: str, model_id: str) -> bool:
+    """Whether ``model_id`` is spelled for another way in than the native ``api``."""
+    bedrock = model_platform(model_id) == "bedrock"
+    return bedrock != (api == "bedrock") or (api != "bedrock" and "/" in model_id)
 
 
 class ChatClaudeRelay(BaseChatModel):
@@ -287,7 +306,7 @@ class ChatClaudeRelay(BaseChatModel):
     """Top-k sampling (sent in the body; most Claude relays pass it through)."""
 
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    """Stop sequences."""
+    """Stop sequences (one string is one sequence)."""
 
     timeout: float | None = Field(default=None, alias="default_request_timeout")
     """Seconds per attempt: to connect, and for each read (the SDK's 600 when unset)."""
@@ -457,6 +476,12 @@ class ChatClaudeRelay(BaseChatModel):
             raise ValueError(msg)
         return _as_planner(value)
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: Any) -> Any:
+        """One string is one stop sequence (as ``ChatOpenAI(stop="...")`` takes it)."""
+        return [value] if isinstance(value, str) else value
+
     @field_validator("thinking")
     @classmethod
     def _check_thinking(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -495,6 +520,12 @@ class ChatClaudeRelay(BaseChatModel):
                 "'vertex'); relays do not return the diagnostics field"
             )
             raise ValueError(msg)
+        if spec.native and _misspelled_for(spec.kind, self.model_name):
+            warn_once(
+                ("native_model_id", spec.kind, self.model_name),
+                f"model={self.model_name!r} is not how api={spec.kind!r} names models "
+                f"({_NATIVE_MODEL_IDS[spec.kind]}): it will likely be refused as unknown",
+            )
         return self
 
     @model_validator(mode="after")
@@ -537,10 +568,44 @@ class ChatClaudeRelay(BaseChatModel):
     def _check_limits(self) -> ChatClaudeRelay:
         """The caps and the deadline, checked now rather than at the first call."""
         _ = self._limits
-        if self.call_timeout is not None and not self.call_timeout > 0:
-            msg = f"call_timeout must be a positive number of seconds, got {self.call_timeout!r}"
-            raise ValueError(msg)
+        for name in ("timeout", "call_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                msg = f"{name} must be a positive number of seconds, got {value!r}"
+                raise ValueError(msg)
         return self
+
+    @field_validator("ledger")
+    @classmethod
+    def _check_ledger(cls, value: Any) -> Any:
+        """``None``, ``False``, or an object that records (``Ledger.record``: all a call uses)."""
+        if value is None or value is False or callable(getattr(value, "record", None)):
+            return value
+        msg = (
+            f"ledger={value!r} is not understood: pass None (the process-wide ledger), False "
+            "(none) or a ledger such as DiskLedger(path) or MemoryLedger()"
+        )
+        raise ValueError(msg)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_arguments(cls, values: Any) -> Any:
+        """Peers' names for settings, near misses, and request parameters (``route_arguments``).
+
+        Defined after the other before-validators, so that it runs before them.
+        """
+        if not isinstance(values, dict):
+            return values
+        settings = set(cls.model_fields)
+        settings.update(f.alias for f in cls.model_fields.values() if f.alias)
+        routed, moved = route_arguments(values, settings)
+        if moved:
+            warn_external(
+                f"{', '.join(moved)} {'are not settings' if len(moved) > 1 else 'is not a setting'}"
+                " of ChatClaudeRelay: sent in every request body, as model_kwargs (pass "
+                "model_kwargs={...} to say so and silence this warning)"
+            )
+        return routed
 
     # Defined last, so that it wraps every validator above (and the base classes').
     @model_validator(mode="wrap")
@@ -796,6 +861,8 @@ class ChatClaudeRelay(BaseChatModel):
                     "the relay drops block cache_control but keeps a top-level one (claude-relay "
                     "probe): automatic caching sent instead of planned markers"
                 )
+        # checked before planning: a refused call leaves no trace in the planner's state
+        params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
         if planner is not None and self.exact_token_counts:
             self._count_exactly(request, planner)
         started = planner.clock() if planner is not None else time.time()
@@ -816,7 +883,6 @@ class ChatClaudeRelay(BaseChatModel):
                 warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
                 plan = None
         self._keep_warm_cancel(plan.request if plan is not None else request)
-        params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
         payload = self._wire.render(request, params, planner is not None)
@@ -916,8 +982,10 @@ class ChatClaudeRelay(BaseChatModel):
             if value is not None:
                 params[key] = value
         stop_sequences = stop if stop is not None else self.stop
-        if stop_sequences:
-            params["stop"] = list(stop_sequences)
+        if stop_sequences:  # one string is one stop sequence, as ChatOpenAI sends it
+            params["stop"] = (
+                [stop_sequences] if isinstance(stop_sequences, str) else list(stop_sequences)
+            )
         if thinking:
             params["thinking"] = dict(thinking)
         if stream:
@@ -930,6 +998,9 @@ class ChatClaudeRelay(BaseChatModel):
         params.update(self.extra_body or {})
         params.update(extra)
         params.pop("cache_control", None)  # the request carries it (see ``_to_request``)
+        if isinstance(params.get("response_format"), type):
+            params["response_format"] = response_format_for(params["response_format"])
+        check_sendable(params)
         check_sampling(  # after every override: what is sent is what is checked
             temperature=params.get("temperature"),
             max_tokens=params.get("max_tokens"),
@@ -1637,6 +1708,7 @@ class ChatClaudeRelay(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
         *,
         tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (LangChain tools, pydantic models, functions, OpenAI or Claude tool dicts).
@@ -1649,6 +1721,9 @@ class ChatClaudeRelay(BaseChatModel):
         Args:
             tools: the tools.
             tool_choice: which tool the model must call, if any.
+            strict: when given, set on every tool (``function.strict``), and ``True`` also
+                closes every object of its parameters (``additionalProperties: false``), as
+                strict tool use requires; as ``ChatOpenAI.bind_tools(strict=...)``.
             **kwargs: bound with the tools (passed to every call).
 
         Returns:
@@ -1672,6 +1747,8 @@ class ChatClaudeRelay(BaseChatModel):
                     **converted.extra,
                 },
             }
+            if strict is not None:
+                entry["function"].update(strict_function(entry["function"], strict))
             if converted.cache_control is not None:
                 entry["cache_control"] = converted.cache_control.to_wire()
             formatted.append(entry)
@@ -1730,13 +1807,8 @@ class ChatClaudeRelay(BaseChatModel):
             if schema is None:
                 msg = "with_structured_output(method='json_schema') needs a schema"
                 raise ValueError(msg)
-            json_schema = convert_to_json_schema(schema)
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {"name": json_schema.get("title", "output"), "schema": json_schema},
-            }
-            if strict is not None:
-                response_format["json_schema"]["strict"] = strict
+            response_format = response_format_for(schema, strict=strict)
+            json_schema = response_format["json_schema"]["schema"]
             llm = self.bind(
                 response_format=response_format,
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema},

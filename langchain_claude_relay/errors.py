@@ -101,14 +101,21 @@ _KEY_PATTERN = re.compile(
 )
 
 
+MIN_SECRET_CHARS = 4
+"""Secrets shorter than this are not written over: no real credential is, and a test key such
+as ``"k"`` would turn every message into asterisks."""
+
+
 def redact(text: str, *secrets: str | None) -> str:
     """Replace anything that looks like an API key, and the given secrets, by ``***``.
 
     >>> redact("bad key sk-abcdef123456 given")
     'bad key *** given'
+    >>> redact("Unknown key", "k")
+    'Unknown key'
     """
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET_CHARS:
             text = text.replace(secret, "***")
     return _KEY_PATTERN.sub("***", text)
 

@@ -238,8 +238,15 @@ class CachePlanner:
             self._store: StateStore = default_store()
         elif isinstance(store, ResilientStore):
             self._store = store
-        else:
+        elif isinstance(store, StateStore):
             self._store = ResilientStore(store)
+        else:
+            msg = (
+                f"store must be a state store such as DiskStore(), MemoryStore() or "
+                f"RedisStore(...), got {type(store).__name__}: CachePlanner() uses the default "
+                "disk store (CLAUDE_RELAY_STATE_DIR)"
+            )
+            raise TypeError(msg)
         if clock is not None and not callable(clock):
             msg = f"clock must be a callable returning seconds (e.g. time.time), got {clock!r}"
             raise TypeError(msg)

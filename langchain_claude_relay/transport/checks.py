@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from langchain_claude_relay._env import BASE_URL_ENV
 from langchain_claude_relay._plumbing import warn_external
 from langchain_claude_relay.errors import (
+    MIN_SECRET_CHARS,
     APIResponseError,
     APIStatusError,
     ClaudeRelayError,
@@ -140,7 +141,7 @@ _HTTP_LOGGERS = (
     "openai._base_client",
     "anthropic._base_client",
 )
-_MIN_HIDDEN = 4  # shorter credentials ("u", "1") would turn every log line into asterisks
+_MIN_HIDDEN = MIN_SECRET_CHARS  # shorter credentials ("u", "1"): every line in asterisks
 
 
 class _HideCredentials(logging.Filter):
@@ -191,12 +192,19 @@ def hide_in_http_logs(url: str) -> None:
         _log_filter.secrets = _log_filter.secrets | found
 
 
+_ENDPOINT_PATHS = ("/chat/completions", "/v1/messages")
+"""Endpoints the SDKs append to a base URL (the OpenAI and the Anthropic one): a base URL
+ending in one is a copy-paste of the full endpoint, which would be sent to ``.../v1/chat/
+completions/chat/completions`` and answered 404."""
+
+
 def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
     """Validate a relay base URL before anything is sent.
 
     Raises:
-        RequestValidationError: if it is missing, not http(s), or plain ``http://`` to a host
-            other than loopback without ``allow_insecure_http=True``.
+        RequestValidationError: if it is missing, not http(s), ends in an endpoint path
+            (``/chat/completions``, ``/v1/messages``), or is plain ``http://`` to a host other
+            than loopback without ``allow_insecure_http=True``.
     """
     if not base_url:
         msg = (
@@ -209,6 +217,15 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
         shown = redact_url(base_url)
         msg = f"base_url {shown!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
         raise RequestValidationError(msg)
+    path = parsed.path.rstrip("/")
+    for endpoint in _ENDPOINT_PATHS:
+        if path.endswith(endpoint):
+            base = redact_url(base_url.rsplit(endpoint, 1)[0])
+            msg = (
+                f"base_url ends in the endpoint {endpoint!r}: pass the base the SDK adds it to, "
+                f"e.g. base_url={base!r}"
+            )
+            raise RequestValidationError(msg)
     if (
         parsed.scheme == "http"
         and not allow_insecure_http
@@ -241,12 +258,13 @@ def scrub_error(error: ClaudeRelayError, secret: str | None) -> ClaudeRelayError
 
     Args:
         error: the error.
-        secret: the API key (nothing is done when it is empty).
+        secret: the API key (nothing is done when it is empty, or shorter than any real key:
+            a test key such as ``"k"`` would write ``***`` all over the message).
 
     Returns:
         The same error.
     """
-    if not secret:
+    if not secret or len(secret) < _MIN_HIDDEN:
         return error
     if any(isinstance(a, str) and secret in a for a in error.args):
         error.args = tuple(

@@ -412,6 +412,21 @@ SETTINGS_SIDE: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("thinking of an unknown type", {"thinking": {"type": "deep"}}, "'deep'"),
     ("cache setting not understood", {"cache": "sometimes"}, "not understood"),
+    (
+        "the full chat endpoint as base URL",
+        {"base_url": "https://relay.example.com/v1/chat/completions"},
+        "base_url='https://relay.example.com/v1'",
+    ),
+    (
+        "the Messages endpoint as base URL",
+        {"base_url": "https://api.example.com/v1/messages/"},
+        "base_url='https://api.example.com'",
+    ),
+    ("a timeout of 0", {"timeout": 0}, "timeout must be a positive number"),
+    ("a negative timeout", {"timeout": -1}, "timeout must be a positive number"),
+    ("an endless call", {"call_timeout": float("inf")}, "call_timeout must be a positive"),
+    ("a ledger that is a word", {"ledger": "yes"}, "ledger='yes' is not understood"),
+    ("a ledger of True", {"ledger": True}, "ledger=True is not understood"),
 ]
 
 
