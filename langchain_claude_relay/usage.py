@@ -1,6 +1,6 @@
 """One normalizer for every relay usage dialect: plain input, cache reads, cache writes by TTL.
 
-Relays report Claude's usage in many shapes (see "Relay dialects" in DESIGN.md).
+Relays report Claude's usage in many shapes (the dialects are the tables below).
 ``normalize_usage`` turns any of them into one ``NormalizedUsage`` where the four input kinds
 are disjoint, so ``total_input_tokens == input + cache read + cache write`` and nothing is counted
 twice.

@@ -7,7 +7,7 @@ No I/O and no clock of its own: callers pass the request's start time. The flow 
     bill = engine.plan(request, now)          # validates markers, looks up, splits the tokens
     engine.commit(bill)                       # at response begin: refresh hits, write entries
 
-Rules reproduced (see ``DESIGN.md``):
+Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
 
 * Prefix order tools -> system -> messages. Each block is hashed byte-exactly: its JSON as
   received (key order kept, ``cache_control`` removed) plus its role; hashes are chained in
