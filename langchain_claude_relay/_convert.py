@@ -8,6 +8,11 @@ OpenAI parts (``image_url``, ``file``), LangChain's standard blocks (``image``/`
 content part, on a message (``additional_kwargs["cache_control"]``, meaning its last part), on a
 tool (top level or inside ``"function"``) and on a tool result.
 
+An assistant turn's thinking goes back only as Claude can take it: signed ``thinking`` and
+``redacted_thinking`` blocks (in its content, or kept in ``additional_kwargs["thinking_blocks"]``
+from an earlier answer). Reasoning text without a signature (``reasoning_content``, another
+model's reasoning) is left out: Claude refuses unsigned thinking.
+
 Bad input raises :class:`~langchain_claude_relay.errors.RequestValidationError` with the message
 index and the fix, before anything is sent.
 """
@@ -123,6 +128,53 @@ def _source(kind: str, part: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {"type": "url", "url": url}
 
 
+def _file_title(part: Mapping[str, Any]) -> str | None:
+    """A file part's name, in any spelling LangChain writes it.
+
+    Claude's ``title``; OpenAI's ``file.filename``; LangChain's standard file block with
+    ``filename`` at the top, or (v1, as ``create_file_block`` stores extra keyword arguments, and
+    as LangChain rewrites OpenAI's file parts before ``_generate``) ``extras["filename"]``, or
+    the older ``metadata["filename"]`` (the spellings langchain-core's
+    ``messages/block_translators/openai.py`` reads when it renders a file for OpenAI).
+    """
+    file_info = part.get("file")
+    extras = part.get("extras")
+    metadata = part.get("metadata")
+    for candidate in (
+        part.get("title"),
+        part.get("filename"),
+        extras.get("filename") if isinstance(extras, Mapping) else None,
+        metadata.get("filename") if isinstance(metadata, Mapping) else None,
+        file_info.get("filename") if isinstance(file_info, Mapping) else None,
+    ):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def _signed_thinking(part: Mapping[str, Any]) -> Block | None:
+    """A thinking part as a block Claude takes back, or ``None`` when it cannot go back.
+
+    Claude's ``thinking`` (with ``signature``) and ``redacted_thinking`` (with ``data``), and
+    LangChain's standard ``reasoning`` block (the signature in ``extras``, where langchain-core's
+    Anthropic block translator puts it). Thinking without a signature is reasoning text from
+    elsewhere (a relay's ``reasoning_content``, another model): Claude refuses it back.
+    """
+    if part.get("type") == "redacted_thinking":
+        data = part.get("data")
+        return (
+            Block("redacted_thinking", {"data": data}) if isinstance(data, str) and data else None
+        )
+    extras = part.get("extras")
+    signature = part.get("signature")
+    if signature is None and isinstance(extras, Mapping):
+        signature = extras.get("signature")
+    if not isinstance(signature, str) or not signature:
+        return None
+    thought = part.get("thinking", part.get("reasoning", ""))
+    return Block("thinking", {"thinking": str(thought), "signature": signature})
+
+
 def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
     """Convert a message's content (string or list of parts) to Claude blocks."""
     if content is None:
@@ -163,23 +215,16 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
             blocks.append(Block("image", {"source": _source(str(kind), part, part_where)}, marker))
         elif kind in ("file", "document"):
             data: dict[str, Any] = {"source": _source(str(kind), part, part_where)}
-            file_info = part.get("file")
-            title = part.get("title") or (
-                file_info.get("filename") if isinstance(file_info, Mapping) else None
-            )
+            title = _file_title(part)
             if title:
-                data["title"] = str(title)
+                data["title"] = title
             blocks.append(Block("document", data, marker))
-        elif kind in ("thinking", "reasoning") and role == "assistant":
-            thought = part.get("thinking", part.get("reasoning", ""))
+        elif kind in ("thinking", "reasoning", "redacted_thinking") and role == "assistant":
             if marker is not None:
                 raise _fail(part_where, "thinking blocks cannot carry cache_control")
-            data = {"thinking": str(thought)}
-            if part.get("signature") is not None:
-                data["signature"] = str(part["signature"])
-            blocks.append(Block("thinking", data))
-        elif kind == "redacted_thinking" and role == "assistant":
-            blocks.append(Block("redacted_thinking", {"data": str(part.get("data", ""))}))
+            block = _signed_thinking(part)
+            if block is not None:  # unsigned thinking is reasoning text only: Claude refuses it
+                blocks.append(block)
         elif kind in _IGNORED_AI_PART_TYPES and role == "assistant":
             continue  # tool calls are taken from AIMessage.tool_calls
         else:
@@ -228,15 +273,12 @@ def _tool_result(message: ToolMessage, where: str) -> Block:
 def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
     blocks = _content_blocks(message.content, where, "assistant")
     has_thinking = any(b.type in ("thinking", "redacted_thinking") for b in blocks)
-    kept = message.additional_kwargs.get("thinking_blocks")  # the native API's, signed
+    kept = message.additional_kwargs.get("thinking_blocks")  # the native API's or a relay's
     if isinstance(kept, list) and kept and not has_thinking:
         blocks[:0] = _content_blocks(
             kept, f"{where}.additional_kwargs.thinking_blocks", "assistant"
         )
-        has_thinking = True
-    reasoning = message.additional_kwargs.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning and not has_thinking:
-        blocks.insert(0, Block("thinking", {"thinking": reasoning}))
+    # ``reasoning_content`` alone (no signed blocks) stays out: unsigned, Claude would refuse it
     for call in message.tool_calls:
         if not call.get("id"):
             raise _fail(where, f"tool call {call.get('name')!r} has no id")

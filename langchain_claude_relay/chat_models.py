@@ -1511,7 +1511,10 @@ class ChatClaudeRelay(BaseChatModel):
         for name in ("stream", "stream_options", "max_completion_tokens", "thinking"):
             params.pop(name, None)
         static = keep.position.section != "messages"
-        forced = not static and prepared.request.tool_choice not in (None, "auto", "none")
+        choice = prepared.request.tool_choice
+        if isinstance(choice, Mapping):  # Claude's spelling: {"type": "auto"}, ...
+            choice = choice.get("type")
+        forced = not static and choice not in (None, False, "auto", "none")
         structured = "response_format" in params or "output_config" in params
         params["max_tokens"] = 0 if self._api.native and not forced and not structured else 1
         extra = params["max_tokens"] * prices.output / 1e6

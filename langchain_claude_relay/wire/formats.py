@@ -11,12 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import ClaudeRequest
 from langchain_claude_relay.wire.openai_chat import (
+    ChatChunkReader,
     ParsedChunk,
     ParsedCompletion,
     check_one_top_level_marker,
-    parse_chat_chunk,
     parse_chat_completion,
     render_chat_payload,
 )
@@ -30,13 +31,6 @@ class StreamReader(Protocol):
     def read(self, event: Any) -> ParsedChunk:
         """Validate and read one event."""
         ...
-
-
-class _ChatChunkReader:
-    """Chat-completion chunks carry everything they mean: no state between them."""
-
-    def read(self, event: Any) -> ParsedChunk:
-        return parse_chat_chunk(event)
 
 
 @dataclass(frozen=True)
@@ -60,11 +54,17 @@ def _render_chat(
 ) -> dict[str, Any]:
     payload = render_chat_payload(request, canonical=canonical)
     check_one_top_level_marker(request, params)
+    if payload.get("parallel_tool_calls") is False and params.get("parallel_tool_calls") is True:
+        msg = (
+            "tool_choice has disable_parallel_tool_use=True but parallel_tool_calls=True is also "
+            "given: give one of them"
+        )
+        raise RequestValidationError(msg)
     payload.update(params)
     return payload
 
 
-_CHAT = WireFormat(_render_chat, parse_chat_completion, _ChatChunkReader)
+_CHAT = WireFormat(_render_chat, parse_chat_completion, ChatChunkReader)
 
 
 def _messages_format() -> WireFormat:

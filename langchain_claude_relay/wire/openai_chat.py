@@ -6,10 +6,22 @@ reads a relay's answer back. Markers go where relays look for them:
 - on a content part: ``{"type": "text", "text": ..., "cache_control": {...}}`` (system, user,
   assistant text, tool results);
 - on a tool: ``{"type": "function", "function": {...}, "cache_control": {...}}``;
-- on the message, for blocks that have no content part of their own in this format (an
-  assistant turn's last ``tool_use``): relays read a message-level marker as "its last part";
+- on an entry of an assistant turn's ``tool_calls`` (a ``tool_use`` block has no content part of
+  its own in this format): LiteLLM copies ``tool_calls[i].cache_control`` onto the ``tool_use``
+  block it builds (BerriAI/litellm ``litellm/litellm_core_utils/prompt_templates/factory.py``,
+  ``convert_to_anthropic_tool_invoke``), while it reads a message-level marker of an assistant
+  turn only onto a string ``content`` (``anthropic_messages_pt``): so every marked tool call
+  carries its own marker, and no message-level marker is sent;
 - a top-level ``cache_control`` (automatic caching) as a top-level field of the body, which
   relays that know it (OpenRouter) pass on to Claude.
+
+Thinking: an assistant turn's signed thinking blocks go back unchanged, in both spellings relays
+use: LiteLLM's ``thinking_blocks`` (Claude's blocks, put first in the turn by
+``anthropic_messages_pt``) and OpenRouter's ``reasoning_details`` (``reasoning.text`` with its
+``signature``, ``reasoning.encrypted`` for redacted thinking). Unsigned thinking (reasoning text
+without a signature) is never sent: Claude refuses it. Answers are read back the same two ways,
+into whole signed blocks in Claude's shape (``ParsedCompletion.thinking_blocks``); a stream's
+pieces are assembled by :class:`ChatChunkReader`.
 
 Responses are validated here: anything that is not a chat completion raises
 :class:`~langchain_claude_relay.errors.APIResponseError` with the status and a body excerpt.
@@ -19,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_claude_relay.errors import APIResponseError, RequestValidationError
@@ -30,8 +42,11 @@ __all__ = [
     "render_chat_payload",
     "check_one_top_level_marker",
     "render_tool_choice",
+    "render_tool_choice_fields",
+    "ChatChunkReader",
     "ParsedCompletion",
     "ParsedChunk",
+    "ThinkingPiece",
     "parse_chat_completion",
     "parse_chat_chunk",
     "checked_usage",
@@ -133,9 +148,47 @@ def _result_part(part: Mapping[str, Any]) -> dict[str, Any]:
     return dict(part)
 
 
+OPENROUTER_CLAUDE_FORMAT = "anthropic-claude-v1"
+"""The ``format`` OpenRouter gives Claude's entries of ``reasoning_details`` (and reads back)."""
+
+
+def _signed(block: Block) -> bool:
+    """Whether Claude takes this thinking block back: signed thinking, or redacted thinking."""
+    key = "signature" if block.type == "thinking" else "data"
+    value = block.data.get(key)
+    return isinstance(value, str) and bool(value)
+
+
+def _reasoning_detail(block: Block, index: int) -> dict[str, Any]:
+    """A signed thinking block as an entry of OpenRouter's ``reasoning_details``."""
+    if block.type == "redacted_thinking":
+        detail: dict[str, Any] = {"type": "reasoning.encrypted", "data": block.data["data"]}
+    else:
+        detail = {
+            "type": "reasoning.text",
+            "text": str(block.data.get("thinking", "")),
+            "signature": block.data["signature"],
+        }
+    return {**detail, "format": OPENROUTER_CLAUDE_FORMAT, "index": index}
+
+
+def _tool_call_entry(block: Block) -> dict[str, Any]:
+    """A ``tool_use`` block as an entry of ``tool_calls``, with its own marker."""
+    entry: dict[str, Any] = {
+        "id": block.data["id"],
+        "type": "function",
+        "function": {"name": block.data["name"], "arguments": canonical_json(block.data["input"])},
+    }
+    if block.cache_control is not None:
+        entry["cache_control"] = block.cache_control.to_wire()
+    return entry
+
+
 def _assistant_message(message: Message, canonical: bool) -> dict[str, Any]:
     parts = [b for b in message.content if b.type in ("text", "image", "document")]
-    thinking = [b for b in message.content if b.type in ("thinking", "redacted_thinking")]
+    thinking = [
+        b for b in message.content if b.type in ("thinking", "redacted_thinking") and _signed(b)
+    ]
     calls = [b for b in message.content if b.type == "tool_use"]
     rendered: dict[str, Any] = {
         "role": "assistant",
@@ -143,38 +196,89 @@ def _assistant_message(message: Message, canonical: bool) -> dict[str, Any]:
     }
     if thinking:
         rendered["thinking_blocks"] = [{"type": b.type, **b.data} for b in thinking]
+        rendered["reasoning_details"] = [_reasoning_detail(b, i) for i, b in enumerate(thinking)]
     if calls:
-        rendered["tool_calls"] = [
-            {
-                "id": b.data["id"],
-                "type": "function",
-                "function": {"name": b.data["name"], "arguments": canonical_json(b.data["input"])},
-            }
-            for b in calls
-        ]
-        if calls[-1].cache_control is not None and message.content[-1] is calls[-1]:
-            rendered["cache_control"] = calls[-1].cache_control.to_wire()
+        rendered["tool_calls"] = [_tool_call_entry(b) for b in calls]
     if rendered["content"] is None and not calls:
         rendered["content"] = ""
     return rendered
 
 
-def render_tool_choice(tool_choice: Any) -> Any:
-    """LangChain/Claude tool choices in OpenAI's spelling (``"any"`` -> ``"required"``)."""
-    if tool_choice is None or isinstance(tool_choice, Mapping):
-        return tool_choice
-    if tool_choice is True or tool_choice in ("any", "required"):
+def _function_choice(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name}}
+
+
+def _mapped_tool_choice(tool_choice: Mapping[str, Any]) -> Any:
+    """A dict tool choice in OpenAI's spelling (Claude's ``type`` values mapped; others kept)."""
+    kind = tool_choice.get("type")
+    name = tool_choice.get("name")
+    if kind == "tool":
+        if not isinstance(name, str) or not name:
+            msg = f"tool_choice {dict(tool_choice)!r} needs the name of the tool to call"
+            raise RequestValidationError(msg)
+        return _function_choice(name)
+    if kind == "any":
         return "required"
-    if tool_choice in ("auto", "none"):
-        return tool_choice
-    if isinstance(tool_choice, str):
-        return {"type": "function", "function": {"name": tool_choice}}
-    msg = f"tool_choice {tool_choice!r} is not understood: use 'auto', 'any', 'none' or a tool name"
-    raise RequestValidationError(msg)
+    if kind in ("auto", "none"):
+        return kind
+    return dict(tool_choice)  # OpenAI's own dicts ({"type": "function", ...}) go as given
+
+
+def render_tool_choice_fields(tool_choice: Any) -> dict[str, Any]:
+    """``tool_choice`` (and ``parallel_tool_calls``) in OpenAI's spelling, for the request body.
+
+    Claude's spelling is mapped the way relays map OpenAI's back to Claude's (BerriAI/litellm
+    ``litellm/llms/anthropic/chat/transformation.py``, ``map_openai_params``: ``tool_choice``
+    and ``parallel_tool_calls`` together make Claude's ``tool_choice``):
+    ``{"type": "tool", "name": N}`` -> ``{"type": "function", "function": {"name": N}}``,
+    ``{"type": "any"}`` -> ``"required"``, ``{"type": "auto"}`` / ``{"type": "none"}`` -> the
+    string, and ``disable_parallel_tool_use: True`` -> ``parallel_tool_calls: False``.
+
+    >>> render_tool_choice_fields({"type": "auto", "disable_parallel_tool_use": True})
+    {'tool_choice': 'auto', 'parallel_tool_calls': False}
+    >>> render_tool_choice_fields({"type": "tool", "name": "get_weather"})
+    {'tool_choice': {'type': 'function', 'function': {'name': 'get_weather'}}}
+
+    Returns:
+        The fields to add to the body (none for no tool choice).
+
+    Raises:
+        RequestValidationError: for a tool choice that is not understood.
+    """
+    if tool_choice is None or tool_choice is False:
+        return {}
+    fields: dict[str, Any] = {}
+    if isinstance(tool_choice, Mapping):
+        fields["tool_choice"] = _mapped_tool_choice(tool_choice)
+        if tool_choice.get("disable_parallel_tool_use") is True and fields["tool_choice"] != "none":
+            fields["parallel_tool_calls"] = False
+    elif tool_choice is True or tool_choice in ("any", "required"):
+        fields["tool_choice"] = "required"
+    elif tool_choice in ("auto", "none"):
+        fields["tool_choice"] = tool_choice
+    elif isinstance(tool_choice, str) and tool_choice:
+        fields["tool_choice"] = _function_choice(tool_choice)
+    else:
+        msg = (
+            f"tool_choice {tool_choice!r} is not understood: use 'auto', 'any', 'none' or a "
+            "tool name"
+        )
+        raise RequestValidationError(msg)
+    return fields
+
+
+def render_tool_choice(tool_choice: Any) -> Any:
+    """LangChain/Claude tool choices in OpenAI's spelling (``"any"`` -> ``"required"``).
+
+    ``parallel_tool_calls`` is left out: see :func:`render_tool_choice_fields`.
+    """
+    return render_tool_choice_fields(tool_choice).get("tool_choice")
 
 
 def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> dict[str, Any]:
     """``model``, ``messages``, ``tools`` and ``tool_choice`` for ``chat.completions.create``.
+
+    A tool choice that forbids parallel tool use also sets ``parallel_tool_calls: False``.
 
     Args:
         request: the request, with the cache markers it should carry.
@@ -198,9 +302,7 @@ def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> di
     payload: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.tools:
         payload["tools"] = [_tool(t, canonical) for t in request.tools]
-    choice = render_tool_choice(request.tool_choice)
-    if choice is not None:
-        payload["tool_choice"] = choice
+    payload.update(render_tool_choice_fields(request.tool_choice))
     if request.cache_control is not None:
         payload["cache_control"] = request.cache_control.to_wire()
     return payload
@@ -234,8 +336,9 @@ class ParsedCompletion:
     usage: Mapping[str, Any] | None
     raw_tool_calls: list[Any] = field(default_factory=list)
     thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
-    """Complete thinking blocks with their signatures (the native API returns them; they must
-    be sent back unchanged in later turns)."""
+    """Complete thinking blocks with their signatures, in Claude's shape (the native API and
+    relays return them; they must be sent back unchanged in later turns). Unsigned thinking is
+    not among them: it is only ``reasoning``."""
     diagnostics: Mapping[str, Any] | None = None
     """The native API's ``diagnostics`` object (``cache_miss_reason``), when present."""
 
@@ -245,11 +348,91 @@ def _reasoning_of(message: Mapping[str, Any]) -> str | None:
         value = message.get(key)
         if isinstance(value, str) and value:
             return value
-    blocks = message.get("thinking_blocks")
-    if isinstance(blocks, list):
-        text = "".join(str(b.get("thinking", "")) for b in blocks if isinstance(b, Mapping))
-        return text or None
+    for key, text_key in (("thinking_blocks", "thinking"), ("reasoning_details", "text")):
+        blocks = message.get(key)
+        if isinstance(blocks, list):
+            text = "".join(_text_field(b, text_key) for b in blocks if isinstance(b, Mapping))
+            if text:
+                return text
     return None
+
+
+@dataclass(frozen=True)
+class ThinkingPiece:
+    """One piece of thinking as a relay sends it, in Claude's terms.
+
+    Whole blocks in a non-streamed answer; in a stream, LiteLLM sends a block's text in pieces
+    and its signature last, in a piece of its own (``thinking_blocks`` of each delta, without an
+    index: BerriAI/litellm ``litellm/llms/anthropic/chat/handler.py``, ``ModelResponseIterator``),
+    and OpenRouter the same with the block's ``index`` (``reasoning_details`` of each delta).
+
+    Attributes:
+        type: ``"thinking"`` or ``"redacted_thinking"`` (always whole).
+        index: the block's index where the relay gives one (OpenRouter), else ``None``.
+        thinking: text of a thinking block (or a piece of it).
+        signature: the signature, once it comes ("" before).
+        data: the opaque data of a redacted thinking block.
+    """
+
+    type: str
+    index: int | None = None
+    thinking: str = ""
+    signature: str = ""
+    data: str = ""
+
+    def whole(self) -> dict[str, Any] | None:
+        """The block in Claude's shape if it can go back to Claude: signed, or redacted."""
+        if self.type == "redacted_thinking":
+            return {"type": "redacted_thinking", "data": self.data} if self.data else None
+        if not self.signature:
+            return None
+        return {"type": "thinking", "thinking": self.thinking, "signature": self.signature}
+
+
+def _text_field(entry: Mapping[str, Any], key: str) -> str:
+    value = entry.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _litellm_piece(entry: Mapping[str, Any]) -> ThinkingPiece | None:
+    """An entry of LiteLLM's ``thinking_blocks`` (Claude's block shape)."""
+    if entry.get("type") == "redacted_thinking":
+        return ThinkingPiece("redacted_thinking", data=_text_field(entry, "data"))
+    if entry.get("type") == "thinking":
+        thinking, signature = _text_field(entry, "thinking"), _text_field(entry, "signature")
+        return ThinkingPiece("thinking", thinking=thinking, signature=signature)
+    return None
+
+
+def _openrouter_piece(entry: Mapping[str, Any]) -> ThinkingPiece | None:
+    """An entry of OpenRouter's ``reasoning_details`` (``reasoning.summary`` is not thinking)."""
+    raw_index = entry.get("index")
+    index = raw_index if type(raw_index) is int else None
+    if entry.get("type") == "reasoning.encrypted":
+        return ThinkingPiece("redacted_thinking", index, data=_text_field(entry, "data"))
+    if entry.get("type") == "reasoning.text":
+        text, signature = _text_field(entry, "text"), _text_field(entry, "signature")
+        return ThinkingPiece("thinking", index, thinking=text, signature=signature)
+    return None
+
+
+def _thinking_pieces(message: Mapping[str, Any]) -> list[ThinkingPiece]:
+    """The thinking a message or delta carries.
+
+    LiteLLM's ``thinking_blocks`` if any, else OpenRouter's ``reasoning_details``. Entries that
+    are not well-formed are skipped: thinking is never worth failing a call.
+    """
+    readers = (("thinking_blocks", _litellm_piece), ("reasoning_details", _openrouter_piece))
+    for key, read in readers:
+        entries = message.get(key)
+        if isinstance(entries, list) and entries:
+            pieces = (read(e) for e in entries if isinstance(e, Mapping))
+            return [p for p in pieces if p is not None]
+    return []
+
+
+def _whole_blocks(pieces: list[ThinkingPiece]) -> list[dict[str, Any]]:
+    return [block for piece in pieces if (block := piece.whole()) is not None]
 
 
 def _text_of(content: Any, where: str, status: int | None, body: Any) -> str:
@@ -419,6 +602,7 @@ def parse_chat_completion(
         else None,
         usage=usage,
         raw_tool_calls=raw_calls,
+        thinking_blocks=_whole_blocks(_thinking_pieces(message)),
     )
 
 
@@ -434,9 +618,12 @@ class ParsedChunk:
     finish_reason: str | None
     usage: Mapping[str, Any] | None
     thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
-    """Thinking blocks completed by this event, with their signatures (native API streams)."""
+    """Thinking blocks completed by this event, with their signatures (a stream reader fills
+    them in: :class:`ChatChunkReader` from ``thinking_pieces``)."""
     diagnostics: Mapping[str, Any] | None = None
     """The native API's ``diagnostics`` object, when this event carries it."""
+    thinking_pieces: list[ThinkingPiece] = field(default_factory=list)
+    """The pieces of thinking blocks this chunk carries (a relay's, not yet assembled)."""
 
 
 def parse_chat_chunk(chunk: Any) -> ParsedChunk:
@@ -459,6 +646,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
     content = ""
     reasoning: str | None = None
     deltas: list[dict[str, Any]] = []
+    pieces: list[ThinkingPiece] = []
     finish: str | None = None
     if choices and isinstance(choices[0], Mapping):
         choice = choices[0]
@@ -466,6 +654,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
         if isinstance(delta, Mapping):
             content = _text_of(delta.get("content"), "streamed content", 200, chunk)
             reasoning = _reasoning_of(delta)
+            pieces = _thinking_pieces(delta)
             raw = delta.get("tool_calls") or []
             if isinstance(raw, list):
                 deltas = [_tool_call_delta(d, chunk) for d in raw if isinstance(d, Mapping)]
@@ -479,4 +668,38 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
         tool_call_deltas=deltas,
         finish_reason=finish,
         usage=usage,
+        thinking_pieces=pieces,
     )
+
+
+class ChatChunkReader:
+    """Reads a chat-completion stream, assembling thinking blocks from their pieces.
+
+    Everything else a chunk means it carries by itself. Thinking comes in pieces (see
+    :class:`ThinkingPiece`): a block's text is gathered, by index where the relay gives one,
+    until its signature comes; then the whole block is reported once, in ``thinking_blocks``,
+    so that adding the stream's ``AIMessageChunk`` objects appends each block once. Text that
+    never gets a signature stays reasoning text only.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[int | None, list[str]] = {}
+
+    def read(self, event: Any) -> ParsedChunk:
+        """Validate and read one streamed chunk (see :func:`parse_chat_chunk`)."""
+        parsed = parse_chat_chunk(event)
+        if not parsed.thinking_pieces:
+            return parsed
+        done: list[dict[str, Any]] = []
+        for piece in parsed.thinking_pieces:
+            if piece.type == "redacted_thinking":
+                block = piece.whole()
+            else:
+                self._texts.setdefault(piece.index, []).append(piece.thinking)
+                block = None
+                if piece.signature:
+                    text = "".join(self._texts.pop(piece.index))
+                    block = replace(piece, thinking=text).whole()
+            if block is not None:
+                done.append(block)
+        return replace(parsed, thinking_blocks=done) if done else parsed
