@@ -573,6 +573,9 @@ class ChatClaudeRelay(BaseChatModel):
             if value is not None and not (math.isfinite(value) and value > 0):
                 msg = f"{name} must be a positive number of seconds, got {value!r}"
                 raise ValueError(msg)
+        if self.max_retries < 0:
+            msg = f"max_retries must be 0 (no retry) or more, got {self.max_retries!r}"
+            raise ValueError(msg)
         return self
 
     @field_validator("ledger")

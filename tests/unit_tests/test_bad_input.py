@@ -425,6 +425,7 @@ SETTINGS_SIDE: list[tuple[str, dict[str, Any], str]] = [
     ("a timeout of 0", {"timeout": 0}, "timeout must be a positive number"),
     ("a negative timeout", {"timeout": -1}, "timeout must be a positive number"),
     ("an endless call", {"call_timeout": float("inf")}, "call_timeout must be a positive"),
+    ("negative retries", {"max_retries": -1}, "max_retries must be 0 (no retry) or more"),
     ("a ledger that is a word", {"ledger": "yes"}, "ledger='yes' is not understood"),
     ("a ledger of True", {"ledger": True}, "ledger=True is not understood"),
 ]
