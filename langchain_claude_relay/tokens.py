@@ -108,6 +108,10 @@ _LIMITS = (
     (0.0, 5000.0),
     (0.0, 5000.0),
 )
+_MAX_SUM = 1e6
+"""A stored calibration sum above this is damage: each observation adds at most a few
+(features over the actual total, which ``update_calibration`` keeps near the prior's), and
+``DECAY`` caps the weight of all of them at ``1 / (1 - DECAY)``."""
 
 
 class TokenEstimateWarning(UserWarning):
@@ -541,6 +545,17 @@ def update_calibration(
 
 
 def _valid_state(state: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
+    """Whether stored sums are ones ``update_calibration`` could have written.
+
+    Features are never negative, so every sum is a number in ``[0, _MAX_SUM]`` (a square root
+    of each diagonal sum scales the solve) and the weight is positive. A damaged or planted row
+    fails this and reads as no state: the prior plans, and the next observation replaces it.
+
+    >>> _valid_state(_empty_state() | {"w": 1.0})
+    True
+    >>> _valid_state({"a": [-1.0] + [0.0] * 27, "b": [0.0] * 7, "w": 5.0})
+    False
+    """
     if not isinstance(state, Mapping):
         return False
     k = len(FEATURES)
@@ -551,6 +566,16 @@ def _valid_state(state: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]
         and isinstance(b, list)
         and len(b) == k
         and isinstance(w, (int, float))
+        and w > 0
+        and _sums_valid([*a, *b, w])
+    )
+
+
+def _sums_valid(values: Sequence[Any]) -> bool:
+    """Whether each value is a real number (no bool) within ``[0, _MAX_SUM]`` (never NaN)."""
+    return all(
+        type(v) in (int, float) and 0.0 <= v <= _MAX_SUM  # NaN fails the comparison
+        for v in values
     )
 
 
@@ -567,14 +592,13 @@ def solve_calibration(state: Mapping[str, Any] | None, prior: Calibration) -> Ca
         prior: the prior calibration.
 
     Returns:
-        The calibration (the prior itself when there is no valid state).
+        The calibration (the prior itself when there is no valid state, or when the stored
+        sums cannot be solved: a damaged row never stops planning).
     """
     if not _valid_state(state):
         return prior
     k = len(FEATURES)
     weight = float(state["w"])
-    if weight <= 0:
-        return prior
     matrix = [[0.0] * k for _ in range(k)]
     idx = 0
     for i in range(k):
@@ -590,7 +614,10 @@ def solve_calibration(state: Mapping[str, Any] | None, prior: Calibration) -> Ca
         ridge = PRIOR_STRENGTH[i] * matrix[i][i] / max(weight, 1.0) + 1e-12
         matrix[i][i] += ridge
         rhs[i] += ridge * prior.coef[i]
-    coef = _bounded_solve(matrix, rhs, unseen)
+    try:
+        coef = _bounded_solve(matrix, rhs, unseen)
+    except (ArithmeticError, ValueError):  # sums no observation could give: as unsolvable
+        coef = None
     return Calibration(prior.coef if coef is None else coef, weight)
 
 

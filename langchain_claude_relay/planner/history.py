@@ -254,7 +254,7 @@ class PrefixHistory:
         matches = [
             e
             for e in entries
-            if e.index < len(self.prefixes) and int48(self.prefixes[e.index]) == e.prefix
+            if 0 <= e.index < len(self.prefixes) and int48(self.prefixes[e.index]) == e.prefix
         ]
         return Lineage(key, tuple(entries), tuple(matches))
 

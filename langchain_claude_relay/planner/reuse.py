@@ -31,6 +31,7 @@ estimate to ~0.77, and the expected cost switches the rewrite to 1h.)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -45,6 +46,9 @@ __all__ = [
     "DECAY_PREFIX",
     "DECAY_TEMPLATE",
     "MAX_FUTURE_ARRIVALS",
+    "MAX_COUNT",
+    "ID_LIMIT",
+    "INDEX_LIMIT",
     "ReuseOdds",
     "ReuseRecord",
     "record_arrival",
@@ -60,6 +64,12 @@ PRIOR_WEIGHT = 1.0
 DECAY_PREFIX = 0.7
 DECAY_TEMPLATE = 0.9
 MAX_FUTURE_ARRIVALS = 20.0
+MAX_COUNT = 1e6
+"""A stored count above this is damage (decayed counts stay below ``1 / (1 - decay)``)."""
+ID_LIMIT = 1 << 48
+"""Prefix hashes, template ids and tool ids are 48-bit numbers (``history.int48``)."""
+INDEX_LIMIT = 1 << 32
+"""A stored block index at or above this is damage (no request holds that many blocks)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,17 @@ class ReuseRecord(NamedTuple):
 
     @classmethod
     def from_json(cls, raw: Any) -> ReuseRecord | None:
-        """Read a stored record; anything malformed reads as ``None`` (no history)."""
+        """Read a stored record; anything malformed reads as ``None`` (no history).
+
+        Counts below 0 (or NaN) read as 0 and a negative last arrival as none. Malformed: a
+        count above ``MAX_COUNT``, a time that is not finite, a TTL outside ``[0, 1 hour]``, a
+        hash or tool id outside 48 bits (``ID_LIMIT``), anything that is not a number.
+
+        >>> ReuseRecord.from_json({"n": 1.0, "b5": -2.0}).back_5m
+        0.0
+        >>> ReuseRecord.from_json({"n": 1.0, "lt": -5}) is None
+        True
+        """
         if type(raw) is not dict and not isinstance(raw, Mapping):  # dict first: fast
             return None
         get = raw.get  # read ~12 times per plan and observe: kept lean (positional, in order)
@@ -140,7 +160,7 @@ class ReuseRecord(NamedTuple):
             back_1h = float(get("b60", 0.0))
             last = get("last")
             late, breaks = float(get("tl", 0.0)), float(get("tb", 0.0))
-            return cls(  # counts below 0 (or NaN) read as 0, as max(0.0, count) gives
+            record = cls(  # counts below 0 (or NaN) read as 0, as max(0.0, count) gives
                 arrivals if arrivals > 0.0 else 0.0,
                 back_5m if back_5m > 0.0 else 0.0,
                 back_1h if back_1h > 0.0 else 0.0,
@@ -153,8 +173,20 @@ class ReuseRecord(NamedTuple):
                 late if late > 0.0 else 0.0,
                 breaks if breaks > 0.0 else 0.0,
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int() of an infinity
             return None
+        return record if record._in_range() else None
+
+    def _in_range(self) -> bool:
+        """Whether the numbers are ones this module writes (see ``from_json``)."""
+        return (
+            max(self.arrivals, self.back_5m, self.back_1h, self.late, self.breaks) <= MAX_COUNT
+            and (self.last_seen is None or math.isfinite(self.last_seen))
+            and math.isfinite(self.cached_until)
+            and 0.0 <= self.cached_ttl <= TTL_SECONDS["1h"]
+            and 0 <= self.last_hash < ID_LIMIT
+            and 0 <= self.last_tool < ID_LIMIT
+        )
 
     def to_json(self) -> dict[str, float]:
         """The stored form (numbers only; the long memory only once it holds anything)."""
@@ -395,12 +427,22 @@ class LineageEntry:
 
     @classmethod
     def from_json(cls, raw: Any) -> LineageEntry | None:
-        """Read a stored entry (a list of seven or eight numbers); malformed reads as ``None``."""
+        """Read a stored entry (a list of seven or eight numbers); malformed reads as ``None``.
+
+        Malformed: anything but numbers, a block index outside ``[0, INDEX_LIMIT)``, a hash,
+        template or tool id outside 48 bits (``ID_LIMIT``), a time that is not finite, a TTL
+        outside ``[0, 1 hour]``.
+
+        >>> LineageEntry.from_json([3, 255, 0.0, 7, 100.0, 0, 300.0]).template
+        7
+        >>> LineageEntry.from_json([-50, 255, 0.0, 7, 100.0, 0, 300.0]) is None
+        True
+        """
         if not isinstance(raw, Sequence) or len(raw) not in (7, 8):
             return None
         try:
             index, prefix, expires, template, seen, resolved, ttl = raw[:7]
-            return cls(
+            entry = cls(
                 int(index),
                 int(prefix),
                 float(expires),
@@ -410,8 +452,21 @@ class LineageEntry:
                 float(ttl),
                 int(raw[7]) if len(raw) == 8 else 0,
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int() of an infinity
             return None
+        return entry if entry._in_range() else None
+
+    def _in_range(self) -> bool:
+        """Whether the numbers are ones ``history`` writes (see ``from_json``)."""
+        return (
+            0 <= self.index < INDEX_LIMIT
+            and 0 <= self.prefix < ID_LIMIT
+            and 0 <= self.template < ID_LIMIT
+            and 0 <= self.tool < ID_LIMIT
+            and math.isfinite(self.expires)
+            and math.isfinite(self.seen)
+            and 0.0 <= self.ttl <= TTL_SECONDS["1h"]
+        )
 
     def to_json(self) -> list[float]:
         """The stored form."""

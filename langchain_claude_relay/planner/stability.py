@@ -15,9 +15,11 @@ system prompt makes every call write a new entry that is never read. Two pure ch
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "PrefixStabilityWarning",
@@ -155,6 +157,13 @@ def find_volatile(text: str, limit: int = 3) -> tuple[VolatileMatch, ...]:
     return tuple(found)
 
 
+def _readable(history: Sequence[Any]) -> bool:
+    """Whether a stored history is one ``note_block_hash`` could have written (untrusted)."""
+    return isinstance(history, Sequence) and all(
+        type(v) in (int, float) and math.isfinite(v) and 0 <= v < 2**48 for v in history
+    )
+
+
 def note_block_hash(history: Sequence[float], block_hash: int) -> tuple[list[float], int]:
     """Record the hash seen at one template position and count consecutive new ones.
 
@@ -171,8 +180,12 @@ def note_block_hash(history: Sequence[float], block_hash: int) -> tuple[list[flo
     >>> h, streak = note_block_hash(h, 2)
     >>> note_block_hash(h, 3)
     ([1, 2, 3, 2], 2)
+    >>> note_block_hash([float("nan"), -1], 3)  # a damaged row reads as no history
+    ([3, 0], 0)
     """
-    hashes = [int(h) for h in history[:-1]] if history else []
+    if not _readable(history):  # damaged or planted: as never seen
+        history = []
+    hashes = [int(h) for h in history[:-1]][-HASH_HISTORY:] if history else []
     streak = int(history[-1]) if history else 0
     if block_hash in hashes:
         hashes.remove(block_hash)

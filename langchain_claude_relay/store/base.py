@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import sys
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
@@ -37,11 +38,13 @@ __all__ = [
     "thaw",
     "ATOM",
     "is_busy",
+    "Salvageable",
 ]
 
 StoreValue: TypeAlias = "float | int | list[Any] | dict[str, Any]"
 
 _KEY = re.compile(r"[a-z]{1,8}:[0-9a-f]{1,64}")
+_LARGEST = sys.float_info.max  # an integer beyond it is no finite number (``float()`` fails)
 _FIELD = re.compile(r"[a-z][a-z0-9_]{0,15}")
 
 
@@ -60,12 +63,16 @@ def check_value(value: Any, *, _depth: int = 0) -> None:
     """Refuse values that are not numbers, lists of numbers or dicts of numbers.
 
     Raises:
-        ValueError: for a string, a bool, a non-finite number, an unknown type, a dict key that
-            is not a short lowercase name, or nesting deeper than two levels.
+        ValueError: for a string, a bool, a non-finite number (or an integer no float holds), an
+            unknown type, a dict key that is not a short lowercase name, or nesting deeper than
+            two levels.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             msg = f"invalid state value {value!r}: numbers must be finite"
+            raise ValueError(msg)
+        if isinstance(value, int) and not -_LARGEST <= value <= _LARGEST:
+            msg = "invalid state value: an integer too large for a float (numbers must be finite)"
             raise ValueError(msg)
         return
     if isinstance(value, (list, tuple)) and _depth < 2:
@@ -104,9 +111,9 @@ def _numbers(items: tuple[Any, ...] | list[Any]) -> bool:
     """Whether every item is a finite ``int`` or ``float`` (a fast test; ``False`` if unsure)."""
     if not set(map(type, items)) <= _NUMBERS:
         return False
-    try:  # a sum is finite only if every term is (it can also overflow: then check slowly)
-        return math.isfinite(sum(items))
-    except OverflowError:
+    try:  # a float sum is finite only if every term is (it can overflow: then check slowly)
+        return math.isfinite(math.fsum(items))  # fsum: each int as a float, too large raises
+    except (OverflowError, ValueError):  # ValueError: inf - inf
         return False
 
 
@@ -132,7 +139,8 @@ def freeze(value: Any) -> Frozen:
         if value - value == 0.0:  # finite
             return value, ATOM
     elif kind is int:
-        return value, ATOM
+        if -_LARGEST <= value <= _LARGEST:
+            return value, ATOM
     elif kind is list or kind is tuple:
         items = tuple(value)
         if _numbers(items):
@@ -225,6 +233,19 @@ class StateStore(Protocol):
 
     def close(self) -> None:
         """Release files and connections."""
+        ...
+
+
+@runtime_checkable
+class Salvageable(Protocol):
+    """A store that can hand over the values it still holds in memory once it has failed.
+
+    ``ResilientStore`` seeds its in-memory fallback with them, so a store that fails mid-run
+    loses neither what the process learned nor the writes it had not saved yet.
+    """
+
+    def salvage(self, limit: int) -> list[tuple[str, Any]]:
+        """At most ``limit`` ``(key, value)`` pairs held in memory, unsaved writes first."""
         ...
 
 

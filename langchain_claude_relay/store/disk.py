@@ -174,8 +174,9 @@ class DiskStore:
     ``StateStoreWarning`` -- the key reads as missing and the next write replaces it.
 
     A failed write (disk full, database damaged, directory removed or replaced) is raised by
-    every later operation (``ResilientStore`` then falls back to memory); a lock held by
-    another process for longer than ``timeout`` only delays the batch to the next commit.
+    every later operation (``ResilientStore`` then falls back to memory, starting with what
+    ``salvage`` hands over: unsaved writes included); a lock held by another process for
+    longer than ``timeout`` only delays the batch to the next commit.
 
     Args:
         directory: where the files live (default: ``default_state_dir()``).
@@ -238,6 +239,7 @@ class DiskStore:
         self._lock = threading.RLock()  # memory, queue and the reading connection
         self._pending: dict[str, _Write] = {}  # queued, not yet taken by a commit
         self._committing: dict[str, _Write] = {}  # taken by the commit in progress
+        self._lost: dict[str, _Write] = {}  # the batch whose commit failed (see ``salvage``)
         self._depth = 0  # transact() nesting of the thread holding _lock
         self._owner: int | None = None  # that thread
         self._writer = WriteBehind(
@@ -372,6 +374,34 @@ class DiskStore:
             del memory[key]
         self._evict_at = max(self.max_cached_keys, len(memory) + self.max_cached_keys // 4)
 
+    def salvage(self, limit: int) -> list[tuple[str, Any]]:
+        """The values this store holds in memory, for a fallback to go on with (``Salvageable``).
+
+        Every write that is not on disk (queued, being committed, or in the batch whose commit
+        failed) is in memory, and so are the keys used lately: their values come first, then
+        the others, the most recently used first. Deleted, missing and expired keys are left
+        out.
+
+        Args:
+            limit: the most pairs to return.
+
+        Returns:
+            ``(key, value)`` pairs (fresh copies).
+        """
+        now = time.time()
+        with self._lock:
+            memory = self._memory
+            unsaved = [k for k in (*self._lost, *self._committing, *self._pending) if k in memory]
+            keys = dict.fromkeys([*unsaved, *reversed(memory)])  # unsaved first, no repeats
+            entries = [(key, memory[key]) for key in keys]
+        salvaged: list[tuple[str, Any]] = []
+        for key, (frozen, shape, expires, _loaded) in entries:
+            if len(salvaged) >= limit:
+                break
+            if frozen is not None and (expires is None or expires > now):
+                salvaged.append((key, thaw(frozen, shape)))
+        return salvaged
+
     # -- writing --------------------------------------------------------------------------
 
     def set(self, key: str, value: Any, *, expire: float | None = None) -> None:
@@ -482,6 +512,7 @@ class DiskStore:
                         self._pending[key] = write if newer is None else _combine(write, newer)
                 else:
                     self._error = exc
+                    self._lost = batch
             raise
         with self._lock:
             self._committing = {}

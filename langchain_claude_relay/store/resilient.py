@@ -2,7 +2,9 @@
 
 It wraps another store; the first time that store fails (read-only directory, corrupted file,
 disk full, directory removed while running) it warns once with ``StateStoreWarning`` and goes
-on with a ``MemoryStore``, so planning never fails a call.
+on with a ``MemoryStore``, so planning never fails a call. The ``MemoryStore`` starts with what
+the failed store still held in memory (``Salvageable``: a ``DiskStore``'s cache and its unsaved
+writes, up to ``SALVAGE_KEYS``), so nothing the process learned is forgotten.
 
 One broken directory or disk usually breaks the planner's store and the cost ledger together
 (the ledger lives in the state directory's ``ledger/``): ``warn_state_failure`` warns once per
@@ -25,7 +27,7 @@ from typing import Any
 from langchain_claude_relay._env import STATE_DIR_ENV
 from langchain_claude_relay._plumbing import external_stacklevel
 from langchain_claude_relay.errors import StateStoreWarning
-from langchain_claude_relay.store.base import StateStore, is_busy
+from langchain_claude_relay.store.base import Salvageable, StateStore, is_busy
 from langchain_claude_relay.store.memory import MemoryStore
 
 __all__ = ["ResilientStore", "StateLocation", "warn_state_failure"]
@@ -81,6 +83,20 @@ def warn_state_failure(
     return True
 
 
+SALVAGE_KEYS = 20_000
+"""Values the in-memory fallback takes over from a failed store (its unsaved writes first)."""
+
+
+def _salvage(store: StateStore | None) -> list[tuple[str, Any]]:
+    """What a failed store still holds in memory (nothing if it cannot tell, or fails to)."""
+    if not isinstance(store, Salvageable):
+        return []
+    try:
+        return store.salvage(SALVAGE_KEYS)
+    except Exception:  # a store in trouble: go on with what is known
+        return []
+
+
 class ResilientStore:
     """A store that never raises: on the first failure it warns once and continues in memory.
 
@@ -133,24 +149,37 @@ class ResilientStore:
         return self._inner
 
     def _fail(self, exc: BaseException) -> MemoryStore:
+        """Go on in memory, with what the failed store still held (warns once)."""
+        fallback = self._fallback
+        if fallback is not None:  # read without the lock: a failed store's lock may be held
+            return fallback
+        # The inner store's lock is taken outside ours, never under it: a thread inside the
+        # inner store's transaction may be failing too, and then waits for ours.
+        seed = _salvage(self._inner)
         with self._lock:
-            if self._fallback is None:
-                self._fallback = MemoryStore()
-                self.failure = f"{type(exc).__name__}: {exc}"
-                warn_state_failure(
-                    self._where(),
-                    "langchain-claude-relay's state store failed "
-                    f"({self.failure}); cache planning continues in memory for this process, "
-                    "so reuse statistics and token calibration are not saved. Check the state "
-                    f"directory (set ${STATE_DIR_ENV} to move it) or pass another store. Other "
-                    "failures under this directory (the cost ledger's) are logged, not warned.",
-                    StateStoreWarning,
-                )
-                inner, self._inner = self._inner, None
-                if inner is not None:
-                    with contextlib.suppress(Exception):
-                        inner.close()
-            return self._fallback
+            if self._fallback is not None:
+                return self._fallback
+            fallback = MemoryStore()
+            for key, value in seed:
+                with contextlib.suppress(ValueError):
+                    fallback.set(key, value)
+            self._fallback = fallback
+            self.failure = f"{type(exc).__name__}: {exc}"
+            where = self._where()
+            inner, self._inner = self._inner, None
+        if inner is not None:
+            with contextlib.suppress(Exception):
+                inner.close()
+        warn_state_failure(
+            where,
+            "langchain-claude-relay's state store failed "
+            f"({self.failure}); cache planning continues in memory for this process, "
+            "so reuse statistics and token calibration are not saved. Check the state "
+            f"directory (set ${STATE_DIR_ENV} to move it) or pass another store. Other "
+            "failures under this directory (the cost ledger's) are logged, not warned.",
+            StateStoreWarning,
+        )
+        return fallback
 
     def _where(self) -> StateLocation:
         if self._location is not None:
