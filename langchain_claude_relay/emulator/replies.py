@@ -10,7 +10,10 @@
   strings, numbers) copied into fields they fit: ``magic_function(3)`` gives ``{"input": 3}``.
 * With a ``json_schema`` response format (OpenAI's ``response_format``, Anthropic's
   ``output_config.format``), a minimal instance of the schema as the content.
-* After a tool result (the last block is a ``tool_result``), always text: agent loops terminate.
+* After a tool result (the last block is a ``tool_result``), text, so that agent loops end;
+  unless ``tool_choice`` forces a tool this conversation has not called yet (the named one, or
+  with ``required``/``any`` the first such tool): an agent that forces a final tool (LangChain's
+  ``ToolStrategy`` structured output) gets that call, once.
 * A tool call longer than ``max_tokens`` is cut off as Claude cuts it: no call, stop reason
   ``max_tokens``, exactly ``max_tokens`` output tokens (a keep-alive with ``max_tokens`` 1 of a
   request that would call a tool is billed one output token).
@@ -80,7 +83,8 @@ class ReplySpec:
 
     Attributes:
         last_user_text: the text the reply is derived from.
-        after_tool_result: whether the last block is a tool result (forces a text reply).
+        after_tool_result: whether the last block is a tool result (a text reply, unless a
+            forced tool has not been called yet).
         tools: the tools offered.
         tool_mode: ``"auto"``, ``"none"``, ``"any"`` or ``"tool"``.
         tool_name: the forced tool for ``"tool"``.
@@ -100,6 +104,8 @@ class ReplySpec:
     stop: tuple[str, ...] = ()
     response_schema: Mapping[str, Any] | None = None
     json_object: bool = False
+    called: frozenset[str] = frozenset()
+    """Names of the tools the conversation has called so far."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,23 @@ def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
         schema = fn.get("parameters") or fn.get("input_schema") or {"type": "object"}
         out.append(ToolSpec(str(fn.get("name", "")), schema))
     return tuple(out)
+
+
+def _called_tools(messages: Any) -> frozenset[str]:
+    """The tools an OpenAI or Anthropic conversation has called (``tool_calls``, ``tool_use``)."""
+    names: set[str] = set()
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, Mapping):
+            continue
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+                names.add(function["name"])
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, Mapping) and block.get("type") == "tool_use":
+                names.add(str(block.get("name")))
+    return frozenset(names)
 
 
 def _tool_choice(choice: Any) -> tuple[str, str | None]:
@@ -200,6 +223,7 @@ def reply_spec(payload: Mapping[str, Any], request: PrefixRequest) -> ReplySpec:
         stop=(stop,) if isinstance(stop, str) else tuple(str(s) for s in stop),
         response_schema=schema,
         json_object=json_object,
+        called=_called_tools(payload.get("messages")) if after_tool else frozenset(),
     )
 
 
@@ -224,8 +248,15 @@ def _named_tool(spec: ReplySpec) -> ToolSpec | None:
 
 
 def _chosen_tool(spec: ReplySpec) -> ToolSpec | None:
-    if spec.after_tool_result or not spec.tools or spec.tool_mode == "none":
+    if not spec.tools or spec.tool_mode == "none":
         return None
+    if spec.after_tool_result:  # only a forced tool not called yet: loops end
+        if spec.tool_mode not in ("tool", "any"):
+            return None
+        fresh = [t for t in spec.tools if t.name not in spec.called]
+        if spec.tool_mode == "tool":
+            return next((t for t in fresh if t.name == spec.tool_name), None)
+        return fresh[0] if fresh else None
     if spec.tool_mode == "tool":
         return next((t for t in spec.tools if t.name == spec.tool_name), spec.tools[0])
     if spec.tool_mode == "any":

@@ -159,6 +159,17 @@ AFTER_RESULT = [
     },
     {"role": "tool", "tool_call_id": "c1", "content": "Ada, 36"},
 ]
+AFTER_BOTH = [
+    *AFTER_RESULT,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c2", "content": "sunny"},
+]
 
 
 @pytest.mark.parametrize(
@@ -170,7 +181,12 @@ AFTER_RESULT = [
         (NAMES_PERSON, None, "person"),  # auto: the user names the tool
         (ASK, "auto", None),
         (NAMES_PERSON, "none", None),
-        (AFTER_RESULT, "required", None),  # after a tool result: text, so agent loops end
+        # after a tool result: text, so that agent loops end, unless a forced tool is new
+        (AFTER_RESULT, None, None),
+        (AFTER_RESULT, "required", "weather"),  # the first tool not called yet
+        (AFTER_RESULT, {"type": "function", "function": {"name": "weather"}}, "weather"),
+        (AFTER_RESULT, {"type": "function", "function": {"name": "person"}}, None),  # called
+        (AFTER_BOTH, "required", None),  # every tool called
     ],
 )
 def test_when_a_tool_is_called(
