@@ -93,8 +93,9 @@ class PendingKeepAlive:
         return max(1, round((self.expires - self.keep.written_at) / WINDOW))
 
 
-Sender = Callable[[PendingKeepAlive], "float | None"]
-"""Sends one keep-alive; returns what it cost (USD), or ``None`` when it failed."""
+Sender = Callable[[PendingKeepAlive, float], "float | None"]
+"""Sends one keep-alive at the given time (planner clock: when it went, or when it fell due if
+the clock is behind, see ``run_due``); returns what it cost (USD), or ``None`` when it failed."""
 
 
 class KeepWarmScheduler:
@@ -251,6 +252,9 @@ class KeepWarmScheduler:
                 *_order, pending = heapq.heappop(due)
                 if pending.due > now:  # a longer one sent meanwhile pushed it back
                     continue
+                if float(self._clock()) >= pending.expires:  # too late (a suspended process,
+                    del self._pending[pending.keep.prefix_hash]  # a late run_due): it would
+                    continue  # only re-buy the write the follow-up pays anyway
                 boundary = pending.boundary
                 if not pending.keep.should_ping(
                     boundary, pending.extra_cost, pending.refreshed_tokens
@@ -270,7 +274,7 @@ class KeepWarmScheduler:
         # sent on time: ``run_due(now)`` with the clock behind ``now`` sends as it would have
         started = max(float(self._clock()), pending.due)
         try:
-            cost = self._send(pending)
+            cost = self._send(pending, started)
         except Exception as exc:  # a keep-alive never fails anything else
             logger.warning("a keep-alive request failed: %s", type(exc).__name__)
             cost = None

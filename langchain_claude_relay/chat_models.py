@@ -1520,8 +1520,10 @@ class ChatClaudeRelay(BaseChatModel):
         forced = not static and choice not in (None, False, "auto", "none")
         structured = "response_format" in params or "output_config" in params
         params["max_tokens"] = 0 if self._api.native and not forced and not structured else 1
-        extra = params["max_tokens"] * prices.output / 1e6
-        worst = (keep.tokens + 16) * max(prices.cache_write_1h, prices.input) / 1e6 + extra
+        tier = prices.for_prompt(keep.tokens + 16)  # a long prompt's tier, if any
+        extra = params["max_tokens"] * tier.output / 1e6
+        worst = (keep.tokens + 16) * max(tier.cache_write_1h, tier.input) / 1e6
+        worst += extra
         return PendingKeepAlive(
             keep,
             _KeepAliveRequest(prepared.request, params),
@@ -1530,8 +1532,11 @@ class ChatClaudeRelay(BaseChatModel):
             context=_KeepAliveContext(prepared.planner, prepared.cost_trackers),  # type: ignore[arg-type]
         )
 
-    def _send_keep_alive(self, pending: PendingKeepAlive) -> float | None:
+    def _send_keep_alive(self, pending: PendingKeepAlive, at: float) -> float | None:
         """Send one keep-alive request; bill it in the ledger and the call's cost trackers.
+
+        ``at`` is when it goes on the planner's clock (the scheduler's: when it fell due, under
+        an injected clock driven ahead by ``run_keep_warm(now)``).
 
         With a ``rate_limiter`` it books one request there first, without waiting; when the
         limiter has no room it is not sent (its few counted tokens, plain input and at most
@@ -1549,7 +1554,6 @@ class ChatClaudeRelay(BaseChatModel):
             # too late) nor takes one they are waiting for. Dropped, as a failed one is.
             logger.info("a keep-alive request was skipped: the rate limiter had no room")
             return None
-        at = float(context.planner.clock())
         raw = self._transport.create(self._wire.render(request, source.params, True))
         parsed = self._wire.parse(raw.body)
         if parsed.usage is None:  # not billed as far as we can tell: count the worst case

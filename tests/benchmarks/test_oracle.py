@@ -765,9 +765,9 @@ def _ours(trace: list[tuple[float, ClaudeRequest]], rates: Rates) -> tuple[float
         total += rates.cost(s.input_tokens, s.cache_read, s.cache_write_5m, s.cache_write_1h)
         return billed
 
-    def send(pending: PendingKeepAlive) -> float:
-        billed = bill(pending.payload, clock())
-        planner.kept_alive(pending.keep, clock(), billed.split.cache_read)
+    def send(pending: PendingKeepAlive, at: float) -> float:
+        billed = bill(pending.payload, at)
+        planner.kept_alive(pending.keep, at, billed.split.cache_read)
         return 0.0
 
     scheduler = KeepWarmScheduler(clock, send, budget_usd=math.inf, background=False)

@@ -211,3 +211,19 @@ def test_by_default_nothing_is_kept_warm(emulator: RelayEmulator) -> None:
     assert llm.next_keep_warm() is None
     assert llm.run_keep_warm(time.time() + 3600) == 0
     assert len(emulator.billing_log) == 1
+
+
+def test_the_budget_counts_a_long_prompts_tier(emulator: RelayEmulator) -> None:
+    """Haiku 5.5 bills every token 5x above 100K: a keep-alive of a 130K-token prefix may cost
+    that, so a budget that covers it only at the base price sends none."""
+    llm = _model(emulator, keep_warm_budget_usd=0.05)
+    llm.model_name = "claude-haiku-5-5"
+    system = SystemMessage(f"[{next(_TAGS)}] " + "Tests must pass first. " * 26_000)
+    with pytest.warns(RuntimeWarning, match="budget"):
+        _messages, first = _tool_round(llm, system)
+    prefix = first.usage_metadata["input_tokens"]
+    prices = lookup_model("claude-haiku-5-5").prices
+    assert prices is not None
+    assert prefix * prices.cache_write_1h / 1e6 < 0.05 < prefix * 5 * prices.cache_write_1h / 1e6
+    assert llm.next_keep_warm() is None
+    llm.close()

@@ -90,8 +90,8 @@ class Recorder:
         self.cost = cost
         self.sent: list[tuple[float, str]] = []
 
-    def __call__(self, item: PendingKeepAlive) -> float:
-        self.sent.append((self.clock(), item.keep.prefix_hash))
+    def __call__(self, item: PendingKeepAlive, at: float) -> float:
+        self.sent.append((at, item.keep.prefix_hash))
         return self.cost
 
 
@@ -123,6 +123,20 @@ def test_run_due_sends_everything_due_at_or_before_now_in_order() -> None:
     keep.schedule(pending(advice("b" * 32, written_at=1100.0)))
     assert keep.run_due(1700.0) == 4  # a at 1285 and 1570, b at 1385 and 1670
     assert [h[0] for _t, h in sent.sent] == ["a", "b", "a", "b"]
+    assert [t for t, _h in sent.sent] == [1285.0, 1385.0, 1570.0, 1670.0]  # each at its time
+
+
+def test_a_keep_alive_whose_entry_expired_meanwhile_is_dropped() -> None:
+    """A suspended process, or a late ``run_due``: the entry is gone, a keep-alive would only
+    re-buy the write the follow-up pays anyway."""
+    clock = Clock()
+    sent = Recorder(clock)
+    keep = scheduler(clock, sent)
+    keep.schedule(pending(advice()))
+    clock.now = 1000.0 + 300.0  # the entry's expiry
+    assert keep.run_due() == 0
+    assert sent.sent == []
+    assert keep.pending == 0
 
 
 def test_nothing_runs_by_itself_under_an_injected_clock() -> None:
@@ -250,7 +264,7 @@ def test_the_thread_sends_on_the_wall_clock_and_ends_on_close() -> None:
     sent: list[float] = []
     done = threading.Event()
 
-    def send(_item: PendingKeepAlive) -> float:
+    def send(_item: PendingKeepAlive, _at: float) -> float:
         sent.append(time.time())
         done.set()
         return 0.0
@@ -265,7 +279,7 @@ def test_the_thread_sends_on_the_wall_clock_and_ends_on_close() -> None:
 
 
 def test_the_thread_ends_at_interpreter_exit() -> None:
-    keep = KeepWarmScheduler(time.time, lambda _i: 0.0, budget_usd=1.0, background=True)
+    keep = KeepWarmScheduler(time.time, lambda _i, _at: 0.0, budget_usd=1.0, background=True)
     keep.schedule(pending(advice(written_at=time.time())))
     assert keep.running
     keep._at_exit()  # what _plumbing.on_exit_and_fork calls from atexit
