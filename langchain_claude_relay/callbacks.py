@@ -181,8 +181,13 @@ class CostTracker(BaseCallbackHandler):
             miss_reason=facts.miss_reason,
         )
         reported = _amount(meta.get("cost_usd"))
-        if reported is not None:
-            entry = replace(entry, cost_usd=reported)
+        if reported is not None:  # priced as the call was (a relay's own prices, if probed)
+            uncached = _amount(meta.get("uncached_cost_usd"))
+            entry = replace(
+                entry,
+                cost_usd=reported,
+                uncached_cost_usd=uncached if uncached is not None else entry.uncached_cost_usd,
+            )
         self._add(entry, call_id, cache_hit=False)
 
     def _add(self, entry: LedgerEntry | None, call_id: str | None, *, cache_hit: bool) -> None:

@@ -89,7 +89,7 @@ from langchain_claude_relay.capabilities import (
     adaptation_for,
     load_capabilities,
 )
-from langchain_claude_relay.cost import call_cost_usd
+from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
@@ -1078,6 +1078,7 @@ class ChatClaudeRelay(BaseChatModel):
         prepared.usage = usage
         pricing, meta["cost_source"] = self._pricing(prepared.model)
         meta["cost_usd"] = call_cost_usd(usage, pricing)
+        meta["uncached_cost_usd"] = uncached_cost_usd(usage, pricing)  # at the same prices
         if prepared.planner is not None and prepared.plan is not None:
             try:
                 observation = prepared.planner.observe(prepared.plan, usage, tools=tools)

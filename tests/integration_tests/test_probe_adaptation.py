@@ -10,8 +10,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay._plumbing import forget_warnings
+from langchain_claude_relay.callbacks import track_costs
 from langchain_claude_relay.capabilities import save_capabilities
 from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.probe import probe_relay
 
 DOCUMENT = "The relay forwards requests to Claude and reports usage in its own dialect. " * 150
@@ -167,6 +169,24 @@ def test_published_relay_prices_are_recorded_and_used_for_cost() -> None:
     assert "claude-sonnet-5-5" in published
     assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd * 1.25)
     assert reply.response_metadata["cost_source"].startswith("relay /v1/models prices")
+
+
+def test_track_costs_and_the_ledger_save_the_same_at_a_relays_prices() -> None:
+    """Both price cost and the uncached counterfactual at the prices the call was costed at."""
+    with RelayEmulator() as emu:
+        emu.configure(published_price_multiplier=1.25)
+        save_capabilities(emu.base_url, probe_relay(_llm(emu)))
+        emu.reset()
+        ledger = MemoryLedger()
+        llm = ChatClaudeRelay(base_url=emu.base_url, api_key="test-key-0123456789", ledger=ledger)
+        with track_costs() as tracked:
+            for question in ("Q1?", "Q2?", "Q3?"):
+                llm.invoke([SystemMessage(f"[saved] {DOCUMENT * 4}"), HumanMessage(question)])
+    summary = ledger.summary()
+    assert tracked.saved_usd > 0
+    assert tracked.cost_usd == pytest.approx(summary.cost_usd)
+    assert tracked.uncached_cost_usd == pytest.approx(summary.uncached_cost_usd)
+    assert tracked.saved_usd == pytest.approx(summary.saved_usd)
 
 
 def test_without_published_prices_cost_comes_from_the_model_table() -> None:
