@@ -717,7 +717,8 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
 
     Each row has the family, its status (``current``, ``available``, ``retired``, ``listed,
     unpriced`` or ``registered``), minimums, prices and multipliers, retirement, note, price
-    reports, sources and the date read. Current models first, then by family.
+    reports, sources and the date read. Current models first, then by family. A family listed
+    as unpriced that ``register_model`` gave facts to has one row, ``registered``.
     """
     rows: list[dict[str, Any]] = []
     for family, spec in price_table().items():
@@ -751,6 +752,8 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
             }
         )
     for family, listed in LISTED_UNPRICED.items():
+        if family in _overrides:  # registered: its row above says so
+            continue
         rows.append(
             {
                 "family": family,

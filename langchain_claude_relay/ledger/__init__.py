@@ -16,7 +16,8 @@ Ledgers:
   another process holds the lock). Queued entries are committed within ~50 ms, and by
   ``flush()``, ``entries()``, ``close()`` and at interpreter exit. A process killed with SIGKILL
   (or a hard crash) loses only the entries it had queued and not yet committed -- at most the
-  last ~50 ms of calls; committed entries are never lost.
+  last ~50 ms of calls; committed entries are never lost. A ``multiprocessing`` worker (which
+  ``Pool.__exit__`` ends with SIGTERM, running no exit hook) commits inside ``record``.
 * ``MemoryLedger``: a bounded list in memory (tests, notebooks, the fallback).
 * ``default_ledger()``: the process-wide ledger, a ``DiskLedger`` opened on first use behind a
   ``FallbackLedger``: if the disk fails (read-only or missing directory, a file where the
@@ -29,8 +30,9 @@ tokens by kind, cost, saved vs. uncached, wasted writes and predicted-vs-actual 
 Modules: ``entry`` (``LedgerEntry``, ``hash_base_url``), ``checks`` (what an entry may hold),
 ``codec`` (the stored form), ``facts`` (``cache_facts``), ``summary`` and ``waste``
 (``summarize``, wasted-write attribution), ``memory`` (``Ledger``, ``MemoryLedger``),
-``disk`` (``DiskLedger``), ``redis`` (``RedisLedger``), ``fallback`` (``FallbackLedger``, and
-the factory ``default_ledger``: Redis when ``$CLAUDE_RELAY_STATE`` names one, else the disk).
+``disk`` (``DiskLedger``), ``redis`` (``RedisLedger``), ``workers`` (when those commit inside
+``record``), ``fallback`` (``FallbackLedger``, and the factory ``default_ledger``: Redis when
+``$CLAUDE_RELAY_STATE`` names one, else the disk).
 
 >>> ledger = MemoryLedger()
 >>> ledger.record(LedgerEntry("c1", 0.0, "claude-sonnet-4-6", 100, 0, 10_000, 0, 50,

@@ -26,8 +26,12 @@ from typing import Any
 from langchain_claude_relay._plumbing import keyed_hash
 from langchain_claude_relay.ledger.entry import LedgerEntry
 
+MAX_ENTRY_CHARS = 1 << 14
+"""A stored entry longer than this is not read (a planted or damaged row)."""
+
 _SCHEMA_VERSION = 2
 _V1_FIELDS = 16
+_MAX_NESTING = 2  # an entry is an array holding one array (the written prefixes)
 
 
 def _keyed(prefix: str | None, hash_key: bytes | None) -> str | None:
@@ -67,10 +71,46 @@ def encode_entry(entry: LedgerEntry, hash_key: bytes | None = None) -> str:
     return json.dumps(row, separators=(",", ":"))
 
 
+def _nests_too_deep(text: str) -> bool:
+    """Whether JSON ``text`` nests arrays or objects deeper than an entry does (strings skipped).
+
+    >>> _nests_too_deep('[1,["ab"],"[[[x"]'), _nests_too_deep("[[[1]]]")
+    (False, True)
+    """
+    if text.count("[") + text.count("{") <= _MAX_NESTING:
+        return False  # the usual row: nothing to scan
+    depth = 0
+    in_string = escaped = False
+    for char in text:  # linear, whatever the text (a regex over strings could backtrack)
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > _MAX_NESTING:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def decode_entry(value: Any) -> LedgerEntry | None:
-    """Decode a stored entry; ``None`` for a row that is not one (foreign or damaged)."""
+    """Decode a stored entry; ``None`` for a row that is not one (foreign or damaged).
+
+    Never raises: whatever a row holds (text, bytes, deep nesting, wrong types), a failure to
+    decode it means it is not an entry this package wrote.
+    """
     try:
-        row = json.loads(value)
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        if not isinstance(text, str) or len(text) > MAX_ENTRY_CHARS or _nests_too_deep(text):
+            return None
+        row = json.loads(text)
         if not isinstance(row, list) or not row:
             return None
         if not (row[0] == 1 and len(row) == _V1_FIELDS) and not (
@@ -96,5 +136,5 @@ def decode_entry(value: Any) -> LedgerEntry | None:
             row[15],
             keep_alive=len(row) > _V1_FIELDS and row[16] == 1,
         )
-    except (ValueError, TypeError):
+    except Exception:  # RecursionError, a check's ValueError, anything: a row we did not write
         return None

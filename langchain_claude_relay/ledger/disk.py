@@ -3,7 +3,8 @@
 ``record`` only queues the entry (about a microsecond): a background thread commits queued
 entries in batches, so a chat call never waits for SQLite. Queued entries are committed within
 ~50 ms, and by ``flush()``, ``entries()``, ``close()`` and at interpreter exit; open ledgers are
-closed at exit and reset in a forked child.
+closed at exit and reset in a forked child. In a ``multiprocessing`` worker, which may be ended
+by SIGTERM with no exit hook run, ``record`` commits before it returns.
 
 **Older versions' ledger.** Versions before 0.2 kept the ledger in a diskcache database
 (``cache.db``). On first open its entries are migrated with SQL alone -- rows holding an
@@ -25,9 +26,10 @@ from langchain_claude_relay._env import STATE_DIR_ENV, ledger_dir
 from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork, warn_once
 from langchain_claude_relay.errors import LedgerUnavailableError, LedgerWarning
 from langchain_claude_relay.ledger.checks import check_max_entries
-from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
+from langchain_claude_relay.ledger.codec import MAX_ENTRY_CHARS, decode_entry, encode_entry
 from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+from langchain_claude_relay.ledger.workers import in_multiprocessing_worker
 from langchain_claude_relay.store.sqlite import (
     LEGACY_DATABASE,
     begin_immediate,
@@ -48,8 +50,6 @@ DEFAULT_MAX_ENTRIES = 1_000_000
 """Entries a ``DiskLedger`` keeps (the oldest go first)."""
 DEFAULT_SIZE_LIMIT = 2**30
 """Bytes of entries a ``DiskLedger`` keeps (the oldest go first beyond it)."""
-MAX_ENTRY_CHARS = 1 << 14
-"""A stored entry longer than this is not read (a planted or damaged row)."""
 
 _FLUSH_TIMEOUT = 30.0  # seconds flush()/close() wait for the writer before giving up
 _EXIT_TIMEOUT = 5.0  # at interpreter exit, never hang longer than this per ledger
@@ -97,7 +97,9 @@ class DiskLedger:
     committed (at most the last ~50 ms of calls); committed entries survive any crash of the
     process (SQLite WAL; an OS crash or power loss may also roll back the last commits, as
     SQLite's ``synchronous=NORMAL`` allows). After ``os.fork`` the child starts with an empty
-    queue and its own connection. ``background=False`` commits inside ``record``.
+    queue and its own connection. ``background=False`` commits inside ``record``, and so does a
+    ``multiprocessing`` worker (``Pool.__exit__`` ends its workers with SIGTERM, which runs no
+    exit hook: see ``ledger.workers``).
 
     A write failure (disk full, database damaged, directory removed or replaced) makes the
     ledger unusable: ``record``, ``flush`` and ``entries`` raise ``LedgerUnavailableError``
@@ -203,7 +205,7 @@ class DiskLedger:
 
         """
         require_entry(entry)
-        if not self.background:
+        if not self.background or in_multiprocessing_worker():  # a worker may end by SIGTERM
             self._raise_if_unusable()
             if not self._write([entry]):
                 with self._write_lock:

@@ -38,7 +38,9 @@ class FallbackLedger:
     store already warned about the same state directory, which it logs instead (see
     ``store.warn_state_failure``); the entries the primary had not committed and every later
     entry are kept in a ``MemoryLedger``. Reading returns what the primary had committed (when
-    it can still be read) followed by the entries kept in memory.
+    it can still be read) followed by the entries kept in memory. A failure to read while
+    writing still works (a locked or damaged page) is not the primary's failure: it warns once
+    and later calls are still recorded in the primary.
 
     Args:
         open_primary: builds the primary ledger (called once, on first use).
@@ -122,6 +124,27 @@ class FallbackLedger:
             LedgerWarning,
         )
 
+    def _read_primary(self, primary: Ledger, since: float | None) -> list[LedgerEntry] | None:
+        """The primary's entries; ``None`` when it failed to write (the caller falls back).
+
+        A failure to read is not the writer's: it warns once (``warn_state_failure``) and
+        returns what memory holds, and the primary keeps recording.
+        """
+        if self._through_primary(lambda p: p.flush()) is None:
+            return None
+        try:
+            return primary.entries(since)
+        except Exception as exc:
+            if self._through_primary(lambda p: p.flush()) is None:  # the writer failed meanwhile
+                return None
+            warn_state_failure(
+                self._where(primary),
+                f"langchain-claude-relay: cannot read the cost ledger ({type(exc).__name__}: "
+                f"{exc}). Calls are still recorded in it; this read returns none of them.",
+                LedgerWarning,
+            )
+            return self._memory.entries(since)
+
     def _where(self, primary: Ledger | None) -> StateLocation:
         if self._location is not None:
             return self._location
@@ -143,11 +166,17 @@ class FallbackLedger:
             self._through_primary(lambda primary: primary.flush())
 
     def entries(self, since: float | None = None) -> list[LedgerEntry]:
-        """The primary's entries, or after a failure its committed ones and then memory's."""
+        """The primary's entries, or after a failure its committed ones and then memory's.
+
+        Only a failure to write switches to memory: one to read (a locked or damaged page)
+        warns once and returns what memory holds, and later calls still reach the primary.
+        """
         with self._lock:
-            done = self._through_primary(lambda primary: primary.entries(since))
-            if done is not None:
-                return done[0]
+            primary = self._get_primary()
+            if primary is not None:
+                read = self._read_primary(primary, since)
+                if read is not None:
+                    return read
             stored: list[LedgerEntry] = []
             reader = getattr(self._primary, "stored_entries", None)
             if callable(reader):

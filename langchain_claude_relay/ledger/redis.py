@@ -16,7 +16,8 @@ stream keeps about the last ``max_entries`` entries (``XADD MAXLEN ~``) and ever
 ``retention`` seconds after the last write.
 
 **Hot path.** ``record`` queues the entry (about a microsecond); a background thread sends the
-queue in pipelined batches within ~50 ms (``background=False`` sends inside ``record``).
+queue in pipelined batches within ~50 ms (``background=False`` sends inside ``record``, and so
+does a ``multiprocessing`` worker, which SIGTERM may end with no exit hook run).
 ``flush()``, ``entries()``, ``close()`` and interpreter exit send what is queued.
 
 **Redis down.** Entries that could not be sent (and every later one) are kept in this process,
@@ -39,12 +40,14 @@ from collections import deque
 from typing import Any
 
 from langchain_claude_relay._env import redis_url
-from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
+from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork, warn_once
 from langchain_claude_relay._redis import check_namespace, health_for, resolve_client
+from langchain_claude_relay.errors import LedgerWarning
 from langchain_claude_relay.ledger.checks import check_max_entries
 from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
 from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
+from langchain_claude_relay.ledger.workers import in_multiprocessing_worker
 from langchain_claude_relay.store.redis import FleetKey
 
 __all__ = [
@@ -203,7 +206,7 @@ class RedisLedger:
         """
         require_entry(entry)
         item = (uuid.uuid4().hex, int(time.time() // 60), entry)
-        if not self.background:
+        if not self.background or in_multiprocessing_worker():  # a worker may end by SIGTERM
             with self._send_lock:
                 self._send([item])
             return
@@ -328,17 +331,29 @@ class RedisLedger:
         return [*stored, *local][-self.max_entries :]
 
     def _read(self, since: float | None) -> list[LedgerEntry]:
+        """Read the stream (a row this package did not write is skipped, with one warning)."""
         out: list[LedgerEntry] = []
+        skipped = 0
         start = "-"
         while True:
             page = self.client.xrange(self._entries_key, min=start, max="+", count=_PAGE)
             for _id, fields in page:
                 entry = decode_entry(fields.get(b"e", b""))
-                if entry is not None and (since is None or entry.timestamp >= since):
+                if entry is None:
+                    skipped += 1
+                elif since is None or entry.timestamp >= since:
                     out.append(entry)
             if len(page) < _PAGE:
-                return out
+                break
             start = "(" + page[-1][0].decode()
+        if skipped:
+            warn_once(
+                ("ledger_row", self._entries_key),
+                f"the cost ledger in Redis ({self._entries_key}) holds {skipped} rows that are "
+                "not entries it wrote (planted or damaged); they are skipped, never executed",
+                LedgerWarning,
+            )
+        return out
 
     def summary(self, since: float | None = None) -> LedgerSummary:
         """Summarize the entries (see ``summarize``)."""

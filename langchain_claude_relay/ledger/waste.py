@@ -51,14 +51,30 @@ def wasted_writes(ordered: Sequence[LedgerEntry]) -> list[bool]:
 
 
 def write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> float:
-    """What the entry's writes cost above plain input (0 for an unpriced model)."""
+    """What the entry's writes cost above plain input (0 for an unpriced model).
+
+    Priced like the call itself (``ModelPrices.charges``): at the long-context tier when the
+    whole prompt passes it, where every input price, plain and writes alike, is multiplied.
+
+    Args:
+        entry: the entry.
+        cache: model id -> its base prices, filled as models are met.
+
+    Returns:
+        USD.
+
+    >>> haiku = LedgerEntry("c", 0.0, "claude-haiku-5-5", 20, 0, 120_000, 0, 0, None, None)
+    >>> round(write_premium(haiku, {}), 6)   # 120K * (0.625 - 0.5) / 1e6: the 5x tier
+    0.015
+    """
     if entry.model not in cache:
         family = family_of(entry.model)
         spec = price_table().get(family) if family is not None else None
         cache[entry.model] = spec.prices if spec is not None else None
-    prices = cache[entry.model]
-    if prices is None:
+    base = cache[entry.model]
+    if base is None:
         return 0.0
+    prices = base.for_prompt(entry.total_input_tokens)
     return _PER_TOKEN * (
         entry.cache_write_5m_tokens * (prices.cache_write_5m - prices.input)
         + entry.cache_write_1h_tokens * (prices.cache_write_1h - prices.input)

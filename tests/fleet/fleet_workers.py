@@ -143,6 +143,23 @@ def ledger_worker(url: str, namespace: str, worker: int, n: int, ready: Any, go:
     _dump(out, sums(entries))
 
 
+_pool_ledger: list[Any] = []  # the ledger a pool worker opens in its initializer
+
+
+def open_pool_ledger(url: str, namespace: str) -> None:
+    """A pool's initializer: a ``RedisLedger`` whose write-behind would wait an hour."""
+    from langchain_claude_relay.ledger import redis as redis_ledger
+
+    redis_ledger._LINGER = 3600.0
+    _pool_ledger.append(redis_ledger.RedisLedger(url, namespace=namespace))
+
+
+def record_in_pool(i: int) -> int:
+    """A pool worker's "chat call": record, neither flush nor close."""
+    _pool_ledger[-1].record(entry_for(0, i, random.Random(i)))
+    return i
+
+
 def planner_writer(url: str, namespace: str, out: str) -> None:
     """Worker A: plans and observes a cache write at t=1000; marks another prefix at 2000."""
     from langchain_claude_relay.planner import CachePlanner

@@ -17,7 +17,7 @@ import pytest
 from fleet_workers import request_with_system
 
 from langchain_claude_relay._plumbing import forget_warnings
-from langchain_claude_relay.errors import StateStoreWarning
+from langchain_claude_relay.errors import LedgerWarning, StateStoreWarning
 from langchain_claude_relay.ledger import LedgerEntry, RedisLedger
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.store import RedisStore
@@ -175,3 +175,23 @@ def test_the_fleet_ledger_stores_keyed_prefix_hashes(redis_server: Any, namespac
     (entry, _) = ledger.entries()
     assert entry.written_prefixes != (prefix,)
     assert len(entry.written_prefixes[0]) == len(prefix)
+
+
+def test_a_planted_ledger_row_is_skipped_with_one_warning(
+    redis_server: Any, namespace: str
+) -> None:
+    # 4 KB of nested arrays made the decoder raise RecursionError: the ledger read as Redis down
+    ledger = RedisLedger(redis_server.url, namespace=namespace, background=False)
+    ledger.record(LedgerEntry("c1", 1.0, "claude-sonnet-4-6", 1, 0, 0, 0, 1, None, None))
+    stream = f"claude-relay:{{{namespace}:ledger}}:entries"
+    ledger.client.xadd(stream, {"e": "[" * 2_000 + "]" * 2_000})
+    ledger.client.xadd(stream, {"x": "no entry field"})
+    ledger.record(LedgerEntry("c2", 2.0, "claude-sonnet-4-6", 1, 0, 0, 0, 1, None, None))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [e.call_id for e in ledger.entries()] == ["c1", "c2"]
+        assert [e.call_id for e in ledger.entries()] == ["c1", "c2"]
+    assert not ledger.degraded
+    messages = [str(w.message) for w in caught if issubclass(w.category, LedgerWarning)]
+    assert len(messages) == 1, [str(w.message) for w in caught]
+    assert "2 rows that are not entries it wrote" in messages[0]

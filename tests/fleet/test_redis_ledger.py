@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_workers import entry_for, ledger_worker, sums
+from fleet_workers import entry_for, ledger_worker, open_pool_ledger, record_in_pool, sums
 
 from langchain_claude_relay.errors import RedisStateWarning
 from langchain_claude_relay.ledger import Ledger, LedgerEntry, summarize
@@ -117,6 +117,20 @@ def test_entries_recorded_while_redis_is_down_are_replayed_once(own_redis: Any) 
     assert not ledger.degraded
     assert ledger.entries() == entries  # in order, each once
     assert ledger.totals()["calls"] == 90
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_entries_of_a_terminated_pool_are_all_kept(
+    redis_server: Any, namespace: str, method: str
+) -> None:
+    # ``with Pool()`` ends its workers with SIGTERM (no exit hook): a worker sends in record
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    context = multiprocessing.get_context(method)
+    with context.Pool(2, initializer=open_pool_ledger, initargs=(redis_server.url, namespace)) as p:
+        p.map(record_in_pool, range(8), chunksize=1)
+    ledger = RedisLedger(redis_server.url, namespace=namespace)
+    assert sorted(e.call_id for e in ledger.entries()) == [f"w0-{i}" for i in range(8)]
 
 
 def test_a_batch_sent_twice_counts_once(redis_server: Any, namespace: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import astuple
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from langchain_claude_relay.cost import (
@@ -14,6 +14,7 @@ from langchain_claude_relay.cost import (
     cost_breakdown,
     uncached_cost_usd,
 )
+from langchain_claude_relay.ledger import LedgerEntry, summarize
 from langchain_claude_relay.models import MODEL_TABLE, ModelPrices, ModelSpec
 from langchain_claude_relay.usage import NormalizedUsage
 
@@ -172,3 +173,47 @@ def test_breakdown_adds_up_and_savings_are_consistent(
         assert breakdown.savings_vs_uncached == pytest.approx(0.0, abs=1e-9)
     if w5 == w1 == 0:  # reads only ever save
         assert breakdown.savings_vs_uncached >= -1e-9
+
+
+@pytest.mark.parametrize(
+    ("plain", "write", "multiplier"),
+    [(20, 99_980, 1), (20, 120_000, 5), (90_000, 20_000, 5), (0, 400_000, 5)],
+)
+def test_a_wasted_writes_premium_is_priced_at_the_calls_tier(
+    plain: int, write: int, multiplier: int
+) -> None:
+    # Haiku 5.5 prices every token at 5x once the prompt passes 100K: writes too ($0.125 base).
+    entry = LedgerEntry.from_usage(
+        usage(plain, 0, write, 0, 0), model="claude-haiku-5-5", timestamp=1.0,
+        written_prefixes=("ab" * 16,),
+    )  # fmt: skip
+    summary = summarize([entry])
+    expected = write * (0.125 - 0.1) * multiplier / 1e6
+    assert summary.wasted_write_usd == pytest.approx(expected, rel=1e-9)
+    assert entry.cost_usd is not None
+    assert entry.uncached_cost_usd is not None
+    # no read, no output: all the call paid above uncached is the wasted premium
+    assert summary.wasted_write_usd == pytest.approx(
+        entry.cost_usd - entry.uncached_cost_usd, rel=1e-9
+    )
+
+
+@given(
+    family=st.sampled_from(PRICED),
+    plain=COUNT,
+    w5=COUNT,
+    w1=COUNT,
+)
+@example(family="haiku-5-5", plain=20, w5=60_000, w1=60_000)  # the only long-context tier
+def test_a_wasted_writes_premium_is_what_the_call_paid_above_uncached(
+    family: str, plain: int, w5: int, w1: int
+) -> None:
+    entry = LedgerEntry.from_usage(
+        usage(plain, 0, w5, w1, 0), model=f"claude-{family}", timestamp=1.0,
+        written_prefixes=("ab" * 16,),
+    )  # fmt: skip
+    assert entry.cost_usd is not None
+    assert entry.uncached_cost_usd is not None
+    assert summarize([entry]).wasted_write_usd == pytest.approx(
+        entry.cost_usd - entry.uncached_cost_usd, rel=1e-9, abs=1e-12
+    )

@@ -228,3 +228,19 @@ def test_the_ttl_crossover_moves_with_the_read_multiplier() -> None:
     odds = ReuseOdds(within_5m=0.185, within_1h=0.5)
     assert _ttl_choice("claude-sonnet-5-5", odds) == "5m"
     assert _ttl_choice("claude-fable-5-1", odds) == "1h"
+
+
+def test_a_registered_listed_model_is_one_row_in_the_table() -> None:
+    assert "fable-5-2" in LISTED_UNPRICED
+    register_model(
+        "claude-fable-5-2",
+        min_cache_tokens=512,
+        prices=ModelPrices.standard(input=10, output=50, read_multiplier=0.025),
+    )
+    rows = [r for r in models.table_rows() if r["family"] == "fable-5-2"]
+    assert [(r["status"], r["input"]) for r in rows] == [("registered", 10)]
+    for family in LISTED_UNPRICED:
+        register_model(family, min_cache_tokens=1024)
+    families = [r["family"] for r in models.table_rows()]
+    assert len(families) == len(set(families))
+    assert "listed, unpriced" not in {r["status"] for r in models.table_rows()}
