@@ -55,7 +55,7 @@ from langchain_claude_relay.errors import ClaudeRelayError
 from langchain_claude_relay.ledger import LedgerEntry, LedgerSummary, cache_facts, summarize
 from langchain_claude_relay.usage import NormalizedUsage, from_usage_metadata, normalize_usage
 
-__all__ = ["CostTracker", "track_costs"]
+__all__ = ["CostTracker", "track_costs", "active_tracker"]
 
 _UNKNOWN_MODEL = "unknown"
 
@@ -205,6 +205,13 @@ class CostTracker(BaseCallbackHandler):
                 self._calls_without_usage += 1
         if self._parent is not None:
             self._parent._add(entry, call_id, cache_hit=cache_hit)
+
+    def record_stopped(self, entry: LedgerEntry) -> None:
+        """Count a streamed call that stopped before its usage came (``entry.estimated``).
+
+        LangChain reports no result for it, but Claude billed it once it began.
+        """
+        self._add(entry, f"stopped:{entry.call_id}:{entry.timestamp}", cache_hit=False)
 
     def record_keep_alive(self, entry: LedgerEntry) -> None:
         """Count a keep-alive request sent for a call this tracker counted.
@@ -389,6 +396,15 @@ _current_tracker: ContextVar[CostTracker | None] = ContextVar(
     "langchain_claude_relay_cost_tracker", default=None
 )
 register_configure_hook(_current_tracker, inheritable=True)
+
+
+def active_tracker() -> CostTracker | None:
+    """The innermost ``track_costs`` block's tracker in this context, if any.
+
+    For what LangChain reports to no callback: a stream's ``_stream`` gets no run manager from
+    ``BaseChatModel.stream``, so its keep-alives and an early stop are counted here.
+    """
+    return _current_tracker.get()
 
 
 @contextmanager

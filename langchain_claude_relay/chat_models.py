@@ -82,7 +82,7 @@ from langchain_claude_relay._settings_checks import (
     route_arguments,
 )
 from langchain_claude_relay._structured import response_format_for, strict_function
-from langchain_claude_relay.callbacks import CostTracker
+from langchain_claude_relay.callbacks import CostTracker, active_tracker
 from langchain_claude_relay.capabilities import (
     Adaptation,
     RelayCapabilities,
@@ -162,6 +162,10 @@ class _StreamState:
     call_id: str | None = None
     diagnostics: Mapping[str, Any] | None = None
     tool_names: list[str] = dataclasses.field(default_factory=list)
+    chunks: int = 0
+    """Chunks with content or tool-call pieces yielded so far (about one output token each)."""
+    accounted: bool = False
+    """Whether the closing chunk accounted the call (else ``_account_stopped`` does)."""
 
     def read(self, event: Any) -> ParsedChunk:
         """Validate one streamed event and keep its usage, model and id (the last one given).
@@ -1090,6 +1094,39 @@ class ChatClaudeRelay(BaseChatModel):
         self._record(prepared, usage, pricing, meta, call_id)
         return usage, meta
 
+    def _account_stopped(self, prepared: _Prepared, state: _StreamState) -> None:
+        """Record a stream that ended before its closing chunk: billed all the same.
+
+        The consumer broke off, or the relay cut the stream: Claude bills the input (and the
+        output generated) once the request began. The usage, if it came, is accounted as usual;
+        otherwise the plan's expected usage is recorded, flagged ``estimated``, with one output
+        token per chunk received. Without a plan (caching off) nothing can be estimated.
+        Never raises: the stream's own outcome is what the caller sees.
+        """
+        try:
+            if state.usage is not None:
+                self._account(prepared, state.usage, state.call_id, state.tool_names)
+                return
+            if prepared.plan is None:
+                return
+            usage = prepared.plan.expected_usage(output_tokens=state.chunks)
+            pricing = self._pricing(prepared.model)[0]
+            entry = LedgerEntry.from_usage(
+                usage,
+                model=prepared.model,
+                pricing=pricing,
+                timestamp=prepared.started,
+                call_id=state.call_id,
+                base_url=self.base_url or f"api:{self.api}",
+                predicted_read_tokens=prepared.plan.predicted_read_tokens,
+                estimated=True,
+            )
+            self._to_ledger(entry)
+            for tracker in prepared.cost_trackers:
+                tracker.record_stopped(entry)
+        except Exception as exc:
+            logger.warning("could not record a stopped stream: %s", type(exc).__name__)
+
     def _pricing(self, model: str) -> tuple[ModelSpec, str]:
         """The prices a call is costed at, and where they come from.
 
@@ -1225,6 +1262,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     def _final_chunk(self, prepared: _Prepared, state: _StreamState) -> ChatGenerationChunk:
         """The closing chunk: usage, cost and plan, once (LangChain sums usage across chunks)."""
+        state.accounted = True
         usage, meta = self._account(prepared, state.usage, state.call_id, state.tool_names)
         meta.update(_diagnostics_metadata(state.diagnostics))
         return ChatGenerationChunk(
@@ -1312,14 +1350,15 @@ class ChatClaudeRelay(BaseChatModel):
         prepared.cost_trackers = _cost_trackers(run_manager)
         booked = self._reserve(prepared)
         outcome: booking.CallOutcome = "unsent"
+        state = _StreamState(self._wire.stream_reader())
         try:
-            state = _StreamState(self._wire.stream_reader())
             for event in self._transport.stream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
                     self._began(prepared, gate)
                 chunk = self._chunk_from(state.read(event))
                 if chunk is not None:
+                    state.chunks += 1
                     if run_manager:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
@@ -1333,6 +1372,8 @@ class ChatClaudeRelay(BaseChatModel):
                 self._lifecycle(prepared, "abandoned")
             raise
         finally:  # also when the consumer stops early: the call was counted once it began
+            if outcome == "answered" and not state.accounted:
+                self._account_stopped(prepared, state)
             self._release(booked, prepared, outcome)
 
     async def _astream(
@@ -1348,14 +1389,15 @@ class ChatClaudeRelay(BaseChatModel):
         prepared.cost_trackers = _cost_trackers(run_manager)
         booked = await self._areserve(prepared)
         outcome: booking.CallOutcome = "unsent"
+        state = _StreamState(self._wire.stream_reader())
         try:
-            state = _StreamState(self._wire.stream_reader())
             async for event in self._transport.astream(prepared.payload):
                 if outcome == "unsent":
                     outcome = "answered"
                     self._began(prepared, gate)
                 chunk = self._chunk_from(state.read(event))
                 if chunk is not None:
+                    state.chunks += 1
                     if run_manager:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
@@ -1369,6 +1411,8 @@ class ChatClaudeRelay(BaseChatModel):
                 self._lifecycle(prepared, "abandoned")
             raise
         finally:
+            if outcome == "answered" and not state.accounted:
+                self._account_stopped(prepared, state)
             self._release(booked, prepared, outcome)
 
     def _prepare_stream(
@@ -1879,9 +1923,14 @@ class _KeepAliveContext:
 def _cost_trackers(
     run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
 ) -> tuple[CostTracker, ...]:
-    """The call's cost trackers (``track_costs`` blocks and ``callbacks=[tracker]``)."""
+    """The call's cost trackers (``track_costs`` blocks and ``callbacks=[tracker]``).
+
+    Without a run manager (``BaseChatModel.stream`` passes none to ``_stream``): the active
+    ``track_costs`` block's (``callbacks=[tracker]`` cannot be seen there).
+    """
     if run_manager is None:
-        return ()
+        tracker = active_tracker()
+        return (tracker,) if tracker is not None else ()
     return tuple(h for h in run_manager.handlers if isinstance(h, CostTracker))
 
 

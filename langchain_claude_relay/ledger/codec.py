@@ -1,8 +1,10 @@
 """How a ledger entry is stored: one compact JSON array, versioned, holding numbers and hashes.
 
-Version 2 adds ``keep_alive`` (a 1 at the end). Entries that are not keep-alives are still
+Version 2 adds a last field of flags: 1 for ``keep_alive``, 2 for ``estimated`` (counts the
+planner estimated: a stream stopped before its usage came). Entries with neither are still
 written as version 1 (16 fields), so a reader from before keep-alives (another worker on the
-same Redis ledger) reads every call and skips only the keep-alive requests.
+same Redis ledger) reads every plain call and skips only the flagged ones; a reader from before
+``estimated`` reads an estimated call as a call.
 
 A persistent ledger passes its installation's hash key: the prefix hashes are then stored keyed
 (``_plumbing.keyed_hash``, same length), so a stored hash cannot be matched against a guessed
@@ -32,6 +34,7 @@ MAX_ENTRY_CHARS = 1 << 14
 _SCHEMA_VERSION = 2
 _V1_FIELDS = 16
 _MAX_NESTING = 2  # an entry is an array holding one array (the written prefixes)
+_KEEP_ALIVE, _ESTIMATED = 1, 2  # version 2's flags
 
 
 def _keyed(prefix: str | None, hash_key: bytes | None) -> str | None:
@@ -65,9 +68,10 @@ def encode_entry(entry: LedgerEntry, hash_key: bytes | None = None) -> str:
         entry.miss_reason,
         entry.base_url_hash,
     ]
-    if entry.keep_alive:
+    flags = (_KEEP_ALIVE if entry.keep_alive else 0) | (_ESTIMATED if entry.estimated else 0)
+    if flags:
         row[0] = _SCHEMA_VERSION
-        row.append(1)
+        row.append(flags)
     return json.dumps(row, separators=(",", ":"))
 
 
@@ -118,6 +122,9 @@ def decode_entry(value: Any) -> LedgerEntry | None:
         ):
             return None
         (call_id, ts, model, plain, read, w5, w1h, out, cost, uncached, predicted) = row[1:12]
+        flags = row[16] if len(row) > _V1_FIELDS else 0
+        if type(flags) is not int or not 0 <= flags <= _KEEP_ALIVE | _ESTIMATED:
+            return None
         return LedgerEntry(
             call_id,
             ts,
@@ -134,7 +141,8 @@ def decode_entry(value: Any) -> LedgerEntry | None:
             row[13],
             row[14],
             row[15],
-            keep_alive=len(row) > _V1_FIELDS and row[16] == 1,
+            keep_alive=bool(flags & _KEEP_ALIVE),
+            estimated=bool(flags & _ESTIMATED),
         )
     except Exception:  # RecursionError, a check's ValueError, anything: a row we did not write
         return None

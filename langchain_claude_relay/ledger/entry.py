@@ -62,6 +62,9 @@ class LedgerEntry(InputTotals):
         base_url_hash: ``hash_base_url(relay URL)``; never the URL itself.
         keep_alive: whether this was a keep-alive request (``keep_warm="auto"``): spend of
             its own, not a call of the user's (see ``ledger.summarize``).
+        estimated: whether the counts are the planner's estimate rather than the relay's
+            usage: a stream stopped before its usage came (the consumer broke off, or the
+            relay cut it) is billed all the same, and is recorded from its plan.
 
     Raises:
         ValueError: (on construction) for a negative or non-integer count, a negative or
@@ -86,6 +89,7 @@ class LedgerEntry(InputTotals):
     miss_reason: str | None = None
     base_url_hash: str | None = None
     keep_alive: bool = False
+    estimated: bool = False
 
     def __post_init__(self) -> None:
         if type(self.written_prefixes) is not tuple:
@@ -113,9 +117,10 @@ class LedgerEntry(InputTotals):
                     f"(the ledger never stores text), got {type_name(value)}"
                 )
                 raise ValueError(msg)
-        if not isinstance(self.keep_alive, bool):
-            msg = f"LedgerEntry.keep_alive must be a bool, got {type_name(self.keep_alive)}"
-            raise ValueError(msg)
+        for name in ("keep_alive", "estimated"):
+            if not isinstance(getattr(self, name), bool):
+                msg = f"LedgerEntry.{name} must be a bool, got {type_name(getattr(self, name))}"
+                raise ValueError(msg)
         if self.miss_reason is not None and not is_reason(self.miss_reason):
             msg = (
                 "LedgerEntry.miss_reason must be a short code (1-80 printable ASCII characters), "
@@ -165,6 +170,7 @@ class LedgerEntry(InputTotals):
         miss_reason: str | None = None,
         pricing: ModelSpec | None = None,
         keep_alive: bool = False,
+        estimated: bool = False,
     ) -> LedgerEntry:
         """Build an entry from a call's normalized usage, pricing it; never raises on labels.
 
@@ -188,6 +194,7 @@ class LedgerEntry(InputTotals):
             pricing: the spec to price with (a relay's published prices), instead of the
                 model table's for ``model``.
             keep_alive: whether it was a keep-alive request.
+            estimated: whether ``usage`` is the planner's estimate (a stream stopped early).
 
         Returns:
             The entry.
@@ -215,6 +222,7 @@ class LedgerEntry(InputTotals):
             miss_reason=None if miss_reason is None else safe_label(miss_reason, REASON, 80),
             base_url_hash=None if base_url is None else _cached_url_hash(base_url),
             keep_alive=keep_alive,
+            estimated=estimated,
         )
 
 

@@ -23,6 +23,7 @@ from langchain_claude_relay.planner.rules import (
     validate_user_markers,
 )
 from langchain_claude_relay.request import CacheControl, CacheTTL, ClaudeRequest, Position
+from langchain_claude_relay.usage import NormalizedUsage
 
 __all__ = [
     "Outcome",
@@ -175,6 +176,30 @@ class CachePlan:
     def block_index(self) -> Mapping[Position, int]:
         """Each block's position in ``blocks`` (the flat index sites and lineages use)."""
         return {block.position: i for i, block in enumerate(self.blocks)}
+
+    def expected_usage(self, output_tokens: int = 0) -> NormalizedUsage:
+        """What this call is expected to bill, by the plan: its read, its writes by TTL, the rest.
+
+        For a call whose usage never came (a stream stopped before its end): Claude bills its
+        input all the same.
+
+        Args:
+            output_tokens: the output tokens to count (e.g. the chunks received).
+        """
+        counted = self.predicted_read_tokens
+        writes = {"5m": 0, "1h": 0}
+        for bp in self.breakpoints:
+            if bp.predicted == "write" and bp.estimated_prefix_tokens > counted:
+                writes[bp.ttl] += bp.estimated_prefix_tokens - counted
+                counted = bp.estimated_prefix_tokens
+        total = max(self.total_estimated_tokens, counted)
+        return NormalizedUsage(
+            input_tokens=total - counted,
+            cache_read_tokens=self.predicted_read_tokens,
+            cache_write_5m_tokens=writes["5m"],
+            cache_write_1h_tokens=writes["1h"],
+            output_tokens=max(0, int(output_tokens)),
+        )
 
     def markers(self) -> dict[Position, CacheControl]:
         """Every marker to apply with ``request.with_markers(...)`` (the user's unchanged).

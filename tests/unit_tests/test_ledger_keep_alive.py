@@ -35,6 +35,24 @@ def test_a_keep_alive_survives_the_stored_form() -> None:
     assert decode_entry(encode_entry(plain)) == plain
 
 
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_an_estimated_entry_survives_the_stored_form(keep_alive: bool) -> None:
+    """A stream stopped before its usage: flag 2 of version 2, beside keep-alive's 1."""
+    entry = LedgerEntry(
+        "s1", 5.0, SONNET, 10, 0, 9000, 0, 3, 0.034, 0.027, keep_alive=keep_alive, estimated=True
+    )
+    row = json.loads(encode_entry(entry))
+    assert (row[0], row[-1]) == (2, 3 if keep_alive else 2)
+    assert decode_entry(encode_entry(entry)) == entry
+
+
+@pytest.mark.parametrize("flags", [4, -1, 1.5, "1", True, None])
+def test_unknown_flags_read_as_a_row_we_did_not_write(flags: object) -> None:
+    row = json.loads(encode_entry(ping("k1", 10.0)))
+    row[-1] = flags
+    assert decode_entry(json.dumps(row)) is None
+
+
 def test_an_old_reader_skips_only_the_keep_alives() -> None:
     row = json.loads(encode_entry(ping("k1", 10.0)))
     assert row[0] == 2

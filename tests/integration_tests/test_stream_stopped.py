@@ -1,0 +1,68 @@
+"""A stream the consumer stops early is billed all the same: it is in the ledger and in
+``track_costs``, from its plan (flagged ``estimated``), close to what the relay billed once the
+planner is calibrated (here by one call before)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from langchain_claude_relay import CachePlanner, ChatClaudeRelay
+from langchain_claude_relay.callbacks import track_costs
+from langchain_claude_relay.emulator import RelayEmulator
+from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.store import MemoryStore
+
+DOCUMENT = "The relay forwards requests to Claude and bills every token it reads. " * 700
+
+
+def _llm(emulator: RelayEmulator, ledger: MemoryLedger) -> ChatClaudeRelay:
+    return ChatClaudeRelay(
+        base_url=emulator.base_url,
+        api_key="test",
+        model="claude-sonnet-5-5",
+        cache=CachePlanner(MemoryStore()),
+        ledger=ledger,
+    )
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_a_stream_stopped_early_is_recorded_from_its_plan(
+    emulator: RelayEmulator, way: str
+) -> None:
+    ledger = MemoryLedger()
+    llm = _llm(emulator, ledger)
+    llm.invoke([SystemMessage(f"[{way} calibrates] {DOCUMENT}"), HumanMessage("Hi.")])
+    messages = [SystemMessage(f"[{way}] {DOCUMENT}"), HumanMessage("Summarize it.")]
+    before = len(emulator.billing_log)
+    with track_costs() as tracked:
+        if way == "sync":
+            for _chunk in llm.stream(messages):
+                break
+        else:
+
+            async def first_chunk() -> None:
+                stream = llm.astream(messages)
+                async for _chunk in stream:
+                    break
+                await stream.aclose()
+
+            asyncio.run(first_chunk())
+    (billed,) = emulator.billing_log[before:]
+    _calibrating, entry = ledger.entries()
+    assert entry.estimated
+    assert billed.cache_write > 5_000
+    assert entry.cache_write_tokens == pytest.approx(billed.cache_write, rel=0.1)
+    assert entry.cost_usd == pytest.approx(billed.cost_usd, rel=0.15)
+    assert tracked.cost_usd == pytest.approx(entry.cost_usd)
+
+
+def test_a_stream_read_to_its_end_is_recorded_from_its_usage(emulator: RelayEmulator) -> None:
+    ledger = MemoryLedger()
+    llm = _llm(emulator, ledger)
+    chunks = list(llm.stream([SystemMessage(f"[end] {DOCUMENT}"), HumanMessage("Summarize.")]))
+    assert chunks
+    (entry,) = ledger.entries()
+    assert not entry.estimated
