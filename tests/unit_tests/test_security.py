@@ -400,7 +400,9 @@ def test_ledger_and_store_files_hold_no_key_and_no_prompt(
     with pytest.raises(ClaudeRelayError):
         list(llm.stream(canary_messages()))
     ledger.flush()
-    assert len(ledger.entries()) == 3
+    entries = ledger.entries()
+    assert len(entries) == 4  # the cut stream too: billed once it began, from its plan
+    assert [e.estimated for e in entries] == [False, False, False, True]
     assert replies[1].usage_metadata["input_token_details"]["cache_read"] > 0  # the planner worked
     ledger.close()
     store.close()
