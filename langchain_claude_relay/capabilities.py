@@ -137,12 +137,19 @@ def relay_prices(body: Any) -> tuple[RelayPrice, ...]:
 
 
 def _per_million(value: Any) -> float | None:
-    """USD per token (a decimal string or a number) as USD per million tokens, if plausible."""
+    """USD per token (a decimal string or a number) as USD per million tokens, if plausible.
+
+    Anything else -- not a number, out of range, an integer of hundreds of digits (``float``
+    overflows) -- is no price.
+
+    >>> _per_million("0.000003"), _per_million(10**400), _per_million("1e400")
+    (3.0, None, None)
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     try:
         per_token = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     per_million = round(per_token * 1e6, 9)
     return per_million if math.isfinite(per_million) and 0 <= per_million <= _MAX_PRICE else None

@@ -1029,14 +1029,18 @@ class ChatClaudeRelay(BaseChatModel):
         limiter = self._limiter()
         if limiter is None:
             return None
-        return booking.reserve(limiter, prepared.token_estimates())
+        return booking.reserve(
+            limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
+        )
 
     async def _areserve(self, prepared: _Prepared) -> booking.Booking | None:
         """Async ``_reserve`` (waits with ``asyncio.sleep``, never blocking the loop)."""
         limiter = self._limiter()
         if limiter is None:
             return None
-        return await booking.areserve(limiter, prepared.token_estimates())
+        return await booking.areserve(
+            limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
+        )
 
     @staticmethod
     def _release(

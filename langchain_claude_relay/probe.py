@@ -312,7 +312,8 @@ def _published_prices(llm: ChatClaudeRelay) -> tuple[RelayPrice, ...]:
         return ()
     try:
         return relay_prices(llm._transport.list_models().body)
-    except ClaudeRelayError as exc:  # a relay without a catalogue: no prices, not a failure
+    except (ClaudeRelayError, ValueError, ArithmeticError) as exc:
+        # a relay without a catalogue, or with one that does not parse: no prices, not a failure
         logger.info("the relay's /models gave no prices: %s", type(exc).__name__)
         return ()
 

@@ -18,8 +18,10 @@ estimated_output_tokens)`` books the estimate and returns a ``Reservation`` once
 allows it (sleeping if needed). After the call, ``settle(reservation, usage, model)`` replaces the
 estimate with the real counted tokens: the buckets then stand exactly as if the real amounts had
 been booked at the admission time (an over-estimate comes back, except what the capacity cap has
-absorbed since; an under-estimate is charged and may leave a bucket in debt). If the call failed
-before it was billed, ``cancel(reservation)`` undoes the booking, request included. Settle or
+absorbed since; an under-estimate is charged and may leave a bucket in debt, by at most one
+capacity beyond the estimate: the usage comes from the relay, and one absurd report must not
+stall every model on the account). If the call failed before it was billed,
+``cancel(reservation)`` undoes the booking, request included. Settle or
 cancel each reservation exactly once. Pass the *counted* input estimate (plain input + expected
 cache writes, + reads for models that count them); when unsure, the whole prompt estimate: the
 surplus comes back at settle. For ``max_tokens``-sized output estimates the same holds.
@@ -28,8 +30,10 @@ surplus comes back at settle. For ``max_tokens``-sized output estimates the same
 not before any earlier booking (first come, first served), at which every bucket holds enough
 tokens; the tokens are taken at that instant, then the caller sleeps until it outside the lock
 (``await asleep(...)`` in ``aacquire``, so the event loop is never blocked; a wait that is
-interrupted or cancelled undoes its booking). A server enforcing the same buckets would accept
-every booking at its admission time; ``available()`` shows what each bucket holds.
+interrupted or cancelled undoes its booking). ``acquire(..., max_wait=...)`` refuses, with
+``APITimeoutError`` and nothing booked, a booking that would wait longer (a call's deadline). A
+server enforcing the same buckets would accept every booking at its admission time;
+``available()`` shows what each bucket holds.
 
 **Requests larger than a bucket.** A request whose estimate exceeds a bucket's capacity could
 never fit; rather than deadlock, it is admitted as soon as that bucket is *full*, and the bucket

@@ -199,7 +199,14 @@ def failure_outcome(exc: BaseException) -> CallOutcome:
     return "refused" if isinstance(exc, RateLimitError) else "unsent"
 
 
-def reserve(limiter: RateLimiter, estimates: tuple[int, int]) -> Booking:
+def _wait_bound(max_wait: float | None) -> dict[str, Any]:
+    # Only when given: a RateLimiter subclass of the user's may predate ``max_wait``.
+    return {} if max_wait is None else {"max_wait": max_wait}
+
+
+def reserve(
+    limiter: RateLimiter, estimates: tuple[int, int], *, max_wait: float | None = None
+) -> Booking:
     """Book a call's counted input and output, waiting for the buckets if needed.
 
     LangChain has already counted the request toward RPM (its ``acquire(blocking=True)``
@@ -208,27 +215,42 @@ def reserve(limiter: RateLimiter, estimates: tuple[int, int]) -> Booking:
     Args:
         limiter: the limiter.
         estimates: ``(counted input tokens, output tokens)`` from :func:`token_estimates`.
+        max_wait: the longest wait allowed (the call's deadline, ``call_timeout``); ``None``:
+            as long as the buckets say.
 
     Returns:
         The booking.
+
+    Raises:
+        APITimeoutError: if the wait would be longer than ``max_wait`` (nothing is booked).
     """
     estimated_input, estimated_output = estimates
-    reservation = limiter.acquire(estimated_input, estimated_output, count_request=False)
+    reservation = limiter.acquire(
+        estimated_input, estimated_output, count_request=False, **_wait_bound(max_wait)
+    )
     return Booking(limiter, reservation)
 
 
-async def areserve(limiter: RateLimiter, estimates: tuple[int, int]) -> Booking:
+async def areserve(
+    limiter: RateLimiter, estimates: tuple[int, int], *, max_wait: float | None = None
+) -> Booking:
     """Async :func:`reserve` (waits with ``asyncio.sleep``, never blocking the loop).
 
     Args:
         limiter: the limiter.
         estimates: ``(counted input tokens, output tokens)`` from :func:`token_estimates`.
+        max_wait: as for :func:`reserve`.
 
     Returns:
         The booking.
+
+    Raises:
+        APITimeoutError: as for :func:`reserve`.
     """
     estimated_input, estimated_output = estimates
-    reservation = await limiter.aacquire(estimated_input, estimated_output, count_request=False)
+    reservation = await limiter.aacquire(
+        estimated_input, estimated_output, count_request=False, **_wait_bound(max_wait)
+    )
     return Booking(limiter, reservation)
 
 

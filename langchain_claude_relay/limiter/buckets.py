@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.errors import APITimeoutError, RequestValidationError
 from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.usage import NormalizedUsage
 
@@ -32,8 +32,11 @@ __all__ = [
     "Reservation",
     "TokenBucket",
     "reservation_amounts",
+    "settled_charge",
+    "check_max_wait",
     "count_booking",
     "not_open_error",
+    "wait_past_deadline_error",
 ]
 
 Clock = Callable[[], float]
@@ -289,6 +292,42 @@ def reservation_amounts(
         "itpm": token_count(estimated_input, "estimated_input_tokens"),
         "otpm": token_count(estimated_output, "estimated_output_tokens"),
     }
+
+
+def settled_charge(estimate: float, real: float, capacity: float) -> float:
+    """What settling charges a bucket: the real amount, at most one capacity beyond the estimate.
+
+    A relay's usage is untrusted: one report of 10**12 tokens, charged as it came, left a
+    shared bucket a trillion tokens in debt and every later call on the account waiting for
+    decades. A real call rarely exceeds its estimate by that much; when one does, the bucket
+    still goes into debt by up to a minute's worth.
+
+    >>> settled_charge(1_000, 10**12, 40_000), settled_charge(1_000, 50, 40_000)
+    (41000, 50)
+    """
+    return min(real, estimate + capacity)
+
+
+def check_max_wait(max_wait: object) -> None:
+    """Refuse a ``max_wait`` that is not ``None`` or a non-negative number of seconds.
+
+    Raises:
+        RequestValidationError: for anything else (``nan``, a negative number, a string).
+    """
+    if max_wait is None:
+        return
+    valid = isinstance(max_wait, int | float) and not isinstance(max_wait, bool)
+    if not valid or math.isnan(max_wait) or max_wait < 0:  # type: ignore[operator,arg-type]
+        msg = f"max_wait must be a non-negative number of seconds or None, got {max_wait!r}"
+        raise RequestValidationError(msg)
+
+
+def wait_past_deadline_error(wait: float, max_wait: float) -> APITimeoutError:
+    """The error for a booking that would wait past the call's deadline (nothing is booked)."""
+    return APITimeoutError(
+        f"the rate limiter would hold this call {wait:.3g} s, past its deadline of "
+        f"{max_wait:g} s (call_timeout): not sent (the account's buckets are busy or in debt)"
+    )
 
 
 def count_booking(stats: dict[str, float], requests: int, *, oversize: bool, wait: float) -> None:

@@ -22,11 +22,14 @@ from langchain_claude_relay.limiter.buckets import (
     Reservation,
     Sleep,
     TokenBucket,
+    check_max_wait,
     count_booking,
     counted_input_tokens,
     not_open_error,
     preset_limits,
     reservation_amounts,
+    settled_charge,
+    wait_past_deadline_error,
 )
 from langchain_claude_relay.usage import NormalizedUsage
 
@@ -117,19 +120,27 @@ class RateLimiter(BaseRateLimiter):
     # -- booking -----------------------------------------------------------------------------
 
     def _book(
-        self, amounts: Mapping[str, int], *, blocking: bool, hold: bool
-    ) -> tuple[int, float, float] | None:
-        """Book at the earliest allowed time: ``(booking id, admitted_at, wait)`` or ``None``.
+        self,
+        amounts: Mapping[str, int],
+        *,
+        blocking: bool,
+        hold: bool,
+        max_wait: float | None = None,
+    ) -> tuple[int, float, float] | float:
+        """Book at the earliest allowed time: ``(booking id, admitted_at, wait)``.
 
-        The caller holds the lock. ``hold`` keeps the booking open for a later ``_close`` (a
-        booking that has to wait is kept open in any case, so an interrupted wait can undo it).
+        Books nothing, and returns the wait instead, when it would be longer than allowed
+        (``blocking=False``: any wait; else ``max_wait`` if given). The caller holds the lock.
+        ``hold`` keeps the booking open for a later ``_close`` (a booking that has to wait is
+        kept open in any case, so an interrupted wait can undo it).
         """
         now = self._clock()
         drawn = [(self._buckets[name], n) for name, n in amounts.items() if name in self._buckets]
         admit_at = max([now, *(bucket.ready_at(n, now) for bucket, n in drawn)])
         wait = admit_at - now
-        if wait > 0 and not blocking:
-            return None
+        allowed = 0.0 if not blocking else max_wait
+        if wait > 0 and allowed is not None and wait > allowed:
+            return wait
         booking_id = next(self._ids)
         for bucket, n in drawn:
             bucket.take(booking_id, n, admit_at, open=hold or wait > 0)
@@ -144,15 +155,21 @@ class RateLimiter(BaseRateLimiter):
                 self._buckets[name].close(booking_id, amount)
 
     def _reserve(
-        self, estimated_input: object, estimated_output: object, *, count_request: bool
+        self,
+        estimated_input: object,
+        estimated_output: object,
+        *,
+        count_request: bool,
+        max_wait: float | None,
     ) -> Reservation:
         amounts = reservation_amounts(
             estimated_input, estimated_output, count_request=count_request
         )
         input_tokens, output_tokens = amounts["itpm"], amounts["otpm"]
         with self._lock:
-            booked = self._book(amounts, blocking=True, hold=True)
-            assert booked is not None  # noqa: S101 -- a blocking booking always succeeds
+            booked = self._book(amounts, blocking=True, hold=True, max_wait=max_wait)
+            if not isinstance(booked, tuple):
+                raise wait_past_deadline_error(booked, float(max_wait or 0))
             booking_id, admitted_at, wait = booked
             reservation = Reservation(
                 id=booking_id,
@@ -191,16 +208,27 @@ class RateLimiter(BaseRateLimiter):
         *,
         blocking: bool,
         count_request: bool,
+        max_wait: float | None,
     ) -> Reservation | tuple[int, float] | None:
         """Book either form: a reservation, ``(booking id, wait)`` for the hook form, or ``None``.
 
         ``None`` means the hook form with ``blocking=False`` would have had to wait.
+
+        Raises:
+            APITimeoutError: if the wait would be longer than ``max_wait`` (nothing booked).
         """
+        check_max_wait(max_wait)
         if self._is_hook_form(estimated_input, estimated_output, blocking=blocking):
             with self._lock:
-                booked = self._book({"rpm": 1}, blocking=blocking, hold=False)
-            return None if booked is None else (booked[0], booked[2])
-        return self._reserve(estimated_input, estimated_output, count_request=count_request)
+                booked = self._book({"rpm": 1}, blocking=blocking, hold=False, max_wait=max_wait)
+            if isinstance(booked, tuple):
+                return booked[0], booked[2]
+            if blocking:
+                raise wait_past_deadline_error(booked, float(max_wait or 0))
+            return None
+        return self._reserve(
+            estimated_input, estimated_output, count_request=count_request, max_wait=max_wait
+        )
 
     def _end(self, begun: Reservation | tuple[int, float], *, completed: bool) -> None:
         """After the wait: close a waiting hook booking, or undo a booking whose wait failed."""
@@ -217,7 +245,7 @@ class RateLimiter(BaseRateLimiter):
     # -- public API ---------------------------------------------------------------------------
 
     @overload
-    def acquire(self, *, blocking: bool = True) -> bool: ...
+    def acquire(self, *, blocking: bool = True, max_wait: float | None = None) -> bool: ...
 
     @overload
     def acquire(
@@ -226,6 +254,7 @@ class RateLimiter(BaseRateLimiter):
         estimated_output_tokens: float = 0,
         *,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> Reservation: ...
 
     def acquire(
@@ -235,6 +264,7 @@ class RateLimiter(BaseRateLimiter):
         *,
         blocking: bool = True,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> bool | Reservation:
         """Book a request, sleeping (injected ``sleep``) until the buckets allow it.
 
@@ -251,19 +281,23 @@ class RateLimiter(BaseRateLimiter):
                 nothing) instead of waiting.
             count_request: ``False`` when LangChain's form has already counted this request
                 (a chat model that LangChain has just called ``acquire(blocking=True)`` for).
+            max_wait: the longest wait allowed, in seconds (a call's deadline); ``None``: any.
 
         Returns:
             The reservation; in LangChain's form, whether the request was admitted.
 
         Raises:
-            RequestValidationError: for a negative or non-numeric estimate, or
+            RequestValidationError: for a negative or non-numeric estimate or ``max_wait``, or
                 ``blocking=False`` with estimates.
+            APITimeoutError: if the buckets would make the call wait longer than ``max_wait``
+                (nothing is booked).
         """
         begun = self._begin(
             estimated_input_tokens,
             estimated_output_tokens,
             blocking=blocking,
             count_request=count_request,
+            max_wait=max_wait,
         )
         if begun is None:
             return False
@@ -278,7 +312,7 @@ class RateLimiter(BaseRateLimiter):
         return begun if isinstance(begun, Reservation) else True
 
     @overload
-    async def aacquire(self, *, blocking: bool = True) -> bool: ...
+    async def aacquire(self, *, blocking: bool = True, max_wait: float | None = None) -> bool: ...
 
     @overload
     async def aacquire(
@@ -287,6 +321,7 @@ class RateLimiter(BaseRateLimiter):
         estimated_output_tokens: float = 0,
         *,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> Reservation: ...
 
     async def aacquire(
@@ -296,6 +331,7 @@ class RateLimiter(BaseRateLimiter):
         *,
         blocking: bool = True,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> bool | Reservation:
         """Async ``acquire``: books under the lock, then awaits ``asleep`` outside it.
 
@@ -306,18 +342,21 @@ class RateLimiter(BaseRateLimiter):
             estimated_output_tokens: as for ``acquire``.
             blocking: as for ``acquire``.
             count_request: as for ``acquire``.
+            max_wait: as for ``acquire``.
 
         Returns:
             As for ``acquire``.
 
         Raises:
             RequestValidationError: as for ``acquire``.
+            APITimeoutError: as for ``acquire``.
         """
         begun = self._begin(
             estimated_input_tokens,
             estimated_output_tokens,
             blocking=blocking,
             count_request=count_request,
+            max_wait=max_wait,
         )
         if begun is None:
             return False
@@ -337,7 +376,8 @@ class RateLimiter(BaseRateLimiter):
         The buckets then stand exactly as if the real amounts (ITPM:
         ``counted_input_tokens(usage, model)``, OTPM: ``usage.output_tokens``) had been booked
         at the reservation's admission time: an over-estimate is given back (never beyond what
-        the capacity allows), an under-estimate is charged (a bucket may go into debt).
+        the capacity allows), an under-estimate is charged (a bucket may go into debt), at most
+        one capacity beyond the estimate (``settled_charge``: the usage comes from the relay).
 
         Args:
             reservation: what ``acquire`` returned, not yet settled or cancelled.
@@ -354,8 +394,8 @@ class RateLimiter(BaseRateLimiter):
                 reservation.id,
                 {
                     "rpm": int(reservation.counts_request),
-                    "itpm": counted_input,
-                    "otpm": usage.output_tokens,
+                    "itpm": self._charge("itpm", reservation.input_tokens, counted_input),
+                    "otpm": self._charge("otpm", reservation.output_tokens, usage.output_tokens),
                 },
             )
             self._stats["settled"] += 1
@@ -376,6 +416,11 @@ class RateLimiter(BaseRateLimiter):
             self._close(reservation.id, dict.fromkeys(LIMIT_NAMES, 0))
             self._stats["cancelled"] += 1
             self._stats["requests"] -= int(reservation.counts_request)
+
+    def _charge(self, name: str, estimate: float, real: float) -> float:
+        """What settling charges bucket ``name`` (``settled_charge``; as is if not enforced)."""
+        bucket = self._buckets.get(name)
+        return real if bucket is None else settled_charge(estimate, real, bucket.capacity)
 
     def _take_open(self, reservation: Reservation) -> None:
         if self._open.get(reservation.id) is not reservation:

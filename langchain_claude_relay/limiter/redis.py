@@ -18,12 +18,13 @@ when the bucket is full and leaves it in debt, as locally.
 
 **Settle and cancel.** ``settle`` replaces the estimate with the counted usage, ``cancel`` gives
 the booking back (request included), each one script. A charge beyond the estimate is always
-taken (the bucket may go into debt). A refund is given unless the bucket has been full since
-the booking's admission (its clip counter moved): the cap has then absorbed the over-estimate,
-exactly as ``RateLimiter``'s replay would find. (``RateLimiter`` also trims a refund when the
-bucket came within it of the cap without reaching it; here that partial case refunds fully,
-the only place where the Redis buckets can admit more than the local replay would -- by at
-most that refund, within the cap.)
+taken (the bucket may go into debt), up to one capacity beyond it (``settled_charge``: the usage
+comes from the relay, and one absurd report must not stall the fleet). A refund is given unless
+the bucket has been full since the booking's admission (its clip counter moved): the cap has
+then absorbed the over-estimate, exactly as ``RateLimiter``'s replay would find.
+(``RateLimiter`` also trims a refund when the bucket came within it of the cap without reaching
+it; here that partial case refunds fully, the only place where the Redis buckets can admit more
+than the local replay would -- by at most that refund, within the cap.)
 
 **Redis down.** Bookings go on at once on a local ``RateLimiter`` with this process's share of
 the limits (``local_share``; by default one over the number of limiters -- one per process with
@@ -73,11 +74,14 @@ from langchain_claude_relay.limiter.buckets import (
     RateLimits,
     Reservation,
     Sleep,
+    check_max_wait,
     count_booking,
     counted_input_tokens,
     not_open_error,
     preset_limits,
     reservation_amounts,
+    settled_charge,
+    wait_past_deadline_error,
 )
 from langchain_claude_relay.limiter.local import RateLimiter
 from langchain_claude_relay.usage import NormalizedUsage
@@ -95,14 +99,15 @@ _NAMES = ("rpm", "itpm", "otpm")
 _WHAT = "the rate limiter"  # names this component in outage messages
 
 # KEYS: one per bucket booked, then the fleet's member set.
-# ARGV: n, blocking (1/0), window, member, then per bucket: capacity, amount.
-# Returns {"0", wait} (not admitted without waiting) or
+# ARGV: n, the longest wait allowed (-1: any; 0: not blocking), window, member, then per
+# bucket: capacity, amount.
+# Returns {"0", wait} (not admitted: the wait would be longer than allowed) or
 #         {"1", admitted_at, now, clips of each bucket..., active processes}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
-local blocking = ARGV[2] == '1'
+local max_wait = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local function f(x) return string.format('%.17g', x) end
 local admit = now
@@ -124,7 +129,7 @@ for i = 1, n do
   if ready > admit then admit = ready end
   state[i] = {cap, amount, rate, level, at, clips}
 end
-if (not blocking) and admit > now then return {'0', f(admit - now)} end
+if max_wait >= 0 and admit - now > max_wait then return {'0', f(admit - now)} end
 local out = {'1', f(admit), f(now)}
 for i = 1, n do
   local cap, amount, rate, level, at, clips = unpack(state[i])
@@ -321,13 +326,17 @@ class RedisRateLimiter(RateLimiter):
 
     # -- Redis calls --------------------------------------------------------------------------
 
-    def _book_remote(self, amounts: Mapping[str, int], *, blocking: bool) -> _Booked | None:
+    def _book_remote(
+        self, amounts: Mapping[str, int], *, blocking: bool, max_wait: float | None = None
+    ) -> _Booked | None:
         """Book on Redis; ``None`` when Redis is down (book locally). Raises nothing else.
 
-        A non-blocking booking that would wait returns ``_Booked`` with ``admitted_at=-1``.
+        A booking that would wait longer than allowed (``blocking=False``: at all; else
+        ``max_wait`` if given) books nothing and returns ``_Booked`` with ``admitted_at=-1``.
         """
         names = [n for n in self.bucket_names if n in amounts]
-        args: list[Any] = [len(names), int(blocking), WINDOW_SECONDS, self._member]
+        allowed = 0.0 if not blocking else (-1.0 if max_wait is None else float(max_wait))
+        args: list[Any] = [len(names), repr(allowed), WINDOW_SECONDS, self._member]
         for name in names:
             args += [self._capacity[name], amounts[name]]
         keys = [self._keys[n] for n in names] + [self._members_key]
@@ -401,13 +410,24 @@ class RedisRateLimiter(RateLimiter):
         self._count_booking(amounts, reservation.waited, remote=remote)
 
     def _admitted(
-        self, amounts: Mapping[str, int], booked: _Booked, *, hook: bool
+        self,
+        amounts: Mapping[str, int],
+        booked: _Booked,
+        *,
+        hook: bool,
+        blocking: bool = True,
+        max_wait: float | None = None,
     ) -> Reservation | bool:
         """Record a Redis booking: its reservation, or ``True`` in LangChain's form.
 
         ``False`` when a non-blocking booking would have had to wait (nothing was booked).
+
+        Raises:
+            APITimeoutError: when a blocking one would have waited longer than ``max_wait``.
         """
         if booked.admitted_at < 0:
+            if blocking:
+                raise wait_past_deadline_error(booked.wait, float(max_wait or 0))
             return False
         if not hook:
             return self._reservation(amounts, booked)
@@ -457,7 +477,7 @@ class RedisRateLimiter(RateLimiter):
     # -- public API ---------------------------------------------------------------------------
 
     @overload
-    def acquire(self, *, blocking: bool = True) -> bool: ...
+    def acquire(self, *, blocking: bool = True, max_wait: float | None = None) -> bool: ...
 
     @overload
     def acquire(
@@ -466,6 +486,7 @@ class RedisRateLimiter(RateLimiter):
         estimated_output_tokens: float = 0,
         *,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> Reservation: ...
 
     def acquire(
@@ -475,6 +496,7 @@ class RedisRateLimiter(RateLimiter):
         *,
         blocking: bool = True,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> bool | Reservation:
         """Book a request on the shared buckets, sleeping until they allow it.
 
@@ -486,22 +508,25 @@ class RedisRateLimiter(RateLimiter):
             whether the request was admitted.
 
         Raises:
-            RequestValidationError: for a negative or non-numeric estimate, or
+            RequestValidationError: for a negative or non-numeric estimate or ``max_wait``, or
                 ``blocking=False`` with estimates.
+            APITimeoutError: if the buckets would make the call wait longer than ``max_wait``
+                (nothing is booked).
         """
+        check_max_wait(max_wait)
         amounts, hook = self._amounts(
             estimated_input_tokens, estimated_output_tokens, blocking=blocking, count=count_request
         )
-        booked = self._book_remote(amounts, blocking=blocking)
+        booked = self._book_remote(amounts, blocking=blocking, max_wait=max_wait)
         if booked is None:
             local = self._local_fallback(hook=hook)
             if hook:
-                return local.acquire(blocking=blocking)
+                return local.acquire(blocking=blocking, max_wait=max_wait)
             reservation = local.acquire(
-                amounts["itpm"], amounts["otpm"], count_request=count_request
+                amounts["itpm"], amounts["otpm"], count_request=count_request, max_wait=max_wait
             )
             return self._track_local(reservation, local)
-        admitted = self._admitted(amounts, booked, hook=hook)
+        admitted = self._admitted(amounts, booked, hook=hook, blocking=blocking, max_wait=max_wait)
         if admitted is not False and booked.wait > 0:
             try:
                 self._sleep(booked.wait)
@@ -511,7 +536,7 @@ class RedisRateLimiter(RateLimiter):
         return admitted
 
     @overload
-    async def aacquire(self, *, blocking: bool = True) -> bool: ...
+    async def aacquire(self, *, blocking: bool = True, max_wait: float | None = None) -> bool: ...
 
     @overload
     async def aacquire(
@@ -520,6 +545,7 @@ class RedisRateLimiter(RateLimiter):
         estimated_output_tokens: float = 0,
         *,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> Reservation: ...
 
     async def aacquire(
@@ -529,6 +555,7 @@ class RedisRateLimiter(RateLimiter):
         *,
         blocking: bool = True,
         count_request: bool = True,
+        max_wait: float | None = None,
     ) -> bool | Reservation:
         """Async ``acquire``: the Redis call runs in a worker thread, the wait on ``asleep``.
 
@@ -539,20 +566,24 @@ class RedisRateLimiter(RateLimiter):
 
         Raises:
             RequestValidationError: as for ``acquire``.
+            APITimeoutError: as for ``acquire``.
         """
+        check_max_wait(max_wait)
         amounts, hook = self._amounts(
             estimated_input_tokens, estimated_output_tokens, blocking=blocking, count=count_request
         )
-        booked = await asyncio.to_thread(self._book_remote, amounts, blocking=blocking)
+        booked = await asyncio.to_thread(
+            self._book_remote, amounts, blocking=blocking, max_wait=max_wait
+        )
         if booked is None:
             local = self._local_fallback(hook=hook)
             if hook:
-                return await local.aacquire(blocking=blocking)
+                return await local.aacquire(blocking=blocking, max_wait=max_wait)
             reservation = await local.aacquire(
-                amounts["itpm"], amounts["otpm"], count_request=count_request
+                amounts["itpm"], amounts["otpm"], count_request=count_request, max_wait=max_wait
             )
             return self._track_local(reservation, local)
-        admitted = self._admitted(amounts, booked, hook=hook)
+        admitted = self._admitted(amounts, booked, hook=hook, blocking=blocking, max_wait=max_wait)
         if admitted is not False and booked.wait > 0:
             try:
                 await self._asleep(booked.wait)
@@ -581,6 +612,11 @@ class RedisRateLimiter(RateLimiter):
                 self._local_owner[id(owner[0])] = owner
         raise not_open_error(reservation)
 
+    def _remote_charge(self, name: str, estimate: float, real: float) -> float:
+        """What settling charges shared bucket ``name`` (``settled_charge``)."""
+        capacity = self._capacity.get(name)
+        return real if capacity is None else settled_charge(estimate, real, capacity)
+
     def _clips(self, reservation: RedisReservation) -> dict[str, int]:
         # Every bucket is booked for a reservation (rpm with 0 when the request is not counted).
         return dict(zip(self.bucket_names, reservation.clips, strict=False))
@@ -603,8 +639,10 @@ class RedisRateLimiter(RateLimiter):
         else:
             assert isinstance(reservation, RedisReservation)  # noqa: S101 -- _take checked
             deltas = {
-                "itpm": reservation.input_tokens - counted_input,
-                "otpm": reservation.output_tokens - usage.output_tokens,
+                "itpm": reservation.input_tokens
+                - self._remote_charge("itpm", reservation.input_tokens, counted_input),
+                "otpm": reservation.output_tokens
+                - self._remote_charge("otpm", reservation.output_tokens, usage.output_tokens),
             }
             if not self._adjust_remote(deltas, self._clips(reservation)):
                 with self._lock:

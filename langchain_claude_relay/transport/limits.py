@@ -9,12 +9,20 @@ cut with a typed error:
   line took it to 919 MiB);
 * ``max_stream_bytes``: a whole stream longer than this (an endless fast stream grew to 1.7 GB).
 
-``Deadline`` bounds a whole call -- every attempt, every wait between attempts, the body or the
-stream to its end -- ending in ``APITimeoutError``. The HTTP library's ``timeout`` only bounds
-each read, so a body trickling a byte every half second, or a stream that never ends, ran on
-for ever. Each attempt's own timeout is cut to what is left, the time is checked after every
-chunk, and a read still waiting when the deadline passes is ended: async reads are cancelled,
-sync ones have their socket shut down (``Deadline.iter_bytes``).
+``Deadline`` bounds a whole call -- every attempt, every wait between attempts, the answer's
+headers, the body or the stream to its end -- ending in ``APITimeoutError``. The HTTP library's
+``timeout`` only bounds each read, so a body trickling a byte every half second, headers
+trickling the same way, or a stream that never ends, ran on for ever. Each attempt's own timeout
+is cut to what is left, the time is checked after every chunk, and a read still waiting when the
+deadline passes is ended: async requests and reads are cancelled (``Deadline.within``), sync
+reads of a body have their socket shut down (``Deadline.iter_bytes``), and while a sync request
+is sent and its headers awaited (``Deadline.sending``), every socket read or write of the
+connection waits no longer than what is left (on the clients given ``response_cap_hooks``).
+
+Bytes are counted as they are decoded: a compressed answer (``content-encoding: gzip``...) is
+capped at what it unpacks to, not at what came over the wire (50 KiB of gzip unpacked to 50 MiB
+and took the process 450 MiB further). An error takes at most ``MAX_ERROR_BODY_CHARS`` of a body
+into its message (``error_body_head``).
 
 >>> chunks, forever = [b"data: 1\n\ndata:", b" 2\r\n"], Deadline(None)
 >>> list(iter_capped_lines(chunks, ResponseLimits(), forever))
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import heapq
 import importlib
@@ -37,9 +46,17 @@ import math
 import socket
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
 from langchain_claude_relay.errors import APIResponseError, APITimeoutError
@@ -48,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_STREAM_LINE_BYTES",
     "DEFAULT_MAX_STREAM_BYTES",
+    "MAX_ERROR_BODY_CHARS",
     "SDK_DEFAULT_TIMEOUT",
     "ResponseLimits",
     "Deadline",
@@ -59,7 +77,10 @@ __all__ = [
     "iter_capped_lines",
     "aiter_capped_lines",
     "response_cap_hooks",
+    "error_body_head",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 """A non-streamed answer longer than this is refused: 30x the longest Claude answer's JSON."""
@@ -75,6 +96,21 @@ lower the cap to bound that further."""
 
 SDK_DEFAULT_TIMEOUT = 600.0
 """The ``openai`` and ``anthropic`` SDKs' timeout per attempt when none is given (seconds)."""
+
+MAX_ERROR_BODY_CHARS = 8192
+"""Characters of a body an error looks at (its excerpt shows fewer): an error page of
+``max_response_bytes`` was whitespace-split and searched whole, several times its size."""
+
+_SHORTEST_WAIT = 0.001  # a socket timeout of 0 would make the socket non-blocking
+
+
+def error_body_head(text: str) -> str:
+    """The start of a body, as much as an error looks at (``MAX_ERROR_BODY_CHARS``).
+
+    >>> len(error_body_head("x" * 10**6))
+    8192
+    """
+    return text[:MAX_ERROR_BODY_CHARS]
 
 
 @dataclass(frozen=True)
@@ -148,6 +184,43 @@ class Deadline:
         if self._clock() >= self._ends:
             raise self.error()
 
+    def passed(self) -> bool:
+        """Whether the deadline has passed (within a millisecond: a socket timeout cut to it)."""
+        return self.remaining() <= _SHORTEST_WAIT
+
+    async def within(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``, cancelled at the deadline (an async request, headers included).
+
+        The HTTP library's read timeout starts again with every byte: a relay sending its
+        headers a byte at a time held an async call for as long as it liked.
+
+        Raises:
+            APITimeoutError: if the deadline passed first.
+        """
+        left = self.remaining()
+        if math.isinf(left):
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, left)
+        except asyncio.TimeoutError:
+            raise self.error() from None
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """While a sync request is sent and its headers awaited: no socket wait past the deadline.
+
+        Each read and write on a connection of a client with ``response_cap_hooks`` (the
+        clients this package builds) waits at most what is left (``_bound_connection``): a relay
+        sending its headers a byte at a time held a sync call for as long as it liked, each
+        byte starting the read timeout again. A timeout cut this way ends in ``APITimeoutError``
+        (the caller checks ``passed``). Other clients keep their own timeouts.
+        """
+        token = _CALL_DEADLINE.set(self)
+        try:
+            yield
+        finally:
+            _CALL_DEADLINE.reset(token)
+
     def attempt_timeout(self, timeout: float | None) -> float | None:
         """An attempt's timeout: ``timeout`` cut to what is left (``None``: the SDK's own)."""
         left = self.remaining()
@@ -198,6 +271,86 @@ def _socket_of(response: Any) -> Any:
     extra = getattr(stream, "get_extra_info", None)
     sock = extra("socket") if callable(extra) else None
     return sock if isinstance(sock, socket.socket) else None
+
+
+# ---------------------------------------------------------- sync requests within the deadline
+#
+# The HTTP library (httpcore) reads an answer's headers with a timeout per read, started again
+# after every byte. While ``Deadline.sending`` holds, the connections of our clients cut each
+# read's and write's timeout to what is left of the call. httpcore's ``trace`` request extension
+# (set by the request hook of ``response_cap_hooks``) hands over each network stream as it is
+# opened (``connect_tcp`` / ``start_tls``); its ``read`` and ``write`` are wrapped once, so a
+# kept-alive connection used again by a later call is bounded too. An HTTP/2 connection (shared
+# by concurrent requests) is left alone.
+
+_CALL_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "claude_relay_call_deadline", default=None
+)
+_NEW_STREAM_EVENTS = ("connect_tcp.complete", "connect_unix_socket.complete", "start_tls.complete")
+_BOUNDED_MARK = "_claude_relay_bounded"
+
+
+def _cut_to_call(timeout: float | None) -> float | None:
+    """A socket wait's ``timeout``, cut to what is left of the current call, if any."""
+    deadline = _CALL_DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline.remaining()
+    if math.isinf(left):
+        return timeout
+    left = max(left, _SHORTEST_WAIT)
+    return left if timeout is None else min(float(timeout), left)
+
+
+def _read_within_call(read: Callable[..., bytes], max_bytes: int, timeout: Any = None) -> bytes:
+    return read(max_bytes, timeout=_cut_to_call(timeout))
+
+
+def _write_within_call(write: Callable[..., None], buffer: bytes, timeout: Any = None) -> None:
+    write(buffer, timeout=_cut_to_call(timeout))
+
+
+def _bound_connection(stream: Any) -> None:
+    """Wrap a new sync network stream's ``read`` and ``write`` (see above); once."""
+    if stream is None or getattr(stream, _BOUNDED_MARK, False):
+        return
+    read, write = getattr(stream, "read", None), getattr(stream, "write", None)
+    extra = getattr(stream, "get_extra_info", None)
+    if not (callable(read) and callable(write) and callable(extra)):
+        return
+    ssl_object = extra("ssl_object")
+    alpn = getattr(ssl_object, "selected_alpn_protocol", None)
+    if callable(alpn) and alpn() == "h2":
+        return
+    with contextlib.suppress(AttributeError, TypeError):  # a stream with slots: left alone
+        stream.read = functools.partial(_read_within_call, read)
+        stream.write = functools.partial(_write_within_call, write)
+        setattr(stream, _BOUNDED_MARK, True)
+
+
+def _on_connection_event(name: str, info: Mapping[str, Any]) -> None:
+    """The ``trace`` callback httpcore calls: bound each network stream as it is opened."""
+    if name.endswith(_NEW_STREAM_EVENTS):
+        _bound_connection(info.get("return_value"))
+
+
+def _chained_trace(first: Callable[[str, Any], Any], name: str, info: Any) -> None:
+    first(name, info)
+    _on_connection_event(name, info)
+
+
+def _trace_connections(request: Any) -> None:
+    """A sync request hook: ask httpcore for the request's new network streams."""
+    extensions = getattr(request, "extensions", None)
+    if not isinstance(extensions, dict):
+        return
+    previous = extensions.get("trace")
+    if previous is None:
+        extensions["trace"] = _on_connection_event
+    elif previous is not _on_connection_event and not (
+        isinstance(previous, functools.partial) and previous.func is _chained_trace
+    ):
+        extensions["trace"] = functools.partial(_chained_trace, previous)
 
 
 class _Watch:
@@ -426,7 +579,8 @@ async def aiter_capped_lines(
 #
 # The SDK reads an error answer's body itself (for its message) before we see it; on the clients
 # this package builds, a response hook caps that read too: the response's byte stream is
-# replaced by one that refuses to go past the cap.
+# replaced by one that refuses to go past the cap, and, for a compressed answer, its decoder by
+# one that counts what it unpacks (the SDK reads the decoded body whole).
 
 
 @functools.cache
@@ -466,6 +620,56 @@ def _capped_stream_class(library: str, is_async: bool) -> type:
     return CappedStream
 
 
+class _CappedDecoder:
+    """A content decoder (gzip, deflate, br, zstd) that refuses to unpack past a cap.
+
+    Wraps the HTTP library's own: ``httpx2`` decoders yield pieces (of at most 1 MiB), older
+    ``httpx`` ones return bytes; both are counted as they come out.
+    """
+
+    def __init__(self, inner: Any, limit: int, setting: str) -> None:
+        self._inner, self._limit, self._setting = inner, limit, setting
+        self._total = 0
+
+    def _count(self, piece: bytes) -> bytes:
+        self._total += len(piece)
+        if self._total > self._limit:
+            raise _too_long("sent an answer", self._setting, self._limit)
+        return piece
+
+    def _counted(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            yield self._count(piece)
+
+    def decode(self, data: bytes) -> Any:
+        out = self._inner.decode(data)
+        return self._count(out) if isinstance(out, bytes) else self._counted(out)
+
+    def flush(self) -> Any:
+        out = self._inner.flush()
+        return self._count(out) if isinstance(out, bytes) else self._counted(out)
+
+
+def _cap_decoded(response: Any, limit: int, setting: str) -> None:
+    """Count a compressed response's body as it is unpacked, not as it came over the wire.
+
+    The HTTP library builds its decoder once per response (``_get_content_decoder``, kept in
+    ``_decoder``), from the ``content-encoding`` header: it is wrapped before the body is read.
+    Without that method (another HTTP library) only the wire bytes are capped.
+    """
+    encodings = [e for e in response.headers.get("content-encoding", "").split(",") if e.strip()]
+    if all(e.strip().lower() == "identity" for e in encodings):
+        return
+    get_decoder = getattr(response, "_get_content_decoder", None)
+    if not callable(get_decoder):
+        return
+    try:
+        decoder = get_decoder()
+    except Exception:  # e.g. too many encodings: the read reports it
+        return
+    response._decoder = _CappedDecoder(decoder, limit, setting)
+
+
 def _cap_response(response: Any, limits: ResponseLimits, is_async: bool) -> None:
     content_type = str(response.headers.get("content-type", ""))
     if "event-stream" in content_type or "eventstream" in content_type:
@@ -474,6 +678,7 @@ def _cap_response(response: Any, limits: ResponseLimits, is_async: bool) -> None
         limit, setting = limits.max_response_bytes, "max_response_bytes"
     library = type(response).__module__.partition(".")[0]
     response.stream = _capped_stream_class(library, is_async)(response.stream, limit, setting)
+    _cap_decoded(response, limit, setting)
 
 
 def response_cap_hooks(
@@ -484,8 +689,10 @@ def response_cap_hooks(
     The clients this package builds have them. Give them to a client of your own (a proxy, a
     custom TLS setup) that you pass as ``http_client``: the package reads answers through its
     caps whatever the client, but the SDK reads an error answer's body itself, and on a client
-    without these hooks that read is not capped. (Nothing is added to your client behind your
-    back: it may serve other APIs, with other sizes.)
+    without these hooks that read is not capped. On a sync client they also let the call's
+    deadline bound the wait for an answer's headers (``Deadline.sending``); async calls are
+    bounded whatever the client. (Nothing is added to your client behind your back: it may
+    serve other APIs, with other sizes.)
 
     Args:
         limits: the caps (default: ``ResponseLimits()``, the chat model's defaults; pass the
@@ -507,4 +714,4 @@ def response_cap_hooks(
     def cap(response: Any) -> None:
         _cap_response(response, limits, is_async=False)
 
-    return {"response": [cap]}
+    return {"request": [_trace_connections], "response": [cap]}

@@ -16,9 +16,10 @@ payload is already the wire body (rendered by ``wire``), so it goes through the 
 ``post`` as it is, without the SDK's request transformation.
 
 What a relay may do to us is bounded (``transport.limits``): every answer is read as a stream
-and capped in bytes (``ResponseLimits``; a stream's lines too), and the whole call -- attempts,
-waits, the body or stream to its end -- has a deadline (``call_timeout``, derived by default
-from ``timeout`` and the retries), past which it ends in ``APITimeoutError``. Redirects are not
+and capped in bytes as it is decoded (``ResponseLimits``; a stream's lines too), and the whole
+call -- attempts, waits, the answer's headers, the body or stream to its end -- has a deadline
+(``call_timeout``, derived by default from ``timeout`` and the retries), past which it ends in
+``APITimeoutError``. Redirects are not
 followed: a ``3xx`` is an ``APIStatusError`` naming where it pointed (following it would send
 the key's headers -- ``x-api-key``, ``api-key`` -- to another address, which the HTTP library
 strips only for ``Authorization``).
@@ -47,6 +48,7 @@ from pydantic import SecretStr
 from langchain_claude_relay.errors import (
     ERROR_TYPE_STATUS,
     APIResponseError,
+    APITimeoutError,
     ClaudeRelayError,
     RequestValidationError,
     make_status_error,
@@ -69,6 +71,7 @@ from langchain_claude_relay.transport.limits import (
     aread_capped,
     capped_chunks,
     derived_call_timeout,
+    error_body_head,
     iter_capped_lines,
     read_capped,
 )
@@ -121,7 +124,7 @@ def _raw_response(http: Any, text: str) -> RawResponse:
 def _not_an_event_stream(response: Any, content_type: str, text: str) -> APIResponseError:
     """The error for a streaming request answered with something else (``text``: its body)."""
     msg = f"relay answered {content_type or 'no content type'} to a streaming request"
-    return APIResponseError(msg, status_code=response.status_code, body=text)
+    return APIResponseError(msg, status_code=response.status_code, body=error_body_head(text))
 
 
 def _decode_body(text: str, status_code: int) -> Any:
@@ -132,7 +135,8 @@ def _decode_body(text: str, status_code: int) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         msg = "relay answered a body that is not JSON (an HTML error page?)"
-        raise APIResponseError(msg, status_code=status_code, body=text) from None
+        body = error_body_head(text)
+        raise APIResponseError(msg, status_code=status_code, body=body) from None
 
 
 # The SDK's own HTTP library (httpx2 in openai 3.x and anthropic 2.x, httpx before): asking its
@@ -276,8 +280,14 @@ class RelayTransport:
 
         The base URL's credentials are its userinfo and query values. Values (and tokens)
         shorter than ``_MIN_SCRUBBED_SECRET`` are left out, so that scrubbing does not mangle
-        messages.
+        messages. Found once (``_secret_list``): the settings are fixed once the transport is
+        built (the chat model builds a new one for new settings), and every stream line is
+        scrubbed with them.
         """
+        return list(self._secret_list)
+
+    @cached_property
+    def _secret_list(self) -> tuple[str, ...]:
         extra = [v.get_secret_value() for v in self._options.values() if isinstance(v, SecretStr)]
         for value in self._secret_headers.values():
             revealed = value.get_secret_value()
@@ -286,7 +296,12 @@ class RelayTransport:
             extra += url_credentials(self.base_url)
         long_enough = [s for s in extra if len(s) >= _MIN_SCRUBBED_SECRET]
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
-        return [s for s in dict.fromkeys([key, *long_enough]) if s]
+        return tuple(s for s in dict.fromkeys([key, *long_enough]) if s)
+
+    @cached_property
+    def _scrubbed_secrets(self) -> tuple[str, ...]:
+        """The secrets ``_scrub_text`` replaces (long enough not to mangle answers)."""
+        return tuple(s for s in self._secret_list if len(s) >= _MIN_SCRUBBED_SECRET)
 
     def _build_client(self, *, is_async: bool) -> Any:
         return build_sdk_client(
@@ -316,15 +331,19 @@ class RelayTransport:
         """The base URL requests go to (the SDK's default when none was given)."""
         return self.base_url or str(self.client.base_url)
 
-    def _failure(self, exc: BaseException) -> _Failure:
+    def _failure(self, exc: BaseException, deadline: Deadline | None = None) -> _Failure:
         """The typed, scrubbed error for ``exc``, and the cause to chain it to.
 
         Callers raise it outside their ``except`` block, so that no implicit ``__context__``
         is kept: the SDK's own exception is chained as the cause only when nothing in its chain
-        holds the key (the SDK puts error bodies, which may echo the key, in its messages).
+        holds the key (the SDK puts error bodies, which may echo the key, in its messages). A
+        timeout once the call's ``deadline`` has passed (a socket wait cut to it) is the
+        deadline's error.
         """
-        secrets = self._secrets()
+        secrets = self._secret_list
         error = translate_sdk_error(exc, secret=secrets[0] if secrets else None)
+        if deadline is not None and isinstance(error, APITimeoutError) and deadline.passed():
+            error = deadline.error()
         for other in secrets[1:]:
             scrub_error(error, other)
         cause = exc.__cause__ if error is exc else exc
@@ -334,8 +353,8 @@ class RelayTransport:
 
     def _scrub_text(self, text: str) -> str:
         """An answer's text with the key replaced by ``***`` (a relay may echo it)."""
-        for secret in self._secrets():
-            if len(secret) >= _MIN_SCRUBBED_SECRET and secret in text:
+        for secret in self._scrubbed_secrets:
+            if secret in text:
                 text = text.replace(secret, REDACTED)
         return text
 
@@ -376,21 +395,22 @@ class RelayTransport:
             client = self.client
             options = self._request_options(deadline)
             cast_to = _http_response_class(client)
-            http = (  # stream: read here, capped and against the deadline
-                client.get(path, cast_to=cast_to, stream=True, options=options)
-                if payload is None
-                else client.post(
-                    path or self.spec.path,
-                    body=dict(payload),
-                    cast_to=cast_to,
-                    stream=True,
-                    options=options,
+            with deadline.sending():  # the headers, too, within the deadline
+                http = (  # stream: read here, capped and against the deadline
+                    client.get(path, cast_to=cast_to, stream=True, options=options)
+                    if payload is None
+                    else client.post(
+                        path or self.spec.path,
+                        body=dict(payload),
+                        cast_to=cast_to,
+                        stream=True,
+                        options=options,
+                    )
                 )
-            )
             body = read_capped(deadline.iter_bytes(http), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
-            failure = self._failure(exc)
+            failure = self._failure(exc, deadline)
         finally:
             if http is not None:
                 http.close()
@@ -414,17 +434,19 @@ class RelayTransport:
         http: Any = None
         try:
             client = self.async_client
-            http = await client.post(
-                path or self.spec.path,
-                body=dict(payload),
-                cast_to=_http_response_class(client),
-                stream=True,
-                options=self._request_options(deadline),
+            http = await deadline.within(  # the headers, too, within the deadline
+                client.post(
+                    path or self.spec.path,
+                    body=dict(payload),
+                    cast_to=_http_response_class(client),
+                    stream=True,
+                    options=self._request_options(deadline),
+                )
             )
             body = await aread_capped(http.aiter_bytes(), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
-            failure = self._failure(exc)
+            failure = self._failure(exc, deadline)
         finally:
             if http is not None:
                 await http.aclose()
@@ -554,15 +576,17 @@ class RelayTransport:
         failure: _Failure | None = None
         try:
             client = self.client
-            response = client.post(
-                self.spec.path,
-                body=dict(payload),
-                cast_to=_http_response_class(client),
-                stream=True,
-                options=self._request_options(deadline),
-            )
+            options = self._request_options(deadline)
+            with deadline.sending():  # the headers, too, within the deadline
+                response = client.post(
+                    self.spec.path,
+                    body=dict(payload),
+                    cast_to=_http_response_class(client),
+                    stream=True,
+                    options=options,
+                )
         except Exception as exc:
-            failure = self._failure(exc)
+            failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
         try:
@@ -575,7 +599,7 @@ class RelayTransport:
             events = self._events(response, deadline)
             first = next(events, _END)
         except Exception as exc:
-            failure = self._failure(exc)
+            failure = self._failure(exc, deadline)
         if failure is not None:
             response.close()
             raise failure.error from failure.cause
@@ -615,15 +639,17 @@ class RelayTransport:
         failure: _Failure | None = None
         try:
             client = self.async_client
-            response = await client.post(
-                self.spec.path,
-                body=dict(payload),
-                cast_to=_http_response_class(client),
-                stream=True,
-                options=self._request_options(deadline),
+            response = await deadline.within(  # the headers, too, within the deadline
+                client.post(
+                    self.spec.path,
+                    body=dict(payload),
+                    cast_to=_http_response_class(client),
+                    stream=True,
+                    options=self._request_options(deadline),
+                )
             )
         except Exception as exc:
-            failure = self._failure(exc)
+            failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
         try:
@@ -636,7 +662,7 @@ class RelayTransport:
             events = self._aevents(response, deadline)
             first = await anext(events, _END)
         except Exception as exc:
-            failure = self._failure(exc)
+            failure = self._failure(exc, deadline)
         if failure is not None:
             await response.aclose()
             raise failure.error from failure.cause

@@ -1,4 +1,11 @@
-"""SDK and HTTP-library exceptions -> the package's typed errors (``errors``), the key scrubbed."""
+"""SDK and HTTP-library exceptions -> the package's typed errors (``errors``), the key scrubbed.
+
+What the relay did becomes an ``APIStatusError``, ``APIConnectionError`` or ``APIResponseError``
+(retried). What failed in this process -- a setting the HTTP library cannot send (a header
+value with a newline or a non-ASCII character), an exception that comes from neither the SDK nor
+the HTTP library -- is a ``RequestValidationError``: no relay saw it, and another attempt would
+fail the same way.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,25 @@ from typing import Any
 import openai
 
 from langchain_claude_relay.errors import (
+    BODY_EXCERPT_CHARS,
     APIConnectionError,
     APIResponseError,
     APITimeoutError,
     ClaudeRelayError,
+    RequestValidationError,
     make_status_error,
     redact,
 )
 from langchain_claude_relay.transport.checks import redact_url, scrub_error
+from langchain_claude_relay.transport.limits import error_body_head
 from langchain_claude_relay.transport.retry import parse_retry_after
 
 __all__ = ["translate_sdk_error"]
+
+# The modules whose exceptions are about the connection or the relay's answer.
+_HTTP_LIBRARIES = frozenset(
+    {"httpx", "httpx2", "httpcore", "httpcore2", "h11", "h2", "anyio", "ssl", "socket", "zlib"}
+)
 
 
 def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> ClaudeRelayError:
@@ -45,6 +60,13 @@ def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+def _local_failure(exc: BaseException, secret: str | None) -> RequestValidationError:
+    """The error for a call that failed in this process, not at the relay (not retried)."""
+    detail = str(exc)[:BODY_EXCERPT_CHARS]
+    text = f"the call failed in this process, not at the relay: {type(exc).__name__}: {detail}"
+    return RequestValidationError(redact(text, secret))
+
+
 def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
     if isinstance(exc, ClaudeRelayError):
         return exc
@@ -52,6 +74,8 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
         return APITimeoutError()
     if isinstance(exc, _sdk_errors("APIConnectionError")):
         cause = exc.__cause__ or exc
+        if type(cause).__name__ == "LocalProtocolError":  # e.g. a header value with a newline
+            return _local_failure(cause, secret)
         text = f"cannot reach the relay: {type(cause).__name__}: {cause}"
         return APIConnectionError(redact(text, secret))
     if isinstance(exc, _sdk_errors("APIStatusError")):
@@ -64,6 +88,7 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
             body = getattr(exc, "body", None)
         if not isinstance(body, str):
             body = json.dumps(body, default=str) if body is not None else ""
+        body = error_body_head(body)
         location = headers.get("location")
         if 300 <= status_code < 400 and location:
             body = f"Location: {redact_url(str(location))} {body}".strip()
@@ -76,6 +101,8 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
             retry_after=parse_retry_after(headers),
         )
     name = type(exc).__name__
+    if name == "LocalProtocolError":
+        return _local_failure(exc, secret)
     if "Timeout" in name:
         return APITimeoutError(f"Request timed out ({name}).")
     if isinstance(exc, OSError) or name.endswith(
@@ -83,4 +110,7 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
     ):
         text = f"the connection to the relay broke: {name}: {exc}"
         return APIConnectionError(redact(text, secret))
-    return APIResponseError(f"unexpected failure while reading the relay's answer: {name}")
+    relay_side = isinstance(exc, _sdk_errors("APIError"))  # e.g. a response that fails checks
+    if relay_side or type(exc).__module__.partition(".")[0] in _HTTP_LIBRARIES:  # a bad gzip
+        return APIResponseError(f"unexpected failure while reading the relay's answer: {name}")
+    return _local_failure(exc, secret)

@@ -555,3 +555,55 @@ def test_cli_probe_reports_an_unreachable_relay(
     assert "APIConnectionError" in err
     assert SECRET not in out + err
     assert not (state_dir / CAPABILITIES_FILE).exists()
+
+
+# ------------------------------------------------------------- published prices are untrusted
+
+HUGE_INTEGER = 10**400  # float() of it overflows
+
+
+@pytest.mark.parametrize(
+    "price",
+    [HUGE_INTEGER, -HUGE_INTEGER, "1e400", "-1", "nan", "inf", "9" * 400, "abc", [1], None],
+    ids=["10**400", "-10**400", "1e400", "-1", "nan", "inf", "400 nines", "abc", "list", "None"],
+)
+def test_a_published_price_that_is_not_a_plausible_number_is_no_price(price: Any) -> None:
+    from langchain_claude_relay.capabilities import relay_prices
+
+    body = {
+        "data": [
+            {
+                "id": "anthropic/claude-sonnet-4.5",
+                "pricing": {"prompt": price, "completion": "1e-6"},
+            },
+            {"id": "anthropic/claude-opus-4.1", "pricing": {"prompt": "1e-5", "completion": price}},
+            {
+                "id": "anthropic/claude-haiku-4.5",
+                "pricing": {"prompt": "1e-6", "completion": "5e-6"},
+            },
+        ]
+    }
+    assert [p.model_id for p in relay_prices(body)] == ["anthropic/claude-haiku-4.5"]
+
+
+def test_the_probe_survives_a_catalogue_with_an_overflowing_price(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from langchain_claude_relay.transport.relay import RawResponse, RelayTransport
+
+    catalogue = {
+        "data": [
+            {"id": "anthropic/claude-sonnet-4.5", "pricing": {"prompt": HUGE_INTEGER}},
+            {
+                "id": "anthropic/claude-haiku-4.5",
+                "pricing": {"prompt": "1e-6", "completion": "5e-6"},
+            },
+        ]
+    }
+    monkeypatch.setattr(RelayTransport, "list_models", lambda self: RawResponse(catalogue, 200, {}))
+    with RelayEmulator() as emu:
+        caps = probe_relay(relay(emu), clock=lambda: PROBED_AT)
+        emu.reset()
+        async_caps = asyncio.run(aprobe_relay(relay(emu), clock=lambda: PROBED_AT))
+    assert [p.model_id for p in caps.prices] == ["anthropic/claude-haiku-4.5"]
+    assert async_caps.prices == caps.prices

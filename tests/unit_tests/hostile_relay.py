@@ -15,6 +15,12 @@ Paths (the part before ``/v1``):
 * ``endless-fast``: an event stream of valid chunks, as fast as the socket takes them, for ever.
 * ``endless-slow``: one valid chunk every 0.2 s, for ever.
 * ``trickle``: a 200 OK JSON body, one byte every 0.5 s.
+* ``trickle-headers``: the status line, then one byte of a header every 0.5 s (for 30 s).
+* ``trickle-headers-later``: a valid answer first, then, on the same kept-alive connection,
+  the answer to the next request as ``trickle-headers``.
+* ``gzip-error`` / ``gzip-json`` / ``gzip-stream``: a 500 error page, a 200 JSON body, an event
+  stream, each ``content-encoding: gzip``, 50 KiB on the wire that unpack to ``GZIP_BIG`` bytes.
+* ``absurd-usage``: a valid chat completion whose usage reports ``10**12`` tokens each way.
 * ``redirect``: 307 to ``redirect_to`` (another server's origin), path ``/ok/...``.
 
 As a proxy (``HTTP_PROXY=http://127.0.0.1:PORT``) it records what it is sent and answers 502.
@@ -22,6 +28,8 @@ As a proxy (``HTTP_PROXY=http://127.0.0.1:PORT``) it records what it is sent and
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import threading
 import time
@@ -29,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 BIG = 200 * 2**20
+GZIP_BIG = 50 * 2**20
 
 _CHUNK = {
     "id": "c1",
@@ -48,6 +57,17 @@ _COMPLETION = json.dumps(
         "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
     }
 ).encode()
+
+
+_ABSURD = json.loads(_COMPLETION)
+_ABSURD["usage"] = {"prompt_tokens": 10**12, "completion_tokens": 10**12}
+_ABSURD_COMPLETION = json.dumps(_ABSURD).encode()
+
+
+@functools.cache
+def _gzip_bomb(head: bytes, unit: bytes, tail: bytes = b"") -> bytes:
+    """``head``, ``unit`` repeated to ``GZIP_BIG`` bytes, ``tail``: gzip-compressed (~50 KiB)."""
+    return gzip.compress(head + unit * (GZIP_BIG // len(unit)) + tail, 9)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -158,6 +178,45 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(bytes([byte]))
             self.wfile.flush()
             time.sleep(0.5)
+
+    def _trickle_headers(self) -> None:
+        self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+        self.wfile.flush()
+        for _ in range(60):  # 30 s at most, then the server gives up on its own
+            if self.server.relay.stopping.is_set():
+                break
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.5)
+        self.close_connection = True
+
+    def _trickle_headers_later(self) -> None:
+        served = getattr(self, "served", 0)
+        self.served = served + 1
+        if served == 0:
+            self._ok()
+        else:
+            self._trickle_headers()
+
+    def _send_gzip(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _gzip_error(self) -> None:
+        self._send_gzip(500, _gzip_bomb(b"<html>", b" "), "text/html")
+
+    def _gzip_json(self) -> None:
+        self._send_gzip(200, _gzip_bomb(b'"', b"a", b'"'), "application/json")
+
+    def _gzip_stream(self) -> None:
+        self._send_gzip(200, _gzip_bomb(b"", _EVENT), "text/event-stream")
+
+    def _absurd_usage(self) -> None:
+        self._send(200, _ABSURD_COMPLETION, "application/json")
 
     def _stall(self) -> None:
         """The answer's first 8 bytes, one every 0.3 s, then silence (a relay that hangs)."""

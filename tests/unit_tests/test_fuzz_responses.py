@@ -376,7 +376,9 @@ def test_stream_on_fuzzed_events_raises_only_typed_errors(
     try:
         chunks = list(LLM.stream("hi"))
     except ClaudeRelayError:
-        assert len(LEDGER) == before
+        # it began (the relay answered 200): billed, so recorded once, from its usage if any
+        # came, else from its plan (estimated)
+        assert len(LEDGER) <= before + 1
         return
     assert done or not events or garbage, "a stream without [DONE] must fail"
     full = chunks[0]

@@ -425,3 +425,166 @@ def test_the_deadline_watchdog_cuts_only_what_is_still_armed_and_stays_small() -
     finally:
         left.close()
         right.close()
+
+
+# ------------------------------------------------------- compressed answers: counted unpacked
+
+
+def test_a_compressed_error_page_is_capped_at_what_it_unpacks_to(hostile: HostileRelay) -> None:
+    # 50 KiB of gzip on the wire, 50 MiB unpacked: the SDK read it whole (+450 MiB peak).
+    llm = llm_for(hostile.url("gzip-error"), max_response_bytes=2**20)
+    with pytest.raises(APIResponseError, match="max_response_bytes"):
+        llm.invoke("hi")
+    with pytest.raises(APIResponseError, match="max_response_bytes"):
+        list(llm.stream("hi"))
+    with pytest.raises(APIResponseError, match="max_response_bytes"):
+        asyncio.run(llm.ainvoke("hi"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "stream"),
+    [("gzip-json", "max_response_bytes", False), ("gzip-stream", "max_stream_bytes", True)],
+)
+def test_a_compressed_answer_is_capped_at_what_it_unpacks_to(
+    hostile: HostileRelay, kind: str, setting: str, stream: bool
+) -> None:
+    llm = llm_for(hostile.url(kind), **{setting: 2**20})
+
+    async def acall() -> None:
+        if stream:
+            async for _ in llm.astream("hi"):
+                pass
+        else:
+            await llm.ainvoke("hi")
+
+    with pytest.raises(APIResponseError, match=setting):
+        list(llm.stream("hi")) if stream else llm.invoke("hi")
+    with pytest.raises(APIResponseError, match=setting):
+        asyncio.run(acall())
+
+
+def test_an_error_looks_at_the_start_of_a_body_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body of ``max_response_bytes`` was whitespace-split and searched whole for the excerpt."""
+    import httpx2
+    import openai
+
+    from langchain_claude_relay import errors
+    from langchain_claude_relay.transport.limits import MAX_ERROR_BODY_CHARS
+    from langchain_claude_relay.transport.translate import translate_sdk_error
+
+    seen: list[int] = []
+    real_excerpt = errors.excerpt
+
+    def recording_excerpt(body: Any, limit: int = errors.BODY_EXCERPT_CHARS) -> str:
+        seen.append(len(str(body)))
+        return real_excerpt(body, limit)
+
+    monkeypatch.setattr(errors, "excerpt", recording_excerpt)
+    request = httpx2.Request("POST", "https://relay.example/v1/chat/completions")
+    response = httpx2.Response(500, text="a " * 2**20, request=request)
+    sdk_error = openai.InternalServerError("Error code: 500", response=response, body=None)
+    error = translate_sdk_error(sdk_error, secret=KEY)
+    assert isinstance(error, APIStatusError)
+    assert error.status_code == 500
+    assert error.body_excerpt.startswith("a a a")
+    assert seen
+    assert max(seen) <= MAX_ERROR_BODY_CHARS
+
+
+# -------------------------------------------------- row 7: the deadline covers the headers too
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("way", ["invoke", "stream", "ainvoke", "astream"])
+def test_headers_trickling_end_at_the_deadline(hostile: HostileRelay, way: str) -> None:
+    # The status line, then a header byte every 0.5 s: each byte started the read timeout
+    # again, and a call with call_timeout=2 took 31.5 s.
+    llm = llm_for(hostile.url("trickle-headers"), timeout=30, call_timeout=2)
+
+    async def acall() -> None:
+        if way == "ainvoke":
+            await llm.ainvoke("hi")
+        else:
+            async for _ in llm.astream("hi"):
+                pass
+
+    def call() -> None:
+        if way == "invoke":
+            llm.invoke("hi")
+        elif way == "stream":
+            list(llm.stream("hi"))
+        else:
+            asyncio.run(acall())
+
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError, match="deadline"):
+        call()
+    assert time.monotonic() - started < 6.0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stream", [False, True])
+def test_headers_trickling_on_a_kept_alive_connection_end_at_the_deadline(
+    hostile: HostileRelay, stream: bool
+) -> None:
+    # The connection was opened by an earlier call that went well: no new socket to watch.
+    llm = llm_for(hostile.url("trickle-headers-later"), timeout=30, call_timeout=2)
+    assert llm.invoke("hi").content == "hi"
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError, match="deadline"):
+        list(llm.stream("hi")) if stream else llm.invoke("hi")
+    assert time.monotonic() - started < 6.0
+    assert len(hostile.seen) == 2  # the second call was sent on the same connection
+
+    async def twice() -> None:
+        assert (await llm.ainvoke("hi")).content == "hi"
+        await llm.ainvoke("hi")
+
+    with pytest.raises(APITimeoutError, match="deadline"):
+        asyncio.run(twice())
+
+
+# --------------------------------------------------------------- secrets found once, not per line
+
+
+def test_the_secrets_are_found_once_per_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_claude_relay.transport import relay as relay_module
+    from langchain_claude_relay.transport.relay import RelayTransport
+
+    calls: list[str] = []
+    real = relay_module.url_credentials
+
+    def counting(url: str) -> list[str]:
+        calls.append(url)
+        return real(url)
+
+    monkeypatch.setattr(relay_module, "url_credentials", counting)
+    transport = RelayTransport(
+        base_url=f"https://relay.example/v1?key={URL_QUERY}", api_key=SecretStr(KEY)
+    )
+    line = f'data: {{"echo": "{KEY} {URL_QUERY}"}}'
+    scrubbed = [transport._scrub_text(line) for _ in range(100)]
+    assert KEY not in scrubbed[-1]
+    assert URL_QUERY not in scrubbed[-1]
+    assert len(calls) <= 1  # not once per stream line
+
+
+# ------------------------------------------------------------ local failures are not retried
+
+
+@pytest.mark.parametrize("header", ["\u00e9t\u00e9", "a\nb"])
+def test_a_request_that_cannot_be_sent_is_not_retried(
+    hostile: HostileRelay, monkeypatch: pytest.MonkeyPatch, header: str
+) -> None:
+    from langchain_claude_relay.transport.relay import RelayTransport
+
+    retries: list[int] = []
+    monkeypatch.setattr(
+        RelayTransport, "_on_retry", staticmethod(lambda attempt, *_: retries.append(attempt))
+    )
+    llm = llm_for(hostile.url("ok"), max_retries=2, default_headers={"x-team": header})
+    with pytest.raises(RequestValidationError, match="in this process") as caught:
+        llm.invoke("hi")
+    assert retries == []
+    assert hostile.seen == []
+    assert KEY not in texts_of(caught.value)

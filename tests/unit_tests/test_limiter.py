@@ -142,11 +142,19 @@ SCENARIOS: dict[str, tuple[RateLimits, list[Any]]] = {
         ],
     ),
     "itpm: cache reads count for haiku 3.5": (
-        RateLimits(itpm=6_000),
+        RateLimits(itpm=60_000),  # 1,000 tokens/s
         [
             Acquire(6_000),
             Settle(0, usage(input=100, read=50_000, write=900), model=HAIKU_35),  # 51,000
-            Acquire(1, wait=45_001 / 100),
+            Acquire(10_000, wait=1.0),  # 9,000 left
+        ],
+    ),
+    "settle charges at most one capacity beyond the estimate (relay usage is untrusted)": (
+        RateLimits(itpm=6_000, otpm=600),
+        [
+            Acquire(1_000, 100),
+            Settle(0, usage(input=10**12, output=10**12)),  # charged 7,000 and 700
+            Acquire(1, wait=10.01),  # 1,000 in debt at 100 tokens/s, not 10**10 s
         ],
     ),
     "settle refunds an over-estimate (input and output)": (
@@ -168,7 +176,7 @@ SCENARIOS: dict[str, tuple[RateLimits, list[Any]]] = {
     ),
     "settle charges output beyond the estimate": (
         RateLimits(otpm=600),
-        [Acquire(0, 100), Settle(0, usage(output=1_100)), Acquire(0, 10, wait=51.0)],
+        [Acquire(0, 100), Settle(0, usage(output=700)), Acquire(0, 10, wait=11.0)],
     ),
     "a refund never credits what the cap has absorbed since": (
         RateLimits(otpm=600),  # 10 tokens/s
@@ -561,10 +569,16 @@ def test_settle_leaves_the_buckets_as_if_the_real_amount_was_booked(
     estimated = fake_a.limiter(itpm=capacity, otpm=capacity)
     exact = fake_b.limiter(itpm=capacity, otpm=capacity)
     estimated.settle(estimated.acquire(estimate, estimate), real_usage, model)
-    exact.acquire(counted, real)
+    charged = buckets_module.settled_charge  # at most one capacity beyond the estimate
+    exact.acquire(charged(estimate, counted, capacity), charged(estimate, real, capacity))
     assert estimated.acquire(probe, probe).waited == pytest.approx(
         exact.acquire(probe, probe).waited, abs=1e-6
     )
+
+
+def charged(estimate: float, real: float, limit: float | None) -> float:
+    """What settling charges a bucket: at most one capacity beyond the estimate."""
+    return real if limit is None else buckets_module.settled_charge(estimate, real, limit)
 
 
 def oracle_level(
@@ -625,7 +639,12 @@ def test_buckets_equal_a_server_replay_of_the_final_amounts(
             else:
                 real = usage(input=op[2], read=op[3], output=op[4])
                 limiter.settle(reservation, real, op[5])
-                amounts.update(itpm=counted_input_tokens(real, op[5]), otpm=op[4])
+                amounts.update(
+                    itpm=charged(
+                        reservation.input_tokens, counted_input_tokens(real, op[5]), limits.itpm
+                    ),
+                    otpm=charged(reservation.output_tokens, op[4], limits.otpm),
+                )
         available = limiter.available()
         for name in ("rpm", "itpm", "otpm"):
             limit = getattr(limits, name)
