@@ -1129,12 +1129,18 @@ def _ttl_name(seconds: float) -> CacheTTL:
 
 
 def _bounds_from_json(raw: Mapping[str, Any]) -> MinimumBounds:
-    """A stored ``m:`` record (``-1``: bound not known yet)."""
-    above, at_most = raw.get("above", -1.0), raw.get("at_most", -1.0)
-    return MinimumBounds(
-        float(above) if isinstance(above, (int, float)) and above >= 0 else None,
-        float(at_most) if isinstance(at_most, (int, float)) and at_most >= 0 else None,
-    )
+    """A stored ``m:`` record (``-1``: bound not known yet; anything else unusable: unknown).
+
+    >>> _bounds_from_json({"above": float("inf"), "at_most": 2048})
+    MinimumBounds(above=None, at_most=2048.0)
+    """
+    return MinimumBounds(_bound(raw.get("above")), _bound(raw.get("at_most")))
+
+
+def _bound(value: Any) -> float | None:
+    """A stored token bound, if it is one: a finite number from 0 to a million."""
+    usable = type(value) in (int, float) and math.isfinite(value) and 0 <= value <= 1e6
+    return float(value) if usable else None
 
 
 def _bounds_to_json(bounds: MinimumBounds) -> dict[str, float]:
