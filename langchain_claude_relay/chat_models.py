@@ -540,6 +540,16 @@ class ChatClaudeRelay(BaseChatModel):
             if secret:
                 self.default_headers = plain
                 self.secret_headers = {**secret, **self.secret_headers}
+        values = {**(self.default_headers or {}), **self.secret_headers}
+        for name, value in values.items():
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            sendable = isinstance(text, str) and all(" " <= ch <= "~" or ch == "\t" for ch in text)
+            if not sendable:
+                msg = (  # the value is never shown: it may be a credential
+                    f"header {name!r} has a value HTTP headers cannot carry (not text, or a "
+                    "control or non-ASCII character, e.g. a newline read from a file): strip it"
+                )
+                raise ValueError(msg)
         return self
 
     @field_validator("rate_limits", mode="before")

@@ -61,9 +61,20 @@ def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
 
 
 def _local_failure(exc: BaseException, secret: str | None) -> RequestValidationError:
-    """The error for a call that failed in this process, not at the relay (not retried)."""
+    """The error for a call that failed in this process, not at the relay (not retried).
+
+    The HTTP library's protocol error is not quoted: it prints the offending header value as
+    bytes, with a newline printed as backslash-n: a form no scrubbing of the raw secret matches.
+    """
+    name = type(exc).__name__
+    if name == "LocalProtocolError":
+        text = (
+            f"the request could not be sent ({name}): a header value, most likely the key or "
+            "one of default_headers, holds a character HTTP headers cannot carry (a newline?)"
+        )
+        return RequestValidationError(text)
     detail = str(exc)[:BODY_EXCERPT_CHARS]
-    text = f"the call failed in this process, not at the relay: {type(exc).__name__}: {detail}"
+    text = f"the call failed in this process, not at the relay: {name}: {detail}"
     return RequestValidationError(redact(text, secret))
 
 

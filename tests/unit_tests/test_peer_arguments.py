@@ -203,3 +203,16 @@ def test_a_test_key_too_short_to_be_real_leaves_error_messages_readable(make_llm
         make_llm(api_key="k", max_retries=0).invoke("hi")
     assert "Unknown key" in str(info.value)
     assert "***" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Api-Key": "supersecret\nvalue"}, {"X-Team": "caf\u00e9"}],
+    ids=["newline in a credential", "non-ASCII"],
+)
+def test_a_header_value_http_cannot_carry_is_refused_without_showing_it(
+    headers: dict[str, Any],
+) -> None:
+    with pytest.raises(ValidationError, match="has a value HTTP headers cannot carry") as info:
+        ChatClaudeRelay(**BASE, default_headers=headers)
+    assert "supersecret" not in str(info.value)

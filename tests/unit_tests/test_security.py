@@ -32,7 +32,11 @@ from langchain_core.runnables import ConfigurableField
 
 from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.emulator import RelayEmulator
-from langchain_claude_relay.errors import ClaudeRelayError, InsecureTransportWarning
+from langchain_claude_relay.errors import (
+    ClaudeRelayError,
+    InsecureTransportWarning,
+    RequestValidationError,
+)
 from langchain_claude_relay.ledger import DiskLedger, MemoryLedger
 from langchain_claude_relay.store import DiskStore
 from langchain_claude_relay.transport import (
@@ -520,3 +524,16 @@ def pydantic_secret(value: str) -> Any:
     from pydantic import SecretStr
 
     return SecretStr(value)
+
+
+def test_a_header_value_the_http_library_refuses_is_not_quoted() -> None:
+    """h11 prints the value as bytes (a newline as backslash-n), which no scrub of it matches."""
+    import h11
+
+    from langchain_claude_relay.transport.translate import translate_sdk_error
+
+    refused = h11.LocalProtocolError("Illegal header value b'supersecret\\nvalue'")
+    error = translate_sdk_error(refused, secret="supersecret\nvalue")
+    assert isinstance(error, RequestValidationError)
+    assert "supersecret" not in str(error)
+    assert "cannot carry" in str(error)
