@@ -1,4 +1,4 @@
-"""Whether this process is a ``multiprocessing`` worker: there a ledger commits inside ``record``.
+"""Whether this process is a ``multiprocessing.Pool`` worker: there a ledger commits in ``record``.
 
 A worker may end without running any exit hook: ``Pool.__exit__`` (the usual
 ``with Pool(4) as pool:``) calls ``terminate()``, which sends SIGTERM, and the worker dies
@@ -17,10 +17,15 @@ import sys
 
 
 def in_multiprocessing_worker() -> bool:
-    """Whether ``multiprocessing`` started this process (a ``Pool`` worker or a ``Process``).
+    """Whether this process is a ``multiprocessing.Pool`` worker (any start method).
 
-    Cheap enough for every ``record``: a worker always has ``multiprocessing`` loaded (any
-    start method), and ``parent_process()`` only reads a global.
+    Only a ``Pool``'s workers are ended by SIGTERM as a matter of course; other processes
+    ``multiprocessing`` starts (a ``Process``, ``ProcessPoolExecutor`` or server workers such
+    as uvicorn's) end normally and commit at exit, keeping the write-behind off their hot
+    path. ``Pool`` names its workers ``ForkPoolWorker-N``, ``SpawnPoolWorker-N``,
+    ``ForkServerPoolWorker-N``. Cheap enough for every ``record``: it reads two globals.
     """
     module = sys.modules.get("multiprocessing")
-    return module is not None and module.parent_process() is not None
+    if module is None or module.parent_process() is None:
+        return False
+    return "PoolWorker-" in module.current_process().name

@@ -71,3 +71,18 @@ def test_the_main_process_keeps_its_write_behind(
         assert [e.call_id for e in reader.entries()] == ["c1"]  # committed by close
     finally:
         reader.close()
+
+
+def _worker_says() -> bool:
+    return in_multiprocessing_worker()
+
+
+def test_other_processes_keep_their_write_behind() -> None:
+    """A ProcessPoolExecutor's (or a server's) workers end normally and commit at exit: only a
+    Pool's, which it ends with SIGTERM, commit inside record."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method here")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert pool.submit(_worker_says).result() is False
