@@ -1035,22 +1035,34 @@ class ChatClaudeRelay(BaseChatModel):
         return limiter if isinstance(limiter, RateLimiter) else None
 
     def _reserve(self, prepared: _Prepared) -> booking.Booking | None:
-        """Book the call on our limiter, waiting for its buckets (``limiter.booking.reserve``)."""
+        """Book the call on our limiter, waiting for its buckets (``limiter.booking.reserve``).
+
+        A wait longer than the call's deadline ends it here (``APITimeoutError``): the call was
+        never sent, so the planner forgets the writes it expected of it.
+        """
         limiter = self._limiter()
         if limiter is None:
             return None
-        return booking.reserve(
-            limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
-        )
+        try:
+            return booking.reserve(
+                limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
+            )
+        except BaseException:
+            self._lifecycle(prepared, "abandoned")
+            raise
 
     async def _areserve(self, prepared: _Prepared) -> booking.Booking | None:
         """Async ``_reserve`` (waits with ``asyncio.sleep``, never blocking the loop)."""
         limiter = self._limiter()
         if limiter is None:
             return None
-        return await booking.areserve(
-            limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
-        )
+        try:
+            return await booking.areserve(
+                limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
+            )
+        except BaseException:
+            self._lifecycle(prepared, "abandoned")
+            raise
 
     @staticmethod
     def _release(

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from hostile_relay import HostileRelay
 
-from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.errors import APITimeoutError, RequestValidationError
 from langchain_claude_relay.limiter import RateLimiter, booking, clear_shared_limiters
+from langchain_claude_relay.store import MemoryStore
 from langchain_claude_relay.usage import NormalizedUsage
 
 MODEL = "claude-sonnet-4-6"
@@ -144,16 +145,23 @@ def test_a_chat_call_waits_for_the_limiter_no_longer_than_its_deadline(way: str)
     clock = Clock()
     limiter = clock.limiter(itpm=6_000)
     limiter.settle(limiter.acquire(1_000), usage(ABSURD), MODEL)  # 11 s to wait for room
+    planner = CachePlanner(MemoryStore(), clock=clock)
     llm = ChatClaudeRelay(
         base_url="https://relay.example.com/v1",
         api_key="sk-limiter-test-key-0123456789",
         model=MODEL,
-        cache="off",
+        cache=planner,
         ledger=False,
         rate_limiter=limiter,
         call_timeout=5,
     )
-    call = (lambda: llm.invoke("hi")) if way == "sync" else (lambda: asyncio.run(llm.ainvoke("hi")))
+    messages = [("system", "The handbook. " * 2_000), ("human", "hi")]
+    call = (
+        (lambda: llm.invoke(messages))
+        if way == "sync"
+        else (lambda: asyncio.run(llm.ainvoke(messages)))
+    )
     with pytest.raises(APITimeoutError):
         call()
     assert clock.slept == []  # refused at once: nothing was sent either
+    assert planner._in_flight.snapshot(clock()).pending == frozenset()  # nor believed written
