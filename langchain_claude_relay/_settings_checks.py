@@ -30,6 +30,8 @@ __all__ = [
     "check_sampling",
     "check_api_key",
     "PEER_ARGUMENTS",
+    "PEER_CLIENT_SETTINGS",
+    "PEER_REQUEST_PARAMETERS",
     "route_arguments",
     "check_sendable",
 ]
@@ -184,6 +186,55 @@ PEER_ARGUMENTS: dict[str, str] = {
 """Constructor arguments of ``ChatOpenAI`` and ``ChatAnthropic`` and the setting each means
 here: a one-line swap keeps working."""
 
+PEER_CLIENT_SETTINGS = frozenset(
+    {
+        "openai_organization",
+        "organization",
+        "openai_proxy",
+        "tiktoken_model_name",
+        "include_response_headers",
+        "disabled_params",
+        "default_query",
+        "http_socket_options",
+        "stream_chunk_timeout",
+        "use_responses_api",
+        "use_previous_response_id",
+        "include",
+        "truncation",
+        "context_management",
+        "client",
+        "async_client",
+        "root_client",
+        "root_async_client",
+        "anthropic_proxy",
+    }
+)
+"""``ChatOpenAI``'s and ``ChatAnthropic``'s settings of their own clients (and of OpenAI's
+Responses API), with no meaning for a relay's chat request: dropped with a warning (sent in the
+body, a relay would refuse them)."""
+
+PEER_REQUEST_PARAMETERS = frozenset(
+    {
+        "seed",
+        "user",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "presence_penalty",
+        "frequency_penalty",
+        "service_tier",
+        "reasoning_effort",
+        "prompt_cache_key",
+        "safety_identifier",
+        "store",
+        "verbosity",
+        "parallel_tool_calls",
+    }
+)
+"""OpenAI request parameters: never taken for a misspelled setting (``prompt_cache_key`` is
+close to ``prompt_cache``); like any other argument that is not a setting, sent in the body."""
+
 
 def _close_setting(name: str, settings: Collection[str]) -> str | None:
     """The setting ``name`` most likely misspells, if any: a near spelling or a word of one."""
@@ -204,6 +255,8 @@ def route_arguments(
 
     - A setting (by name or alias) stays as given.
     - A peer's name for a setting (``PEER_ARGUMENTS``, e.g. ``openai_api_key``) becomes it.
+    - A peer's setting of its own client (``PEER_CLIENT_SETTINGS``, e.g. ``openai_proxy``) is
+      dropped; the caller warns with the names returned.
     - A near miss of a setting (``keepwarm``, ``ttl``) is refused with the setting it likely
       means: it would otherwise be sent to the relay and the setting silently not applied.
     - Anything else is a request parameter (``seed=1``): it moves into ``model_kwargs``, which
@@ -211,14 +264,14 @@ def route_arguments(
       returned.
 
     Returns:
-        The arguments to validate, and the names moved into ``model_kwargs``.
+        The arguments to validate, the names moved into ``model_kwargs``, and those dropped.
 
     Raises:
         RequestValidationError: a near miss, or one setting or parameter given twice.
 
     >>> settings = {"api_key", "keep_warm", "model_kwargs", "max_tokens"}
-    >>> route_arguments({"openai_api_key": "k", "seed": 1}, settings)
-    ({'api_key': 'k', 'model_kwargs': {'seed': 1}}, ['seed'])
+    >>> route_arguments({"openai_api_key": "k", "seed": 1, "openai_proxy": "p"}, settings)
+    ({'api_key': 'k', 'model_kwargs': {'seed': 1}}, ['seed'], ['openai_proxy'])
     >>> route_arguments({"keepwarm": "auto"}, settings)
     Traceback (most recent call last):
     ...
@@ -226,6 +279,7 @@ def route_arguments(
     """  # noqa: E501
     routed: dict[str, Any] = {}
     moved: dict[str, Any] = {}
+    dropped: list[str] = []
     for name, value in values.items():
         target = name if name in settings else PEER_ARGUMENTS.get(name)
         if target is not None:
@@ -233,7 +287,9 @@ def route_arguments(
                 msg = f"{name}= and {target}= mean the same setting: pass {target}= only"
                 raise RequestValidationError(msg)
             routed[target] = value
-        elif (near := _close_setting(name, settings)) is not None:
+        elif name in PEER_CLIENT_SETTINGS:
+            dropped.append(name)
+        elif name not in PEER_REQUEST_PARAMETERS and (near := _close_setting(name, settings)):
             msg = f"{owner} has no setting {name!r}: did you mean {near}=...?"
             raise RequestValidationError(msg)
         else:
@@ -246,7 +302,7 @@ def route_arguments(
             raise RequestValidationError(msg)
     if moved:
         routed["model_kwargs"] = {**(given if isinstance(given, Mapping) else {}), **moved}
-    return routed, sorted(moved)
+    return routed, sorted(moved), dropped
 
 
 def check_sendable(params: Mapping[str, Any]) -> None:

@@ -615,7 +615,12 @@ class ChatClaudeRelay(BaseChatModel):
             return values
         settings = set(cls.model_fields)
         settings.update(f.alias for f in cls.model_fields.values() if f.alias)
-        routed, moved = route_arguments(values, settings)
+        routed, moved, dropped = route_arguments(values, settings)
+        if dropped:
+            warn_external(
+                f"{', '.join(dropped)}: {'settings' if len(dropped) > 1 else 'a setting'} of "
+                "ChatOpenAI's or ChatAnthropic's own client, with no meaning here: ignored"
+            )
         if moved:
             warn_external(
                 f"{', '.join(moved)} {'are not settings' if len(moved) > 1 else 'is not a setting'}"

@@ -216,3 +216,20 @@ def test_a_header_value_http_cannot_carry_is_refused_without_showing_it(
     with pytest.raises(ValidationError, match="has a value HTTP headers cannot carry") as info:
         ChatClaudeRelay(**BASE, default_headers=headers)
     assert "supersecret" not in str(info.value)
+
+
+def test_a_peers_client_setting_is_ignored_with_a_warning(make_llm, relay) -> None:
+    with pytest.warns(UserWarning, match="openai_proxy, use_responses_api: settings of"):
+        llm = make_llm(openai_proxy="http://proxy:3128", use_responses_api=False)
+    llm.invoke("hi")
+    assert "openai_proxy" not in relay.last
+    assert "use_responses_api" not in relay.last
+
+
+def test_an_openai_request_parameter_is_never_taken_for_a_misspelled_setting(
+    make_llm, relay
+) -> None:
+    with pytest.warns(UserWarning, match="prompt_cache_key is not a setting"):
+        llm = make_llm(prompt_cache_key="tenant-7")  # close to prompt_cache, but OpenAI's
+    llm.invoke("hi")
+    assert relay.last["prompt_cache_key"] == "tenant-7"
