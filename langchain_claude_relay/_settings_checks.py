@@ -250,7 +250,7 @@ def _close_setting(name: str, settings: Collection[str]) -> str | None:
 
 def route_arguments(
     values: Mapping[str, Any], settings: Collection[str], *, owner: str = "ChatClaudeRelay"
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """Sort a constructor's arguments: settings, peers' names for them, and request parameters.
 
     - A setting (by name or alias) stays as given.

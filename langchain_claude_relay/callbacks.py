@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -211,7 +212,7 @@ class CostTracker(BaseCallbackHandler):
 
         LangChain reports no result for it, but Claude billed it once it began.
         """
-        self._add(entry, f"stopped:{entry.call_id}:{entry.timestamp}", cache_hit=False)
+        self._add(entry, f"stopped:{uuid.uuid4().hex}", cache_hit=False)  # each stop once
 
     def record_keep_alive(self, entry: LedgerEntry) -> None:
         """Count a keep-alive request sent for a call this tracker counted.

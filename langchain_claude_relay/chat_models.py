@@ -144,6 +144,7 @@ class _Prepared:
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
     params: dict[str, Any] | None = None  # the sampling parameters rendered (keep-alives reuse)
     cost_trackers: tuple[CostTracker, ...] = ()  # the call's trackers (keep-alives reach them)
+    entry: LedgerEntry | None = None  # the call as the ledger keeps it, once accounted
 
     def token_estimates(self) -> tuple[int, int]:
         """What the call books on the rate limiter (see ``limiter.booking.token_estimates``)."""
@@ -1137,24 +1138,23 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             if state.usage is not None:
                 self._account(prepared, state.usage, state.call_id, state.tool_names)
+                entry = prepared.entry
+            elif prepared.plan is not None:
+                entry = LedgerEntry.from_usage(
+                    prepared.plan.expected_usage(output_tokens=state.chunks),
+                    model=prepared.model,
+                    pricing=self._pricing(prepared.model)[0],
+                    timestamp=prepared.started,
+                    call_id=state.call_id,
+                    base_url=self.base_url or f"api:{self.api}",
+                    estimated=True,  # no prediction: its read is the prediction itself
+                )
+                self._to_ledger(entry)
+            else:
                 return
-            if prepared.plan is None:
-                return
-            usage = prepared.plan.expected_usage(output_tokens=state.chunks)
-            pricing = self._pricing(prepared.model)[0]
-            entry = LedgerEntry.from_usage(
-                usage,
-                model=prepared.model,
-                pricing=pricing,
-                timestamp=prepared.started,
-                call_id=state.call_id,
-                base_url=self.base_url or f"api:{self.api}",
-                predicted_read_tokens=prepared.plan.predicted_read_tokens,
-                estimated=True,
-            )
-            self._to_ledger(entry)
-            for tracker in prepared.cost_trackers:
-                tracker.record_stopped(entry)
+            if entry is not None:
+                for tracker in prepared.cost_trackers:
+                    tracker.record_stopped(entry)
         except Exception as exc:
             logger.warning("could not record a stopped stream: %s", type(exc).__name__)
 
@@ -1180,10 +1180,9 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> None:
         """Add the call to the ledger, priced as ``meta["cost_usd"]`` was (``pricing``).
 
-        The ledger degrades on its own, and never fails a call.
+        The entry is kept in ``prepared.entry`` (also with ``ledger=False``). The ledger
+        degrades on its own, and never fails a call.
         """
-        if self.ledger is False:
-            return
         try:
             facts = cache_facts(
                 meta.get("cache_plan"),
@@ -1191,20 +1190,19 @@ class ChatClaudeRelay(BaseChatModel):
                 read_tokens=usage.cache_read_tokens,
                 write_tokens=usage.cache_write_tokens,
             )
-            self._to_ledger(
-                LedgerEntry.from_usage(
-                    usage,
-                    model=prepared.model,
-                    pricing=pricing,
-                    timestamp=prepared.started,
-                    call_id=call_id,
-                    base_url=self.base_url or f"api:{self.api}",
-                    predicted_read_tokens=facts.predicted_read_tokens,
-                    written_prefixes=facts.written_prefixes,
-                    read_prefix=facts.read_prefix,
-                    miss_reason=facts.miss_reason,
-                )
+            prepared.entry = LedgerEntry.from_usage(
+                usage,
+                model=prepared.model,
+                pricing=pricing,
+                timestamp=prepared.started,
+                call_id=call_id,
+                base_url=self.base_url or f"api:{self.api}",
+                predicted_read_tokens=facts.predicted_read_tokens,
+                written_prefixes=facts.written_prefixes,
+                read_prefix=facts.read_prefix,
+                miss_reason=facts.miss_reason,
             )
+            self._to_ledger(prepared.entry)
         except Exception as exc:
             logger.warning("could not record the call in the ledger: %s", type(exc).__name__)
 

@@ -52,6 +52,7 @@ def test_a_stream_stopped_early_is_recorded_from_its_plan(
     billed = emulator.billing_log[-1]  # the stopped stream's (the log is bounded)
     _calibrating, entry = ledger.entries()
     assert entry.estimated
+    assert entry.predicted_read_tokens is None  # its read is the plan's: no prediction to score
     assert billed.cache_write > 5_000
     assert entry.cache_write_tokens == pytest.approx(billed.cache_write, rel=0.1)
     assert entry.cost_usd == pytest.approx(billed.cost_usd, rel=0.15)
