@@ -44,6 +44,7 @@ import importlib
 import itertools
 import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import (
@@ -201,6 +202,9 @@ class Deadline:
         if math.isinf(left):
             return await awaitable
         try:
+            if sys.version_info >= (3, 11):  # no extra task per call, as wait_for makes on 3.11
+                async with asyncio.timeout(left):
+                    return await awaitable
             return await asyncio.wait_for(awaitable, left)
         except asyncio.TimeoutError:
             raise self.error() from None
