@@ -582,8 +582,11 @@ def test_a_request_that_cannot_be_sent_is_not_retried(
     monkeypatch.setattr(
         RelayTransport, "_on_retry", staticmethod(lambda attempt, *_: retries.append(attempt))
     )
-    llm = llm_for(hostile.url("ok"), max_retries=2, default_headers={"x-team": header})
-    with pytest.raises(RequestValidationError, match="in this process") as caught:
+    llm = llm_for(hostile.url("ok"), max_retries=2)
+    llm.default_headers = {"x-team": header}  # past the constructor's check of header values
+    with pytest.raises(
+        RequestValidationError, match=r"in this process|could not be sent"
+    ) as caught:
         llm.invoke("hi")
     assert retries == []
     assert hostile.seen == []
