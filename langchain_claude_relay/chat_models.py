@@ -1138,23 +1138,13 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             if state.usage is not None:
                 self._account(prepared, state.usage, state.call_id, state.tool_names)
-                entry = prepared.entry
             elif prepared.plan is not None:
-                entry = LedgerEntry.from_usage(
-                    prepared.plan.expected_usage(output_tokens=state.chunks),
-                    model=prepared.model,
-                    pricing=self._pricing(prepared.model)[0],
-                    timestamp=prepared.started,
-                    call_id=state.call_id,
-                    base_url=self.base_url or f"api:{self.api}",
-                    estimated=True,  # no prediction: its read is the prediction itself
-                )
-                self._to_ledger(entry)
-            else:
-                return
-            if entry is not None:
+                usage = prepared.plan.expected_usage(output_tokens=state.chunks)
+                pricing = self._pricing(prepared.model)[0]
+                self._record(prepared, usage, pricing, {}, state.call_id, estimated=True)
+            if prepared.entry is not None:
                 for tracker in prepared.cost_trackers:
-                    tracker.record_stopped(entry)
+                    tracker.record_stopped(prepared.entry)
         except Exception as exc:
             logger.warning("could not record a stopped stream: %s", type(exc).__name__)
 
@@ -1177,11 +1167,14 @@ class ChatClaudeRelay(BaseChatModel):
         pricing: ModelSpec,
         meta: dict[str, Any],
         call_id: str | None,
+        *,
+        estimated: bool = False,
     ) -> None:
         """Add the call to the ledger, priced as ``meta["cost_usd"]`` was (``pricing``).
 
-        The entry is kept in ``prepared.entry`` (also with ``ledger=False``). The ledger
-        degrades on its own, and never fails a call.
+        The entry is kept in ``prepared.entry`` (also with ``ledger=False``). ``estimated``:
+        ``usage`` is the plan's estimate (``meta`` then holds no plan: no prediction to score).
+        The ledger degrades on its own, and never fails a call.
         """
         try:
             facts = cache_facts(
@@ -1201,6 +1194,7 @@ class ChatClaudeRelay(BaseChatModel):
                 written_prefixes=facts.written_prefixes,
                 read_prefix=facts.read_prefix,
                 miss_reason=facts.miss_reason,
+                estimated=estimated,
             )
             self._to_ledger(prepared.entry)
         except Exception as exc:
