@@ -11,23 +11,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from test_redis_limiter import usage
 
 from langchain_claude_relay.errors import APITimeoutError
 from langchain_claude_relay.limiter.redis import RedisRateLimiter
-from langchain_claude_relay.usage import NormalizedUsage
 
 MODEL = "claude-sonnet-4-6"
 ABSURD = 10**12
-
-
-def usage(input_tokens: int, output_tokens: int = 0) -> NormalizedUsage:
-    return NormalizedUsage(
-        input_tokens=input_tokens,
-        cache_read_tokens=0,
-        cache_write_5m_tokens=0,
-        cache_write_1h_tokens=0,
-        output_tokens=output_tokens,
-    )
 
 
 def test_an_absurd_usage_report_leaves_the_fleet_at_most_a_minute_of_debt(

@@ -14,25 +14,15 @@ from typing import Any
 
 import pytest
 from hostile_relay import HostileRelay
+from test_limiter import usage
 
 from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.errors import APITimeoutError, RequestValidationError
 from langchain_claude_relay.limiter import RateLimiter, booking, clear_shared_limiters
 from langchain_claude_relay.store import MemoryStore
-from langchain_claude_relay.usage import NormalizedUsage
 
 MODEL = "claude-sonnet-4-6"
 ABSURD = 10**12
-
-
-def usage(input_tokens: int, output_tokens: int = 0) -> NormalizedUsage:
-    return NormalizedUsage(
-        input_tokens=input_tokens,
-        cache_read_tokens=0,
-        cache_write_5m_tokens=0,
-        cache_write_1h_tokens=0,
-        output_tokens=output_tokens,
-    )
 
 
 class Clock:
@@ -66,7 +56,7 @@ def _no_shared_leftovers() -> Iterator[None]:
 def test_an_absurd_usage_report_leaves_at_most_a_minute_of_debt() -> None:
     clock = Clock()
     limiter = clock.limiter(itpm=40_000, otpm=8_000)
-    limiter.settle(limiter.acquire(1_000, 100), usage(ABSURD, ABSURD), MODEL)
+    limiter.settle(limiter.acquire(1_000, 100), usage(input=ABSURD, output=ABSURD), MODEL)
     available = limiter.available()
     assert available["itpm"] >= -40_000
     assert available["otpm"] >= -8_000
