@@ -117,7 +117,7 @@ from langchain_claude_relay.transport.limits import (
 )
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
-from langchain_claude_relay.wire.openai_chat import ParsedChunk
+from langchain_claude_relay.wire.openai_chat import ParsedChunk, render_tool_choice
 
 if TYPE_CHECKING:
     from langchain_claude_relay.planner import CachePlan
@@ -1582,10 +1582,8 @@ class ChatClaudeRelay(BaseChatModel):
         for name in ("stream", "stream_options", "max_completion_tokens", "thinking"):
             params.pop(name, None)
         static = keep.position.section != "messages"
-        choice = prepared.request.tool_choice
-        if isinstance(choice, Mapping):  # Claude's spelling: {"type": "auto"}, ...
-            choice = choice.get("type")
-        forced = not static and choice not in (None, False, "auto", "none")
+        choice = render_tool_choice(prepared.request.tool_choice)  # either spelling, as sent
+        forced = not static and choice not in (None, "auto", "none")
         structured = "response_format" in params or "output_config" in params
         params["max_tokens"] = 0 if self._api.native and not forced and not structured else 1
         tier = prices.for_prompt(keep.tokens + 16)  # a long prompt's tier, if any
