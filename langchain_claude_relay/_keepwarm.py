@@ -242,6 +242,7 @@ class KeepWarmScheduler:
         with self._lock:
             if self._closed:
                 return None
+            clock = float(self._clock())
             due = [  # at one due time, the longest prefix first: it keeps the shorter ones
                 (p.due, -p.keep.tokens, id(p), p)
                 for p in self._pending.values()
@@ -252,7 +253,7 @@ class KeepWarmScheduler:
                 *_order, pending = heapq.heappop(due)
                 if pending.due > now:  # a longer one sent meanwhile pushed it back
                     continue
-                if float(self._clock()) >= pending.expires:  # too late (a suspended process,
+                if clock >= pending.expires:  # too late (a suspended process,
                     del self._pending[pending.keep.prefix_hash]  # a late run_due): it would
                     continue  # only re-buy the write the follow-up pays anyway
                 boundary = pending.boundary
