@@ -113,6 +113,7 @@ from langchain_claude_relay.transport.limits import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_STREAM_BYTES,
     DEFAULT_MAX_STREAM_LINE_BYTES,
+    Deadline,
     ResponseLimits,
 )
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
@@ -1040,31 +1041,33 @@ class ChatClaudeRelay(BaseChatModel):
         limiter = self.rate_limiter
         return limiter if isinstance(limiter, RateLimiter) else None
 
-    def _reserve(self, prepared: _Prepared) -> booking.Booking | None:
+    def _reserve(self, prepared: _Prepared, deadline: Deadline) -> booking.Booking | None:
         """Book the call on our limiter, waiting for its buckets (``limiter.booking.reserve``).
 
-        A wait longer than the call's deadline ends it here (``APITimeoutError``): the call was
-        never sent, so the planner forgets the writes it expected of it.
+        The wait comes off the call's ``deadline`` (started before it: ``call_timeout`` bounds
+        the whole call, the wait included). A wait longer than what is left ends the call here
+        (``APITimeoutError``): it was never sent, so the planner forgets the writes it
+        expected of it.
         """
         limiter = self._limiter()
         if limiter is None:
             return None
         try:
             return booking.reserve(
-                limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
+                limiter, prepared.token_estimates(), max_wait=_time_left(deadline)
             )
         except BaseException:
             self._lifecycle(prepared, "abandoned")
             raise
 
-    async def _areserve(self, prepared: _Prepared) -> booking.Booking | None:
+    async def _areserve(self, prepared: _Prepared, deadline: Deadline) -> booking.Booking | None:
         """Async ``_reserve`` (waits with ``asyncio.sleep``, never blocking the loop)."""
         limiter = self._limiter()
         if limiter is None:
             return None
         try:
             return await booking.areserve(
-                limiter, prepared.token_estimates(), max_wait=self._transport.call_timeout
+                limiter, prepared.token_estimates(), max_wait=_time_left(deadline)
             )
         except BaseException:
             self._lifecycle(prepared, "abandoned")
@@ -1317,9 +1320,10 @@ class ChatClaudeRelay(BaseChatModel):
             )
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
         prepared.cost_trackers = _cost_trackers(run_manager)
-        booked = self._reserve(prepared)
+        deadline = self._transport.call_deadline()
+        booked = self._reserve(prepared, deadline)
         try:
-            raw = self._transport.create(prepared.payload)
+            raw = self._transport.create(prepared.payload, deadline)
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
             self._release(booked, prepared, booking.failure_outcome(exc))
@@ -1347,9 +1351,10 @@ class ChatClaudeRelay(BaseChatModel):
             await self._acount_exactly(messages, kwargs)
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
         prepared.cost_trackers = _cost_trackers(run_manager)
-        booked = await self._areserve(prepared)
+        deadline = self._transport.call_deadline()
+        booked = await self._areserve(prepared, deadline)
         try:
-            raw = await self._transport.acreate(prepared.payload)
+            raw = await self._transport.acreate(prepared.payload, deadline)
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
             self._release(booked, prepared, booking.failure_outcome(exc))
@@ -1371,11 +1376,12 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         prepared.cost_trackers = _cost_trackers(run_manager)
-        booked = self._reserve(prepared)
+        deadline = self._transport.call_deadline()
+        booked = self._reserve(prepared, deadline)
         outcome: booking.CallOutcome = "unsent"
         state = _StreamState(self._wire.stream_reader())
         try:
-            for event in self._transport.stream(prepared.payload):
+            for event in self._transport.stream(prepared.payload, deadline):
                 if outcome == "unsent":
                     outcome = "answered"
                     self._began(prepared, gate)
@@ -1410,11 +1416,12 @@ class ChatClaudeRelay(BaseChatModel):
             await self._acount_exactly(messages, kwargs)
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         prepared.cost_trackers = _cost_trackers(run_manager)
-        booked = await self._areserve(prepared)
+        deadline = self._transport.call_deadline()
+        booked = await self._areserve(prepared, deadline)
         outcome: booking.CallOutcome = "unsent"
         state = _StreamState(self._wire.stream_reader())
         try:
-            async for event in self._transport.astream(prepared.payload):
+            async for event in self._transport.astream(prepared.payload, deadline):
                 if outcome == "unsent":
                     outcome = "answered"
                     self._began(prepared, gate)
@@ -1953,6 +1960,12 @@ def _cost_trackers(
         tracker = active_tracker()
         return (tracker,) if tracker is not None else ()
     return tuple(h for h in run_manager.handlers if isinstance(h, CostTracker))
+
+
+def _time_left(deadline: Deadline) -> float | None:
+    """Seconds the call has left for its limiter wait (``None``: no deadline)."""
+    left = deadline.remaining()
+    return None if math.isinf(left) else left
 
 
 def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:

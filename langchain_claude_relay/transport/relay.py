@@ -254,8 +254,12 @@ class RelayTransport:
         shown = None if self.base_url is None else redact_url(self.base_url)
         return f"RelayTransport(api={self.spec.kind!r}, base_url={shown!r})"
 
-    def _deadline(self) -> Deadline:
-        """A new call's deadline."""
+    def call_deadline(self) -> Deadline:
+        """A new call's deadline (``call_timeout`` from now).
+
+        The chat model starts it before its limiter booking and hands it to ``create`` or
+        ``stream``, so that a wait for the limiter comes off the call's time.
+        """
         return Deadline(self.call_timeout)
 
     def _request_options(self, deadline: Deadline) -> dict[str, Any]:
@@ -418,9 +422,15 @@ class RelayTransport:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
-    def create(self, payload: Mapping[str, Any]) -> RawResponse:
-        """Send a non-streaming request, retrying per the policy, within the call's deadline."""
-        deadline = self._deadline()
+    def create(self, payload: Mapping[str, Any], deadline: Deadline | None = None) -> RawResponse:
+        """Send a non-streaming request, retrying per the policy, within the call's deadline.
+
+        Args:
+            payload: the request body.
+            deadline: the call's deadline, if it started earlier (``call_deadline``); default:
+                ``call_timeout`` from now.
+        """
+        deadline = self.call_deadline() if deadline is None else deadline
         return retry_call(
             lambda: self._create_once(payload, deadline),
             self.retry_policy,
@@ -454,9 +464,11 @@ class RelayTransport:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
-    async def acreate(self, payload: Mapping[str, Any]) -> RawResponse:
+    async def acreate(
+        self, payload: Mapping[str, Any], deadline: Deadline | None = None
+    ) -> RawResponse:
         """Async :meth:`create`."""
-        deadline = self._deadline()
+        deadline = self.call_deadline() if deadline is None else deadline
         return await aretry_call(
             lambda: self._acreate_once(payload, deadline),
             self.retry_policy,
@@ -487,7 +499,7 @@ class RelayTransport:
             RequestValidationError: if the way in has no count-tokens endpoint (relays, Bedrock).
         """
         body = self._count_payload(payload)
-        deadline = self._deadline()
+        deadline = self.call_deadline()
         raw = retry_call(
             lambda: self._create_once(body, deadline, "/v1/messages/count_tokens"),
             self.retry_policy,
@@ -498,7 +510,7 @@ class RelayTransport:
     async def acount_tokens(self, payload: Mapping[str, Any]) -> int:
         """Async :meth:`count_tokens`."""
         body = self._count_payload(payload)
-        deadline = self._deadline()
+        deadline = self.call_deadline()
         raw = await aretry_call(
             lambda: self._acreate_once(body, deadline, "/v1/messages/count_tokens"),
             self.retry_policy,
@@ -512,7 +524,7 @@ class RelayTransport:
         Raises:
             ClaudeRelayError: the typed error of the request, after the retry policy.
         """
-        deadline = self._deadline()
+        deadline = self.call_deadline()
         return retry_call(
             lambda: self._create_once(None, deadline, "/models"),
             self.retry_policy,
@@ -605,12 +617,13 @@ class RelayTransport:
             raise failure.error from failure.cause
         return response, events, first
 
-    def stream(self, payload: Mapping[str, Any]) -> Iterator[Any]:
+    def stream(self, payload: Mapping[str, Any], deadline: Deadline | None = None) -> Iterator[Any]:
         """Stream a request's decoded events; retried only until the first event arrives.
 
-        The whole stream is within the call's deadline and the stream caps.
+        The whole stream is within the call's deadline (``deadline``, as for ``create``) and
+        the stream caps.
         """
-        deadline = self._deadline()
+        deadline = self.call_deadline() if deadline is None else deadline
         response, events, first = retry_call(
             lambda: self._open_stream(payload, deadline),
             self.retry_policy,
@@ -668,9 +681,11 @@ class RelayTransport:
             raise failure.error from failure.cause
         return response, events, first
 
-    async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[Any]:
+    async def astream(
+        self, payload: Mapping[str, Any], deadline: Deadline | None = None
+    ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
-        deadline = self._deadline()
+        deadline = self.call_deadline() if deadline is None else deadline
         response, events, first = await aretry_call(
             lambda: self._aopen_stream(payload, deadline),
             self.retry_policy,

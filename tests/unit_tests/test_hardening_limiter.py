@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,3 +156,36 @@ def test_a_chat_call_waits_for_the_limiter_no_longer_than_its_deadline(way: str)
         call()
     assert clock.slept == []  # refused at once: nothing was sent either
     assert planner._in_flight.snapshot(clock()).pending == frozenset()  # nor believed written
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("way", ["invoke", "ainvoke", "stream"])
+def test_call_timeout_bounds_the_limiter_wait_and_the_relay_together(way: str) -> None:
+    # The limiter waits ~1.5 s for room, then the relay hangs. The call used to get a whole
+    # new deadline once booked: 1.5 s + 3 s. call_timeout is the whole call's time.
+    with HostileRelay() as hostile:
+        limiter = RateLimiter(itpm=6_000)  # 100 tokens/s, on the real clock
+        limiter.acquire(6_000)
+        llm = ChatClaudeRelay(
+            base_url=hostile.url("stall"),
+            api_key="sk-limiter-test-key-0123456789",
+            model=MODEL,
+            cache="off",
+            ledger=False,
+            max_retries=0,
+            rate_limiter=limiter,
+            timeout=30,
+            call_timeout=3,
+        )
+        calls = {
+            "invoke": lambda: llm.invoke("hi " * 100),
+            "ainvoke": lambda: asyncio.run(llm.ainvoke("hi " * 100)),
+            "stream": lambda: list(llm.stream("hi " * 100)),
+        }
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError, match="deadline"):
+            calls[way]()
+        elapsed = time.monotonic() - started
+    waited = limiter.stats()["seconds_waited"]
+    assert waited >= 0.5  # the limiter did make the call wait
+    assert elapsed < 3 + 0.8  # and the wait came off the call's 3 s
