@@ -44,7 +44,7 @@ from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork, warn
 from langchain_claude_relay._redis import check_namespace, health_for, resolve_client
 from langchain_claude_relay.errors import LedgerWarning
 from langchain_claude_relay.ledger.checks import check_max_entries
-from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
+from langchain_claude_relay.ledger.codec import MAX_ENTRY_CHARS, decode_entry, encode_entry
 from langchain_claude_relay.ledger.entry import LedgerEntry, require_entry
 from langchain_claude_relay.ledger.summary import LedgerSummary, summarize
 from langchain_claude_relay.ledger.workers import in_multiprocessing_worker
@@ -85,7 +85,8 @@ TOTAL_FIELDS = (
 
 _LINGER = 0.05
 _BATCH_MAX = 512
-_PAGE = 10_000
+_PAGE = 1_000
+"""Rows per read: at most ``_PAGE * MAX_ENTRY_CHARS`` bytes (16 MB) come back at once."""
 _FLUSH_TIMEOUT = 30.0
 _EXIT_TIMEOUT = 5.0
 
@@ -110,6 +111,26 @@ end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
+
+_READ_PAGE = """
+local rows = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', ARGV[2])
+local max_bytes = tonumber(ARGV[3])
+local out = {}
+for i, row in ipairs(rows) do
+  local value = ''
+  local fields = row[2]
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 'e' then
+      if string.len(fields[j + 1]) <= max_bytes then value = fields[j + 1] end
+      break
+    end
+  end
+  out[i] = {row[1], value}
+end
+return out
+"""
+"""A page of the stream, newest first, each row's entry or ``''`` when it is longer than an
+entry can be (a planted row): Redis never sends it."""
 
 _Queued = tuple[str, int, LedgerEntry]  # token, minute it was recorded in, entry
 
@@ -167,6 +188,7 @@ class RedisLedger:
         self._totals_key = f"{base}:totals"
         self._seen_base = f"{base}:seen:"
         self._script = self.client.register_script(_RECORD)
+        self._read_script = self.client.register_script(_READ_PAGE)
         self._init_state()
         on_exit_and_fork(self)
 
@@ -331,21 +353,29 @@ class RedisLedger:
         return [*stored, *local][-self.max_entries :]
 
     def _read(self, since: float | None) -> list[LedgerEntry]:
-        """Read the stream (a row this package did not write is skipped, with one warning)."""
+        """The newest ``max_entries`` entries of the stream, oldest first.
+
+        Rows this package did not write are skipped, with one warning. What is read is
+        bounded: a page holds at most ``_PAGE`` rows, a row longer than an entry can be is
+        dropped by Redis before sending (``_READ_PAGE``), and at most ``2 * max_entries``
+        rows are looked at (the stream keeps about ``max_entries``; more is planted).
+        """
         out: list[LedgerEntry] = []
-        skipped = 0
-        start = "-"
-        while True:
-            page = self.client.xrange(self._entries_key, min=start, max="+", count=_PAGE)
-            for _id, fields in page:
-                entry = decode_entry(fields.get(b"e", b""))
+        skipped = scanned = 0
+        end = "+"
+        while len(out) < self.max_entries and scanned < 2 * self.max_entries:
+            page = self._read_script(keys=[self._entries_key], args=[end, _PAGE, MAX_ENTRY_CHARS])
+            for _row_id, value in page:
+                entry = decode_entry(value) if value else None
                 if entry is None:
                     skipped += 1
                 elif since is None or entry.timestamp >= since:
                     out.append(entry)
+            scanned += len(page)
             if len(page) < _PAGE:
                 break
-            start = "(" + page[-1][0].decode()
+            last = page[-1][0]
+            end = "(" + (last.decode() if isinstance(last, bytes) else str(last))
         if skipped:
             warn_once(
                 ("ledger_row", self._entries_key),
@@ -353,7 +383,8 @@ class RedisLedger:
                 "not entries it wrote (planted or damaged); they are skipped, never executed",
                 LedgerWarning,
             )
-        return out
+        out.reverse()
+        return out[-self.max_entries :]
 
     def summary(self, since: float | None = None) -> LedgerSummary:
         """Summarize the entries (see ``summarize``)."""

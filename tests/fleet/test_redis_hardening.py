@@ -19,6 +19,7 @@ from fleet_workers import request_with_system
 from langchain_claude_relay._plumbing import forget_warnings
 from langchain_claude_relay.errors import LedgerWarning, StateStoreWarning
 from langchain_claude_relay.ledger import LedgerEntry, RedisLedger
+from langchain_claude_relay.ledger.codec import MAX_ENTRY_CHARS
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.store import RedisStore
 from langchain_claude_relay.store.redis import KEY_CHECK_SECONDS, FleetKey
@@ -195,3 +196,51 @@ def test_a_planted_ledger_row_is_skipped_with_one_warning(
     messages = [str(w.message) for w in caught if issubclass(w.category, LedgerWarning)]
     assert len(messages) == 1, [str(w.message) for w in caught]
     assert "2 rows that are not entries it wrote" in messages[0]
+
+
+def test_an_oversized_planted_ledger_row_never_leaves_redis(
+    redis_server: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py used to receive whole pages of 10,000 rows, however long each was
+    from langchain_claude_relay.ledger import redis as redis_ledger
+
+    given: list[int] = []
+    decode = redis_ledger.decode_entry
+    monkeypatch.setattr(
+        redis_ledger, "decode_entry", lambda value: given.append(len(value)) or decode(value)
+    )
+    ledger = RedisLedger(redis_server.url, namespace=namespace, background=False)
+    ledger.record(LedgerEntry("c1", 1.0, "claude-sonnet-4-6", 1, 0, 0, 0, 1, None, None))
+    stream = f"claude-relay:{{{namespace}:ledger}}:entries"
+    for _ in range(3):
+        ledger.client.xadd(stream, {"e": "[" + "1," * 1_000_000 + "1]"})
+    ledger.record(LedgerEntry("c2", 2.0, "claude-sonnet-4-6", 1, 0, 0, 0, 1, None, None))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert [e.call_id for e in ledger.entries()] == ["c1", "c2"]
+    assert given
+    assert max(given) <= MAX_ENTRY_CHARS
+
+
+def test_the_ledger_reads_the_newest_max_entries_in_order_across_pages(
+    redis_server: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_claude_relay.ledger import redis as redis_ledger
+
+    monkeypatch.setattr(redis_ledger, "_PAGE", 3)
+    ledger = RedisLedger(redis_server.url, namespace=namespace, background=False, max_entries=5)
+    stream = f"claude-relay:{{{namespace}:ledger}}:entries"
+    ledger.client.xadd(stream, {"x": "foreign"})
+    for i in range(8):
+        ledger.record(
+            LedgerEntry(f"c{i}", float(i), "claude-sonnet-4-6", 1, 0, 0, 0, 1, None, None)
+        )
+    ledger.client.xadd(stream, {"x": "foreign"})
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert [e.call_id for e in ledger.entries()] == ["c3", "c4", "c5", "c6", "c7"]
+        assert [e.call_id for e in ledger.entries(since=6.0)] == ["c6", "c7"]
+    wide = RedisLedger(redis_server.url, namespace=namespace, background=False, max_entries=50)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert [e.call_id for e in wide.entries()] == [f"c{i}" for i in range(8)]
