@@ -1134,16 +1134,29 @@ class ChatClaudeRelay(BaseChatModel):
 
         The consumer broke off, or the relay cut the stream: Claude bills the input (and the
         output generated) once the request began. The usage, if it came, is accounted as usual;
-        otherwise the plan's expected usage is recorded, flagged ``estimated``, with one output
-        token per chunk received. Without a plan (caching off) nothing can be estimated.
-        Never raises: the stream's own outcome is what the caller sees.
+        otherwise an estimate is recorded, flagged ``estimated``, with one output token per
+        chunk received: the plan's expected usage, or without a plan (caching off) the
+        request's rough input count, all plain input. Never raises: the stream's own outcome
+        is what the caller sees.
         """
         try:
             if state.usage is not None:
                 self._account(prepared, state.usage, state.call_id, state.tool_names)
-            elif prepared.plan is not None:
-                usage = prepared.plan.expected_usage(output_tokens=state.chunks)
+            else:
                 pricing = self._pricing(prepared.model)[0]
+                usage = (
+                    prepared.plan.expected_usage(output_tokens=state.chunks)
+                    if prepared.plan is not None
+                    else NormalizedUsage(
+                        input_tokens=booking.rough_input_tokens(
+                            prepared.request, pricing.token_ratio_prior
+                        ),
+                        cache_read_tokens=0,
+                        cache_write_5m_tokens=0,
+                        cache_write_1h_tokens=0,
+                        output_tokens=state.chunks,
+                    )
+                )
                 self._record(prepared, usage, pricing, {}, state.call_id, estimated=True)
             if prepared.entry is not None:
                 for tracker in prepared.cost_trackers:

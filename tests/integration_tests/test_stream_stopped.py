@@ -66,3 +66,27 @@ def test_a_stream_read_to_its_end_is_recorded_from_its_usage(emulator: RelayEmul
     assert chunks
     (entry,) = ledger.entries()
     assert not entry.estimated
+
+
+def test_a_stream_stopped_early_without_caching_is_recorded_as_plain_input(
+    emulator: RelayEmulator,
+) -> None:
+    ledger = MemoryLedger()
+    llm = ChatClaudeRelay(
+        base_url=emulator.base_url,
+        api_key="test",
+        model="claude-sonnet-5-5",
+        cache="off",
+        ledger=ledger,
+    )
+    with track_costs() as tracked:
+        for _chunk in llm.stream([SystemMessage(f"[off] {DOCUMENT}"), HumanMessage("Summarize.")]):
+            break
+    billed = emulator.billing_log[-1]
+    (entry,) = ledger.entries()
+    assert entry.estimated
+    assert entry.cache_read_tokens == entry.cache_write_tokens == 0
+    assert billed.input_tokens > 5_000
+    # uncalibrated (no planner): the model's prior tokens per tiktoken token, 1.3x here
+    assert entry.input_tokens == pytest.approx(billed.input_tokens, rel=0.4)
+    assert tracked.cost_usd == pytest.approx(entry.cost_usd)
