@@ -1982,8 +1982,13 @@ def _time_left(deadline: Deadline) -> float | None:
 
 
 def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:
-    """When a relay reports writes without the 5m/1h split, the markers tell which it was."""
+    """When a relay reports writes without the 5m/1h split, the markers tell which it was.
+
+    The top-level marker (automatic caching) counts too: it may be the request's only one.
+    """
     ttls = {marker.ttl for marker in request.markers().values()}
+    if request.cache_control is not None:
+        ttls.add(request.cache_control.ttl)
     if len(ttls) == 1:
         return next(iter(ttls))
     return None

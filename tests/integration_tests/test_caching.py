@@ -245,3 +245,21 @@ def test_a_top_level_marker_per_call_is_sent_and_counted_as_a_slot(
     assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd)
     with pytest.raises(RequestValidationError, match="top-level cache_control"):
         llm.invoke(messages, cache_control={"type": "persistent"})
+
+
+@pytest.mark.parametrize("dialect", ["openrouter", "litellm"])
+def test_a_one_hour_top_level_marker_is_priced_at_one_hour_without_a_split(
+    dialect: str,
+) -> None:
+    # these relays report writes without the 5m/1h split: the top-level marker, the request's
+    # only one, tells the TTL (it used to be read as 5m: the write priced 36% low)
+    with RelayEmulator(dialect=dialect) as emu:
+        llm = ChatClaudeRelay(
+            model=MODEL, base_url=emu.base_url, api_key="test", cache="off", ledger=False
+        )
+        messages = [SystemMessage(document(3000, seed=8)), HumanMessage("hi")]
+        reply = llm.invoke(messages, cache_control={"type": "ephemeral", "ttl": "1h"})
+        billed = emu.billing_log[-1]
+    assert billed.cache_write_1h > 0
+    assert details(reply)["ephemeral_1h_input_tokens"] == billed.cache_write_1h
+    assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd)
