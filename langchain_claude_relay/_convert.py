@@ -34,6 +34,7 @@ from langchain_core.messages import (
 )
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from langchain_claude_relay._settings_checks import check_thinking_with_tool_choice
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Tool
 
@@ -503,6 +504,7 @@ def to_claude_request(
     converted_tools = convert_tools(tools)
     check_tool_choice(tool_choice, converted_tools)
     checked_thinking = check_thinking(thinking)
+    check_thinking_with_tool_choice(checked_thinking, tool_choice)
     return ClaudeRequest(
         model=model,
         tools=converted_tools,

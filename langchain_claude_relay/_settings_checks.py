@@ -34,6 +34,12 @@ __all__ = [
     "PEER_REQUEST_PARAMETERS",
     "route_arguments",
     "check_sendable",
+    "THINKING_ANSWER_TOKENS",
+    "thinking_on",
+    "forces_tool",
+    "check_thinking_with_tool_choice",
+    "fit_thinking_budget",
+    "zero_output_refusal",
 ]
 
 SAMPLING_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)}
@@ -329,3 +335,110 @@ def check_sendable(params: Mapping[str, Any]) -> None:
                 "JSON value."
             )
             raise RequestValidationError(msg) from None
+
+
+THINKING_ANSWER_TOKENS = 4096
+"""Output tokens left for the answer when a thinking budget is given and ``max_tokens`` is not:
+``max_tokens`` becomes the budget plus this (the Messages API's default ``max_tokens`` is 4,096
+in this package, below many budgets)."""
+
+
+def thinking_on(thinking: Any) -> bool:
+    """Whether extended thinking is on (``adaptive`` or ``enabled``; ``disabled`` is off)."""
+    return isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
+
+
+def forces_tool(tool_choice: Any) -> bool:
+    """Whether ``tool_choice`` forces a tool call (any tool, or a named one), in any spelling.
+
+    >>> [forces_tool(c) for c in (None, "auto", "none", "any", "required", True, "search")]
+    [False, False, False, True, True, True, True]
+    >>> forces_tool({"type": "auto"}), forces_tool({"type": "tool", "name": "search"})
+    (False, True)
+    """
+    if tool_choice is None or tool_choice is False or tool_choice in ("auto", "none"):
+        return False
+    if isinstance(tool_choice, Mapping):
+        return tool_choice.get("type") not in ("auto", "none")
+    return True
+
+
+def check_thinking_with_tool_choice(thinking: Any, tool_choice: Any) -> None:
+    """Refuse extended thinking with a forced tool choice: Claude answers 400 to it.
+
+    Tool use with thinking takes only ``tool_choice`` "auto" (the default) or "none"
+    (Anthropic, extended thinking: "Tool use with thinking", read 2026-12).
+
+    Raises:
+        RequestValidationError: if thinking is on and ``tool_choice`` forces a tool.
+    """
+    if thinking_on(thinking) and forces_tool(tool_choice):
+        shown = repr(tool_choice)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        msg = (
+            f"tool_choice={shown} forces a tool call, which Claude refuses while extended "
+            "thinking is on. Use tool_choice='auto' (or leave it unset), or turn thinking off "
+            "for this call (thinking={'type': 'disabled'}); with_structured_output on a "
+            "thinking model binds its schema without forcing it."
+        )
+        raise RequestValidationError(msg)
+
+
+def fit_thinking_budget(params: dict[str, Any]) -> None:
+    """Make room for a thinking budget: Claude needs ``max_tokens`` above ``budget_tokens``.
+
+    Without ``max_tokens`` (or ``max_completion_tokens``), sets ``max_tokens`` to the budget
+    plus ``THINKING_ANSWER_TOKENS``; a given one at or below the budget is refused.
+
+    Raises:
+        RequestValidationError: if the given ``max_tokens`` is not above the budget.
+
+    >>> params = {"thinking": {"type": "enabled", "budget_tokens": 8000}}
+    >>> fit_thinking_budget(params); params["max_tokens"]
+    12096
+    """
+    thinking = params.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        return  # ``check_thinking`` refuses it
+    name = "max_completion_tokens" if params.get("max_tokens") is None else "max_tokens"
+    limit = params.get(name)
+    if limit is None:
+        params["max_tokens"] = budget + THINKING_ANSWER_TOKENS
+    elif _is_whole(limit) and limit <= budget:
+        msg = (
+            f"{name}={limit} leaves no room for the answer: with thinking budget_tokens={budget} "
+            f"Claude needs {name} above the budget. Raise {name} (e.g. to "
+            f"{budget + THINKING_ANSWER_TOKENS}), lower budget_tokens, or leave {name} unset."
+        )
+        raise RequestValidationError(msg)
+
+
+def zero_output_refusal(
+    *, thinking: Any, tool_choice: Any, params: Mapping[str, Any], marked: bool
+) -> str | None:
+    """Why Claude would refuse ``max_tokens: 0`` (the native cache warm-up) here, or ``None``.
+
+    It needs a ``cache_control`` breakpoint and is refused with extended thinking, structured
+    outputs or a forced tool choice (see the project's platform notes).
+
+    Args:
+        thinking: the request's thinking settings.
+        tool_choice: the request's tool choice.
+        params: the request parameters (``response_format`` or ``output_config.format``).
+        marked: whether the request carries a breakpoint (a block marker or a top-level one).
+    """
+    output_config = params.get("output_config")
+    if thinking_on(thinking):
+        return "extended thinking is on"
+    if params.get("response_format") is not None or (
+        isinstance(output_config, Mapping) and output_config.get("format") is not None
+    ):
+        return "structured output is requested"
+    if forces_tool(tool_choice):
+        return "tool_choice forces a tool call"
+    if not marked:
+        return "the request carries no cache_control breakpoint"
+    return None

@@ -79,7 +79,10 @@ from langchain_claude_relay._settings_checks import (
     check_api_key,
     check_sampling,
     check_sendable,
+    fit_thinking_budget,
     route_arguments,
+    thinking_on,
+    zero_output_refusal,
 )
 from langchain_claude_relay._structured import response_format_for, strict_function
 from langchain_claude_relay.callbacks import CostTracker, active_tracker
@@ -118,7 +121,7 @@ from langchain_claude_relay.transport.limits import (
 )
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
-from langchain_claude_relay.wire.openai_chat import ParsedChunk, render_tool_choice
+from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
 if TYPE_CHECKING:
     from langchain_claude_relay.planner import CachePlan
@@ -856,6 +859,7 @@ class ChatClaudeRelay(BaseChatModel):
         _ = self._transport  # settings problems (no base URL, no key) surface first
         request = self._to_request(messages, kwargs)
         kwargs = dict(kwargs)
+        warm_up = bool(kwargs.pop(_WARM_UP, False))
         model = request.model
         thinking = kwargs.pop("thinking", self.thinking)
         for taken in (
@@ -887,6 +891,8 @@ class ChatClaudeRelay(BaseChatModel):
                 )
         # checked before planning: a refused call leaves no trace in the planner's state
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
+        if params.get("max_tokens") == 0 and not warm_up:  # what no plan can change
+            _refuse_zero_output(params, request, marked=True)
         if planner is not None and self.exact_token_counts:
             self._count_exactly(request, planner)
         started = planner.clock() if planner is not None else time.time()
@@ -906,6 +912,17 @@ class ChatClaudeRelay(BaseChatModel):
                 unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
                 warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
                 plan = None
+        if params.get("max_tokens") == 0 and zero_output_refusal(
+            thinking=params.get("thinking"),
+            tool_choice=request.tool_choice,
+            params=params,
+            marked=bool(request.markers()) or request.cache_control is not None,
+        ):
+            if not warm_up:  # no breakpoint: the prefix was too short for the planner to mark
+                if planner is not None and plan is not None:
+                    planner.abandoned(plan)
+                _refuse_zero_output(params, request, marked=False)
+            params["max_tokens"] = 1  # a warm-up with output Claude accepts
         self._keep_warm_cancel(plan.request if plan is not None else request)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
@@ -1025,6 +1042,7 @@ class ChatClaudeRelay(BaseChatModel):
         if isinstance(params.get("response_format"), type):
             params["response_format"] = response_format_for(params["response_format"])
         check_sendable(params)
+        fit_thinking_budget(params)
         check_sampling(  # after every override: what is sent is what is checked
             temperature=params.get("temperature"),
             max_tokens=params.get("max_tokens"),
@@ -1601,11 +1619,14 @@ class ChatClaudeRelay(BaseChatModel):
         params = dict(prepared.params or {})
         for name in ("stream", "stream_options", "max_completion_tokens", "thinking"):
             params.pop(name, None)
-        static = keep.position.section != "messages"
-        choice = render_tool_choice(prepared.request.tool_choice)  # either spelling, as sent
-        forced = not static and choice not in (None, "auto", "none")
-        structured = "response_format" in params or "output_config" in params
-        params["max_tokens"] = 0 if self._api.native and not forced and not structured else 1
+        static = keep.position.section != "messages"  # its cut leaves the tool choice out
+        refused = zero_output_refusal(
+            thinking=None,  # never planned with thinking on (``_plans_keep_warm``)
+            tool_choice=None if static else prepared.request.tool_choice,
+            params=params,
+            marked=True,  # the target's marker
+        )
+        params["max_tokens"] = 0 if self._api.native and refused is None else 1
         tier = prices.for_prompt(keep.tokens + 16)  # a long prompt's tier, if any
         extra = params["max_tokens"] * tier.output / 1e6
         worst = (keep.tokens + 16) * max(tier.cache_write_1h, tier.input) / 1e6
@@ -1758,9 +1779,13 @@ class ChatClaudeRelay(BaseChatModel):
         tools; ending with a user turn, which Claude requires); the planner marks it as usual,
         and once this returns, those prefixes are readable: calls fanned out afterwards, from
         any worker on the same account, read them instead of each paying to write them. On the
-        native ways in the request has ``max_tokens=0`` (no output at all); relays get
-        ``max_tokens=1``, since many refuse 0. ``batch``/``abatch`` need no warm-up call: they
-        already let one input go first.
+        native ways in the request has ``max_tokens=0`` (no output at all) where Claude takes it
+        (a breakpoint, no structured output, no forced tool); otherwise, and on relays (many
+        refuse 0), ``max_tokens=1``. Extended thinking is left out of the warm-up: it would
+        have to think before answering, and the tools and system prompt it writes are read by
+        calls with thinking all the same (thinking settings key only the messages' part of
+        the cache). ``batch``/``abatch`` need no warm-up call: they already let one input go
+        first.
 
         Args:
             input: the shared part of the prompt.
@@ -1770,15 +1795,22 @@ class ChatClaudeRelay(BaseChatModel):
         Returns:
             The (empty) answer, with the usage showing what was written.
         """
-        kwargs.setdefault("max_tokens", 0 if self._api.native else 1)
-        return self.invoke(input, config, **kwargs)
+        return self.invoke(input, config, **self._warm_up_kwargs(kwargs))
 
     async def awarm(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
         """Async :meth:`warm`."""
-        kwargs.setdefault("max_tokens", 0 if self._api.native else 1)
-        return await self.ainvoke(input, config, **kwargs)
+        return await self.ainvoke(input, config, **self._warm_up_kwargs(kwargs))
+
+    def _warm_up_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A warm-up's call arguments: the least output Claude takes, no thinking."""
+        return {
+            "max_tokens": 0 if self._api.native else 1,
+            **kwargs,
+            "thinking": None,
+            _WARM_UP: True,
+        }
 
     def _warmup_keys(
         self, inputs: Sequence[Any], kwargs: Mapping[str, Any]
@@ -1890,9 +1922,21 @@ class ChatClaudeRelay(BaseChatModel):
                 raise ValueError(msg)
             tool = convert_to_openai_tool(schema, strict=strict)
             name = tool["function"]["name"]
+            forced: str | None = name
+            if thinking_on(self.thinking):  # Claude refuses a forced tool while it thinks
+                forced = None
+                warn_once(
+                    ("structured_thinking", id(self)),
+                    "with_structured_output(method='function_calling') on a model with extended "
+                    "thinking binds its schema without forcing it (Claude refuses a forced tool "
+                    "while thinking): an answer without the tool call parses as None, or raises "
+                    "with include_raw=False and a pydantic schema. method='json_schema' "
+                    "constrains the answer instead.",
+                    UserWarning,
+                )
             llm = self.bind_tools(
                 [tool],
-                tool_choice=name,
+                tool_choice=forced,
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": tool},
             )
             if is_pydantic:
@@ -1979,6 +2023,31 @@ def _time_left(deadline: Deadline) -> float | None:
     """Seconds the call has left for its limiter wait (``None``: no deadline)."""
     left = deadline.remaining()
     return None if math.isinf(left) else left
+
+
+_WARM_UP = "warm_up"
+"""The call argument ``warm``/``awarm`` mark their call with: a ``max_tokens=0`` Claude would
+refuse (no breakpoint, structured output, a forced tool) becomes 1 instead of an error."""
+
+
+def _refuse_zero_output(params: Mapping[str, Any], request: ClaudeRequest, *, marked: bool) -> None:
+    """Refuse a user's ``max_tokens=0`` that Claude would answer with a 400, saying why.
+
+    Raises:
+        RequestValidationError: if ``zero_output_refusal`` gives a reason.
+    """
+    reason = zero_output_refusal(
+        thinking=params.get("thinking"),
+        tool_choice=request.tool_choice,
+        params=params,
+        marked=marked,
+    )
+    if reason is not None:
+        msg = (
+            f"max_tokens=0 only pre-warms the cache, and Claude refuses it here: {reason}. "
+            "Pass max_tokens=1, or use llm.warm(...), which sends the least output Claude takes."
+        )
+        raise RequestValidationError(msg)
 
 
 def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:

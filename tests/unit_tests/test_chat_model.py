@@ -137,7 +137,7 @@ def test_images_base64_and_url(make_llm, relay) -> None:
 def test_sampling_settings_and_extras_reach_the_body(make_llm, relay) -> None:
     llm = make_llm(
         temperature=0.2,
-        max_tokens=77,
+        max_tokens=4077,
         top_p=0.9,
         top_k=5,
         stop_sequences=["END"],
@@ -147,7 +147,7 @@ def test_sampling_settings_and_extras_reach_the_body(make_llm, relay) -> None:
     llm.invoke("hi")
     body = relay.last
     assert body["temperature"] == 0.2
-    assert body["max_tokens"] == 77
+    assert body["max_tokens"] == 4077
     assert body["top_p"] == 0.9
     assert body["top_k"] == 5
     assert body["stop"] == ["END"]
