@@ -23,6 +23,10 @@ Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
   before the other rules, so prices, minimums and lookback are the same.
 * Sampling values Claude refuses are a 400 on every path (``check_sampling_payload``): a
   negative ``max_tokens``, ``temperature`` or ``top_p`` outside 0-1, a negative ``top_k``.
+* Generation settings Claude refuses together are a 400 on every path that generates
+  (``check_generation_payload``): extended thinking with a forced tool choice, a thinking
+  budget not below ``max_tokens``, and (Messages paths) a ``max_tokens: 0`` warm-up without a
+  breakpoint or with thinking, structured outputs or a forced tool choice.
 * A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
 * A read at a marker checks the marker's boundary and up to 19 earlier ones (20 in all); the
   highest hit over all markers wins. Every hit restarts the entry's own TTL from the request's
@@ -59,6 +63,7 @@ __all__ = [
     "BlockCounter",
     "CacheEngine",
     "check_sampling_payload",
+    "check_generation_payload",
     "parse_openai",
     "parse_anthropic",
     "place_automatic",
@@ -311,6 +316,114 @@ def check_sampling_payload(payload: Mapping[str, Any]) -> None:
         if not low <= value <= high:  # NaN fails both comparisons
             msg = f"{name}: range: {low:g}..{high:g}"
             raise InvalidRequest(msg)
+
+
+_THINKING_ON = frozenset({"enabled", "adaptive"})
+_FORCING_CHOICES = frozenset({"any", "tool", "required", "function"})
+THINKING_FORCED_TOOL = "Thinking may not be enabled when tool_choice forces tool use."
+"""Claude's 400 for extended thinking with a ``tool_choice`` that forces a tool."""
+BUDGET_NOT_BELOW_MAX = "max_tokens must be greater than thinking.budget_tokens"
+"""Claude's 400 for ``thinking.budget_tokens`` >= ``max_tokens``."""
+WARMUP_ONLY = (
+    "max_tokens: 0 is only allowed for cache pre-warming: it needs a cache_control breakpoint "
+    "and cannot be used with extended thinking, structured outputs or a forced tool choice"
+)
+"""Claude's 400 for a ``max_tokens: 0`` request that cannot be a cache warm-up."""
+
+
+def _thinking_on(payload: Mapping[str, Any]) -> bool:
+    """Whether ``thinking`` turns extended thinking on (``enabled``, ``adaptive``)."""
+    thinking = payload.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") in _THINKING_ON
+
+
+def _forces_tool(choice: Any) -> bool:
+    """Whether a tool choice forces a tool, in either spelling.
+
+    Claude's ``{"type": "any"}`` and ``{"type": "tool", "name": ...}``; OpenAI's ``"required"``
+    and ``{"type": "function", "function": {"name": ...}}``. ``auto`` and ``none`` do not.
+    """
+    if isinstance(choice, str):
+        return choice in _FORCING_CHOICES
+    return isinstance(choice, Mapping) and choice.get("type") in _FORCING_CHOICES
+
+
+def _structured_output(payload: Mapping[str, Any]) -> bool:
+    """Whether the Messages payload asks for structured outputs.
+
+    ``output_config.format`` (what the package's Messages renderer sends for a JSON schema) or
+    the older beta's top-level ``output_format``; an ``output_config`` with only ``effort`` is
+    not one.
+    """
+    config = payload.get("output_config")
+    in_config = isinstance(config, Mapping) and config.get("format") is not None
+    return in_config or payload.get("output_format") is not None
+
+
+def check_generation_payload(
+    payload: Mapping[str, Any], request: PrefixRequest, *, native: bool
+) -> None:
+    """Refuse the combinations of generation settings Claude refuses, with its 400 wording.
+
+    Claude checks these on the Messages API, Bedrock and Vertex; an OpenAI-compatible relay
+    forwards the same settings to Claude, so the chat path refuses them too (the package's
+    tests then catch the package sending them on any path):
+
+    * ``max_tokens: 0`` (Messages paths only; the chat path keeps answering an empty, cut
+      reply) is a cache pre-warm: it needs a ``cache_control`` breakpoint (on a block, a tool
+      or at the top level) and cannot come with extended thinking, structured outputs
+      (``output_config.format``, ``output_format``) or a forced tool choice.
+    * Extended thinking (``thinking`` of type ``enabled`` or ``adaptive``) with a tool choice
+      that forces a tool (``any``/``tool``; on the chat path ``required``/``function``).
+    * ``thinking.budget_tokens`` (type ``enabled``) of at least ``max_tokens`` (on the chat
+      path ``max_completion_tokens``, else ``max_tokens``, checked only when given).
+
+    Args:
+        payload: the request body (OpenAI chat completions or Anthropic Messages).
+        request: its parsed prefix, as Claude receives it (the markers a warm-up needs).
+        native: whether it came in on a Messages path (Anthropic, Bedrock, Vertex).
+
+    Raises:
+        InvalidRequest: for the first refused combination.
+
+    >>> ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    >>> payload = {**ask, "thinking": {"type": "adaptive"}, "tool_choice": "required"}
+    >>> request = parse_openai(payload)
+    >>> check_generation_payload(payload, request, native=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.emulator.engine.InvalidRequest: Thinking may not be enabled when ...
+    """
+    thinking, forced = _thinking_on(payload), _forces_tool(payload.get("tool_choice"))
+    if native and payload.get("max_tokens") == 0:
+        reasons = [
+            "no cache_control breakpoint"
+            if not request.marker_indices and request.automatic is None
+            else "",
+            "extended thinking" if thinking else "",
+            "structured outputs" if _structured_output(payload) else "",
+            "a forced tool choice" if forced else "",
+        ]
+        found = [r for r in reasons if r]
+        if found:
+            msg = f"{WARMUP_ONLY} (this request has {', '.join(found)})"
+            raise InvalidRequest(msg)
+    if thinking and forced:
+        raise InvalidRequest(THINKING_FORCED_TOOL)
+    config = payload.get("thinking")
+    budget = config.get("budget_tokens") if isinstance(config, Mapping) else None
+    names = ("max_tokens",) if native else ("max_completion_tokens", "max_tokens")
+    name = next((n for n in names if payload.get(n) is not None), None)
+    if (
+        thinking
+        and config is not None
+        and config.get("type") == "enabled"
+        and _is_number(budget)
+        and name is not None
+        and budget >= payload[name]
+    ):
+        msg = f"{BUDGET_NOT_BELOW_MAX} (got {name}={payload[name]}, budget_tokens={budget})"
+        raise InvalidRequest(msg)
 
 
 def _finish(payload: Mapping[str, Any], model: str, blocks: list[PrefixBlock]) -> PrefixRequest:

@@ -9,11 +9,13 @@
   are a minimal instance of the tool's JSON schema, with literals of the user text (quoted
   strings, numbers) copied into fields they fit: ``magic_function(3)`` gives ``{"input": 3}``.
 * With a ``json_schema`` response format (OpenAI's ``response_format``, Anthropic's
-  ``output_config.format``), a minimal instance of the schema as the content.
-* After a tool result (the last block is a ``tool_result``), text, so that agent loops end;
-  unless ``tool_choice`` forces a tool this conversation has not called yet (the named one, or
-  with ``required``/``any`` the first such tool): an agent that forces a final tool (LangChain's
-  ``ToolStrategy`` structured output) gets that call, once.
+  ``output_config.format``), a minimal instance of the schema as the content, whenever no tool
+  is called: after a tool result too, as Claude's structured outputs always follow the schema.
+  With ``json_object``, a JSON object holding the sentence (``{"reply": ...}``), likewise.
+* After a tool result (the last block is a ``tool_result``), text (or the JSON above), so that
+  agent loops end; unless ``tool_choice`` forces a tool this conversation has not called yet
+  (the named one, or with ``required``/``any`` the first such tool): an agent that forces a
+  final tool (LangChain's ``ToolStrategy`` structured output) gets that call, once.
 * A tool call longer than ``max_tokens`` is cut off as Claude cuts it: no call, stop reason
   ``max_tokens``, exactly ``max_tokens`` output tokens (a keep-alive with ``max_tokens`` 1 of a
   request that would call a tool is billed one output token).
@@ -83,8 +85,8 @@ class ReplySpec:
 
     Attributes:
         last_user_text: the text the reply is derived from.
-        after_tool_result: whether the last block is a tool result (a text reply, unless a
-            forced tool has not been called yet).
+        after_tool_result: whether the last block is a tool result (a text or JSON reply,
+            unless a forced tool has not been called yet).
         tools: the tools offered.
         tool_mode: ``"auto"``, ``"none"``, ``"any"`` or ``"tool"``.
         tool_name: the forced tool for ``"tool"``.
@@ -304,7 +306,7 @@ def make_reply(spec: ReplySpec, count: Callable[[str], int]) -> Reply:
         if spec.max_tokens is not None and tokens > spec.max_tokens:  # cut before the call ends
             return Reply("", (), "max_tokens", None, spec.max_tokens)
         return Reply("", (call,), "tool_use", None, tokens)
-    if spec.response_schema is not None and not spec.after_tool_result:
+    if spec.response_schema is not None:  # structured outputs follow the schema, always
         text = json.dumps(schema_instance(spec.response_schema))
         return Reply(text, (), "end_turn", None, count(text))
     sentence = _sentence(seed, spec.after_tool_result)

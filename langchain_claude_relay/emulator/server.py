@@ -41,8 +41,12 @@ Token counting is neither billed nor rate limited: logged as ``counted``.
 
 On the Messages paths (Anthropic, Bedrock, Vertex), ``max_tokens: 0`` is a valid request that
 reads and writes the cache and is billed as usual, but answers no content (``content: []``,
-``stop_reason: "max_tokens"``); ``output_config.format`` makes the reply a JSON instance of the
-schema; ``diagnostics.previous_message_id`` adds a ``cache_miss_reason`` (see ``diagnostics``).
+``stop_reason: "max_tokens"``), provided it is a pre-warm Claude accepts: a ``cache_control``
+breakpoint, no thinking, no structured outputs, no forced tool choice (else a 400, as for
+thinking with a forced tool choice or a thinking budget not below ``max_tokens``, on every path
+that generates: ``check_generation_payload``); ``output_config.format`` makes the reply a JSON
+instance of the schema; ``diagnostics.previous_message_id`` adds a ``cache_miss_reason`` (see
+``diagnostics``).
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ from langchain_claude_relay.emulator.engine import (
     PrefixRequest,
     TokenSplit,
     apply_bad_relay,
+    check_generation_payload,
     cost_usd,
     parse_anthropic,
     parse_openai,
@@ -538,6 +543,7 @@ class EmulatorCore:
                 with self._lock:
                     counted = {"input_tokens": self._engine.input_total(prefix)}
                 return self._counted(rid, wire, start, counted, headers, fault == "cut")
+            check_generation_payload(payload, prefix, native=wire.anthropic)
             asked, previous = requested_diagnostics(payload) if wire.anthropic else (False, None)
             with self._lock:
                 bill = self._engine.plan(prefix, start)

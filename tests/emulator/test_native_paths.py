@@ -215,13 +215,15 @@ FORCED = {
 
 
 @pytest.mark.parametrize("forced", list(FORCED))
-def test_max_tokens_zero_answers_nothing_even_when_output_is_forced(
+def test_max_tokens_zero_is_refused_when_output_is_forced(
     emu: RelayEmulator, way: Way, sdk: Any, forced: str
 ) -> None:
-    assert create(sdk, way, **FORCED[forced]).content  # forced output exists...
-    warm = create(sdk, way, max_tokens=0, **FORCED[forced])  # ...but not at max_tokens 0
-    assert (warm.content, warm.stop_reason, warm.usage.output_tokens) == ([], "max_tokens", 0)
-    assert emu.billing_log[-1].output_tokens == 0
+    """A forced tool or structured outputs make max_tokens 0 no pre-warm: Claude's 400."""
+    assert create(sdk, way, **FORCED[forced]).content  # forced output is served...
+    with pytest.raises(anthropic.BadRequestError, match="only allowed for cache pre-warming"):
+        create(sdk, way, max_tokens=0, **FORCED[forced])  # ...but not at max_tokens 0
+    assert emu.request_log[-1].outcome == "error:400"
+    assert len(emu.billing_log) == 1
 
 
 def test_output_config_json_schema_shapes_the_reply(way: Way, sdk: Any) -> None:
