@@ -1349,6 +1349,7 @@ class ChatClaudeRelay(BaseChatModel):
             return generate_from_stream(
                 self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
             )
+        kwargs.pop("stream", None)  # LangChain's per-call choice, already made
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
         prepared.cost_trackers = _cost_trackers(run_manager)
         deadline = self._transport.call_deadline()
@@ -1380,6 +1381,7 @@ class ChatClaudeRelay(BaseChatModel):
             )
         if self.exact_token_counts:
             await self._acount_exactly(messages, kwargs)
+        kwargs.pop("stream", None)  # LangChain's per-call choice, already made
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
         prepared.cost_trackers = _cost_trackers(run_manager)
         deadline = self._transport.call_deadline()
@@ -1480,6 +1482,7 @@ class ChatClaudeRelay(BaseChatModel):
         self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[_Prepared, fanout.WarmupGate | None]:
         """``_prepare`` for a stream, and the batch warm-up gate told of the plan (if any)."""
+        kwargs.pop("stream", None)  # LangChain's per-call choice, already made
         prepared = self._prepare(messages, stop, stream=True, **kwargs)
         gate = fanout.current_gate()
         if gate is not None:

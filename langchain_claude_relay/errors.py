@@ -296,6 +296,21 @@ _CACHE_ERROR_EXPLANATIONS: tuple[tuple[re.Pattern[str], str], ...] = (
         "marker in prefix order (tools, system, messages)",
     ),
     (
+        re.compile(r"max_tokens:? ?0 is only allowed", re.I),
+        "max_tokens=0 only pre-warms the cache: it needs a cache_control breakpoint and no "
+        "thinking, structured output or forced tool choice; send max_tokens=1 (llm.warm(...) "
+        "chooses for you)",
+    ),
+    (
+        re.compile(r"thinking may not be enabled when tool_choice forces", re.I),
+        "extended thinking takes only tool_choice 'auto' or 'none': drop the forced tool "
+        "choice, or turn thinking off for this call",
+    ),
+    (
+        re.compile(r"max_tokens must be greater than thinking\.budget_tokens", re.I),
+        "max_tokens must be above the thinking budget_tokens: raise max_tokens or lower the budget",
+    ),
+    (
         re.compile(r"cache_control.*(thinking|empty)", re.I),
         "a cache marker sits on a thinking block or an empty text block, which cannot carry one",
     ),

@@ -16,6 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_claude_relay.emulator.engine import (
+    BUDGET_NOT_BELOW_MAX,
+    THINKING_FORCED_TOOL,
+    WARMUP_ONLY,
     CacheEngine,
     InvalidRequest,
     apply_bad_relay,
@@ -422,6 +425,9 @@ def test_marker_on_a_thinking_block_is_rejected() -> None:
             "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block",
             "1h cache marker",
         ),
+        (WARMUP_ONLY + " (this request has extended thinking)", "only pre-warms the cache"),
+        (THINKING_FORCED_TOOL, "takes only tool_choice 'auto' or 'none'"),
+        (BUDGET_NOT_BELOW_MAX + " (got max_tokens=1024)", "above the thinking budget_tokens"),
     ],
 )
 def test_error_wording_is_recognised_by_the_client_error_tree(text: str, plain_words: str) -> None:

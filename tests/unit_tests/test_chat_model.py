@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -571,3 +572,24 @@ def test_canary_key_never_leaks(make_llm, relay, caplog) -> None:
 def test_construction_is_lazy() -> None:
     llm = ChatClaudeRelay(base_url="https://relay.example.com/v1", api_key="k")
     assert "_transport" not in llm.__dict__
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_a_per_call_stream_argument_chooses_how_the_call_is_made(
+    make_llm, relay, streamed: bool
+) -> None:
+    # LangChain's invoke(..., stream=...) reached _prepare twice: a bare TypeError
+    def answer(body: dict[str, Any]) -> httpx2.Response:
+        if body.get("stream"):
+            events = sse(stream_events(["Hel", "lo"]))
+            return httpx2.Response(
+                200, headers={"content-type": "text/event-stream"}, content=events.encode()
+            )
+        return httpx2.Response(200, json=completion(usage={"prompt_tokens": 1}))
+
+    relay.handler = answer
+    llm = make_llm()
+    assert llm.invoke("hi", stream=streamed).content
+    assert bool(relay.last.get("stream")) is streamed
+    assert asyncio.run(llm.ainvoke("hi", stream=streamed)).content
+    assert bool(relay.last.get("stream")) is streamed
