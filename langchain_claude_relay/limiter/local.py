@@ -148,11 +148,12 @@ class RateLimiter(BaseRateLimiter):
         count_booking(self._stats, amounts.get("rpm", 0), oversize=oversize, wait=wait)
         return booking_id, admit_at, wait
 
-    def _close(self, booking_id: int, amounts: Mapping[str, float]) -> None:
-        """Set a booking's final amounts (the caller holds the lock)."""
+    def _close(self, booking_id: int, amounts: Mapping[str, float], *, drop: bool = False) -> None:
+        """Set a booking's final amounts, or ``drop`` a cancelled one (the caller holds the
+        lock)."""
         for name, amount in amounts.items():
             if name in self._buckets:
-                self._buckets[name].close(booking_id, amount)
+                self._buckets[name].close(booking_id, amount, drop=drop)
 
     def _reserve(
         self,
@@ -239,7 +240,7 @@ class RateLimiter(BaseRateLimiter):
         booking_id, wait = begun
         if wait > 0:
             with self._lock:
-                self._close(booking_id, {"rpm": int(completed)})
+                self._close(booking_id, {"rpm": int(completed)}, drop=not completed)
                 self._stats["requests"] -= int(not completed)
 
     # -- public API ---------------------------------------------------------------------------
@@ -413,7 +414,7 @@ class RateLimiter(BaseRateLimiter):
         """
         with self._lock:
             self._take_open(reservation)
-            self._close(reservation.id, dict.fromkeys(LIMIT_NAMES, 0))
+            self._close(reservation.id, dict.fromkeys(LIMIT_NAMES, 0), drop=True)
             self._stats["cancelled"] += 1
             self._stats["requests"] -= int(reservation.counts_request)
 

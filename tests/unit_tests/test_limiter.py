@@ -878,3 +878,25 @@ def test_real_clock_defaults_do_not_wait_when_allowed() -> None:
         limiter.settle(limiter.acquire(1_000, 100), usage(input=900, output=50), SONNET)
     assert time.monotonic() - started < 1.0
     assert limiter.stats()["waits"] == 0
+
+
+async def test_cancelled_waiters_give_their_places_in_the_queue_back() -> None:
+    # 40 abandoned waiters (asyncio.wait_for timeouts) used to hold their admission times:
+    # the next call waited behind all of them (~40 s at 1 request/s)
+    fake = FakeTime()
+    release = asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        fake.slept.append(seconds)
+        await release.wait()
+
+    limiter = RateLimiter(rpm=60, clock=fake.clock, sleep=fake.sleep, asleep=held_sleep)
+    for _ in range(60):
+        await limiter.aacquire(0)
+    waiters = [asyncio.create_task(limiter.aacquire(0)) for _ in range(40)]
+    await asyncio.sleep(0)
+    assert max(fake.slept) == pytest.approx(40.0)
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert limiter.acquire(0).waited == pytest.approx(1.0)
