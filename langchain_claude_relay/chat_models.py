@@ -1538,8 +1538,9 @@ class ChatClaudeRelay(BaseChatModel):
         scheduling keep-alives). Also called at interpreter exit. ``with ChatClaudeRelay(...)
         as llm:`` closes on leaving the block.
         """
-        self._closed = True
-        scheduler = self._keep_warm_state
+        with _KEEP_WARM_LOCK:  # a scheduler being built now sees ``_closed``, or is seen here
+            self._closed = True
+            scheduler = self._keep_warm_state
         if scheduler is not None:
             scheduler.close()
 

@@ -227,3 +227,30 @@ def test_the_budget_counts_a_long_prompts_tier(emulator: RelayEmulator) -> None:
     assert prefix * prices.cache_write_1h / 1e6 < 0.05 < prefix * 5 * prices.cache_write_1h / 1e6
     assert llm.next_keep_warm() is None
     llm.close()
+
+
+def test_close_while_the_first_scheduler_is_built_leaves_none_running(
+    emulator: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() read the scheduler before the call being answered published it: that scheduler
+    # then went on sending keep-alives after close()
+    import threading
+
+    from langchain_claude_relay import chat_models
+
+    llm = _wall_clock_model(emulator, keep_warm="auto")
+    closer: list[threading.Thread] = []
+
+    class SlowToBuild(chat_models.KeepWarmScheduler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            closer.append(threading.Thread(target=llm.close))
+            closer[0].start()
+            time.sleep(0.2)  # close() runs now, from the other thread
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(chat_models, "KeepWarmScheduler", SlowToBuild)
+    _tool_round(llm, _system())
+    closer[0].join(5)
+    scheduler = llm._keep_warm_state
+    assert scheduler is None or scheduler.closed
+    assert llm.next_keep_warm() is None
