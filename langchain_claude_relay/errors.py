@@ -157,7 +157,27 @@ class APITimeoutError(APIConnectionError, ModelTimeoutError):
         super().__init__(message)
 
 
-class APIResponseError(ClaudeRelayError):
+def _rebuilt(cls: type[BaseException], message: str, state: dict[str, Any]) -> BaseException:
+    """An error as it was pickled: its message as formatted, its attributes as they were."""
+    error = cls.__new__(cls)
+    BaseException.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class _PicklesWhole:
+    """Errors with keyword-only attributes survive pickling, so a worker's error reaches its parent.
+
+    The default ``__reduce__`` calls ``__init__`` with the formatted message alone, which
+    raised ``TypeError`` in a ``multiprocessing`` pool's result thread, hanging the pool.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        message = self.args[0] if self.args else ""  # type: ignore[attr-defined]
+        return (_rebuilt, (type(self), message, dict(self.__dict__)))
+
+
+class APIResponseError(_PicklesWhole, ClaudeRelayError):
     """The relay answered, but not with a valid response (malformed body, broken stream).
 
     Attributes:
@@ -173,7 +193,7 @@ class APIResponseError(ClaudeRelayError):
         super().__init__(redact(f"{message}{detail}{tail}"))
 
 
-class APIStatusError(ClaudeRelayError, ModelError):
+class APIStatusError(_PicklesWhole, ClaudeRelayError, ModelError):
     """The relay answered with an HTTP error status.
 
     Attributes:
