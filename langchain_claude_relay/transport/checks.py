@@ -1,7 +1,10 @@
 """What the transport checks before and after it talks to a relay: URLs, TLS, secrets.
 
-* ``check_base_url``: an http(s) URL; plain ``http://`` only to loopback unless allowed.
-* Credential headers (``SECRET_HEADER_NAMES``) are split from plain ones and kept ``SecretStr``.
+* ``check_base_url``: an http(s) URL; plain ``http://`` only to loopback unless allowed; no
+  credentials in it (userinfo, or a query parameter named like a credential: ``?key=...``).
+* Credential headers (``is_secret_header``: the ``SECRET_HEADER_NAMES``, and any name holding one
+  of ``SECRET_NAME_MARKERS``, such as ``cf-aig-authorization`` or ``x-portkey-api-key``) are split
+  from plain ones and kept ``SecretStr``.
 * TLS verification cannot be switched off silently: an ``http_client`` whose TLS settings are
   readable (``httpx``/``httpx2`` clients and their proxy mounts) and that does not verify
   certificates or host names draws an ``InsecureTransportWarning`` when the base URL is
@@ -10,8 +13,10 @@
 * ``redact_url``: a URL as it may be shown -- in errors, logs, reprs, callbacks' and LangSmith's
   parameters -- with its userinfo and every query value replaced by ``***`` (a relay URL such as
   ``https://user:KEY@relay/v1?key=KEY`` carries credentials). The HTTP libraries log each
-  request's full URL at INFO: ``hide_in_http_logs`` registers a base URL's credentials with a
-  filter on their loggers, which writes ``***`` in their place.
+  request's full URL at INFO, and ``botocore`` logs a Bedrock request's signed headers (the
+  session token among them) at DEBUG: ``hide_in_http_logs`` registers a base URL's credentials
+  and the transport's other secrets with a filter on their loggers, which writes ``***`` in
+  their place.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import ipaddress
 import logging
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlparse, urlsplit
 
@@ -39,7 +44,9 @@ from langchain_claude_relay.errors import (
 
 __all__ = [
     "SECRET_HEADER_NAMES",
+    "SECRET_NAME_MARKERS",
     "REDACTED",
+    "is_secret_header",
     "split_secret_headers",
     "check_base_url",
     "is_loopback_host",
@@ -58,11 +65,39 @@ REDACTED = "***"
 SECRET_HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
 """Headers (lower case) whose values are credentials: kept secret like the API key."""
 
+SECRET_NAME_MARKERS = (
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "cookie",
+    "session",
+    "signature",
+    "password",
+)
+"""Parts of a header name (lower case) that make it a credential header.
+
+Gateways name their keys as they like (``cf-aig-authorization``, ``Helicone-Auth``,
+``x-portkey-api-key``, ``x-goog-api-key``...): no list of exact names can keep up, so a header
+whose name holds any of these is taken for a credential. Hiding a harmless header (an
+idempotency key) costs nothing but its showing; showing a key is a leak. Query parameters of a
+base URL are judged the same way (``check_base_url``)."""
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header (or query parameter) name says its value is a credential, in any case.
+
+    >>> [is_secret_header(n) for n in ("Helicone-Auth", "x-goog-api-key", "x-request-source")]
+    [True, True, False]
+    """
+    lowered = name.lower()
+    return lowered in SECRET_HEADER_NAMES or any(m in lowered for m in SECRET_NAME_MARKERS)
+
 
 def split_secret_headers(
     headers: Mapping[str, str],
 ) -> tuple[dict[str, str], dict[str, SecretStr]]:
-    """Split headers into plain ones and credentials (:data:`SECRET_HEADER_NAMES`, any case).
+    """Split headers into plain ones and credentials (:func:`is_secret_header`, any case).
 
     Args:
         headers: the headers as given.
@@ -77,7 +112,7 @@ def split_secret_headers(
     plain: dict[str, str] = {}
     secret: dict[str, SecretStr] = {}
     for name, value in headers.items():
-        if name.lower() in SECRET_HEADER_NAMES:
+        if is_secret_header(name):
             secret[name] = SecretStr(value)
         else:
             plain[name] = value
@@ -129,8 +164,20 @@ def redact_url(url: str) -> str:
 
 
 # A filter on a logger sees only the records of that very logger, not its children's: every
-# logger the SDKs and their HTTP libraries log requests or headers on is named.
-_HTTP_LOGGER_ROOTS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic")
+# logger the SDKs and their HTTP libraries log requests or headers on is named. botocore signs
+# Bedrock requests: ``botocore.auth`` logs the canonical request and its signed headers (the
+# session token) at DEBUG; ``botocore.credentials`` and ``botocore.endpoint`` where credentials
+# and requests come from.
+_HTTP_LOGGER_ROOTS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "openai",
+    "anthropic",
+    "botocore",
+    "boto3",
+)
 _HTTP_LOGGERS = (
     *_HTTP_LOGGER_ROOTS,
     *(
@@ -140,6 +187,23 @@ _HTTP_LOGGERS = (
     ),
     "openai._base_client",
     "anthropic._base_client",
+    *(
+        f"botocore.{part}"
+        for part in (
+            "auth",
+            "awsrequest",
+            "client",
+            "credentials",
+            "endpoint",
+            "hooks",
+            "httpsession",
+            "parsers",
+            "regions",
+            "retryhandler",
+            "session",
+            "utils",
+        )
+    ),
 )
 _MIN_HIDDEN = MIN_SECRET_CHARS  # shorter credentials ("u", "1"): every line in asterisks
 
@@ -170,13 +234,19 @@ _log_filter = _HideCredentials()
 _log_filter_lock = threading.Lock()
 
 
-def hide_in_http_logs(url: str) -> None:
-    """Keep a URL's credentials out of the HTTP libraries' log lines (see the module docstring).
+def hide_in_http_logs(url: str | None, secrets: Iterable[str] = ()) -> None:
+    """Keep a URL's credentials and ``secrets`` out of the HTTP libraries' and botocore's logs.
+
+    See the module docstring. Registered secrets stay registered for the process (a filter
+    cannot know when no client uses them any more); values shorter than ``MIN_SECRET_CHARS``
+    are not, as writing over them would mangle every line.
 
     Args:
-        url: a base URL; nothing is done when it has no userinfo or query values.
+        url: a base URL (``None``: none); its userinfo and query values are registered.
+        secrets: other values to hide: the transport's key, secret settings (Bedrock's secret
+            key and session token, Vertex's token) and credential headers.
     """
-    found = {c for c in url_credentials(url) if len(c) >= _MIN_HIDDEN}
+    found = {c for c in (*url_credentials(url or ""), *secrets) if len(c) >= _MIN_HIDDEN}
     if not found or found <= _log_filter.secrets:
         return
     with _log_filter_lock:
@@ -201,10 +271,20 @@ completions/chat/completions`` and answered 404."""
 def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
     """Validate a relay base URL before anything is sent.
 
+    A URL carrying credentials is refused, not redacted: a model keeps its base URL as given,
+    and ``model_dump()``, ``model_dump_json()`` and ``pickle`` would hand them on in plain text
+    (a redacted copy would no longer reach the relay). Userinfo (``user:pw@``) is refused
+    besides because the HTTP library turns it into ``Authorization: Basic ...``, which replaces
+    the API key. A query parameter named like a credential (:func:`is_secret_header`: ``?key=``,
+    ``?access_token=``, ``?signature=``...) is refused; other query values (``?api-version=``)
+    are settings, kept as given, and still redacted wherever the URL is shown. The message says
+    what to move where, never the value.
+
     Raises:
-        RequestValidationError: if it is missing, not http(s), ends in an endpoint path
-            (``/chat/completions``, ``/v1/messages``), or is plain ``http://`` to a host other
-            than loopback without ``allow_insecure_http=True``.
+        RequestValidationError: if it is missing, not http(s), carries userinfo or a credential
+            query parameter, ends in an endpoint path (``/chat/completions``, ``/v1/messages``),
+            or is plain ``http://`` to a host other than loopback without
+            ``allow_insecure_http=True``.
     """
     if not base_url:
         msg = (
@@ -217,6 +297,7 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
         shown = redact_url(base_url)
         msg = f"base_url {shown!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
         raise RequestValidationError(msg)
+    _refuse_credentials_in(base_url, parsed.netloc, parsed.query)
     path = parsed.path.rstrip("/")
     for endpoint in _ENDPOINT_PATHS:
         if path.endswith(endpoint):
@@ -237,6 +318,28 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
         )
         raise RequestValidationError(msg)
     return base_url
+
+
+def _refuse_credentials_in(base_url: str, netloc: str, query: str) -> None:
+    """Refuse userinfo and credential query parameters in a base URL (see ``check_base_url``)."""
+    if "@" in netloc:
+        msg = (
+            f"base_url {redact_url(base_url)!r} carries credentials before the host "
+            "('user:password@'), which would be sent as 'Authorization: Basic ...' instead of "
+            "your API key: remove them, and pass the key as api_key=... or a credential header "
+            "in default_headers={'Authorization': 'Bearer ...'}"
+        )
+        raise RequestValidationError(msg)
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True) if is_secret_header(name)]
+    if names:
+        listed = ", ".join(repr(n) for n in dict.fromkeys(names))
+        msg = (
+            f"base_url {redact_url(base_url)!r} carries a credential in its query string "
+            f"({listed}), which would be kept in plain text in model_dump() and pickles: remove "
+            "it, and pass the key as api_key=... or as a header in default_headers (e.g. "
+            "{'x-api-key': ...}; the relay's documentation names the header it reads)"
+        )
+        raise RequestValidationError(msg)
 
 
 def is_loopback_host(host: str) -> bool:

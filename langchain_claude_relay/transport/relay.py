@@ -28,8 +28,9 @@ The key never leaves in an error: a relay that echoes it (``"Incorrect API key p
 in an error page or in a 200 error object) has it replaced by ``***`` in every body and stream
 line before anything parses them, whatever the key looks like (the pattern-based ``redact`` only
 knows ``sk-...`` keys and ``Bearer`` values). The values of credential headers
-(``SECRET_HEADER_NAMES``, passed as ``secret_headers``) are kept as ``SecretStr`` until the SDK
-client is built, and scrubbed the same way (``transport.checks``).
+(``checks.is_secret_header``, passed as ``secret_headers``) are kept as ``SecretStr`` until the
+SDK client is built, and scrubbed the same way (``transport.checks``). No raised error holds the
+request: the SDK's exceptions (which keep it, headers and all) are never chained (``_failure``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from langchain_claude_relay.errors import (
     ClaudeRelayError,
     RequestValidationError,
     make_status_error,
+    redact,
 )
 from langchain_claude_relay.transport.apis import api_spec, build_sdk_client
 from langchain_claude_relay.transport.checks import (
@@ -179,6 +181,60 @@ def _native_event(event: Any, seen_stop: list[bool]) -> Any:
     return event
 
 
+_REQUEST_ATTRIBUTES = ("request", "response", "_request", "_response")
+"""Attributes the SDKs' and HTTP libraries' exceptions keep the request or response in."""
+
+_REQUEST_HOLDING_MODULES = frozenset(
+    {"openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "botocore", "boto3"}
+)
+"""Libraries whose exceptions may hold a request (and so the credential headers sent)."""
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and every exception reachable through ``__cause__`` and ``__context__``."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [current.__cause__, current.__context__]
+
+
+def _holds_request(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or its chain may hold a request or a response (see ``_failure``)."""
+    for current in _chain(exc):
+        if type(current).__module__.partition(".")[0] in _REQUEST_HOLDING_MODULES:
+            return True
+        held = getattr(current, "__dict__", {})
+        if any(held.get(name) is not None for name in _REQUEST_ATTRIBUTES):
+            return True
+    return False
+
+
+def _safe_to_chain(exc: BaseException | None, secrets: tuple[str, ...]) -> bool:
+    """Whether ``exc`` may be kept in a raised error's chain: no request, no secret mentioned."""
+    if exc is None:
+        return True
+    if _holds_request(exc):
+        return False
+    return not any(chain_mentions(exc, s) for s in secrets)
+
+
+def _note_origin(error: ClaudeRelayError, exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Note on ``error`` which SDK exception it stands for (the SDK exception is not chained)."""
+    origin = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    request_id = getattr(exc, "request_id", None) or getattr(error, "request_id", None)
+    note = f"from {origin}" + (f" (request id {request_id})" if isinstance(request_id, str) else "")
+    note = redact(note, *secrets)
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10: kept where 3.11's tracebacks would show it
+        error.__notes__ = [*getattr(error, "__notes__", []), note]
+
+
 def _cut_native_stream() -> APIResponseError:
     msg = "the stream ended before message_stop: it was cut"
     return APIResponseError(msg, status_code=200)
@@ -247,8 +303,7 @@ class RelayTransport:
             else derived_call_timeout(timeout, policy.max_retries, policy.max_delay)
         )
         warn_if_unverified(base_url or "https://", http_client, http_async_client)
-        if base_url is not None:
-            hide_in_http_logs(base_url)
+        hide_in_http_logs(base_url, self._scrubbed_secrets)
 
     def __repr__(self) -> str:
         shown = None if self.base_url is None else redact_url(self.base_url)
@@ -339,10 +394,14 @@ class RelayTransport:
         """The typed, scrubbed error for ``exc``, and the cause to chain it to.
 
         Callers raise it outside their ``except`` block, so that no implicit ``__context__``
-        is kept: the SDK's own exception is chained as the cause only when nothing in its chain
-        holds the key (the SDK puts error bodies, which may echo the key, in its messages). A
-        timeout once the call's ``deadline`` has passed (a socket wait cut to it) is the
-        deadline's error.
+        is kept. Nothing that holds the request is ever chained: the SDK's and the HTTP
+        library's exceptions keep it (``.request.headers``: the key and the credential headers
+        in plain text), and their messages may hold error bodies that echo the key. So an SDK
+        exception is never the cause; the typed error gets a note instead (``__notes__``, shown
+        under its traceback) naming the SDK exception's class and the request id, if any. Other
+        causes (a local failure's) are chained only when nothing in their chain holds a request
+        or mentions a secret. A timeout once the call's ``deadline`` has passed (a socket wait
+        cut to it) is the deadline's error.
         """
         secrets = self._secret_list
         error = translate_sdk_error(exc, secret=secrets[0] if secrets else None)
@@ -350,10 +409,17 @@ class RelayTransport:
             error = deadline.error()
         for other in secrets[1:]:
             scrub_error(error, other)
-        cause = exc.__cause__ if error is exc else exc
-        if cause is not None and any(chain_mentions(cause, s) for s in secrets):
-            cause = None
-        return _Failure(error, cause)
+        if error is exc:  # our own error: its chain may hold what it was raised from
+            cause = exc.__cause__
+            if not _safe_to_chain(exc.__cause__, secrets) or not _safe_to_chain(
+                exc.__context__, secrets
+            ):
+                error.__cause__ = error.__context__ = cause = None
+            return _Failure(error, cause)
+        if _holds_request(exc):
+            _note_origin(error, exc, secrets)
+            return _Failure(error, None)
+        return _Failure(error, exc if _safe_to_chain(exc, secrets) else None)
 
     def _scrub_text(self, text: str) -> str:
         """An answer's text with the key replaced by ``***`` (a relay may echo it)."""

@@ -45,6 +45,7 @@ from langchain_claude_relay.wire.openai_chat import (
     ParsedChunk,
     ParsedCompletion,
     check_one_top_level_marker,
+    check_tool_call_count,
     checked_usage,
 )
 
@@ -459,7 +460,8 @@ def parse_message(
     Raises:
         APIResponseError: if the body is not a message (an error object, no ``content`` list,
             a block of the wrong shape, a ``tool_use`` without id or name or with an input that
-            is not an object) or its usage is garbage.
+            is not an object), holds more than ``MAX_TOOL_CALLS`` ``tool_use`` blocks, or its
+            usage is garbage.
     """
     source = text if text is not None else body
 
@@ -475,6 +477,8 @@ def parse_message(
     content = body.get("content")
     if not isinstance(content, list):
         raise problem("a message without a 'content' list")
+    uses = sum(1 for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use")
+    check_tool_call_count(uses, "answered", status_code, source)
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -570,6 +574,7 @@ class MessageStreamReader:
         self._model: str | None = None
         self._usage: dict[str, Any] | None = None
         self._blocks: dict[int, _OpenBlock] = {}
+        self._tool_uses = 0  # tool_use blocks started: at most MAX_TOOL_CALLS
         self._handlers: dict[str, Callable[[Mapping[str, Any]], ParsedChunk]] = {
             "message_start": self._message_start,
             "content_block_start": self._block_start,
@@ -598,8 +603,9 @@ class MessageStreamReader:
 
         Raises:
             APIResponseError: if the event is not an object with a string ``type``, a field has
-                the wrong type, a delta or stop names a block that was not started, or the usage
-                is garbage; or for an ``error`` event of an unknown type.
+                the wrong type, a delta or stop names a block that was not started, the stream
+                starts more than ``MAX_TOOL_CALLS`` ``tool_use`` blocks, or the usage is
+                garbage; or for an ``error`` event of an unknown type.
             APIStatusError: for an ``error`` event whose type names a status (the typed subclass,
                 such as ``OverloadedError`` for ``overloaded_error``).
         """
@@ -679,6 +685,8 @@ class MessageStreamReader:
         if kind == "text":
             return self._chunk(content=_checked_str(block, "text", problem, default=""))
         if kind == "tool_use":
+            self._tool_uses += 1
+            check_tool_call_count(self._tool_uses, "streamed", 200, lambda: _dump(event))
             call_id, name, tool_input = _checked_tool_use(block, problem)
             arguments = _arguments(tool_input, problem) if tool_input else ""
             delta = {

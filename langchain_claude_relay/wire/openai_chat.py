@@ -39,6 +39,8 @@ from langchain_claude_relay.request import Block, ClaudeRequest, Message, Tool, 
 from langchain_claude_relay.usage import normalize_usage
 
 __all__ = [
+    "MAX_TOOL_CALLS",
+    "check_tool_call_count",
     "render_chat_payload",
     "check_one_top_level_marker",
     "render_tool_choice",
@@ -51,6 +53,44 @@ __all__ = [
     "parse_chat_chunk",
     "checked_usage",
 ]
+
+
+MAX_TOOL_CALLS = 512
+"""The most tool calls one answer may hold; more ends in ``APIResponseError``.
+
+Far above any real parallel tool use (Claude makes a handful at a time), and low enough to
+bound what a broken or hostile relay costs: LangChain merges a stream's tool-call chunks by
+index, at a cost of (events x distinct indices) once the stream is read -- after the call's
+deadline, which can then not stop it -- and every non-streamed tool call becomes several
+objects (150,000 of them took 12 s and 330 MB). Streams are checked as they are read (an index
+at or above the cap, or more distinct indices than the cap), answers before their calls are
+parsed."""
+
+
+def check_tool_call_count(count: int, where: str, status: int | None, body: Any) -> None:
+    """Raise ``APIResponseError`` if an answer holds more than :data:`MAX_TOOL_CALLS` calls.
+
+    Used by both wire formats' parsers and stream readers.
+
+    Args:
+        count: the number of tool calls (or the highest index plus one) seen so far.
+        where: ``"answered"`` or ``"streamed"``, for the message.
+        status: the HTTP status, for the message.
+        body: the body, or a callable giving it (serialized only when reporting).
+
+    >>> check_tool_call_count(MAX_TOOL_CALLS, "answered", 200, "")
+    >>> check_tool_call_count(MAX_TOOL_CALLS + 1, "answered", 200, "")
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.APIResponseError: relay answered more than 512 tool calls ...
+    """
+    if count <= MAX_TOOL_CALLS:
+        return
+    msg = (
+        f"relay {where} more than {MAX_TOOL_CALLS} tool calls in one answer, which no real "
+        "answer holds (a broken relay?)"
+    )
+    raise APIResponseError(msg, status_code=status, body=body() if callable(body) else body)
 
 
 def _sorted(value: Any) -> Any:
@@ -519,6 +559,10 @@ def _tool_call(raw: Mapping[str, Any], status: int, body: Any) -> dict[str, Any]
     }
 
 
+def _dumped(chunk: Any) -> str:
+    return json.dumps(chunk, default=str)
+
+
 def _tool_call_delta(raw: Mapping[str, Any], chunk: Any) -> dict[str, Any]:
     """One streamed tool-call delta, checked: every field optional, but of the right type."""
 
@@ -529,6 +573,8 @@ def _tool_call_delta(raw: Mapping[str, Any], chunk: Any) -> dict[str, Any]:
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
         msg = "relay streamed a tool-call delta whose index is not an integer"
         raise APIResponseError(msg, status_code=200, body=body())
+    if index is not None:
+        check_tool_call_count(index + 1, "streamed", 200, body)
     function = raw.get("function")
     if function is None:
         function = {}
@@ -588,6 +634,7 @@ def parse_chat_completion(
     if not isinstance(raw_calls, list):
         msg = "relay answered 'tool_calls' that is not a list"
         raise APIResponseError(msg, status_code=status_code, body=excerpt_source)
+    check_tool_call_count(len(raw_calls), "answered", status_code, excerpt_source)
     usage = checked_usage(body.get("usage"), "answered", status_code, excerpt_source)
     return ParsedCompletion(
         id=body.get("id") if isinstance(body.get("id"), str) else None,
@@ -657,6 +704,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
             pieces = _thinking_pieces(delta)
             raw = delta.get("tool_calls") or []
             if isinstance(raw, list):
+                check_tool_call_count(len(raw), "streamed", 200, lambda: _dumped(chunk))
                 deltas = [_tool_call_delta(d, chunk) for d in raw if isinstance(d, Mapping)]
         if isinstance(choice.get("finish_reason"), str):
             finish = choice["finish_reason"]
@@ -684,10 +732,20 @@ class ChatChunkReader:
 
     def __init__(self) -> None:
         self._texts: dict[int | None, list[str]] = {}
+        self._tool_indices: set[int | None] = set()
 
     def read(self, event: Any) -> ParsedChunk:
-        """Validate and read one streamed chunk (see :func:`parse_chat_chunk`)."""
+        """Validate and read one streamed chunk (see :func:`parse_chat_chunk`).
+
+        Raises:
+            APIResponseError: as :func:`parse_chat_chunk`, and once the stream's tool calls
+                (distinct indices) are more than :data:`MAX_TOOL_CALLS`.
+        """
         parsed = parse_chat_chunk(event)
+        if parsed.tool_call_deltas:
+            indices = self._tool_indices
+            indices.update(d["index"] for d in parsed.tool_call_deltas)
+            check_tool_call_count(len(indices), "streamed", 200, lambda: _dumped(event))
         if not parsed.thinking_pieces:
             return parsed
         done: list[dict[str, Any]] = []

@@ -339,7 +339,9 @@ class _Recorder(BaseCallbackHandler):
 def test_url_credentials_are_redacted_wherever_the_url_is_shown(
     hostile: HostileRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"http://user:{URL_PASSWORD}@127.0.0.1:{hostile.port}/ok/v1?key={URL_QUERY}"
+    # credentials in the URL are refused (test_secret_review_fixes.py); other query values
+    # may still be private (a tenant id), and are redacted wherever the URL is shown
+    url = f"http://127.0.0.1:{hostile.port}/ok/v1?tenant={URL_QUERY}"
     llm = llm_for(url)
     recorder = _Recorder()
     with caplog.at_level(logging.DEBUG):
@@ -360,9 +362,8 @@ def test_url_credentials_are_redacted_wherever_the_url_is_shown(
     ]
     assert recorder.seen
     assert any("127.0.0.1" in text for text in shown)  # the URL is shown, redacted
-    for secret in (URL_PASSWORD, URL_QUERY):
-        for text in shown:
-            assert secret not in text
+    for text in shown:
+        assert URL_QUERY not in text
     assert llm.base_url == url  # the model still uses the URL it was given
 
 

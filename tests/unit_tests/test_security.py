@@ -374,11 +374,13 @@ def test_a_short_placeholder_key_does_not_rewrite_answers(relay: FakeRelay) -> N
     assert make_fake_llm(relay, "test").invoke("hi").content == "a test of the test"
 
 
-def test_the_sdk_exception_is_chained_when_it_holds_no_secret(relay: FakeRelay) -> None:
+def test_the_sdk_exception_is_named_but_never_chained(relay: FakeRelay) -> None:
     relay.handler = lambda _b: httpx2.Response(503, json={"error": {"message": "busy"}})
     with pytest.raises(ClaudeRelayError) as info:
         make_fake_llm(relay, PLAIN_KEY).invoke("hi")
-    assert info.value.__cause__ is not None  # kept for debugging
+    assert info.value.__cause__ is None  # it holds the request, and so the key's headers
+    assert info.value.__context__ is None
+    assert getattr(info.value, "__notes__", []) == ["from openai.InternalServerError"]
     relay.handler = lambda _b: httpx2.Response(
         503, json={"error": {"message": f"busy {PLAIN_KEY}"}}
     )
