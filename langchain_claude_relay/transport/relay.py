@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay.errors import (
     ERROR_TYPE_STATUS,
     APIResponseError,
@@ -293,6 +295,7 @@ class RelayTransport:
         self._secret_headers = dict(secret_headers or {})
         self._http_client = http_client
         self._http_async_client = http_async_client
+        self._clients: dict[bool, tuple[int, Any]] = {}  # is_async -> (pid that built it, client)
         self._sleep = sleep
         self._asleep = asleep
         self.limits = limits or ResponseLimits()
@@ -375,15 +378,41 @@ class RelayTransport:
             limits=self.limits,
         )
 
-    @cached_property
-    def client(self) -> Any:
-        """The sync SDK client, built on first use."""
-        return self._build_client(is_async=False)
+    def _client_for_this_process(self, *, is_async: bool) -> Any:
+        """The SDK client built in this process (a forked child builds its own).
 
-    @cached_property
+        A child of ``fork`` inherits the parent's connection pool, live keep-alive sockets
+        included: children writing requests to one socket read each other's answers (or a
+        garbled status line), and one may wait forever on a socket another drained. So a
+        client is used only in the process that built it. A client of your own
+        (``http_client=``) cannot be rebuilt: it is shared, with one warning.
+        """
+        pid = os.getpid()
+        built = self._clients.get(is_async)
+        if built is not None and built[0] == pid:
+            return built[1]
+        own = self._http_async_client if is_async else self._http_client
+        if built is not None and own is not None:
+            warn_once(
+                ("forked_http_client", id(own)),
+                "a forked process is using the http_client you gave, whose connections it "
+                "shares with its parent: give each process its own client (build the model "
+                "after the fork, or use the spawn start method)",
+                RuntimeWarning,
+            )
+        client = self._build_client(is_async=is_async)
+        self._clients[is_async] = (pid, client)
+        return client
+
+    @property
+    def client(self) -> Any:
+        """The sync SDK client, built on first use in this process."""
+        return self._client_for_this_process(is_async=False)
+
+    @property
     def async_client(self) -> Any:
-        """The async SDK client, built on first use."""
-        return self._build_client(is_async=True)
+        """The async SDK client, built on first use in this process."""
+        return self._client_for_this_process(is_async=True)
 
     @property
     def resolved_base_url(self) -> str:

@@ -1,0 +1,48 @@
+"""A forked worker builds its own HTTP client: it never shares the parent's sockets.
+
+A ``multiprocessing`` pool (fork) started after the parent had called the relay shared its
+keep-alive connection: children read each other's answers, garbled status lines, or hung.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from typing import Any
+
+import pytest
+
+from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay.emulator import RelayEmulator
+
+_llm: ChatClaudeRelay | None = None
+_parent_client_id = 0
+
+
+def _child_call(i: int) -> tuple[bool, int]:
+    assert _llm is not None
+    fresh = id(_llm._transport.client) != _parent_client_id
+    reply = _llm.invoke(f"Question number {i} " + "with some words " * i)
+    return fresh, reply.usage_metadata["input_tokens"] if reply.usage_metadata else -1
+
+
+@pytest.mark.timeout(120)
+def test_forked_workers_call_the_relay_on_their_own_connections(
+    emulator: RelayEmulator,
+) -> None:
+    global _llm, _parent_client_id
+    _llm = ChatClaudeRelay(
+        base_url=emulator.base_url, api_key="test", cache="off", ledger=False, max_retries=0
+    )
+    for i in range(3):
+        _llm.invoke(f"warming the connection {i}")  # the parent's pool holds a live socket
+    _parent_client_id = id(_llm._transport.client)
+    context = multiprocessing.get_context("fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
+        with context.Pool(4) as pool:
+            results: list[Any] = pool.map(_child_call, range(1, 33), chunksize=1)
+    assert all(fresh for fresh, _ in results)
+    counts = [count for _, count in results]
+    assert counts == sorted(counts)  # each answer is its own prompt's (longer prompts, more)
+    assert len(set(counts)) == len(counts)
