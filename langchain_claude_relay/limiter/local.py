@@ -149,8 +149,7 @@ class RateLimiter(BaseRateLimiter):
         return booking_id, admit_at, wait
 
     def _close(self, booking_id: int, amounts: Mapping[str, float], *, drop: bool = False) -> None:
-        """Set a booking's final amounts, or ``drop`` a cancelled one (the caller holds the
-        lock)."""
+        """Set a booking's final amounts, or ``drop`` a cancelled one (under the lock)."""
         for name, amount in amounts.items():
             if name in self._buckets:
                 self._buckets[name].close(booking_id, amount, drop=drop)
