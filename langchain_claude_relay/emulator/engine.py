@@ -28,9 +28,14 @@ Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
   budget not below ``max_tokens``, and (Messages paths) a ``max_tokens: 0`` warm-up without a
   breakpoint or with thinking, structured outputs or a forced tool choice.
 * A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
-* A read at a marker checks the marker's boundary and up to 19 earlier ones (20 in all); the
-  highest hit over all markers wins. Every hit restarts the entry's own TTL from the request's
-  start; an entry is alive while ``now < expires_at`` (a 5m entry written at t=0 is gone at t=300).
+* A read at a marker checks the marker's boundary and the earlier ones up to 19 lookback
+  positions back (20 positions in all); the highest hit over all markers wins. Each block is
+  one position, except that a run of consecutive ``tool_use`` blocks is one position, and so
+  is a run of consecutive ``tool_result`` blocks (``lookback_positions``), on every path: the
+  chat path's assistant ``tool_calls`` are ``tool_use`` blocks and its ``tool`` messages
+  ``tool_result`` blocks, so parallel tool calls and their results form runs there too.
+  Every hit restarts the entry's own TTL from the request's start; an entry is alive while
+  ``now < expires_at`` (a 5m entry written at t=0 is gone at t=300).
 * Billing: tokens up to the highest hit are reads; from there to the last 1h marker that writes,
   1h writes; from there to the last marker that writes, 5m writes; the rest is plain input.
 * Entries are written by ``commit`` (called when the response begins), so two concurrent requests
@@ -51,6 +56,7 @@ from langchain_claude_relay.models import lookup_model
 __all__ = [
     "MAX_MARKERS",
     "LOOKBACK_BOUNDARIES",
+    "RUN_KINDS",
     "TTL_SECONDS",
     "BAD_RELAY_MODES",
     "InvalidRequest",
@@ -66,6 +72,7 @@ __all__ = [
     "check_generation_payload",
     "parse_openai",
     "parse_anthropic",
+    "lookback_positions",
     "place_automatic",
     "apply_bad_relay",
     "cost_usd",
@@ -73,6 +80,9 @@ __all__ = [
 
 MAX_MARKERS = 4
 LOOKBACK_BOUNDARIES = 20
+"""Lookback positions a read checks per marker: its own and the 19 before it."""
+RUN_KINDS = frozenset({"tool_use", "tool_result"})
+"""Block kinds whose consecutive runs count as one lookback position each."""
 TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
 UNMARKABLE_KINDS = frozenset({"thinking", "redacted_thinking"})
 IMAGE_KINDS = frozenset({"image", "image_url"})
@@ -811,7 +821,8 @@ class CacheEngine:
     Attributes:
         counter: counts block tokens (memoized per block hash).
         minimum: the minimum cacheable prefix for a model id.
-        lookback: block boundaries a read checks per marker (20 on Claude).
+        lookback: lookback positions a read checks per marker (20 on Claude), counted by
+            ``lookback_positions``.
 
     """
 
@@ -841,9 +852,12 @@ class CacheEngine:
         tokens = tuple(self.counter.count_block(b.hash, b.kind, b.text) for b in blocks)
         cumulative = _running_sum(tokens)
         markers = request.marker_indices
+        positions = lookback_positions(blocks)
         hit, refreshes = -1, []
         for index in markers:
-            for j in range(index, max(-1, index - self.lookback), -1):
+            for j in range(index, -1, -1):
+                if positions[index] - positions[j] >= self.lookback:
+                    break
                 entry = self._entries.get(keys[j])
                 if entry is not None and now < entry.expires_at:
                     refreshes.append((keys[j], entry.ttl))
@@ -898,6 +912,28 @@ class CacheEngine:
     def clear(self) -> None:
         """Forget every entry."""
         self._entries.clear()
+
+
+def lookback_positions(blocks: Sequence[PrefixBlock]) -> list[int]:
+    """Each block's lookback position, in prefix order (a read reaches 20 positions back).
+
+    Every block is one position, except that consecutive blocks of the same kind in
+    ``RUN_KINDS`` share one: a run of ``tool_use`` blocks (parallel tool calls) is one position,
+    and so is a run of ``tool_result`` blocks, wherever the run sits in the payload (the chat
+    path's ``tool`` messages, one block each, form a run like a native user turn's results).
+
+    >>> kinds = ["text", "tool_use", "tool_use", "tool_result", "tool_result", "text"]
+    >>> lookback_positions([PrefixBlock("messages", k, "user", "", "", None, "") for k in kinds])
+    [0, 1, 1, 2, 2, 3]
+    """
+    out: list[int] = []
+    position, previous = -1, ""
+    for block in blocks:
+        if block.kind not in RUN_KINDS or block.kind != previous:
+            position += 1
+        out.append(position)
+        previous = block.kind
+    return out
 
 
 def _running_sum(values: Sequence[int]) -> list[int]:

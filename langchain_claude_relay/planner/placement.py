@@ -6,10 +6,12 @@ Pure functions over plain data (block sizes, reuse odds, believed-cached positio
 the ends of large blocks in the conversation (documents, big tool results, any block of at least
 ``LARGE_BLOCK_TOKENS``; the ``MAX_LARGE_BLOCKS`` largest), the end of a first user message that
 carries such a block, the conversation tail (the last markable block, so that each turn reads
-the previous one), and a lookback guard: when the tail sits ``LOOKBACK_BLOCKS`` or more blocks
-after the latest prefix believed cached, a marker on that prefix (or the first markable block
-after it) keeps it readable. A site qualifies only if its calibrated prefix reaches the model's
-minimum (``rules.reaches_minimum``) and its block can carry a marker.
+the previous one), and a lookback guard: when the tail sits ``LOOKBACK_BLOCKS`` or more lookback
+positions after the latest prefix believed cached (``rules.lookback_positions``: a run of
+``tool_use`` blocks is one position, and so is a run of ``tool_result`` blocks), a marker on that
+prefix (or the first markable block after it) keeps it readable. A site qualifies only if its
+calibrated prefix reaches the model's minimum (``rules.reaches_minimum``) and its block can carry
+a marker.
 
 **Choice** (``choose_markers``): every subset of the sites that fits in the free slots (4 minus
 the user's markers) is priced exactly: this request's reads and writes (the read point is the
@@ -33,7 +35,12 @@ from typing import NamedTuple
 
 from langchain_claude_relay.planner.keepalive import bridge_cost
 from langchain_claude_relay.planner.reuse import ReuseOdds
-from langchain_claude_relay.planner.rules import LOOKBACK_BLOCKS, reaches_minimum
+from langchain_claude_relay.planner.rules import (
+    LOOKBACK_BLOCKS,
+    lookback_positions,
+    reaches_minimum,
+    within_lookback,
+)
 from langchain_claude_relay.planner.ttl import (
     Rates,
     TTLPolicy,
@@ -76,6 +83,8 @@ class BlockInfo(NamedTuple):
         role: ``"tool"``, ``"system"``, ``"user"`` or ``"assistant"``.
         markable: whether a marker may sit on it.
         tokens: its calibrated token estimate.
+        kind: ``"tool"`` or the block type; runs of ``tool_use`` or ``tool_result`` blocks
+            share a lookback position (``rules.lookback_positions``).
     """
 
     section: str
@@ -83,6 +92,7 @@ class BlockInfo(NamedTuple):
     role: str
     markable: bool
     tokens: float
+    kind: str = "text"
 
 
 @dataclass(frozen=True)
@@ -158,8 +168,10 @@ def guard_site(
 ) -> Site | None:
     """The lookback guard: a site that can still read the latest believed-cached prefix.
 
-    Needed when the tail is ``LOOKBACK_BLOCKS`` or more blocks after that prefix; the site is
-    the prefix's own block, or the first markable block after it within the window.
+    Needed when the tail is ``LOOKBACK_BLOCKS`` or more lookback positions after that prefix
+    (``rules.lookback_positions``); the site is the prefix's own block, or the first markable
+    block after it within the window (the blocks less than ``LOOKBACK_BLOCKS`` positions after
+    it).
 
     Returns:
         The guard site, or ``None`` when no guard is needed or possible.
@@ -168,9 +180,14 @@ def guard_site(
     if not cached or tail is None:
         return None
     latest = max(cached)
-    if tail - latest < LOOKBACK_BLOCKS:
+    positions = lookback_positions([block.kind for block in blocks])
+    if tail <= latest or positions[tail] - positions[latest] < LOOKBACK_BLOCKS:
         return None
-    window = range(latest, min(latest + LOOKBACK_BLOCKS, len(blocks)))
+    window = [
+        index
+        for index in range(latest, len(blocks))
+        if positions[index] - positions[latest] < LOOKBACK_BLOCKS
+    ]
     if any(index in taken for index in window):
         return None  # a user marker already keeps it within reach
     for index in window:
@@ -404,10 +421,20 @@ def _rowable(marker: Option, ahead: float, read_index: int) -> bool:
     )
 
 
-def _read_point(markers: Sequence[Option], cached_desc: Sequence[int]) -> int:
+def _read_point(
+    markers: Sequence[Option], cached_desc: Sequence[int], positions: Sequence[int] | None
+) -> int:
+    """The highest believed-cached prefix some marker reaches within the lookback (-1: none).
+
+    ``positions``: each block's lookback position (``rules.lookback_positions``); ``None``
+    counts one position per block.
+    """
     for entry in cached_desc:
         for marker in markers:
-            if 0 <= marker.index - entry < LOOKBACK_BLOCKS:
+            if positions is None:
+                if 0 <= marker.index - entry < LOOKBACK_BLOCKS:
+                    return entry
+            elif within_lookback(positions, marker.index, entry):
                 return entry
     return -1
 
@@ -424,6 +451,7 @@ def _price(
     statics: Sequence[Option] = (),
     *,
     rows: bool = False,
+    positions: Sequence[int] | None = None,
 ) -> tuple[float, int, float, int] | None:
     """``(objective, cut, now_cost, read_index)`` of one marker set (``None``: invalid order).
 
@@ -431,6 +459,7 @@ def _price(
     ``bridged`` memoizes ``Option.bridged_5m`` by marker and tokens ahead across subsets.
     ``rows``: whether the options can form a keep-alive row (``_static_rows``; at least two
     static ones with keep-alives): only then is the set also priced with its rows bridged.
+    ``positions``: each block's lookback position (``_read_point``).
 
     ``statics``: the static options (end of the tools, of the system prompt). One left unmarked
     inside a later marker's segment does not make its tokens' future as cheap as that marker's
@@ -442,7 +471,7 @@ def _price(
     priced the whole prompt with its odds, and at an agent's task start a 5m tail beat a 1h
     system prompt that every later task, 5-40 minutes apart, would have read.)
     """
-    read_index = _read_point(markers, cached_desc)
+    read_index = _read_point(markers, cached_desc, positions)
     read_end = cumulative[read_index] if read_index >= 0 else 0.0
     entry_1h = cached.get(read_index) == "1h"
     p_in, p_read, p_5m, p_1h = rates.input, rates.read, rates.write_5m, rates.write_1h
@@ -542,6 +571,8 @@ def choose_markers(
     rates: Rates,
     policy: TTLPolicy,
     slots: int,
+    *,
+    blocks: Sequence[BlockInfo] | None = None,
 ) -> Placement:
     """The cheapest set of planner markers (at most ``slots``) alongside the user's.
 
@@ -553,6 +584,8 @@ def choose_markers(
         rates: per-token prices.
         policy: the TTL policy.
         slots: free marker slots.
+        blocks: the request's blocks, whose kinds give the lookback positions a read reaches
+            across (``rules.lookback_positions``); ``None``: one position per block.
 
     Returns:
         The best placement (with no planner markers if none pays).
@@ -563,6 +596,7 @@ def choose_markers(
     total = cumulative[-1] if cumulative else 0.0
     ordered = sorted(options, key=lambda o: o.index)
     cached_desc = sorted(cached, reverse=True)
+    positions = lookback_positions([b.kind for b in blocks]) if blocks is not None else None
     statics = [o for o in ordered if o.static]
     rows = sum(o.survival is not None for o in statics) >= 2
     bridged: dict[tuple[int, float], float] = {}
@@ -587,6 +621,7 @@ def choose_markers(
                 bridged,
                 unmarked,
                 rows=rows,
+                positions=positions,
             )
             if priced is None:
                 continue

@@ -441,7 +441,7 @@ class CachePlanner:
         minimum, learned_minimum = self._minimum(request.model, spec)
         margin = 0.0 if learned_minimum else minimum_margin(calibration.observations)
         infos = tuple(
-            BlockInfo(it.section, it.message, it.role, it.markable, tokens)
+            BlockInfo(it.section, it.message, it.role, it.markable, tokens, it.kind)
             for it, tokens in zip(scan.items, sizes.blocks, strict=True)
         )
         user = fixed_markers(request)  # the user's markers and where automatic caching lands
@@ -967,7 +967,9 @@ def _choose_markers(
         )
         for i, marker in sorted(blocks.user.items())
     ]
-    return choose_markers(options, fixed, blocks.cumulative, known.cached, rates, policy, slots)
+    return choose_markers(
+        options, fixed, blocks.cumulative, known.cached, rates, policy, slots, blocks=blocks.infos
+    )
 
 
 def _breakpoints(
@@ -1103,7 +1105,7 @@ def _reason(
     if kind == "guard" and cached:
         label = (
             f"lookback guard: keeps the cached prefix at {items[max(cached)].position} within "
-            f"{LOOKBACK_BLOCKS} blocks"
+            f"{LOOKBACK_BLOCKS} lookback positions"
         )
     now = {"read": "reads now", "write": "writes now", "none": "below minimum"}[predicted]
     return (

@@ -10,8 +10,11 @@ Pure functions: no I/O, no clock, no environment.
   (then it does nothing); a marker there with the other TTL is a 400. It obeys the TTL order
   like any marker (``automatic_marker``).
 * No marker on a thinking block, a redacted thinking block or an empty text block.
-* A read looks back at most ``LOOKBACK_BLOCKS`` block boundaries from a marker (the marker's own
-  boundary and 19 before it).
+* A read looks back at most ``LOOKBACK_BLOCKS`` lookback positions from a marker (the marker's
+  own boundary and those up to 19 positions before it). Each block is one position, except that
+  a run of consecutive ``tool_use`` blocks is one, and so is a run of consecutive
+  ``tool_result`` blocks (``lookback_positions``): parallel tool calls and their results do not
+  push an earlier entry out of reach.
 * A prefix shorter than the model's minimum is silently not cached. The planner marks a prefix
   only when its *calibrated* estimate reaches the minimum, rounded up by a small margin
   (``reaches_minimum``): a marker on a prefix that turns out too short costs only its slot,
@@ -39,6 +42,9 @@ from langchain_claude_relay.request import (
 __all__ = [
     "MAX_CACHE_MARKERS",
     "LOOKBACK_BLOCKS",
+    "LOOKBACK_RUN_KINDS",
+    "lookback_positions",
+    "within_lookback",
     "TTL_SECONDS",
     "UNCALIBRATED_MARGIN",
     "CALIBRATED_MARGIN",
@@ -58,7 +64,10 @@ __all__ = [
 ]
 
 LOOKBACK_BLOCKS = 20
-"""A marker at block ``m`` can read an entry written at block ``e`` when ``0 <= m - e < 20``."""
+"""A marker at block ``m`` can read an entry written at block ``e`` when ``e <= m`` and
+``positions[m] - positions[e] < 20`` (``lookback_positions``, ``within_lookback``)."""
+LOOKBACK_RUN_KINDS = frozenset({"tool_use", "tool_result"})
+"""Block types whose consecutive runs count as one lookback position each."""
 
 UNCALIBRATED_MARGIN = 0.10
 """Rounding up near the minimum while the estimate rests on priors (under 3 observations)."""
@@ -67,6 +76,38 @@ CALIBRATED_MARGIN = 0.04
 CALIBRATED_AFTER = 3.0
 MAX_LEARNED_MINIMUM = 8192
 """An unknown model's learned minimum is never raised above this (twice the largest known)."""
+
+
+def lookback_positions(kinds: Sequence[str]) -> list[int]:
+    """Each block's lookback position, from the block types in prefix order.
+
+    Every block is one position, except that consecutive blocks of the same type in
+    ``LOOKBACK_RUN_KINDS`` share one: a run of ``tool_use`` blocks (parallel tool calls) is one
+    position, and so is a run of ``tool_result`` blocks.
+
+    >>> lookback_positions(["tool", "text", "tool_use", "tool_use", "tool_result", "tool_result"])
+    [0, 1, 2, 2, 3, 3]
+    >>> lookback_positions(["tool_result", "text", "tool_result"])
+    [0, 1, 2]
+    """
+    out: list[int] = []
+    position, previous = -1, ""
+    for kind in kinds:
+        if kind not in LOOKBACK_RUN_KINDS or kind != previous:
+            position += 1
+        out.append(position)
+        previous = kind
+    return out
+
+
+def within_lookback(positions: Sequence[int], marker: int, entry: int) -> bool:
+    """Whether a marker at block ``marker`` can read an entry written at block ``entry``.
+
+    >>> positions = lookback_positions(["text"] + ["tool_use"] * 30 + ["tool_result"] * 30)
+    >>> within_lookback(positions, 60, 0), within_lookback(positions, 0, 60)
+    (True, False)
+    """
+    return marker >= entry and positions[marker] - positions[entry] < LOOKBACK_BLOCKS
 
 
 def user_markers(request: ClaudeRequest) -> Iterator[tuple[Position, CacheControl, bool]]:

@@ -1,9 +1,10 @@
 """Helpers for the planner tests: request builders, a virtual clock, and a toy Claude.
 
-``ToyClaude`` applies Claude's caching rules and billing to a request (markers, 20-block
-lookback, minimum, TTLs, billing order) with a synthetic "true" tokenizer, so a test can run a
-plan -> send -> observe loop and check what the planner learns. It is independent of the
-package's emulator on purpose: the planner tests must not move when the emulator does.
+``ToyClaude`` applies Claude's caching rules and billing to a request (markers, a lookback of 20
+positions where a run of tool_use blocks is one and so is a run of tool_result blocks, minimum,
+TTLs, billing order) with a synthetic "true" tokenizer, so a test can run a plan -> send ->
+observe loop and check what the planner learns. It is independent of the package's emulator on
+purpose: the planner tests must not move when the emulator does.
 """
 
 from __future__ import annotations
@@ -165,10 +166,18 @@ class ToyClaude:
         assert len(markers) <= 4, "more than 4 markers reached Claude"
         ttls = [t for _, t in markers]
         assert "1h" not in ttls[ttls.index("5m") :] if "5m" in ttls else True, "1h after 5m"
+        kinds = [f.kind for f in flat]
+        positions, position = [], -1
+        for k, kind in enumerate(kinds):
+            run = kind in ("tool_use", "tool_result") and k > 0 and kinds[k - 1] == kind
+            position += 0 if run else 1
+            positions.append(position)
         hit = -1
         refresh = []
         for m, _ttl in markers:
-            for j in range(m, max(-1, m - 20), -1):
+            for j in range(m, -1, -1):
+                if positions[m] - positions[j] >= 20:
+                    break
                 exp = self.entries.get(keys[j])
                 if exp is not None and now < exp[0]:
                     hit = max(hit, j)
