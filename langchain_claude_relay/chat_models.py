@@ -353,8 +353,10 @@ class ChatClaudeRelay(BaseChatModel):
     default_headers: dict[str, str] | None = None
     """Extra headers on every request.
 
-    Credential headers (``Authorization``, ``x-api-key``, ``api-key``, ``Proxy-Authorization``,
-    in any case) are moved out of this dict at construction into ``secret_headers``, as
+    Credential headers (``Authorization``, ``x-api-key``, and any header whose name, in any
+    case, holds auth, key, token, secret, cookie, session, signature or password: gateways'
+    ``cf-aig-authorization``, ``Helicone-Auth``, ...; ``transport.checks.is_secret_header``)
+    are moved out of this dict at construction into ``secret_headers``, as
     ``SecretStr``: they are still sent on every request, but never shown. This field then holds
     the other headers only."""
 
