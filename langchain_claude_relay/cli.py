@@ -6,8 +6,10 @@ Each subcommand is a small function over the library; ``--help`` on each says wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -115,6 +117,30 @@ def _attribute_docs(docstring: str) -> dict[str, str]:
     return {k: v.replace("``", "").replace("%", "%%") for k, v in docs.items()}
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        msg = f"{text!r} is not a TCP port: give 0 to 65535 (0 takes a free one)"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"{text!r} is not a whole number of at least 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _optional_bool(text: str) -> bool | None:
     lowered = text.lower()
     if lowered in ("true", "yes", "1"):
@@ -162,6 +188,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"claude-relay plan: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print(
+            f"claude-relay plan: cannot read {args.file}: its JSON is nested too deeply "
+            "(a chat request is a few levels deep)",
+            file=sys.stderr,
+        )
+        return 2
     if isinstance(data, list):
         data = {"messages": data}
     if not isinstance(data, dict) or "messages" not in data:
@@ -172,6 +205,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
         return 2
     model = args.model or data.get("model") or DEFAULT_MODEL
+    if not isinstance(model, str):
+        print(
+            f"claude-relay plan: 'model' in {args.file} must be a model id string such as "
+            f"{DEFAULT_MODEL!r}, not {type(model).__name__}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         request = to_claude_request(
             data["messages"],
@@ -187,6 +227,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     except (ClaudeRelayError, ValueError) as exc:
         print(f"claude-relay plan: {exc}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print(f"claude-relay plan: {args.file} is nested too deeply to plan", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -197,17 +240,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import time
 
-    from langchain_claude_relay.ledger import default_ledger, summarize
-    from langchain_claude_relay.ledger.chart import write_stats_chart
+    from langchain_claude_relay.ledger import summarize
+    from langchain_claude_relay.ledger.chart import chart_path, write_stats_chart
 
     since = None
-    if args.since:
+    if args.since is not None:
         since = time.time() - _parse_duration(args.since)
-    ledger = default_ledger()
-    entries = ledger.entries(since=since)
+    try:
+        entries = _stored_ledger_entries(since)
+    except _LedgerUnreadable as exc:
+        print(f"claude-relay stats: {exc}", file=sys.stderr)
+        return 1
     summary = summarize(entries, since=since)
     if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
+        print(json.dumps(summary.to_dict(), indent=2, allow_nan=False))
     else:
         print(summary.to_table())
     if args.chart:
@@ -215,39 +261,81 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"claude-relay stats: {problem}", file=sys.stderr)
             return 1
-        print(f"chart: {args.chart}", file=sys.stderr)
+        print(f"chart: {chart_path(args.chart)}", file=sys.stderr)
     return 0
 
 
-def _parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``2h``, ``7d`` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
+class _LedgerUnreadable(Exception):
+    """The ledger ``stats`` was asked to report on exists but cannot be read."""
+
+
+def _stored_ledger_entries(since: float | None) -> list[Any]:
+    """The entries of the ledger ``default_ledger()`` would use, read without a fallback.
+
+    ``default_ledger()`` falls back to memory when the disk fails, which suits a chat call but
+    would make ``stats`` report "no calls" for a damaged ledger. A ledger that does not exist
+    yet has no calls (nothing is created to say so). A ledger put in place with
+    ``set_default_ledger`` (a ``MemoryLedger`` in a notebook or a test) is the one reported.
+
+    Raises:
+        _LedgerUnreadable: if the ledger exists (or Redis is named) but cannot be read.
+
+    """
+    from langchain_claude_relay._env import ledger_dir, redis_url
+    from langchain_claude_relay.ledger import DiskLedger, FallbackLedger, fallback
+    from langchain_claude_relay.ledger.disk import DATABASE
+    from langchain_claude_relay.ledger.memory import Ledger
+    from langchain_claude_relay.ledger.redis import RedisLedger
+    from langchain_claude_relay.store.sqlite import LEGACY_DATABASE
+    from langchain_claude_relay.transport.checks import redact_url
+
+    chosen = fallback._default_ledger  # set_default_ledger's, or None / the lazy disk default
+    if chosen is not None and not isinstance(chosen, FallbackLedger):
+        return chosen.entries(since=since)
+    url = redis_url()
+    directory = ledger_dir()
+    where = redact_url(url) if url is not None else str(directory)
+    if url is None:
+        if directory.exists() and not directory.is_dir():
+            msg = f"cannot read the ledger at {where}: it is a file, not a directory"
+            raise _LedgerUnreadable(msg)
+        if not (directory / DATABASE).exists() and not (directory / LEGACY_DATABASE).exists():
+            return []  # no ledger yet: no calls recorded
+    ledger: Ledger | None = None
     try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        ledger = RedisLedger(url) if url is not None else DiskLedger(directory)
+        return ledger.entries(since=since)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        if url is not None:
+            reason = type(cause).__name__  # a Redis error may quote the URL and its password
+        msg = f"cannot read the ledger at {where}: {reason}"
+        raise _LedgerUnreadable(msg) from None
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``7d`` -> seconds (finite, not negative)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    cleaned = text.strip().lower()
+    try:
+        if cleaned[-1] in units:
+            seconds = float(cleaned[:-1]) * units[cleaned[-1]]
+        else:
+            seconds = float(cleaned)
     except (ValueError, IndexError):
-        msg = f"cannot read duration {text!r}: use e.g. 90s, 15m, 2h or 7d"
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        msg = f"claude-relay stats: cannot read --since {text!r}: use e.g. 90s, 15m, 2h or 7d"
         raise SystemExit(msg) from None
+    return seconds
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     import os
-
-    from pydantic import SecretStr
-
-    from langchain_claude_relay.capabilities import (
-        DEFAULT_MAX_AGE_S,
-        adaptation_for,
-        capabilities_path,
-        save_capabilities,
-    )
-    from langchain_claude_relay.chat_models import ChatClaudeRelay
-    from langchain_claude_relay.errors import ClaudeRelayError, redact
-    from langchain_claude_relay.models import DEFAULT_MODEL
-    from langchain_claude_relay.probe import probe_relay
-    from langchain_claude_relay.transport.checks import redact_url
 
     base_url = (
         args.base_url
@@ -272,6 +360,45 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    json_file = None
+    if args.json and args.json != "-":  # a bad path fails now, before any request is sent
+        target = Path(args.json)
+        created = not target.exists()
+        try:
+            json_file = target.open("a", encoding="utf-8")  # appending loses nothing yet
+        except OSError as exc:
+            print(
+                f"claude-relay probe: cannot write --json {args.json}: {exc.strerror or exc} "
+                "(give a writable file path, or - for stdout)",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        return _probe_and_report(args, base_url, api_key, json_file)
+    finally:
+        if json_file is not None:
+            written = json_file.tell() > 0
+            json_file.close()
+            if created and not written:  # the probe failed: leave no empty file behind
+                Path(args.json).unlink(missing_ok=True)
+
+
+def _probe_and_report(args: argparse.Namespace, base_url: str, api_key: str, json_file: Any) -> int:
+    """Probe the relay, print (and write to ``json_file``) the verdicts, save them."""
+    from pydantic import SecretStr
+
+    from langchain_claude_relay.capabilities import (
+        DEFAULT_MAX_AGE_S,
+        adaptation_for,
+        capabilities_path,
+        save_capabilities,
+    )
+    from langchain_claude_relay.chat_models import ChatClaudeRelay
+    from langchain_claude_relay.errors import ClaudeRelayError, redact
+    from langchain_claude_relay.models import DEFAULT_MODEL
+    from langchain_claude_relay.probe import probe_relay
+    from langchain_claude_relay.transport.checks import redact_url
+
     try:
         llm = ChatClaudeRelay(
             model=args.model or DEFAULT_MODEL,
@@ -294,10 +421,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if args.json:
         document = {"capabilities": caps.to_dict(), "adaptation": adaptation.to_dict()}
         text = json.dumps(document, indent=2)
-        if args.json == "-":
+        if json_file is None:
             print(text)
         else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            json_file.seek(0)
+            json_file.truncate()
+            json_file.write(text + "\n")
     if args.json != "-":
         print(f"relay: {redact_url(base_url)}")
         for line in caps.summary_lines():
@@ -404,9 +533,42 @@ def _models_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from langchain_claude_relay.demo import run_demo
+    import os
 
-    return run_demo(turns=args.turns)
+    from langchain_claude_relay.demo import run_demo
+    from langchain_claude_relay.errors import ClaudeRelayError
+
+    try:
+        return run_demo(turns=args.turns)
+    except ValueError as exc:  # settings: a URL that is not one, a URL without a key
+        print(f"claude-relay demo: {_one_line(exc, os.environ)}", file=sys.stderr)
+        return 2
+    except ClaudeRelayError as exc:
+        print(
+            f"claude-relay demo: the relay failed ({type(exc).__name__}): "
+            f"{_one_line(exc, os.environ)}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: Exception, environ: Any) -> str:
+    """An error as one line, without the relay key or the URL's credentials.
+
+    A pydantic ``ValidationError`` gives each field's message (not its multi-line report).
+    """
+    from langchain_claude_relay.errors import redact
+    from langchain_claude_relay.transport.checks import redact_url
+
+    errors = getattr(exc, "errors", None)
+    text = str(exc)
+    if callable(errors):
+        with contextlib.suppress(Exception):
+            text = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors())
+    base_url = environ.get("CLAUDE_RELAY_BASE_URL")
+    if base_url:
+        text = text.replace(base_url, redact_url(base_url))
+    return " ".join(redact(text, environ.get("CLAUDE_RELAY_API_KEY")).split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -420,14 +582,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="an agent over a large document, several turns over virtual time, with savings"
     )
-    demo.add_argument("--turns", type=int, default=None, help="questions to ask (default: all 8)")
+    demo.add_argument(
+        "--turns", type=_positive_int, default=None, help="questions to ask (default: all 8)"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     emulator = sub.add_parser(
         "emulator", help="serve the local relay emulator (Claude's caching rules and billing)"
     )
     emulator.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
-    emulator.add_argument("--port", type=int, default=8787, help="port (default: 8787)")
+    emulator.add_argument(
+        "--port", type=_port, default=8787, help="port, 0-65535 (0: a free one; default: 8787)"
+    )
     emulator.add_argument(
         "--require-key",
         metavar="KEY",
@@ -516,12 +682,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _empty_traces(argv: Sequence[str]) -> bool:
+    """Whether ``bench`` arguments give ``--traces`` (or a prefix of it) an empty list.
+
+    The bench reads an empty list as "every trace" and would run for minutes instead of
+    saying the list is empty.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, equals, value = arg.partition("=")
+        if len(name) < 4 or not "--traces".startswith(name):
+            continue
+        if not equals:
+            value = argv[i + 1] if i + 1 < len(argv) else "x"  # missing: argparse says so
+        if not value.replace(",", "").strip():
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         from langchain_claude_relay.bench import run_bench
+        from langchain_claude_relay.bench.workloads import WORKLOADS
 
+        if _empty_traces(argv[1:]):
+            print(
+                "claude-relay bench: --traces names no trace: give at least one of "
+                f"{', '.join(WORKLOADS)} (or leave --traces out to run them all)",
+                file=sys.stderr,
+            )
+            return 2
         return run_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -35,6 +35,7 @@ from langchain_claude_relay.chat_models import ChatClaudeRelay
 from langchain_claude_relay.cost import uncached_cost_usd
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.models import lookup_model
+from langchain_claude_relay.transport.checks import redact_url
 from langchain_claude_relay.usage import normalize_usage
 
 __all__ = ["DEMO_MODEL", "SLOW_TOOL_MINUTES", "TURNS", "handbook", "run_demo"]
@@ -177,11 +178,23 @@ def _format_row(row: _CallRow) -> str:
 
 @contextmanager
 def _relay() -> Iterator[tuple[str, str, Callable[[float], object], Callable[[], float], str]]:
-    """The relay to use: a real one from the environment, else the embedded emulator."""
+    """The relay to use: a real one from the environment, else the embedded emulator.
+
+    Raises:
+        ValueError: if ``CLAUDE_RELAY_BASE_URL`` is set without ``CLAUDE_RELAY_API_KEY``.
+
+    """
     base_url = os.environ.get("CLAUDE_RELAY_BASE_URL")
     api_key = os.environ.get("CLAUDE_RELAY_API_KEY")
+    if base_url and not api_key:  # running on the emulator instead would hide the mistake
+        msg = (
+            "CLAUDE_RELAY_BASE_URL is set but CLAUDE_RELAY_API_KEY is not: set "
+            "CLAUDE_RELAY_API_KEY (or unset CLAUDE_RELAY_BASE_URL to use the embedded emulator)"
+        )
+        raise ValueError(msg)
     if base_url and api_key:
-        yield base_url, api_key, lambda _s: None, time.time, f"the relay at {base_url}"
+        where = f"the relay at {redact_url(base_url)}"  # its userinfo and query may hold keys
+        yield base_url, api_key, lambda _s: None, time.time, where
         return
     from langchain_claude_relay.emulator import RelayEmulator
 
@@ -193,14 +206,23 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
     """Run the demo; returns the exit status (0 when every call succeeded).
 
     Args:
-        turns: how many questions to ask (default: all of ``TURNS``).
+        turns: how many questions to ask, at least 1 (default: all of ``TURNS``).
         out: where to print (default: standard output).
+
+    Raises:
+        ValueError: for ``turns`` below 1, a relay URL that is not one, or a relay URL
+            without a key.
+        ClaudeRelayError: if the relay fails (``claude-relay demo`` prints it on one line).
+
     """
     from langchain.agents import create_agent
 
     from langchain_claude_relay.planner import CachePlanner
     from langchain_claude_relay.store import MemoryStore
 
+    if turns is not None and turns < 1:
+        msg = f"turns={turns}: ask at least 1 question (or None for all {len(TURNS)})"
+        raise ValueError(msg)
     out = out or sys.stdout
     sections = handbook()
     system_prompt = (

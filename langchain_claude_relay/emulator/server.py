@@ -39,6 +39,12 @@ usage, no ``[DONE]`` / ``message_stop``); a cut plain request gets the first hal
 A stream without ``stream_options.include_usage`` delivers no usage: logged as ``no_usage``.
 Token counting is neither billed nor rate limited: logged as ``counted``.
 
+Limits: a body over ``MAX_BODY_BYTES`` (32 MB, Claude's) is a 413 ``request_too_large``, by its
+Content-Length or counted as it comes in (logged as ``error:413``); a body over
+``INLINE_BODY_BYTES`` is decoded, parsed and tokenized in a worker thread, so the event loop
+serves other clients meanwhile; the cache lookup and the commit stay on the loop, under the lock,
+in the same order as before. A body nested deeper than the JSON decoder goes is a 400.
+
 On the Messages paths (Anthropic, Bedrock, Vertex), ``max_tokens: 0`` is a valid request that
 reads and writes the cache and is billed as usual, but answers no content (``content: []``,
 ``stop_reason: "max_tokens"``), provided it is a pre-warm Claude accepts: a ``cache_control``
@@ -140,6 +146,22 @@ __all__ = [
 ]
 
 CLOCKS = ("virtual", "wall")
+_NUMBER_RULES: dict[str, tuple[bool, bool, bool]] = {
+    "token_ratio": (False, True, False),
+    "tool_token_ratio": (False, True, False),
+    "block_overhead_tokens": (True, False, False),
+    "tool_overhead_tokens": (True, False, False),
+    "image_tokens": (True, False, False),
+    "min_cache_tokens": (True, False, True),
+    "latency_scale": (False, False, False),
+    "first_byte_delay": (False, False, False),
+    "rpm": (True, True, True),
+    "itpm": (True, True, True),
+    "otpm": (True, True, True),
+    "fault_rate": (False, False, False),
+    "fault_seed": (True, False, False),
+}
+"""``EmulatorSettings`` numbers: (whole number, above 0 rather than 0 or more, may be null)."""
 KEEP_ALIVE_SECONDS = 3600
 """How long the server keeps an idle keep-alive connection open: far longer than any HTTP
 client's own idle expiry (httpx and the ``openai`` SDK: 5 s; aiohttp: 15 s; Go: 90 s; OkHttp:
@@ -151,6 +173,16 @@ LISTEN_BACKLOG = 2048
 CREATED_EPOCH = 1_767_225_600
 """``created`` in responses is this (2026-01-01) plus the virtual time, so replies are stable."""
 _SCOPE_ID, _SCOPE_FAULT = "emulator.request_id", "emulator.fault"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The largest request body served (Claude's Messages limit, 32 MB): a larger one is refused
+with a 413 ``request_too_large`` before it is parsed. Unbounded, one 20 MB body held every other
+client for half a minute and 1.2 GB of memory."""
+_DRAIN_BYTES = 4 * MAX_BODY_BYTES
+"""How much of a refused body is read and discarded so the client sees the 413 (a client that
+is still sending when the server closes gets a reset instead); past this the connection is cut."""
+INLINE_BODY_BYTES = 256 * 1024
+"""Bodies up to this size are parsed and tokenized on the event loop (a thread hop costs more
+than the work); larger ones in a worker thread, so a big request never stalls other clients."""
 
 
 @dataclass(frozen=True)
@@ -218,15 +250,46 @@ class EmulatorSettings:
             if getattr(self, name) not in allowed:
                 msg = f"{name}={getattr(self, name)!r} is not one of {allowed}"
                 raise ValueError(msg)
+        self._check_numbers()
         if not 0.0 <= self.fault_rate <= 1.0:
             msg = f"fault_rate={self.fault_rate} must be in [0, 1]"
+            raise ValueError(msg)
+        for name in ("fault_kinds", "fault_script"):
+            if not isinstance(getattr(self, name), str):
+                msg = f"{name}={getattr(self, name)!r} must be a comma-separated string of kinds"
+                raise ValueError(msg)
+        excludes = self.prompt_excludes_cached
+        if excludes is not None and not isinstance(excludes, bool):
+            msg = f"prompt_excludes_cached={excludes!r} must be true, false or null"
             raise ValueError(msg)
         parse_fault_kinds(self.fault_kinds)
         parse_fault_kinds(self.fault_script)
         markup = self.published_price_multiplier
-        if markup is not None and not (math.isfinite(markup) and 0 < markup <= 100):
+        number = isinstance(markup, int | float) and not isinstance(markup, bool)
+        if markup is not None and not (number and math.isfinite(markup) and 0 < markup <= 100):
             msg = f"published_price_multiplier={markup} must be a positive factor (e.g. 1.05)"
             raise ValueError(msg)
+
+    def _check_numbers(self) -> None:
+        """Refuse numbers no emulator can run with (before they break every request).
+
+        Ratios must be finite and positive (a negative one bills negative tokens); scales,
+        delays, overheads and the fault rate finite and not negative (``latency_scale=inf``
+        hung every request); counts whole numbers; a JSON string is never a number.
+        """
+        for name, (whole, positive, optional) in _NUMBER_RULES.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            kinds = (int,) if whole else (int, float)
+            ok = not isinstance(value, bool) and isinstance(value, kinds)
+            ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
+            if not ok:
+                wanted = "a whole number" if whole else "a finite number"
+                sign = "above 0" if positive else "of 0 or more"
+                maybe = " (or null)" if optional else ""
+                msg = f"{name}={value!r} must be {wanted} {sign}{maybe}"
+                raise ValueError(msg)
 
     @property
     def rate_limits(self) -> RateLimits:
@@ -266,6 +329,25 @@ class RequestRecord:
     time: float
     status: int | None
     outcome: str
+
+
+def _finite_seconds(what: str, value: Any) -> float:
+    """``value`` as float seconds, refused unless a finite number (before anything changes).
+
+    Raises:
+        ValueError: for NaN, an infinity, a bool or a value that is not a number.
+
+    """
+    if isinstance(value, bool):
+        value = None  # a bool is not a time
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        msg = f"clock {what}={value!r}: give a finite number of seconds"
+        raise ValueError(msg)
+    return seconds
 
 
 class _Clock:
@@ -412,6 +494,7 @@ class EmulatorCore:
             ValueError: if ``seconds`` is negative (use ``set_time`` to go back).
 
         """
+        seconds = _finite_seconds("advance", seconds)
         if seconds < 0:
             msg = f"cannot advance the clock by {seconds} s: use set_time() to move it back"
             raise ValueError(msg)
@@ -420,7 +503,13 @@ class EmulatorCore:
             return self._clock.now()
 
     def set_time(self, t: float) -> float:
-        """Set the clock to ``t`` seconds; returns it."""
+        """Set the clock to ``t`` seconds; returns it.
+
+        Raises:
+            ValueError: if ``t`` is not a finite number (a NaN clock poisons every cache entry).
+
+        """
+        t = _finite_seconds("set", t)
         with self._lock:
             self._clock.set(t)
             return self._clock.now()
@@ -536,14 +625,22 @@ class EmulatorCore:
             self.record(rid, wire.endpoint, start, FAULTS[fault].status, f"fault:{fault}")
             return _fault_response(FAULTS[fault], wire.platform, headers)
         try:
-            payload = await _read_payload(request, wire)
-            prefix = apply_bad_relay(wire.parse(payload), self._settings.bad_relay)
+            body = await _read_body(request)
+        except _BodyTooLarge as exc:
+            self.record(rid, wire.endpoint, start, 413, "error:413")
+            return _error(413, "request_too_large", str(exc), headers, wire.platform)
+        try:
+            if len(body) > INLINE_BODY_BYTES:  # parse and tokenize off the event loop
+                payload, prefix = await asyncio.to_thread(self._prepare, body, request, wire)
+            else:
+                payload, prefix = self._prepare(body, request, wire)
             if wire.counts:
                 validate_markers(prefix)
                 with self._lock:
                     counted = {"input_tokens": self._engine.input_total(prefix)}
                 return self._counted(rid, wire, start, counted, headers, fault == "cut")
             check_generation_payload(payload, prefix, native=wire.anthropic)
+            _check_stream_options(payload)
             asked, previous = requested_diagnostics(payload) if wire.anthropic else (False, None)
             with self._lock:
                 bill = self._engine.plan(prefix, start)
@@ -552,6 +649,10 @@ class EmulatorCore:
                     if previous is not None
                     else None
                 )
+        except RecursionError:
+            self.record(rid, wire.endpoint, start, 400, "error:400")
+            text = "the request body is nested too deeply: flatten it"
+            return _error(400, "invalid_request_error", text, headers, wire.platform)
         except (ValueError, TypeError, AttributeError) as exc:
             self.record(rid, wire.endpoint, start, 400, "error:400")
             return _error(400, "invalid_request_error", str(exc), headers, wire.platform)
@@ -559,6 +660,27 @@ class EmulatorCore:
         if asked:
             extra = {"diagnostics": None if reason is None else {"cache_miss_reason": reason}}
         return await self._answer(rid, wire, payload, prefix, bill, extra, headers, fault)
+
+    def _prepare(
+        self, body: bytes, request: Request, wire: _Wire
+    ) -> tuple[dict[str, Any], PrefixRequest]:
+        """Decode and parse a body, and count its blocks' tokens into the tokenizer's memo.
+
+        Touches no cache state (so it may run in a worker thread): the plan made afterwards,
+        under the lock, finds every block already counted and only looks the prefix up.
+
+        Raises:
+            InvalidRequest: for a body the platform or Claude would refuse.
+            ValueError: for a body that is not JSON.
+            RecursionError: for a body nested deeper than the decoder goes.
+
+        """
+        payload = _decode_payload(body, request, wire)
+        prefix = apply_bad_relay(wire.parse(payload), self._settings.bad_relay)
+        tokenizer = self._tokenizer
+        for block in prefix.blocks:
+            tokenizer.count_block(block.hash, block.kind, block.text)
+        return payload, prefix
 
     async def _answer(
         self,
@@ -678,18 +800,69 @@ class EmulatorCore:
             self.record(entry.request_id, entry.endpoint, entry.time, 200, "no_usage")
 
 
-async def _read_payload(request: Request, wire: _Wire) -> dict[str, Any]:
+class _BodyTooLarge(Exception):
+    """A request body over ``MAX_BODY_BYTES`` (answered with a 413 ``request_too_large``)."""
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused past ``MAX_BODY_BYTES`` by its Content-Length or as it comes.
+
+    A chunked body (no Content-Length) is counted while it is read. A refused body is read on
+    and discarded (up to ``_DRAIN_BYTES``, never kept) so the client, still sending, gets the 413.
+
+    Raises:
+        _BodyTooLarge: if the body is larger than ``MAX_BODY_BYTES``.
+
+    """
+    declared = request.headers.get("content-length", "")
+    too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if too_large or size > MAX_BODY_BYTES:
+            too_large = True
+            chunks.clear()
+            if size > _DRAIN_BYTES:
+                break
+            continue
+        chunks.append(chunk)
+    if too_large:
+        msg = (
+            f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MB, Claude's limit: "
+            "send less (fewer or smaller documents; images by URL)"
+        )
+        raise _BodyTooLarge(msg)
+    return b"".join(chunks)
+
+
+def _check_stream_options(payload: Mapping[str, Any]) -> None:
+    """Refuse a ``stream_options`` that is not an object (OpenAI answers a 400).
+
+    Raises:
+        InvalidRequest: if ``stream_options`` is present, not null and not an object.
+
+    """
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        kind = type(options).__name__
+        msg = f'stream_options: expected an object such as {{"include_usage": true}}, got {kind}'
+        raise InvalidRequest(msg)
+
+
+def _decode_payload(body: bytes, request: Request, wire: _Wire) -> dict[str, Any]:
     """The request's payload as Anthropic's or OpenAI's API would see it.
 
     Raises:
         InvalidRequest: for a body that is not an object, breaks the platform's rules, or
             (Messages paths) lacks an integer ``max_tokens`` >= 0.
         ValueError: for a body that is not JSON.
+        RecursionError: for a body nested deeper than the decoder goes.
 
     """
-    body = json.loads(await request.body())
+    document = json.loads(body)
     payload = native_payload(
-        wire.platform, body, request.path_params.get("model"), wire.path_stream
+        wire.platform, document, request.path_params.get("model"), wire.path_stream
     )
     if wire.anthropic and not wire.counts:
         max_tokens = payload.get("max_tokens")
@@ -880,10 +1053,16 @@ def build_app(core: EmulatorCore) -> ASGIApp:
     async def clock(request: Request) -> Response:
         if request.method == "POST":
             body = await request.json()
+            if not isinstance(body, dict):
+                msg = 'the clock takes {"set": seconds} or {"advance": seconds}'
+                raise ValueError(msg)
+            for key in ("set", "advance"):  # both checked before either moves the clock
+                if key in body:
+                    _finite_seconds(key, body[key])
             if "set" in body:
-                core.set_time(float(body["set"]))
+                core.set_time(body["set"])
             if "advance" in body:
-                core.advance(float(body["advance"]))
+                core.advance(body["advance"])
         return JSONResponse({"now": core.now})
 
     async def billing(_: Request) -> Response:

@@ -21,7 +21,7 @@ from typing import Any
 from langchain_claude_relay.ledger.entry import LedgerEntry
 from langchain_claude_relay.ledger.summary import TimeBucket, summarize_over_time
 
-__all__ = ["CHART_BUCKETS", "NO_MATPLOTLIB", "pyplot", "write_stats_chart"]
+__all__ = ["CHART_BUCKETS", "NO_MATPLOTLIB", "chart_path", "pyplot", "write_stats_chart"]
 
 CHART_BUCKETS = 24
 """Stretches of time the span is cut into."""
@@ -43,6 +43,15 @@ def pyplot() -> Any:
     except ImportError:
         return None
     return plt
+
+
+def chart_path(path: str | Path) -> Path:
+    """Where the chart for ``path`` is written: ``path``, ``.png`` added if it has no extension.
+
+    matplotlib adds it too; naming it here lets ``--chart report`` say it wrote ``report.png``.
+    """
+    target = Path(path)
+    return target if target.suffix else target.with_name(target.name + ".png")
 
 
 def _time_axis(buckets: tuple[TimeBucket, ...]) -> tuple[list[Any], str]:
@@ -72,7 +81,8 @@ def write_stats_chart(
         title: the figure's title.
 
     Returns:
-        ``None`` when the PNG was written, else why not (no calls, no matplotlib).
+        ``None`` when the PNG was written (to ``chart_path(path)``), else why not (no calls, no
+        matplotlib, a path that cannot be written or whose extension is no image format).
     """
     series = summarize_over_time(entries, buckets, since=since)
     if not series:
@@ -131,10 +141,15 @@ def write_stats_chart(
         hits.xaxis.set_major_formatter(dates)
         figure.autofmt_xdate()
     figure.tight_layout(rect=(0, 0.04, 1, 1))  # room for the legend below the time axis
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    target = chart_path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, dpi=100)
+    except (OSError, ValueError) as exc:  # unwritable place; .txt: "Format 'txt' is not ..."
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot write the chart to {target}: {reason} (give a writable .png path)"
+    finally:
+        plt.close(figure)
     return None
 
 

@@ -8,6 +8,7 @@ stats`` prints. ``summarize_over_time`` cuts the same figures into time buckets 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,19 @@ from langchain_claude_relay.ledger.entry import LedgerEntry
 from langchain_claude_relay.ledger.waste import wasted_writes, write_premium
 from langchain_claude_relay.models import ModelPrices
 from langchain_claude_relay.usage import InputTotals
+
+MAX_CALL_COST_USD = 1_000_000.0
+"""The most one call (or keep-alive) can be taken to have cost. A stored cost above it, or not
+finite, is a damaged or planted row: summaries count that call as unpriced (its cost unknown)
+rather than add it, so totals stay finite (a row of 1e308 made ``stats`` print ``$inf`` and
+``stats --json`` emit ``Infinity``, which is not JSON). No Claude call costs near this much."""
+
+
+def _cost(value: float | None) -> float | None:
+    """A stored cost, or ``None`` (unknown) when it is not a plausible amount of USD."""
+    if value is None or not math.isfinite(value) or abs(value) > MAX_CALL_COST_USD:
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -197,7 +211,9 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
     """Total entries into a summary (pure: no I/O, no clock).
 
     Entries are taken in timestamp order (ties keep the given order), which is what "later"
-    means for wasted writes: a call's write is read by a later call.
+    means for wasted writes: a call's write is read by a later call. A stored cost that is not
+    finite or exceeds ``MAX_CALL_COST_USD`` (a damaged row) makes its call unpriced: unknown,
+    not summed, so every total is finite and ``to_dict`` is valid JSON.
 
     Args:
         entries: the entries, in any order.
@@ -216,19 +232,20 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
     pings = [e for e in everything if e.keep_alive]
     wasted = wasted_writes(ordered)
     prices: dict[str, ModelPrices | None] = {}
-    keep_alive_cost = sum(p.cost_usd or 0.0 for p in pings)
+    keep_alive_cost = sum(_cost(p.cost_usd) or 0.0 for p in pings)
     cost, saved = keep_alive_cost, -keep_alive_cost  # spent to save on the calls
     uncached = wasted_usd = 0.0
     unpriced = predicted = predicted_hits = actual_hits = mispredicted = missed = 0
     reasons: Counter[str] = Counter()
     for entry, is_wasted in zip(ordered, wasted, strict=True):
-        if entry.cost_usd is None:
-            unpriced += 1
+        entry_cost, entry_uncached = _cost(entry.cost_usd), _cost(entry.uncached_cost_usd)
+        if entry_cost is None or (entry.uncached_cost_usd is not None and entry_uncached is None):
+            unpriced += 1  # no price, or a stored cost no call can have (MAX_CALL_COST_USD)
         else:
-            cost += entry.cost_usd
-            if entry.uncached_cost_usd is not None:
-                uncached += entry.uncached_cost_usd
-                saved += entry.uncached_cost_usd - entry.cost_usd
+            cost += entry_cost
+            if entry_uncached is not None:
+                uncached += entry_uncached
+                saved += entry_uncached - entry_cost
         if is_wasted:
             wasted_usd += write_premium(entry, prices)
         if entry.predicted_read_tokens is not None:

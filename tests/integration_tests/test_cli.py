@@ -161,3 +161,184 @@ def test_the_demo_uses_no_deprecated_agent_api() -> None:
         if issubclass(w.category, DeprecationWarning) or "Deprecat" in w.category.__name__
     ]
     assert deprecated == []
+
+
+# -- one-line errors instead of tracebacks ----------------------------------------------------
+
+
+def test_plan_refuses_a_model_that_is_not_a_string(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _plan_file(tmp_path, model=5)
+    assert main(["plan", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("claude-relay plan: 'model'")
+    assert "\n" not in err
+
+
+def test_plan_refuses_json_nested_too_deeply(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nested too deeply" in err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize("since", ["nan", "-5m", "", "inf", "5x"])
+def test_stats_refuses_a_duration_that_is_not_one(since: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["stats", f"--since={since}"])
+    assert str(info.value.code).startswith("claude-relay stats: cannot read --since")
+
+
+@pytest.mark.parametrize("turns", ["0", "-1", "x"])
+def test_demo_refuses_fewer_than_one_turn(turns: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", f"--turns={turns}"])
+    assert info.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("traces", ["", ",", " , "])
+def test_bench_refuses_an_empty_trace_list(traces: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--quick", "--traces", traces]) == 2
+    assert main(["bench", f"--traces={traces}"]) == 2
+    assert "--traces names no trace" in capsys.readouterr().err
+
+
+def _stats_dir(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    state = tmp_path / "state"
+    monkeypatch.setenv("CLAUDE_RELAY_STATE_DIR", str(state))
+    monkeypatch.delenv("CLAUDE_RELAY_STATE", raising=False)
+    return state / "ledger"
+
+
+def _record(directory, *entries) -> None:
+    from langchain_claude_relay.ledger import DiskLedger
+
+    ledger = DiskLedger(directory, background=False)
+    for entry in entries:
+        ledger.record(entry)
+    ledger.close()
+
+
+def _entry(call_id: str, t: float, cost: float = 0.01, uncached: float = 0.03):
+    from langchain_claude_relay.ledger import LedgerEntry
+
+    return LedgerEntry(
+        call_id, t, "claude-sonnet-4-6", 100, 10_000, 0, 0, 50,
+        cost_usd=cost, uncached_cost_usd=uncached,
+    )  # fmt: skip
+
+
+def test_stats_on_a_missing_ledger_creates_nothing(tmp_path) -> None:
+    """A fresh process (the default ledger is opened once per process, on first use)."""
+    import os
+
+    state = tmp_path / "state"
+    env = {**os.environ, "CLAUDE_RELAY_STATE_DIR": str(state)}
+    env.pop("CLAUDE_RELAY_STATE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "langchain_claude_relay.cli", "stats"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no calls recorded" in done.stdout
+    assert done.stderr == ""
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "a file for the directory"])
+def test_stats_on_a_ledger_it_cannot_read_says_so(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import os
+    import warnings
+
+    directory = _stats_dir(tmp_path, monkeypatch)
+    if damage == "random bytes":
+        directory.mkdir(parents=True)
+        (directory / "ledger.sqlite3").write_bytes(os.urandom(8192))
+    else:
+        directory.parent.mkdir(parents=True)
+        directory.write_text("not a directory")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "recorded in memory only" warning
+        assert main(["stats"]) == 1
+    captured = capsys.readouterr()
+    assert "no calls recorded" not in captured.out
+    err = captured.err.strip()
+    assert err.startswith(f"claude-relay stats: cannot read the ledger at {directory}: ")
+    assert "\n" not in err
+
+
+def test_stats_keeps_totals_finite_and_json_valid_with_absurd_costs(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _stats_dir(tmp_path, monkeypatch)
+    _record(
+        directory,
+        _entry("c1", 100.0, cost=1e308, uncached=1e308),
+        _entry("c2", 200.0, cost=1e308, uncached=1e308),
+        _entry("c3", 300.0),
+    )
+    assert main(["stats", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    assert summary["calls"] == 3
+    assert summary["unpriced_calls"] == 2  # the absurd costs are unknown, not summed
+    assert summary["cost_usd"] == pytest.approx(0.01)
+    assert main(["stats"]) == 0
+    assert "inf" not in capsys.readouterr().out
+
+
+def test_stats_chart_errors_are_one_line_and_the_path_is_the_real_one(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    directory = _stats_dir(tmp_path, monkeypatch)
+    _record(directory, _entry("c1", 100.0), _entry("c2", 400.0))
+    for bad in ("/proc/x.png", str(tmp_path / "out.txt")):
+        assert main(["stats", "--chart", bad]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("claude-relay stats: cannot write the chart to "), err
+    report = tmp_path / "report"
+    assert main(["stats", "--chart", str(report)]) == 0
+    assert f"chart: {report}.png" in capsys.readouterr().err
+    assert (tmp_path / "report.png").exists()
+
+
+_KEY = {"CLAUDE_RELAY_API_KEY": "sk-demo-secret-123456"}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected", "status"),
+    [
+        ({"CLAUDE_RELAY_BASE_URL": "127.0.0.1:18787/v1", **_KEY}, "is not an http(s) URL", 2),
+        ({"CLAUDE_RELAY_BASE_URL": "http://127.0.0.1:1/v1", **_KEY},
+         "the relay failed (APIConnectionError)", 1),
+        ({"CLAUDE_RELAY_BASE_URL": "http://127.0.0.1:1/v1"},
+         "set CLAUDE_RELAY_API_KEY (or unset CLAUDE_RELAY_BASE_URL to use the embedded "
+         "emulator)", 2),
+    ],
+)  # fmt: skip
+def test_demo_relay_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    expected: str,
+    status: int,
+) -> None:
+    monkeypatch.delenv("CLAUDE_RELAY_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["demo", "--turns", "1"]) == status
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("claude-relay demo: ")
+    assert expected in err
+    assert "\n" not in err
+    assert "sk-demo-secret-123456" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -156,3 +157,65 @@ def test_the_emulator_command_serves_what_its_banner_says(tmp_path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+def test_a_port_out_of_range_is_a_usage_error(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", f"--port={port}"])
+    assert info.value.code == 2
+    assert "is not a TCP port: give 0 to 65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["/proc/x.json", "directory"])
+def test_probe_checks_its_json_path_before_sending_anything(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    target = str(tmp_path) if where == "directory" else where
+    with RelayEmulator() as emu:
+        monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", emu.base_url)
+        monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-probe-test-123456")
+        assert main(["probe", "--no-cache", "--json", target]) == 2
+        assert emu.request_log == []  # refused before any probe request
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"claude-relay probe: cannot write --json {target}: ")
+    assert "\n" not in err
+
+
+def test_probe_writes_its_json_and_leaves_no_file_when_it_fails(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "verdicts.json"
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-probe-test-123456")
+    with RelayEmulator() as emu:
+        monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", emu.base_url)
+        assert main(["probe", "--no-cache", "--json", str(out)]) == 0
+    assert "capabilities" in json.loads(out.read_text())
+    refused = tmp_path / "refused.json"
+    monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", "http://127.0.0.1:1/v1")
+    assert main(["probe", "--no-cache", "--json", str(refused)]) == 1
+    assert not refused.exists()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "query"), [("", "tenant=abc"), ("user:s3cret@", "key=abc"), ("", "key=abc")]
+)
+def test_demo_never_prints_the_relay_urls_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], userinfo: str, query: str
+) -> None:
+    """The header names the relay by ``redact_url``; a URL the chat model refuses (credentials
+    before the host, a key in the query) is refused in one line, redacted too."""
+    with RelayEmulator() as emu:
+        where = emu.base_url.removeprefix("http://")
+        monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", f"http://{userinfo}{where}?{query}")
+        monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-demo-test-123456")
+        main(["demo", "--turns", "1"])  # the emulator has no route with a query: a 404
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    if query.startswith("tenant"):
+        assert f"the relay at http://{where}?tenant=***" in out
+    assert "s3cret" not in out
+    assert "=abc" not in out
