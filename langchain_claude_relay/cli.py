@@ -682,39 +682,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _empty_traces(argv: Sequence[str]) -> bool:
-    """Whether ``bench`` arguments give ``--traces`` (or a prefix of it) an empty list.
-
-    The bench reads an empty list as "every trace" and would run for minutes instead of
-    saying the list is empty.
-    """
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        name, equals, value = arg.partition("=")
-        if len(name) < 4 or not "--traces".startswith(name):
-            continue
-        if not equals:
-            value = argv[i + 1] if i + 1 < len(argv) else "x"  # missing: argparse says so
-        if not value.replace(",", "").strip():
-            return True
-    return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         from langchain_claude_relay.bench import run_bench
-        from langchain_claude_relay.bench.workloads import WORKLOADS
 
-        if _empty_traces(argv[1:]):
-            print(
-                "claude-relay bench: --traces names no trace: give at least one of "
-                f"{', '.join(WORKLOADS)} (or leave --traces out to run them all)",
-                file=sys.stderr,
-            )
-            return 2
         return run_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -452,7 +452,14 @@ def run_bench(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.explain:
         return _run_explain(parser, args)
-    names = [n.strip() for n in args.traces.split(",")] if args.traces else None
+    names = None
+    if args.traces is not None:  # an empty list names no trace: not "all of them"
+        names = [n.strip() for n in args.traces.split(",") if n.strip()]
+        if not names:
+            parser.error(
+                f"--traces names no trace: give at least one of {', '.join(WORKLOADS)} "
+                "(or leave --traces out to run them all)"
+            )
     try:
         result = run(
             seed=args.seed,
