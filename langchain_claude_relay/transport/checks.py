@@ -2,9 +2,9 @@
 
 * ``check_base_url``: an http(s) URL; plain ``http://`` only to loopback unless allowed; no
   credentials in it (userinfo, or a query parameter named like a credential: ``?key=...``).
-* Credential headers (``is_secret_header``: the ``SECRET_HEADER_NAMES``, and any name holding one
-  of ``SECRET_NAME_MARKERS``, such as ``cf-aig-authorization`` or ``x-portkey-api-key``) are split
-  from plain ones and kept ``SecretStr``.
+* Credential headers (``is_secret_header``: the ``SECRET_HEADER_NAMES``, and any name with a word
+  of ``CREDENTIAL_WORDS`` or a qualified ``key``, such as ``cf-aig-authorization`` or
+  ``x-portkey-api-key``) are split from plain ones and kept ``SecretStr``.
 * TLS verification cannot be switched off silently: an ``http_client`` whose TLS settings are
   readable (``httpx``/``httpx2`` clients and their proxy mounts) and that does not verify
   certificates or host names draws an ``InsecureTransportWarning`` when the base URL is
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
@@ -44,7 +45,10 @@ from langchain_claude_relay.errors import (
 
 __all__ = [
     "SECRET_HEADER_NAMES",
-    "SECRET_NAME_MARKERS",
+    "CREDENTIAL_WORDS",
+    "KEY_QUALIFIERS",
+    "CREDENTIAL_QUERY_NAMES",
+    "is_credential_query_name",
     "REDACTED",
     "is_secret_header",
     "split_secret_headers",
@@ -65,33 +69,77 @@ REDACTED = "***"
 SECRET_HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
 """Headers (lower case) whose values are credentials: kept secret like the API key."""
 
-SECRET_NAME_MARKERS = (
-    "auth",
-    "key",
-    "token",
-    "secret",
-    "cookie",
-    "session",
-    "signature",
-    "password",
+CREDENTIAL_WORDS = frozenset(
+    {
+        "auth",
+        "authorization",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "cookie",
+        "signature",
+        "sig",
+        "credential",
+        "credentials",
+        "jwt",
+        "bearer",
+    }
 )
-"""Parts of a header name (lower case) that make it a credential header.
+"""Words of a header or query parameter name (split at ``-``, ``_``, ``.``) that make its value a
+credential: gateways name their keys as they like (``cf-aig-authorization``, ``Helicone-Auth``,
+``x-amz-security-token``...)."""
 
-Gateways name their keys as they like (``cf-aig-authorization``, ``Helicone-Auth``,
-``x-portkey-api-key``, ``x-goog-api-key``...): no list of exact names can keep up, so a header
-whose name holds any of these is taken for a credential. Hiding a harmless header (an
-idempotency key) costs nothing but its showing; showing a key is a leak. Query parameters of a
-base URL are judged the same way (``check_base_url``)."""
+KEY_QUALIFIERS = frozenset(
+    {"api", "access", "subscription", "private", "secret", "client", "account", "master", "app"}
+)
+"""A ``key`` word after one of these is a credential (``x-goog-api-key``, ``x-portkey-api-key``,
+``Ocp-Apim-Subscription-Key``); after others it is not (``X-Idempotency-Key``)."""
+
+CREDENTIAL_QUERY_NAMES = frozenset({"key", "code"})
+"""Query parameters whose whole name says they carry a credential (``?key=``; Azure Functions'
+``?code=``)."""
+
+
+def _name_words(name: str) -> list[str]:
+    return [word for word in re.split(r"[^a-z0-9]+", name.lower()) if word]
 
 
 def is_secret_header(name: str) -> bool:
-    """Whether a header (or query parameter) name says its value is a credential, in any case.
+    """Whether a header name says its value is a credential, in any case.
+
+    Judged by whole words, not fragments: a harmless header that merely contains one
+    (``Helicone-Session-Name``, ``x-session-affinity``, ``X-Idempotency-Key``) stays a plain
+    header, shown and never scrubbed from answers, since a credential's value is also cut out
+    of every answer the relay sends.
 
     >>> [is_secret_header(n) for n in ("Helicone-Auth", "x-goog-api-key", "x-request-source")]
     [True, True, False]
+    >>> [is_secret_header(n) for n in ("X-Idempotency-Key", "Helicone-Session-Name", "Cookie")]
+    [False, False, True]
     """
     lowered = name.lower()
-    return lowered in SECRET_HEADER_NAMES or any(m in lowered for m in SECRET_NAME_MARKERS)
+    if lowered in SECRET_HEADER_NAMES:
+        return True
+    words = _name_words(lowered)
+    if any(word in CREDENTIAL_WORDS for word in words):
+        return True
+    return any(
+        word == "key" and i > 0 and words[i - 1] in KEY_QUALIFIERS for i, word in enumerate(words)
+    )
+
+
+def is_credential_query_name(name: str) -> bool:
+    """Whether a base URL's query parameter carries a credential.
+
+    ``?key=``, ``?access_token=``, Azure's ``?code=`` and ``?sig=`` do; ``?api-version=`` and
+    ``?keyspace=`` do not.
+
+    >>> [is_credential_query_name(n) for n in ("key", "code", "sig", "api-version", "keyspace")]
+    [True, True, True, False, False]
+    """
+    return name.lower() in CREDENTIAL_QUERY_NAMES or is_secret_header(name)
 
 
 def split_secret_headers(
@@ -330,7 +378,11 @@ def _refuse_credentials_in(base_url: str, netloc: str, query: str) -> None:
             "in default_headers={'Authorization': 'Bearer ...'}"
         )
         raise RequestValidationError(msg)
-    names = [name for name, _ in parse_qsl(query, keep_blank_values=True) if is_secret_header(name)]
+    names = [
+        name
+        for name, _ in parse_qsl(query, keep_blank_values=True)
+        if is_credential_query_name(name)
+    ]
     if names:
         listed = ", ".join(repr(n) for n in dict.fromkeys(names))
         msg = (

@@ -122,7 +122,11 @@ def test_a_gateway_credential_header_is_scrubbed_from_errors(relay: FakeRelay) -
     ("name", "secret"),
     [
         ("Authorization", True),
-        ("X-Session-Id", True),
+        ("X-Session-Id", False),  # words, not fragments: a session id is not a key
+        ("Helicone-Session-Name", False),
+        ("X-Idempotency-Key", False),
+        ("Ocp-Apim-Subscription-Key", True),
+        ("x-csrf-token", True),
         ("cookie", True),
         ("x-amz-signature", True),
         ("x-db-password", True),
@@ -402,7 +406,9 @@ def test_userinfo_in_the_base_url_is_refused_without_showing_it(url: str) -> Non
         check_base_url(url)
 
 
-@pytest.mark.parametrize("name", ["key", "api_key", "access_token", "X-Goog-Api-Key"])
+@pytest.mark.parametrize(
+    "name", ["key", "api_key", "access_token", "X-Goog-Api-Key", "code", "sig"]
+)
 def test_a_credential_in_the_query_string_is_refused_without_showing_it(name: str) -> None:
     url = f"https://relay.example.com/v1?{name}={URL_PASSWORD}&api-version=2024-01-01"
     with pytest.raises(ValidationError) as caught:
@@ -413,8 +419,9 @@ def test_a_credential_in_the_query_string_is_refused_without_showing_it(name: st
     assert "default_headers" in shown
 
 
-def test_settings_in_the_query_string_are_kept() -> None:
-    url = "https://relay.example.com/v1?api-version=2024-01-01"
+@pytest.mark.parametrize("query", ["api-version=2024-01-01", "tenant=acme&keyspace=prod"])
+def test_settings_in_the_query_string_are_kept(query: str) -> None:
+    url = f"https://relay.example.com/v1?{query}"
     llm = ChatClaudeRelay(base_url=url, api_key=KEY)
     assert llm.base_url == url
     assert llm.model_dump()["base_url"] == url
@@ -454,3 +461,14 @@ def test_bedrock_credentials_stay_out_of_botocore_debug_logs(
         message = record.getMessage()
         assert SESSION_TOKEN not in message
         assert AWS_SECRET not in message
+
+
+def test_a_harmless_header_value_in_an_answer_comes_back_as_it_was(relay: FakeRelay) -> None:
+    # a header named like a credential by a fragment ("session") had its value cut out of
+    # every answer: a tool call's argument came back as '***'
+    relay.handler = lambda _b: httpx2.Response(
+        200, json=completion("Opening Quarterly Planning now.")
+    )
+    llm = fake_llm(relay, default_headers={"Helicone-Session-Name": "Quarterly Planning"})
+    assert llm.invoke("Open it").content == "Opening Quarterly Planning now."
+    assert llm.default_headers == {"Helicone-Session-Name": "Quarterly Planning"}
