@@ -384,11 +384,14 @@ def check_thinking_with_tool_choice(thinking: Any, tool_choice: Any) -> None:
         raise RequestValidationError(msg)
 
 
-def fit_thinking_budget(params: dict[str, Any]) -> None:
+def fit_thinking_budget(params: dict[str, Any], *, interleaved: bool = False) -> None:
     """Make room for a thinking budget: Claude needs ``max_tokens`` above ``budget_tokens``.
 
     Without ``max_tokens`` (or ``max_completion_tokens``), sets ``max_tokens`` to the budget
-    plus ``THINKING_ANSWER_TOKENS``; a given one at or below the budget is refused.
+    plus ``THINKING_ANSWER_TOKENS``; a given one at or below the budget is refused, except with
+    ``interleaved`` thinking (the ``interleaved-thinking-2025-05-14`` beta), whose budget spans
+    every thinking block of the turn and may exceed ``max_tokens`` (Anthropic, extended
+    thinking: "Interleaved thinking", read 2026-12).
 
     Raises:
         RequestValidationError: if the given ``max_tokens`` is not above the budget.
@@ -407,7 +410,7 @@ def fit_thinking_budget(params: dict[str, Any]) -> None:
     limit = params.get(name)
     if limit is None:
         params["max_tokens"] = budget + THINKING_ANSWER_TOKENS
-    elif _is_whole(limit) and limit <= budget:
+    elif _is_whole(limit) and limit <= budget and not interleaved:
         msg = (
             f"{name}={limit} leaves no room for the answer: with thinking budget_tokens={budget} "
             f"Claude needs {name} above the budget. Raise {name} (e.g. to "

@@ -354,8 +354,9 @@ class ChatClaudeRelay(BaseChatModel):
     """Extra headers on every request.
 
     Credential headers (``Authorization``, ``x-api-key``, and any header whose name, in any
-    case, holds auth, key, token, secret, cookie, session, signature or password: gateways'
-    ``cf-aig-authorization``, ``Helicone-Auth``, ...; ``transport.checks.is_secret_header``)
+    case, has a word such as auth, token, secret, cookie, signature or password, or an api/
+    access/subscription ``key``: gateways' ``cf-aig-authorization``, ``Helicone-Auth``, ...;
+    ``transport.checks.is_secret_header``)
     are moved out of this dict at construction into ``secret_headers``, as
     ``SecretStr``: they are still sent on every request, but never shown. This field then holds
     the other headers only."""
@@ -863,7 +864,8 @@ class ChatClaudeRelay(BaseChatModel):
         kwargs = dict(kwargs)
         warm_up = bool(kwargs.pop(_WARM_UP, False))
         model = request.model
-        thinking = kwargs.pop("thinking", self.thinking)
+        thinking = self._effective_thinking(kwargs)
+        kwargs.pop("thinking", None)
         for taken in (
             "model",
             "tools",
@@ -994,7 +996,7 @@ class ChatClaudeRelay(BaseChatModel):
             model=kwargs.get("model") or self.model_name,
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
-            thinking=kwargs.get("thinking", self.thinking),
+            thinking=self._effective_thinking(kwargs),
         )
         given = kwargs.get("cache_control")
         for settings in (self.model_kwargs, self.extra_body or {}):
@@ -1006,6 +1008,29 @@ class ChatClaudeRelay(BaseChatModel):
         except ValueError as exc:
             raise RequestValidationError(f"top-level cache_control: {exc}") from None
         return dataclasses.replace(request, cache_control=marker)
+
+    def _effective_thinking(self, kwargs: Mapping[str, Any]) -> Any:
+        """The call's thinking settings, wherever given; every thinking rule checks this one.
+
+        The call's ``thinking=``, else ``extra_body`` / ``model_kwargs`` (the spelling
+        ``ChatOpenAI`` users bring), else the model's ``thinking`` field.
+        """
+        if "thinking" in kwargs:
+            return kwargs["thinking"]
+        for settings in (self.extra_body or {}, self.model_kwargs):
+            if "thinking" in settings:
+                return settings["thinking"]
+        return self.thinking
+
+    def _interleaved_thinking(self) -> bool:
+        """Whether the ``anthropic-beta`` header turns interleaved thinking on.
+
+        Its budget spans every thinking block of the turn, so it may exceed ``max_tokens``.
+        """
+        for name, value in (self.default_headers or {}).items():
+            if name.lower() == "anthropic-beta" and "interleaved-thinking" in str(value).lower():
+                return True
+        return False
 
     def _sampling_params(
         self,
@@ -1029,8 +1054,6 @@ class ChatClaudeRelay(BaseChatModel):
             params["stop"] = (
                 [stop_sequences] if isinstance(stop_sequences, str) else list(stop_sequences)
             )
-        if thinking:
-            params["thinking"] = dict(thinking)
         if stream:
             params["stream"] = True
             if extra.pop("stream_usage", self.stream_usage):
@@ -1040,11 +1063,14 @@ class ChatClaudeRelay(BaseChatModel):
         params.update(self.model_kwargs)
         params.update(self.extra_body or {})
         params.update(extra)
+        params.pop("thinking", None)  # the effective one (``_effective_thinking``), or none
+        if thinking:
+            params["thinking"] = dict(thinking)
         params.pop("cache_control", None)  # the request carries it (see ``_to_request``)
         if isinstance(params.get("response_format"), type):
             params["response_format"] = response_format_for(params["response_format"])
         check_sendable(params)
-        fit_thinking_budget(params)
+        fit_thinking_budget(params, interleaved=self._interleaved_thinking())
         check_sampling(  # after every override: what is sent is what is checked
             temperature=params.get("temperature"),
             max_tokens=params.get("max_tokens"),
@@ -1929,7 +1955,7 @@ class ChatClaudeRelay(BaseChatModel):
             tool = convert_to_openai_tool(schema, strict=strict)
             name = tool["function"]["name"]
             forced: str | None = name
-            if thinking_on(self.thinking):  # Claude refuses a forced tool while it thinks
+            if thinking_on(self._effective_thinking({})):  # no forced tool while Claude thinks
                 forced = None
                 warn_once(
                     ("structured_thinking", id(self)),

@@ -371,7 +371,7 @@ def _structured_output(payload: Mapping[str, Any]) -> bool:
 
 
 def check_generation_payload(
-    payload: Mapping[str, Any], request: PrefixRequest, *, native: bool
+    payload: Mapping[str, Any], request: PrefixRequest, *, native: bool, interleaved: bool = False
 ) -> None:
     """Refuse the combinations of generation settings Claude refuses, with its 400 wording.
 
@@ -386,12 +386,16 @@ def check_generation_payload(
     * Extended thinking (``thinking`` of type ``enabled`` or ``adaptive``) with a tool choice
       that forces a tool (``any``/``tool``; on the chat path ``required``/``function``).
     * ``thinking.budget_tokens`` (type ``enabled``) of at least ``max_tokens`` (on the chat
-      path ``max_completion_tokens``, else ``max_tokens``, checked only when given).
+      path ``max_completion_tokens``, else ``max_tokens``, checked only when given), unless
+      interleaved thinking is on (the ``interleaved-thinking-2025-05-14`` beta: the budget
+      spans every thinking block of the turn).
 
     Args:
         payload: the request body (OpenAI chat completions or Anthropic Messages).
         request: its parsed prefix, as Claude receives it (the markers a warm-up needs).
         native: whether it came in on a Messages path (Anthropic, Bedrock, Vertex).
+        interleaved: whether the request's ``anthropic-beta`` header asks for interleaved
+            thinking.
 
     Raises:
         InvalidRequest: for the first refused combination.
@@ -426,6 +430,7 @@ def check_generation_payload(
     name = next((n for n in names if payload.get(n) is not None), None)
     if (
         thinking
+        and not interleaved
         and config is not None
         and config.get("type") == "enabled"
         and _is_number(budget)

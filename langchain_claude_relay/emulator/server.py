@@ -639,7 +639,13 @@ class EmulatorCore:
                 with self._lock:
                     counted = {"input_tokens": self._engine.input_total(prefix)}
                 return self._counted(rid, wire, start, counted, headers, fault == "cut")
-            check_generation_payload(payload, prefix, native=wire.anthropic)
+            beta = request.headers.get("anthropic-beta", "")
+            check_generation_payload(
+                payload,
+                prefix,
+                native=wire.anthropic,
+                interleaved="interleaved-thinking" in beta.lower(),
+            )
             _check_stream_options(payload)
             asked, previous = requested_diagnostics(payload) if wire.anthropic else (False, None)
             with self._lock:

@@ -170,3 +170,39 @@ def test_a_users_max_tokens_zero_that_claude_refuses_is_refused_first(
         llm.invoke(messages, max_tokens=0, **params)
     assert sent == []
     assert planner._in_flight.snapshot(planner.clock()).pending == frozenset()
+
+
+@pytest.mark.parametrize("where", ["model_kwargs", "extra_body"])
+def test_thinking_given_as_a_request_parameter_obeys_the_same_rules(
+    emulator: RelayEmulator, where: str
+) -> None:
+    # ChatOpenAI users pass thinking in extra_body: it skipped the checks (a 400 after sending)
+    # and warm(), which leaves thinking out, failed on its own max_tokens
+    llm, sent = _llm("anthropic", emulator, **{where: {"thinking": BUDGET}})
+    with pytest.raises(RequestValidationError, match="tool_choice='auto'"):
+        llm.bind_tools([Person], tool_choice="any").invoke("Bob is 42.")
+    assert sent == []
+    llm.invoke("Hi.")
+    assert sent[-1]["thinking"] == BUDGET
+    assert sent[-1]["max_tokens"] == 8_000 + 4_096
+    llm.warm([("system", _document()), ("human", "Ready?")])
+    assert "thinking" not in sent[-1]
+    assert sent[-1]["max_tokens"] == 0
+    llm.invoke("Hi.", thinking={"type": "disabled"})  # the call's own setting wins
+    assert sent[-1]["thinking"] == {"type": "disabled"}
+
+
+@pytest.mark.parametrize("way", ["openai", "anthropic"])
+def test_interleaved_thinking_may_budget_past_max_tokens(emulator: RelayEmulator, way: str) -> None:
+    llm, sent = _llm(
+        way,
+        emulator,
+        thinking={"type": "enabled", "budget_tokens": 16_000},
+        max_tokens=4_000,
+        default_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    )
+    llm.invoke("Hi.")  # the budget spans every thinking block of the turn
+    assert sent[-1]["max_tokens"] == 4_000
+    plain, _ = _llm(way, emulator, thinking={"type": "enabled", "budget_tokens": 16_000})
+    with pytest.raises(RequestValidationError, match="above the budget"):
+        plain.invoke("Hi.", max_tokens=4_000)
