@@ -35,11 +35,13 @@ request: the SDK's exceptions (which keep it, headers and all) are never chained
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import os
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -237,6 +239,16 @@ def _note_origin(error: ClaudeRelayError, exc: BaseException, secrets: tuple[str
         error.__notes__ = [*getattr(error, "__notes__", []), note]
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop, if any (and if it can be held weakly, as asyncio's can)."""
+    try:
+        loop = asyncio.get_running_loop()
+        weakref.ref(loop)
+    except (RuntimeError, TypeError):
+        return None
+    return loop
+
+
 def _cut_native_stream() -> APIResponseError:
     msg = "the stream ended before message_stop: it was cut"
     return APIResponseError(msg, status_code=200)
@@ -296,6 +308,9 @@ class RelayTransport:
         self._http_client = http_client
         self._http_async_client = http_async_client
         self._clients: dict[bool, tuple[int, Any]] = {}  # is_async -> (pid that built it, client)
+        self._async_clients: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = (
+            weakref.WeakKeyDictionary()
+        )  # event loop -> (pid, client)
         self._sleep = sleep
         self._asleep = asleep
         self.limits = limits or ResponseLimits()
@@ -379,16 +394,24 @@ class RelayTransport:
         )
 
     def _client_for_this_process(self, *, is_async: bool) -> Any:
-        """The SDK client built in this process (a forked child builds its own).
+        """The SDK client built in this process, and for async, on this event loop.
 
         A child of ``fork`` inherits the parent's connection pool, live keep-alive sockets
         included: children writing requests to one socket read each other's answers (or a
         garbled status line), and one may wait forever on a socket another drained. So a
         client is used only in the process that built it. A client of your own
         (``http_client=``) cannot be rebuilt: it is shared, with one warning.
+
+        An async client's pooled connections belong to the event loop they were opened on:
+        a model used again under a new loop (a second ``asyncio.run``, pytest-asyncio's loop
+        per test) failed with "Event loop is closed". Each loop gets its own async client,
+        dropped with the loop.
         """
         pid = os.getpid()
-        built = self._clients.get(is_async)
+        loop = _running_loop() if is_async else None
+        slots: Any = self._async_clients if loop is not None else self._clients
+        key: Any = loop if loop is not None else is_async
+        built = slots.get(key)
         if built is not None and built[0] == pid:
             return built[1]
         own = self._http_async_client if is_async else self._http_client
@@ -401,7 +424,7 @@ class RelayTransport:
                 RuntimeWarning,
             )
         client = self._build_client(is_async=is_async)
-        self._clients[is_async] = (pid, client)
+        slots[key] = (pid, client)
         return client
 
     @property
@@ -411,7 +434,7 @@ class RelayTransport:
 
     @property
     def async_client(self) -> Any:
-        """The async SDK client, built on first use in this process."""
+        """The async SDK client of this process and event loop, built on first use."""
         return self._client_for_this_process(is_async=True)
 
     @property

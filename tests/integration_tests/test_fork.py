@@ -1,4 +1,4 @@
-"""A forked worker builds its own HTTP client: it never shares the parent's sockets.
+"""A forked worker, and each event loop, gets its own HTTP client: no shared sockets.
 
 A ``multiprocessing`` pool (fork) started after the parent had called the relay shared its
 keep-alive connection: children read each other's answers, garbled status lines, or hung.
@@ -46,3 +46,20 @@ def test_forked_workers_call_the_relay_on_their_own_connections(
     counts = [count for _, count in results]
     assert counts == sorted(counts)  # each answer is its own prompt's (longer prompts, more)
     assert len(set(counts)) == len(counts)
+
+
+def test_a_model_serves_one_event_loop_after_another(emulator: RelayEmulator) -> None:
+    # a second asyncio.run (pytest-asyncio's loop per test) met the first loop's pooled
+    # connections: "Event loop is closed"
+    import asyncio
+
+    llm = ChatClaudeRelay(
+        base_url=emulator.base_url, api_key="test", cache="off", ledger=False, max_retries=0
+    )
+    for i in range(3):
+        assert asyncio.run(llm.ainvoke(f"Question {i}")).content
+
+        async def streamed(i: int = i) -> str:
+            return "".join([c.text async for c in llm.astream(f"Stream {i}")])
+
+        assert asyncio.run(streamed())
