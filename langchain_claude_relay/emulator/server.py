@@ -796,14 +796,15 @@ class EmulatorCore:
             content = [i for i, e in enumerate(events) if e.tag == "content"]
             stop = content[min(1, len(content) - 1)] + 1 if content else 1
             events = events[:stop]
-        for event in events:
+        outcome = "fault:cut" if cut else None
+        if outcome is None and not any(e.tag == "usage" for e in events):
+            outcome = "no_usage"
+        for i, event in enumerate(events):
             if event.tag == "usage":
                 self._bill(entry)
-            yield event.data
-        if cut:
-            self.record(entry.request_id, entry.endpoint, entry.time, 200, "fault:cut")
-        elif not any(e.tag == "usage" for e in events):
-            self.record(entry.request_id, entry.endpoint, entry.time, 200, "no_usage")
+            if outcome is not None and i == len(events) - 1:  # logged before the last byte
+                self.record(entry.request_id, entry.endpoint, entry.time, 200, outcome)
+            yield event.data  # (a client that has read it all finds the outcome logged)
 
 
 class _BodyTooLarge(Exception):
