@@ -62,6 +62,12 @@ def _is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message shows it: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_sampling(
     *,
     temperature: Any = None,
@@ -327,12 +333,10 @@ def check_sendable(params: Mapping[str, Any]) -> None:
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
-            shown = repr(value)
-            shown = shown if len(shown) <= 80 else shown[:77] + "..."
             msg = (
-                f"{name}={shown} cannot be sent: request parameters are JSON (numbers, strings, "
-                "booleans, null, lists, dicts with string keys; no NaN or infinity). Pass a "
-                "JSON value."
+                f"{name}={_shown(value)} cannot be sent: request parameters are JSON (numbers, "
+                "strings, booleans, null, lists, dicts with string keys; no NaN or infinity). "
+                "Pass a JSON value."
             )
             raise RequestValidationError(msg) from None
 
@@ -373,13 +377,11 @@ def check_thinking_with_tool_choice(thinking: Any, tool_choice: Any) -> None:
         RequestValidationError: if thinking is on and ``tool_choice`` forces a tool.
     """
     if thinking_on(thinking) and forces_tool(tool_choice):
-        shown = repr(tool_choice)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         msg = (
-            f"tool_choice={shown} forces a tool call, which Claude refuses while extended "
-            "thinking is on. Use tool_choice='auto' (or leave it unset), or turn thinking off "
-            "for this call (thinking={'type': 'disabled'}); with_structured_output on a "
-            "thinking model binds its schema without forcing it."
+            f"tool_choice={_shown(tool_choice)} forces a tool call, which Claude refuses while "
+            "extended thinking is on. Use tool_choice='auto' (or leave it unset), or turn "
+            "thinking off for this call (thinking={'type': 'disabled'}); with_structured_output "
+            "on a thinking model binds its schema without forcing it."
         )
         raise RequestValidationError(msg)
 
