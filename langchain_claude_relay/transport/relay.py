@@ -236,7 +236,7 @@ def _note_origin(error: ClaudeRelayError, exc: BaseException, secrets: tuple[str
     if sys.version_info >= (3, 11):
         error.add_note(note)
     else:  # pragma: no cover - Python 3.10: kept where 3.11's tracebacks would show it
-        error.__notes__ = [*getattr(error, "__notes__", []), note]
+        setattr(error, "__notes__", [*getattr(error, "__notes__", []), note])  # noqa: B010
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
