@@ -7,8 +7,8 @@ refused value is described by its type and length, never echoed (it might be pro
 from __future__ import annotations
 
 import hashlib
-import math
 import re
+import sys
 from typing import Any
 
 _HEX = re.compile(r"[0-9a-f]{8,128}")
@@ -58,7 +58,7 @@ def check_count(name: str, value: Any) -> None:
 def check_number(name: str, value: Any) -> None:
     """Refuse a field that is not a finite non-negative number."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0:
+    if not ok or not 0 <= value <= sys.float_info.max:  # NaN, infinity, a huge int: refused
         msg = f"LedgerEntry.{name} must be a finite non-negative number, got {type_name(value)}"
         raise ValueError(msg)
 

@@ -1141,7 +1141,8 @@ def _bounds_from_json(raw: Mapping[str, Any]) -> MinimumBounds:
 
 def _bound(value: Any) -> float | None:
     """A stored token bound, if it is one: a finite number from 0 to a million."""
-    usable = type(value) in (int, float) and math.isfinite(value) and 0 <= value <= 1e6
+    # the range first: ``math.isfinite`` of an integer too large for a float raises
+    usable = type(value) in (int, float) and 0 <= value <= 1e6 and math.isfinite(value)
     return float(value) if usable else None
 
 

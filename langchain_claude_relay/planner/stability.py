@@ -160,7 +160,7 @@ def find_volatile(text: str, limit: int = 3) -> tuple[VolatileMatch, ...]:
 def _readable(history: Sequence[Any]) -> bool:
     """Whether a stored history is one ``note_block_hash`` could have written (untrusted)."""
     return isinstance(history, Sequence) and all(
-        type(v) in (int, float) and math.isfinite(v) and 0 <= v < 2**48 for v in history
+        type(v) in (int, float) and 0 <= v < 2**48 and math.isfinite(v) for v in history
     )
 
 

@@ -724,6 +724,10 @@ def _stored_number(db: sqlite3.Connection, stored: str, now: float) -> float:
         value = json.loads(found[0])
     except ValueError:
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
-    return float(value)
+    try:
+        number = float(value)  # an integer too large for a float raises
+    except OverflowError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
