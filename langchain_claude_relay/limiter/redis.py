@@ -24,7 +24,10 @@ the bucket has been full since the booking's admission (its clip counter moved):
 then absorbed the over-estimate, exactly as ``RateLimiter``'s replay would find.
 (``RateLimiter`` also trims a refund when the bucket came within it of the cap without reaching
 it; here that partial case refunds fully, the only place where the Redis buckets can admit more
-than the local replay would -- by at most that refund, within the cap.)
+than the local replay would -- by at most that refund, within the cap.) A booking admitted in
+the future is also kept, until its admission time, in a pending set per bucket: cancelling it
+(an abandoned wait, a ``call_timeout``) gives its place in the queue back, so the fleet's next
+booking is not queued behind bookings nobody will use.
 
 **Redis down.** Bookings go on at once on a local ``RateLimiter`` with this process's share of
 the limits (``local_share``; by default one over the number of limiters -- one per process with
@@ -98,11 +101,13 @@ logger = logging.getLogger("langchain_claude_relay.limiter")
 _NAMES = ("rpm", "itpm", "otpm")
 _WHAT = "the rate limiter"  # names this component in outage messages
 
-# KEYS: one per bucket booked, then the fleet's member set.
-# ARGV: n, the longest wait allowed (-1: any; 0: not blocking), window, member, then per
-# bucket: capacity, amount.
+# KEYS: one per bucket booked, then each one's set of pending bookings, then the fleet's member
+# set. ARGV: n, the longest wait allowed (-1: any; 0: not blocking), window, member, booking id,
+# then per bucket: capacity, amount.
 # Returns {"0", wait} (not admitted: the wait would be longer than allowed) or
 #         {"1", admitted_at, now, clips of each bucket..., active processes}.
+# A booking admitted in the future is kept in each bucket's pending set (score: its admission
+# time) until that time, so that cancelling it can give its place in the queue back.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -113,8 +118,8 @@ local function f(x) return string.format('%.17g', x) end
 local admit = now
 local state = {}
 for i = 1, n do
-  local cap = tonumber(ARGV[3 + 2 * i])
-  local amount = tonumber(ARGV[4 + 2 * i])
+  local cap = tonumber(ARGV[4 + 2 * i])
+  local amount = tonumber(ARGV[5 + 2 * i])
   local rate = cap / window
   local h = redis.call('HMGET', KEYS[i], 'level', 'at', 'clips')
   local level = tonumber(h[1]) or cap
@@ -146,9 +151,15 @@ for i = 1, n do
   redis.call('HSET', KEYS[i], 'level', f(level), 'at', f(at), 'clips', clips)
   local idle = (cap - level) / rate + (at - now) + window
   redis.call('PEXPIRE', KEYS[i], math.ceil(idle * 1000))
+  local pending = KEYS[n + i]
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', now)
+  if admit > now then
+    redis.call('ZADD', pending, f(admit), ARGV[5])
+    redis.call('PEXPIRE', pending, math.ceil((admit - now + window) * 1000))
+  end
   out[#out + 1] = tostring(clips)
 end
-local members = KEYS[n + 1]
+local members = KEYS[2 * n + 1]
 redis.call('ZADD', members, now, ARGV[4])
 redis.call('ZREMRANGEBYSCORE', members, '-inf', now - 2 * window)
 redis.call('PEXPIRE', members, math.ceil(4 * window * 1000))
@@ -156,22 +167,29 @@ out[#out + 1] = tostring(redis.call('ZCARD', members))
 return out
 """
 
-# KEYS: one per bucket. ARGV: n, window, then per bucket: capacity, delta (booked minus real:
+# KEYS: one per bucket, then each one's set of pending bookings. ARGV: n, window, the booking id
+# being cancelled ('' when settling), then per bucket: capacity, delta (booked minus real:
 # > 0 refunds, < 0 charges), clips at the booking (-1: unknown, not checked). A refund is
 # dropped if the bucket has been full since (its clip counter moved).
+# A cancelled booking leaves the pending set. When no booking is pending after some time t
+# (now at the earliest) up to the bucket's latest admission, the bucket is moved back to t
+# along its refill line: the next booking is no longer queued behind abandoned ones. (If the
+# refund was capped at the capacity, the level found at t is below the true one: a later
+# admission, never an earlier one.)
 _ADJUST = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local booking = ARGV[3]
 local function f(x) return string.format('%.17g', x) end
 local applied = 0
 for i = 1, n do
-  local cap = tonumber(ARGV[3 * i])
-  local delta = tonumber(ARGV[3 * i + 1])
-  local booked = tonumber(ARGV[3 * i + 2])
+  local cap = tonumber(ARGV[3 * i + 1])
+  local delta = tonumber(ARGV[3 * i + 2])
+  local booked = tonumber(ARGV[3 * i + 3])
   local h = redis.call('HMGET', KEYS[i], 'level', 'at', 'clips')
-  if delta ~= 0 and h[1] then
+  if (delta ~= 0 or booking ~= '') and h[1] then
     local rate = cap / window
     local level = tonumber(h[1])
     local at = tonumber(h[2])
@@ -191,6 +209,18 @@ for i = 1, n do
     elseif booked < 0 or clips == booked then
       level = math.min(cap, level + delta)
       applied = applied + 1
+    end
+    if booking ~= '' then
+      local pending = KEYS[n + i]
+      redis.call('ZREM', pending, booking)
+      redis.call('ZREMRANGEBYSCORE', pending, '-inf', now)
+      local back = now
+      local last = redis.call('ZRANGE', pending, -1, -1, 'WITHSCORES')
+      if last[2] then back = math.max(back, tonumber(last[2])) end
+      if back < at then
+        level = level - rate * (at - back)
+        at = back
+      end
     end
     redis.call('HSET', KEYS[i], 'level', f(level), 'at', f(at), 'clips', clips)
     local idle = (cap - level) / rate + math.max(0, at - now) + window
@@ -228,9 +258,12 @@ class RedisReservation(Reservation):
     Attributes:
         clips: per bucket booked (``RedisRateLimiter.bucket_names`` order), the bucket's clip
             counter at the booking (a refund is dropped once it moved).
+        booking: the booking's id in the buckets' pending sets (cancelling it gives its place
+            in the queue back).
     """
 
     clips: tuple[int, ...] = ()
+    booking: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +271,7 @@ class _Booked:
     admitted_at: float
     wait: float
     clips: tuple[int, ...]
+    booking: str = ""
 
 
 class RedisRateLimiter(RateLimiter):
@@ -299,6 +333,7 @@ class RedisRateLimiter(RateLimiter):
         digest = hashlib.sha256(account.encode()).hexdigest()[:16]
         base = f"claude-relay:{{{self.namespace}:limiter:{digest}}}"
         self._keys = {n: f"{base}:{n}" for n in self.bucket_names}
+        self._pending_keys = {n: f"{base}:{n}:pending" for n in self.bucket_names}
         self._members_key = f"{base}:members"
         self._member = uuid.uuid4().hex
         self._acquire_script = self.client.register_script(_ACQUIRE)
@@ -336,10 +371,13 @@ class RedisRateLimiter(RateLimiter):
         """
         names = [n for n in self.bucket_names if n in amounts]
         allowed = 0.0 if not blocking else (-1.0 if max_wait is None else float(max_wait))
-        args: list[Any] = [len(names), repr(allowed), WINDOW_SECONDS, self._member]
+        booking = uuid.uuid4().hex
+        args: list[Any] = [len(names), repr(allowed), WINDOW_SECONDS, self._member, booking]
         for name in names:
             args += [self._capacity[name], amounts[name]]
-        keys = [self._keys[n] for n in names] + [self._members_key]
+        keys = [self._keys[n] for n in names]
+        keys += [self._pending_keys[n] for n in names]
+        keys.append(self._members_key)
         done = self.health.call(lambda: self._acquire_script(keys=keys, args=args), _WHAT)
         if done is None:
             return None
@@ -349,17 +387,23 @@ class RedisRateLimiter(RateLimiter):
         admitted_at, now = float(reply[1]), float(reply[2])
         clips = tuple(int(c) for c in reply[3 : 3 + len(names)])
         self.fleet_size = max(1, int(reply[-1]))
-        return _Booked(admitted_at, max(0.0, admitted_at - now), clips)
+        return _Booked(admitted_at, max(0.0, admitted_at - now), clips, booking)
 
-    def _adjust_remote(self, deltas: Mapping[str, float], clips: Mapping[str, int]) -> bool:
-        """Apply refunds (> 0) and charges (< 0) to the Redis buckets; ``False`` if down."""
-        names = [n for n in self.bucket_names if deltas.get(n)]
+    def _adjust_remote(
+        self, deltas: Mapping[str, float], clips: Mapping[str, int], *, cancelled: str = ""
+    ) -> bool:
+        """Apply refunds (> 0) and charges (< 0) to the Redis buckets; ``False`` if down.
+
+        ``cancelled`` names a booking being cancelled: it leaves the buckets' queues (every
+        bucket in ``deltas`` is then adjusted, even by 0, as it was booked).
+        """
+        names = [n for n in self.bucket_names if n in deltas and (deltas[n] or cancelled)]
         if not names:
             return True
-        args: list[Any] = [len(names), WINDOW_SECONDS]
+        args: list[Any] = [len(names), WINDOW_SECONDS, cancelled]
         for name in names:
             args += [self._capacity[name], repr(float(deltas[name])), clips.get(name, -1)]
-        keys = [self._keys[n] for n in names]
+        keys = [self._keys[n] for n in names] + [self._pending_keys[n] for n in names]
         return (
             self.health.call(lambda: self._adjust_script(keys=keys, args=args), _WHAT) is not None
         )
@@ -445,17 +489,19 @@ class RedisRateLimiter(RateLimiter):
                 admitted_at=booked.admitted_at,
                 waited=booked.wait,
                 clips=booked.clips,
+                booking=booked.booking,
             )
             self._open_remote[reservation.id] = reservation
             self._count_reservation(reservation, remote=True)
         return reservation
 
-    def _abandon(self, admitted: Reservation | bool) -> None:
-        """Undo a Redis booking whose wait was interrupted (request and tokens)."""
+    def _abandon(self, admitted: Reservation | bool, booking: str) -> None:
+        """Undo a Redis booking whose wait was interrupted (request, tokens, place)."""
         if isinstance(admitted, Reservation):
             self.cancel(admitted)
             return
-        self._adjust_remote({"rpm": 1}, {})  # not admitted yet: the bucket cannot have clipped
+        # not admitted yet: the bucket cannot have clipped
+        self._adjust_remote({"rpm": 1}, {}, cancelled=booking)
         with self._lock:
             self._counters["requests"] -= 1
 
@@ -531,7 +577,7 @@ class RedisRateLimiter(RateLimiter):
             try:
                 self._sleep(booked.wait)
             except BaseException:
-                self._abandon(admitted)
+                self._abandon(admitted, booked.booking)
                 raise
         return admitted
 
@@ -588,7 +634,7 @@ class RedisRateLimiter(RateLimiter):
             try:
                 await self._asleep(booked.wait)
             except BaseException:
-                self._abandon(admitted)
+                self._abandon(admitted, booked.booking)
                 raise
         return admitted
 
@@ -671,7 +717,8 @@ class RedisRateLimiter(RateLimiter):
                 "itpm": reservation.input_tokens,
                 "otpm": reservation.output_tokens,
             }
-            if not self._adjust_remote(deltas, self._clips(reservation)):
+            clips = self._clips(reservation)
+            if not self._adjust_remote(deltas, clips, cancelled=reservation.booking):
                 with self._lock:
                     self._counters["unsettled"] += 1
         with self._lock:
@@ -714,7 +761,7 @@ class RedisRateLimiter(RateLimiter):
 
     def clear(self) -> None:
         """Delete the shared buckets in Redis (tests; after the account's limits were reset)."""
-        self.client.delete(*self._keys.values(), self._members_key)
+        self.client.delete(*self._keys.values(), *self._pending_keys.values(), self._members_key)
 
 
 _shared: dict[tuple[str, str, str], RedisRateLimiter] = {}

@@ -8,10 +8,11 @@ charges at most one capacity beyond the estimate, and a booking that would wait 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
-from test_redis_limiter import usage
+from test_redis_limiter import no_sleep, usage
 
 from langchain_claude_relay.errors import APITimeoutError
 from langchain_claude_relay.limiter.redis import RedisRateLimiter
@@ -63,3 +64,74 @@ def test_a_shared_booking_that_would_wait_past_max_wait_is_refused(
     fits = limiter.acquire(400, max_wait=5)
     assert 0 < fits.waited <= 5
     assert waits == [fits.waited]
+
+
+# -- cancelled bookings give their places in the queue back ------------------------------------
+
+
+async def test_cancelled_waiters_give_their_places_in_the_queue_back(
+    redis_server: Any, namespace: str
+) -> None:
+    # 40 abandoned waiters (asyncio.wait_for timeouts, a call_timeout) used to keep their
+    # admission times in Redis: the fleet's next call waited behind all of them (~40 s here).
+    release = asyncio.Event()
+    slept: list[float] = []
+
+    async def held_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await release.wait()
+
+    limiter = RedisRateLimiter(
+        rpm=60, redis=redis_server.url, key="queue", namespace=namespace, asleep=held_sleep
+    )
+    twin = RedisRateLimiter(rpm=60, redis=redis_server.url, key="queue", namespace=namespace)
+    for _ in range(60):
+        await limiter.aacquire(0)
+    waiters = [asyncio.create_task(limiter.aacquire(0)) for _ in range(40)]
+    while len(slept) < 40:
+        await asyncio.sleep(0.01)
+    assert max(slept) == pytest.approx(40.0, abs=0.5)
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    # another process of the fleet: one request's refill, not forty
+    assert twin.acquire(0, max_wait=5).waited == pytest.approx(1.0, abs=0.3)
+    assert limiter.stats()["cancelled"] == 40
+
+
+def test_a_cancelled_booking_in_the_middle_keeps_the_queue_first_come_first_served(
+    redis_server: Any, namespace: str
+) -> None:
+    waits: list[float] = []
+    limiter = RedisRateLimiter(
+        rpm=60, redis=redis_server.url, key="mid", namespace=namespace, sleep=waits.append
+    )
+    for _ in range(60):
+        limiter.acquire(0)
+    first, second, third = (limiter.acquire(0) for _ in range(3))  # admitted at ~1, 2 and 3 s
+    assert [round(w) for w in waits] == [1, 2, 3]
+    limiter.cancel(second)  # the third stays queued at ~3 s: the next one takes the freed
+    fourth = limiter.acquire(0)  # request there, never before the third
+    assert fourth.waited == pytest.approx(3.0, abs=0.3)
+    for booking in (first, third, fourth):
+        limiter.cancel(booking)
+    # Nothing queued any more: another process waits one request's refill, not behind them.
+    twin = RedisRateLimiter(rpm=60, redis=redis_server.url, key="mid", namespace=namespace)
+    assert twin.acquire(0, max_wait=10).waited == pytest.approx(1.0, abs=0.3)
+
+
+def test_pending_bookings_leave_redis_once_admitted(redis_server: Any, namespace: str) -> None:
+    limiter = RedisRateLimiter(
+        rpm=60, redis=redis_server.url, key="pend", namespace=namespace, sleep=no_sleep
+    )
+    for _ in range(60):
+        limiter.acquire(0)
+    limiter.acquire(0)  # admitted in ~1 s: pending until then
+    pending = limiter._pending_keys["rpm"]
+    assert limiter.client.zcard(pending) == 1
+    time.sleep(1.2)
+    limiter.acquire(0)  # the next booking forgets admissions in the past
+    assert limiter.client.zcard(pending) == 1  # only its own (admitted ~0.8 s from now)
+    assert 0 < limiter.client.pttl(pending) <= 62_000  # and the set expires by itself
+    limiter.clear()
+    assert limiter.client.exists(pending) == 0
