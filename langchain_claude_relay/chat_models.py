@@ -1100,7 +1100,7 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         try:
             return booking.reserve(
-                limiter, prepared.token_estimates(), max_wait=_time_left(deadline)
+                limiter, prepared.token_estimates(), max_wait=deadline.max_wait()
             )
         except BaseException:
             self._lifecycle(prepared, "abandoned")
@@ -1113,7 +1113,7 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         try:
             return await booking.areserve(
-                limiter, prepared.token_estimates(), max_wait=_time_left(deadline)
+                limiter, prepared.token_estimates(), max_wait=deadline.max_wait()
             )
         except BaseException:
             self._lifecycle(prepared, "abandoned")
@@ -2049,12 +2049,6 @@ def _cost_trackers(
         tracker = active_tracker()
         return (tracker,) if tracker is not None else ()
     return tuple(h for h in run_manager.handlers if isinstance(h, CostTracker))
-
-
-def _time_left(deadline: Deadline) -> float | None:
-    """Seconds the call has left for its limiter wait (``None``: no deadline)."""
-    left = deadline.remaining()
-    return None if math.isinf(left) else left
 
 
 _WARM_UP = "warm_up"

@@ -282,14 +282,15 @@ def _stored_ledger_entries(since: float | None) -> list[Any]:
 
     """
     from langchain_claude_relay._env import ledger_dir, redis_url
-    from langchain_claude_relay.ledger import DiskLedger, FallbackLedger, fallback
+    from langchain_claude_relay.ledger import DiskLedger, FallbackLedger
     from langchain_claude_relay.ledger.disk import DATABASE
+    from langchain_claude_relay.ledger.fallback import current_default_ledger
     from langchain_claude_relay.ledger.memory import Ledger
     from langchain_claude_relay.ledger.redis import RedisLedger
     from langchain_claude_relay.store.sqlite import LEGACY_DATABASE
     from langchain_claude_relay.transport.checks import redact_url
 
-    chosen = fallback._default_ledger  # set_default_ledger's, or None / the lazy disk default
+    chosen = current_default_ledger()  # set_default_ledger's, or None / the lazy disk default
     if chosen is not None and not isinstance(chosen, FallbackLedger):
         return chosen.entries(since=since)
     url = redis_url()

@@ -232,6 +232,16 @@ def default_ledger() -> Ledger:
     return _default_ledger
 
 
+def current_default_ledger() -> Ledger | None:
+    """The ledger ``default_ledger()`` would return, without opening one (``None``: not yet).
+
+    Returns:
+        ``set_default_ledger``'s ledger, the default once opened, or ``None``.
+
+    """
+    return _default_ledger
+
+
 def set_default_ledger(ledger: Ledger | None) -> Ledger | None:
     """Replace the process-wide ledger (``None``: a new default on next use).
 

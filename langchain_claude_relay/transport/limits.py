@@ -169,6 +169,10 @@ class Deadline:
         """Seconds left (``inf`` without a deadline; 0 once passed)."""
         return max(0.0, self._ends - self._clock())
 
+    def max_wait(self) -> float | None:
+        """Seconds left as a limiter's ``max_wait`` (``None`` without a deadline)."""
+        return None if self.seconds is None else self.remaining()
+
     def error(self) -> APITimeoutError:
         """The error for a call that ran past its deadline."""
         return APITimeoutError(
