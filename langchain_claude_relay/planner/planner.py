@@ -864,11 +864,14 @@ class CachePlanner:
         outcomes = observation.breakpoints
         if not outcomes:
             return
-        cached = [o for o in outcomes if o.actual != "none"]
-        if cached:
-            smallest = min(o.estimated_prefix_tokens for o in cached) * scale
-            bounds = learn_minimum(bounds, smallest, cached=True)
-        elif observation.actual_read_tokens == 0 and observation.actual_write_tokens == 0:
+        read, written = observation.actual_read_tokens, observation.actual_write_tokens
+        if read > 0 or written > 0:
+            # What was cached proves the minimum at most where the cache was: the read point
+            # (an entry written there earlier) or else the end of the write (the deepest
+            # marker written). A shallower marker in the written part proves nothing: the
+            # write covers it whether or not it was long enough to be cached itself.
+            bounds = learn_minimum(bounds, read if read > 0 else written, cached=True)
+        else:
             largest = max(o.estimated_prefix_tokens for o in outcomes) * scale
             bounds = learn_minimum(bounds, largest, cached=False)
         self._store.set(key, _bounds_to_json(bounds), expire=MODEL_EXPIRE)

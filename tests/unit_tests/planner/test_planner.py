@@ -231,6 +231,33 @@ def test_unknown_model_learns_its_minimum() -> None:
         assert planner.plan(longer).min_cache_tokens <= usage.cache_write_tokens
 
 
+def test_a_short_marker_inside_a_write_does_not_prove_the_minimum() -> None:
+    # A short system prompt, then a long document: both marked, the write covers both, but only
+    # the document's marker was long enough to be cached. Taking the system prompt's size as
+    # proof of the minimum kept it there for good ("proof beats absence"): the short prompt
+    # alone, never cached, stayed marked.
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude(minimum=2048)
+    model = "claude-opus-9-9"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        system = prose(600, 1)
+        document = request(system=system, turns=[("user", prose(2800, 2))], model=model)
+        first, usage, _obs = run(planner, claude, document, clock)
+        assert first.min_cache_tokens == 512  # assumed low at first: the system prompt is marked
+        assert len(first.breakpoints) == 2
+        system_tokens = claude.block_tokens(document)[0]
+        assert system_tokens < 2048 < usage.cache_write_tokens
+        short = request(system=system, turns=[("user", "hi")], model=model)
+        for _ in range(3):  # the short prompt alone is never cached: the minimum is above it
+            clock.advance(3600)
+            _plan, usage, _obs = run(planner, claude, short, clock)
+        assert usage.cache_read_tokens == usage.cache_write_tokens == 0
+        assert planner.plan(short).min_cache_tokens > system_tokens
+        assert planner.plan(short).breakpoints == ()
+
+
 def test_miss_reasons() -> None:
     clock = Clock()
     planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
