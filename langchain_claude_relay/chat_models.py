@@ -702,8 +702,8 @@ class ChatClaudeRelay(BaseChatModel):
         params["ls_provider"] = "claude-relay"
         params["ls_model_name"] = kwargs.get("model", self.model_name)
         params["ls_model_type"] = "chat"
-        if self.temperature is not None:
-            params["ls_temperature"] = self.temperature
+        if (temperature := kwargs.get("temperature", self.temperature)) is not None:
+            params["ls_temperature"] = temperature  # the call's, as sent (it wins over the field)
         if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
             params["ls_max_tokens"] = max_tokens
         if ls_stop := stop or kwargs.get("stop") or self.stop:
@@ -1353,6 +1353,7 @@ class ChatClaudeRelay(BaseChatModel):
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
+                id=state.call_id,  # one id for every chunk of the answer (else LangChain's run id)
                 usage_metadata=usage.to_usage_metadata() if usage is not None else None,
                 response_metadata={
                     "model_name": state.model_name or prepared.model,
@@ -1374,8 +1375,15 @@ class ChatClaudeRelay(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         if self.streaming or fanout.leads_warmup():  # a warm-up lets the batch go at its first byte
+            # streamed for the warm-up only: no tokens to callbacks (as an unstreamed invoke)
             return generate_from_stream(
-                self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+                self._stream(
+                    messages,
+                    stop=stop,
+                    run_manager=run_manager,
+                    _token_callbacks=self.streaming,
+                    **kwargs,
+                )
             )
         kwargs.pop("stream", None)  # LangChain's per-call choice, already made
         prepared = self._prepare(messages, stop, stream=False, **kwargs)
@@ -1405,7 +1413,13 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> ChatResult:
         if self.streaming or fanout.leads_warmup():
             return await agenerate_from_stream(
-                self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
+                self._astream(
+                    messages,
+                    stop=stop,
+                    run_manager=run_manager,
+                    _token_callbacks=self.streaming,
+                    **kwargs,
+                )
             )
         if self.exact_token_counts:
             await self._acount_exactly(messages, kwargs)
@@ -1433,9 +1447,12 @@ class ChatClaudeRelay(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: CallbackManagerForLLMRun | None = None,
+        *,
+        _token_callbacks: bool = True,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
+        tokens_to = run_manager if _token_callbacks else None
         prepared.cost_trackers = _cost_trackers(run_manager)
         deadline = self._transport.call_deadline()
         booked = self._reserve(prepared, deadline)
@@ -1449,12 +1466,12 @@ class ChatClaudeRelay(BaseChatModel):
                 chunk = self._chunk_from(state.read(event))
                 if chunk is not None:
                     state.chunks += 1
-                    if run_manager:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    if tokens_to:
+                        tokens_to.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             final = self._final_chunk(prepared, state)
-            if run_manager:
-                run_manager.on_llm_new_token("", chunk=final)
+            if tokens_to:
+                tokens_to.on_llm_new_token("", chunk=final)
             yield final
         except BaseException as exc:
             if outcome == "unsent":
@@ -1471,11 +1488,14 @@ class ChatClaudeRelay(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        *,
+        _token_callbacks: bool = True,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         if self.exact_token_counts:
             await self._acount_exactly(messages, kwargs)
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
+        tokens_to = run_manager if _token_callbacks else None
         prepared.cost_trackers = _cost_trackers(run_manager)
         deadline = self._transport.call_deadline()
         booked = await self._areserve(prepared, deadline)
@@ -1489,12 +1509,12 @@ class ChatClaudeRelay(BaseChatModel):
                 chunk = self._chunk_from(state.read(event))
                 if chunk is not None:
                     state.chunks += 1
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    if tokens_to:
+                        await tokens_to.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             final = self._final_chunk(prepared, state)
-            if run_manager:
-                await run_manager.on_llm_new_token("", chunk=final)
+            if tokens_to:
+                await tokens_to.on_llm_new_token("", chunk=final)
             yield final
         except BaseException as exc:
             if outcome == "unsent":
