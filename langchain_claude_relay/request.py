@@ -22,7 +22,9 @@ Each block has a content hash over canonical JSON (sorted keys, no whitespace) t
 cache marker, so that key order in a tool schema or tool-call arguments never looks like a change.
 ``prefix_hashes()`` chains those hashes in prefix order; ``tool_choice``, thinking settings and the
 presence of images enter the chain where the messages part begins, because a change in them
-invalidates the messages part only.
+invalidates the messages part only. The chain starts from the model (``cache_model_key``: its
+family, so an alias and its dated id are one model): Claude keeps a cache per model, so the same
+blocks sent to two models are two prefixes.
 
 A request may also carry a top-level ``cache_control`` (*automatic caching*, since 2026-02-19):
 Claude then places one marker itself on the last block that can carry one. It is a marker, not
@@ -36,8 +38,10 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal, NamedTuple
+
+from langchain_claude_relay.models import model_family
 
 __all__ = [
     "BlockType",
@@ -53,6 +57,7 @@ __all__ = [
     "canonical_json",
     "content_hash",
     "remember_prefix_hashes",
+    "cache_model_key",
     "chain_prefix_hashes",
     "MAX_CACHE_MARKERS",
     "TTL_SECONDS",
@@ -139,8 +144,29 @@ def remember_prefix_hashes(request: ClaudeRequest, hashes: tuple[str, ...]) -> N
     request.__dict__.setdefault("_prefix_hashes", hashes)
 
 
+@lru_cache(maxsize=1024)
+def cache_model_key(model: str) -> str:
+    """The model as Claude's cache tells models apart: the seed of its prefix hashes.
+
+    That is the model's family (``models.lookup_model(model).family``, computed here without
+    its warnings): relays' spellings of one model (an alias, its dated id, ``anthropic/...``)
+    share one cache, two models (two versions of a tier included) never do. An id that names
+    no Claude family is its own key, as ``lookup_model`` keys its unknown spec.
+
+    >>> cache_model_key("claude-opus-4-1-20250805"), cache_model_key("anthropic/claude-opus-4.1")
+    ('opus-4-1', 'opus-4-1')
+    >>> cache_model_key("claude-opus-4")
+    'opus-4'
+    """
+    return model_family(model) or model
+
+
 def chain_prefix_hashes(
-    sections: Sequence[str], block_hashes: Sequence[str], messages_context: str
+    sections: Sequence[str],
+    block_hashes: Sequence[str],
+    messages_context: str,
+    *,
+    model_key: str,
 ) -> tuple[str, ...]:
     """Prefix hashes from block hashes in prefix order (see ``ClaudeRequest.prefix_hashes``).
 
@@ -149,12 +175,15 @@ def chain_prefix_hashes(
         block_hashes: each block's content hash.
         messages_context: ``ClaudeRequest.messages_context_hash()``, chained in where the
             messages part begins.
+        model_key: ``cache_model_key(request.model)``, where the chain starts: Claude's cache
+            is per model, so equal blocks sent to two models are two prefixes.
 
     Returns:
         For each block, the hash of the whole prefix up to and including it.
     """
     out: list[str] = []
-    running = hashlib.sha256(b"claude-prefix-v1")
+    running = hashlib.sha256(b"claude-prefix-v2\0" + model_key.encode("utf-8", "surrogatepass"))
+    running.update(b"\0")
     context_added = False
     for section, block_hash in zip(sections, block_hashes, strict=True):
         if section == "messages" and not context_added:
@@ -380,7 +409,8 @@ class ClaudeRequest:
         """For each flat block, a hash of the whole prefix up to and including it.
 
         Two requests share a cache entry at block ``i`` exactly when their ``prefix_hashes()[i]``
-        are equal (and the model is the same). Memoized on the instance.
+        are equal: the chain starts from the model (``cache_model_key``), since Claude caches
+        per model. Memoized on the instance.
         """
         cached: tuple[str, ...] | None = self.__dict__.get("_prefix_hashes")
         if cached is not None:
@@ -390,6 +420,7 @@ class ClaudeRequest:
             [f.position.section for f in flats],
             [f.hash for f in flats],
             self.messages_context_hash(),
+            model_key=cache_model_key(self.model),
         )
         remember_prefix_hashes(self, result)
         return result

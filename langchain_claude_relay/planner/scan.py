@@ -20,6 +20,7 @@ from langchain_claude_relay.request import (
     ClaudeRequest,
     Position,
     Tool,
+    cache_model_key,
     chain_prefix_hashes,
     remember_prefix_hashes,
 )
@@ -75,7 +76,12 @@ class Item(NamedTuple):
 
 @dataclass(frozen=True)
 class Scan:
-    """A scanned request: items, their facts and the prefix hash through each, in prefix order."""
+    """A scanned request: items, their facts and the prefix hash through each, in prefix order.
+
+    The prefix hashes are ``request.prefix_hashes()``: keyed by the model as well as the content
+    (``request.cache_model_key``), so every record keyed by them (the store's ``p:`` and ``c:``
+    records, lineage entries, requests in flight, the fleet's warm marks) is per model.
+    """
 
     items: tuple[Item, ...]
     facts: tuple[Facts, ...]
@@ -118,11 +124,13 @@ def scan_request(request: ClaudeRequest, memo: BlockMemo[Facts], estimator: Toke
                 fact = fact._replace(volatile=volatile)
             memo.put(key, fact)
         facts.append(fact)
-    # request.prefix_hashes() from the memoized block hashes: the same chain, no rehashing
+    # request.prefix_hashes() from the memoized block hashes: the same chain (seeded with the
+    # model, as Claude caches per model), no rehashing
     prefixes = chain_prefix_hashes(
         [item.section for item in items],
         [fact.hash for fact in facts],
         request.messages_context_hash(),
+        model_key=cache_model_key(request.model),
     )
     remember_prefix_hashes(request, prefixes)
     return Scan(tuple(items), tuple(facts), prefixes)

@@ -2,9 +2,10 @@
 
 ``ToyClaude`` applies Claude's caching rules and billing to a request (markers, a lookback of 20
 positions where a run of tool_use blocks is one and so is a run of tool_result blocks, minimum,
-TTLs, billing order) with a synthetic "true" tokenizer, so a test can run a plan -> send ->
-observe loop and check what the planner learns. It is independent of the package's emulator on
-purpose: the planner tests must not move when the emulator does.
+TTLs, billing order; entries per model, as Claude keeps them) with a synthetic "true"
+tokenizer, so a test can run a plan -> send -> observe loop and check what the planner learns.
+It is independent of the package's emulator on purpose: the planner tests must not move when the
+emulator does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_claude_relay.models import model_family
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.request import Block, ClaudeRequest, Message, Tool
 from langchain_claude_relay.tokens import TokenEstimator, block_parts, tool_parts
@@ -106,7 +108,8 @@ class ToyClaude:
 
     Tokens of a block: ``ceil(ratio * prose + tool_ratio * tool_text) + media`` plus
     ``block_overhead`` (content blocks) or ``tool_overhead`` (tools); a request adds ``const``
-    and ``tools_prompt`` when it has tools.
+    and ``tools_prompt`` when it has tools. Entries are per model, as Claude keeps them: keyed by
+    the model (its family: an alias and its dated id are one model) and the prefix's hash.
     """
 
     ratio: float = 1.2
@@ -117,7 +120,7 @@ class ToyClaude:
     tools_prompt: int = 0
     minimum: int = 1024
     drop_markers: bool = False
-    entries: dict[str, tuple[float, str]] = field(default_factory=dict)
+    entries: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
     log: list[NormalizedUsage] = field(default_factory=list)
 
     def block_tokens(self, req: ClaudeRequest) -> list[int]:
@@ -151,7 +154,8 @@ class ToyClaude:
 
     def send(self, req: ClaudeRequest, now: float) -> NormalizedUsage:
         flat = req.flat_blocks()
-        keys = req.prefix_hashes()
+        model = model_family(req.model) or req.model  # Claude caches per model
+        keys = [(model, h) for h in req.prefix_hashes()]
         tokens = self.block_tokens(req)
         base = self.const + (self.tools_prompt if req.tools else 0)
         cum, running = [], base
