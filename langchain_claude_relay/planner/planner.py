@@ -296,6 +296,35 @@ class CachePlanner:
         """The token estimator."""
         return self._estimator
 
+    def estimate_tokens(self, request: ClaudeRequest) -> int:
+        """The request's whole input in tokens, as a plan would estimate it (offline).
+
+        The token estimator's counts with the model's calibration learned from usage (the
+        model table's prior before any); no plan is made and nothing is recorded.
+
+        Args:
+            request: the request.
+
+        Returns:
+            The estimated input tokens (``CachePlan.total_estimated_tokens``).
+        """
+        _scan, _calibration, sizes = self._calibrated(request, lookup_model(request.model))
+        return max(0, round(sizes.total))
+
+    def estimate_text_tokens(self, text: str, model: str) -> int:
+        """The tokens of ``text`` as prose for ``model`` (no block or request overhead).
+
+        Args:
+            text: the text.
+            model: the model id.
+
+        Returns:
+            The estimated tokens (``estimate_tokens``'s per-text part).
+        """
+        spec = lookup_model(model)
+        ratio = self._calibration(spec.family, spec).coef[0]
+        return max(0, round(ratio * self._estimator.count(text)))
+
     # ------------------------------------------------------------------ plan
 
     def plan(

@@ -96,3 +96,43 @@ def test_a_batch_that_is_not_streaming_streams_no_tokens_to_callbacks(
     streamed = Tokens()
     _llm(emulator, streaming=True).batch(inputs[:2], {"callbacks": [streamed]})
     assert streamed.tokens > 0  # asked to stream: tokens reach callbacks
+
+
+# -- token counting: offline, what the planner estimates ----------------------------------------
+
+
+def test_token_counts_are_offline_estimates_that_trim_messages_can_use(
+    emulator: RelayEmulator,
+) -> None:
+    # LangChain's defaults needed transformers and downloaded GPT-2's tokenizer (an ImportError
+    # here): trim_messages(token_counter=llm) failed.
+    from langchain_core.messages import AIMessage, trim_messages
+
+    llm = _llm(emulator)
+    history: list[BaseMessage] = [
+        SystemMessage("You are helpful."),
+        HumanMessage("tell me about caching " * 40),
+        AIMessage("Caching keeps a prefix. " * 40),
+        HumanMessage("and the bill?"),
+    ]
+    before = llm.get_num_tokens_from_messages(history)  # the model table's prior
+    for i in range(3):  # the planner calibrates its counts on the usage of each call
+        billed = llm.invoke([*history, HumanMessage(f"({i})")]).usage_metadata
+        assert billed is not None
+    after = llm.get_num_tokens_from_messages(history)
+    truth = billed["input_tokens"] - 10  # less the short last message
+    assert before == pytest.approx(truth, rel=0.5)
+    assert after == pytest.approx(truth, rel=0.1)
+    assert abs(after - truth) < abs(before - truth)
+    assert llm.get_num_tokens("") == 0
+    assert 0 < llm.get_num_tokens("hello world") < llm.get_num_tokens("hello world " * 20)
+    trimmed = trim_messages(
+        history, max_tokens=60, token_counter=llm, strategy="last", include_system=True
+    )
+    assert trimmed[0] == history[0]
+    assert trimmed[-1] == history[-1]
+    assert len(trimmed) < len(history)
+    with pytest.raises(NotImplementedError, match="not public"):
+        llm.get_token_ids("hello")
+    off = ChatClaudeRelay(base_url=emulator.base_url, api_key="test", model=MODEL, cache="off")
+    assert off.get_num_tokens_from_messages(history) > 0
