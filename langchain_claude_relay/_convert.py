@@ -13,12 +13,28 @@ An assistant turn's thinking goes back only as Claude can take it: signed ``thin
 from an earlier answer). Reasoning text without a signature (``reasoning_content``, another
 model's reasoning) is left out: Claude refuses unsigned thinking.
 
+A tool result (``ToolMessage`` content) may also hold the two block types LangChain's tool layer
+accepts beyond those (``TOOL_MESSAGE_BLOCK_TYPES``):
+
+- ``{"type": "json", "json": value}`` becomes a text block holding the value as canonical JSON
+  (:func:`tool_json_text`: sorted keys, no whitespace, UTF-8 kept as is), so that the same value is
+  the same bytes on every call and a cached prefix keeps being read.
+- ``{"type": "search_result", "source", "title", "content": [text blocks], "citations"?}``,
+  Claude's own search result block. The tool result's ``content`` then holds it as text (title
+  line, source line, the texts: :func:`search_result_text`), which every wire can carry, and
+  ``native_content`` holds the result as Claude's block, which the Messages API (native, Bedrock,
+  Vertex) sends instead so that Claude can cite it (as langchain-anthropic sends it).
+
+A ``cache_control`` on either (or on a text block inside a search result) moves to the parent
+``tool_result``, like a marker on any other part of a tool result.
+
 Bad input raises :class:`~langchain_claude_relay.errors.RequestValidationError` with the message
 index and the fix, before anything is sent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,6 +62,8 @@ __all__ = [
     "convert_tool",
     "check_thinking",
     "check_tool_choice",
+    "search_result_text",
+    "tool_json_text",
 ]
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -176,8 +194,11 @@ def _signed_thinking(part: Mapping[str, Any]) -> Block | None:
     return Block("thinking", {"thinking": str(thought), "signature": signature})
 
 
-def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
-    """Convert a message's content (string or list of parts) to Claude blocks."""
+def _content_blocks(content: Any, where: str, role: str, first_index: int = 0) -> list[Block]:
+    """Convert a message's content (string or list of parts) to Claude blocks.
+
+    ``first_index`` is the index of the first part in the message (for error locations).
+    """
     if content is None:
         return []
     if isinstance(content, str):
@@ -187,7 +208,7 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
             where, f"content must be a string or a list of parts, not {type(content).__name__}"
         )
     blocks: list[Block] = []
-    for j, part in enumerate(content):
+    for j, part in enumerate(content, start=first_index):
         part_where = f"{where}, part {j}"
         if isinstance(part, str):
             if part:
@@ -232,7 +253,8 @@ def _content_blocks(content: Any, where: str, role: str) -> list[Block]:
             raise _fail(
                 part_where,
                 f"unsupported content part type {kind!r}; use 'text', 'image_url', 'image', "
-                "'file' or 'document' (and 'thinking' in assistant turns)",
+                "'file' or 'document' (and 'thinking' in assistant turns, 'json' and "
+                "'search_result' in tool results)",
             )
     return blocks
 
@@ -249,25 +271,184 @@ def _with_message_marker(blocks: list[Block], raw: Any, where: str) -> list[Bloc
     return blocks
 
 
+def tool_json_text(value: Any, where: str = "json part") -> str:
+    """The text a tool result's ``{"type": "json", "json": value}`` part is sent as.
+
+    Canonical JSON, one spelling for one value: keys sorted, no whitespace (``","`` and ``":"``),
+    non-ASCII characters written as themselves (``ensure_ascii=False``); floats as Python's
+    ``json`` writes them (``NaN`` and ``Infinity`` included, as text for the model to read). The
+    same value gives the same bytes on every call, whatever its key order, so a cache written
+    over it is read on the next turn.
+
+    >>> tool_json_text({"b": [1, 2.5, None], "a": "é"})
+    '{"a":"é","b":[1,2.5,null]}'
+
+    Raises:
+        RequestValidationError: if the value is not made of JSON types (a ``datetime``, a set,
+            bytes, an object; keys of mixed types; a circular or too deeply nested value).
+    """
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _fail(
+            where,
+            f"the 'json' part's value cannot be written as JSON ({type(exc).__name__}: {exc}); "
+            "have the tool return JSON types only (dict with string keys, list, str, int, "
+            "float, bool, None), e.g. a pydantic model's model_dump(mode='json'), or return "
+            "the text itself",
+        ) from None
+
+
+def _json_part(part: Mapping[str, Any], where: str) -> tuple[dict[str, Any], CacheControl | None]:
+    """A ``json`` part -> a text part (see :func:`tool_json_text`) and its marker."""
+    if "json" not in part:
+        raise _fail(
+            where,
+            "a 'json' part needs its value under 'json', as in {'type': 'json', 'json': {...}}",
+        )
+    return {"type": "text", "text": tool_json_text(part["json"], where)}, _marker(
+        part.get("cache_control"), where
+    )
+
+
+_SEARCH_RESULT_SHAPE = (
+    "{'type': 'search_result', 'source': 'https://...', 'title': '...', "
+    "'content': [{'type': 'text', 'text': '...'}], 'citations': {'enabled': True}} "
+    "('citations' optional)"
+)
+
+
+def search_result_text(source: str, title: str, texts: Sequence[str]) -> str:
+    r"""A search result as text, for wires that cannot carry Claude's ``search_result`` block.
+
+    A title line, a source line, a blank line, then the texts separated by blank lines.
+
+    >>> search_result_text("https://x.test/a", "Guide", ["One.", "Two."])
+    'Title: Guide\nSource: https://x.test/a\n\nOne.\n\nTwo.'
+    """
+    return f"Title: {title}\nSource: {source}\n\n" + "\n\n".join(texts)
+
+
+def _search_result_part(
+    part: Mapping[str, Any], where: str
+) -> tuple[dict[str, Any], dict[str, Any], CacheControl | None]:
+    """A ``search_result`` part -> (its text part, Claude's block, its marker).
+
+    Claude's block keeps ``source``, ``title``, the non-empty texts and ``citations``; a marker
+    on the block or on one of its texts is returned to go on the parent ``tool_result``.
+    """
+    for key in ("source", "title"):
+        value = part.get(key)
+        if not isinstance(value, str) or not value:
+            found = "it is missing" if key not in part else f"got {value!r}"
+            raise _fail(
+                where,
+                f"a 'search_result' part needs a non-empty string {key!r} ({found}); "
+                f"write it as {_SEARCH_RESULT_SHAPE}",
+            )
+    marker = _marker(part.get("cache_control"), where)
+    inner = part.get("content")
+    if not isinstance(inner, list | tuple) or not inner:
+        found = "it is missing" if "content" not in part else f"got {type(inner).__name__}"
+        raise _fail(
+            where,
+            "a 'search_result' part needs 'content' as a non-empty list of text blocks "
+            f"({found}); write it as {_SEARCH_RESULT_SHAPE}",
+        )
+    texts: list[str] = []
+    inner_marker: CacheControl | None = None
+    for k, text_part in enumerate(inner):
+        text_where = f"{where}, content[{k}]"
+        text = text_part.get("text") if isinstance(text_part, Mapping) else None
+        if (
+            not isinstance(text_part, Mapping)
+            or text_part.get("type") != "text"
+            or not isinstance(text, str)
+        ):
+            raise _fail(
+                text_where,
+                "a search result's content holds only text blocks {'type': 'text', 'text': '...'}"
+                f", not {text_part!r:.80}",
+            )
+        inner_marker = _marker(text_part.get("cache_control"), text_where) or inner_marker
+        if text:
+            texts.append(text)
+    if not texts:
+        raise _fail(
+            where,
+            "a 'search_result' part's content has no text: give it at least one non-empty "
+            "text block, or leave the result out",
+        )
+    native: dict[str, Any] = {
+        "type": "search_result",
+        "source": part["source"],
+        "title": part["title"],
+        "content": [{"type": "text", "text": t} for t in texts],
+    }
+    citations = part.get("citations")
+    if citations is not None:
+        if (
+            not isinstance(citations, Mapping)
+            or set(citations) != {"enabled"}
+            or not isinstance(citations["enabled"], bool)
+        ):
+            raise _fail(
+                where,
+                "a 'search_result' part's 'citations' must be {'enabled': True} or "
+                f"{{'enabled': False}} (or left out), not {citations!r:.80}",
+            )
+        native["citations"] = {"enabled": citations["enabled"]}
+    text_part = {"type": "text", "text": search_result_text(part["source"], part["title"], texts)}
+    return text_part, native, marker or inner_marker
+
+
+def _tool_result_parts(
+    content: Sequence[Any], where: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], CacheControl | None]:
+    """A tool result's parts -> (as every wire carries them, as Claude's blocks, last marker).
+
+    The two lists differ only where a ``search_result`` part is text in the first.
+    """
+    portable: list[dict[str, Any]] = []
+    native: list[dict[str, Any]] = []
+    marker: CacheControl | None = None
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        part_where = f"{where}, part {j}"
+        if kind == "json":
+            text_part, part_marker = _json_part(part, part_where)
+            pairs = [(text_part, text_part, part_marker)]
+        elif kind == "search_result":
+            pairs = [_search_result_part(part, part_where)]
+        else:
+            pairs = [
+                ((rendered := {"type": b.type, **b.data}), rendered, b.cache_control)
+                for b in _content_blocks([part], where, "user", first_index=j)
+            ]
+        for portable_part, native_part, part_marker in pairs:
+            portable.append(portable_part)
+            native.append(native_part)
+            if part_marker is not None:  # a marker inside moves to the parent tool_result
+                marker = part_marker
+    return portable, native, marker
+
+
 def _tool_result(message: ToolMessage, where: str) -> Block:
     if not message.tool_call_id:
         raise _fail(where, "ToolMessage needs the tool_call_id of the call it answers")
     marker = _marker(message.additional_kwargs.get("cache_control"), where)
     content: Any = message.content
+    native: list[dict[str, Any]] | None = None
     if isinstance(content, list):
-        parts = _content_blocks(content, where, "user")
-        for part in parts:
-            if part.cache_control is not None:  # a marker inside moves to the parent tool_result
-                marker = part.cache_control
-        rendered: list[dict[str, Any]] = []
-        for part in parts:
-            rendered.append({"type": part.type, **part.data})
-        content = rendered
+        content, native, inner_marker = _tool_result_parts(content, where)
+        marker = inner_marker or marker
     elif not isinstance(content, str):
         raise _fail(where, "ToolMessage content must be a string or a list of parts")
     data: dict[str, Any] = {"tool_use_id": message.tool_call_id, "content": content}
     if getattr(message, "status", "success") == "error":
         data["is_error"] = True
+    if native is not None and native != content:  # a search result: Claude's block natively
+        data["native_content"] = native
     return Block("tool_result", data, marker)
 
 

@@ -11,6 +11,9 @@ Rendering:
   ``cache_control`` found inside a ``tool_result``'s content parts is dropped: Claude's marker for
   a tool result goes on the ``tool_result`` block, and one the planner cannot see could push the
   request over the limit of four.
+- a ``tool_result`` with ``native_content`` (a tool's ``search_result`` blocks, see
+  ``_convert``) sends that as its ``content``: Claude's own blocks, which it can cite, where the
+  OpenAI format sends them as text.
 - content is always a list of blocks, whatever the markers, so the bytes do not change when a
   marker moves; consecutive turns of one role are merged (the tool results answering one
   assistant turn must all come in the next user turn); empty text blocks are dropped (Claude
@@ -146,13 +149,14 @@ def _block(block: Block, where: str, canonical: bool) -> dict[str, Any] | None:
     if block.type == "thinking" and not (isinstance(signature, str) and signature):
         return None
     rendered: dict[str, Any] = {"type": block.type}
+    native = block.data.get("native_content") if block.type == "tool_result" else None
     for key, value in block.data.items():
-        if key in ("type", "cache_control"):
+        if key in ("type", "cache_control", "native_content"):
             continue
         if block.type == "tool_use" and key == "input":
             rendered[key] = _plain(value, sort_keys=canonical)
         elif block.type == "tool_result" and key == "content":
-            rendered[key] = _tool_result_content(value)
+            rendered[key] = _tool_result_content(value if native is None else native)
         else:
             rendered[key] = _plain(value)
     return _with_marker(rendered, block.cache_control)
