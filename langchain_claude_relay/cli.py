@@ -602,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse requests that do not present KEY (Authorization: Bearer, x-api-key or "
         "api-key); default: any key is accepted",
     )
-    _emulator_flags(emulator)
+    with contextlib.suppress(ImportError):  # without the extra, the command says what to install
+        _emulator_flags(emulator)
     emulator.set_defaults(func=_cmd_emulator, parser=emulator)
 
     plan = sub.add_parser(
@@ -683,19 +684,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_EXTRA_OF_MODULE = {
+    "uvicorn": "emulator",
+    "starlette": "emulator",
+    "langchain": "demo",
+    "matplotlib": "charts",
+    "redis": "redis",
+    "anthropic": "anthropic",
+}
+"""The extra that installs each optional top-level package a command may need."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from langchain_claude_relay.bench import run_bench
-
-        return run_bench(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv[:1] == ["bench"]:
+            from langchain_claude_relay.bench import run_bench
+
+            return run_bench(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        command = argv[0] if argv else "claude-relay"
+        extra = "demo" if command == "demo" else extra  # the demo's extra has the emulator too
+        print(
+            f"claude-relay {command}: needs the {extra} extra: "
+            f"pip install 'langchain-claude-relay[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,12 +17,22 @@ from __future__ import annotations
 from langchain_claude_relay.emulator.dialects import DIALECTS
 from langchain_claude_relay.emulator.engine import BillingEntry
 from langchain_claude_relay.emulator.faults import FAULT_KINDS, TIERS
-from langchain_claude_relay.emulator.server import (
-    EmulatorSettings,
-    RelayEmulator,
-    RequestRecord,
-    serve,
-)
+
+try:
+    from langchain_claude_relay.emulator.server import (
+        EmulatorSettings,
+        RelayEmulator,
+        RequestRecord,
+        serve,
+    )
+except ModuleNotFoundError as exc:  # the server's packages come with the extra
+    if exc.name not in ("uvicorn", "starlette"):
+        raise
+    msg = (
+        "the relay emulator needs the emulator extra: "
+        "pip install 'langchain-claude-relay[emulator]'"
+    )
+    raise ModuleNotFoundError(msg, name=exc.name) from None
 
 __all__ = [
     "RelayEmulator",
