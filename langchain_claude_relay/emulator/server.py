@@ -28,16 +28,17 @@ and a ``POST`` whose body is not ``application/json`` -- a web page could otherw
 ``--require-key``), every route wants that key (``Authorization: Bearer``, ``x-api-key`` or
 ``api-key``). ``serve`` warns when bound to an interface other than loopback.
 
-Billing rule: the billing log holds exactly the requests whose response delivered usage to the
-client: a complete JSON body, the usage chunk of an OpenAI stream (only sent when
-``stream_options.include_usage`` is set) or the ``message_delta`` of an Anthropic stream. A fault
-before the engine (5xx, reset, malformed or HTML body) has no cache effect and is not billed. A
-``cut`` fault happens after the response began: its cache writes are committed (as on Claude) but
-its usage never reaches the client, so it is not billed; the request log records it as
-``fault:cut``. A cut stream ends cleanly after its second content event (no finish chunk, no
-usage, no ``[DONE]`` / ``message_stop``); a cut plain request gets the first half of its JSON body.
-A stream without ``stream_options.include_usage`` delivers no usage: logged as ``no_usage``.
-Token counting is neither billed nor rate limited: logged as ``counted``.
+Billing rule, as Claude bills: the billing log holds every request whose response began (its
+cache writes committed), whether or not its usage reached the client. The request log tells
+which did: ``billed`` for a complete JSON body, the usage chunk of an OpenAI stream (only sent
+when ``stream_options.include_usage`` is set) or the ``message_delta`` of an Anthropic stream;
+``fault:cut`` for a ``cut`` fault (a cut stream ends cleanly after its second content event: no
+finish chunk, no usage, no ``[DONE]`` / ``message_stop``; a cut plain request gets the first half
+of its JSON body); ``no_usage`` for a stream without ``stream_options.include_usage``;
+``stopped`` for a stream its client stopped reading before the usage. Those are billed in full,
+the whole reply's output included (the emulator generates a reply at once). A fault before the
+engine (5xx, reset, malformed or HTML body) has no cache effect and is not billed. Token
+counting is neither billed nor rate limited: logged as ``counted``.
 
 Limits: a body over ``MAX_BODY_BYTES`` (32 MB, Claude's) is a 413 ``request_too_large``, by its
 Content-Length or counted as it comes in (logged as ``error:413``); a body over
@@ -317,11 +318,12 @@ class EmulatorSettings:
 class RequestRecord:
     """One API request and what became of it.
 
-    ``outcome`` is ``billed``, ``counted`` (token counting), ``fault:KIND``, ``error:STATUS`` or
-    ``no_usage``; ``status`` is ``None`` when the connection was reset. ``endpoint`` names the
-    path: ``chat.completions``, ``messages``, ``messages.count_tokens``, ``bedrock.invoke``,
-    ``bedrock.invoke-with-response-stream``, ``vertex.rawPredict``, ``vertex.streamRawPredict``
-    or ``vertex.count_tokens``.
+    ``outcome`` is ``billed`` (the usage reached the client), ``counted`` (token counting),
+    ``fault:KIND``, ``error:STATUS``, ``no_usage`` or ``stopped`` (billed, the usage not
+    sent: see the billing rule); ``status`` is ``None`` when the connection was reset.
+    ``endpoint`` names the path: ``chat.completions``, ``messages``, ``messages.count_tokens``,
+    ``bedrock.invoke``, ``bedrock.invoke-with-response-stream``, ``vertex.rawPredict``,
+    ``vertex.streamRawPredict`` or ``vertex.count_tokens``.
     """
 
     request_id: str
@@ -516,7 +518,10 @@ class EmulatorCore:
 
     @property
     def billing_log(self) -> list[BillingEntry]:
-        """A copy of the billing log (one entry per request whose usage reached the client)."""
+        """A copy of the billing log: one entry per request whose response began, as Claude bills.
+
+        Whether its usage reached the client is in ``request_log`` (outcome ``billed``).
+        """
         with self._lock:
             return list(self._billing)
 
@@ -604,11 +609,13 @@ class EmulatorCore:
             self._requests.append(RequestRecord(request_id, endpoint, at, status, outcome))
 
     def _bill(self, entry: BillingEntry) -> None:
+        """Bill a request whose response began (the request log tells what reached the client)."""
         with self._lock:
             self._billing.append(entry)
-            self._requests.append(
-                RequestRecord(entry.request_id, entry.endpoint, entry.time, 200, "billed")
-            )
+
+    def _delivered(self, entry: BillingEntry, outcome: str = "billed") -> None:
+        """Log what became of a billed request's response (``billed``: its usage was sent)."""
+        self.record(entry.request_id, entry.endpoint, entry.time, 200, outcome)
 
     # -- pipeline ------------------------------------------------------------------------
 
@@ -724,6 +731,7 @@ class EmulatorCore:
                 cached = split.cache_read + split.cache_write
                 self._prints.remember(message_id(rid), fingerprint(prefix, cached))
         entry = _billing_entry(rid, wire, bill, split, bool(payload.get("stream")))
+        self._bill(entry)  # as Claude bills it: whatever reaches the client from here
         model = str(payload["model"])
         if payload.get("stream"):
             events = self._stream_events(rid, wire, payload, reply, split, start, extra)
@@ -735,10 +743,10 @@ class EmulatorCore:
             created = CREATED_EPOCH + int(start)
             document = openai_body(rid, model, created, reply, self._usage(split))
         if fault == "cut":
-            self.record(rid, wire.endpoint, start, 200, "fault:cut")
+            self._delivered(entry, "fault:cut")
             text = json.dumps(document)
             return Response(text[: len(text) // 2], 200, headers, "application/json")
-        self._bill(entry)
+        self._delivered(entry)
         return JSONResponse(document, headers=headers)
 
     def _counted(
@@ -799,12 +807,19 @@ class EmulatorCore:
         outcome = "fault:cut" if cut else None
         if outcome is None and not any(e.tag == "usage" for e in events):
             outcome = "no_usage"
-        for i, event in enumerate(events):
-            if event.tag == "usage":
-                self._bill(entry)
-            if outcome is not None and i == len(events) - 1:  # logged before the last byte
-                self.record(entry.request_id, entry.endpoint, entry.time, 200, outcome)
-            yield event.data  # (a client that has read it all finds the outcome logged)
+        logged = False
+        try:
+            for i, event in enumerate(events):
+                if event.tag == "usage":
+                    self._delivered(entry)
+                    logged = True
+                if outcome is not None and i == len(events) - 1:  # logged before the last byte
+                    self._delivered(entry, outcome)
+                    logged = True
+                yield event.data  # (a client that has read it all finds the outcome logged)
+        finally:
+            if not logged:  # the client went away before its usage: billed all the same
+                self._delivered(entry, "stopped")
 
 
 class _BodyTooLarge(Exception):

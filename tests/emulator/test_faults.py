@@ -142,15 +142,20 @@ def test_every_fault_kind_is_covered() -> None:
 
 
 @pytest.mark.parametrize("kind", list(FAULT_CHECKS))
-def test_fault_is_served_and_not_billed(emu: RelayEmulator, http: httpx.Client, kind: str) -> None:
+def test_fault_is_served_and_billed_only_once_the_response_began(
+    emu: RelayEmulator, http: httpx.Client, kind: str
+) -> None:
     emu.fail_next(kind)
     FAULT_CHECKS[kind](http)
-    assert emu.billing_log == []
-    assert emu.request_log[-1].outcome == f"fault:{kind}"
+    faulted = emu.request_log[-1]
+    assert faulted.outcome == f"fault:{kind}"
+    # A fault before the engine is not billed; a cut response had begun: Claude bills it
+    expected = [faulted.request_id] if kind == "cut" else []
+    assert [e.request_id for e in emu.billing_log] == expected
     assert (
         http.post("/v1/chat/completions", json=CHAT).status_code == 200
     )  # only the next one failed
-    assert [e.request_id for e in emu.billing_log] == [emu.request_log[-1].request_id]
+    assert [e.request_id for e in emu.billing_log] == [*expected, emu.request_log[-1].request_id]
 
 
 @pytest.mark.parametrize(
@@ -188,7 +193,9 @@ def test_cut_stream_commits_its_cache_writes(emu: RelayEmulator, http: httpx.Cli
     http.post("/v1/chat/completions", json=body)
     plain = http.post("/v1/chat/completions", json={**body, "stream": False}).json()
     assert plain["usage"]["cache_read_input_tokens"] > 1500  # the cut response had begun
-    assert len(emu.billing_log) == 1
+    cut, read = emu.billing_log
+    assert cut.cache_write > 1500  # and it is billed, as on Claude
+    assert read.cache_read == cut.cache_write
 
 
 def test_cut_anthropic_stream_has_no_final_events(emu: RelayEmulator, http: httpx.Client) -> None:
@@ -207,7 +214,8 @@ def test_cut_anthropic_stream_has_no_final_events(emu: RelayEmulator, http: http
     assert "event: content_block_delta" in events
     assert "event: message_delta" not in events
     assert "event: message_stop" not in events
-    assert emu.billing_log == []
+    assert [e.request_id for e in emu.billing_log] == [emu.request_log[-1].request_id]
+    assert emu.request_log[-1].outcome == "fault:cut"  # billed; its usage never sent
 
 
 def test_seeded_fault_rate_is_reproducible_through_reset(

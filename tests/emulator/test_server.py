@@ -3,6 +3,7 @@ concurrency, latency, admin endpoints, lifecycle and throughput."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -249,13 +250,15 @@ def test_openai_streaming_usage(emu: RelayEmulator, client: openai.OpenAI) -> No
     assert emu.billing_log[-1].cache_read == plain["cache_read_input_tokens"]
 
 
-def test_stream_without_include_usage_is_not_billed(
+def test_stream_without_include_usage_is_billed_without_showing_it(
     emu: RelayEmulator, client: openai.OpenAI
 ) -> None:
     chunks = list(client.chat.completions.create(model=MODEL, messages=doc_messages(), stream=True))  # type: ignore[arg-type]
     assert all(c.usage is None for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "stop"
-    assert emu.billing_log == []
+    (billed,) = emu.billing_log
+    assert billed.request_id == emu.request_log[-1].request_id
+    assert billed.cache_write > 0
     assert emu.request_log[-1].outcome == "no_usage"
 
 
@@ -448,3 +451,37 @@ def test_listening_socket_is_tcp_so_responses_are_not_delayed() -> None:
         listeners = [sock for server in emu._server.servers for sock in server.sockets]
         assert listeners
         assert all(sock.proto == socket.IPPROTO_TCP for sock in listeners)
+
+
+def test_a_stream_its_client_stops_reading_before_the_usage_is_logged_stopped() -> None:
+    # The request was billed when its response began (Claude bills it, read or not); what
+    # reached the client is logged: a client gone before the usage chunk is ``stopped``.
+    from langchain_claude_relay.emulator.dialects import StreamEvent
+    from langchain_claude_relay.emulator.engine import BillingEntry
+    from langchain_claude_relay.emulator.server import EmulatorCore
+
+    core = EmulatorCore()
+    entry = BillingEntry(
+        request_id="req_emu_000001", model=MODEL, time=0.0, endpoint="chat.completions",
+        streamed=True, input_tokens=10, cache_read=0, cache_write_5m=0, cache_write_1h=0,
+        output_tokens=5, cost_usd=None, hit_index=None, marker_indices=(), write_indices=(),
+        block_count=1,
+    )  # fmt: skip
+    events = [
+        StreamEvent("head", "data: {}\n\n"),
+        StreamEvent("content", "data: {}\n\n"),
+        StreamEvent("usage", "data: {}\n\n"),
+        StreamEvent("final", "data: [DONE]\n\n"),
+    ]
+
+    async def read(first: int) -> None:
+        stream = core._stream(events, entry, cut=False)
+        for _ in range(first):
+            await stream.__anext__()
+        await stream.aclose()
+
+    asyncio.run(read(2))
+    assert [(r.request_id, r.outcome) for r in core.request_log] == [(entry.request_id, "stopped")]
+    asyncio.run(read(4))  # read to the end: its usage was sent
+    assert core.request_log[-1].outcome == "billed"
+    assert len(core.request_log) == 2
