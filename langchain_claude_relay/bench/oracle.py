@@ -1,7 +1,11 @@
 """The oracle: an offline lower bound on what any caching strategy can pay for a trace.
 
 It knows every future arrival and ignores the 4-marker limit and the 20-block lookback, so it is
-the physical limit the strategies are measured against. Costs are input-side (plain input, cache
+the limit the strategies are measured against. The strategies it bounds send each request when
+it arrives (the runner sends an instant's requests together) and may add keep-alives of what
+they have seen: a strategy that holds concurrent requests back until one has begun (a batch's
+warm-up) buys reads for latency and is outside it, and so is warming a prefix before its first
+request (no strategy sees it coming). Costs are input-side (plain input, cache
 reads, 5m and 1h writes); output tokens do not depend on caching.
 
 **The emulator's rules** (``emulator/engine.py``): a request is a path of blocks in prefix order;
