@@ -203,10 +203,18 @@ def _flatten_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(
-            str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content
-        )
+        return "\n".join(_part_text(p) for p in content)
     return "" if content is None else _dumps(content)
+
+
+def _part_text(part: Any) -> str:
+    """The text a tool result's part is billed for (a search result: title, source, texts)."""
+    if not isinstance(part, Mapping):
+        return str(part)
+    if part.get("type") == "search_result":
+        fields = (str(part.get("title", "")), str(part.get("source", "")))
+        return "\n".join((*fields, _flatten_text(part.get("content", []))))
+    return str(part.get("text", ""))
 
 
 def _block(

@@ -485,3 +485,39 @@ def test_a_stream_its_client_stops_reading_before_the_usage_is_logged_stopped() 
     asyncio.run(read(4))  # read to the end: its usage was sent
     assert core.request_log[-1].outcome == "billed"
     assert len(core.request_log) == 2
+
+
+def test_a_search_result_in_a_tool_result_is_billed_for_its_text(
+    emu: RelayEmulator, http: httpx.Client
+) -> None:
+    # A native search_result block (title, source, text parts) counted as 0 tokens: the
+    # emulator read only 'text' keys of a tool result's parts.
+    texts = ["The relay bills every token it reads. " * 40, "Entries live five minutes. " * 40]
+    search = {
+        "type": "search_result",
+        "title": "Billing",
+        "source": "https://docs.example/billing",
+        "content": [{"type": "text", "text": t} for t in texts],
+    }
+    as_text = {
+        "type": "text",
+        "text": "\n".join(["Billing", "https://docs.example/billing", *texts]),
+    }
+
+    def counted(part: dict[str, Any]) -> int:
+        call = {"type": "tool_use", "id": "toolu_1", "name": "search", "input": {"q": "billing"}}
+        result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [part]}
+        body = {
+            "model": MODEL,
+            "messages": [
+                {"role": "user", "content": "How are entries billed?"},
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [result]},
+            ],
+        }
+        response = http.post("/v1/messages/count_tokens", json=body)
+        assert response.status_code == 200, response.text
+        return int(response.json()["input_tokens"])
+
+    assert counted(search) == counted(as_text)
+    assert counted(search) > 600
