@@ -367,6 +367,18 @@ def learn_reuse(
     outcome_at = {o.position: o for o in observation.breakpoints}
     restarts = _Restarts.of(plan, trace, observation, read / scale if scale > 0 else 0.0)
     site_prefixes = {int48(s.prefix_hash) for s in trace.sites}
+    matched_keys = {(e.index, e.prefix) for e in trace.lineage_matches}
+    current: list[LineageEntry] = []
+    if trace.lineage_key is not None:  # read again: another call may have changed it meanwhile
+        raw = store.get(trace.lineage_key)
+        stored = raw if isinstance(raw, list) else []
+        current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
+    # The earlier turns this request repeats whose return is not counted yet, by prefix: each
+    # return goes to the template its arrival was counted under (the entry's), once.
+    returning = {
+        e.prefix: e for e in current if (e.index, e.prefix) in matched_keys and not e.resolved
+    }
+    credited: set[int] = set()  # prefixes whose return the sites' templates counted
     new_entries: list[LineageEntry] = []
     for site in trace.sites:
         key = f"p:{site.prefix_hash[:24]}"
@@ -389,8 +401,17 @@ def learn_reuse(
             prefix_json["cu"], prefix_json["ct"] = expires, ttl_seconds  # cached until, TTL
         store.set(key, prefix_json, expire=PREFIX_EXPIRE)
         prefix48 = int48(site.prefix_hash)
+        back = previous  # the return this site's templates count
+        turn = returning.get(prefix48)  # the earlier turn this prefix ended, if any
+        if turn is not None and turn.template != template_id(site.templates[-1]):
+            # The prefix arrived before as another kind of site (the old tail is now the
+            # lookback guard): its return is that template's (counted with the conversation
+            # below), not this site's templates', which never counted that arrival.
+            back = None
         for template in site.templates:
-            _template_arrival(store, template, now, previous, prefix48)
+            _template_arrival(store, template, now, back, prefix48)
+        if back is not None:
+            credited.add(prefix48)
         if plan.blocks[site.flat_index].position.section != "messages":
             # a static site's return is its next arrival; learned after the tool called then
             # (with keep-alives or without: its late returns per break price its TTL)
@@ -412,10 +433,6 @@ def learn_reuse(
             )
     if trace.lineage_key is None:
         return
-    matched_keys = {(e.index, e.prefix) for e in trace.lineage_matches}
-    raw = store.get(trace.lineage_key)  # again: another call may have changed it meanwhile
-    stored = raw if isinstance(raw, list) else []
-    current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
     kept: list[LineageEntry] = []
     if trace.keep_warm and trace.follow_key:  # the follow-up: this request, after the last turn
         # The latest earlier turn this request repeats, even one whose prefix is also a site of
@@ -431,15 +448,22 @@ def learn_reuse(
         _learn_gaps(store, trace.follow_key, tool, now, returned)
     for entry in current:
         matched = (entry.index, entry.prefix) in matched_keys
-        if matched and not entry.resolved and entry.prefix not in site_prefixes:
-            template = f"t:{entry.template:012x}"
-            record = ReuseRecord.from_json(store.get(template))
-            store.set(
-                template,
-                record_return(record, now - entry.seen).to_json(),
-                expire=TEMPLATE_EXPIRE,
-            )
-            _follow_up(store, plan.request.prefix_hashes()[entry.index], entry, now)
+        if matched and not entry.resolved:
+            # Each earlier turn's return counted once on its template. A prefix that is a site
+            # of this request again counted it above when it is the same kind of site (a large
+            # block, a retried request); when it is not (the old tail as the lookback guard,
+            # after a turn of 20+ positions), it is counted here: skipped, the tail's template
+            # saw an arrival each turn and never a return, and its tails went unmarked.
+            if entry.prefix not in credited:
+                template = f"t:{entry.template:012x}"
+                record = ReuseRecord.from_json(store.get(template))
+                store.set(
+                    template,
+                    record_return(record, now - entry.seen).to_json(),
+                    expire=TEMPLATE_EXPIRE,
+                )
+            if entry.prefix not in site_prefixes:  # a site's own arrival resolved its record
+                _follow_up(store, plan.request.prefix_hashes()[entry.index], entry, now)
             entry = replace(entry, resolved=True)
         if matched and entry.ttl > 0 and restarts.restarted(entry.index, entry.expires > now):
             entry = replace(entry, expires=max(entry.expires, now + entry.ttl))
