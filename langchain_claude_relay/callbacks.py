@@ -30,6 +30,9 @@ in ``llm_cache_hits`` only. Keep-alive requests (``ChatClaudeRelay(keep_warm="au
 LangChain calls: the chat model hands each one to the trackers that counted the call it keeps
 warm (``record_keep_alive``), also when it is sent later, from the keep-alive thread. They count
 as spend (``keep_alive_calls``, ``keep_alive_cost_usd``, and in ``cost_usd``), not as calls.
+A tracker passed as ``callbacks=[tracker]`` to ``stream`` is not told by LangChain about what the
+chat model does outside the run (a stream stopped early, a keep-alive sent later): it remembers
+the message ids of the runs it saw, and the chat model asks ``trackers_of_call`` for them.
 The totals are computed by ``ledger.summarize`` over the block's calls, so they mean exactly
 what ``claude-relay stats`` means.
 """
@@ -40,6 +43,8 @@ import math
 import threading
 import time
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -56,7 +61,7 @@ from langchain_claude_relay.errors import ClaudeRelayError
 from langchain_claude_relay.ledger import LedgerEntry, LedgerSummary, cache_facts, summarize
 from langchain_claude_relay.usage import NormalizedUsage, from_usage_metadata, normalize_usage
 
-__all__ = ["CostTracker", "track_costs", "active_tracker"]
+__all__ = ["CostTracker", "track_costs", "active_tracker", "trackers_of_call", "stopped_call"]
 
 _UNKNOWN_MODEL = "unknown"
 
@@ -111,9 +116,17 @@ class CostTracker(BaseCallbackHandler):
         self._note_start(run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """Forget a call that failed (nothing was billed that the tracker could know of)."""
+        """Forget a call that failed; a stream stopped after it began is counted when recorded.
+
+        LangChain passes the chunks received so far (``response``): their message id lets the
+        chat model hand this tracker the stopped stream's estimated cost (``record_stopped``).
+        """
         with self._lock:
             self._starts.pop(run_id, None)
+        response = kwargs.get("response")
+        if isinstance(response, LLMResult):
+            for stopped in _watch_calls(self, response):  # recorded before LangChain told us
+                self.record_stopped(stopped)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID | None = None, **kwargs: Any) -> None:
         """Count the call(s) in ``response``: one per prompt, usage from its first generation.
@@ -127,6 +140,7 @@ class CostTracker(BaseCallbackHandler):
         with self._lock:
             started = self._starts.pop(run_id, None) if run_id is not None else None
         timestamp = started if started is not None else self._now()
+        _watch_calls(self, response)  # its keep-alives, sent later, come here too
         llm_output = response.llm_output or {}
         for i, generations in enumerate(response.generations):
             call_id = f"{run_id}-{i}" if run_id is not None else None
@@ -210,9 +224,11 @@ class CostTracker(BaseCallbackHandler):
     def record_stopped(self, entry: LedgerEntry) -> None:
         """Count a streamed call that stopped before its usage came (``entry.estimated``).
 
-        LangChain reports no result for it, but Claude billed it once it began.
+        LangChain reports no result for it, but Claude billed it once it began. Counted once
+        per call id, however many ways it reaches the tracker.
         """
-        self._add(entry, f"stopped:{uuid.uuid4().hex}", cache_hit=False)  # each stop once
+        key = entry.call_id if entry.call_id is not None else uuid.uuid4().hex
+        self._add(entry, f"stopped:{key}", cache_hit=False)
 
     def record_keep_alive(self, entry: LedgerEntry) -> None:
         """Count a keep-alive request sent for a call this tracker counted.
@@ -397,6 +413,65 @@ _current_tracker: ContextVar[CostTracker | None] = ContextVar(
     "langchain_claude_relay_cost_tracker", default=None
 )
 register_configure_hook(_current_tracker, inheritable=True)
+
+
+_WATCHED_CALLS = 4096
+"""Calls (message ids) whose trackers, or stopped streams' entries, are remembered; the oldest
+are forgotten first."""
+_watched: OrderedDict[str, list[weakref.ref[CostTracker]]] = OrderedDict()
+_stopped: OrderedDict[str, LedgerEntry] = OrderedDict()
+_watched_lock = threading.Lock()
+
+
+def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[LedgerEntry]:
+    """Remember that ``tracker`` saw the calls of ``response`` (by their messages' ids).
+
+    Returns:
+        The entries of those calls already recorded as stopped streams (``stopped_call``): a
+        sync stream's generator is closed, and its stop recorded, before LangChain reports
+        the error.
+    """
+    ids = {
+        generation.message.id
+        for generations in response.generations
+        for generation in generations
+        if isinstance(generation, ChatGeneration)
+        and isinstance(generation.message.id, str)
+        and not generation.message.id.startswith("lc_")  # LangChain's run id: no relay call id
+    }
+    with _watched_lock:
+        for call_id in ids:
+            refs = _watched.setdefault(call_id, [])
+            if all(ref() is not tracker for ref in refs):
+                refs.append(weakref.ref(tracker))
+            _watched.move_to_end(call_id)
+        while len(_watched) > _WATCHED_CALLS:
+            _watched.popitem(last=False)
+        return [_stopped[call_id] for call_id in ids if call_id in _stopped]
+
+
+def stopped_call(entry: LedgerEntry) -> None:
+    """Keep a stopped stream's entry for a tracker LangChain tells of the stop afterwards."""
+    if entry.call_id is None:
+        return
+    with _watched_lock:
+        _stopped[entry.call_id] = entry
+        _stopped.move_to_end(entry.call_id)
+        while len(_stopped) > _WATCHED_CALLS:
+            _stopped.popitem(last=False)
+
+
+def trackers_of_call(call_id: str | None) -> tuple[CostTracker, ...]:
+    """The trackers that saw the LangChain run whose message id is ``call_id`` (if remembered).
+
+    For what happens after the run, outside LangChain's callbacks: a stream stopped early, the
+    keep-alives of its prefix.
+    """
+    if call_id is None:
+        return ()
+    with _watched_lock:
+        refs = list(_watched.get(call_id, ()))
+    return tuple(t for t in (ref() for ref in refs) if t is not None)
 
 
 def active_tracker() -> CostTracker | None:

@@ -92,7 +92,12 @@ from langchain_claude_relay._settings_checks import (
     zero_output_refusal,
 )
 from langchain_claude_relay._structured import response_format_for, strict_function
-from langchain_claude_relay.callbacks import CostTracker, active_tracker
+from langchain_claude_relay.callbacks import (
+    CostTracker,
+    active_tracker,
+    stopped_call,
+    trackers_of_call,
+)
 from langchain_claude_relay.capabilities import (
     Adaptation,
     RelayCapabilities,
@@ -1242,7 +1247,7 @@ class ChatClaudeRelay(BaseChatModel):
                     meta["cache_observation"] = observation.to_dict()
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
-            self._keep_warm_after(prepared, usage, tools)
+            self._keep_warm_after(prepared, usage, tools, call_id)
         self._record(prepared, usage, pricing, meta, call_id)
         return usage, meta
 
@@ -1276,8 +1281,9 @@ class ChatClaudeRelay(BaseChatModel):
                 )
                 self._record(prepared, usage, pricing, {}, state.call_id, estimated=True)
             if prepared.entry is not None:
-                for tracker in prepared.cost_trackers:
+                for tracker in _with_watchers(prepared.cost_trackers, state.call_id):
                     tracker.record_stopped(prepared.entry)
+                stopped_call(prepared.entry)  # for a tracker LangChain tells of it afterwards
         except Exception as exc:
             logger.warning("could not record a stopped stream: %s", type(exc).__name__)
 
@@ -1696,7 +1702,11 @@ class ChatClaudeRelay(BaseChatModel):
             scheduler.cancel(request.prefix_hashes())
 
     def _keep_warm_after(
-        self, prepared: _Prepared, usage: NormalizedUsage, tools: Sequence[str]
+        self,
+        prepared: _Prepared,
+        usage: NormalizedUsage,
+        tools: Sequence[str],
+        call_id: str | None,
     ) -> None:
         """After a response: schedule keep-alives for the prefix the planner advises keeping."""
         planner, plan = prepared.planner, prepared.plan
@@ -1706,7 +1716,7 @@ class ChatClaudeRelay(BaseChatModel):
             keeps = [k for k in planner.keep_alives(plan, usage, tools=tools) if k.priced]
             scheduler = self._keep_warm_scheduler(planner) if keeps else None
             for keep in keeps:
-                pending = self._keep_alive_pending(prepared, keep)
+                pending = self._keep_alive_pending(prepared, keep, call_id)
                 if pending is not None and scheduler is not None:
                     scheduler.schedule(pending)
         except Exception as exc:  # keep-alives must never fail a user's call
@@ -1734,7 +1744,9 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         return scheduler
 
-    def _keep_alive_pending(self, prepared: _Prepared, keep: KeepAlive) -> PendingKeepAlive | None:
+    def _keep_alive_pending(
+        self, prepared: _Prepared, keep: KeepAlive, call_id: str | None
+    ) -> PendingKeepAlive | None:
         """The keep-alive for ``keep`` with its costs (the request is rendered when it goes)."""
         prices = self._pricing(keep.model)[0].prices
         if prices is None:
@@ -1759,7 +1771,11 @@ class ChatClaudeRelay(BaseChatModel):
             _KeepAliveRequest(prepared.request, params),
             extra_cost=extra,
             worst_case_usd=worst,
-            context=_KeepAliveContext(prepared.planner, prepared.cost_trackers),  # type: ignore[arg-type]
+            context=_KeepAliveContext(
+                prepared.planner,  # type: ignore[arg-type]
+                prepared.cost_trackers,
+                call_id,
+            ),
         )
 
     def _send_keep_alive(self, pending: PendingKeepAlive, at: float) -> float | None:
@@ -1809,7 +1825,7 @@ class ChatClaudeRelay(BaseChatModel):
             self._to_ledger(entry)
         except Exception as exc:
             logger.warning("could not record a keep-alive in the ledger: %s", type(exc).__name__)
-        for tracker in context.cost_trackers:
+        for tracker in _with_watchers(context.cost_trackers, context.call_id):
             tracker.record_keep_alive(entry)
         return cost if cost is not None else pending.worst_case_usd
 
@@ -2126,6 +2142,19 @@ class _KeepAliveContext:
 
     planner: Planner
     cost_trackers: tuple[CostTracker, ...]
+    call_id: str | None
+    """The call's id: trackers LangChain told of it afterwards (a stream's) are found by it."""
+
+
+def _with_watchers(
+    trackers: tuple[CostTracker, ...], call_id: str | None
+) -> tuple[CostTracker, ...]:
+    """A call's trackers and those that saw its LangChain run (``trackers_of_call``), once each."""
+    out = list(trackers)
+    for tracker in trackers_of_call(call_id):
+        if all(t is not tracker for t in out):
+            out.append(tracker)
+    return tuple(out)
 
 
 def _cost_trackers(
@@ -2134,7 +2163,8 @@ def _cost_trackers(
     """The call's cost trackers (``track_costs`` blocks and ``callbacks=[tracker]``).
 
     Without a run manager (``BaseChatModel.stream`` passes none to ``_stream``): the active
-    ``track_costs`` block's (``callbacks=[tracker]`` cannot be seen there).
+    ``track_costs`` block's; a ``callbacks=[tracker]`` there is found afterwards by the call's
+    id (``callbacks.trackers_of_call``).
     """
     if run_manager is None:
         tracker = active_tracker()

@@ -254,3 +254,21 @@ def test_close_while_the_first_scheduler_is_built_leaves_none_running(
     scheduler = llm._keep_warm_state
     assert scheduler is None or scheduler.closed
     assert llm.next_keep_warm() is None
+
+
+def test_a_tracker_passed_to_a_stream_gets_its_keep_alives(emulator: RelayEmulator) -> None:
+    # LangChain's stream() gives the chat model no run manager, so a tracker passed as
+    # callbacks=[tracker] counted the streamed call but never its keep-alives.
+    from langchain_claude_relay.callbacks import CostTracker
+
+    llm = _model(emulator)
+    tracker = CostTracker(clock=lambda: emulator.now)
+    messages: list[BaseMessage] = [_system(), HumanMessage("Please run_tests on the repository.")]
+    chunks = list(llm.stream(messages, tools=[RUN_TESTS], config={"callbacks": [tracker]}))
+    assert chunks
+    assert tracker.calls == 1
+    sent = _keep_warm_until(llm, emulator, 12 * 60.0)
+    assert sent == 2
+    assert tracker.keep_alive_calls == sent
+    assert tracker.keep_alive_cost_usd == pytest.approx(llm.keep_warm_spent_usd)
+    llm.close()

@@ -5,6 +5,7 @@ planner is calibrated (here by one call before)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -90,3 +91,35 @@ def test_a_stream_stopped_early_without_caching_is_recorded_as_plain_input(
     # uncalibrated (no planner): the model's prior tokens per tiktoken token, 1.3x here
     assert entry.input_tokens == pytest.approx(billed.input_tokens, rel=0.4)
     assert tracked.cost_usd == pytest.approx(entry.cost_usd)
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_a_tracker_passed_to_a_stream_counts_its_early_stop(
+    emulator: RelayEmulator, way: str
+) -> None:
+    # LangChain tells callbacks=[tracker] only of an error with the chunks so far; the cost is
+    # recorded by the chat model once the stream closes, and handed to that tracker by the
+    # answer's id (it counted nothing before).
+    from langchain_claude_relay.callbacks import CostTracker
+
+    ledger = MemoryLedger()
+    llm = _llm(emulator, ledger)
+    tracker = CostTracker()
+    messages = [SystemMessage(f"[{way} tracker] {DOCUMENT}"), HumanMessage("Summarize it.")]
+    config: Any = {"callbacks": [tracker]}
+    if way == "sync":
+        for _chunk in llm.stream(messages, config=config):
+            break
+    else:
+
+        async def first_chunk() -> None:
+            stream = llm.astream(messages, config=config)
+            async for _chunk in stream:
+                break
+            await stream.aclose()
+
+        asyncio.run(first_chunk())
+    (entry,) = ledger.entries()
+    assert entry.estimated
+    assert tracker.cost_usd == pytest.approx(entry.cost_usd)
+    assert tracker.cost_usd > 0
