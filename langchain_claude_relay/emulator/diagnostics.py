@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_claude_relay.emulator.engine import InvalidRequest, PrefixRequest
+from langchain_claude_relay.emulator.engine import InvalidRequest, PrefixRequest, cache_model
 
 __all__ = [
     "MAX_FINGERPRINTS",
@@ -94,7 +94,7 @@ def fingerprint(request: PrefixRequest, cached_tokens: int) -> PromptFingerprint
     """
     messages = _section(request, "messages")
     return PromptFingerprint(
-        model=request.model,
+        model=cache_model(request.model),
         tools=_digest(_section(request, "tools")),
         system=_digest(_section(request, "system")),
         context=request.context_hash,

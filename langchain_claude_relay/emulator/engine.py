@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from langchain_claude_relay._settings_checks import MIN_TOP_K, SAMPLING_RANGES
-from langchain_claude_relay.models import lookup_model
+from langchain_claude_relay.models import lookup_model, model_family
 
 __all__ = [
     "MAX_MARKERS",
@@ -135,10 +135,15 @@ class PrefixRequest:
 
     @property
     def prefix_keys(self) -> tuple[str, ...]:
-        """For each block, the chained hash of the prefix ending there (the cache key)."""
+        """For each block, the chained hash of the prefix ending there (the cache key).
+
+        Claude keeps a cache per model: the chain starts from the model, as one model however
+        it is spelled (an alias, its dated id, a relay's or a platform's id: ``cache_model``).
+        """
         cached: tuple[str, ...] | None = self.__dict__.get("_keys")
         if cached is None:
-            running = hashlib.sha256(b"emulator-prefix-v1\0" + self.model.encode())
+            seed = b"emulator-prefix-v2\0" + cache_model(self.model).encode("utf-8", "replace")
+            running = hashlib.sha256(seed)
             keys: list[str] = []
             context_added = False
             for block in self.blocks:
@@ -158,6 +163,18 @@ class PrefixRequest:
 
 
 # ---------------------------------------------------------------------------------- parsing
+
+
+def cache_model(model: str) -> str:
+    """The model as Claude's cache tells models apart (one cache per model).
+
+    Its family in the model table: an alias, its dated id and platform ids of one model are one
+    model; an id the table does not know is its own.
+
+    >>> cache_model("claude-opus-4-1-20250805") == cache_model("claude-opus-4-1")
+    True
+    """
+    return model_family(model) or model
 
 
 def _dumps(value: Any) -> str:

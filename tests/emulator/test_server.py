@@ -521,3 +521,21 @@ def test_a_search_result_in_a_tool_result_is_billed_for_its_text(
 
     assert counted(search) == counted(as_text)
     assert counted(search) > 600
+
+
+def test_an_alias_and_its_dated_id_share_one_cache(emu: RelayEmulator, http: httpx.Client) -> None:
+    # Claude caches per model, however the model is spelled; the emulator keyed its cache by
+    # the exact string, so the dated id wrote again what the alias had just written.
+    system = [{"type": "text", "text": DOC, "cache_control": {"type": "ephemeral"}}]
+
+    def usage(model: str) -> dict[str, Any]:
+        body = {"model": model, "max_tokens": 20, "system": system}
+        body["messages"] = [{"role": "user", "content": "Summarize."}]
+        response = http.post("/v1/messages", json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json()["usage"])
+
+    written = usage("claude-opus-4-1")["cache_creation_input_tokens"]
+    assert written > 1000
+    assert usage("claude-opus-4-1-20250805")["cache_read_input_tokens"] == written
+    assert usage("claude-sonnet-4-5")["cache_read_input_tokens"] == 0  # another model
