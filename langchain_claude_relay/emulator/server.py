@@ -69,7 +69,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -672,7 +672,9 @@ class EmulatorCore:
         extra: dict[str, Any] | None = None
         if asked:
             extra = {"diagnostics": None if reason is None else {"cache_miss_reason": reason}}
-        return await self._answer(rid, wire, payload, prefix, bill, extra, headers, fault)
+        return await self._answer(
+            rid, wire, payload, prefix, bill, extra, headers, fault, request.is_disconnected
+        )
 
     def _prepare(
         self, body: bytes, request: Request, wire: _Wire
@@ -705,8 +707,9 @@ class EmulatorCore:
         extra: Mapping[str, Any] | None,
         headers: dict[str, str],
         fault: str | None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> Response:
-        """Limits, latency, commit, then the body or stream (billed when usage is delivered)."""
+        """Limits, latency, commit, bill, then the body or stream (``gone``: the client left)."""
         start, settings = bill.start, self._settings
         reply = self._reply(wire, payload, prefix)
         split = replace(bill.split, output_tokens=reply.output_tokens)
@@ -735,7 +738,7 @@ class EmulatorCore:
         model = str(payload["model"])
         if payload.get("stream"):
             events = self._stream_events(rid, wire, payload, reply, split, start, extra)
-            body = self._stream(events, entry, fault == "cut")
+            body = self._stream(events, entry, fault == "cut", gone)
             return StreamingResponse(body, headers=headers, media_type=wire.stream_media_type)
         if wire.anthropic:
             document = anthropic_body(rid, model, reply, split, extra)
@@ -798,8 +801,17 @@ class EmulatorCore:
         return openai_stream(rid, model, CREATED_EPOCH + int(start), reply, usage)
 
     async def _stream(
-        self, events: list[StreamEvent], entry: BillingEntry, cut: bool
+        self,
+        events: list[StreamEvent],
+        entry: BillingEntry,
+        cut: bool,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[str | bytes]:
+        """The stream's events, its outcome logged before its last byte.
+
+        ``stopped`` once the client has gone (``gone``): a server may accept writes to a closed
+        connection without a word, so the generator would run on to ``billed``.
+        """
         if cut:  # end cleanly after some content: no finish, no usage, no [DONE]/message_stop
             content = [i for i, e in enumerate(events) if e.tag == "content"]
             stop = content[min(1, len(content) - 1)] + 1 if content else 1
@@ -810,6 +822,8 @@ class EmulatorCore:
         logged = False
         try:
             for i, event in enumerate(events):
+                if gone is not None and await gone():
+                    return  # logged ``stopped`` below
                 if event.tag == "usage":
                     self._delivered(entry)
                     logged = True

@@ -539,3 +539,32 @@ def test_an_alias_and_its_dated_id_share_one_cache(emu: RelayEmulator, http: htt
     assert written > 1000
     assert usage("claude-opus-4-1-20250805")["cache_read_input_tokens"] == written
     assert usage("claude-sonnet-4-5")["cache_read_input_tokens"] == 0  # another model
+
+
+def test_a_client_gone_before_the_first_byte_is_logged_stopped_and_billed() -> None:
+    # uvicorn takes writes to a closed connection without a word: the stream ran on and was
+    # logged "billed" (its usage sent) though its client had left before the first byte.
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    with RelayEmulator(first_byte_delay=1.0) as emu:
+
+        def read_all() -> None:
+            with (
+                httpx.Client(timeout=httpx.Timeout(5.0, read=0.2)) as client,
+                client.stream("POST", emu.base_url + "/chat/completions", json=body) as reply,
+            ):
+                for _ in reply.iter_raw():
+                    pass
+
+        with pytest.raises(httpx.ReadTimeout):
+            read_all()
+        deadline = time.monotonic() + 10
+        while not emu.request_log and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (record,) = emu.request_log
+        assert record.outcome == "stopped"
+        assert [b.request_id for b in emu.billing_log] == [record.request_id]
