@@ -33,9 +33,11 @@ def cache_facts(
     * observation (the planner's ``Observation.to_dict()``): ``predicted_read_tokens``, and
       ``breakpoints``: per breakpoint ``prefix_hash``, ``predicted`` and ``actual`` (``"read"``,
       ``"write"`` or ``"none"``) and ``miss_reason``. Breakpoints actually written give
-      ``written_prefixes``; the deepest one actually read gives ``read_prefix``; the first
-      breakpoint whose outcome differs from its prediction gives ``miss_reason``. Top-level
-      ``written_prefixes`` / ``read_prefix`` / ``miss_reason`` are read too when present.
+      ``written_prefixes``; the observation's ``read_prefix`` (the entry the read hit, which
+      may be no breakpoint of the call: an earlier turn's tail found by lookback) gives
+      ``read_prefix``, else the deepest breakpoint actually read; the first breakpoint whose
+      outcome differs from its prediction gives ``miss_reason``. Top-level
+      ``written_prefixes`` / ``miss_reason`` are read too when present.
     * plan (``CachePlan.to_dict()``), used without an observation: ``predicted_read_tokens``
       and ``breakpoints[].prefix_hash``. A call that read nothing and wrote something is taken
       to have written at every planned breakpoint; a call that read something has no known
@@ -65,17 +67,19 @@ def cache_facts(
             written = _hash_list([b.get("prefix_hash") for b in _mappings(plan.get("breakpoints"))])
         return CacheFacts(predicted_read_tokens=predicted, written_prefixes=written)
     written = _hash_list(seen.get("written_prefixes"))
-    read = _hash_or_none(seen.get("read_prefix"))
+    read = _hash_or_none(seen.get("read_prefix"))  # the entry hit, where the observation says
     reason = _reason_or_none(seen.get("miss_reason"))
+    deepest_read: str | None = None
     for point in _mappings(seen.get("breakpoints")):
         prefix = _hash_or_none(point.get("prefix_hash"))
         actual = point.get("actual")
         if prefix is not None and actual == "write":
             written += (prefix,)
         elif prefix is not None and actual == "read":
-            read = prefix  # in prefix order: the deepest read wins
+            deepest_read = prefix  # in prefix order: the deepest read wins
         if reason is None and actual != point.get("predicted"):
             reason = _reason_or_none(point.get("miss_reason"))
+    read = read if read is not None else deepest_read
     return CacheFacts(
         predicted_read_tokens=predicted,
         written_prefixes=tuple(dict.fromkeys(written)),

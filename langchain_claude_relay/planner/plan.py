@@ -465,6 +465,9 @@ class Observation:
         estimated_total_tokens: the plan's calibrated estimate of the whole input.
         actual_total_tokens: the real total input.
         calibration_updated: whether the usage was used for calibration (garbage is not).
+        read_prefix: the prefix hash of the entry the read hit (``None``: nothing read): the
+            block where the read ends, which may be no marker of this request (an earlier
+            turn's tail, found by lookback).
     """
 
     breakpoints: tuple[BreakpointOutcome, ...]
@@ -474,6 +477,7 @@ class Observation:
     estimated_total_tokens: int
     actual_total_tokens: int
     calibration_updated: bool
+    read_prefix: str | None = None
 
     @property
     def estimate_error(self) -> float | None:
@@ -492,7 +496,30 @@ class Observation:
             "estimated_total_tokens": self.estimated_total_tokens,
             "actual_total_tokens": self.actual_total_tokens,
             "calibration_updated": self.calibration_updated,
+            "read_prefix": self.read_prefix,
         }
+
+
+def read_point(plan: CachePlan, read: float, scale: float) -> str | None:
+    """The prefix hash of the entry a read of ``read`` tokens hit (``None`` if it cannot tell).
+
+    The entry ends at a block boundary where the read ends: the block whose rescaled prefix is
+    nearest to it, among this plan's markers and the earlier turns it repeats (the entries it
+    could hit) when one is within the estimate's slack, else among all blocks.
+    """
+    if read <= 0:
+        return None
+    hashes = plan.request.prefix_hashes()
+    ends = [block.prefix_tokens * scale for block in plan.blocks]
+    if not ends or len(ends) != len(hashes):
+        return None
+    known = {plan.block_index.get(bp.position, -1) for bp in plan.breakpoints}
+    if plan.trace is not None:
+        known |= {entry.index for entry in plan.trace.lineage_matches}
+    slack = 0.05 * read + 8
+    near = [i for i in known if 0 <= i < len(ends) and abs(ends[i] - read) <= slack]
+    best = min(near or range(len(ends)), key=lambda i: (abs(ends[i] - read), -i))
+    return hashes[best]
 
 
 def actual_outcomes(
@@ -515,13 +542,18 @@ def actual_outcomes(
     ['read', 'read', 'write']
     >>> actual_outcomes([5000.0, 5065.0], read=5000, written=65)  # a small tail write
     ['read', 'write']
+    >>> actual_outcomes([2413.0, 2436.0], read=2403, written=20)  # the system prompt read
+    ['read', 'write']
     """
     out: list[Outcome] = []
-    for prefix in prefixes:
+    last = len(prefixes) - 1
+    for i, prefix in enumerate(prefixes):
         slack = tolerance * prefix + 8
-        # a small write right after the read point (a conversation tail) is nearer to the end
-        # of the write than to the read point: the read band stops halfway between the two
-        read_slack = min(slack, written / 2) if written > 0 else slack
+        # The deepest marker ends the write when anything was written: for it, a small write
+        # right after the read point (a conversation tail) is nearer to the end of the write
+        # than to the read point, so its read band stops halfway between the two. A shallower
+        # marker keeps the whole band (its estimate may be off by more than a small tail).
+        read_slack = min(slack, written / 2) if written > 0 and i == last else slack
         if read > 0 and prefix <= read + read_slack:
             out.append("read")
         elif written > 0 and prefix <= read + written + slack:
@@ -602,4 +634,5 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
         estimated_total_tokens=plan.total_estimated_tokens,
         actual_total_tokens=total,
         calibration_updated=calibration_updated,
+        read_prefix=read_point(plan, read, scale),
     )

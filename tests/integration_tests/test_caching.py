@@ -263,3 +263,30 @@ def test_a_one_hour_top_level_marker_is_priced_at_one_hour_without_a_split(
     assert billed.cache_write_1h > 0
     assert details(reply)["ephemeral_1h_input_tokens"] == billed.cache_write_1h
     assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd)
+
+
+def test_a_conversation_wastes_only_its_last_tail_write(emulator: RelayEmulator) -> None:
+    # Each turn reads through the previous turn's tail entry, which is no marker of the new
+    # request (found by lookback). The ledger took the deepest marker read (the system prompt)
+    # as the entry hit, so every tail write but the first counted as never read: the ledger,
+    # track_costs and `claude-relay stats` overstated wasted writes (1,802 tokens in
+    # cookbook/03, where only the final answer's write is never read).
+    ledger = MemoryLedger()
+    llm = ChatClaudeRelay(
+        model=MODEL,
+        base_url=emulator.base_url,
+        api_key="test",
+        cache=CachePlanner(store=MemoryStore(), clock=lambda: emulator.now),
+        ledger=ledger,
+    )
+    messages: list[Any] = [SystemMessage(document(2500, 41))]
+    for turn in range(4):
+        messages.append(HumanMessage(f"Question {turn}: what about item {turn}?"))
+        reply = llm.invoke(messages)
+        messages.append(AIMessage(str(reply.content)))
+        if turn:
+            assert details(reply)["cache_read"] > 2500  # through the previous turn's tail
+        emulator.advance(30)
+    entries = ledger.entries()
+    assert all(e.cache_write_tokens > 0 for e in entries)
+    assert ledger.summary().wasted_write_tokens == entries[-1].cache_write_tokens
