@@ -87,8 +87,9 @@ class RateLimits:
                 continue
             valid = isinstance(value, int | float) and not isinstance(value, bool)
             if not valid or not math.isfinite(value) or value <= 0:
+                unit = {"rpm": "requests", "itpm": "input tokens", "otpm": "output tokens"}[name]
                 msg = (
-                    f"rate limit {name} must be a positive number of {name[:-1]} per minute "
+                    f"rate limit {name} must be a positive number of {unit} per minute "
                     f"or None (not enforced), got {value!r}"
                 )
                 raise RequestValidationError(msg)

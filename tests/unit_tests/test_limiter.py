@@ -323,8 +323,8 @@ def test_preset_overrides_and_spelling() -> None:
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
-        (lambda: RateLimiter(rpm=0), "rpm must be a positive number"),
-        (lambda: RateLimiter(itpm=-5), "itpm must be a positive number"),
+        (lambda: RateLimiter(rpm=0), "rpm must be a positive number of requests per minute"),
+        (lambda: RateLimiter(itpm=-5), "itpm must be a positive number of input tokens per minute"),
         (lambda: RateLimiter(otpm=float("nan")), "otpm"),
         (lambda: RateLimiter(rpm=float("inf")), "rpm"),
         (lambda: RateLimiter(rpm=True), "rpm"),
