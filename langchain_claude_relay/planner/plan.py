@@ -10,7 +10,7 @@ estimates behind them, the expected cost against no caching, and stability warni
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -500,12 +500,13 @@ class Observation:
         }
 
 
-def read_point(plan: CachePlan, read: float, scale: float) -> str | None:
+def read_point(plan: CachePlan, read: float, scale: float, floor: int = -1) -> str | None:
     """The prefix hash of the entry a read of ``read`` tokens hit (``None`` if it cannot tell).
 
-    The entry ends at a block boundary where the read ends: the block whose rescaled prefix is
-    nearest to it, among this plan's markers and the earlier turns it repeats (the entries it
-    could hit) when one is within the estimate's slack, else among all blocks.
+    The entry ends at a block boundary where the read ends, at or after block ``floor`` (the
+    deepest marker found read): the block whose rescaled prefix is nearest to it, among this
+    plan's markers and the earlier turns it repeats (the entries it could hit) when one is
+    within the estimate's slack, else among all blocks.
     """
     if read <= 0:
         return None
@@ -516,14 +517,19 @@ def read_point(plan: CachePlan, read: float, scale: float) -> str | None:
     known = {plan.block_index.get(bp.position, -1) for bp in plan.breakpoints}
     if plan.trace is not None:
         known |= {entry.index for entry in plan.trace.lineage_matches}
+    start = max(0, min(floor, len(ends) - 1))
     slack = 0.05 * read + 8
-    near = [i for i in known if 0 <= i < len(ends) and abs(ends[i] - read) <= slack]
-    best = min(near or range(len(ends)), key=lambda i: (abs(ends[i] - read), -i))
+    near = [i for i in known if start <= i < len(ends) and abs(ends[i] - read) <= slack]
+    best = min(near or range(start, len(ends)), key=lambda i: (abs(ends[i] - read), -i))
     return hashes[best]
 
 
 def actual_outcomes(
-    prefixes: list[float], read: int, written: int, tolerance: float = 0.05
+    prefixes: list[float],
+    read: int,
+    written: int,
+    tolerance: float = 0.05,
+    predicted: Sequence[str] | None = None,
 ) -> list[Outcome]:
     """Which markers were read, written or neither, from the usage totals.
 
@@ -533,27 +539,34 @@ def actual_outcomes(
         read: cache-read tokens.
         written: cache-write tokens.
         tolerance: relative slack for estimation error.
+        predicted: each marker's prediction (``read`` or ``write``), if known.
 
     Returns:
         One outcome per marker: ``read`` up to the read point, ``write`` up to the end of the
         written part, ``none`` beyond it.
 
+    When something was written, a marker just after the read point is nearer to the end of the
+    write than the estimate's slack can tell (a conversation tail, a changed system prompt): its
+    read band stops halfway between the read point and the end of the write. The whole band is
+    kept for a marker the plan expected to be read, except the deepest one, which ends the write.
+
     >>> actual_outcomes([1000.0, 5000.0, 9000.0], read=5000, written=4000)
     ['read', 'read', 'write']
     >>> actual_outcomes([5000.0, 5065.0], read=5000, written=65)  # a small tail write
     ['read', 'write']
-    >>> actual_outcomes([2413.0, 2436.0], read=2403, written=20)  # the system prompt read
+    >>> actual_outcomes([2415.0, 2436.0], read=2403, written=20, predicted=["read", "write"])
     ['read', 'write']
+    >>> actual_outcomes([3000.0, 3050.0, 3090.0], read=3000, written=90,  # system changed
+    ...                 predicted=["read", "write", "write"])
+    ['read', 'write', 'write']
     """
     out: list[Outcome] = []
     last = len(prefixes) - 1
     for i, prefix in enumerate(prefixes):
         slack = tolerance * prefix + 8
-        # The deepest marker ends the write when anything was written: for it, a small write
-        # right after the read point (a conversation tail) is nearer to the end of the write
-        # than to the read point, so its read band stops halfway between the two. A shallower
-        # marker keeps the whole band (its estimate may be off by more than a small tail).
-        read_slack = min(slack, written / 2) if written > 0 and i == last else slack
+        expected_read = predicted is None or predicted[i] == "read"
+        whole_band = written == 0 or (expected_read and i != last)
+        read_slack = slack if whole_band else min(slack, written / 2)
         if read > 0 and prefix <= read + read_slack:
             out.append("read")
         elif written > 0 and prefix <= read + written + slack:
@@ -588,7 +601,12 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
     total = int(usage.input_tokens) + read + written
     scale = total / plan.total_estimated_tokens if plan.total_estimated_tokens > 0 else 1.0
     bps = plan.breakpoints
-    actual = actual_outcomes([bp.estimated_prefix_tokens * scale for bp in bps], read, written)
+    actual = actual_outcomes(
+        [bp.estimated_prefix_tokens * scale for bp in bps],
+        read,
+        written,
+        predicted=[bp.predicted for bp in bps],
+    )
     trace = plan.trace
     sites = {s.flat_index: s for s in trace.sites} if trace else {}
     index_of = plan.block_index
@@ -626,6 +644,10 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
                 bp.prefix_hash,
             )
         )
+    read_at = [index_of.get(bp.position, -1) for bp in bps]
+    deepest_read = max(
+        (i for i, got in zip(read_at, actual, strict=True) if got == "read"), default=-1
+    )
     return Observation(
         breakpoints=tuple(outcomes),
         predicted_read_tokens=plan.predicted_read_tokens,
@@ -634,5 +656,5 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
         estimated_total_tokens=plan.total_estimated_tokens,
         actual_total_tokens=total,
         calibration_updated=calibration_updated,
-        read_prefix=read_point(plan, read, scale),
+        read_prefix=read_point(plan, read, scale, floor=deepest_read),
     )

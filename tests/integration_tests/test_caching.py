@@ -290,3 +290,43 @@ def test_a_conversation_wastes_only_its_last_tail_write(emulator: RelayEmulator)
     entries = ledger.entries()
     assert all(e.cache_write_tokens > 0 for e in entries)
     assert ledger.summary().wasted_write_tokens == entries[-1].cache_write_tokens
+
+
+def test_a_changed_system_prompt_after_the_tools_is_a_write_and_its_read_is_credited(
+    emulator: RelayEmulator,
+) -> None:
+    # Three tools (~1.6K tokens), a one-line system prompt that changes once (A, A, B, B).
+    # The changed prompt just after the read point was labelled "read" (its marker sat within
+    # the estimate's slack of the read), losing "prefix changed", and the read that followed
+    # was put on the tools block: its write counted as wasted though the next call read it.
+    def make_tool(i: int) -> Any:
+        def lookup(q: str) -> str:
+            return q
+
+        lookup.__doc__ = f"Tool {i}. " + document(2500, 7)[:2000]
+        lookup.__name__ = f"lookup_{i}"
+        return tool(lookup)
+
+    ledger = MemoryLedger()
+    llm = ChatClaudeRelay(
+        model=MODEL,
+        base_url=emulator.base_url,
+        api_key="test",
+        cache=CachePlanner(store=MemoryStore(), clock=lambda: emulator.now),
+        ledger=ledger,
+    ).bind_tools([make_tool(i) for i in range(3)])
+    outcomes = []
+    for turn, version in enumerate("AABB"):
+        system = SystemMessage(f"You are terse. Version {version} of the rules, answer shortly.")
+        reply = llm.invoke([system, HumanMessage(f"Question {turn}?")])
+        points = reply.response_metadata["cache_observation"]["breakpoints"]
+        outcomes.append(
+            [(p["actual"], p["miss_reason"]) for p in points if p["position"] == "system[0]"]
+        )
+        emulator.advance(30)
+    assert outcomes[2] == [("write", "prefix changed")]
+    assert outcomes[3] == [("read", None)]
+    entries = ledger.entries()
+    # the tails of turns 1 and 3 are never read; turn 2's write (system B) is read by turn 3
+    wasted = entries[1].cache_write_tokens + entries[3].cache_write_tokens
+    assert ledger.summary().wasted_write_tokens == wasted
