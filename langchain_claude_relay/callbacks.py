@@ -31,8 +31,10 @@ LangChain calls: the chat model hands each one to the trackers that counted the 
 warm (``record_keep_alive``), also when it is sent later, from the keep-alive thread. They count
 as spend (``keep_alive_calls``, ``keep_alive_cost_usd``, and in ``cost_usd``), not as calls.
 A tracker passed as ``callbacks=[tracker]`` to ``stream`` is not told by LangChain about what the
-chat model does outside the run (a stream stopped early, a keep-alive sent later): it remembers
-the message ids of the runs it saw, and the chat model asks ``trackers_of_call`` for them.
+chat model does outside the run (a stream stopped early, a keep-alive sent later): the stream's
+first chunk carries a random key (``response_metadata[WATCH_KEY]``), the tracker remembers the
+keys of the runs it saw, and the chat model asks ``trackers_of_call`` for them. A stream closed
+after its last chunk (usage and cost) is counted from it, as if it had ended.
 The totals are computed by ``ledger.summarize`` over the block's calls, so they mean exactly
 what ``claude-relay stats`` means.
 """
@@ -61,7 +63,18 @@ from langchain_claude_relay.errors import ClaudeRelayError
 from langchain_claude_relay.ledger import LedgerEntry, LedgerSummary, cache_facts, summarize
 from langchain_claude_relay.usage import NormalizedUsage, from_usage_metadata, normalize_usage
 
-__all__ = ["CostTracker", "track_costs", "active_tracker", "trackers_of_call", "stopped_call"]
+__all__ = [
+    "CostTracker",
+    "track_costs",
+    "active_tracker",
+    "trackers_of_call",
+    "stopped_call",
+    "WATCH_KEY",
+]
+
+WATCH_KEY = "claude_relay_stream_key"
+"""The ``response_metadata`` key of a stream's first chunk that trackers remember it by."""
+_KEY_CHARS = frozenset("0123456789abcdef")
 
 _UNKNOWN_MODEL = "unknown"
 
@@ -122,11 +135,16 @@ class CostTracker(BaseCallbackHandler):
         chat model hand this tracker the stopped stream's estimated cost (``record_stopped``).
         """
         with self._lock:
-            self._starts.pop(run_id, None)
+            started = self._starts.pop(run_id, None)
         response = kwargs.get("response")
-        if isinstance(response, LLMResult):
-            for stopped in _watch_calls(self, response):  # recorded before LangChain told us
-                self.record_stopped(stopped)
+        if not isinstance(response, LLMResult):
+            return
+        for stopped in _watch_calls(self, response):  # recorded before LangChain told us
+            self.record_stopped(stopped)
+        received = response.generations[0] if response.generations else []
+        if any(_has_usage(g) for g in received):  # closed after its last chunk: it ended
+            timestamp = started if started is not None else self._now()
+            self._count(received, {}, call_id=f"{run_id}-0", timestamp=timestamp)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID | None = None, **kwargs: Any) -> None:
         """Count the call(s) in ``response``: one per prompt, usage from its first generation.
@@ -416,61 +434,72 @@ register_configure_hook(_current_tracker, inheritable=True)
 
 
 _WATCHED_CALLS = 4096
-"""Calls (message ids) whose trackers, or stopped streams' entries, are remembered; the oldest
+"""Streams (by key) whose trackers, or stopped streams' entries, are remembered; the oldest
 are forgotten first."""
+_TRACKERS_PER_CALL = 16
+"""Trackers remembered per stream (nested ``track_costs`` blocks, callbacks)."""
 _watched: OrderedDict[str, list[weakref.ref[CostTracker]]] = OrderedDict()
 _stopped: OrderedDict[str, LedgerEntry] = OrderedDict()
 _watched_lock = threading.Lock()
 
 
+def _has_usage(generation: Any) -> bool:
+    return isinstance(generation, ChatGeneration) and bool(
+        getattr(generation.message, "usage_metadata", None)
+    )
+
+
+def _watch_keys(response: LLMResult) -> set[str]:
+    """The stream keys (``WATCH_KEY``) of the generations in ``response``."""
+    keys: set[str] = set()
+    for generations in response.generations:
+        for generation in generations:
+            if isinstance(generation, ChatGeneration):
+                key = (generation.message.response_metadata or {}).get(WATCH_KEY)
+                if isinstance(key, str) and len(key) == 32 and set(key) <= _KEY_CHARS:
+                    keys.add(key)
+    return keys
+
+
 def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[LedgerEntry]:
-    """Remember that ``tracker`` saw the calls of ``response`` (by their messages' ids).
+    """Remember that ``tracker`` saw the streams of ``response`` (by their keys).
 
     Returns:
-        The entries of those calls already recorded as stopped streams (``stopped_call``): a
-        sync stream's generator is closed, and its stop recorded, before LangChain reports
-        the error.
+        The entries of those streams already recorded as stopped (``stopped_call``): a sync
+        stream's generator is closed, and its stop recorded, before LangChain reports the
+        error.
     """
-    ids = {
-        generation.message.id
-        for generations in response.generations
-        for generation in generations
-        if isinstance(generation, ChatGeneration)
-        and isinstance(generation.message.id, str)
-        and not generation.message.id.startswith("lc_")  # LangChain's run id: no relay call id
-    }
+    keys = _watch_keys(response)
     with _watched_lock:
-        for call_id in ids:
-            refs = _watched.setdefault(call_id, [])
+        for key in keys:
+            refs = [ref for ref in _watched.pop(key, []) if ref() is not None]
             if all(ref() is not tracker for ref in refs):
                 refs.append(weakref.ref(tracker))
-            _watched.move_to_end(call_id)
+            _watched[key] = refs[-_TRACKERS_PER_CALL:]
         while len(_watched) > _WATCHED_CALLS:
             _watched.popitem(last=False)
-        return [_stopped[call_id] for call_id in ids if call_id in _stopped]
+        return [_stopped[key] for key in keys if key in _stopped]
 
 
-def stopped_call(entry: LedgerEntry) -> None:
+def stopped_call(key: str, entry: LedgerEntry) -> None:
     """Keep a stopped stream's entry for a tracker LangChain tells of the stop afterwards."""
-    if entry.call_id is None:
-        return
     with _watched_lock:
-        _stopped[entry.call_id] = entry
-        _stopped.move_to_end(entry.call_id)
+        _stopped[key] = entry
+        _stopped.move_to_end(key)
         while len(_stopped) > _WATCHED_CALLS:
             _stopped.popitem(last=False)
 
 
-def trackers_of_call(call_id: str | None) -> tuple[CostTracker, ...]:
-    """The trackers that saw the LangChain run whose message id is ``call_id`` (if remembered).
+def trackers_of_call(key: str | None) -> tuple[CostTracker, ...]:
+    """The trackers that saw the stream keyed ``key`` (``WATCH_KEY``), if remembered.
 
     For what happens after the run, outside LangChain's callbacks: a stream stopped early, the
     keep-alives of its prefix.
     """
-    if call_id is None:
+    if key is None:
         return ()
     with _watched_lock:
-        refs = list(_watched.get(call_id, ()))
+        refs = list(_watched.get(key, ()))
     return tuple(t for t in (ref() for ref in refs) if t is not None)
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -93,6 +94,7 @@ from langchain_claude_relay._settings_checks import (
 )
 from langchain_claude_relay._structured import response_format_for, strict_function
 from langchain_claude_relay.callbacks import (
+    WATCH_KEY,
     CostTracker,
     active_tracker,
     stopped_call,
@@ -160,6 +162,9 @@ class _Prepared:
     usage: NormalizedUsage | None = None  # set once the response's usage has been read
     params: dict[str, Any] | None = None  # the sampling parameters rendered (keep-alives reuse)
     cost_trackers: tuple[CostTracker, ...] = ()  # the call's trackers (keep-alives reach them)
+    watch_key: str | None = None
+    """A stream's key, sent on its first chunk (``callbacks.WATCH_KEY``): LangChain gives
+    ``_stream`` no run manager, so the trackers of its run are found by it afterwards."""
     entry: LedgerEntry | None = None  # the call as the ledger keeps it, once accounted
 
     def token_estimates(self) -> tuple[int, int]:
@@ -183,6 +188,8 @@ class _StreamState:
     """Chunks with content or tool-call pieces yielded so far (about one output token each)."""
     accounted: bool = False
     """Whether the closing chunk accounted the call (else ``_account_stopped`` does)."""
+    keyed: bool = False
+    """Whether a chunk carried the stream's key (``_with_watch_key``)."""
 
     def read(self, event: Any) -> ParsedChunk:
         """Validate one streamed event and keep its usage, model and id (the last one given).
@@ -1247,7 +1254,7 @@ class ChatClaudeRelay(BaseChatModel):
                     meta["cache_observation"] = observation.to_dict()
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
-            self._keep_warm_after(prepared, usage, tools, call_id)
+            self._keep_warm_after(prepared, usage, tools)
         self._record(prepared, usage, pricing, meta, call_id)
         return usage, meta
 
@@ -1281,9 +1288,10 @@ class ChatClaudeRelay(BaseChatModel):
                 )
                 self._record(prepared, usage, pricing, {}, state.call_id, estimated=True)
             if prepared.entry is not None:
-                for tracker in _with_watchers(prepared.cost_trackers, state.call_id):
+                for tracker in _with_watchers(prepared.cost_trackers, prepared.watch_key):
                     tracker.record_stopped(prepared.entry)
-                stopped_call(prepared.entry)  # for a tracker LangChain tells of it afterwards
+                if prepared.watch_key is not None:  # for a tracker LangChain tells of it later
+                    stopped_call(prepared.watch_key, prepared.entry)
         except Exception as exc:
             logger.warning("could not record a stopped stream: %s", type(exc).__name__)
 
@@ -1531,6 +1539,8 @@ class ChatClaudeRelay(BaseChatModel):
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         tokens_to = run_manager if _token_callbacks else None
         prepared.cost_trackers = _cost_trackers(run_manager)
+        if run_manager is None:  # LangChain's stream(): its trackers are found by this key
+            prepared.watch_key = uuid.uuid4().hex
         deadline = self._transport.call_deadline()
         booked = self._reserve(prepared, deadline)
         outcome: booking.CallOutcome = "unsent"
@@ -1545,11 +1555,11 @@ class ChatClaudeRelay(BaseChatModel):
                     state.chunks += 1
                     if tokens_to:
                         tokens_to.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
+                    yield _with_watch_key(prepared, state, chunk)
             final = self._final_chunk(prepared, state)
             if tokens_to:
                 tokens_to.on_llm_new_token("", chunk=final)
-            yield final
+            yield _with_watch_key(prepared, state, final)
         except BaseException as exc:
             if outcome == "unsent":
                 outcome = booking.failure_outcome(exc)
@@ -1574,6 +1584,8 @@ class ChatClaudeRelay(BaseChatModel):
         prepared, gate = self._prepare_stream(messages, stop, kwargs)
         tokens_to = run_manager if _token_callbacks else None
         prepared.cost_trackers = _cost_trackers(run_manager)
+        if run_manager is None:  # LangChain's stream(): its trackers are found by this key
+            prepared.watch_key = uuid.uuid4().hex
         deadline = self._transport.call_deadline()
         booked = await self._areserve(prepared, deadline)
         outcome: booking.CallOutcome = "unsent"
@@ -1588,11 +1600,11 @@ class ChatClaudeRelay(BaseChatModel):
                     state.chunks += 1
                     if tokens_to:
                         await tokens_to.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
+                    yield _with_watch_key(prepared, state, chunk)
             final = self._final_chunk(prepared, state)
             if tokens_to:
                 await tokens_to.on_llm_new_token("", chunk=final)
-            yield final
+            yield _with_watch_key(prepared, state, final)
         except BaseException as exc:
             if outcome == "unsent":
                 outcome = booking.failure_outcome(exc)
@@ -1702,11 +1714,7 @@ class ChatClaudeRelay(BaseChatModel):
             scheduler.cancel(request.prefix_hashes())
 
     def _keep_warm_after(
-        self,
-        prepared: _Prepared,
-        usage: NormalizedUsage,
-        tools: Sequence[str],
-        call_id: str | None,
+        self, prepared: _Prepared, usage: NormalizedUsage, tools: Sequence[str]
     ) -> None:
         """After a response: schedule keep-alives for the prefix the planner advises keeping."""
         planner, plan = prepared.planner, prepared.plan
@@ -1716,7 +1724,7 @@ class ChatClaudeRelay(BaseChatModel):
             keeps = [k for k in planner.keep_alives(plan, usage, tools=tools) if k.priced]
             scheduler = self._keep_warm_scheduler(planner) if keeps else None
             for keep in keeps:
-                pending = self._keep_alive_pending(prepared, keep, call_id)
+                pending = self._keep_alive_pending(prepared, keep)
                 if pending is not None and scheduler is not None:
                     scheduler.schedule(pending)
         except Exception as exc:  # keep-alives must never fail a user's call
@@ -1744,9 +1752,7 @@ class ChatClaudeRelay(BaseChatModel):
             return None
         return scheduler
 
-    def _keep_alive_pending(
-        self, prepared: _Prepared, keep: KeepAlive, call_id: str | None
-    ) -> PendingKeepAlive | None:
+    def _keep_alive_pending(self, prepared: _Prepared, keep: KeepAlive) -> PendingKeepAlive | None:
         """The keep-alive for ``keep`` with its costs (the request is rendered when it goes)."""
         prices = self._pricing(keep.model)[0].prices
         if prices is None:
@@ -1774,7 +1780,7 @@ class ChatClaudeRelay(BaseChatModel):
             context=_KeepAliveContext(
                 prepared.planner,  # type: ignore[arg-type]
                 prepared.cost_trackers,
-                call_id,
+                prepared.watch_key,
             ),
         )
 
@@ -1825,7 +1831,7 @@ class ChatClaudeRelay(BaseChatModel):
             self._to_ledger(entry)
         except Exception as exc:
             logger.warning("could not record a keep-alive in the ledger: %s", type(exc).__name__)
-        for tracker in _with_watchers(context.cost_trackers, context.call_id):
+        for tracker in _with_watchers(context.cost_trackers, context.watch_key):
             tracker.record_keep_alive(entry)
         return cost if cost is not None else pending.worst_case_usd
 
@@ -2142,16 +2148,33 @@ class _KeepAliveContext:
 
     planner: Planner
     cost_trackers: tuple[CostTracker, ...]
-    call_id: str | None
-    """The call's id: trackers LangChain told of it afterwards (a stream's) are found by it."""
+    watch_key: str | None
+    """A stream's key: trackers LangChain told of it afterwards are found by it."""
+
+
+def _with_watch_key(
+    prepared: _Prepared, state: _StreamState, chunk: ChatGenerationChunk
+) -> ChatGenerationChunk:
+    """A stream's first chunk, with the stream's key (``prepared.watch_key``) when it has one.
+
+    ``response_metadata[WATCH_KEY]``, on one chunk only (LangChain joins equal strings of merged
+    chunks), reaches the trackers of the run (``on_llm_end``, or ``on_llm_error`` with the
+    chunks so far), which remember it; the chat model then finds them by it for what comes
+    after the run: an early stop, keep-alives. The relay's ids are not used: a relay may reuse
+    them.
+    """
+    if prepared.watch_key is not None and not state.keyed:
+        chunk.message.response_metadata[WATCH_KEY] = prepared.watch_key
+        state.keyed = True
+    return chunk
 
 
 def _with_watchers(
-    trackers: tuple[CostTracker, ...], call_id: str | None
+    trackers: tuple[CostTracker, ...], watch_key: str | None
 ) -> tuple[CostTracker, ...]:
     """A call's trackers and those that saw its LangChain run (``trackers_of_call``), once each."""
     out = list(trackers)
-    for tracker in trackers_of_call(call_id):
+    for tracker in trackers_of_call(watch_key):
         if all(t is not tracker for t in out):
             out.append(tracker)
     return tuple(out)

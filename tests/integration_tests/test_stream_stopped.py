@@ -123,3 +123,68 @@ def test_a_tracker_passed_to_a_stream_counts_its_early_stop(
     assert entry.estimated
     assert tracker.cost_usd == pytest.approx(entry.cost_usd)
     assert tracker.cost_usd > 0
+
+
+def test_a_relay_that_reuses_ids_sends_no_costs_to_another_calls_tracker(
+    emulator: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trackers were found by the relay's response id, which a relay may reuse: another
+    # request's stopped stream was counted in Alice's tracker, and the registry grew a tracker
+    # per call under the one id. Streams are keyed by a random key of their own now.
+    import langchain_claude_relay.emulator.server as server
+    from langchain_claude_relay.callbacks import CostTracker, _watched
+
+    original = server.openai_stream
+    monkeypatch.setattr(server, "openai_stream", lambda _rid, *a, **k: original("1", *a, **k))
+    llm = _llm(emulator, MemoryLedger())
+    alice = CostTracker()
+    list(
+        llm.stream(
+            [SystemMessage(f"[alice] {DOCUMENT}"), HumanMessage("Hi")],
+            config={"callbacks": [alice]},
+        )
+    )
+    assert alice.calls == 1
+    cost = alice.cost_usd
+    for _chunk in llm.stream([SystemMessage(f"[bob] {DOCUMENT}"), HumanMessage("Hi")]):
+        break  # another request's stream, stopped
+    for _ in range(50):
+        list(llm.stream([HumanMessage("Hi")], config={"callbacks": [CostTracker()]}))
+    assert alice.calls == 1
+    assert alice.cost_usd == cost
+    assert max(len(refs) for refs in _watched.values()) <= 16
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_a_stream_closed_after_its_last_chunk_is_counted_once(
+    emulator: RelayEmulator, way: str
+) -> None:
+    # Its usage and cost had arrived (on the last chunk), but LangChain reports the close as an
+    # error, not an end: no tracker counted it.
+    from langchain_claude_relay.callbacks import CostTracker
+
+    ledger = MemoryLedger()
+    llm = _llm(emulator, ledger)
+    tracker = CostTracker()
+    messages = [SystemMessage(f"[{way} last] {DOCUMENT}"), HumanMessage("Summarize it.")]
+    config: Any = {"callbacks": [tracker]}
+    with track_costs() as tracked:
+        if way == "sync":
+            for chunk in llm.stream(messages, config=config):
+                if chunk.chunk_position == "last":
+                    break
+        else:
+
+            async def until_last() -> None:
+                stream = llm.astream(messages, config=config)
+                async for chunk in stream:
+                    if chunk.chunk_position == "last":
+                        break
+                await stream.aclose()
+
+            asyncio.run(until_last())
+    (entry,) = ledger.entries()
+    assert not entry.estimated
+    assert tracker.calls == tracked.calls == 1
+    assert tracker.cost_usd == pytest.approx(entry.cost_usd)
+    assert tracked.cost_usd == pytest.approx(entry.cost_usd)
