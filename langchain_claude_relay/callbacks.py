@@ -131,16 +131,17 @@ class CostTracker(BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Forget a call that failed; a stream stopped after it began is counted when recorded.
 
-        LangChain passes the chunks received so far (``response``): their message id lets the
-        chat model hand this tracker the stopped stream's estimated cost (``record_stopped``).
+        LangChain passes the chunks received so far (``response``): the stream's key on its
+        first chunk lets the chat model hand this tracker the stopped stream's estimated cost
+        (``record_stopped``), and a closing chunk received (usage and cost) counts the call.
         """
         with self._lock:
             started = self._starts.pop(run_id, None)
         response = kwargs.get("response")
         if not isinstance(response, LLMResult):
             return
-        for stopped in _watch_calls(self, response):  # recorded before LangChain told us
-            self.record_stopped(stopped)
+        for key, stopped in _watch_calls(self, response):  # recorded before LangChain told us
+            self.record_stopped(stopped, key)
         received = response.generations[0] if response.generations else []
         if any(_has_usage(g) for g in received):  # closed after its last chunk: it ended
             timestamp = started if started is not None else self._now()
@@ -239,14 +240,17 @@ class CostTracker(BaseCallbackHandler):
         if self._parent is not None:
             self._parent._add(entry, call_id, cache_hit=cache_hit)
 
-    def record_stopped(self, entry: LedgerEntry) -> None:
+    def record_stopped(self, entry: LedgerEntry, key: str | None = None) -> None:
         """Count a streamed call that stopped before its usage came (``entry.estimated``).
 
-        LangChain reports no result for it, but Claude billed it once it began. Counted once
-        per call id, however many ways it reaches the tracker.
+        LangChain reports no result for it, but Claude billed it once it began.
+
+        Args:
+            entry: its ledger entry.
+            key: the stream's key (``WATCH_KEY``), if it has one: counted once per key,
+                however many ways it reaches the tracker.
         """
-        key = entry.call_id if entry.call_id is not None else uuid.uuid4().hex
-        self._add(entry, f"stopped:{key}", cache_hit=False)
+        self._add(entry, f"stopped:{key or uuid.uuid4().hex}", cache_hit=False)
 
     def record_keep_alive(self, entry: LedgerEntry) -> None:
         """Count a keep-alive request sent for a call this tracker counted.
@@ -461,7 +465,7 @@ def _watch_keys(response: LLMResult) -> set[str]:
     return keys
 
 
-def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[LedgerEntry]:
+def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[tuple[str, LedgerEntry]]:
     """Remember that ``tracker`` saw the streams of ``response`` (by their keys).
 
     Returns:
@@ -478,7 +482,7 @@ def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[LedgerEntry]
             _watched[key] = refs[-_TRACKERS_PER_CALL:]
         while len(_watched) > _WATCHED_CALLS:
             _watched.popitem(last=False)
-        return [_stopped[key] for key in keys if key in _stopped]
+        return [(key, _stopped[key]) for key in keys if key in _stopped]
 
 
 def stopped_call(key: str, entry: LedgerEntry) -> None:

@@ -1289,7 +1289,7 @@ class ChatClaudeRelay(BaseChatModel):
                 self._record(prepared, usage, pricing, {}, state.call_id, estimated=True)
             if prepared.entry is not None:
                 for tracker in _with_watchers(prepared.cost_trackers, prepared.watch_key):
-                    tracker.record_stopped(prepared.entry)
+                    tracker.record_stopped(prepared.entry, prepared.watch_key)
                 if prepared.watch_key is not None:  # for a tracker LangChain tells of it later
                     stopped_call(prepared.watch_key, prepared.entry)
         except Exception as exc:
