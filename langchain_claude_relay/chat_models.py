@@ -2186,8 +2186,8 @@ def _cost_trackers(
     """The call's cost trackers (``track_costs`` blocks and ``callbacks=[tracker]``).
 
     Without a run manager (``BaseChatModel.stream`` passes none to ``_stream``): the active
-    ``track_costs`` block's; a ``callbacks=[tracker]`` there is found afterwards by the call's
-    id (``callbacks.trackers_of_call``).
+    ``track_costs`` block's; a ``callbacks=[tracker]`` there is found afterwards by the
+    stream's key (``callbacks.trackers_of_call``).
     """
     if run_manager is None:
         tracker = active_tracker()
