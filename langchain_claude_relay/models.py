@@ -47,6 +47,7 @@ __all__ = [
     "LISTED_UNPRICED",
     "SOURCES",
     "model_family",
+    "cache_model_key",
     "model_platform",
     "lookup_model",
     "register_model",
@@ -477,6 +478,24 @@ def model_family(model_id: str) -> str | None:
     if len(version) > 1 and version[1] == "0":  # claude-opus-4-0 is Opus 4
         version = version[:1]
     return "-".join([tier, *version[:2]])
+
+
+@lru_cache(maxsize=1024)
+def cache_model_key(model: str) -> str:
+    """The model as Claude's cache tells models apart (one cache per model).
+
+    That is the model's family (``lookup_model(model).family``, computed here without its
+    warnings): relays' spellings of one model (an alias, its dated id, ``anthropic/...``)
+    share one cache, two models (two versions of a tier included) never do. An id that names
+    no Claude family is its own key, as ``lookup_model`` keys its unknown spec. The planner's
+    prefix hashes and the emulator's cache keys both start from it.
+
+    >>> cache_model_key("claude-opus-4-1-20250805"), cache_model_key("anthropic/claude-opus-4.1")
+    ('opus-4-1', 'opus-4-1')
+    >>> cache_model_key("claude-opus-4")
+    'opus-4'
+    """
+    return model_family(model) or model
 
 
 def model_platform(model_id: str) -> str | None:

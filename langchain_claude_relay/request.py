@@ -38,10 +38,10 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any, Literal, NamedTuple
 
-from langchain_claude_relay.models import model_family
+from langchain_claude_relay.models import cache_model_key
 
 __all__ = [
     "BlockType",
@@ -142,23 +142,6 @@ def remember_prefix_hashes(request: ClaudeRequest, hashes: tuple[str, ...]) -> N
     block of the request again. The first value memoized stays.
     """
     request.__dict__.setdefault("_prefix_hashes", hashes)
-
-
-@lru_cache(maxsize=1024)
-def cache_model_key(model: str) -> str:
-    """The model as Claude's cache tells models apart: the seed of its prefix hashes.
-
-    That is the model's family (``models.lookup_model(model).family``, computed here without
-    its warnings): relays' spellings of one model (an alias, its dated id, ``anthropic/...``)
-    share one cache, two models (two versions of a tier included) never do. An id that names
-    no Claude family is its own key, as ``lookup_model`` keys its unknown spec.
-
-    >>> cache_model_key("claude-opus-4-1-20250805"), cache_model_key("anthropic/claude-opus-4.1")
-    ('opus-4-1', 'opus-4-1')
-    >>> cache_model_key("claude-opus-4")
-    'opus-4'
-    """
-    return model_family(model) or model
 
 
 def chain_prefix_hashes(

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_claude_relay.emulator.engine import InvalidRequest, PrefixRequest, cache_model
+from langchain_claude_relay.emulator.engine import InvalidRequest, PrefixRequest
+from langchain_claude_relay.models import cache_model_key
 
 __all__ = [
     "MAX_FINGERPRINTS",
@@ -94,7 +95,7 @@ def fingerprint(request: PrefixRequest, cached_tokens: int) -> PromptFingerprint
     """
     messages = _section(request, "messages")
     return PromptFingerprint(
-        model=cache_model(request.model),
+        model=cache_model_key(request.model),
         tools=_digest(_section(request, "tools")),
         system=_digest(_section(request, "system")),
         context=request.context_hash,

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from langchain_claude_relay._settings_checks import MIN_TOP_K, SAMPLING_RANGES
-from langchain_claude_relay.models import lookup_model, model_family
+from langchain_claude_relay.models import cache_model_key, lookup_model
 
 __all__ = [
     "MAX_MARKERS",
@@ -138,11 +138,11 @@ class PrefixRequest:
         """For each block, the chained hash of the prefix ending there (the cache key).
 
         Claude keeps a cache per model: the chain starts from the model, as one model however
-        it is spelled (an alias, its dated id, a relay's or a platform's id: ``cache_model``).
+        it is spelled (an alias, its dated id, a relay's or a platform's id: ``cache_model_key``).
         """
         cached: tuple[str, ...] | None = self.__dict__.get("_keys")
         if cached is None:
-            seed = b"emulator-prefix-v2\0" + cache_model(self.model).encode("utf-8", "replace")
+            seed = b"emulator-prefix-v2\0" + cache_model_key(self.model).encode("utf-8", "replace")
             running = hashlib.sha256(seed)
             keys: list[str] = []
             context_added = False
@@ -163,18 +163,6 @@ class PrefixRequest:
 
 
 # ---------------------------------------------------------------------------------- parsing
-
-
-def cache_model(model: str) -> str:
-    """The model as Claude's cache tells models apart (one cache per model).
-
-    Its family in the model table: an alias, its dated id and platform ids of one model are one
-    model; an id the table does not know is its own.
-
-    >>> cache_model("claude-opus-4-1-20250805") == cache_model("claude-opus-4-1")
-    True
-    """
-    return model_family(model) or model
 
 
 def _dumps(value: Any) -> str:
