@@ -42,7 +42,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    HumanMessage,
     get_buffer_string,
 )
 from langchain_core.messages.tool import tool_call_chunk
@@ -747,8 +746,8 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             request = self._to_request(messages, extra)
         except RequestValidationError:
-            if extra:
-                self._to_request([HumanMessage("tools")], extra)  # bad tools: say so
+            for i, tool in enumerate(tools or ()):  # bad tools: say so, as a request would
+                convert_tool(tool, f"tools[{i}]")
             return sum(self.get_num_tokens(get_buffer_string([m])) for m in messages)
         return self._estimating_planner().estimate_tokens(request)
 
