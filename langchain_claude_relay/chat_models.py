@@ -28,11 +28,12 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
+from langchain_core.language_models import chat_models as _lc_chat_models
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
     agenerate_from_stream,
@@ -54,7 +55,13 @@ from langchain_core.output_parsers.openai_tools import (
     parse_tool_call,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableMap,
+    RunnablePassthrough,
+)
 from langchain_core.runnables.config import get_config_list
 from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -1947,6 +1954,14 @@ class ChatClaudeRelay(BaseChatModel):
         """Async :meth:`warm`."""
         return await self.ainvoke(input, config, **self._warm_up_kwargs(kwargs))
 
+    def bind(self, **kwargs: Any) -> ClaudeRelayBinding:
+        """The model with arguments bound to every call, as LangChain's ``bind``.
+
+        Its :meth:`~ClaudeRelayBinding.warm` also passes the bound arguments: a
+        ``bind_tools(...)`` model warms the prefix its calls will read, tools included.
+        """
+        return ClaudeRelayBinding(bound=self, kwargs=kwargs, config={})
+
     def _warm_up_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """A warm-up's call arguments: the least output Claude takes, no thinking."""
         return {
@@ -2027,7 +2042,7 @@ class ChatClaudeRelay(BaseChatModel):
         check_tool_choice(tool_choice, converted_tools)  # the same rule as per call
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
-        return super().bind(tools=formatted, **kwargs)
+        return self.bind(tools=formatted, **kwargs)
 
     def with_structured_output(
         self,
@@ -2371,3 +2386,38 @@ def _plan_metadata(prepared: _Prepared) -> dict[str, Any]:
     if prepared.plan is not None:
         return {"planned": True, **prepared.plan.to_dict()}
     return {"planned": False, "reason": prepared.unplanned, "breakpoints": [], "warnings": []}
+
+
+if TYPE_CHECKING:
+    from langchain_core.language_models.chat_models import _ChatModelBinding
+else:  # what BaseChatModel.bind returns (langchain-core 1.8 and later), or its base
+    _ChatModelBinding = getattr(_lc_chat_models, "_ChatModelBinding", RunnableBinding)
+
+
+class ClaudeRelayBinding(_ChatModelBinding):
+    """LangChain's binding of a ``ChatClaudeRelay``, whose ``warm`` passes the bound arguments.
+
+    What ``ChatClaudeRelay.bind`` and ``bind_tools`` return. LangChain's binding passes its config
+    on to a method it does not know, but not its bound arguments: ``llm.bind_tools(tools).warm(p)``
+    wrote a prefix without the tools, which no later call with them reads (tools come first in
+    Claude's prefix). It serializes as LangChain's own binding.
+    """
+
+    @classmethod
+    def lc_id(cls) -> list[str]:
+        """LangChain's ``RunnableBinding`` id: ``load`` rebuilds a plain binding."""
+        return RunnableBinding.lc_id()
+
+    def warm(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """:meth:`ChatClaudeRelay.warm` with the bound arguments (tools, tool choice...)."""
+        model = cast("ChatClaudeRelay", self.bound)
+        return model.warm(input, self._merge_configs(config), **{**self.kwargs, **kwargs})
+
+    async def awarm(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Async :meth:`warm`."""
+        model = cast("ChatClaudeRelay", self.bound)
+        return await model.awarm(input, self._merge_configs(config), **{**self.kwargs, **kwargs})

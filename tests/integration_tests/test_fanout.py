@@ -200,6 +200,30 @@ def test_tools_are_part_of_the_shared_prefix() -> None:
         assert prefix_reads(emu, block=1) == 5
 
 
+def test_a_bound_models_warm_up_writes_its_tools_too() -> None:
+    # LangChain's binding passed only its config on to warm(): the prefix written had no tools
+    @tool
+    def lookup(section: str) -> str:
+        """Look up a section of the handbook."""
+        return section
+
+    system = system_prompt(7)
+    with RelayEmulator() as emu:
+        bound = model(emu).bind_tools([lookup], tool_choice="auto").with_config(tags=["warm"])
+        bound.warm([system, HumanMessage("Ready?")])
+        assert prefix_writes(emu, block=1) == 1
+        assert bound.invoke([system, HumanMessage("What about item 3?")]).tool_calls == []
+        assert prefix_reads(emu, block=1) == 1
+        assert prefix_writes(emu, block=1) == 1
+
+        async def awarm() -> None:
+            await bound.awarm([system_prompt(8), HumanMessage("Ready?")])
+
+        asyncio.run(awarm())
+        assert emu.billing_log[-1].block_count == 3  # the tool, the system prompt, the turn
+        assert 1 in emu.billing_log[-1].write_indices
+
+
 # -- LangChain's batch semantics ----------------------------------------------------------------
 
 

@@ -26,9 +26,9 @@ import httpx
 import httpx2
 import pytest
 from fake_relay import CANARY_KEY, FakeRelay, completion
-from langchain_core.load import dumpd, dumps
+from langchain_core.load import dumpd, dumps, load
 from langchain_core.messages import HumanMessage, SystemMessage
-from langchain_core.runnables import ConfigurableField
+from langchain_core.runnables import ConfigurableField, RunnableBinding
 
 from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.emulator import RelayEmulator
@@ -209,6 +209,24 @@ def test_a_key_from_the_environment_is_serialized_as_a_reference(
     data = dumpd(llm)
     assert PLAIN_KEY not in json.dumps(data)
     assert data["kwargs"]["api_key"] == {"lc": 1, "type": "secret", "id": ["CLAUDE_RELAY_API_KEY"]}
+
+
+@pytest.mark.filterwarnings("ignore:The function `load` is in beta")
+def test_a_bound_model_serializes_as_langchains_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", PLAIN_KEY)
+    bound = ChatClaudeRelay(base_url="https://relay.example.com/v1").bind(stop=["END"])
+    data = dumpd(bound)
+    assert data["id"] == ["langchain", "schema", "runnable", "RunnableBinding"]
+    assert PLAIN_KEY not in json.dumps(data)
+    loaded = load(
+        data,
+        secrets_map={"CLAUDE_RELAY_API_KEY": PLAIN_KEY},
+        valid_namespaces=["langchain_claude_relay"],
+        allowed_objects=[RunnableBinding, ChatClaudeRelay],
+    )
+    assert type(loaded) is RunnableBinding
+    assert loaded.kwargs == {"stop": ["END"]}
+    assert loaded.bound.api_key.get_secret_value() == PLAIN_KEY
 
 
 # -- logs at DEBUG -----------------------------------------------------------------------------
