@@ -153,5 +153,7 @@ def execute(path: Path, root: Path) -> nbformat.NotebookNode:
         record_timing=False,
         resources={"metadata": {"path": str(work)}},
     )
-    client.execute()
+    tmp = root / "tmp"  # the notebooks' own temporary dirs (state, ledger) go with ``root``
+    tmp.mkdir(exist_ok=True)
+    client.execute(env={**os.environ, "TMPDIR": str(tmp)})
     return nb
