@@ -127,12 +127,15 @@ def kernel_manager(root: Path) -> KernelManager:
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     specs = KernelSpecManager(kernel_dirs=[str(root / "kernels")])
     ipc = root / "kernel-ipc"
+    common = {
+        "kernel_name": KERNEL_NAME,
+        "kernel_spec_manager": specs,
+        "connection_file": str(root / "kernel-connection.json"),  # not one more file in /tmp
+    }
     if os.name == "posix" and len(str(ipc)) < IPC_PATH_LIMIT:
         # Unix sockets in the temp dir rather than TCP: no port, nothing on the network.
-        return KernelManager(
-            kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc", ip=str(ipc)
-        )
-    return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)  # TCP on loopback
+        return KernelManager(**common, transport="ipc", ip=str(ipc))
+    return KernelManager(**common)  # TCP on loopback
 
 
 def execute(path: Path, root: Path) -> nbformat.NotebookNode:
