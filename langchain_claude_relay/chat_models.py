@@ -984,6 +984,13 @@ class ChatClaudeRelay(BaseChatModel):
                 )
         # checked before planning: a refused call leaves no trace in the planner's state
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
+        context = {  # call settings that key the messages part too, for the planner
+            name: params[name]
+            for name in ("parallel_tool_calls", "reasoning_effort")
+            if params.get(name) is not None
+        }
+        if context:
+            request = dataclasses.replace(request, **context)
         if params.get("max_tokens") == 0 and not warm_up:  # what no plan can change
             _refuse_zero_output(params, request, marked=True)
         if planner is not None and self.exact_token_counts:

@@ -55,6 +55,7 @@ __all__ = [
     "FlatBlock",
     "ClaudeRequest",
     "canonical_json",
+    "claude_tool_choice",
     "content_hash",
     "remember_prefix_hashes",
     "cache_model_key",
@@ -129,9 +130,54 @@ _JSON_CONSTANTS = {None: b"jnull;", True: b"jtrue;", False: b"jfalse;"}
 """``_feed``'s bytes for the JSON constants (what ``json.dumps`` gives them), without a call."""
 
 
-_CONTEXT_HASHES: dict[tuple[str | None, bool], str] = {}
-"""``messages_context_hash`` of the usual requests (no thinking settings, a tool choice that is
-``None`` or a name), by tool choice and whether images are present: every plan needs one."""
+_CONTEXT_HASHES: dict[tuple[str | None, str | None, bool], str] = {}
+"""``messages_context_hash`` of the usual requests (no thinking settings or reasoning effort, a
+tool choice of one of Claude's types, ``None`` or a name), by that type and name and whether
+images are present: every plan needs one."""
+
+_CLAUDE_TOOL_CHOICE_TYPES = frozenset({"auto", "any", "tool", "none"})
+
+
+def claude_tool_choice(choice: Any) -> dict[str, Any] | None:
+    """A tool choice in Claude's spelling, however it was given (``None``: there is none).
+
+    ``True``, ``"any"`` and ``"required"`` are ``{"type": "any"}``; ``"auto"``/``"none"`` their
+    type; any other string names a tool; an OpenAI dict ``{"type": "function", "function":
+    {"name": N}}`` is ``{"type": "tool", "name": N}``; Claude's own dicts stay as they are.
+
+    >>> claude_tool_choice("required") == claude_tool_choice(True) == {"type": "any"}
+    True
+    >>> claude_tool_choice({"type": "function", "function": {"name": "f"}})
+    {'type': 'tool', 'name': 'f'}
+
+    Raises:
+        ValueError: for a choice that is none of those.
+    """
+    if choice is None or choice is False:
+        return None
+    if choice is True or choice in ("any", "required"):
+        return {"type": "any"}
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if isinstance(choice, str) and choice:
+        return {"type": "tool", "name": choice}
+    if isinstance(choice, Mapping):
+        kind = choice.get("type")
+        name: Any = choice.get("name")
+        if kind in _CLAUDE_TOOL_CHOICE_TYPES and (
+            kind != "tool" or (isinstance(name, str) and name)
+        ):
+            return dict(choice)
+        function = choice.get("function")
+        if kind == "function" and isinstance(function, Mapping):
+            name = function.get("name")
+        if kind == "function" and isinstance(name, str) and name:
+            return {"type": "tool", "name": name}
+    msg = (
+        f"tool_choice {choice!r} is not understood: use 'auto', 'any', 'none', a tool name, "
+        "{'type': 'function', 'function': {'name': ...}} or {'type': 'tool', 'name': ...}"
+    )
+    raise ValueError(msg)
 
 
 def remember_prefix_hashes(request: ClaudeRequest, hashes: tuple[str, ...]) -> None:
@@ -328,9 +374,14 @@ class ClaudeRequest:
         tools: tool definitions.
         system: system text blocks (several system messages, merged in order).
         messages: user and assistant turns.
-        tool_choice: the tool choice, wire-neutral (``"auto"``, ``"any"``, ``"none"``, or a name).
+        tool_choice: the tool choice as given (``"auto"``, ``"any"``, ``"none"``, a name, or a
+            dict in OpenAI's or Claude's spelling: ``claude_tool_choice`` reads them all).
         thinking: extended-thinking settings as given (``{"type": "adaptive"}`` or
             ``{"type": "enabled", "budget_tokens": N}``).
+        parallel_tool_calls: the call's ``parallel_tool_calls`` (``False`` becomes Claude's
+            ``disable_parallel_tool_use``, part of its tool choice).
+        reasoning_effort: the call's ``reasoning_effort``, which relays turn into thinking
+            settings.
         cache_control: a top-level marker (automatic caching): Claude puts it on the last
             block that can carry one (``planner.rules.automatic_marker`` says which).
     """
@@ -342,6 +393,8 @@ class ClaudeRequest:
     tool_choice: Any = None
     thinking: Mapping[str, Any] | None = None
     cache_control: CacheControl | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
 
     def flat_blocks(self) -> tuple[FlatBlock, ...]:
         """Every tool and block in prefix order (memoized on the instance)."""
@@ -372,21 +425,44 @@ class ClaudeRequest:
     def messages_context_hash(self) -> str:
         """What invalidates the messages part though it is no block.
 
-        That is the tool choice, the thinking settings and whether images are present.
+        That is the tool choice as Claude receives it (every spelling of one choice is one
+        choice, ``disable_parallel_tool_use`` included), the thinking settings (and a reasoning
+        effort, which relays turn into them) and whether images are present.
         """
         has_images = any(
             block.type == "image" for message in self.messages for block in message.content
         )
-        tool_choice = self.tool_choice
-        common = self.thinking is None and (tool_choice is None or type(tool_choice) is str)
-        if common and (known := _CONTEXT_HASHES.get((tool_choice, has_images))) is not None:
-            return known
-        context = content_hash(
-            {"tool_choice": tool_choice, "thinking": self.thinking, "images": has_images}
-        )
-        if common and len(_CONTEXT_HASHES) < 1024:
-            _CONTEXT_HASHES[(tool_choice, has_images)] = context
-        return context
+        choice = self._claude_tool_choice()
+        common = self.thinking is None and self.reasoning_effort is None
+        key = None
+        if common and (choice is None or choice.keys() <= {"type", "name"}):
+            kind, name = (None, None) if choice is None else (choice["type"], choice.get("name"))
+            key = (kind, name if isinstance(name, str) else None, has_images)
+            if (known := _CONTEXT_HASHES.get(key)) is not None:
+                return known
+        context: dict[str, Any] = {
+            "tool_choice": choice,
+            "thinking": self.thinking,
+            "images": has_images,
+        }
+        if self.reasoning_effort is not None:
+            context["reasoning_effort"] = self.reasoning_effort
+        digest = content_hash(context)
+        if key is not None and len(_CONTEXT_HASHES) < 1024:
+            _CONTEXT_HASHES[key] = digest
+        return digest
+
+    def _claude_tool_choice(self) -> dict[str, Any] | None:
+        """The tool choice Claude receives (as given when not understood: refused when sent)."""
+        try:
+            choice = claude_tool_choice(self.tool_choice)
+        except ValueError:
+            return {"given": repr(self.tool_choice)}
+        if self.parallel_tool_calls is False and self.tools:
+            base = choice or {"type": "auto"}
+            if base["type"] != "none":
+                choice = {**base, "disable_parallel_tool_use": True}
+        return choice
 
     def prefix_hashes(self) -> tuple[str, ...]:
         """For each flat block, a hash of the whole prefix up to and including it.

@@ -23,6 +23,8 @@ from langchain_claude_relay.request import (
     ClaudeRequest,
     Message,
     Position,
+    Tool,
+    claude_tool_choice,
     content_hash,
 )
 from langchain_claude_relay.store import MemoryStore
@@ -227,7 +229,47 @@ def test_messages_context_hash_remembered_equals_computed(
         thinking=thinking,
     )
     expected = _content_hash_by_json(
-        {"tool_choice": tool_choice, "thinking": thinking, "images": image}
+        {"tool_choice": claude_tool_choice(tool_choice), "thinking": thinking, "images": image}
     )
     assert request.messages_context_hash() == expected  # computed (and remembered)
     assert request.messages_context_hash() == expected  # remembered
+
+
+_LOOKUP = Tool("lookup", "Look it up.", {"type": "object", "properties": {}})
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        ["any", "required", True, {"type": "any"}],
+        ["lookup", {"type": "tool", "name": "lookup"}, {"type": "function", "function": {"name": "lookup"}}],  # noqa: E501
+        ["auto", {"type": "auto"}],
+        [None, False],
+    ],
+)  # fmt: skip
+def test_every_spelling_of_one_tool_choice_keys_the_messages_part_alike(
+    spellings: list[Any],
+) -> None:
+    # Claude receives one tool choice: "required" after "any" rewrote a cached conversation
+    hashes = {
+        ClaudeRequest("claude-sonnet-4-6", tools=(_LOOKUP,), tool_choice=c).messages_context_hash()
+        for c in spellings
+    }
+    assert len(hashes) == 1
+
+
+def test_what_claude_receives_as_another_tool_choice_keys_it_apart() -> None:
+    def key(**fields: Any) -> str:
+        return ClaudeRequest(
+            "claude-sonnet-4-6", tools=(_LOOKUP,), **fields
+        ).messages_context_hash()
+
+    base = key(tool_choice="any")
+    assert key(tool_choice="any", parallel_tool_calls=False) != base  # disable_parallel_tool_use
+    assert key(tool_choice="any", parallel_tool_calls=True) == base
+    assert key(tool_choice=None, parallel_tool_calls=False) == key(
+        tool_choice="auto", parallel_tool_calls=False
+    )  # both {"type": "auto", "disable_parallel_tool_use": true} on the wire
+    assert key(tool_choice="none", parallel_tool_calls=False) == key(tool_choice="none")
+    assert key(tool_choice="any", reasoning_effort="high") != base  # relays make it thinking
+    assert key(tool_choice="auto") != key(tool_choice="any") != key(tool_choice="lookup")
