@@ -37,6 +37,8 @@ __all__ = [
     "THINKING_ANSWER_TOKENS",
     "thinking_on",
     "forces_tool",
+    "check_thinking_sampling",
+    "check_thinking_type",
     "check_thinking_with_tool_choice",
     "fit_thinking_budget",
     "zero_output_refusal",
@@ -384,6 +386,86 @@ def check_thinking_with_tool_choice(thinking: Any, tool_choice: Any) -> None:
             "on a thinking model binds its schema without forcing it."
         )
         raise RequestValidationError(msg)
+
+
+THINKING_TOP_P_FLOOR = 0.95
+"""The lowest ``top_p`` Claude takes while thinking (Anthropic, extended thinking: "Feature
+compatibility", read 2026-12)."""
+
+
+def check_thinking_sampling(params: Mapping[str, Any]) -> None:
+    """Refuse sampling settings Claude refuses while thinking (a 400 after sending otherwise).
+
+    With thinking on (``enabled`` or ``adaptive``) Claude takes ``temperature`` 1 only ("may
+    only be set to 1 when thinking is enabled or in adaptive mode"), no ``top_k``, and
+    ``top_p`` from 0.95 to 1 (Anthropic, extended thinking: "Feature compatibility", read
+    2026-12).
+
+    Raises:
+        RequestValidationError: naming the setting and the two ways out.
+
+    >>> check_thinking_sampling({"thinking": {"type": "adaptive"}, "temperature": 1})
+    >>> check_thinking_sampling({"thinking": {"type": "adaptive"}, "temperature": 0.2})
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: temperature=0.2 cannot be sent with extended thinking on: Claude takes temperature 1 only while thinking. Leave temperature unset (or 1), or turn thinking off for this call (thinking={'type': 'disabled'}).
+    """  # noqa: E501
+    if not thinking_on(params.get("thinking")):
+        return
+    temperature, top_p = params.get("temperature"), params.get("top_p")
+    problem = None
+    if temperature is not None and temperature != 1:
+        problem = f"temperature={_shown(temperature)}", "temperature 1 only", "temperature"
+    elif params.get("top_k") is not None:
+        problem = f"top_k={_shown(params['top_k'])}", "no top_k", "top_k"
+    elif top_p is not None and _is_number(top_p) and top_p < THINKING_TOP_P_FLOOR:
+        floor = f"{THINKING_TOP_P_FLOOR:g}"
+        problem = f"top_p={_shown(top_p)}", f"top_p from {floor} to 1 only", "top_p"
+    if problem is not None:
+        setting, takes, name = problem
+        unset = f"{name} unset (or 1)" if name == "temperature" else f"{name} unset"
+        msg = (
+            f"{setting} cannot be sent with extended thinking on: Claude takes {takes} while "
+            f"thinking. Leave {unset}, or turn thinking off for this call "
+            "(thinking={'type': 'disabled'})."
+        )
+        raise RequestValidationError(msg)
+
+
+def check_thinking_type(thinking: Any, model: str, types: Collection[str]) -> None:
+    """Refuse a ``thinking.type`` the model does not take (``types``; empty: not known).
+
+    Claude 4.7 and later answer 400 to ``enabled`` (a ``budget_tokens``); 4.5 and earlier
+    know no ``adaptive``; Fable 5 and Mythos 5 always think (the model table's
+    ``thinking_types``, with its sources).
+
+    Raises:
+        RequestValidationError: naming the model, what it takes, and what to send instead.
+
+    >>> check_thinking_type({"type": "adaptive"}, "claude-sonnet-5-5", ("adaptive", "disabled"))
+    >>> check_thinking_type({"type": "enabled", "budget_tokens": 2048}, "claude-sonnet-5-5",
+    ...                     ("adaptive", "disabled"))
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: thinking type 'enabled' is refused by claude-sonnet-5-5 (a 400), which takes 'adaptive' or 'disabled': send thinking={'type': 'adaptive'} (Claude chooses how much to think; output_config={'effort': ...} steers it).
+    """  # noqa: E501
+    if not types or not isinstance(thinking, Mapping):
+        return
+    kind = thinking.get("type")
+    if kind is None or kind in types:
+        return
+    taken = " or ".join(repr(t) for t in types)
+    if "adaptive" in types:
+        fix = (
+            "send thinking={'type': 'adaptive'} (Claude chooses how much to think; "
+            "output_config={'effort': ...} steers it)"
+        )
+        if kind == "disabled":
+            fix = "leave thinking unset (this model always thinks)"
+    else:
+        fix = "send thinking={'type': 'enabled', 'budget_tokens': N} (N >= 1024)"
+    msg = f"thinking type {kind!r} is refused by {model} (a 400), which takes {taken}: {fix}."
+    raise RequestValidationError(msg)
 
 
 def fit_thinking_budget(params: dict[str, Any], *, interleaved: bool = False) -> None:

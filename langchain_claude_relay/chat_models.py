@@ -93,6 +93,8 @@ from langchain_claude_relay._settings_checks import (
     check_api_key,
     check_sampling,
     check_sendable,
+    check_thinking_sampling,
+    check_thinking_type,
     fit_thinking_budget,
     route_arguments,
     thinking_on,
@@ -951,7 +953,7 @@ class ChatClaudeRelay(BaseChatModel):
         _ = self._transport  # settings problems (no base URL, no key) surface first
         request = self._to_request(messages, kwargs)
         kwargs = dict(kwargs)
-        warm_up = bool(kwargs.pop(_WARM_UP, False))
+        warm_up = kwargs.pop(_WARM_UP, None)  # None, or what a warm-up may mark (_warm_up_kwargs)
         model = request.model
         thinking = self._effective_thinking(kwargs)
         kwargs.pop("thinking", None)
@@ -984,6 +986,7 @@ class ChatClaudeRelay(BaseChatModel):
                 )
         # checked before planning: a refused call leaves no trace in the planner's state
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
+        check_thinking_type(params.get("thinking"), model, lookup_model(model).thinking_types)
         context = {  # call settings that key the messages part too, for the planner
             name: params[name]
             for name in ("parallel_tool_calls", "reasoning_effort")
@@ -1003,6 +1006,8 @@ class ChatClaudeRelay(BaseChatModel):
                 with planner.send_lock:
                     options = _plan_options(ttl, adaptation)
                     options["keep_warm"] = self._plans_keep_warm(request, planner)
+                    if warm_up == _WARM_UP_STATIC:
+                        options["mark_messages"] = False
                     plan = planner.plan(request, **options)
                     request = plan.apply(request)
                     planner.sent(plan)
@@ -1167,6 +1172,7 @@ class ChatClaudeRelay(BaseChatModel):
             params["response_format"] = response_format_for(params["response_format"])
         check_sendable(params)
         fit_thinking_budget(params, interleaved=self._interleaved_thinking())
+        check_thinking_sampling(params)
         check_sampling(  # after every override: what is sent is what is checked
             temperature=params.get("temperature"),
             max_tokens=params.get("max_tokens"),
@@ -1940,10 +1946,10 @@ class ChatClaudeRelay(BaseChatModel):
         native ways in the request has ``max_tokens=0`` (no output at all) where Claude takes it
         (a breakpoint, no structured output, no forced tool); otherwise, and on relays (many
         refuse 0), ``max_tokens=1``. Extended thinking is left out of the warm-up: it would
-        have to think before answering, and the tools and system prompt it writes are read by
-        calls with thinking all the same (thinking settings key only the messages' part of
-        the cache). ``batch``/``abatch`` need no warm-up call: they already let one input go
-        first.
+        have to think before answering. The tools and system prompt it writes are read by
+        calls with thinking all the same, but not the messages part (keyed by the thinking
+        settings): for such calls it marks only the tools and system prompt, with a warning.
+        ``batch``/``abatch`` need no warm-up call: they already let one input go first.
 
         Args:
             input: the shared part of the prompt.
@@ -1970,12 +1976,26 @@ class ChatClaudeRelay(BaseChatModel):
         return ClaudeRelayBinding(bound=self, kwargs=kwargs, config={})
 
     def _warm_up_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """A warm-up's call arguments: the least output Claude takes, no thinking."""
+        """A warm-up's call arguments: the least output Claude takes, no thinking.
+
+        When the calls it warms think, it marks only the tools and system prompt: the
+        messages part of their cache is keyed by their thinking settings, which the warm-up
+        leaves out, so a document it wrote there would be read by none of them.
+        """
+        scope = _WARM_UP_ALL
+        if thinking_on(self._effective_thinking(kwargs)):
+            scope = _WARM_UP_STATIC
+            warn_external(  # Python shows it once per line of the user's that calls warm()
+                "warm() on a model with extended thinking writes only the tools and the system "
+                "prompt: Claude keys the messages part of the cache by the thinking settings, "
+                "which a warm-up leaves out. Put the shared documents in the system prompt to "
+                "have them warmed.",
+            )
         return {
             "max_tokens": 0 if self._api.native else 1,
             **kwargs,
             "thinking": None,
-            _WARM_UP: True,
+            _WARM_UP: scope,
         }
 
     def _warmup_keys(
@@ -2217,6 +2237,8 @@ def _cost_trackers(
 
 
 _WARM_UP = "warm_up"
+_WARM_UP_ALL = "all"
+_WARM_UP_STATIC = "static"  # tools and system prompt only (the calls it warms think)
 """The call argument ``warm``/``awarm`` mark their call with: a ``max_tokens=0`` Claude would
 refuse (no breakpoint, structured output, a forced tool) becomes 1 instead of an error."""
 

@@ -486,6 +486,8 @@ def _models_text(rows: Sequence[dict[str, Any]]) -> str:
                 "automatic caching refused on legacy "
                 + ", ".join(r["refuses_automatic_caching_on"])
             )
+        if r["thinking_types"]:
+            notes.append("thinking: " + "/".join(r["thinking_types"]))
         notes += [
             f"report {p['name']}: reads {p['read_multiplier']:g}x" for p in r["price_reports"]
         ]

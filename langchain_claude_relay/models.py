@@ -238,6 +238,9 @@ class ModelSpec:
             (Bedrock: 1,024 for Fable 5 and Mythos 5).
         refuses_automatic_caching_on: platforms that refuse a top-level ``cache_control``
             with this model (the legacy Bedrock integration, Opus 4.6 and earlier).
+        thinking_types: the ``thinking.type`` values Claude takes for this model (empty: not
+            in our sources, nothing is refused): ``enabled`` (a ``budget_tokens``) is a 400 on
+            Claude 4.7 and later, ``adaptive`` on 4.5 and earlier.
         sources: keys of ``SOURCES`` the row was read from.
         read_on: when the row was read.
         note: anything a reader of the table should know.
@@ -254,6 +257,7 @@ class ModelSpec:
     current: bool = False
     platform_min_cache_tokens: tuple[tuple[str, int], ...] = ()
     refuses_automatic_caching_on: tuple[str, ...] = ()
+    thinking_types: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     read_on: _dt.date | None = None
     note: str = ""
@@ -360,6 +364,7 @@ def _spec(
             (str(k), int(v)) for k, v in row.get("platform_min_cache_tokens", {}).items()
         ),
         refuses_automatic_caching_on=tuple(row.get("refuses_automatic_caching_on", ())),
+        thinking_types=tuple(str(t) for t in row.get("thinking_types", ())),
         sources=_checked_sources(row.get("sources", ()), family, known),
         read_on=_date(row["read_on"], family),
         note=str(row.get("note", "")),
@@ -756,6 +761,7 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 **_prices_row(spec.prices),
                 "retired_on": str(spec.retired_on) if spec.retired_on else None,
                 "refuses_automatic_caching_on": list(spec.refuses_automatic_caching_on),
+                "thinking_types": list(spec.thinking_types),
                 "note": spec.note,
                 "price_reports": [
                     {
@@ -782,6 +788,7 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 **_prices_row(None),
                 "retired_on": None,
                 "refuses_automatic_caching_on": [],
+                "thinking_types": [],
                 "note": listed.note,
                 "price_reports": [],
                 "sources": list(listed.sources),

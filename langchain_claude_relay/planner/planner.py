@@ -336,6 +336,7 @@ class CachePlanner:
         ttl: TTLPolicy | None = None,
         max_markers: int = MAX_CACHE_MARKERS,
         mark_tools: bool = True,
+        mark_messages: bool = True,
         keep_warm: bool = False,
     ) -> CachePlan:
         """Plan the cache markers of one request.
@@ -350,6 +351,9 @@ class CachePlanner:
                 when the relay injects markers of its own, see ``probe``).
             mark_tools: whether tool definitions may carry planned markers (``False`` when the
                 relay drops markers on tools).
+            mark_messages: whether the messages part may carry planned markers (``False`` for
+                a warm-up without the thinking settings of the calls it warms: their messages
+                part is keyed by those, so only the tools and system prompt are shared).
             keep_warm: whether keep-alive requests may keep a 5-minute entry alive past its TTL
                 (the chat model's ``keep_warm="auto"``): a 5m marker is then priced with them
                 where its prefix's returns make them pay (``keepalive.bridge_cost``).
@@ -372,6 +376,8 @@ class CachePlanner:
         sites = _find_sites(blocks)
         known = self._load_known(history, blocks, sites, now)
         sites = _with_guard(blocks, sites, known.cached, mark_tools=mark_tools)
+        if not mark_messages:
+            sites = [s for s in sites if blocks.scan.items[s.index].section != "messages"]
         odds = _odds_per_site(history, [*sites, *_user_sites(blocks)], known.pending_at)
         rates = Rates.from_prices(spec.prices)
         slots = max(0, min(max_markers, MAX_CACHE_MARKERS) - len(blocks.user))

@@ -76,6 +76,7 @@ class Planner(Protocol):
         ttl: TTLPolicy | None = None,
         max_markers: int = MAX_CACHE_MARKERS,
         mark_tools: bool = True,
+        mark_messages: bool = True,
         keep_warm: bool = False,
     ) -> CachePlan:
         """Plan the request's cache markers (see ``CachePlanner.plan``)."""
@@ -223,11 +224,13 @@ class _AdaptedPlanner:
         ttl: TTLPolicy | None = None,
         max_markers: int = MAX_CACHE_MARKERS,
         mark_tools: bool = True,
+        mark_messages: bool = True,
         keep_warm: bool = False,
     ) -> CachePlan:
         """The wrapped planner's plan (passed only the options that differ from defaults).
 
-        ``keep_warm`` is not passed: a user's planner advises no keep-alive.
+        ``keep_warm`` is not passed: a user's planner advises no keep-alive. Nor is
+        ``mark_messages``: such a planner's markers stay as it places them.
         """
         options: dict[str, Any] = {"ttl": ttl} if ttl is not None else {}
         if max_markers < MAX_CACHE_MARKERS:

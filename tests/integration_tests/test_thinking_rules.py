@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import warnings
 from typing import Any
 
@@ -143,6 +144,26 @@ async def test_warm_sends_the_least_output_claude_takes(
     assert payload["max_tokens"] == (0 if zero else 1)
     assert warmed.usage_metadata is not None
     assert warmed.usage_metadata["input_token_details"]["cache_creation"] >= 0
+
+
+@pytest.mark.parametrize("way", ["openai", "anthropic"])
+def test_a_warm_up_for_thinking_calls_writes_only_what_they_read(
+    emulator: RelayEmulator, way: str
+) -> None:
+    # the warm-up leaves thinking out, and Claude keys the messages part by the thinking
+    # settings: a document it wrote there was paid for and read by no thinking call
+    llm, sent = _llm(way, emulator, thinking={"type": "adaptive"})
+    system, document = ("system", _document()), {"type": "text", "text": _document()}
+    with pytest.warns(UserWarning, match="writes only the tools and the system prompt"):
+        llm.warm([system, ("human", [document])])
+    assert "cache_control" in json.dumps(sent[-1]["system"] if way == "anthropic" else sent[-1])
+    assert "cache_control" not in json.dumps(sent[-1]["messages"][-1])
+    answer = llm.invoke([system, ("human", [document, {"type": "text", "text": "Refunds?"}])])
+    details = answer.usage_metadata["input_token_details"]  # type: ignore[index]
+    assert details["cache_read"] > 0  # the system prompt the warm-up wrote
+    plain, plain_sent = _llm(way, emulator)
+    plain.warm([("system", _document()), ("human", [{"type": "text", "text": _document()}])])
+    assert "cache_control" in json.dumps(plain_sent[-1]["messages"][-1])  # no thinking: all
 
 
 def test_warm_sends_one_output_token_when_nothing_is_marked(emulator: RelayEmulator) -> None:

@@ -143,7 +143,6 @@ def test_sampling_settings_and_extras_reach_the_body(make_llm, relay) -> None:
         top_k=5,
         stop_sequences=["END"],
         extra_body={"relay_option": 1},
-        thinking={"type": "enabled", "budget_tokens": 2048},
     )
     llm.invoke("hi")
     body = relay.last
@@ -153,7 +152,10 @@ def test_sampling_settings_and_extras_reach_the_body(make_llm, relay) -> None:
     assert body["top_k"] == 5
     assert body["stop"] == ["END"]
     assert body["relay_option"] == 1
-    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    make_llm(model="claude-sonnet-4-6", thinking={"type": "enabled", "budget_tokens": 2048}).invoke(
+        "hi"
+    )
+    assert relay.last["thinking"] == {"type": "enabled", "budget_tokens": 2048}
 
 
 def test_model_override_per_call(make_llm, relay) -> None:

@@ -231,7 +231,7 @@ def test_malformed_thinking_never_fails_a_call(entries: list[Any], key: str) -> 
 
 def test_signed_thinking_goes_back_unchanged_on_the_next_turn(make_llm, relay) -> None:
     relay.queue(_answer(reasoning_content=SIGNED["thinking"], thinking_blocks=[SIGNED]))
-    llm = make_llm(thinking={"type": "enabled", "budget_tokens": 2000}, max_tokens=4000)
+    llm = make_llm(thinking={"type": "adaptive"}, max_tokens=4000)
     question = HumanMessage("weather in Paris?")
     ai = llm.invoke([question])
     assert ai.additional_kwargs["thinking_blocks"] == [SIGNED]
@@ -248,7 +248,7 @@ def test_signed_thinking_goes_back_unchanged_on_the_next_turn(make_llm, relay) -
 )
 def test_streamed_thinking_aggregates_and_goes_back(make_llm, relay, events) -> None:
     relay.queue(_stream_response(events))
-    llm = make_llm(thinking={"type": "enabled", "budget_tokens": 2000}, max_tokens=4000)
+    llm = make_llm(thinking={"type": "adaptive"}, max_tokens=4000)
     question = HumanMessage("weather in Paris?")
     chunks = list(llm.stream([question]))
     full = chunks[0]
