@@ -3,15 +3,26 @@
 Accepts what LangChain users write: ``SystemMessage``/``HumanMessage``/``AIMessage``/
 ``ToolMessage`` (or OpenAI-style role dicts, converted by LangChain), string or list content with
 OpenAI parts (``image_url``, ``file``), LangChain's standard blocks (``image``/``file`` with
-``url``, ``base64`` or ``source_type``) and Claude's own blocks (``image``/``document`` with a
-``source``, ``thinking``). ``cache_control`` placed by the user is kept where it was put: on a
-content part, on a message (``additional_kwargs["cache_control"]``, meaning its last part), on a
-tool (top level or inside ``"function"``) and on a tool result.
+``url``, ``base64`` or ``source_type``; ``text-plain``, which becomes a text document) and
+Claude's own blocks (``image``/``document`` with a ``source``, ``thinking``). ``cache_control``
+placed by the user is kept where it was put: on a content part, on a message
+(``additional_kwargs["cache_control"]``, meaning its last part), on a tool (top level or inside
+``"function"``) and on a tool result.
+
+Images and documents are checked as Claude checks them, before anything is sent: an image is
+JPEG, PNG, GIF or WebP (``image/jpg`` is read as ``image/jpeg``) of at most 5 MB; a base64
+document is a PDF, or text/plain data, which is decoded and sent as Claude's ``text`` source;
+Claude's ``text`` and ``content`` document sources are kept; a file id (Claude's Files API) is
+refused. A document's ``title``, ``citations`` and ``context`` are kept, written on the block
+or, in a LangChain v1 block, in its ``extras`` (the Messages API sends them; the OpenAI format
+has no place for citations and context).
 
 An assistant turn's thinking goes back only as Claude can take it: signed ``thinking`` and
-``redacted_thinking`` blocks (in its content, or kept in ``additional_kwargs["thinking_blocks"]``
-from an earlier answer). Reasoning text without a signature (``reasoning_content``, another
-model's reasoning) is left out: Claude refuses unsigned thinking.
+``redacted_thinking`` blocks (in its content, also as LangChain v1 writes redacted thinking,
+wrapped in a ``non_standard`` block, or kept in ``additional_kwargs["thinking_blocks"]`` from an
+earlier answer), and only from a turn Claude wrote (:func:`_made_by_claude`). Reasoning text
+without a signature (``reasoning_content``) and another model's reasoning, signed or not, are
+left out: Claude refuses unsigned thinking, and a signature it did not make.
 
 A tool result (``ToolMessage`` content) may also hold the two block types LangChain's tool layer
 accepts beyond those (``TOOL_MESSAGE_BLOCK_TYPES``):
@@ -34,6 +45,7 @@ index and the fix, before anything is sent.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -55,6 +67,7 @@ from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Tool
 
 __all__ = [
+    "IMAGE_MEDIA_TYPES",
     "MAX_IMAGE_BYTES",
     "MIN_THINKING_BUDGET",
     "to_claude_request",
@@ -67,7 +80,16 @@ __all__ = [
 ]
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
-"""Claude rejects images larger than 5 MB (base64-decoded) in API requests."""
+"""Claude rejects images larger than 5 MB (base64-decoded) in API requests.
+
+Images only: a PDF's limit is the request's (32 MB for the whole body, a 413 from the API, raised
+as ``RequestTooLargeError``)."""
+
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+"""The image types Claude takes (any other is a 400)."""
+
+_MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg"}  # a common misspelling, the same images
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 MIN_THINKING_BUDGET = 1024
 """Claude rejects ``thinking.budget_tokens`` below 1,024."""
@@ -76,6 +98,7 @@ _THINKING_TYPES = ("enabled", "adaptive", "disabled")
 
 _BASE64_PREFIX = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 _IGNORED_AI_PART_TYPES = frozenset({"tool_use", "tool_call", "tool_call_chunk", "server_tool_call"})
+_THINKING_PART_TYPES = frozenset({"thinking", "reasoning", "redacted_thinking"})
 
 
 def _fail(where: str, problem: str) -> RequestValidationError:
@@ -91,59 +114,203 @@ def _marker(raw: Any, where: str) -> CacheControl | None:
         raise _fail(where, str(exc)) from None
 
 
-def _data_url(url: str) -> tuple[str, str] | None:
-    """``data:image/png;base64,XXXX`` -> (media type, data)."""
+def _data_url(url: str, where: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,XXXX`` -> (media type, data); ``None`` for any other URL.
+
+    Raises:
+        RequestValidationError: for a ``data:`` URL that is not base64 (``data:text/plain,hi``):
+            Claude takes inline data only as base64.
+    """
     if not url.startswith("data:"):
         return None
     header, _, data = url.partition(",")
-    media_type = header[5:].split(";", 1)[0] or "application/octet-stream"
-    return media_type, data
+    media_type, *params = header[5:].split(";")
+    if "base64" not in params:
+        raise _fail(where, "a data: URL must hold base64 data, as in 'data:image/png;base64,...'")
+    return media_type or "application/octet-stream", data
 
 
-def _check_base64_size(data: str, where: str) -> None:
-    size = len(data) * 3 // 4
-    if size > MAX_IMAGE_BYTES:
+def _media_type(raw: Any) -> str:
+    """A media type as Claude spells it: no parameters, lower case, ``image/jpg`` -> jpeg."""
+    media_type = str(raw).split(";", 1)[0].strip().lower()
+    return _MEDIA_TYPE_ALIASES.get(media_type, media_type)
+
+
+def _check_base64(data: str, where: str) -> None:
+    if not _BASE64_PREFIX.match(data[:256]):
+        raise _fail(where, "the part's data is not valid base64")
+
+
+def _text_source(text: Any, where: str) -> dict[str, Any]:
+    """Claude's source for a plain-text document."""
+    if not isinstance(text, str) or not text:
+        raise _fail(where, "a text document needs its text as a non-empty string")
+    return {"type": "text", "media_type": "text/plain", "data": text}
+
+
+def _decoded_text(data: str, where: str) -> str:
+    """Base64 text/plain data as the text itself (Claude takes text documents only as text)."""
+    compact = "".join(data.split()).translate(_URLSAFE_TO_STANDARD)
+    try:
+        raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except ValueError:  # binascii.Error
+        raise _fail(where, "the text/plain part's data is not valid base64") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
         raise _fail(
             where,
-            f"image of about {size / 1e6:.1f} MB is over Claude's 5 MB limit; resize or "
-            "compress it, or pass a URL",
+            "the text/plain part's data is not UTF-8 text; decode it yourself and send the text "
+            "as a 'text-plain' block ({'type': 'text-plain', 'text': ...}) or a text part",
+        ) from None
+
+
+def _base64_source(block_type: str, raw_media_type: Any, data: str, where: str) -> dict[str, Any]:
+    """A base64 image or document as a source Claude takes, checked before it is sent.
+
+    Images: JPEG, PNG, GIF or WebP of at most 5 MB. Documents: a PDF (no size check per part:
+    its limit is the request's 32 MB), or text/plain data, decoded and sent as a ``text`` source
+    (Claude refuses base64 data of any type but PDF in a document).
+    """
+    if not raw_media_type:
+        example = "image/png" if block_type == "image" else "application/pdf"
+        raise _fail(where, f"base64 {block_type} data needs a media type such as {example!r}")
+    media_type = _media_type(raw_media_type)
+    _check_base64(data, where)
+    if block_type == "image":
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise _fail(
+                where,
+                f"image media type {media_type!r} is not one Claude takes: use "
+                f"{', '.join(IMAGE_MEDIA_TYPES)} (convert the image, or fix its mime_type)",
+            )
+        size = len(data) * 3 // 4
+        if size > MAX_IMAGE_BYTES:
+            raise _fail(
+                where,
+                f"image of about {size / 1e6:.1f} MB is over Claude's 5 MB limit; resize or "
+                "compress it, or pass a URL",
+            )
+    elif media_type == "text/plain":
+        return _text_source(_decoded_text(data, where), where)
+    elif media_type != "application/pdf":
+        raise _fail(
+            where,
+            f"a base64 document of type {media_type!r} cannot be sent: Claude takes base64 "
+            "documents only as application/pdf (and text/plain, sent as text); send other "
+            "files' text as a text part, and images as an image part",
         )
-    if not _BASE64_PREFIX.match(data[:256]):
-        raise _fail(where, "image data is not valid base64")
+    return {"type": "base64", "media_type": media_type, "data": data}
+
+
+def _content_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Claude's ``content`` document source: its text and image blocks, checked.
+
+    A string is one text block (so that every wire and the token count read one shape).
+    """
+    content = source.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list | tuple) or not content:
+        raise _fail(
+            where,
+            "a 'content' document source needs 'content' as a string or a non-empty list of "
+            "text and image blocks",
+        )
+    blocks: list[dict[str, Any]] = []
+    for k, block in enumerate(content):
+        block_where = f"{where}, source content[{k}]"
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind == "text" and isinstance(block.get("text"), str) and block["text"]:
+            blocks.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            blocks.append({"type": "image", "source": _source("image", block, block_where)})
+        else:
+            raise _fail(
+                block_where,
+                "a 'content' document source holds only non-empty text blocks "
+                f"{{'type': 'text', 'text': '...'}} and image blocks, not {block!r:.80}",
+            )
+    return {"type": "content", "content": blocks}
+
+
+def _file_id_error(kind: str, file_id: Any, where: str) -> RequestValidationError:
+    return _fail(
+        where,
+        f"{kind} part refers to an uploaded file by id ({file_id!r}), which is not supported "
+        "(Claude's Files API needs a beta header, and a relay cannot see your uploads): send "
+        "the data itself (base64) or a URL",
+    )
+
+
+def _claude_source(block_type: str, source: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A source written in Claude's own shape (``{"type": "base64" | "url" | ...}``), checked."""
+    source_type = source.get("type")
+    if source_type == "base64":
+        data = source.get("data")
+        if not isinstance(data, str) or not data:
+            raise _fail(where, f"{block_type} source has no base64 'data'")
+        return _base64_source(block_type, source.get("media_type"), data, where)
+    if source_type == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url:
+            raise _fail(where, f"{block_type} source of type 'url' needs a non-empty 'url'")
+        return {"type": "url", "url": url}
+    if source_type == "file":
+        raise _file_id_error(block_type, source.get("file_id"), where)
+    if block_type == "document" and source_type == "text":
+        return _text_source(source.get("data"), where)
+    if block_type == "document" and source_type == "content":
+        return _content_source(source, where)
+    accepted = (
+        "'base64' or 'url'" if block_type == "image" else "'base64', 'url', 'text' or 'content'"
+    )
+    raise _fail(
+        where, f"{block_type} source type {source_type!r} is not understood: use {accepted}"
+    )
 
 
 def _source(kind: str, part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The Claude ``source`` of an image or file part in any of the accepted spellings."""
+    """The Claude ``source`` of an image or file part in any of the accepted spellings.
+
+    Checked here, before anything is sent, as Claude would check it: image media types and
+    size, base64 document types (a text/plain one becomes a ``text`` source), file ids.
+    """
+    block_type = "image" if kind in ("image_url", "image") else "document"
     if isinstance(part.get("source"), Mapping):  # Claude's own shape
-        source = dict(part["source"])
-        if source.get("type") == "base64":
-            _check_base64_size(str(source.get("data", "")), where)
-        return source
+        return _claude_source(block_type, part["source"], where)
     url: Any = None
+    file_info: Mapping[str, Any] = part["file"] if isinstance(part.get("file"), Mapping) else {}
     if kind == "image_url":
         image_url = part.get("image_url")
         url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
-    elif kind == "file" and isinstance(part.get("file"), Mapping):
-        url = part["file"].get("file_data") or part["file"].get("url")
+    elif kind == "file":
+        url = file_info.get("file_data") or file_info.get("url")
     source_type = part.get("source_type")
+    if (kind == "text-plain" or source_type == "text") and "text" in part:
+        return _text_source(part["text"], where)
     if url is None and (source_type == "url" or "url" in part):
         url = part.get("url")
     if url is None and (source_type == "base64" or "base64" in part or "data" in part):
         data = part.get("base64") or part.get("data")
         media_type = part.get("mime_type") or part.get("media_type")
+        if kind == "text-plain":
+            media_type = media_type or "text/plain"
         if not isinstance(data, str) or not data:
             raise _fail(where, f"{kind} part has no base64 data")
         if not media_type:
             raise _fail(where, f"base64 {kind} part needs a 'mime_type' such as 'image/png'")
-        _check_base64_size(data, where)
-        return {"type": "base64", "media_type": media_type, "data": data}
+        return _base64_source(block_type, media_type, data, where)
     if not isinstance(url, str) or not url:
+        file_id = part.get("file_id") or file_info.get("file_id")
+        if file_id is None and source_type == "id":  # LangChain's older standard blocks
+            file_id = part.get("id")
+        if file_id:
+            raise _file_id_error(kind, file_id, where)
         raise _fail(where, f"{kind} part has neither a URL nor base64 data")
-    decoded = _data_url(url)
+    decoded = _data_url(url, where)
     if decoded is not None:
-        media_type, data = decoded
-        _check_base64_size(data, where)
-        return {"type": "base64", "media_type": media_type, "data": data}
+        return _base64_source(block_type, *decoded, where)
     return {"type": "url", "url": url}
 
 
@@ -154,21 +321,61 @@ def _file_title(part: Mapping[str, Any]) -> str | None:
     ``filename`` at the top, or (v1, as ``create_file_block`` stores extra keyword arguments, and
     as LangChain rewrites OpenAI's file parts before ``_generate``) ``extras["filename"]``, or
     the older ``metadata["filename"]`` (the spellings langchain-core's
-    ``messages/block_translators/openai.py`` reads when it renders a file for OpenAI).
+    ``messages/block_translators/openai.py`` reads when it renders a file for OpenAI); a
+    ``title`` in ``extras`` (where langchain-core's Anthropic translator puts a document's).
     """
     file_info = part.get("file")
-    extras = part.get("extras")
-    metadata = part.get("metadata")
     for candidate in (
         part.get("title"),
         part.get("filename"),
-        extras.get("filename") if isinstance(extras, Mapping) else None,
-        metadata.get("filename") if isinstance(metadata, Mapping) else None,
+        _extra(part, "title"),
+        _extra(part, "filename"),
         file_info.get("filename") if isinstance(file_info, Mapping) else None,
     ):
         if isinstance(candidate, str) and candidate:
             return candidate
     return None
+
+
+def _extra(part: Mapping[str, Any], key: str) -> Any:
+    """A key of a LangChain v1 block kept in ``extras`` (or the older ``metadata``), or ``None``."""
+    for holder in (part.get("extras"), part.get("metadata")):
+        if isinstance(holder, Mapping) and holder.get(key) is not None:
+            return holder[key]
+    return None
+
+
+def _citations(citations: Any, where: str, what: str) -> dict[str, bool]:
+    """A ``citations`` setting as Claude takes it: ``{"enabled": bool}``."""
+    if (
+        not isinstance(citations, Mapping)
+        or set(citations) != {"enabled"}
+        or not isinstance(citations["enabled"], bool)
+    ):
+        raise _fail(
+            where,
+            f"a {what}'s 'citations' must be {{'enabled': True}} or {{'enabled': False}} "
+            f"(or left out), not {citations!r:.80}",
+        )
+    return {"enabled": citations["enabled"]}
+
+
+def _document_options(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A document's ``citations`` and ``context``, checked, for the Messages API.
+
+    Written on the block (Claude's shape) or, in a LangChain v1 block, in ``extras`` (where
+    langchain-core's Anthropic translator puts them) or ``metadata``, as ChatAnthropic reads them.
+    """
+    options: dict[str, Any] = {}
+    citations = part.get("citations", _extra(part, "citations"))
+    if citations is not None:
+        options["citations"] = _citations(citations, where, "document")
+    context = part.get("context", _extra(part, "context"))
+    if context is not None:
+        if not isinstance(context, str):
+            raise _fail(where, f"a document's 'context' must be a string, not {context!r:.80}")
+        options["context"] = context
+    return options
 
 
 def _signed_thinking(part: Mapping[str, Any]) -> Block | None:
@@ -235,28 +442,41 @@ def _content_blocks(content: Any, where: str, role: str, first_index: int = 0) -
                 blocks.append(Block("text", {"text": text}, marker))
         elif kind in ("image_url", "image"):
             blocks.append(Block("image", {"source": _source(str(kind), part, part_where)}, marker))
-        elif kind in ("file", "document"):
+        elif kind in ("file", "document", "text-plain"):
             data: dict[str, Any] = {"source": _source(str(kind), part, part_where)}
             title = _file_title(part)
             if title:
                 data["title"] = title
+            data.update(_document_options(part, part_where))
             blocks.append(Block("document", data, marker))
-        elif kind in ("thinking", "reasoning", "redacted_thinking") and role == "assistant":
+        elif role == "assistant" and (
+            kind in _THINKING_PART_TYPES
+            or (kind == "non_standard" and _wrapped_type(part) in _THINKING_PART_TYPES)
+        ):
             if marker is not None:
                 raise _fail(part_where, "thinking blocks cannot carry cache_control")
-            block = _signed_thinking(part)
+            # langchain-core's v1 translator wraps Claude's redacted thinking as non_standard
+            block = _signed_thinking(part["value"] if kind == "non_standard" else part)
             if block is not None:  # unsigned thinking is reasoning text only: Claude refuses it
                 blocks.append(block)
         elif kind in _IGNORED_AI_PART_TYPES and role == "assistant":
             continue  # tool calls are taken from AIMessage.tool_calls
         else:
+            inside = f" holding {_wrapped_type(part)!r}" if kind == "non_standard" else ""
             raise _fail(
                 part_where,
-                f"unsupported content part type {kind!r}; use 'text', 'image_url', 'image', "
-                "'file' or 'document' (and 'thinking' in assistant turns, 'json' and "
-                "'search_result' in tool results)",
+                f"unsupported content part type {kind!r}{inside}; use 'text', 'image_url', "
+                "'image', 'file', 'document' or 'text-plain' (and 'thinking' in assistant "
+                "turns, 'json' and 'search_result' in tool results)",
             )
     return blocks
+
+
+def _wrapped_type(part: Mapping[str, Any]) -> str | None:
+    """The type of the block a LangChain ``non_standard`` block wraps in its ``value``."""
+    value = part.get("value")
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _with_message_marker(blocks: list[Block], raw: Any, where: str) -> list[Block]:
@@ -387,17 +607,7 @@ def _search_result_part(
     }
     citations = part.get("citations")
     if citations is not None:
-        if (
-            not isinstance(citations, Mapping)
-            or set(citations) != {"enabled"}
-            or not isinstance(citations["enabled"], bool)
-        ):
-            raise _fail(
-                where,
-                "a 'search_result' part's 'citations' must be {'enabled': True} or "
-                f"{{'enabled': False}} (or left out), not {citations!r:.80}",
-            )
-        native["citations"] = {"enabled": citations["enabled"]}
+        native["citations"] = _citations(citations, where, "'search_result' part")
     text_part = {"type": "text", "text": search_result_text(part["source"], part["title"], texts)}
     return text_part, native, marker or inner_marker
 
@@ -452,6 +662,27 @@ def _tool_result(message: ToolMessage, where: str) -> Block:
     return Block("tool_result", data, marker)
 
 
+def _made_by_claude(message: AIMessage) -> bool:
+    """Whether an assistant turn may hold Claude's thinking, by the model that wrote it.
+
+    LangChain's chat models record ``response_metadata["model_provider"]``: this package's
+    ``"claude-relay"``, ChatAnthropic's ``"anthropic"``, and the like. A turn without one (written
+    by hand, or by an older LangChain) is taken as Claude's. Other providers sign their thinking
+    too (langchain-google-genai keeps Gemini's thought signature as ``signature``), and Claude
+    refuses a signature it did not make, on every later call: so a turn from a provider whose
+    name says neither Claude nor Anthropic counts as Claude's only if its ``model_name`` does
+    (Claude through Bedrock, OpenRouter, LiteLLM).
+    """
+    metadata = message.response_metadata or {}
+    provider = str(metadata.get("model_provider") or "").lower()
+    model = str(
+        metadata.get("model_name") or metadata.get("model") or metadata.get("model_id") or ""
+    ).lower()
+    return not provider or any(
+        claude in name for claude in ("claude", "anthropic") for name in (provider, model)
+    )
+
+
 def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
     blocks = _content_blocks(message.content, where, "assistant")
     has_thinking = any(b.type in ("thinking", "redacted_thinking") for b in blocks)
@@ -460,6 +691,8 @@ def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
         blocks[:0] = _content_blocks(
             kept, f"{where}.additional_kwargs.thinking_blocks", "assistant"
         )
+    if not _made_by_claude(message):  # another model's thinking: Claude refuses its signature
+        blocks = [b for b in blocks if b.type not in ("thinking", "redacted_thinking")]
     # ``reasoning_content`` alone (no signed blocks) stays out: unsigned, Claude would refuse it
     for call in message.tool_calls:
         if not call.get("id"):

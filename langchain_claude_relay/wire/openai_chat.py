@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay.errors import APIResponseError, RequestValidationError
 from langchain_claude_relay.request import Block, ClaudeRequest, Message, Tool, canonical_json
 from langchain_claude_relay.usage import normalize_usage
@@ -103,30 +104,71 @@ def _sorted(value: Any) -> Any:
 
 
 def _image_url(source: Mapping[str, Any]) -> str:
+    """A base64 or URL source as the URL an ``image_url`` or ``file`` part carries."""
     if source.get("type") == "base64":
         return f"data:{source.get('media_type')};base64,{source.get('data')}"
-    return str(source.get("url", ""))
+    if source.get("type") == "url":
+        return str(source.get("url", ""))
+    msg = f"a {source.get('type')!r} source cannot be sent as a URL or as base64 data"
+    raise RequestValidationError(msg)
 
 
-def _part(block: Block) -> dict[str, Any]:
-    """One block as an OpenAI content part (with its marker)."""
+DOCUMENT_KEYS_NOT_SENT = ("citations", "context")
+"""A document's keys the OpenAI chat format has no place for: left out, with one warning."""
+
+
+def _document_parts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A document as OpenAI content parts.
+
+    A PDF (base64 or URL) is a ``file`` part, its title the ``filename``. A text document (a
+    ``text`` or ``content`` source) is its text (and images) as parts, after a part holding its
+    title: LiteLLM makes a ``file`` part's data a base64 document of the data's media type,
+    which Claude takes only for PDFs (BerriAI/litellm ``prompt_templates/factory.py``,
+    ``anthropic_process_openai_file_message``).
+    """
+    if any(key in data for key in DOCUMENT_KEYS_NOT_SENT):
+        warn_once(
+            ("openai_document_keys",),
+            "a document's citations and context cannot be sent in the OpenAI chat format and "
+            "are left out; use api='anthropic' (or Bedrock, Vertex) to send them",
+        )
+    source = data["source"]
+    title = data.get("title")
+    if source.get("type") not in ("text", "content"):
+        file: dict[str, Any] = {"file_data": _image_url(source)}
+        if title:
+            file["filename"] = title
+        return [{"type": "file", "file": file}]
+    parts: list[dict[str, Any]] = [{"type": "text", "text": str(title)}] if title else []
+    if source["type"] == "text":
+        parts.append({"type": "text", "text": str(source.get("data", ""))})
+    else:
+        for inner in source.get("content") or ():
+            if inner.get("type") == "image":
+                parts.append(
+                    {"type": "image_url", "image_url": {"url": _image_url(inner["source"])}}
+                )
+            else:
+                parts.append({"type": "text", "text": str(inner.get("text", ""))})
+    return parts
+
+
+def _parts(block: Block) -> list[dict[str, Any]]:
+    """One block as OpenAI content parts (a text document: several), its marker on the last."""
     data = block.data
-    part: dict[str, Any]
+    parts: list[dict[str, Any]]
     if block.type == "text":
-        part = {"type": "text", "text": data["text"]}
+        parts = [{"type": "text", "text": data["text"]}]
     elif block.type == "image":
-        part = {"type": "image_url", "image_url": {"url": _image_url(data["source"])}}
+        parts = [{"type": "image_url", "image_url": {"url": _image_url(data["source"])}}]
     elif block.type == "document":
-        file: dict[str, Any] = {"file_data": _image_url(data["source"])}
-        if data.get("title"):
-            file["filename"] = data["title"]
-        part = {"type": "file", "file": file}
+        parts = _document_parts(data)
     else:  # pragma: no cover - callers route other types elsewhere
         msg = f"a {block.type} block is not a content part"
         raise ValueError(msg)
     if block.cache_control is not None:
-        part["cache_control"] = block.cache_control.to_wire()
-    return part
+        parts[-1]["cache_control"] = block.cache_control.to_wire()
+    return parts
 
 
 def _content(blocks: list[Block], canonical: bool) -> str | list[dict[str, Any]]:
@@ -143,7 +185,7 @@ def _content(blocks: list[Block], canonical: bool) -> str | list[dict[str, Any]]
         and blocks[0].cache_control is None
     ):
         return str(blocks[0].data["text"])
-    return [_part(b) for b in blocks]
+    return [part for b in blocks for part in _parts(b)]
 
 
 def _tool(tool: Tool, canonical: bool) -> dict[str, Any]:
@@ -170,22 +212,26 @@ def _tool_result_message(block: Block, canonical: bool) -> dict[str, Any]:
             parts = [{"type": "text", "text": ""}]
         if block.cache_control is not None:  # the marker rides on the last part
             parts[-1] = {**parts[-1], "cache_control": block.cache_control.to_wire()}
-        content = [_result_part(p) for p in parts]
+        content = [rendered for p in parts for rendered in _result_parts(p)]
     elif not isinstance(content, str):
-        content = [_result_part(p) for p in content]
+        content = [rendered for p in content for rendered in _result_parts(p)]
     return {"role": "tool", "tool_call_id": block.data["tool_use_id"], "content": content}
 
 
-def _result_part(part: Mapping[str, Any]) -> dict[str, Any]:
-    if part.get("type") == "image" and isinstance(part.get("source"), Mapping):
-        rendered: dict[str, Any] = {
-            "type": "image_url",
-            "image_url": {"url": _image_url(part["source"])},
-        }
-        if "cache_control" in part:
-            rendered["cache_control"] = part["cache_control"]
-        return rendered
-    return dict(part)
+def _result_parts(part: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A part of a tool result as OpenAI content parts, as in a user turn (:func:`_parts`).
+
+    LiteLLM's tool-result converter reads text, ``image_url`` and ``file`` parts only: an image
+    or document in Claude's shape would be dropped.
+    """
+    kind = part.get("type")
+    if kind not in ("image", "document") or not isinstance(part.get("source"), Mapping):
+        return [dict(part)]
+    data = {k: v for k, v in part.items() if k not in ("type", "cache_control")}
+    rendered = _parts(Block(kind, data))
+    if "cache_control" in part:
+        rendered[-1]["cache_control"] = part["cache_control"]
+    return rendered
 
 
 OPENROUTER_CLAUDE_FORMAT = "anthropic-claude-v1"
