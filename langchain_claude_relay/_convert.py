@@ -39,6 +39,11 @@ accepts beyond those (``TOOL_MESSAGE_BLOCK_TYPES``):
 A ``cache_control`` on either (or on a text block inside a search result) moves to the parent
 ``tool_result``, like a marker on any other part of a tool result.
 
+Tools are client tools, with names Claude takes (``^[a-zA-Z0-9_-]{1,128}$``, never renamed);
+a provider's server tool (``{"type": "web_search_20250305", ...}``) is refused, not sent as an
+empty client tool. ``tool_choice`` is understood exactly as ``request.claude_tool_choice``
+reads it.
+
 Bad input raises :class:`~langchain_claude_relay.errors.RequestValidationError` with the message
 index and the fix, before anything is sent.
 """
@@ -64,7 +69,14 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_claude_relay._settings_checks import check_thinking_with_tool_choice
 from langchain_claude_relay.errors import RequestValidationError
-from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Tool
+from langchain_claude_relay.request import (
+    Block,
+    CacheControl,
+    ClaudeRequest,
+    Message,
+    Tool,
+    claude_tool_choice,
+)
 
 __all__ = [
     "IMAGE_MEDIA_TYPES",
@@ -97,6 +109,14 @@ MIN_THINKING_BUDGET = 1024
 _THINKING_TYPES = ("enabled", "adaptive", "disabled")
 
 _BASE64_PREFIX = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+"""What Claude takes as a tool name (``^[a-zA-Z0-9_-]{1,128}$``); anything else is a 400."""
+
+# A tool dict that is a JSON schema has one of these types (its ``title`` is the tool's name).
+_JSON_SCHEMA_TYPES = frozenset(
+    {"object", "array", "string", "number", "integer", "boolean", "null"}
+)
+
 _IGNORED_AI_PART_TYPES = frozenset({"tool_use", "tool_call", "tool_call_chunk", "server_tool_call"})
 _THINKING_PART_TYPES = frozenset({"thinking", "reasoning", "redacted_thinking"})
 
@@ -703,14 +723,63 @@ def _ai_blocks(message: AIMessage, where: str) -> list[Block]:
     return _with_message_marker(blocks, message.additional_kwargs.get("cache_control"), where)
 
 
+def _refuse_server_tool(tool: Mapping[str, Any], where: str) -> None:
+    """Refuse a tool dict of a type this package cannot send as a client tool.
+
+    A provider's server tool (Claude's ``web_search_20250305``, ``text_editor_20250124``,
+    ``code_execution_...``; OpenAI's ``web_search``, ``file_search``...) has a ``type`` and no
+    schema: LangChain's ``convert_to_openai_tool`` turns it into a function with no parameters,
+    which Claude would see as a client tool and call, and the agent could not run. The package
+    does not claim server tools (neither the planner nor the OpenAI format can carry them), so
+    such a dict is refused rather than sent as something else.
+    """
+    kind = tool.get("type")
+    if not isinstance(kind, str) or kind in _JSON_SCHEMA_TYPES:
+        return
+    if kind == "function" or (kind == "custom" and "input_schema" in tool):
+        return
+    name = tool.get("name")
+    what = f"tool {name!r}" if isinstance(name, str) else "a tool"
+    raise _fail(
+        where,
+        f"{what} has type {kind!r}: a server tool (run by the provider, such as Claude's "
+        "web search or text editor) or a tool type this package cannot convert. Server tools "
+        "are not supported through ChatClaudeRelay's tool conversion: pass client tools only "
+        "(a LangChain tool, a pydantic model, a typed function, an OpenAI function tool "
+        "{'type': 'function', 'function': {...}} or Claude's {'name', 'description', "
+        "'input_schema'})",
+    )
+
+
+def _check_tool_name(name: str, where: str) -> None:
+    """Refuse a name Claude does not take as a tool name (:data:`TOOL_NAME`).
+
+    Not renamed silently: the name is what the model calls and what the tool calls come back
+    with (and what a parser or ``tool_choice`` matches), so a changed name would break them.
+    LangChain's ``convert_to_openai_tool`` keeps a JSON schema's ``title`` as it is, spaces
+    included, as ChatOpenAI and ChatAnthropic then send it.
+    """
+    if TOOL_NAME.fullmatch(name):
+        return
+    suggestion = re.sub(r"[^a-zA-Z0-9_-]+", "_", name).strip("_")[:128] or "my_tool"
+    raise _fail(
+        where,
+        f"tool name {name!r} is not one Claude takes: 1 to 128 letters, digits, '_' or '-' "
+        f"(^[a-zA-Z0-9_-]{{1,128}}$). Rename it, e.g. {suggestion!r} (a JSON schema's name is "
+        "its 'title'; a pydantic model's, its class name; a function's, its __name__)",
+    )
+
+
 def convert_tool(tool: Any, where: str = "tools") -> Tool:
     """One tool (LangChain tool, pydantic model, function, or dict) -> ``Tool``.
 
     Raises:
-        RequestValidationError: if the tool has no name or its schema is not a JSON object schema.
+        RequestValidationError: if the tool has no name or one Claude does not take, its schema
+            is not a JSON object schema, or it is a server tool (see :func:`_refuse_server_tool`).
     """
     marker_raw: Any = None
     if isinstance(tool, Mapping):
+        _refuse_server_tool(tool, where)
         marker_raw = tool.get("cache_control")
         if isinstance(tool.get("function"), Mapping):
             marker_raw = marker_raw or tool["function"].get("cache_control")
@@ -740,6 +809,7 @@ def convert_tool(tool: Any, where: str = "tools") -> Tool:
     name = function.get("name")
     if not isinstance(name, str) or not name:
         raise _fail(where, "tool has no name")
+    _check_tool_name(name, where)
     parameters = function.get("parameters") or {"type": "object", "properties": {}}
     if not isinstance(parameters, Mapping) or parameters.get("type", "object") != "object":
         raise _fail(where, f"tool {name!r} parameters must be a JSON schema of type 'object'")
@@ -794,18 +864,12 @@ def check_thinking(thinking: Any) -> dict[str, Any] | None:
     return dict(thinking)
 
 
-def _chosen_tool_name(tool_choice: Mapping[str, Any]) -> str | None:
-    """The tool a dict ``tool_choice`` forces (OpenAI's or Claude's spelling), if any."""
-    function = tool_choice.get("function")
-    if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-        return str(function["name"])
-    if tool_choice.get("type") == "tool" and isinstance(tool_choice.get("name"), str):
-        return str(tool_choice["name"])
-    return None
-
-
 def check_tool_choice(tool_choice: Any, tools: Sequence[Tool]) -> None:
-    """Check that ``tool_choice`` can be met by the tools sent with it.
+    """Check that ``tool_choice`` is understood and can be met by the tools sent with it.
+
+    Understood are exactly the spellings :func:`~langchain_claude_relay.request.claude_tool_choice`
+    reads, the one reading every wire format renders from, so that what passes here is never
+    refused (or sent as given) later.
 
     Args:
         tool_choice: ``None``, ``"auto"``, ``"none"``, ``"any"``/``"required"``/``True``, a tool
@@ -816,29 +880,21 @@ def check_tool_choice(tool_choice: Any, tools: Sequence[Tool]) -> None:
         RequestValidationError: if it names a tool that is not sent, asks for some tool when
             none is sent, or is not understood.
     """
+    try:
+        choice = claude_tool_choice(tool_choice)
+    except ValueError as exc:
+        raise RequestValidationError(str(exc)) from None
+    if choice is None or choice["type"] in ("auto", "none"):
+        return
     names = [t.name for t in tools]
-    if tool_choice is None or tool_choice is False or tool_choice in ("auto", "none"):
-        return
-    if tool_choice is True or tool_choice in ("any", "required"):
-        if not names:
-            msg = (
-                f"tool_choice {tool_choice!r} asks for a tool call but no tools are bound: "
-                "bind tools or drop tool_choice"
-            )
-            raise RequestValidationError(msg)
-        return
-    if isinstance(tool_choice, Mapping):
-        name = _chosen_tool_name(tool_choice)
-    elif isinstance(tool_choice, str):
-        name = tool_choice
-    else:
+    if choice["type"] == "any" and not names:
         msg = (
-            f"tool_choice {tool_choice!r} is not understood: "
-            "use 'auto', 'any', 'none' or a tool name"
+            f"tool_choice {tool_choice!r} asks for a tool call but no tools are bound: "
+            "bind tools or drop tool_choice"
         )
         raise RequestValidationError(msg)
-    if name is not None and name not in names:
-        msg = f"tool_choice {name!r} names no bound tool; bound tools are {names}"
+    if choice["type"] == "tool" and choice["name"] not in names:
+        msg = f"tool_choice {choice['name']!r} names no bound tool; bound tools are {names}"
         raise RequestValidationError(msg)
 
 

@@ -1394,6 +1394,8 @@ class ChatClaudeRelay(BaseChatModel):
             additional["reasoning_content"] = parsed.reasoning
         if parsed.thinking_blocks:
             additional["thinking_blocks"] = parsed.thinking_blocks
+        if parsed.function_call:  # a relay's legacy function call: kept, as ChatOpenAI keeps it
+            additional["function_call"] = dict(parsed.function_call)
         return AIMessage(
             content=parsed.content,
             additional_kwargs=additional,

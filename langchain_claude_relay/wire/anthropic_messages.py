@@ -43,7 +43,13 @@ from langchain_claude_relay.errors import (
     RequestValidationError,
     make_status_error,
 )
-from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Tool
+from langchain_claude_relay.request import (
+    Block,
+    CacheControl,
+    ClaudeRequest,
+    Tool,
+    claude_tool_choice,
+)
 from langchain_claude_relay.wire.openai_chat import (
     ParsedChunk,
     ParsedCompletion,
@@ -84,7 +90,6 @@ _MAPPED_PARAMS = frozenset(
         "stream_options",  # the Messages API always streams usage
     }
 )
-_CLAUDE_TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
 
 # -- rendering -------------------------------------------------------------------------------------
 
@@ -209,30 +214,16 @@ def _tool(tool: Tool, canonical: bool) -> dict[str, Any]:
 
 
 def _tool_choice(choice: Any) -> dict[str, Any] | None:
-    """A wire-neutral tool choice in Claude's spelling (``None`` when there is none)."""
-    if choice is None or choice is False:
-        return None
-    if choice is True or choice in ("any", "required"):
-        return {"type": "any"}
-    if choice in ("auto", "none"):
-        return {"type": choice}
-    if isinstance(choice, str) and choice:
-        return {"type": "tool", "name": choice}
-    if isinstance(choice, Mapping):
-        kind = choice.get("type")
-        name: Any = choice.get("name")
-        if kind in _CLAUDE_TOOL_CHOICES and (kind != "tool" or (isinstance(name, str) and name)):
-            return dict(_plain(choice))
-        function = choice.get("function")
-        if kind == "function" and isinstance(function, Mapping):
-            name = function.get("name")
-        if kind == "function" and isinstance(name, str) and name:
-            return {"type": "tool", "name": name}
-    msg = (
-        f"tool_choice {choice!r} is not understood: use 'auto', 'any', 'none', a tool name, "
-        "{'type': 'function', 'function': {'name': ...}} or {'type': 'tool', 'name': ...}"
-    )
-    raise RequestValidationError(msg)
+    """A wire-neutral tool choice in Claude's spelling (``None`` when there is none).
+
+    Read by :func:`~langchain_claude_relay.request.claude_tool_choice`, as the planner and the
+    input checks read it.
+    """
+    try:
+        claude = claude_tool_choice(choice)
+    except ValueError as exc:
+        raise RequestValidationError(str(exc)) from None
+    return None if claude is None else dict(_plain(claude))
 
 
 def _max_tokens(params: Mapping[str, Any]) -> int:

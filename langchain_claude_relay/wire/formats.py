@@ -60,6 +60,10 @@ def _render_chat(
             "given: give one of them"
         )
         raise RequestValidationError(msg)
+    if not request.tools and "parallel_tool_calls" in params:
+        # a per-call setting means nothing without tools (the Messages format drops it too), and
+        # OpenAI-schema validators refuse it there
+        params = {k: v for k, v in params.items() if k != "parallel_tool_calls"}
     payload.update(params)
     return payload
 

@@ -24,24 +24,37 @@ into whole signed blocks in Claude's shape (``ParsedCompletion.thinking_blocks``
 pieces are assembled by :class:`ChatChunkReader`.
 
 Responses are validated here: anything that is not a chat completion raises
-:class:`~langchain_claude_relay.errors.APIResponseError` with the status and a body excerpt.
+:class:`~langchain_claude_relay.errors.APIResponseError` with the status and a body excerpt. A
+tool call answered (or streamed) without an id is given one (:func:`made_up_call_id`), since it
+could not be answered otherwise; a legacy ``function_call`` is kept as it came, not made a tool
+call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay.errors import APIResponseError, RequestValidationError
-from langchain_claude_relay.request import Block, ClaudeRequest, Message, Tool, canonical_json
+from langchain_claude_relay.request import (
+    Block,
+    ClaudeRequest,
+    Message,
+    Tool,
+    canonical_json,
+    claude_tool_choice,
+)
 from langchain_claude_relay.usage import normalize_usage
 
 __all__ = [
     "MAX_TOOL_CALLS",
     "check_tool_call_count",
+    "made_up_call_id",
     "render_chat_payload",
     "check_one_top_level_marker",
     "render_tool_choice",
@@ -294,28 +307,13 @@ def _function_choice(name: str) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name}}
 
 
-def _mapped_tool_choice(tool_choice: Mapping[str, Any]) -> Any:
-    """A dict tool choice in OpenAI's spelling (Claude's ``type`` values mapped; others kept)."""
-    kind = tool_choice.get("type")
-    name = tool_choice.get("name")
-    if kind == "tool":
-        if not isinstance(name, str) or not name:
-            msg = f"tool_choice {dict(tool_choice)!r} needs the name of the tool to call"
-            raise RequestValidationError(msg)
-        return _function_choice(name)
-    if kind == "any":
-        return "required"
-    if kind in ("auto", "none"):
-        return kind
-    return dict(tool_choice)  # OpenAI's own dicts ({"type": "function", ...}) go as given
-
-
 def render_tool_choice_fields(tool_choice: Any) -> dict[str, Any]:
     """``tool_choice`` (and ``parallel_tool_calls``) in OpenAI's spelling, for the request body.
 
-    Claude's spelling is mapped the way relays map OpenAI's back to Claude's (BerriAI/litellm
-    ``litellm/llms/anthropic/chat/transformation.py``, ``map_openai_params``: ``tool_choice``
-    and ``parallel_tool_calls`` together make Claude's ``tool_choice``):
+    The choice is read by :func:`~langchain_claude_relay.request.claude_tool_choice` (the one
+    reading of every spelling), then written the way relays map OpenAI's back to Claude's
+    (BerriAI/litellm ``litellm/llms/anthropic/chat/transformation.py``, ``map_openai_params``:
+    ``tool_choice`` and ``parallel_tool_calls`` together make Claude's ``tool_choice``):
     ``{"type": "tool", "name": N}`` -> ``{"type": "function", "function": {"name": N}}``,
     ``{"type": "any"}`` -> ``"required"``, ``{"type": "auto"}`` / ``{"type": "none"}`` -> the
     string, and ``disable_parallel_tool_use: True`` -> ``parallel_tool_calls: False``.
@@ -329,27 +327,22 @@ def render_tool_choice_fields(tool_choice: Any) -> dict[str, Any]:
         The fields to add to the body (none for no tool choice).
 
     Raises:
-        RequestValidationError: for a tool choice that is not understood.
+        RequestValidationError: for a tool choice that is not understood (never sent as given).
     """
-    if tool_choice is None or tool_choice is False:
+    try:
+        choice = claude_tool_choice(tool_choice)
+    except ValueError as exc:
+        raise RequestValidationError(str(exc)) from None
+    if choice is None:
         return {}
-    fields: dict[str, Any] = {}
-    if isinstance(tool_choice, Mapping):
-        fields["tool_choice"] = _mapped_tool_choice(tool_choice)
-        if tool_choice.get("disable_parallel_tool_use") is True and fields["tool_choice"] != "none":
-            fields["parallel_tool_calls"] = False
-    elif tool_choice is True or tool_choice in ("any", "required"):
-        fields["tool_choice"] = "required"
-    elif tool_choice in ("auto", "none"):
-        fields["tool_choice"] = tool_choice
-    elif isinstance(tool_choice, str) and tool_choice:
-        fields["tool_choice"] = _function_choice(tool_choice)
-    else:
-        msg = (
-            f"tool_choice {tool_choice!r} is not understood: use 'auto', 'any', 'none' or a "
-            "tool name"
-        )
-        raise RequestValidationError(msg)
+    kind = choice["type"]
+    fields: dict[str, Any] = {
+        "tool_choice": _function_choice(choice["name"])
+        if kind == "tool"
+        else ("required" if kind == "any" else kind)
+    }
+    if choice.get("disable_parallel_tool_use") is True and kind != "none":
+        fields["parallel_tool_calls"] = False
     return fields
 
 
@@ -364,7 +357,10 @@ def render_tool_choice(tool_choice: Any) -> Any:
 def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> dict[str, Any]:
     """``model``, ``messages``, ``tools`` and ``tool_choice`` for ``chat.completions.create``.
 
-    A tool choice that forbids parallel tool use also sets ``parallel_tool_calls: False``.
+    A tool choice that forbids parallel tool use also sets ``parallel_tool_calls: False``. With no
+    tools there is no ``tool_choice`` (nor ``parallel_tool_calls``): it means nothing then, as
+    the Messages format has it, and OpenAI-schema validators refuse a ``tool_choice`` without
+    ``tools`` (a choice that asks for a tool call was refused before: ``check_tool_choice``).
 
     Args:
         request: the request, with the cache markers it should carry.
@@ -386,9 +382,10 @@ def render_chat_payload(request: ClaudeRequest, *, canonical: bool = True) -> di
         else:
             messages.append({"role": "user", "content": _content(list(message.content), canonical)})
     payload: dict[str, Any] = {"model": request.model, "messages": messages}
+    choice_fields = render_tool_choice_fields(request.tool_choice)  # checked with or without tools
     if request.tools:
         payload["tools"] = [_tool(t, canonical) for t in request.tools]
-    payload.update(render_tool_choice_fields(request.tool_choice))
+        payload.update(choice_fields)
     if request.cache_control is not None:
         payload["cache_control"] = request.cache_control.to_wire()
     return payload
@@ -427,6 +424,9 @@ class ParsedCompletion:
     not among them: it is only ``reasoning``."""
     diagnostics: Mapping[str, Any] | None = None
     """The native API's ``diagnostics`` object (``cache_miss_reason``), when present."""
+    function_call: Mapping[str, Any] | None = None
+    """A legacy ``function_call`` of the message (``{"name", "arguments"}``), as it came: for
+    ``additional_kwargs["function_call"]``, as ChatOpenAI keeps it (not a tool call)."""
 
 
 def _reasoning_of(message: Mapping[str, Any]) -> str | None:
@@ -580,8 +580,31 @@ def _optional_str(raw: Any, what: str, where: str, status: int | None, body: Any
     raise APIResponseError(msg, status_code=status, body=body)
 
 
-def _tool_call(raw: Mapping[str, Any], status: int, body: Any) -> dict[str, Any]:
-    """One complete tool call in OpenAI's shape, checked (name, JSON arguments, id)."""
+def made_up_call_id(response_id: str | None, index: int | str) -> str:
+    """An id for a tool call a relay answered without one.
+
+    Without an id the call cannot be answered: LangChain's ``ToolMessage`` needs its
+    ``tool_call_id``, and Claude a ``tool_use`` id for the ``tool_result``. The id is Claude's
+    prefix and a hash of the answer's id and the call's index, so the same answer gives the same
+    ids (and two calls of one answer, or of two answers, different ones); an answer without an id
+    gives a random one.
+
+    >>> made_up_call_id("chatcmpl-1", 0) == made_up_call_id("chatcmpl-1", 0)
+    True
+    >>> made_up_call_id("chatcmpl-1", 0) != made_up_call_id("chatcmpl-1", 1)
+    True
+    """
+    seed = f"{response_id}\x00{index}" if response_id else uuid.uuid4().hex
+    return "toolu_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+
+
+def _tool_call(
+    raw: Mapping[str, Any], status: int, body: Any, response_id: str | None, index: int
+) -> dict[str, Any]:
+    """One complete tool call in OpenAI's shape, checked (name, JSON arguments, id).
+
+    A call without an id is given one (:func:`made_up_call_id`): it could not be answered.
+    """
     function = raw.get("function")
     if not isinstance(function, Mapping):
         msg = "relay answered a tool call without a 'function' object"
@@ -598,8 +621,9 @@ def _tool_call(raw: Mapping[str, Any], status: int, body: Any) -> dict[str, Any]
     if decoded is not None and not isinstance(decoded, Mapping):
         msg = "relay answered tool-call arguments that are JSON but not an object"
         raise APIResponseError(msg, status_code=status, body=body)
+    call_id = _optional_str(raw.get("id"), "id", "answered", status, body)
     return {
-        "id": _optional_str(raw.get("id"), "id", "answered", status, body),
+        "id": call_id or made_up_call_id(response_id, index),
         "type": "function",
         "function": {"name": name, "arguments": arguments},
     }
@@ -682,12 +706,15 @@ def parse_chat_completion(
         raise APIResponseError(msg, status_code=status_code, body=excerpt_source)
     check_tool_call_count(len(raw_calls), "answered", status_code, excerpt_source)
     usage = checked_usage(body.get("usage"), "answered", status_code, excerpt_source)
+    response_id = body.get("id") if isinstance(body.get("id"), str) else None
     return ParsedCompletion(
-        id=body.get("id") if isinstance(body.get("id"), str) else None,
+        id=response_id,
         model=body.get("model") if isinstance(body.get("model"), str) else None,
         content=_text_of(message.get("content"), "message content", status_code, excerpt_source),
         tool_calls=[
-            _tool_call(c, status_code, excerpt_source) for c in raw_calls if isinstance(c, Mapping)
+            _tool_call(c, status_code, excerpt_source, response_id, i)
+            for i, c in enumerate(raw_calls)
+            if isinstance(c, Mapping)
         ],
         reasoning=_reasoning_of(message),
         finish_reason=choice.get("finish_reason")
@@ -696,7 +723,21 @@ def parse_chat_completion(
         usage=usage,
         raw_tool_calls=raw_calls,
         thinking_blocks=_whole_blocks(_thinking_pieces(message)),
+        function_call=_legacy_function_call(message),
     )
+
+
+def _legacy_function_call(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A legacy ``function_call`` (``{name, arguments}``) of a message, kept as it came.
+
+    Older relays answer OpenAI's deprecated function calling this way. It is not a tool call
+    (it has no id to answer), but it is not dropped either: ChatOpenAI keeps it in
+    ``additional_kwargs["function_call"]``.
+    """
+    function_call = message.get("function_call")
+    if not isinstance(function_call, Mapping):
+        return None
+    return dict(function_call)
 
 
 @dataclass(frozen=True)
@@ -779,6 +820,34 @@ class ChatChunkReader:
     def __init__(self) -> None:
         self._texts: dict[int | None, list[str]] = {}
         self._tool_indices: set[int | None] = set()
+        # by index, the id made up here for each started call (None: the relay gave one)
+        self._made_up_ids: dict[int, str | None] = {}
+        self._unindexed = 0
+
+    def _with_call_id(self, delta: dict[str, Any], response_id: str | None) -> dict[str, Any]:
+        """A tool-call delta, with an id made up for a call the relay started without one.
+
+        LangChain merges a call's deltas by index and joins the ids it finds, so a call gets
+        one id, on the delta that starts it (the one with the name), and never a second: a
+        later id for a call given one here is left out. Without an index every delta is a call
+        of its own to LangChain.
+        """
+        index = delta["index"]
+        if delta["id"]:
+            if index is None:
+                return delta
+            if self._made_up_ids.setdefault(index, None) is not None:
+                return {**delta, "id": None}
+            return delta
+        if not delta["function"]["name"] or index in self._made_up_ids:
+            return delta  # a continuation of a call
+        if index is None:
+            self._unindexed += 1
+            call_id = made_up_call_id(response_id, f"unindexed {self._unindexed}")
+        else:
+            call_id = made_up_call_id(response_id, index)
+            self._made_up_ids[index] = call_id
+        return {**delta, "id": call_id}
 
     def read(self, event: Any) -> ParsedChunk:
         """Validate and read one streamed chunk (see :func:`parse_chat_chunk`).
@@ -792,6 +861,8 @@ class ChatChunkReader:
             indices = self._tool_indices
             indices.update(d["index"] for d in parsed.tool_call_deltas)
             check_tool_call_count(len(indices), "streamed", 200, lambda: _dumped(event))
+            deltas = [self._with_call_id(d, parsed.id) for d in parsed.tool_call_deltas]
+            parsed = replace(parsed, tool_call_deltas=deltas)
         if not parsed.thinking_pieces:
             return parsed
         done: list[dict[str, Any]] = []
