@@ -37,6 +37,8 @@ __all__ = [
     "THINKING_ANSWER_TOKENS",
     "thinking_on",
     "forces_tool",
+    "check_model_sampling",
+    "check_prefill",
     "check_thinking_sampling",
     "check_thinking_type",
     "check_thinking_with_tool_choice",
@@ -466,6 +468,63 @@ def check_thinking_type(thinking: Any, model: str, types: Collection[str]) -> No
         fix = "send thinking={'type': 'enabled', 'budget_tokens': N} (N >= 1024)"
     msg = f"thinking type {kind!r} is refused by {model} (a 400), which takes {taken}: {fix}."
     raise RequestValidationError(msg)
+
+
+_SAMPLING_NAMES = ("temperature", "top_p", "top_k")
+
+
+def check_model_sampling(params: Mapping[str, Any], model: str, rule: str) -> None:
+    """Refuse sampling settings the model refuses (the model table's ``sampling`` rule).
+
+    ``"none"``: Claude 4.7 and later answer 400 to any ``temperature``, ``top_p`` or ``top_k``
+    ("`temperature` is deprecated for this model"); ``"temperature_or_top_p"``: Opus 4.1 to
+    the 4.6 models refuse the two together ("cannot both be specified for this model").
+
+    Raises:
+        RequestValidationError: naming the settings, the model and the fix.
+
+    >>> check_model_sampling({"temperature": 0}, "claude-sonnet-4-6", "temperature_or_top_p")
+    >>> check_model_sampling({"temperature": 0}, "claude-sonnet-5-5", "none")
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: temperature=0 cannot be sent to claude-sonnet-5-5: Claude 4.7 and later take no temperature, top_p or top_k (a 400, 'deprecated for this model'). Leave it unset (steer the answer with the prompt, or with output_config={'effort': ...}), or choose a model that takes it.
+    """  # noqa: E501
+    given = [name for name in _SAMPLING_NAMES if params.get(name) is not None]
+    if rule == "none" and given:
+        settings = ", ".join(f"{name}={_shown(params[name])}" for name in given)
+        msg = (
+            f"{settings} cannot be sent to {model}: Claude 4.7 and later take no temperature, "
+            "top_p or top_k (a 400, 'deprecated for this model'). Leave "
+            f"{'it' if len(given) == 1 else 'them'} unset (steer the answer with the prompt, or "
+            "with output_config={'effort': ...}), or choose a model that takes "
+            f"{'it' if len(given) == 1 else 'them'}."
+        )
+        raise RequestValidationError(msg)
+    if rule == "temperature_or_top_p" and {"temperature", "top_p"} <= set(given):
+        msg = (
+            f"temperature={_shown(params['temperature'])} and top_p={_shown(params['top_p'])} "
+            f"cannot both be sent to {model} (a 400: 'cannot both be specified for this "
+            "model'). Keep one of them."
+        )
+        raise RequestValidationError(msg)
+
+
+def check_prefill(ends_with_assistant: bool, model: str, takes_prefill: bool | None) -> None:
+    """Refuse a request ending with an assistant turn (a prefill) where Claude refuses it.
+
+    Claude 4.6 and later answer 400 to a prefilled assistant turn (Anthropic's migration
+    guide; the model table's ``prefill``).
+
+    Raises:
+        RequestValidationError: naming the model and what to do instead.
+    """
+    if ends_with_assistant and takes_prefill is False:
+        msg = (
+            f"the last message is an assistant turn (a prefill), which {model} refuses (a 400 "
+            "on Claude 4.6 and later). End with a user turn; to shape the answer, say so in the "
+            "system prompt or use with_structured_output."
+        )
+        raise RequestValidationError(msg)
 
 
 def fit_thinking_budget(params: dict[str, Any], *, interleaved: bool = False) -> None:

@@ -91,6 +91,8 @@ from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import (
     check_api_key,
+    check_model_sampling,
+    check_prefill,
     check_sampling,
     check_sendable,
     check_thinking_sampling,
@@ -986,7 +988,12 @@ class ChatClaudeRelay(BaseChatModel):
                 )
         # checked before planning: a refused call leaves no trace in the planner's state
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
-        check_thinking_type(params.get("thinking"), model, lookup_model(model).thinking_types)
+        spec = lookup_model(model)  # what this model refuses, refused before sending
+        check_thinking_type(params.get("thinking"), model, spec.thinking_types)
+        check_model_sampling(params, model, spec.sampling)
+        check_thinking_sampling(params)
+        ends_with_assistant = bool(request.messages) and request.messages[-1].role == "assistant"
+        check_prefill(ends_with_assistant, model, spec.takes_prefill)
         context = {  # call settings that key the messages part too, for the planner
             name: params[name]
             for name in ("parallel_tool_calls", "reasoning_effort")
@@ -1172,7 +1179,6 @@ class ChatClaudeRelay(BaseChatModel):
             params["response_format"] = response_format_for(params["response_format"])
         check_sendable(params)
         fit_thinking_budget(params, interleaved=self._interleaved_thinking())
-        check_thinking_sampling(params)
         check_sampling(  # after every override: what is sent is what is checked
             temperature=params.get("temperature"),
             max_tokens=params.get("max_tokens"),

@@ -488,6 +488,12 @@ def _models_text(rows: Sequence[dict[str, Any]]) -> str:
             )
         if r["thinking_types"]:
             notes.append("thinking: " + "/".join(r["thinking_types"]))
+        if r["sampling"] == "none":
+            notes.append("no temperature/top_p/top_k")
+        elif r["sampling"] == "temperature_or_top_p":
+            notes.append("temperature or top_p, not both")
+        if r["takes_prefill"] is False:
+            notes.append("no prefill")
         notes += [
             f"report {p['name']}: reads {p['read_multiplier']:g}x" for p in r["price_reports"]
         ]

@@ -241,6 +241,11 @@ class ModelSpec:
         thinking_types: the ``thinking.type`` values Claude takes for this model (empty: not
             in our sources, nothing is refused): ``enabled`` (a ``budget_tokens``) is a 400 on
             Claude 4.7 and later, ``adaptive`` on 4.5 and earlier.
+        sampling: which sampling settings the model takes: ``"none"`` (``temperature``,
+            ``top_p`` and ``top_k`` are a 400: Claude 4.7 and later), ``"temperature_or_top_p"``
+            (not both: Opus 4.1 to the 4.6 models), ``""`` (no rule in our sources).
+        takes_prefill: ``False`` when a request ending with an assistant turn (a prefill) is a
+            400 (Claude 4.6 and later); ``None``: no rule in our sources.
         sources: keys of ``SOURCES`` the row was read from.
         read_on: when the row was read.
         note: anything a reader of the table should know.
@@ -258,6 +263,8 @@ class ModelSpec:
     platform_min_cache_tokens: tuple[tuple[str, int], ...] = ()
     refuses_automatic_caching_on: tuple[str, ...] = ()
     thinking_types: tuple[str, ...] = ()
+    sampling: str = ""
+    takes_prefill: bool | None = None
     sources: tuple[str, ...] = ()
     read_on: _dt.date | None = None
     note: str = ""
@@ -365,11 +372,23 @@ def _spec(
         ),
         refuses_automatic_caching_on=tuple(row.get("refuses_automatic_caching_on", ())),
         thinking_types=tuple(str(t) for t in row.get("thinking_types", ())),
+        sampling=_sampling_rule(row.get("sampling", ""), family),
+        takes_prefill=bool(row["prefill"]) if "prefill" in row else None,
         sources=_checked_sources(row.get("sources", ()), family, known),
         read_on=_date(row["read_on"], family),
         note=str(row.get("note", "")),
         price_reports=reports,
     )
+
+
+_SAMPLING_RULES = ("", "none", "temperature_or_top_p")
+
+
+def _sampling_rule(raw: Any, family: str) -> str:
+    if raw not in _SAMPLING_RULES:
+        msg = f"{TABLE_FILE}: {family}: sampling {raw!r} is not one of {_SAMPLING_RULES[1:]}"
+        raise ValueError(msg)
+    return str(raw)
 
 
 def load_table(
@@ -762,6 +781,8 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 "retired_on": str(spec.retired_on) if spec.retired_on else None,
                 "refuses_automatic_caching_on": list(spec.refuses_automatic_caching_on),
                 "thinking_types": list(spec.thinking_types),
+                "sampling": spec.sampling,
+                "takes_prefill": spec.takes_prefill,
                 "note": spec.note,
                 "price_reports": [
                     {
@@ -789,6 +810,8 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 "retired_on": None,
                 "refuses_automatic_caching_on": [],
                 "thinking_types": [],
+                "sampling": "",
+                "takes_prefill": None,
                 "note": listed.note,
                 "price_reports": [],
                 "sources": list(listed.sources),

@@ -137,6 +137,7 @@ def test_images_base64_and_url(make_llm, relay) -> None:
 
 def test_sampling_settings_and_extras_reach_the_body(make_llm, relay) -> None:
     llm = make_llm(
+        model="claude-haiku-4-5",  # takes temperature, top_p and top_k together
         temperature=0.2,
         max_tokens=4077,
         top_p=0.9,

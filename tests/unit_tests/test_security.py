@@ -194,7 +194,9 @@ def test_a_key_in_default_headers_is_sent_and_scrubbed_from_errors(
 
 
 def test_a_key_in_default_headers_survives_a_rebuild_from_the_fields(relay: FakeRelay) -> None:
-    llm = make_fake_llm(relay, CANARY_KEY, default_headers={"X-Api-Key": PLAIN_KEY})
+    llm = make_fake_llm(
+        relay, CANARY_KEY, default_headers={"X-Api-Key": PLAIN_KEY}, model="claude-haiku-4-5"
+    )  # a model that takes a temperature
     configurable = llm.configurable_fields(temperature=ConfigurableField(id="temperature"))
     configurable.with_config(configurable={"temperature": 0.5}).invoke("hi")  # a new model
     assert relay.last["temperature"] == 0.5

@@ -1,10 +1,13 @@
-"""What Claude refuses about thinking per model and with sampling settings, refused here first.
+"""What Claude refuses per model, and with thinking, refused here first.
 
 * ``thinking.type``: ``enabled`` (a ``budget_tokens``) is a 400 on Claude 4.7 and later,
   ``adaptive`` unknown to 4.5 and earlier, ``disabled`` a 400 on the always-thinking Fable 5 and
   Mythos 5 (the model table's ``thinking_types``, with its sources); a model the table does not
   know is sent whatever it is given.
-* With thinking on: ``temperature`` 1 only, no ``top_k``, ``top_p`` from 0.95.
+* Sampling: none at all on Claude 4.7 and later, not ``temperature`` with ``top_p`` on Opus 4.1
+  to the 4.6 models (the table's ``sampling``); with thinking on, ``temperature`` 1 only, no
+  ``top_k``, ``top_p`` from 0.95.
+* A prefilled assistant turn is a 400 on Claude 4.6 and later (the table's ``prefill``).
 
 Each refusal comes before anything is sent (the fake relay records no request).
 """
@@ -15,6 +18,7 @@ import warnings
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import MODEL_TABLE, lookup_model
@@ -88,10 +92,11 @@ def test_every_current_model_has_its_thinking_types() -> None:
 def test_sampling_settings_claude_refuses_while_thinking(
     make_llm: Any, relay: Any, settings: dict[str, Any], refused: str | None, where: str
 ) -> None:
+    model = "claude-sonnet-4-6"  # takes sampling settings, and adaptive thinking
     if where == "constructor":
-        llm, kwargs = make_llm(thinking=ADAPTIVE, **settings), {}
+        llm, kwargs = make_llm(model=model, thinking=ADAPTIVE, **settings), {}
     else:
-        llm, kwargs = make_llm(thinking=ADAPTIVE), settings
+        llm, kwargs = make_llm(model=model, thinking=ADAPTIVE), settings
     if refused is None:
         llm.invoke("hi", **kwargs)
         assert relay.last["thinking"] == ADAPTIVE
@@ -103,6 +108,55 @@ def test_sampling_settings_claude_refuses_while_thinking(
 
 
 def test_sampling_settings_are_free_without_thinking(make_llm: Any, relay: Any) -> None:
-    llm = make_llm(thinking=ADAPTIVE, temperature=0.2, top_k=5)
+    llm = make_llm(model="claude-sonnet-4-6", thinking=ADAPTIVE, temperature=0.2, top_k=5)
     llm.invoke("hi", thinking=DISABLED)  # this call does not think: its settings go as given
     assert (relay.last["temperature"], relay.last["top_k"]) == (0.2, 5)
+
+
+@pytest.mark.parametrize(
+    ("model", "settings", "refused"),
+    [
+        ("claude-sonnet-5-5", {"temperature": 0}, "Claude 4.7 and later take no temperature"),
+        ("claude-opus-4-7", {"top_p": 0.9}, "top_p=0.9 cannot be sent"),
+        ("claude-fable-5-1", {"top_k": 5}, "top_k=5 cannot be sent"),
+        ("claude-sonnet-5-5", {"temperature": 1}, "temperature=1"),  # any value: default too
+        ("claude-sonnet-4-6", {"temperature": 0.2, "top_p": 0.9}, "cannot both be sent"),
+        ("claude-sonnet-4-6", {"temperature": 0.2}, None),
+        ("claude-sonnet-4-6", {"top_p": 0.9, "top_k": 5}, None),
+        ("claude-haiku-4-5", {"temperature": 0.2, "top_p": 0.9}, None),  # no rule in our sources
+        ("my-own-claude", {"temperature": 0.2, "top_p": 0.9}, None),
+    ],
+)
+def test_sampling_settings_per_model(
+    make_llm: Any, relay: Any, model: str, settings: dict[str, Any], refused: str | None
+) -> None:
+    llm = make_llm(model=model, **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if refused is None:
+            llm.invoke("hi")
+            assert all(relay.last[k] == v for k, v in settings.items())
+            return
+        with pytest.raises(RequestValidationError, match=model) as caught:
+            llm.invoke("hi")
+    assert refused in str(caught.value)
+    assert relay.requests == []
+
+
+@pytest.mark.parametrize(
+    ("model", "refused"),
+    [("claude-sonnet-5-5", True), ("claude-opus-4-6", True), ("claude-haiku-4-5", False)],
+)
+def test_a_prefill_is_refused_where_claude_refuses_it(
+    make_llm: Any, relay: Any, model: str, refused: bool
+) -> None:
+    llm = make_llm(model=model)
+    messages = [HumanMessage("Name a colour."), AIMessage("The colour is")]
+    if not refused:
+        llm.invoke(messages)
+        assert relay.last["messages"][-1]["role"] == "assistant"
+        return
+    with pytest.raises(RequestValidationError, match="prefill"):
+        llm.invoke(messages)
+    assert relay.requests == []
+    llm.invoke([*messages, HumanMessage("Go on.")])  # ending with a user turn is fine
