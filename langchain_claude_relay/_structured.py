@@ -15,11 +15,48 @@ from typing import Any
 
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_function
 
-__all__ = ["strict_function", "response_format_for"]
+__all__ = ["closed_schema", "objects_closed", "strict_function", "response_format_for"]
 
 
-def _closed(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """``parameters`` with every object closed (``additionalProperties: false``)."""
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMAS = ("items", "not", "additionalProperties", "contains")
+
+
+def objects_closed(schema: Any) -> Any:
+    """A JSON schema with every object in it closed (``additionalProperties: false``).
+
+    What Claude's structured outputs require, whether or not ``strict`` was asked (Anthropic,
+    structured outputs, read 2026-12; the ``anthropic`` SDK's ``transform_schema`` closes them
+    the same way). Only objects change: which properties are required stays as written. An
+    object that already says what its additional properties are is left as it is.
+
+    >>> objects_closed({"type": "object", "properties": {"a": {"type": "object"}}})
+    {'type': 'object', 'properties': {'a': {'type': 'object', 'additionalProperties': False}}, 'additionalProperties': False}
+    """  # noqa: E501
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {name: objects_closed(sub) for name, sub in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [objects_closed(sub) for sub in out[key]]
+    for key in _SUBSCHEMAS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = objects_closed(out[key])
+    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def closed_schema(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` as ``strict=True`` sends them.
+
+    Every object closed, and (as LangChain's strict OpenAI functions have it) every property
+    required.
+    """
     function = convert_to_openai_function(
         {"name": "schema", "description": "", "parameters": dict(parameters)}, strict=True
     )
@@ -34,7 +71,7 @@ def strict_function(function: Mapping[str, Any], strict: bool) -> dict[str, Any]
     """
     changes: dict[str, Any] = {"strict": strict}
     if strict and isinstance(function.get("parameters"), Mapping):
-        changes = {"parameters": _closed(function["parameters"]), **changes}
+        changes = {"parameters": closed_schema(function["parameters"]), **changes}
     return changes
 
 
@@ -50,7 +87,7 @@ def response_format_for(schema: Any, *, strict: bool | None = None) -> dict[str,
     """
     json_schema = convert_to_json_schema(schema)
     if strict:
-        json_schema = _closed(json_schema)
+        json_schema = closed_schema(json_schema)
     spec: dict[str, Any] = {"name": json_schema.get("title", "output"), "schema": json_schema}
     if strict is not None:
         spec["strict"] = strict

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_claude_relay._structured import objects_closed
 from langchain_claude_relay.errors import (
     ERROR_TYPE_STATUS,
     APIResponseError,
@@ -87,6 +88,7 @@ _MAPPED_PARAMS = frozenset(
         "response_format",
         "output_config",
         "parallel_tool_calls",
+        "reasoning_effort",  # -> output_config.effort
         "stream_options",  # the Messages API always streams usage
     }
 )
@@ -268,8 +270,8 @@ def _output_format(response_format: Any) -> dict[str, Any] | None:
     if kind == "json_schema" and isinstance(response_format, Mapping):
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, Mapping) else response_format.get("schema")
-        if isinstance(schema, Mapping):
-            return {"type": "json_schema", "schema": _plain(schema)}
+        if isinstance(schema, Mapping):  # Claude's structured outputs take closed objects only
+            return {"type": "json_schema", "schema": objects_closed(_plain(schema))}
         msg = (
             "response_format {'type': 'json_schema'} needs its JSON schema object in "
             "response_format['json_schema']['schema']"
@@ -282,12 +284,40 @@ def _output_format(response_format: Any) -> dict[str, Any] | None:
     raise RequestValidationError(msg)
 
 
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+"""``output_config.effort`` values (Anthropic, effort, read 2026-12; ``xhigh`` since Opus 4.7)."""
+
+
+def _with_effort(given: Mapping[str, Any] | None, reasoning_effort: Any) -> Any:
+    """``output_config`` with OpenAI's ``reasoning_effort`` as its ``effort``.
+
+    The Messages API refuses an unknown top-level field, and ``reasoning_effort`` (what
+    ``ChatOpenAI`` code passes) means what Claude's ``output_config.effort`` does.
+    """
+    if reasoning_effort is None:
+        return given
+    if reasoning_effort not in EFFORT_LEVELS:
+        msg = (
+            f"reasoning_effort={reasoning_effort!r} has no equivalent on the Messages API, whose "
+            f"output_config.effort is one of {', '.join(EFFORT_LEVELS)}: pass one of those"
+        )
+        raise RequestValidationError(msg)
+    if given is not None and given.get("effort") not in (None, reasoning_effort):
+        msg = "give the effort once: reasoning_effort or output_config['effort'], not both"
+        raise RequestValidationError(msg)
+    return {**(given or {}), "effort": reasoning_effort}
+
+
 def _output_config(params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``output_config`` given in params, with ``response_format`` merged in as its format."""
+    """``output_config`` given in params, with ``response_format`` and ``reasoning_effort``.
+
+    ``response_format`` becomes its format, ``reasoning_effort`` its effort.
+    """
     given = params.get("output_config")
     if given is not None and not isinstance(given, Mapping):
         msg = f"output_config must be a dict such as {{'effort': 'high'}}, got {given!r}"
         raise RequestValidationError(msg)
+    given = _with_effort(given, params.get("reasoning_effort"))
     fmt = _output_format(params.get("response_format"))
     if fmt is None:
         return None if given is None else dict(_plain(given))

@@ -505,6 +505,7 @@ def test_auto_or_none_without_tools_is_not_sent() -> None:
 
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+CLOSED = {**SCHEMA, "additionalProperties": False}  # what Claude's structured outputs take
 
 PARAM_CASES = [
     pytest.param({}, {"max_tokens": DEFAULT_MAX_TOKENS}, id="max_tokens-default"),
@@ -532,7 +533,7 @@ PARAM_CASES = [
                 "json_schema": {"name": "o", "schema": SCHEMA, "strict": True},
             }
         },
-        {"output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}},
+        {"output_config": {"format": {"type": "json_schema", "schema": CLOSED}}},
         id="json_schema",
     ),
     pytest.param(
@@ -540,7 +541,7 @@ PARAM_CASES = [
             "response_format": {"type": "json_schema", "json_schema": {"schema": SCHEMA}},
             "output_config": {"effort": "low"},
         },
-        {"output_config": {"effort": "low", "format": {"type": "json_schema", "schema": SCHEMA}}},
+        {"output_config": {"effort": "low", "format": {"type": "json_schema", "schema": CLOSED}}},
         id="json_schema-merged-with-effort",
     ),
     pytest.param({"response_format": {"type": "text"}}, {}, id="text-format-is-default"),
@@ -556,6 +557,16 @@ PARAM_CASES = [
     ),
     pytest.param({"metadata": {"user_id": "u"}}, {"metadata": {"user_id": "u"}}, id="passthrough"),
     pytest.param({"parallel_tool_calls": True}, {}, id="parallel-true-is-default"),
+    pytest.param(
+        {"reasoning_effort": "high"},
+        {"output_config": {"effort": "high"}},
+        id="reasoning_effort-is-output_config-effort",  # not an unknown top-level field (a 400)
+    ),
+    pytest.param(
+        {"reasoning_effort": "low", "output_config": {"effort": "low"}},
+        {"output_config": {"effort": "low"}},
+        id="reasoning_effort-agreeing-with-output_config",
+    ),
 ]
 
 
@@ -582,6 +593,8 @@ def test_params_mapping(params: dict[str, Any], expected: dict[str, Any]) -> Non
             "once",
         ),
         ({"output_config": "high"}, "output_config"),
+        ({"reasoning_effort": "minimal"}, "one of low, medium, high"),
+        ({"reasoning_effort": "low", "output_config": {"effort": "high"}}, "effort once"),
         ({"max_tokens": -1}, "max_tokens"),
         ({"max_tokens": 1.5}, "max_tokens"),
         ({"max_tokens": True}, "max_tokens"),
@@ -1329,3 +1342,28 @@ def test_stream_reader_raises_only_the_packages_errors(events: list[Any]) -> Non
             normalize_usage(chunk.usage)
     if reader.usage is not None:
         normalize_usage(reader.usage)
+
+
+def test_structured_output_objects_are_closed_as_claude_requires() -> None:
+    # Claude's structured outputs take closed objects only: without strict=True the nested ones
+    # went open (a 400 from Claude; the emulator did not check it)
+    nested = {
+        "type": "object",
+        "properties": {
+            "addr": {"$ref": "#/$defs/Addr"},
+            "tags": {"type": "array", "items": {"type": "object", "properties": {}}},
+            "either": {"anyOf": [{"type": "object", "properties": {"x": {"type": "string"}}}]},
+        },
+        "required": ["addr"],
+        "$defs": {"Addr": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": nested}}
+    schema = render_messages_payload(_req(), {"response_format": fmt})["output_config"]["format"][
+        "schema"
+    ]
+    assert schema["additionalProperties"] is False
+    assert schema["$defs"]["Addr"]["additionalProperties"] is False
+    assert schema["properties"]["tags"]["items"]["additionalProperties"] is False
+    assert schema["properties"]["either"]["anyOf"][0]["additionalProperties"] is False
+    assert schema["required"] == ["addr"]  # which properties are required stays as written
+    assert "additionalProperties" not in nested  # the user's schema is not modified
