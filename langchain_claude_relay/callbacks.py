@@ -241,8 +241,9 @@ class CostTracker(BaseCallbackHandler):
             self._parent._add(entry, call_id, cache_hit=cache_hit)
 
     def record_stopped(self, entry: LedgerEntry, key: str | None = None) -> None:
-        """Count a streamed call that stopped before its usage came (``entry.estimated``).
+        """Count a call billed without its usage (``entry.estimated``).
 
+        A stream that stopped before its usage came, or an answer cut part-way (each attempt):
         LangChain reports no result for it, but Claude billed it once it began.
 
         Args:

@@ -117,7 +117,7 @@ from langchain_claude_relay.capabilities import (
     load_capabilities,
 )
 from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
-from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.errors import CutResponseError, RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
 from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model, model_platform
@@ -1297,21 +1297,7 @@ class ChatClaudeRelay(BaseChatModel):
             if state.usage is not None:
                 self._account(prepared, state.usage, state.call_id, state.tool_names)
             else:
-                pricing = self._pricing(prepared.model)[0]
-                usage = (
-                    prepared.plan.expected_usage(output_tokens=state.chunks)
-                    if prepared.plan is not None
-                    else NormalizedUsage(
-                        input_tokens=booking.rough_input_tokens(
-                            prepared.request, pricing.token_ratio_prior
-                        ),
-                        cache_read_tokens=0,
-                        cache_write_5m_tokens=0,
-                        cache_write_1h_tokens=0,
-                        output_tokens=state.chunks,
-                    )
-                )
-                self._record(prepared, usage, pricing, {}, state.call_id, estimated=True)
+                self._record_estimate(prepared, state.chunks, state.call_id)
             if prepared.entry is not None:
                 for tracker in _with_watchers(prepared.cost_trackers, prepared.watch_key):
                     tracker.record_stopped(prepared.entry, prepared.watch_key)
@@ -1319,6 +1305,45 @@ class ChatClaudeRelay(BaseChatModel):
                     stopped_call(prepared.watch_key, prepared.entry)
         except Exception as exc:
             logger.warning("could not record a stopped stream: %s", type(exc).__name__)
+
+    def _record_estimate(
+        self, prepared: _Prepared, output_tokens: int, call_id: str | None
+    ) -> None:
+        """Record a billed call whose usage never came, flagged ``estimated``.
+
+        The plan's expected usage (without a plan, caching off, the request's rough input
+        count, all plain input), with the output seen.
+        """
+        pricing = self._pricing(prepared.model)[0]
+        usage = (
+            prepared.plan.expected_usage(output_tokens=output_tokens)
+            if prepared.plan is not None
+            else NormalizedUsage(
+                input_tokens=booking.rough_input_tokens(
+                    prepared.request, pricing.token_ratio_prior
+                ),
+                cache_read_tokens=0,
+                cache_write_5m_tokens=0,
+                cache_write_1h_tokens=0,
+                output_tokens=output_tokens,
+            )
+        )
+        self._record(prepared, usage, pricing, {}, call_id, estimated=True)
+
+    def _account_cut(self, prepared: _Prepared, error: CutResponseError) -> None:
+        """Record an attempt whose answer was cut part-way: billed all the same.
+
+        Claude bills a request that began; the usage went with the rest of the body, so an
+        estimate is recorded (``_record_estimate``, no output known) and counted by the call's
+        cost trackers, for each cut attempt, whether it is retried or not. Never raises.
+        """
+        try:
+            self._record_estimate(prepared, 0, error.response_id)
+            if prepared.entry is not None:
+                for tracker in prepared.cost_trackers:
+                    tracker.record_stopped(prepared.entry)
+        except Exception as exc:
+            logger.warning("could not record a cut answer: %s", type(exc).__name__)
 
     def _pricing(self, model: str) -> tuple[ModelSpec, str]:
         """The prices a call is costed at, and where they come from.
@@ -1503,7 +1528,9 @@ class ChatClaudeRelay(BaseChatModel):
         deadline = self._transport.call_deadline()
         booked = self._reserve(prepared, deadline)
         try:
-            raw = self._transport.create(prepared.payload, deadline)
+            raw = self._transport.create(
+                prepared.payload, deadline, on_cut=functools.partial(self._account_cut, prepared)
+            )
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
             self._release(booked, prepared, booking.failure_outcome(exc))
@@ -1541,7 +1568,9 @@ class ChatClaudeRelay(BaseChatModel):
         deadline = self._transport.call_deadline()
         booked = await self._areserve(prepared, deadline)
         try:
-            raw = await self._transport.acreate(prepared.payload, deadline)
+            raw = await self._transport.acreate(
+                prepared.payload, deadline, on_cut=functools.partial(self._account_cut, prepared)
+            )
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
             self._release(booked, prepared, booking.failure_outcome(exc))

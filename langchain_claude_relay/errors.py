@@ -71,6 +71,7 @@ __all__ = [
     "APIConnectionError",
     "APITimeoutError",
     "APIResponseError",
+    "CutResponseError",
     "APIStatusError",
     "BadRequestError",
     "AuthenticationError",
@@ -191,6 +192,29 @@ class APIResponseError(_PicklesWhole, ClaudeRelayError):
         detail = f" (status {status_code})" if status_code is not None else ""
         tail = f": {self.body_excerpt}" if self.body_excerpt else ""
         super().__init__(redact(f"{message}{detail}{tail}"))
+
+
+class CutResponseError(APIResponseError):
+    """A 2xx JSON answer that ended part-way: the relay or the network cut it.
+
+    Claude bills such a request (it began), but its usage went with the rest of the body, so
+    the chat model records an estimate in the ledger (``LedgerEntry.estimated``) for each cut
+    attempt, retried or not.
+
+    Attributes:
+        response_id: the answer's ``id`` when the part received holds it, else ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: Any = None,
+        response_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body=body)
+        self.response_id = response_id
 
 
 class APIStatusError(_PicklesWhole, ClaudeRelayError, ModelError):

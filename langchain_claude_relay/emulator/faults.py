@@ -79,8 +79,8 @@ FAULTS: dict[str, Fault] = {
     "503": Fault(503, body=_error_json("api_error", "Service unavailable: upstream unreachable")),
     "529": Fault(529, body=_error_json("overloaded_error", "Overloaded")),
     "reset": Fault(None, body=""),
-    "malformed": Fault(
-        200, body='{"id": "chatcmpl-emu", "object": "chat.completion", "choices": [{"ind'
+    "malformed": Fault(  # broken, not cut short (a cut answer is the "cut" fault: billed)
+        200, body='{"id": "chatcmpl-emu", "object": "chat.completion", "choices": [{"index": 0,]}'
     ),
     "html": Fault(200, "text/html", _HTML_PAGE),
     "cut": Fault(200, before_engine=False),

@@ -40,6 +40,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -55,6 +56,7 @@ from langchain_claude_relay.errors import (
     APIResponseError,
     APITimeoutError,
     ClaudeRelayError,
+    CutResponseError,
     RequestValidationError,
     make_status_error,
     redact,
@@ -134,15 +136,75 @@ def _not_an_event_stream(response: Any, content_type: str, text: str) -> APIResp
 
 
 def _decode_body(text: str, status_code: int) -> Any:
+    """The JSON of a non-streamed answer.
+
+    Raises:
+        CutResponseError: for a 2xx answer whose JSON ended part-way (billed by Claude).
+        APIResponseError: for an empty body or one that is not JSON.
+    """
     if not text.strip():
         msg = "relay answered an empty body"
         raise APIResponseError(msg, status_code=status_code)
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        msg = "relay answered a body that is not JSON (an HTML error page?)"
         body = error_body_head(text)
+        if 200 <= status_code < 300 and _cut_answer(text):
+            msg = "relay's answer ended part-way through its JSON (cut short; Claude bills it)"
+            raise CutResponseError(
+                msg, status_code=status_code, body=body, response_id=_answer_id(text)
+            ) from None
+        msg = "relay answered a body that is not JSON (an HTML error page?)"
         raise APIResponseError(msg, status_code=status_code, body=body) from None
+
+
+_ERROR_OBJECT = re.compile(r'\s*\{\s*"(?:error"|type"\s*:\s*"error")')
+_ANSWER_ID = re.compile(r'\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_\-.:]{1,200})"')
+
+
+def _cut_answer(text: str) -> bool:
+    """Whether ``text`` is the start of a JSON object that was cut (not an error's).
+
+    It opens an object, every bracket closed on the way closes the one it should, and the
+    text ends inside the object (or inside a string): what a body cut part-way looks like.
+    An error page is HTML, and a relay's JSON error is whole (or opens with ``"error"``).
+
+    >>> _cut_answer('{"id": "chatcmpl-1", "choices": [{"message": {"content": "Hel')
+    True
+    >>> _cut_answer('{"error": {"message": "overlo'), _cut_answer("<html>")
+    (False, False)
+    >>> _cut_answer('{"a": 1}]'), _cut_answer('{"a": 1, "b": }')
+    (False, False)
+    """
+    if not text.lstrip().startswith("{") or _ERROR_OBJECT.match(text):
+        return False
+    closing = {"{": "}", "[": "]"}
+    open_brackets: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in closing:
+            open_brackets.append(closing[char])
+        elif char in "}]":
+            if not open_brackets or open_brackets.pop() != char:
+                return False
+            if not open_brackets:
+                return False  # the object ended: whatever failed to parse, it was not cut
+    return bool(open_brackets)
+
+
+def _answer_id(text: str) -> str | None:
+    """The ``id`` a cut answer opens with (OpenAI's and Claude's both lead with it), if any."""
+    match = _ANSWER_ID.match(text)
+    return match.group(1) if match else None
 
 
 # The SDK's own HTTP library (httpx2 in openai 3.x and anthropic 2.x, httpx before): asking its
@@ -540,19 +602,34 @@ class RelayTransport:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
-    def create(self, payload: Mapping[str, Any], deadline: Deadline | None = None) -> RawResponse:
+    def create(
+        self,
+        payload: Mapping[str, Any],
+        deadline: Deadline | None = None,
+        *,
+        on_cut: Callable[[CutResponseError], None] | None = None,
+    ) -> RawResponse:
         """Send a non-streaming request, retrying per the policy, within the call's deadline.
 
         Args:
             payload: the request body.
             deadline: the call's deadline, if it started earlier (``call_deadline``); default:
                 ``call_timeout`` from now.
+            on_cut: called with each attempt's answer cut part-way (billed by Claude, its usage
+                lost), before that attempt is retried or its error raised.
         """
         deadline = self.call_deadline() if deadline is None else deadline
+
+        def attempt() -> RawResponse:
+            try:
+                return self._create_once(payload, deadline)
+            except CutResponseError as exc:
+                if on_cut is not None:
+                    on_cut(exc)
+                raise
+
         return retry_call(
-            lambda: self._create_once(payload, deadline),
-            self.retry_policy,
-            **self._retry_kwargs(is_async=False, deadline=deadline),
+            attempt, self.retry_policy, **self._retry_kwargs(is_async=False, deadline=deadline)
         )
 
     async def _acreate_once(
@@ -583,14 +660,25 @@ class RelayTransport:
         return _raw_response(http, text)
 
     async def acreate(
-        self, payload: Mapping[str, Any], deadline: Deadline | None = None
+        self,
+        payload: Mapping[str, Any],
+        deadline: Deadline | None = None,
+        *,
+        on_cut: Callable[[CutResponseError], None] | None = None,
     ) -> RawResponse:
         """Async :meth:`create`."""
         deadline = self.call_deadline() if deadline is None else deadline
+
+        async def attempt() -> RawResponse:
+            try:
+                return await self._acreate_once(payload, deadline)
+            except CutResponseError as exc:
+                if on_cut is not None:
+                    on_cut(exc)
+                raise
+
         return await aretry_call(
-            lambda: self._acreate_once(payload, deadline),
-            self.retry_policy,
-            **self._retry_kwargs(is_async=True, deadline=deadline),
+            attempt, self.retry_policy, **self._retry_kwargs(is_async=True, deadline=deadline)
         )
 
     # -- token counting (native API, Vertex) ------------------------------------------------------

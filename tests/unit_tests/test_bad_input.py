@@ -29,6 +29,7 @@ from langchain_claude_relay.errors import (
     AuthenticationError,
     BadRequestError,
     ClaudeRelayError,
+    CutResponseError,
     InternalServerError,
     NotFoundError,
     OverloadedError,
@@ -691,6 +692,13 @@ RELAY_SIDE: list[tuple[str, httpx2.Response, bool, type[ClaudeRelayError], str]]
     (
         "200 truncated JSON",
         raw_json(200, '{"id": "x", "choices": [{"ind'),
+        False,
+        CutResponseError,  # billed by Claude: recorded as an estimate (test_cut_answers.py)
+        "ended part-way",
+    ),
+    (
+        "200 broken JSON",
+        raw_json(200, '{"id": "x", "choices": [{"index": 0,]}'),
         False,
         APIResponseError,
         "not JSON",
