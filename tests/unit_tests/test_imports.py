@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "APIConnectionError",
     "APITimeoutError",
     "APIResponseError",
+    "CutResponseError",
     "APIStatusError",
     "BadRequestError",
     "AuthenticationError",
