@@ -30,6 +30,17 @@ Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
   (``check_generation_payload``): extended thinking with a forced tool choice, a thinking
   budget not below ``max_tokens``, and (Messages paths) a ``max_tokens: 0`` warm-up without a
   breakpoint or with thinking, structured outputs or a forced tool choice.
+* What the request's model refuses is a 400 on every path that generates
+  (``check_model_payload``, the model table's facts through ``lookup_model``): a
+  ``thinking.type`` it does not take, ``temperature``/``top_p``/``top_k`` on Claude 4.7 and
+  later (``temperature`` with ``top_p`` on Opus 4.1 to 4.6), a ``temperature`` other than 1, a
+  ``top_k`` or a ``top_p`` below 0.95 with thinking on, a last assistant turn (a prefill) on
+  Claude 4.6 and later, and (Messages paths) a structured-output schema with an object not
+  closed by ``additionalProperties: false``.
+* The Messages paths refuse a top-level ``reasoning_effort`` (OpenAI's name: Claude's is
+  ``output_config.effort``) as Claude refuses unknown fields; no general allow-list is kept.
+* On the chat path ``parallel_tool_calls: false`` (with tools) keys the messages part, as the
+  ``tool_choice.disable_parallel_tool_use`` relays turn it into does.
 * A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
 * A read at a marker checks the marker's boundary and the earlier ones up to 19 lookback
   positions back (20 positions in all); the highest hit over all markers wins. Each block is
@@ -53,7 +64,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from langchain_claude_relay._settings_checks import MIN_TOP_K, SAMPLING_RANGES
+from langchain_claude_relay._settings_checks import (
+    MIN_TOP_K,
+    SAMPLING_RANGES,
+    THINKING_TOP_P_FLOOR,
+)
 from langchain_claude_relay.emulator.tokens import MediaText
 from langchain_claude_relay.models import cache_model_key, lookup_model
 from langchain_claude_relay.request import Block
@@ -76,6 +91,7 @@ __all__ = [
     "CacheEngine",
     "check_sampling_payload",
     "check_generation_payload",
+    "check_model_payload",
     "parse_openai",
     "parse_anthropic",
     "lookback_positions",
@@ -346,21 +362,40 @@ def _mark_last(blocks: list[PrefixBlock], marker: Any, where: str) -> None:
         blocks[-1] = replace(blocks[-1], ttl=ttl, where=where)
 
 
-def _context_hash(payload: Mapping[str, Any], blocks: Iterable[PrefixBlock]) -> str:
+def _context_hash(
+    payload: Mapping[str, Any], blocks: Iterable[PrefixBlock], *, openai: bool = False
+) -> str:
     """The hash of what invalidates the messages part though it is no block.
 
     These are settings Claude parses, so their key order is not part of them (unlike a block's
     bytes, matched exactly): ``{"type": "enabled", "budget_tokens": N}`` in either order is one
     key, as the planner's content hash has it.
+
+    On the chat path (``openai``), ``parallel_tool_calls: false`` with tools (and a tool choice
+    other than ``"none"``) is part of it: relays such as LiteLLM turn it into Claude's
+    ``tool_choice.disable_parallel_tool_use``, which keys the messages part as the Messages
+    path's ``tool_choice`` does. Absent and ``true`` are Claude's default (parallel tool use)
+    and key alike, and leave the hash as it was without the field.
     """
     has_images = any(b.kind == "image" for b in blocks if b.section == "messages")
-    context = {
+    context: dict[str, Any] = {
         "tool_choice": _sorted(payload.get("tool_choice")),
         "thinking": _sorted(payload.get("thinking")),
         "reasoning_effort": _sorted(payload.get("reasoning_effort")),
         "images": has_images,
     }
+    if openai and _disables_parallel_tool_use(payload):
+        context["disable_parallel_tool_use"] = True
     return hashlib.sha256(_dumps(context).encode()).hexdigest()[:32]
+
+
+def _disables_parallel_tool_use(payload: Mapping[str, Any]) -> bool:
+    """Whether a chat payload's ``parallel_tool_calls`` reaches Claude as no parallel tool use."""
+    return (
+        payload.get("parallel_tool_calls") is False
+        and bool(payload.get("tools"))
+        and payload.get("tool_choice") != "none"
+    )
 
 
 def _sorted(value: Any) -> Any:
@@ -438,6 +473,56 @@ WARMUP_ONLY = (
     "and cannot be used with extended thinking, structured outputs or a forced tool choice"
 )
 """Claude's 400 for a ``max_tokens: 0`` request that cannot be a cache warm-up."""
+_DOCS = (
+    " Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/"
+    "extended-thinking#important-considerations-when-using-extended-thinking"
+)
+THINKING_TYPE_REFUSED = '"thinking.type.{kind}" is not supported for this model.'
+"""Claude's 400 for a ``thinking.type`` the model does not take (the model table's
+``thinking_types``); for ``enabled`` on a model that takes ``adaptive``, ``USE_ADAPTIVE``
+follows."""
+USE_ADAPTIVE = (
+    ' Use "thinking.type.adaptive" and "output_config.effort" to control thinking behavior.'
+)
+SAMPLING_DEPRECATED = "`{name}` is deprecated for this model."
+"""Claude's 400 for ``temperature``, ``top_p`` or ``top_k`` on Claude 4.7 and later."""
+SAMPLING_NOT_BOTH = (
+    "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+)
+"""Claude's 400 for ``temperature`` with ``top_p`` on Opus 4.1 to the 4.6 models."""
+THINKING_TEMPERATURE = (
+    "`temperature` may only be set to 1 when thinking is enabled or in adaptive mode."
+)
+"""Claude's 400 for a ``temperature`` other than 1 with thinking on."""
+THINKING_TOP_K = "`top_k` must be unset when thinking is enabled or in adaptive mode."
+"""Claude's 400 for a ``top_k`` with thinking on."""
+THINKING_TOP_P = (
+    f"`top_p` must be unset or at least {THINKING_TOP_P_FLOOR:g} when thinking is enabled or in "
+    "adaptive mode."
+)
+"""The 400 for a ``top_p`` below 0.95 with thinking on (the emulator's wording)."""
+NO_PREFILL = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+"""Claude's 400 for a request ending with an assistant turn on Claude 4.6 and later."""
+OPEN_OBJECT = "{where}: For 'object' type, 'additionalProperties' must be explicitly set to false"
+"""Claude's 400 for a structured-output schema with an object lacking
+``additionalProperties: false``."""
+OPEN_OBJECT_VALUE = (
+    "{where}: For 'object' type, 'additionalProperties: {value}' is not supported. Please set "
+    "'additionalProperties' to false"
+)
+"""Claude's 400 for a structured-output object whose ``additionalProperties`` is not false."""
+EXTRA_INPUT = "{name}: Extra inputs are not permitted"
+"""Claude's 400 for a top-level field the Messages API does not know."""
+NOT_MESSAGES_FIELDS = ("reasoning_effort",)
+"""Top-level fields the Messages paths refuse by name: OpenAI's ``reasoning_effort`` is the
+common mistake (Claude's is ``output_config.effort``). No general allow-list of the Messages
+API's fields is kept: other unknown fields pass."""
+_SAMPLING_NAMES = ("temperature", "top_p", "top_k")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 
 
 def _thinking_on(payload: Mapping[str, Any]) -> bool:
@@ -469,6 +554,148 @@ def _structured_output(payload: Mapping[str, Any]) -> bool:
     return in_config or payload.get("output_format") is not None
 
 
+def _last_turn_role(payload: Mapping[str, Any], *, native: bool) -> Any:
+    """The role of the conversation's last turn as Claude receives it.
+
+    On the chat path system and developer messages become system blocks wherever they sit, so
+    the last turn is the last other message.
+    """
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if native or role not in ("system", "developer"):
+            return role
+    return None
+
+
+def _output_schema(payload: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """Where a Messages payload's structured-output JSON schema sits, and the schema."""
+    config = payload.get("output_config")
+    places = (
+        ("output_config.format", config.get("format") if isinstance(config, Mapping) else None),
+        ("output_format", payload.get("output_format")),
+    )
+    for where, found in places:
+        if isinstance(found, Mapping) and found.get("type") == "json_schema":
+            return f"{where}.schema", found.get("schema")
+    return None
+
+
+def _open_object(schema: Any, path: str = "") -> tuple[str, Any] | None:
+    """The first object in a schema that is not closed (``additionalProperties: false``).
+
+    Looks through ``properties``, ``patternProperties``, ``items``, ``prefixItems``, ``$defs``,
+    ``definitions``, ``anyOf``, ``allOf`` and ``oneOf``. Returns the object's path (``""`` for
+    the schema itself) and its ``additionalProperties`` (``...`` when absent), or ``None``.
+
+    >>> _open_object({"type": "object", "properties": {"a": {"type": "object"}},
+    ...               "additionalProperties": False})
+    ('properties.a', Ellipsis)
+    """
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            found = _open_object(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+        return None
+    if not isinstance(schema, Mapping):
+        return None
+    kind = schema.get("type")
+    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind)
+    if is_object and schema.get("additionalProperties") is not False:
+        return path, schema.get("additionalProperties", ...)
+    for key in (*_SCHEMA_MAPS, "items", *_SCHEMA_LISTS):
+        sub = schema.get(key)
+        where = f"{path}.{key}" if path else key
+        if key in _SCHEMA_MAPS and isinstance(sub, Mapping):
+            for name, value in sub.items():
+                found = _open_object(value, f"{where}.{name}")
+                if found is not None:
+                    return found
+        elif key not in _SCHEMA_MAPS and sub is not None:
+            found = _open_object(sub, where)
+            if found is not None:
+                return found
+    return None
+
+
+def check_model_payload(
+    payload: Mapping[str, Any], request: PrefixRequest, *, native: bool
+) -> None:
+    """Refuse what the request's model refuses, with Claude's 400 wording.
+
+    The model's facts come from the model table (``lookup_model``: ``thinking_types``,
+    ``sampling``, ``takes_prefill``, with their sources); a fact the table does not have
+    refuses nothing. In this order:
+
+    * a ``thinking.type`` not in the model's ``thinking_types`` (``enabled`` on Claude 4.7 and
+      later, ``adaptive`` on 4.5 and earlier, ``disabled`` on the models that always think);
+    * ``sampling == "none"`` (Claude 4.7 and later): any ``temperature``, ``top_p`` or
+      ``top_k`` (the first given is named); ``"temperature_or_top_p"`` (Opus 4.1 to the 4.6
+      models): ``temperature`` with ``top_p``;
+    * with thinking on (``enabled`` or ``adaptive``): a ``temperature`` other than 1, a
+      ``top_k``, a ``top_p`` below 0.95;
+    * ``takes_prefill is False`` (Claude 4.6 and later): a conversation whose last turn is the
+      assistant's (on the chat path, the last message that is not a system or developer one);
+    * (Messages paths) a structured-output schema (``output_config.format`` or the older
+      ``output_format``, type ``json_schema``) with an object that is not closed by
+      ``additionalProperties: false``, at any depth. The chat path's ``response_format`` is
+      left alone: relays translate it (and close its objects) on their way to Claude.
+
+    ``null`` values count as absent, as in ``check_sampling_payload``.
+
+    Args:
+        payload: the request body (OpenAI chat completions or Anthropic Messages).
+        request: its parsed prefix (the model id).
+        native: whether it came in on a Messages path (Anthropic, Bedrock, Vertex).
+
+    Raises:
+        InvalidRequest: for the first refused setting.
+
+    >>> ask = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
+    >>> payload = {**ask, "temperature": 0.2}
+    >>> check_model_payload(payload, parse_anthropic(payload), native=True)
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.emulator.engine.InvalidRequest: `temperature` is deprecated for this model.
+    """  # noqa: E501
+    spec = lookup_model(request.model)
+    thinking = payload.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, Mapping) else None
+    if spec.thinking_types and isinstance(kind, str) and kind not in spec.thinking_types:
+        msg = THINKING_TYPE_REFUSED.format(kind=kind)
+        if kind == "enabled" and "adaptive" in spec.thinking_types:
+            msg += USE_ADAPTIVE
+        raise InvalidRequest(msg)
+    given = [name for name in _SAMPLING_NAMES if payload.get(name) is not None]
+    if spec.sampling == "none" and given:
+        raise InvalidRequest(SAMPLING_DEPRECATED.format(name=given[0]))
+    if spec.sampling == "temperature_or_top_p" and {"temperature", "top_p"} <= set(given):
+        raise InvalidRequest(SAMPLING_NOT_BOTH)
+    if _thinking_on(payload):
+        temperature, top_p = payload.get("temperature"), payload.get("top_p")
+        if temperature is not None and temperature != 1:
+            raise InvalidRequest(THINKING_TEMPERATURE + _DOCS)
+        if payload.get("top_k") is not None:
+            raise InvalidRequest(THINKING_TOP_K + _DOCS)
+        if top_p is not None and _is_number(top_p) and top_p < THINKING_TOP_P_FLOOR:
+            raise InvalidRequest(THINKING_TOP_P + _DOCS)
+    if spec.takes_prefill is False and _last_turn_role(payload, native=native) == "assistant":
+        raise InvalidRequest(NO_PREFILL)
+    schema = _output_schema(payload) if native else None
+    if schema is not None:
+        where, found = schema[0], _open_object(schema[1])
+        if found is not None:
+            path, value = found
+            at = f" (at {path})" if path else ""
+            if value is ...:
+                raise InvalidRequest(OPEN_OBJECT.format(where=where) + at)
+            shown = json.dumps(value) if isinstance(value, bool) else _dumps(value)
+            raise InvalidRequest(OPEN_OBJECT_VALUE.format(where=where, value=shown) + at)
+
+
 def check_generation_payload(
     payload: Mapping[str, Any], request: PrefixRequest, *, native: bool, interleaved: bool = False
 ) -> None:
@@ -476,7 +703,8 @@ def check_generation_payload(
 
     Claude checks these on the Messages API, Bedrock and Vertex; an OpenAI-compatible relay
     forwards the same settings to Claude, so the chat path refuses them too (the package's
-    tests then catch the package sending them on any path):
+    tests then catch the package sending them on any path). First what the request's model
+    refuses (``check_model_payload``), then:
 
     * ``max_tokens: 0`` (Messages paths only; the chat path keeps answering an empty, cut
       reply) is a cache pre-warm: it needs a ``cache_control`` breakpoint (on a block, a tool
@@ -507,6 +735,7 @@ def check_generation_payload(
     ...
     langchain_claude_relay.emulator.engine.InvalidRequest: Thinking may not be enabled when ...
     """
+    check_model_payload(payload, request, native=native)
     thinking, forced = _thinking_on(payload), _forces_tool(payload.get("tool_choice"))
     if native and payload.get("max_tokens") == 0:
         reasons = [
@@ -540,11 +769,14 @@ def check_generation_payload(
         raise InvalidRequest(msg)
 
 
-def _finish(payload: Mapping[str, Any], model: str, blocks: list[PrefixBlock]) -> PrefixRequest:
+def _finish(
+    payload: Mapping[str, Any], model: str, blocks: list[PrefixBlock], *, openai: bool = False
+) -> PrefixRequest:
     for block in blocks:
         _check_markable(block)
     automatic = _ttl(payload.get("cache_control"), "cache_control")
-    return PrefixRequest(model, tuple(blocks), _context_hash(payload, blocks), automatic)
+    context = _context_hash(payload, blocks, openai=openai)
+    return PrefixRequest(model, tuple(blocks), context, automatic)
 
 
 def _tool_block(tool: Any, where: str, openai: bool) -> PrefixBlock:
@@ -589,6 +821,10 @@ def parse_openai(payload: Mapping[str, Any]) -> PrefixRequest:
     """
     model, messages = _require(payload)
     check_sampling_payload(payload)
+    parallel = payload.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        msg = "parallel_tool_calls: Input should be a valid boolean"
+        raise InvalidRequest(msg)
     tools = [_tool_block(t, f"tools.{i}", True) for i, t in enumerate(payload.get("tools") or [])]
     system: list[PrefixBlock] = []
     turns: list[PrefixBlock] = []
@@ -610,7 +846,7 @@ def parse_openai(payload: Mapping[str, Any]) -> PrefixRequest:
             raise InvalidRequest(text)
         _mark_last(out, msg.get("cache_control"), where)
         target.extend(out)
-    return _finish(payload, model, [*tools, *system, *turns])
+    return _finish(payload, model, [*tools, *system, *turns], openai=True)
 
 
 def _blocks(section: str, role: str, content: Any, where: str) -> list[PrefixBlock]:
@@ -664,11 +900,15 @@ def parse_anthropic(payload: Mapping[str, Any]) -> PrefixRequest:
         The prefix as the cache sees it.
 
     Raises:
-        InvalidRequest: if the payload is malformed, a marker is invalid or a sampling value
-            is out of Claude's range.
+        InvalidRequest: if the payload is malformed, a marker is invalid, a sampling value
+            is out of Claude's range, or it has a field the Messages API does not know and
+            ``NOT_MESSAGES_FIELDS`` names (``reasoning_effort``).
 
     """
     model, messages = _require(payload)
+    for name in NOT_MESSAGES_FIELDS:
+        if name in payload:
+            raise InvalidRequest(EXTRA_INPUT.format(name=name))
     check_sampling_payload(payload)
     tools = [_tool_block(t, f"tools.{i}", False) for i, t in enumerate(payload.get("tools") or [])]
     system = _blocks("system", "system", payload.get("system"), "system")

@@ -208,9 +208,10 @@ def test_max_tokens_zero_warms_the_cache_without_content(
     assert log[0].cost_usd > 0
 
 
+CLOSED = {"type": "object", "additionalProperties": False}  # Claude takes closed objects only
 FORCED = {
     "tool": {"tools": [WEATHER], "tool_choice": {"type": "any"}},
-    "schema": {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
+    "schema": {"output_config": {"format": {"type": "json_schema", "schema": CLOSED}}},
 }
 
 

@@ -58,7 +58,12 @@ OPENAI_TOOL = {
 }
 ADAPTIVE = {"type": "adaptive"}
 BUDGET = {"type": "enabled", "budget_tokens": 1024}
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,  # Claude's structured outputs take closed objects only
+}
 COUNT = EmulatorTokenizer().count_text
 
 

@@ -51,13 +51,13 @@ def _llm(way: str, emu: RelayEmulator, **extra: Any) -> tuple[ChatClaudeRelay, l
     transport = llm._transport
     create, acreate = transport.create, transport.acreate
 
-    def recorded(payload: Any, *args: Any) -> Any:
+    def recorded(payload: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(dict(payload))
-        return create(payload, *args)
+        return create(payload, *args, **kwargs)
 
-    async def arecorded(payload: Any, *args: Any) -> Any:
+    async def arecorded(payload: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(dict(payload))
-        return await acreate(payload, *args)
+        return await acreate(payload, *args, **kwargs)
 
     transport.create, transport.acreate = recorded, arecorded  # type: ignore[method-assign]
     return llm, sent
