@@ -147,9 +147,9 @@ def _decode_body(text: str, status_code: int) -> Any:
         raise APIResponseError(msg, status_code=status_code)
     try:
         return json.loads(text)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError) as exc:
         body = error_body_head(text)
-        if 200 <= status_code < 300 and _cut_answer(text):
+        if 200 <= status_code < 300 and _cut_answer(text, exc):
             msg = "relay's answer ended part-way through its JSON (cut short; Claude bills it)"
             raise CutResponseError(
                 msg, status_code=status_code, body=body, response_id=_answer_id(text)
@@ -162,43 +162,32 @@ _ERROR_OBJECT = re.compile(r'\s*\{\s*"(?:error"|type"\s*:\s*"error")')
 _ANSWER_ID = re.compile(r'\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_\-.:]{1,200})"')
 
 
-def _cut_answer(text: str) -> bool:
-    """Whether ``text`` is the start of a JSON object that was cut (not an error's).
+def _cut_answer(text: str, error: BaseException) -> bool:
+    """Whether ``text``, which failed to parse with ``error``, is a JSON object cut part-way.
 
-    It opens an object, every bracket closed on the way closes the one it should, and the
-    text ends inside the object (or inside a string): what a body cut part-way looks like.
-    An error page is HTML, and a relay's JSON error is whole (or opens with ``"error"``).
+    It opens an object (not an error's: a relay's JSON error is whole, or opens with
+    ``"error"``), and the parser ran out of text: inside a string, or where more was due.
+    An error page is HTML; broken JSON fails before its end.
 
-    >>> _cut_answer('{"id": "chatcmpl-1", "choices": [{"message": {"content": "Hel')
-    True
-    >>> _cut_answer('{"error": {"message": "overlo'), _cut_answer("<html>")
+    >>> def cut(text):
+    ...     try:
+    ...         json.loads(text)
+    ...     except ValueError as exc:
+    ...         return _cut_answer(text, exc)
+    >>> cut('{"id": "chatcmpl-1", "choices": [{"message": {"content": "Hel'), cut('{"id": "x", "a": [')
+    (True, True)
+    >>> cut('{"error": {"message": "overlo'), cut("<html>")
     (False, False)
-    >>> _cut_answer('{"a": 1}]'), _cut_answer('{"a": 1, "b": }')
+    >>> cut('{"a": 1}]'), cut('{"a": 1, "b": }')
     (False, False)
-    """
+    """  # noqa: E501
+    if not isinstance(error, json.JSONDecodeError):
+        return False
     if not text.lstrip().startswith("{") or _ERROR_OBJECT.match(text):
         return False
-    closing = {"{": "}", "[": "]"}
-    open_brackets: list[str] = []
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in closing:
-            open_brackets.append(closing[char])
-        elif char in "}]":
-            if not open_brackets or open_brackets.pop() != char:
-                return False
-            if not open_brackets:
-                return False  # the object ended: whatever failed to parse, it was not cut
-    return bool(open_brackets)
+    if error.msg.startswith("Unterminated string"):  # raised only at the end of the text
+        return True
+    return error.pos >= len(text.rstrip())
 
 
 def _answer_id(text: str) -> str | None:

@@ -21,6 +21,7 @@ from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay.callbacks import track_costs
 from langchain_claude_relay.errors import APIResponseError, CutResponseError
 from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.transport.relay import _decode_body
 
 USAGE = {"prompt_tokens": 40, "completion_tokens": 5}
 
@@ -95,9 +96,19 @@ def test_an_error_page_is_neither_cut_nor_recorded(
 
 
 def test_a_cut_native_answer_keeps_its_message_id() -> None:
-    from langchain_claude_relay.transport.relay import _answer_id, _cut_answer
-
     text = json.dumps({"id": "msg_01ABC", "type": "message", "content": [{"type": "text"}]})
-    assert _cut_answer(text[:40])
-    assert _answer_id(text[:40]) == "msg_01ABC"
-    assert _answer_id('{"object": "chat.completion", "id": "x"') is None  # not leading: unknown
+    with pytest.raises(CutResponseError) as caught:
+        _decode_body(text[:40], 200)
+    assert caught.value.response_id == "msg_01ABC"
+    with pytest.raises(CutResponseError) as caught:
+        _decode_body('{"object": "chat.completion", "id": "x", "choices": [', 200)
+    assert caught.value.response_id is None  # the id does not lead: not guessed
+
+
+def test_a_big_broken_body_is_not_taken_for_a_cut_one() -> None:
+    broken = '{"id": "x", "a": [' + "1," * 8_000_000 + "x]}"
+    with pytest.raises(APIResponseError) as caught:
+        _decode_body(broken, 200)
+    assert not isinstance(caught.value, CutResponseError)
+    with pytest.raises(CutResponseError):
+        _decode_body(broken[:-3], 200)
