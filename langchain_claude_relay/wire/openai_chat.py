@@ -32,7 +32,6 @@ call.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -580,27 +579,22 @@ def _optional_str(raw: Any, what: str, where: str, status: int | None, body: Any
     raise APIResponseError(msg, status_code=status, body=body)
 
 
-def made_up_call_id(response_id: str | None, index: int | str) -> str:
-    """An id for a tool call a relay answered without one.
+def made_up_call_id() -> str:
+    """An id for a tool call a relay answered without one: Claude's prefix, then random.
 
     Without an id the call cannot be answered: LangChain's ``ToolMessage`` needs its
-    ``tool_call_id``, and Claude a ``tool_use`` id for the ``tool_result``. The id is Claude's
-    prefix and a hash of the answer's id and the call's index, so the same answer gives the same
-    ids (and two calls of one answer, or of two answers, different ones); an answer without an id
-    gives a random one.
+    ``tool_call_id``, and Claude a ``tool_use`` id for the ``tool_result``. Random, not drawn
+    from the answer's id: a relay that leaves ids out may well send one answer id for every
+    answer, and two calls of one conversation with one id are a 400 ("`tool_use` ids must be
+    unique").
 
-    >>> made_up_call_id("chatcmpl-1", 0) == made_up_call_id("chatcmpl-1", 0)
-    True
-    >>> made_up_call_id("chatcmpl-1", 0) != made_up_call_id("chatcmpl-1", 1)
-    True
+    >>> made_up_call_id().startswith("toolu_"), made_up_call_id() != made_up_call_id()
+    (True, True)
     """
-    seed = f"{response_id}\x00{index}" if response_id else uuid.uuid4().hex
-    return "toolu_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+    return "toolu_" + uuid.uuid4().hex[:24]
 
 
-def _tool_call(
-    raw: Mapping[str, Any], status: int, body: Any, response_id: str | None, index: int
-) -> dict[str, Any]:
+def _tool_call(raw: Mapping[str, Any], status: int, body: Any) -> dict[str, Any]:
     """One complete tool call in OpenAI's shape, checked (name, JSON arguments, id).
 
     A call without an id is given one (:func:`made_up_call_id`): it could not be answered.
@@ -623,7 +617,7 @@ def _tool_call(
         raise APIResponseError(msg, status_code=status, body=body)
     call_id = _optional_str(raw.get("id"), "id", "answered", status, body)
     return {
-        "id": call_id or made_up_call_id(response_id, index),
+        "id": call_id or made_up_call_id(),
         "type": "function",
         "function": {"name": name, "arguments": arguments},
     }
@@ -712,9 +706,7 @@ def parse_chat_completion(
         model=body.get("model") if isinstance(body.get("model"), str) else None,
         content=_text_of(message.get("content"), "message content", status_code, excerpt_source),
         tool_calls=[
-            _tool_call(c, status_code, excerpt_source, response_id, i)
-            for i, c in enumerate(raw_calls)
-            if isinstance(c, Mapping)
+            _tool_call(c, status_code, excerpt_source) for c in raw_calls if isinstance(c, Mapping)
         ],
         reasoning=_reasoning_of(message),
         finish_reason=choice.get("finish_reason")
@@ -822,9 +814,8 @@ class ChatChunkReader:
         self._tool_indices: set[int | None] = set()
         # by index, the id made up here for each started call (None: the relay gave one)
         self._made_up_ids: dict[int, str | None] = {}
-        self._unindexed = 0
 
-    def _with_call_id(self, delta: dict[str, Any], response_id: str | None) -> dict[str, Any]:
+    def _with_call_id(self, delta: dict[str, Any]) -> dict[str, Any]:
         """A tool-call delta, with an id made up for a call the relay started without one.
 
         LangChain merges a call's deltas by index and joins the ids it finds, so a call gets
@@ -841,11 +832,8 @@ class ChatChunkReader:
             return delta
         if not delta["function"]["name"] or index in self._made_up_ids:
             return delta  # a continuation of a call
-        if index is None:
-            self._unindexed += 1
-            call_id = made_up_call_id(response_id, f"unindexed {self._unindexed}")
-        else:
-            call_id = made_up_call_id(response_id, index)
+        call_id = made_up_call_id()
+        if index is not None:
             self._made_up_ids[index] = call_id
         return {**delta, "id": call_id}
 
@@ -861,7 +849,7 @@ class ChatChunkReader:
             indices = self._tool_indices
             indices.update(d["index"] for d in parsed.tool_call_deltas)
             check_tool_call_count(len(indices), "streamed", 200, lambda: _dumped(event))
-            deltas = [self._with_call_id(d, parsed.id) for d in parsed.tool_call_deltas]
+            deltas = [self._with_call_id(d) for d in parsed.tool_call_deltas]
             parsed = replace(parsed, tool_call_deltas=deltas)
         if not parsed.thinking_pieces:
             return parsed

@@ -204,22 +204,23 @@ def _answer_without_ids(response_id: str | None = "chatcmpl-9") -> dict[str, Any
     return body
 
 
-def test_answered_tool_call_without_id_gets_a_stable_one_and_can_be_answered(
+def test_answered_tool_call_without_id_gets_one_and_can_be_answered(
     relay: FakeRelay, make_llm: Callable[..., ChatClaudeRelay]
 ) -> None:
     ids = [c["id"] for c in parse_chat_completion(_answer_without_ids()).tool_calls]
-    assert ids == [c["id"] for c in parse_chat_completion(_answer_without_ids()).tool_calls]
     assert all(i.startswith("toolu_") for i in ids)
     assert len(set(ids)) == 2
-    other = [c["id"] for c in parse_chat_completion(_answer_without_ids("chatcmpl-8")).tool_calls]
-    assert not set(other) & set(ids)
+    # a relay that leaves ids out may send one answer id every time: the ids must still differ
+    again = [c["id"] for c in parse_chat_completion(_answer_without_ids()).tool_calls]
+    assert not set(again) & set(ids)
     no_response_id = parse_chat_completion(_answer_without_ids(None)).tool_calls
     assert all(c["id"] for c in no_response_id)
 
     llm = make_llm()
     relay.queue(_answer_without_ids())
     ai = llm.invoke("hi")
-    assert [c["id"] for c in ai.tool_calls] == ids
+    ids = [c["id"] for c in ai.tool_calls]
+    assert all(i.startswith("toolu_") for i in ids)
     results = [ToolMessage("ok", tool_call_id=c["id"]) for c in ai.tool_calls]
     llm.invoke(["hi", ai, *results])
     sent = relay.last["messages"]
@@ -275,7 +276,7 @@ def test_streamed_tool_call_without_id_gets_one_id_on_its_first_chunk() -> None:
     assert second
     assert first != second
     assert first.startswith("toolu_")
-    assert _stream_ids(STREAM) == ids  # the same stream, the same ids
+    assert not set(_stream_ids(STREAM)) - {None} & set(ids)  # another answer: other ids
     assert _stream_ids([_delta(0, "f", id="call_1"), _delta(0, args="{}")]) == ["call_1", None]
     unindexed = _stream_ids([_delta(None, "f", "{}"), _delta(None, "g", "{}")])
     assert all(unindexed)
@@ -295,7 +296,8 @@ def test_streamed_tool_calls_without_ids_sum_to_answerable_calls(
     assert isinstance(message, AIMessageChunk)
     calls = message.tool_calls
     assert [(c["name"], c["args"]) for c in calls] == [("f", {"a": 1}), ("g", {})]
-    assert [c["id"] for c in calls] == [_stream_ids(STREAM)[0], _stream_ids(STREAM)[2]]
+    assert all(str(c["id"]).startswith("toolu_") for c in calls)
+    assert len({c["id"] for c in calls}) == 2
     results = [ToolMessage("ok", tool_call_id=str(c["id"])) for c in calls]
     llm.invoke(["hi", message, *results])
     assert [m["tool_call_id"] for m in relay.last["messages"][2:]] == [c["id"] for c in calls]
