@@ -143,7 +143,9 @@ def claude_tool_choice(choice: Any) -> dict[str, Any] | None:
 
     ``True``, ``"any"`` and ``"required"`` are ``{"type": "any"}``; ``"auto"``/``"none"`` their
     type; any other string names a tool; an OpenAI dict ``{"type": "function", "function":
-    {"name": N}}`` is ``{"type": "tool", "name": N}``; Claude's own dicts stay as they are.
+    {"name": N}}`` is ``{"type": "tool", "name": N}``; Claude's own dicts keep what Claude reads
+    of them (their type, a tool's name, ``disable_parallel_tool_use``), so that one choice is
+    always spelled one way.
 
     >>> claude_tool_choice("required") == claude_tool_choice(True) == {"type": "any"}
     True
@@ -167,7 +169,12 @@ def claude_tool_choice(choice: Any) -> dict[str, Any] | None:
         if kind in _CLAUDE_TOOL_CHOICE_TYPES and (
             kind != "tool" or (isinstance(name, str) and name)
         ):
-            return dict(choice)
+            claude: dict[str, Any] = (
+                {"type": kind, "name": name} if kind == "tool" else {"type": kind}
+            )
+            if choice.get("disable_parallel_tool_use") is True:
+                claude["disable_parallel_tool_use"] = True
+            return claude
         function = choice.get("function")
         if kind == "function" and isinstance(function, Mapping):
             name = function.get("name")

@@ -243,7 +243,7 @@ _LOOKUP = Tool("lookup", "Look it up.", {"type": "object", "properties": {}})
     [
         ["any", "required", True, {"type": "any"}],
         ["lookup", {"type": "tool", "name": "lookup"}, {"type": "function", "function": {"name": "lookup"}}],  # noqa: E501
-        ["auto", {"type": "auto"}],
+        [{"type": "auto", "name": None}, "auto", {"type": "auto"}],  # a stray key first
         [None, False],
     ],
 )  # fmt: skip
