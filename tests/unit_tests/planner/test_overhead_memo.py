@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from planner_helpers import ESTIMATOR, Clock, prose
 
+from langchain_claude_relay import request as request_module
 from langchain_claude_relay.planner import CachePlanner
 from langchain_claude_relay.planner.history import hex_key
 from langchain_claude_relay.request import (
@@ -256,6 +257,19 @@ def test_every_spelling_of_one_tool_choice_keys_the_messages_part_alike(
         for c in spellings
     }
     assert len(hashes) == 1
+
+
+def test_a_tool_choice_keys_alike_whatever_the_memo_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the memo of common context hashes is per process: with a stray key a spelling was keyed
+    # by whichever spelling a process met first
+    def fresh(choice: Any) -> str:
+        monkeypatch.setattr(request_module, "_CONTEXT_HASHES", {})
+        return ClaudeRequest(
+            "claude-sonnet-4-6", tools=(_LOOKUP,), tool_choice=choice
+        ).messages_context_hash()
+
+    assert fresh({"type": "auto", "name": None}) == fresh("auto")
+    assert fresh({"type": "any", "stray": 1}) == fresh("any")
 
 
 def test_what_claude_receives_as_another_tool_choice_keys_it_apart() -> None:
