@@ -91,6 +91,11 @@ PDF_MIN_PAGE_BYTES = 16
 """No page object is shorter (``<</Type/Page>>`` and its parent): a count above one page per
 this many bytes read (the file and what its object streams inflate to) is cut to that, so a
 forged ``/Count`` cannot claim a billion pages."""
+PDF_MAX_PAGES = 1000
+"""No PDF counts more pages than this: Claude takes at most 100 (600 on its 1M-context models)
+per request, so a count above is a forged or broken file, and its estimate stays bounded."""
+PDF_PAGE_TREE_NODES = 4096
+"""Page-tree nodes read for a ``/Count`` (see ``_pdf_pages_in``)."""
 PDF_INFLATE_BYTES = 8_000_000
 PDF_OBJECT_STREAMS = 256
 """At most this many object streams are inflated, to at most ``PDF_INFLATE_BYTES`` in all: a
@@ -206,10 +211,12 @@ def _document_parts(data: Mapping[str, Any]) -> TokenParts:
 
 
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![s\w])")
-_PDF_PAGE_COUNT = re.compile(
-    rb"/Type\s*/Pages\b[^<>]{0,4096}?/Count\s+(\d+)|/Count\s+(\d+)[^<>]{0,4096}?/Type\s*/Pages\b"
-)
-"""The ``/Count`` of a page-tree node (in the same dictionary: no ``<<``/``>>`` in between)."""
+_PDF_PAGE_TREE = re.compile(rb"/Type\s*/Pages\b")
+_PDF_COUNT = re.compile(rb"/Count\s+(\d{1,9})")
+_PDF_DICT_EDGE = re.compile(rb"[<>]")
+_PDF_NODE_SPAN = 4096
+"""How far around a page-tree node's ``/Type /Pages`` its ``/Count`` is looked for (within
+the same dictionary: no ``<<``/``>>`` in between)."""
 _PDF_OBJECT_STREAM = re.compile(rb"/Type\s*/ObjStm\b")
 
 
@@ -254,13 +261,30 @@ def _pdf_page_count(raw: bytes) -> int:
         counts = max(counts, more_counts)
         objects += more_objects
     read = len(raw) + PDF_INFLATE_BYTES - budget
-    return min(counts or objects, read // PDF_MIN_PAGE_BYTES)
+    return min(counts or objects, read // PDF_MIN_PAGE_BYTES, PDF_MAX_PAGES)
 
 
 def _pdf_pages_in(data: bytes) -> tuple[int, int]:
-    """(largest page-tree ``/Count``, page objects) in uncompressed PDF bytes."""
-    counts = [int(a or b) for a, b in _PDF_PAGE_COUNT.findall(data)]
-    return max(counts, default=0), len(_PDF_PAGE.findall(data))
+    """(largest page-tree ``/Count``, page objects) in uncompressed PDF bytes.
+
+    Linear in the bytes: at most ``PDF_PAGE_TREE_NODES`` page-tree nodes are read, each within
+    ``_PDF_NODE_SPAN`` bytes of its ``/Type /Pages`` (a real tree has one node per few pages;
+    a forged file full of ``/Count`` cannot make the search quadratic).
+    """
+    largest = 0
+    for found, node in enumerate(_PDF_PAGE_TREE.finditer(data)):
+        if found >= PDF_PAGE_TREE_NODES:
+            break
+        before = data[max(0, node.start() - _PDF_NODE_SPAN) : node.start()]
+        after = data[node.end() : node.end() + _PDF_NODE_SPAN]
+        edges_before = list(_PDF_DICT_EDGE.finditer(before))
+        edge_after = _PDF_DICT_EDGE.search(after)
+        span = (before[edges_before[-1].end() :] if edges_before else before) + (
+            after[: edge_after.start()] if edge_after else after
+        )
+        counts = [int(m.group(1)) for m in _PDF_COUNT.finditer(span)]
+        largest = max(largest, *counts) if counts else largest
+    return largest, len(_PDF_PAGE.findall(data))
 
 
 def image_tokens(source: Any) -> int:
