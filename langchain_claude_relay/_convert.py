@@ -12,8 +12,9 @@ placed by the user is kept where it was put: on a content part, on a message
 Images and documents are checked as Claude checks them, before anything is sent: an image is
 JPEG, PNG, GIF or WebP (``image/jpg`` is read as ``image/jpeg``) of at most 5 MB; a base64
 document is a PDF, or text/plain data, which is decoded and sent as Claude's ``text`` source;
-Claude's ``text`` and ``content`` document sources are kept; a file id (Claude's Files API) is
-refused. A document's ``title``, ``citations`` and ``context`` are kept, written on the block
+Claude's ``text`` and ``content`` document sources are kept; a file id (Claude's Files API)
+becomes Claude's ``file`` source, which only the Messages API takes (a relay's format refuses
+it). A document's ``title``, ``citations`` and ``context`` are kept, written on the block
 or, in a LangChain v1 block, in its ``extras`` (the Messages API sends them; the OpenAI format
 has no place for citations and context).
 
@@ -254,13 +255,18 @@ def _content_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {"type": "content", "content": blocks}
 
 
-def _file_id_error(kind: str, file_id: Any, where: str) -> RequestValidationError:
-    return _fail(
-        where,
-        f"{kind} part refers to an uploaded file by id ({file_id!r}), which is not supported "
-        "(Claude's Files API needs a beta header, and a relay cannot see your uploads): send "
-        "the data itself (base64) or a URL",
-    )
+def _file_source(file_id: Any, where: str) -> dict[str, Any]:
+    """Claude's source for a file uploaded with its Files API, by id (checked).
+
+    The Messages API takes it (with the ``anthropic-beta: files-api-2025-04-14`` header in
+    ``default_headers``); a relay cannot see your uploads, so the OpenAI format refuses it when
+    the request is rendered (``wire.openai_chat``), before anything is sent.
+    """
+    if not isinstance(file_id, str) or not file_id:
+        raise _fail(
+            where, f"a file source needs its 'file_id' as a non-empty string, not {file_id!r}"
+        )
+    return {"type": "file", "file_id": file_id}
 
 
 def _claude_source(block_type: str, source: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -277,7 +283,7 @@ def _claude_source(block_type: str, source: Mapping[str, Any], where: str) -> di
             raise _fail(where, f"{block_type} source of type 'url' needs a non-empty 'url'")
         return {"type": "url", "url": url}
     if source_type == "file":
-        raise _file_id_error(block_type, source.get("file_id"), where)
+        return _file_source(source.get("file_id"), where)
     if block_type == "document" and source_type == "text":
         return _text_source(source.get("data"), where)
     if block_type == "document" and source_type == "content":
@@ -326,7 +332,7 @@ def _source(kind: str, part: Mapping[str, Any], where: str) -> dict[str, Any]:
         if file_id is None and source_type == "id":  # LangChain's older standard blocks
             file_id = part.get("id")
         if file_id:
-            raise _file_id_error(kind, file_id, where)
+            return _file_source(file_id, where)
         raise _fail(where, f"{kind} part has neither a URL nor base64 data")
     decoded = _data_url(url, where)
     if decoded is not None:

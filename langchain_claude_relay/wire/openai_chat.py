@@ -121,6 +121,13 @@ def _image_url(source: Mapping[str, Any]) -> str:
         return f"data:{source.get('media_type')};base64,{source.get('data')}"
     if source.get("type") == "url":
         return str(source.get("url", ""))
+    if source.get("type") == "file":
+        msg = (
+            f"an uploaded file ({source.get('file_id')!r}) cannot be sent through a relay, which "
+            "cannot see your uploads: send the data itself (base64) or a URL, or use "
+            "api='anthropic' (Claude's Files API)"
+        )
+        raise RequestValidationError(msg)
     msg = f"a {source.get('type')!r} source cannot be sent as a URL or as base64 data"
     raise RequestValidationError(msg)
 

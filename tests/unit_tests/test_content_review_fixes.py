@@ -332,9 +332,18 @@ def test_a_text_plain_block_is_a_text_document(block: dict[str, Any]) -> None:
         {"type": "document", "source": {"type": "file", "file_id": "file-abc"}},
     ],
 )
-def test_a_file_id_is_refused_by_name(part: dict[str, Any]) -> None:
-    with pytest.raises(RequestValidationError, match=r"by id \('file-abc'\), which is not supp"):
-        to_claude_request(ask(part), model=MODEL)
+def test_a_file_id_goes_to_the_messages_api_and_is_refused_on_a_relay(part: dict[str, Any]) -> None:
+    # Claude's Files API takes it (a beta header the user sets); a relay cannot see uploads
+    sent = first_user_part(native(ask(part)))
+    assert sent["source"] == {"type": "file", "file_id": "file-abc"}
+    assert sent["type"] == ("image" if part["type"] == "image" else "document")
+    with pytest.raises(RequestValidationError, match=r"uploaded file \('file-abc'\).*relay"):
+        relay(ask(part))
+
+
+def test_a_file_source_without_an_id_is_refused() -> None:
+    with pytest.raises(RequestValidationError, match="file_id"):
+        to_claude_request(ask({"type": "document", "source": {"type": "file"}}), model=MODEL)
 
 
 # -- 7. another model's thinking ----------------------------------------------------------------
