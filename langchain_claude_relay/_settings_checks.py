@@ -38,6 +38,7 @@ __all__ = [
     "thinking_on",
     "forces_tool",
     "check_model_sampling",
+    "refused_sampling",
     "check_prefill",
     "check_thinking_sampling",
     "check_thinking_type",
@@ -473,10 +474,35 @@ def check_thinking_type(thinking: Any, model: str, types: Collection[str]) -> No
 _SAMPLING_NAMES = ("temperature", "top_p", "top_k")
 
 
-def check_model_sampling(params: Mapping[str, Any], model: str, rule: str) -> None:
-    """Refuse sampling settings the model refuses (the model table's ``sampling`` rule).
+SAMPLING_DEFAULTS = {"temperature": 1, "top_p": 1}
+"""Claude's own values: sending one changes nothing (Anthropic's migration guide refuses "any
+non-default value" on Claude 4.7 and later; ``top_k`` has none)."""
 
-    ``"none"``: Claude 4.7 and later answer 400 to any ``temperature``, ``top_p`` or ``top_k``
+
+def refused_sampling(params: Mapping[str, Any], rule: str) -> tuple[str, ...]:
+    """The sampling settings in ``params`` a model with this ``sampling`` rule refuses.
+
+    ``"none"`` (Claude 4.7 and later): each of ``temperature``, ``top_p``, ``top_k`` set to
+    anything but Claude's default; ``"temperature_or_top_p"`` (Opus 4.1 to the 4.6 models):
+    ``temperature`` and ``top_p`` together. The emulator refuses by the same rule.
+
+    >>> refused_sampling({"temperature": 0, "top_p": 1, "top_k": 5}, "none")
+    ('temperature', 'top_k')
+    >>> refused_sampling({"temperature": 0.2, "top_p": 0.9}, "temperature_or_top_p")
+    ('temperature', 'top_p')
+    """
+    given = [name for name in _SAMPLING_NAMES if params.get(name) is not None]
+    if rule == "none":
+        return tuple(name for name in given if params[name] != SAMPLING_DEFAULTS.get(name))
+    if rule == "temperature_or_top_p" and {"temperature", "top_p"} <= set(given):
+        return ("temperature", "top_p")
+    return ()
+
+
+def check_model_sampling(params: Mapping[str, Any], model: str, rule: str) -> None:
+    """Refuse sampling settings the model refuses (``refused_sampling``).
+
+    ``"none"``: Claude 4.7 and later answer 400 to a ``temperature``, ``top_p`` or ``top_k``
     ("`temperature` is deprecated for this model"); ``"temperature_or_top_p"``: Opus 4.1 to
     the 4.6 models refuse the two together ("cannot both be specified for this model").
 
@@ -489,7 +515,7 @@ def check_model_sampling(params: Mapping[str, Any], model: str, rule: str) -> No
     ...
     langchain_claude_relay.errors.RequestValidationError: temperature=0 cannot be sent to claude-sonnet-5-5: Claude 4.7 and later take no temperature, top_p or top_k (a 400, 'deprecated for this model'). Leave it unset (steer the answer with the prompt, or with output_config={'effort': ...}), or choose a model that takes it.
     """  # noqa: E501
-    given = [name for name in _SAMPLING_NAMES if params.get(name) is not None]
+    given = refused_sampling(params, rule)
     if rule == "none" and given:
         settings = ", ".join(f"{name}={_shown(params[name])}" for name in given)
         msg = (
@@ -500,7 +526,7 @@ def check_model_sampling(params: Mapping[str, Any], model: str, rule: str) -> No
             f"{'it' if len(given) == 1 else 'them'}."
         )
         raise RequestValidationError(msg)
-    if rule == "temperature_or_top_p" and {"temperature", "top_p"} <= set(given):
+    if rule == "temperature_or_top_p" and given:
         msg = (
             f"temperature={_shown(params['temperature'])} and top_p={_shown(params['top_p'])} "
             f"cannot both be sent to {model} (a 400: 'cannot both be specified for this "

@@ -68,6 +68,7 @@ from langchain_claude_relay._settings_checks import (
     MIN_TOP_K,
     SAMPLING_RANGES,
     THINKING_TOP_P_FLOOR,
+    refused_sampling,
 )
 from langchain_claude_relay.emulator.tokens import MediaText
 from langchain_claude_relay.models import cache_model_key, lookup_model
@@ -520,7 +521,6 @@ NOT_MESSAGES_FIELDS = ("reasoning_effort",)
 """Top-level fields the Messages paths refuse by name: OpenAI's ``reasoning_effort`` is the
 common mistake (Claude's is ``output_config.effort``). No general allow-list of the Messages
 API's fields is kept: other unknown fields pass."""
-_SAMPLING_NAMES = ("temperature", "top_p", "top_k")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 
@@ -669,10 +669,10 @@ def check_model_payload(
         if kind == "enabled" and "adaptive" in spec.thinking_types:
             msg += USE_ADAPTIVE
         raise InvalidRequest(msg)
-    given = [name for name in _SAMPLING_NAMES if payload.get(name) is not None]
-    if spec.sampling == "none" and given:
-        raise InvalidRequest(SAMPLING_DEPRECATED.format(name=given[0]))
-    if spec.sampling == "temperature_or_top_p" and {"temperature", "top_p"} <= set(given):
+    refused = refused_sampling(payload, spec.sampling)
+    if spec.sampling == "none" and refused:
+        raise InvalidRequest(SAMPLING_DEPRECATED.format(name=refused[0]))
+    if spec.sampling == "temperature_or_top_p" and refused:
         raise InvalidRequest(SAMPLING_NOT_BOTH)
     if _thinking_on(payload):
         temperature, top_p = payload.get("temperature"), payload.get("top_p")

@@ -168,7 +168,7 @@ def test_the_thinking_types_a_model_takes_are_served(
     ("given", "named"),
     [
         ({"temperature": 0.2}, "temperature"),
-        ({"temperature": 1}, "temperature"),
+        ({"temperature": 1, "top_p": 0.9}, "top_p"),  # Claude's default temperature passes
         ({"top_p": 0.9}, "top_p"),
         ({"top_k": 40}, "top_k"),
         ({"top_p": 0.9, "top_k": 40}, "top_p"),
@@ -185,6 +185,7 @@ def test_sampling_on_claude_4_7_and_later_is_refused(
 @pytest.mark.parametrize("way", WAYS)
 def test_null_sampling_on_claude_4_7_and_later_is_served(raw: httpx.Client, way: str) -> None:
     served(send(raw, way, NEW, temperature=None, top_p=None, top_k=None))
+    served(send(raw, way, NEW, temperature=1, top_p=1))  # Claude's defaults: "non-default" only
 
 
 @pytest.mark.parametrize("way", WAYS)

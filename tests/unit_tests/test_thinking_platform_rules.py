@@ -119,7 +119,8 @@ def test_sampling_settings_are_free_without_thinking(make_llm: Any, relay: Any) 
         ("claude-sonnet-5-5", {"temperature": 0}, "Claude 4.7 and later take no temperature"),
         ("claude-opus-4-7", {"top_p": 0.9}, "top_p=0.9 cannot be sent"),
         ("claude-fable-5-1", {"top_k": 5}, "top_k=5 cannot be sent"),
-        ("claude-sonnet-5-5", {"temperature": 1}, "temperature=1"),  # any value: default too
+        ("claude-sonnet-5-5", {"temperature": 1, "top_p": 1}, None),  # Claude's defaults
+        ("claude-sonnet-5-5", {"temperature": 1, "top_k": 40}, "top_k=40 cannot be sent"),
         ("claude-sonnet-4-6", {"temperature": 0.2, "top_p": 0.9}, "cannot both be sent"),
         ("claude-sonnet-4-6", {"temperature": 0.2}, None),
         ("claude-sonnet-4-6", {"top_p": 0.9, "top_k": 5}, None),
