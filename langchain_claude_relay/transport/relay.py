@@ -159,11 +159,15 @@ def _decode_body(text: str, status_code: int) -> Any:
 
 
 _ERROR_OBJECT = re.compile(r'\s*\{\s*"(?:error"|type"\s*:\s*"error")')
+_CUT_TOKEN = re.compile(r"(?:t(?:ru?)?|f(?:a(?:ls?)?)?|n(?:ul?)?|-|\.|[eE][+-]?)\s*\Z")
+"""The start of a literal or of a number's next part, then the end of the text."""
+_CUT_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,4}\s*\Z")
+"""A ``\\u`` escape not yet whole (or whole, awaiting its low surrogate), then the end."""
 _ANSWER_ID = re.compile(r'\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_\-.:]{1,200})"')
 
 
 def _cut_answer(text: str, error: BaseException) -> bool:
-    """Whether ``text``, which failed to parse with ``error``, is a JSON object cut part-way.
+    r"""Whether ``text``, which failed to parse with ``error``, is a JSON object cut part-way.
 
     It opens an object (not an error's: a relay's JSON error is whole, or opens with
     ``"error"``), and the parser ran out of text: inside a string, or where more was due.
@@ -180,6 +184,8 @@ def _cut_answer(text: str, error: BaseException) -> bool:
     (False, False)
     >>> cut('{"a": 1}]'), cut('{"a": 1, "b": }')
     (False, False)
+    >>> cut('{"a": nu'), cut('{"a": -1500.'), cut(r'{"a": "Caf\u00'), cut('{"a": nux')
+    (True, True, True, False)
     """  # noqa: E501
     if not isinstance(error, json.JSONDecodeError):
         return False
@@ -187,7 +193,11 @@ def _cut_answer(text: str, error: BaseException) -> bool:
         return False
     if error.msg.startswith("Unterminated string"):  # raised only at the end of the text
         return True
-    return error.pos >= len(text.rstrip())
+    if error.pos >= len(text.rstrip()):
+        return True
+    # the parser stops where an unfinished token starts: "nu", "-", "1500.", "1e-", "\u4e"
+    pattern = _CUT_ESCAPE if error.msg.startswith("Invalid \\uXXXX") else _CUT_TOKEN
+    return pattern.match(text, error.pos) is not None
 
 
 def _answer_id(text: str) -> str | None:

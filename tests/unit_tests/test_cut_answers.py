@@ -112,3 +112,16 @@ def test_a_big_broken_body_is_not_taken_for_a_cut_one() -> None:
     assert not isinstance(caught.value, CutResponseError)
     with pytest.raises(CutResponseError):
         _decode_body(broken[:-3], 200)
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_every_cut_of_an_answer_is_a_cut_answer(ensure_ascii: bool) -> None:
+    # a cut inside null/true/false, a number or a \u escape stopped the parser at the token's
+    # start: those cuts were reported as "not JSON" and left out of the ledger
+    body = completion("Café 東京 ok", usage=USAGE)
+    body["choices"][0]["message"]["refusal"] = None
+    body.update(x=True, y=False, z=-1500.25, e=1e-7)
+    text = json.dumps(body, ensure_ascii=ensure_ascii)
+    for end in range(1, len(text)):
+        with pytest.raises(CutResponseError):
+            _decode_body(text[:end], 200)
