@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import math
 import operator
 import os
@@ -95,7 +96,7 @@ PDF_MAX_PAGES = 1000
 """No PDF counts more pages than this: Claude takes at most 100 (600 on its 1M-context models)
 per request, so a count above is a forged or broken file, and its estimate stays bounded."""
 PDF_PAGE_TREE_NODES = 4096
-"""Page-tree nodes read for a ``/Count`` (see ``_pdf_pages_in``)."""
+"""Page-tree dictionaries read for a ``/Count``, per stretch of bytes (``_pdf_pages_in``)."""
 PDF_INFLATE_BYTES = 8_000_000
 PDF_OBJECT_STREAMS = 256
 """At most this many object streams are inflated, to at most ``PDF_INFLATE_BYTES`` in all: a
@@ -214,9 +215,6 @@ _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![s\w])")
 _PDF_PAGE_TREE = re.compile(rb"/Type\s*/Pages\b")
 _PDF_COUNT = re.compile(rb"/Count\s+(\d{1,9})")
 _PDF_DICT_EDGE = re.compile(rb"[<>]")
-_PDF_NODE_SPAN = 4096
-"""How far around a page-tree node's ``/Type /Pages`` its ``/Count`` is looked for (within
-the same dictionary: no ``<<``/``>>`` in between)."""
 _PDF_OBJECT_STREAM = re.compile(rb"/Type\s*/ObjStm\b")
 
 
@@ -267,23 +265,23 @@ def _pdf_page_count(raw: bytes) -> int:
 def _pdf_pages_in(data: bytes) -> tuple[int, int]:
     """(largest page-tree ``/Count``, page objects) in uncompressed PDF bytes.
 
-    Linear in the bytes: at most ``PDF_PAGE_TREE_NODES`` page-tree nodes are read, each within
-    ``_PDF_NODE_SPAN`` bytes of its ``/Type /Pages`` (a real tree has one node per few pages;
-    a forged file full of ``/Count`` cannot make the search quadratic).
+    A page-tree node's ``/Count`` sits in the dictionary that holds its ``/Type /Pages`` (no
+    ``<``/``>`` in between). Each such stretch is read once, at most ``PDF_PAGE_TREE_NODES``
+    of them: linear in the bytes however many ``/Count`` a forged file holds.
     """
-    largest = 0
-    for found, node in enumerate(_PDF_PAGE_TREE.finditer(data)):
-        if found >= PDF_PAGE_TREE_NODES:
+    edges = [edge.start() for edge in _PDF_DICT_EDGE.finditer(data)]
+    largest, read = 0, set()
+    for node in _PDF_PAGE_TREE.finditer(data):
+        i = bisect.bisect_right(edges, node.start())
+        start = edges[i - 1] + 1 if i else 0
+        if start in read:
+            continue
+        if len(read) >= PDF_PAGE_TREE_NODES:
             break
-        before = data[max(0, node.start() - _PDF_NODE_SPAN) : node.start()]
-        after = data[node.end() : node.end() + _PDF_NODE_SPAN]
-        edges_before = list(_PDF_DICT_EDGE.finditer(before))
-        edge_after = _PDF_DICT_EDGE.search(after)
-        span = (before[edges_before[-1].end() :] if edges_before else before) + (
-            after[: edge_after.start()] if edge_after else after
-        )
-        counts = [int(m.group(1)) for m in _PDF_COUNT.finditer(span)]
-        largest = max(largest, *counts) if counts else largest
+        read.add(start)
+        end = edges[i] if i < len(edges) else len(data)
+        for count in _PDF_COUNT.finditer(data, start, end):
+            largest = max(largest, int(count.group(1)))
     return largest, len(_PDF_PAGE.findall(data))
 
 

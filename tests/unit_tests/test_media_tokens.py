@@ -6,9 +6,11 @@ import base64
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from langchain_claude_relay import tokens as tokens_module
 from langchain_claude_relay.request import Block
 from langchain_claude_relay.tokens import (
     PDF_BYTES_PER_PAGE,
@@ -140,6 +142,26 @@ def test_forged_counts_cannot_stall_the_count_or_inflate_the_estimate() -> None:
         for i in range(300)
     ]
     assert pdf_pages(_b64(b"%PDF-1.5\n" + b"".join(streams))) == PDF_MAX_PAGES
+    # page-tree dictionaries packed into every stream: each stretch read once, not per node
+    nodes = [
+        b"%d 0 obj << /Type /ObjStm /Filter /FlateDecode >> stream\n" % i
+        + zlib.compress(b"/Type/Pages/Count 1 " * 1600, 9)
+        + b"\nendstream endobj\n"
+        for i in range(256)
+    ]
+    calls = 0
+    original = tokens_module._PDF_COUNT
+
+    class Counting:
+        def finditer(self, *args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return original.finditer(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokens_module, "_PDF_COUNT", Counting())
+        assert pdf_pages(_b64(b"%PDF-1.5\n" + b"".join(nodes))) == 1
+    assert calls <= 257  # one stretch per stream (and the file): was 4,096 nodes per stream
 
 
 def test_document_context_is_text_claude_reads() -> None:
