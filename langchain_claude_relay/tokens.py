@@ -270,7 +270,7 @@ def _pdf_pages_in(data: bytes) -> tuple[int, int]:
     of them: linear in the bytes however many ``/Count`` a forged file holds.
     """
     edges = [edge.start() for edge in _PDF_DICT_EDGE.finditer(data)]
-    largest, read = 0, set()
+    largest, read = 0, set[int]()
     for node in _PDF_PAGE_TREE.finditer(data):
         i = bisect.bisect_right(edges, node.start())
         start = edges[i - 1] + 1 if i else 0
