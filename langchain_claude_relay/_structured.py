@@ -10,6 +10,7 @@ schema says ``additionalProperties: false``. ``strict=True`` closes them here, a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,16 +21,20 @@ __all__ = ["closed_schema", "objects_closed", "strict_function", "response_forma
 
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
 _SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
-_SUBSCHEMAS = ("items", "not", "additionalProperties", "contains")
 
 
-def objects_closed(schema: Any) -> Any:
+def objects_closed(schema: Any, path: str = "") -> Any:
     """A JSON schema with every object in it closed (``additionalProperties: false``).
 
     What Claude's structured outputs require, whether or not ``strict`` was asked (Anthropic,
-    structured outputs, read 2026-12; the ``anthropic`` SDK's ``transform_schema`` closes them
-    the same way). Only objects change: which properties are required stays as written. An
-    object that already says what its additional properties are is left as it is.
+    structured outputs, read 2026-12). Only objects change: which properties are required stays
+    as written.
+
+    Raises:
+        ValueError: for an object that allows other properties (``additionalProperties`` true
+            or a schema: a ``dict[str, int]`` field), which Claude refuses there; the message
+            says where. (The ``anthropic`` SDK overwrites it with false, so that the model can
+            only answer ``{}`` for such a field.)
 
     >>> objects_closed({"type": "object", "properties": {"a": {"type": "object"}}})
     {'type': 'object', 'properties': {'a': {'type': 'object', 'additionalProperties': False}}, 'additionalProperties': False}
@@ -39,14 +44,26 @@ def objects_closed(schema: Any) -> Any:
     out = dict(schema)
     for key in _SUBSCHEMA_MAPS:
         if isinstance(out.get(key), Mapping):
-            out[key] = {name: objects_closed(sub) for name, sub in out[key].items()}
+            out[key] = {
+                name: objects_closed(sub, f"{path}{key}.{name}.") for name, sub in out[key].items()
+            }
     for key in _SUBSCHEMA_LISTS:
         if isinstance(out.get(key), list):
-            out[key] = [objects_closed(sub) for sub in out[key]]
-    for key in _SUBSCHEMAS:
+            out[key] = [objects_closed(sub, f"{path}{key}.{i}.") for i, sub in enumerate(out[key])]
+    for key in ("items", "not", "contains"):
         if isinstance(out.get(key), Mapping):
-            out[key] = objects_closed(out[key])
-    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+            out[key] = objects_closed(out[key], f"{path}{key}.")
+    kind = out.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in out:
+        extra = out.get("additionalProperties", False)
+        if extra is not False:
+            where = path.rstrip(".") or "the schema itself"
+            msg = (
+                f"structured output on the Messages API takes closed objects only, but {where} "
+                f"allows other properties (additionalProperties: {json.dumps(extra)}, a dict "
+                "field?): give it named properties, or use method='function_calling'"
+            )
+            raise ValueError(msg)
         out["additionalProperties"] = False
     return out
 

@@ -271,7 +271,10 @@ def _output_format(response_format: Any) -> dict[str, Any] | None:
         spec = response_format.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, Mapping) else response_format.get("schema")
         if isinstance(schema, Mapping):  # Claude's structured outputs take closed objects only
-            return {"type": "json_schema", "schema": objects_closed(_plain(schema))}
+            try:
+                return {"type": "json_schema", "schema": objects_closed(_plain(schema))}
+            except ValueError as exc:
+                raise RequestValidationError(str(exc)) from None
         msg = (
             "response_format {'type': 'json_schema'} needs its JSON schema object in "
             "response_format['json_schema']['schema']"

@@ -1367,3 +1367,17 @@ def test_structured_output_objects_are_closed_as_claude_requires() -> None:
     assert schema["properties"]["either"]["anyOf"][0]["additionalProperties"] is False
     assert schema["required"] == ["addr"]  # which properties are required stays as written
     assert "additionalProperties" not in nested  # the user's schema is not modified
+
+
+def test_a_structured_output_object_that_allows_other_properties_is_refused_by_name() -> None:
+    # a dict field (additionalProperties: a schema) cannot be closed without changing what it
+    # means; Claude refuses it there, so it is refused before sending, saying where
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    schema = {"type": "object", "properties": {"counts": counts}, "required": ["counts"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    with pytest.raises(RequestValidationError, match=r"properties\.counts allows other properties"):
+        render_messages_payload(_req(), {"response_format": fmt})
+    nullable = {"type": "object", "properties": {"x": {"type": ["object", "null"]}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": nullable}}
+    sent = render_messages_payload(_req(), {"response_format": fmt})["output_config"]["format"]
+    assert sent["schema"]["properties"]["x"]["additionalProperties"] is False
