@@ -994,6 +994,14 @@ class ChatClaudeRelay(BaseChatModel):
         check_thinking_sampling(params)
         ends_with_assistant = bool(request.messages) and request.messages[-1].role == "assistant"
         check_prefill(ends_with_assistant, model, spec.takes_prefill)
+        if self.api in ("bedrock", "vertex") and _file_ids(request):
+            msg = (
+                f"uploaded files ({', '.join(_file_ids(request))}) cannot be sent through "
+                f"api={self.api!r}: the Files API is Claude's own (not on Amazon Bedrock or "
+                "Google Vertex AI, per Anthropic's Files API page). Send the data itself "
+                "(base64) or a URL, or use api='anthropic'."
+            )
+            raise RequestValidationError(msg)
         context = {  # call settings that key the messages part too, for the planner
             name: params[name]
             for name in ("parallel_tool_calls", "reasoning_effort")
@@ -2445,6 +2453,19 @@ def _as_planner(value: Any) -> Planner:
         return as_planner(value)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _file_ids(request: ClaudeRequest) -> list[str]:
+    """The Files API ids the request's images and documents refer to (in tool results too)."""
+    ids = []
+    for message in request.messages:
+        for block in message.content:
+            parts = block.data.get("content") if block.type == "tool_result" else [block.data]
+            for part in parts if isinstance(parts, list) else ():
+                source = part.get("source") if isinstance(part, Mapping) else None
+                if isinstance(source, Mapping) and source.get("type") == "file":
+                    ids.append(str(source.get("file_id")))
+    return ids
 
 
 def _plan_metadata(prepared: _Prepared) -> dict[str, Any]:

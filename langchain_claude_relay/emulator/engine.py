@@ -632,9 +632,10 @@ def check_model_payload(
 
     * a ``thinking.type`` not in the model's ``thinking_types`` (``enabled`` on Claude 4.7 and
       later, ``adaptive`` on 4.5 and earlier, ``disabled`` on the models that always think);
-    * ``sampling == "none"`` (Claude 4.7 and later): any ``temperature``, ``top_p`` or
-      ``top_k`` (the first given is named); ``"temperature_or_top_p"`` (Opus 4.1 to the 4.6
-      models): ``temperature`` with ``top_p``;
+    * ``sampling == "none"`` (Claude 4.7 and later): a ``temperature``, ``top_p`` or ``top_k``
+      other than Claude's defaults (``temperature=1``, ``top_p=1``; the first refused is named);
+      ``"temperature_or_top_p"`` (Opus 4.1 to the 4.6 models): ``temperature`` with ``top_p``
+      (``_settings_checks.refused_sampling``, the client's rule);
     * with thinking on (``enabled`` or ``adaptive``): a ``temperature`` other than 1, a
       ``top_k``, a ``top_p`` below 0.95;
     * ``takes_prefill is False`` (Claude 4.6 and later): a conversation whose last turn is the

@@ -270,3 +270,18 @@ async def test_warm_then_fan_out_reads_everywhere(way: str, emulator: RelayEmula
         assert reply.usage_metadata["input_token_details"]["cache_read"] > 1024
     billed = emulator.billing_log
     assert sum(b.cache_write_5m + b.cache_write_1h > 1024 for b in billed) == 1  # the warm-up only
+
+
+@pytest.mark.parametrize("way", WAYS_IN)
+def test_an_uploaded_file_goes_only_to_claudes_own_api(way: str, emulator: RelayEmulator) -> None:
+    # the Files API is Claude's own: a relay cannot see uploads, Bedrock and Vertex have none
+    llm = ChatClaudeRelay(**way_params(way, emulator, ledger=False, max_retries=0))
+    document = {"type": "document", "source": {"type": "file", "file_id": "file_011abc"}}
+    turn = [HumanMessage([document, {"type": "text", "text": "Summarize it."}])]
+    sent = len(emulator.request_log)
+    if way == "anthropic":
+        assert llm.invoke(turn).usage_metadata is not None
+        return
+    with pytest.raises(RequestValidationError, match="file_011abc"):
+        llm.invoke(turn)
+    assert len(emulator.request_log) == sent  # refused before sending
