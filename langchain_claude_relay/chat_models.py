@@ -994,9 +994,10 @@ class ChatClaudeRelay(BaseChatModel):
         check_thinking_sampling(params)
         ends_with_assistant = bool(request.messages) and request.messages[-1].role == "assistant"
         check_prefill(ends_with_assistant, model, spec.takes_prefill)
-        if self.api in ("bedrock", "vertex") and _file_ids(request):
+        uploaded = _file_ids(request) if self.api in ("bedrock", "vertex") else []
+        if uploaded:
             msg = (
-                f"uploaded files ({', '.join(_file_ids(request))}) cannot be sent through "
+                f"uploaded files ({', '.join(uploaded)}) cannot be sent through "
                 f"api={self.api!r}: the Files API is Claude's own (not on Amazon Bedrock or "
                 "Google Vertex AI, per Anthropic's Files API page). Send the data itself "
                 "(base64) or a URL, or use api='anthropic'."
@@ -2282,10 +2283,12 @@ def _cost_trackers(
 
 
 _WARM_UP = "warm_up"
-_WARM_UP_ALL = "all"
-_WARM_UP_STATIC = "static"  # tools and system prompt only (the calls it warms think)
 """The call argument ``warm``/``awarm`` mark their call with: a ``max_tokens=0`` Claude would
-refuse (no breakpoint, structured output, a forced tool) becomes 1 instead of an error."""
+refuse (no breakpoint, structured output, a forced tool) becomes 1 instead of an error. Its
+value says what the warm-up may mark: everything, or (the calls it warms think) only the
+tools and system prompt."""
+_WARM_UP_ALL = "all"
+_WARM_UP_STATIC = "static"
 
 
 def _refuse_zero_output(params: Mapping[str, Any], request: ClaudeRequest, *, marked: bool) -> None:
