@@ -513,14 +513,14 @@ def check_model_sampling(params: Mapping[str, Any], model: str, rule: str) -> No
     >>> check_model_sampling({"temperature": 0}, "claude-sonnet-5-5", "none")
     Traceback (most recent call last):
     ...
-    langchain_claude_relay.errors.RequestValidationError: temperature=0 cannot be sent to claude-sonnet-5-5: Claude 4.7 and later take no temperature, top_p or top_k (a 400, 'deprecated for this model'). Leave it unset (steer the answer with the prompt, or with output_config={'effort': ...}), or choose a model that takes it.
+    langchain_claude_relay.errors.RequestValidationError: temperature=0 cannot be sent to claude-sonnet-5-5: Claude 4.7 and later take no temperature, top_p or top_k but Claude's own (a 400, 'deprecated for this model'). Leave it unset (steer the answer with the prompt, or with output_config={'effort': ...}), or choose a model that takes it.
     """  # noqa: E501
     given = refused_sampling(params, rule)
     if rule == "none" and given:
         settings = ", ".join(f"{name}={_shown(params[name])}" for name in given)
         msg = (
             f"{settings} cannot be sent to {model}: Claude 4.7 and later take no temperature, "
-            "top_p or top_k (a 400, 'deprecated for this model'). Leave "
+            "top_p or top_k but Claude's own (a 400, 'deprecated for this model'). Leave "
             f"{'it' if len(given) == 1 else 'them'} unset (steer the answer with the prompt, or "
             "with output_config={'effort': ...}), or choose a model that takes "
             f"{'it' if len(given) == 1 else 'them'}."
