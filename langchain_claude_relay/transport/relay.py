@@ -191,6 +191,8 @@ def _cut_answer(text: str, error: BaseException) -> bool:
         return False
     if not text.lstrip().startswith("{") or _ERROR_OBJECT.match(text):
         return False
+    if error.msg.startswith("Extra data"):  # a whole object, then something: not cut
+        return False
     if error.msg.startswith("Unterminated string"):  # raised only at the end of the text
         return True
     if error.pos >= len(text.rstrip()):

@@ -125,3 +125,10 @@ def test_every_cut_of_an_answer_is_a_cut_answer(ensure_ascii: bool) -> None:
     for end in range(1, len(text)):
         with pytest.raises(CutResponseError):
             _decode_body(text[:end], 200)
+
+
+@pytest.mark.parametrize("junk", ["-", "t", "n", "f", ".", "e", "x"])
+def test_a_whole_object_then_junk_is_not_a_cut_answer(junk: str) -> None:
+    with pytest.raises(APIResponseError) as caught:
+        _decode_body('{"id": "x"}\n' + junk, 200)
+    assert not isinstance(caught.value, CutResponseError)
