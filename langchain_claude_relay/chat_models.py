@@ -2459,15 +2459,23 @@ def _as_planner(value: Any) -> Planner:
 
 
 def _file_ids(request: ClaudeRequest) -> list[str]:
-    """The Files API ids the request's images and documents refer to (in tool results too)."""
+    """The Files API ids the request's images and documents refer to.
+
+    In tool results too, and in a ``content`` document source's images.
+    """
     ids = []
+    pending: list[Any] = []
     for message in request.messages:
         for block in message.content:
             parts = block.data.get("content") if block.type == "tool_result" else [block.data]
-            for part in parts if isinstance(parts, list) else ():
-                source = part.get("source") if isinstance(part, Mapping) else None
-                if isinstance(source, Mapping) and source.get("type") == "file":
-                    ids.append(str(source.get("file_id")))
+            pending.extend(parts if isinstance(parts, list) else ())
+    while pending:
+        part = pending.pop()
+        source = part.get("source") if isinstance(part, Mapping) else None
+        if isinstance(source, Mapping) and source.get("type") == "file":
+            ids.append(str(source.get("file_id")))
+        elif isinstance(source, Mapping) and isinstance(source.get("content"), list):
+            pending.extend(source["content"])
     return ids
 
 

@@ -285,3 +285,17 @@ def test_an_uploaded_file_goes_only_to_claudes_own_api(way: str, emulator: Relay
     with pytest.raises(RequestValidationError, match="file_011abc"):
         llm.invoke(turn)
     assert len(emulator.request_log) == sent  # refused before sending
+
+
+@pytest.mark.parametrize("way", ["bedrock", "vertex"])
+def test_an_uploaded_image_inside_a_document_is_refused_too(
+    way: str, emulator: RelayEmulator
+) -> None:
+    llm = ChatClaudeRelay(**way_params(way, emulator, ledger=False, max_retries=0))
+    image = {"type": "image", "source": {"type": "file", "file_id": "file_IMG"}}
+    source = {"type": "content", "content": [{"type": "text", "text": "a"}, image]}
+    turn = [HumanMessage([{"type": "document", "source": source}, {"type": "text", "text": "hi"}])]
+    sent = len(emulator.request_log)
+    with pytest.raises(RequestValidationError, match="file_IMG"):
+        llm.invoke(turn)
+    assert len(emulator.request_log) == sent
