@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import math
 import operator
 import os
@@ -241,14 +240,16 @@ def pdf_pages(data: str) -> int:
 def _pdf_page_count(raw: bytes) -> int:
     """The page count read from a PDF's objects, inflating object streams; 0 if none found."""
     counts, objects = _pdf_pages_in(raw)
-    view, budget = memoryview(raw), PDF_INFLATE_BYTES
+    view, budget, stream = memoryview(raw), PDF_INFLATE_BYTES, -1
     for found, match in enumerate(_PDF_OBJECT_STREAM.finditer(raw)):
         if found >= PDF_OBJECT_STREAMS or budget <= 0:
             break
-        start = raw.find(b"stream", match.end())
-        if start < 0:
+        if stream >= match.end():  # this marker's stream is the one already read
+            continue
+        stream = raw.find(b"stream", match.end())
+        if stream < 0:
             break
-        start += 6
+        start = stream + 6
         start += 2 if raw[start : start + 2] == b"\r\n" else 1
         try:
             inflated = zlib.decompressobj().decompress(view[start:], budget)
@@ -269,20 +270,20 @@ def _pdf_pages_in(data: bytes) -> tuple[int, int]:
     ``<``/``>`` in between). Each such stretch is read once, at most ``PDF_PAGE_TREE_NODES``
     of them: linear in the bytes however many ``/Count`` a forged file holds.
     """
-    edges = [edge.start() for edge in _PDF_DICT_EDGE.finditer(data)]
-    largest, read = 0, set[int]()
+    largest, read, after = 0, 0, 0
     for node in _PDF_PAGE_TREE.finditer(data):
-        i = bisect.bisect_right(edges, node.start())
-        start = edges[i - 1] + 1 if i else 0
-        if start in read:
+        if node.start() < after:  # in the stretch already read
             continue
-        if len(read) >= PDF_PAGE_TREE_NODES:
+        if read >= PDF_PAGE_TREE_NODES:
             break
-        read.add(start)
-        end = edges[i] if i < len(edges) else len(data)
-        for count in _PDF_COUNT.finditer(data, start, end):
+        read += 1
+        start = max(data.rfind(b"<", after, node.start()), data.rfind(b">", after, node.start()))
+        start = after if start < 0 else start + 1
+        edge = _PDF_DICT_EDGE.search(data, node.end())
+        after = edge.start() if edge else len(data)
+        for count in _PDF_COUNT.finditer(data, start, after):
             largest = max(largest, int(count.group(1)))
-    return largest, len(_PDF_PAGE.findall(data))
+    return largest, sum(1 for _ in _PDF_PAGE.finditer(data))
 
 
 def image_tokens(source: Any) -> int:

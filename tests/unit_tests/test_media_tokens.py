@@ -164,6 +164,42 @@ def test_forged_counts_cannot_stall_the_count_or_inflate_the_estimate() -> None:
     assert calls <= 257  # one stretch per stream (and the file): was 4,096 nodes per stream
 
 
+def test_a_file_of_dictionary_edges_is_read_without_listing_them() -> None:
+    """24 MB of ``<`` made the counter list every edge (about 1 GB, 6 s): it keeps none now."""
+    import tracemalloc
+
+    raw = b"%PDF-1.4\n" + b"<" * 2_000_000 + b"<< /Type /Pages /Kids [] /Count 7 >>"
+    tracemalloc.start()
+    try:
+        counts = tokens_module._pdf_pages_in(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counts == (7, 0)
+    assert peak < 1_000_000  # the edge list was 2 million positions (over 60 MB)
+
+
+def test_object_stream_markers_before_one_distant_stream_read_it_once() -> None:
+    """256 ``/Type/ObjStm`` then one ``stream`` far away: it was searched and inflated 256 times."""
+    markers = b"".join(b"%d 0 obj << /Type /ObjStm >>\n" % i for i in range(256))
+    body = zlib.compress(b"<< /Type /Pages /Kids [] /Count 5 >>")
+    raw = b"%PDF-1.5\n" + markers + b" " * 100_000 + b"stream\n" + body + b"\nendstream\n"
+    opened = 0
+
+    class CountingZlib:
+        error = zlib.error
+
+        def decompressobj(self) -> Any:
+            nonlocal opened
+            opened += 1
+            return zlib.decompressobj()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokens_module, "zlib", CountingZlib())
+        assert pdf_pages(_b64(raw)) == 5
+    assert opened == 1
+
+
 def test_document_context_is_text_claude_reads() -> None:
     source = {"type": "text", "media_type": "text/plain", "data": "The grass is green."}
     parts = block_parts(Block("document", {"source": source, "title": "T", "context": "C"}))
