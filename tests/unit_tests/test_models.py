@@ -92,6 +92,17 @@ def test_read_multipliers_are_per_model(
     assert prices.cache_write_1h == pytest.approx(2.0 * prices.input)
 
 
+def test_haiku_3_cache_prices_are_the_pricing_pages_not_the_default_multipliers() -> None:
+    """$0.30 5m writes and $0.03 reads on a $0.25 input (1.2x and 0.12x), $0.50 1h writes."""
+    with pytest.warns(DeprecationWarning, match="retired on 2026-04-19"):
+        prices = lookup_model("claude-3-haiku-20240307").prices
+    assert prices is not None
+    assert (prices.input, prices.output) == (0.25, 1.25)
+    assert prices.cache_write_5m == pytest.approx(0.30)
+    assert prices.cache_write_1h == pytest.approx(0.50)
+    assert prices.cache_read == pytest.approx(0.03)
+
+
 def test_haiku_5_5_carries_its_long_context_tier() -> None:
     prices = lookup_model("claude-haiku-5-5").prices
     assert prices is not None
