@@ -395,7 +395,7 @@ def _probe_and_report(args: argparse.Namespace, base_url: str, api_key: str, jso
         save_capabilities,
     )
     from langchain_claude_relay.chat_models import ChatClaudeRelay
-    from langchain_claude_relay.errors import ClaudeRelayError, redact
+    from langchain_claude_relay.errors import ClaudeRelayError
     from langchain_claude_relay.models import DEFAULT_MODEL
     from langchain_claude_relay.probe import probe_relay
     from langchain_claude_relay.transport.checks import redact_url
@@ -408,16 +408,9 @@ def _probe_and_report(args: argparse.Namespace, base_url: str, api_key: str, jso
             ledger=False,
         )
         caps = probe_relay(llm)
-    except ValueError as exc:  # settings: a bad URL, an insecure http:// host, ...
-        print(f"claude-relay probe: {redact(str(exc), api_key)}", file=sys.stderr)
-        return 2
-    except ClaudeRelayError as exc:
-        print(
-            f"claude-relay probe: the relay failed ({type(exc).__name__}): "
-            f"{redact(str(exc), api_key)}",
-            file=sys.stderr,
-        )
-        return 1
+    except (ValueError, ClaudeRelayError) as exc:  # settings (a bad URL, ...), or the relay
+        secrets = {"CLAUDE_RELAY_BASE_URL": base_url, "CLAUDE_RELAY_API_KEY": api_key}
+        return _failed("probe", exc, secrets)
     adaptation = adaptation_for(caps)
     if args.json:
         document = {"capabilities": caps.to_dict(), "adaptation": adaptation.to_dict()}
@@ -549,16 +542,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         return run_demo(turns=args.turns)
-    except ValueError as exc:  # settings: a URL that is not one, a URL without a key
-        print(f"claude-relay demo: {_one_line(exc, os.environ)}", file=sys.stderr)
-        return 2
-    except ClaudeRelayError as exc:
-        print(
-            f"claude-relay demo: the relay failed ({type(exc).__name__}): "
-            f"{_one_line(exc, os.environ)}",
-            file=sys.stderr,
-        )
-        return 1
+    except (ValueError, ClaudeRelayError) as exc:  # settings (no key, ...), or the relay
+        return _failed("demo", exc, os.environ)
+
+
+def _failed(command: str, exc: Exception, environ: Any) -> int:
+    """Report a command's failure on one line: 2 for its settings, 1 for the relay's answer."""
+    from langchain_claude_relay.errors import ClaudeRelayError
+
+    relay = isinstance(exc, ClaudeRelayError) and not isinstance(exc, ValueError)
+    cause = f"the relay failed ({type(exc).__name__}): " if relay else ""
+    print(f"claude-relay {command}: {cause}{_one_line(exc, environ)}", file=sys.stderr)
+    return 1 if relay else 2
 
 
 def _one_line(exc: Exception, environ: Any) -> str:

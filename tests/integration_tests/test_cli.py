@@ -344,3 +344,28 @@ def test_demo_relay_errors_are_one_line(
     assert expected in err
     assert "\n" not in err
     assert "sk-demo-secret-123456" not in err
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected", "status"),
+    [
+        ("127.0.0.1:18787/v1", "is not an http(s) URL", 2),
+        ("http://user:pw-secret@127.0.0.1:1/v1", "carries credentials before the host", 2),
+        ("http://127.0.0.1:1/v1", "the relay failed (APIConnectionError)", 1),
+    ],
+)  # fmt: skip
+def test_probe_failures_are_one_line_without_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    base_url: str,
+    expected: str,
+    status: int,
+) -> None:
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", _KEY["CLAUDE_RELAY_API_KEY"])
+    assert main(["probe", "--base-url", base_url, "--no-cache"]) == status
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("claude-relay probe: ")
+    assert expected in err
+    assert "\n" not in err
+    assert _KEY["CLAUDE_RELAY_API_KEY"] not in err
+    assert "pw-secret" not in err
