@@ -37,8 +37,14 @@ Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
   ``top_k`` or a ``top_p`` below 0.95 with thinking on, a last assistant turn (a prefill) on
   Claude 4.6 and later, and (Messages paths) a structured-output schema with an object not
   closed by ``additionalProperties: false``.
-* The Messages paths refuse a top-level ``reasoning_effort`` (OpenAI's name: Claude's is
-  ``output_config.effort``) as Claude refuses unknown fields; no general allow-list is kept.
+* The Messages paths (Anthropic, Bedrock, Vertex) refuse a top-level field the Messages API
+  does not know, as Claude does (``<field>: Extra inputs are not permitted``): the fields
+  allowed are ``MESSAGES_FIELDS``, plus the platform's own body fields (``PLATFORM_FIELDS``:
+  ``anthropic_version`` on Bedrock and Vertex). OpenAI's ``reasoning_effort`` is the common
+  mistake (Claude's is ``output_config.effort``).
+* Bedrock and Vertex refuse a Files API source (``{"type": "file", "file_id": ...}``) of an
+  image or a document, also inside a tool result or a ``content`` document source
+  (``check_file_sources``): the Files API is the Claude API's own.
 * On the chat path ``parallel_tool_calls: false`` (with tools) keys the messages part, as the
   ``tool_choice.disable_parallel_tool_use`` relays turn it into does.
 * A marker writes an entry at its block boundary only if its prefix reaches the model's minimum.
@@ -93,6 +99,11 @@ __all__ = [
     "check_sampling_payload",
     "check_generation_payload",
     "check_model_payload",
+    "check_messages_fields",
+    "check_file_sources",
+    "MESSAGES_FIELDS",
+    "PLATFORM_FIELDS",
+    "FILES_API_PLATFORMS",
     "parse_openai",
     "parse_anthropic",
     "lookback_positions",
@@ -517,10 +528,71 @@ OPEN_OBJECT_VALUE = (
 """Claude's 400 for a structured-output object whose ``additionalProperties`` is not false."""
 EXTRA_INPUT = "{name}: Extra inputs are not permitted"
 """Claude's 400 for a top-level field the Messages API does not know."""
-NOT_MESSAGES_FIELDS = ("reasoning_effort",)
-"""Top-level fields the Messages paths refuse by name: OpenAI's ``reasoning_effort`` is the
-common mistake (Claude's is ``output_config.effort``). No general allow-list of the Messages
-API's fields is kept: other unknown fields pass."""
+MESSAGES_FIELDS = frozenset(
+    {
+        # Source: the anthropic SDK 2.16's MessageCreateParams (the body messages.create
+        # sends), without the ones it sends as headers (betas, user_profile_id, workspace_id).
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "service_tier",
+        "container",
+        "output_config",
+        "cache_control",  # automatic caching (DESIGN.md, since 2026-02-19)
+        "diagnostics",  # cache diagnostics (DESIGN.md); the package sends it
+        "inference_geo",
+        "speed",
+        # Sampling: gone from SDK 2.16's params, still taken by Claude 4.6 and earlier and
+        # refused per model by ``check_model_payload``; the package sends them.
+        "temperature",
+        "top_p",
+        "top_k",
+        # Beta fields (the SDK's beta MessageCreateParams; their anthropic-beta header is not
+        # checked here), and the older structured-outputs beta's ``output_format``.
+        "context_management",
+        "mcp_servers",
+        "compaction",
+        "thread",
+        "fallbacks",
+        "fallback_credit_token",
+        "billing_policy",
+        "output_format",
+    }
+)
+"""The top-level fields of a Messages request body: any other is a 400 on the Messages paths
+(``check_messages_fields``), as Claude answers an unknown field. The count-tokens endpoints are
+checked against the same list, though Claude's takes fewer (no ``max_tokens``, ``stream``,
+sampling...: the package drops those before counting)."""
+PLATFORM_FIELDS: dict[str, frozenset[str]] = {
+    "anthropic": frozenset(),
+    # the anthropic SDK 2.16's AnthropicBedrock adds these to the body (``lib/bedrock``):
+    # the API version, the anthropic-beta header's betas and the user-profile header
+    "bedrock": frozenset({"anthropic_version", "anthropic_beta", "user_profile_id"}),
+    # AnthropicVertex adds the API version (``lib/vertex``); count-tokens keeps ``model``
+    "vertex": frozenset({"anthropic_version"}),
+}
+"""The top-level body fields a platform's Messages path takes beyond ``MESSAGES_FIELDS``.
+Bedrock's ``model`` and ``stream`` come from the path (``platforms.native_payload``)."""
+FILES_API_PLATFORMS = frozenset({"anthropic"})
+"""The Messages paths that take Files API sources: the Claude API only (Anthropic's Files API
+page: not on Amazon Bedrock or Google Vertex AI)."""
+FILE_SOURCE_REFUSED = (
+    "{where}: Input tag 'file' found using 'type' does not match any of the expected tags: {tags}"
+)
+"""The 400 for a Files API source on Bedrock or Vertex, worded as Claude's validator words a
+source type it does not know (the emulator's wording; the tags listed are the source types the
+emulator takes there, ``_SOURCE_TAGS``)."""
+_SOURCE_TAGS: dict[str, tuple[str, ...]] = {
+    "image": ("base64", "url"),
+    "document": ("base64", "content", "text", "url"),
+}
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 
@@ -891,25 +963,107 @@ def _tool_result(msg: Mapping[str, Any], where: str) -> PrefixBlock:
     return _block("messages", "user", obj, _ttl(hoisted, where), where)
 
 
-def parse_anthropic(payload: Mapping[str, Any]) -> PrefixRequest:
+def check_messages_fields(payload: Mapping[str, Any], platform: str = "anthropic") -> None:
+    """Refuse a top-level field the Messages API does not know, with Claude's 400 wording.
+
+    Allowed: ``MESSAGES_FIELDS`` and the platform's ``PLATFORM_FIELDS`` (``anthropic_version``
+    on Bedrock and Vertex). The first other field, in the payload's order, is refused.
+
+    Args:
+        payload: the Messages request body (for Bedrock and Vertex, with the path's ``model``
+            and, on Bedrock, ``stream`` added: ``platforms.native_payload``).
+        platform: ``"anthropic"``, ``"bedrock"`` or ``"vertex"``.
+
+    Raises:
+        InvalidRequest: for an unknown field.
+
+    >>> check_messages_fields({"model": "m", "messages": [], "reasoning_effort": "low"})
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.emulator.engine.InvalidRequest: reasoning_effort: Extra inputs are not permitted
+    """  # noqa: E501
+    allowed = MESSAGES_FIELDS | PLATFORM_FIELDS[platform]
+    for name in payload:
+        if name not in allowed:
+            raise InvalidRequest(EXTRA_INPUT.format(name=name))
+
+
+def _file_source(content: Any, where: str) -> tuple[str, str] | None:
+    """The location and block type of the first Files API source in a list of blocks.
+
+    Looks into a tool result's content and a ``content`` document source's blocks too; the
+    location is written as Claude's validator writes it (with the block and source types).
+    """
+    if not isinstance(content, list):
+        return None
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        at, nested, inner = f"{where}.{j}", None, ""
+        if kind == "tool_result":
+            nested, inner = part.get("content"), f"{at}.tool_result.content"
+        elif kind in _SOURCE_TAGS and isinstance(part.get("source"), Mapping):
+            source = part["source"]
+            if source.get("type") == "file":
+                return f"{at}.{kind}.source", str(kind)
+            nested, inner = source.get("content"), f"{at}.{kind}.source.content.content"
+        found = _file_source(nested, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def check_file_sources(payload: Mapping[str, Any], platform: str = "anthropic") -> None:
+    """Refuse a Files API source on a platform without the Files API (Bedrock, Vertex).
+
+    A Files API source is ``{"type": "file", "file_id": ...}`` as an image's or a document's
+    ``source``, in a turn, in a tool result's content or in a ``content`` document source.
+    ``FILES_API_PLATFORMS`` (the Claude API) take it.
+
+    Args:
+        payload: the Messages request body.
+        platform: ``"anthropic"``, ``"bedrock"`` or ``"vertex"``.
+
+    Raises:
+        InvalidRequest: for the first Files API source, with ``FILE_SOURCE_REFUSED``.
+
+    >>> image = {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    >>> check_file_sources({"messages": [{"role": "user", "content": [image]}]}, "vertex")
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.emulator.engine.InvalidRequest: messages.0.content.0.image.source: Input tag 'file' found using 'type' does not match any of the expected tags: 'base64', 'url'
+    """  # noqa: E501
+    messages = payload.get("messages")
+    if platform in FILES_API_PLATFORMS or not isinstance(messages, list):
+        return
+    for m, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        found = _file_source(content, f"messages.{m}.content")
+        if found is not None:
+            tags = ", ".join(f"'{tag}'" for tag in _SOURCE_TAGS[found[1]])
+            raise InvalidRequest(FILE_SOURCE_REFUSED.format(where=found[0], tags=tags))
+
+
+def parse_anthropic(payload: Mapping[str, Any], platform: str = "anthropic") -> PrefixRequest:
     """Read an Anthropic Messages payload (``tools``, ``system``, ``messages``, ``cache_control``).
 
     Args:
         payload: the request body.
+        platform: where it came in: ``"anthropic"`` (the Claude API), ``"bedrock"`` or
+            ``"vertex"`` (their body fields and what they refuse differ).
 
     Returns:
         The prefix as the cache sees it.
 
     Raises:
-        InvalidRequest: if the payload is malformed, a marker is invalid, a sampling value
-            is out of Claude's range, or it has a field the Messages API does not know and
-            ``NOT_MESSAGES_FIELDS`` names (``reasoning_effort``).
+        InvalidRequest: if the payload is malformed, has a field the Messages API does not
+            know (``check_messages_fields``), a Files API source the platform does not take
+            (``check_file_sources``), an invalid marker, or a sampling value out of Claude's
+            range.
 
     """
     model, messages = _require(payload)
-    for name in NOT_MESSAGES_FIELDS:
-        if name in payload:
-            raise InvalidRequest(EXTRA_INPUT.format(name=name))
+    check_messages_fields(payload, platform)
+    check_file_sources(payload, platform)
     check_sampling_payload(payload)
     tools = [_tool_block(t, f"tools.{i}", False) for i, t in enumerate(payload.get("tools") or [])]
     system = _blocks("system", "system", payload.get("system"), "system")

@@ -71,6 +71,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -408,24 +409,24 @@ class _Wire:
 
 
 _VERTEX = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/"
+_PARSE_BEDROCK = partial(parse_anthropic, platform="bedrock")
+_PARSE_VERTEX = partial(parse_anthropic, platform="vertex")
 WIRES: dict[str, _Wire] = {
     "/v1/chat/completions": _Wire("chat.completions", parse_openai, "openai"),
     "/v1/messages": _Wire("messages", parse_anthropic, "anthropic"),
     "/v1/messages/count_tokens": _Wire(
         "messages.count_tokens", parse_anthropic, "anthropic", counts=True
     ),
-    "/model/{model}/invoke": _Wire("bedrock.invoke", parse_anthropic, "bedrock", False),
+    "/model/{model}/invoke": _Wire("bedrock.invoke", _PARSE_BEDROCK, "bedrock", False),
     "/model/{model}/invoke-with-response-stream": _Wire(
-        "bedrock.invoke-with-response-stream", parse_anthropic, "bedrock", True
+        "bedrock.invoke-with-response-stream", _PARSE_BEDROCK, "bedrock", True
     ),
     # before "{model}:rawPredict", which would also match it
     _VERTEX + "count-tokens:rawPredict": _Wire(
-        "vertex.count_tokens", parse_anthropic, "vertex", counts=True
+        "vertex.count_tokens", _PARSE_VERTEX, "vertex", counts=True
     ),
-    _VERTEX + "{model}:rawPredict": _Wire("vertex.rawPredict", parse_anthropic, "vertex"),
-    _VERTEX + "{model}:streamRawPredict": _Wire(
-        "vertex.streamRawPredict", parse_anthropic, "vertex"
-    ),
+    _VERTEX + "{model}:rawPredict": _Wire("vertex.rawPredict", _PARSE_VERTEX, "vertex"),
+    _VERTEX + "{model}:streamRawPredict": _Wire("vertex.streamRawPredict", _PARSE_VERTEX, "vertex"),
 }
 """API endpoints by Starlette path template, in matching order."""
 _WIRE_PATTERNS = [(compile_path(path)[0], wire) for path, wire in WIRES.items()]
