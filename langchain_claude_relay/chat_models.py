@@ -59,6 +59,7 @@ from langchain_core.runnables import (
     Runnable,
     RunnableBinding,
     RunnableConfig,
+    RunnableGenerator,
     RunnableMap,
     RunnablePassthrough,
 )
@@ -80,6 +81,7 @@ from pydantic import (
 
 from langchain_claude_relay import _fanout as fanout
 from langchain_claude_relay._compat import moved_names
+from langchain_claude_relay._content_blocks import MODEL_PROVIDER, acheck_refusals, check_refusals
 from langchain_claude_relay._convert import (
     check_thinking,
     check_tool_choice,
@@ -1436,6 +1438,8 @@ class ChatClaudeRelay(BaseChatModel):
             additional["thinking_blocks"] = parsed.thinking_blocks
         if parsed.function_call:  # a relay's legacy function call: kept, as ChatOpenAI keeps it
             additional["function_call"] = dict(parsed.function_call)
+        if parsed.refusal:  # a relay's OpenAI-style refusal text (a standard refusal block)
+            additional["refusal"] = parsed.refusal
         return AIMessage(
             content=parsed.content,
             additional_kwargs=additional,
@@ -1444,7 +1448,7 @@ class ChatClaudeRelay(BaseChatModel):
             usage_metadata=usage.to_usage_metadata() if usage is not None else None,
             response_metadata={
                 "model_name": parsed.model or prepared.model,
-                "model_provider": "claude-relay",
+                "model_provider": MODEL_PROVIDER,
                 "finish_reason": parsed.finish_reason,
                 "id": parsed.id,
                 "usage": dict(parsed.usage) if parsed.usage is not None else None,
@@ -1462,6 +1466,7 @@ class ChatClaudeRelay(BaseChatModel):
             or parsed.tool_call_deltas
             or parsed.finish_reason
             or parsed.thinking_blocks
+            or parsed.refusal
         ):
             return None  # a role-only or usage-only chunk: usage goes on the closing chunk
         additional: dict[str, Any] = {}
@@ -1469,6 +1474,8 @@ class ChatClaudeRelay(BaseChatModel):
             additional["reasoning_content"] = parsed.reasoning
         if parsed.thinking_blocks:
             additional["thinking_blocks"] = parsed.thinking_blocks
+        if parsed.refusal:
+            additional["refusal"] = parsed.refusal
         chunks = [
             tool_call_chunk(
                 name=(d.get("function") or {}).get("name"),
@@ -1478,7 +1485,9 @@ class ChatClaudeRelay(BaseChatModel):
             )
             for d in parsed.tool_call_deltas
         ]
-        response_metadata: dict[str, Any] = {}
+        # the provider on every chunk: v1 streaming builds each chunk's blocks with its
+        # translator (a refusal block on the chunk that ends a refused answer)
+        response_metadata: dict[str, Any] = {"model_provider": MODEL_PROVIDER}
         if parsed.finish_reason:
             response_metadata["finish_reason"] = parsed.finish_reason
         return ChatGenerationChunk(
@@ -1503,7 +1512,7 @@ class ChatClaudeRelay(BaseChatModel):
                 usage_metadata=usage.to_usage_metadata() if usage is not None else None,
                 response_metadata={
                     "model_name": state.model_name or prepared.model,
-                    "model_provider": "claude-relay",
+                    "model_provider": MODEL_PROVIDER,
                     "usage": dict(state.usage) if state.usage is not None else None,
                     **meta,
                 },
@@ -2206,6 +2215,9 @@ class ChatClaudeRelay(BaseChatModel):
                 "or 'json_mode'"
             )
             raise ValueError(msg)
+        # a refusal raises ClaudeRefusalError (LangChain's ModelRefusalError), not a parse
+        # error; checked per chunk, so streamed structured output still streams
+        parser = RunnableGenerator(check_refusals, acheck_refusals) | parser
         if not include_raw:
             return llm | parser
         parser_assign = RunnablePassthrough.assign(

@@ -433,6 +433,9 @@ class ParsedCompletion:
     function_call: Mapping[str, Any] | None = None
     """A legacy ``function_call`` of the message (``{"name", "arguments"}``), as it came: for
     ``additional_kwargs["function_call"]``, as ChatOpenAI keeps it (not a tool call)."""
+    refusal: str | None = None
+    """OpenAI's ``message.refusal`` text, which some relays fill when Claude refused: for
+    ``additional_kwargs["refusal"]``, as ChatOpenAI keeps it (a standard refusal block)."""
 
 
 def _reasoning_of(message: Mapping[str, Any]) -> str | None:
@@ -723,7 +726,14 @@ def parse_chat_completion(
         raw_tool_calls=raw_calls,
         thinking_blocks=_whole_blocks(_thinking_pieces(message)),
         function_call=_legacy_function_call(message),
+        refusal=_refusal_of(message),
     )
+
+
+def _refusal_of(message: Mapping[str, Any]) -> str | None:
+    """OpenAI's ``refusal`` text of a message or a streamed delta, if a non-empty string."""
+    refusal = message.get("refusal")
+    return refusal if isinstance(refusal, str) and refusal else None
 
 
 def _legacy_function_call(message: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -757,6 +767,8 @@ class ParsedChunk:
     """The native API's ``diagnostics`` object, when this event carries it."""
     thinking_pieces: list[ThinkingPiece] = field(default_factory=list)
     """The pieces of thinking blocks this chunk carries (a relay's, not yet assembled)."""
+    refusal: str | None = None
+    """A piece of OpenAI's ``delta.refusal`` text (see ``ParsedCompletion.refusal``)."""
 
 
 def parse_chat_chunk(chunk: Any) -> ParsedChunk:
@@ -781,6 +793,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
     deltas: list[dict[str, Any]] = []
     pieces: list[ThinkingPiece] = []
     finish: str | None = None
+    refusal: str | None = None
     if choices and isinstance(choices[0], Mapping):
         choice = choices[0]
         delta = choice.get("delta") or {}
@@ -788,6 +801,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
             content = _text_of(delta.get("content"), "streamed content", 200, chunk)
             reasoning = _reasoning_of(delta)
             pieces = _thinking_pieces(delta)
+            refusal = _refusal_of(delta)
             raw = delta.get("tool_calls") or []
             if isinstance(raw, list):
                 check_tool_call_count(len(raw), "streamed", 200, lambda: _dumped(chunk))
@@ -803,6 +817,7 @@ def parse_chat_chunk(chunk: Any) -> ParsedChunk:
         finish_reason=finish,
         usage=usage,
         thinking_pieces=pieces,
+        refusal=refusal,
     )
 
 
@@ -814,6 +829,10 @@ class ChatChunkReader:
     until its signature comes; then the whole block is reported once, in ``thinking_blocks``,
     so that adding the stream's ``AIMessageChunk`` objects appends each block once. Text that
     never gets a signature stays reasoning text only.
+
+    Tool calls are numbered as Claude numbers its content blocks (and the native ways in report
+    them): after the runs of reasoning and text before them. Relays number them from 0, which
+    LangChain's ``output_version="v1"`` streaming would merge into the text block it numbers 0.
     """
 
     def __init__(self) -> None:
@@ -821,6 +840,28 @@ class ChatChunkReader:
         self._tool_indices: set[int | None] = set()
         # by index, the id made up here for each started call (None: the relay gave one)
         self._made_up_ids: dict[int, str | None] = {}
+        self._runs = 0  # runs of reasoning or text so far (one content block each)
+        self._run_kind = ""
+        self._tool_offset: int | None = None  # ``_runs`` at the first tool call, kept after
+
+    def _count_runs(self, parsed: ParsedChunk) -> None:
+        for kind, present in (
+            ("reasoning", parsed.reasoning or parsed.thinking_pieces),
+            ("text", parsed.content),
+        ):
+            if present and kind != self._run_kind:
+                self._run_kind = kind
+                self._runs += 1
+
+    def _numbered(self, delta: dict[str, Any]) -> dict[str, Any]:
+        """A tool-call delta with Claude's block index (the relay's, after the blocks before)."""
+        if self._tool_offset is None:
+            self._tool_offset = self._runs
+            self._run_kind = "tool_call"
+        index = delta["index"]
+        if not self._tool_offset or not isinstance(index, int):
+            return delta
+        return {**delta, "index": index + self._tool_offset}
 
     def _with_call_id(self, delta: dict[str, Any]) -> dict[str, Any]:
         """A tool-call delta, with an id made up for a call the relay started without one.
@@ -852,11 +893,12 @@ class ChatChunkReader:
                 (distinct indices) are more than :data:`MAX_TOOL_CALLS`.
         """
         parsed = parse_chat_chunk(event)
+        self._count_runs(parsed)
         if parsed.tool_call_deltas:
             indices = self._tool_indices
             indices.update(d["index"] for d in parsed.tool_call_deltas)
             check_tool_call_count(len(indices), "streamed", 200, lambda: _dumped(event))
-            deltas = [self._with_call_id(d) for d in parsed.tool_call_deltas]
+            deltas = [self._numbered(self._with_call_id(d)) for d in parsed.tool_call_deltas]
             parsed = replace(parsed, tool_call_deltas=deltas)
         if not parsed.thinking_pieces:
             return parsed

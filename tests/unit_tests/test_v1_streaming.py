@@ -1,0 +1,99 @@
+"""A streamed answer summed with ``+`` has the content blocks ``invoke`` gives, in v1 too.
+
+Relays number streamed tool calls from 0; LangChain's v1 streaming numbers the text block 0
+too and merged the two (the tool call vanished into the text). Tool calls are numbered after
+the reasoning and text blocks before them, as Claude and the native ways in number them.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from operator import add
+from typing import Any
+
+import httpx2
+import pytest
+from fake_relay import FakeRelay, completion, sse
+
+USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
+BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "claude-sonnet-5-5"}
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {**BASE, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def _call(index: int, call_id: str | None, name: str | None, args: str) -> dict[str, Any]:
+    function: dict[str, Any] = {"arguments": args}
+    if name:
+        function["name"] = name
+    call: dict[str, Any] = {"index": index, "function": function}
+    if call_id:
+        call.update(id=call_id, type="function")
+    return {"tool_calls": [call]}
+
+
+STREAMS = {  # name: (chunks, the blocks before the calls, calls)
+    "text then a call": ([
+        _chunk({"role": "assistant", "content": "I'll check "}),
+        _chunk({"content": "the weather."}),
+        _chunk(_call(0, "toolu_A", "get_weather", "")),
+        _chunk(_call(0, None, None, '{"city": "Paris"}')),
+    ], ["text"], 1),
+    "reasoning, text, two interleaved calls": ([
+        _chunk({"role": "assistant", "reasoning_content": "Let me think"}),
+        _chunk({"reasoning_content": " more."}),
+        _chunk({"content": "Two tools."}),
+        _chunk(_call(0, "toolu_A", "get_weather", '{"city": ')),
+        _chunk(_call(1, "toolu_B", "get_time", "")),
+        _chunk(_call(0, None, None, '"Paris"}')),
+        _chunk(_call(1, None, None, '{"tz": "CET"}')),
+    ], ["reasoning", "text"], 2),
+    "a call alone": ([
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk(_call(0, "toolu_A", "get_weather", '{"city": "Paris"}')),
+    ], [], 1),
+}  # fmt: skip
+
+
+def _stream_body(chunks: list[dict[str, Any]]) -> httpx2.Response:
+    events = [*chunks, _chunk({}, "tool_calls"), {**BASE, "choices": [], "usage": USAGE}]
+    content = sse(events).encode()
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=content)
+
+
+def _types(blocks: list[Any]) -> list[str]:
+    return [b["type"] for b in blocks]
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+@pytest.mark.parametrize("output_version", ["v0", "v1"])
+def test_streamed_tool_calls_are_blocks_of_their_own(
+    relay: FakeRelay, make_llm: Any, name: str, output_version: str
+) -> None:
+    chunks, before, count = STREAMS[name]
+    relay.queue(_stream_body(chunks))
+    full = reduce(add, make_llm(output_version=output_version).stream("hi"))
+    blocks = [b for b in full.content_blocks if b["type"] != "text" or b.get("text")]
+    assert _types(blocks) == [*before, *["tool_call"] * count]
+    calls = [(b["id"], b["args"]) for b in blocks if b["type"] == "tool_call"]
+    assert calls == [(t["id"], t["args"]) for t in full.tool_calls]
+
+
+def test_the_invoked_and_streamed_v1_content_agree(relay: FakeRelay, make_llm: Any) -> None:
+    calls = [
+        {
+            "id": "toolu_A",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        }
+    ]
+    relay.queue(
+        completion("I'll check the weather.", tool_calls=calls, usage=USAGE),
+        _stream_body(STREAMS["text then a call"][0]),
+    )
+    llm = make_llm(output_version="v1")
+    invoked = llm.invoke("hi")
+    streamed = reduce(add, llm.stream("hi"))
+    strip = [{k: v for k, v in b.items() if k != "index"} for b in streamed.content]
+    assert strip == invoked.content
