@@ -1,9 +1,9 @@
 """The environment the package reads, in one place: variable names and where state lives.
 
-A leaf module (standard library only; ``platformdirs`` on first use), so every layer may import
-it. Each variable has one name here and one reader, and every reader strips whitespace the
-same way: ``CLAUDE_RELAY_STATE_DIR=" /tmp/x "`` means ``/tmp/x`` to the planner's store and to
-the cost ledger alike.
+A leaf module (standard library only; ``platformdirs`` and the package's leaf warning helpers on
+first use), so every layer may import it. Each variable has one name here and one reader, and
+every reader strips whitespace the same way: ``CLAUDE_RELAY_STATE_DIR=" /tmp/x "`` means
+``/tmp/x`` to the planner's store and to the cost ledger alike.
 
 >>> state_dir({"CLAUDE_RELAY_STATE_DIR": " /tmp/relay-state "}).as_posix()
 '/tmp/relay-state'
@@ -11,7 +11,10 @@ the cost ledger alike.
 '/tmp/relay-state/ledger'
 >>> redis_url({"CLAUDE_RELAY_STATE": "redis://127.0.0.1:6379/0"})
 'redis://127.0.0.1:6379/0'
->>> redis_url({"CLAUDE_RELAY_STATE": "/var/tmp/state"}) is None   # not a Redis URL
+>>> import warnings
+>>> with warnings.catch_warnings():   # not a Redis URL: warned once per process, then ignored
+...     warnings.simplefilter("ignore")
+...     redis_url({"CLAUDE_RELAY_STATE": "/var/tmp/state"}) is None
 True
 >>> len(hash_key({"CLAUDE_RELAY_HASH_KEY": "a long shared secret"}))
 32
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -118,6 +122,11 @@ def ledger_dir(environ: Mapping[str, str] | None = None) -> Path:
 def redis_url(environ: Mapping[str, str] | None = None) -> str | None:
     """The Redis URL in ``$CLAUDE_RELAY_STATE``, or ``None`` if it does not name Redis.
 
+    A value that is set but names no Redis server (``127.0.0.1:6379/0`` without its scheme, a
+    directory meant for ``$CLAUDE_RELAY_STATE_DIR``) is ignored, so state stays local: that is
+    warned once per process (``StateStoreWarning``, the value shown without credentials), since
+    a fleet would otherwise quietly stop sharing statistics, the ledger and rate limits.
+
     Args:
         environ: the environment to read (``os.environ`` when ``None``).
 
@@ -125,7 +134,65 @@ def redis_url(environ: Mapping[str, str] | None = None) -> str | None:
         The URL, stripped, when it starts with ``redis://``, ``rediss://`` or ``unix://``.
     """
     value = read(STATE_ENV, environ)
-    return value if value is not None and value.lower().startswith(REDIS_SCHEMES) else None
+    if value is None:
+        return None
+    if value.lower().startswith(REDIS_SCHEMES):
+        return value
+    _warn_not_redis(value)
+    return None
+
+
+def _redacted(value: str) -> str:
+    """``value`` with any userinfo (``user:password@``) and query values replaced by ``***``.
+
+    Local, not ``transport.checks.redact_url``: that module imports this one. A value without a
+    scheme is not a URL a parser reads reliably, so everything before the last ``@`` goes.
+
+    >>> _redacted("alice:s3cret@cache.internal:6379/0?password=s3cret")
+    '***@cache.internal:6379/0?password=***'
+    >>> _redacted("http://:s3#c?ret@redis:6379/1")
+    'http://***@redis:6379/1'
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    if "@" in rest:  # first, so a password holding "?" or "#" goes whole
+        rest = "***@" + rest.rpartition("@")[2]
+    address, _, query = rest.partition("#")[0].partition("?")
+    shown = f"{scheme}{sep}{address}"
+    if query:
+        shown += "?" + "&".join(
+            f"{item.partition('=')[0]}=***" if "=" in item else "***"
+            for item in query.split("&")
+            if item
+        )
+    return shown
+
+
+_HOST_PORT = re.compile(r"[\w.\-]+:\d+(/\d*)?")
+"""``host:port`` or ``host:port/db``: a Redis address without its scheme."""
+
+
+def _warn_not_redis(value: str) -> None:
+    """Warn once per process that ``$CLAUDE_RELAY_STATE`` holds no Redis URL."""
+    # Imported here, on the rare bad value: neither imports the package, and importing this
+    # module stays standard library only.
+    from langchain_claude_relay._plumbing import warn_once
+    from langchain_claude_relay.errors import StateStoreWarning
+
+    shown = _redacted(value)
+    hint = ""
+    if _HOST_PORT.fullmatch(value.rpartition("@")[2]):  # the scheme forgotten
+        hint = f" (did you mean redis://{shown}?)"
+    message = (
+        f"langchain-claude-relay: ${STATE_ENV}={shown!r} is not a Redis URL, so it is ignored"
+        f"{hint}: planner statistics, the cost ledger and the rate limiter use local state in "
+        "this process and are not shared with other workers. To share them, set "
+        f"{STATE_ENV} to a URL starting with redis://, rediss:// or unix:// (e.g. "
+        f"redis://host:6379/0); to choose the local state directory, set {STATE_DIR_ENV} "
+        f"instead and unset {STATE_ENV}."
+    )
+    warn_once(("state_env_not_redis",), message, StateStoreWarning)
 
 
 def hash_key(environ: Mapping[str, str] | None = None) -> bytes | None:

@@ -128,6 +128,7 @@ from langchain_claude_relay.tokens import (
     solve_calibration,
     update_calibration,
 )
+from langchain_claude_relay.usage import from_usage_metadata, normalize_usage
 
 __all__ = ["CachePlanner", "default_planner"]
 
@@ -664,7 +665,11 @@ class CachePlanner:
     # --------------------------------------------------------------- observe
 
     def observe(
-        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+        self,
+        plan: CachePlan,
+        usage: UsageLike | Mapping[str, Any],
+        *,
+        tools: Sequence[str] = (),
     ) -> Observation:
         """Learn from the usage a planned request reported, and reconcile the plan with it.
 
@@ -677,9 +682,15 @@ class CachePlanner:
 
         Args:
             plan: a plan made by this planner (or one sharing its store).
-            usage: the response's normalized usage (``NormalizedUsage`` or any object with
-                ``input_tokens``, ``cache_read_tokens``, ``cache_write_5m_tokens`` and
-                ``cache_write_1h_tokens``).
+            usage: the response's usage, any of: a LangChain message's ``usage_metadata``
+                (``msg.usage_metadata``: ``input_tokens`` counts all input,
+                ``input_token_details`` the cache reads and writes; read with
+                ``usage.from_usage_metadata``); the relay's raw ``usage`` object (OpenAI's
+                ``prompt_tokens``..., or Claude's ``input_tokens`` with
+                ``cache_read_input_tokens``...; read with ``usage.normalize_usage``, writes
+                without a 5m/1h split booked under the plan's TTL when it has only one); a
+                ``NormalizedUsage`` or any object with ``input_tokens``, ``cache_read_tokens``,
+                ``cache_write_5m_tokens`` and ``cache_write_1h_tokens``.
             tools: the names of the tools the response called (hashed before they are
                 stored): the follow-up's gap is learned under them.
 
@@ -688,8 +699,11 @@ class CachePlanner:
 
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
+            TypeError: if ``usage`` is none of the above (``None``, ``{}``, a number...).
+            APIResponseError: if a raw relay ``usage`` holds garbage counts.
         """
         trace = trace_of(plan, "observe")
+        usage = self._usage_for_observe(plan, usage)
         spec = lookup_model(plan.model)
         read = int(usage.cache_read_tokens)
         written = int(usage.cache_write_5m_tokens) + int(usage.cache_write_1h_tokens)
@@ -705,6 +719,53 @@ class CachePlanner:
                 self._store.set(trace.stability_key, dict(trace.stability), expire=TEMPLATE_EXPIRE)
             self._in_flight.observed(trace)
         return observation
+
+    @staticmethod
+    def _usage_for_observe(plan: CachePlan, usage: UsageLike | Mapping[str, Any]) -> UsageLike:
+        """``observe``'s usage, whatever the caller had at hand, as a ``UsageLike``."""
+        if isinstance(usage, Mapping):
+            if "input_token_details" in usage:  # LangChain's usage_metadata
+                return from_usage_metadata(usage)
+            raw_fields = (
+                "prompt_tokens",
+                "completion_tokens",
+                "prompt_tokens_details",
+                "input_tokens_details",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+                "cache_creation",
+                "prompt_cache_hit_tokens",
+            )
+            if any(name in usage for name in raw_fields):  # the relay's own usage object
+                ttls = {bp.ttl for bp in plan.breakpoints}
+                hint = next(iter(ttls)) if len(ttls) == 1 else None
+                return normalize_usage(usage, write_ttl_hint=hint)
+            if "input_tokens" in usage:  # usage_metadata without details: nothing cached
+                return from_usage_metadata(usage)
+            keys = ", ".join(repr(key) for key in list(usage)[:8])
+            got = f"a {type(usage).__name__} with keys {keys}" if keys else "an empty mapping"
+        elif all(
+            hasattr(usage, name)
+            for name in (
+                "input_tokens",
+                "cache_read_tokens",
+                "cache_write_5m_tokens",
+                "cache_write_1h_tokens",
+            )
+        ):
+            return usage
+        elif usage is None:
+            got = "None (the response reported no usage: there is nothing to observe)"
+        else:
+            got = f"a {type(usage).__name__}"
+        msg = (
+            "observe(plan, usage) takes the response's usage: a LangChain message's "
+            "usage_metadata (msg.usage_metadata, with input_tokens and input_token_details), "
+            "the relay's raw usage object (with prompt_tokens, or Claude's input_tokens and "
+            "cache_read_input_tokens / cache_creation_input_tokens) or a "
+            f"langchain_claude_relay.usage.NormalizedUsage; got {got}"
+        )
+        raise TypeError(msg)
 
     # ------------------------------------------------------------- keep-alive
 
