@@ -1278,7 +1278,9 @@ class ChatClaudeRelay(BaseChatModel):
             meta["cost_usd"] = None
             return None, meta
         hint = _write_ttl_hint(prepared.request)
-        usage = normalize_usage(raw_usage, write_ttl_hint=hint)
+        plan = prepared.plan
+        share = plan.one_hour_share if hint is None and plan is not None else None  # 1h and 5m
+        usage = normalize_usage(raw_usage, write_ttl_hint=hint, one_hour_share=share)
         prepared.usage = usage
         pricing, meta["cost_source"] = self._pricing(prepared.model)
         meta["cost_usd"] = call_cost_usd(usage, pricing)

@@ -54,7 +54,10 @@ Rules (each is tested):
    double counting. The flags ``prompt_includes_cached``/``prompt_includes_writes`` tell what was
    assumed.
 3. **Writes by TTL.** No split reported: every write goes to ``write_ttl_hint`` (default
-   ``"5m"``, what a marker without ``ttl`` gets) and ``write_split_known`` is ``False``. A split
+   ``"5m"``, what a marker without ``ttl`` gets) and ``write_split_known`` is ``False``. When
+   the request's markers mix 1h and 5m, ``one_hour_share`` (the share of the input up to its
+   last 1h marker, by the plan's estimate) splits them as Claude bills them: 1h writes from the
+   highest read to the last 1h marker, 5m writes after it. A split
    that adds up to the total write field (or with no total field) is used as is
    (``write_split_known=True``). A split that disagrees with the total: the total is trusted. If
    the split is short, the reported parts stand and the remainder goes to the hinted TTL; if it
@@ -278,7 +281,10 @@ def chat_anthropic_usage_metadata(usage: NormalizedUsage) -> UsageMetadata:
 
 
 def normalize_usage(
-    raw: Mapping[str, Any] | None, *, write_ttl_hint: WriteTTL | None = None
+    raw: Mapping[str, Any] | None,
+    *,
+    write_ttl_hint: WriteTTL | None = None,
+    one_hour_share: float | None = None,
 ) -> NormalizedUsage:
     """Normalize a relay's ``usage`` object, whatever its dialect (rules in the module doc).
 
@@ -287,6 +293,9 @@ def normalize_usage(
             none: all counts are 0).
         write_ttl_hint: the TTL to book cache writes under when the relay does not report the
             5m/1h split (the TTL the request's markers asked for); ``None`` means ``"5m"``.
+        one_hour_share: for a request whose markers mix 1h and 5m, the share of its input
+            (0 to 1) up to its last 1h marker: unsplit writes up to there are booked at 1h,
+            the rest at 5m (rule 3). Ignored when the relay reports the split.
 
     Returns:
         The normalized usage.
@@ -341,6 +350,11 @@ def normalize_usage(
     plain, includes_reads, includes_writes = _infer_plain_input(
         prompt, reads_n, writes, completion or 0, total, declared=declared
     )
+    if one_hour_share is not None and not split_known and split_5m is None and writes:
+        # Claude bills 1h from the highest read to the last 1h marker, 5m after it
+        up_to_last_1h = round(min(max(one_hour_share, 0.0), 1.0) * (plain + reads_n + writes))
+        write_1h = min(writes, max(0, up_to_last_1h - reads_n))
+        write_5m = writes - write_1h
     return NormalizedUsage(
         input_tokens=plain,
         cache_read_tokens=reads_n,

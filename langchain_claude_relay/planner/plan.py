@@ -177,6 +177,18 @@ class CachePlan:
         """Each block's position in ``blocks`` (the flat index sites and lineages use)."""
         return {block.position: i for i, block in enumerate(self.blocks)}
 
+    @property
+    def one_hour_share(self) -> float | None:
+        """The estimated share of the input up to the last 1h marker (``None`` without one).
+
+        When the request's markers mix 1h and 5m (a top-level 5m marker included), what
+        ``usage.normalize_usage`` needs to split writes a relay reports without their TTLs.
+        """
+        ones = [bp.estimated_prefix_tokens for bp in self.breakpoints if bp.ttl == "1h"]
+        if not ones or self.total_estimated_tokens <= 0:
+            return None
+        return min(1.0, max(ones) / self.total_estimated_tokens)
+
     def expected_usage(self, output_tokens: int = 0) -> NormalizedUsage:
         """What this call is expected to bill, by the plan: its read, its writes by TTL, the rest.
 

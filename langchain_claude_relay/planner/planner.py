@@ -739,7 +739,8 @@ class CachePlanner:
             if any(name in usage for name in raw_fields):  # the relay's own usage object
                 ttls = {bp.ttl for bp in plan.breakpoints}
                 hint = next(iter(ttls)) if len(ttls) == 1 else None
-                return normalize_usage(usage, write_ttl_hint=hint)
+                share = plan.one_hour_share if hint is None else None  # 1h and 5m mixed
+                return normalize_usage(usage, write_ttl_hint=hint, one_hour_share=share)
             if "input_tokens" in usage:  # usage_metadata without details: nothing cached
                 return from_usage_metadata(usage)
             keys = ", ".join(repr(key) for key in list(usage)[:8])
