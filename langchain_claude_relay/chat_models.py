@@ -544,8 +544,10 @@ class ChatClaudeRelay(BaseChatModel):
 
     @model_validator(mode="after")
     def _check_base_url(self) -> ChatClaudeRelay:
-        if self.base_url:
-            check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        if self.base_url:  # with the way in: its advice, at construction (env URLs: transport)
+            check_base_url(
+                self.base_url, allow_insecure_http=self.allow_insecure_http, api=self.api
+            )
         return self
 
     @model_validator(mode="after")

@@ -89,7 +89,9 @@ __all__ = [
     "LedgerWarning",
     "RedisStateWarning",
     "status_error_class",
+    "status_hint",
     "make_status_error",
+    "with_way_in_hint",
     "ERROR_TYPE_STATUS",
     "excerpt",
     "redact",
@@ -317,13 +319,113 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 }
 
 _STATUS_HINTS: dict[int, str] = {
-    401: "check the API key (CLAUDE_RELAY_API_KEY or api_key=)",
     403: "the key may not use this model or endpoint",
     404: "check base_url (it usually ends in /v1) and the model id the relay expects",
     413: "the request is too large for the relay; shorten the prompt or the images",
     429: "rate limited; the request was retried up to max_retries",
     529: "Claude is overloaded; the request was retried up to max_retries",
 }
+"""The hints of an OpenAI-compatible relay (``api="openai"``), and of every way in where
+``_WAY_IN_HINTS`` has none. A 401's hint is ``_auth_hint``'s: the variables the way in reads."""
+
+_WAY_IN_HINTS: dict[str, dict[int, str]] = {
+    "anthropic": {
+        404: "check base_url: for api='anthropic' it is the host without /v1, e.g. "
+        "'https://api.anthropic.com' (the SDK adds /v1/messages itself), and the model id",
+    },
+    "bedrock": {
+        403: "the AWS credentials may not invoke this model: check that they are valid, that "
+        "their IAM policy allows bedrock:InvokeModel and that model access is granted in "
+        "aws_region",
+        404: "check the model id: Bedrock's own (e.g. 'anthropic.claude-...' or an inference "
+        "profile such as 'us.anthropic.claude-...'), offered in aws_region; leave base_url "
+        "unset for the regional endpoint",
+    },
+    "vertex": {
+        403: "the Google credentials may not use this model: enable it in Vertex AI's Model "
+        "Garden for vertex_project and check the IAM role (Vertex AI User)",
+        404: "check the model id (Vertex's, e.g. 'claude-sonnet-4-5@20250929'), vertex_project "
+        "and vertex_region (the model must be offered there); leave base_url unset for the "
+        "regional endpoint",
+    },
+}
+"""Hints that depend on the way in (``api=``): a native API's base URL has no ``/v1``, and
+Bedrock and Vertex authenticate with cloud credentials."""
+
+_KEY_LABELS = {
+    "openai": "the relay's key",
+    "anthropic": "your Anthropic key",
+    "bedrock": "a Bedrock API key",
+}
+
+_CLOUD_CREDENTIALS = {
+    "bedrock": "AWS credentials: aws_access_key_id= and aws_secret_access_key=, aws_profile=, "
+    "or the AWS credential chain",
+    "vertex": "Google credentials: vertex_access_token=, vertex_credentials=, or Application "
+    "Default Credentials (gcloud auth application-default login)",
+}
+
+
+def _auth_hint(
+    api: str, key_env: tuple[str, ...], key_from: str | None, has_key: bool | None
+) -> str:
+    """The 401 hint: which key or credentials to check, and where the key was read from.
+
+    ``key_from`` is the name of the environment variable the key was read from, if known
+    (never the key); ``has_key=False`` says no key was sent (Bedrock signs with AWS
+    credentials then, Vertex always uses Google credentials).
+    """
+    cloud = _CLOUD_CREDENTIALS.get(api)
+    if cloud is not None and (api == "vertex" or has_key is False):
+        return f"check the {cloud}"
+    label = _KEY_LABELS.get(api, "the key")
+    earlier = key_env[: key_env.index(key_from)] if key_from in key_env else ()
+    if key_from is None:
+        names = "".join(f", else {name}" for name in key_env)
+        hint = f"check the API key ({label}: api_key={names})"
+    elif earlier:
+        first = " or ".join(earlier)
+        hint = (
+            f"check the API key ({label}), read from {key_from}, the fallback when {first} is "
+            f"not set: set {first} to {label}, or pass api_key="
+        )
+    else:
+        hint = f"check the API key ({label}), read from {key_from}: fix it there, or pass api_key="
+    if cloud is not None:
+        hint += f"; without a key, requests are signed with {cloud}"
+    return hint
+
+
+def status_hint(
+    status_code: int,
+    *,
+    api: str = "openai",
+    key_env: tuple[str, ...] = (),
+    key_from: str | None = None,
+    has_key: bool | None = None,
+) -> str | None:
+    """The plain-words hint for an error status on a way in (``None``: no hint).
+
+    Args:
+        status_code: the HTTP status.
+        api: the way in (``"openai"``, ``"anthropic"``, ``"bedrock"``, ``"vertex"``).
+        key_env: the environment variables the way in reads its key from, in order (the
+            transport passes its ``ApiSpec.key_env``; this module cannot import it).
+        key_from: the variable the key was actually read from, if known (never the key).
+        has_key: whether a key was sent (``None``: unknown).
+
+    >>> status_hint(404, api="anthropic").startswith("check base_url: for api='anthropic'")
+    True
+    >>> status_hint(401, api="anthropic", key_env=("ANTHROPIC_API_KEY",))
+    'check the API key (your Anthropic key: api_key=, else ANTHROPIC_API_KEY)'
+    >>> relay_env = ("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY")
+    >>> status_hint(401, key_env=relay_env, key_from="OPENAI_API_KEY")  # doctest: +ELLIPSIS
+    "check the API key (the relay's key), read from OPENAI_API_KEY, the fallback when ..."
+    """
+    if status_code == 401:
+        return _auth_hint(api, key_env, key_from, has_key)
+    return _WAY_IN_HINTS.get(api, {}).get(status_code) or _STATUS_HINTS.get(status_code)
+
 
 # Anthropic's 400 messages about caching, and what they mean in plain words.
 _CACHE_ERROR_EXPLANATIONS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -370,8 +472,20 @@ def status_error_class(status_code: int) -> type[APIStatusError]:
     return APIStatusError
 
 
-def explain_status(status_code: int, body_text: str) -> str:
-    """A plain-words explanation for a status, with Anthropic's cache errors spelled out."""
+def explain_status(
+    status_code: int,
+    body_text: str,
+    *,
+    api: str = "openai",
+    key_env: tuple[str, ...] = (),
+    key_from: str | None = None,
+    has_key: bool | None = None,
+) -> str:
+    """A plain-words explanation for a status, with Anthropic's cache errors spelled out.
+
+    ``api``, ``key_env``, ``key_from`` and ``has_key`` choose the hint for the way in (see
+    ``status_hint``).
+    """
     if status_code == 400:
         for pattern, explanation in _CACHE_ERROR_EXPLANATIONS:
             if pattern.search(body_text):
@@ -383,7 +497,7 @@ def explain_status(status_code: int, body_text: str) -> str:
             "key's headers would go along to wherever it points): set base_url to the address "
             "it points to, if you trust it"
         )
-    hint = _STATUS_HINTS.get(status_code)
+    hint = status_hint(status_code, api=api, key_env=key_env, key_from=key_from, has_key=has_key)
     name = status_error_class(status_code).__name__
     return f"{name}: {hint}" if hint else f"{name}: the relay answered an error"
 
@@ -438,3 +552,41 @@ def make_status_error(
         request_id=request_id,
         retry_after=retry_after,
     )
+
+
+_HINTED_BY_WAY_IN = frozenset({401, 403, 404})
+
+
+def with_way_in_hint(
+    error: BaseException,
+    *,
+    api: str,
+    key_env: tuple[str, ...] = (),
+    key_from: str | None = None,
+    has_key: bool | None = None,
+) -> None:
+    """Give a status error the hint of the way in it came through, in place.
+
+    Status errors are built where the way in is not known (``make_status_error`` from an SDK's
+    exception), with the relay's hints; the transport, which knows it, calls this. Only the
+    leading explanation changes (the status, the body excerpt and the attributes stay); calling
+    it again changes nothing.
+
+    Args:
+        error: any error (only an ``APIStatusError`` with the relay's hint is changed).
+        api: the way in.
+        key_env: the environment variables the way in reads its key from, in order.
+        key_from: the variable the key was read from, if known (its name, never the key).
+        has_key: whether a key was sent (``None``: unknown).
+    """
+    if not isinstance(error, APIStatusError) or error.status_code not in _HINTED_BY_WAY_IN:
+        return
+    message = error.args[0] if error.args else None
+    relay_words = explain_status(error.status_code, "")
+    if not isinstance(message, str) or not message.startswith(relay_words):
+        return
+    words = explain_status(
+        error.status_code, "", api=api, key_env=key_env, key_from=key_from, has_key=has_key
+    )
+    if words != relay_words:
+        error.args = (redact(words + message[len(relay_words) :]), *error.args[1:])

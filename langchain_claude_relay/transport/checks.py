@@ -33,7 +33,7 @@ from urllib.parse import SplitResult, parse_qsl, urlparse, urlsplit
 from pydantic import SecretStr
 
 from langchain_claude_relay._env import BASE_URL_ENV
-from langchain_claude_relay._plumbing import warn_external
+from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay.errors import (
     MIN_SECRET_CHARS,
     APIResponseError,
@@ -53,6 +53,8 @@ __all__ = [
     "is_secret_header",
     "split_secret_headers",
     "check_base_url",
+    "check_base_url_for_api",
+    "ANTHROPIC_HOST",
     "is_loopback_host",
     "client_skips_tls_verification",
     "warn_if_unverified",
@@ -315,8 +317,14 @@ _ENDPOINT_PATHS = ("/chat/completions", "/v1/messages")
 ending in one is a copy-paste of the full endpoint, which would be sent to ``.../v1/chat/
 completions/chat/completions`` and answered 404."""
 
+ANTHROPIC_HOST = "api.anthropic.com"
+"""Anthropic's API host. Its OpenAI-compatible endpoint (``https://api.anthropic.com/v1/``)
+answers ``api="openai"`` requests but ignores ``cache_control``: nothing is ever cached there."""
 
-def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -> str:
+
+def check_base_url(
+    base_url: str | None, *, allow_insecure_http: bool = False, api: str | None = None
+) -> str:
     """Validate a relay base URL before anything is sent.
 
     A URL carrying credentials is refused, not redacted: a model keeps its base URL as given,
@@ -328,11 +336,15 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
     are settings, kept as given, and still redacted wherever the URL is shown. The message says
     what to move where, never the value.
 
+    With the way in (``api``), the checks of :func:`check_base_url_for_api` run too, and a base
+    URL ending in an endpoint gets the advice of that way in; without it, the advice covers
+    both ``api='openai'`` and ``api='anthropic'``.
+
     Raises:
         RequestValidationError: if it is missing, not http(s), carries userinfo or a credential
             query parameter, ends in an endpoint path (``/chat/completions``, ``/v1/messages``),
-            or is plain ``http://`` to a host other than loopback without
-            ``allow_insecure_http=True``.
+            is plain ``http://`` to a host other than loopback without
+            ``allow_insecure_http=True``, or (with ``api``) does not fit the way in.
     """
     if not base_url:
         msg = (
@@ -346,15 +358,7 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
         msg = f"base_url {shown!r} is not an http(s) URL such as 'https://relay.example.com/v1'"
         raise RequestValidationError(msg)
     _refuse_credentials_in(base_url, parsed.netloc, parsed.query)
-    path = parsed.path.rstrip("/")
-    for endpoint in _ENDPOINT_PATHS:
-        if path.endswith(endpoint):
-            base = redact_url(base_url.rsplit(endpoint, 1)[0])
-            msg = (
-                f"base_url ends in the endpoint {endpoint!r}: pass the base the SDK adds it to, "
-                f"e.g. base_url={base!r}"
-            )
-            raise RequestValidationError(msg)
+    _refuse_endpoint_path(base_url, parsed.path, api)
     if (
         parsed.scheme == "http"
         and not allow_insecure_http
@@ -365,7 +369,111 @@ def check_base_url(base_url: str | None, *, allow_insecure_http: bool = False) -
             "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it."
         )
         raise RequestValidationError(msg)
+    if api is not None:
+        check_base_url_for_api(base_url, api)
     return base_url
+
+
+def check_base_url_for_api(base_url: str, api: str) -> None:
+    """The checks of a base URL that depend on the way in (``api``).
+
+    * A base URL ending in an endpoint path is refused with the base that way in needs.
+    * ``api="anthropic"``: a base URL ending in ``/v1`` is refused: the SDK adds
+      ``/v1/messages`` itself, so requests would go to ``.../v1/v1/messages`` (a 404).
+    * ``api="openai"`` on Anthropic's own host: a warning, once. Its OpenAI-compatible
+      endpoint works but ignores ``cache_control``, so no prompt is ever cached there; the
+      native way in (``api="anthropic"``, base URL ``https://api.anthropic.com``) caches.
+
+    Raises:
+        RequestValidationError: as above (the message gives the base URL to use).
+    """
+    parsed = urlparse(base_url)
+    path = parsed.path.rstrip("/")
+    _refuse_endpoint_path(base_url, parsed.path, api)
+    if api == "anthropic" and path.endswith("/v1"):
+        root = redact_url(_strip_path_end(base_url, "/v1"))
+        msg = (
+            f"base_url {redact_url(base_url)!r} ends in /v1, but api='anthropic' adds "
+            "/v1/messages itself (requests would go to .../v1/v1/messages and be answered "
+            f"404): pass the base without /v1, base_url={root!r}; or, for the relay's "
+            "OpenAI-compatible API at that URL, use api='openai'"
+        )
+        raise RequestValidationError(msg)
+    host = (parsed.hostname or "").rstrip(".").lower()
+    if api == "openai" and host == ANTHROPIC_HOST:
+        warn_once(
+            ("anthropic_openai_endpoint",),
+            "Anthropic's OpenAI-compatible endpoint ignores cache_control: nothing is cached "
+            "there, and every call pays the full input price. Use api='anthropic' (base_url "
+            "https://api.anthropic.com, key in ANTHROPIC_API_KEY or api_key=) to have prompts "
+            "cached.",
+            UserWarning,
+        )
+
+
+def _strip_path_end(url: str, end: str) -> str:
+    """``url`` without a trailing ``/`` and then ``end`` at the end of its path (query kept)."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.endswith(end):
+        path = path[: len(path) - len(end)]
+    return parts._replace(path=path).geturl()
+
+
+def _add_path_end(url: str, end: str) -> str:
+    """``url`` with ``end`` added to its path (query kept)."""
+    parts = urlsplit(url)
+    return parts._replace(path=parts.path.rstrip("/") + end).geturl()
+
+
+def _refuse_endpoint_path(base_url: str, raw_path: str, api: str | None) -> None:
+    """Refuse a base URL ending in an endpoint the SDK adds, saying the base to pass instead."""
+    path = raw_path.rstrip("/")
+    endpoint = next((e for e in _ENDPOINT_PATHS if path.endswith(e)), None)
+    if endpoint is None:
+        return
+    base = _strip_path_end(base_url, endpoint)  # .../v1 for /chat/completions; the root
+    if endpoint == "/v1/messages":
+        root, root_v1 = redact_url(base), redact_url(_add_path_end(base, "/v1"))
+    else:
+        root, root_v1 = redact_url(_strip_path_end(base, "/v1")), redact_url(base)
+    if endpoint == "/v1/messages":
+        said = f"base_url ends in {endpoint!r}, Anthropic's Messages endpoint, which the SDK adds"
+        fixes = {
+            "anthropic": f"pass the base without /v1/messages, base_url={root!r}",
+            "openai": (
+                f"api='openai' speaks the OpenAI chat format: use api='anthropic' with "
+                f"base_url={root!r}, or the relay's OpenAI-compatible base, usually ending in "
+                f"/v1 (e.g. base_url={root_v1!r})"
+            ),
+            "": (
+                f"for Anthropic's Messages API use api='anthropic' with base_url={root!r}; for "
+                "a relay's OpenAI-compatible API (api='openai', the default) pass its base, "
+                f"usually ending in /v1 (e.g. base_url={root_v1!r})"
+            ),
+        }
+    else:
+        said = f"base_url ends in the endpoint {endpoint!r}, which the SDK adds itself"
+        fixes = {
+            "openai": f"pass base_url={root_v1!r}",
+            "anthropic": (
+                f"api='anthropic' posts to /v1/messages itself: pass the base without /v1, "
+                f"base_url={root!r}, or use api='openai' with base_url={root_v1!r}"
+            ),
+            "": (
+                f"pass base_url={root_v1!r} (api='openai', the default); with api='anthropic' "
+                f"pass the base without /v1, base_url={root!r}"
+            ),
+        }
+    if api in ("bedrock", "vertex"):
+        fix = (
+            f"api={api!r} builds its own request paths: leave base_url unset for the SDK's "
+            "regional endpoint, or pass the endpoint's root"
+        )
+    else:
+        fix = fixes.get(api or "", fixes[""])
+    msg = f"{said}: {fix}"
+    raise RequestValidationError(msg)
 
 
 def _refuse_credentials_in(base_url: str, netloc: str, query: str) -> None:

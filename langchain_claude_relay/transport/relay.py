@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import json
 import logging
 import os
@@ -54,17 +55,20 @@ from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay.errors import (
     ERROR_TYPE_STATUS,
     APIResponseError,
+    APIStatusError,
     APITimeoutError,
     ClaudeRelayError,
     CutResponseError,
     RequestValidationError,
     make_status_error,
     redact,
+    with_way_in_hint,
 )
 from langchain_claude_relay.transport.apis import api_spec, build_sdk_client
 from langchain_claude_relay.transport.checks import (
     REDACTED,
     chain_mentions,
+    check_base_url_for_api,
     hide_in_http_logs,
     redact_url,
     scrub_error,
@@ -361,6 +365,8 @@ class RelayTransport:
         limits: ResponseLimits | None = None,
     ) -> None:
         self.spec = api_spec(api)
+        if base_url is not None:  # a base URL that does not fit the way in; the warn-once one
+            check_base_url_for_api(base_url, self.spec.kind)
         self.base_url = base_url
         self._api_key = api_key
         self._options = dict(options or {})
@@ -520,6 +526,7 @@ class RelayTransport:
         """
         secrets = self._secret_list
         error = translate_sdk_error(exc, secret=secrets[0] if secrets else None)
+        self._hint_way_in(error)
         if deadline is not None and isinstance(error, APITimeoutError) and deadline.passed():
             error = deadline.error()
         for other in secrets[1:]:
@@ -535,6 +542,34 @@ class RelayTransport:
             _note_origin(error, exc, secrets)
             return _Failure(error, None)
         return _Failure(error, exc if _safe_to_chain(exc, secrets) else None)
+
+    def _key_source(self) -> str | None:
+        """The environment variable of the way in that holds the key sent, if one does.
+
+        Only its name leaves here, for the 401 hint (a key read from ``OPENAI_API_KEY``, the
+        relay's fallback, is often an OpenAI key sent to the relay by mistake).
+        """
+        if self._api_key is None:
+            return None
+        key = self._api_key.get_secret_value().encode("utf-8", "surrogateescape")
+        for name in self.spec.key_env:
+            value = os.environ.get(name)
+            if value and hmac.compare_digest(value.encode("utf-8", "surrogateescape"), key):
+                return name
+        return None
+
+    def _hint_way_in(self, error: ClaudeRelayError) -> None:
+        """Give a status error the hints of this way in (``errors.with_way_in_hint``)."""
+        if not isinstance(error, APIStatusError):
+            return
+        key_from = self._key_source() if error.status_code == 401 else None
+        with_way_in_hint(
+            error,
+            api=self.spec.kind,
+            key_env=self.spec.key_env,
+            key_from=key_from,
+            has_key=self._api_key is not None,
+        )
 
     def _scrub_text(self, text: str) -> str:
         """An answer's text with the key replaced by ``***`` (a relay may echo it)."""
