@@ -42,7 +42,12 @@ A ``cache_control`` on either (or on a text block inside a search result) moves 
 
 Tools are client tools, with names Claude takes (``^[a-zA-Z0-9_-]{1,128}$``, never renamed);
 a provider's server tool (``{"type": "web_search_20250305", ...}``) is refused, not sent as an
-empty client tool. ``tool_choice`` is understood exactly as ``request.claude_tool_choice``
+empty client tool. A LangChain tool's ``extras`` (``BaseTool.extras``, or an ``"extras"`` dict on
+a tool dict), where LangChain v1 and its middleware keep provider settings, is read as
+ChatAnthropic reads it: its ``cache_control`` is the tool's marker (checked and planned like one
+written on the tool), and Claude's tool settings (:data:`CLAUDE_TOOL_SETTINGS`) are kept as if
+written in the tool's ``function``; any other key is not a Claude setting and is left out, with
+one warning. ``tool_choice`` is understood exactly as ``request.claude_tool_choice``
 reads it.
 
 Bad input raises :class:`~langchain_claude_relay.errors.RequestValidationError` with the message
@@ -54,6 +59,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +74,7 @@ from langchain_core.messages import (
 )
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay._settings_checks import check_thinking_with_tool_choice
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.request import (
@@ -80,6 +87,7 @@ from langchain_claude_relay.request import (
 )
 
 __all__ = [
+    "CLAUDE_TOOL_SETTINGS",
     "IMAGE_MEDIA_TYPES",
     "MAX_IMAGE_BYTES",
     "MIN_THINKING_BUDGET",
@@ -113,12 +121,26 @@ _BASE64_PREFIX = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
 """What Claude takes as a tool name (``^[a-zA-Z0-9_-]{1,128}$``); anything else is a 400."""
 
+CLAUDE_TOOL_SETTINGS = frozenset(
+    {"allowed_callers", "defer_loading", "eager_input_streaming", "input_examples", "strict"}
+)
+"""Claude's tool settings (its ``ToolParam`` keys beyond name, description, schema and marker).
+
+Taken from a tool's ``extras`` into ``Tool.extra``, where the same key written in an OpenAI
+function dict goes: the Messages API sends them on the tool (as ChatAnthropic sends them from
+``extras``); the OpenAI chat format carries them in the tool's ``function``, as for a dict tool.
+"""
+
 # A tool dict that is a JSON schema has one of these types (its ``title`` is the tool's name).
 _JSON_SCHEMA_TYPES = frozenset(
     {"object", "array", "string", "number", "integer", "boolean", "null"}
 )
 
-_IGNORED_AI_PART_TYPES = frozenset({"tool_use", "tool_call", "tool_call_chunk", "server_tool_call"})
+_IGNORED_AI_PART_TYPES = frozenset(
+    {"tool_use", "tool_call", "tool_call_chunk", "server_tool_call", "refusal"}
+)
+"""Assistant parts not sent as content: tool calls (from ``AIMessage.tool_calls``), and the
+standard refusal block LangChain reads a refused answer as (Claude has no such block)."""
 _THINKING_PART_TYPES = frozenset({"thinking", "reasoning", "redacted_thinking"})
 
 
@@ -486,7 +508,7 @@ def _content_blocks(content: Any, where: str, role: str, first_index: int = 0) -
             if block is not None:  # unsigned thinking is reasoning text only: Claude refuses it
                 blocks.append(block)
         elif kind in _IGNORED_AI_PART_TYPES and role == "assistant":
-            continue  # tool calls are taken from AIMessage.tool_calls
+            continue  # tool calls are taken from AIMessage.tool_calls; a refusal is no content
         else:
             inside = f" holding {_wrapped_type(part)!r}" if kind == "non_standard" else ""
             raise _fail(
@@ -776,13 +798,50 @@ def _check_tool_name(name: str, where: str) -> None:
     )
 
 
+def _tool_extras(tool: Any, where: str) -> Mapping[str, Any]:
+    """A tool's ``extras``: ``BaseTool.extras``, or a tool dict's ``"extras"`` (``{}`` if none).
+
+    LangChain v1 keeps provider settings of a tool there; its middleware (model fallback, prompt
+    caching) reads and writes ``extras["cache_control"]`` as Claude's marker on the tool.
+
+    Raises:
+        RequestValidationError: if a tool dict's ``"extras"`` is not a dict.
+    """
+    if isinstance(tool, Mapping):
+        extras = tool.get("extras")
+    elif "langchain_core.tools" in sys.modules:  # else no BaseTool exists yet: none to load
+        from langchain_core.tools import BaseTool
+
+        extras = getattr(tool, "extras", None) if isinstance(tool, BaseTool) else None
+    else:
+        extras = None
+    if extras is None:
+        return {}
+    if not isinstance(extras, Mapping):
+        raise _fail(
+            where,
+            f"the tool's extras must be a dict of provider settings such as "
+            f"{{'cache_control': {{'type': 'ephemeral'}}}}, not {type(extras).__name__}",
+        )
+    return extras
+
+
 def convert_tool(tool: Any, where: str = "tools") -> Tool:
     """One tool (LangChain tool, pydantic model, function, or dict) -> ``Tool``.
 
+    Its ``extras`` (``BaseTool.extras`` or a tool dict's ``"extras"``) are read as ChatAnthropic
+    reads them: ``extras["cache_control"]`` is the tool's marker, checked as one written on the
+    tool (it takes one of the four slots, and the planner plans around it); Claude's settings
+    (:data:`CLAUDE_TOOL_SETTINGS`) join the function's own keys; any other key is no Claude
+    setting and is left out, with one warning.
+
     Raises:
         RequestValidationError: if the tool has no name or one Claude does not take, its schema
-            is not a JSON object schema, or it is a server tool (see :func:`_refuse_server_tool`).
+            is not a JSON object schema, or it is a server tool (see :func:`_refuse_server_tool`);
+            if a marker is not Claude's, or its extras are not a dict or give a marker or a
+            setting other than the one written on the tool.
     """
+    extras = _tool_extras(tool, where)
     marker_raw: Any = None
     if isinstance(tool, Mapping):
         _refuse_server_tool(tool, where)
@@ -796,9 +855,9 @@ def convert_tool(tool: Any, where: str = "tools") -> Tool:
                 "parameters": tool["input_schema"],
             }
         elif "function" not in tool and "name" in tool and "parameters" in tool:
-            tool = {k: v for k, v in tool.items() if k != "cache_control"}
+            tool = {k: v for k, v in tool.items() if k not in ("cache_control", "extras")}
         else:
-            tool = {k: v for k, v in tool.items() if k != "cache_control"}
+            tool = {k: v for k, v in tool.items() if k not in ("cache_control", "extras")}
             if isinstance(tool.get("function"), Mapping):
                 tool["function"] = {
                     k: v for k, v in tool["function"].items() if k != "cache_control"
@@ -822,9 +881,67 @@ def convert_tool(tool: Any, where: str = "tools") -> Tool:
     if "properties" in parameters and not isinstance(parameters["properties"], Mapping):
         raise _fail(where, f"tool {name!r} schema 'properties' must be an object")
     extra = {k: v for k, v in function.items() if k not in ("name", "description", "parameters")}
-    return Tool(
-        name, str(function.get("description", "")), parameters, _marker(marker_raw, where), extra
+    marker = _marker(marker_raw, where)
+    if extras:
+        marker = _extras_marker(extras, marker, name, where)
+        extra = _extras_settings(extras, extra, name, where)
+    return Tool(name, str(function.get("description", "")), parameters, marker, extra)
+
+
+def _extras_marker(
+    extras: Mapping[str, Any], marker: CacheControl | None, name: str, where: str
+) -> CacheControl | None:
+    """The tool's marker given ``extras["cache_control"]`` (read as a marker on the tool is).
+
+    Raises:
+        RequestValidationError: for a marker Claude does not take, or one whose TTL is not that
+            of a marker written on the tool itself (which one was meant cannot be told).
+    """
+    own = _marker(extras.get("cache_control"), f"{where}.extras")
+    if own is None:
+        return marker
+    if marker is not None and marker.ttl != own.ttl:
+        raise _fail(
+            where,
+            f"tool {name!r} has two cache_control markers that disagree: "
+            f"{marker.to_wire()} on the tool and {own.to_wire()} in its extras; keep one",
+        )
+    return marker or own
+
+
+def _extras_settings(
+    extras: Mapping[str, Any], extra: Mapping[str, Any], name: str, where: str
+) -> dict[str, Any]:
+    """``extra`` (the function's own keys) with Claude's settings from ``extras``.
+
+    A key that is neither ``cache_control`` nor one of :data:`CLAUDE_TOOL_SETTINGS` is another
+    provider's (ChatOpenAI reads ``async`` there) or unknown: it is left out, as ChatAnthropic
+    leaves it, but said once rather than dropped unseen.
+
+    Raises:
+        RequestValidationError: if a setting is also written on the tool, with another value.
+    """
+    merged = dict(extra)
+    for key, value in extras.items():
+        if key not in CLAUDE_TOOL_SETTINGS:
+            continue
+        if key in merged and merged[key] != value:
+            raise _fail(
+                where,
+                f"tool {name!r} sets {key!r} twice: {merged[key]!r} on the tool and {value!r} "
+                "in its extras; keep one",
+            )
+        merged[key] = value
+    left_out = sorted(
+        str(k) for k in extras if k != "cache_control" and k not in CLAUDE_TOOL_SETTINGS
     )
+    if left_out:
+        warn_once(
+            ("tool_extras_left_out", tuple(left_out)),
+            f"tool {name!r}: extras {left_out} are not Claude tool settings and are not sent "
+            f"(Claude's: cache_control, {', '.join(sorted(CLAUDE_TOOL_SETTINGS))})",
+        )
+    return merged
 
 
 def convert_tools(tools: Sequence[Any] | None) -> tuple[Tool, ...]:

@@ -117,3 +117,14 @@ def test_the_agents_refusal_middleware_raises(relay: FakeRelay, make_llm: Any) -
     agent = agents.create_agent(make_llm(), [], middleware=[refusal_middleware()])
     with pytest.raises(ModelRefusalError):
         agent.invoke({"messages": [HumanMessage("x")]})
+
+
+def test_a_refused_turn_in_history_can_be_sent_again(relay: FakeRelay, make_llm: Any) -> None:
+    relay.queue(_refused("No."), _refused(), completion("ok", usage=USAGE))
+    llm = make_llm()
+    refused = llm.invoke("x")
+    v1 = make_llm(output_version="v1").invoke("x")
+    llm.invoke([HumanMessage("x"), refused, HumanMessage("y"), v1, HumanMessage("z")])
+    sent = relay.last["messages"]
+    assert "refusal" not in str(sent)  # Claude has no refusal block: nothing of it is sent
+    assert [m["content"] for m in sent if m["role"] == "user"][-1] == "z"
