@@ -115,7 +115,9 @@ _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 MIN_THINKING_BUDGET = 1024
 """Claude rejects ``thinking.budget_tokens`` below 1,024."""
 
-_THINKING_TYPES = ("enabled", "adaptive", "disabled")
+_THINKING_TYPES = ("enabled", "adaptive", "disabled", "between_tools")
+"""Claude's ``thinking.type`` values; which a model takes is the model table's
+``thinking_types`` (``between_tools``: Sonnet 5.5 thinks only between tool calls)."""
 
 _BASE64_PREFIX = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
@@ -953,7 +955,8 @@ def check_thinking(thinking: Any) -> dict[str, Any] | None:
     """Validate extended-thinking settings given per call or on the model.
 
     Args:
-        thinking: ``None``, ``{"type": "adaptive"}``, ``{"type": "disabled"}`` or
+        thinking: ``None``, ``{"type": "adaptive"}``, ``{"type": "disabled"}``,
+            ``{"type": "between_tools"}`` (no other field) or
             ``{"type": "enabled", "budget_tokens": N}`` with ``N >= MIN_THINKING_BUDGET``.
 
     Returns:
@@ -973,8 +976,12 @@ def check_thinking(thinking: Any) -> dict[str, Any] | None:
     if kind not in _THINKING_TYPES:
         msg = (
             f"thinking type {kind!r} is not understood: use 'adaptive', 'disabled', "
-            "or 'enabled' with budget_tokens"
+            "'between_tools' or 'enabled' with budget_tokens"
         )
+        raise RequestValidationError(msg)
+    if kind == "between_tools" and set(thinking) != {"type"}:
+        others = sorted(str(k) for k in thinking if k != "type")
+        msg = f"thinking={{'type': 'between_tools'}} takes no other field (got {others})"
         raise RequestValidationError(msg)
     if kind == "enabled":
         budget = thinking.get("budget_tokens")

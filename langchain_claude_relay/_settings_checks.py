@@ -39,6 +39,7 @@ __all__ = [
     "forces_tool",
     "check_model_sampling",
     "refused_sampling",
+    "check_forced_tool",
     "check_prefill",
     "check_thinking_sampling",
     "check_thinking_type",
@@ -465,6 +466,11 @@ def check_thinking_type(thinking: Any, model: str, types: Collection[str]) -> No
         )
         if kind == "disabled":
             fix = "leave thinking unset (this model always thinks)"
+            if "between_tools" in types:
+                fix = (
+                    "send thinking={'type': 'between_tools'} to skip thinking before the "
+                    "answer (at effort high or below), or leave thinking unset"
+                )
     else:
         fix = "send thinking={'type': 'enabled', 'budget_tokens': N} (N >= 1024)"
     msg = f"thinking type {kind!r} is refused by {model} (a 400), which takes {taken}: {fix}."
@@ -549,6 +555,39 @@ def check_prefill(ends_with_assistant: bool, model: str, takes_prefill: bool | N
             f"the last message is an assistant turn (a prefill), which {model} refuses (a 400 "
             "on Claude 4.6 and later). End with a user turn; to shape the answer, say so in the "
             "system prompt or use with_structured_output."
+        )
+        raise RequestValidationError(msg)
+
+
+FORCED_TOOL_FIX = (
+    "Use tool_choice='auto' (or leave it unset) and say in the prompt when the tool applies; "
+    "for schema-valid JSON, use with_structured_output(schema, method='json_schema')"
+)
+"""What to do instead of forcing a tool where Claude refuses it (Anthropic's migration guides
+for Opus 5.5 and Sonnet 5.5: auto tool choice with strict tools, or structured outputs)."""
+
+
+def check_forced_tool(tool_choice: Any, model: str, takes_forced_tool: bool | None) -> None:
+    """Refuse a ``tool_choice`` that forces a tool where the model refuses it (a 400).
+
+    Claude Opus 5.5, Sonnet 5.5 and Fable 5.1 take only ``auto`` and ``none``: ``any``
+    (OpenAI's ``required``) and a named tool are a 400 (the model table's
+    ``forced_tool_choice``, with its source).
+
+    Raises:
+        RequestValidationError: naming the model and what to do instead.
+
+    >>> check_forced_tool("auto", "claude-sonnet-5-5", False)
+    >>> check_forced_tool("required", "claude-sonnet-5-5", False)
+    Traceback (most recent call last):
+    ...
+    langchain_claude_relay.errors.RequestValidationError: tool_choice='required' forces a tool call, which claude-sonnet-5-5 refuses (a 400: "tool_choice: type "tool" and "any" are not supported for this model."). Use tool_choice='auto' (or leave it unset) and say in the prompt when the tool applies; for schema-valid JSON, use with_structured_output(schema, method='json_schema').
+    """  # noqa: E501
+    if takes_forced_tool is False and forces_tool(tool_choice):
+        msg = (
+            f"tool_choice={_shown(tool_choice)} forces a tool call, which {model} refuses (a 400: "
+            '"tool_choice: type "tool" and "any" are not supported for this model."). '
+            f"{FORCED_TOOL_FIX}."
         )
         raise RequestValidationError(msg)
 

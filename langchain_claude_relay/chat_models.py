@@ -93,6 +93,7 @@ from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import (
     check_api_key,
+    check_forced_tool,
     check_model_sampling,
     check_prefill,
     check_sampling,
@@ -122,7 +123,13 @@ from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
 from langchain_claude_relay.errors import CutResponseError, RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
-from langchain_claude_relay.models import DEFAULT_MODEL, ModelSpec, lookup_model, model_platform
+from langchain_claude_relay.models import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    lookup_model,
+    model_platform,
+    model_profile,
+)
 from langchain_claude_relay.planner.keepalive import KeepAlive, keepalive_request
 from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.planner.rules import validate_user_markers
@@ -692,6 +699,16 @@ class ChatClaudeRelay(BaseChatModel):
     def _llm_type(self) -> str:
         return "claude-relay"
 
+    def _resolve_model_profile(self) -> Any:
+        """LangChain's model profile: context window, max output, capabilities.
+
+        From the model table, by family (``models.model_profile``); ``profile=`` given wins.
+
+        LangChain v1 reads it: ``SummarizationMiddleware`` with fractional limits, and
+        ``create_agent`` choosing a provider strategy for ``response_format``.
+        """
+        return model_profile(self.model_name)
+
     @property
     def lc_secrets(self) -> dict[str, str]:
         """The secret fields and the environment variables LangChain serializes them as."""
@@ -998,6 +1015,7 @@ class ChatClaudeRelay(BaseChatModel):
         check_thinking_sampling(params)
         ends_with_assistant = bool(request.messages) and request.messages[-1].role == "assistant"
         check_prefill(ends_with_assistant, model, spec.takes_prefill)
+        check_forced_tool(request.tool_choice, model, spec.takes_forced_tool)
         uploaded = _file_ids(request) if self.api in ("bedrock", "vertex") else []
         if uploaded:
             msg = (
@@ -2168,14 +2186,18 @@ class ChatClaudeRelay(BaseChatModel):
             tool = convert_to_openai_tool(schema, strict=strict)
             name = tool["function"]["name"]
             forced: str | None = name
-            if thinking_on(self._effective_thinking({})):  # no forced tool while Claude thinks
+            why = None  # why the tool cannot be forced: Claude would answer 400
+            if lookup_model(self.model_name).takes_forced_tool is False:
+                why = f"{self.model_name} refuses a forced tool choice"
+            elif thinking_on(self._effective_thinking({})):
+                why = "Claude refuses a forced tool while thinking"
+            if why is not None:
                 forced = None
                 warn_once(
-                    ("structured_thinking", id(self)),
-                    "with_structured_output(method='function_calling') on a model with extended "
-                    "thinking binds its schema without forcing it (Claude refuses a forced tool "
-                    "while thinking): an answer without the tool call parses as None, or raises "
-                    "with include_raw=False and a pydantic schema. method='json_schema' "
+                    ("structured_unforced", id(self)),
+                    "with_structured_output(method='function_calling') binds its schema without "
+                    f"forcing it ({why}): an answer without the tool call parses as None, or "
+                    "raises with include_raw=False and a pydantic schema. method='json_schema' "
                     "constrains the answer instead.",
                     UserWarning,
                 )

@@ -487,6 +487,8 @@ def _models_text(rows: Sequence[dict[str, Any]]) -> str:
             notes.append("temperature or top_p, not both")
         if r["takes_prefill"] is False:
             notes.append("no prefill")
+        if r["takes_forced_tool"] is False:
+            notes.append("no forced tool_choice")
         notes += [
             f"report {p['name']}: reads {p['read_multiplier']:g}x" for p in r["price_reports"]
         ]

@@ -14,6 +14,12 @@ haiku, fable, mythos) and version, ignoring provider prefixes, date stamps and v
 >>> lookup_model("us.anthropic.claude-fable-5-v1:0").min_cache_tokens   # 1,024 on Bedrock
 1024
 
+The table also carries each family's LangChain model profile (context window, max output,
+capability flags), with its own sources: ``model_profile`` returns it as a ``ModelProfile``.
+
+>>> model_profile("claude-opus-5-5")["max_output_tokens"]
+128000
+
 Prices are USD per million tokens. A model whose prices were not published in our sources has
 ``prices=None``: cost is reported as ``None`` rather than guessed. Ids that Anthropic lists but
 whose prices we have not read (``claude-fable-5-2``, ``claude-mythos-5-2``) stay unknown.
@@ -43,6 +49,9 @@ __all__ = [
     "Source",
     "ModelSpec",
     "ListedModel",
+    "FamilyProfile",
+    "PROFILE_DEFAULTS",
+    "PROFILE_KEYS",
     "MODEL_TABLE",
     "LISTED_UNPRICED",
     "SOURCES",
@@ -50,12 +59,14 @@ __all__ = [
     "cache_model_key",
     "model_platform",
     "lookup_model",
+    "model_profile",
     "register_model",
     "use_price_report",
     "did_you_mean",
     "price_table",
     "iter_sources",
     "load_table",
+    "load_profile_defaults",
     "table_rows",
 ]
 
@@ -221,6 +232,106 @@ class PriceReport:
     note: str = ""
 
 
+PROFILE_TOKEN_KEYS = ("max_input_tokens", "max_output_tokens")
+"""``ModelProfile`` keys that hold a token count (a positive int)."""
+
+PROFILE_FLAG_KEYS = (
+    "text_inputs",
+    "image_inputs",
+    "image_url_inputs",
+    "pdf_inputs",
+    "audio_inputs",
+    "video_inputs",
+    "image_tool_message",
+    "pdf_tool_message",
+    "text_outputs",
+    "image_outputs",
+    "audio_outputs",
+    "video_outputs",
+    "reasoning_output",
+    "tool_calling",
+    "tool_choice",
+    "tool_call_streaming",
+    "structured_output",
+    "temperature",
+    "attachment",
+)
+"""``ModelProfile`` keys that hold a yes/no capability (a bool)."""
+
+PROFILE_KEYS = frozenset(PROFILE_TOKEN_KEYS + PROFILE_FLAG_KEYS)
+"""The ``ModelProfile`` keys ``models.json`` may set (all declared by langchain-core's
+``ModelProfile``; a key it does not declare would make LangChain warn)."""
+
+_PROFILE_BLOCK_KEYS = frozenset({"values", "sources", "read_on", "note"})
+
+
+def _profile_values(raw: object, where: str) -> tuple[tuple[str, Any], ...]:
+    """Check a profile's values (known keys, right types) and freeze them, sorted by key."""
+    if not isinstance(raw, Mapping):
+        msg = f"{where}: profile values must be an object of ModelProfile keys, got {raw!r}"
+        raise ValueError(msg)
+    unknown = sorted(set(raw) - PROFILE_KEYS)
+    if unknown:
+        msg = f"{where}: unknown profile key(s) {unknown}: choose from {sorted(PROFILE_KEYS)}"
+        raise ValueError(msg)
+    for key, value in raw.items():
+        if value is None:  # unknown for this family: drops a default
+            continue
+        if key in PROFILE_TOKEN_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{where}: {key} must be a positive token count, got {value!r}"
+                raise ValueError(msg)
+        elif not isinstance(value, bool):
+            msg = f"{where}: {key} must be true or false, got {value!r}"
+            raise ValueError(msg)
+    return tuple(sorted(raw.items()))
+
+
+@dataclass(frozen=True)
+class FamilyProfile:
+    """A family's LangChain model-profile facts (``ModelProfile`` keys), with their sources.
+
+    Only what this family's sources say; ``model_profile`` lays it over ``PROFILE_DEFAULTS``
+    (the flags every current Claude has). A key left out is unknown, not ``False``; a key set
+    to ``None`` is unknown for this family even where the defaults have it (sources disagree).
+
+    Attributes:
+        values: ``(ModelProfile key, value)`` pairs, e.g. ``("max_input_tokens", 1000000)``;
+            a ``None`` value withdraws that key's default.
+        sources: keys of ``SOURCES`` the values were read from.
+        read_on: when they were read.
+        note: anything a reader should know (a beta header, a figure left out and why).
+    """
+
+    values: tuple[tuple[str, Any], ...] = ()
+    sources: tuple[str, ...] = ()
+    read_on: _dt.date | None = None
+    note: str = ""
+
+    @classmethod
+    def from_mapping(
+        cls,
+        values: Mapping[str, Any],
+        *,
+        sources: Sequence[str] = (),
+        read_on: _dt.date | None = None,
+        note: str = "",
+    ) -> FamilyProfile:
+        """A checked profile from ``ModelProfile`` keys (for ``register_model(profile=...)``).
+
+        >>> FamilyProfile.from_mapping({"max_input_tokens": 1_000_000}).as_dict()
+        {'max_input_tokens': 1000000}
+
+        Raises:
+            ValueError: for a key ``models.json`` does not carry or a value of the wrong type.
+        """
+        return cls(_profile_values(values, "profile"), tuple(sources), read_on, note)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The values as a fresh dict."""
+        return dict(self.values)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the planner, the limiter and the cost accounting need to know about one model family.
@@ -246,10 +357,16 @@ class ModelSpec:
             (not both: Opus 4.1 to the 4.6 models), ``""`` (no rule in our sources).
         takes_prefill: ``False`` when a request ending with an assistant turn (a prefill) is a
             400 (Claude 4.6 and later); ``None``: no rule in our sources.
+        takes_forced_tool: ``False`` when a ``tool_choice`` that forces a tool (``any`` or a
+            named tool) is a 400 (Opus 5.5, Sonnet 5.5, Fable 5.1); ``None``: no rule in our
+            sources.
         sources: keys of ``SOURCES`` the row was read from.
         read_on: when the row was read.
         note: anything a reader of the table should know.
         price_reports: other published readings of the prices (see ``use_price_report``).
+        profile: the family's LangChain model-profile facts (context window, max output,
+            capability flags that differ from ``PROFILE_DEFAULTS``); ``None`` for an id the
+            table does not know. ``model_profile`` returns them as a ``ModelProfile``.
     """
 
     family: str
@@ -265,10 +382,12 @@ class ModelSpec:
     thinking_types: tuple[str, ...] = ()
     sampling: str = ""
     takes_prefill: bool | None = None
+    takes_forced_tool: bool | None = None
     sources: tuple[str, ...] = ()
     read_on: _dt.date | None = None
     note: str = ""
     price_reports: tuple[PriceReport, ...] = field(default=(), compare=False)
+    profile: FamilyProfile | None = None
 
     def is_retired(self, today: _dt.date | None = None) -> bool:
         """Whether the model has reached its announced end of life on ``today``."""
@@ -287,12 +406,16 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ListedModel:
-    """An id Anthropic lists whose prices and minimum are not in our sources (kept unknown)."""
+    """An id Anthropic lists whose prices and minimum are not in our sources (kept unknown).
+
+    ``profile`` holds what a source does say about it (context window, max output), if any.
+    """
 
     family: str
     sources: tuple[str, ...]
     read_on: _dt.date
     note: str = ""
+    profile: FamilyProfile | None = None
 
 
 # ------------------------------------------------------------------------------ the data
@@ -344,6 +467,24 @@ def _checked_sources(
     return tuple(keys)
 
 
+def _family_profile(raw: object, where: str, known: Mapping[str, Source]) -> FamilyProfile | None:
+    """A row's ``profile`` block (``values``, ``sources``, ``read_on``, ``note``), checked."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - _PROFILE_BLOCK_KEYS:
+        msg = (
+            f"{TABLE_FILE}: {where}: a profile is an object with keys "
+            f"{sorted(_PROFILE_BLOCK_KEYS)}, got {raw!r}"
+        )
+        raise ValueError(msg)
+    return FamilyProfile(
+        values=_profile_values(raw.get("values", {}), f"{TABLE_FILE}: {where}"),
+        sources=_checked_sources(raw.get("sources", ()), f"{where}.profile", known),
+        read_on=_date(raw.get("read_on"), f"{where}.profile"),
+        note=str(raw.get("note", "")),
+    )
+
+
 def _spec(
     row: Mapping[str, Any], defaults: Mapping[str, Any], known: Mapping[str, Source]
 ) -> ModelSpec:
@@ -374,10 +515,14 @@ def _spec(
         thinking_types=tuple(str(t) for t in row.get("thinking_types", ())),
         sampling=_sampling_rule(row.get("sampling", ""), family),
         takes_prefill=bool(row["prefill"]) if "prefill" in row else None,
+        takes_forced_tool=(
+            bool(row["forced_tool_choice"]) if "forced_tool_choice" in row else None
+        ),
         sources=_checked_sources(row.get("sources", ()), family, known),
         read_on=_date(row["read_on"], family),
         note=str(row.get("note", "")),
         price_reports=reports,
+        profile=_family_profile(row.get("profile"), family, known),
     )
 
 
@@ -419,9 +564,11 @@ def load_table(
                 _checked_sources(row.get("sources", ()), row["family"], sources),
                 _date(row["read_on"], row["family"]),
                 str(row.get("note", "")),
+                _family_profile(row.get("profile"), row["family"], sources),
             )
             for row in data.get("listed_unpriced", ())
         }
+        _profile_defaults(data, sources)
     except KeyError as exc:
         msg = f"{TABLE_FILE}: a row lacks the field {exc}"
         raise ValueError(msg) from None
@@ -432,14 +579,35 @@ def load_table(
     return sources, table, listed
 
 
+def _profile_defaults(data: Mapping[str, Any], known: Mapping[str, Source]) -> FamilyProfile:
+    return _family_profile(data.get("profile_defaults"), "profile_defaults", known) or (
+        FamilyProfile()
+    )
+
+
+def load_profile_defaults(text: str) -> FamilyProfile:
+    """Parse the profile flags every current Claude has (``models.json``'s ``profile_defaults``).
+
+    Raises:
+        ValueError: if the block names an unknown key or source or has a bad value.
+    """
+    data = json.loads(text)
+    known = {
+        key: Source(key, str(s["title"]), _date(s["read_on"], f"sources.{key}"))
+        for key, s in data["sources"].items()
+    }
+    return _profile_defaults(data, known)
+
+
 SOURCES: dict[str, Source]
 MODEL_TABLE: dict[str, ModelSpec]
 """family -> spec, as read from ``models.json``."""
 LISTED_UNPRICED: dict[str, ListedModel]
 """Families Anthropic lists but whose prices and minimum we have not read: kept unknown."""
-SOURCES, MODEL_TABLE, LISTED_UNPRICED = load_table(
-    resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
-)
+_TABLE_TEXT = resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
+SOURCES, MODEL_TABLE, LISTED_UNPRICED = load_table(_TABLE_TEXT)
+PROFILE_DEFAULTS: FamilyProfile = load_profile_defaults(_TABLE_TEXT)
+"""The ``ModelProfile`` flags every current Claude has (a family's own profile overrides them)."""
 
 _TIERS = ("opus", "sonnet", "haiku", "fable", "mythos")
 _overrides: dict[str, ModelSpec] = {}
@@ -592,6 +760,13 @@ def _check_changes(changes: Mapping[str, object]) -> None:
             f"min_cache_tokens must be a positive token count, got {changes['min_cache_tokens']!r}"
         )
         raise ValueError(msg)
+    profile = changes.get("profile")
+    if "profile" in changes and profile is not None and not isinstance(profile, FamilyProfile):
+        msg = (
+            f"profile must be a FamilyProfile (or None), got {type(profile).__name__}: build one "
+            "with FamilyProfile.from_mapping({'max_input_tokens': ..., 'max_output_tokens': ...})"
+        )
+        raise TypeError(msg)
     retired = changes.get("retired_on")
     if "retired_on" in changes and retired is not None and not isinstance(retired, _dt.date):
         msg = f"retired_on must be a datetime.date or None, got {retired!r}"
@@ -723,6 +898,59 @@ def lookup_model(model_id: str) -> ModelSpec:
     return spec if minimum == spec.min_cache_tokens else replace(spec, min_cache_tokens=minimum)
 
 
+_TEMPERATURE_BY_SAMPLING = {"none": False, "temperature_or_top_p": True}
+
+
+def model_profile(model: str) -> dict[str, Any] | None:
+    """The LangChain ``ModelProfile`` for a relay model id, from the table; ``None`` if unknown.
+
+    What ``ChatClaudeRelay._resolve_model_profile`` returns. Matched by family like
+    ``lookup_model`` (``anthropic/claude-sonnet-4.5``, ``claude-opus-4-1-20250805`` and Bedrock
+    ids included), overrides from ``register_model`` included, but pure: no warning, no I/O,
+    and a fresh dict each call (the caller may change it).
+
+    The profile is ``PROFILE_DEFAULTS`` (the flags every current Claude has), then
+    ``temperature`` where the family's sampling rule says (``False`` when ``temperature`` is a
+    400, Claude 4.7 and later; ``True`` for the temperature-or-top_p models) and ``tool_choice``
+    where its forced-tool rule does (``takes_forced_tool``), then the
+    family's own facts (``max_input_tokens``, ``max_output_tokens``, flags that differ). A fact
+    no source gave is left out, never guessed. An id Anthropic lists without prices
+    (``claude-fable-5-2``) gets the defaults and what its sources say.
+
+    Args:
+        model: the model id as the relay spells it.
+
+    Returns:
+        A ``ModelProfile``-shaped dict, or ``None`` for an id that names no family the table
+        (or ``register_model``, or the listed-but-unpriced ids) knows.
+
+    >>> model_profile("claude-sonnet-5-5")["max_input_tokens"]
+    1000000
+    >>> model_profile("anthropic/claude-haiku-4.5")["max_output_tokens"]
+    64000
+    >>> model_profile("gpt-4o") is None
+    True
+    """
+    family = model_family(model)
+    if family is None:
+        return None
+    spec = _overrides.get(family) or MODEL_TABLE.get(family)
+    listed = LISTED_UNPRICED.get(family)
+    if spec is None and listed is None:
+        return None
+    profile = PROFILE_DEFAULTS.as_dict()
+    if spec is not None and spec.sampling in _TEMPERATURE_BY_SAMPLING:
+        profile["temperature"] = _TEMPERATURE_BY_SAMPLING[spec.sampling]
+    if spec is not None and spec.takes_forced_tool is not None:
+        profile["tool_choice"] = spec.takes_forced_tool
+    own = spec.profile if spec is not None else None
+    if own is None and listed is not None:
+        own = listed.profile
+    if own is not None:
+        profile.update(own.as_dict())
+    return {key: value for key, value in profile.items() if value is not None}
+
+
 def price_table() -> Mapping[str, ModelSpec]:
     """The table in force, overrides included (read-only view for reports)."""
     return {**MODEL_TABLE, **_overrides}
@@ -783,6 +1011,7 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 "thinking_types": list(spec.thinking_types),
                 "sampling": spec.sampling,
                 "takes_prefill": spec.takes_prefill,
+                "takes_forced_tool": spec.takes_forced_tool,
                 "note": spec.note,
                 "price_reports": [
                     {
@@ -812,6 +1041,7 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 "thinking_types": [],
                 "sampling": "",
                 "takes_prefill": None,
+                "takes_forced_tool": None,
                 "note": listed.note,
                 "price_reports": [],
                 "sources": list(listed.sources),

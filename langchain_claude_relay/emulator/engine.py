@@ -517,6 +517,9 @@ NO_PREFILL = (
     "This model does not support assistant message prefill. The conversation must end with a "
     "user message."
 )
+FORCED_TOOL_REFUSED = 'tool_choice: type "tool" and "any" are not supported for this model.'
+"""Claude's 400 for a forced tool choice on Opus 5.5, Sonnet 5.5 and Fable 5.1 (the model
+table's ``forced_tool_choice``)."""
 """Claude's 400 for a request ending with an assistant turn on Claude 4.6 and later."""
 OPEN_OBJECT = "{where}: For 'object' type, 'additionalProperties' must be explicitly set to false"
 """Claude's 400 for a structured-output schema with an object lacking
@@ -699,7 +702,8 @@ def check_model_payload(
     """Refuse what the request's model refuses, with Claude's 400 wording.
 
     The model's facts come from the model table (``lookup_model``: ``thinking_types``,
-    ``sampling``, ``takes_prefill``, with their sources); a fact the table does not have
+    ``sampling``, ``takes_prefill``, ``takes_forced_tool``, with their sources); a fact the table
+    does not have
     refuses nothing. In this order:
 
     * a ``thinking.type`` not in the model's ``thinking_types`` (``enabled`` on Claude 4.7 and
@@ -712,6 +716,8 @@ def check_model_payload(
       ``top_k``, a ``top_p`` below 0.95;
     * ``takes_prefill is False`` (Claude 4.6 and later): a conversation whose last turn is the
       assistant's (on the chat path, the last message that is not a system or developer one);
+    * ``takes_forced_tool is False`` (Opus 5.5, Sonnet 5.5, Fable 5.1): a ``tool_choice`` that
+      forces a tool, in either spelling;
     * (Messages paths) a structured-output schema (``output_config.format`` or the older
       ``output_format``, type ``json_schema``) with an object that is not closed by
       ``additionalProperties: false``, at any depth. The chat path's ``response_format`` is
@@ -757,6 +763,8 @@ def check_model_payload(
             raise InvalidRequest(THINKING_TOP_P + _DOCS)
     if spec.takes_prefill is False and _last_turn_role(payload, native=native) == "assistant":
         raise InvalidRequest(NO_PREFILL)
+    if spec.takes_forced_tool is False and _forces_tool(payload.get("tool_choice")):
+        raise InvalidRequest(FORCED_TOOL_REFUSED)
     schema = _output_schema(payload) if native else None
     if schema is not None:
         where, found = schema[0], _open_object(schema[1])

@@ -34,7 +34,7 @@ from .conftest import prose
 
 WAYS = ["openai", "anthropic", "bedrock", "vertex"]
 NATIVE_WAYS = WAYS[1:]
-NEW = "claude-sonnet-5-5"  # adaptive or disabled thinking, no sampling, no prefill
+NEW = "claude-sonnet-5-5"  # adaptive or between_tools thinking, no sampling, no prefill
 MID = "claude-sonnet-4-6"  # every thinking type, temperature or top_p, no prefill
 OLD = "claude-haiku-4-5"  # enabled or disabled thinking, any sampling, prefill taken
 ALWAYS_THINKS = "claude-fable-5-1"  # adaptive only
@@ -135,7 +135,8 @@ def test_disabled_on_a_model_that_always_thinks_is_refused(
     ("model", "thinking"),
     [
         (NEW, ADAPTIVE),
-        (NEW, {"type": "disabled"}),
+        (NEW, {"type": "between_tools"}),
+        ("claude-sonnet-5", {"type": "disabled"}),
         (MID, BUDGET),
         (MID, ADAPTIVE),
         (OLD, BUDGET),
@@ -145,7 +146,8 @@ def test_disabled_on_a_model_that_always_thinks_is_refused(
     ],
     ids=[
         "new-adaptive",
-        "new-disabled",
+        "new-between-tools",
+        "sonnet-5-disabled",
         "mid-enabled",
         "mid-adaptive",
         "old-enabled",

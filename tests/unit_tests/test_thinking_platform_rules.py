@@ -34,7 +34,10 @@ DISABLED = {"type": "disabled"}
         ("claude-sonnet-5-5", BUDGET, "send thinking={'type': 'adaptive'}"),
         ("claude-opus-4-7", BUDGET, "send thinking={'type': 'adaptive'}"),
         ("claude-sonnet-5-5", ADAPTIVE, None),
-        ("claude-sonnet-5-5", DISABLED, None),
+        ("claude-sonnet-5-5", DISABLED, "send thinking={'type': 'between_tools'}"),
+        ("claude-sonnet-5-5", {"type": "between_tools"}, None),
+        ("claude-sonnet-5", DISABLED, None),
+        ("claude-opus-5-5", DISABLED, "leave thinking unset"),
         ("claude-sonnet-4-6", BUDGET, None),  # deprecated there, still taken
         ("claude-sonnet-4-6", ADAPTIVE, None),
         ("claude-haiku-4-5", ADAPTIVE, "send thinking={'type': 'enabled', 'budget_tokens': N}"),

@@ -1,0 +1,137 @@
+"""Today's platform on the current models: no forced tool choice, thinking that stays on.
+
+Anthropic's "What's new" pages for Opus 5.5 and Sonnet 5.5 (read 2026-12-03; the model
+table's ``forced_tool_choice`` and ``thinking_types``): a ``tool_choice`` forcing a tool is a
+400 on Opus 5.5, Sonnet 5.5 (the default model) and Fable 5.1; Opus 5.5 always thinks; Sonnet
+5.5 takes ``adaptive`` and ``between_tools``, not ``disabled``. Refused before sending, with the
+fix; ``with_structured_output(method="function_calling")`` does not force its tool there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from fake_relay import FakeRelay, completion
+from pydantic import BaseModel
+
+from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.models import lookup_model, model_profile
+
+REFUSING = ["claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1"]
+TAKING = ["claude-sonnet-5", "claude-haiku-5-5", "claude-sonnet-4-6", "claude-opus-4-8"]
+FORCING = ["any", "required", True, "lookup", {"type": "tool", "name": "lookup"}]
+USAGE = {"prompt_tokens": 10, "completion_tokens": 1}
+
+
+def lookup(word: str) -> str:
+    """Look a word up."""
+    return word
+
+
+class Answer(BaseModel):
+    city: str
+
+
+@pytest.mark.parametrize(
+    ("model", "takes", "thinking_types"),
+    [
+        ("claude-opus-5-5", False, ("adaptive",)),
+        ("claude-sonnet-5-5", False, ("adaptive", "between_tools")),
+        ("claude-fable-5-1", False, ("adaptive",)),
+        ("claude-haiku-5-5", None, ("adaptive", "disabled")),
+        ("claude-sonnet-5", None, ("adaptive", "disabled")),
+    ],
+)
+def test_the_table_says_what_each_model_refuses(
+    model: str, takes: bool | None, thinking_types: tuple[str, ...]
+) -> None:
+    spec = lookup_model(model)
+    assert spec.takes_forced_tool is takes
+    assert spec.thinking_types == thinking_types
+    assert "whats-new-5-5-2026-12" in spec.sources or takes is None
+    profile = model_profile(model)
+    assert profile is not None
+    assert profile.get("tool_choice", True) is (takes is not False)
+
+
+@pytest.mark.parametrize("model", REFUSING)
+@pytest.mark.parametrize("choice", FORCING, ids=str)
+def test_a_forced_tool_is_refused_before_sending(
+    relay: FakeRelay, make_llm: Any, model: str, choice: Any
+) -> None:
+    llm = make_llm(model=model).bind_tools([lookup], tool_choice=choice)
+    with pytest.raises(RequestValidationError, match="forces a tool call, which") as caught:
+        llm.invoke("define cache")
+    assert "tool_choice='auto'" in str(caught.value)
+    assert "method='json_schema'" in str(caught.value)
+    assert relay.requests == []
+
+
+@pytest.mark.parametrize("model", REFUSING)
+@pytest.mark.parametrize("choice", ["auto", "none", None])
+def test_auto_and_none_are_sent(relay: FakeRelay, make_llm: Any, model: str, choice: Any) -> None:
+    relay.queue(completion(usage=USAGE, model=model))
+    make_llm(model=model).bind_tools([lookup], tool_choice=choice).invoke("define cache")
+    assert len(relay.requests) == 1
+
+
+@pytest.mark.parametrize("model", TAKING)
+def test_other_models_still_take_a_forced_tool(relay: FakeRelay, make_llm: Any, model: str) -> None:
+    relay.queue(completion(usage=USAGE, model=model))
+    make_llm(model=model).bind_tools([lookup], tool_choice="any").invoke("define cache")
+    assert relay.last["tool_choice"] == "required"
+
+
+@pytest.mark.parametrize(
+    ("model", "forced"), [("claude-sonnet-5-5", False), ("claude-sonnet-4-6", True)]
+)
+def test_function_calling_structured_output_forces_only_where_claude_takes_it(
+    relay: FakeRelay, make_llm: Any, model: str, forced: bool
+) -> None:
+    call = {"id": "toolu_1", "type": "function",
+            "function": {"name": "Answer", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    relay.queue(completion("", tool_calls=[call], usage=USAGE, model=model))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        structured = make_llm(model=model).with_structured_output(Answer)
+    assert structured.invoke("Where is the Louvre?") == Answer(city="Paris")
+    sent = relay.last.get("tool_choice")
+    if forced:
+        assert sent == {"type": "function", "function": {"name": "Answer"}}
+        assert not any("without forcing" in str(w.message) for w in caught)
+    else:
+        assert sent in (None, "auto")
+        assert any("refuses a forced tool choice" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize(
+    ("model", "thinking", "fix"),
+    [
+        ("claude-opus-5-5", {"type": "disabled"}, "leave thinking unset"),
+        ("claude-opus-5-5", {"type": "enabled", "budget_tokens": 2048}, "'adaptive'"),
+        ("claude-sonnet-5-5", {"type": "disabled"}, "'between_tools'"),
+    ],
+)
+def test_thinking_these_models_refuse_is_refused_before_sending(
+    relay: FakeRelay, make_llm: Any, model: str, thinking: dict[str, Any], fix: str
+) -> None:
+    with pytest.raises(RequestValidationError, match=f"refused by {model}") as caught:
+        make_llm(model=model, thinking=thinking).invoke("hi")
+    assert fix in str(caught.value)
+    assert relay.requests == []
+
+
+def test_between_tools_is_sent_on_sonnet_5_5(relay: FakeRelay, make_llm: Any) -> None:
+    relay.queue(completion(usage=USAGE, model="claude-sonnet-5-5"))
+    make_llm(model="claude-sonnet-5-5", thinking={"type": "between_tools"}).invoke("hi")
+    assert relay.last["thinking"] == {"type": "between_tools"}
+
+
+def test_the_chat_model_carries_the_profile_langchain_reads(make_llm: Any) -> None:
+    profile = make_llm(model="claude-sonnet-5-5").profile
+    assert profile["max_input_tokens"] == 1_000_000
+    assert profile["tool_choice"] is False
+    given = make_llm(model="claude-sonnet-5-5", profile={"max_input_tokens": 5}).profile
+    assert given == {"max_input_tokens": 5}
