@@ -426,7 +426,7 @@ def _probe_and_report(args: argparse.Namespace, base_url: str, api_key: str, jso
         for line in caps.summary_lines():
             print(f"  {line}")
         print("adaptation:")
-        for note in adaptation.warnings or ("none needed: the relay keeps what the planner sends",):
+        for note in adaptation.warnings or (_no_adaptation(caps),):
             print(f"  {note}")
     if not args.no_cache:
         try:
@@ -437,6 +437,19 @@ def _probe_and_report(args: argparse.Namespace, base_url: str, api_key: str, jso
         days = DEFAULT_MAX_AGE_S / 86400
         print(f"saved to {capabilities_path()} (trusted for {days:g} days)", file=sys.stderr)
     return 0
+
+
+def _no_adaptation(caps: Any) -> str:
+    """The probe's line when nothing is adapted: the markers were seen kept, or it cannot tell."""
+    if caps.keeps_block_markers is True:
+        return "none needed: the relay keeps what the planner sends"
+    fields = ", ".join(caps.usage_fields) or "none"
+    return (
+        "none, but undetermined: the probe could not tell whether cache_control reaches Claude "
+        f"(the relay reports no cache reads or writes; usage fields: {fields}). Markers are "
+        "still planned (one that is dropped costs nothing), but costs will show no cache "
+        "savings unless the relay reports them."
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

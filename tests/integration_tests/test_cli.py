@@ -369,3 +369,34 @@ def test_probe_failures_are_one_line_without_secrets(
     assert "\n" not in err
     assert _KEY["CLAUDE_RELAY_API_KEY"] not in err
     assert "pw-secret" not in err
+
+
+@pytest.mark.parametrize(
+    ("block_markers", "fields", "expected"),
+    [
+        (True, ("prompt_tokens", "prompt_tokens_details.cached_tokens"), "none needed"),
+        (None, ("completion_tokens", "prompt_tokens"), "undetermined"),
+    ],
+)
+def test_probe_says_when_it_could_not_tell(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    block_markers: bool | None,
+    fields: tuple[str, ...],
+    expected: str,
+) -> None:
+    """A relay reporting no cache usage looks like one that drops markers: not 'none needed'."""
+    from langchain_claude_relay import probe
+    from langchain_claude_relay.capabilities import RelayCapabilities
+
+    caps = RelayCapabilities(
+        block_markers, None, None, None, block_markers is True, fields, "claude-sonnet-5-5", 0.0
+    )
+    monkeypatch.setattr(probe, "probe_relay", lambda llm: caps)
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-probe-test-0000")
+    assert main(["probe", "--base-url", "http://127.0.0.1:1/v1", "--no-cache"]) == 0
+    adaptation = capsys.readouterr().out.split("adaptation:", 1)[1]
+    assert expected in adaptation
+    if block_markers is None:
+        assert "completion_tokens, prompt_tokens" in adaptation
+        assert "none needed" not in adaptation
