@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models import chat_models as _lc_chat_models
 from langchain_core.language_models.chat_models import (
@@ -474,6 +475,7 @@ class ChatClaudeRelay(BaseChatModel):
     _keep_warm_state: KeepWarmScheduler | None = PrivateAttr(default=None)
     _keep_warm_driven: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
+    _silent_cache_calls: int = PrivateAttr(default=0)  # see _watch_for_dropped_markers
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -510,6 +512,13 @@ class ChatClaudeRelay(BaseChatModel):
         """``cache="auto"|"off"|planner`` means prompt caching; other values are LangChain's."""
         if isinstance(values, dict) and "cache" in values:
             value = values["cache"]
+            if value is True and get_llm_cache() is None:
+                warn_external(  # LangChain raises at the first call: say why, and what was meant
+                    "cache=True asks for LangChain's response cache, and none is set "
+                    "(langchain_core.globals.set_llm_cache): calls will fail. Prompt caching "
+                    "is cache='auto', the default.",
+                    UserWarning,
+                )
             if value is not None and not isinstance(value, bool | BaseCache):
                 values = dict(values)
                 values["prompt_cache"] = values.pop("cache")
@@ -523,6 +532,9 @@ class ChatClaudeRelay(BaseChatModel):
             return value
         if isinstance(value, str):
             msg = f"cache={value!r} is not understood: use 'auto', 'off' or a CachePlanner"
+            ttl = value.strip().lower()
+            if ttl in ("5m", "1h"):  # a TTL: cache_ttl's
+                msg += f" (for the TTL of planned markers, pass cache_ttl={ttl!r})"
             raise ValueError(msg)
         return _as_planner(value)
 
@@ -1310,11 +1322,36 @@ class ChatClaudeRelay(BaseChatModel):
                 observation = prepared.planner.observe(prepared.plan, usage, tools=tools)
                 if observation is not None:
                     meta["cache_observation"] = observation.to_dict()
+                    self._watch_for_dropped_markers(observation)
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
             self._keep_warm_after(prepared, usage, tools)
         self._record(prepared, usage, pricing, meta, call_id)
         return usage, meta
+
+    def _watch_for_dropped_markers(self, observation: Any) -> None:
+        """Warn once when calls keep reporting no cache use where their markers should write.
+
+        ``_SILENT_CALLS`` calls in a row whose planned markers (above the minimum) read and
+        wrote nothing: the relay drops ``cache_control``, or reports no cache usage. Either
+        way the user sees no savings, and ``claude-relay probe`` tells which.
+        """
+        silent = any(b.miss_reason == "relay dropped marker?" for b in observation.breakpoints)
+        if not silent or observation.actual_read_tokens or observation.actual_write_tokens:
+            self._silent_cache_calls = 0
+            return
+        self._silent_cache_calls += 1
+        if self._silent_cache_calls >= _SILENT_CALLS:
+            shown = redact_url(self.base_url) if self.base_url else f"api={self.api!r}"
+            warn_once(
+                ("relay_drops_markers", shown),
+                f"{_SILENT_CALLS} calls in a row through {shown} reported no cache reads or "
+                "writes although their prompts were marked for caching above the model's "
+                "minimum: the relay drops cache_control, or does not report cache usage "
+                "(no savings either way). Run `claude-relay probe` to tell which; it also "
+                "adapts the planner to what it finds.",
+                RuntimeWarning,
+            )
 
     def _account_stopped(self, prepared: _Prepared, state: _StreamState) -> None:
         """Record a stream that ended before its closing chunk: billed all the same.
@@ -2375,6 +2412,9 @@ _SECRET_FIELDS = (
     "vertex_credentials",
 )
 """Settings a pickle leaves out (``ChatClaudeRelay.__getstate__``)."""
+
+_SILENT_CALLS = 3
+"""Calls in a row with marked prompts and no cache use before the relay is suspected."""
 
 _BUILT = ("_transport", "_wire", "_adaptation")
 """Lazily built objects (SDK clients hold the key): rebuilt after unpickling, never pickled."""

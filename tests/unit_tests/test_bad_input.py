@@ -1183,3 +1183,22 @@ def test_a_message_without_content_or_tool_calls_is_an_empty_answer(
     msg = make_llm().invoke("hi")
     assert msg.content == ""
     assert msg.tool_calls == []
+
+
+def test_cache_true_without_a_response_cache_says_what_prompt_caching_is() -> None:
+    """cache=True is LangChain's response cache: without one set, every call fails."""
+    from langchain_core.globals import get_llm_cache, set_llm_cache
+
+    previous = get_llm_cache()
+    set_llm_cache(None)
+    try:
+        with pytest.warns(UserWarning, match="Prompt caching is cache='auto'"):
+            ChatClaudeRelay(base_url="http://127.0.0.1:9/v1", api_key="k", cache=True)
+    finally:
+        set_llm_cache(previous)
+
+
+@pytest.mark.parametrize("ttl", ["1h", "5m", " 1H "])
+def test_a_ttl_given_as_cache_points_to_cache_ttl(ttl: str) -> None:
+    with pytest.raises(ValueError, match=f"pass cache_ttl='{ttl.strip().lower()}'"):
+        ChatClaudeRelay(base_url="http://127.0.0.1:9/v1", api_key="k", cache=ttl)
