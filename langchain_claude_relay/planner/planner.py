@@ -771,7 +771,7 @@ class CachePlanner:
     # ------------------------------------------------------------- keep-alive
 
     def keep_alives(
-        self, plan: CachePlan, usage: UsageLike, *, tools: Sequence[str] = ()
+        self, plan: CachePlan, usage: UsageLike | Mapping[str, Any], *, tools: Sequence[str] = ()
     ) -> tuple[KeepAlive, ...]:
         """The prefixes of this call worth keeping warm with keep-alive requests, if any.
 
@@ -790,7 +790,7 @@ class CachePlanner:
 
         Args:
             plan: a plan made by this planner, observed.
-            usage: the response's usage.
+            usage: the response's usage, in any form ``observe`` takes.
             tools: the names of the tools the response called.
 
         Returns:
@@ -798,8 +798,10 @@ class CachePlanner:
 
         Raises:
             ValueError: if the plan was not made by a ``CachePlanner``.
+            TypeError: if ``usage`` is none of the forms ``observe`` takes.
         """
         trace = trace_of(plan, "keep_alives")
+        usage = self._usage_for_observe(plan, usage)
         now = trace.planned_at
         rates = Rates.from_prices(lookup_model(plan.model).prices)
         total = int(usage.input_tokens) + int(usage.cache_read_tokens)

@@ -246,3 +246,22 @@ def test_the_default_store_warns_and_stays_local(monkeypatch: pytest.MonkeyPatch
         assert store[0].get("k:0f") == 1
     finally:
         store[0].close()
+
+
+def test_keep_alives_takes_the_same_usage_forms_as_observe() -> None:
+    metadata = {
+        "input_tokens": 3020,
+        "output_tokens": 5,
+        "total_tokens": 3025,
+        "input_token_details": {"cache_read": 0, "cache_creation": 0,
+                                "ephemeral_5m_input_tokens": 3000},
+    }  # fmt: skip
+    advice = []
+    for usage in (metadata, from_usage_metadata(metadata)):
+        planner, plan = _planned()
+        planner.observe(plan, usage)
+        advice.append(planner.keep_alives(plan, usage))
+    assert advice[0] == advice[1]
+    planner, plan = _planned()
+    with pytest.raises(TypeError, match="usage_metadata"):
+        planner.keep_alives(plan, {"tokens": 3})
