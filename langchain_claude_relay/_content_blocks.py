@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - older langchain-core
 
 __all__ = [
     "MODEL_PROVIDER",
+    "REFUSAL_STOP",
     "ClaudeRefusalError",
     "acheck_refusals",
     "check_refusals",

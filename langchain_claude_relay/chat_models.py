@@ -82,7 +82,12 @@ from pydantic import (
 
 from langchain_claude_relay import _fanout as fanout
 from langchain_claude_relay._compat import moved_names
-from langchain_claude_relay._content_blocks import MODEL_PROVIDER, acheck_refusals, check_refusals
+from langchain_claude_relay._content_blocks import (
+    MODEL_PROVIDER,
+    REFUSAL_STOP,
+    acheck_refusals,
+    check_refusals,
+)
 from langchain_claude_relay._convert import (
     check_thinking,
     check_tool_choice,
@@ -986,6 +991,11 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> _Prepared:
         """Convert, validate, plan and render; raises on bad input before any network call."""
         _ = self._transport  # settings problems (no base URL, no key) surface first
+        # a model that refuses any forced tool says so before the thinking rule does (whose
+        # advice, turning thinking off, such a model refuses too)
+        model_id = kwargs.get("model") or self.model_name
+        forced = lookup_model(model_id).takes_forced_tool
+        check_forced_tool(kwargs.get("tool_choice"), model_id, forced)
         request = self._to_request(messages, kwargs)
         kwargs = dict(kwargs)
         warm_up = kwargs.pop(_WARM_UP, None)  # None, or what a warm-up may mark (_warm_up_kwargs)
@@ -1027,7 +1037,6 @@ class ChatClaudeRelay(BaseChatModel):
         check_thinking_sampling(params)
         ends_with_assistant = bool(request.messages) and request.messages[-1].role == "assistant"
         check_prefill(ends_with_assistant, model, spec.takes_prefill)
-        check_forced_tool(request.tool_choice, model, spec.takes_forced_tool)
         uploaded = _file_ids(request) if self.api in ("bedrock", "vertex") else []
         if uploaded:
             msg = (
@@ -1517,8 +1526,13 @@ class ChatClaudeRelay(BaseChatModel):
         )
 
     @staticmethod
-    def _chunk_from(parsed: ParsedChunk) -> ChatGenerationChunk | None:
-        """A streamed chunk's text, reasoning, tool-call deltas and finish reason, if any."""
+    def _chunk_from(parsed: ParsedChunk, *, v1: bool = False) -> ChatGenerationChunk | None:
+        """A streamed chunk's text, reasoning, tool-call deltas and finish reason, if any.
+
+        With ``v1`` (``output_version="v1"``) its content is LangChain's standard blocks, each
+        with Claude's block index (``_v1_blocks``), so that adding the chunks keeps every block
+        apart whatever order they come in.
+        """
         if not (
             parsed.content
             or parsed.reasoning
@@ -1544,14 +1558,17 @@ class ChatClaudeRelay(BaseChatModel):
             )
             for d in parsed.tool_call_deltas
         ]
-        # the provider on every chunk: v1 streaming builds each chunk's blocks with its
-        # translator (a refusal block on the chunk that ends a refused answer)
+        # the provider on every chunk: the translator reads a refusal from it
         response_metadata: dict[str, Any] = {"model_provider": MODEL_PROVIDER}
         if parsed.finish_reason:
             response_metadata["finish_reason"] = parsed.finish_reason
+        content: str | list[Any] = parsed.content
+        if v1:
+            content = _v1_blocks(parsed, chunks)
+            response_metadata["output_version"] = "v1"
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=parsed.content,
+                content=content,
                 additional_kwargs=additional,
                 tool_call_chunks=chunks,
                 response_metadata=response_metadata,
@@ -1683,7 +1700,7 @@ class ChatClaudeRelay(BaseChatModel):
                 if outcome == "unsent":
                     outcome = "answered"
                     self._began(prepared, gate)
-                chunk = self._chunk_from(state.read(event))
+                chunk = self._chunk_from(state.read(event), v1=self.output_version == "v1")
                 if chunk is not None:
                     state.chunks += 1
                     if tokens_to:
@@ -1728,7 +1745,7 @@ class ChatClaudeRelay(BaseChatModel):
                 if outcome == "unsent":
                     outcome = "answered"
                     self._began(prepared, gate)
-                chunk = self._chunk_from(state.read(event))
+                chunk = self._chunk_from(state.read(event), v1=self.output_version == "v1")
                 if chunk is not None:
                     state.chunks += 1
                     if tokens_to:
@@ -2230,8 +2247,7 @@ class ChatClaudeRelay(BaseChatModel):
                 why = "Claude refuses a forced tool while thinking"
             if why is not None:
                 forced = None
-                warn_once(
-                    ("structured_unforced", id(self)),
+                warn_external(  # Python shows it once per line of the user's that calls it
                     "with_structured_output(method='function_calling') binds its schema without "
                     f"forcing it ({why}): an answer without the tool call parses as None, or "
                     "raises with include_raw=False and a pydantic schema. method='json_schema' "
@@ -2412,6 +2428,34 @@ _SECRET_FIELDS = (
     "vertex_credentials",
 )
 """Settings a pickle leaves out (``ChatClaudeRelay.__getstate__``)."""
+
+_REFUSAL_INDEX = "lc_refusal"
+"""The v1 refusal block's index: one block however many pieces it comes in, apart from the
+numbered ones (LangChain merges blocks by an int index or one starting with ``lc_``)."""
+
+
+def _v1_blocks(parsed: ParsedChunk, calls: Sequence[Any]) -> list[dict[str, Any]]:
+    """A streamed chunk's content as LangChain's standard blocks, each with its block index.
+
+    Reasoning, text and tool calls carry Claude's content-block index (the stream reader's:
+    the native event's, or numbered in order on a relay), so a text after a tool call is a
+    block of its own; LangChain's own numbering counts kinds of block, and merged it into one.
+    """
+
+    def indexed(block: dict[str, Any], index: int | None) -> dict[str, Any]:
+        return block if index is None else {**block, "index": index}
+
+    blocks: list[dict[str, Any]] = []
+    if parsed.reasoning:
+        reasoning = {"type": "reasoning", "reasoning": parsed.reasoning}
+        blocks.append(indexed(reasoning, parsed.reasoning_index))
+    if parsed.content:
+        blocks.append(indexed({"type": "text", "text": parsed.content}, parsed.text_index))
+    blocks.extend({"type": "tool_call_chunk", **call} for call in calls)
+    if parsed.refusal or parsed.finish_reason == REFUSAL_STOP:
+        blocks.append({"type": "refusal", "refusal": parsed.refusal or "", "index": _REFUSAL_INDEX})
+    return blocks
+
 
 _SILENT_CALLS = 3
 """Calls in a row with marked prompts and no cache use before the relay is suspected."""

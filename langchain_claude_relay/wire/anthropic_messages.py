@@ -711,7 +711,8 @@ class MessageStreamReader:
         opened = _OpenBlock(kind)
         self._blocks[index] = opened
         if kind == "text":
-            return self._chunk(content=_checked_str(block, "text", problem, default=""))
+            text = _checked_str(block, "text", problem, default="")
+            return self._chunk(content=text, text_index=index)
         if kind == "tool_use":
             self._tool_uses += 1
             check_tool_call_count(self._tool_uses, "streamed", 200, lambda: _dump(event))
@@ -728,7 +729,7 @@ class MessageStreamReader:
             thought = _checked_str(block, "thinking", problem, default="")
             opened.thinking.append(thought)
             opened.signature.append(_checked_str(block, "signature", problem, default=""))
-            return self._chunk(reasoning=thought or None)
+            return self._chunk(reasoning=thought or None, reasoning_index=index)
         if kind == "redacted_thinking":
             opened.data = _checked_str(block, "data", problem)
         return self._chunk()
@@ -748,7 +749,7 @@ class MessageStreamReader:
         if not isinstance(piece, str):
             raise self._problem(f"a {delta['type']} whose {key!r} is not a string", event)
         if key == "text":
-            return self._chunk(content=piece)
+            return self._chunk(content=piece, text_index=index)
         if key == "partial_json":
             tool_delta = {
                 "index": index,
@@ -761,7 +762,7 @@ class MessageStreamReader:
             opened.signature.append(piece)
             return self._chunk()
         opened.thinking.append(piece)
-        return self._chunk(reasoning=piece or None)
+        return self._chunk(reasoning=piece or None, reasoning_index=index)
 
     def _block_stop(self, event: Mapping[str, Any]) -> ParsedChunk:
         index, opened = self._open(event)

@@ -769,6 +769,10 @@ class ParsedChunk:
     """The pieces of thinking blocks this chunk carries (a relay's, not yet assembled)."""
     refusal: str | None = None
     """A piece of OpenAI's ``delta.refusal`` text (see ``ParsedCompletion.refusal``)."""
+    text_index: int | None = None
+    """Claude's content-block index of the text this chunk carries (``None``: not known)."""
+    reasoning_index: int | None = None
+    """Claude's content-block index of the reasoning this chunk carries (``None``: not known)."""
 
 
 def parse_chat_chunk(chunk: Any) -> ParsedChunk:
@@ -830,9 +834,11 @@ class ChatChunkReader:
     so that adding the stream's ``AIMessageChunk`` objects appends each block once. Text that
     never gets a signature stays reasoning text only.
 
-    Tool calls are numbered as Claude numbers its content blocks (and the native ways in report
-    them): after the runs of reasoning and text before them. Relays number them from 0, which
-    LangChain's ``output_version="v1"`` streaming would merge into the text block it numbers 0.
+    Blocks are numbered as Claude numbers its content blocks (and the native ways in report
+    them), in the order they come: each run of reasoning or of text is one block, each tool
+    call another (``text_index``, ``reasoning_index``, and the tool-call deltas' ``index``).
+    Relays number tool calls from 0, which LangChain's ``output_version="v1"`` streaming would
+    merge into the text block it numbers the same.
     """
 
     def __init__(self) -> None:
@@ -840,28 +846,27 @@ class ChatChunkReader:
         self._tool_indices: set[int | None] = set()
         # by index, the id made up here for each started call (None: the relay gave one)
         self._made_up_ids: dict[int, str | None] = {}
-        self._runs = 0  # runs of reasoning or text so far (one content block each)
-        self._run_kind = ""
-        self._tool_offset: int | None = None  # ``_runs`` at the first tool call, kept after
+        self._blocks = 0  # content blocks numbered so far
+        self._run: tuple[str, int] | None = None  # the open run of reasoning or text, its block
+        self._tool_blocks: dict[int, int] = {}  # a relay's tool-call index -> its block
 
-    def _count_runs(self, parsed: ParsedChunk) -> None:
-        for kind, present in (
-            ("reasoning", parsed.reasoning or parsed.thinking_pieces),
-            ("text", parsed.content),
-        ):
-            if present and kind != self._run_kind:
-                self._run_kind = kind
-                self._runs += 1
+    def _run_index(self, kind: str) -> int:
+        """The block of a piece of reasoning or text: the open run's, or a new one."""
+        if self._run is None or self._run[0] != kind:
+            self._run = (kind, self._blocks)
+            self._blocks += 1
+        return self._run[1]
 
     def _numbered(self, delta: dict[str, Any]) -> dict[str, Any]:
-        """A tool-call delta with Claude's block index (the relay's, after the blocks before)."""
-        if self._tool_offset is None:
-            self._tool_offset = self._runs
-            self._run_kind = "tool_call"
+        """A tool-call delta with its block index (a new call's is the next block)."""
         index = delta["index"]
-        if not self._tool_offset or not isinstance(index, int):
+        if not isinstance(index, int):
             return delta
-        return {**delta, "index": index + self._tool_offset}
+        if index not in self._tool_blocks:
+            self._tool_blocks[index] = self._blocks
+            self._blocks += 1
+            self._run = None  # reasoning or text after a call is a block of its own
+        return {**delta, "index": self._tool_blocks[index]}
 
     def _with_call_id(self, delta: dict[str, Any]) -> dict[str, Any]:
         """A tool-call delta, with an id made up for a call the relay started without one.
@@ -893,11 +898,14 @@ class ChatChunkReader:
                 (distinct indices) are more than :data:`MAX_TOOL_CALLS`.
         """
         parsed = parse_chat_chunk(event)
-        self._count_runs(parsed)
+        if parsed.reasoning or parsed.thinking_pieces:
+            parsed = replace(parsed, reasoning_index=self._run_index("reasoning"))
+        if parsed.content:
+            parsed = replace(parsed, text_index=self._run_index("text"))
         if parsed.tool_call_deltas:
-            indices = self._tool_indices
-            indices.update(d["index"] for d in parsed.tool_call_deltas)
-            check_tool_call_count(len(indices), "streamed", 200, lambda: _dumped(event))
+            seen = self._tool_indices
+            seen.update(d["index"] for d in parsed.tool_call_deltas)
+            check_tool_call_count(len(seen), "streamed", 200, lambda: _dumped(event))
             deltas = [self._numbered(self._with_call_id(d)) for d in parsed.tool_call_deltas]
             parsed = replace(parsed, tool_call_deltas=deltas)
         if not parsed.thinking_pieces:

@@ -135,3 +135,15 @@ def test_the_chat_model_carries_the_profile_langchain_reads(make_llm: Any) -> No
     assert profile["tool_choice"] is False
     given = make_llm(model="claude-sonnet-5-5", profile={"max_input_tokens": 5}).profile
     assert given == {"max_input_tokens": 5}
+
+
+@pytest.mark.parametrize("model", ["claude-opus-5-5", "claude-sonnet-5-5"])
+def test_with_thinking_on_the_models_own_refusal_comes_first(
+    relay: FakeRelay, make_llm: Any, model: str
+) -> None:
+    """The thinking rule's advice (turn thinking off) is refused by these models too."""
+    llm = make_llm(model=model, thinking={"type": "adaptive"})
+    with pytest.raises(RequestValidationError, match=f"which {model} refuses") as caught:
+        llm.bind_tools([lookup], tool_choice="lookup").invoke("define cache")
+    assert "disabled" not in str(caught.value)
+    assert relay.requests == []

@@ -55,6 +55,27 @@ STREAMS = {  # name: (chunks, the blocks before the calls, calls)
     ], [], 1),
 }  # fmt: skip
 
+INTERLEAVED = {  # name: (chunks, the kinds of block in order)
+    "text, two calls, text": ([
+        _chunk({"role": "assistant", "content": "Checking."}),
+        _chunk(_call(0, "toolu_A", "get_weather", '{"city": "Paris"}')),
+        _chunk(_call(1, "toolu_B", "get_time", '{"tz": "CET"}')),
+        _chunk({"content": " Done."}),
+    ], ["text", "tool_call", "tool_call", "text"]),
+    "text, call, text, call": ([
+        _chunk({"role": "assistant", "content": "A"}),
+        _chunk(_call(0, "toolu_A", "get_weather", '{"city": "Paris"}')),
+        _chunk({"content": "B"}),
+        _chunk(_call(1, "toolu_B", "get_time", '{"tz": "CET"}')),
+    ], ["text", "tool_call", "text", "tool_call"]),
+    "reasoning after a call": ([
+        _chunk({"role": "assistant", "reasoning_content": "First."}),
+        _chunk(_call(0, "toolu_A", "get_weather", '{"city": "Paris"}')),
+        _chunk({"reasoning_content": "Now the time."}),
+        _chunk(_call(1, "toolu_B", "get_time", '{"tz": "CET"}')),
+    ], ["reasoning", "tool_call", "reasoning", "tool_call"]),
+}  # fmt: skip
+
 
 def _stream_body(chunks: list[dict[str, Any]]) -> httpx2.Response:
     events = [*chunks, _chunk({}, "tool_calls"), {**BASE, "choices": [], "usage": USAGE}]
@@ -97,3 +118,19 @@ def test_the_invoked_and_streamed_v1_content_agree(relay: FakeRelay, make_llm: A
     streamed = reduce(add, llm.stream("hi"))
     strip = [{k: v for k, v in b.items() if k != "index"} for b in streamed.content]
     assert strip == invoked.content
+
+
+@pytest.mark.parametrize("name", list(INTERLEAVED))
+def test_blocks_after_a_tool_call_keep_their_place_in_v1(
+    relay: FakeRelay, make_llm: Any, name: str
+) -> None:
+    """Text or reasoning after a call was merged into a numbered block (text or a call lost)."""
+    chunks, kinds = INTERLEAVED[name]
+    relay.queue(_stream_body(chunks), _stream_body(chunks))
+    v1 = reduce(add, make_llm(output_version="v1").stream("hi"))
+    v0 = reduce(add, make_llm().stream("hi"))
+    assert _types(v1.content) == kinds
+    assert v1.text == v0.text
+    assert [c["id"] for c in v1.tool_calls] == ["toolu_A", "toolu_B"]
+    indices = [b["index"] for b in v1.content if "index" in b]
+    assert len(indices) == len(set(indices))
