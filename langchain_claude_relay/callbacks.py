@@ -41,6 +41,7 @@ what ``claude-relay stats`` means.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -61,7 +62,12 @@ from langchain_core.tracers.context import register_configure_hook
 
 from langchain_claude_relay.errors import ClaudeRelayError
 from langchain_claude_relay.ledger import LedgerEntry, LedgerSummary, cache_facts, summarize
-from langchain_claude_relay.usage import NormalizedUsage, from_usage_metadata, normalize_usage
+from langchain_claude_relay.usage import (
+    NormalizedUsage,
+    from_usage_metadata,
+    inference_geo_of,
+    normalize_usage,
+)
 
 __all__ = [
     "CostTracker",
@@ -415,7 +421,12 @@ def usage_of(
     """
     details = usage_metadata.get("input_token_details") or {}
     if usage_metadata and isinstance(details, Mapping) and "cache_creation" in details:
-        return from_usage_metadata(usage_metadata)
+        usage = from_usage_metadata(usage_metadata)
+        for key in ("usage", "token_usage"):  # usage_metadata has no place for the geo
+            geo = inference_geo_of(response_metadata.get(key))
+            if geo is not None:
+                return dataclasses.replace(usage, inference_geo=geo)
+        return usage
     for key in ("usage", "token_usage"):
         raw = response_metadata.get(key)
         if isinstance(raw, Mapping) and raw:

@@ -125,7 +125,7 @@ from langchain_claude_relay.capabilities import (
     adaptation_for,
     load_capabilities,
 )
-from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
+from langchain_claude_relay.cost import call_cost_usd, price_multiplier, uncached_cost_usd
 from langchain_claude_relay.errors import CutResponseError, RequestValidationError
 from langchain_claude_relay.ledger import LedgerEntry, cache_facts, default_ledger
 from langchain_claude_relay.limiter import RateLimiter, RateLimits, booking, limiter_for
@@ -1326,6 +1326,9 @@ class ChatClaudeRelay(BaseChatModel):
         pricing, meta["cost_source"] = self._pricing(prepared.model)
         meta["cost_usd"] = call_cost_usd(usage, pricing)
         meta["uncached_cost_usd"] = uncached_cost_usd(usage, pricing)  # at the same prices
+        if usage.inference_geo is not None:  # data residency: "us" costs 1.1x on 4.6 and later
+            meta["inference_geo"] = usage.inference_geo
+            meta["price_multiplier"] = price_multiplier(usage, pricing)
         if prepared.planner is not None and prepared.plan is not None:
             try:
                 observation = prepared.planner.observe(prepared.plan, usage, tools=tools)

@@ -7,6 +7,11 @@ relays and Anthropic report them) and are billed at the output price. A publishe
 tier applies to the whole call (Haiku 5.5: every token at 5x once the prompt, all input tokens
 together, exceeds 100K): ``ModelPrices.charges`` is the one place that prices a call.
 
+Data residency multiplies the whole call: a call the API reports with ``usage.inference_geo ==
+"us"`` pays 1.1x on every token kind on Claude Opus 4.6, Sonnet 4.6 and later models
+(``models.INFERENCE_GEO``, with its sources; ``ModelSpec.price_multiplier``). The uncached
+counterfactual is priced at the same multiplier, so savings compare like with like.
+
 A model without published prices (``ModelSpec.prices is None``) costs ``None``: unknown, never a
 guess.
 
@@ -17,6 +22,9 @@ guess.
 0.0405
 >>> round(call_cost_usd(usage, "claude-opus-5-5"), 6)   # 1000*4 + 100000*0.2 (0.05x) + 500*20
 0.034
+>>> from dataclasses import replace
+>>> round(call_cost_usd(replace(usage, inference_geo="us"), "claude-sonnet-4-6"), 6)  # 1.1x
+0.04455
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ __all__ = [
     "cost_breakdown",
     "call_cost_usd",
     "uncached_cost_usd",
+    "price_multiplier",
 ]
 
 
@@ -48,6 +57,8 @@ class CostBreakdown:
         savings_vs_uncached: what the same tokens would have cost with no caching (all input at
             the input price) minus ``total``; negative for a call that paid for writes that
             no read has repaid yet.
+        price_multiplier: the factor every price of the call was multiplied by (data
+            residency: 1.1 for ``inference_geo == "us"`` on the models it applies to; else 1).
 
     """
 
@@ -58,11 +69,29 @@ class CostBreakdown:
     output: float
     total: float
     savings_vs_uncached: float
+    price_multiplier: float = 1.0
 
 
-def _prices(model: str | ModelSpec) -> ModelPrices | None:
-    spec = lookup_model(model) if isinstance(model, str) else model
-    return spec.prices
+def _spec(model: str | ModelSpec) -> ModelSpec:
+    return lookup_model(model) if isinstance(model, str) else model
+
+
+def price_multiplier(usage: NormalizedUsage, model: str | ModelSpec) -> float:
+    """The factor on every price of this call: its ``inference_geo`` on this model (else 1).
+
+    >>> from langchain_claude_relay.usage import NormalizedUsage
+    >>> us = NormalizedUsage(10, 0, 0, 0, 1, inference_geo="us")
+    >>> price_multiplier(us, "claude-opus-4-6"), price_multiplier(us, "claude-haiku-4-5")
+    (1.1, 1.0)
+
+    Args:
+        usage: the call's normalized usage.
+        model: a relay model id (looked up by family) or a ``ModelSpec``.
+
+    Returns:
+        The multiplier (1.0 for no geo, ``"global"``, or a model the geo does not change).
+    """
+    return _spec(model).price_multiplier(usage.inference_geo)
 
 
 def cost_breakdown(usage: NormalizedUsage, model: str | ModelSpec) -> CostBreakdown | None:
@@ -76,18 +105,26 @@ def cost_breakdown(usage: NormalizedUsage, model: str | ModelSpec) -> CostBreakd
         The breakdown in USD, or ``None`` if the model has no published prices.
 
     """
-    prices = _prices(model)
+    spec = _spec(model)
+    prices = spec.prices
     if prices is None:
         return None
+    multiplier = spec.price_multiplier(usage.inference_geo)
     parts = prices.charges(
         usage.input_tokens,
         usage.cache_read_tokens,
         usage.cache_write_5m_tokens,
         usage.cache_write_1h_tokens,
         usage.output_tokens,
+        multiplier=multiplier,
     )
     total = sum(parts)
-    return CostBreakdown(*parts, total=total, savings_vs_uncached=_uncached(usage, prices) - total)
+    return CostBreakdown(
+        *parts,
+        total=total,
+        savings_vs_uncached=_uncached(usage, prices, multiplier) - total,
+        price_multiplier=multiplier,
+    )
 
 
 def call_cost_usd(usage: NormalizedUsage, model: str | ModelSpec) -> float | None:
@@ -108,6 +145,8 @@ def call_cost_usd(usage: NormalizedUsage, model: str | ModelSpec) -> float | Non
 def uncached_cost_usd(usage: NormalizedUsage, model: str | ModelSpec) -> float | None:
     """Return what the same tokens would cost with no caching: all input at the input price.
 
+    At the call's own price multiplier (its ``inference_geo``), as ``call_cost_usd`` is.
+
     Args:
         usage: the call's normalized usage.
         model: a relay model id (looked up by family) or a ``ModelSpec``.
@@ -116,12 +155,14 @@ def uncached_cost_usd(usage: NormalizedUsage, model: str | ModelSpec) -> float |
         USD, or ``None`` when the model has no published prices.
 
     """
-    prices = _prices(model)
-    return None if prices is None else _uncached(usage, prices)
+    spec = _spec(model)
+    if spec.prices is None:
+        return None
+    return _uncached(usage, spec.prices, spec.price_multiplier(usage.inference_geo))
 
 
-def _uncached(usage: NormalizedUsage, prices: ModelPrices) -> float:
+def _uncached(usage: NormalizedUsage, prices: ModelPrices, multiplier: float) -> float:
     plain, _read, _w5, _w1, output = prices.charges(
-        usage.total_input_tokens, 0, 0, 0, usage.output_tokens
+        usage.total_input_tokens, 0, 0, 0, usage.output_tokens, multiplier=multiplier
     )
     return plain + output

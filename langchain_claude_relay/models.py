@@ -23,6 +23,15 @@ capability flags), with its own sources: ``model_profile`` returns it as a ``Mod
 Prices are USD per million tokens. A model whose prices were not published in our sources has
 ``prices=None``: cost is reported as ``None`` rather than guessed. Ids that Anthropic lists but
 whose prices we have not read (``claude-fable-5-2``, ``claude-mythos-5-2``) stay unknown.
+
+Data residency is data too (``INFERENCE_GEO``, from the file's ``inference_geo`` block): a call
+the API reports with ``usage.inference_geo == "us"`` is billed at 1.1x on every token kind, on
+Claude Opus 4.6, Sonnet 4.6 and later models; ``ModelSpec.price_multiplier`` gives a call's factor.
+
+>>> lookup_model("claude-sonnet-4-6").price_multiplier("us")
+1.1
+>>> lookup_model("claude-haiku-4-5").price_multiplier("us")   # 4.5 and earlier: standard rate
+1.0
 """
 
 from __future__ import annotations
@@ -41,6 +50,10 @@ from langchain_claude_relay._plumbing import warn_once
 
 __all__ = [
     "DEFAULT_MODEL",
+    "GEO_LABEL",
+    "MAX_PRICE_MULTIPLIER",
+    "InferenceGeoPricing",
+    "INFERENCE_GEO",
     "UNKNOWN_MIN_CACHE_TOKENS",
     "TABLE_FILE",
     "LongContextTier",
@@ -67,6 +80,7 @@ __all__ = [
     "iter_sources",
     "load_table",
     "load_profile_defaults",
+    "load_inference_geo",
     "table_rows",
 ]
 
@@ -78,6 +92,12 @@ UNKNOWN_MIN_CACHE_TOKENS = 512
 
 TABLE_FILE = "models.json"
 """The packaged data file (in this package's directory)."""
+
+GEO_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,15}")
+"""What an inference geo may look like (``"us"``, ``"global"``): a short lower-case label."""
+
+MAX_PRICE_MULTIPLIER = 100.0
+"""The largest per-call price multiplier taken as one (a larger one is a damaged value)."""
 
 _OLD = 1.2  # cl100k undercounts Claude prose by roughly 15-28%
 _NEW = 1.56  # Claude 4.7+ count ~30% more than older models for the same text
@@ -162,26 +182,61 @@ class ModelPrices:
         return round(self.cache_read / self.input, 6) if self.input else 0.0
 
     def charges(
-        self, plain: int, read: int, write_5m: int, write_1h: int, output: int
+        self,
+        plain: int,
+        read: int,
+        write_5m: int,
+        write_1h: int,
+        output: int,
+        *,
+        multiplier: float = 1.0,
     ) -> tuple[float, float, float, float, float]:
         """USD for each token kind of one call, with the long-context tier applied.
 
         The one place a call is priced: ``cost.cost_breakdown`` and the emulator's billing both
         use it.
 
+        Args:
+            plain: plain input tokens.
+            read: cache-read tokens.
+            write_5m: 5-minute cache-write tokens.
+            write_1h: 1-hour cache-write tokens.
+            output: output tokens.
+            multiplier: a factor on every price of the call, after the long-context tier (the
+                data-residency multiplier, ``ModelSpec.price_multiplier``; 1 by default).
+
         Returns:
             ``(plain input, cache read, 5m writes, 1h writes, output)`` in USD.
 
         >>> ModelPrices.standard(2, 10).charges(1_000, 100_000, 0, 0, 500)
         (0.002, 0.02, 0.0, 0.0, 0.005)
+        >>> ModelPrices.standard(3, 15).charges(1_000_000, 0, 0, 0, 0, multiplier=1.1)[0]
+        3.3
         """
         prices = self.for_prompt(plain + read + write_5m + write_1h)
+        if multiplier != 1.0:
+            prices = prices.scaled(multiplier)
         return (
             plain * prices.input / 1e6,
             read * prices.cache_read / 1e6,
             write_5m * prices.cache_write_5m / 1e6,
             write_1h * prices.cache_write_1h / 1e6,
             output * prices.output / 1e6,
+        )
+
+    def scaled(self, multiplier: float) -> ModelPrices:
+        """These prices times ``multiplier``, every kind alike (the long-context tier kept).
+
+        >>> ModelPrices.standard(5, 25).scaled(1.1).cache_write_1h
+        11.0
+        """
+        return replace(
+            self,
+            input=round(self.input * multiplier, 9),
+            output=round(self.output * multiplier, 9),
+            cache_read=round(self.cache_read * multiplier, 9),
+            cache_write_5m=round(self.cache_write_5m * multiplier, 9),
+            cache_write_1h=round(self.cache_write_1h * multiplier, 9),
         )
 
     def for_prompt(self, prompt_tokens: int) -> ModelPrices:
@@ -367,6 +422,10 @@ class ModelSpec:
         profile: the family's LangChain model-profile facts (context window, max output,
             capability flags that differ from ``PROFILE_DEFAULTS``); ``None`` for an id the
             table does not know. ``model_profile`` returns them as a ``ModelProfile``.
+        inference_geo_multipliers: ``(geo, multiplier)`` pairs: what a call the API reports
+            with ``usage.inference_geo == geo`` pays on every price (``INFERENCE_GEO``: 1.1 for
+            ``"us"`` on Opus 4.6, Sonnet 4.6 and later); empty where the geo does not change
+            the price (4.5 and earlier models).
     """
 
     family: str
@@ -388,6 +447,19 @@ class ModelSpec:
     note: str = ""
     price_reports: tuple[PriceReport, ...] = field(default=(), compare=False)
     profile: FamilyProfile | None = None
+    inference_geo_multipliers: tuple[tuple[str, float], ...] = ()
+
+    def price_multiplier(self, inference_geo: str | None) -> float:
+        """The factor on every price of a call run in ``inference_geo`` (1 when unknown).
+
+        >>> lookup_model("claude-opus-5-5").price_multiplier("us")
+        1.1
+        >>> lookup_model("claude-opus-5-5").price_multiplier(None)
+        1.0
+        """
+        if inference_geo is None:
+            return 1.0
+        return dict(self.inference_geo_multipliers).get(inference_geo, 1.0)
 
     def is_retired(self, today: _dt.date | None = None) -> bool:
         """Whether the model has reached its announced end of life on ``today``."""
@@ -402,6 +474,45 @@ class ModelSpec:
     def accepts_automatic_caching_on(self, platform: str | None) -> bool:
         """Whether a top-level ``cache_control`` is accepted with this model on a platform."""
         return platform not in self.refuses_automatic_caching_on
+
+
+@dataclass(frozen=True)
+class InferenceGeoPricing:
+    """The data-residency price multipliers (``models.json``'s ``inference_geo`` block).
+
+    Attributes:
+        multipliers: ``(geo, multiplier)`` pairs as the sources state them (``"global"`` 1,
+            ``"us"`` 1.1), applied to every token kind of a call.
+        families: the families they apply to (Opus 4.6, Sonnet 4.6 and later); every other
+            family of the table is billed at the standard rate whatever its geo.
+        unlisted_from_version: a family the table has no row for (a newer model given prices
+            with ``register_model``) takes the multipliers from this version on (``(4, 6)``:
+            "Claude Opus 4.6 and all subsequent models"); ``None``: never.
+        sources: keys of ``SOURCES``.
+        read_on: when they were read.
+        note: what the sources say, in a sentence or two.
+    """
+
+    multipliers: tuple[tuple[str, float], ...] = ()
+    families: tuple[str, ...] = ()
+    unlisted_from_version: tuple[int, ...] | None = None
+    sources: tuple[str, ...] = ()
+    read_on: _dt.date | None = None
+    note: str = ""
+
+    @property
+    def geos(self) -> frozenset[str]:
+        """The geos the table knows (what ``usage.normalize_usage`` keeps)."""
+        return frozenset(geo for geo, _ in self.multipliers)
+
+    def for_family(self, family: str, *, listed: bool) -> tuple[tuple[str, float], ...]:
+        """The multipliers a family pays (``listed``: the table has a row for it)."""
+        if family in self.families:
+            return self.multipliers
+        if listed or self.unlisted_from_version is None:
+            return ()
+        version = tuple(int(x) for x in family.split("-")[1:] if x.isdigit())
+        return self.multipliers if version and version >= self.unlisted_from_version else ()
 
 
 @dataclass(frozen=True)
@@ -485,8 +596,50 @@ def _family_profile(raw: object, where: str, known: Mapping[str, Source]) -> Fam
     )
 
 
+def _geo_pricing(data: Mapping[str, Any], known: Mapping[str, Source]) -> InferenceGeoPricing:
+    """The file's ``inference_geo`` block, checked (an empty one when the file has none)."""
+    raw = data.get("inference_geo")
+    if raw is None:
+        return InferenceGeoPricing()
+    where = f"{TABLE_FILE}: inference_geo"
+    multipliers = raw.get("multipliers") if isinstance(raw, Mapping) else None
+    if not isinstance(multipliers, Mapping) or not multipliers:
+        msg = f"{where}: 'multipliers' must be an object of geo -> multiplier, got {multipliers!r}"
+        raise ValueError(msg)
+    pairs: list[tuple[str, float]] = []
+    for geo, value in multipliers.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not GEO_LABEL.fullmatch(str(geo)) or not ok or not 0 < value <= MAX_PRICE_MULTIPLIER:
+            msg = f"{where}: {geo!r}: {value!r} is not a geo label with a positive multiplier"
+            raise ValueError(msg)
+        pairs.append((str(geo), float(value)))
+    families = raw.get("families", ())
+    if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+        msg = f"{where}: 'families' must be a list of family keys, got {families!r}"
+        raise ValueError(msg)
+    since = raw.get("unlisted_from_version")
+    if since is not None and (
+        not isinstance(since, list)
+        or not since
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in since)
+    ):
+        msg = f"{where}: 'unlisted_from_version' must be a list of ints like [4, 6], got {since!r}"
+        raise ValueError(msg)
+    return InferenceGeoPricing(
+        multipliers=tuple(sorted(pairs)),
+        families=tuple(families),
+        unlisted_from_version=None if since is None else tuple(since),
+        sources=_checked_sources(raw.get("sources", ()), "inference_geo", known),
+        read_on=_date(raw.get("read_on"), "inference_geo"),
+        note=str(raw.get("note", "")),
+    )
+
+
 def _spec(
-    row: Mapping[str, Any], defaults: Mapping[str, Any], known: Mapping[str, Source]
+    row: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    known: Mapping[str, Source],
+    geo: InferenceGeoPricing | None = None,
 ) -> ModelSpec:
     family = str(row["family"])
     base = _prices(row, defaults)
@@ -523,6 +676,7 @@ def _spec(
         note=str(row.get("note", "")),
         price_reports=reports,
         profile=_family_profile(row.get("profile"), family, known),
+        inference_geo_multipliers=(geo or InferenceGeoPricing()).for_family(family, listed=True),
     )
 
 
@@ -557,7 +711,8 @@ def load_table(
         for key, s in data["sources"].items()
     }
     try:
-        table = {row["family"]: _spec(row, defaults, sources) for row in data["families"]}
+        geo = _geo_pricing(data, sources)
+        table = {row["family"]: _spec(row, defaults, sources, geo) for row in data["families"]}
         listed = {
             row["family"]: ListedModel(
                 row["family"],
@@ -575,6 +730,10 @@ def load_table(
     overlap = set(table) & set(listed)
     if overlap:
         msg = f"{TABLE_FILE}: {sorted(overlap)} are both priced and listed as unpriced"
+        raise ValueError(msg)
+    stray = sorted(set(geo.families) - set(table))
+    if stray:
+        msg = f"{TABLE_FILE}: inference_geo names families the table does not price: {stray}"
         raise ValueError(msg)
     return sources, table, listed
 
@@ -599,6 +758,20 @@ def load_profile_defaults(text: str) -> FamilyProfile:
     return _profile_defaults(data, known)
 
 
+def load_inference_geo(text: str) -> InferenceGeoPricing:
+    """Parse the data-residency multipliers (``models.json``'s ``inference_geo`` block).
+
+    Raises:
+        ValueError: if the block has a bad geo, multiplier, family list or source.
+    """
+    data = json.loads(text)
+    known = {
+        key: Source(key, str(s["title"]), _date(s["read_on"], f"sources.{key}"))
+        for key, s in data["sources"].items()
+    }
+    return _geo_pricing(data, known)
+
+
 SOURCES: dict[str, Source]
 MODEL_TABLE: dict[str, ModelSpec]
 """family -> spec, as read from ``models.json``."""
@@ -608,6 +781,8 @@ _TABLE_TEXT = resources.files(__package__).joinpath(TABLE_FILE).read_text(encodi
 SOURCES, MODEL_TABLE, LISTED_UNPRICED = load_table(_TABLE_TEXT)
 PROFILE_DEFAULTS: FamilyProfile = load_profile_defaults(_TABLE_TEXT)
 """The ``ModelProfile`` flags every current Claude has (a family's own profile overrides them)."""
+INFERENCE_GEO: InferenceGeoPricing = load_inference_geo(_TABLE_TEXT)
+"""The data-residency multipliers in force (``"us"``: 1.1x on Opus 4.6, Sonnet 4.6 and later)."""
 
 _TIERS = ("opus", "sonnet", "haiku", "fable", "mythos")
 _overrides: dict[str, ModelSpec] = {}
@@ -767,10 +942,35 @@ def _check_changes(changes: Mapping[str, object]) -> None:
             "with FamilyProfile.from_mapping({'max_input_tokens': ..., 'max_output_tokens': ...})"
         )
         raise TypeError(msg)
+    if "inference_geo_multipliers" in changes:
+        _geo_pairs(changes["inference_geo_multipliers"])
     retired = changes.get("retired_on")
     if "retired_on" in changes and retired is not None and not isinstance(retired, _dt.date):
         msg = f"retired_on must be a datetime.date or None, got {retired!r}"
         raise TypeError(msg)
+
+
+def _geo_pairs(value: Any) -> tuple[tuple[str, float], ...]:
+    """``inference_geo_multipliers`` as ``register_model`` takes it (a mapping or pairs), checked.
+
+    Raises:
+        TypeError: for anything but geo labels mapped to multipliers in (0, 100].
+    """
+    msg = (
+        "inference_geo_multipliers must map geo labels (like 'us') to multipliers in "
+        f"(0, {MAX_PRICE_MULTIPLIER:g}], e.g. {{'us': 1.1}}"
+    )
+    try:
+        items = list(value.items() if isinstance(value, Mapping) else value)
+        pairs = [(geo, m) for geo, m in items]
+    except (TypeError, ValueError):
+        raise TypeError(msg) from None
+    for geo, m in pairs:
+        number = isinstance(m, int | float) and not isinstance(m, bool)
+        label = isinstance(geo, str) and GEO_LABEL.fullmatch(geo)
+        if not label or not number or not 0 < m <= MAX_PRICE_MULTIPLIER:
+            raise TypeError(msg)
+    return tuple(sorted((geo, float(m)) for geo, m in pairs))
 
 
 def register_model(model_id_or_family: str, **changes: object) -> ModelSpec:
@@ -803,6 +1003,8 @@ def register_model(model_id_or_family: str, **changes: object) -> ModelSpec:
         msg = f"cannot register {model_id_or_family!r}: it names no Claude family like 'opus-5-5'"
         raise ValueError(msg)
     _check_changes(changes)
+    if "inference_geo_multipliers" in changes:
+        changes["inference_geo_multipliers"] = _geo_pairs(changes["inference_geo_multipliers"])
     base = _overrides.get(family) or MODEL_TABLE.get(family) or _unknown_spec(family)
     spec = replace(base, family=family, known=True, **changes)  # type: ignore[arg-type]
     _overrides[family] = spec
@@ -841,6 +1043,7 @@ def _unknown_spec(family: str) -> ModelSpec:
         prices=None,
         token_ratio_prior=_NEW if newer else _OLD,
         known=False,
+        inference_geo_multipliers=INFERENCE_GEO.for_family(family, listed=False),
     )
 
 
@@ -1012,6 +1215,7 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 "sampling": spec.sampling,
                 "takes_prefill": spec.takes_prefill,
                 "takes_forced_tool": spec.takes_forced_tool,
+                "inference_geo_multipliers": dict(spec.inference_geo_multipliers),
                 "note": spec.note,
                 "price_reports": [
                     {
@@ -1042,6 +1246,7 @@ def table_rows(today: _dt.date | None = None) -> list[dict[str, Any]]:
                 "sampling": "",
                 "takes_prefill": None,
                 "takes_forced_tool": None,
+                "inference_geo_multipliers": {},
                 "note": listed.note,
                 "price_reports": [],
                 "sources": list(listed.sources),

@@ -20,6 +20,9 @@ Fields read (everything else is ignored; field names are data, in the tables bel
   (also ``cache_creation_token_details``, LiteLLM), at the top level or in the details, and the
   flat new-api style fields (``claude_cache_creation_5_m_tokens``, ``cached_creation_1h_tokens``,
   ...).
+* where inference ran: top-level ``inference_geo`` (Anthropic's data residency: ``"us"`` is
+  billed at 1.1x on Opus 4.6, Sonnet 4.6 and later; OpenAI-format relays that pass it through
+  are read the same). See rule 5.
 
 Rules (each is tested):
 
@@ -69,11 +72,19 @@ Rules (each is tested):
    negative number, a non-numeric or signed string, a fractional float, NaN, infinity, a bool, a
    list or object where a count belongs, a non-object where an object belongs -- raises
    ``APIResponseError`` naming the field. Nothing else escapes.
+5. **Labels are not counts.** ``inference_geo`` is kept only when it is a geo the model table
+   prices (``models.INFERENCE_GEO``: ``"global"``, ``"us"``; case and surrounding spaces
+   ignored). Anything else -- another type, a long or odd string, a geo the table does not know
+   -- is ignored (``None``: priced at 1x), never an error: a bad label must not void the
+   counts. A well-formed geo the table does not know is warned about once, since its price
+   may differ.
 
 >>> u = normalize_usage({"prompt_tokens": 1200, "completion_tokens": 50,
 ...                      "prompt_tokens_details": {"cached_tokens": 1000}})
 >>> (u.input_tokens, u.cache_read_tokens, u.total_input_tokens)
 (200, 1000, 1200)
+>>> normalize_usage({"input_tokens": 25, "output_tokens": 150, "inference_geo": "us"}).inference_geo
+'us'
 """
 
 from __future__ import annotations
@@ -86,10 +97,13 @@ from typing import Any, Literal, cast
 
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
 
+from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay.errors import APIResponseError, RequestValidationError
+from langchain_claude_relay.models import GEO_LABEL, INFERENCE_GEO
 
 __all__ = [
     "WriteTTL",
+    "inference_geo_of",
     "MAX_TOKEN_COUNT",
     "NormalizedUsage",
     "normalize_usage",
@@ -146,6 +160,10 @@ _ANTHROPIC_CACHE_FIELDS = (
     "cache_creation_input_tokens",
     "cache_creation",
 )
+# Where inference ran (Anthropic's data residency), at the top level of the usage.
+_GEO_FIELD = "inference_geo"
+_GEO_MAX_CHARS = 32  # longer is not a geo: not even looked at
+
 # new-api's ``usage_semantic``: whether prompt_tokens includes the cached tokens.
 _SEMANTICS: dict[str, bool] = {"openai": True, "anthropic": False}
 
@@ -185,6 +203,9 @@ class NormalizedUsage(InputTotals):
             (OpenAI's "cached tokens"); ``None`` when there were none or it could not matter.
         prompt_includes_writes: whether the relay's prompt count included the cache writes;
             ``None`` when there were none or it could not matter.
+        inference_geo: where inference ran, as ``usage.inference_geo`` reported it (a geo of
+            ``models.INFERENCE_GEO``: ``"global"`` or ``"us"``); ``None`` when not reported.
+            ``"us"`` costs 1.1x on every token kind of Opus 4.6, Sonnet 4.6 and later models.
 
     """
 
@@ -197,6 +218,7 @@ class NormalizedUsage(InputTotals):
     write_split_known: bool = False
     prompt_includes_cached: bool | None = None
     prompt_includes_writes: bool | None = None
+    inference_geo: str | None = None
 
     def __post_init__(self) -> None:
         counts = {
@@ -212,6 +234,12 @@ class NormalizedUsage(InputTotals):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 msg = f"NormalizedUsage.{name} must be a non-negative int, got {value!r}"
                 raise ValueError(msg)
+        if self.inference_geo is not None and self.inference_geo not in INFERENCE_GEO.geos:
+            msg = (
+                f"NormalizedUsage.inference_geo must be None or one of "
+                f"{sorted(INFERENCE_GEO.geos)}, got {self.inference_geo!r}"
+            )
+            raise ValueError(msg)
 
     def to_usage_metadata(self) -> UsageMetadata:
         """LangChain's ``UsageMetadata`` for this usage, as ``ChatAnthropic`` reports a call.
@@ -221,9 +249,15 @@ class NormalizedUsage(InputTotals):
         """
         return chat_anthropic_usage_metadata(self)
 
-    def to_dict(self) -> dict[str, int | bool | None]:
-        """Return a JSON-able dict of the fields plus the two derived totals."""
-        out: dict[str, int | bool | None] = asdict(self)
+    def to_dict(self) -> dict[str, int | bool | str | None]:
+        """Return a JSON-able dict of the fields plus the two derived totals.
+
+        ``inference_geo`` is in it only when the usage reported one (the dict is otherwise
+        what it was before the field existed).
+        """
+        out: dict[str, int | bool | str | None] = asdict(self)
+        if self.inference_geo is None:
+            del out["inference_geo"]
         out["cache_write_tokens"] = self.cache_write_tokens
         out["total_input_tokens"] = self.total_input_tokens
         return out
@@ -365,7 +399,39 @@ def normalize_usage(
         write_split_known=split_known,
         prompt_includes_cached=includes_reads,
         prompt_includes_writes=includes_writes,
+        inference_geo=inference_geo_of(usage),
     )
+
+
+def inference_geo_of(usage: Any) -> str | None:
+    """Where inference ran, from a raw usage object's ``inference_geo`` (rule 5 of the module).
+
+    Never raises: a geo the model table prices is returned in lower case; anything else
+    (missing, another type, an unknown or malformed label) is ``None``.
+
+    >>> inference_geo_of({"inference_geo": " US "}), inference_geo_of({"inference_geo": 1})
+    ('us', None)
+
+    Args:
+        usage: the ``usage`` object as parsed from JSON (any value).
+
+    Returns:
+        The geo, or ``None``.
+    """
+    value = usage.get(_GEO_FIELD) if isinstance(usage, Mapping) else None
+    if not isinstance(value, str) or len(value) > _GEO_MAX_CHARS:
+        return None
+    geo = value.strip().lower()
+    if geo in INFERENCE_GEO.geos:
+        return geo
+    if GEO_LABEL.fullmatch(geo):
+        warn_once(
+            ("unknown_inference_geo", geo),
+            f"the usage reports inference_geo {geo!r}, which langchain-claude-relay's model "
+            f"table does not price (it knows {sorted(INFERENCE_GEO.geos)}): the call is costed "
+            "at standard rates (1x). Check Anthropic's data-residency pricing.",
+        )
+    return None
 
 
 def _infer_plain_input(

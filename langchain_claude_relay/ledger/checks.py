@@ -11,6 +11,8 @@ import re
 import sys
 from typing import Any
 
+from langchain_claude_relay.models import GEO_LABEL, MAX_PRICE_MULTIPLIER
+
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 _LABEL = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces: ids and codes
 REASON = re.compile(r"[\x20-\x7e]{1,80}")  # one line of printable ASCII: a short code
@@ -60,6 +62,24 @@ def check_number(name: str, value: Any) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not 0 <= value <= sys.float_info.max:  # NaN, infinity, a huge int: refused
         msg = f"LedgerEntry.{name} must be a finite non-negative number, got {type_name(value)}"
+        raise ValueError(msg)
+
+
+def check_geo(name: str, value: Any) -> None:
+    """Refuse a geo that is not ``None`` or a short lower-case label (``"us"``)."""
+    if value is not None and not (isinstance(value, str) and GEO_LABEL.fullmatch(value)):
+        msg = f"LedgerEntry.{name} must be None or a geo label like 'us', got {type_name(value)}"
+        raise ValueError(msg)
+
+
+def check_multiplier(name: str, value: Any) -> None:
+    """Refuse a price multiplier that is not a finite number in (0, ``MAX_PRICE_MULTIPLIER``]."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not 0 < value <= MAX_PRICE_MULTIPLIER:  # NaN and infinity fail too
+        msg = (
+            f"LedgerEntry.{name} must be a number above 0 and at most {MAX_PRICE_MULTIPLIER:g}, "
+            f"got {type_name(value)}"
+        )
         raise ValueError(msg)
 
 

@@ -6,6 +6,13 @@ written as version 1 (16 fields), so a reader from before keep-alives (another w
 same Redis ledger) reads every plain call and skips only the flagged ones; a reader from before
 ``estimated`` reads an estimated call as a call.
 
+Version 3 adds, after the flags, the call's ``inference_geo`` and ``price_multiplier`` (data
+residency: what every price of the call was multiplied by). Only an entry with a geo or a
+multiplier other than 1 is written as version 3 (19 fields); every other entry keeps the version 1
+or 2 form, byte for byte. A reader from before version 3 skips those rows (it could not know
+their price); this reader reads versions 1 and 2 as ``inference_geo=None``,
+``price_multiplier=1.0``: what they were priced at.
+
 A persistent ledger passes its installation's hash key: the prefix hashes are then stored keyed
 (``_plumbing.keyed_hash``, same length), so a stored hash cannot be matched against a guessed
 prompt without the key, while equal prefixes still get equal stored hashes (the waste
@@ -15,6 +22,10 @@ attribution pairs writes and reads by them).
 >>> e = LedgerEntry("c1", 0.0, "m", 1, 0, 0, 0, 1, None, None, written_prefixes=("ab" * 16,))
 >>> decode_entry(encode_entry(e)) == e
 True
+>>> us = LedgerEntry("c2", 0.0, "m", 1, 0, 0, 0, 1, 1.1e-5, 1.1e-5, inference_geo="us",
+...                  price_multiplier=1.1)
+>>> decode_entry(encode_entry(us)) == us, encode_entry(us)[:2], encode_entry(e)[:2]
+(True, '[3', '[1')
 >>> keyed = decode_entry(encode_entry(e, hash_key=bytes(32)))
 >>> keyed.written_prefixes != e.written_prefixes and len(keyed.written_prefixes[0]) == 32
 True
@@ -32,7 +43,9 @@ MAX_ENTRY_CHARS = 1 << 14
 """A stored entry longer than this is not read (a planted or damaged row)."""
 
 _SCHEMA_VERSION = 2
+_GEO_VERSION = 3
 _V1_FIELDS = 16
+_V3_FIELDS = _V1_FIELDS + 3  # the flags, the geo, the multiplier
 _MAX_NESTING = 2  # an entry is an array holding one array (the written prefixes)
 _KEEP_ALIVE, _ESTIMATED = 1, 2  # version 2's flags
 
@@ -69,7 +82,10 @@ def encode_entry(entry: LedgerEntry, hash_key: bytes | None = None) -> str:
         entry.base_url_hash,
     ]
     flags = (_KEEP_ALIVE if entry.keep_alive else 0) | (_ESTIMATED if entry.estimated else 0)
-    if flags:
+    if entry.inference_geo is not None or entry.price_multiplier != 1.0:
+        row[0] = _GEO_VERSION
+        row += [flags, entry.inference_geo, entry.price_multiplier]
+    elif flags:
         row[0] = _SCHEMA_VERSION
         row.append(flags)
     return json.dumps(row, separators=(",", ":"))
@@ -117,14 +133,18 @@ def decode_entry(value: Any) -> LedgerEntry | None:
         row = json.loads(text)
         if not isinstance(row, list) or not row:
             return None
-        if not (row[0] == 1 and len(row) == _V1_FIELDS) and not (
-            row[0] == _SCHEMA_VERSION and len(row) == _V1_FIELDS + 1
+        version = row[0]
+        if (version, len(row)) not in (
+            (1, _V1_FIELDS),
+            (_SCHEMA_VERSION, _V1_FIELDS + 1),
+            (_GEO_VERSION, _V3_FIELDS),
         ):
             return None
         (call_id, ts, model, plain, read, w5, w1h, out, cost, uncached, predicted) = row[1:12]
         flags = row[16] if len(row) > _V1_FIELDS else 0
         if type(flags) is not int or not 0 <= flags <= _KEEP_ALIVE | _ESTIMATED:
             return None
+        geo, multiplier = row[17:19] if version == _GEO_VERSION else (None, 1.0)
         return LedgerEntry(
             call_id,
             ts,
@@ -143,6 +163,8 @@ def decode_entry(value: Any) -> LedgerEntry | None:
             row[15],
             keep_alive=bool(flags & _KEEP_ALIVE),
             estimated=bool(flags & _ESTIMATED),
+            inference_geo=geo,
+            price_multiplier=multiplier,
         )
     except Exception:  # RecursionError, a check's ValueError, anything: a row we did not write
         return None

@@ -2,6 +2,11 @@
 
 An entry never holds prompt text, keys or URLs: prefix hashes and the relay URL's hash are hex
 digests, checked on construction (``LedgerEntry.from_usage`` sanitizes instead of refusing).
+
+An entry carries what its cost was computed from: the token counts by kind, the model, and the
+price multiplier applied to every token kind (data residency: ``inference_geo == "us"`` is 1.1x on
+Opus 4.6, Sonnet 4.6 and later), with the geo the API reported. An entry written before these
+fields existed reads as ``inference_geo=None`` and ``price_multiplier=1.0``: what it was priced at.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from langchain_claude_relay.cost import call_cost_usd, uncached_cost_usd
+from langchain_claude_relay.cost import call_cost_usd, price_multiplier, uncached_cost_usd
 from langchain_claude_relay.ledger.checks import (
     _HEX,
     _LABEL,
     REASON,
     check_count,
+    check_geo,
+    check_multiplier,
     check_number,
     is_reason,
     safe_count,
@@ -65,6 +72,12 @@ class LedgerEntry(InputTotals):
         estimated: whether the counts are the planner's estimate rather than the relay's
             usage: a stream stopped before its usage came (the consumer broke off, or the
             relay cut it) is billed all the same, and is recorded from its plan.
+        inference_geo: where inference ran, as the usage reported it (``"us"``,
+            ``"global"``); ``None`` when not reported (and in entries from before the field).
+        price_multiplier: the factor ``cost_usd`` and ``uncached_cost_usd`` applied to every
+            token kind's price (1.1 for a US-only call on the models it applies to; 1.0 for
+            every other call and for entries from before the field): with the counts and the
+            model's prices it recomputes the cost (``ledger.waste.write_premium`` does).
 
     Raises:
         ValueError: (on construction) for a negative or non-integer count, a negative or
@@ -90,6 +103,8 @@ class LedgerEntry(InputTotals):
     base_url_hash: str | None = None
     keep_alive: bool = False
     estimated: bool = False
+    inference_geo: str | None = None
+    price_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         if type(self.written_prefixes) is not tuple:
@@ -121,6 +136,8 @@ class LedgerEntry(InputTotals):
             if not isinstance(getattr(self, name), bool):
                 msg = f"LedgerEntry.{name} must be a bool, got {type_name(getattr(self, name))}"
                 raise ValueError(msg)
+        check_geo("inference_geo", self.inference_geo)
+        check_multiplier("price_multiplier", self.price_multiplier)
         if self.miss_reason is not None and not is_reason(self.miss_reason):
             msg = (
                 "LedgerEntry.miss_reason must be a short code (1-80 printable ASCII characters), "
@@ -175,11 +192,12 @@ class LedgerEntry(InputTotals):
         """Build an entry from a call's normalized usage, pricing it; never raises on labels.
 
         Costs come from ``cost.call_cost_usd`` / ``uncached_cost_usd`` (``None`` for a model
-        that is not a priced Claude model). Labels are made safe rather than refused: an id or
-        model with characters outside printable ASCII has them replaced and is cut to 200
-        characters, a miss reason to 80; a prefix that is not a hex hash is replaced by its
-        SHA-256 (so equal prefixes still match and no text is stored); a negative or non-integer
-        prediction becomes ``None``.
+        that is not a priced Claude model), at the usage's ``inference_geo`` multiplier, which
+        is kept with the geo (1.0 for a model that is not a Claude model). Labels are made
+        safe rather than refused: an id or model with characters outside printable ASCII has
+        them replaced and is cut to 200 characters, a miss reason to 80; a prefix that is not a
+        hex hash is replaced by its SHA-256 (so equal prefixes still match and no text is
+        stored); a negative or non-integer prediction becomes ``None``.
 
         Args:
             usage: the call's normalized usage.
@@ -223,6 +241,8 @@ class LedgerEntry(InputTotals):
             base_url_hash=None if base_url is None else _cached_url_hash(base_url),
             keep_alive=keep_alive,
             estimated=estimated,
+            inference_geo=usage.inference_geo,
+            price_multiplier=price_multiplier(usage, priced_at) if priced else 1.0,
         )
 
 

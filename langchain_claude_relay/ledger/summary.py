@@ -70,6 +70,10 @@ class LedgerSummary(InputTotals):
         since: the lower time bound the summary was asked for, if any.
         keep_alive_calls: keep-alive requests (``keep_warm="auto"``).
         keep_alive_cost_usd: what they cost (included in ``cost_usd``).
+        inference_geo_calls: ``(geo, count)`` pairs: calls whose usage reported where inference
+            ran (data residency), most frequent first; calls that reported none are not in it.
+        geo_premium_usd: what price multipliers above 1x (``"us"``: 1.1x) added to
+            ``cost_usd``, keep-alives included: ``cost - cost / price_multiplier`` per entry.
 
     """
 
@@ -97,6 +101,8 @@ class LedgerSummary(InputTotals):
     since: float | None = None
     keep_alive_calls: int = 0
     keep_alive_cost_usd: float = 0.0
+    inference_geo_calls: tuple[tuple[str, int], ...] = field(default=())
+    geo_premium_usd: float = 0.0
 
     @property
     def hit_rate(self) -> float | None:
@@ -118,6 +124,7 @@ class LedgerSummary(InputTotals):
         """Return every field and derived figure as a JSON-able dict."""
         out = asdict(self)
         out["miss_reasons"] = dict(self.miss_reasons)
+        out["inference_geo_calls"] = dict(self.inference_geo_calls)
         out["hit_rate"] = self.hit_rate
         out["cache_write_tokens"] = self.cache_write_tokens
         out["total_input_tokens"] = self.total_input_tokens
@@ -190,6 +197,10 @@ class LedgerSummary(InputTotals):
         if self.miss_reasons:
             reasons = ", ".join(f"{reason} {_int(n)}" for reason, n in self.miss_reasons)
             rows.append(("Miss reasons", "", reasons))
+        if self.inference_geo_calls or self.geo_premium_usd:
+            geos = ", ".join(f"{geo} {_int(n)}" for geo, n in self.inference_geo_calls)
+            premium = f"{_usd(self.geo_premium_usd)} of the cost is above standard rates"
+            rows.append(("Inference geo", "", f"{geos} calls; {premium}" if geos else premium))
         if self.unpriced_calls:
             rows.append(
                 (
@@ -234,6 +245,7 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
     prices: dict[str, ModelPrices | None] = {}
     keep_alive_cost = sum(_cost(p.cost_usd) or 0.0 for p in pings)
     cost, saved = keep_alive_cost, -keep_alive_cost  # spent to save on the calls
+    premium = sum((_premium(_cost(p.cost_usd), p.price_multiplier) for p in pings), 0.0)
     uncached = wasted_usd = 0.0
     unpriced = predicted = predicted_hits = actual_hits = mispredicted = missed = 0
     reasons: Counter[str] = Counter()
@@ -243,6 +255,7 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
             unpriced += 1  # no price, or a stored cost no call can have (MAX_CALL_COST_USD)
         else:
             cost += entry_cost
+            premium += _premium(entry_cost, entry.price_multiplier)
             if entry_uncached is not None:
                 uncached += entry_uncached
                 saved += entry_uncached - entry_cost
@@ -284,7 +297,19 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
         since=since,
         keep_alive_calls=len(pings),
         keep_alive_cost_usd=keep_alive_cost,
+        inference_geo_calls=tuple(
+            sorted(
+                Counter(e.inference_geo for e in ordered if e.inference_geo is not None).items(),
+                key=lambda kv: (-kv[1], kv[0]),
+            )
+        ),
+        geo_premium_usd=premium,
     )
+
+
+def _premium(cost: float | None, multiplier: float) -> float:
+    """What a multiplier above 1 added to a call's cost (0 for an unknown cost or 1x)."""
+    return 0.0 if cost is None or multiplier == 1.0 else cost - cost / multiplier
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ def write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> f
     """What the entry's writes cost above plain input (0 for an unpriced model).
 
     Priced like the call itself (``ModelPrices.charges``): at the long-context tier when the
-    whole prompt passes it, where every input price, plain and writes alike, is multiplied.
+    whole prompt passes it, where every input price, plain and writes alike, is multiplied; and
+    at the entry's ``price_multiplier`` (data residency), as its ``cost_usd`` was.
 
     Args:
         entry: the entry.
@@ -66,6 +67,9 @@ def write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> f
     >>> haiku = LedgerEntry("c", 0.0, "claude-haiku-5-5", 20, 0, 120_000, 0, 0, None, None)
     >>> round(write_premium(haiku, {}), 6)   # 120K * (0.625 - 0.5) / 1e6: the 5x tier
     0.015
+    >>> from dataclasses import replace
+    >>> round(write_premium(replace(haiku, inference_geo="us", price_multiplier=1.1), {}), 6)
+    0.0165
     """
     if entry.model not in cache:
         family = family_of(entry.model)
@@ -75,6 +79,8 @@ def write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> f
     if base is None:
         return 0.0
     prices = base.for_prompt(entry.total_input_tokens)
+    if entry.price_multiplier != 1.0:
+        prices = prices.scaled(entry.price_multiplier)
     return _PER_TOKEN * (
         entry.cache_write_5m_tokens * (prices.cache_write_5m - prices.input)
         + entry.cache_write_1h_tokens * (prices.cache_write_1h - prices.input)
