@@ -16,11 +16,9 @@ from typing import Any
 
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_function
 
+from langchain_claude_relay._json_schema import SUBSCHEMA_LISTS, SUBSCHEMA_MAPS
+
 __all__ = ["closed_schema", "objects_closed", "strict_function", "response_format_for"]
-
-
-_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
-_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 
 
 def objects_closed(schema: Any, path: str = "") -> Any:
@@ -42,12 +40,12 @@ def objects_closed(schema: Any, path: str = "") -> Any:
     if not isinstance(schema, Mapping):
         return schema
     out = dict(schema)
-    for key in _SUBSCHEMA_MAPS:
+    for key in SUBSCHEMA_MAPS:
         if isinstance(out.get(key), Mapping):
             out[key] = {
                 name: objects_closed(sub, f"{path}{key}.{name}.") for name, sub in out[key].items()
             }
-    for key in _SUBSCHEMA_LISTS:
+    for key in SUBSCHEMA_LISTS:
         if isinstance(out.get(key), list):
             out[key] = [objects_closed(sub, f"{path}{key}.{i}.") for i, sub in enumerate(out[key])]
     for key in ("items", "not", "contains"):

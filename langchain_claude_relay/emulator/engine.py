@@ -70,6 +70,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from langchain_claude_relay._json_schema import SUBSCHEMA_LISTS, SUBSCHEMA_MAPS
 from langchain_claude_relay._settings_checks import (
     MIN_TOP_K,
     SAMPLING_RANGES,
@@ -596,8 +597,6 @@ _SOURCE_TAGS: dict[str, tuple[str, ...]] = {
     "image": ("base64", "url"),
     "document": ("base64", "content", "text", "url"),
 }
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
-_SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 
 
 def _thinking_on(payload: Mapping[str, Any]) -> bool:
@@ -681,15 +680,15 @@ def _open_object(schema: Any, path: str = "") -> tuple[str, Any] | None:
     is_object = kind == "object" or (isinstance(kind, list) and "object" in kind)
     if is_object and schema.get("additionalProperties") is not False:
         return path, schema.get("additionalProperties", ...)
-    for key in (*_SCHEMA_MAPS, "items", *_SCHEMA_LISTS):
+    for key in (*SUBSCHEMA_MAPS, "items", *SUBSCHEMA_LISTS):
         sub = schema.get(key)
         where = f"{path}.{key}" if path else key
-        if key in _SCHEMA_MAPS and isinstance(sub, Mapping):
+        if key in SUBSCHEMA_MAPS and isinstance(sub, Mapping):
             for name, value in sub.items():
                 found = _open_object(value, f"{where}.{name}")
                 if found is not None:
                     return found
-        elif key not in _SCHEMA_MAPS and sub is not None:
+        elif key not in SUBSCHEMA_MAPS and sub is not None:
             found = _open_object(sub, where)
             if found is not None:
                 return found
