@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from langchain_claude_relay.errors import RequestValidationError
+from langchain_claude_relay.request import claude_tool_choice
 
 __all__ = [
     "SAMPLING_RANGES",
@@ -583,7 +584,13 @@ def check_forced_tool(tool_choice: Any, model: str, takes_forced_tool: bool | No
     ...
     langchain_claude_relay.errors.RequestValidationError: tool_choice='required' forces a tool call, which claude-sonnet-5-5 refuses (a 400: "tool_choice: type "tool" and "any" are not supported for this model."). Use tool_choice='auto' (or leave it unset) and say in the prompt when the tool applies; for schema-valid JSON, use with_structured_output(schema, method='json_schema').
     """  # noqa: E501
-    if takes_forced_tool is False and forces_tool(tool_choice):
+    if takes_forced_tool is not False:
+        return
+    try:
+        choice = claude_tool_choice(tool_choice)  # the one reading of a tool choice
+    except ValueError:
+        return  # not understood: the tool-choice check says so, with the spellings it takes
+    if choice is not None and choice["type"] in ("any", "tool"):
         msg = (
             f"tool_choice={_shown(tool_choice)} forces a tool call, which {model} refuses (a 400: "
             '"tool_choice: type "tool" and "any" are not supported for this model."). '

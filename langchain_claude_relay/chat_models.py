@@ -994,8 +994,9 @@ class ChatClaudeRelay(BaseChatModel):
         # a model that refuses any forced tool says so before the thinking rule does (whose
         # advice, turning thinking off, such a model refuses too)
         model_id = kwargs.get("model") or self.model_name
-        forced = lookup_model(model_id).takes_forced_tool
-        check_forced_tool(kwargs.get("tool_choice"), model_id, forced)
+        if kwargs.get("tools"):  # without tools, the tool-choice check says what is missing
+            forced = lookup_model(model_id).takes_forced_tool
+            check_forced_tool(kwargs.get("tool_choice"), model_id, forced)
         request = self._to_request(messages, kwargs)
         kwargs = dict(kwargs)
         warm_up = kwargs.pop(_WARM_UP, None)  # None, or what a warm-up may mark (_warm_up_kwargs)
