@@ -97,7 +97,9 @@ GEO_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,15}")
 """What an inference geo may look like (``"us"``, ``"global"``): a short lower-case label."""
 
 MAX_PRICE_MULTIPLIER = 100.0
-"""The largest per-call price multiplier taken as one (a larger one is a damaged value)."""
+"""The largest per-call price multiplier taken as one (a larger one is a damaged value). The
+smallest is 1: a data-residency premium is never a discount, and a value near 0 read back from
+a damaged ledger row would turn a call's premium into minus infinity."""
 
 _OLD = 1.2  # cl100k undercounts Claude prose by roughly 15-28%
 _NEW = 1.56  # Claude 4.7+ count ~30% more than older models for the same text
@@ -609,8 +611,8 @@ def _geo_pricing(data: Mapping[str, Any], known: Mapping[str, Source]) -> Infere
     pairs: list[tuple[str, float]] = []
     for geo, value in multipliers.items():
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not GEO_LABEL.fullmatch(str(geo)) or not ok or not 0 < value <= MAX_PRICE_MULTIPLIER:
-            msg = f"{where}: {geo!r}: {value!r} is not a geo label with a positive multiplier"
+        if not GEO_LABEL.fullmatch(str(geo)) or not ok or not 1 <= value <= MAX_PRICE_MULTIPLIER:
+            msg = f"{where}: {geo!r}: {value!r} is not a geo label with a multiplier of at least 1"
             raise ValueError(msg)
         pairs.append((str(geo), float(value)))
     families = raw.get("families", ())
@@ -954,11 +956,11 @@ def _geo_pairs(value: Any) -> tuple[tuple[str, float], ...]:
     """``inference_geo_multipliers`` as ``register_model`` takes it (a mapping or pairs), checked.
 
     Raises:
-        TypeError: for anything but geo labels mapped to multipliers in (0, 100].
+        TypeError: for anything but geo labels mapped to multipliers in [1, 100].
     """
     msg = (
         "inference_geo_multipliers must map geo labels (like 'us') to multipliers in "
-        f"(0, {MAX_PRICE_MULTIPLIER:g}], e.g. {{'us': 1.1}}"
+        f"[1, {MAX_PRICE_MULTIPLIER:g}], e.g. {{'us': 1.1}}"
     )
     try:
         items = list(value.items() if isinstance(value, Mapping) else value)
@@ -968,7 +970,7 @@ def _geo_pairs(value: Any) -> tuple[tuple[str, float], ...]:
     for geo, m in pairs:
         number = isinstance(m, int | float) and not isinstance(m, bool)
         label = isinstance(geo, str) and GEO_LABEL.fullmatch(geo)
-        if not label or not number or not 0 < m <= MAX_PRICE_MULTIPLIER:
+        if not label or not number or not 1 <= m <= MAX_PRICE_MULTIPLIER:
             raise TypeError(msg)
     return tuple(sorted((geo, float(m)) for geo, m in pairs))
 

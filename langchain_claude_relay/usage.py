@@ -163,6 +163,7 @@ _ANTHROPIC_CACHE_FIELDS = (
 # Where inference ran (Anthropic's data residency), at the top level of the usage.
 _GEO_FIELD = "inference_geo"
 _GEO_MAX_CHARS = 32  # longer is not a geo: not even looked at
+_NO_GEO = frozenset({"not_available"})  # what the API reports where no geo applies: 1x, quietly
 
 # new-api's ``usage_semantic``: whether prompt_tokens includes the cached tokens.
 _SEMANTICS: dict[str, bool] = {"openai": True, "anthropic": False}
@@ -424,12 +425,12 @@ def inference_geo_of(usage: Any) -> str | None:
     geo = value.strip().lower()
     if geo in INFERENCE_GEO.geos:
         return geo
-    if GEO_LABEL.fullmatch(geo):
-        warn_once(
-            ("unknown_inference_geo", geo),
-            f"the usage reports inference_geo {geo!r}, which langchain-claude-relay's model "
-            f"table does not price (it knows {sorted(INFERENCE_GEO.geos)}): the call is costed "
-            "at standard rates (1x). Check Anthropic's data-residency pricing.",
+    if GEO_LABEL.fullmatch(geo) and geo not in _NO_GEO:
+        warn_once(  # one key, one message: a relay inventing labels grows nothing
+            ("unknown_inference_geo",),
+            "the usage reports an inference_geo that langchain-claude-relay's model table does "
+            f"not price (it knows {sorted(INFERENCE_GEO.geos)}): such calls are costed at "
+            "standard rates (1x). Check Anthropic's data-residency pricing.",
         )
     return None
 

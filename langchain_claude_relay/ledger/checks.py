@@ -73,11 +73,11 @@ def check_geo(name: str, value: Any) -> None:
 
 
 def check_multiplier(name: str, value: Any) -> None:
-    """Refuse a price multiplier that is not a finite number in (0, ``MAX_PRICE_MULTIPLIER``]."""
+    """Refuse a price multiplier that is not a number in [1, ``MAX_PRICE_MULTIPLIER``]."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not 0 < value <= MAX_PRICE_MULTIPLIER:  # NaN and infinity fail too
+    if not ok or not 1 <= value <= MAX_PRICE_MULTIPLIER:  # NaN and infinity fail too
         msg = (
-            f"LedgerEntry.{name} must be a number above 0 and at most {MAX_PRICE_MULTIPLIER:g}, "
+            f"LedgerEntry.{name} must be a number from 1 to {MAX_PRICE_MULTIPLIER:g}, "
             f"got {type_name(value)}"
         )
         raise ValueError(msg)

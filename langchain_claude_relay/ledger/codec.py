@@ -82,8 +82,8 @@ def encode_entry(entry: LedgerEntry, hash_key: bytes | None = None) -> str:
         entry.base_url_hash,
     ]
     flags = (_KEEP_ALIVE if entry.keep_alive else 0) | (_ESTIMATED if entry.estimated else 0)
-    if entry.inference_geo is not None or entry.price_multiplier != 1.0:
-        row[0] = _GEO_VERSION
+    if entry.price_multiplier != 1.0:  # a 1x geo ("global") is left out: older readers
+        row[0] = _GEO_VERSION  # drop v3 rows, and need nothing to cost a 1x call
         row += [flags, entry.inference_geo, entry.price_multiplier]
     elif flags:
         row[0] = _SCHEMA_VERSION

@@ -308,8 +308,14 @@ def summarize(entries: Iterable[LedgerEntry], *, since: float | None = None) -> 
 
 
 def _premium(cost: float | None, multiplier: float) -> float:
-    """What a multiplier above 1 added to a call's cost (0 for an unknown cost or 1x)."""
-    return 0.0 if cost is None or multiplier == 1.0 else cost - cost / multiplier
+    """What a multiplier above 1 added to a call's cost (0 for an unknown cost or 1x).
+
+    Never below 0 nor above the cost, whatever was read back (entries check the multiplier).
+    """
+    if cost is None or multiplier <= 1.0:
+        return 0.0
+    premium = cost - cost / multiplier
+    return premium if math.isfinite(premium) and 0.0 <= premium <= cost else 0.0
 
 
 @dataclass(frozen=True)

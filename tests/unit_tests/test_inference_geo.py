@@ -24,9 +24,11 @@ import pytest
 
 from langchain_claude_relay import ChatClaudeRelay, models
 from langchain_claude_relay import cost as cost_module
+from langchain_claude_relay._plumbing import forget_warnings
 from langchain_claude_relay.cost import call_cost_usd, cost_breakdown, uncached_cost_usd
 from langchain_claude_relay.ledger import DiskLedger, LedgerEntry, MemoryLedger, summarize
 from langchain_claude_relay.ledger.codec import decode_entry, encode_entry
+from langchain_claude_relay.ledger.summary import _premium
 from langchain_claude_relay.ledger.waste import write_premium
 from langchain_claude_relay.models import ModelPrices, lookup_model, register_model
 from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
@@ -99,8 +101,9 @@ def test_the_model_table_prints_the_multipliers() -> None:
     ("block", "fragment"),
     [
         ({"multipliers": {"us": 1.1}, "families": ["opus-77"]}, "does not price"),
-        ({"multipliers": {"us": -1}}, "positive multiplier"),
-        ({"multipliers": {"us": "1.1"}}, "positive multiplier"),
+        ({"multipliers": {"us": -1}}, "multiplier of at least 1"),
+        ({"multipliers": {"us": 0.5}}, "multiplier of at least 1"),
+        ({"multipliers": {"us": "1.1"}}, "multiplier of at least 1"),
         ({"multipliers": {"U S": 1.1}}, "geo label"),
         ({"multipliers": {}}, "multipliers"),
         ({"multipliers": {"us": 1.1}, "unlisted_from_version": "4.6"}, "list of ints"),
@@ -174,10 +177,27 @@ def test_a_bad_geo_is_ignored_and_the_counts_stand(junk: Any) -> None:
     assert "inference_geo" not in got.to_dict()
 
 
-def test_a_well_formed_geo_the_table_does_not_price_is_warned_about() -> None:
-    geo = "zz" + uuid.uuid4().hex[:8]
-    with pytest.warns(UserWarning, match=f"inference_geo '{geo}'.*1x"):
-        assert normalize_usage({"input_tokens": 5, "inference_geo": geo}).inference_geo is None
+def test_a_well_formed_geo_the_table_does_not_price_is_warned_about_once() -> None:
+    """One warning, one key, one message: a relay inventing labels grows no registry."""
+    forget_warnings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(50):
+            geo = "zz" + uuid.uuid4().hex[:8]
+            assert normalize_usage({"input_tokens": 5, "inference_geo": geo}).inference_geo is None
+    priced = [w for w in caught if "does not price" in str(w.message)]
+    assert len(priced) == 1
+    assert "1x" in str(priced[0].message)
+
+
+def test_not_available_is_the_apis_own_label_and_quiet() -> None:
+    """Anthropic's usage says ``not_available`` where no geo applies: 1x, no warning."""
+    forget_warnings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        usage = normalize_usage({"input_tokens": 5, "inference_geo": "not_available"})
+    assert usage.inference_geo is None
+    assert not [w for w in caught if "inference_geo" in str(w.message)]
 
 
 def test_normalized_usage_refuses_a_geo_it_cannot_price() -> None:
@@ -299,6 +319,28 @@ def test_the_stored_form_keeps_them_and_leaves_other_rows_as_they_were() -> None
     flagged = replace(plain, keep_alive=True)
     assert json.loads(encode_entry(flagged))[0] == 2
     assert len(json.loads(encode_entry(flagged))) == 17
+
+
+def test_a_1x_geo_is_stored_in_the_form_older_readers_take() -> None:
+    """Every default-region call ("global", 1x) as a version-3 row vanished from older workers."""
+    standard = replace(us_entry(), inference_geo="global", price_multiplier=1.0)
+    row = json.loads(encode_entry(standard))
+    assert (row[0], len(row)) == (1, 16)
+    decoded = decode_entry(encode_entry(standard))
+    assert decoded is not None
+    assert (decoded.inference_geo, decoded.price_multiplier) == (None, 1.0)
+    assert decoded.cost_usd == standard.cost_usd
+
+
+@pytest.mark.parametrize("multiplier", [5e-324, 1e-300, 0.5, 0.999])
+def test_a_stored_multiplier_below_1_is_a_damaged_row(multiplier: float) -> None:
+    """A multiplier near 0 read back made the premium minus infinity (stats --json crashed)."""
+    row = json.loads(encode_entry(us_entry()))
+    row[-1] = multiplier
+    assert decode_entry(json.dumps(row)) is None
+    cost = us_entry().cost_usd
+    assert summarize([us_entry()]).to_dict()  # a good row still sums
+    assert _premium(cost, multiplier) == 0.0
 
 
 def test_rows_written_before_version_3_read_as_1x() -> None:
