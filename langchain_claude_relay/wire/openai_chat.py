@@ -849,6 +849,7 @@ class ChatChunkReader:
         self._blocks = 0  # content blocks numbered so far
         self._run: tuple[str, int] | None = None  # the open run of reasoning or text, its block
         self._tool_blocks: dict[int, int] = {}  # a relay's tool-call index -> its block
+        self._last_call: int | None = None  # the relay index of the call last streamed
 
     def _run_index(self, kind: str) -> int:
         """The block of a piece of reasoning or text: the open run's, or a new one."""
@@ -856,6 +857,23 @@ class ChatChunkReader:
             self._run = (kind, self._blocks)
             self._blocks += 1
         return self._run[1]
+
+    def _with_relay_index(self, delta: dict[str, Any]) -> dict[str, Any]:
+        """A tool-call delta with an index, if the relay gave none.
+
+        A delta with an id or a name starts a call (the next free index); one with neither
+        continues the last call. Without an index LangChain took every delta for a call of its
+        own, and a call's later arguments were lost.
+        """
+        if delta["index"] is not None:
+            if isinstance(delta["index"], int):
+                self._last_call = delta["index"]
+            return delta
+        if delta["id"] or delta["function"]["name"] or self._last_call is None:
+            taken = [i for i in self._tool_indices if isinstance(i, int)]
+            self._last_call = max(taken, default=-1) + 1
+            self._tool_indices.add(self._last_call)
+        return {**delta, "index": self._last_call}
 
     def _numbered(self, delta: dict[str, Any]) -> dict[str, Any]:
         """A tool-call delta with its block index (a new call's is the next block)."""
@@ -903,10 +921,11 @@ class ChatChunkReader:
         if parsed.content:
             parsed = replace(parsed, text_index=self._run_index("text"))
         if parsed.tool_call_deltas:
+            indexed = [self._with_relay_index(d) for d in parsed.tool_call_deltas]
             seen = self._tool_indices
-            seen.update(d["index"] for d in parsed.tool_call_deltas)
+            seen.update(d["index"] for d in indexed)
             check_tool_call_count(len(seen), "streamed", 200, lambda: _dumped(event))
-            deltas = [self._numbered(self._with_call_id(d)) for d in parsed.tool_call_deltas]
+            deltas = [self._numbered(self._with_call_id(d)) for d in indexed]
             parsed = replace(parsed, tool_call_deltas=deltas)
         if not parsed.thinking_pieces:
             return parsed

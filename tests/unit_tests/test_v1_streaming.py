@@ -134,3 +134,36 @@ def test_blocks_after_a_tool_call_keep_their_place_in_v1(
     assert [c["id"] for c in v1.tool_calls] == ["toolu_A", "toolu_B"]
     indices = [b["index"] for b in v1.content if "index" in b]
     assert len(indices) == len(set(indices))
+
+
+def _unindexed(call_id: str | None, name: str | None, args: str) -> dict[str, Any]:
+    function: dict[str, Any] = {"arguments": args}
+    if name:
+        function["name"] = name
+    call: dict[str, Any] = {"function": function}
+    if call_id:
+        call.update(id=call_id, type="function")
+    return {"tool_calls": [call]}
+
+
+@pytest.mark.parametrize("output_version", ["v0", "v1"])
+def test_tool_call_deltas_without_an_index_keep_their_arguments(
+    relay: FakeRelay, make_llm: Any, output_version: str
+) -> None:
+    """Each index-less delta was a call of its own: f({}) ran instead of f({"a": 1})."""
+    chunks = [
+        _chunk({"role": "assistant", "content": "Before."}),
+        _chunk(_unindexed("toolu_A", "f", '{"a": ')),
+        _chunk(_unindexed(None, None, "1}")),
+        _chunk(_unindexed("toolu_B", "g", '{"b": 2}')),
+        _chunk({"content": " After."}),
+    ]
+    relay.queue(_stream_body(chunks))
+    full = reduce(add, make_llm(output_version=output_version).stream("hi"))
+    assert [(c["id"], c["name"], c["args"]) for c in full.tool_calls] == [
+        ("toolu_A", "f", {"a": 1}),
+        ("toolu_B", "g", {"b": 2}),
+    ]
+    assert full.invalid_tool_calls == []
+    if output_version == "v1":
+        assert _types(full.content) == ["text", "tool_call", "tool_call", "text"]
