@@ -9,7 +9,6 @@ Opus 5.5 always thinks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -32,15 +31,9 @@ FORCING = {
 NOT_FORCING = {"openai": ["auto", "none"], "native": [{"type": "auto"}, {"type": "none"}]}
 
 
-@pytest.fixture
-def raw(emu: RelayEmulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.root_url, timeout=10) as client:
-        yield client
-
-
-def _send(raw: httpx.Client, way: str, model: str, choice: Any) -> httpx.Response:
+def _send(http: httpx.Client, way: str, model: str, choice: Any) -> httpx.Response:
     tools = [OPENAI_TOOL] if way == "openai" else [TOOL]
-    return raw.post(url(way, model), json=body(way, model, tools=tools, tool_choice=choice))
+    return http.post(url(way, model), json=body(way, model, tools=tools, tool_choice=choice))
 
 
 def _choices(table: dict[str, list[Any]], way: str) -> list[Any]:
@@ -50,34 +43,34 @@ def _choices(table: dict[str, list[Any]], way: str) -> list[Any]:
 @pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("model", ["claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1"])
 def test_a_forced_tool_is_refused_where_claude_refuses_it(
-    emu: RelayEmulator, raw: httpx.Client, way: str, model: str
+    emu: RelayEmulator, http: httpx.Client, way: str, model: str
 ) -> None:
     for choice in _choices(FORCING, way):
-        assert refused(emu, way, _send(raw, way, model, choice)) == FORCED_TOOL_REFUSED
+        assert refused(emu, way, _send(http, way, model, choice)) == FORCED_TOOL_REFUSED
     for choice in _choices(NOT_FORCING, way):
-        served(_send(raw, way, model, choice))
+        served(_send(http, way, model, choice))
 
 
 @pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("model", ["claude-sonnet-5", "claude-haiku-5-5", "claude-sonnet-4-6"])
-def test_other_models_serve_a_forced_tool(raw: httpx.Client, way: str, model: str) -> None:
+def test_other_models_serve_a_forced_tool(http: httpx.Client, way: str, model: str) -> None:
     for choice in _choices(FORCING, way):
-        served(_send(raw, way, model, choice))
+        served(_send(http, way, model, choice))
 
 
 @pytest.mark.parametrize("way", WAYS)
 def test_sonnet_5_5_thinks_between_tools_but_never_not_at_all(
-    emu: RelayEmulator, raw: httpx.Client, way: str
+    emu: RelayEmulator, http: httpx.Client, way: str
 ) -> None:
     model = "claude-sonnet-5-5"
-    response = raw.post(url(way, model), json=body(way, model, thinking={"type": "disabled"}))
+    response = http.post(url(way, model), json=body(way, model, thinking={"type": "disabled"}))
     assert refused(emu, way, response).startswith('"thinking.type.disabled" is not supported')
-    served(raw.post(url(way, model), json=body(way, model, thinking={"type": "between_tools"})))
+    served(http.post(url(way, model), json=body(way, model, thinking={"type": "between_tools"})))
 
 
 @pytest.mark.parametrize("way", WAYS)
-def test_opus_5_5_always_thinks(emu: RelayEmulator, raw: httpx.Client, way: str) -> None:
+def test_opus_5_5_always_thinks(emu: RelayEmulator, http: httpx.Client, way: str) -> None:
     model = "claude-opus-5-5"
-    response = raw.post(url(way, model), json=body(way, model, thinking={"type": "disabled"}))
+    response = http.post(url(way, model), json=body(way, model, thinking={"type": "disabled"}))
     assert refused(emu, way, response).startswith('"thinking.type.disabled" is not supported')
-    served(raw.post(url(way, model), json=body(way, model, thinking={"type": "adaptive"})))
+    served(http.post(url(way, model), json=body(way, model, thinking={"type": "adaptive"})))

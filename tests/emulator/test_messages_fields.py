@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +22,9 @@ from langchain_claude_relay.emulator.engine import (
     check_file_sources,
     parse_anthropic,
 )
+
+from . import test_platform_refusals as platform
+from .test_platform_refusals import refusal, served
 
 MODEL = "claude-sonnet-4-6"  # every thinking type, temperature or top_p, no prefill
 NATIVE_WAYS = ["anthropic", "bedrock", "vertex"]
@@ -37,43 +39,11 @@ TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "fetch", "input": {"wha
 
 
 def url(way: str) -> str:
-    return {
-        "openai": "/v1/chat/completions",
-        "anthropic": "/v1/messages",
-        "bedrock": f"/model/{MODEL}/invoke",
-        "vertex": f"{VERTEX}{MODEL}:rawPredict",
-    }[way]
+    return platform.url(way, MODEL)
 
 
 def body(way: str, **fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "openai": {"model": MODEL},
-        "anthropic": {"model": MODEL, "max_tokens": 50},
-        "bedrock": {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50},
-        "vertex": {"anthropic_version": "vertex-2023-10-16", "max_tokens": 50},
-    }[way]
-    return {**base, "messages": ASK, **fields}
-
-
-@pytest.fixture
-def raw(emu: RelayEmulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.root_url, timeout=10) as client:
-        yield client
-
-
-def refusal(way: str, response: httpx.Response) -> str:
-    """The message of a 400 ``invalid_request_error`` in the path's error shape."""
-    assert response.status_code == 400, response.text
-    document = response.json()
-    if way == "bedrock":
-        assert response.headers["x-amzn-errortype"] == "ValidationException"
-        return str(document["message"])
-    assert document["error"]["type"] == "invalid_request_error"
-    return str(document["error"]["message"])
-
-
-def served(response: httpx.Response) -> None:
-    assert response.status_code == 200, response.text
+    return {**platform.body(way, MODEL), **fields}  # "model" may be one of the fields
 
 
 # -- unknown top-level fields -----------------------------------------------------------------
@@ -82,17 +52,17 @@ def served(response: httpx.Response) -> None:
 @pytest.mark.parametrize("way", NATIVE_WAYS)
 @pytest.mark.parametrize("name", ["seed", "n", "frequency_penalty", "max_completion_tokens"])
 def test_an_unknown_top_level_field_is_refused(
-    emu: RelayEmulator, raw: httpx.Client, way: str, name: str
+    emu: RelayEmulator, http: httpx.Client, way: str, name: str
 ) -> None:
-    response = raw.post(url(way), json=body(way, **{name: 1}))
+    response = http.post(url(way), json=body(way, **{name: 1}))
     assert refusal(way, response) == f"{name}: Extra inputs are not permitted"
     assert emu.request_log[-1].outcome == "error:400"
     assert emu.billing_log == []
 
 
 @pytest.mark.parametrize("way", NATIVE_WAYS)
-def test_an_unknown_field_is_refused_even_when_null(raw: httpx.Client, way: str) -> None:
-    response = raw.post(url(way), json=body(way, user=None))
+def test_an_unknown_field_is_refused_even_when_null(http: httpx.Client, way: str) -> None:
+    response = http.post(url(way), json=body(way, user=None))
     assert refusal(way, response) == "user: Extra inputs are not permitted"
 
 
@@ -104,30 +74,30 @@ def test_an_unknown_field_is_refused_even_when_null(raw: httpx.Client, way: str)
     ],
 )
 def test_an_unknown_field_is_refused_when_counting_tokens(
-    raw: httpx.Client, path: str, extra: dict[str, Any]
+    http: httpx.Client, path: str, extra: dict[str, Any]
 ) -> None:
     counted = {"model": MODEL, "messages": ASK, **extra}
-    served(raw.post(path, json=counted))
-    response = raw.post(path, json={**counted, "seed": 1})
+    served(http.post(path, json=counted))
+    response = http.post(path, json={**counted, "seed": 1})
     assert refusal("anthropic", response) == "seed: Extra inputs are not permitted"
 
 
-def test_the_chat_path_passes_unknown_fields_on(raw: httpx.Client) -> None:
-    served(raw.post(url("openai"), json=body("openai", seed=1, user="u1", n=1)))
+def test_the_chat_path_passes_unknown_fields_on(http: httpx.Client) -> None:
+    served(http.post(url("openai"), json=body("openai", seed=1, user="u1", n=1)))
 
 
-def test_anthropic_version_belongs_to_bedrock_and_vertex_bodies(raw: httpx.Client) -> None:
-    response = raw.post(url("anthropic"), json=body("anthropic", anthropic_version="2023-06-01"))
+def test_anthropic_version_belongs_to_bedrock_and_vertex_bodies(http: httpx.Client) -> None:
+    response = http.post(url("anthropic"), json=body("anthropic", anthropic_version="2023-06-01"))
     assert refusal("anthropic", response) == "anthropic_version: Extra inputs are not permitted"
-    served(raw.post(url("bedrock"), json=body("bedrock")))
-    served(raw.post(url("vertex"), json=body("vertex")))
+    served(http.post(url("bedrock"), json=body("bedrock")))
+    served(http.post(url("vertex"), json=body("vertex")))
 
 
-def test_bedrock_takes_the_fields_its_sdk_client_adds(raw: httpx.Client) -> None:
+def test_bedrock_takes_the_fields_its_sdk_client_adds(http: httpx.Client) -> None:
     # AnthropicBedrock moves the anthropic-beta and user-profile headers into the body
     fields = {"anthropic_beta": ["interleaved-thinking-2025-05-14"], "user_profile_id": "up_1"}
-    served(raw.post(url("bedrock"), json=body("bedrock", **fields)))
-    response = raw.post(url("anthropic"), json=body("anthropic", anthropic_beta=["x"]))
+    served(http.post(url("bedrock"), json=body("bedrock", **fields)))
+    response = http.post(url("anthropic"), json=body("anthropic", anthropic_beta=["x"]))
     assert refusal("anthropic", response) == "anthropic_beta: Extra inputs are not permitted"
 
 
@@ -191,12 +161,12 @@ def test_every_known_field_has_a_value_here() -> None:
 
 @pytest.mark.parametrize("way", NATIVE_WAYS)
 @pytest.mark.parametrize("name", sorted(KNOWN_VALUES))
-def test_every_messages_api_field_is_served(raw: httpx.Client, way: str, name: str) -> None:
+def test_every_messages_api_field_is_served(http: httpx.Client, way: str, name: str) -> None:
     if way == "bedrock" and name in ("model", "stream"):
         pytest.skip("Bedrock's path carries them (its body refuses them)")
     if way == "bedrock" and name == "cache_control":
         pytest.skip("Bedrock refuses automatic caching on Claude 4.6 (test_automatic_caching)")
-    served(raw.post(url(way), json=body(way, **{name: KNOWN_VALUES[name]})))
+    served(http.post(url(way), json=body(way, **{name: KNOWN_VALUES[name]})))
 
 
 def test_parse_anthropic_reads_each_platforms_body() -> None:
@@ -274,35 +244,35 @@ WHERE_FILES_GO = {
 @pytest.mark.parametrize("way", ["bedrock", "vertex"])
 @pytest.mark.parametrize("case", sorted(WHERE_FILES_GO))
 def test_files_api_sources_are_refused_on_bedrock_and_vertex(
-    emu: RelayEmulator, raw: httpx.Client, way: str, case: str
+    emu: RelayEmulator, http: httpx.Client, way: str, case: str
 ) -> None:
     messages, expected = WHERE_FILES_GO[case]
-    response = raw.post(url(way), json=body(way, messages=messages))
+    response = http.post(url(way), json=body(way, messages=messages))
     assert refusal(way, response) == expected
     assert emu.request_log[-1].outcome == "error:400"
     assert emu.billing_log == []
 
 
 @pytest.mark.parametrize("case", sorted(WHERE_FILES_GO))
-def test_files_api_sources_are_served_on_the_claude_api(raw: httpx.Client, case: str) -> None:
+def test_files_api_sources_are_served_on_the_claude_api(http: httpx.Client, case: str) -> None:
     messages, _ = WHERE_FILES_GO[case]
-    served(raw.post(url("anthropic"), json=body("anthropic", messages=messages)))
-    served(raw.post("/v1/messages/count_tokens", json={"model": MODEL, "messages": messages}))
+    served(http.post(url("anthropic"), json=body("anthropic", messages=messages)))
+    served(http.post("/v1/messages/count_tokens", json={"model": MODEL, "messages": messages}))
 
 
-def test_files_api_sources_are_refused_when_counting_tokens_on_vertex(raw: httpx.Client) -> None:
+def test_files_api_sources_are_refused_when_counting_tokens_on_vertex(http: httpx.Client) -> None:
     messages, expected = WHERE_FILES_GO["image in a turn"]
     payload = {"model": MODEL, "messages": messages, "anthropic_version": "vertex-2023-10-16"}
-    response = raw.post(f"{VERTEX}count-tokens:rawPredict", json=payload)
+    response = http.post(f"{VERTEX}count-tokens:rawPredict", json=payload)
     assert refusal("vertex", response) == expected
 
 
-def test_other_sources_are_served_on_bedrock_and_vertex(raw: httpx.Client) -> None:
+def test_other_sources_are_served_on_bedrock_and_vertex(http: httpx.Client) -> None:
     text = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
     picture = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
     messages = [{"role": "user", "content": [text, picture, {"type": "text", "text": "Both?"}]}]
     for way in ("bedrock", "vertex"):
-        served(raw.post(url(way), json=body(way, messages=messages)))
+        served(http.post(url(way), json=body(way, messages=messages)))
 
 
 def test_check_file_sources_leaves_the_claude_api_alone() -> None:

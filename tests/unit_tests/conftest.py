@@ -1,5 +1,25 @@
 """Fixtures for the unit tests: a fake relay on an injected transport (no sockets)."""
 
+from collections.abc import Iterator
+
+import pytest
 from fake_relay import make_llm, relay
 
-__all__ = ["make_llm", "relay"]
+from langchain_claude_relay import models
+from langchain_claude_relay._plumbing import forget_warnings
+from langchain_claude_relay.models import lookup_model
+
+__all__ = ["make_llm", "packaged_model_table", "relay"]
+
+
+@pytest.fixture
+def packaged_model_table() -> Iterator[None]:
+    """The test starts and ends with the packaged model table (no overrides, fresh warnings)."""
+    saved = dict(models._overrides)
+    models._overrides.clear()
+    forget_warnings()
+    lookup_model.cache_clear()
+    yield
+    models._overrides.clear()
+    models._overrides.update(saved)
+    lookup_model.cache_clear()

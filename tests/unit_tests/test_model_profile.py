@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
-from collections.abc import Iterator
 from importlib import resources
 from typing import Any, get_type_hints
 
@@ -14,7 +13,6 @@ from langchain_core.language_models import ModelProfile
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from langchain_claude_relay import models
-from langchain_claude_relay._plumbing import forget_warnings
 from langchain_claude_relay.models import (
     LISTED_UNPRICED,
     MODEL_TABLE,
@@ -32,17 +30,7 @@ from langchain_claude_relay.models import (
 M, K = 1_000_000, 200_000
 
 
-@pytest.fixture(autouse=True)
-def _clean_overrides() -> Iterator[None]:
-    """Every test starts and ends with the packaged table (no overrides, fresh warnings)."""
-    saved = dict(models._overrides)
-    models._overrides.clear()
-    forget_warnings()
-    lookup_model.cache_clear()
-    yield
-    models._overrides.clear()
-    models._overrides.update(saved)
-    lookup_model.cache_clear()
+pytestmark = pytest.mark.usefixtures("packaged_model_table")
 
 
 def _table() -> dict[str, Any]:

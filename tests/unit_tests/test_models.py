@@ -5,13 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
-from collections.abc import Iterator
 from importlib import resources
 
 import pytest
 
 from langchain_claude_relay import models
-from langchain_claude_relay._plumbing import forget_warnings
 from langchain_claude_relay.models import (
     DEFAULT_MODEL,
     LISTED_UNPRICED,
@@ -31,17 +29,7 @@ from langchain_claude_relay.planner.ttl import Rates, future_cost, now_cost
 CURRENT = ("claude-fable-5-1", "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
 
 
-@pytest.fixture(autouse=True)
-def _clean_overrides() -> Iterator[None]:
-    """Every test starts and ends with the packaged table (no overrides, fresh warnings)."""
-    saved = dict(models._overrides)
-    models._overrides.clear()
-    forget_warnings()
-    lookup_model.cache_clear()
-    yield
-    models._overrides.clear()
-    models._overrides.update(saved)
-    lookup_model.cache_clear()
+pytestmark = pytest.mark.usefixtures("packaged_model_table")
 
 
 def _table_json() -> str:

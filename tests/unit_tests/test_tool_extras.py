@@ -20,6 +20,7 @@ import pytest
 from fake_relay import FakeRelay
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, StructuredTool
+from test_convert_tool_blocks import Recorder
 
 from langchain_claude_relay import ChatClaudeRelay, _convert
 from langchain_claude_relay._convert import convert_tool, to_claude_request
@@ -87,17 +88,6 @@ def planner() -> CachePlanner:
 def emulator() -> Iterator[RelayEmulator]:
     with RelayEmulator() as emu:
         yield emu
-
-
-class Recorder:
-    """Keeps the JSON body of every request sent through an ``httpx2`` client."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    def __call__(self, request: httpx2.Request) -> None:
-        if request.method == "POST":
-            self.bodies.append(json.loads(request.read()))
 
 
 def emulator_llm(emu: RelayEmulator, api: str, recorder: Recorder) -> ChatClaudeRelay:
