@@ -30,6 +30,7 @@ __all__ = [
     "MIN_TOP_K",
     "check_sampling",
     "check_api_key",
+    "check_between_tools_effort",
     "PEER_ARGUMENTS",
     "PEER_CLIENT_SETTINGS",
     "PEER_REQUEST_PARAMETERS",
@@ -476,6 +477,36 @@ def check_thinking_type(thinking: Any, model: str, types: Collection[str]) -> No
         fix = "send thinking={'type': 'enabled', 'budget_tokens': N} (N >= 1024)"
     msg = f"thinking type {kind!r} is refused by {model} (a 400), which takes {taken}: {fix}."
     raise RequestValidationError(msg)
+
+
+BETWEEN_TOOLS_EFFORTS = ("low", "medium", "high")
+"""The efforts ``thinking={"type": "between_tools"}`` takes: "At ``xhigh`` or ``max`` effort, a
+request with ``between_tools`` returns a 400 error" (Anthropic's "What's new in Claude Sonnet
+5.5", the model table's source ``whats-new-5-5-2026-12``)."""
+
+
+def check_between_tools_effort(params: Mapping[str, Any]) -> None:
+    """Refuse ``between_tools`` thinking at an effort above ``high`` (a 400).
+
+    The effort is ``output_config.effort`` (the Messages API) or ``reasoning_effort`` (what
+    relays and the package's Messages wire read as it).
+
+    Raises:
+        RequestValidationError: naming the effort and what to do instead.
+    """
+    thinking = params.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "between_tools":
+        return
+    config = params.get("output_config")
+    effort = config.get("effort") if isinstance(config, Mapping) else None
+    effort = effort if effort is not None else params.get("reasoning_effort")
+    if effort is not None and effort not in BETWEEN_TOOLS_EFFORTS:
+        msg = (
+            f"thinking={{'type': 'between_tools'}} is refused at effort {_shown(effort)} (a 400): "
+            f"it takes {', '.join(BETWEEN_TOOLS_EFFORTS)}. Lower the effort, or use "
+            "thinking={'type': 'adaptive'}."
+        )
+        raise RequestValidationError(msg)
 
 
 _SAMPLING_NAMES = ("temperature", "top_p", "top_k")

@@ -99,6 +99,7 @@ from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import (
     check_api_key,
+    check_between_tools_effort,
     check_forced_tool,
     check_model_sampling,
     check_prefill,
@@ -1034,6 +1035,7 @@ class ChatClaudeRelay(BaseChatModel):
         params = self._sampling_params(stop, stream=stream, thinking=thinking, extra=kwargs)
         spec = lookup_model(model)  # what this model refuses, refused before sending
         check_thinking_type(params.get("thinking"), model, spec.thinking_types)
+        check_between_tools_effort(params)
         check_model_sampling(params, model, spec.sampling)
         check_thinking_sampling(params)
         ends_with_assistant = bool(request.messages) and request.messages[-1].role == "assistant"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from langchain_claude_relay.emulator import RelayEmulator
-from langchain_claude_relay.emulator.engine import FORCED_TOOL_REFUSED
+from langchain_claude_relay.emulator.engine import BETWEEN_TOOLS_EFFORT, FORCED_TOOL_REFUSED
 
 from .test_platform_refusals import WAYS, body, refused, served, url
 
@@ -74,3 +74,20 @@ def test_opus_5_5_always_thinks(emu: RelayEmulator, http: httpx.Client, way: str
     response = http.post(url(way, model), json=body(way, model, thinking={"type": "disabled"}))
     assert refused(emu, way, response).startswith('"thinking.type.disabled" is not supported')
     served(http.post(url(way, model), json=body(way, model, thinking={"type": "adaptive"})))
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_between_tools_above_effort_high_is_refused(
+    emu: RelayEmulator, http: httpx.Client, way: str
+) -> None:
+    model = "claude-sonnet-5-5"
+    thinking = {"type": "between_tools"}
+    effort = (
+        {"reasoning_effort": "max"} if way == "openai" else {"output_config": {"effort": "max"}}
+    )
+    response = http.post(url(way, model), json=body(way, model, thinking=thinking, **effort))
+    assert refused(emu, way, response) == BETWEEN_TOOLS_EFFORT.format(effort="max")
+    high = (
+        {"reasoning_effort": "high"} if way == "openai" else {"output_config": {"effort": "high"}}
+    )
+    served(http.post(url(way, model), json=body(way, model, thinking=thinking, **high)))

@@ -147,3 +147,27 @@ def test_with_thinking_on_the_models_own_refusal_comes_first(
         llm.bind_tools([lookup], tool_choice="lookup").invoke("define cache")
     assert "disabled" not in str(caught.value)
     assert relay.requests == []
+
+
+@pytest.mark.parametrize(
+    ("effort", "refused"),
+    [
+        ({"reasoning_effort": "xhigh"}, True),
+        ({"output_config": {"effort": "max"}}, True),
+        ({"reasoning_effort": "high"}, False),
+        ({"output_config": {"effort": "low"}}, False),
+        ({}, False),
+    ],
+)
+def test_between_tools_is_refused_above_effort_high(
+    relay: FakeRelay, make_llm: Any, effort: dict[str, Any], refused: bool
+) -> None:
+    relay.queue(completion(usage=USAGE, model="claude-sonnet-5-5"))
+    llm = make_llm(model="claude-sonnet-5-5", thinking={"type": "between_tools"})
+    if refused:
+        with pytest.raises(RequestValidationError, match="between_tools'} is refused at effort"):
+            llm.invoke("hi", **effort)
+        assert relay.requests == []
+    else:
+        llm.invoke("hi", **effort)
+        assert relay.last["thinking"] == {"type": "between_tools"}
