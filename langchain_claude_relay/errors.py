@@ -44,6 +44,7 @@ never the API key: messages are scrubbed of anything that looks like a key befor
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 try:  # langchain-core 1.8+: provider-neutral model errors
@@ -91,7 +92,7 @@ __all__ = [
     "status_error_class",
     "status_hint",
     "make_status_error",
-    "with_way_in_hint",
+    "WayIn",
     "ERROR_TYPE_STATUS",
     "excerpt",
     "redact",
@@ -396,35 +397,43 @@ def _auth_hint(
     return hint
 
 
-def status_hint(
-    status_code: int,
-    *,
-    api: str = "openai",
-    key_env: tuple[str, ...] = (),
-    key_from: str | None = None,
-    has_key: bool | None = None,
-) -> str | None:
-    """The plain-words hint for an error status on a way in (``None``: no hint).
+@dataclass(frozen=True)
+class WayIn:
+    """The way in an error came through, for its hint (the transport knows it; no secret).
 
-    Args:
-        status_code: the HTTP status.
-        api: the way in (``"openai"``, ``"anthropic"``, ``"bedrock"``, ``"vertex"``).
+    Attributes:
+        api: ``"openai"`` (a relay), ``"anthropic"``, ``"bedrock"`` or ``"vertex"``.
         key_env: the environment variables the way in reads its key from, in order (the
             transport passes its ``ApiSpec.key_env``; this module cannot import it).
         key_from: the variable the key was actually read from, if known (never the key).
         has_key: whether a key was sent (``None``: unknown).
+    """
 
-    >>> status_hint(404, api="anthropic").startswith("check base_url: for api='anthropic'")
+    api: str = "openai"
+    key_env: tuple[str, ...] = ()
+    key_from: str | None = None
+    has_key: bool | None = None
+
+
+def status_hint(status_code: int, way_in: WayIn | None = None) -> str | None:
+    """The plain-words hint for an error status on a way in (``None``: no hint).
+
+    Args:
+        status_code: the HTTP status.
+        way_in: where the error came through (``None``: a relay, nothing more known).
+
+    >>> status_hint(404, WayIn("anthropic")).startswith("check base_url: for api='anthropic'")
     True
-    >>> status_hint(401, api="anthropic", key_env=("ANTHROPIC_API_KEY",))
+    >>> status_hint(401, WayIn("anthropic", ("ANTHROPIC_API_KEY",)))
     'check the API key (your Anthropic key: api_key=, else ANTHROPIC_API_KEY)'
-    >>> relay_env = ("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY")
-    >>> status_hint(401, key_env=relay_env, key_from="OPENAI_API_KEY")  # doctest: +ELLIPSIS
+    >>> relay = WayIn(key_env=("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"), key_from="OPENAI_API_KEY")
+    >>> status_hint(401, relay)  # doctest: +ELLIPSIS
     "check the API key (the relay's key), read from OPENAI_API_KEY, the fallback when ..."
     """
+    way = way_in or WayIn()
     if status_code == 401:
-        return _auth_hint(api, key_env, key_from, has_key)
-    return _WAY_IN_HINTS.get(api, {}).get(status_code) or _STATUS_HINTS.get(status_code)
+        return _auth_hint(way.api, way.key_env, way.key_from, way.has_key)
+    return _WAY_IN_HINTS.get(way.api, {}).get(status_code) or _STATUS_HINTS.get(status_code)
 
 
 # Anthropic's 400 messages about caching, and what they mean in plain words.
@@ -472,19 +481,10 @@ def status_error_class(status_code: int) -> type[APIStatusError]:
     return APIStatusError
 
 
-def explain_status(
-    status_code: int,
-    body_text: str,
-    *,
-    api: str = "openai",
-    key_env: tuple[str, ...] = (),
-    key_from: str | None = None,
-    has_key: bool | None = None,
-) -> str:
+def explain_status(status_code: int, body_text: str, way_in: WayIn | None = None) -> str:
     """A plain-words explanation for a status, with Anthropic's cache errors spelled out.
 
-    ``api``, ``key_env``, ``key_from`` and ``has_key`` choose the hint for the way in (see
-    ``status_hint``).
+    ``way_in`` chooses the hint for the way the error came through (see ``status_hint``).
     """
     if status_code == 400:
         for pattern, explanation in _CACHE_ERROR_EXPLANATIONS:
@@ -497,7 +497,7 @@ def explain_status(
             "key's headers would go along to wherever it points): set base_url to the address "
             "it points to, if you trust it"
         )
-    hint = status_hint(status_code, api=api, key_env=key_env, key_from=key_from, has_key=has_key)
+    hint = status_hint(status_code, way_in)
     name = status_error_class(status_code).__name__
     return f"{name}: {hint}" if hint else f"{name}: the relay answered an error"
 
@@ -531,6 +531,7 @@ def make_status_error(
     *,
     request_id: str | None = None,
     retry_after: float | None = None,
+    way_in: WayIn | None = None,
 ) -> APIStatusError:
     """Build the typed error for an HTTP error answer.
 
@@ -539,6 +540,7 @@ def make_status_error(
         body: the body (text, bytes or parsed JSON).
         request_id: the relay's request id header, if any.
         retry_after: seconds the relay asked to wait, if any.
+        way_in: the way the error came through, for its hint (``None``: a relay's hints).
 
     Returns:
         An instance of the class ``status_error_class(status_code)``.
@@ -546,47 +548,9 @@ def make_status_error(
     text = excerpt(body, limit=2000)
     cls = status_error_class(status_code)
     return cls(
-        explain_status(status_code, text),
+        explain_status(status_code, text, way_in),
         status_code=status_code,
         body=body,
         request_id=request_id,
         retry_after=retry_after,
     )
-
-
-_HINTED_BY_WAY_IN = frozenset({401, 403, 404})
-
-
-def with_way_in_hint(
-    error: BaseException,
-    *,
-    api: str,
-    key_env: tuple[str, ...] = (),
-    key_from: str | None = None,
-    has_key: bool | None = None,
-) -> None:
-    """Give a status error the hint of the way in it came through, in place.
-
-    Status errors are built where the way in is not known (``make_status_error`` from an SDK's
-    exception), with the relay's hints; the transport, which knows it, calls this. Only the
-    leading explanation changes (the status, the body excerpt and the attributes stay); calling
-    it again changes nothing.
-
-    Args:
-        error: any error (only an ``APIStatusError`` with the relay's hint is changed).
-        api: the way in.
-        key_env: the environment variables the way in reads its key from, in order.
-        key_from: the variable the key was read from, if known (its name, never the key).
-        has_key: whether a key was sent (``None``: unknown).
-    """
-    if not isinstance(error, APIStatusError) or error.status_code not in _HINTED_BY_WAY_IN:
-        return
-    message = error.args[0] if error.args else None
-    relay_words = explain_status(error.status_code, "")
-    if not isinstance(message, str) or not message.startswith(relay_words):
-        return
-    words = explain_status(
-        error.status_code, "", api=api, key_env=key_env, key_from=key_from, has_key=has_key
-    )
-    if words != relay_words:
-        error.args = (redact(words + message[len(relay_words) :]), *error.args[1:])

@@ -55,14 +55,13 @@ from langchain_claude_relay._plumbing import warn_once
 from langchain_claude_relay.errors import (
     ERROR_TYPE_STATUS,
     APIResponseError,
-    APIStatusError,
     APITimeoutError,
     ClaudeRelayError,
     CutResponseError,
     RequestValidationError,
+    WayIn,
     make_status_error,
     redact,
-    with_way_in_hint,
 )
 from langchain_claude_relay.transport.apis import api_spec, build_sdk_client
 from langchain_claude_relay.transport.checks import (
@@ -230,23 +229,28 @@ def _sdk_response_class(sdk_name: str) -> Any:
     return library.Response
 
 
-def _stream_error(event: Mapping[str, Any]) -> ClaudeRelayError:
-    """The typed error for a native stream's ``error`` event (``overloaded_error`` is a 529)."""
+def _stream_error(
+    event: Mapping[str, Any], way_in: Callable[[int | None], WayIn]
+) -> ClaudeRelayError:
+    """The typed error for a native stream's ``error`` event (``overloaded_error`` is a 529).
+
+    ``way_in`` gives the way in for a status (``RelayTransport._way_in``), for the hint.
+    """
     error = event.get("error")
     kind = error.get("type") if isinstance(error, Mapping) else None
     status = ERROR_TYPE_STATUS.get(str(kind))
     body = json.dumps(event, default=str)
     if status is None:
         return APIResponseError("the API streamed an error event", status_code=200, body=body)
-    return make_status_error(status, body)
+    return make_status_error(status, body, way_in=way_in(status))
 
 
-def _native_event(event: Any, seen_stop: list[bool]) -> Any:
+def _native_event(event: Any, seen_stop: list[bool], way_in: Callable[[int | None], WayIn]) -> Any:
     """Check one native stream event: an ``error`` event raises; ``message_stop`` is noted."""
     if isinstance(event, Mapping):
         kind = event.get("type")
         if kind == "error":
-            raise _stream_error(event)
+            raise _stream_error(event, way_in)
         if kind == "message_stop":
             seen_stop[0] = True
     return event
@@ -525,8 +529,8 @@ class RelayTransport:
         cut to it) is the deadline's error.
         """
         secrets = self._secret_list
-        error = translate_sdk_error(exc, secret=secrets[0] if secrets else None)
-        self._hint_way_in(error)
+        way_in = self._way_in(getattr(exc, "status_code", None))
+        error = translate_sdk_error(exc, secret=secrets[0] if secrets else None, way_in=way_in)
         if deadline is not None and isinstance(error, APITimeoutError) and deadline.passed():
             error = deadline.error()
         for other in secrets[1:]:
@@ -558,16 +562,12 @@ class RelayTransport:
                 return name
         return None
 
-    def _hint_way_in(self, error: ClaudeRelayError) -> None:
-        """Give a status error the hints of this way in (``errors.with_way_in_hint``)."""
-        if not isinstance(error, APIStatusError):
-            return
-        key_from = self._key_source() if error.status_code == 401 else None
-        with_way_in_hint(
-            error,
+    def _way_in(self, status_code: int | None) -> WayIn:
+        """This way in, for a failure's hint; which variable the key came from, for a 401."""
+        return WayIn(
             api=self.spec.kind,
             key_env=self.spec.key_env,
-            key_from=key_from,
+            key_from=self._key_source() if status_code == 401 else None,
             has_key=self._api_key is not None,
         )
 
@@ -794,11 +794,10 @@ class RelayTransport:
             return raw
         return self._checked_native(raw)
 
-    @staticmethod
-    def _checked_native(events: Iterator[Any]) -> Iterator[Any]:
+    def _checked_native(self, events: Iterator[Any]) -> Iterator[Any]:
         seen_stop = [False]
         for event in events:
-            yield _native_event(event, seen_stop)
+            yield _native_event(event, seen_stop, self._way_in)
         if not seen_stop[0]:
             raise _cut_native_stream()
 
@@ -816,11 +815,10 @@ class RelayTransport:
             return raw
         return self._achecked_native(raw)
 
-    @staticmethod
-    async def _achecked_native(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _achecked_native(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         seen_stop = [False]
         async for event in events:
-            yield _native_event(event, seen_stop)
+            yield _native_event(event, seen_stop, self._way_in)
         if not seen_stop[0]:
             raise _cut_native_stream()
 

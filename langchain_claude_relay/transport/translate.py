@@ -22,6 +22,7 @@ from langchain_claude_relay.errors import (
     APITimeoutError,
     ClaudeRelayError,
     RequestValidationError,
+    WayIn,
     make_status_error,
     redact,
 )
@@ -37,18 +38,22 @@ _HTTP_LIBRARIES = frozenset(
 )
 
 
-def translate_sdk_error(exc: BaseException, *, secret: str | None = None) -> ClaudeRelayError:
+def translate_sdk_error(
+    exc: BaseException, *, secret: str | None = None, way_in: WayIn | None = None
+) -> ClaudeRelayError:
     """Map an SDK or HTTP-library exception to the package's typed errors.
 
     Args:
         exc: the exception.
         secret: the API key, replaced by ``***`` in the error's message, arguments and body
             excerpt (also for an error of the package's own, which is scrubbed in place).
+        way_in: the way the call went (an HTTP error's hint is that way's: which key variables
+            to check, a native base URL without ``/v1``); ``None``: a relay's.
 
     Returns:
         The typed error.
     """
-    return scrub_error(_translate(exc, secret), secret)
+    return scrub_error(_translate(exc, secret, way_in), secret)
 
 
 def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
@@ -78,7 +83,7 @@ def _local_failure(exc: BaseException, secret: str | None) -> RequestValidationE
     return RequestValidationError(redact(text, secret))
 
 
-def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
+def _translate(exc: BaseException, secret: str | None, way_in: WayIn | None) -> ClaudeRelayError:
     if isinstance(exc, ClaudeRelayError):
         return exc
     if isinstance(exc, _sdk_errors("APITimeoutError")):
@@ -110,6 +115,7 @@ def _translate(exc: BaseException, secret: str | None) -> ClaudeRelayError:
             or headers.get("request-id")
             or headers.get("x-amzn-requestid"),
             retry_after=parse_retry_after(headers),
+            way_in=way_in,
         )
     name = type(exc).__name__
     if name == "LocalProtocolError":

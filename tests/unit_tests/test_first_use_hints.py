@@ -25,8 +25,8 @@ from langchain_claude_relay.errors import (
     AuthenticationError,
     NotFoundError,
     RequestValidationError,
+    WayIn,
     make_status_error,
-    with_way_in_hint,
 )
 from langchain_claude_relay.transport import RelayTransport
 from langchain_claude_relay.transport.checks import check_base_url
@@ -206,19 +206,17 @@ def test_a_v1_base_on_the_native_api_is_refused_before_sending(
     assert len(open_emulator.request_log) == sent
 
 
-def test_a_way_in_hint_is_given_once_and_survives_pickling() -> None:
-    error = make_status_error(404, '{"error": {"type": "not_found_error"}}', request_id="r-1")
-    with_way_in_hint(error, api="anthropic")
+def test_a_way_in_hint_survives_pickling() -> None:
+    body = '{"error": {"type": "not_found_error"}}'
+    error = make_status_error(404, body, request_id="r-1", way_in=WayIn("anthropic"))
     once = str(error)
-    with_way_in_hint(error, api="anthropic")
-    assert str(error) == once
     assert once.startswith("NotFoundError: check base_url: for api='anthropic'")
     assert once.endswith('(status 404): {"error": {"type": "not_found_error"}}')
     copy = pickle.loads(pickle.dumps(error))  # noqa: S301
     assert str(copy) == once
     assert copy.request_id == "r-1"
-    relayed = make_status_error(404, "not found")
-    with_way_in_hint(relayed, api="openai", key_env=("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"))
+    relay = WayIn("openai", ("CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"))
+    relayed = make_status_error(404, "not found", way_in=relay)
     assert "usually ends in /v1" in str(relayed)  # a relay's hint stays
 
 
