@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "GEO_LABEL",
     "MAX_PRICE_MULTIPLIER",
+    "is_price_multiplier",
     "InferenceGeoPricing",
     "INFERENCE_GEO",
     "UNKNOWN_MIN_CACHE_TOKENS",
@@ -100,6 +101,19 @@ MAX_PRICE_MULTIPLIER = 100.0
 """The largest per-call price multiplier taken as one (a larger one is a damaged value). The
 smallest is 1: a data-residency premium is never a discount, and a value near 0 read back from
 a damaged ledger row would turn a call's premium into minus infinity."""
+
+
+def is_price_multiplier(value: Any) -> bool:
+    """Whether ``value`` is a per-call price multiplier: a number in [1, 100].
+
+    ``MAX_PRICE_MULTIPLIER`` is the top; a bool, NaN or infinity is no multiplier.
+
+    >>> is_price_multiplier(1.1), is_price_multiplier(0.5), is_price_multiplier(True)
+    (True, False, False)
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return bool(number and 1 <= value <= MAX_PRICE_MULTIPLIER)
+
 
 _OLD = 1.2  # cl100k undercounts Claude prose by roughly 15-28%
 _NEW = 1.56  # Claude 4.7+ count ~30% more than older models for the same text
@@ -215,9 +229,7 @@ class ModelPrices:
         >>> ModelPrices.standard(3, 15).charges(1_000_000, 0, 0, 0, 0, multiplier=1.1)[0]
         3.3
         """
-        prices = self.for_prompt(plain + read + write_5m + write_1h)
-        if multiplier != 1.0:
-            prices = prices.scaled(multiplier)
+        prices = self.for_prompt(plain + read + write_5m + write_1h, multiplier)
         return (
             plain * prices.input / 1e6,
             read * prices.cache_read / 1e6,
@@ -226,39 +238,40 @@ class ModelPrices:
             output * prices.output / 1e6,
         )
 
-    def scaled(self, multiplier: float) -> ModelPrices:
-        """These prices times ``multiplier``, every kind alike (the long-context tier kept).
+    def scaled(self, multiplier: float, output_multiplier: float | None = None) -> ModelPrices:
+        """These prices times ``multiplier`` (output: ``output_multiplier``, else the same).
+
+        The long-context tier is kept.
 
         >>> ModelPrices.standard(5, 25).scaled(1.1).cache_write_1h
         11.0
         """
+        k_out = multiplier if output_multiplier is None else output_multiplier
         return replace(
             self,
             input=round(self.input * multiplier, 9),
-            output=round(self.output * multiplier, 9),
+            output=round(self.output * k_out, 9),
             cache_read=round(self.cache_read * multiplier, 9),
             cache_write_5m=round(self.cache_write_5m * multiplier, 9),
             cache_write_1h=round(self.cache_write_1h * multiplier, 9),
         )
 
-    def for_prompt(self, prompt_tokens: int) -> ModelPrices:
+    def for_prompt(self, prompt_tokens: int, multiplier: float = 1.0) -> ModelPrices:
         """The prices that apply to a call whose prompt has ``prompt_tokens`` tokens in all.
+
+        The long-context tier when the prompt passes it, then ``multiplier`` on every kind
+        (the call's data-residency multiplier, ``ModelSpec.price_multiplier``).
 
         >>> tier = LongContextTier(100_000, 5, 5)
         >>> ModelPrices.standard(0.1, 0.5, long_context=tier).for_prompt(100_001).input
         0.5
         """
+        prices = self
         tier = self.long_context
-        if tier is None or prompt_tokens <= tier.above_prompt_tokens:
-            return self
-        k_in, k_out = tier.input_multiplier, tier.output_multiplier
-        return ModelPrices(
-            input=round(self.input * k_in, 9),
-            output=round(self.output * k_out, 9),
-            cache_read=round(self.cache_read * k_in, 9),
-            cache_write_5m=round(self.cache_write_5m * k_in, 9),
-            cache_write_1h=round(self.cache_write_1h * k_in, 9),
-        )
+        if tier is not None and prompt_tokens > tier.above_prompt_tokens:
+            k_in, k_out = tier.input_multiplier, tier.output_multiplier
+            prices = replace(self.scaled(k_in, k_out), long_context=None)
+        return prices if multiplier == 1.0 else prices.scaled(multiplier)
 
 
 @dataclass(frozen=True)
@@ -610,8 +623,7 @@ def _geo_pricing(data: Mapping[str, Any], known: Mapping[str, Source]) -> Infere
         raise ValueError(msg)
     pairs: list[tuple[str, float]] = []
     for geo, value in multipliers.items():
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not GEO_LABEL.fullmatch(str(geo)) or not ok or not 1 <= value <= MAX_PRICE_MULTIPLIER:
+        if not GEO_LABEL.fullmatch(str(geo)) or not is_price_multiplier(value):
             msg = f"{where}: {geo!r}: {value!r} is not a geo label with a multiplier of at least 1"
             raise ValueError(msg)
         pairs.append((str(geo), float(value)))
@@ -706,6 +718,22 @@ def load_table(
     Raises:
         ValueError: if a row lacks a field, names an unknown source or has a bad value.
     """
+    return _parsed_table(text)[:3]
+
+
+def _parsed_table(
+    text: str,
+) -> tuple[
+    dict[str, Source],
+    dict[str, ModelSpec],
+    dict[str, ListedModel],
+    FamilyProfile,
+    InferenceGeoPricing,
+]:
+    """Every block of the model table, checked against the others.
+
+    ``load_table``'s three, then the profile defaults and the data-residency multipliers.
+    """
     data = json.loads(text)
     defaults = data.get("defaults", {})
     sources = {
@@ -725,7 +753,10 @@ def load_table(
             )
             for row in data.get("listed_unpriced", ())
         }
-        _profile_defaults(data, sources)
+        profile_defaults = (
+            _family_profile(data.get("profile_defaults"), "profile_defaults", sources)
+            or FamilyProfile()
+        )
     except KeyError as exc:
         msg = f"{TABLE_FILE}: a row lacks the field {exc}"
         raise ValueError(msg) from None
@@ -737,41 +768,27 @@ def load_table(
     if stray:
         msg = f"{TABLE_FILE}: inference_geo names families the table does not price: {stray}"
         raise ValueError(msg)
-    return sources, table, listed
-
-
-def _profile_defaults(data: Mapping[str, Any], known: Mapping[str, Source]) -> FamilyProfile:
-    return _family_profile(data.get("profile_defaults"), "profile_defaults", known) or (
-        FamilyProfile()
-    )
+    return sources, table, listed, profile_defaults, geo
 
 
 def load_profile_defaults(text: str) -> FamilyProfile:
     """Parse the profile flags every current Claude has (``models.json``'s ``profile_defaults``).
 
     Raises:
-        ValueError: if the block names an unknown key or source or has a bad value.
+        ValueError: if the block names an unknown key or source or has a bad value (or the
+            rest of the table does: it is read whole, as ``load_table`` reads it).
     """
-    data = json.loads(text)
-    known = {
-        key: Source(key, str(s["title"]), _date(s["read_on"], f"sources.{key}"))
-        for key, s in data["sources"].items()
-    }
-    return _profile_defaults(data, known)
+    return _parsed_table(text)[3]
 
 
 def load_inference_geo(text: str) -> InferenceGeoPricing:
     """Parse the data-residency multipliers (``models.json``'s ``inference_geo`` block).
 
     Raises:
-        ValueError: if the block has a bad geo, multiplier, family list or source.
+        ValueError: if the block has a bad geo, multiplier, family list or source (or the rest
+            of the table does: it is read whole, as ``load_table`` reads it).
     """
-    data = json.loads(text)
-    known = {
-        key: Source(key, str(s["title"]), _date(s["read_on"], f"sources.{key}"))
-        for key, s in data["sources"].items()
-    }
-    return _geo_pricing(data, known)
+    return _parsed_table(text)[4]
 
 
 SOURCES: dict[str, Source]
@@ -779,12 +796,12 @@ MODEL_TABLE: dict[str, ModelSpec]
 """family -> spec, as read from ``models.json``."""
 LISTED_UNPRICED: dict[str, ListedModel]
 """Families Anthropic lists but whose prices and minimum we have not read: kept unknown."""
-_TABLE_TEXT = resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
-SOURCES, MODEL_TABLE, LISTED_UNPRICED = load_table(_TABLE_TEXT)
-PROFILE_DEFAULTS: FamilyProfile = load_profile_defaults(_TABLE_TEXT)
+PROFILE_DEFAULTS: FamilyProfile
 """The ``ModelProfile`` flags every current Claude has (a family's own profile overrides them)."""
-INFERENCE_GEO: InferenceGeoPricing = load_inference_geo(_TABLE_TEXT)
+INFERENCE_GEO: InferenceGeoPricing
 """The data-residency multipliers in force (``"us"``: 1.1x on Opus 4.6, Sonnet 4.6 and later)."""
+_TABLE_TEXT = resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
+SOURCES, MODEL_TABLE, LISTED_UNPRICED, PROFILE_DEFAULTS, INFERENCE_GEO = _parsed_table(_TABLE_TEXT)
 
 _TIERS = ("opus", "sonnet", "haiku", "fable", "mythos")
 _overrides: dict[str, ModelSpec] = {}
@@ -968,9 +985,7 @@ def _geo_pairs(value: Any) -> tuple[tuple[str, float], ...]:
     except (TypeError, ValueError):
         raise TypeError(msg) from None
     for geo, m in pairs:
-        number = isinstance(m, int | float) and not isinstance(m, bool)
-        label = isinstance(geo, str) and GEO_LABEL.fullmatch(geo)
-        if not label or not number or not 1 <= m <= MAX_PRICE_MULTIPLIER:
+        if not (isinstance(geo, str) and GEO_LABEL.fullmatch(geo)) or not is_price_multiplier(m):
             raise TypeError(msg)
     return tuple(sorted((geo, float(m)) for geo, m in pairs))
 

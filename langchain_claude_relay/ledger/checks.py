@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Any
 
-from langchain_claude_relay.models import GEO_LABEL, MAX_PRICE_MULTIPLIER
+from langchain_claude_relay.models import GEO_LABEL, MAX_PRICE_MULTIPLIER, is_price_multiplier
 
 _HEX = re.compile(r"[0-9a-f]{8,128}")
 _LABEL = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces: ids and codes
@@ -74,8 +74,7 @@ def check_geo(name: str, value: Any) -> None:
 
 def check_multiplier(name: str, value: Any) -> None:
     """Refuse a price multiplier that is not a number in [1, ``MAX_PRICE_MULTIPLIER``]."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not 1 <= value <= MAX_PRICE_MULTIPLIER:  # NaN and infinity fail too
+    if not is_price_multiplier(value):  # NaN and infinity fail too
         msg = (
             f"LedgerEntry.{name} must be a number from 1 to {MAX_PRICE_MULTIPLIER:g}, "
             f"got {type_name(value)}"

@@ -78,9 +78,7 @@ def write_premium(entry: LedgerEntry, cache: dict[str, ModelPrices | None]) -> f
     base = cache[entry.model]
     if base is None:
         return 0.0
-    prices = base.for_prompt(entry.total_input_tokens)
-    if entry.price_multiplier != 1.0:
-        prices = prices.scaled(entry.price_multiplier)
+    prices = base.for_prompt(entry.total_input_tokens, entry.price_multiplier)
     return _PER_TOKEN * (
         entry.cache_write_5m_tokens * (prices.cache_write_5m - prices.input)
         + entry.cache_write_1h_tokens * (prices.cache_write_1h - prices.input)
