@@ -843,7 +843,7 @@ class ChatChunkReader:
 
     def __init__(self) -> None:
         self._texts: dict[int | None, list[str]] = {}
-        self._tool_indices: set[int | None] = set()
+        self._tool_indices: set[int] = set()
         # by index, the id made up here for each started call (None: the relay gave one)
         self._made_up_ids: dict[int, str | None] = {}
         self._blocks = 0  # content blocks numbered so far
@@ -866,20 +866,16 @@ class ChatChunkReader:
         own, and a call's later arguments were lost.
         """
         if delta["index"] is not None:
-            if isinstance(delta["index"], int):
-                self._last_call = delta["index"]
+            self._last_call = delta["index"]
             return delta
         if delta["id"] or delta["function"]["name"] or self._last_call is None:
-            taken = [i for i in self._tool_indices if isinstance(i, int)]
-            self._last_call = max(taken, default=-1) + 1
+            self._last_call = max(self._tool_indices, default=-1) + 1
             self._tool_indices.add(self._last_call)
         return {**delta, "index": self._last_call}
 
     def _numbered(self, delta: dict[str, Any]) -> dict[str, Any]:
         """A tool-call delta with its block index (a new call's is the next block)."""
         index = delta["index"]
-        if not isinstance(index, int):
-            return delta
         if index not in self._tool_blocks:
             self._tool_blocks[index] = self._blocks
             self._blocks += 1
@@ -891,21 +887,18 @@ class ChatChunkReader:
 
         LangChain merges a call's deltas by index and joins the ids it finds, so a call gets
         one id, on the delta that starts it (the one with the name), and never a second: a
-        later id for a call given one here is left out. Without an index every delta is a call
-        of its own to LangChain.
+        later id for a call given one here is left out. Every delta has an index by now
+        (``_with_relay_index``).
         """
         index = delta["index"]
         if delta["id"]:
-            if index is None:
-                return delta
             if self._made_up_ids.setdefault(index, None) is not None:
                 return {**delta, "id": None}
             return delta
         if not delta["function"]["name"] or index in self._made_up_ids:
             return delta  # a continuation of a call
         call_id = made_up_call_id()
-        if index is not None:
-            self._made_up_ids[index] = call_id
+        self._made_up_ids[index] = call_id
         return {**delta, "id": call_id}
 
     def read(self, event: Any) -> ParsedChunk:
