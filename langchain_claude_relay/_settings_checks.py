@@ -31,6 +31,7 @@ __all__ = [
     "check_sampling",
     "check_api_key",
     "check_between_tools_effort",
+    "refused_between_tools_effort",
     "PEER_ARGUMENTS",
     "PEER_CLIENT_SETTINGS",
     "PEER_REQUEST_PARAMETERS",
@@ -485,22 +486,33 @@ request with ``between_tools`` returns a 400 error" (Anthropic's "What's new in 
 5.5", the model table's source ``whats-new-5-5-2026-12``)."""
 
 
-def check_between_tools_effort(params: Mapping[str, Any]) -> None:
-    """Refuse ``between_tools`` thinking at an effort above ``high`` (a 400).
+def refused_between_tools_effort(params: Mapping[str, Any]) -> Any:
+    """The effort ``between_tools`` thinking is refused at in these settings, else ``None``.
 
     The effort is ``output_config.effort`` (the Messages API) or ``reasoning_effort`` (what
-    relays and the package's Messages wire read as it).
+    relays and the package's Messages wire read as it). The client's rule and the emulator's.
+
+    >>> refused_between_tools_effort({"thinking": {"type": "between_tools"},
+    ...                               "reasoning_effort": "max"})
+    'max'
+    """
+    thinking = params.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "between_tools":
+        return None
+    config = params.get("output_config")
+    effort = config.get("effort") if isinstance(config, Mapping) else None
+    effort = effort if effort is not None else params.get("reasoning_effort")
+    return effort if effort is not None and effort not in BETWEEN_TOOLS_EFFORTS else None
+
+
+def check_between_tools_effort(params: Mapping[str, Any]) -> None:
+    """Refuse ``between_tools`` thinking at an effort above ``high`` (a 400).
 
     Raises:
         RequestValidationError: naming the effort and what to do instead.
     """
-    thinking = params.get("thinking")
-    if not isinstance(thinking, Mapping) or thinking.get("type") != "between_tools":
-        return
-    config = params.get("output_config")
-    effort = config.get("effort") if isinstance(config, Mapping) else None
-    effort = effort if effort is not None else params.get("reasoning_effort")
-    if effort is not None and effort not in BETWEEN_TOOLS_EFFORTS:
+    effort = refused_between_tools_effort(params)
+    if effort is not None:
         msg = (
             f"thinking={{'type': 'between_tools'}} is refused at effort {_shown(effort)} (a 400): "
             f"it takes {', '.join(BETWEEN_TOOLS_EFFORTS)}. Lower the effort, or use "

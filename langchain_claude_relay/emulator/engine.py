@@ -72,10 +72,10 @@ from typing import Any, Protocol
 
 from langchain_claude_relay._json_schema import SUBSCHEMA_LISTS, SUBSCHEMA_MAPS
 from langchain_claude_relay._settings_checks import (
-    BETWEEN_TOOLS_EFFORTS,
     MIN_TOP_K,
     SAMPLING_RANGES,
     THINKING_TOP_P_FLOOR,
+    refused_between_tools_effort,
     refused_sampling,
 )
 from langchain_claude_relay.emulator.tokens import MediaText
@@ -721,7 +721,7 @@ def check_model_payload(
       assistant's (on the chat path, the last message that is not a system or developer one);
     * ``takes_forced_tool is False`` (Opus 5.5, Sonnet 5.5, Fable 5.1): a ``tool_choice`` that
       forces a tool, in either spelling;
-    * ``between_tools`` thinking at an effort above ``high`` (``BETWEEN_TOOLS_EFFORTS``);
+    * ``between_tools`` thinking at an effort above ``high`` (``refused_between_tools_effort``);
     * (Messages paths) a structured-output schema (``output_config.format`` or the older
       ``output_format``, type ``json_schema``) with an object that is not closed by
       ``additionalProperties: false``, at any depth. The chat path's ``response_format`` is
@@ -769,12 +769,9 @@ def check_model_payload(
         raise InvalidRequest(NO_PREFILL)
     if spec.takes_forced_tool is False and _forces_tool(payload.get("tool_choice")):
         raise InvalidRequest(FORCED_TOOL_REFUSED)
-    if kind == "between_tools":
-        config = payload.get("output_config")
-        effort = config.get("effort") if isinstance(config, Mapping) else None
-        effort = effort if effort is not None else payload.get("reasoning_effort")
-        if effort is not None and effort not in BETWEEN_TOOLS_EFFORTS:
-            raise InvalidRequest(BETWEEN_TOOLS_EFFORT.format(effort=effort))
+    effort = refused_between_tools_effort(payload)  # the client's rule
+    if effort is not None:
+        raise InvalidRequest(BETWEEN_TOOLS_EFFORT.format(effort=effort))
     schema = _output_schema(payload) if native else None
     if schema is not None:
         where, found = schema[0], _open_object(schema[1])
