@@ -246,7 +246,9 @@ _NATIVE_MODEL_IDS = {
 def _misspelled_for(api: str, model_id: str) -> bool:
     """Whether ``model_id`` is spelled for another way in than the native ``api``."""
     bedrock = model_platform(model_id) == "bedrock"
-    return bedrock != (api == "bedrock") or (api != "bedrock" and "/" in model_id)
+    if api == "bedrock":  # Bedrock's own ids, not LiteLLM's ``bedrock/...`` routes
+        return not bedrock or model_id.strip().lower().startswith("bedrock/")
+    return bedrock or "/" in model_id
 
 
 class ChatClaudeRelay(BaseChatModel):

@@ -888,14 +888,20 @@ def model_platform(model_id: str) -> str | None:
     """The cloud platform an id's spelling belongs to, when it says so.
 
     Bedrock ids are ``anthropic.claude-...`` (with an optional region prefix such as ``us.`` or
-    ``global.``) or Bedrock ARNs; anything else (relay ids, ``anthropic/claude-...``, Vertex's
-    ``claude-...@date``, which shares the Claude API's minimums) gives ``None``.
+    ``global.``), Bedrock ARNs, and LiteLLM's ``bedrock/...`` routes to them (a relay in front
+    of LiteLLM passes them through; LiteLLM sends the rest to Bedrock); anything else (relay
+    ids, ``anthropic/claude-...``, Vertex's ``claude-...@date``, which shares the Claude API's
+    minimums) gives ``None``.
 
     >>> model_platform("global.anthropic.claude-opus-5-5-v1:0"), model_platform("claude-opus-5-5")
     ('bedrock', None)
+    >>> model_platform("bedrock/converse/us.anthropic.claude-fable-5-v1:0")
+    'bedrock'
     """
     name = model_id.strip().lower()
-    if name.startswith("arn:aws:bedrock") or re.match(r"^([a-z]+\.)?anthropic\.claude", name):
+    if name.startswith(("arn:aws:bedrock", "bedrock/")) or re.match(
+        r"^([a-z]+\.)?anthropic\.claude", name
+    ):
         return "bedrock"
     return None
 

@@ -124,6 +124,9 @@ def test_the_default_model_is_current_priced_and_not_retired() -> None:
         ("anthropic.claude-fable-5-v1:0", "bedrock", 1024),
         ("us.anthropic.claude-mythos-5-v1:0", "bedrock", 1024),
         ("global.anthropic.claude-opus-5-5-v1:0", "bedrock", 512),
+        ("bedrock/anthropic.claude-fable-5-v1:0", "bedrock", 1024),  # LiteLLM's routes
+        ("bedrock/converse/us.anthropic.claude-mythos-5-v1:0", "bedrock", 1024),
+        ("bedrock/invoke/anthropic.claude-fable-5-v1:0", "bedrock", 1024),
         ("claude-fable-5", None, 512),
         ("anthropic/claude-fable-5", None, 512),
         ("claude-fable-5@20260601", None, 512),

@@ -171,6 +171,8 @@ def test_an_unsendable_parameter_is_refused_before_planning_or_sending(
         ("bedrock", "claude-sonnet-5-5", True),
         ("bedrock", "us.anthropic.claude-sonnet-5-5-v1:0", False),
         ("bedrock", "arn:aws:bedrock:us-east-1:1:inference-profile/x", False),
+        ("bedrock", "bedrock/us.anthropic.claude-sonnet-5-5-v1:0", True),  # LiteLLM's route
+        ("anthropic", "bedrock/anthropic.claude-sonnet-5-5-v1:0", True),
         ("vertex", "anthropic/claude-sonnet-5-5", True),
         ("vertex", "claude-sonnet-5-5@20260922", False),
     ],
