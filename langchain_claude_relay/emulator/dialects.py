@@ -127,9 +127,14 @@ def render_usage(
     return usage
 
 
-def anthropic_usage(split: TokenSplit) -> dict[str, Any]:
-    """Anthropic Messages ``usage`` (``input_tokens`` excludes cache reads and writes)."""
+def anthropic_usage(split: TokenSplit, inference_geo: str | None = None) -> dict[str, Any]:
+    """Anthropic Messages ``usage`` (``input_tokens`` excludes cache reads and writes).
+
+    ``inference_geo``: the request's data residency, echoed as the Claude API echoes it.
+    """
+    geo = {} if inference_geo is None else {"inference_geo": inference_geo}
     return {
+        **geo,
         "input_tokens": split.input_tokens,
         "cache_creation_input_tokens": split.cache_write,
         "cache_read_input_tokens": split.cache_read,
@@ -251,6 +256,7 @@ def anthropic_body(
     reply: Reply,
     split: TokenSplit,
     extra: Mapping[str, Any] | None = None,
+    inference_geo: str | None = None,
 ) -> dict[str, Any]:
     """Render an Anthropic ``message`` body.
 
@@ -260,6 +266,7 @@ def anthropic_body(
         reply: the generated reply.
         split: the request's tokens by kind.
         extra: further top-level fields (``diagnostics``), if any.
+        inference_geo: the request's data residency, echoed in the usage (``None``: none).
 
     Returns:
         The message body.
@@ -274,7 +281,7 @@ def anthropic_body(
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
         **(extra or {}),
-        "usage": anthropic_usage(split),
+        "usage": anthropic_usage(split, inference_geo),
     }
 
 
@@ -297,6 +304,7 @@ def anthropic_events(
     reply: Reply,
     split: TokenSplit,
     extra: Mapping[str, Any] | None = None,
+    inference_geo: str | None = None,
 ) -> list[MessageEvent]:
     """Anthropic's stream events for a reply, as dicts (SSE or AWS event-stream render them).
 
@@ -304,9 +312,9 @@ def anthropic_events(
     content_block_start/delta/stop, message_delta (final usage), message_stop. A reply without
     content blocks (``max_tokens`` 0) has no block events.
     """
-    start = anthropic_body(request_id, model, reply, split, extra)
+    start = anthropic_body(request_id, model, reply, split, extra, inference_geo)
     start.update(content=[], stop_reason=None, stop_sequence=None)
-    start["usage"] = {**anthropic_usage(split), "output_tokens": min(1, split.output_tokens)}
+    start["usage"]["output_tokens"] = min(1, split.output_tokens)
     events = [
         MessageEvent("head", {"type": "message_start", "message": start}),
         MessageEvent("head", {"type": "ping"}),
@@ -331,7 +339,8 @@ def anthropic_events(
         )
         events.append(MessageEvent("head", {"type": "content_block_stop", "index": index}))
     delta = {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence}
-    final = {"type": "message_delta", "delta": delta, "usage": anthropic_usage(split)}
+    usage = anthropic_usage(split, inference_geo)
+    final = {"type": "message_delta", "delta": delta, "usage": usage}
     events.append(MessageEvent("usage", final))
     events.append(MessageEvent("final", {"type": "message_stop"}))
     return events
@@ -343,9 +352,10 @@ def anthropic_stream(
     reply: Reply,
     split: TokenSplit,
     extra: Mapping[str, Any] | None = None,
+    inference_geo: str | None = None,
 ) -> list[StreamEvent]:
     """Render Anthropic's SSE events for a reply (``anthropic_events`` as ``event:``/``data:``)."""
     return [
         StreamEvent(e.tag, _sse(e.event, e.event["type"]))
-        for e in anthropic_events(request_id, model, reply, split, extra)
+        for e in anthropic_events(request_id, model, reply, split, extra, inference_geo)
     ]

@@ -40,8 +40,11 @@ Rules reproduced (Anthropic's prompt-caching page, as ``models.json`` cites it):
 * The Messages paths (Anthropic, Bedrock, Vertex) refuse a top-level field the Messages API
   does not know, as Claude does (``<field>: Extra inputs are not permitted``): the fields
   allowed are ``MESSAGES_FIELDS``, plus the platform's own body fields (``PLATFORM_FIELDS``:
-  ``anthropic_version`` on Bedrock and Vertex). OpenAI's ``reasoning_effort`` is the common
-  mistake (Claude's is ``output_config.effort``).
+  ``anthropic_version`` on Bedrock and Vertex, ``inference_geo`` on the Claude API). OpenAI's
+  ``reasoning_effort`` is the common mistake (Claude's is ``output_config.effort``).
+* Data residency (the Claude API's ``inference_geo``, ``"global"`` or ``"us"``) is refused on
+  the models billed the same everywhere (Claude 4.5 and earlier); the usage echoes it and the
+  bill applies the model's multiplier (1.1x for ``"us"``), as the model table says.
 * Bedrock and Vertex refuse a Files API source (``{"type": "file", "file_id": ...}``) of an
   image or a document, also inside a tool result or a ``content`` document source
   (``check_file_sources``): the Files API is the Claude API's own.
@@ -79,7 +82,7 @@ from langchain_claude_relay._settings_checks import (
     refused_sampling,
 )
 from langchain_claude_relay.emulator.tokens import MediaText
-from langchain_claude_relay.models import cache_model_key, lookup_model
+from langchain_claude_relay.models import INFERENCE_GEO, cache_model_key, lookup_model
 from langchain_claude_relay.request import Block
 from langchain_claude_relay.tokens import block_parts, image_size, image_tokens
 
@@ -105,6 +108,7 @@ __all__ = [
     "check_file_sources",
     "MESSAGES_FIELDS",
     "PLATFORM_FIELDS",
+    "INFERENCE_GEO_REFUSED",
     "FILES_API_PLATFORMS",
     "parse_openai",
     "parse_anthropic",
@@ -534,6 +538,8 @@ OPEN_OBJECT_VALUE = (
     "'additionalProperties' to false"
 )
 """Claude's 400 for a structured-output object whose ``additionalProperties`` is not false."""
+INFERENCE_GEO_REFUSED = "inference_geo is not supported for this model."
+"""The emulator's 400 for data residency on a model without it (Claude's wording not known)."""
 EXTRA_INPUT = "{name}: Extra inputs are not permitted"
 """Claude's 400 for a top-level field the Messages API does not know."""
 MESSAGES_FIELDS = frozenset(
@@ -555,7 +561,6 @@ MESSAGES_FIELDS = frozenset(
         "output_config",
         "cache_control",  # automatic caching (DESIGN.md, since 2026-02-19)
         "diagnostics",  # cache diagnostics (DESIGN.md); the package sends it
-        "inference_geo",
         "speed",
         # Sampling: gone from SDK 2.16's params, still taken by Claude 4.6 and earlier and
         # refused per model by ``check_model_payload``; the package sends them.
@@ -579,7 +584,8 @@ MESSAGES_FIELDS = frozenset(
 checked against the same list, though Claude's takes fewer (no ``max_tokens``, ``stream``,
 sampling...: the package drops those before counting)."""
 PLATFORM_FIELDS: dict[str, frozenset[str]] = {
-    "anthropic": frozenset(),
+    # data residency is the Claude API's (models.json's ``inference_geo`` note)
+    "anthropic": frozenset({"inference_geo"}),
     # the anthropic SDK 2.16's AnthropicBedrock adds these to the body (``lib/bedrock``):
     # the API version, the anthropic-beta header's betas and the user-profile header
     "bedrock": frozenset({"anthropic_version", "anthropic_beta", "user_profile_id"}),
@@ -722,6 +728,8 @@ def check_model_payload(
     * ``takes_forced_tool is False`` (Opus 5.5, Sonnet 5.5, Fable 5.1): a ``tool_choice`` that
       forces a tool, in either spelling;
     * ``between_tools`` thinking at an effort above ``high`` (``refused_between_tools_effort``);
+    * (Messages paths) an ``inference_geo`` that is not a geo of the model table, or on a model
+      billed the same everywhere (Claude 4.5 and earlier: no data residency);
     * (Messages paths) a structured-output schema (``output_config.format`` or the older
       ``output_format``, type ``json_schema``) with an object that is not closed by
       ``additionalProperties: false``, at any depth. The chat path's ``response_format`` is
@@ -772,6 +780,12 @@ def check_model_payload(
     effort = refused_between_tools_effort(payload)  # the client's rule
     if effort is not None:
         raise InvalidRequest(BETWEEN_TOOLS_EFFORT.format(effort=effort))
+    geo = payload.get("inference_geo") if native else None  # the Claude API's field
+    if geo is not None and (not isinstance(geo, str) or geo not in INFERENCE_GEO.geos):
+        choices = " or ".join(repr(g) for g in sorted(INFERENCE_GEO.geos))
+        raise InvalidRequest(f"inference_geo: Input should be {choices}")
+    if geo is not None and not spec.inference_geo_multipliers:
+        raise InvalidRequest(INFERENCE_GEO_REFUSED)
     schema = _output_schema(payload) if native else None
     if schema is not None:
         where, found = schema[0], _open_object(schema[1])
@@ -1219,19 +1233,23 @@ class TokenSplit(SplitTotals):
     output_tokens: int = 0
 
 
-def cost_usd(model: str, split: TokenSplit) -> float | None:
-    """USD cost of ``split`` at the model's prices, or ``None`` for an unpriced model."""
-    prices = lookup_model(model).prices
-    if prices is None:
+def cost_usd(model: str, split: TokenSplit, inference_geo: str | None = None) -> float | None:
+    """USD cost of ``split`` at the model's prices, or ``None`` for an unpriced model.
+
+    ``inference_geo`` (the request's data residency) multiplies every price by the model's
+    multiplier for it (``ModelSpec.price_multiplier``: 1.1 for ``"us"`` on 4.6 and later).
+    """
+    spec = lookup_model(model)
+    if spec.prices is None:
         return None
-    charges = prices.charges(
+    charges = spec.prices.charges(
         split.input_tokens,
         split.cache_read,
         split.cache_write_5m,
         split.cache_write_1h,
         split.output_tokens,
     )
-    return round(sum(charges), 10)
+    return round(sum(charges) * spec.price_multiplier(inference_geo), 10)
 
 
 @dataclass(frozen=True)

@@ -734,15 +734,17 @@ class EmulatorCore:
             if wire.anthropic:
                 cached = split.cache_read + split.cache_write
                 self._prints.remember(message_id(rid), fingerprint(prefix, cached))
-        entry = _billing_entry(rid, wire, bill, split, bool(payload.get("stream")))
+        # data residency: the Claude API's field, checked (a geo of the model) when parsed
+        geo = payload.get("inference_geo") if wire.anthropic else None
+        entry = _billing_entry(rid, wire, bill, split, bool(payload.get("stream")), geo)
         self._bill(entry)  # as Claude bills it: whatever reaches the client from here
         model = str(payload["model"])
         if payload.get("stream"):
-            events = self._stream_events(rid, wire, payload, reply, split, start, extra)
+            events = self._stream_events(rid, wire, payload, reply, split, start, extra, geo)
             body = self._stream(events, entry, fault == "cut", gone)
             return StreamingResponse(body, headers=headers, media_type=wire.stream_media_type)
         if wire.anthropic:
-            document = anthropic_body(rid, model, reply, split, extra)
+            document = anthropic_body(rid, model, reply, split, extra, geo)
         else:
             created = CREATED_EPOCH + int(start)
             document = openai_body(rid, model, created, reply, self._usage(split))
@@ -788,6 +790,7 @@ class EmulatorCore:
         split: TokenSplit,
         start: float,
         extra: Mapping[str, Any] | None,
+        geo: str | None = None,
     ) -> list[StreamEvent]:
         model = str(payload["model"])
         if wire.platform == "bedrock":
@@ -796,7 +799,7 @@ class EmulatorCore:
                 for e in anthropic_events(rid, model, reply, split, extra)
             ]
         if wire.anthropic:
-            return anthropic_stream(rid, model, reply, split, extra)
+            return anthropic_stream(rid, model, reply, split, extra, geo)
         options = payload.get("stream_options") or {}
         usage = self._usage(split) if options.get("include_usage") else None
         return openai_stream(rid, model, CREATED_EPOCH + int(start), reply, usage)
@@ -910,7 +913,12 @@ def _decode_payload(body: bytes, request: Request, wire: _Wire) -> dict[str, Any
 
 
 def _billing_entry(
-    rid: str, wire: _Wire, bill: CacheBill, split: TokenSplit, streamed: bool
+    rid: str,
+    wire: _Wire,
+    bill: CacheBill,
+    split: TokenSplit,
+    streamed: bool,
+    inference_geo: str | None = None,
 ) -> BillingEntry:
     return BillingEntry(
         request_id=rid,
@@ -923,7 +931,7 @@ def _billing_entry(
         cache_write_5m=split.cache_write_5m,
         cache_write_1h=split.cache_write_1h,
         output_tokens=split.output_tokens,
-        cost_usd=cost_usd(bill.model, split),
+        cost_usd=cost_usd(bill.model, split, inference_geo),
         hit_index=bill.hit_index,
         marker_indices=bill.marker_indices,
         write_indices=tuple(i for i, _, _ in bill.writes),

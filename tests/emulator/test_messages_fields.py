@@ -139,7 +139,6 @@ KNOWN_VALUES: dict[str, Any] = {
     "output_config": {"effort": "low"},
     "cache_control": {"type": "ephemeral"},
     "diagnostics": {"previous_message_id": "msg_unknown"},
-    "inference_geo": "us",
     "speed": "standard",
     "temperature": 0.5,
     "top_p": 0.9,
