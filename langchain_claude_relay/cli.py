@@ -502,6 +502,9 @@ def _models_text(rows: Sequence[dict[str, Any]]) -> str:
             notes.append("no prefill")
         if r["takes_forced_tool"] is False:
             notes.append("no forced tool_choice")
+        geos = [f"{g} x{m:g}" for g, m in r["inference_geo_multipliers"].items() if m != 1]
+        if geos:
+            notes.append("inference_geo " + ", ".join(geos))
         notes += [
             f"report {p['name']}: reads {p['read_multiplier']:g}x" for p in r["price_reports"]
         ]

@@ -116,6 +116,8 @@ def test_models_prints_the_table_with_sources(capsys: pytest.CaptureFixture[str]
     assert re.search(r"^opus-5-5 .* 0\.05x", text, re.MULTILINE)
     assert re.search(r"^fable-5-1 .* 0\.025x", text, re.MULTILINE)
     assert "listed, unpriced" in text
+    assert re.search(r"^sonnet-4-6 .*inference_geo us x1\.1", text, re.MULTILINE)
+    assert not re.search(r"^haiku-4-5 .*inference_geo", text, re.MULTILINE)  # no residency
     assert "sonnet-4-5" not in text  # retired: only with --all
     assert "pricing-2026-12" in text
     assert "(read 2026-12-01)" in text
