@@ -138,6 +138,7 @@ from langchain_claude_relay.models import (
     model_profile,
 )
 from langchain_claude_relay.planner.keepalive import KeepAlive, keepalive_request
+from langchain_claude_relay.planner.plan import write_split_hints
 from langchain_claude_relay.planner.protocol import Planner, as_planner
 from langchain_claude_relay.planner.rules import validate_user_markers
 from langchain_claude_relay.request import MAX_CACHE_MARKERS, CacheControl, ClaudeRequest, Tool
@@ -1323,9 +1324,7 @@ class ChatClaudeRelay(BaseChatModel):
         if raw_usage is None:
             meta["cost_usd"] = None
             return None, meta
-        hint = _write_ttl_hint(prepared.request)
-        plan = prepared.plan
-        share = plan.one_hour_share if hint is None and plan is not None else None  # 1h and 5m
+        hint, share = write_split_hints(prepared.request, prepared.plan)
         usage = normalize_usage(raw_usage, write_ttl_hint=hint, one_hour_share=share)
         prepared.usage = usage
         pricing, meta["cost_source"] = self._pricing(prepared.model)
@@ -2408,19 +2407,6 @@ def _refuse_zero_output(params: Mapping[str, Any], request: ClaudeRequest, *, ma
             "Pass max_tokens=1, or use llm.warm(...), which sends the least output Claude takes."
         )
         raise RequestValidationError(msg)
-
-
-def _write_ttl_hint(request: ClaudeRequest) -> Literal["5m", "1h"] | None:
-    """When a relay reports writes without the 5m/1h split, the markers tell which it was.
-
-    The top-level marker (automatic caching) counts too: it may be the request's only one.
-    """
-    ttls = {marker.ttl for marker in request.markers().values()}
-    if request.cache_control is not None:
-        ttls.add(request.cache_control.ttl)
-    if len(ttls) == 1:
-        return next(iter(ttls))
-    return None
 
 
 def _first_env(names: Sequence[str]) -> str | None:

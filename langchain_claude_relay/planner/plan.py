@@ -37,6 +37,7 @@ __all__ = [
     "BreakpointOutcome",
     "Observation",
     "reconcile",
+    "write_split_hints",
 ]
 
 Outcome = Literal["read", "write", "none"]
@@ -670,3 +671,33 @@ def reconcile(plan: CachePlan, usage: UsageLike, *, calibration_updated: bool) -
         calibration_updated=calibration_updated,
         read_prefix=read_point(plan, read, scale, floor=deepest_read),
     )
+
+
+def write_split_hints(
+    sent: ClaudeRequest, plan: CachePlan | None
+) -> tuple[CacheTTL | None, float | None]:
+    """How to split cache writes a relay reports without their TTLs (OpenRouter does).
+
+    Args:
+        sent: the request as sent, with its markers (a top-level one counts too: it may be
+            the request's only one).
+        plan: its plan, if the planner made one.
+
+    Returns:
+        ``(write_ttl_hint, one_hour_share)`` for ``usage.normalize_usage``: the TTL when every
+        marker has the same one, else the plan's share of the input up to its last 1h marker
+        (``CachePlan.one_hour_share``; ``None`` without a plan: the writes stay 5m).
+
+    >>> from langchain_claude_relay.request import Block, Message
+    >>> sent = ClaudeRequest("claude-sonnet-5-5", system=(Block("text", {"text": "doc"}),),
+    ...     messages=(Message("user", (Block("text", {"text": "q"}),)),),
+    ...     cache_control=CacheControl("1h"))
+    >>> write_split_hints(sent, None)
+    ('1h', None)
+    """
+    ttls = {marker.ttl for marker in sent.markers().values()}
+    if sent.cache_control is not None:
+        ttls.add(sent.cache_control.ttl)
+    if len(ttls) == 1:
+        return next(iter(ttls)), None
+    return None, (plan.one_hour_share if plan is not None and ttls else None)

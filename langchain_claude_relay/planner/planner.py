@@ -90,6 +90,7 @@ from langchain_claude_relay.planner.plan import (
     UsageLike,
     reconcile,
     trace_of,
+    write_split_hints,
 )
 from langchain_claude_relay.planner.reuse import (
     LineageEntry,
@@ -737,9 +738,7 @@ class CachePlanner:
                 "prompt_cache_hit_tokens",
             )
             if any(name in usage for name in raw_fields):  # the relay's own usage object
-                ttls = {bp.ttl for bp in plan.breakpoints}
-                hint = next(iter(ttls)) if len(ttls) == 1 else None
-                share = plan.one_hour_share if hint is None else None  # 1h and 5m mixed
+                hint, share = write_split_hints(plan.apply(), plan)
                 return normalize_usage(usage, write_ttl_hint=hint, one_hour_share=share)
             if "input_tokens" in usage:  # usage_metadata without details: nothing cached
                 return from_usage_metadata(usage)
