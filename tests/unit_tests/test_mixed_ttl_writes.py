@@ -14,6 +14,8 @@ from fake_relay import FakeRelay, completion
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.planner.plan import write_split_hints
+from langchain_claude_relay.request import Block, CacheControl, ClaudeRequest, Message, Position
 from langchain_claude_relay.usage import normalize_usage
 
 OPENROUTER = {  # prompt_tokens includes the writes; no TTL split
@@ -89,3 +91,44 @@ def test_a_planned_call_books_mixed_writes_by_ttl(relay: FakeRelay, make_llm: An
     assert details["ephemeral_5m_input_tokens"] > 0
     entry = ledger.entries()[-1]
     assert entry.cache_write_1h_tokens == written_1h
+
+
+class _Plan:
+    """What ``write_split_hints`` reads of a plan."""
+
+    one_hour_share = 0.25
+
+
+def _sent(block_ttls: tuple[str, ...], top: str | None) -> ClaudeRequest:
+    system = tuple(Block("text", {"text": f"part {i}"}) for i in range(len(block_ttls)))
+    request = ClaudeRequest(
+        "claude-sonnet-5-5",
+        system=system,
+        messages=(Message("user", (Block("text", {"text": "q"}),)),),
+        cache_control=None if top is None else CacheControl(top),  # type: ignore[arg-type]
+    )
+    return request.with_markers(
+        {Position("system", i): CacheControl(t) for i, t in enumerate(block_ttls)}  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("block_ttls", "top", "planned", "expected"),
+    [
+        ((), None, True, (None, None)),  # nothing marked: nothing written
+        (("5m", "5m"), None, True, ("5m", None)),
+        (("1h",), None, False, ("1h", None)),
+        ((), "1h", False, ("1h", None)),  # automatic caching alone: its TTL
+        (("1h",), "5m", True, (None, 0.25)),  # mixed: the plan's 1h share
+        (("1h", "5m"), None, True, (None, 0.25)),
+        (("1h", "5m"), None, False, (None, None)),  # mixed, no plan: the writes stay 5m
+    ],
+)
+def test_the_split_hints_come_from_the_markers_sent_and_the_plan(
+    block_ttls: tuple[str, ...],
+    top: str | None,
+    planned: bool,
+    expected: tuple[str | None, float | None],
+) -> None:
+    plan: Any = _Plan() if planned else None
+    assert write_split_hints(_sent(block_ttls, top), plan) == expected
