@@ -559,7 +559,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from langchain_claude_relay.errors import ClaudeRelayError
 
     try:
-        return run_demo(turns=args.turns)
+        return run_demo(turns=args.turns, relay=args.relay)
     except (ValueError, ClaudeRelayError) as exc:  # settings (no key, ...), or the relay
         return _failed("demo", exc, os.environ)
 
@@ -606,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--turns", type=_positive_int, default=None, help="questions to ask (default: all 8)"
+    )
+    demo.add_argument(
+        "--relay",
+        action="store_true",
+        help="run on the relay CLAUDE_RELAY_BASE_URL names, with CLAUDE_RELAY_API_KEY (billed; "
+        "default: the embedded emulator, whatever the environment says)",
     )
     demo.set_defaults(func=_cmd_demo)
 

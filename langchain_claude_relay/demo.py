@@ -177,24 +177,39 @@ def _format_row(row: _CallRow) -> str:
 
 
 @contextmanager
-def _relay() -> Iterator[tuple[str, str, Callable[[float], object], Callable[[], float], str]]:
-    """The relay to use: a real one from the environment, else the embedded emulator.
+def _relay(
+    real: bool,
+) -> Iterator[tuple[str, str, Callable[[float], object], Callable[[], float], str]]:
+    """The relay to use: the embedded emulator, or (``real``) the one in the environment.
+
+    A real relay bills the demo's calls, so it is never used unless asked for: exporting
+    ``CLAUDE_RELAY_BASE_URL`` for one's own code does not move ``make demo`` onto it.
 
     Raises:
-        ValueError: if ``CLAUDE_RELAY_BASE_URL`` is set without ``CLAUDE_RELAY_API_KEY``.
+        ValueError: if ``real`` and ``CLAUDE_RELAY_BASE_URL`` or ``CLAUDE_RELAY_API_KEY`` is
+            not set.
 
     """
-    base_url = os.environ.get("CLAUDE_RELAY_BASE_URL")
-    api_key = os.environ.get("CLAUDE_RELAY_API_KEY")
-    if base_url and not api_key:  # running on the emulator instead would hide the mistake
-        msg = (
-            "CLAUDE_RELAY_BASE_URL is set but CLAUDE_RELAY_API_KEY is not: set "
-            "CLAUDE_RELAY_API_KEY (or unset CLAUDE_RELAY_BASE_URL to use the embedded emulator)"
-        )
-        raise ValueError(msg)
-    if base_url and api_key:
+    if real:
+        base_url = os.environ.get("CLAUDE_RELAY_BASE_URL")
+        api_key = os.environ.get("CLAUDE_RELAY_API_KEY")
+        if not base_url or not api_key:
+            missing = " and ".join(
+                name
+                for name, value in (
+                    ("CLAUDE_RELAY_BASE_URL", base_url),
+                    ("CLAUDE_RELAY_API_KEY", api_key),
+                )
+                if not value
+            )
+            msg = (
+                f"the demo on a real relay needs CLAUDE_RELAY_BASE_URL and CLAUDE_RELAY_API_KEY; "
+                f"{missing} not set (without --relay it runs on the embedded emulator)"
+            )
+            raise ValueError(msg)
         where = f"the relay at {redact_url(base_url)}"  # its userinfo and query may hold keys
-        yield base_url, api_key, lambda _s: None, time.time, where
+        started = time.time()
+        yield base_url, api_key, lambda _s: None, lambda: time.time() - started, where
         return
     from langchain_claude_relay.emulator import RelayEmulator
 
@@ -202,16 +217,19 @@ def _relay() -> Iterator[tuple[str, str, Callable[[float], object], Callable[[],
         yield emu.base_url, "demo", emu.set_time, lambda: emu.now, "the embedded relay emulator"
 
 
-def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
+def run_demo(turns: int | None = None, out: TextIO | None = None, relay: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every call succeeded).
 
     Args:
         turns: how many questions to ask, at least 1 (default: all of ``TURNS``).
         out: where to print (default: standard output).
+        relay: run on the relay ``CLAUDE_RELAY_BASE_URL`` names, with ``CLAUDE_RELAY_API_KEY``
+            (billed: 16 calls, about 260K input tokens, most of them cache reads), in real
+            time; default: the embedded emulator, in virtual time.
 
     Raises:
-        ValueError: for ``turns`` below 1, a relay URL that is not one, or a relay URL
-            without a key.
+        ValueError: for ``turns`` below 1, or (``relay``) a relay URL or key not set or a
+            relay URL that is not one.
         ClaudeRelayError: if the relay fails (``claude-relay demo`` prints it on one line).
 
     """
@@ -230,7 +248,7 @@ def run_demo(turns: int | None = None, out: TextIO | None = None) -> int:
         "exact rule.\n\n" + "\n\n".join(sections)
     )
     schedule = TURNS[: turns or len(TURNS)]
-    with _relay() as (base_url, api_key, set_minute_clock, now, where):
+    with _relay(relay) as (base_url, api_key, set_minute_clock, now, where):
         emulated = api_key == "demo"
         planner: CachePlanner | Literal["auto"] = (
             CachePlanner(store=MemoryStore(), clock=now) if emulated else "auto"

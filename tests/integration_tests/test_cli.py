@@ -325,9 +325,7 @@ _KEY = {"CLAUDE_RELAY_API_KEY": "sk-demo-secret-123456"}
         ({"CLAUDE_RELAY_BASE_URL": "127.0.0.1:18787/v1", **_KEY}, "is not an http(s) URL", 2),
         ({"CLAUDE_RELAY_BASE_URL": "http://127.0.0.1:1/v1", **_KEY},
          "the relay failed (APIConnectionError)", 1),
-        ({"CLAUDE_RELAY_BASE_URL": "http://127.0.0.1:1/v1"},
-         "set CLAUDE_RELAY_API_KEY (or unset CLAUDE_RELAY_BASE_URL to use the embedded "
-         "emulator)", 2),
+        ({"CLAUDE_RELAY_BASE_URL": "http://127.0.0.1:1/v1"}, "CLAUDE_RELAY_API_KEY not set", 2),
     ],
 )  # fmt: skip
 def test_demo_relay_errors_are_one_line(
@@ -340,7 +338,7 @@ def test_demo_relay_errors_are_one_line(
     monkeypatch.delenv("CLAUDE_RELAY_API_KEY", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert main(["demo", "--turns", "1"]) == status
+    assert main(["demo", "--relay", "--turns", "1"]) == status
     err = capsys.readouterr().err.strip()
     assert err.startswith("claude-relay demo: ")
     assert expected in err
@@ -402,3 +400,46 @@ def test_probe_says_when_it_could_not_tell(
     if block_markers is None:
         assert "completion_tokens, prompt_tokens" in adaptation
         assert "none needed" not in adaptation
+
+
+# -- the demo runs on a real relay only when asked --------------------------------------------
+
+
+def test_the_demo_stays_on_the_emulator_when_a_relay_is_exported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``make demo`` is the emulator's: a relay exported for one's own code is not billed."""
+    monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-test-not-used-0123456789")
+    out = io.StringIO()
+    assert run_demo(turns=1, out=out) == 0
+    assert "on the embedded relay emulator" in out.getvalue()
+
+
+@pytest.mark.parametrize("unset", ["CLAUDE_RELAY_BASE_URL", "CLAUDE_RELAY_API_KEY"])
+def test_the_demo_on_a_relay_names_the_variable_it_lacks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unset: str
+) -> None:
+    monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-test-secret-0123456789")
+    monkeypatch.delenv(unset)
+    assert main(["demo", "--relay", "--turns", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{unset} not set" in err
+    assert "sk-test-secret" not in err
+
+
+def test_the_demo_runs_on_the_relay_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_claude_relay.emulator import RelayEmulator
+
+    with RelayEmulator() as relay:  # a relay of its own, on the wall clock
+        monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", relay.base_url)
+        monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-test-relay-0123456789")
+        out = io.StringIO()
+        assert run_demo(turns=1, out=out, relay=True) == 0
+        assert relay.billing_log  # the calls went to it
+        text = out.getvalue()
+        assert f"on the relay at {relay.base_url}" in text
+    rows = [line.split() for line in text.splitlines() if re.match(r"^\s+1\s+\d", line)]
+    assert rows
+    assert all(float(row[1]) < 5.0 for row in rows)  # minutes since the demo began
