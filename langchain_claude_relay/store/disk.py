@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -221,9 +222,10 @@ class DiskStore:
         self._reader: sqlite3.Connection | None = None
         self._writer_db: sqlite3.Connection | None = None
         db = self._read_db()
-        with begin_immediate(db):
-            for statement in _SCHEMA:
-                db.execute(statement)
+        if not _has_schema(db):  # a write lock only to create it: opening waits for no writer
+            with begin_immediate(db):
+                for statement in _SCHEMA:
+                    db.execute(statement)
         self._hash_key = database_hash_key(db, hash_key)
         self._identity = file_identity(self._db_path)
         self._memory: dict[str, _Loaded] = {}
@@ -704,6 +706,20 @@ class DiskStore:
 
 
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must neither use nor close
+
+
+_SCHEMA_NAMES = frozenset(
+    name for statement in _SCHEMA for name in re.findall(r"IF NOT EXISTS (\w+)", statement)
+)
+"""The tables, indexes and triggers ``_SCHEMA`` creates."""
+
+
+def _has_schema(db: sqlite3.Connection) -> bool:
+    """Whether the tables, indexes, triggers and size row exist (a read: no write lock)."""
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    if not names >= _SCHEMA_NAMES:
+        return False
+    return db.execute("SELECT 1 FROM size WHERE id = 0").fetchone() is not None
 
 
 def _dumps(frozen: Any) -> str:

@@ -93,6 +93,7 @@ __all__ = [
     "RedisStore",
     "KEY_CHECK_SECONDS",
     "FleetKey",
+    "FleetKeyError",
     "fleet_hash_key",
     "store_from_env",
 ]
@@ -188,6 +189,14 @@ _SET, _DELETE, _INCR_OP = range(3)
 
 def _number_text(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
+
+
+class FleetKeyError(RuntimeError):
+    """The fleet's hash key in Redis is damaged (a store failure, not a bad argument).
+
+    Not a ``ValueError``: ``ResilientStore`` re-raises those as the caller's bugs, while a
+    damaged key read back from Redis must degrade planning to memory with one warning.
+    """
 
 
 class _Malformed(ValueError):
@@ -369,6 +378,11 @@ class RedisStore:
         self.refresh = float(refresh)
         self._mirror = MemoryStore(clock=time.time)  # what this process last read or wrote
         self._fresh: dict[str, float] = {}  # key -> when the mirror last agreed with Redis
+        # Local writes per key since the mirror was last reset (and how many resets): a read
+        # in flight while this process writes the key must not put the older value back.
+        self._written: dict[str, int] = {}
+        self._resets = 0
+        self._mirror_lock = threading.Lock()
         self._marks: dict[str, list[Any]] = {}  # prefix record key -> its last warm mark
         self._lock = threading.RLock()
         self._tx: dict[str, tuple[int, Any]] | None = None
@@ -421,15 +435,40 @@ class RedisStore:
         """Run a Redis action: ``(result,)``, or ``None`` when Redis is (or just went) down."""
         return self.health.call(action, "the planner's state store")
 
-    def _remember(self, key: str, value: Any, expire: float | None = None) -> None:
-        if len(self._mirror) > _MIRROR_KEYS or len(self._fresh) > _MIRROR_KEYS:
-            self._mirror = MemoryStore(clock=time.time)
-            self._fresh, self._marks = {}, {}
-        if value is None:
-            self._mirror.delete(key)
-        else:
-            self._mirror.set(key, value, expire=expire)
-        self._fresh[key] = time.monotonic()
+    def _read_token(self, key: str) -> tuple[int, int]:
+        """What a read starting now must find unchanged to be remembered (``_remember``)."""
+        with self._mirror_lock:
+            return self._resets, self._written.get(key, 0)
+
+    def _remember(
+        self,
+        key: str,
+        value: Any,
+        expire: float | None = None,
+        *,
+        read: tuple[int, int] | None = None,
+    ) -> bool:
+        """Put a value in the mirror: a local write (``read=None``), or what Redis answered.
+
+        Returns:
+            Whether it was kept: a value read from Redis is not when this process wrote the key
+            after the read began (the mirror then holds the newer value, still to be sent).
+        """
+        with self._mirror_lock:
+            if read is not None and read != (self._resets, self._written.get(key, 0)):
+                return False
+            if len(self._mirror) > _MIRROR_KEYS or len(self._fresh) > _MIRROR_KEYS:
+                self._mirror = MemoryStore(clock=time.time)
+                self._fresh, self._marks, self._written = {}, {}, {}
+                self._resets += 1
+            if read is None:
+                self._written[key] = self._written.get(key, 0) + 1
+            if value is None:
+                self._mirror.delete(key)
+            else:
+                self._mirror.set(key, value, expire=expire)
+            self._fresh[key] = time.monotonic()
+            return True
 
     def _local(self, key: str, prefix: bool) -> Any:
         value = self._mirror.get(key)
@@ -449,6 +488,7 @@ class RedisStore:
             return self._local(key, prefix is not None)
         names = [key] if prefix is None else [key, f"w:{prefix.group(1)}"]
         limits = [MAX_VALUE_FIELDS, MAX_VALUE_BYTES, _MAX_NUMBER_BYTES]
+        token = self._read_token(key)
         done = self.call(
             lambda: self._get_script(keys=[self.redis_key(n) for n in names], args=limits)
         )
@@ -460,7 +500,8 @@ class RedisStore:
         except _Malformed as exc:
             self._malformed(key, exc)
             value = None
-        self._remember(key, value)
+        if not self._remember(key, value, read=token):  # written meanwhile: that is newer
+            return self._local(key, prefix is not None)
         if prefix is None:
             return value
         self._marks[key] = list(reply[2])
@@ -506,15 +547,18 @@ class RedisStore:
                 return self._incr_in_transaction(key, float(delta))
         if self._unsent(key):  # a queued write to this key must land first
             self.flush()
+        token = self._read_token(key)
         done = self.call(
             lambda: self._incr_script(
                 keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
             )
         )
         if done is None:
-            return self._mirror.incr(key, delta)
+            with self._mirror_lock:
+                self._written[key] = self._written.get(key, 0) + 1
+                return self._mirror.incr(key, delta)
         value = float(_parse_number(done[0]))
-        self._remember(key, value)
+        self._remember(key, value, read=token)
         return value
 
     def _incr_in_transaction(self, key: str, delta: float) -> float:
@@ -684,7 +728,7 @@ def fleet_hash_key(client: Any, namespace: str) -> bytes:
 
     Raises:
         redis.RedisError: if Redis cannot be reached.
-        ValueError: if the stored key is damaged (delete it to make a new one).
+        FleetKeyError: if the stored key is damaged (delete it to make a new one).
     """
     from_env = hash_key_from_env()
     if from_env is not None:
@@ -702,7 +746,7 @@ def fleet_hash_key(client: Any, namespace: str) -> bytes:
     key = client.get(name)
     if not isinstance(key, bytes) or len(key) < HASH_KEY_BYTES // 2:
         msg = f"the fleet's hash key in Redis ({name}) is damaged: delete it to make a new one"
-        raise ValueError(msg)
+        raise FleetKeyError(msg)
     return key
 
 
@@ -755,7 +799,7 @@ class FleetKey:
 
         Raises:
             redis.RedisError: if Redis cannot be reached.
-            ValueError: if the stored key is damaged.
+            FleetKeyError: if the stored key is damaged.
         """
         key = self._key
         if key is None:

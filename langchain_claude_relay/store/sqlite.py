@@ -137,6 +137,14 @@ def database_hash_key(db: sqlite3.Connection, given: bytes | None = None) -> byt
     from_env = hash_key_from_env()
     if from_env is not None:
         return from_env
+    with contextlib.suppress(sqlite3.OperationalError):  # no meta table yet
+        found = db.execute("SELECT value FROM meta WHERE name = 'hash_key'").fetchone()
+        if (
+            found is not None
+            and isinstance(found[0], bytes)
+            and len(found[0]) >= HASH_KEY_BYTES // 2
+        ):
+            return found[0]  # a read: opening an existing database waits for no writer
     with begin_immediate(db):
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value)")
         db.execute(
