@@ -1,4 +1,4 @@
-"""Opening an existing state database waits for no writer: it only reads when the schema is there."""
+"""Opening an existing state database waits for no writer: it reads when the schema exists."""
 
 from __future__ import annotations
 
