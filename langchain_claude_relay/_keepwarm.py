@@ -295,6 +295,12 @@ class KeepWarmScheduler:
                     other.expires = max(other.expires, started + TTL_SECONDS[other.keep.ttl])
             pending.expires = started + TTL_SECONDS[pending.keep.ttl]  # the read restarted it
             # a cancel or a newer advice meanwhile wins: this one is no longer in the registry
+            kept = self._pending.get(pending.keep.prefix_hash) is pending
+        # sent from another thread (``run_due``), the thread did not wait for this one
+        # (``_seconds_to_due`` leaves out what is being sent): it learns its next due time
+        wake = not self.running or pending.due < self._wake_at
+        if kept and wake and self._worker is not None and not self._closed:
+            self._worker.queued()
         return cost
 
     def _over_budget(self) -> None:
@@ -307,7 +313,10 @@ class KeepWarmScheduler:
         )
 
     def _seconds_to_due(self) -> float | None:
-        due = self.next_due()
+        # a keep-alive being sent (from another thread) is left out: its due time is past
+        # until the send returns, and waiting 0 for it would spin the thread meanwhile
+        with self._lock:
+            due = min((p.due for p in self._pending.values() if not p.sending), default=None)
         self._wake_at = math.inf if due is None else due
         if due is None:
             return None

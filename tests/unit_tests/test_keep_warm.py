@@ -278,6 +278,45 @@ def test_the_thread_sends_on_the_wall_clock_and_ends_on_close() -> None:
     assert len(sent) == 1
 
 
+def test_the_thread_waits_while_another_thread_sends_a_keep_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # run_keep_warm() in the user's thread sent the keep-alive while the daemon thread waited:
+    # next_due() still gave the in-flight one's past due time, so the thread spun on a zero
+    # wait (hundreds of thousands of wake-ups, a core busy) until the send returned
+    import langchain_claude_relay._keepwarm as keepwarm
+
+    monkeypatch.setattr(keepwarm, "MARGIN", 299.0)  # the next one falls due 1 s after a send
+    sent: list[str] = []
+    wakeups = itertools.count()
+    in_thread = KeepWarmScheduler._run_in_thread
+
+    def counted(self: KeepWarmScheduler) -> None:
+        next(wakeups)
+        in_thread(self)
+
+    monkeypatch.setattr(KeepWarmScheduler, "_run_in_thread", counted)
+    again = threading.Event()
+
+    def send(_item: PendingKeepAlive, _at: float) -> float:
+        sent.append(threading.current_thread().name)
+        if len(sent) == 1:
+            time.sleep(1.0)  # a slow relay
+        else:
+            again.set()
+        return 0.0
+
+    keep = KeepWarmScheduler(time.time, send, budget_usd=1.0, background=True)
+    keep.schedule(pending(advice(written_at=time.time() - 1.0 + 0.2)))  # due in 0.2 s
+    assert keep.run_due(time.time() + 1.0) == 1  # the user's thread sends it, a little early
+    assert next(wakeups) < 50
+    # the thread still sends the next one, due 1 s after the one sent here
+    assert again.wait(5.0), "the thread did not send the next keep-alive"
+    keep.close()
+    assert sent[0] == threading.current_thread().name
+    assert sent[1] == "claude-relay-keep-warm"
+
+
 def test_the_thread_ends_at_interpreter_exit() -> None:
     keep = KeepWarmScheduler(time.time, lambda _i, _at: 0.0, budget_usd=1.0, background=True)
     keep.schedule(pending(advice(written_at=time.time())))
