@@ -38,13 +38,15 @@ from langchain_claude_relay.planner.followup import WINDOW
 from langchain_claude_relay.planner.keepalive import KeepAlive
 from langchain_claude_relay.planner.rules import TTL_SECONDS
 
-__all__ = ["MARGIN", "IDLE_EXIT", "PendingKeepAlive", "KeepWarmScheduler"]
+__all__ = ["MARGIN", "KEEP_ALIVE_TIMEOUT", "IDLE_EXIT", "PendingKeepAlive", "KeepWarmScheduler"]
 
 logger = logging.getLogger("langchain_claude_relay.keep_warm")
 
 MARGIN = 15.0
 """Seconds before an entry expires that its keep-alive is sent (the TTL runs from the request's
 start as Claude sees it: network and queueing must fit in this margin)."""
+KEEP_ALIVE_TIMEOUT = 60.0
+"""Seconds a keep-alive's one attempt may take (no retries: a late one would pay a write)."""
 IDLE_EXIT = 60.0
 """Seconds the background thread waits with nothing pending before it ends (it restarts)."""
 

@@ -16,6 +16,7 @@ factories (``planner.default_planner``, ``limiter.limiter_for``, ``ledger.defaul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -24,6 +25,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -95,7 +97,7 @@ from langchain_claude_relay._convert import (
     to_claude_request,
 )
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
-from langchain_claude_relay._keepwarm import KeepWarmScheduler, PendingKeepAlive
+from langchain_claude_relay._keepwarm import KEEP_ALIVE_TIMEOUT, KeepWarmScheduler, PendingKeepAlive
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import (
     check_api_key,
@@ -881,7 +883,36 @@ class ChatClaudeRelay(BaseChatModel):
         fields["secret_headers"] = {}
         private = dict(state.get("__pydantic_private__") or {})
         private["_missing_secret_headers"] = missing
+        private.update(_UNSHARED_PRIVATE)  # its own keep-alives, once it has calls to keep
         return {**state, "__dict__": fields, "__pydantic_private__": private}
+
+    def __copy__(self) -> ChatClaudeRelay:
+        """A shallow copy (``model_copy``) with its own clients and keep-alive scheduler.
+
+        Built clients were copied along: ``model_copy(update={"base_url": ...})`` kept sending
+        to the old relay with the old key. A shared scheduler sent the copy's keep-alives
+        through the original, on its budget, and closing either stopped both.
+        """
+        copied = super().__copy__()
+        copied._unshare()
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> ChatClaudeRelay:
+        """A deep copy (``model_copy(deep=True)``), with its own clients and scheduler."""
+        memo = {} if memo is None else memo
+        for value in (*(self.__dict__.get(name) for name in _BUILT), self._keep_warm_state):
+            if value is not None:  # locks and sockets: built again, never copied
+                memo[id(value)] = None
+        copied = super().__deepcopy__(memo)
+        copied._unshare()
+        return copied
+
+    def _unshare(self) -> None:
+        """Forget the clients and the scheduler a copy took from its original."""
+        for name in _BUILT:
+            self.__dict__.pop(name, None)
+        for name, value in _UNSHARED_PRIVATE.items():
+            setattr(self, name, value)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Restore a pickled model; its key is read from the environment again."""
@@ -1093,7 +1124,7 @@ class ChatClaudeRelay(BaseChatModel):
                     planner.abandoned(plan)
                 _refuse_zero_output(params, request, marked=False)
             params["max_tokens"] = 1  # a warm-up with output Claude accepts
-        self._keep_warm_cancel(plan.request if plan is not None else request)
+        self._keep_warm_cancel(plan.request if plan is not None else request, planner)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
         payload = self._wire.render(request, params, planner is not None)
@@ -1860,15 +1891,26 @@ class ChatClaudeRelay(BaseChatModel):
             return False
         return self._pricing(request.model)[0].prices is not None
 
-    def _keep_warm_cancel(self, request: ClaudeRequest) -> None:
+    def _keep_warm_cancel(self, request: ClaudeRequest, planner: Planner | None) -> None:
         """A request carrying a kept prefix reads it itself: its keep-alives stop.
+
+        Those of every model planning on the same planner too (a follow-up sent through
+        another model, or another worker's, reads the prefix all the same).
 
         ``request`` is the one planned (its prefix hashes are already computed; markers do not
         change them).
         """
-        scheduler = self._keep_warm_state
-        if scheduler is not None and scheduler.pending:
-            scheduler.cancel(request.prefix_hashes())
+        with _KEEP_WARM_LOCK:
+            schedulers: dict[int, KeepWarmScheduler] = {}
+            with contextlib.suppress(TypeError):  # no planner, or one that is not hashable
+                schedulers = {id(s): s for s in _SCHEDULERS_BY_PLANNER.get(planner, ())}
+            if self._keep_warm_state is not None:
+                schedulers[id(self._keep_warm_state)] = self._keep_warm_state
+        pending = [s for s in schedulers.values() if s.pending]
+        if pending:
+            hashes = request.prefix_hashes()
+            for scheduler in pending:
+                scheduler.cancel(hashes)
 
     def _keep_warm_after(
         self, prepared: _Prepared, usage: NormalizedUsage, tools: Sequence[str]
@@ -1899,6 +1941,8 @@ class ChatClaudeRelay(BaseChatModel):
                     background=planner.clock is time.time,
                 )
                 self._keep_warm_state = scheduler
+                with contextlib.suppress(TypeError):  # a planner that is not hashable
+                    _SCHEDULERS_BY_PLANNER.setdefault(planner, weakref.WeakSet()).add(scheduler)
         if scheduler is not None and scheduler.clock is not planner.clock:
             warn_once(
                 ("keep_warm_clock", id(self)),
@@ -1963,7 +2007,12 @@ class ChatClaudeRelay(BaseChatModel):
             # too late) nor takes one they are waiting for. Dropped, as a failed one is.
             logger.info("a keep-alive request was skipped: the rate limiter had no room")
             return None
-        raw = self._transport.create(self._wire.render(request, source.params, True))
+        if self._closed:  # closed while it was chosen: nothing goes out after close()
+            return None
+        # One attempt, no retries: a retry comes after the entry expired (it would pay the
+        # write it was meant to save), and a relay answering 429 or 529 gets no more load.
+        payload = self._wire.render(request, source.params, True)
+        raw = self._transport.create_once(payload, KEEP_ALIVE_TIMEOUT)
         parsed = self._wire.parse(raw.body)
         if parsed.usage is None:  # not billed as far as we can tell: count the worst case
             return pending.worst_case_usd
@@ -2317,6 +2366,10 @@ class ChatClaudeRelay(BaseChatModel):
 
 
 _KEEP_WARM_LOCK = threading.Lock()
+_SCHEDULERS_BY_PLANNER: weakref.WeakKeyDictionary[Any, weakref.WeakSet[KeepWarmScheduler]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The keep-alive schedulers of the models planning on each planner (``_keep_warm_cancel``)."""
 
 
 @dataclass(frozen=True)
@@ -2455,6 +2508,12 @@ _SILENT_CALLS = 3
 """Calls in a row with marked prompts and no cache use before the relay is suspected."""
 
 _BUILT = ("_transport", "_wire", "_adaptation")
+_UNSHARED_PRIVATE: dict[str, Any] = {
+    "_keep_warm_state": None,
+    "_keep_warm_driven": False,
+    "_closed": False,
+}
+"""Private state a copy or an unpickled model starts afresh (the keep-alive scheduler's)."""
 """Lazily built objects (SDK clients hold the key): rebuilt after unpickling, never pickled."""
 
 

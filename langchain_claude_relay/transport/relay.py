@@ -638,6 +638,14 @@ class RelayTransport:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
+    def create_once(self, payload: Mapping[str, Any], timeout: float) -> RawResponse:
+        """Send a non-streaming request once, without retries, within ``timeout`` seconds.
+
+        For requests a retry could not help (a keep-alive that comes late pays the write it
+        was meant to save): a failed attempt raises its typed error at once.
+        """
+        return self._create_once(payload, Deadline(timeout))
+
     def create(
         self,
         payload: Mapping[str, Any],

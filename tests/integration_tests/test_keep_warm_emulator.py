@@ -7,7 +7,9 @@ benchmark does), except the one that checks the wall-clock thread.
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 import time
 from typing import Any
 
@@ -50,7 +52,8 @@ def _model(emu: RelayEmulator, *, way: str = "openai", **extra: Any) -> ChatClau
 
     planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
     extra.setdefault("keep_warm", "auto")  # off by default
-    params = way_params(way, emu, max_retries=0, max_tokens=64, cache=planner, **extra)
+    extra.setdefault("max_retries", 0)
+    params = way_params(way, emu, max_tokens=64, cache=planner, **extra)
     params["model"] = OPUS if way in ("openai", "anthropic") else params["model"]
     params.setdefault("ledger", MemoryLedger())
     return ChatClaudeRelay(**params)
@@ -271,4 +274,89 @@ def test_a_tracker_passed_to_a_stream_gets_its_keep_alives(emulator: RelayEmulat
     assert sent == 2
     assert tracker.keep_alive_calls == sent
     assert tracker.keep_alive_cost_usd == pytest.approx(llm.keep_warm_spent_usd)
+    llm.close()
+
+
+# -- one attempt; models that share a planner; copies and pickles --------------------------------
+
+
+def test_a_failed_keep_alive_is_sent_once_not_retried(emulator: RelayEmulator) -> None:
+    # With the user's retries (2), an overloaded relay got three attempts per keep-alive; a
+    # retry honouring retry-after also came after the entry expired, paying the write.
+    llm = _model(emulator, max_retries=2)
+    _tool_round(llm, _system())
+    calls = len(emulator.request_log)
+    scheduler = llm._keep_warm_state
+    assert scheduler is not None
+    kept = scheduler.pending  # the conversation's and the system prompt's
+    assert kept >= 1
+    emulator.fail_next("529", count=10)
+    assert _keep_warm_until(llm, emulator, 12 * 60.0) == 0
+    outcomes = [r.outcome for r in emulator.request_log[calls:]]
+    assert outcomes == ["fault:529"] * kept  # one attempt each, then dropped
+    assert llm.next_keep_warm() is None
+    llm.close()
+
+
+def test_a_follow_up_through_another_model_on_the_planner_cancels_the_keep_alives(
+    emulator: RelayEmulator,
+) -> None:
+    def clock() -> float:
+        return emulator.now
+
+    planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
+    first, second = (
+        ChatClaudeRelay(
+            **way_params(
+                "openai",
+                emulator,
+                model=OPUS,
+                max_retries=0,
+                max_tokens=64,
+                cache=planner,
+                keep_warm="auto",
+                ledger=MemoryLedger(),
+            )
+        )
+        for _ in range(2)
+    )
+    first.next_keep_warm()  # both are driven (an injected clock)
+    second.next_keep_warm()
+    messages, _ = _tool_round(first, _system())
+    assert first.next_keep_warm() is not None
+    emulator.set_time(120.0)
+    second.invoke(messages, tools=[RUN_TESTS])  # the follow-up, through the other model
+    assert first.next_keep_warm() is None  # it read the prefix: the first model's stop
+    first.close()
+    second.close()
+
+
+def test_a_copy_keeps_warm_on_its_own_and_sends_to_its_own_relay(emulator: RelayEmulator) -> None:
+    llm = _model(emulator)
+    _tool_round(llm, _system())
+    assert llm.next_keep_warm() is not None
+    copied = llm.model_copy()
+    copied.close()  # closing a copy used to stop the original's keep-alives (one scheduler)
+    assert llm.next_keep_warm() is not None
+    assert copied.next_keep_warm() is None
+    with RelayEmulator() as other:  # built clients were copied: the old relay and key
+        moved = llm.model_copy(update={"base_url": other.base_url})
+        moved.invoke("hello")
+        assert len(other.billing_log) == 1
+    llm.close()
+
+
+def test_a_model_that_keeps_warm_can_be_pickled_and_deep_copied(
+    emulator: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "test-relay-key-0123456789")  # pickles hold none
+    llm = ChatClaudeRelay(
+        **way_params("openai", emulator, model=OPUS, max_tokens=64, ledger=False, keep_warm="auto")
+    )
+    _tool_round(llm, _system())  # on the wall clock: a scheduler with its thread
+    assert llm.next_keep_warm() is not None
+    for copied in (pickle.loads(pickle.dumps(llm)), copy.deepcopy(llm)):  # noqa: S301
+        assert copied.next_keep_warm() is None  # its own scheduler, once it has calls
+        assert copied.invoke("hello").content
+    assert llm.next_keep_warm() is not None
     llm.close()
