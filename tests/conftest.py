@@ -7,7 +7,10 @@ import os
 import shutil
 import tempfile
 
-# A real relay is opt-in: tests that need one read these themselves and skip without them.
+import pytest
+
+# A real relay is opt-in: the tests that need one (tests/real_relay, marked ``relay``) take it
+# from the ``real_relay`` fixture and skip without it; no other test ever sees it.
 REAL_RELAY_BASE_URL = os.environ.pop("CLAUDE_RELAY_BASE_URL", None)
 REAL_RELAY_API_KEY = os.environ.pop("CLAUDE_RELAY_API_KEY", None)
 for _name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "CLAUDE_RELAY_STATE"):
@@ -19,3 +22,11 @@ atexit.register(shutil.rmtree, os.environ["CLAUDE_RELAY_STATE_DIR"], ignore_erro
 # The tokenizer needs no setting: by default it uses the bundled offline encoding (see
 # tests/unit_tests/test_tokens_offline.py), so none is forced here.
 os.environ.pop("CLAUDE_RELAY_TIKTOKEN_ENCODING", None)
+
+
+@pytest.fixture
+def real_relay() -> tuple[str, str]:
+    """The real relay's base URL and key, from ``CLAUDE_RELAY_BASE_URL``/``_API_KEY``."""
+    if not (REAL_RELAY_BASE_URL and REAL_RELAY_API_KEY):
+        pytest.skip("needs a real relay: set CLAUDE_RELAY_BASE_URL and CLAUDE_RELAY_API_KEY")
+    return REAL_RELAY_BASE_URL, REAL_RELAY_API_KEY

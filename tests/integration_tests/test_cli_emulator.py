@@ -212,7 +212,7 @@ def test_demo_never_prints_the_relay_urls_credentials(
         where = emu.base_url.removeprefix("http://")
         monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", f"http://{userinfo}{where}?{query}")
         monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "sk-demo-test-123456")
-        main(["demo", "--turns", "1"])  # the emulator has no route with a query: a 404
+        main(["demo", "--relay", "--turns", "1"])  # no route with a query here: a 404
     captured = capsys.readouterr()
     out = captured.out + captured.err
     if query.startswith("tenant"):
