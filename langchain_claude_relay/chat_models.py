@@ -1999,15 +1999,15 @@ class ChatClaudeRelay(BaseChatModel):
         keep = pending.keep
         source: _KeepAliveRequest = pending.payload
         request = keepalive_request(source.request, keep.position, keep.ttl)
-        if request is None:
+        if request is None or self._closed:  # closed while it was chosen: nothing goes out
+            return None
+        if not context.planner.keep_alive_needed(keep):  # read since, maybe by another worker
             return None
         limiter = self.rate_limiter
         if limiter is not None and not limiter.acquire(blocking=False):
             # The user's calls come first: a keep-alive never waits for a slot (it would come
             # too late) nor takes one they are waiting for. Dropped, as a failed one is.
             logger.info("a keep-alive request was skipped: the rate limiter had no room")
-            return None
-        if self._closed:  # closed while it was chosen: nothing goes out after close()
             return None
         # One attempt, no retries: a retry comes after the entry expired (it would pay the
         # write it was meant to save), and a relay answering 429 or 529 gets no more load.

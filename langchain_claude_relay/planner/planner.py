@@ -903,6 +903,25 @@ class CachePlanner:
             if keep.lineage_key is not None:
                 self._refresh_lineage(keep, at, read_tokens)
 
+    def keep_alive_needed(self, keep: KeepAlive) -> bool:
+        """Whether ``keep`` still waits for its follow-up, as far as the store knows.
+
+        Not once a request that arrived after the advice has been observed through its prefix,
+        by any model or process sharing this planner's store: that request read (and so
+        restarted) the entry, and its own response advises what to keep next. For a
+        conversation's prefix, that is its lineage entry credited with its return (the
+        follow-up extended it); for the tools or the system prompt, a later arrival at its
+        marker. A model's own follow-ups cancel its keep-alives when they are planned; this
+        also stops those of another worker of a fleet on Redis.
+        """
+        if keep.lineage_key is not None:
+            raw = self._store.get(keep.lineage_key)
+            entries = map(LineageEntry.from_json, raw if isinstance(raw, list) else ())
+            target = int48(keep.prefix_hash)
+            return not any(e is not None and e.prefix == target and e.resolved for e in entries)
+        record = ReuseRecord.from_json(self._store.get(f"p:{keep.prefix_hash[:24]}"))
+        return record is None or record.last_seen is None or record.last_seen <= keep.written_at
+
     def _refresh_lineage(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
         raw = self._store.get(keep.lineage_key or "")
         if not isinstance(raw, list):

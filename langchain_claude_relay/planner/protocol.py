@@ -110,6 +110,10 @@ class Planner(Protocol):
         """A keep-alive request was sent for ``keep`` (``CachePlanner.kept_alive``)."""
         ...
 
+    def keep_alive_needed(self, keep: KeepAlive) -> bool:
+        """Whether ``keep`` still waits for its follow-up (``CachePlanner.keep_alive_needed``)."""
+        ...
+
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
         """Learn from an exact token count of a request; whether it was used."""
         ...
@@ -275,6 +279,10 @@ class _AdaptedPlanner:
 
     def kept_alive(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
         """Nothing to do (no keep-alive is ever advised)."""
+
+    def keep_alive_needed(self, keep: KeepAlive) -> bool:
+        """Always: no keep-alive is ever advised."""
+        return True
 
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
         """Forwarded if the wrapped planner has ``calibrate`` (else ``False``)."""

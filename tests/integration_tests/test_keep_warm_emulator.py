@@ -360,3 +360,41 @@ def test_a_model_that_keeps_warm_can_be_pickled_and_deep_copied(
         assert copied.invoke("hello").content
     assert llm.next_keep_warm() is not None
     llm.close()
+
+
+def test_a_follow_up_through_another_worker_sharing_the_store_stops_the_keep_alives(
+    emulator: RelayEmulator,
+) -> None:
+    # Two workers of a fleet: their own planners, one store (Redis in production). The
+    # follow-up lands on the other worker; the first learns it from the store when its
+    # keep-alive falls due, and sends nothing.
+    def clock() -> float:
+        return emulator.now
+
+    store = MemoryStore(clock=clock)
+    first, second = (
+        ChatClaudeRelay(
+            **way_params(
+                "openai",
+                emulator,
+                model=OPUS,
+                max_retries=0,
+                max_tokens=64,
+                cache=CachePlanner(store, clock=clock),
+                keep_warm="auto",
+                ledger=MemoryLedger(),
+            )
+        )
+        for _ in range(2)
+    )
+    first.next_keep_warm()
+    second.next_keep_warm()
+    messages, _ = _tool_round(first, _system())
+    assert first.next_keep_warm() is not None  # the first worker waits for its follow-up
+    emulator.set_time(120.0)
+    second.invoke(messages, tools=[RUN_TESTS])
+    calls = len(emulator.billing_log)
+    assert _keep_warm_until(first, emulator, 12 * 60.0) == 0
+    assert len(emulator.billing_log) == calls
+    first.close()
+    second.close()
