@@ -903,16 +903,35 @@ class ChatClaudeRelay(BaseChatModel):
         for value in (*(self.__dict__.get(name) for name in _BUILT), self._keep_warm_state):
             if value is not None:  # locks and sockets: built again, never copied
                 memo[id(value)] = None
+        for name in _SHARED_ON_DEEPCOPY:
+            value = self.__dict__.get(name)
+            if value is not None and not isinstance(value, (str, bool)):
+                memo[id(value)] = value  # the same planner, ledger, limiter, clients
         copied = super().__deepcopy__(memo)
         copied._unshare()
         return copied
 
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> ChatClaudeRelay:
+        """A copy with ``update`` applied (see ``__copy__``), keys given as text made secret."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._unshare()  # after ``update``, which pydantic applies unvalidated
+        return copied
+
     def _unshare(self) -> None:
-        """Forget the clients and the scheduler a copy took from its original."""
+        """Forget the clients and the scheduler a copy took from its original.
+
+        ``model_copy(update=...)`` does not validate: a key given there as a string is made
+        a ``SecretStr`` here, as the constructor would.
+        """
         for name in _BUILT:
             self.__dict__.pop(name, None)
         for name, value in _UNSHARED_PRIVATE.items():
             setattr(self, name, value)
+        for name in _SECRET_FIELDS:
+            if name != "vertex_credentials" and isinstance(self.__dict__.get(name), str):
+                self.__dict__[name] = SecretStr(self.__dict__[name])  # (credentials: a path)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Restore a pickled model; its key is read from the environment again."""
@@ -1894,8 +1913,9 @@ class ChatClaudeRelay(BaseChatModel):
     def _keep_warm_cancel(self, request: ClaudeRequest, planner: Planner | None) -> None:
         """A request carrying a kept prefix reads it itself: its keep-alives stop.
 
-        Those of every model planning on the same planner too (a follow-up sent through
-        another model, or another worker's, reads the prefix all the same).
+        Those of every model planning on the same planner and reaching the same cache too (a
+        follow-up sent through another model reads the prefix all the same); not those of a
+        model on another relay or key, whose cache this request does not touch.
 
         ``request`` is the one planned (its prefix hashes are already computed; markers do not
         change them).
@@ -1903,7 +1923,8 @@ class ChatClaudeRelay(BaseChatModel):
         with _KEEP_WARM_LOCK:
             schedulers: dict[int, KeepWarmScheduler] = {}
             with contextlib.suppress(TypeError):  # no planner, or one that is not hashable
-                schedulers = {id(s): s for s in _SCHEDULERS_BY_PLANNER.get(planner, ())}
+                by_cache = _SCHEDULERS_BY_PLANNER.get(planner) or {}
+                schedulers = {id(s): s for s in by_cache.get(self._cache_scope(), ())}
             if self._keep_warm_state is not None:
                 schedulers[id(self._keep_warm_state)] = self._keep_warm_state
         pending = [s for s in schedulers.values() if s.pending]
@@ -1911,6 +1932,15 @@ class ChatClaudeRelay(BaseChatModel):
             hashes = request.prefix_hashes()
             for scheduler in pending:
                 scheduler.cancel(hashes)
+
+    def _cache_scope(self) -> tuple[str, str | None, SecretStr | None]:
+        """Which prompt cache this model's requests reach: its way in, base URL and key.
+
+        Models that differ in any of them may reach different caches (another relay, another
+        account), so one's follow-up does not cancel the other's keep-alives. Held in memory
+        only (``SecretStr`` compares and hashes by value, and shows masked).
+        """
+        return self.api, self.base_url, self.api_key
 
     def _keep_warm_after(
         self, prepared: _Prepared, usage: NormalizedUsage, tools: Sequence[str]
@@ -1942,7 +1972,8 @@ class ChatClaudeRelay(BaseChatModel):
                 )
                 self._keep_warm_state = scheduler
                 with contextlib.suppress(TypeError):  # a planner that is not hashable
-                    _SCHEDULERS_BY_PLANNER.setdefault(planner, weakref.WeakSet()).add(scheduler)
+                    by_cache = _SCHEDULERS_BY_PLANNER.setdefault(planner, {})
+                    by_cache.setdefault(self._cache_scope(), weakref.WeakSet()).add(scheduler)
         if scheduler is not None and scheduler.clock is not planner.clock:
             warn_once(
                 ("keep_warm_clock", id(self)),
@@ -2366,10 +2397,11 @@ class ChatClaudeRelay(BaseChatModel):
 
 
 _KEEP_WARM_LOCK = threading.Lock()
-_SCHEDULERS_BY_PLANNER: weakref.WeakKeyDictionary[Any, weakref.WeakSet[KeepWarmScheduler]] = (
-    weakref.WeakKeyDictionary()
-)
-"""The keep-alive schedulers of the models planning on each planner (``_keep_warm_cancel``)."""
+_SCHEDULERS_BY_PLANNER: weakref.WeakKeyDictionary[
+    Any, dict[tuple[str, str | None, SecretStr | None], weakref.WeakSet[KeepWarmScheduler]]
+] = weakref.WeakKeyDictionary()
+"""The keep-alive schedulers of the models planning on each planner, by the cache they reach
+(``ChatClaudeRelay._cache_scope``; read by ``_keep_warm_cancel``)."""
 
 
 @dataclass(frozen=True)
@@ -2508,13 +2540,16 @@ _SILENT_CALLS = 3
 """Calls in a row with marked prompts and no cache use before the relay is suspected."""
 
 _BUILT = ("_transport", "_wire", "_adaptation")
+"""Lazily built objects (SDK clients hold the key): rebuilt after unpickling, never pickled."""
 _UNSHARED_PRIVATE: dict[str, Any] = {
     "_keep_warm_state": None,
     "_keep_warm_driven": False,
     "_closed": False,
 }
 """Private state a copy or an unpickled model starts afresh (the keep-alive scheduler's)."""
-"""Lazily built objects (SDK clients hold the key): rebuilt after unpickling, never pickled."""
+_SHARED_ON_DEEPCOPY = ("prompt_cache", "ledger", "rate_limiter", "http_client", "http_async_client")
+"""Settings a deep copy shares with its original: a planner, a ledger, a limiter and HTTP
+clients are resources (a store's connection, locks, sockets), not values to duplicate."""
 
 
 def _without_inputs(exc: ValidationError, title: str) -> ValidationError:

@@ -6,8 +6,12 @@ import atexit
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import pytest
+from pydantic import SecretStr
+
+from langchain_claude_relay.transport.checks import redact_url
 
 # A real relay is opt-in: the tests that need one (tests/real_relay, marked ``relay``) take it
 # from the ``real_relay`` fixture and skip without it; no other test ever sees it.
@@ -24,9 +28,20 @@ atexit.register(shutil.rmtree, os.environ["CLAUDE_RELAY_STATE_DIR"], ignore_erro
 os.environ.pop("CLAUDE_RELAY_TIKTOKEN_ENCODING", None)
 
 
+@dataclass(frozen=True)
+class RealRelay:
+    """A real relay's base URL and key; shown redacted (a failing test prints its arguments)."""
+
+    base_url: str
+    api_key: SecretStr
+
+    def __repr__(self) -> str:
+        return f"RealRelay(base_url={redact_url(self.base_url)!r}, api_key=SecretStr('**********'))"
+
+
 @pytest.fixture
-def real_relay() -> tuple[str, str]:
-    """The real relay's base URL and key, from ``CLAUDE_RELAY_BASE_URL``/``_API_KEY``."""
+def real_relay() -> RealRelay:
+    """The real relay, from ``CLAUDE_RELAY_BASE_URL`` and ``CLAUDE_RELAY_API_KEY``."""
     if not (REAL_RELAY_BASE_URL and REAL_RELAY_API_KEY):
         pytest.skip("needs a real relay: set CLAUDE_RELAY_BASE_URL and CLAUDE_RELAY_API_KEY")
-    return REAL_RELAY_BASE_URL, REAL_RELAY_API_KEY
+    return RealRelay(REAL_RELAY_BASE_URL, SecretStr(REAL_RELAY_API_KEY))

@@ -547,7 +547,9 @@ class RedisStore:
                 return self._incr_in_transaction(key, float(delta))
         if self._unsent(key):  # a queued write to this key must land first
             self.flush()
-        token = self._read_token(key)
+        with self._mirror_lock:  # a local write: a read in flight must not undo it
+            self._written[key] = self._written.get(key, 0) + 1
+            token = (self._resets, self._written[key])
         done = self.call(
             lambda: self._incr_script(
                 keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
@@ -555,10 +557,9 @@ class RedisStore:
         )
         if done is None:
             with self._mirror_lock:
-                self._written[key] = self._written.get(key, 0) + 1
                 return self._mirror.incr(key, delta)
         value = float(_parse_number(done[0]))
-        self._remember(key, value, read=token)
+        self._remember(key, value, read=token)  # unless a newer local write came meanwhile
         return value
 
     def _incr_in_transaction(self, key: str, delta: float) -> float:

@@ -36,8 +36,9 @@ def test_a_damaged_fleet_key_degrades_to_memory_with_one_warning(
     assert planner.store.degraded
 
 
+@pytest.mark.parametrize("write", ["set", "incr"])
 def test_a_read_in_flight_does_not_put_back_a_value_written_meanwhile(
-    redis_server: Any, namespace: str
+    redis_server: Any, namespace: str, write: str
 ) -> None:
     store = RedisStore(redis_server.url, namespace=namespace, refresh=60.0)
     store.set("c:01", 1.0)
@@ -55,7 +56,10 @@ def test_a_read_in_flight_does_not_put_back_a_value_written_meanwhile(
     reader = threading.Thread(target=store.get, args=("c:01",))
     reader.start()
     assert read.wait(5)
-    store.set("c:01", 2.0)  # another thread records a newer value meanwhile
+    if write == "set":  # another thread records a newer value meanwhile
+        store.set("c:01", 2.0)
+    else:
+        assert store.incr("c:01", 1.0) == 2.0
     go_on.set()
     reader.join(5)
     store._get_script = script

@@ -398,3 +398,63 @@ def test_a_follow_up_through_another_worker_sharing_the_store_stops_the_keep_ali
     assert len(emulator.billing_log) == calls
     first.close()
     second.close()
+
+
+def test_a_call_through_another_relay_does_not_cancel_the_keep_alives(
+    emulator: RelayEmulator,
+) -> None:
+    # One planner (as every cache="auto" model in a process shares), two relays: a call on
+    # the second reaches another cache, so the first relay's entry still needs its keep-alive.
+    def clock() -> float:
+        return emulator.now
+
+    planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
+    with RelayEmulator() as other:
+        first, second = (
+            ChatClaudeRelay(
+                **way_params(
+                    "openai",
+                    relay,
+                    model=OPUS,
+                    max_retries=0,
+                    max_tokens=64,
+                    cache=planner,
+                    keep_warm="auto",
+                    ledger=MemoryLedger(),
+                )
+            )
+            for relay in (emulator, other)
+        )
+        first.next_keep_warm()
+        second.next_keep_warm()
+        messages, _ = _tool_round(first, _system())
+        due = first.next_keep_warm()
+        assert due is not None
+        second.invoke(messages, tools=[RUN_TESTS])  # on the other relay
+        assert first.next_keep_warm() == due
+        first.close()
+        second.close()
+
+
+def test_a_deep_copy_shares_the_planner_and_a_copy_takes_a_key_given_as_text(
+    emulator: RelayEmulator, tmp_path: Any
+) -> None:
+    from langchain_claude_relay.store import DiskStore
+
+    llm = ChatClaudeRelay(
+        **way_params(
+            "openai",
+            emulator,
+            model=OPUS,
+            max_tokens=64,
+            ledger=False,
+            cache=CachePlanner(DiskStore(tmp_path)),  # a sqlite connection: never copied
+        )
+    )
+    llm.invoke("hello")
+    copied = copy.deepcopy(llm)
+    assert copied.prompt_cache is llm.prompt_cache  # one planner learns from both
+    assert copied.invoke("hello").content
+    rekeyed = llm.model_copy(update={"api_key": "test-relay-key-other-0123456789"})
+    assert rekeyed.invoke("hello").content  # not "'str' object has no attribute ..."
+    assert "test-relay-key-other" not in repr(rekeyed)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import RealRelay
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
-from pydantic import SecretStr
 
 from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay.models import DEFAULT_MODEL
@@ -33,12 +33,11 @@ HANDBOOK = "Rule {i}: every expense over {i} dollars needs a receipt and a manag
 SYSTEM = "You answer in one short sentence.\n\n" + "".join(HANDBOOK.format(i=i) for i in range(260))
 
 
-def _model(relay: tuple[str, str], **settings: object) -> ChatClaudeRelay:
-    base_url, key = relay
+def _model(relay: RealRelay, **settings: object) -> ChatClaudeRelay:
     return ChatClaudeRelay(
         model=MODEL,
-        base_url=base_url,
-        api_key=SecretStr(key),
+        base_url=relay.base_url,
+        api_key=relay.api_key,
         max_tokens=64,
         ledger=False,
         **settings,  # type: ignore[arg-type]
@@ -46,7 +45,7 @@ def _model(relay: tuple[str, str], **settings: object) -> ChatClaudeRelay:
 
 
 @pytest.mark.relay
-def test_invoke_answers_with_usage_and_cost(real_relay: tuple[str, str]) -> None:
+def test_invoke_answers_with_usage_and_cost(real_relay: RealRelay) -> None:
     reply = _model(real_relay).invoke("Say hello in three words.")
     assert isinstance(reply.content, str)
     assert reply.content.strip()
@@ -57,7 +56,7 @@ def test_invoke_answers_with_usage_and_cost(real_relay: tuple[str, str]) -> None
 
 
 @pytest.mark.relay
-def test_a_stream_ends_with_its_usage(real_relay: tuple[str, str]) -> None:
+def test_a_stream_ends_with_its_usage(real_relay: RealRelay) -> None:
     chunks = list(_model(real_relay).stream("Count from one to five."))
     assert len(chunks) > 1
     text = "".join(str(c.content) for c in chunks)
@@ -67,7 +66,7 @@ def test_a_stream_ends_with_its_usage(real_relay: tuple[str, str]) -> None:
 
 
 @pytest.mark.relay
-def test_the_second_call_reads_the_cached_prefix(real_relay: tuple[str, str]) -> None:
+def test_the_second_call_reads_the_cached_prefix(real_relay: RealRelay) -> None:
     llm = _model(real_relay)
     messages = [SystemMessage(SYSTEM), HumanMessage("What does rule 7 require?")]
     first = from_usage_metadata(llm.invoke(messages).usage_metadata)
@@ -80,7 +79,7 @@ def test_the_second_call_reads_the_cached_prefix(real_relay: tuple[str, str]) ->
 
 
 @pytest.mark.relay
-def test_a_tool_is_called(real_relay: tuple[str, str]) -> None:
+def test_a_tool_is_called(real_relay: RealRelay) -> None:
     @tool
     def expense_limit(category: str) -> str:
         """The spending limit of an expense category."""
