@@ -15,10 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from conftest import RealRelay
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 
@@ -33,7 +33,8 @@ HANDBOOK = "Rule {i}: every expense over {i} dollars needs a receipt and a manag
 SYSTEM = "You answer in one short sentence.\n\n" + "".join(HANDBOOK.format(i=i) for i in range(260))
 
 
-def _model(relay: RealRelay, **settings: object) -> ChatClaudeRelay:
+def _model(relay: Any, **settings: object) -> ChatClaudeRelay:
+    """A model on the relay (``relay``: tests/conftest.py's ``RealRelay``)."""
     return ChatClaudeRelay(
         model=MODEL,
         base_url=relay.base_url,
@@ -45,7 +46,7 @@ def _model(relay: RealRelay, **settings: object) -> ChatClaudeRelay:
 
 
 @pytest.mark.relay
-def test_invoke_answers_with_usage_and_cost(real_relay: RealRelay) -> None:
+def test_invoke_answers_with_usage_and_cost(real_relay: Any) -> None:
     reply = _model(real_relay).invoke("Say hello in three words.")
     assert isinstance(reply.content, str)
     assert reply.content.strip()
@@ -56,7 +57,7 @@ def test_invoke_answers_with_usage_and_cost(real_relay: RealRelay) -> None:
 
 
 @pytest.mark.relay
-def test_a_stream_ends_with_its_usage(real_relay: RealRelay) -> None:
+def test_a_stream_ends_with_its_usage(real_relay: Any) -> None:
     chunks = list(_model(real_relay).stream("Count from one to five."))
     assert len(chunks) > 1
     text = "".join(str(c.content) for c in chunks)
@@ -66,7 +67,7 @@ def test_a_stream_ends_with_its_usage(real_relay: RealRelay) -> None:
 
 
 @pytest.mark.relay
-def test_the_second_call_reads_the_cached_prefix(real_relay: RealRelay) -> None:
+def test_the_second_call_reads_the_cached_prefix(real_relay: Any) -> None:
     llm = _model(real_relay)
     messages = [SystemMessage(SYSTEM), HumanMessage("What does rule 7 require?")]
     first = from_usage_metadata(llm.invoke(messages).usage_metadata)
@@ -79,7 +80,7 @@ def test_the_second_call_reads_the_cached_prefix(real_relay: RealRelay) -> None:
 
 
 @pytest.mark.relay
-def test_a_tool_is_called(real_relay: RealRelay) -> None:
+def test_a_tool_is_called(real_relay: Any) -> None:
     @tool
     def expense_limit(category: str) -> str:
         """The spending limit of an expense category."""
