@@ -477,11 +477,13 @@ class RelayTransport:
 
         An async client's pooled connections belong to the event loop they were opened on:
         a model used again under a new loop (a second ``asyncio.run``, pytest-asyncio's loop
-        per test) failed with "Event loop is closed". Each loop gets its own async client,
-        dropped with the loop.
+        per test) failed with "Event loop is closed". Each loop gets its own async client;
+        those of loops that have closed are dropped when another loop's client is built.
         """
         pid = os.getpid()
         loop = _running_loop() if is_async else None
+        if loop is not None and loop not in self._async_clients:
+            self._drop_closed_loops()
         slots: Any = self._async_clients if loop is not None else self._clients
         key: Any = loop if loop is not None else is_async
         built = slots.get(key)
@@ -499,6 +501,21 @@ class RelayTransport:
         client = self._build_client(is_async=is_async)
         slots[key] = (pid, client)
         return client
+
+    def _drop_closed_loops(self) -> None:
+        """Forget the async clients of event loops that have closed.
+
+        A client's pooled connections hold its loop, so the weak key never died: every
+        ``asyncio.run`` left a client and its open sockets behind for the model's lifetime (a
+        service running ``asyncio.run(llm.ainvoke(...))`` per request ran out of file
+        descriptors). Dropped, a client and its loop are collected, which closes the sockets.
+        """
+        try:
+            stale = [old for old in list(self._async_clients) if old.is_closed()]
+        except RuntimeError:  # another thread's loop changed the slots meanwhile: next time
+            return
+        for old in stale:
+            self._async_clients.pop(old, None)
 
     @property
     def client(self) -> Any:

@@ -7,6 +7,7 @@ keep-alive connection: children read each other's answers, garbled status lines,
 from __future__ import annotations
 
 import multiprocessing
+import os
 import warnings
 from typing import Any
 
@@ -63,3 +64,24 @@ def test_a_model_serves_one_event_loop_after_another(emulator: RelayEmulator) ->
             return "".join([c.text async for c in llm.astream(f"Stream {i}")])
 
         assert asyncio.run(streamed())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_event_loops_that_ended_leave_no_connections_open(emulator: RelayEmulator) -> None:
+    # Each loop's async client held its loop (its pooled connections do), so the weak key never
+    # died: every asyncio.run left a client and an open socket behind for the model's lifetime.
+    import asyncio
+    import gc
+
+    llm = ChatClaudeRelay(
+        base_url=emulator.base_url, api_key="test", cache="off", ledger=False, max_retries=0
+    )
+    asyncio.run(llm.ainvoke("Question 0"))
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # sockets of collected loops
+        for i in range(1, 21):
+            assert asyncio.run(llm.ainvoke(f"Question {i}")).content
+        gc.collect()
+    assert len(os.listdir("/proc/self/fd")) - before <= 4  # was 2 per loop (client + server)
