@@ -58,6 +58,7 @@ __all__ = [
     "hex_key",
     "int48",
     "Lineage",
+    "read_lineage",
     "PrefixHistory",
     "learn_reuse",
     "ANY_TOOL",
@@ -202,6 +203,13 @@ def _learn_gaps(
     store.set(gap_key(template), record, expire=TEMPLATE_EXPIRE)
 
 
+def read_lineage(store: StateStore, key: str) -> list[LineageEntry]:
+    """A conversation's stored lineage entries (malformed ones and a malformed record: none)."""
+    raw = store.get(key)
+    stored = raw if isinstance(raw, list) else []
+    return [e for e in map(LineageEntry.from_json, stored) if e is not None]
+
+
 class Lineage(NamedTuple):
     """A conversation's recent prefixes, as stored when the plan was made.
 
@@ -248,9 +256,7 @@ class PrefixHistory:
         if first >= len(self.items):
             return Lineage(None, (), ())
         key = f"c:{self.prefixes[first][:24]}"
-        raw = self.store.get(key)
-        stored = raw if isinstance(raw, list) else []
-        entries = [e for e in map(LineageEntry.from_json, stored) if e is not None]
+        entries = read_lineage(self.store, key)
         matches = [
             e
             for e in entries
@@ -370,9 +376,7 @@ def learn_reuse(
     matched_keys = {(e.index, e.prefix) for e in trace.lineage_matches}
     current: list[LineageEntry] = []
     if trace.lineage_key is not None:  # read again: another call may have changed it meanwhile
-        raw = store.get(trace.lineage_key)
-        stored = raw if isinstance(raw, list) else []
-        current = [e for e in map(LineageEntry.from_json, stored) if e is not None]
+        current = read_lineage(store, trace.lineage_key)
     # The earlier turns this request repeats whose return is not counted yet, by prefix: each
     # return goes to the template its arrival was counted under (the entry's), once.
     returning = {

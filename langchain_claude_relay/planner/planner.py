@@ -60,6 +60,7 @@ from langchain_claude_relay.planner.history import (
     hex_key,
     int48,
     learn_reuse,
+    read_lineage,
     template_id,
 )
 from langchain_claude_relay.planner.inflight import InFlight
@@ -915,10 +916,9 @@ class CachePlanner:
         also stops those of another worker of a fleet on Redis.
         """
         if keep.lineage_key is not None:
-            raw = self._store.get(keep.lineage_key)
-            entries = map(LineageEntry.from_json, raw if isinstance(raw, list) else ())
             target = int48(keep.prefix_hash)
-            return not any(e is not None and e.prefix == target and e.resolved for e in entries)
+            entries = read_lineage(self._store, keep.lineage_key)
+            return not any(e.prefix == target and e.resolved for e in entries)
         record = ReuseRecord.from_json(self._store.get(f"p:{keep.prefix_hash[:24]}"))
         return record is None or record.last_seen is None or record.last_seen <= keep.written_at
 
