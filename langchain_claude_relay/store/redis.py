@@ -440,6 +440,14 @@ class RedisStore:
         with self._mirror_lock:
             return self._resets, self._written.get(key, 0)
 
+    def _count_local_write(self, key: str) -> tuple[int, int]:
+        """Count a local write of ``key`` (a read in flight must not undo it); its token.
+
+        The caller holds ``_mirror_lock``.
+        """
+        self._written[key] = self._written.get(key, 0) + 1
+        return self._resets, self._written[key]
+
     def _remember(
         self,
         key: str,
@@ -462,7 +470,7 @@ class RedisStore:
                 self._fresh, self._marks, self._written = {}, {}, {}
                 self._resets += 1
             if read is None:
-                self._written[key] = self._written.get(key, 0) + 1
+                self._count_local_write(key)
             if value is None:
                 self._mirror.delete(key)
             else:
@@ -547,9 +555,8 @@ class RedisStore:
                 return self._incr_in_transaction(key, float(delta))
         if self._unsent(key):  # a queued write to this key must land first
             self.flush()
-        with self._mirror_lock:  # a local write: a read in flight must not undo it
-            self._written[key] = self._written.get(key, 0) + 1
-            token = (self._resets, self._written[key])
+        with self._mirror_lock:
+            token = self._count_local_write(key)
         done = self.call(
             lambda: self._incr_script(
                 keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
