@@ -46,11 +46,24 @@ def _system() -> SystemMessage:
     return SystemMessage(f"[{tag}] You are a coding agent. " + "Tests must pass first. " * 900)
 
 
-def _model(emu: RelayEmulator, *, way: str = "openai", **extra: Any) -> ChatClaudeRelay:
+def _planner(emu: RelayEmulator, store: MemoryStore | None = None) -> CachePlanner:
+    """A planner on the emulator's virtual clock (on ``store``, or a store of its own)."""
+
     def clock() -> float:
         return emu.now
 
-    planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
+    return CachePlanner(store if store is not None else MemoryStore(clock=clock), clock=clock)
+
+
+def _model(
+    emu: RelayEmulator,
+    *,
+    way: str = "openai",
+    planner: CachePlanner | None = None,
+    **extra: Any,
+) -> ChatClaudeRelay:
+    """A model on ``emu`` that keeps warm, on ``planner`` (default: its own, on ``emu``'s clock)."""
+    planner = planner if planner is not None else _planner(emu)
     extra.setdefault("keep_warm", "auto")  # off by default
     extra.setdefault("max_retries", 0)
     params = way_params(way, emu, max_tokens=64, cache=planner, **extra)
@@ -301,25 +314,8 @@ def test_a_failed_keep_alive_is_sent_once_not_retried(emulator: RelayEmulator) -
 def test_a_follow_up_through_another_model_on_the_planner_cancels_the_keep_alives(
     emulator: RelayEmulator,
 ) -> None:
-    def clock() -> float:
-        return emulator.now
-
-    planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
-    first, second = (
-        ChatClaudeRelay(
-            **way_params(
-                "openai",
-                emulator,
-                model=OPUS,
-                max_retries=0,
-                max_tokens=64,
-                cache=planner,
-                keep_warm="auto",
-                ledger=MemoryLedger(),
-            )
-        )
-        for _ in range(2)
-    )
+    planner = _planner(emulator)
+    first, second = (_model(emulator, planner=planner) for _ in range(2))
     first.next_keep_warm()  # both are driven (an injected clock)
     second.next_keep_warm()
     messages, _ = _tool_round(first, _system())
@@ -368,25 +364,8 @@ def test_a_follow_up_through_another_worker_sharing_the_store_stops_the_keep_ali
     # Two workers of a fleet: their own planners, one store (Redis in production). The
     # follow-up lands on the other worker; the first learns it from the store when its
     # keep-alive falls due, and sends nothing.
-    def clock() -> float:
-        return emulator.now
-
-    store = MemoryStore(clock=clock)
-    first, second = (
-        ChatClaudeRelay(
-            **way_params(
-                "openai",
-                emulator,
-                model=OPUS,
-                max_retries=0,
-                max_tokens=64,
-                cache=CachePlanner(store, clock=clock),
-                keep_warm="auto",
-                ledger=MemoryLedger(),
-            )
-        )
-        for _ in range(2)
-    )
+    store = MemoryStore(clock=lambda: emulator.now)
+    first, second = (_model(emulator, planner=_planner(emulator, store)) for _ in range(2))
     first.next_keep_warm()
     second.next_keep_warm()
     messages, _ = _tool_round(first, _system())
@@ -405,26 +384,9 @@ def test_a_call_through_another_relay_does_not_cancel_the_keep_alives(
 ) -> None:
     # One planner (as every cache="auto" model in a process shares), two relays: a call on
     # the second reaches another cache, so the first relay's entry still needs its keep-alive.
-    def clock() -> float:
-        return emulator.now
-
-    planner = CachePlanner(MemoryStore(clock=clock), clock=clock)
+    planner = _planner(emulator)
     with RelayEmulator() as other:
-        first, second = (
-            ChatClaudeRelay(
-                **way_params(
-                    "openai",
-                    relay,
-                    model=OPUS,
-                    max_retries=0,
-                    max_tokens=64,
-                    cache=planner,
-                    keep_warm="auto",
-                    ledger=MemoryLedger(),
-                )
-            )
-            for relay in (emulator, other)
-        )
+        first, second = (_model(relay, planner=planner) for relay in (emulator, other))
         first.next_keep_warm()
         second.next_keep_warm()
         messages, _ = _tool_round(first, _system())
