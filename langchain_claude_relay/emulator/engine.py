@@ -1248,8 +1248,9 @@ def cost_usd(model: str, split: TokenSplit, inference_geo: str | None = None) ->
         split.cache_write_5m,
         split.cache_write_1h,
         split.output_tokens,
+        multiplier=spec.price_multiplier(inference_geo),
     )
-    return round(sum(charges) * spec.price_multiplier(inference_geo), 10)
+    return round(sum(charges), 10)
 
 
 @dataclass(frozen=True)
