@@ -209,8 +209,13 @@ class KeepWarmScheduler:
 
     def next_due(self) -> float | None:
         """When the next keep-alive falls due (planner clock), or ``None``."""
+        return self._earliest_due(in_flight=True)
+
+    def _earliest_due(self, *, in_flight: bool) -> float | None:
+        """The earliest due time, counting the keep-alives being sent or not."""
         with self._lock:
-            return min((p.due for p in self._pending.values()), default=None)
+            dues = (p.due for p in self._pending.values() if in_flight or not p.sending)
+            return min(dues, default=None)
 
     def run_due(self, now: float | None = None) -> int:
         """Send every keep-alive due at or before ``now`` (default: the clock); how many went.
@@ -317,8 +322,7 @@ class KeepWarmScheduler:
     def _seconds_to_due(self) -> float | None:
         # a keep-alive being sent (from another thread) is left out: its due time is past
         # until the send returns, and waiting 0 for it would spin the thread meanwhile
-        with self._lock:
-            due = min((p.due for p in self._pending.values() if not p.sending), default=None)
+        due = self._earliest_due(in_flight=False)
         self._wake_at = math.inf if due is None else due
         if due is None:
             return None
