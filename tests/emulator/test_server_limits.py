@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from langchain_claude_relay.emulator import EmulatorSettings, RelayEmulator
-from langchain_claude_relay.emulator.server import MAX_BODY_BYTES
+from langchain_claude_relay.emulator.server import INLINE_BODY_BYTES, MAX_BODY_BYTES
 
 from .conftest import MODEL, prose
 
@@ -68,33 +68,47 @@ def test_a_chunked_body_without_content_length_is_cut_at_32_mb(
     assert [r.outcome for r in emu.request_log] == ["error:413"]
 
 
-def test_a_tiny_request_is_not_held_up_by_a_big_one(emu: RelayEmulator) -> None:
-    """A ~10 MB body is tokenized in a worker thread: a small request is served meanwhile.
+def test_a_tiny_request_is_not_held_up_by_a_big_one(
+    emu: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big body is parsed and tokenized in a worker thread: a small request is served meanwhile.
 
-    On the event loop under the lock, a 20 MB body held every other client for ~30 s.
+    On the event loop under the lock, a 20 MB body held every other client for ~30 s. Here the
+    big body's preparation waits until the small request has been answered: in a worker thread
+    it does, on the event loop the small one would wait for it instead (until the 30 s run out).
+    No timing: what is checked is which was answered first.
     """
+    core = emu.core
+    prepare = core._prepare
+    preparing, tiny_answered = threading.Event(), threading.Event()
+    waited: list[bool] = []
+
+    def held(body: bytes, request: Any, wire: Any) -> Any:
+        if len(body) > INLINE_BODY_BYTES:
+            preparing.set()
+            waited.append(tiny_answered.wait(30))
+        return prepare(body, request, wire)
+
+    monkeypatch.setattr(core, "_prepare", held)
     unit = "The quick brown fox jumps over the lazy dog near the river bank. " * 16
-    content = unit * (10 * 1024 * 1024 // len(unit))
+    content = unit * (2 * INLINE_BODY_BYTES // len(unit))
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": content}]})
     big: dict[str, Any] = {}
 
     def send_big() -> None:
-        start = time.perf_counter()
         response = httpx.post(
             emu.base_url + "/chat/completions", content=body, headers=JSON, timeout=120
         )
-        big.update(status=response.status_code, seconds=time.perf_counter() - start)
+        big.update(status=response.status_code)
 
     thread = threading.Thread(target=send_big)
     thread.start()
-    time.sleep(0.4)  # the big body is in and being tokenized
-    start = time.perf_counter()
+    assert preparing.wait(30), "the big request never reached its preparation"
     tiny = httpx.post(emu.base_url + "/chat/completions", json=_tiny(), timeout=120)
-    tiny_seconds = time.perf_counter() - start
-    thread.join()
+    tiny_answered.set()
+    thread.join(60)
     assert tiny.status_code == big["status"] == 200
-    assert big["seconds"] > 1.0  # really busy for a while
-    assert tiny_seconds < big["seconds"] / 4, (tiny_seconds, big["seconds"])
+    assert waited == [True]  # the small one was answered while the big one was prepared
 
 
 @pytest.mark.parametrize("options", ['"x"', "[1]", "5"])
