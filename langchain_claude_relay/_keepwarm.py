@@ -38,7 +38,14 @@ from langchain_claude_relay.planner.followup import WINDOW
 from langchain_claude_relay.planner.keepalive import KeepAlive
 from langchain_claude_relay.planner.rules import TTL_SECONDS
 
-__all__ = ["MARGIN", "KEEP_ALIVE_TIMEOUT", "IDLE_EXIT", "PendingKeepAlive", "KeepWarmScheduler"]
+__all__ = [
+    "MARGIN",
+    "KEEP_ALIVE_TIMEOUT",
+    "KEEP_ALIVE_TAIL_TOKENS",
+    "IDLE_EXIT",
+    "PendingKeepAlive",
+    "KeepWarmScheduler",
+]
 
 logger = logging.getLogger("langchain_claude_relay.keep_warm")
 
@@ -47,6 +54,9 @@ MARGIN = 15.0
 start as Claude sees it: network and queueing must fit in this margin)."""
 KEEP_ALIVE_TIMEOUT = 60.0
 """Seconds a keep-alive's one attempt may take (no retries: a late one would pay a write)."""
+KEEP_ALIVE_TAIL_TOKENS = 16
+"""Input tokens a keep-alive is costed at beyond the prefix it reads (its short user turn and
+the message framing): the bound of its worst case, and the estimate when its answer is lost."""
 IDLE_EXIT = 60.0
 """Seconds the background thread waits with nothing pending before it ends (it restarts)."""
 

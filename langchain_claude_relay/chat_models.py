@@ -97,7 +97,12 @@ from langchain_claude_relay._convert import (
     to_claude_request,
 )
 from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
-from langchain_claude_relay._keepwarm import KEEP_ALIVE_TIMEOUT, KeepWarmScheduler, PendingKeepAlive
+from langchain_claude_relay._keepwarm import (
+    KEEP_ALIVE_TAIL_TOKENS,
+    KEEP_ALIVE_TIMEOUT,
+    KeepWarmScheduler,
+    PendingKeepAlive,
+)
 from langchain_claude_relay._plumbing import warn_external, warn_once
 from langchain_claude_relay._settings_checks import (
     check_api_key,
@@ -195,6 +200,7 @@ class _Prepared:
     """A stream's key, sent on its first chunk (``callbacks.WATCH_KEY``): LangChain gives
     ``_stream`` no run manager, so the trackers of its run are found by it afterwards."""
     entry: LedgerEntry | None = None  # the call as the ledger keeps it, once accounted
+    lost_attempts: int = 0  # attempts sent whose answers were lost (``_account_lost``)
 
     def token_estimates(self) -> tuple[int, int]:
         """What the call books on the rate limiter (see ``limiter.booking.token_estimates``)."""
@@ -1466,20 +1472,34 @@ class ChatClaudeRelay(BaseChatModel):
         )
         self._record(prepared, usage, pricing, {}, call_id, estimated=True)
 
-    def _account_cut(self, prepared: _Prepared, error: CutResponseError) -> None:
-        """Record an attempt whose answer was cut part-way: billed all the same.
+    def _account_lost(self, prepared: _Prepared, error: BaseException) -> None:
+        """Record an attempt that was sent and whose answer was lost: billed all the same.
 
-        Claude bills a request that began; the usage went with the rest of the body, so an
-        estimate is recorded (``_record_estimate``, no output known) and counted by the call's
-        cost trackers, for each cut attempt, whether it is retried or not. Never raises.
+        Its answer was cut part-way, timed out, dropped with the connection, or the caller
+        cancelled or interrupted the call while it was awaited (``transport.progress`` tells
+        which attempts went out). Claude bills a request that began; its usage went with the
+        answer, so an estimate is recorded (``_record_estimate``, no output known) and counted
+        by the call's cost trackers, for each such attempt, whether it is retried or not; the
+        call's rate-limiter booking is then settled, not given back (``_failed_outcome``).
+        Never raises.
         """
+        prepared.lost_attempts += 1
         try:
-            self._record_estimate(prepared, 0, error.response_id)
+            call_id = error.response_id if isinstance(error, CutResponseError) else None
+            self._record_estimate(prepared, 0, call_id)
             if prepared.entry is not None:
-                for tracker in prepared.cost_trackers:
+                for tracker in _with_watchers(prepared.cost_trackers, prepared.watch_key):
                     tracker.record_stopped(prepared.entry)
         except Exception as exc:
-            logger.warning("could not record a cut answer: %s", type(exc).__name__)
+            logger.warning("could not record a lost answer: %s", type(exc).__name__)
+
+    @staticmethod
+    def _failed_outcome(prepared: _Prepared, exc: BaseException) -> booking.CallOutcome:
+        """How a call that raised ``exc`` before its answer ended, for its limiter booking.
+
+        ``"answered"`` when an attempt went out and its answer was lost: the relay counted it.
+        """
+        return "answered" if prepared.lost_attempts else booking.failure_outcome(exc)
 
     def _pricing(self, model: str) -> tuple[ModelSpec, str]:
         """The prices a call is costed at, and where they come from.
@@ -1680,11 +1700,11 @@ class ChatClaudeRelay(BaseChatModel):
         booked = self._reserve(prepared, deadline)
         try:
             raw = self._transport.create(
-                prepared.payload, deadline, on_cut=functools.partial(self._account_cut, prepared)
+                prepared.payload, deadline, on_lost=functools.partial(self._account_lost, prepared)
             )
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
-            self._release(booked, prepared, booking.failure_outcome(exc))
+            self._release(booked, prepared, self._failed_outcome(prepared, exc))
             raise
         try:
             message = self._message_from(raw.body, prepared)
@@ -1720,11 +1740,11 @@ class ChatClaudeRelay(BaseChatModel):
         booked = await self._areserve(prepared, deadline)
         try:
             raw = await self._transport.acreate(
-                prepared.payload, deadline, on_cut=functools.partial(self._account_cut, prepared)
+                prepared.payload, deadline, on_lost=functools.partial(self._account_lost, prepared)
             )
         except BaseException as exc:
             self._lifecycle(prepared, "abandoned")
-            self._release(booked, prepared, booking.failure_outcome(exc))
+            self._release(booked, prepared, self._failed_outcome(prepared, exc))
             raise
         try:
             message = self._message_from(raw.body, prepared)
@@ -1751,11 +1771,13 @@ class ChatClaudeRelay(BaseChatModel):
         deadline = self._transport.call_deadline()
         booked = self._reserve(prepared, deadline)
         outcome: booking.CallOutcome = "unsent"
+        began = False  # the first event came (else the attempts' losses were recorded)
         state = _StreamState(self._wire.stream_reader())
         try:
-            for event in self._transport.stream(prepared.payload, deadline):
-                if outcome == "unsent":
-                    outcome = "answered"
+            lost = functools.partial(self._account_lost, prepared)
+            for event in self._transport.stream(prepared.payload, deadline, on_lost=lost):
+                if not began:
+                    began, outcome = True, "answered"
                     self._began(prepared, gate)
                 chunk = self._chunk_from(state.read(event), v1=self.output_version == "v1")
                 if chunk is not None:
@@ -1768,12 +1790,12 @@ class ChatClaudeRelay(BaseChatModel):
                 tokens_to.on_llm_new_token("", chunk=final)
             yield _with_watch_key(prepared, state, final)
         except BaseException as exc:
-            if outcome == "unsent":
-                outcome = booking.failure_outcome(exc)
+            if not began:
+                outcome = self._failed_outcome(prepared, exc)
                 self._lifecycle(prepared, "abandoned")
             raise
         finally:  # also when the consumer stops early: the call was counted once it began
-            if outcome == "answered" and not state.accounted:
+            if began and not state.accounted:
                 self._account_stopped(prepared, state)
             self._release(booked, prepared, outcome)
 
@@ -1796,11 +1818,13 @@ class ChatClaudeRelay(BaseChatModel):
         deadline = self._transport.call_deadline()
         booked = await self._areserve(prepared, deadline)
         outcome: booking.CallOutcome = "unsent"
+        began = False  # the first event came (else the attempts' losses were recorded)
         state = _StreamState(self._wire.stream_reader())
         try:
-            async for event in self._transport.astream(prepared.payload, deadline):
-                if outcome == "unsent":
-                    outcome = "answered"
+            lost = functools.partial(self._account_lost, prepared)
+            async for event in self._transport.astream(prepared.payload, deadline, on_lost=lost):
+                if not began:
+                    began, outcome = True, "answered"
                     self._began(prepared, gate)
                 chunk = self._chunk_from(state.read(event), v1=self.output_version == "v1")
                 if chunk is not None:
@@ -1813,12 +1837,12 @@ class ChatClaudeRelay(BaseChatModel):
                 await tokens_to.on_llm_new_token("", chunk=final)
             yield _with_watch_key(prepared, state, final)
         except BaseException as exc:
-            if outcome == "unsent":
-                outcome = booking.failure_outcome(exc)
+            if not began:
+                outcome = self._failed_outcome(prepared, exc)
                 self._lifecycle(prepared, "abandoned")
             raise
         finally:
-            if outcome == "answered" and not state.accounted:
+            if began and not state.accounted:
                 self._account_stopped(prepared, state)
             self._release(booked, prepared, outcome)
 
@@ -2000,9 +2024,10 @@ class ChatClaudeRelay(BaseChatModel):
             marked=True,  # the target's marker
         )
         params["max_tokens"] = 0 if self._api.native and refused is None else 1
-        tier = prices.for_prompt(keep.tokens + 16)  # a long prompt's tier, if any
+        sent_tokens = keep.tokens + KEEP_ALIVE_TAIL_TOKENS
+        tier = prices.for_prompt(sent_tokens)  # a long prompt's tier, if any
         extra = params["max_tokens"] * tier.output / 1e6
-        worst = (keep.tokens + 16) * max(tier.cache_write_1h, tier.input) / 1e6
+        worst = sent_tokens * max(tier.cache_write_1h, tier.input) / 1e6
         worst += extra
         return PendingKeepAlive(
             keep,
@@ -2043,26 +2068,58 @@ class ChatClaudeRelay(BaseChatModel):
         # One attempt, no retries: a retry comes after the entry expired (it would pay the
         # write it was meant to save), and a relay answering 429 or 529 gets no more load.
         payload = self._wire.render(request, source.params, True)
-        raw = self._transport.create_once(payload, KEEP_ALIVE_TIMEOUT)
+        lost: list[BaseException] = []
+        pricing = self._pricing(keep.model)[0]
+        try:
+            raw = self._transport.create_once(payload, KEEP_ALIVE_TIMEOUT, on_lost=lost.append)
+        except Exception:
+            if not lost:  # it never went out: not billed
+                raise
+            # Sent, its answer lost (a timeout, a dropped connection): billed all the same.
+            # Recorded as the read it was meant to be; its worst case counts on the budget.
+            estimate = NormalizedUsage(
+                input_tokens=KEEP_ALIVE_TAIL_TOKENS,
+                cache_read_tokens=keep.tokens,
+                cache_write_5m_tokens=0,
+                cache_write_1h_tokens=0,
+                output_tokens=0,
+            )
+            self._record_keep_alive(pending, at, estimate, pricing, None, estimated=True)
+            return pending.worst_case_usd
         parsed = self._wire.parse(raw.body)
         if parsed.usage is None:  # not billed as far as we can tell: count the worst case
             return pending.worst_case_usd
         usage = normalize_usage(parsed.usage, write_ttl_hint=keep.ttl)
-        pricing = self._pricing(keep.model)[0]
         cost = call_cost_usd(usage, pricing)
         try:
             context.planner.kept_alive(keep, at, usage.cache_read_tokens)
         except Exception as exc:  # bookkeeping never fails the keep-alive
             logger.warning("cache planner kept_alive() failed: %s", type(exc).__name__)
+        self._record_keep_alive(pending, at, usage, pricing, parsed.id)
+        return cost if cost is not None else pending.worst_case_usd
+
+    def _record_keep_alive(
+        self,
+        pending: PendingKeepAlive,
+        at: float,
+        usage: NormalizedUsage,
+        pricing: ModelSpec,
+        call_id: str | None,
+        *,
+        estimated: bool = False,
+    ) -> None:
+        """Bill a keep-alive in the ledger and in the cost trackers of the call it keeps warm."""
+        keep, context = pending.keep, pending.context
         entry = LedgerEntry.from_usage(
             usage,
             model=keep.model,
             pricing=pricing,
             timestamp=at,
-            call_id=parsed.id,
+            call_id=call_id,
             base_url=self.base_url or f"api:{self.api}",
             read_prefix=keep.prefix_hash if usage.cache_read_tokens else None,
             keep_alive=True,
+            estimated=estimated,
         )
         try:
             self._to_ledger(entry)
@@ -2070,7 +2127,6 @@ class ChatClaudeRelay(BaseChatModel):
             logger.warning("could not record a keep-alive in the ledger: %s", type(exc).__name__)
         for tracker in _with_watchers(context.cost_trackers, context.watch_key):
             tracker.record_keep_alive(entry)
-        return cost if cost is not None else pending.worst_case_usd
 
     # -- batches: warm, then fan out ------------------------------------------------------------
 

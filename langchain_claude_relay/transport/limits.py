@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 
 from langchain_claude_relay._plumbing import WriteBehind, on_exit_and_fork
 from langchain_claude_relay.errors import APIResponseError, APITimeoutError
+from langchain_claude_relay.transport import progress
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -337,9 +338,40 @@ def _bound_connection(stream: Any) -> None:
 
 
 def _on_connection_event(name: str, info: Mapping[str, Any]) -> None:
-    """The ``trace`` callback httpcore calls: bound each network stream as it is opened."""
+    """The ``trace`` callback httpcore calls: bound each network stream as it is opened.
+
+    It also notes when the request has been written (``progress``: an attempt lost after
+    that was billed).
+    """
     if name.endswith(_NEW_STREAM_EVENTS):
         _bound_connection(info.get("return_value"))
+    progress.note_trace_event(name)
+
+
+async def _aon_request_event(name: str, _info: Mapping[str, Any]) -> None:
+    """The async ``trace`` callback: notes when the request has been written (``progress``)."""
+    progress.note_trace_event(name)
+
+
+async def _achained_trace(
+    first: Callable[[str, Any], Awaitable[Any]], name: str, info: Any
+) -> None:
+    await first(name, info)
+    await _aon_request_event(name, info)
+
+
+async def _atrace_requests(request: Any) -> None:
+    """An async request hook: ask httpcore to tell when the request has been written."""
+    extensions = getattr(request, "extensions", None)
+    if not isinstance(extensions, dict):
+        return
+    previous = extensions.get("trace")
+    if previous is None:
+        extensions["trace"] = _aon_request_event
+    elif previous is not _aon_request_event and not (
+        isinstance(previous, functools.partial) and previous.func is _achained_trace
+    ):
+        extensions["trace"] = functools.partial(_achained_trace, previous)
 
 
 def _chained_trace(first: Callable[[str, Any], Any], name: str, info: Any) -> None:
@@ -699,8 +731,10 @@ def response_cap_hooks(
     caps whatever the client, but the SDK reads an error answer's body itself, and on a client
     without these hooks that read is not capped. On a sync client they also let the call's
     deadline bound the wait for an answer's headers (``Deadline.sending``); async calls are
-    bounded whatever the client. (Nothing is added to your client behind your back: it may
-    serve other APIs, with other sizes.)
+    bounded whatever the client. On both they tell when a request has been written, so that a
+    call cancelled or interrupted while its answer is awaited is recorded as billed
+    (``transport.progress``). (Nothing is added to your client behind your back: it may serve
+    other APIs, with other sizes.)
 
     Args:
         limits: the caps (default: ``ResponseLimits()``, the chat model's defaults; pass the
@@ -717,7 +751,7 @@ def response_cap_hooks(
         async def acap(response: Any) -> None:
             _cap_response(response, limits, is_async=True)
 
-        return {"response": [acap]}
+        return {"request": [_atrace_requests], "response": [acap]}
 
     def cap(response: Any) -> None:
         _cap_response(response, limits, is_async=False)

@@ -44,10 +44,10 @@ import os
 import re
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -63,6 +63,7 @@ from langchain_claude_relay.errors import (
     make_status_error,
     redact,
 )
+from langchain_claude_relay.transport import progress
 from langchain_claude_relay.transport.apis import api_spec, build_sdk_client
 from langchain_claude_relay.transport.checks import (
     REDACTED,
@@ -99,6 +100,8 @@ __all__ = ["RawResponse", "RelayTransport"]
 logger = logging.getLogger("langchain_claude_relay.transport")
 
 _END: Any = object()
+
+T = TypeVar("T")
 _MIN_SCRUBBED_SECRET = 8  # shorter "keys" (test placeholders) are not scrubbed from answers
 
 
@@ -318,6 +321,39 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     except (RuntimeError, TypeError):
         return None
     return loop
+
+
+def _answer_began() -> None:
+    """A 2xx answer's headers arrived: the current attempt began (``transport.progress``)."""
+    attempt = progress.current()
+    if attempt is not None:
+        attempt.answer_began = True
+
+
+def _attempt(send: Callable[[], T], on_lost: Callable[[BaseException], None] | None) -> T:
+    """One attempt of ``send``, tracked: ``on_lost`` is told if it was sent and its answer lost."""
+    attempt = progress.AttemptProgress()
+    with progress.tracking(attempt):
+        try:
+            return send()
+        except BaseException as exc:
+            if on_lost is not None and progress.answer_lost(attempt, exc):
+                on_lost(exc)
+            raise
+
+
+async def _aattempt(
+    send: Callable[[], Awaitable[T]], on_lost: Callable[[BaseException], None] | None
+) -> T:
+    """Async :func:`_attempt`."""
+    attempt = progress.AttemptProgress()
+    with progress.tracking(attempt):
+        try:
+            return await send()
+        except BaseException as exc:
+            if on_lost is not None and progress.answer_lost(attempt, exc):
+                on_lost(exc)
+            raise
 
 
 def _cut_native_stream() -> APIResponseError:
@@ -644,9 +680,11 @@ class RelayTransport:
                         options=options,
                     )
                 )
+            _answer_began()
             body = read_capped(deadline.iter_bytes(http), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
+            progress.note_failure(exc)
             failure = self._failure(exc, deadline)
         finally:
             if http is not None:
@@ -655,20 +693,28 @@ class RelayTransport:
             raise failure.error from failure.cause
         return _raw_response(http, text)
 
-    def create_once(self, payload: Mapping[str, Any], timeout: float) -> RawResponse:
+    def create_once(
+        self,
+        payload: Mapping[str, Any],
+        timeout: float,
+        *,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> RawResponse:
         """Send a non-streaming request once, without retries, within ``timeout`` seconds.
 
         For requests a retry could not help (a keep-alive that comes late pays the write it
-        was meant to save): a failed attempt raises its typed error at once.
+        was meant to save): a failed attempt raises its typed error at once. ``on_lost``: as
+        for :meth:`create`.
         """
-        return self._create_once(payload, Deadline(timeout))
+        deadline = Deadline(timeout)
+        return _attempt(lambda: self._create_once(payload, deadline), on_lost)
 
     def create(
         self,
         payload: Mapping[str, Any],
         deadline: Deadline | None = None,
         *,
-        on_cut: Callable[[CutResponseError], None] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
     ) -> RawResponse:
         """Send a non-streaming request, retrying per the policy, within the call's deadline.
 
@@ -676,21 +722,16 @@ class RelayTransport:
             payload: the request body.
             deadline: the call's deadline, if it started earlier (``call_deadline``); default:
                 ``call_timeout`` from now.
-            on_cut: called with each attempt's answer cut part-way (billed by Claude, its usage
-                lost), before that attempt is retried or its error raised.
+            on_lost: called with the error of each attempt that was sent and whose answer was
+                lost (cut part-way, timed out, dropped, cancelled or interrupted: billed by
+                Claude, its usage unknown; see ``transport.progress``), before that attempt is
+                retried or its error raised.
         """
         deadline = self.call_deadline() if deadline is None else deadline
-
-        def attempt() -> RawResponse:
-            try:
-                return self._create_once(payload, deadline)
-            except CutResponseError as exc:
-                if on_cut is not None:
-                    on_cut(exc)
-                raise
-
         return retry_call(
-            attempt, self.retry_policy, **self._retry_kwargs(is_async=False, deadline=deadline)
+            lambda: _attempt(lambda: self._create_once(payload, deadline), on_lost),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=False, deadline=deadline),
         )
 
     async def _acreate_once(
@@ -709,9 +750,11 @@ class RelayTransport:
                     options=self._request_options(deadline),
                 )
             )
+            _answer_began()
             body = await aread_capped(http.aiter_bytes(), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
+            progress.note_failure(exc)
             failure = self._failure(exc, deadline)
         finally:
             if http is not None:
@@ -725,21 +768,14 @@ class RelayTransport:
         payload: Mapping[str, Any],
         deadline: Deadline | None = None,
         *,
-        on_cut: Callable[[CutResponseError], None] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
     ) -> RawResponse:
         """Async :meth:`create`."""
         deadline = self.call_deadline() if deadline is None else deadline
-
-        async def attempt() -> RawResponse:
-            try:
-                return await self._acreate_once(payload, deadline)
-            except CutResponseError as exc:
-                if on_cut is not None:
-                    on_cut(exc)
-                raise
-
         return await aretry_call(
-            attempt, self.retry_policy, **self._retry_kwargs(is_async=True, deadline=deadline)
+            lambda: _aattempt(lambda: self._acreate_once(payload, deadline), on_lost),
+            self.retry_policy,
+            **self._retry_kwargs(is_async=True, deadline=deadline),
         )
 
     # -- token counting (native API, Vertex) ------------------------------------------------------
@@ -862,7 +898,9 @@ class RelayTransport:
                     stream=True,
                     options=options,
                 )
+            _answer_began()
         except Exception as exc:
+            progress.note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
@@ -876,21 +914,29 @@ class RelayTransport:
             events = self._events(response, deadline)
             first = next(events, _END)
         except Exception as exc:
+            progress.note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             response.close()
             raise failure.error from failure.cause
         return response, events, first
 
-    def stream(self, payload: Mapping[str, Any], deadline: Deadline | None = None) -> Iterator[Any]:
+    def stream(
+        self,
+        payload: Mapping[str, Any],
+        deadline: Deadline | None = None,
+        *,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> Iterator[Any]:
         """Stream a request's decoded events; retried only until the first event arrives.
 
         The whole stream is within the call's deadline (``deadline``, as for ``create``) and
-        the stream caps.
+        the stream caps. ``on_lost``: as for :meth:`create`, for the attempts that failed
+        before their first event (after it, the stream's consumer sees what came).
         """
         deadline = self.call_deadline() if deadline is None else deadline
         response, events, first = retry_call(
-            lambda: self._open_stream(payload, deadline),
+            lambda: _attempt(lambda: self._open_stream(payload, deadline), on_lost),
             self.retry_policy,
             **self._retry_kwargs(is_async=False, deadline=deadline),
         )
@@ -926,7 +972,9 @@ class RelayTransport:
                     options=self._request_options(deadline),
                 )
             )
+            _answer_began()
         except Exception as exc:
+            progress.note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
@@ -940,6 +988,7 @@ class RelayTransport:
             events = self._aevents(response, deadline)
             first = await anext(events, _END)
         except Exception as exc:
+            progress.note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             await response.aclose()
@@ -947,12 +996,16 @@ class RelayTransport:
         return response, events, first
 
     async def astream(
-        self, payload: Mapping[str, Any], deadline: Deadline | None = None
+        self,
+        payload: Mapping[str, Any],
+        deadline: Deadline | None = None,
+        *,
+        on_lost: Callable[[BaseException], None] | None = None,
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         deadline = self.call_deadline() if deadline is None else deadline
         response, events, first = await aretry_call(
-            lambda: self._aopen_stream(payload, deadline),
+            lambda: _aattempt(lambda: self._aopen_stream(payload, deadline), on_lost),
             self.retry_policy,
             **self._retry_kwargs(is_async=True, deadline=deadline),
         )

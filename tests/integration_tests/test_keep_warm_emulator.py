@@ -311,6 +311,31 @@ def test_a_failed_keep_alive_is_sent_once_not_retried(emulator: RelayEmulator) -
     llm.close()
 
 
+def test_a_keep_alive_whose_answer_is_lost_is_billed_at_its_worst_case(
+    emulator: RelayEmulator,
+) -> None:
+    # The relay cut the keep-alive's answer: it went out and began (so Claude billed it), but
+    # its usage was lost. It is in the ledger and the trackers as an estimated read of the
+    # prefix, and the budget counts its worst case; it was not dropped as a failure.
+    ledger = MemoryLedger()
+    llm = _model(emulator, ledger=ledger)
+    with track_costs(clock=lambda: emulator.now) as costs:
+        _tool_round(llm, _system())
+        scheduler = llm._keep_warm_state
+        assert scheduler is not None
+        worst = {h: p.worst_case_usd for h, p in scheduler._pending.items()}
+        emulator.fail_next("cut", count=len(worst))
+        sent = _keep_warm_until(llm, emulator, 4 * 60.0 + 50.0)  # the first round only
+    lost = [e for e in ledger.entries() if e.keep_alive]
+    assert len(lost) == sent >= 1
+    assert all(e.estimated and e.cache_read_tokens > 0 and e.cache_write_tokens == 0 for e in lost)
+    assert [r.outcome for r in emulator.request_log[1:]] == ["fault:cut"] * sent
+    assert costs.keep_alive_calls == sent
+    assert llm.keep_warm_spent_usd == pytest.approx(sum(worst[e.read_prefix] for e in lost))
+    assert llm.keep_warm_spent_usd <= llm.keep_warm_budget_usd
+    llm.close()
+
+
 def test_a_follow_up_through_another_model_on_the_planner_cancels_the_keep_alives(
     emulator: RelayEmulator,
 ) -> None:

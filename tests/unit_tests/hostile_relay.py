@@ -21,6 +21,7 @@ Paths (the part before ``/v1``):
 * ``gzip-error`` / ``gzip-json`` / ``gzip-stream``: a 500 error page, a 200 JSON body, an event
   stream, each ``content-encoding: gzip``, 50 KiB on the wire that unpack to ``GZIP_BIG`` bytes.
 * ``absurd-usage``: a valid chat completion whose usage reports ``10**12`` tokens each way.
+* ``silent``: reads the request, then answers nothing (a relay busy with a long answer).
 * ``redirect``: 307 to ``redirect_to`` (another server's origin), path ``/ok/...``.
 
 As a proxy (``HTTP_PROXY=http://127.0.0.1:PORT``) it records what it is sent and answers 502.
@@ -228,6 +229,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(bytes([byte]))
             self.wfile.flush()
             time.sleep(0.3)
+        self.server.relay.stopping.wait()
+
+    def _silent(self) -> None:
+        """Nothing: the request was read, the answer never comes (until the server stops)."""
         self.server.relay.stopping.wait()
 
     def _short_stream(self) -> None:

@@ -1,0 +1,137 @@
+"""How far an attempt got before it failed: was it sent, and so billed with its answer lost?
+
+Claude bills a request once it began, whether or not its answer reaches us. An attempt that
+fails after its request went out -- a timeout while the answer is awaited or read, the
+connection dropped part-way through the answer, a JSON answer cut short, the caller cancelling
+the call (``asyncio.wait_for``, a task cancelled) or interrupting it (Ctrl-C) -- was most likely
+billed, but its usage went with the answer. ``RelayTransport`` tells its caller of each such
+attempt (``on_lost``), and the chat model records an estimate for it, as it does for a stream
+broken off. An attempt that failed before its request went out (no connection, a refused one,
+the pool full), whose connection dropped before any answer came, or that was answered with an
+error (a status, an error page), is taken as not billed and is not reported (``answer_lost``).
+
+What an attempt did is noted in an ``AttemptProgress`` held in a context variable while it
+runs (``tracking``), from two sources:
+
+* the HTTP library's ``trace`` request extension (httpcore's, set by the request hooks of
+  ``limits.response_cap_hooks``, which the clients this package builds have): the whole request
+  was written (``send_request_body.complete``);
+* the attempt itself: a 2xx answer's headers arrived (``answer_began``), or the failure was a
+  read that timed out (the request had been written; this holds on a client of your own too).
+
+On a client of your own, without the hooks, an attempt cancelled or interrupted before its
+answer's headers arrived cannot be told from one that never left, and is not reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from langchain_claude_relay.errors import APIConnectionError, APITimeoutError, CutResponseError
+
+__all__ = [
+    "AttemptProgress",
+    "answer_lost",
+    "current",
+    "note_failure",
+    "note_trace_event",
+    "tracking",
+]
+
+_REQUEST_WRITTEN = "send_request_body.complete"
+"""httpcore's trace event (``http11.`` or ``http2.`` before it) once a request is written."""
+
+_READ_TIMEOUTS = frozenset({"ReadTimeout"})
+"""The HTTP library's exception for a read that timed out (``httpx``, ``httpx2``, httpcore)."""
+
+
+@dataclass
+class AttemptProgress:
+    """What one attempt did so far."""
+
+    request_sent: bool = False
+    """The whole request was written (the relay may have begun it)."""
+    answer_began: bool = False
+    """A 2xx answer's headers arrived (Claude began the request)."""
+
+
+_ATTEMPT: contextvars.ContextVar[AttemptProgress | None] = contextvars.ContextVar(
+    "claude_relay_attempt", default=None
+)
+
+
+@contextlib.contextmanager
+def tracking(progress: AttemptProgress) -> Iterator[AttemptProgress]:
+    """Note what the HTTP library does in ``progress`` while the block runs (this context)."""
+    token = _ATTEMPT.set(progress)
+    try:
+        yield progress
+    finally:
+        _ATTEMPT.reset(token)
+
+
+def current() -> AttemptProgress | None:
+    """The progress of the attempt running in this context, if one is tracked."""
+    return _ATTEMPT.get()
+
+
+def note_trace_event(name: str) -> None:
+    """An httpcore ``trace`` event of the current attempt's request (see the module doc)."""
+    progress = _ATTEMPT.get()
+    if progress is not None and name.endswith(_REQUEST_WRITTEN):
+        progress.request_sent = True
+
+
+def note_failure(exc: BaseException) -> None:
+    """Note the HTTP library's exception that ended the current attempt.
+
+    A read that timed out means the request had been written (its answer was awaited, or
+    was being read).
+    """
+    progress = _ATTEMPT.get()
+    if progress is None:
+        return
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if type(link).__name__ in _READ_TIMEOUTS:
+            progress.request_sent = True
+            return
+        link = link.__cause__ or link.__context__
+
+
+def answer_lost(progress: AttemptProgress, error: BaseException) -> bool:
+    """Whether an attempt that ended in ``error`` (the typed one) was sent and its answer lost.
+
+    A cut answer always was. Once an answer began, so was any failure of the exchange itself
+    (a timeout, a dropped connection, a cancel, an interrupt). Before it began: a timeout, a
+    cancel or an interrupt once the request was written (the relay was working on it). A
+    connection dropped before any answer is taken as not billed: a relay closing an idle
+    pooled connection drops a request the same way, unread. An answer that came whole but
+    wrong (a status error, an error page, a body over the caps) was not billed.
+
+    >>> from langchain_claude_relay.errors import APIStatusError
+    >>> answer_lost(AttemptProgress(request_sent=True), APITimeoutError())
+    True
+    >>> answer_lost(AttemptProgress(), APITimeoutError())  # it never left
+    False
+    >>> answer_lost(AttemptProgress(request_sent=True), KeyboardInterrupt())
+    True
+    >>> answer_lost(AttemptProgress(request_sent=True), APIConnectionError("reset"))
+    False
+    >>> answer_lost(AttemptProgress(answer_began=True), APIConnectionError("reset"))
+    True
+    >>> overloaded = APIStatusError("overloaded", status_code=529)
+    >>> answer_lost(AttemptProgress(answer_began=True), overloaded)
+    False
+    """
+    if isinstance(error, CutResponseError):
+        return True
+    interrupted = not isinstance(error, Exception)  # a cancel, Ctrl-C
+    if progress.answer_began:
+        return interrupted or isinstance(error, APIConnectionError)
+    return progress.request_sent and (interrupted or isinstance(error, APITimeoutError))

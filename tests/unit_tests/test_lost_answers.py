@@ -1,0 +1,179 @@
+"""A call sent whose answer was lost is billed: each such attempt is in the ledger, as an estimate.
+
+Claude bills a request once it began. An attempt that timed out while its answer was awaited
+or read, or that the caller cancelled (``asyncio.wait_for``) while it was in flight, used to
+leave no trace: the ledger and ``track_costs`` missed a call the invoice has, and the rate
+limiter was given back tokens the relay had counted. Now each attempt that went out and lost its
+answer is recorded (``LedgerEntry.estimated``) and counted by the call's trackers, and the
+call's booking is settled. An attempt that never left (a refused connection) or that was
+answered with an error is not. ``transport.progress`` tells which attempts went out: the HTTP
+library's trace on the clients this package builds (the loopback tests below), a read timeout on
+any client (the injected-transport ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from fake_relay import FakeRelay
+from hostile_relay import HostileRelay
+
+from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay.callbacks import track_costs
+from langchain_claude_relay.errors import APIConnectionError, APIStatusError, APITimeoutError
+from langchain_claude_relay.ledger import MemoryLedger
+from langchain_claude_relay.limiter import RateLimiter
+
+KEY = "sk-canary-lost-0a1b2c3d4e5f6789"
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileRelay]:
+    with HostileRelay() as server:
+        yield server
+
+
+def _llm(url: str, ledger: MemoryLedger, **kwargs: Any) -> ChatClaudeRelay:
+    settings: dict[str, Any] = {
+        "base_url": url,
+        "api_key": KEY,
+        "model": "claude-sonnet-4-6",
+        "cache": "off",
+        "ledger": ledger,
+        "max_retries": 0,
+        **kwargs,
+    }
+    return ChatClaudeRelay(**settings)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- on the wire: the package's own clients ------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["silent", "stall"], ids=["no-headers", "headers-then-silence"])
+def test_each_timed_out_attempt_is_recorded_as_billed(hostile: HostileRelay, kind: str) -> None:
+    ledger = MemoryLedger()
+    llm = _llm(hostile.url(kind), ledger, timeout=0.6, max_retries=1)
+    llm._transport._sleep = lambda _s: None
+    with track_costs() as costs, pytest.raises(APITimeoutError):
+        llm.invoke("Summarize the repository.")
+    assert len(hostile.seen) == 2  # both attempts reached the relay
+    entries = ledger.entries()
+    assert len(entries) == 2
+    assert all(e.estimated and e.input_tokens > 0 and e.output_tokens == 0 for e in entries)
+    assert costs.calls == 2
+    assert costs.cost_usd == pytest.approx(sum(e.cost_usd or 0.0 for e in entries))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("streamed", [False, True], ids=["ainvoke", "astream"])
+def test_a_call_cancelled_in_flight_is_recorded_once(hostile: HostileRelay, streamed: bool) -> None:
+    # asyncio.wait_for cancels the call while its answer is awaited: no read timed out, so only
+    # the HTTP library's trace tells that the request went out
+    ledger = MemoryLedger()
+    llm = _llm(hostile.url("silent"), ledger, timeout=30)
+
+    async def call() -> None:
+        if streamed:
+            async for _ in llm.astream("Summarize the repository."):
+                pass
+        else:
+            await llm.ainvoke("Summarize the repository.")
+
+    async def cancelled() -> None:
+        with track_costs() as costs, pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(call(), 0.5)
+        assert costs.calls == 1
+
+    asyncio.run(cancelled())
+    assert len(hostile.seen) == 1
+    (entry,) = ledger.entries()
+    assert entry.estimated
+
+
+@pytest.mark.timeout(60)
+def test_a_call_that_never_left_is_not_recorded() -> None:
+    ledger = MemoryLedger()
+    limiter = RateLimiter(rpm=100, itpm=1_000_000)
+    llm = _llm(f"http://127.0.0.1:{_free_port()}/v1", ledger, rate_limiter=limiter)
+    with track_costs() as costs, pytest.raises(APIConnectionError):
+        llm.invoke("hi")
+    assert ledger.entries() == []
+    assert costs.calls == 0
+    assert limiter.stats()["cancelled"] == 1  # given back: the relay counted nothing
+    assert limiter.stats()["settled"] == 0
+
+
+# -- any client: an injected transport -----------------------------------------------------------
+
+
+def _injected(relay: FakeRelay, ledger: MemoryLedger, **kwargs: Any) -> ChatClaudeRelay:
+    return _llm(
+        "https://relay.example.com/v1",
+        ledger,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(relay)),
+        http_async_client=httpx2.AsyncClient(transport=httpx2.MockTransport(relay)),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised", "billed"),
+    [
+        (httpx2.ReadTimeout("read timed out"), APITimeoutError, True),
+        (httpx2.ConnectTimeout("connect timed out"), APITimeoutError, False),
+        (httpx2.ConnectError("refused"), APIConnectionError, False),
+        # dropped before any answer: a relay closing an idle pooled connection does the same
+        (httpx2.RemoteProtocolError("server disconnected"), APIConnectionError, False),
+        (httpx2.Response(529, json={"error": {"message": "overloaded"}}), APIStatusError, False),
+    ],
+    ids=["read-timeout", "connect-timeout", "refused", "dropped", "529"],
+)
+def test_only_attempts_that_went_out_are_billed(
+    relay: FakeRelay, failure: Any, raised: type[Exception], billed: bool
+) -> None:
+    ledger = MemoryLedger()
+    limiter = RateLimiter(rpm=100, itpm=1_000_000)
+    relay.queue(failure)
+    with track_costs() as costs, pytest.raises(raised):
+        _injected(relay, ledger, rate_limiter=limiter).invoke("hi")
+    assert len(ledger.entries()) == costs.calls == (1 if billed else 0)
+    assert all(e.estimated for e in ledger.entries())
+    stats = limiter.stats()
+    # billed: the booking is settled (the relay counted it); the rest are given back
+    assert (stats["settled"], stats["cancelled"]) == ((1, 0) if billed else (0, 1))
+
+
+def test_a_lost_attempt_then_an_answer_are_both_recorded(
+    relay: FakeRelay, make_llm: Callable[..., ChatClaudeRelay]
+) -> None:
+    ledger = MemoryLedger()
+    relay.queue(httpx2.ReadTimeout("read timed out"))
+    with track_costs() as costs:
+        answer = make_llm(ledger=ledger).invoke("hi")
+    assert answer.content == "Hello"
+    lost, whole = ledger.entries()
+    assert (lost.estimated, whole.estimated) == (True, False)
+    assert costs.calls == 2
+
+
+def test_a_stream_lost_before_its_first_event_is_recorded_once(
+    relay: FakeRelay, make_llm: Callable[..., ChatClaudeRelay]
+) -> None:
+    ledger = MemoryLedger()
+    relay.queue(httpx2.ReadTimeout("read timed out"))
+    with pytest.raises(APITimeoutError):
+        list(make_llm(ledger=ledger, max_retries=0).stream("hi"))
+    (entry,) = ledger.entries()
+    assert entry.estimated
