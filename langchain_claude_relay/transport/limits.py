@@ -360,18 +360,23 @@ async def _achained_trace(
     await _aon_request_event(name, info)
 
 
-async def _atrace_requests(request: Any) -> None:
-    """An async request hook: ask httpcore to tell when the request has been written."""
+def _add_trace(request: Any, callback: Any, chained: Any) -> None:
+    """Set ``callback`` as the request's httpcore ``trace``, after one already there (once)."""
     extensions = getattr(request, "extensions", None)
     if not isinstance(extensions, dict):
         return
     previous = extensions.get("trace")
     if previous is None:
-        extensions["trace"] = _aon_request_event
-    elif previous is not _aon_request_event and not (
-        isinstance(previous, functools.partial) and previous.func is _achained_trace
+        extensions["trace"] = callback
+    elif previous is not callback and not (
+        isinstance(previous, functools.partial) and previous.func is chained
     ):
-        extensions["trace"] = functools.partial(_achained_trace, previous)
+        extensions["trace"] = functools.partial(chained, previous)
+
+
+async def _atrace_requests(request: Any) -> None:
+    """An async request hook: ask httpcore to tell when the request has been written."""
+    _add_trace(request, _aon_request_event, _achained_trace)
 
 
 def _chained_trace(first: Callable[[str, Any], Any], name: str, info: Any) -> None:
@@ -381,16 +386,7 @@ def _chained_trace(first: Callable[[str, Any], Any], name: str, info: Any) -> No
 
 def _trace_connections(request: Any) -> None:
     """A sync request hook: ask httpcore for the request's new network streams."""
-    extensions = getattr(request, "extensions", None)
-    if not isinstance(extensions, dict):
-        return
-    previous = extensions.get("trace")
-    if previous is None:
-        extensions["trace"] = _on_connection_event
-    elif previous is not _on_connection_event and not (
-        isinstance(previous, functools.partial) and previous.func is _chained_trace
-    ):
-        extensions["trace"] = functools.partial(_chained_trace, previous)
+    _add_trace(request, _on_connection_event, _chained_trace)
 
 
 class _Watch:

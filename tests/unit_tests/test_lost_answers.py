@@ -23,11 +23,12 @@ import pytest
 from fake_relay import FakeRelay
 from hostile_relay import HostileRelay
 
-from langchain_claude_relay import ChatClaudeRelay
+from langchain_claude_relay import ChatClaudeRelay, response_cap_hooks
 from langchain_claude_relay.callbacks import track_costs
 from langchain_claude_relay.errors import APIConnectionError, APIStatusError, APITimeoutError
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.limiter import RateLimiter
+from langchain_claude_relay.transport import progress
 
 KEY = "sk-canary-lost-0a1b2c3d4e5f6789"
 
@@ -177,3 +178,39 @@ def test_a_stream_lost_before_its_first_event_is_recorded_once(
         list(make_llm(ledger=ledger, max_retries=0).stream("hi"))
     (entry,) = ledger.entries()
     assert entry.estimated
+
+
+# -- the trace hooks -----------------------------------------------------------------------------
+
+
+def test_the_hooks_tell_when_a_request_was_written_and_keep_a_trace_of_your_own() -> None:
+    seen: list[str] = []
+
+    def mine(name: str, _info: Any) -> None:
+        seen.append(name)
+
+    async def amine(name: str, _info: Any) -> None:
+        seen.append(name)
+
+    events = ("http11.send_request_headers.complete", "http11.send_request_body.complete")
+    url = "https://relay.example.com/v1"
+    sync_hooks = response_cap_hooks()["request"]
+    async_hooks = response_cap_hooks(is_async=True)["request"]
+    for hooks, trace in ((sync_hooks, mine), (async_hooks, amine)):
+        request = httpx2.Request("POST", url, extensions={"trace": trace})
+        for _ in range(2):  # a request sent again (a redirect) is not wrapped twice
+            for hook in hooks:
+                done = hook(request)
+                if asyncio.iscoroutine(done):
+                    asyncio.run(done)
+        attempt = progress.AttemptProgress()
+        with progress.tracking(attempt):
+            for name in (
+                "http11.send_request_headers.complete",
+                "http11.send_request_body.complete",
+            ):
+                called = request.extensions["trace"](name, {})
+                if asyncio.iscoroutine(called):
+                    asyncio.run(called)
+                assert attempt.request_sent == name.endswith("body.complete")
+    assert seen == [*events, *events]  # your own trace saw each event once
