@@ -46,9 +46,12 @@ it costs on the in-memory store, and another worker's write shows within ``refre
 **Redis down.** Every operation falls back to a local ``MemoryStore`` that mirrors the values
 this process last read or wrote (so planning goes on with what it knew), with one warning per
 process (``RedisStateWarning``); Redis is tried again every ``retry_after`` seconds
-and used again as soon as it answers. Statistics learned during the outage stay local and are
-dropped when Redis returns (they are decayed rates and ratios that Redis's copy relearns within
-a few calls).
+and used again as soon as it answers. The writes Redis missed meanwhile (statistics learned
+during the outage: sets, deletes, increments) are kept, merged per key, and sent before the
+next writes once Redis answers again, so the fleet's counts include them (an increment adds its
+delta to what other workers added meanwhile; a set is the newest value, as always). At most
+``_MIRROR_KEYS`` keys are kept: beyond, the oldest are dropped (logged). A process that exits
+while Redis is still down loses them.
 
 **Warm marks.** ``store.warm.WarmPrefixRegistry.mark`` records, the moment a response that
 writes a prefix begins, that the prefix is cached until a given time. ``RedisStore.get`` of the
@@ -395,6 +398,9 @@ class RedisStore:
         self._queue_lock = threading.Lock()
         self._queue: dict[str, tuple[int, Any]] = {}  # merged writes not yet taken
         self._sending: dict[str, tuple[int, Any]] = {}  # the batch in flight
+        # Writes Redis missed (it was down), merged per key, sent first once it answers (a
+        # forked child starts without them: its parent sends them).
+        self._backlog: dict[str, tuple[int, Any]] = {}
         self._writer = WriteBehind("claude-relay-redis-store", take=self._take, send=self._send)
 
     def __repr__(self) -> str:
@@ -564,7 +570,9 @@ class RedisStore:
         )
         if done is None:
             with self._mirror_lock:
-                return self._mirror.incr(key, delta)
+                value = self._mirror.incr(key, delta)
+            self._keep_for_later({key: (_INCR_OP, (float(delta), value))}, newest=True)
+            return value
         value = float(_parse_number(done[0]))
         self._remember(key, value, read=token)  # unless a newer local write came meanwhile
         return value
@@ -612,12 +620,12 @@ class RedisStore:
     # -- write-behind -----------------------------------------------------------------------------
 
     def _unsent(self, key: str) -> bool:
-        return key in self._queue or key in self._sending
+        return key in self._queue or key in self._sending or key in self._backlog
 
     def _submit(self, writes: Mapping[str, tuple[int, Any]]) -> None:
         """Queue writes for the background thread (or send them now without ``background``)."""
         if not self.background:
-            self.call(lambda: self._apply(writes))
+            self._send_now(writes)
             return
         with self._queue_lock:
             for key, write in writes.items():
@@ -632,13 +640,42 @@ class RedisStore:
 
     def _send(self, batch: dict[str, tuple[int, Any]]) -> None:
         try:
-            if batch:
-                self.call(functools.partial(self._apply, batch))
+            self._send_now(batch)
         except Exception as exc:  # a bug, not an outage: keep the writer alive
             logger.warning("state store: a Redis write failed: %s", type(exc).__name__)
         finally:
             with self._queue_lock:
                 self._sending = {}
+
+    def _send_now(self, writes: Mapping[str, tuple[int, Any]]) -> None:
+        """Send the writes Redis missed, then ``writes``; keep them all if it is still down."""
+        with self._queue_lock:
+            backlog, self._backlog = self._backlog, {}
+            if backlog:
+                merged = dict(backlog)
+                for key, write in writes.items():
+                    merged[key] = _merge(merged.get(key), write)
+                writes = self._sending = merged  # in flight: reads see the local values
+        if writes and self.call(functools.partial(self._apply, writes)) is None:
+            self._keep_for_later(writes, newest=False)
+
+    def _keep_for_later(self, writes: Mapping[str, tuple[int, Any]], *, newest: bool) -> None:
+        """Add writes Redis missed to the backlog: after what it holds (``newest``) or before."""
+        with self._queue_lock:
+            older, newer = (self._backlog, writes) if newest else (writes, self._backlog)
+            backlog = dict(older)
+            for key, write in newer.items():
+                backlog[key] = _merge(backlog.get(key), write)
+            excess = len(backlog) - _MIRROR_KEYS
+            if excess > 0:  # bounded: the oldest go (statistics Redis's copy relearns)
+                for key in list(backlog)[:excess]:
+                    del backlog[key]
+                logger.warning(
+                    "state store: %d writes Redis missed were dropped (over %d keys)",
+                    excess,
+                    _MIRROR_KEYS,
+                )
+            self._backlog = backlog
 
     def _apply(self, writes: Mapping[str, tuple[int, Any]]) -> None:
         """Send writes in one ``MULTI``/``EXEC`` (raises what Redis raises).
@@ -668,12 +705,14 @@ class RedisStore:
         pipe.execute()
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until the queued writes are sent (or dropped to local state: Redis is down).
+        """Wait until the queued writes are sent (or kept for later: Redis is down).
+
+        The writes Redis missed during an outage are sent too, if it answers now.
 
         Args:
             timeout: seconds to wait at most (``None``: no limit).
         """
-        if not self._writer.flush(timeout):
+        if not self._writer.flush(timeout, force=bool(self._backlog)):
             logger.warning("state store: Redis writes still queued after %s s", timeout)
 
     def close(self) -> None:

@@ -300,3 +300,40 @@ def test_redis_down_falls_back_with_one_warning_and_comes_back(own_redis: Any) -
     planner_view.set("p:04", {"n": 1.0})
     planner_view.flush()
     assert RedisStore(own_redis.url, namespace="outage").get("p:04") == {"n": 1.0}
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_writes_made_while_redis_is_down_are_sent_once_when_it_returns(
+    own_redis: Any, background: bool
+) -> None:
+    # Learned during an outage: they were dropped when Redis came back, so the fleet's counts
+    # missed them (and a restart of the process forgot them)
+    namespace = f"backlog{int(background)}"
+    store = RedisStore(
+        own_redis.url, namespace=namespace, retry_after=0.2, refresh=0, background=background
+    )
+    store.incr("k:01", 1)
+    store.set("p:01", {"n": 1.0})
+    store.flush()
+    own_redis.kill()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RedisStateWarning)
+        assert store.incr("k:01", 2) == 3.0  # local
+        store.set("p:02", {"n": 5.0})
+        store.delete("p:01")
+        with store.transact():
+            store.incr("k:02", 4)
+        store.flush()  # still down: kept
+        assert store.get("p:02") == {"n": 5.0}
+    own_redis.start()
+    time.sleep(0.25)
+    other = RedisStore(own_redis.url, namespace=namespace, refresh=0, background=False)
+    other.incr("k:01", 10)  # another worker, meanwhile
+    assert store.get("p:02") == {"n": 5.0}  # still this process's own value, not Redis's miss
+    store.flush()
+    store.flush()  # once: a second flush sends nothing again
+    fresh = RedisStore(own_redis.url, namespace=namespace, refresh=0, background=False)
+    assert fresh.get("k:01") == 13.0  # 1 + 10 + the 2 added during the outage
+    assert fresh.get("k:02") == 4.0
+    assert fresh.get("p:02") == {"n": 5.0}
+    assert fresh.get("p:01") is None
