@@ -401,6 +401,7 @@ class RedisStore:
         # Writes Redis missed (it was down), merged per key, sent first once it answers (a
         # forked child starts without them: its parent sends them).
         self._backlog: dict[str, tuple[int, Any]] = {}
+        self._backlog_overflowed = False  # warned that the backlog dropped writes (this outage)
         self._writer = WriteBehind("claude-relay-redis-store", take=self._take, send=self._send)
 
     def __repr__(self) -> str:
@@ -658,6 +659,8 @@ class RedisStore:
                 writes = self._sending = merged  # in flight: reads see the local values
         if writes and self.call(functools.partial(self._apply, writes)) is None:
             self._keep_for_later(writes, newest=False)
+        elif writes:
+            self._backlog_overflowed = False
 
     def _keep_for_later(self, writes: Mapping[str, tuple[int, Any]], *, newest: bool) -> None:
         """Add writes Redis missed to the backlog: after what it holds (``newest``) or before."""
@@ -670,9 +673,11 @@ class RedisStore:
             if excess > 0:  # bounded: the oldest go (statistics Redis's copy relearns)
                 for key in list(backlog)[:excess]:
                     del backlog[key]
-                logger.warning(
-                    "state store: %d writes Redis missed were dropped (over %d keys)",
-                    excess,
+                level = logging.DEBUG if self._backlog_overflowed else logging.WARNING
+                self._backlog_overflowed = True  # once per outage
+                logger.log(
+                    level,
+                    "state store: writes Redis missed over %d keys: oldest dropped",
                     _MIRROR_KEYS,
                 )
             self._backlog = backlog

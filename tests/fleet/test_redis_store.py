@@ -337,3 +337,25 @@ def test_writes_made_while_redis_is_down_are_sent_once_when_it_returns(
     assert fresh.get("k:02") == 4.0
     assert fresh.get("p:02") == {"n": 5.0}
     assert fresh.get("p:01") is None
+
+
+def test_the_outage_backlog_is_bounded_oldest_first(
+    own_redis: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import langchain_claude_relay.store.redis as redis_store
+
+    monkeypatch.setattr(redis_store, "_MIRROR_KEYS", 3)
+    store = RedisStore(own_redis.url, namespace="bounded", retry_after=0.2, background=False)
+    store.set("p:00", 0)
+    own_redis.kill()
+    with warnings.catch_warnings(), caplog.at_level("WARNING", "langchain_claude_relay"):
+        warnings.simplefilter("ignore", RedisStateWarning)
+        for i in range(1, 6):
+            store.set(f"p:0{i}", i)
+    assert len(store._backlog) == 3
+    assert sum("oldest dropped" in r.getMessage() for r in caplog.records) == 1  # once
+    own_redis.start()
+    time.sleep(0.25)
+    store.flush()
+    fresh = RedisStore(own_redis.url, namespace="bounded", refresh=0, background=False)
+    assert [fresh.get(f"p:0{i}") for i in range(6)] == [0, None, None, 3, 4, 5]
