@@ -31,10 +31,13 @@ LangChain calls: the chat model hands each one to the trackers that counted the 
 warm (``record_keep_alive``), also when it is sent later, from the keep-alive thread. They count
 as spend (``keep_alive_calls``, ``keep_alive_cost_usd``, and in ``cost_usd``), not as calls.
 A tracker passed as ``callbacks=[tracker]`` to ``stream`` is not told by LangChain about what the
-chat model does outside the run (a stream stopped early, a keep-alive sent later): the stream's
-first chunk carries a random key (``response_metadata[WATCH_KEY]``), the tracker remembers the
-keys of the runs it saw, and the chat model asks ``trackers_of_call`` for them. A stream closed
-after its last chunk (usage and cost) is counted from it, as if it had ended.
+chat model does outside the run (a stream stopped early, an attempt whose answer was lost before
+the first chunk, a keep-alive sent later): the stream's first chunk carries a random key
+(``response_metadata[WATCH_KEY]``), the tracker remembers the keys of the runs it saw, and the
+chat model asks ``trackers_of_call`` for them (or keeps what it recorded before, for the
+tracker to collect: ``stopped_call``). A stream closed after its last chunk (usage and cost) is
+counted from it, as if it had ended. A stream whose every attempt lost its answer sends no
+chunk, so such a tracker cannot be told of them (``track_costs`` blocks and the ledger are).
 The totals are computed by ``ledger.summarize`` over the block's calls, so they mean exactly
 what ``claude-relay stats`` means.
 """
@@ -165,7 +168,9 @@ class CostTracker(BaseCallbackHandler):
         with self._lock:
             started = self._starts.pop(run_id, None) if run_id is not None else None
         timestamp = started if started is not None else self._now()
-        _watch_calls(self, response)  # its keep-alives, sent later, come here too
+        # its keep-alives, sent later, come here too; attempts lost before it were recorded
+        for key, lost in _watch_calls(self, response):
+            self.record_stopped(lost, key)
         llm_output = response.llm_output or {}
         for i, generations in enumerate(response.generations):
             call_id = f"{run_id}-{i}" if run_id is not None else None
@@ -455,7 +460,8 @@ are forgotten first."""
 _TRACKERS_PER_CALL = 16
 """Trackers remembered per stream (nested ``track_costs`` blocks, callbacks)."""
 _watched: OrderedDict[str, list[weakref.ref[CostTracker]]] = OrderedDict()
-_stopped: OrderedDict[str, LedgerEntry] = OrderedDict()
+_stopped: OrderedDict[str, dict[str, LedgerEntry]] = OrderedDict()
+"""Per stream key, the entries recorded outside the run (a stop, lost attempts) by record key."""
 _watched_lock = threading.Lock()
 
 
@@ -481,9 +487,10 @@ def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[tuple[str, L
     """Remember that ``tracker`` saw the streams of ``response`` (by their keys).
 
     Returns:
-        The entries of those streams already recorded as stopped (``stopped_call``): a sync
-        stream's generator is closed, and its stop recorded, before LangChain reports the
-        error.
+        The entries of those streams already recorded outside the run (``stopped_call``), with
+        their record keys: a sync stream's generator is closed, and its stop recorded, before
+        LangChain reports the error; an attempt lost before the first chunk is recorded
+        before the tracker saw the stream's key.
     """
     keys = _watch_keys(response)
     with _watched_lock:
@@ -494,13 +501,20 @@ def _watch_calls(tracker: CostTracker, response: LLMResult) -> list[tuple[str, L
             _watched[key] = refs[-_TRACKERS_PER_CALL:]
         while len(_watched) > _WATCHED_CALLS:
             _watched.popitem(last=False)
-        return [(key, _stopped[key]) for key in keys if key in _stopped]
+        return [pair for key in keys for pair in _stopped.get(key, {}).items()]
 
 
-def stopped_call(key: str, entry: LedgerEntry) -> None:
-    """Keep a stopped stream's entry for a tracker LangChain tells of the stop afterwards."""
+def stopped_call(key: str, entry: LedgerEntry, record_key: str | None = None) -> None:
+    """Keep an entry of a stream for a tracker LangChain tells of it afterwards.
+
+    Args:
+        key: the stream's key (``WATCH_KEY``).
+        entry: the entry: the stream stopped, or one of its attempts lost its answer.
+        record_key: what a tracker counts it under, once (``record_stopped``); default
+            ``key`` (the stream's stop).
+    """
     with _watched_lock:
-        _stopped[key] = entry
+        _stopped.setdefault(key, {})[record_key or key] = entry
         _stopped.move_to_end(key)
         while len(_stopped) > _WATCHED_CALLS:
             _stopped.popitem(last=False)

@@ -1487,9 +1487,13 @@ class ChatClaudeRelay(BaseChatModel):
         try:
             call_id = error.response_id if isinstance(error, CutResponseError) else None
             self._record_estimate(prepared, 0, call_id)
-            if prepared.entry is not None:
-                for tracker in _with_watchers(prepared.cost_trackers, prepared.watch_key):
-                    tracker.record_stopped(prepared.entry)
+            entry, key = prepared.entry, prepared.watch_key
+            if entry is not None:
+                lost_key = None if key is None else f"{key}:lost{prepared.lost_attempts}"
+                for tracker in _with_watchers(prepared.cost_trackers, key):
+                    tracker.record_stopped(entry, lost_key)
+                if key is not None:  # for a tracker that sees the stream's key later
+                    stopped_call(key, entry, lost_key)
         except Exception as exc:
             logger.warning("could not record a lost answer: %s", type(exc).__name__)
 

@@ -345,12 +345,12 @@ def _on_connection_event(name: str, info: Mapping[str, Any]) -> None:
     """
     if name.endswith(_NEW_STREAM_EVENTS):
         _bound_connection(info.get("return_value"))
-    progress.note_trace_event(name)
+    progress.note_trace_event(name, info)
 
 
-async def _aon_request_event(name: str, _info: Mapping[str, Any]) -> None:
+async def _aon_request_event(name: str, info: Mapping[str, Any]) -> None:
     """The async ``trace`` callback: notes when the request has been written (``progress``)."""
-    progress.note_trace_event(name)
+    progress.note_trace_event(name, info)
 
 
 async def _achained_trace(
@@ -361,7 +361,11 @@ async def _achained_trace(
 
 
 def _add_trace(request: Any, callback: Any, chained: Any) -> None:
-    """Set ``callback`` as the request's httpcore ``trace``, after one already there (once)."""
+    """Set ``callback`` as the request's httpcore ``trace``, after one already there (once).
+
+    The current attempt (``progress``) is told that a request of its starts.
+    """
+    progress.note_request()
     extensions = getattr(request, "extensions", None)
     if not isinstance(extensions, dict):
         return
@@ -707,6 +711,9 @@ def _cap_decoded(response: Any, limit: int, setting: str) -> None:
 
 
 def _cap_response(response: Any, limits: ResponseLimits, is_async: bool) -> None:
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        progress.note_status(status)
     content_type = str(response.headers.get("content-type", ""))
     if "event-stream" in content_type or "eventstream" in content_type:
         limit, setting = limits.max_stream_bytes, "max_stream_bytes"

@@ -13,11 +13,13 @@ error (a status, an error page), is taken as not billed and is not reported (``a
 What an attempt did is noted in an ``AttemptProgress`` held in a context variable while it
 runs (``tracking``), from two sources:
 
-* the HTTP library's ``trace`` request extension (httpcore's, set by the request hooks of
-  ``limits.response_cap_hooks``, which the clients this package builds have): the whole request
-  was written (``send_request_body.complete``);
-* the attempt itself: a 2xx answer's headers arrived (``answer_began``), or the failure was a
-  read that timed out (the request had been written; this holds on a client of your own too).
+* the hooks of ``limits.response_cap_hooks`` (the clients this package builds have them): the
+  HTTP library's ``trace`` request extension (httpcore's) tells when the whole request was
+  written (``send_request_body.complete``; a proxy's ``CONNECT``, which gets the same trace, is
+  not the request), and the response hook the answer's status (an error status was not
+  billed, even when its body is lost);
+* the attempt itself: a 2xx answer's headers arrived (``answer_began``), or, on a client
+  without the hooks, the failure was a read that timed out (the request had been written).
 
 On a client of your own, without the hooks, an attempt cancelled or interrupted before its
 answer's headers arrived cannot be told from one that never left, and is not reported.
@@ -29,6 +31,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_claude_relay.errors import APIConnectionError, APITimeoutError, CutResponseError
 
@@ -37,12 +40,17 @@ __all__ = [
     "answer_lost",
     "current",
     "note_failure",
+    "note_request",
+    "note_status",
     "note_trace_event",
     "tracking",
 ]
 
 _REQUEST_WRITTEN = "send_request_body.complete"
 """httpcore's trace event (``http11.`` or ``http2.`` before it) once a request is written."""
+
+_REQUEST_STARTED = "send_request_headers.started"
+"""httpcore's trace event as it begins writing a request (its ``info`` names the request)."""
 
 _READ_TIMEOUTS = frozenset({"ReadTimeout"})
 """The HTTP library's exception for a read that timed out (``httpx``, ``httpx2``, httpcore)."""
@@ -56,6 +64,12 @@ class AttemptProgress:
     """The whole request was written (the relay may have begun it)."""
     answer_began: bool = False
     """A 2xx answer's headers arrived (Claude began the request)."""
+    refused: bool = False
+    """The last answer's status was not 2xx (an error, a redirect): that request was not billed."""
+    connecting: bool = False
+    """The request being written is a proxy's ``CONNECT``, not the attempt's."""
+    traced: bool = False
+    """The hooks of ``limits.response_cap_hooks`` ran: ``request_sent`` comes from the trace."""
 
 
 _ATTEMPT: contextvars.ContextVar[AttemptProgress | None] = contextvars.ContextVar(
@@ -78,10 +92,34 @@ def current() -> AttemptProgress | None:
     return _ATTEMPT.get()
 
 
-def note_trace_event(name: str) -> None:
-    """An httpcore ``trace`` event of the current attempt's request (see the module doc)."""
+def note_request() -> None:
+    """A request of the current attempt starts (a redirect's too): nothing of it went out yet."""
     progress = _ATTEMPT.get()
-    if progress is not None and name.endswith(_REQUEST_WRITTEN):
+    if progress is not None:
+        progress.traced = True
+        progress.request_sent = progress.refused = False
+
+
+def note_status(status_code: int) -> None:
+    """An answer's headers arrived with ``status_code`` (the response hook)."""
+    progress = _ATTEMPT.get()
+    if progress is not None:
+        progress.refused = not 200 <= status_code < 300
+
+
+def note_trace_event(name: str, info: Any = None) -> None:
+    """An httpcore ``trace`` event of the current attempt's request (see the module doc).
+
+    A proxy's ``CONNECT`` (httpcore hands it the request's extensions, ``trace`` included) is
+    not the request: it reaches the proxy only. Only a ``.started`` event names its request.
+    """
+    progress = _ATTEMPT.get()
+    if progress is None:
+        return
+    if name.endswith(_REQUEST_STARTED):
+        request = info.get("request") if isinstance(info, dict) else None
+        progress.connecting = getattr(request, "method", None) in (b"CONNECT", "CONNECT")
+    elif name.endswith(_REQUEST_WRITTEN) and not progress.connecting:
         progress.request_sent = True
 
 
@@ -92,7 +130,7 @@ def note_failure(exc: BaseException) -> None:
     was being read).
     """
     progress = _ATTEMPT.get()
-    if progress is None:
+    if progress is None or progress.traced:  # the trace told whether it was written
         return
     seen: set[int] = set()
     link: BaseException | None = exc
@@ -131,6 +169,8 @@ def answer_lost(progress: AttemptProgress, error: BaseException) -> bool:
     """
     if isinstance(error, CutResponseError):
         return True
+    if progress.refused:  # answered with an error status: its body may be lost, not billed
+        return False
     interrupted = not isinstance(error, Exception)  # a cancel, Ctrl-C
     if progress.answer_began:
         return interrupted or isinstance(error, APIConnectionError)

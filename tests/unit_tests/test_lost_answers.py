@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
 import pytest
-from fake_relay import FakeRelay
+from fake_relay import FakeRelay, sse, stream_events
 from hostile_relay import HostileRelay
 
 from langchain_claude_relay import ChatClaudeRelay, response_cap_hooks
-from langchain_claude_relay.callbacks import track_costs
+from langchain_claude_relay.callbacks import CostTracker, track_costs
 from langchain_claude_relay.errors import APIConnectionError, APIStatusError, APITimeoutError
 from langchain_claude_relay.ledger import MemoryLedger
 from langchain_claude_relay.limiter import RateLimiter
@@ -214,3 +215,125 @@ def test_the_hooks_tell_when_a_request_was_written_and_keep_a_trace_of_your_own(
                     asyncio.run(called)
                 assert attempt.request_sent == name.endswith("body.complete")
     assert seen == [*events, *events]  # your own trace saw each event once
+
+
+# -- requests that never reached the relay, answers that were errors ----------------------------
+
+
+class _SilentServer:
+    """Reads what it is sent and answers ``reply`` (bytes, then silence) on each connection."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.seen: list[bytes] = []
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = int(self._sock.getsockname()[1])
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.seen.append(conn.recv(65536).split(b"\r\n")[0])
+            if self.reply:
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        for conn in [self._sock, *self._conns]:
+            conn.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("is_async", [False, True], ids=["invoke", "ainvoke-cancelled"])
+def test_a_call_held_by_a_proxy_on_connect_is_not_recorded(
+    monkeypatch: pytest.MonkeyPatch, is_async: bool
+) -> None:
+    # httpcore gives the CONNECT request the request's extensions (its trace): its body
+    # written is not the relay's request written; a read timeout awaiting the proxy neither
+    proxy = _SilentServer()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    ledger = MemoryLedger()
+    limiter = RateLimiter(rpm=100, itpm=1_000_000)
+    llm = _llm(
+        "https://relay.example.com/v1",
+        ledger,
+        rate_limiter=limiter,
+        timeout=30 if is_async else 0.5,
+    )
+    try:
+        with track_costs() as costs:
+            if is_async:
+
+                async def cancelled() -> None:
+                    with pytest.raises(asyncio.TimeoutError):
+                        await asyncio.wait_for(llm.ainvoke("hi"), 0.5)
+
+                asyncio.run(cancelled())
+            else:
+                with pytest.raises(APITimeoutError):
+                    llm.invoke("hi")
+        assert [line.split(b" ")[0] for line in proxy.seen] == [b"CONNECT"]
+        assert ledger.entries() == []
+        assert costs.calls == 0
+        assert (limiter.stats()["settled"], limiter.stats()["cancelled"]) == (0, 1)
+    finally:
+        proxy.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("is_async", [False, True], ids=["invoke", "ainvoke"])
+def test_an_error_status_whose_body_times_out_is_not_recorded(is_async: bool) -> None:
+    relay = _SilentServer(
+        b"HTTP/1.1 529 Overloaded\r\ncontent-type: application/json\r\n"
+        b'content-length: 200\r\n\r\n{"error":'
+    )
+    ledger = MemoryLedger()
+    limiter = RateLimiter(rpm=100, itpm=1_000_000)
+    llm = _llm(f"http://127.0.0.1:{relay.port}/v1", ledger, rate_limiter=limiter, timeout=0.5)
+    try:
+        with track_costs() as costs, pytest.raises(APITimeoutError):
+            asyncio.run(llm.ainvoke("hi")) if is_async else llm.invoke("hi")
+        assert len(relay.seen) == 1
+        assert ledger.entries() == []
+        assert costs.calls == 0
+        assert (limiter.stats()["settled"], limiter.stats()["cancelled"]) == (0, 1)
+    finally:
+        relay.close()
+
+
+@pytest.mark.parametrize("how", ["invoke", "stream", "astream"])
+def test_a_tracker_passed_as_a_callback_counts_the_lost_attempt(
+    relay: FakeRelay, make_llm: Callable[..., ChatClaudeRelay], how: str
+) -> None:
+    # A stream's callback tracker learns the stream's key from its first chunk: an attempt
+    # lost before it was recorded before the tracker could be found, and was missed
+    streamed = httpx2.Response(
+        200, text=sse(stream_events()), headers={"content-type": "text/event-stream"}
+    )
+    relay.queue(httpx2.ReadTimeout("read timed out"), *([] if how == "invoke" else [streamed]))
+    ledger = MemoryLedger()
+    llm = make_llm(ledger=ledger)
+    tracker = CostTracker()
+    config: Any = {"callbacks": [tracker]}
+
+    async def astream() -> None:
+        async for _ in llm.astream("hi", config=config):
+            pass
+
+    with track_costs() as block:
+        if how == "invoke":
+            llm.invoke("hi", config=config)
+        elif how == "stream":
+            list(llm.stream("hi", config=config))
+        else:
+            asyncio.run(astream())
+    assert len(ledger.entries()) == block.calls == tracker.calls == 2
+    assert tracker.cost_usd == pytest.approx(sum(e.cost_usd or 0.0 for e in ledger.entries()))
