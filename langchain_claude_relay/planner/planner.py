@@ -94,7 +94,6 @@ from langchain_claude_relay.planner.plan import (
     write_split_hints,
 )
 from langchain_claude_relay.planner.reuse import (
-    LineageEntry,
     ReuseOdds,
     ReuseRecord,
     make_monotone,
@@ -902,7 +901,7 @@ class CachePlanner:
                     record = record._replace(cached_until=until, cached_ttl=TTL_SECONDS[ttl])
                     self._store.set(key, record.to_json(), expire=PREFIX_EXPIRE)
             if keep.lineage_key is not None:
-                self._refresh_lineage(keep, at, read_tokens)
+                self._refresh_lineage(keep.lineage_key, keep, at, read_tokens)
 
     def keep_alive_needed(self, keep: KeepAlive) -> bool:
         """Whether ``keep`` still waits for its follow-up, as far as the store knows.
@@ -922,25 +921,23 @@ class CachePlanner:
         record = ReuseRecord.from_json(self._store.get(f"p:{keep.prefix_hash[:24]}"))
         return record is None or record.last_seen is None or record.last_seen <= keep.written_at
 
-    def _refresh_lineage(self, keep: KeepAlive, at: float, read_tokens: int) -> None:
-        raw = self._store.get(keep.lineage_key or "")
-        if not isinstance(raw, list):
+    def _refresh_lineage(self, key: str, keep: KeepAlive, at: float, read_tokens: int) -> None:
+        """Extend the lineage entries (under ``key``) that a keep-alive's read restarted."""
+        entries = read_lineage(self._store, key)
+        if not entries:
             return
         refreshed = {
             int48(h): at + TTL_SECONDS[ttl]
             for h, ttl, tokens in keep.refreshes
             if tokens <= read_tokens * 1.05 + 8
         }
-        entries = [e for e in map(LineageEntry.from_json, raw) if e is not None]
         updated = [
             replace(e, expires=max(e.expires, refreshed[e.prefix]))
             if e.prefix in refreshed and e.ttl > 0
             else e
             for e in entries
         ]
-        self._store.set(
-            keep.lineage_key or "", [e.to_json() for e in updated], expire=LINEAGE_EXPIRE
-        )
+        self._store.set(key, [e.to_json() for e in updated], expire=LINEAGE_EXPIRE)
 
     def calibrate(self, request: ClaudeRequest, total_tokens: int) -> bool:
         """Learn the model's token calibration from an exact count of a whole request.
