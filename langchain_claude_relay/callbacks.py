@@ -259,8 +259,9 @@ class CostTracker(BaseCallbackHandler):
 
         Args:
             entry: its ledger entry.
-            key: the stream's key (``WATCH_KEY``), if it has one: counted once per key,
-                however many ways it reaches the tracker.
+            key: what it is counted under, once however many ways it reaches the tracker:
+                the stream's key (``WATCH_KEY``) for a stopped stream, a key per attempt for
+                one whose answer was lost (``None``: a key of its own).
         """
         self._add(entry, f"stopped:{key or uuid.uuid4().hex}", cache_hit=False)
 

@@ -201,6 +201,9 @@ class _Prepared:
     ``_stream`` no run manager, so the trackers of its run are found by it afterwards."""
     entry: LedgerEntry | None = None  # the call as the ledger keeps it, once accounted
     lost_attempts: int = 0  # attempts sent whose answers were lost (``_account_lost``)
+    record_key: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    """What trackers count this call's estimates under when it has no ``watch_key``: one
+    tracker reached twice (a callback and a nested block's parent) counts each once."""
 
     def token_estimates(self) -> tuple[int, int]:
         """What the call books on the rate limiter (see ``limiter.booking.token_estimates``)."""
@@ -1441,8 +1444,9 @@ class ChatClaudeRelay(BaseChatModel):
             else:
                 self._record_estimate(prepared, state.chunks, state.call_id)
             if prepared.entry is not None:
+                key = prepared.watch_key or prepared.record_key
                 for tracker in _with_watchers(prepared.cost_trackers, prepared.watch_key):
-                    tracker.record_stopped(prepared.entry, prepared.watch_key)
+                    tracker.record_stopped(prepared.entry, key)
                 if prepared.watch_key is not None:  # for a tracker LangChain tells of it later
                     stopped_call(prepared.watch_key, prepared.entry)
         except Exception as exc:
@@ -1489,7 +1493,7 @@ class ChatClaudeRelay(BaseChatModel):
             self._record_estimate(prepared, 0, call_id)
             entry, key = prepared.entry, prepared.watch_key
             if entry is not None:
-                lost_key = None if key is None else f"{key}:lost{prepared.lost_attempts}"
+                lost_key = f"{key or prepared.record_key}:lost{prepared.lost_attempts}"
                 for tracker in _with_watchers(prepared.cost_trackers, key):
                     tracker.record_stopped(entry, lost_key)
                 if key is not None:  # for a tracker that sees the stream's key later

@@ -69,7 +69,8 @@ class AttemptProgress:
     connecting: bool = False
     """The request being written is a proxy's ``CONNECT``, not the attempt's."""
     traced: bool = False
-    """The hooks of ``limits.response_cap_hooks`` ran: ``request_sent`` comes from the trace."""
+    """httpcore's trace (set by ``limits.response_cap_hooks``) reported on the current request:
+    ``request_sent`` comes from it."""
 
 
 _ATTEMPT: contextvars.ContextVar[AttemptProgress | None] = contextvars.ContextVar(
@@ -96,8 +97,7 @@ def note_request() -> None:
     """A request of the current attempt starts (a redirect's too): nothing of it went out yet."""
     progress = _ATTEMPT.get()
     if progress is not None:
-        progress.traced = True
-        progress.request_sent = progress.refused = False
+        progress.request_sent = progress.refused = progress.traced = False
 
 
 def note_status(status_code: int) -> None:
@@ -116,6 +116,7 @@ def note_trace_event(name: str, info: Any = None) -> None:
     progress = _ATTEMPT.get()
     if progress is None:
         return
+    progress.traced = True  # httpcore traces this request: note_failure defers to the trace
     if name.endswith(_REQUEST_STARTED):
         request = info.get("request") if isinstance(info, dict) else None
         progress.connecting = getattr(request, "method", None) in (b"CONNECT", "CONNECT")

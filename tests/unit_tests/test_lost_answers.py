@@ -23,6 +23,7 @@ import httpx2
 import pytest
 from fake_relay import FakeRelay, sse, stream_events
 from hostile_relay import HostileRelay
+from langchain_core.runnables import RunnableLambda
 
 from langchain_claude_relay import ChatClaudeRelay, response_cap_hooks
 from langchain_claude_relay.callbacks import CostTracker, track_costs
@@ -337,3 +338,36 @@ def test_a_tracker_passed_as_a_callback_counts_the_lost_attempt(
             asyncio.run(astream())
     assert len(ledger.entries()) == block.calls == tracker.calls == 2
     assert tracker.cost_usd == pytest.approx(sum(e.cost_usd or 0.0 for e in ledger.entries()))
+
+
+def test_a_lost_attempt_reaching_a_tracker_twice_counts_once(
+    relay: FakeRelay, make_llm: Callable[..., ChatClaudeRelay]
+) -> None:
+    # the outer block is inherited by the chain AND the inner block forwards to it
+    relay.queue(httpx2.ReadTimeout("read timed out"))
+    ledger = MemoryLedger()
+    llm = make_llm(ledger=ledger)
+
+    def step(prompt: str) -> Any:
+        with track_costs():
+            return llm.invoke(prompt)
+
+    with track_costs() as outer:
+        RunnableLambda(step).invoke("hi")
+    assert len(ledger.entries()) == outer.calls == 2
+
+
+def test_a_read_timeout_on_hooks_without_httpcore_trace_is_recorded(relay: FakeRelay) -> None:
+    # response_cap_hooks on a transport that sends no httpcore trace (here a mock one)
+    relay.queue(httpx2.ReadTimeout("read timed out"))
+    ledger = MemoryLedger()
+    llm = _llm(
+        "https://relay.example.com/v1",
+        ledger,
+        http_client=httpx2.Client(
+            transport=httpx2.MockTransport(relay), event_hooks=response_cap_hooks()
+        ),
+    )
+    with track_costs() as costs, pytest.raises(APITimeoutError):
+        llm.invoke("hi")
+    assert len(ledger.entries()) == costs.calls == 1
