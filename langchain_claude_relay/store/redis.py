@@ -49,9 +49,13 @@ process (``RedisStateWarning``); Redis is tried again every ``retry_after`` seco
 and used again as soon as it answers. The writes Redis missed meanwhile (statistics learned
 during the outage: sets, deletes, increments) are kept, merged per key, and sent before the
 next writes once Redis answers again, so the fleet's counts include them (an increment adds its
-delta to what other workers added meanwhile; a set is the newest value, as always). At most
-``_MIRROR_KEYS`` keys are kept: beyond, the oldest are dropped (logged). A process that exits
-while Redis is still down loses them.
+delta to what other workers added meanwhile; a set is the newest value, as always). The writer
+thread tries Redis again every ``retry_after`` seconds while any wait. At most ``_MIRROR_KEYS``
+keys are kept: beyond, the oldest are dropped (logged). A process that exits while Redis is
+still down loses them. An increment whose call timed out is not kept (Redis may run it after
+all); a batch whose reply was lost to a failure after Redis applied it is sent again, so its
+increments count twice (rare: planner statistics, decayed). A write Redis refuses inside a
+batch is logged; the rest of the batch has landed and is not sent again.
 
 **Warm marks.** ``store.warm.WarmPrefixRegistry.mark`` records, the moment a response that
 writes a prefix begins, that the prefix is cached until a given time. ``RedisStore.get`` of the
@@ -402,7 +406,16 @@ class RedisStore:
         # forked child starts without them: its parent sends them).
         self._backlog: dict[str, tuple[int, Any]] = {}
         self._backlog_overflowed = False  # warned that the backlog dropped writes (this outage)
-        self._writer = WriteBehind("claude-relay-redis-store", take=self._take, send=self._send)
+        self._writer = WriteBehind(
+            "claude-relay-redis-store",
+            take=self._take,
+            send=self._send,
+            retry_interval=self._retry_interval,
+        )
+
+    def _retry_interval(self) -> float | None:
+        """While writes wait for Redis, try it every ``retry_after`` s, without a new write."""
+        return max(0.05, self.health.retry_after) if self._backlog else None
 
     def __repr__(self) -> str:
         return f"RedisStore({self.health.location!r}, namespace={self.namespace!r})"
@@ -564,15 +577,24 @@ class RedisStore:
             self.flush()
         with self._mirror_lock:
             token = self._count_local_write(key)
-        done = self.call(
-            lambda: self._incr_script(
-                keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
-            )
-        )
+        in_doubt = False
+
+        def action() -> Any:
+            nonlocal in_doubt
+            try:
+                return self._incr_script(
+                    keys=[self.redis_key(key)], args=[repr(float(delta)), self._ms(None)]
+                )
+            except Exception as exc:  # a timeout: it was sent, and Redis may run it after all
+                in_doubt = type(exc).__name__ == "TimeoutError"  # redis.exceptions.TimeoutError
+                raise
+
+        done = self.call(action)
         if done is None:
             with self._mirror_lock:
                 value = self._mirror.incr(key, delta)
-            self._keep_for_later({key: (_INCR_OP, (float(delta), value))}, newest=True)
+            if not in_doubt:  # one that timed out may have landed: replayed, it would count twice
+                self._keep_for_later({key: (_INCR_OP, (float(delta), value))}, newest=True)
             return value
         value = float(_parse_number(done[0]))
         self._remember(key, value, read=token)  # unless a newer local write came meanwhile
@@ -657,10 +679,16 @@ class RedisStore:
                 for key, write in writes.items():
                     merged[key] = _merge(merged.get(key), write)
                 writes = self._sending = merged  # in flight: reads see the local values
-        if writes and self.call(functools.partial(self._apply, writes)) is None:
-            self._keep_for_later(writes, newest=False)
-        elif writes:
-            self._backlog_overflowed = False
+        try:
+            if writes and self.call(functools.partial(self._apply, writes)) is None:
+                self._keep_for_later(writes, newest=False)
+            elif writes:
+                self._backlog_overflowed = False
+        finally:
+            if backlog and not self.background:  # ``_send`` clears it on the writer's path
+                with self._queue_lock:
+                    if self._sending is writes:
+                        self._sending = {}
 
     def _keep_for_later(self, writes: Mapping[str, tuple[int, Any]], *, newest: bool) -> None:
         """Add writes Redis missed to the backlog: after what it holds (``newest``) or before."""
@@ -707,7 +735,9 @@ class RedisStore:
                     pipe.delete(name)
                     pipe.hset(name, mapping=_hash_of(value))
                     pipe.pexpire(name, self._ms(expire))
-        pipe.execute()
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception):  # Redis answered: the rest landed, do not replay
+                logger.warning("state store: Redis refused a write: %s", result)
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Wait until the queued writes are sent (or kept for later: Redis is down).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -359,3 +360,86 @@ def test_the_outage_backlog_is_bounded_oldest_first(
     store.flush()
     fresh = RedisStore(own_redis.url, namespace="bounded", refresh=0, background=False)
     assert [fresh.get(f"p:0{i}") for i in range(6)] == [0, None, None, 3, 4, 5]
+
+
+def test_one_write_redis_refuses_does_not_hold_back_the_rest(own_redis: Any) -> None:
+    # EXEC applies the other commands and reports the refused one: counting the batch as
+    # undelivered kept it in the outage backlog for good, every later write merged behind it,
+    # and its increment applied again at every retry
+    import redis
+
+    store = RedisStore(own_redis.url, namespace="refused", retry_after=0.2, background=False)
+    store.set("k:0a", 0)
+    with store.transact():
+        store.incr("k:0c", 1)
+        store.set("k:0b", 1, expire=1e17)  # Redis refuses that expiry
+    for i in range(3):
+        store.set("k:0a", i + 1)
+    raw = redis.Redis.from_url(own_redis.url)
+    assert raw.get(store.redis_key("k:0a")) == b"3"
+    assert raw.get(store.redis_key("k:0c")) == b"1"
+    assert not store._backlog
+    assert not store.degraded
+
+
+def test_a_sent_backlog_leaves_reads_to_redis_again_without_a_writer_thread(
+    own_redis: Any,
+) -> None:
+    store = RedisStore(
+        own_redis.url, namespace="resent", retry_after=0.2, refresh=0, background=False
+    )
+    other = RedisStore(own_redis.url, namespace="resent", refresh=0, background=False)
+    store.set("p:01", {"n": 1.0})
+    own_redis.kill()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RedisStateWarning)
+        store.set("p:01", {"n": 2.0})  # kept for later
+    own_redis.start()
+    time.sleep(0.25)
+    store.set("p:02", 1)  # sends the backlog first
+    other.set("p:01", {"n": 9.0})  # another worker writes the key afterwards
+    assert store.get("p:01") == {"n": 9.0}  # read from Redis, not held as unsent
+
+
+def test_a_backlog_is_sent_when_redis_returns_without_another_write(own_redis: Any) -> None:
+    store = RedisStore(own_redis.url, namespace="idle", retry_after=0.2, refresh=0)
+    other = RedisStore(own_redis.url, namespace="idle", refresh=0, background=False)
+    store.set("k:01", 1)
+    store.flush()
+    own_redis.kill()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RedisStateWarning)
+        store.incr("k:01", 2)
+        store.flush()
+    own_redis.start()
+    deadline = time.monotonic() + 10.0
+    while store._backlog and time.monotonic() < deadline:
+        time.sleep(0.05)  # the writer thread tries Redis again by itself
+    assert not store._backlog
+    assert other.get("k:01") == 3.0
+
+
+def test_an_increment_that_timed_out_is_not_replayed(own_redis: Any) -> None:
+    # A timed-out increment was sent: Redis may run it after all (here, once a slow script
+    # ends), so replaying it from the backlog would count it twice
+    import redis
+
+    store = RedisStore(
+        own_redis.url, namespace="timedout", retry_after=0.2, refresh=0, background=False
+    )
+    store.incr("k:01", 1)
+    raw = redis.Redis.from_url(own_redis.url, socket_timeout=30)
+    busy = (
+        "local t=redis.call('TIME') local e=t[1]+t[2]/1e6+ARGV[1] "
+        "while true do t=redis.call('TIME') if t[1]+t[2]/1e6>e then break end end return 1"
+    )
+    stall = threading.Thread(target=raw.eval, args=(busy, 0, 3.0))
+    stall.start()
+    time.sleep(0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RedisStateWarning)
+        store.incr("k:01", 1)  # times out (the store's 1 s socket timeout); runs after the stall
+    stall.join()
+    time.sleep(0.25)
+    store.set("p:02", 1)  # any write would replay a backlog
+    assert raw.get(store.redis_key("k:01")) == b"2"
