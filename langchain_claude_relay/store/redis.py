@@ -711,7 +711,7 @@ class RedisStore:
             self._backlog = backlog
 
     def _apply(self, writes: Mapping[str, tuple[int, Any]]) -> None:
-        """Send writes in one ``MULTI``/``EXEC`` (raises what Redis raises).
+        """Send writes in one ``MULTI``/``EXEC`` (raises for the exchange; a refusal is logged).
 
         Now and then it first checks the fleet's hash key (``FleetKey.check``); when the key
         has changed, what was read under the old one is read again.

@@ -100,9 +100,9 @@ __all__ = ["RawResponse", "RelayTransport"]
 logger = logging.getLogger("langchain_claude_relay.transport")
 
 _END: Any = object()
+_MIN_SCRUBBED_SECRET = 8  # shorter "keys" (test placeholders) are not scrubbed from answers
 
 T = TypeVar("T")
-_MIN_SCRUBBED_SECRET = 8  # shorter "keys" (test placeholders) are not scrubbed from answers
 
 
 @dataclass(frozen=True)
