@@ -54,7 +54,8 @@ thread tries Redis again every ``retry_after`` seconds while any wait. At most `
 keys are kept: beyond, the oldest are dropped (logged). A process that exits while Redis is
 still down loses them. An increment whose call timed out is not kept (Redis may run it after
 all); a batch whose reply was lost to a failure after Redis applied it is sent again, so its
-increments count twice (rare: planner statistics, decayed). A write Redis refuses inside a
+increments would count twice (the planner itself only sets and deletes: ``incr`` serves other
+users of the ``StateStore`` protocol). A write Redis refuses inside a
 batch is logged; the rest of the batch has landed and is not sent again.
 
 **Warm marks.** ``store.warm.WarmPrefixRegistry.mark`` records, the moment a response that
