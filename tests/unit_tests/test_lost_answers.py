@@ -14,8 +14,10 @@ any client (the injected-transport ones).
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,6 +41,19 @@ KEY = "sk-canary-lost-0a1b2c3d4e5f6789"
 def hostile() -> Iterator[HostileRelay]:
     with HostileRelay() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _collect_sockets() -> Iterator[None]:
+    """Collect the models (and the sockets they hold to the stalled servers) here, quietly.
+
+    Collected later, their sockets' ``ResourceWarning`` came in whatever test ran then (one
+    that records warnings saw it first).
+    """
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def _llm(url: str, ledger: MemoryLedger, **kwargs: Any) -> ChatClaudeRelay:
