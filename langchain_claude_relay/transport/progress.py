@@ -38,8 +38,8 @@ from langchain_claude_relay.errors import APIConnectionError, APITimeoutError, C
 __all__ = [
     "AttemptProgress",
     "answer_lost",
-    "current",
-    "note_failure",
+    "note_answer_began",
+    "note_read_timeout",
     "note_request",
     "note_status",
     "note_trace_event",
@@ -51,9 +51,6 @@ _REQUEST_WRITTEN = "send_request_body.complete"
 
 _REQUEST_STARTED = "send_request_headers.started"
 """httpcore's trace event as it begins writing a request (its ``info`` names the request)."""
-
-_READ_TIMEOUTS = frozenset({"ReadTimeout"})
-"""The HTTP library's exception for a read that timed out (``httpx``, ``httpx2``, httpcore)."""
 
 
 @dataclass
@@ -88,9 +85,11 @@ def tracking(progress: AttemptProgress) -> Iterator[AttemptProgress]:
         _ATTEMPT.reset(token)
 
 
-def current() -> AttemptProgress | None:
-    """The progress of the attempt running in this context, if one is tracked."""
-    return _ATTEMPT.get()
+def note_answer_began() -> None:
+    """A 2xx answer's headers arrived: the current attempt began (Claude bills it)."""
+    progress = _ATTEMPT.get()
+    if progress is not None:
+        progress.answer_began = True
 
 
 def note_request() -> None:
@@ -116,7 +115,7 @@ def note_trace_event(name: str, info: Any = None) -> None:
     progress = _ATTEMPT.get()
     if progress is None:
         return
-    progress.traced = True  # httpcore traces this request: note_failure defers to the trace
+    progress.traced = True  # httpcore traces this request: a read timeout defers to the trace
     if name.endswith(_REQUEST_STARTED):
         request = info.get("request") if isinstance(info, dict) else None
         progress.connecting = getattr(request, "method", None) in (b"CONNECT", "CONNECT")
@@ -124,23 +123,15 @@ def note_trace_event(name: str, info: Any = None) -> None:
         progress.request_sent = True
 
 
-def note_failure(exc: BaseException) -> None:
-    """Note the HTTP library's exception that ended the current attempt.
+def note_read_timeout() -> None:
+    """The current attempt ended in a read that timed out: its request had been written.
 
-    A read that timed out means the request had been written (its answer was awaited, or
-    was being read).
+    Its answer was awaited, or was being read. Only without the trace: when httpcore traced
+    the request, the trace told whether it was written.
     """
     progress = _ATTEMPT.get()
-    if progress is None or progress.traced:  # the trace told whether it was written
-        return
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if type(link).__name__ in _READ_TIMEOUTS:
-            progress.request_sent = True
-            return
-        link = link.__cause__ or link.__context__
+    if progress is not None and not progress.traced:
+        progress.request_sent = True
 
 
 def answer_lost(progress: AttemptProgress, error: BaseException) -> bool:

@@ -323,11 +323,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     return loop
 
 
-def _answer_began() -> None:
-    """A 2xx answer's headers arrived: the current attempt began (``transport.progress``)."""
-    attempt = progress.current()
-    if attempt is not None:
-        attempt.answer_began = True
+def _note_failure(exc: BaseException) -> None:
+    """Tell the current attempt (``transport.progress``) if ``exc`` is a read that timed out.
+
+    The HTTP library's ``ReadTimeout`` (``httpx``, ``httpx2``, httpcore), anywhere in the chain
+    the SDK raised it in.
+    """
+    if any(type(link).__name__ == "ReadTimeout" for link in _chain(exc)):
+        progress.note_read_timeout()
 
 
 def _attempt(send: Callable[[], T], on_lost: Callable[[BaseException], None] | None) -> T:
@@ -680,11 +683,11 @@ class RelayTransport:
                         options=options,
                     )
                 )
-            _answer_began()
+            progress.note_answer_began()
             body = read_capped(deadline.iter_bytes(http), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
-            progress.note_failure(exc)
+            _note_failure(exc)
             failure = self._failure(exc, deadline)
         finally:
             if http is not None:
@@ -750,11 +753,11 @@ class RelayTransport:
                     options=self._request_options(deadline),
                 )
             )
-            _answer_began()
+            progress.note_answer_began()
             body = await aread_capped(http.aiter_bytes(), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
-            progress.note_failure(exc)
+            _note_failure(exc)
             failure = self._failure(exc, deadline)
         finally:
             if http is not None:
@@ -898,9 +901,9 @@ class RelayTransport:
                     stream=True,
                     options=options,
                 )
-            _answer_began()
+            progress.note_answer_began()
         except Exception as exc:
-            progress.note_failure(exc)
+            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
@@ -914,7 +917,7 @@ class RelayTransport:
             events = self._events(response, deadline)
             first = next(events, _END)
         except Exception as exc:
-            progress.note_failure(exc)
+            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             response.close()
@@ -972,9 +975,9 @@ class RelayTransport:
                     options=self._request_options(deadline),
                 )
             )
-            _answer_began()
+            progress.note_answer_began()
         except Exception as exc:
-            progress.note_failure(exc)
+            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
@@ -988,7 +991,7 @@ class RelayTransport:
             events = self._aevents(response, deadline)
             first = await anext(events, _END)
         except Exception as exc:
-            progress.note_failure(exc)
+            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             await response.aclose()
