@@ -1035,6 +1035,7 @@ def to_claude_request(
     tools: Sequence[Any] | None = None,
     tool_choice: Any = None,
     thinking: Mapping[str, Any] | None = None,
+    cache_scope: str = "",
 ) -> ClaudeRequest:
     """Convert LangChain input to a ``ClaudeRequest`` without touching the input.
 
@@ -1046,6 +1047,7 @@ def to_claude_request(
             ``cache_control`` key on a tool dict is kept).
         tool_choice: the tool choice as given (``"auto"``, ``"any"``, ``"none"``, a name).
         thinking: extended-thinking settings.
+        cache_scope: which prompt cache the request reaches (``ClaudeRequest.cache_scope``).
 
     Returns:
         The request; system messages are merged, in order, into the system blocks.
@@ -1112,4 +1114,5 @@ def to_claude_request(
         messages=tuple(turns),
         tool_choice=tool_choice,
         thinking=checked_thinking or None,
+        cache_scope=cache_scope,
     )

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -1222,6 +1224,7 @@ class ChatClaudeRelay(BaseChatModel):
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
             thinking=self._effective_thinking(kwargs),
+            cache_scope=self._cache_scope_digest(),
         )
         given = kwargs.get("cache_control")
         for settings in (self.model_kwargs, self.extra_body or {}):
@@ -1965,14 +1968,38 @@ class ChatClaudeRelay(BaseChatModel):
             for scheduler in pending:
                 scheduler.cancel(hashes)
 
-    def _cache_scope(self) -> tuple[str, str | None, SecretStr | None]:
-        """Which prompt cache this model's requests reach: its way in, base URL and key.
+    def _cache_scope(self) -> tuple[str | SecretStr | None, ...]:
+        """Which prompt cache this model's requests reach: its way in, endpoint and account.
 
-        Models that differ in any of them may reach different caches (another relay, another
-        account), so one's follow-up does not cancel the other's keep-alives. Held in memory
-        only (``SecretStr`` compares and hashes by value, and shows masked).
+        That is the way in, base URL and key, and for the cloud ways in the region, project and
+        AWS identity. Models that differ in any of them may reach different caches (another
+        relay, another account or region), so one's follow-up does not cancel the other's
+        keep-alives, and the planner keeps their records apart (``_cache_scope_digest``). Held
+        in memory only (``SecretStr`` compares and hashes by value, and shows masked).
         """
-        return self.api, self.base_url, self.api_key
+        return (
+            self.api,
+            self.base_url,
+            self.api_key,
+            self.aws_region,
+            self.aws_profile,
+            self.aws_access_key_id,
+            self.vertex_project,
+            self.vertex_region,
+        )
+
+    def _cache_scope_digest(self) -> str:
+        """``_cache_scope`` as the opaque digest a request carries (``ClaudeRequest.cache_scope``).
+
+        It seeds the planner's prefix hashes, so that a prefix written through one relay or
+        account never looks cached to a call through another sharing the planner (a
+        ``with_fallbacks`` pair, two apps on the default store). A SHA-256 of the settings: the
+        store only ever holds hashes chained from it, never a key.
+        """
+        scope = self._cache_scope()
+        parts = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in scope]
+        encoded = json.dumps(parts).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(b"claude-relay-cache-scope\0" + encoded).hexdigest()[:24]
 
     def _keep_warm_after(
         self, prepared: _Prepared, usage: NormalizedUsage, tools: Sequence[str]
@@ -2462,7 +2489,7 @@ class ChatClaudeRelay(BaseChatModel):
 
 _KEEP_WARM_LOCK = threading.Lock()
 _SCHEDULERS_BY_PLANNER: weakref.WeakKeyDictionary[
-    Any, dict[tuple[str, str | None, SecretStr | None], weakref.WeakSet[KeepWarmScheduler]]
+    Any, dict[tuple[str | SecretStr | None, ...], weakref.WeakSet[KeepWarmScheduler]]
 ] = weakref.WeakKeyDictionary()
 """The keep-alive schedulers of the models planning on each planner, by the cache they reach
 (``ChatClaudeRelay._cache_scope``; read by ``_keep_warm_cancel``)."""

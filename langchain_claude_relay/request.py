@@ -24,7 +24,9 @@ cache marker, so that key order in a tool schema or tool-call arguments never lo
 presence of images enter the chain where the messages part begins, because a change in them
 invalidates the messages part only. The chain starts from the model (``cache_model_key``: its
 family, so an alias and its dated id are one model): Claude keeps a cache per model, so the same
-blocks sent to two models are two prefixes.
+blocks sent to two models are two prefixes. It starts from the request's ``cache_scope`` too,
+when it has one: the same blocks sent to two relays, or with keys of two accounts, reach two
+caches (``ClaudeRequest.cache_partition``).
 
 A request may also carry a top-level ``cache_control`` (*automatic caching*, since 2026-02-19):
 Claude then places one marker itself on the last block that can carry one. It is a marker, not
@@ -211,8 +213,9 @@ def chain_prefix_hashes(
         block_hashes: each block's content hash.
         messages_context: ``ClaudeRequest.messages_context_hash()``, chained in where the
             messages part begins.
-        model_key: ``cache_model_key(request.model)``, where the chain starts: Claude's cache
-            is per model, so equal blocks sent to two models are two prefixes.
+        model_key: ``request.cache_partition()``, where the chain starts: Claude's cache is
+            per model (and per relay or account), so equal blocks sent to two models are two
+            prefixes.
 
     Returns:
         For each block, the hash of the whole prefix up to and including it.
@@ -391,6 +394,9 @@ class ClaudeRequest:
             settings.
         cache_control: a top-level marker (automatic caching): Claude puts it on the last
             block that can carry one (``planner.rules.automatic_marker`` says which).
+        cache_scope: which prompt cache the request reaches, as an opaque digest (the chat
+            model's of its way in, endpoint and credentials); ``""``: one cache for all, as for
+            a planner used on its own. Never sent: it only seeds the prefix hashes.
     """
 
     model: str
@@ -402,6 +408,7 @@ class ClaudeRequest:
     cache_control: CacheControl | None = None
     parallel_tool_calls: bool | None = None
     reasoning_effort: str | None = None
+    cache_scope: str = ""
 
     def flat_blocks(self) -> tuple[FlatBlock, ...]:
         """Every tool and block in prefix order (memoized on the instance)."""
@@ -471,12 +478,24 @@ class ClaudeRequest:
                 choice = {**base, "disable_parallel_tool_use": True}
         return choice
 
+    def cache_partition(self) -> str:
+        """Where the prefix-hash chain starts: the cache the request's prefixes live in.
+
+        The model's cache key (``cache_model_key``: Claude caches per model), and the request's
+        ``cache_scope`` when it has one (two relays, or two accounts, are two caches). Without a
+        scope it is the model's key alone, so a planner used on its own keys its records as
+        before scopes existed.
+        """
+        model_key = cache_model_key(self.model)
+        return f"{model_key}\0{self.cache_scope}" if self.cache_scope else model_key
+
     def prefix_hashes(self) -> tuple[str, ...]:
         """For each flat block, a hash of the whole prefix up to and including it.
 
         Two requests share a cache entry at block ``i`` exactly when their ``prefix_hashes()[i]``
-        are equal: the chain starts from the model (``cache_model_key``), since Claude caches
-        per model. Memoized on the instance.
+        are equal: the chain starts from the model and the cache scope
+        (``cache_partition``), since Claude caches per model and each relay or account has its
+        own cache. Memoized on the instance.
         """
         cached: tuple[str, ...] | None = self.__dict__.get("_prefix_hashes")
         if cached is not None:
@@ -486,7 +505,7 @@ class ClaudeRequest:
             [f.position.section for f in flats],
             [f.hash for f in flats],
             self.messages_context_hash(),
-            model_key=cache_model_key(self.model),
+            model_key=self.cache_partition(),
         )
         remember_prefix_hashes(self, result)
         return result

@@ -20,7 +20,6 @@ from langchain_claude_relay.request import (
     ClaudeRequest,
     Position,
     Tool,
-    cache_model_key,
     chain_prefix_hashes,
     remember_prefix_hashes,
 )
@@ -78,9 +77,10 @@ class Item(NamedTuple):
 class Scan:
     """A scanned request: items, their facts and the prefix hash through each, in prefix order.
 
-    The prefix hashes are ``request.prefix_hashes()``: keyed by the model as well as the content
-    (``request.cache_model_key``), so every record keyed by them (the store's ``p:`` and ``c:``
-    records, lineage entries, requests in flight, the fleet's warm marks) is per model.
+    The prefix hashes are ``request.prefix_hashes()``: keyed by the model and the cache scope as
+    well as the content (``request.cache_partition()``), so every record keyed by them (the
+    store's ``p:`` and ``c:`` records, fine templates, lineage entries, requests in flight, the
+    fleet's warm marks) is per model and per cache (relay and account).
     """
 
     items: tuple[Item, ...]
@@ -125,12 +125,12 @@ def scan_request(request: ClaudeRequest, memo: BlockMemo[Facts], estimator: Toke
             memo.put(key, fact)
         facts.append(fact)
     # request.prefix_hashes() from the memoized block hashes: the same chain (seeded with the
-    # model, as Claude caches per model), no rehashing
+    # model and the cache scope, as Claude caches per model and account), no rehashing
     prefixes = chain_prefix_hashes(
         [item.section for item in items],
         [fact.hash for fact in facts],
         request.messages_context_hash(),
-        model_key=cache_model_key(request.model),
+        model_key=request.cache_partition(),
     )
     remember_prefix_hashes(request, prefixes)
     return Scan(tuple(items), tuple(facts), prefixes)
