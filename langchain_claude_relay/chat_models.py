@@ -16,6 +16,7 @@ factories (``planner.default_planner``, ``limiter.limiter_for``, ``ledger.defaul
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -1911,23 +1912,55 @@ class ChatClaudeRelay(BaseChatModel):
         return scheduler.spent_usd if scheduler is not None else 0.0
 
     def close(self) -> None:
-        """Stop keep-alive requests: pending ones are dropped, the background thread ends.
+        """Stop keep-alive requests and close the HTTP connections the model opened.
 
-        Nothing is sent in the background after this (the model still answers calls, without
-        scheduling keep-alives). Also called at interpreter exit. ``with ChatClaudeRelay(...)
-        as llm:`` closes on leaving the block.
+        Pending keep-alives are dropped and the background thread ends: nothing is sent in
+        the background after this (keep-alives also stop at interpreter exit). The SDK
+        clients the model built are closed with their HTTP clients, so that their pooled
+        sockets do not wait for the garbage collector (a ``ResourceWarning`` then); an
+        ``http_client`` or ``http_async_client`` you gave stays open (it is yours to close).
+
+        The model still answers calls after this, on new clients and without scheduling
+        keep-alives; a call in flight on another thread finishes or fails with a typed error
+        (see ``RelayTransport.close``). An async client can only be closed on its event loop:
+        ``close()`` schedules that on a running loop and only forgets the client of a loop
+        that is not running; ``await llm.aclose()`` closes this loop's client there. Calling
+        it again is harmless. ``with ChatClaudeRelay(...) as llm:`` (``async with``:
+        ``aclose``) closes on leaving the block.
         """
-        with _KEEP_WARM_LOCK:  # a scheduler being built now sees ``_closed``, or is seen here
-            self._closed = True
-            scheduler = self._keep_warm_state
+        scheduler = self._stop_keep_warm()
         if scheduler is not None:
             scheduler.close()
+        transport = self.__dict__.get("_transport")  # never built just to be closed
+        if transport is not None:
+            transport.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaiting the close of this event loop's async client."""
+        scheduler = self._stop_keep_warm()
+        if scheduler is not None:  # it waits for its thread: not on the loop
+            await asyncio.to_thread(scheduler.close)
+        transport = self.__dict__.get("_transport")
+        if transport is not None:
+            await transport.aclose()
+
+    def _stop_keep_warm(self) -> KeepWarmScheduler | None:
+        """Mark the model closed for keep-alives; the scheduler to close, if one was built."""
+        with _KEEP_WARM_LOCK:  # a scheduler being built now sees ``_closed``, or is seen here
+            self._closed = True
+            return self._keep_warm_state
 
     def __enter__(self) -> ChatClaudeRelay:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> ChatClaudeRelay:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _plans_keep_warm(self, request: ClaudeRequest, planner: Planner | None = None) -> bool:
         """Whether the plan may count on keep-alives (priced model, no extended thinking).

@@ -359,6 +359,14 @@ async def _aattempt(
             raise
 
 
+async def _close_async_client(client: Any) -> None:
+    """Close an async SDK client (and its HTTP client); a failure is logged, never raised."""
+    try:
+        await client.close()
+    except Exception as exc:
+        logger.debug("closing the async SDK client failed: %s", type(exc).__name__)
+
+
 def _cut_native_stream() -> APIResponseError:
     msg = "the stream ended before message_stop: it was cut"
     return APIResponseError(msg, status_code=200)
@@ -555,6 +563,85 @@ class RelayTransport:
             return
         for old in stale:
             self._async_clients.pop(old, None)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _take_clients(self) -> list[tuple[Any, Any]]:
+        """Forget every SDK client; return ``(slot, client)`` of those this process may close.
+
+        The slot is ``False`` (the sync client), ``True`` (an async client built outside an
+        asyncio loop) or the event loop of an async client. Left out (forgotten only): a client
+        inherited over ``fork`` (its sockets are the parent's too) and one built on an HTTP
+        client you gave (``http_client``, ``http_async_client``: closing the SDK client closes
+        it, and it is yours to close). ``popitem`` takes each one once, whichever thread closes.
+        """
+        pid = os.getpid()
+        taken: list[tuple[Any, Any]] = []
+        slots: tuple[Any, ...] = (self._clients, self._async_clients)
+        for slot_map in slots:
+            while True:
+                try:
+                    slot, (built_in, client) = slot_map.popitem()
+                except KeyError:
+                    break
+                yours = self._http_client if slot is False else self._http_async_client
+                if built_in == pid and yours is None:
+                    taken.append((slot, client))
+        return taken
+
+    def _close_where_possible(self, slot: Any, client: Any) -> None:
+        """Close a taken client without awaiting: the sync one now, an async one on its loop.
+
+        An async client's connections belong to its event loop and can only be closed there
+        (``await client.close()``; the HTTP library has no synchronous close for them). On a
+        loop that is running (another thread's, or this thread's when ``close()`` is called
+        from a coroutine) the close is scheduled on it. On a loop that is not running (ended,
+        or idle between ``run_until_complete`` calls) nothing can run it: the client is only
+        forgotten, and its sockets are closed with the loop's transports when they are
+        collected (asyncio warns ``unclosed transport`` then). ``aclose()`` on the loop before
+        it ends closes them properly.
+        """
+        if slot is False:
+            try:
+                client.close()
+            except Exception as exc:  # closing must not fail the caller
+                logger.debug("closing the SDK client failed: %s", type(exc).__name__)
+            return
+        if isinstance(slot, asyncio.AbstractEventLoop) and slot.is_running():
+            closing = _close_async_client(client)
+            try:
+                asyncio.run_coroutine_threadsafe(closing, slot)
+            except RuntimeError:  # the loop closed meanwhile: forgotten after all
+                closing.close()
+
+    def close(self) -> None:
+        """Close the SDK clients (and their HTTP clients) built here; later calls build new ones.
+
+        Closed: the sync client, and the async clients of running event loops (scheduled on
+        their loop, see ``_close_where_possible``); only forgotten: the async clients of loops
+        that are not running, clients inherited over ``fork``, and those built on an HTTP
+        client you gave (you close it). A client that fails to close is logged at DEBUG,
+        never raised. Calling it again closes what was built since.
+
+        A call in flight (another thread's) on a client closed here finishes, or fails with a
+        typed error: ``APIConnectionError`` for the connection closed under it (retried, on a
+        new client), ``RequestValidationError`` naming the closed client if it was just
+        sending, ``APITimeoutError`` at its timeout if its read was blocked on a socket
+        closed under it (a blocked read is not woken by the close). Close a model once the
+        calls you care about are done.
+        """
+        for slot, client in self._take_clients():
+            self._close_where_possible(slot, client)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaiting the close of the running event loop's async client."""
+        loop = _running_loop()
+        mine = loop if loop is not None else True  # the slot this loop's client is kept in
+        for slot, client in self._take_clients():
+            if slot is mine:
+                await _close_async_client(client)
+            else:
+                self._close_where_possible(slot, client)
 
     @property
     def client(self) -> Any:
