@@ -2144,7 +2144,8 @@ class ChatClaudeRelay(BaseChatModel):
             if not lost:  # it never went out: not billed
                 raise
             # Sent, its answer lost (a timeout, a dropped connection): billed all the same.
-            # Recorded as the read it was meant to be; its worst case counts on the budget.
+            # Recorded as the read it was meant to be, and the planner told so (as the
+            # scheduler counts the entry refreshed); its worst case counts on the budget.
             estimate = NormalizedUsage(
                 input_tokens=KEEP_ALIVE_TAIL_TOKENS,
                 cache_read_tokens=keep.tokens,
@@ -2152,6 +2153,7 @@ class ChatClaudeRelay(BaseChatModel):
                 cache_write_1h_tokens=0,
                 output_tokens=0,
             )
+            _tell_kept_alive(context.planner, keep, at, estimate.cache_read_tokens)
             self._record_keep_alive(pending, at, estimate, pricing, None, estimated=True)
             return pending.worst_case_usd
         parsed = self._wire.parse(raw.body)
@@ -2159,10 +2161,7 @@ class ChatClaudeRelay(BaseChatModel):
             return pending.worst_case_usd
         usage = normalize_usage(parsed.usage, write_ttl_hint=keep.ttl)
         cost = call_cost_usd(usage, pricing)
-        try:
-            context.planner.kept_alive(keep, at, usage.cache_read_tokens)
-        except Exception as exc:  # bookkeeping never fails the keep-alive
-            logger.warning("cache planner kept_alive() failed: %s", type(exc).__name__)
+        _tell_kept_alive(context.planner, keep, at, usage.cache_read_tokens)
         self._record_keep_alive(pending, at, usage, pricing, parsed.id)
         return cost if cost is not None else pending.worst_case_usd
 
@@ -2518,6 +2517,14 @@ class ChatClaudeRelay(BaseChatModel):
             [parser_none], exception_key="parsing_error"
         )
         return RunnableMap(raw=llm) | parser_with_fallback
+
+
+def _tell_kept_alive(planner: Planner, keep: KeepAlive, at: float, read_tokens: int) -> None:
+    """``planner.kept_alive``: the entries a keep-alive read are cached anew from ``at``."""
+    try:
+        planner.kept_alive(keep, at, read_tokens)
+    except Exception as exc:  # bookkeeping never fails the keep-alive
+        logger.warning("cache planner kept_alive() failed: %s", type(exc).__name__)
 
 
 _KEEP_WARM_LOCK = threading.Lock()

@@ -336,6 +336,29 @@ def test_a_keep_alive_whose_answer_is_lost_is_billed_at_its_worst_case(
     llm.close()
 
 
+def test_a_keep_alive_whose_answer_is_lost_still_tells_the_planner_the_entry_lives_on(
+    emulator: RelayEmulator,
+) -> None:
+    # The cut keep-alive began, so Claude read (and restarted) the entry; the scheduler counts
+    # it refreshed, and so must the planner: the follow-up after the first TTL predicts the
+    # read it gets. (The planner was not told, and predicted writing the whole prefix again.)
+    llm = _model(emulator)
+    messages, first = _tool_round(llm, _system())
+    prefix = from_usage_metadata(first.usage_metadata).cache_write_tokens
+    scheduler = llm._keep_warm_state
+    assert scheduler is not None
+    emulator.fail_next("cut")
+    # one keep-alive in the first round (it reads the system prompt's prefix too), cut
+    assert _keep_warm_until(llm, emulator, 6 * 60.0) == 1
+    assert {r.outcome for r in emulator.request_log[1:]} == {"fault:cut"}
+    follow_up = llm.invoke(messages, tools=[RUN_TESTS])
+    read = follow_up.usage_metadata["input_token_details"]["cache_read"]
+    assert read >= prefix  # the cut keep-alive did restart the entry
+    predicted = follow_up.response_metadata["cache_plan"]["predicted_read_tokens"]
+    assert predicted >= 0.9 * prefix
+    llm.close()
+
+
 def test_a_follow_up_through_another_model_on_the_planner_cancels_the_keep_alives(
     emulator: RelayEmulator,
 ) -> None:
