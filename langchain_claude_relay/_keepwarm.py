@@ -296,6 +296,12 @@ class KeepWarmScheduler:
         except Exception as exc:  # a keep-alive never fails anything else
             logger.warning("a keep-alive request failed: %s", type(exc).__name__)
             cost = None
+        except BaseException:  # interrupted (Ctrl-C in ``run_keep_warm``): it may have gone
+            with self._lock:  # out, so its worst case stays spent; it is dropped, not stuck
+                pending.sending = False
+                if self._pending.get(pending.keep.prefix_hash) is pending:
+                    del self._pending[pending.keep.prefix_hash]
+            raise
         with self._lock:
             pending.sending = False
             self.spent_usd -= pending.worst_case_usd

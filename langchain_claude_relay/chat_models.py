@@ -2140,21 +2140,12 @@ class ChatClaudeRelay(BaseChatModel):
         pricing = self._pricing(keep.model)[0]
         try:
             raw = self._transport.create_once(payload, KEEP_ALIVE_TIMEOUT, on_lost=lost.append)
-        except Exception:
+        except BaseException as exc:
             if not lost:  # it never went out: not billed
                 raise
-            # Sent, its answer lost (a timeout, a dropped connection): billed all the same.
-            # Recorded as the read it was meant to be, and the planner told so (as the
-            # scheduler counts the entry refreshed); its worst case counts on the budget.
-            estimate = NormalizedUsage(
-                input_tokens=KEEP_ALIVE_TAIL_TOKENS,
-                cache_read_tokens=keep.tokens,
-                cache_write_5m_tokens=0,
-                cache_write_1h_tokens=0,
-                output_tokens=0,
-            )
-            _tell_kept_alive(context.planner, keep, at, estimate.cache_read_tokens)
-            self._record_keep_alive(pending, at, estimate, pricing, None, estimated=True)
+            self._record_lost_keep_alive(pending, at, pricing)
+            if not isinstance(exc, Exception):  # interrupted in flight: recorded, then raised
+                raise
             return pending.worst_case_usd
         parsed = self._wire.parse(raw.body)
         if parsed.usage is None:  # not billed as far as we can tell: count the worst case
@@ -2164,6 +2155,26 @@ class ChatClaudeRelay(BaseChatModel):
         _tell_kept_alive(context.planner, keep, at, usage.cache_read_tokens)
         self._record_keep_alive(pending, at, usage, pricing, parsed.id)
         return cost if cost is not None else pending.worst_case_usd
+
+    def _record_lost_keep_alive(
+        self, pending: PendingKeepAlive, at: float, pricing: ModelSpec
+    ) -> None:
+        """A keep-alive sent whose answer was lost (a timeout, a cut, an interrupt in flight).
+
+        Claude billed it all the same: it is recorded as the read it was meant to be, and the
+        planner is told so (as the scheduler counts the entry refreshed); its worst case
+        counts on the budget.
+        """
+        keep = pending.keep
+        estimate = NormalizedUsage(
+            input_tokens=KEEP_ALIVE_TAIL_TOKENS,
+            cache_read_tokens=keep.tokens,
+            cache_write_5m_tokens=0,
+            cache_write_1h_tokens=0,
+            output_tokens=0,
+        )
+        _tell_kept_alive(pending.context.planner, keep, at, estimate.cache_read_tokens)
+        self._record_keep_alive(pending, at, estimate, pricing, None, estimated=True)
 
     def _record_keep_alive(
         self,

@@ -359,6 +359,34 @@ def test_a_keep_alive_whose_answer_is_lost_still_tells_the_planner_the_entry_liv
     llm.close()
 
 
+def test_a_keep_alive_interrupted_in_flight_is_recorded_then_the_interrupt_raised(
+    emulator: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C in a ``run_keep_warm`` whose keep-alive had gone out (the transport tells
+    # ``on_lost``, as for a user's call interrupted in flight): Claude billed it, so it is in
+    # the ledger as an estimated read before the interrupt goes on.
+    ledger = MemoryLedger()
+    llm = _model(emulator, ledger=ledger)
+    _tool_round(llm, _system())
+    due = llm.next_keep_warm()
+    assert due is not None
+
+    def interrupted_in_flight(*_args: Any, on_lost: Any, **_kwargs: Any) -> Any:
+        interrupt = KeyboardInterrupt()
+        on_lost(interrupt)
+        raise interrupt
+
+    monkeypatch.setattr(llm._transport, "create_once", interrupted_in_flight)
+    emulator.set_time(due)
+    with pytest.raises(KeyboardInterrupt):
+        llm.run_keep_warm(due)
+    kept = [e for e in ledger.entries() if e.keep_alive]
+    assert len(kept) == 1
+    assert kept[0].estimated
+    assert kept[0].cache_read_tokens > 0
+    llm.close()
+
+
 def test_a_follow_up_through_another_model_on_the_planner_cancels_the_keep_alives(
     emulator: RelayEmulator,
 ) -> None:

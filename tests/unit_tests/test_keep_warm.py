@@ -236,6 +236,24 @@ def test_a_failed_keep_alive_is_dropped_not_retried() -> None:
     assert keep.spent_usd == 0.0
 
 
+def test_an_interrupted_keep_alive_is_dropped_and_its_worst_case_stays_spent() -> None:
+    # Ctrl-C while ``run_keep_warm`` sends: the request may have gone out (billed), so its
+    # worst case stays on the budget; it is dropped, not left "being sent" for good (it then
+    # never went again, and held its worst case on top of what was spent).
+    clock = Clock()
+
+    def interrupted(_item: PendingKeepAlive, _at: float) -> float:
+        raise KeyboardInterrupt
+
+    keep = scheduler(clock, interrupted)
+    keep.schedule(pending(advice(), worst=0.01))
+    with pytest.raises(KeyboardInterrupt):
+        keep.run_due(5000.0)
+    assert keep.pending == 0
+    assert keep.spent_usd == pytest.approx(0.01)
+    assert keep.run_due(99_999.0) == 0
+
+
 # -- close, exit, fork, the thread --------------------------------------------------------
 
 
