@@ -218,6 +218,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             model=model,
             tools=data.get("tools"),
             tool_choice=data.get("tool_choice"),
+            cache_scope="" if args.fresh else _plan_scope(args, model),
         )
         if data.get("cache_control") is not None:  # automatic caching: a top-level marker
             top_level = CacheControl.parse(data["cache_control"])
@@ -235,6 +236,31 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         print(plan.explain())
     return 0
+
+
+def _plan_scope(args: argparse.Namespace, model: str) -> str:
+    """The cache scope of the relay and key the environment (or the flags) name, else ``""``.
+
+    A ``ChatClaudeRelay``'s calls key the planner's records by its relay and key
+    (``ClaudeRequest.cache_scope``): the plan sees what they cached only under the same scope,
+    so it is the scope ``ChatClaudeRelay()`` built from the same settings has.
+    """
+    import os
+
+    from pydantic import SecretStr
+
+    from langchain_claude_relay.chat_models import ChatClaudeRelay
+
+    settings: dict[str, Any] = {"model": model, "ledger": False}
+    if args.base_url:
+        settings["base_url"] = args.base_url
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        settings["api_key"] = SecretStr(key) if key else None
+    llm = ChatClaudeRelay(**settings)
+    if not llm.base_url or llm.api_key is None:  # no relay named: the records of none
+        return ""
+    return llm._cache_scope_digest()
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -647,6 +673,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--fresh", action="store_true", help="ignore learned statistics (plan as for a first call)"
+    )
+    plan.add_argument(
+        "--base-url",
+        help="the relay whose cached prefixes the plan sees (default: $CLAUDE_RELAY_BASE_URL, "
+        "$OPENAI_BASE_URL)",
+    )
+    plan.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="environment variable holding that relay's key (default: CLAUDE_RELAY_API_KEY, "
+        "then OPENAI_API_KEY); only a digest of it keys the records",
     )
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.set_defaults(func=_cmd_plan)

@@ -443,3 +443,56 @@ def test_the_demo_runs_on_the_relay_it_is_given(monkeypatch: pytest.MonkeyPatch)
     rows = [line.split() for line in text.splitlines() if re.match(r"^\s+1\s+\d", line)]
     assert rows
     assert all(float(row[1]) < 5.0 for row in rows)  # minutes since the demo began
+
+
+def test_plan_sees_what_a_model_on_the_configured_relay_cached(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chat model keys its records by relay and key (``cache_scope``): ``plan`` without
+    ``--fresh`` plans under the scope of the relay the environment names, so it sees them."""
+    import uuid
+
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from langchain_claude_relay import ChatClaudeRelay
+    from langchain_claude_relay.emulator import RelayEmulator
+    from langchain_claude_relay.ledger import MemoryLedger
+    from langchain_claude_relay.planner import CachePlanner
+
+    unique = " ".join("abcdefghij"[int(c, 16) % 10] for c in uuid.uuid4().hex)  # no hex id
+    system = f"policy {unique} " + "policy " * 3000
+    key = "relaykey-plan-scope-0123456789"
+    monkeypatch.setenv("CLAUDE_RELAY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("CLAUDE_RELAY_STATE", raising=False)
+    planner = CachePlanner()  # the default store, as ``plan`` reads it
+    with RelayEmulator() as emu:
+        llm = ChatClaudeRelay(
+            model="claude-sonnet-4-6",
+            base_url=emu.base_url,
+            api_key=key,
+            cache=planner,
+            ledger=MemoryLedger(),
+            keep_warm="off",
+            max_tokens=5,
+        )
+        for question in ("first?", "second?"):
+            llm.invoke([SystemMessage(system), HumanMessage(question)])
+        llm.close()
+        planner.close()  # its records written to disk, where ``plan`` reads them
+        path = tmp_path / "request.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "model": "claude-sonnet-4-6",
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": "third?"},
+                    ],
+                }
+            )
+        )
+        monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", emu.base_url)
+        monkeypatch.setenv("CLAUDE_RELAY_API_KEY", key)
+        assert main(["plan", "--json", str(path)]) == 0
+    predicted = [bp["predicted"] for bp in json.loads(capsys.readouterr().out)["breakpoints"]]
+    assert predicted[0] == "read", predicted
