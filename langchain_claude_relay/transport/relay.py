@@ -359,6 +359,10 @@ async def _aattempt(
             raise
 
 
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Closes scheduled on this thread's loop by ``RelayTransport.close`` (held until done)."""
+
+
 async def _close_async_client(client: Any) -> None:
     """Close an async SDK client (and its HTTP client); a failure is logged, never raised."""
     try:
@@ -609,6 +613,14 @@ class RelayTransport:
             return
         if isinstance(slot, asyncio.AbstractEventLoop) and slot.is_running():
             closing = _close_async_client(client)
+            if slot is _running_loop():
+                # this thread's loop (close() from a coroutine): the task starts on the loop's
+                # next turn, ahead of whatever ends the loop (``asyncio.run`` returning), where
+                # a callback scheduled to create it would come after and find it cancelled
+                task = slot.create_task(closing)
+                _CLOSING.add(task)  # the loop holds its tasks weakly
+                task.add_done_callback(_CLOSING.discard)
+                return
             try:
                 asyncio.run_coroutine_threadsafe(closing, slot)
             except RuntimeError:  # the loop closed meanwhile: forgotten after all

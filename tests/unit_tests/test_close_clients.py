@@ -229,3 +229,22 @@ def test_close_forgets_the_async_client_of_a_loop_that_ended(emu: RelayEmulator)
     assert len(llm._transport._async_clients) == 1
     llm.close()  # its loop is gone: nothing can await its close, so it is only dropped
     assert len(llm._transport._async_clients) == 0
+
+
+def test_close_from_a_coroutine_as_its_loop_ends_closes_the_async_client(
+    emu: RelayEmulator,
+) -> None:
+    """``close()`` (or leaving ``with llm:``) as the last thing ``asyncio.run`` runs: the close
+    scheduled on the loop must run before the loop cancels what is left and ends."""
+    llm = _llm(emu)
+
+    async def main() -> Any:
+        with llm:
+            await llm.ainvoke("hi")
+            await llm.ainvoke("again")  # one pooled connection
+            return llm._transport.async_client
+
+    client = asyncio.run(main())
+    assert client.is_closed()
+    del client
+    assert _socket_warnings_on_collection(emu) == []
