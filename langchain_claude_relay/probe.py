@@ -336,6 +336,13 @@ def probe_relay(
             any reason but the marker rules the probe is testing.
     """
     model = _probe_model(llm)
+    try:
+        return _probe_with(model, clock)
+    finally:
+        model.close()  # the copy's own clients: ``llm.close()`` never reaches them
+
+
+def _probe_with(model: ChatClaudeRelay, clock: Callable[[], float]) -> RelayCapabilities:
     steps = _probe_steps(probe_text_tokens(model.model_name))
     try:
         call = next(steps)
@@ -372,6 +379,13 @@ async def aprobe_relay(
         ClaudeRelayError: as ``probe_relay``.
     """
     model = _probe_model(llm)
+    try:
+        return await _aprobe_with(model, clock)
+    finally:
+        await model.aclose()  # the copy's own clients: ``llm.aclose()`` never reaches them
+
+
+async def _aprobe_with(model: ChatClaudeRelay, clock: Callable[[], float]) -> RelayCapabilities:
     steps = _probe_steps(probe_text_tokens(model.model_name))
     try:
         call = next(steps)

@@ -607,3 +607,35 @@ def test_the_probe_survives_a_catalogue_with_an_overflowing_price(
         async_caps = asyncio.run(aprobe_relay(relay(emu), clock=lambda: PROBED_AT))
     assert [p.model_id for p in caps.prices] == ["anthropic/claude-haiku-4.5"]
     assert async_caps.prices == caps.prices
+
+
+def _socket_warnings(emu: RelayEmulator) -> list[str]:
+    import gc
+    import warnings
+    from urllib.parse import urlsplit
+
+    port = str(urlsplit(emu.base_url).port)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    texts = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    return [t for t in texts if port in t or "transport" in t]
+
+
+def test_the_probe_leaves_no_socket_open_once_the_model_is_closed() -> None:
+    """The probe calls through a copy of the model, with clients of its own: it closes them,
+    since ``llm.close()`` (or ``aclose``) closes only the model's."""
+    with RelayEmulator() as emu:
+        _socket_warnings(emu)
+        llm = relay(emu)
+        probe_relay(llm, clock=lambda: PROBED_AT)
+        llm.close()
+        assert _socket_warnings(emu) == []
+
+        async def probed() -> None:
+            model = relay(emu)
+            await aprobe_relay(model, clock=lambda: PROBED_AT)
+            await model.aclose()
+
+        asyncio.run(probed())
+        assert _socket_warnings(emu) == []
