@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
+from socket_leaks import socket_warnings_on_collection
 
 from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay.capabilities import (
@@ -609,28 +610,15 @@ def test_the_probe_survives_a_catalogue_with_an_overflowing_price(
     assert async_caps.prices == caps.prices
 
 
-def _socket_warnings(emu: RelayEmulator) -> list[str]:
-    import gc
-    import warnings
-    from urllib.parse import urlsplit
-
-    port = str(urlsplit(emu.base_url).port)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        gc.collect()
-    texts = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    return [t for t in texts if port in t or "transport" in t]
-
-
 def test_the_probe_leaves_no_socket_open_once_the_model_is_closed() -> None:
     """The probe calls through a copy of the model, with clients of its own: it closes them,
     since ``llm.close()`` (or ``aclose``) closes only the model's."""
     with RelayEmulator() as emu:
-        _socket_warnings(emu)
+        socket_warnings_on_collection(emu.base_url)
         llm = relay(emu)
         probe_relay(llm, clock=lambda: PROBED_AT)
         llm.close()
-        assert _socket_warnings(emu) == []
+        assert socket_warnings_on_collection(emu.base_url) == []
 
         async def probed() -> None:
             model = relay(emu)
@@ -638,4 +626,4 @@ def test_the_probe_leaves_no_socket_open_once_the_model_is_closed() -> None:
             await model.aclose()
 
         asyncio.run(probed())
-        assert _socket_warnings(emu) == []
+        assert socket_warnings_on_collection(emu.base_url) == []

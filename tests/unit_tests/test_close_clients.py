@@ -14,10 +14,10 @@ import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import pytest
+from socket_leaks import socket_warnings_on_collection
 
 from langchain_claude_relay import ChatClaudeRelay, response_cap_hooks
 from langchain_claude_relay.emulator import RelayEmulator
@@ -67,16 +67,6 @@ def _llm(emu: RelayEmulator, **kwargs: Any) -> ChatClaudeRelay:
     return ChatClaudeRelay(**settings)
 
 
-def _socket_warnings_on_collection(emu: RelayEmulator) -> list[str]:
-    """The ``ResourceWarning``s of sockets to the emulator (or asyncio transports) collected now."""
-    port = str(urlsplit(emu.base_url).port)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        gc.collect()
-    texts = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    return [t for t in texts if port in t or "transport" in t]
-
-
 def test_close_closes_the_sync_client_and_leaves_no_socket_behind(emu: RelayEmulator) -> None:
     llm = _llm(emu)
     llm.invoke("hi")
@@ -86,7 +76,7 @@ def test_close_closes_the_sync_client_and_leaves_no_socket_behind(emu: RelayEmul
     assert http.is_closed
     assert llm._transport._clients == {}
     del llm, http
-    assert _socket_warnings_on_collection(emu) == []
+    assert socket_warnings_on_collection(emu.base_url) == []
 
 
 def test_a_model_dropped_without_close_is_what_warned(emu: RelayEmulator) -> None:
@@ -94,7 +84,7 @@ def test_a_model_dropped_without_close_is_what_warned(emu: RelayEmulator) -> Non
     llm = _llm(emu)
     llm.invoke("hi")
     del llm
-    assert _socket_warnings_on_collection(emu) != []
+    assert socket_warnings_on_collection(emu.base_url) != []
 
 
 def test_the_model_answers_after_close_on_a_new_client(emu: RelayEmulator) -> None:
@@ -196,7 +186,7 @@ async def test_aclose_closes_the_loops_async_client(emu: RelayEmulator) -> None:
     await llm.aclose()
     await llm.aclose()  # twice: harmless
     del llm, client
-    assert _socket_warnings_on_collection(emu) == []
+    assert socket_warnings_on_collection(emu.base_url) == []
 
 
 async def test_async_with_closes_on_leaving(emu: RelayEmulator) -> None:
@@ -247,4 +237,4 @@ def test_close_from_a_coroutine_as_its_loop_ends_closes_the_async_client(
     client = asyncio.run(main())
     assert client.is_closed()
     del client
-    assert _socket_warnings_on_collection(emu) == []
+    assert socket_warnings_on_collection(emu.base_url) == []
