@@ -251,13 +251,18 @@ def _plan_scope(args: argparse.Namespace, model: str) -> str:
 
     from langchain_claude_relay.chat_models import ChatClaudeRelay
 
-    settings: dict[str, Any] = {"model": model, "ledger": False}
+    # Nothing is sent: a plain-http relay (a chat model's ``allow_insecure_http=True``, which
+    # the scope leaves out) is planned for all the same.
+    settings: dict[str, Any] = {"model": model, "ledger": False, "allow_insecure_http": True}
     if args.base_url:
         settings["base_url"] = args.base_url
     if args.api_key_env:
         key = os.environ.get(args.api_key_env)
         settings["api_key"] = SecretStr(key) if key else None
-    llm = ChatClaudeRelay(**settings)
+    try:
+        llm = ChatClaudeRelay(**settings)
+    except ValueError:  # a relay no chat model can use (the message never shows the key):
+        return ""  # nothing was cached through it
     if not llm.base_url or llm.api_key is None:  # no relay named: the records of none
         return ""
     return llm._cache_scope_digest()

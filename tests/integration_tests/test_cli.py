@@ -496,3 +496,32 @@ def test_plan_sees_what_a_model_on_the_configured_relay_cached(
         assert main(["plan", "--json", str(path)]) == 0
     predicted = [bp["predicted"] for bp in json.loads(capsys.readouterr().out)["breakpoints"]]
     assert predicted[0] == "read", predicted
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://relay.internal:8080/v1",  # a chat model's allow_insecure_http=True
+        "https://relay.example.com/v1/chat/completions",  # a URL no chat model takes
+    ],
+)
+def test_plan_runs_whatever_relay_the_environment_names(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], base_url: str
+) -> None:
+    """``plan`` sends nothing: a base URL the chat model would refuse (or take only with
+    ``allow_insecure_http=True``) never stops it; a plain-http one keeps its scope."""
+    from langchain_claude_relay import ChatClaudeRelay
+    from langchain_claude_relay.cli import _plan_scope, build_parser
+
+    monkeypatch.setenv("CLAUDE_RELAY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("CLAUDE_RELAY_STATE", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("CLAUDE_RELAY_BASE_URL", base_url)
+    monkeypatch.setenv("CLAUDE_RELAY_API_KEY", "relaykey-plan-http-0123456789")
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}))
+    assert main(["plan", str(path)]) == 0, capsys.readouterr().err
+    if base_url.startswith("http://"):
+        args = build_parser().parse_args(["plan", str(path)])
+        llm = ChatClaudeRelay(model="claude-sonnet-4-6", allow_insecure_http=True, ledger=False)
+        assert _plan_scope(args, "claude-sonnet-4-6") == llm._cache_scope_digest()
