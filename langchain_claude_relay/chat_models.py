@@ -2152,8 +2152,10 @@ class ChatClaudeRelay(BaseChatModel):
             return pending.worst_case_usd
         usage = normalize_usage(parsed.usage, write_ttl_hint=keep.ttl)
         cost = call_cost_usd(usage, pricing)
-        _tell_kept_alive(context.planner, keep, at, usage.cache_read_tokens)
+        # billed: recorded first, so that an interrupt in the planner's bookkeeping (a store
+        # write: a disk lock, a Redis round trip) cannot leave it out of the ledger
         self._record_keep_alive(pending, at, usage, pricing, parsed.id)
+        _tell_kept_alive(context.planner, keep, at, usage.cache_read_tokens)
         return cost if cost is not None else pending.worst_case_usd
 
     def _record_lost_keep_alive(

@@ -496,3 +496,30 @@ def test_a_deep_copy_shares_the_planner_and_a_copy_takes_a_key_given_as_text(
     rekeyed = llm.model_copy(update={"api_key": "test-relay-key-other-0123456789"})
     assert rekeyed.invoke("hello").content  # not "'str' object has no attribute ..."
     assert "test-relay-key-other" not in repr(rekeyed)
+
+
+def test_a_keep_alive_interrupted_after_its_answer_came_is_still_recorded(
+    emulator: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C in ``run_keep_warm`` after the keep-alive was answered, while its bookkeeping
+    # runs (the planner's store being written: a disk lock, a Redis round trip). Claude
+    # billed it: it is in the ledger before the interrupt goes on.
+    ledger = MemoryLedger()
+    planner = _planner(emulator)
+    llm = _model(emulator, ledger=ledger, planner=planner)
+    _tool_round(llm, _system())
+    due = llm.next_keep_warm()
+    assert due is not None
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(planner, "kept_alive", interrupted)
+    emulator.set_time(due)
+    with pytest.raises(KeyboardInterrupt):
+        llm.run_keep_warm(due)
+    assert len(emulator.billing_log) == 2  # the call and the keep-alive: billed
+    kept = [e for e in ledger.entries() if e.keep_alive]
+    assert len(kept) == 1
+    assert kept[0].cache_read_tokens > 0
+    llm.close()
