@@ -2163,9 +2163,9 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> None:
         """A keep-alive sent whose answer was lost (a timeout, a cut, an interrupt in flight).
 
-        Claude billed it all the same: it is recorded as the read it was meant to be, and the
-        planner is told so (as the scheduler counts the entry refreshed); its worst case
-        counts on the budget.
+        Claude billed it all the same: it is recorded as the read it was meant to be (first, as
+        an answered one is), then the planner is told so (as the scheduler counts the entry
+        refreshed); its worst case counts on the budget.
         """
         keep = pending.keep
         estimate = NormalizedUsage(
@@ -2175,8 +2175,8 @@ class ChatClaudeRelay(BaseChatModel):
             cache_write_1h_tokens=0,
             output_tokens=0,
         )
-        _tell_kept_alive(pending.context.planner, keep, at, estimate.cache_read_tokens)
         self._record_keep_alive(pending, at, estimate, pricing, None, estimated=True)
+        _tell_kept_alive(pending.context.planner, keep, at, estimate.cache_read_tokens)
 
     def _record_keep_alive(
         self,
