@@ -327,7 +327,8 @@ def _note_failure(exc: BaseException) -> None:
     """Tell the current attempt (``transport.progress``) if ``exc`` is a read that timed out.
 
     The HTTP library's ``ReadTimeout`` (``httpx``, ``httpx2``, httpcore), anywhere in the chain
-    the SDK raised it in.
+    the SDK raised it in. Outside an attempt (a stream read after its first event) it does
+    nothing.
     """
     if any(type(link).__name__ == "ReadTimeout" for link in _chain(exc)):
         progress.note_read_timeout()
@@ -683,6 +684,7 @@ class RelayTransport:
         or mentions a secret. A timeout once the call's ``deadline`` has passed (a socket wait
         cut to it) is the deadline's error.
         """
+        _note_failure(exc)  # every attempt's failure comes here: a read timeout means sent
         secrets = self._secret_list
         way_in = self._way_in(getattr(exc, "status_code", None))
         error = translate_sdk_error(exc, secret=secrets[0] if secrets else None, way_in=way_in)
@@ -786,7 +788,6 @@ class RelayTransport:
             body = read_capped(deadline.iter_bytes(http), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
-            _note_failure(exc)
             failure = self._failure(exc, deadline)
         finally:
             if http is not None:
@@ -856,7 +857,6 @@ class RelayTransport:
             body = await aread_capped(http.aiter_bytes(), self.limits.max_response_bytes, deadline)
             text = self._scrub_text(_text(body))
         except Exception as exc:
-            _note_failure(exc)
             failure = self._failure(exc, deadline)
         finally:
             if http is not None:
@@ -1002,7 +1002,6 @@ class RelayTransport:
                 )
             progress.note_answer_began()
         except Exception as exc:
-            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
@@ -1016,7 +1015,6 @@ class RelayTransport:
             events = self._events(response, deadline)
             first = next(events, _END)
         except Exception as exc:
-            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             response.close()
@@ -1076,7 +1074,6 @@ class RelayTransport:
             )
             progress.note_answer_began()
         except Exception as exc:
-            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             raise failure.error from failure.cause
@@ -1090,7 +1087,6 @@ class RelayTransport:
             events = self._aevents(response, deadline)
             first = await anext(events, _END)
         except Exception as exc:
-            _note_failure(exc)
             failure = self._failure(exc, deadline)
         if failure is not None:
             await response.aclose()
