@@ -675,11 +675,8 @@ class RedisStore:
         """Send the writes Redis missed, then ``writes``; keep them all if it is still down."""
         with self._queue_lock:
             backlog, self._backlog = self._backlog, {}
-            if backlog:
-                merged = dict(backlog)
-                for key, write in writes.items():
-                    merged[key] = _merge(merged.get(key), write)
-                writes = self._sending = merged  # in flight: reads see the local values
+            if backlog:  # in flight: reads see the local values
+                writes = self._sending = _merged(backlog, writes)
         try:
             if writes and self.call(functools.partial(self._apply, writes)) is None:
                 self._keep_for_later(writes, newest=False)
@@ -695,9 +692,7 @@ class RedisStore:
         """Add writes Redis missed to the backlog: after what it holds (``newest``) or before."""
         with self._queue_lock:
             older, newer = (self._backlog, writes) if newest else (writes, self._backlog)
-            backlog = dict(older)
-            for key, write in newer.items():
-                backlog[key] = _merge(backlog.get(key), write)
+            backlog = _merged(older, newer)
             excess = len(backlog) - _MIRROR_KEYS
             if excess > 0:  # bounded: the oldest go (statistics Redis's copy relearns)
                 for key in list(backlog)[:excess]:
@@ -793,6 +788,16 @@ def _merge(older: tuple[int, Any] | None, newer: tuple[int, Any]) -> tuple[int, 
     value, expire = older[1]
     base = value if isinstance(value, (int, float)) else 0.0
     return (_SET, (float(base) + delta, expire))
+
+
+def _merged(
+    older: Mapping[str, tuple[int, Any]], newer: Mapping[str, tuple[int, Any]]
+) -> dict[str, tuple[int, Any]]:
+    """Writes doing what ``older`` then ``newer`` do, merged per key (``_merge``)."""
+    merged = dict(older)
+    for key, write in newer.items():
+        merged[key] = _merge(merged.get(key), write)
+    return merged
 
 
 def fleet_hash_key(client: Any, namespace: str) -> bytes:
