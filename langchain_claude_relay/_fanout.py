@@ -5,8 +5,9 @@ concurrent calls sharing a new prefix would each pay to write it. A batch is sch
 inputs whose requests share their first block form a group, one of them (the warm-up leader) is
 sent first and the others are held by its :class:`WarmupGate`. When the leader is planned, the
 inputs sharing none of the prefixes its plan writes go at once; the rest go when its response
-begins, and then read those prefixes. Released inputs form groups again, so a deeper shared
-prefix is warmed too.
+begins, and then read those prefixes. Released inputs form groups again by their first block
+past what is warm (written by a warm-up, or read by its plan), so a deeper shared prefix is
+warmed too, and inputs sharing only warm prefixes go at once.
 
 This module knows nothing of LangChain: a batch is a list of :data:`PrefixKey` (one per input)
 and a callable that runs input ``i``. The chat model sets the running call's gate
@@ -58,7 +59,8 @@ class WarmupGate:
     Args:
         fanout: the batch's scheduler.
         followers: the inputs held until this call's prefixes are warm.
-        warmed: prefix hashes already written by earlier warm-ups of the batch.
+        warmed: prefix hashes known readable: written by earlier warm-ups of the batch, or
+            predicted read by their plans (``planned`` adds this call's).
     """
 
     def __init__(self, fanout: FanOut, followers: Sequence[int], warmed: frozenset[str]) -> None:
@@ -84,6 +86,7 @@ class WarmupGate:
         self._planned = True
         breakpoints = plan.breakpoints if plan is not None else ()
         writes = frozenset(bp.prefix_hash for bp in breakpoints if bp.predicted == "write")
+        self.warmed |= frozenset(bp.prefix_hash for bp in breakpoints if bp.predicted == "read")
         self._writes = writes - self.warmed
         wait = [i for i in self._waiting if self._writes & self._fanout.hashes(i)]
         free = [i for i in self._waiting if i not in wait]
@@ -131,17 +134,29 @@ class FanOut:
         key = self._keys[index]
         return frozenset(key[1]) if key is not None else frozenset()
 
+    def _group(self, index: int, warmed: frozenset[str]) -> tuple[str, str]:
+        """Input ``index``'s model and its first prefix hash past the deepest warm one."""
+        key = self._keys[index]
+        if key is not None:
+            model, hashes = key
+            warm = max((i for i, h in enumerate(hashes) if h in warmed), default=-1)
+            if warm + 1 < len(hashes):
+                return model, hashes[warm + 1]
+        return "", f"alone:{index}"
+
     def start(self) -> None:
         """Schedule every input."""
         self.schedule(range(len(self._keys)), frozenset())
 
     def schedule(self, indices: Iterable[int], warmed: frozenset[str]) -> None:
-        """Group ``indices`` by model and first block; launch each group's leader with a gate."""
+        """Group ``indices`` by model and first block past what is warm; launch each leader.
+
+        Inputs sharing only warm prefixes have nothing to wait for: each goes alone, at once
+        (grouped by their first block, each would wait for the plan of the one before).
+        """
         groups: dict[tuple[str, str], list[int]] = {}
         for index in indices:
-            key = self._keys[index]
-            group = (key[0], key[1][0]) if key is not None and key[1] else ("", f"alone:{index}")
-            groups.setdefault(group, []).append(index)
+            groups.setdefault(self._group(index, warmed), []).append(index)
         ordered = sorted(groups.values(), key=lambda members: -len(members))  # leaders first
         for leader, *followers in ordered:
             self.launch(leader, WarmupGate(self, followers, warmed))

@@ -65,12 +65,13 @@ def test_start_launches_one_leader_per_group_largest_first() -> None:
     assert not launched.gate(4).leads
 
 
-# Released inputs form groups again: 1 and 2 share "s", so when both go, 1 leads and 2 waits.
+# Released inputs form groups again by their first block past what is warm: 1 and 2 share "s",
+# so when both go before "s" is warm, 1 leads and 2 waits; once it is, they share nothing more.
 @pytest.mark.parametrize(
     ("writes", "launched_at_plan", "launched_at_begin"),
     [
         pytest.param(("s-doc",), [2], [1], id="the fork that shares the write waits"),
-        pytest.param(("s",), [], [1], id="a write on the shared block holds both"),
+        pytest.param(("s",), [], [1, 2], id="a write on the shared block holds both"),
         pytest.param((), [1], [], id="nothing written: both go at once"),
         pytest.param(("q0",), [1], [], id="a write nobody shares holds nobody"),
     ],
@@ -104,8 +105,25 @@ def test_a_prefix_already_warm_is_not_waited_on() -> None:
     launched = Recorder()
     gate = fanout.WarmupGate(fanout.FanOut(KEYS, launched), [1, 2], frozenset({"s-doc"}))
     gate.planned(plan_writing("s-doc"))
-    assert sorted(launched.indices()) == [1]  # 1 and 2 regrouped at once, 1 leads
+    # 1 reads through "s-doc" and would write only past it, so 2 (sharing "s") gains nothing
+    # by waiting for it: both go at once
+    assert launched.indices() == [1, 2]
     assert not gate.leads
+    assert not launched.gate(1).leads
+
+
+def test_inputs_sharing_only_what_the_leader_reads_go_at_once() -> None:
+    # the batch's shared prompt is cached already: the leader's plan reads it and writes only
+    # its own question, and the rest must not form a chain, each waiting for the last one's plan
+    keys: list[fanout.PrefixKey | None] = [(MODEL, ("s", "doc", f"q{i}")) for i in range(5)]
+    launched = Recorder()
+    fanout.FanOut(keys, launched).start()
+    leader = launched.gate(0)
+    assert leader.leads
+    leader.planned(plan_writing("q0", read="doc"))
+    assert launched.indices() == [0, 1, 2, 3, 4]
+    assert not any(gate.leads for _index, gate in launched.launched)
+    assert all(launched.gate(i).warmed == {"doc"} for i in range(5))
 
 
 def test_finish_before_planning_regroups_and_after_planning_sends_at_once() -> None:
