@@ -1053,9 +1053,14 @@ class ChatClaudeRelay(BaseChatModel):
         stop: list[str] | None,
         *,
         stream: bool,
+        dry_run: bool = False,
         **kwargs: Any,
     ) -> _Prepared:
-        """Convert, validate, plan and render; raises on bad input before any network call."""
+        """Convert, validate, plan and render; raises on bad input before any network call.
+
+        ``dry_run`` (``plan_cache``) plans without counting tokens over the network, marking
+        the plan as sent or cancelling keep-alives: the planner's state is left as it was.
+        """
         _ = self._transport  # settings problems (no base URL, no key) surface first
         # a model that refuses any forced tool says so before the thinking rule does (whose
         # advice, turning thinking off, such a model refuses too)
@@ -1123,27 +1128,20 @@ class ChatClaudeRelay(BaseChatModel):
             request = dataclasses.replace(request, **context)
         if params.get("max_tokens") == 0 and not warm_up:  # what no plan can change
             _refuse_zero_output(params, request, marked=True)
-        if planner is not None and self.exact_token_counts:
+        if planner is not None and self.exact_token_counts and not dry_run:
             self._count_exactly(request, planner)
         started = planner.clock() if planner is not None else time.time()
         plan = None
         if planner is not None:
-            try:
-                # plan and mark as sent together, so concurrent calls see each other's writes
-                with planner.send_lock:
-                    options = _plan_options(ttl, adaptation)
-                    options["keep_warm"] = self._plans_keep_warm(request, planner)
-                    if warm_up == _WARM_UP_STATIC:
-                        options["mark_messages"] = False
-                    plan = planner.plan(request, **options)
-                    request = plan.apply(request)
-                    planner.sent(plan)
-            except RequestValidationError:
-                raise
-            except Exception as exc:  # the planner must never fail a user's call
-                unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
-                warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
-                plan = None
+            options = _plan_options(ttl, adaptation)
+            options["keep_warm"] = self._plans_keep_warm(request, planner)
+            if warm_up == _WARM_UP_STATIC:
+                options["mark_messages"] = False
+            if dry_run:  # a planner failure is the answer asked for: it is raised
+                plan = planner.plan(request, **options)
+                request = plan.apply(request)
+            else:
+                plan, request, unplanned = _plan_and_send(planner, request, options, unplanned)
         if params.get("max_tokens") == 0 and zero_output_refusal(
             thinking=params.get("thinking"),
             tool_choice=request.tool_choice,
@@ -1151,11 +1149,12 @@ class ChatClaudeRelay(BaseChatModel):
             marked=bool(request.markers()) or request.cache_control is not None,
         ):
             if not warm_up:  # no breakpoint: the prefix was too short for the planner to mark
-                if planner is not None and plan is not None:
+                if planner is not None and plan is not None and not dry_run:
                     planner.abandoned(plan)
                 _refuse_zero_output(params, request, marked=False)
             params["max_tokens"] = 1  # a warm-up with output Claude accepts
-        self._keep_warm_cancel(plan.request if plan is not None else request, planner)
+        if not dry_run:
+            self._keep_warm_cancel(plan.request if plan is not None else request, planner)
         if self.cache_diagnostics and "diagnostics" not in params:
             params["diagnostics"] = {"previous_message_id": _previous_message_id(messages)}
         payload = self._wire.render(request, params, planner is not None)
@@ -2288,6 +2287,31 @@ class ChatClaudeRelay(BaseChatModel):
         )
         return fanout.batch_results(outcomes, return_exceptions=return_exceptions)
 
+    def plan_cache(self, input: LanguageModelInput, **kwargs: Any) -> CachePlan | None:
+        """The cache plan ``invoke(input, **kwargs)`` would send now, without sending anything.
+
+        A dry run through this model: the same conversion, checks and planner as the call
+        (the relay, key and region it caches under included, which a ``CachePlanner`` used on
+        its own cannot know), so ``plan.explain()`` shows what the model's earlier calls have
+        cached. Nothing is sent, learned or recorded, and no keep-alive is touched; with
+        ``exact_token_counts`` the plan uses the calibrated estimate instead of counting.
+
+        Args:
+            input: as for ``invoke``.
+            **kwargs: as for ``invoke`` (``cache_ttl``, ``prompt_cache``, ``tools``...).
+
+        Returns:
+            The plan (``plan.explain()``, ``plan.breakpoints``), or ``None`` when no plan is
+            made: caching off, or a relay the probe found dropping markers.
+
+        Raises:
+            RequestValidationError: for input the call would refuse before sending.
+        """
+        kwargs = dict(kwargs)
+        stop = kwargs.pop("stop", None)
+        messages = self._convert_input(input).to_messages()
+        return self._prepare(messages, stop, stream=False, dry_run=True, **kwargs).plan
+
     def warm(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
@@ -2773,6 +2797,29 @@ class _SeenKeys:
 _EXACT_COUNTS = _SeenKeys()
 
 
+def _plan_and_send(
+    planner: Planner, request: ClaudeRequest, options: dict[str, Any], unplanned: str | None
+) -> tuple[CachePlan | None, ClaudeRequest, str | None]:
+    """Plan a call and mark it sent, or warn and leave it unplanned if the planner fails.
+
+    Returns:
+        The plan (``None`` on failure), the request with its markers, and why it is unplanned.
+    """
+    try:
+        # plan and mark as sent together, so concurrent calls see each other's writes
+        with planner.send_lock:
+            plan = planner.plan(request, **options)
+            marked = plan.apply(request)
+            planner.sent(plan)
+    except RequestValidationError:
+        raise
+    except Exception as exc:  # the planner must never fail a user's call
+        unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
+        warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
+        return None, request, unplanned
+    return plan, marked, unplanned
+
+
 def _plan_options(ttl: Any, adaptation: Any) -> dict[str, Any]:
     """``plan()`` arguments: the TTL policy, and a probed relay's limits when it has any."""
     if adaptation is None:
@@ -2847,7 +2894,7 @@ else:  # what BaseChatModel.bind returns (langchain-core 1.8 and later), or its 
 
 
 class ClaudeRelayBinding(_ChatModelBinding):
-    """LangChain's binding of a ``ChatClaudeRelay``, whose ``warm`` passes the bound arguments.
+    """A ``ChatClaudeRelay`` binding whose ``warm`` and ``plan_cache`` pass the bound arguments.
 
     What ``ChatClaudeRelay.bind`` and ``bind_tools`` return. LangChain's binding passes its config
     on to a method it does not know, but not its bound arguments: ``llm.bind_tools(tools).warm(p)``
@@ -2859,6 +2906,11 @@ class ClaudeRelayBinding(_ChatModelBinding):
     def lc_id(cls) -> list[str]:
         """LangChain's ``RunnableBinding`` id: ``load`` rebuilds a plain binding."""
         return RunnableBinding.lc_id()
+
+    def plan_cache(self, input: LanguageModelInput, **kwargs: Any) -> CachePlan | None:
+        """:meth:`ChatClaudeRelay.plan_cache` with the bound arguments (tools, tool choice...)."""
+        model = cast("ChatClaudeRelay", self.bound)
+        return model.plan_cache(input, **{**self.kwargs, **kwargs})
 
     def warm(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
