@@ -6,8 +6,10 @@ inputs whose requests share their first block form a group, one of them (the war
 sent first and the others are held by its :class:`WarmupGate`. When the leader is planned, the
 inputs sharing none of the prefixes its plan writes go at once; the rest go when its response
 begins, and then read those prefixes. Released inputs form groups again by their first block
-past what is warm (written by a warm-up, or read by its plan), so a deeper shared prefix is
-warmed too, and inputs sharing only warm prefixes go at once.
+past what is settled: warm (written by a warm-up, or read by its plan) or, for those released
+at the plan, shared with the leader whose plan does not write it (theirs would not either). So a
+deeper shared prefix is warmed too, and inputs sharing nothing more go at once, not in a chain
+of leaders each waiting for the plan of the one before.
 
 This module knows nothing of LangChain: a batch is a list of :data:`PrefixKey` (one per input)
 and a callable that runs input ``i``. The chat model sets the running call's gate
@@ -61,10 +63,19 @@ class WarmupGate:
         followers: the inputs held until this call's prefixes are warm.
         warmed: prefix hashes known readable: written by earlier warm-ups of the batch, or
             predicted read by their plans (``planned`` adds this call's).
+        leader: this call's input (``None``: not known; its followers are then grouped past
+            what is warm only).
     """
 
-    def __init__(self, fanout: FanOut, followers: Sequence[int], warmed: frozenset[str]) -> None:
+    def __init__(
+        self,
+        fanout: FanOut,
+        followers: Sequence[int],
+        warmed: frozenset[str],
+        leader: int | None = None,
+    ) -> None:
         self._fanout = fanout
+        self._leader = leader
         self._waiting = list(followers)
         self._writes: frozenset[str] = frozenset()
         self._planned = False
@@ -91,7 +102,10 @@ class WarmupGate:
         wait = [i for i in self._waiting if self._writes & self._fanout.hashes(i)]
         free = [i for i in self._waiting if i not in wait]
         self._waiting = wait
-        self._fanout.schedule(free, self.warmed)
+        # what they share with this call, its plan does not write: grouped by it again, each
+        # would lead in turn, waiting for the plan of the one before
+        passed = self._fanout.hashes(self._leader) if self._leader is not None else frozenset()
+        self._fanout.schedule(free, self.warmed, passed)
 
     def begun(self) -> None:
         """The warm-up's response has begun: what it wrote is readable, release the rest."""
@@ -148,18 +162,23 @@ class FanOut:
         """Schedule every input."""
         self.schedule(range(len(self._keys)), frozenset())
 
-    def schedule(self, indices: Iterable[int], warmed: frozenset[str]) -> None:
-        """Group ``indices`` by model and first block past what is warm; launch each leader.
+    def schedule(
+        self, indices: Iterable[int], warmed: frozenset[str], passed: frozenset[str] = frozenset()
+    ) -> None:
+        """Group ``indices`` by model and first block past what is settled; launch each leader.
 
-        Inputs sharing only warm prefixes have nothing to wait for: each goes alone, at once
-        (grouped by their first block, each would wait for the plan of the one before).
+        Args:
+            indices: the inputs to launch.
+            warmed: prefix hashes known readable (the new gates get them).
+            passed: prefix hashes a leader planned without writing them: grouped past like
+                warm ones, but not readable.
         """
         groups: dict[tuple[str, str], list[int]] = {}
         for index in indices:
-            groups.setdefault(self._group(index, warmed), []).append(index)
+            groups.setdefault(self._group(index, warmed | passed), []).append(index)
         ordered = sorted(groups.values(), key=lambda members: -len(members))  # leaders first
         for leader, *followers in ordered:
-            self.launch(leader, WarmupGate(self, followers, warmed))
+            self.launch(leader, WarmupGate(self, followers, warmed, leader))
 
 
 def warmup_helps(keys: Sequence[PrefixKey | None]) -> bool:

@@ -2306,6 +2306,8 @@ class ChatClaudeRelay(BaseChatModel):
 
         Raises:
             RequestValidationError: for input the call would refuse before sending.
+            Exception: what the planner raised (a call goes on without planned markers, with
+                a warning; a dry run has nothing else to show).
         """
         kwargs = dict(kwargs)
         stop = kwargs.pop("stop", None)

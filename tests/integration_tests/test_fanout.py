@@ -190,6 +190,16 @@ def test_a_prefix_already_cached_holds_nobody_back() -> None:
         assert warmup_leaders(emu) == 1
 
 
+def test_a_shared_block_nobody_caches_holds_nobody_back() -> None:
+    # a short system prompt (below the minimum) and long questions of their own: the first
+    # call's plan writes only its question, so the rest go at once, not each after the last
+    short = SystemMessage("You are terse.")
+    inputs = [[short, HumanMessage(f"Question {i}: {document(1500, i)}")] for i in range(8)]
+    with RelayEmulator(first_byte_delay=DELAY) as emu:
+        model(emu).batch(inputs, {"max_concurrency": 8})
+        assert warmup_leaders(emu) == 1
+
+
 def test_tools_are_part_of_the_shared_prefix() -> None:
     @tool
     def lookup(section: str) -> str:

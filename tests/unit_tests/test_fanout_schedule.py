@@ -72,8 +72,8 @@ def test_start_launches_one_leader_per_group_largest_first() -> None:
     [
         pytest.param(("s-doc",), [2], [1], id="the fork that shares the write waits"),
         pytest.param(("s",), [], [1, 2], id="a write on the shared block holds both"),
-        pytest.param((), [1], [], id="nothing written: both go at once"),
-        pytest.param(("q0",), [1], [], id="a write nobody shares holds nobody"),
+        pytest.param((), [1, 2], [], id="nothing written: both go at once"),
+        pytest.param(("q0",), [1, 2], [], id="a write nobody shares holds nobody"),
     ],
 )
 def test_a_leader_holds_only_the_inputs_sharing_a_prefix_it_writes(
@@ -110,6 +110,17 @@ def test_a_prefix_already_warm_is_not_waited_on() -> None:
     assert launched.indices() == [1, 2]
     assert not gate.leads
     assert not launched.gate(1).leads
+
+
+def test_inputs_sharing_only_what_the_leader_does_not_write_go_at_once() -> None:
+    # a shared block past the warm prefix that no plan writes (a short system prompt, a short
+    # shared turn) must not make a chain either: 19 of 20 calls led in turn
+    keys: list[fanout.PrefixKey | None] = [(MODEL, ("s", "turn", f"q{i}")) for i in range(5)]
+    launched = Recorder()
+    fanout.FanOut(keys, launched).start()
+    launched.gate(0).planned(plan_writing("q0"))
+    assert launched.indices() == [0, 1, 2, 3, 4]
+    assert not any(gate.leads for _i, gate in launched.launched[1:])
 
 
 def test_inputs_sharing_only_what_the_leader_reads_go_at_once() -> None:
