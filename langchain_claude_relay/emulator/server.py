@@ -1393,7 +1393,7 @@ def banner(host: str, port: int) -> str:
     return "\n".join(
         (
             f"relay emulator on {root}/v1 (Ctrl-C to stop)",
-            f"  OpenAI-compatible: base_url={root}/v1; Anthropic, Bedrock, Vertex: {root}",
+            f"  OpenAI-compatible and Vertex: base_url={root}/v1; Anthropic, Bedrock: {root}",
             f"  admin: {', '.join(ADMIN_ROUTES)}",
         )
     )
