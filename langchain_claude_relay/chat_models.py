@@ -170,7 +170,7 @@ from langchain_claude_relay.transport.limits import (
     Deadline,
     ResponseLimits,
 )
-from langchain_claude_relay.usage import NormalizedUsage, normalize_usage
+from langchain_claude_relay.usage import NormalizedUsage, normalize_usage, reports_cache_writes
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
 from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
@@ -499,6 +499,7 @@ class ChatClaudeRelay(BaseChatModel):
     _keep_warm_driven: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
     _silent_cache_calls: int = PrivateAttr(default=0)  # see _watch_for_dropped_markers
+    _hidden_write_calls: int = PrivateAttr(default=0)  # see _watch_for_hidden_writes
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -1401,6 +1402,7 @@ class ChatClaudeRelay(BaseChatModel):
                 if observation is not None:
                     meta["cache_observation"] = observation.to_dict()
                     self._watch_for_dropped_markers(observation)
+                    self._watch_for_hidden_writes(observation, raw_usage)
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
             self._keep_warm_after(prepared, usage, tools)
@@ -1428,6 +1430,37 @@ class ChatClaudeRelay(BaseChatModel):
                 "minimum: the relay drops cache_control, or does not report cache usage "
                 "(no savings either way). Run `claude-relay probe` to tell which; it also "
                 "adapts the planner to what it finds.",
+                RuntimeWarning,
+            )
+
+    def _watch_for_hidden_writes(self, observation: Any, raw_usage: Mapping[str, Any]) -> None:
+        """Warn once when calls keep reading the cache but their usage has no write field.
+
+        ``_SILENT_CALLS`` calls in a row that read, wrote nothing where their plan predicted a
+        write, and whose usage carries no cache-write field of any dialect (OpenAI's own shape:
+        ``cached_tokens`` only): what they wrote is counted as plain input, so their costs are
+        low by the write premium.
+        """
+        hidden = (
+            observation.actual_read_tokens
+            and not observation.actual_write_tokens
+            and any(b.predicted == "write" for b in observation.breakpoints)
+            and not reports_cache_writes(raw_usage)
+        )
+        if not hidden:
+            self._hidden_write_calls = 0
+            return
+        self._hidden_write_calls += 1
+        if self._hidden_write_calls >= _SILENT_CALLS:
+            shown = redact_url(self.base_url) if self.base_url else f"api={self.api!r}"
+            warn_once(
+                ("relay_hides_writes", shown),
+                f"{_SILENT_CALLS} calls in a row through {shown} read from the cache where their "
+                "plans also wrote, but the relay's usage has no cache-write field: the tokens "
+                "written are counted as plain input, so cost_usd, track_costs and the ledger "
+                "come out below what Claude bills (writes cost 1.25x input for 5m, 2x for 1h). "
+                "A relay that passes Claude's cache_creation_input_tokens (or its own write "
+                "field) is costed exactly.",
                 RuntimeWarning,
             )
 

@@ -107,6 +107,7 @@ __all__ = [
     "MAX_TOKEN_COUNT",
     "NormalizedUsage",
     "normalize_usage",
+    "reports_cache_writes",
     "chat_anthropic_usage_metadata",
     "from_usage_metadata",
 ]
@@ -470,6 +471,26 @@ def _infer_plain_input(
         included[0] if reads else None,
         included[1] if writes else None,
     )
+
+
+def reports_cache_writes(raw: Mapping[str, Any] | None) -> bool:
+    """Whether a usage object carries a cache-write field of any dialect (a 0 included).
+
+    A relay in OpenAI's own shape reports ``cached_tokens`` (reads) and nothing for writes: the
+    tokens written then look like plain input, although Claude bills them at 1.25x (5m) or 2x
+    (1h).
+
+    >>> reports_cache_writes({"prompt_tokens_details": {"cached_tokens": 900}})
+    False
+    >>> reports_cache_writes({"cache_write_tokens": 0})  # OpenRouter's field, a 0 included
+    True
+    """
+    if not isinstance(raw, Mapping):
+        return False
+    containers = (raw.get(name) for name in _DETAIL_CONTAINERS)
+    scopes = [raw, *(c for c in containers if isinstance(c, Mapping))]
+    names = (*_WRITE_FIELDS, *_SPLIT_CONTAINERS, *_SPLIT_5M_FLAT, *_SPLIT_1H_FLAT)
+    return any(name in scope for scope in scopes for name in names)
 
 
 def _write_split(

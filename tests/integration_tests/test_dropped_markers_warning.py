@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langchain_claude_relay import CachePlanner, ChatClaudeRelay
 from langchain_claude_relay.emulator import RelayEmulator
@@ -49,3 +50,37 @@ def test_calls_that_never_touch_the_cache_are_flagged_once(
 def test_two_silent_calls_are_not_enough() -> None:
     with RelayEmulator(bad_relay="drop_cache_control") as emulator:
         assert _calls(emulator, 2) == []
+
+
+# -- a relay that reports reads but no writes ---------------------------------------------------
+
+
+def _hidden_write_warnings(dialect: str, count: int) -> list[str]:
+    with RelayEmulator(dialect=dialect) as emulator:
+        llm = ChatClaudeRelay(
+            base_url=emulator.base_url,
+            api_key="test",
+            model="claude-sonnet-5-5",
+            cache=CachePlanner(MemoryStore(), clock=lambda: emulator.now),
+            ledger=MemoryLedger(),
+        )
+        conversation: list[BaseMessage] = [SystemMessage(DOCUMENT)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for turn in range(count):  # each turn reads the last one's and writes its own
+                conversation.append(HumanMessage(f"Question {turn}? " * 300))
+                conversation.append(llm.invoke(conversation))
+    return [str(w.message) for w in caught if "no cache-write field" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    ["openai", "superset", "openrouter", "litellm", "anthropic", "newapi", "axonhub", "oneapi"],
+)
+def test_a_relay_reporting_reads_but_no_writes_is_flagged_once(dialect: str) -> None:
+    # OpenAI's own usage shape has cached_tokens (reads) and nothing for writes: the tokens
+    # written look like plain input and every cost comes out low by the write premium
+    messages = _hidden_write_warnings(dialect, 5)
+    assert len(messages) == (1 if dialect == "openai" else 0)
+    if messages:
+        assert "3 calls in a row" in messages[0]
