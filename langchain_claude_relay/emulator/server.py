@@ -477,6 +477,7 @@ class EmulatorCore:
         self._prints = FingerprintStore()
         self._counter = 0
         self.require_key: str | None = None  # a key every request must present (the guard)
+        self.stopping = False  # set by RelayEmulator.stop: delayed answers end at once
 
     # -- state ---------------------------------------------------------------------------
 
@@ -727,8 +728,9 @@ class EmulatorCore:
         delay = settings.first_byte_delay + ttft_seconds(
             uncached, split.cache_read, settings.latency_scale
         )
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if delay > 0 and not await self._pause(delay):
+            self.record(rid, wire.endpoint, start, 503, "error:503")
+            return _error(503, "api_error", "the emulator is stopping", headers, wire.platform)
         with self._lock:  # the response begins: its writes become readable
             self._engine.commit(bill)
             if wire.anthropic:
@@ -776,6 +778,19 @@ class EmulatorCore:
         if wire.anthropic and payload.get("max_tokens") == 0:  # a cache warm-up: no content
             return Reply("", (), "max_tokens", None, 0)
         return make_reply(reply_spec(payload, prefix), self._tokenizer.count_text)
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` wall seconds; ``False`` at once if the emulator is stopping.
+
+        A plain sleep outlived ``stop()`` (a client that timed out leaves it running): uvicorn
+        then cancelled it after its graceful-shutdown timeout and logged an ERROR traceback.
+        """
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            if self.stopping:
+                return False
+            await asyncio.sleep(min(left, 0.05))
+        return not self.stopping
 
     def _usage(self, split: TokenSplit) -> dict[str, Any]:
         s = self._settings
@@ -1226,6 +1241,7 @@ class RelayEmulator:
         """
         if self._thread is not None:
             return self
+        self.core.stopping = False
         # proto=IPPROTO_TCP and TCP_NODELAY: asyncio only sets NODELAY on accepted sockets whose
         # proto says TCP; without it every response waits ~40 ms for a delayed ACK.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -1255,6 +1271,7 @@ class RelayEmulator:
 
     def stop(self) -> None:
         """Stop serving and wait for the thread (at most a few seconds)."""
+        self.core.stopping = True
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 import threading
@@ -568,3 +569,23 @@ def test_a_client_gone_before_the_first_byte_is_logged_stopped_and_billed() -> N
         (record,) = emu.request_log
         assert record.outcome == "stopped"
         assert [b.request_id for b in emu.billing_log] == [record.request_id]
+
+
+def test_stopping_while_a_response_waits_out_its_delay_is_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client that timed out leaves the emulator waiting out the first-byte delay: stop()
+    # left uvicorn to cancel that wait after its graceful-shutdown timeout, with an ERROR
+    # traceback that looked like a crash in any test of timeouts.
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
+    with caplog.at_level(logging.WARNING):
+        with RelayEmulator(first_byte_delay=30.0) as emu:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(
+                    emu.base_url + "/chat/completions",
+                    json=body,
+                    timeout=httpx.Timeout(5.0, read=0.2),
+                )
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < 5.0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
