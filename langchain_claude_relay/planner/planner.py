@@ -548,7 +548,12 @@ class CachePlanner:
         return _Known(lineage, cached, pending_at, tuple(sorted(held)))
 
     def _stability(self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]) -> _Stability:
-        """Volatile text before a marker, and static blocks that keep changing."""
+        """Volatile text before a marker in the tools or system prompt, and those that change.
+
+        The messages are left out: a conversation's turns are carried unchanged by its next
+        turn (which is how their tail is read), and the ids in them (tool calls, tickets) are
+        its own, not values that change between calls.
+        """
         items, facts = scan.items, scan.facts
         notes: list[str] = []
         marker_at = [i for i, _t in markers]
@@ -556,7 +561,8 @@ class CachePlanner:
         statics = [i for i, it in enumerate(items) if it.section != "messages"]
         n_tools = sum(1 for it in items if it.section == "tools")
         app = (family, n_tools, len(statics) - n_tools)
-        for i, (item, fact) in enumerate(zip(items, facts, strict=True)):
+        for i in statics:
+            item, fact = items[i], facts[i]
             if i > last_marker or not fact.volatile:
                 continue
             cover = items[next(m for m in marker_at if m >= i)].position
@@ -567,7 +573,7 @@ class CachePlanner:
                         f"{item.position}: {match.kind} {match.excerpt!r} in a block cached by "
                         f"the marker at {cover}. If it changes between calls, every call "
                         "writes the cache again from here and never reads it: move volatile "
-                        "values after the last cached block (e.g. into the latest user "
+                        "values out of the tools and system prompt (e.g. into the latest user "
                         "message).",
                     )
                 )

@@ -110,6 +110,26 @@ def test_volatile_system_prompt_warns_and_stops_being_marked() -> None:
     assert sum(u.cache_write_tokens for u in claude.log[4:]) == 0  # no longer paying 1.25x
 
 
+def test_ids_in_a_conversation_are_not_taken_for_volatile_text() -> None:
+    # A ticket id in the question and tool-call ids in the history are the conversation's
+    # own: its next turn carries them unchanged. The warning told users to move them "into the
+    # latest user message", where the first already was.
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    turns = [
+        ("user", "Summarize ticket 9f8e7d6c5b4a39281706f5e4d3c2b1a0: " + prose(900, 2)),
+        ("assistant", "Looked up toolu_01A09q90qw90lq917835lq9 for it. " + prose(200, 3)),
+        ("user", "And ticket 0a1b2c3d4e5f60718293a4b5c6d7e8f9? " + prose(600, 4)),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan, _usage, _obs = run(planner, claude, request(system=DOC, turns=turns), clock)
+    assert any(bp.position.section == "messages" for bp in plan.breakpoints)
+    assert not [w for w in caught if issubclass(w.category, PrefixStabilityWarning)]
+    assert not plan.warnings
+
+
 def test_chat_reads_the_previous_turn() -> None:
     clock = Clock()
     planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
