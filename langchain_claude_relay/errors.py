@@ -323,8 +323,8 @@ _STATUS_HINTS: dict[int, str] = {
     403: "the key may not use this model or endpoint",
     404: "check base_url (it usually ends in /v1) and the model id the relay expects",
     413: "the request is too large for the relay; shorten the prompt or the images",
-    429: "rate limited; the request was retried up to max_retries",
-    529: "Claude is overloaded; the request was retried up to max_retries",
+    429: "rate limited (after max_retries retries; none with max_retries=0)",
+    529: "Claude is overloaded (after max_retries retries; none with max_retries=0)",
 }
 """The hints of an OpenAI-compatible relay (``api="openai"``), and of every way in where
 ``_WAY_IN_HINTS`` has none. A 401's hint is ``_auth_hint``'s: the variables the way in reads."""
