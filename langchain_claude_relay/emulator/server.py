@@ -1448,4 +1448,16 @@ def serve(
     if not is_loopback_host(host):
         warning = exposed_warning(host, has_key=require_key is not None)
         logging.getLogger("uvicorn.error").warning("%s", warning)
-    uvicorn.Server(config).run(sockets=[sock])
+    _ForegroundServer(config, core).run(sockets=[sock])
+
+
+class _ForegroundServer(uvicorn.Server):
+    """uvicorn's server whose Ctrl-C / SIGTERM also ends delayed answers (``core.stopping``)."""
+
+    def __init__(self, config: uvicorn.Config, core: EmulatorCore) -> None:
+        super().__init__(config)
+        self._core = core
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._core.stopping = True
+        super().handle_exit(sig, frame)

@@ -159,6 +159,33 @@ def test_the_emulator_command_serves_what_its_banner_says(tmp_path) -> None:
         server.wait(timeout=30)
 
 
+def test_the_emulator_command_stops_at_once_with_an_answer_waiting() -> None:
+    # Ctrl-C (or SIGTERM) waited out the first-byte delay of a request still open
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "langchain_claude_relay.cli", "emulator", "--port", "0"]
+    server = subprocess.Popen(
+        [*command, "--first-byte-delay", "60"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stderr is not None
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/v1", server.stderr.readline())
+        assert match is not None
+        body = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.Client(base_url=match.group(1), timeout=httpx.Timeout(5.0, read=0.5)) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                http.post("/v1/chat/completions", json=body)
+        server.terminate()
+        server.wait(timeout=15)  # not the 60 s the answer would have waited
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+
+
 @pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
 def test_a_port_out_of_range_is_a_usage_error(
     port: str, capsys: pytest.CaptureFixture[str]
