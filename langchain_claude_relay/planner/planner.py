@@ -199,6 +199,9 @@ class _Stability(NamedTuple):
     notes: tuple[str, ...]
 
 
+_CLOCK_KINDS = frozenset({"timestamp", "date", "time"})
+
+
 class CachePlanner:
     """Places Claude cache markers and chooses their TTL by expected cost, learning from usage.
 
@@ -550,9 +553,9 @@ class CachePlanner:
     def _stability(self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]) -> _Stability:
         """Volatile text before a marker in the tools or system prompt, and those that change.
 
-        The messages are left out: a conversation's turns are carried unchanged by its next
-        turn (which is how their tail is read), and the ids in them (tool calls, tickets) are
-        its own, not values that change between calls.
+        In the messages only clock readings count: the ids in a conversation (tool calls,
+        tickets) are its own, but a timestamp an app puts at the top of every request's first
+        message makes each call write and never read.
         """
         items, facts = scan.items, scan.facts
         notes: list[str] = []
@@ -561,19 +564,20 @@ class CachePlanner:
         statics = [i for i, it in enumerate(items) if it.section != "messages"]
         n_tools = sum(1 for it in items if it.section == "tools")
         app = (family, n_tools, len(statics) - n_tools)
-        for i in statics:
-            item, fact = items[i], facts[i]
+        for i, (item, fact) in enumerate(zip(items, facts, strict=True)):
             if i > last_marker or not fact.volatile:
                 continue
             cover = items[next(m for m in marker_at if m >= i)].position
             for match in fact.volatile:
+                if item.section == "messages" and match.kind not in _CLOCK_KINDS:
+                    continue  # ids in a conversation are its own; a clock reading is not
                 notes.append(
                     self._warn_once(
                         ("v", *map(str, app), str(item.position), match.kind),
                         f"{item.position}: {match.kind} {match.excerpt!r} in a block cached by "
                         f"the marker at {cover}. If it changes between calls, every call "
                         "writes the cache again from here and never reads it: move volatile "
-                        "values out of the tools and system prompt (e.g. into the latest user "
+                        "values after the last cached block (the end of the latest user "
                         "message).",
                     )
                 )

@@ -130,6 +130,22 @@ def test_ids_in_a_conversation_are_not_taken_for_volatile_text() -> None:
     assert not plan.warnings
 
 
+def test_a_clock_reading_in_the_first_message_still_warns() -> None:
+    # A stateless app that puts the time at the top of every request's only user message
+    # writes its document on every call and never reads it: that one counts in the messages.
+    clock = Clock()
+    planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
+    claude = ToyClaude()
+    turns = [("user", "Current time: 2026-12-04T21:00:00Z\n\n" + DOC + "\n\nQuestion?")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(planner, claude, request(system="Be brief.", turns=turns), clock)
+    stability = [str(w.message) for w in caught if issubclass(w.category, PrefixStabilityWarning)]
+    assert len(stability) == 1
+    assert "messages[0]" in stability[0]
+    assert "timestamp" in stability[0]
+
+
 def test_chat_reads_the_previous_turn() -> None:
     clock = Clock()
     planner = CachePlanner(MemoryStore(), clock, encoding=ESTIMATOR)
