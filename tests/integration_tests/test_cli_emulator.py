@@ -162,9 +162,17 @@ def test_the_emulator_command_serves_what_its_banner_says(tmp_path) -> None:
 def test_the_emulator_command_stops_at_once_with_an_answer_waiting() -> None:
     # Ctrl-C (or SIGTERM) waited out the first-byte delay of a request still open
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "langchain_claude_relay.cli", "emulator", "--port", "0"]
     server = subprocess.Popen(
-        [*command, "--first-byte-delay", "60"],
+        [
+            sys.executable,
+            "-m",
+            "langchain_claude_relay.cli",
+            "emulator",
+            "--port",
+            "0",
+            "--first-byte-delay",
+            "60",
+        ],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -175,9 +183,12 @@ def test_the_emulator_command_stops_at_once_with_an_answer_waiting() -> None:
         match = re.search(r"(http://127\.0\.0\.1:\d+)/v1", server.stderr.readline())
         assert match is not None
         body = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
-        with httpx.Client(base_url=match.group(1), timeout=httpx.Timeout(5.0, read=0.5)) as http:
-            with pytest.raises(httpx.ReadTimeout):
-                http.post("/v1/chat/completions", json=body)
+        timeout = httpx.Timeout(5.0, read=0.5)
+        with (
+            httpx.Client(base_url=match.group(1), timeout=timeout) as http,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            http.post("/v1/chat/completions", json=body)
         server.terminate()
         server.wait(timeout=15)  # not the 60 s the answer would have waited
     finally:
