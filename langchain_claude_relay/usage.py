@@ -474,7 +474,7 @@ def _infer_plain_input(
 
 
 def reports_cache_writes(raw: Mapping[str, Any] | None) -> bool:
-    """Whether a usage object carries a cache-write field of any dialect (a 0 included).
+    """Whether a usage object gives a cache-write field of any dialect (a 0 included, not null).
 
     A relay in OpenAI's own shape reports ``cached_tokens`` (reads) and nothing for writes: the
     tokens written then look like plain input, although Claude bills them at 1.25x (5m) or 2x
@@ -484,13 +484,15 @@ def reports_cache_writes(raw: Mapping[str, Any] | None) -> bool:
     False
     >>> reports_cache_writes({"cache_write_tokens": 0})  # OpenRouter's field, a 0 included
     True
+    >>> reports_cache_writes({"cache_creation_input_tokens": None})  # a null tells nothing
+    False
     """
     if not isinstance(raw, Mapping):
         return False
     containers = (raw.get(name) for name in _DETAIL_CONTAINERS)
     scopes = [raw, *(c for c in containers if isinstance(c, Mapping))]
     names = (*_WRITE_FIELDS, *_SPLIT_CONTAINERS, *_SPLIT_5M_FLAT, *_SPLIT_1H_FLAT)
-    return any(name in scope for scope in scopes for name in names)
+    return any(scope.get(name) is not None for scope in scopes for name in names)
 
 
 def _write_split(
