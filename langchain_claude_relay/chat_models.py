@@ -1142,7 +1142,7 @@ class ChatClaudeRelay(BaseChatModel):
                 plan = planner.plan(request, **options)
                 request = plan.apply(request)
             else:
-                plan, request, unplanned = _plan_and_send(planner, request, options, unplanned)
+                plan, request, unplanned = _plan_and_send(planner, request, options)
         if params.get("max_tokens") == 0 and zero_output_refusal(
             thinking=params.get("thinking"),
             tool_choice=request.tool_choice,
@@ -2833,12 +2833,13 @@ _EXACT_COUNTS = _SeenKeys()
 
 
 def _plan_and_send(
-    planner: Planner, request: ClaudeRequest, options: dict[str, Any], unplanned: str | None
+    planner: Planner, request: ClaudeRequest, options: dict[str, Any]
 ) -> tuple[CachePlan | None, ClaudeRequest, str | None]:
     """Plan a call and mark it sent, or warn and leave it unplanned if the planner fails.
 
     Returns:
-        The plan (``None`` on failure), the request with its markers, and why it is unplanned.
+        The plan and the request with its markers, or ``None``, the request as it was and why
+        it is unplanned.
     """
     try:
         # plan and mark as sent together, so concurrent calls see each other's writes
@@ -2852,7 +2853,7 @@ def _plan_and_send(
         unplanned = f"cache planning failed ({type(exc).__name__}: {exc})"
         warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
         return None, request, unplanned
-    return plan, marked, unplanned
+    return plan, marked, None
 
 
 def _plan_options(ttl: Any, adaptation: Any) -> dict[str, Any]:
