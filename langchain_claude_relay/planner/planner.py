@@ -551,7 +551,7 @@ class CachePlanner:
         return _Known(lineage, cached, pending_at, tuple(sorted(held)))
 
     def _stability(self, family: str, scan: Scan, markers: Sequence[tuple[int, str]]) -> _Stability:
-        """Volatile text before a marker in the tools or system prompt, and those that change.
+        """Volatile text before a marker, and static blocks that keep changing.
 
         In the messages only clock readings count: the ids in a conversation (tool calls,
         tickets) are its own, but a timestamp an app puts at the top of every request's first
