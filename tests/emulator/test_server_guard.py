@@ -135,7 +135,7 @@ class _Records(logging.Handler):
 
 def test_serving_beyond_loopback_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     class Server:  # runs nothing
-        def __init__(self, config: object) -> None:
+        def __init__(self, config: object, core: object) -> None:
             pass
 
         def run(self, sockets: object = None) -> None:
@@ -146,7 +146,7 @@ def test_serving_beyond_loopback_warns(monkeypatch: pytest.MonkeyPatch) -> None:
             return ("0.0.0.0", 8787)  # noqa: S104
 
     monkeypatch.setattr(uvicorn, "Config", lambda *args, **kwargs: None)  # logging left alone
-    monkeypatch.setattr(uvicorn, "Server", Server)
+    monkeypatch.setattr(server, "_ForegroundServer", Server)
     monkeypatch.setattr(server, "bind", lambda host, port: Socket())
     records = _Records()
     logging.getLogger("uvicorn.error").addHandler(records)
