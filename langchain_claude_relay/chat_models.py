@@ -498,8 +498,7 @@ class ChatClaudeRelay(BaseChatModel):
     _keep_warm_state: KeepWarmScheduler | None = PrivateAttr(default=None)
     _keep_warm_driven: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
-    _silent_cache_calls: int = PrivateAttr(default=0)  # see _watch_for_dropped_markers
-    _hidden_write_calls: int = PrivateAttr(default=0)  # see _watch_for_hidden_writes
+    _symptom_streaks: Mapping[str, int] = PrivateAttr(default_factory=dict)  # _warn_after_streak
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -1417,21 +1416,17 @@ class ChatClaudeRelay(BaseChatModel):
         way the user sees no savings, and ``claude-relay probe`` tells which.
         """
         silent = any(b.miss_reason == "relay dropped marker?" for b in observation.breakpoints)
-        if not silent or observation.actual_read_tokens or observation.actual_write_tokens:
-            self._silent_cache_calls = 0
-            return
-        self._silent_cache_calls += 1
-        if self._silent_cache_calls >= _SILENT_CALLS:
-            shown = redact_url(self.base_url) if self.base_url else f"api={self.api!r}"
-            warn_once(
-                ("relay_drops_markers", shown),
+        self._warn_after_streak(
+            "relay_drops_markers",
+            silent and not observation.actual_read_tokens and not observation.actual_write_tokens,
+            lambda shown: (
                 f"{_SILENT_CALLS} calls in a row through {shown} reported no cache reads or "
                 "writes although their prompts were marked for caching above the model's "
                 "minimum: the relay drops cache_control, or does not report cache usage "
                 "(no savings either way). Run `claude-relay probe` to tell which; it also "
-                "adapts the planner to what it finds.",
-                RuntimeWarning,
-            )
+                "adapts the planner to what it finds."
+            ),
+        )
 
     def _watch_for_hidden_writes(self, observation: Any, raw_usage: Mapping[str, Any]) -> None:
         """Warn once when calls keep reading the cache but their usage has no write field.
@@ -1441,28 +1436,40 @@ class ChatClaudeRelay(BaseChatModel):
         ``cached_tokens`` only): what they wrote is counted as plain input, so their costs are
         low by the write premium.
         """
-        hidden = (
+        hidden = bool(
             observation.actual_read_tokens
             and not observation.actual_write_tokens
             and any(b.predicted == "write" for b in observation.breakpoints)
             and not reports_cache_writes(raw_usage)
         )
-        if not hidden:
-            self._hidden_write_calls = 0
-            return
-        self._hidden_write_calls += 1
-        if self._hidden_write_calls >= _SILENT_CALLS:
+        self._warn_after_streak(
+            "relay_hides_writes",
+            hidden,
+            lambda shown: (
+                f"{_SILENT_CALLS} calls in a row through {shown} read from the cache where "
+                "their plans also wrote, but the relay's usage has no cache-write field: the "
+                "tokens written are counted as plain input, so cost_usd, track_costs and the "
+                "ledger come out below what Claude bills (writes cost 1.25x input for 5m, 2x "
+                "for 1h). A relay that passes Claude's cache_creation_input_tokens (or its own "
+                "write field) is costed exactly."
+            ),
+        )
+
+    def _warn_after_streak(self, symptom: str, seen: bool, message: Callable[[str], str]) -> None:
+        """Count calls in a row showing ``symptom``; at ``_SILENT_CALLS``, warn once per relay.
+
+        Args:
+            symptom: the symptom's name (its streak and its warn-once key).
+            seen: whether this call shows it (``False`` ends the streak).
+            message: the warning, given the relay as it may be shown (credentials redacted).
+        """
+        streak = self._symptom_streaks.get(symptom, 0) + 1 if seen else 0
+        # replaced, never changed in place: a copy of the model (which shares the mapping)
+        # keeps its own streaks, as it did its own counts
+        self._symptom_streaks = {**self._symptom_streaks, symptom: streak}
+        if streak >= _SILENT_CALLS:
             shown = redact_url(self.base_url) if self.base_url else f"api={self.api!r}"
-            warn_once(
-                ("relay_hides_writes", shown),
-                f"{_SILENT_CALLS} calls in a row through {shown} read from the cache where their "
-                "plans also wrote, but the relay's usage has no cache-write field: the tokens "
-                "written are counted as plain input, so cost_usd, track_costs and the ledger "
-                "come out below what Claude bills (writes cost 1.25x input for 5m, 2x for 1h). "
-                "A relay that passes Claude's cache_creation_input_tokens (or its own write "
-                "field) is costed exactly.",
-                RuntimeWarning,
-            )
+            warn_once((symptom, shown), message(shown), RuntimeWarning)
 
     def _account_stopped(self, prepared: _Prepared, state: _StreamState) -> None:
         """Record a stream that ended before its closing chunk: billed all the same.
