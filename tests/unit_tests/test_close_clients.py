@@ -27,18 +27,6 @@ from langchain_claude_relay.ledger import MemoryLedger
 KEY = "relaykey0c4f9a2e7b1d5f3a9c8e"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[RelayEmulator]:
-    with RelayEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(emulator: RelayEmulator) -> RelayEmulator:
-    emulator.reset()
-    return emulator
-
-
 @pytest.fixture(autouse=True)
 def _collect_quietly() -> Iterator[None]:
     """Start and end with nothing left to collect: another test's socket warns on its own."""

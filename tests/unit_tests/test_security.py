@@ -18,7 +18,6 @@ import logging
 import ssl
 import traceback
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,18 +66,6 @@ def system_document() -> str:
 
 def canary_messages() -> list[Any]:
     return [SystemMessage(system_document()), HumanMessage(f"Tell me about {PROMPT_CANARY}.")]
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[RelayEmulator]:
-    with RelayEmulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(emulator: RelayEmulator) -> RelayEmulator:
-    emulator.reset()
-    return emulator
 
 
 @pytest.fixture
