@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -134,14 +135,19 @@ def test_every_admin_route_the_banner_lists_exists() -> None:
                 assert response.status_code == 200, (route, method, response.text)
 
 
-def test_the_emulator_command_serves_what_its_banner_says(tmp_path) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "langchain_claude_relay.cli", "emulator", "--port", "0"],
+@contextlib.contextmanager
+def _emulator_command(*flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``claude-relay emulator --port 0 FLAGS`` in a child process, and the root its banner names.
+
+    The banner's first line is checked; the process is stopped on leaving (killed if it does
+    not end within 30 s of SIGTERM).
+    """
+    server = subprocess.Popen(  # noqa: S603 -- our own interpreter, the tests' own flags
+        [sys.executable, "-m", "langchain_claude_relay.cli", "emulator", "--port", "0", *flags],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert server.stderr is not None
@@ -150,51 +156,35 @@ def test_the_emulator_command_serves_what_its_banner_says(tmp_path) -> None:
             r"relay emulator on (http://127\.0\.0\.1:\d+)/v1 \(Ctrl-C to stop\)\n", first
         )
         assert match is not None, first
-        root = match.group(1)
-        with httpx.Client(base_url=root, timeout=10) as http:
-            assert http.get("/admin/clock").status_code == 200
-            assert http.get("/v1/models").status_code == 200
+        yield server, match.group(1)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=30)
+
+
+def test_the_emulator_command_serves_what_its_banner_says() -> None:
+    with _emulator_command() as (_server, root), httpx.Client(base_url=root, timeout=10) as http:
+        assert http.get("/admin/clock").status_code == 200
+        assert http.get("/v1/models").status_code == 200
 
 
 def test_the_emulator_command_stops_at_once_with_an_answer_waiting() -> None:
     # Ctrl-C (or SIGTERM) waited out the first-byte delay of a request still open
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "langchain_claude_relay.cli",
-            "emulator",
-            "--port",
-            "0",
-            "--first-byte-delay",
-            "60",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stderr is not None
-        match = re.search(r"(http://127\.0\.0\.1:\d+)/v1", server.stderr.readline())
-        assert match is not None
-        body = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}
+    with _emulator_command("--first-byte-delay", "60") as (server, root):
         timeout = httpx.Timeout(5.0, read=0.5)
         with (
-            httpx.Client(base_url=match.group(1), timeout=timeout) as http,
+            httpx.Client(base_url=root, timeout=timeout) as http,
             pytest.raises(httpx.ReadTimeout),
         ):
             http.post("/v1/chat/completions", json=body)
         server.terminate()
         server.wait(timeout=15)  # not the 60 s the answer would have waited
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
