@@ -172,6 +172,9 @@ class RelayCapabilities:
         keeps_automatic_caching: a top-level ``cache_control`` (automatic caching) reaches
             Claude.
         prices: what the relay publishes on ``/v1/models`` for Claude models (may be empty).
+        reports_cache_writes: the relay's usage has a cache-write field (``False``: it reports
+            reads but no writes, OpenAI's own shape, so writes are costed as plain input;
+            ``None``: no cache read was seen to tell by, or probed before this verdict).
     """
 
     keeps_block_markers: bool | None
@@ -184,6 +187,7 @@ class RelayCapabilities:
     probed_at: float
     keeps_automatic_caching: bool | None = None
     prices: tuple[RelayPrice, ...] = ()
+    reports_cache_writes: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: booleans, field names, the model id, numbers."""
@@ -265,6 +269,7 @@ class RelayCapabilities:
             probed_at=float(probed_at),
             keeps_automatic_caching=_optional_verdict(data, "keeps_automatic_caching"),
             prices=_stored_prices(data.get("prices")),
+            reports_cache_writes=_optional_verdict(data, "reports_cache_writes"),
         )
 
     def summary_lines(self) -> list[str]:
@@ -281,6 +286,7 @@ class RelayCapabilities:
             f"keeps automatic caching (top-level cache_control): "
             f"{_word(self.keeps_automatic_caching)}",
             f"reports cache usage: {_word(self.reports_cache_usage)}",
+            f"reports cache writes: {_word(self.reports_cache_writes)}",
             f"usage fields: {', '.join(self.usage_fields) or '(none)'}",
             *_price_lines(self.prices),
         ]
@@ -423,6 +429,13 @@ def adaptation_for(caps: RelayCapabilities | None) -> Adaptation:
         notes.append(
             "The relay drops cache_control on tools (probe: keeps tool markers = no), so tool "
             "definitions are not marked: the first marker goes on the system prompt or later."
+        )
+    if caps.reports_cache_writes is False and (caching or automatic):
+        notes.append(
+            "The relay reports cache reads but no cache writes (probe: reports cache writes = "
+            "no): the tokens written are counted as plain input, so cost_usd, track_costs and "
+            "the ledger come out below what Claude bills (writes cost 1.25x input for 5m, 2x "
+            "for 1h)."
         )
     return Adaptation(caching, ttl_policy, max_markers, mark_tools, tuple(notes), automatic)
 

@@ -1436,6 +1436,9 @@ class ChatClaudeRelay(BaseChatModel):
         ``cached_tokens`` only): what they wrote is counted as plain input, so their costs are
         low by the write premium.
         """
+        caps = self._relay_capabilities
+        if caps is not None and caps.reports_cache_writes is False:
+            return  # the stored probe said so, and the adaptation warned at the first call
         hidden = bool(
             observation.actual_read_tokens
             and not observation.actual_write_tokens

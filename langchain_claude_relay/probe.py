@@ -30,6 +30,10 @@ model's minimum cacheable prefix, in plain words (each at least one token):
    a read on the second call means the field reached Claude; a 400 means the relay refuses it.
    Unknown when step 1 saw injected markers (they would cache the same request).
 
+Every answer also tells whether the relay reports cache *writes*: a write field of any dialect
+(a 0 included) means it does; reads with no write field anywhere mean it hides them (OpenAI's own
+usage shape: the writes look like plain input, and costs come out low).
+
 Then the relay's ``GET /v1/models``: OpenRouter-style ``pricing`` for Claude models is kept
 (``RelayCapabilities.prices``), and ``ChatClaudeRelay`` prices its calls with it.
 
@@ -60,7 +64,7 @@ from langchain_claude_relay.chat_models import ChatClaudeRelay
 from langchain_claude_relay.errors import BadRequestError, ClaudeRelayError
 from langchain_claude_relay.models import lookup_model, price_table
 from langchain_claude_relay.request import MAX_CACHE_MARKERS
-from langchain_claude_relay.usage import from_usage_metadata, normalize_usage
+from langchain_claude_relay.usage import from_usage_metadata, normalize_usage, reports_cache_writes
 
 __all__ = ["PROBE_LENGTH_FACTOR", "probe_relay", "aprobe_relay", "probe_text_tokens"]
 
@@ -117,6 +121,7 @@ class _Findings:
     reports_cache_usage: bool
     usage_fields: tuple[str, ...]
     keeps_automatic_caching: bool | None
+    reports_cache_writes: bool | None
 
 
 def probe_text_tokens(model: str) -> int:
@@ -226,6 +231,7 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
         reports_cache_usage=reports,
         usage_fields=tuple(usage_fields),
         keeps_automatic_caching=_automatic_verdict(a1, a2, injected=injected_seen, reports=reports),
+        reports_cache_writes=_writes_verdict(answers),
     )
 
 
@@ -242,6 +248,17 @@ def _automatic_verdict(
     if first.refused is not None or second.refused is not None:
         return False
     return (second.read > 0 or first.write > 0) if reports else None
+
+
+def _writes_verdict(answers: list[_Answer]) -> bool | None:
+    """Whether the relay reports cache writes: a write field seen (a 0 included), or a write.
+
+    ``False`` when calls read from the cache but none carried a write field (the marked first
+    calls wrote what the second ones read, so the relay hides writes); ``None`` without a read.
+    """
+    if any(a.write > 0 or reports_cache_writes(a.raw_usage) for a in answers):
+        return True
+    return False if any(a.read > 0 for a in answers) else None
 
 
 def _error_text(exc: BadRequestError) -> str:

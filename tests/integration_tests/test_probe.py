@@ -83,6 +83,7 @@ def verdicts(caps: RelayCapabilities) -> tuple[bool | None, ...]:
         caps.keeps_ttl,
         caps.injects_markers,
         caps.reports_cache_usage,
+        caps.reports_cache_writes,
     )
 
 
@@ -94,23 +95,27 @@ def expected_fields(dialect: str) -> tuple[str, ...]:
 
 T, F, N = True, False, None
 
-# emulator settings -> (block, tool, ttl, injects, reports cache usage)
+# emulator settings -> (block, tool, ttl, injects, reports cache usage, reports cache writes)
 VERDICT_TABLE = [
-    pytest.param({}, (T, T, T, F, T), id="default"),
-    pytest.param({"bad_relay": "drop_cache_control"}, (F, F, N, F, T), id="drop_cache_control"),
-    pytest.param({"bad_relay": "drop_ttl"}, (T, T, F, F, T), id="drop_ttl"),
-    pytest.param({"bad_relay": "inject_marker"}, (T, T, T, T, T), id="inject_marker"),
-    pytest.param({"dialect": "anthropic"}, (T, T, T, F, T), id="anthropic-dialect"),
-    pytest.param({"dialect": "openrouter"}, (T, T, N, F, T), id="writes-without-split"),
-    pytest.param({"dialect": "openai"}, (T, T, N, F, T), id="reads-only"),
+    pytest.param({}, (T, T, T, F, T, T), id="default"),
+    pytest.param({"bad_relay": "drop_cache_control"}, (F, F, N, F, T, T), id="drop_cache_control"),
+    pytest.param({"bad_relay": "drop_ttl"}, (T, T, F, F, T, T), id="drop_ttl"),
+    pytest.param({"bad_relay": "inject_marker"}, (T, T, T, T, T, T), id="inject_marker"),
+    pytest.param({"dialect": "anthropic"}, (T, T, T, F, T, T), id="anthropic-dialect"),
+    pytest.param({"dialect": "openrouter"}, (T, T, N, F, T, T), id="writes-without-split"),
+    pytest.param({"dialect": "openai"}, (T, T, N, F, T, F), id="reads-only"),
     pytest.param(
-        {"dialect": "openai", "bad_relay": "drop_ttl"}, (T, T, N, F, T), id="reads-only-drop-ttl"
+        {"dialect": "openai", "bad_relay": "drop_ttl"},
+        (T, T, N, F, T, F),
+        id="reads-only-drop-ttl",
     ),
-    pytest.param({"dialect": "bare"}, (N, N, N, N, F), id="no-cache-fields"),
+    pytest.param({"dialect": "bare"}, (N, N, N, N, F, N), id="no-cache-fields"),
     pytest.param(
-        {"dialect": "bare", "bad_relay": "inject_marker"}, (N, N, N, T, F), id="no-fields-inject"
+        {"dialect": "bare", "bad_relay": "inject_marker"},
+        (N, N, N, T, F, N),
+        id="no-fields-inject",
     ),
-    pytest.param({"bad_relay": "inject_and_drop"}, (F, F, N, T, T), id="inject-and-drop"),
+    pytest.param({"bad_relay": "inject_and_drop"}, (F, F, N, T, T, T), id="inject-and-drop"),
 ]
 
 
@@ -124,6 +129,20 @@ def test_verdicts_against_the_emulator(
     assert verdicts(caps) == expected
     assert caps.usage_fields == expected_fields(settings.get("dialect", "superset"))
     assert (caps.model, caps.probed_at) == (MODEL, PROBED_AT)
+
+
+@pytest.mark.parametrize("dialect", emulator_dialects.DIALECTS)
+def test_a_relay_that_reports_reads_but_no_writes_is_found(dialect: str) -> None:
+    # OpenAI's own usage shape has cached_tokens and nothing for writes: Claude's writes are then
+    # costed as plain input, which the adaptation says; every other dialect names its writes
+    with RelayEmulator(dialect=dialect) as emu:
+        caps = probe_relay(relay(emu), clock=lambda: PROBED_AT)
+    hides = dialect == "openai"
+    assert caps.reports_cache_writes is (not hides)
+    notes = [n for n in adaptation_for(caps).warnings if "reports cache writes = no" in n]
+    assert len(notes) == (1 if hides else 0)
+    assert f"reports cache writes: {'no' if hides else 'yes'}" in caps.summary_lines()
+    assert RelayCapabilities.from_dict(caps.to_dict()) == caps
 
 
 def test_the_async_probe_agrees(test_relays: None) -> None:
@@ -298,6 +317,12 @@ def caps_with(**changes: Any) -> RelayCapabilities:
             {"keeps_block_markers": N, "keeps_tool_markers": N, "keeps_ttl": N},
             (T, None, 4, T, ()),
         ),
+        ({"reports_cache_writes": F}, (T, None, 4, T, ("reports cache writes",))),
+        ({"reports_cache_writes": N}, (T, None, 4, T, ())),
+        (  # nothing is cached through a relay that drops the markers: no writes to miss
+            {"keeps_block_markers": F, "reports_cache_writes": F},
+            (F, None, 4, T, ("keeps block markers",)),
+        ),
     ],
 )
 def test_adaptation_table(changes: dict[str, Any], expected: tuple[Any, ...]) -> None:
@@ -326,6 +351,8 @@ CAPS = st.builds(
     usage_fields=st.lists(st.text(min_size=1, max_size=20)).map(tuple),
     model=st.text(max_size=30),
     probed_at=st.floats(0, 4e9),
+    keeps_automatic_caching=VERDICT,
+    reports_cache_writes=VERDICT,
 )
 
 
@@ -337,7 +364,14 @@ def test_capabilities_survive_json(caps: RelayCapabilities) -> None:
 @given(CAPS)
 def test_each_adaptation_has_one_warning(caps: RelayCapabilities) -> None:
     a = adaptation_for(caps)
-    changes = [not a.caching, a.ttl_policy is not None, a.max_markers != 4, not a.mark_tools]
+    hidden_writes = caps.reports_cache_writes is False and (a.caching or a.automatic)
+    changes = [
+        not a.caching,
+        a.ttl_policy is not None,
+        a.max_markers != 4,
+        not a.mark_tools,
+        hidden_writes,
+    ]
     assert len(a.warnings) == sum(changes)
     assert a.max_markers == (3 if caps.injects_markers else 4)
 
@@ -365,6 +399,14 @@ def test_from_dict_rejects_wrong_types(broken: dict[str, Any]) -> None:
         RelayCapabilities.from_dict(data)
 
 
+def test_verdicts_saved_before_the_writes_verdict_still_load() -> None:
+    data = caps_with(reports_cache_writes=F).to_dict()
+    del data["reports_cache_writes"]
+    assert RelayCapabilities.from_dict(data).reports_cache_writes is None
+    with pytest.raises(ValueError, match="reports_cache_writes must be true, false or null"):
+        RelayCapabilities.from_dict({**data, "reports_cache_writes": "no"})
+
+
 def test_summary_lines() -> None:
     caps = caps_with(keeps_tool_markers=F, keeps_ttl=N, usage_fields=())
     assert caps.summary_lines() == [
@@ -375,6 +417,7 @@ def test_summary_lines() -> None:
         "injects markers: no",
         "keeps automatic caching (top-level cache_control): unknown",
         "reports cache usage: yes",
+        "reports cache writes: unknown",
         "usage fields: (none)",
         "published prices (/v1/models): none",
     ]

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langchain_claude_relay import ChatClaudeRelay
 from langchain_claude_relay._plumbing import forget_warnings
@@ -124,6 +124,30 @@ def test_a_relay_that_drops_markers_still_gives_a_plan_to_read() -> None:
     assert plan["planned"] is False
     assert plan["breakpoints"] == []
     assert "drops cache_control markers" in plan["reason"]
+
+
+def test_a_relay_hiding_writes_is_named_at_the_first_call() -> None:
+    """A stored probe that saw reads but no write field warns at the first call, not the third.
+
+    Without it the chat model needs three calls in a row that read where their plans wrote
+    (``test_dropped_markers_warning``); with it, that streak's second warning is not given.
+    """
+    with RelayEmulator(dialect="openai") as emu:
+        save_capabilities(emu.base_url, probe_relay(_llm(emu)))
+        emu.reset()
+        llm = _llm(emu, cache=CachePlanner(MemoryStore(), clock=lambda: emu.now))
+        conversation: list[BaseMessage] = [SystemMessage(f"[hidden] {DOCUMENT}")]
+        per_call: list[list[str]] = []
+        for turn in range(5):  # each turn reads the last one's and writes its own
+            conversation.append(HumanMessage(f"Question {turn}? " * 300))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                conversation.append(llm.invoke(conversation))
+            per_call.append([str(w.message) for w in caught])
+    notes = [n for call in per_call for n in call if "cache writes" in n or "write field" in n]
+    assert len(notes) == 1, notes
+    assert "probe: reports cache writes = no" in notes[0]
+    assert notes[0] in per_call[0]
 
 
 @pytest.mark.parametrize(
