@@ -433,9 +433,9 @@ def adaptation_for(caps: RelayCapabilities | None) -> Adaptation:
     if caps.reports_cache_writes is False and (caching or automatic):
         notes.append(
             "The relay reports cache reads but no cache writes (probe: reports cache writes = "
-            "no): the tokens written are counted as plain input, so cost_usd, track_costs and "
-            "the ledger come out below what Claude bills (writes cost 1.25x input for 5m, 2x "
-            "for 1h)."
+            "no), so Claude's writes (1.25x input for 5m, 2x for 1h) are inferred from the "
+            "markers sent: cost_usd, usage_metadata, track_costs and the ledger are estimates "
+            "there (response_metadata cache_writes_estimated)."
         )
     return Adaptation(caching, ttl_policy, max_markers, mark_tools, tuple(notes), automatic)
 

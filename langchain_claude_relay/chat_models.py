@@ -170,7 +170,13 @@ from langchain_claude_relay.transport.limits import (
     Deadline,
     ResponseLimits,
 )
-from langchain_claude_relay.usage import NormalizedUsage, normalize_usage, reports_cache_writes
+from langchain_claude_relay.usage import (
+    NormalizedUsage,
+    WriteTTL,
+    normalize_usage,
+    reports_cache_writes,
+    with_inferred_writes,
+)
 from langchain_claude_relay.wire.formats import StreamReader, WireFormat, wire_format
 from langchain_claude_relay.wire.openai_chat import ParsedChunk
 
@@ -499,6 +505,7 @@ class ChatClaudeRelay(BaseChatModel):
     _keep_warm_driven: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
     _symptom_streaks: Mapping[str, int] = PrivateAttr(default_factory=dict)  # _warn_after_streak
+    _hidden_writes_seen: bool = PrivateAttr(default=False)  # _with_hidden_writes
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -1389,9 +1396,12 @@ class ChatClaudeRelay(BaseChatModel):
         hint, share = write_split_hints(prepared.request, prepared.plan)
         usage = normalize_usage(raw_usage, write_ttl_hint=hint, one_hour_share=share)
         prepared.usage = usage
+        costed = self._with_hidden_writes(prepared, usage, raw_usage)
+        if costed is not usage:
+            meta["cache_writes_estimated"] = True
         pricing, meta["cost_source"] = self._pricing(prepared.model)
-        meta["cost_usd"] = call_cost_usd(usage, pricing)
-        meta["uncached_cost_usd"] = uncached_cost_usd(usage, pricing)  # at the same prices
+        meta["cost_usd"] = call_cost_usd(costed, pricing)
+        meta["uncached_cost_usd"] = uncached_cost_usd(costed, pricing)  # at the same prices
         if usage.inference_geo is not None:  # data residency: "us" costs 1.1x on 4.6 and later
             meta["inference_geo"] = usage.inference_geo
             meta["price_multiplier"] = price_multiplier(usage, pricing)
@@ -1405,8 +1415,31 @@ class ChatClaudeRelay(BaseChatModel):
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
             self._keep_warm_after(prepared, usage, tools)
-        self._record(prepared, usage, pricing, meta, call_id)
-        return usage, meta
+        self._record(prepared, costed, pricing, meta, call_id, estimated=costed is not usage)
+        return costed, meta
+
+    def _with_hidden_writes(
+        self, prepared: _Prepared, usage: NormalizedUsage, raw_usage: Mapping[str, Any]
+    ) -> NormalizedUsage:
+        """The usage to cost and report: with the writes a relay hides inferred from the plan.
+
+        A relay in OpenAI's own usage shape reports reads (``cached_tokens``) and no writes, so
+        what Claude wrote looks like plain input (an agent's costs came out 19% low). Once the
+        relay is known to cache (this call read, an earlier one read with no write field, or a
+        stored probe found it hides writes), the writes are inferred from the markers sent
+        (``usage.with_inferred_writes``) and the call is flagged ``cache_writes_estimated``.
+        A call that reads nothing on a relay never seen to read is left alone: its markers may
+        not reach Claude at all. The planner still learns from the relay's own figures.
+        """
+        if reports_cache_writes(raw_usage):
+            return usage
+        caps = self._relay_capabilities
+        known = caps is not None and caps.reports_cache_writes is False
+        if usage.cache_read_tokens:
+            self._hidden_writes_seen = True
+        elif not (known or self._hidden_writes_seen):
+            return usage
+        return with_inferred_writes(usage, _writer_ends(prepared)) or usage
 
     def _watch_for_dropped_markers(self, observation: Any) -> None:
         """Warn once when calls keep reporting no cache use where their markers should write.
@@ -1433,8 +1466,7 @@ class ChatClaudeRelay(BaseChatModel):
 
         ``_SILENT_CALLS`` calls in a row that read, wrote nothing where their plan predicted a
         write, and whose usage carries no cache-write field of any dialect (OpenAI's own shape:
-        ``cached_tokens`` only): what they wrote is counted as plain input, so their costs are
-        low by the write premium.
+        ``cached_tokens`` only): their writes are estimates (``_with_hidden_writes``).
         """
         caps = self._relay_capabilities
         if caps is not None and caps.reports_cache_writes is False:
@@ -1450,11 +1482,11 @@ class ChatClaudeRelay(BaseChatModel):
             hidden,
             lambda shown: (
                 f"{_SILENT_CALLS} calls in a row through {shown} read from the cache where "
-                "their plans also wrote, but the relay's usage has no cache-write field: the "
-                "tokens written are counted as plain input, so cost_usd, track_costs and the "
-                "ledger come out below what Claude bills (writes cost 1.25x input for 5m, 2x "
-                "for 1h). A relay that passes Claude's cache_creation_input_tokens (or its own "
-                "write field) is costed exactly."
+                "their plans also wrote, but the relay's usage has no cache-write field: "
+                "Claude's writes (1.25x input for 5m, 2x for 1h) are inferred from the markers "
+                "sent, so cost_usd, usage_metadata, track_costs and the ledger are estimates "
+                "there (response_metadata cache_writes_estimated). A relay that passes Claude's "
+                "cache_creation_input_tokens (or its own write field) is costed exactly."
             ),
         )
 
@@ -2864,6 +2896,19 @@ def _plan_and_send(
         warn_external(f"{unplanned}; sending without planned markers", RuntimeWarning)
         return None, request, unplanned
     return plan, marked, None
+
+
+def _writer_ends(prepared: _Prepared) -> list[tuple[int, WriteTTL]]:
+    """``(estimated prefix tokens, TTL)`` of each planned marker that writes unless read.
+
+    The plan's markers above the minimum (the user's included); none without a plan, so a
+    call without one (caching off, automatic caching on a relay that drops block markers) has
+    nothing inferred.
+    """
+    plan = prepared.plan
+    if plan is None:
+        return []
+    return [(b.estimated_prefix_tokens, b.ttl) for b in plan.breakpoints if b.predicted != "none"]
 
 
 def _plan_options(ttl: Any, adaptation: Any) -> dict[str, Any]:

@@ -91,8 +91,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, cast
 
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
@@ -108,6 +108,7 @@ __all__ = [
     "NormalizedUsage",
     "normalize_usage",
     "reports_cache_writes",
+    "with_inferred_writes",
     "chat_anthropic_usage_metadata",
     "from_usage_metadata",
 ]
@@ -493,6 +494,51 @@ def reports_cache_writes(raw: Mapping[str, Any] | None) -> bool:
     scopes = [raw, *(c for c in containers if isinstance(c, Mapping))]
     names = (*_WRITE_FIELDS, *_SPLIT_CONTAINERS, *_SPLIT_5M_FLAT, *_SPLIT_1H_FLAT)
     return any(scope.get(name) is not None for scope in scopes for name in names)
+
+
+def with_inferred_writes(
+    usage: NormalizedUsage, writer_ends: Sequence[tuple[int, WriteTTL]]
+) -> NormalizedUsage | None:
+    """``usage`` with the cache writes a relay did not report, inferred from the markers sent.
+
+    For a relay whose usage reports reads but has no write field (``reports_cache_writes`` is
+    false: OpenAI's own shape), where the markers are known to reach Claude. Claude's rule:
+    everything from the highest read to the last marker whose prefix reaches the minimum is
+    written, 1h up to the last 1h marker. The prefix lengths are the plan's calibrated
+    estimates, so the result is an estimate; it never takes more than the plain input there is.
+
+    Args:
+        usage: the relay's usage, normalized (no writes: they are in ``input_tokens``).
+        writer_ends: ``(estimated prefix tokens, TTL)`` of each marker that writes unless read
+            (its prefix reaches the model's minimum).
+
+    Returns:
+        The usage with writes moved out of the plain input, or ``None`` when no marker ends
+        past what was read (nothing to infer) or the usage already has writes.
+
+    >>> u = NormalizedUsage(input_tokens=5000, cache_read_tokens=2000, cache_write_5m_tokens=0,
+    ...     cache_write_1h_tokens=0, output_tokens=10)
+    >>> w = with_inferred_writes(u, [(2000, "1h"), (6900, "5m")])
+    >>> w.cache_write_5m_tokens, w.cache_write_1h_tokens, w.input_tokens
+    (4900, 0, 100)
+    >>> with_inferred_writes(u, [(1500, "5m")]) is None      # the read covered it
+    True
+    """
+    read = usage.cache_read_tokens
+    if usage.cache_write_tokens or not writer_ends:
+        return None
+    end_all = max(end for end, _ in writer_ends)
+    end_1h = max((end for end, ttl in writer_ends if ttl == "1h"), default=read)
+    write_all = min(max(0, end_all - read), usage.input_tokens)
+    if write_all <= 0:
+        return None
+    write_1h = min(max(0, end_1h - read), write_all)
+    return replace(
+        usage,
+        input_tokens=usage.input_tokens - write_all,
+        cache_write_5m_tokens=write_all - write_1h,
+        cache_write_1h_tokens=write_1h,
+    )
 
 
 def _write_split(

@@ -21,9 +21,11 @@ from langchain_claude_relay.models import lookup_model
 from langchain_claude_relay.usage import (
     MAX_TOKEN_COUNT,
     NormalizedUsage,
+    WriteTTL,
     chat_anthropic_usage_metadata,
     from_usage_metadata,
     normalize_usage,
+    with_inferred_writes,
 )
 
 
@@ -1073,3 +1075,53 @@ def test_langsmith_prices_our_usage_metadata_at_our_cost(
     assert ours is not None
     output = out * prices.output / 1e6
     assert _langsmith_input_cost(dict(metadata), model) + output == pytest.approx(ours, rel=1e-9)
+
+
+# -- writes a relay hides, inferred from the markers sent ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("read", "plain", "ends", "expected"),
+    [
+        # (read, plain input) + markers (end, ttl) -> (5m writes, 1h writes, plain left) or None
+        pytest.param(0, 10_000, [(6_000, "5m")], (6_000, 0, 4_000), id="first-write"),
+        pytest.param(6_000, 4_000, [(6_000, "5m"), (9_000, "5m")], (3_000, 0, 1_000), id="tail"),
+        pytest.param(0, 10_000, [(4_000, "1h"), (9_000, "5m")], (5_000, 4_000, 1_000), id="mixed"),
+        pytest.param(5_000, 5_000, [(4_000, "1h"), (9_000, "5m")], (4_000, 0, 1_000), id="1h-read"),
+        pytest.param(9_000, 1_000, [(9_000, "5m")], None, id="all-read"),
+        pytest.param(0, 3_000, [(9_000, "5m")], (3_000, 0, 0), id="over-estimate-capped"),
+        pytest.param(0, 3_000, [], None, id="no-marker"),
+    ],
+)
+def test_inferred_writes_table(
+    read: int,
+    plain: int,
+    ends: list[tuple[int, WriteTTL]],
+    expected: tuple[int, int, int] | None,
+) -> None:
+    usage = NormalizedUsage(plain, read, 0, 0, 7)
+    got = with_inferred_writes(usage, ends)
+    if expected is None:
+        assert got is None
+        return
+    assert got is not None
+    assert (got.cache_write_5m_tokens, got.cache_write_1h_tokens, got.input_tokens) == expected
+    assert (got.cache_read_tokens, got.output_tokens) == (read, 7)
+
+
+@given(
+    read=st.integers(0, 50_000),
+    plain=st.integers(0, 50_000),
+    ends=st.lists(st.tuples(st.integers(0, 120_000), st.sampled_from(["5m", "1h"])), max_size=4),
+)
+def test_inferred_writes_only_move_plain_input(
+    read: int, plain: int, ends: list[tuple[int, WriteTTL]]
+) -> None:
+    usage = NormalizedUsage(plain, read, 0, 0, 3)
+    got = with_inferred_writes(usage, ends)
+    if got is None:
+        return
+    assert got.total_input_tokens == usage.total_input_tokens  # the relay's total is kept
+    assert 0 < got.cache_write_tokens <= plain
+    assert got.cache_read_tokens == read
+    assert with_inferred_writes(got, ends) is None  # writes already there: nothing more
