@@ -34,6 +34,7 @@ __all__ = [
     "STATE_ENV",
     "REDIS_SCHEMES",
     "BASE_URL_ENV",
+    "BASE_URL_ENVS",
     "API_KEY_ENV",
     "ENCODING_ENV",
     "HASH_KEY_ENV",
@@ -58,6 +59,10 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 BASE_URL_ENV = "CLAUDE_RELAY_BASE_URL"
 """The relay's base URL (then ``OPENAI_BASE_URL``)."""
+
+BASE_URL_ENVS = (BASE_URL_ENV, "OPENAI_BASE_URL", "OPENAI_API_BASE")
+"""Where a relay's base URL is read, in order: ours, then the OpenAI SDK's and ``ChatOpenAI``'s
+(``OPENAI_API_BASE``), so existing ``ChatOpenAI`` setups keep working."""
 
 API_KEY_ENV = "CLAUDE_RELAY_API_KEY"
 """The relay's key (then ``OPENAI_API_KEY``)."""

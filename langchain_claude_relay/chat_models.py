@@ -99,7 +99,7 @@ from langchain_claude_relay._convert import (
     convert_tool,
     to_claude_request,
 )
-from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
+from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENVS
 from langchain_claude_relay._keepwarm import (
     KEEP_ALIVE_TAIL_TOKENS,
     KEEP_ALIVE_TIMEOUT,
@@ -308,9 +308,10 @@ class ChatClaudeRelay(BaseChatModel):
 
     base_url: str | None = Field(
         alias="base_url",
-        default_factory=from_env([BASE_URL_ENV, "OPENAI_BASE_URL"], default=None),
+        default_factory=from_env(list(BASE_URL_ENVS), default=None),
     )
-    """Base URL. Relays: else env ``CLAUDE_RELAY_BASE_URL``, else ``OPENAI_BASE_URL`` (required).
+    """Base URL. Relays: else env ``CLAUDE_RELAY_BASE_URL``, else ``OPENAI_BASE_URL``, else
+    ``OPENAI_API_BASE`` (``ChatOpenAI``'s own; required).
     Native ways in: else ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_BEDROCK_BASE_URL`` /
     ``ANTHROPIC_VERTEX_BASE_URL``, else the SDK's default endpoint."""
 
@@ -1069,6 +1070,8 @@ class ChatClaudeRelay(BaseChatModel):
         the plan as sent or cancelling keep-alives: the planner's state is left as it was.
         """
         _ = self._transport  # settings problems (no base URL, no key) surface first
+        if "extra_body" in kwargs:  # a call's extra_body: its fields, not a field of that name
+            kwargs = _with_call_extra_body(kwargs)
         # a model that refuses any forced tool says so before the thinking rule does (whose
         # advice, turning thinking off, such a model refuses too)
         model_id = kwargs.get("model") or self.model_name
@@ -1683,6 +1686,8 @@ class ChatClaudeRelay(BaseChatModel):
                 "finish_reason": parsed.finish_reason,
                 "id": parsed.id,
                 "usage": dict(parsed.usage) if parsed.usage is not None else None,
+                # ChatOpenAI's name for the raw usage, which code swapped in from it reads
+                "token_usage": dict(parsed.usage) if parsed.usage is not None else None,
                 **meta,
             },
             id=parsed.id,
@@ -1761,6 +1766,14 @@ class ChatClaudeRelay(BaseChatModel):
 
     # -- LangChain entry points -----------------------------------------------------------------
 
+    def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
+        """``generate()``'s ``llm_output``: the calls' ``token_usage`` summed (as ChatOpenAI's)."""
+        total: dict[str, Any] = {}
+        for output in llm_outputs:
+            for key, value in ((output or {}).get("token_usage") or {}).items():
+                total[key] = _summed_usage(total.get(key), value)
+        return {"token_usage": total, "model_name": self.model_name}
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -1796,9 +1809,7 @@ class ChatClaudeRelay(BaseChatModel):
             message = self._message_from(raw.body, prepared)
         finally:
             self._release(booked, prepared, "answered")
-        return ChatResult(
-            generations=[ChatGeneration(message=message)], llm_output={"model_name": prepared.model}
-        )
+        return _chat_result(message, prepared)
 
     async def _agenerate(
         self,
@@ -1836,9 +1847,7 @@ class ChatClaudeRelay(BaseChatModel):
             message = self._message_from(raw.body, prepared)
         finally:
             self._release(booked, prepared, "answered")
-        return ChatResult(
-            generations=[ChatGeneration(message=message)], llm_output={"model_name": prepared.model}
-        )
+        return _chat_result(message, prepared)
 
     def _stream(
         self,
@@ -2737,6 +2746,56 @@ def _refuse_zero_output(params: Mapping[str, Any], request: ClaudeRequest, *, ma
             "Pass max_tokens=1, or use llm.warm(...), which sends the least output Claude takes."
         )
         raise RequestValidationError(msg)
+
+
+def _chat_result(message: AIMessage, prepared: _Prepared) -> ChatResult:
+    """An unstreamed answer as LangChain's result, with what ``ChatOpenAI`` puts around it.
+
+    ``llm_output`` carries ``token_usage`` (and the id), the generation ``finish_reason``:
+    callbacks' ``on_llm_end`` and ``generate()`` callers swapped in from ``ChatOpenAI`` read them.
+    """
+    metadata = message.response_metadata
+    llm_output: dict[str, Any] = {"model_name": prepared.model}
+    if metadata.get("token_usage") is not None:
+        llm_output["token_usage"] = metadata["token_usage"]
+    if metadata.get("id") is not None:
+        llm_output["id"] = metadata["id"]
+    generation = ChatGeneration(
+        message=message, generation_info={"finish_reason": metadata.get("finish_reason")}
+    )
+    return ChatResult(generations=[generation], llm_output=llm_output)
+
+
+def _summed_usage(total: Any, value: Any) -> Any:
+    """Two calls' values of one usage field, summed (numbers, and nested dicts field by field)."""
+    if total is None:
+        return value
+    if isinstance(total, Mapping) and isinstance(value, Mapping):
+        return {k: _summed_usage(total.get(k), value.get(k)) for k in {**total, **value}}
+    numbers = (int, float)
+    if isinstance(total, numbers) and isinstance(value, numbers) and not isinstance(value, bool):
+        return total + value
+    return total if value is None else value
+
+
+def _with_call_extra_body(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's kwargs with its ``extra_body`` (``invoke(..., extra_body=...)``, ``bind``) spread.
+
+    The OpenAI SDK, which ``ChatOpenAI`` users pass it to, sends each of its fields in the body,
+    over the call's other parameters; so do we (over the model's ``extra_body`` too, field by
+    field). Sent as it was, it reached the relay as one unknown field named ``extra_body``.
+
+    Raises:
+        RequestValidationError: if it is not a dict of request fields.
+    """
+    rest = dict(kwargs)
+    body = rest.pop("extra_body")
+    if body is None:
+        return rest
+    if not isinstance(body, Mapping):
+        msg = f"extra_body must be a dict of request fields, not {type(body).__name__}"
+        raise RequestValidationError(msg)
+    return {**rest, **body}
 
 
 def _first_env(names: Sequence[str]) -> str | None:

@@ -369,10 +369,10 @@ def _parse_duration(text: str) -> float:
 def _cmd_probe(args: argparse.Namespace) -> int:
     import os
 
-    base_url = (
-        args.base_url
-        or os.environ.get("CLAUDE_RELAY_BASE_URL")
-        or os.environ.get("OPENAI_BASE_URL")
+    from langchain_claude_relay._env import BASE_URL_ENVS
+
+    base_url = args.base_url or next(
+        (os.environ[n] for n in BASE_URL_ENVS if os.environ.get(n)), None
     )
     key_names = (
         [args.api_key_env] if args.api_key_env else ["CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"]
@@ -713,7 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verdicts and how the planner adapts, and save them (by URL hash) in the state directory.",
     )
     probe.add_argument(
-        "--base-url", help="relay base URL (default: $CLAUDE_RELAY_BASE_URL, $OPENAI_BASE_URL)"
+        "--base-url",
+        help="relay base URL (default: $CLAUDE_RELAY_BASE_URL, $OPENAI_BASE_URL, $OPENAI_API_BASE)",
     )
     probe.add_argument(
         "--api-key-env",

@@ -18,7 +18,7 @@ from langchain_claude_relay.transport.checks import redact_url
 # from the ``real_relay`` fixture and skip without it; no other test ever sees it.
 REAL_RELAY_BASE_URL = os.environ.pop("CLAUDE_RELAY_BASE_URL", None)
 REAL_RELAY_API_KEY = os.environ.pop("CLAUDE_RELAY_API_KEY", None)
-for _name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "CLAUDE_RELAY_STATE"):
+for _name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_API_KEY", "CLAUDE_RELAY_STATE"):
     os.environ.pop(_name, None)
 
 # Planner state and the ledger never touch the user's home directory during tests.

@@ -68,6 +68,22 @@ def test_other_arguments_are_request_parameters_sent_with_a_warning(make_llm, re
     assert relay.last["frequency_penalty"] == 0.1
 
 
+def test_a_calls_extra_body_sends_its_fields_as_chat_openai_does(make_llm, relay) -> None:
+    # ChatOpenAI code passes per-call body fields as invoke(..., extra_body={...}) or
+    # bind(extra_body=...): the OpenAI SDK spreads them into the body. They were sent as one
+    # field named "extra_body", which a relay ignores (or refuses).
+    llm = make_llm(extra_body={"provider": {"order": ["a"]}, "seed": 1})
+    llm.invoke("hi", extra_body={"seed": 2, "user": "u1"})
+    assert "extra_body" not in relay.last
+    assert relay.last["provider"] == {"order": ["a"]}
+    assert (relay.last["seed"], relay.last["user"]) == (2, "u1")
+    llm.bind(extra_body={"user": "u2"}).invoke("hi")
+    assert "extra_body" not in relay.last
+    assert relay.last["user"] == "u2"
+    with pytest.raises(RequestValidationError, match="extra_body must be a dict"):
+        llm.invoke("hi", extra_body=["user"])
+
+
 @pytest.mark.parametrize(
     ("given", "fragment"),
     [
@@ -235,3 +251,41 @@ def test_an_openai_request_parameter_is_never_taken_for_a_misspelled_setting(
         llm = make_llm(prompt_cache_key="tenant-7")  # close to prompt_cache, but OpenAI's
     llm.invoke("hi")
     assert relay.last["prompt_cache_key"] == "tenant-7"
+
+
+def test_token_usage_and_finish_reason_are_where_chat_openai_code_reads_them(
+    make_llm, relay
+) -> None:
+    # Code swapped in from ChatOpenAI reads response_metadata["token_usage"], llm_output's
+    # token_usage (callbacks' on_llm_end, generate()) and generation_info["finish_reason"]:
+    # each was missing (a KeyError, or None).
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.messages import HumanMessage
+
+    class Ends(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.results: list[Any] = []
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            self.results.append(response)
+
+    ends = Ends()
+    llm = make_llm()
+    message = llm.invoke("hi", config={"callbacks": [ends]})
+    assert message.response_metadata["token_usage"]["completion_tokens"] == 1
+    (result,) = ends.results
+    assert result.llm_output["token_usage"]["prompt_tokens"] == 10
+    assert result.generations[0][0].generation_info["finish_reason"] == "stop"
+    both = llm.generate([[HumanMessage("a")], [HumanMessage("b")]])
+    assert both.llm_output["token_usage"]["prompt_tokens"] == 20
+    assert both.llm_output["token_usage"]["completion_tokens"] == 2
+
+
+def test_chat_openais_base_url_variable_is_read_too(monkeypatch) -> None:
+    # ChatOpenAI reads OPENAI_API_BASE (its openai_api_base); a setup that exports only that
+    # was refused with "no relay base URL".
+    monkeypatch.setenv("OPENAI_API_BASE", "https://legacy.example.com/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-peer-0123456789")
+    assert ChatClaudeRelay().base_url == "https://legacy.example.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://relay.example.com/v1")
+    assert ChatClaudeRelay().base_url == "https://relay.example.com/v1"
