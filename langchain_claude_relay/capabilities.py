@@ -173,8 +173,9 @@ class RelayCapabilities:
             Claude.
         prices: what the relay publishes on ``/v1/models`` for Claude models (may be empty).
         reports_cache_writes: the relay's usage has a cache-write field (``False``: it reports
-            reads but no writes, OpenAI's own shape, so writes are costed as plain input;
-            ``None``: no cache read was seen to tell by, or probed before this verdict).
+            reads but no writes, OpenAI's own shape, and the chat model infers the writes from
+            the markers sent; ``None``: no cache read was seen to tell by, or probed before this
+            verdict).
     """
 
     keeps_block_markers: bool | None

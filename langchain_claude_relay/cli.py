@@ -682,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--base-url",
         help="the relay whose cached prefixes the plan sees (default: $CLAUDE_RELAY_BASE_URL, "
-        "$OPENAI_BASE_URL)",
+        "$OPENAI_BASE_URL, $OPENAI_API_BASE)",
     )
     plan.add_argument(
         "--api-key-env",

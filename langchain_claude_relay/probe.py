@@ -32,7 +32,7 @@ model's minimum cacheable prefix, in plain words (each at least one token):
 
 Every answer also tells whether the relay reports cache *writes*: a write field of any dialect
 (a 0 included) means it does; reads with no write field anywhere mean it hides them (OpenAI's own
-usage shape: the writes look like plain input, and costs come out low).
+usage shape: the writes look like plain input, so the chat model infers them from its markers).
 
 Then the relay's ``GET /v1/models``: OpenRouter-style ``pricing`` for Claude models is kept
 (``RelayCapabilities.prices``), and ``ChatClaudeRelay`` prices its calls with it.
