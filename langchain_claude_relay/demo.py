@@ -264,6 +264,8 @@ def run_demo(turns: int | None = None, out: TextIO | None = None, relay: bool = 
         )
         printer = _CallPrinter(out, now)
         keep_alives = _KeepAlives(llm, out, now, set_minute_clock, emulated)
+        if emulated:  # the demo sends keep-alives on the virtual clock from the first call on
+            llm.next_keep_warm()
         agent = create_agent(llm, _tools(sections, keep_alives.wait), system_prompt=system_prompt)
         print(
             f"langchain-claude-relay demo: a LangChain agent (create_agent) with 3 tools (one "

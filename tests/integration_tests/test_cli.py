@@ -525,3 +525,48 @@ def test_plan_runs_whatever_relay_the_environment_names(
         args = build_parser().parse_args(["plan", str(path)])
         llm = ChatClaudeRelay(model="claude-sonnet-4-6", allow_insecure_http=True, ledger=False)
         assert _plan_scope(args, "claude-sonnet-4-6") == llm._cache_scope_digest()
+
+
+def test_the_demo_learns_the_slow_tool_from_its_first_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo drives keep-alives from its first call on, so every call is planned for them.
+
+    Driven only once the slow tool waited, the first calls were planned without keep-alives:
+    the check's arrival at 1.5 minutes was no trial of its follow-up's gaps, its return at 10.5
+    was dropped, and the next check (25 minutes) was judged on the prior and the final answers
+    alone: back between 5 and 10 minutes with a chance of 0.01 instead of about a half.
+    """
+    import langchain_claude_relay.demo as demo
+    from langchain_claude_relay.planner import CachePlanner
+    from langchain_claude_relay.planner.followup import survival, tool_key
+    from langchain_claude_relay.planner.history import gap_odds
+    from langchain_claude_relay.planner.plan import trace_of
+
+    check = "Run the compliance check of part {} and tell me whether it passes."
+    turns = ((0.0, demo.TURNS[0][1]), (1.5, check.format(7)), (25.0, check.format(9)))
+    monkeypatch.setattr(demo, "TURNS", turns)
+    planned: list[bool] = []
+    after_check: dict[float, tuple[float, ...]] = {}
+    plan, keep_alives = CachePlanner.plan, CachePlanner.keep_alives
+
+    def spy_plan(self: CachePlanner, request: object, **options: object) -> object:
+        planned.append(bool(options.get("keep_warm")))
+        return plan(self, request, **options)
+
+    def spy_keep_alives(self: CachePlanner, p: object, usage: object, **kw: object) -> object:
+        tools = list(kw.get("tools", ()))  # type: ignore[call-overload]
+        if tools == ["run_compliance_check"]:
+            trace = trace_of(p, "test")  # type: ignore[arg-type]
+            now = trace.planned_at
+            odds = gap_odds(self._store, trace.follow_key, tool_key(tools), now)
+            after_check[round(now / 60, 1)] = survival(odds)
+        return keep_alives(self, p, usage, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CachePlanner, "plan", spy_plan)
+    monkeypatch.setattr(CachePlanner, "keep_alives", spy_keep_alives)
+    assert run_demo(out=io.StringIO()) == 0
+    assert planned
+    assert all(planned), planned  # before: the calls before the first wait were not
+    s = after_check[25.0]
+    assert s[1] - s[2] > 0.3, s  # the one 9-minute return seen: back between 5 and 10 minutes
