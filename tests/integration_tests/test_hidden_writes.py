@@ -31,16 +31,20 @@ def _private_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     forget_warnings()
 
 
-def _conversation(
-    emu: RelayEmulator, turns: int, ledger: MemoryLedger | None = None
-) -> list[AIMessage]:
-    llm = ChatClaudeRelay(
+def _llm(emu: RelayEmulator, ledger: MemoryLedger | None = None) -> ChatClaudeRelay:
+    return ChatClaudeRelay(
         base_url=emu.base_url,
         api_key="test",
         model="claude-sonnet-5-5",
         cache=CachePlanner(MemoryStore(), clock=lambda: emu.now),
         ledger=ledger if ledger is not None else MemoryLedger(),
     )
+
+
+def _conversation(
+    emu: RelayEmulator, turns: int, ledger: MemoryLedger | None = None
+) -> list[AIMessage]:
+    llm = _llm(emu, ledger)
     conversation: list[BaseMessage] = [SystemMessage(DOCUMENT)]
     replies: list[AIMessage] = []
     with warnings.catch_warnings():
@@ -132,13 +136,7 @@ def test_the_ledger_and_track_costs_agree_with_the_estimate() -> None:
 
 def test_a_stream_gets_the_same_estimate() -> None:
     with RelayEmulator(dialect="openai") as emu:
-        llm = ChatClaudeRelay(
-            base_url=emu.base_url,
-            api_key="test",
-            model="claude-sonnet-5-5",
-            cache=CachePlanner(MemoryStore(), clock=lambda: emu.now),
-            ledger=MemoryLedger(),
-        )
+        llm = _llm(emu)
         conversation: list[BaseMessage] = [SystemMessage(DOCUMENT)]
         finals = []
         with warnings.catch_warnings():
