@@ -506,7 +506,9 @@ class ChatClaudeRelay(BaseChatModel):
     _keep_warm_driven: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
     _symptom_streaks: Mapping[str, int] = PrivateAttr(default_factory=dict)  # _warn_after_streak
-    _hidden_writes_seen: bool = PrivateAttr(default=False)  # _with_hidden_writes
+    _hidden_writes_seen: tuple[str, str | None] | None = PrivateAttr(default=None)
+    """``(api, base_url)`` of the relay seen to read with no write field (``_with_hidden_writes``):
+    a copy sent to another relay (``model_copy(update={"base_url": ...})``) has not seen it."""
 
     allow_insecure_http: bool = False
     """Allow plain ``http://`` to a non-loopback host (the key would travel unencrypted)."""
@@ -1298,7 +1300,11 @@ class ChatClaudeRelay(BaseChatModel):
                 params["stream_options"] = {"include_usage": True}
         else:
             extra.pop("stream_usage", None)
-        params.update(self.model_kwargs)
+        model_kwargs = dict(self.model_kwargs)
+        nested = model_kwargs.pop("extra_body", None)  # ChatOpenAI's SDK spreads it: so do we
+        params.update(model_kwargs)
+        if nested is not None:
+            params.update(_extra_body_fields(nested, "model_kwargs['extra_body']"))
         params.update(self.extra_body or {})
         params.update(extra)
         params.pop("thinking", None)  # the effective one (``_effective_thinking``), or none
@@ -1438,9 +1444,10 @@ class ChatClaudeRelay(BaseChatModel):
             return usage
         caps = self._relay_capabilities
         known = caps is not None and caps.reports_cache_writes is False
+        relay = (self.api, self.base_url)
         if usage.cache_read_tokens:
-            self._hidden_writes_seen = True
-        elif not (known or self._hidden_writes_seen):
+            self._hidden_writes_seen = relay
+        elif not (known or self._hidden_writes_seen == relay):
             return usage
         return with_inferred_writes(usage, _writer_ends(prepared)) or usage
 
@@ -2772,6 +2779,8 @@ def _summed_usage(total: Any, value: Any) -> Any:
         return value
     if isinstance(total, Mapping) and isinstance(value, Mapping):
         return {k: _summed_usage(total.get(k), value.get(k)) for k in {**total, **value}}
+    if isinstance(total, Mapping) or isinstance(value, Mapping):  # a relay's odd shape: the
+        return total if isinstance(total, Mapping) else value  # details win over a bare number
     numbers = (int, float)
     if isinstance(total, numbers) and isinstance(value, numbers) and not isinstance(value, bool):
         return total + value
@@ -2792,10 +2801,31 @@ def _with_call_extra_body(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     body = rest.pop("extra_body")
     if body is None:
         return rest
+    return {**rest, **_extra_body_fields(body, "extra_body")}
+
+
+_NOT_BODY_FIELDS = {
+    "messages": "pass the messages as the call's input",
+    "stream": "call .stream() / .astream() (or set streaming=True) to stream",
+}
+"""Fields an ``extra_body`` cannot set: the request is built from them (they were ignored, or an
+SSE reply was read as JSON), with what to do instead."""
+
+
+def _extra_body_fields(body: Any, where: str) -> Mapping[str, Any]:
+    """An ``extra_body``'s fields, checked: a dict, and none the request is built from.
+
+    Raises:
+        RequestValidationError: if it is not a dict, or sets ``messages`` or ``stream``.
+    """
     if not isinstance(body, Mapping):
-        msg = f"extra_body must be a dict of request fields, not {type(body).__name__}"
+        msg = f"{where} must be a dict of request fields, not {type(body).__name__}"
         raise RequestValidationError(msg)
-    return {**rest, **body}
+    for name, fix in _NOT_BODY_FIELDS.items():
+        if name in body:
+            msg = f"{where} cannot set {name!r}: {fix}"
+            raise RequestValidationError(msg)
+    return body
 
 
 def _first_env(names: Sequence[str]) -> str | None:

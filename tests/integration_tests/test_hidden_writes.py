@@ -149,3 +149,24 @@ def test_a_stream_gets_the_same_estimate() -> None:
         billed = [entry.cost_usd for entry in emu.billing_log]
     assert [bool(m.get("cache_writes_estimated")) for m in finals] == [False, True]
     assert finals[1]["cost_usd"] == pytest.approx(billed[1], rel=0.03)
+
+
+def test_a_copy_sent_to_another_relay_has_not_seen_it_cache() -> None:
+    # the "seen to read" flag belongs to the relay it was seen on: a copy pointed at a relay
+    # that drops markers (nothing cached, nothing written) was given invented writes
+    with (
+        RelayEmulator(dialect="openai") as emu,
+        RelayEmulator(dialect="openai", bad_relay="drop_cache_control") as other,
+    ):
+        llm = _llm(emu)
+        conversation: list[BaseMessage] = [SystemMessage(DOCUMENT)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for turn in range(2):
+                conversation.append(HumanMessage(f"Question {turn}? " * 300))
+                conversation.append(llm.invoke(conversation))
+            copy = llm.model_copy(update={"base_url": other.base_url})
+            replies = [copy.invoke([SystemMessage(DOCUMENT), HumanMessage("Question? " * 300)])]
+        costs = _costs(other, replies)
+    assert _estimated(replies) == [False]
+    assert costs[0][0] == pytest.approx(costs[0][1], rel=1e-9)

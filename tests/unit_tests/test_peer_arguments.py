@@ -84,6 +84,33 @@ def test_a_calls_extra_body_sends_its_fields_as_chat_openai_does(make_llm, relay
         llm.invoke("hi", extra_body=["user"])
 
 
+def test_an_extra_body_in_model_kwargs_sends_its_fields_as_chat_openai_does(
+    make_llm, relay
+) -> None:
+    # ChatOpenAI(model_kwargs={"extra_body": {...}}) hands it to the OpenAI SDK, which spreads
+    # it into the body; it was sent as one field named "extra_body"
+    llm = make_llm(model_kwargs={"extra_body": {"provider": {"order": ["a"]}}, "seed": 1})
+    llm.invoke("hi")
+    assert "extra_body" not in relay.last
+    assert (relay.last["provider"], relay.last["seed"]) == ({"order": ["a"]}, 1)
+    with pytest.raises(RequestValidationError, match=r"model_kwargs\['extra_body'\] must be"):
+        make_llm(model_kwargs={"extra_body": "provider=a"}).invoke("hi")
+
+
+@pytest.mark.parametrize(
+    ("field", "fix"), [("stream", r"\.stream\(\)"), ("messages", "the call's input")]
+)
+def test_an_extra_body_cannot_set_what_the_request_is_built_from(
+    make_llm, relay, field: str, fix: str
+) -> None:
+    # {"stream": True} made the relay answer with SSE, read as JSON ("an HTML error page?");
+    # {"messages": [...]} was silently replaced by the call's own messages
+    sent = len(relay.requests)
+    with pytest.raises(RequestValidationError, match=f"cannot set '{field}': .*{fix}"):
+        make_llm().invoke("hi", extra_body={field: True})
+    assert len(relay.requests) == sent  # refused before anything is sent
+
+
 @pytest.mark.parametrize(
     ("given", "fragment"),
     [
@@ -289,3 +316,19 @@ def test_chat_openais_base_url_variable_is_read_too(monkeypatch) -> None:
     assert ChatClaudeRelay().base_url == "https://legacy.example.com/v1"
     monkeypatch.setenv("OPENAI_BASE_URL", "https://relay.example.com/v1")
     assert ChatClaudeRelay().base_url == "https://relay.example.com/v1"
+
+
+def test_generate_sums_usage_whatever_shape_each_call_reported(make_llm) -> None:
+    # a relay that once gave a bare number where a details object belongs: the details stay
+    llm = make_llm()
+    combined = llm._combine_llm_outputs(
+        [
+            {"token_usage": {"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 3}}},
+            None,
+            {"token_usage": {"prompt_tokens": 7, "prompt_tokens_details": 5}},
+            {"token_usage": {"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": 1}}},
+        ]
+    )
+    usage = combined["token_usage"]
+    assert usage["prompt_tokens"] == 13
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 4}
