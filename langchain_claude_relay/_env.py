@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ENCODING_ENV",
     "HASH_KEY_ENV",
     "read",
+    "first_set",
     "state_dir",
     "ledger_dir",
     "redis_url",
@@ -86,6 +87,11 @@ def read(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     """
     value = (os.environ if environ is None else environ).get(name, "").strip()
     return value or None
+
+
+def first_set(names: Sequence[str]) -> str | None:
+    """The value of the first of ``names`` set to a non-empty value in the environment."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 def _user_cache_dir() -> Path:

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -99,7 +98,7 @@ from langchain_claude_relay._convert import (
     convert_tool,
     to_claude_request,
 )
-from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENVS
+from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENVS, first_set
 from langchain_claude_relay._keepwarm import (
     KEEP_ALIVE_TAIL_TOKENS,
     KEEP_ALIVE_TIMEOUT,
@@ -533,9 +532,9 @@ class ChatClaudeRelay(BaseChatModel):
         spec = api_spec(str(values["api"]))
         values = dict(values)
         if "base_url" not in values:
-            values["base_url"] = _first_env(spec.base_url_env)
+            values["base_url"] = first_set(spec.base_url_env)
         if "api_key" not in values:
-            key = _first_env(spec.key_env)
+            key = first_set(spec.key_env)
             values["api_key"] = SecretStr(key) if key is not None else None
         return values
 
@@ -959,7 +958,7 @@ class ChatClaudeRelay(BaseChatModel):
         """Restore a pickled model; its key is read from the environment again."""
         super().__setstate__(state)
         if self.api_key is None:
-            key = _first_env(self._api.key_env)
+            key = first_set(self._api.key_env)
             self.__dict__["api_key"] = SecretStr(key) if key is not None else None
 
     # -- clients and planner (lazy) ------------------------------------------------------------
@@ -2826,10 +2825,6 @@ def _extra_body_fields(body: Any, where: str) -> Mapping[str, Any]:
             msg = f"{where} cannot set {name!r}: {fix}"
             raise RequestValidationError(msg)
     return body
-
-
-def _first_env(names: Sequence[str]) -> str | None:
-    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 _SECRET_FIELDS = (

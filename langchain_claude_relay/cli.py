@@ -367,17 +367,13 @@ def _parse_duration(text: str) -> float:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    import os
+    from langchain_claude_relay._env import BASE_URL_ENVS, first_set
 
-    from langchain_claude_relay._env import BASE_URL_ENVS
-
-    base_url = args.base_url or next(
-        (os.environ[n] for n in BASE_URL_ENVS if os.environ.get(n)), None
-    )
+    base_url = args.base_url or first_set(BASE_URL_ENVS)
     key_names = (
         [args.api_key_env] if args.api_key_env else ["CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"]
     )
-    api_key = next((os.environ[name] for name in key_names if os.environ.get(name)), None)
+    api_key = first_set(key_names)
     if not base_url:
         print(
             "claude-relay probe: no relay base URL: pass --base-url URL or set "
