@@ -1404,7 +1404,8 @@ class ChatClaudeRelay(BaseChatModel):
         hint, share = write_split_hints(prepared.request, prepared.plan)
         usage = normalize_usage(raw_usage, write_ttl_hint=hint, one_hour_share=share)
         prepared.usage = usage
-        costed = self._with_hidden_writes(prepared, usage, raw_usage)
+        writes_reported = reports_cache_writes(raw_usage)
+        costed = self._with_hidden_writes(prepared, usage, writes_reported)
         if costed is not usage:
             meta["cache_writes_estimated"] = True
         pricing, meta["cost_source"] = self._pricing(prepared.model)
@@ -1419,7 +1420,7 @@ class ChatClaudeRelay(BaseChatModel):
                 if observation is not None:
                     meta["cache_observation"] = observation.to_dict()
                     self._watch_for_dropped_markers(observation)
-                    self._watch_for_hidden_writes(observation, raw_usage)
+                    self._watch_for_hidden_writes(observation, writes_reported)
             except Exception as exc:  # feedback must never fail a user's call
                 logger.warning("cache planner feedback failed: %s", type(exc).__name__)
             self._keep_warm_after(prepared, usage, tools)
@@ -1427,7 +1428,7 @@ class ChatClaudeRelay(BaseChatModel):
         return costed, meta
 
     def _with_hidden_writes(
-        self, prepared: _Prepared, usage: NormalizedUsage, raw_usage: Mapping[str, Any]
+        self, prepared: _Prepared, usage: NormalizedUsage, writes_reported: bool
     ) -> NormalizedUsage:
         """The usage to cost and report: with the writes a relay hides inferred from the plan.
 
@@ -1438,15 +1439,16 @@ class ChatClaudeRelay(BaseChatModel):
         (``usage.with_inferred_writes``) and the call is flagged ``cache_writes_estimated``.
         A call that reads nothing on a relay never seen to read is left alone: its markers may
         not reach Claude at all. The planner still learns from the relay's own figures.
+
+        ``writes_reported``: whether the raw usage has a cache-write field of any dialect
+        (``usage.reports_cache_writes``).
         """
-        if reports_cache_writes(raw_usage):
+        if writes_reported:
             return usage
-        caps = self._relay_capabilities
-        known = caps is not None and caps.reports_cache_writes is False
         relay = (self.api, self.base_url)
         if usage.cache_read_tokens:
             self._hidden_writes_seen = relay
-        elif not (known or self._hidden_writes_seen == relay):
+        elif not (self._probed_hidden_writes or self._hidden_writes_seen == relay):
             return usage
         return with_inferred_writes(usage, _writer_ends(prepared)) or usage
 
@@ -1470,21 +1472,26 @@ class ChatClaudeRelay(BaseChatModel):
             ),
         )
 
-    def _watch_for_hidden_writes(self, observation: Any, raw_usage: Mapping[str, Any]) -> None:
+    @property
+    def _probed_hidden_writes(self) -> bool:
+        """Whether a stored probe of this relay found it reports reads but no cache writes."""
+        caps = self._relay_capabilities
+        return caps is not None and caps.reports_cache_writes is False
+
+    def _watch_for_hidden_writes(self, observation: Any, writes_reported: bool) -> None:
         """Warn once when calls keep reading the cache but their usage has no write field.
 
         ``_SILENT_CALLS`` calls in a row that read, wrote nothing where their plan predicted a
         write, and whose usage carries no cache-write field of any dialect (OpenAI's own shape:
         ``cached_tokens`` only): their writes are estimates (``_with_hidden_writes``).
         """
-        caps = self._relay_capabilities
-        if caps is not None and caps.reports_cache_writes is False:
+        if self._probed_hidden_writes:
             return  # the stored probe said so, and the adaptation warned at the first call
         hidden = bool(
             observation.actual_read_tokens
             and not observation.actual_write_tokens
             and any(b.predicted == "write" for b in observation.breakpoints)
-            and not reports_cache_writes(raw_usage)
+            and not writes_reported
         )
         self._warn_after_streak(
             "relay_hides_writes",
