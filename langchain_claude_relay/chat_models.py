@@ -1145,7 +1145,14 @@ class ChatClaudeRelay(BaseChatModel):
         plan = None
         if planner is not None:
             options = _plan_options(ttl, adaptation)
-            options["keep_warm"] = self._plans_keep_warm(request, planner)
+            if self._keeps_warm(request):
+                # With an injected clock, plans count on keep-alives only once they are driven
+                # (``run_keep_warm`` or ``next_keep_warm`` was called): counting on keep-alives
+                # nobody sends would keep 5-minute entries that expire. Before that, this
+                # call's keep-alives are still scheduled (``run_keep_warm`` may send them
+                # later), so its follow-up is learned all the same.
+                driven = planner.clock is time.time or self._keep_warm_driven
+                options["keep_warm" if driven else "learn_follow_ups"] = True
             if warm_up == _WARM_UP_STATIC:
                 options["mark_messages"] = False
             if dry_run:  # a planner failure is the answer asked for: it is raised
@@ -2058,16 +2065,9 @@ class ChatClaudeRelay(BaseChatModel):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _plans_keep_warm(self, request: ClaudeRequest, planner: Planner | None = None) -> bool:
-        """Whether the plan may count on keep-alives (priced model, no extended thinking).
-
-        With an injected clock, only once the keep-alives are driven (``run_keep_warm`` or
-        ``next_keep_warm`` was called): a plan counting on keep-alives nobody sends would keep
-        5-minute entries that expire.
-        """
+    def _keeps_warm(self, request: ClaudeRequest) -> bool:
+        """Whether this call's keep-alives are scheduled (priced model, no extended thinking)."""
         if self.keep_warm != "auto" or self._closed or self.keep_warm_budget_usd <= 0:
-            return False
-        if planner is not None and planner.clock is not time.time and not self._keep_warm_driven:
             return False
         thinking = request.thinking
         if thinking and thinking.get("type") != "disabled":
@@ -2135,7 +2135,7 @@ class ChatClaudeRelay(BaseChatModel):
     ) -> None:
         """After a response: schedule keep-alives for the prefix the planner advises keeping."""
         planner, plan = prepared.planner, prepared.plan
-        if planner is None or plan is None or not self._plans_keep_warm(prepared.request):
+        if planner is None or plan is None or not self._keeps_warm(prepared.request):
             return
         try:
             keeps = [k for k in planner.keep_alives(plan, usage, tools=tools) if k.priced]
@@ -2182,7 +2182,7 @@ class ChatClaudeRelay(BaseChatModel):
             params.pop(name, None)
         static = keep.position.section != "messages"  # its cut leaves the tool choice out
         refused = zero_output_refusal(
-            thinking=None,  # never planned with thinking on (``_plans_keep_warm``)
+            thinking=None,  # never planned with thinking on (``_keeps_warm``)
             tool_choice=None if static else prepared.request.tool_choice,
             params=params,
             marked=True,  # the target's marker

@@ -131,7 +131,8 @@ class PlanTrace:
     concurrent: frozenset[str] = frozenset()
     follow_tool: int = 0  # the tools whose results end the request (``followup.tool_key``)
     follow_key: int = 0  # the conversation's follow-up gaps (``history.follow_up_template``)
-    keep_warm: bool = False  # planned for keep-alives: ``observe`` learns the follow-up's gaps
+    keep_warm: bool = False  # ``observe`` learns the follow-up's gaps (planned for keep-alives,
+    # or to learn for them: ``CachePlanner.plan``'s ``keep_warm`` or ``learn_follow_ups``)
     held_1h: tuple[int, float] = (-1, 0.0)  # the deepest prefix a 1h entry holds for the
     # follow-up (flat index, estimated tokens; -1: none): a 5m entry above it loses only the rest
 

@@ -343,6 +343,7 @@ class CachePlanner:
         mark_tools: bool = True,
         mark_messages: bool = True,
         keep_warm: bool = False,
+        learn_follow_ups: bool = False,
     ) -> CachePlan:
         """Plan the cache markers of one request.
 
@@ -361,7 +362,11 @@ class CachePlanner:
                 part is keyed by those, so only the tools and system prompt are shared).
             keep_warm: whether keep-alive requests may keep a 5-minute entry alive past its TTL
                 (the chat model's ``keep_warm="auto"``): a 5m marker is then priced with them
-                where its prefix's returns make them pay (``keepalive.bridge_cost``).
+                where its prefix's returns make them pay (``keepalive.bridge_cost``), and
+                ``observe`` learns when the conversation's follow-up comes (per tool called).
+            learn_follow_ups: learn the follow-up's gaps without pricing keep-alives in (the
+                chat model's ``keep_warm="auto"`` under an injected clock before keep-alives
+                are driven: it may still send some, whose returns are worth learning).
 
         Returns:
             The plan; apply it with ``plan.apply()``.
@@ -406,8 +411,9 @@ class CachePlanner:
             if known.lineage.key
             else (0, 0)
         )
+        learn = keep_warm or learn_follow_ups
         trace = _trace(
-            now, spec, blocks, known, odds, placement, breakpoints, stability, follow, keep_warm
+            now, spec, blocks, known, odds, placement, breakpoints, stability, follow, learn
         )
         return _build_plan(
             request,
@@ -1144,7 +1150,7 @@ def _trace(
     breakpoints: Sequence[Breakpoint],
     stability: _Stability,
     follow: tuple[int, int],
-    keep_warm: bool,
+    learn_follow_ups: bool,
 ) -> PlanTrace:
     """What ``observe`` needs of the plan: sites with their TTLs, lineage, stability record."""
     ttl_at = {i: bp.ttl for (i, _t), bp in zip(placement.markers, breakpoints, strict=True)}
@@ -1163,7 +1169,7 @@ def _trace(
         concurrent=frozenset(blocks.scan.prefix_hashes[i] for i in known.pending_at),
         follow_tool=follow[0],
         follow_key=follow[1],
-        keep_warm=keep_warm,
+        keep_warm=learn_follow_ups,
         held_1h=_held_1h(blocks, known, placement.read_index),
     )
 

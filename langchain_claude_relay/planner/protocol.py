@@ -9,7 +9,8 @@ it). The caller then calls every method without asking what the planner has.
 The call sequence for one request (the chat model's)::
 
     with planner.send_lock:               # plan and mark as sent together
-        plan = planner.plan(request, ttl=..., max_markers=..., mark_tools=..., keep_warm=...)
+        plan = planner.plan(request, ttl=..., max_markers=..., mark_tools=..., keep_warm=...,
+                            learn_follow_ups=...)
         planner.sent(plan)
     ... planner.began(plan) when the response begins, or planner.abandoned(plan) if it fails
     planner.observe(plan, usage, tools=names)   # after the response: its usage, tools called
@@ -17,7 +18,7 @@ The call sequence for one request (the chat model's)::
     ... for each keep-alive request sent for one: planner.kept_alive(keep, at, read_tokens)
 
 A user's planner gets no keep-alive: the adapter's ``keep_alives`` returns ``()`` (and its
-``plan`` and ``observe`` are never given ``keep_warm`` or ``tools``).
+``plan`` and ``observe`` are never given ``keep_warm``, ``learn_follow_ups`` or ``tools``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Planner(Protocol):
         mark_tools: bool = True,
         mark_messages: bool = True,
         keep_warm: bool = False,
+        learn_follow_ups: bool = False,
     ) -> CachePlan:
         """Plan the request's cache markers (see ``CachePlanner.plan``)."""
         ...
@@ -230,11 +232,12 @@ class _AdaptedPlanner:
         mark_tools: bool = True,
         mark_messages: bool = True,
         keep_warm: bool = False,
+        learn_follow_ups: bool = False,
     ) -> CachePlan:
         """The wrapped planner's plan (passed only the options that differ from defaults).
 
-        ``keep_warm`` is not passed: a user's planner advises no keep-alive. Nor is
-        ``mark_messages``: such a planner's markers stay as it places them.
+        ``keep_warm`` and ``learn_follow_ups`` are not passed: a user's planner advises no
+        keep-alive. Nor is ``mark_messages``: such a planner's markers stay as it places them.
         """
         options: dict[str, Any] = {"ttl": ttl} if ttl is not None else {}
         if max_markers < MAX_CACHE_MARKERS:

@@ -523,3 +523,46 @@ def test_a_keep_alive_interrupted_after_its_answer_came_is_still_recorded(
     assert len(kept) == 1
     assert kept[0].cache_read_tokens > 0
     llm.close()
+
+
+def test_a_call_before_keep_alives_are_driven_still_learns_its_follow_up(
+    emulator: RelayEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under an injected clock, ``invoke`` then ``run_keep_warm``: the return is learned.
+
+    The first call is planned without counting on keep-alives (nobody has driven them yet),
+    but its keep-alives are scheduled and sent when driven: the tool's 12-minute return
+    must teach its follow-up's gaps. Before, such a call opened no trial and the return
+    was dropped, so the next run_tests call was judged on the prior alone.
+    """
+    from langchain_claude_relay.planner.followup import survival, tool_key
+    from langchain_claude_relay.planner.history import gap_odds
+    from langchain_claude_relay.planner.plan import trace_of
+
+    options: list[dict[str, object]] = []
+    follow_keys: list[int] = []
+    plan, keep_alives = CachePlanner.plan, CachePlanner.keep_alives
+
+    def spy_plan(self: CachePlanner, request: object, **kw: object) -> object:
+        options.append(kw)
+        return plan(self, request, **kw)  # type: ignore[arg-type]
+
+    def spy_keep_alives(self: CachePlanner, p: object, usage: object, **kw: object) -> object:
+        follow_keys.append(trace_of(p, "test").follow_key)  # type: ignore[arg-type]
+        return keep_alives(self, p, usage, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CachePlanner, "plan", spy_plan)
+    monkeypatch.setattr(CachePlanner, "keep_alives", spy_keep_alives)
+    store = MemoryStore(clock=lambda: emulator.now)
+    llm = _model(emulator, planner=_planner(emulator, store))
+    messages, _ = _tool_round(llm, _system())  # not driven yet
+    assert not options[0].get("keep_warm")
+    assert options[0].get("learn_follow_ups") is True
+    assert _keep_warm_until(llm, emulator, 12 * 60.0) == 2
+    llm.invoke(messages, tools=[RUN_TESTS])  # the follow-up, 12 minutes later
+    tests = tool_key(["run_tests"])
+    learned = survival(gap_odds(store, follow_keys[0], tests, emulator.now))
+    prior = survival(gap_odds(MemoryStore(), follow_keys[0], tests, emulator.now))
+    # back between 10 and 15 minutes: before, the same as the prior (nothing learned)
+    assert learned[2] - learned[3] > prior[2] - prior[3] + 0.1, (learned, prior)
+    llm.close()
