@@ -11,6 +11,7 @@ schema says ``additionalProperties: false``. ``strict=True`` closes them here, a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,12 +99,19 @@ def response_format_for(schema: Any, *, strict: bool | None = None) -> dict[str,
         strict: when given, sent as ``json_schema.strict``; ``True`` also closes every object.
 
     Returns:
-        ``{"type": "json_schema", "json_schema": {"name", "schema"[, "strict"]}}``.
+        ``{"type": "json_schema", "json_schema": {"name", "schema"[, "strict"]}}``; the name is
+        the schema's title in the characters OpenAI's format takes (a relay checking it would
+        refuse ``"Extracted Person"``; Claude does not read it).
+
+    >>> response_format_for({"title": "Extracted Person", "type": "object"})["json_schema"]["name"]
+    'Extracted_Person'
     """
     json_schema = convert_to_json_schema(schema)
     if strict:
         json_schema = closed_schema(json_schema)
-    spec: dict[str, Any] = {"name": json_schema.get("title", "output"), "schema": json_schema}
+    title = str(json_schema.get("title") or "")
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", title)[:64] or "output"
+    spec: dict[str, Any] = {"name": name, "schema": json_schema}
     if strict is not None:
         spec["strict"] = strict
     return {"type": "json_schema", "json_schema": spec}

@@ -2552,7 +2552,7 @@ class ChatClaudeRelay(BaseChatModel):
         self,
         schema: dict[str, Any] | type | None = None,
         *,
-        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        method: Literal["function_calling", "json_schema", "json_mode"] | None = None,
         include_raw: bool = False,
         strict: bool | None = None,
         **kwargs: Any,
@@ -2561,9 +2561,13 @@ class ChatClaudeRelay(BaseChatModel):
 
         Args:
             schema: a pydantic class, a TypedDict, or a JSON schema / OpenAI tool dict.
-            method: ``"function_calling"`` (a forced tool call; the default and the most
-                portable across relays), ``"json_schema"`` (``response_format``), or
-                ``"json_mode"`` (JSON object output; describe the shape in the prompt).
+            method: ``"function_calling"`` (a forced tool call, the most portable across
+                relays), ``"json_schema"`` (``response_format``: Claude's structured outputs),
+                or ``"json_mode"`` (JSON object output; describe the shape in the prompt).
+                Default: ``"function_calling"`` where Claude takes a forced tool, else
+                ``"json_schema"``: Opus 5.5, Sonnet 5.5 and Fable 5.1 refuse a forced tool
+                choice, and every Claude refuses one while thinking, so a tool could only be
+                bound without forcing it there (an answer in text would parse as ``None``).
             include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead.
             strict: passed to the tool or schema definition when given.
             **kwargs: not supported; named so that mistakes are reported.
@@ -2578,6 +2582,15 @@ class ChatClaudeRelay(BaseChatModel):
             msg = f"unexpected arguments to with_structured_output: {sorted(kwargs)}"
             raise ValueError(msg)
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        why = None  # why a tool cannot be forced: Claude would answer 400
+        if lookup_model(self.model_name).takes_forced_tool is False:
+            why = f"{self.model_name} refuses a forced tool choice"
+        elif thinking_on(self._effective_thinking({})):
+            why = "Claude refuses a forced tool while thinking"
+        if method is None:
+            profile = self.profile or {}  # the model table's, or the one given
+            constrains = why is not None and profile.get("structured_output") is True
+            method = "json_schema" if constrains else "function_calling"
         parser: OutputParserLike[Any]
         if method == "function_calling":
             if schema is None:
@@ -2586,11 +2599,6 @@ class ChatClaudeRelay(BaseChatModel):
             tool = convert_to_openai_tool(schema, strict=strict)
             name = tool["function"]["name"]
             forced: str | None = name
-            why = None  # why the tool cannot be forced: Claude would answer 400
-            if lookup_model(self.model_name).takes_forced_tool is False:
-                why = f"{self.model_name} refuses a forced tool choice"
-            elif thinking_on(self._effective_thinking({})):
-                why = "Claude refuses a forced tool while thinking"
             if why is not None:
                 forced = None
                 warn_external(  # Python shows it once per line of the user's that calls it

@@ -92,7 +92,7 @@ def test_structured_output_on_a_thinking_model_does_not_force_its_tool(
     llm, sent = _llm(way, emulator, thinking={"type": "adaptive"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        structured = llm.with_structured_output(Person, include_raw=True)
+        structured = llm.with_structured_output(Person, method="function_calling", include_raw=True)
     assert any("without forcing" in str(w.message) for w in caught)
     result = structured.invoke("Bob is 42.")
     assert result["parsing_error"] is None
@@ -101,6 +101,22 @@ def test_structured_output_on_a_thinking_model_does_not_force_its_tool(
     plain, plain_sent = _llm(way, emulator)
     plain.with_structured_output(Person).invoke("Bob is 42.")
     assert plain_sent[-1]["tool_choice"]  # without thinking it is still forced
+
+
+@pytest.mark.parametrize("way", ["openai", "anthropic"])
+def test_structured_output_on_a_thinking_model_constrains_the_answer_by_default(
+    emulator: RelayEmulator, way: str
+) -> None:
+    """Thinking on: the default method is Claude's structured output, not an unforced tool."""
+    llm, sent = _llm(way, emulator, thinking={"type": "adaptive"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "binds its schema without forcing it"
+        structured = llm.with_structured_output(Person, include_raw=True)
+    result = structured.invoke("Bob is 42.")
+    assert result["parsing_error"] is None
+    assert isinstance(result["parsed"], Person)
+    assert "tools" not in sent[-1]
+    assert sent[-1]["thinking"] == {"type": "adaptive"}
 
 
 @pytest.mark.parametrize("way", ["openai", "anthropic"])

@@ -4,7 +4,8 @@ Anthropic's "What's new" pages for Opus 5.5 and Sonnet 5.5 (read 2026-12-03; the
 table's ``forced_tool_choice`` and ``thinking_types``): a ``tool_choice`` forcing a tool is a
 400 on Opus 5.5, Sonnet 5.5 (the default model) and Fable 5.1; Opus 5.5 always thinks; Sonnet
 5.5 takes ``adaptive`` and ``between_tools``, not ``disabled``. Refused before sending, with the
-fix; ``with_structured_output(method="function_calling")`` does not force its tool there.
+fix; ``with_structured_output(method="function_calling")`` does not force its tool there, and
+its default method is then ``json_schema``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def test_function_calling_structured_output_forces_only_where_claude_takes_it(
     relay.queue(completion("", tool_calls=[call], usage=USAGE, model=model))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        structured = make_llm(model=model).with_structured_output(Answer)
+        llm = make_llm(model=model)
+        structured = llm.with_structured_output(Answer, method="function_calling")
     assert structured.invoke("Where is the Louvre?") == Answer(city="Paris")
     sent = relay.last.get("tool_choice")
     if forced:
@@ -104,6 +106,44 @@ def test_function_calling_structured_output_forces_only_where_claude_takes_it(
     else:
         assert sent in (None, "auto")
         assert any("refuses a forced tool choice" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("model", [*REFUSING, *TAKING])
+def test_structured_output_by_default_constrains_the_answer_on_every_model(
+    relay: FakeRelay, make_llm: Any, model: str
+) -> None:
+    """The default method: a forced tool where Claude takes one, else Claude's structured output.
+
+    Before, the default bound the schema as a tool without forcing it (with a warning) on the
+    models that refuse a forced tool, Sonnet 5.5 (the default model) among them: an answer in
+    text parsed as ``None``.
+    """
+    if lookup_model(model).takes_forced_tool is False:
+        relay.queue(completion('{"city": "Paris"}', usage=USAGE, model=model))
+    else:
+        call = {"id": "toolu_1", "type": "function",
+                "function": {"name": "Answer", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+        relay.queue(completion("", tool_calls=[call], usage=USAGE, model=model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "binds its schema without forcing it"
+        structured = make_llm(model=model).with_structured_output(Answer)
+    assert structured.invoke("Where is the Louvre?") == Answer(city="Paris")
+    if lookup_model(model).takes_forced_tool is False:
+        assert relay.last["response_format"]["type"] == "json_schema"
+        assert "tools" not in relay.last
+    else:
+        assert relay.last["tool_choice"] == {"type": "function", "function": {"name": "Answer"}}
+        assert "response_format" not in relay.last
+
+
+def test_a_profile_without_structured_output_keeps_the_unforced_tool(
+    relay: FakeRelay, make_llm: Any
+) -> None:
+    """A profile given that says the model has no structured outputs: the tool, unforced."""
+    profile = {**(model_profile("claude-sonnet-5-5") or {}), "structured_output": False}
+    llm = make_llm(model="claude-sonnet-5-5", profile=profile)
+    with pytest.warns(UserWarning, match="without forcing it"):
+        llm.with_structured_output(Answer)
 
 
 @pytest.mark.parametrize(

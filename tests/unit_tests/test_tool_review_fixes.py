@@ -169,7 +169,7 @@ def test_schema_title_with_a_space_is_refused_with_a_name_to_use(
         "required": ["name"],
     }
     with pytest.raises(RequestValidationError, match="'Extracted_Person'"):
-        make_llm().with_structured_output(schema)
+        make_llm().with_structured_output(schema, method="function_calling")
     assert relay.requests == []
 
 
