@@ -19,7 +19,30 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 
 from langchain_claude_relay._json_schema import SUBSCHEMA_LISTS, SUBSCHEMA_MAPS
 
-__all__ = ["closed_schema", "objects_closed", "strict_function", "response_format_for"]
+__all__ = [
+    "closed_schema",
+    "objects_closed",
+    "strict_function",
+    "response_format_for",
+    "structured_output_misfit",
+]
+
+_BOUNDS = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+)
+"""Constraints Claude's structured outputs may refuse (numbers, string lengths, array sizes):
+left to the tool call, which takes them, when the method is ours to choose."""
 
 
 def objects_closed(schema: Any, path: str = "") -> Any:
@@ -115,3 +138,80 @@ def response_format_for(schema: Any, *, strict: bool | None = None) -> dict[str,
     if strict is not None:
         spec["strict"] = strict
     return {"type": "json_schema", "json_schema": spec}
+
+
+def structured_output_misfit(schema: Any) -> str | None:
+    """Why Claude's structured outputs might not take ``schema`` as is; ``None`` if they do.
+
+    Conservative, for choosing ``with_structured_output``'s default method (an explicit
+    ``method="json_schema"`` sends the schema as given): an object that cannot be closed (a
+    ``dict[str, int]`` field), a bound (``Field(ge=0)``, ``max_length``; Claude's structured
+    outputs take few of them), ``minItems`` above 1, a value of any type (``Any``, or where
+    LangChain cut a recursive model's cycle), or a recursive definition.
+
+    >>> structured_output_misfit({"type": "object", "properties": {"a": {"type": "string"}}})
+    >>> structured_output_misfit({"type": "object", "properties": {"n": {"minimum": 0}}})
+    "'minimum' at properties.n"
+    """
+    try:
+        objects_closed(schema)
+    except ValueError:
+        return "an object that allows other properties (a dict field?)"
+    found = _first_bound(schema, "")
+    if found is not None:
+        return found
+    definitions = {
+        f"#/{key}/{name}": sub
+        for key in ("$defs", "definitions")
+        if isinstance(schema, Mapping) and isinstance(schema.get(key), Mapping)
+        for name, sub in schema[key].items()
+    }
+    for ref, sub in definitions.items():
+        if _reaches(sub, ref, definitions, set()):
+            return f"a recursive definition ({ref})"
+    return None
+
+
+def _first_bound(schema: Any, path: str) -> str | None:
+    """The first keyword of ``_BOUNDS`` (or ``minItems`` above 1) in ``schema``, with where."""
+    if not isinstance(schema, Mapping):
+        return None
+    if not schema and path:  # ``Any``, or a recursive model's cut cycle
+        return f"a value of any type at {path.rstrip('.')}"
+    for key in _BOUNDS:
+        if key in schema:
+            return f"{key!r} at {path.rstrip('.') or 'the schema itself'}"
+    min_items = schema.get("minItems")
+    if isinstance(min_items, int) and min_items > 1:
+        return f"'minItems' {min_items} at {path.rstrip('.') or 'the schema itself'}"
+    children: list[tuple[str, Any]] = []
+    for key in SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), Mapping):
+            children += [(f"{path}{key}.{name}.", sub) for name, sub in schema[key].items()]
+    for key in SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            children += [(f"{path}{key}.{i}.", sub) for i, sub in enumerate(schema[key])]
+    for key in ("items", "not", "contains", "additionalProperties"):
+        children.append((f"{path}{key}.", schema.get(key)))
+    for where, sub in children:
+        found = _first_bound(sub, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _reaches(schema: Any, target: str, definitions: Mapping[str, Any], seen: set[str]) -> bool:
+    """Whether ``schema`` refers to ``target``, directly or through other definitions."""
+    if isinstance(schema, list):
+        return any(_reaches(sub, target, definitions, seen) for sub in schema)
+    if not isinstance(schema, Mapping):
+        return False
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        if ref == target:
+            return True
+        if ref in definitions and ref not in seen:
+            seen.add(ref)
+            if _reaches(definitions[ref], target, definitions, seen):
+                return True
+    return any(_reaches(sub, target, definitions, seen) for sub in schema.values())

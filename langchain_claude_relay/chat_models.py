@@ -70,7 +70,7 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.config import get_config_list
 from langchain_core.utils import from_env, secret_from_env
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import (
     BaseModel,
@@ -121,7 +121,11 @@ from langchain_claude_relay._settings_checks import (
     thinking_on,
     zero_output_refusal,
 )
-from langchain_claude_relay._structured import response_format_for, strict_function
+from langchain_claude_relay._structured import (
+    response_format_for,
+    strict_function,
+    structured_output_misfit,
+)
 from langchain_claude_relay.callbacks import (
     WATCH_KEY,
     CostTracker,
@@ -255,6 +259,9 @@ class _StreamState:
                 self.tool_names.append(name)
         return parsed
 
+
+StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
+"""How ``with_structured_output`` shapes the answer."""
 
 _NATIVE_MODEL_IDS = {
     "anthropic": "e.g. 'claude-sonnet-5-5', no provider prefix",
@@ -2552,7 +2559,7 @@ class ChatClaudeRelay(BaseChatModel):
         self,
         schema: dict[str, Any] | type | None = None,
         *,
-        method: Literal["function_calling", "json_schema", "json_mode"] | None = None,
+        method: StructuredMethod | None = None,
         include_raw: bool = False,
         strict: bool | None = None,
         **kwargs: Any,
@@ -2564,10 +2571,14 @@ class ChatClaudeRelay(BaseChatModel):
             method: ``"function_calling"`` (a forced tool call, the most portable across
                 relays), ``"json_schema"`` (``response_format``: Claude's structured outputs),
                 or ``"json_mode"`` (JSON object output; describe the shape in the prompt).
-                Default: ``"function_calling"`` where Claude takes a forced tool, else
-                ``"json_schema"``: Opus 5.5, Sonnet 5.5 and Fable 5.1 refuse a forced tool
-                choice, and every Claude refuses one while thinking, so a tool could only be
-                bound without forcing it there (an answer in text would parse as ``None``).
+                Default: ``"function_calling"`` where Claude takes a forced tool. Opus 5.5,
+                Sonnet 5.5 and Fable 5.1 refuse a forced tool choice, and every Claude refuses
+                one while thinking, so a tool could only be bound without forcing it there (an
+                answer in text would parse as ``None``): there the default is
+                ``"json_schema"`` when the model table lists structured outputs for the model
+                and the schema fits them as it is (no ``dict`` field, no bound such as
+                ``Field(ge=0)`` or ``max_length``, no ``Any``: ``structured_output_misfit``),
+                else the unforced tool, with a warning that says why.
             include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead.
             strict: passed to the tool or schema definition when given.
             **kwargs: not supported; named so that mistakes are reported.
@@ -2583,14 +2594,21 @@ class ChatClaudeRelay(BaseChatModel):
             raise ValueError(msg)
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         why = None  # why a tool cannot be forced: Claude would answer 400
-        if lookup_model(self.model_name).takes_forced_tool is False:
-            why = f"{self.model_name} refuses a forced tool choice"
-        elif thinking_on(self._effective_thinking({})):
-            why = "Claude refuses a forced tool while thinking"
+        if method in (None, "function_calling"):
+            if lookup_model(self.model_name).takes_forced_tool is False:
+                why = f"{self.model_name} refuses a forced tool choice"
+            elif thinking_on(self._effective_thinking({})):
+                why = "Claude refuses a forced tool while thinking"
+        advice = "method='json_schema' constrains the answer instead"
+        called = (
+            "with_structured_output(method='function_calling')"
+            if method
+            else "with_structured_output's default"
+        )
         if method is None:
-            profile = self.profile or {}  # the model table's, or the one given
-            constrains = why is not None and profile.get("structured_output") is True
-            method = "json_schema" if constrains else "function_calling"
+            method = "function_calling"
+            if why is not None and schema is not None:
+                method, advice = _default_structured_method(self.model_name, schema)
         parser: OutputParserLike[Any]
         if method == "function_calling":
             if schema is None:
@@ -2602,10 +2620,9 @@ class ChatClaudeRelay(BaseChatModel):
             if why is not None:
                 forced = None
                 warn_external(  # Python shows it once per line of the user's that calls it
-                    "with_structured_output(method='function_calling') binds its schema without "
-                    f"forcing it ({why}): an answer without the tool call parses as None, or "
-                    "raises with include_raw=False and a pydantic schema. method='json_schema' "
-                    "constrains the answer instead.",
+                    f"{called} binds the schema as a tool without forcing "
+                    f"it ({why}): an answer without the tool call parses as None, or "
+                    f"raises with include_raw=False and a pydantic schema. {advice}.",
                     UserWarning,
                 )
             llm = self.bind_tools(
@@ -2661,6 +2678,27 @@ class ChatClaudeRelay(BaseChatModel):
             [parser_none], exception_key="parsing_error"
         )
         return RunnableMap(raw=llm) | parser_with_fallback
+
+
+def _default_structured_method(model: str, schema: Any) -> tuple[StructuredMethod, str]:
+    """``with_structured_output``'s method where no tool can be forced, and the warning's advice.
+
+    Claude's structured outputs (``json_schema``) if the model table lists them for ``model``
+    and ``schema`` fits them as it is; else the unforced tool (``function_calling``), with
+    advice saying why not ``json_schema``.
+    """
+    if (model_profile(model) or {}).get("structured_output") is not True:
+        return "function_calling", f"The model table lists no structured outputs for {model}"
+    try:
+        misfit = structured_output_misfit(convert_to_json_schema(schema))
+    except (TypeError, ValueError):  # the chosen method reports the schema's problem
+        return "function_calling", "method='json_schema' constrains the answer instead"
+    if misfit is None:
+        return "json_schema", ""
+    return "function_calling", (
+        f"Claude's structured outputs may refuse this schema ({misfit}), so the default did not "
+        "use them; method='json_schema' sends it as it is"
+    )
 
 
 def _tell_kept_alive(planner: Planner, keep: KeepAlive, at: float, read_tokens: int) -> None:

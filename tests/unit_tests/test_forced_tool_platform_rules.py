@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fake_relay import FakeRelay, completion
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.models import lookup_model, model_profile
@@ -136,14 +136,45 @@ def test_structured_output_by_default_constrains_the_answer_on_every_model(
         assert "response_format" not in relay.last
 
 
-def test_a_profile_without_structured_output_keeps_the_unforced_tool(
+def test_the_default_keeps_the_unforced_tool_where_the_table_lists_no_structured_outputs(
     relay: FakeRelay, make_llm: Any
 ) -> None:
-    """A profile given that says the model has no structured outputs: the tool, unforced."""
-    profile = {**(model_profile("claude-sonnet-5-5") or {}), "structured_output": False}
-    llm = make_llm(model="claude-sonnet-5-5", profile=profile)
-    with pytest.warns(UserWarning, match="without forcing it"):
+    """Thinking on a model without structured outputs: the tool, unforced, no json_schema advice."""
+    llm = make_llm(model="claude-opus-4-1", thinking={"type": "enabled", "budget_tokens": 2048})
+    with pytest.warns(UserWarning, match="lists no structured outputs") as caught:
         llm.with_structured_output(Answer)
+    assert not any("json_schema" in str(w.message) for w in caught)
+
+
+class Counts(BaseModel):
+    counts: dict[str, int]
+
+
+class Bounded(BaseModel):
+    age: int = Field(ge=0)
+
+
+@pytest.mark.parametrize(("schema", "misfit"), [(Counts, "dict field"), (Bounded, "'minimum'")])
+def test_the_default_keeps_the_unforced_tool_for_a_schema_structured_outputs_may_refuse(
+    relay: FakeRelay, make_llm: Any, schema: type[BaseModel], misfit: str
+) -> None:
+    """A dict field cannot be closed; a bound may be a 400: the tool, unforced, and why."""
+    llm = make_llm(model="claude-sonnet-5-5")
+    with pytest.warns(UserWarning, match=misfit):
+        llm.with_structured_output(schema)
+    relay.queue(completion('{"counts": {}}', usage=USAGE, model="claude-sonnet-5-5"))
+    llm.with_structured_output(Counts, method="json_schema").invoke("x")  # as asked: sent
+    assert relay.last["response_format"]["type"] == "json_schema"
+
+
+def test_the_default_follows_the_model_a_copy_names(relay: FakeRelay, make_llm: Any) -> None:
+    """Chosen from the model table for the model named now, not a profile computed before."""
+    llm = make_llm(model="claude-opus-4-1").model_copy(update={"model_name": "claude-sonnet-5-5"})
+    relay.queue(completion('{"city": "Paris"}', usage=USAGE, model="claude-sonnet-5-5"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert llm.with_structured_output(Answer).invoke("x") == Answer(city="Paris")
+    assert relay.last["response_format"]["type"] == "json_schema"
 
 
 @pytest.mark.parametrize(
