@@ -27,22 +27,24 @@ __all__ = [
     "structured_output_misfit",
 ]
 
-_BOUNDS = (
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "maxItems",
-    "uniqueItems",
-    "minProperties",
-    "maxProperties",
+_STRUCTURAL = ("type", "enum", "const", "anyOf", "allOf", "$ref")
+"""Keywords that say what a value is: a subschema with none of them allows any value."""
+
+_ANNOTATIONS = ("title", "description", "default", "examples")
+"""Keywords that only describe."""
+
+_FITTING = frozenset(
+    {*_STRUCTURAL, *_ANNOTATIONS, "properties", "required", "additionalProperties", "items"}
+    | {"minItems", "format", "$defs", "definitions"}
 )
-"""Constraints Claude's structured outputs may refuse (numbers, string lengths, array sizes):
-left to the tool call, which takes them, when the method is ours to choose."""
+"""Every keyword the default takes Claude's structured outputs to accept (anything else, such as
+a bound, ``oneOf`` or ``pattern``, keeps the tool): Anthropic, structured outputs, JSON Schema
+limitations, read 2026-12."""
+
+_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
+)
+"""The string formats Claude's structured outputs document (same source)."""
 
 
 def objects_closed(schema: Any, path: str = "") -> Any:
@@ -143,23 +145,19 @@ def response_format_for(schema: Any, *, strict: bool | None = None) -> dict[str,
 def structured_output_misfit(schema: Any) -> str | None:
     """Why Claude's structured outputs might not take ``schema`` as is; ``None`` if they do.
 
-    Conservative, for choosing ``with_structured_output``'s default method (an explicit
-    ``method="json_schema"`` sends the schema as given): an object that cannot be closed (a
-    ``dict[str, int]`` field), a bound (``Field(ge=0)``, ``max_length``; Claude's structured
-    outputs take few of them), ``minItems`` above 1, a value of any type (``Any``, or where
-    LangChain cut a recursive model's cycle), or a recursive definition.
+    For choosing ``with_structured_output``'s default method, so it admits only what the
+    documented subset surely takes (an explicit ``method="json_schema"`` sends any schema as
+    given): every subschema says what it is (``type``, ``enum``, ``const``, ``anyOf``,
+    ``allOf`` or a ``$ref`` into ``$defs``), with no keyword outside ``_FITTING``; objects have
+    named properties and allow no others (not a ``dict`` field, not a bare ``{"type":
+    "object"}``); arrays say their items, ``minItems`` at most 1; formats are the documented
+    ten; no recursion (a ``$ref`` to ``#`` or back to its own definition).
 
     >>> structured_output_misfit({"type": "object", "properties": {"a": {"type": "string"}}})
-    >>> structured_output_misfit({"type": "object", "properties": {"n": {"minimum": 0}}})
+    >>> structured_output_misfit({"type": "object", "properties": {"n": {"type": "integer",
+    ...                                                                  "minimum": 0}}})
     "'minimum' at properties.n"
     """
-    try:
-        objects_closed(schema)
-    except ValueError:
-        return "an object that allows other properties (a dict field?)"
-    found = _first_bound(schema, "")
-    if found is not None:
-        return found
     definitions = {
         f"#/{key}/{name}": sub
         for key in ("$defs", "definitions")
@@ -169,46 +167,63 @@ def structured_output_misfit(schema: Any) -> str | None:
     for ref, sub in definitions.items():
         if _reaches(sub, ref, definitions, set()):
             return f"a recursive definition ({ref})"
-    return None
+    return _first_misfit(schema, "", definitions)
 
 
-def _first_bound(schema: Any, path: str) -> str | None:
-    """The first keyword of ``_BOUNDS`` (or ``minItems`` above 1) in ``schema``, with where."""
+def _first_misfit(schema: Any, path: str, definitions: Mapping[str, Any]) -> str | None:
+    """What of ``schema`` (at ``path``) falls outside what ``structured_output_misfit`` admits."""
+    where = path.rstrip(".") or "the schema itself"
     if not isinstance(schema, Mapping):
-        return None
-    if not schema and path:  # ``Any``, or a recursive model's cut cycle
-        return f"a value of any type at {path.rstrip('.')}"
-    for key in _BOUNDS:
-        if key in schema:
-            return f"{key!r} at {path.rstrip('.') or 'the schema itself'}"
-    min_items = schema.get("minItems")
-    if isinstance(min_items, int) and min_items > 1:
-        return f"'minItems' {min_items} at {path.rstrip('.') or 'the schema itself'}"
+        return f"a subschema that is not an object at {where}"
+    for key in schema:
+        if key not in _FITTING:
+            return f"{key!r} at {where}"
+    if not any(key in schema for key in _STRUCTURAL):
+        return f"a value of any type at {where} (Any, or a recursive model's cut cycle?)"
+    ref = schema.get("$ref")
+    if ref is not None and ref not in definitions:
+        return f"a reference Claude cannot follow ({ref!r}) at {where}"
+    kinds = schema.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    if "object" in kinds or "properties" in schema:
+        if not schema.get("properties"):
+            return f"an object with no named properties at {where} (a free-form dict?)"
+        if schema.get("additionalProperties", False) is not False:
+            return f"an object that allows other properties at {where} (a dict field?)"
+    if "array" in kinds and not isinstance(schema.get("items"), Mapping):
+        return f"an array whose items are not described at {where}"
+    min_items = schema.get("minItems", 0)
+    if not isinstance(min_items, int) or min_items > 1:
+        return f"'minItems' {min_items!r} at {where}"
+    if "format" in schema and schema["format"] not in _FORMATS:
+        return f"the format {schema['format']!r} at {where}"
     children: list[tuple[str, Any]] = []
-    for key in SUBSCHEMA_MAPS:
+    for key in ("properties", "$defs", "definitions"):
         if isinstance(schema.get(key), Mapping):
             children += [(f"{path}{key}.{name}.", sub) for name, sub in schema[key].items()]
-    for key in SUBSCHEMA_LISTS:
-        if isinstance(schema.get(key), list):
+    for key in ("anyOf", "allOf"):
+        if key in schema:
+            if not isinstance(schema[key], list):
+                return f"{key!r} that is not a list at {where}"
             children += [(f"{path}{key}.{i}.", sub) for i, sub in enumerate(schema[key])]
-    for key in ("items", "not", "contains", "additionalProperties"):
-        children.append((f"{path}{key}.", schema.get(key)))
-    for where, sub in children:
-        found = _first_bound(sub, where)
+    if "items" in schema:
+        children.append((f"{path}items.", schema["items"]))
+    for child_path, sub in children:
+        found = _first_misfit(sub, child_path, definitions)
         if found is not None:
             return found
     return None
 
 
 def _reaches(schema: Any, target: str, definitions: Mapping[str, Any], seen: set[str]) -> bool:
-    """Whether ``schema`` refers to ``target``, directly or through other definitions."""
+    """Whether ``schema`` refers to ``target`` (or to the root), directly or through others."""
     if isinstance(schema, list):
         return any(_reaches(sub, target, definitions, seen) for sub in schema)
     if not isinstance(schema, Mapping):
         return False
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        if ref == target:
+        if ref in (target, "#"):
             return True
         if ref in definitions and ref not in seen:
             seen.add(ref)

@@ -2555,6 +2555,33 @@ class ChatClaudeRelay(BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
+    def _structured_outputs_fit(self, schema: Any, strict: bool | None) -> tuple[bool, str]:
+        """Whether Claude's structured outputs surely take ``schema``; what to say either way.
+
+        They do when the model's profile lists them (the one given, else the model table's for
+        the model named now) and the schema fits them as it is (``structured_output_misfit``).
+        The text is the unforced tool's warning's advice.
+        """
+        table = model_profile(self.model_name) or {}
+        listed = (self.profile or {}).get("structured_output", table.get("structured_output"))
+        if listed is not True:
+            return False, f"The model's profile lists no structured outputs for {self.model_name}"
+        try:
+            misfit = structured_output_misfit(convert_to_json_schema(schema))
+        except (TypeError, ValueError):  # the tool's conversion reports the schema's problem
+            return False, "method='json_schema' constrains the answer instead"
+        if misfit is None:
+            return True, "method='json_schema' constrains the answer instead"
+        fix = (
+            "give it named properties (a nested model)"
+            if "properties" in misfit
+            else "method='json_schema' sends it as it is"
+        )
+        same = "; Claude's strict tool use has the same limits" if strict else ""
+        return False, (
+            f"Claude's structured outputs may refuse this schema as it is: {misfit}; {fix}{same}"
+        )
+
     def with_structured_output(
         self,
         schema: dict[str, Any] | type | None = None,
@@ -2575,10 +2602,12 @@ class ChatClaudeRelay(BaseChatModel):
                 Sonnet 5.5 and Fable 5.1 refuse a forced tool choice, and every Claude refuses
                 one while thinking, so a tool could only be bound without forcing it there (an
                 answer in text would parse as ``None``): there the default is
-                ``"json_schema"`` when the model table lists structured outputs for the model
-                and the schema fits them as it is (no ``dict`` field, no bound such as
-                ``Field(ge=0)`` or ``max_length``, no ``Any``: ``structured_output_misfit``),
-                else the unforced tool, with a warning that says why.
+                ``"json_schema"`` when the model's ``profile`` lists structured outputs (the
+                one given, else the model table's) and the schema fits them as it is (no
+                ``dict`` or free-form object, no bound such as ``Field(ge=0)`` or
+                ``max_length``, no ``Any``, no recursion, only documented formats:
+                ``_structured.structured_output_misfit``), else the unforced tool, with a
+                warning that says why.
             include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead.
             strict: passed to the tool or schema definition when given.
             **kwargs: not supported; named so that mistakes are reported.
@@ -2599,16 +2628,17 @@ class ChatClaudeRelay(BaseChatModel):
                 why = f"{self.model_name} refuses a forced tool choice"
             elif thinking_on(self._effective_thinking({})):
                 why = "Claude refuses a forced tool while thinking"
-        advice = "method='json_schema' constrains the answer instead"
         called = (
             "with_structured_output(method='function_calling')"
             if method
             else "with_structured_output's default"
         )
-        if method is None:
-            method = "function_calling"
-            if why is not None and schema is not None:
-                method, advice = _default_structured_method(self.model_name, schema)
+        advice = ""  # what constrains the answer instead of the unforced tool, if anything
+        if why is not None and schema is not None:
+            fits, advice = self._structured_outputs_fit(schema, strict)
+            if method is None and fits:
+                method = "json_schema"
+        method = method or "function_calling"
         parser: OutputParserLike[Any]
         if method == "function_calling":
             if schema is None:
@@ -2620,9 +2650,8 @@ class ChatClaudeRelay(BaseChatModel):
             if why is not None:
                 forced = None
                 warn_external(  # Python shows it once per line of the user's that calls it
-                    f"{called} binds the schema as a tool without forcing "
-                    f"it ({why}): an answer without the tool call parses as None, or "
-                    f"raises with include_raw=False and a pydantic schema. {advice}.",
+                    f"{called} binds the schema as a tool without forcing it ({why}): an "
+                    f"answer without the tool call parses as None. {advice}.",
                     UserWarning,
                 )
             llm = self.bind_tools(
@@ -2678,27 +2707,6 @@ class ChatClaudeRelay(BaseChatModel):
             [parser_none], exception_key="parsing_error"
         )
         return RunnableMap(raw=llm) | parser_with_fallback
-
-
-def _default_structured_method(model: str, schema: Any) -> tuple[StructuredMethod, str]:
-    """``with_structured_output``'s method where no tool can be forced, and the warning's advice.
-
-    Claude's structured outputs (``json_schema``) if the model table lists them for ``model``
-    and ``schema`` fits them as it is; else the unforced tool (``function_calling``), with
-    advice saying why not ``json_schema``.
-    """
-    if (model_profile(model) or {}).get("structured_output") is not True:
-        return "function_calling", f"The model table lists no structured outputs for {model}"
-    try:
-        misfit = structured_output_misfit(convert_to_json_schema(schema))
-    except (TypeError, ValueError):  # the chosen method reports the schema's problem
-        return "function_calling", "method='json_schema' constrains the answer instead"
-    if misfit is None:
-        return "json_schema", ""
-    return "function_calling", (
-        f"Claude's structured outputs may refuse this schema ({misfit}), so the default did not "
-        "use them; method='json_schema' sends it as it is"
-    )
 
 
 def _tell_kept_alive(planner: Planner, keep: KeepAlive, at: float, read_tokens: int) -> None:

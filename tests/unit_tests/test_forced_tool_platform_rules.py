@@ -154,7 +154,9 @@ class Bounded(BaseModel):
     age: int = Field(ge=0)
 
 
-@pytest.mark.parametrize(("schema", "misfit"), [(Counts, "dict field"), (Bounded, "'minimum'")])
+@pytest.mark.parametrize(
+    ("schema", "misfit"), [(Counts, "free-form dict.*named properties"), (Bounded, "'minimum'")]
+)
 def test_the_default_keeps_the_unforced_tool_for_a_schema_structured_outputs_may_refuse(
     relay: FakeRelay, make_llm: Any, schema: type[BaseModel], misfit: str
 ) -> None:
@@ -167,14 +169,30 @@ def test_the_default_keeps_the_unforced_tool_for_a_schema_structured_outputs_may
     assert relay.last["response_format"]["type"] == "json_schema"
 
 
-def test_the_default_follows_the_model_a_copy_names(relay: FakeRelay, make_llm: Any) -> None:
-    """Chosen from the model table for the model named now, not a profile computed before."""
-    llm = make_llm(model="claude-opus-4-1").model_copy(update={"model_name": "claude-sonnet-5-5"})
-    relay.queue(completion('{"city": "Paris"}', usage=USAGE, model="claude-sonnet-5-5"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert llm.with_structured_output(Answer).invoke("x") == Answer(city="Paris")
-    assert relay.last["response_format"]["type"] == "json_schema"
+@pytest.mark.parametrize(("given", "sent"), [(False, "tools"), (None, "response_format")])
+def test_the_default_follows_a_given_profile_else_the_table(
+    relay: FakeRelay, make_llm: Any, given: bool | None, sent: str
+) -> None:
+    """``profile=`` saying no structured outputs (a relay that drops them): the tool.
+
+    A profile given without the flag: the model table's (Sonnet 5.5 lists them).
+    """
+    profile: dict[str, Any] = {"max_input_tokens": 200_000}
+    if given is not None:
+        profile["structured_output"] = given
+    llm = make_llm(model="claude-sonnet-5-5", profile=profile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        structured = llm.with_structured_output(Answer)
+    call = {"id": "toolu_1", "type": "function",
+            "function": {"name": "Answer", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    relay.queue(
+        completion('{"city": "Paris"}', tool_calls=[call] if sent == "tools" else None,
+                   usage=USAGE, model="claude-sonnet-5-5")
+    )  # fmt: skip
+    assert structured.invoke("x") == Answer(city="Paris")
+    assert sent in relay.last
+    assert any("lists no structured outputs" in str(w.message) for w in caught) == (given is False)
 
 
 @pytest.mark.parametrize(
