@@ -46,6 +46,14 @@ _FORMATS = frozenset(
 )
 """The string formats Claude's structured outputs document (same source)."""
 
+_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
+"""JSON Schema's seven types."""
+
+
+def _primitive(value: Any) -> bool:
+    """Whether ``value`` may stand in an ``enum`` or ``const`` of Claude's structured outputs."""
+    return value is None or isinstance(value, (str, int, float, bool))
+
 
 def objects_closed(schema: Any, path: str = "") -> Any:
     """A JSON schema with every object in it closed (``additionalProperties: false``).
@@ -181,30 +189,41 @@ def _first_misfit(schema: Any, path: str, definitions: Mapping[str, Any]) -> str
     if not any(key in schema for key in _STRUCTURAL):
         return f"a value of any type at {where} (Any, or a recursive model's cut cycle?)"
     ref = schema.get("$ref")
-    if ref is not None and ref not in definitions:
+    if ref is not None and not (isinstance(ref, str) and ref in definitions):
         return f"a reference Claude cannot follow ({ref!r}) at {where}"
     kinds = schema.get("type")
-    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    kinds = kinds if isinstance(kinds, list) else [kinds] if "type" in schema else []
+    if "type" in schema and not (kinds and all(isinstance(k, str) and k in _TYPES for k in kinds)):
+        return f"the type {schema['type']!r} at {where}"
+    if "enum" in schema and not (
+        isinstance(schema["enum"], list) and schema["enum"] and all(map(_primitive, schema["enum"]))
+    ):
+        return f"an enum that is not a list of strings, numbers, booleans or null at {where}"
+    if "const" in schema and not _primitive(schema["const"]):
+        return f"a const that is not a string, number, boolean or null at {where}"
     if "object" in kinds or "properties" in schema:
-        if not schema.get("properties"):
+        if not isinstance(schema.get("properties"), Mapping) or not schema["properties"]:
             return f"an object with no named properties at {where} (a free-form dict?)"
         if schema.get("additionalProperties", False) is not False:
             return f"an object that allows other properties at {where} (a dict field?)"
     if "array" in kinds and not isinstance(schema.get("items"), Mapping):
         return f"an array whose items are not described at {where}"
     min_items = schema.get("minItems", 0)
-    if not isinstance(min_items, int) or min_items > 1:
+    if isinstance(min_items, bool) or min_items not in (0, 1):
         return f"'minItems' {min_items!r} at {where}"
-    if "format" in schema and schema["format"] not in _FORMATS:
-        return f"the format {schema['format']!r} at {where}"
+    fmt = schema.get("format")
+    if "format" in schema and not (isinstance(fmt, str) and fmt in _FORMATS):
+        return f"the format {fmt!r} at {where}"
     children: list[tuple[str, Any]] = []
     for key in ("properties", "$defs", "definitions"):
         if isinstance(schema.get(key), Mapping):
             children += [(f"{path}{key}.{name}.", sub) for name, sub in schema[key].items()]
     for key in ("anyOf", "allOf"):
         if key in schema:
-            if not isinstance(schema[key], list):
-                return f"{key!r} that is not a list at {where}"
+            if not isinstance(schema[key], list) or not schema[key]:
+                return f"{key!r} that is not a list of schemas at {where}"
+            if key == "allOf" and any(isinstance(s, Mapping) and "$ref" in s for s in schema[key]):
+                return f"a reference inside 'allOf' at {where}"
             children += [(f"{path}{key}.{i}.", sub) for i, sub in enumerate(schema[key])]
     if "items" in schema:
         children.append((f"{path}items.", schema["items"]))

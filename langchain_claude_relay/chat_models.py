@@ -2570,6 +2570,8 @@ class ChatClaudeRelay(BaseChatModel):
             misfit = structured_output_misfit(convert_to_json_schema(schema))
         except (TypeError, ValueError):  # the tool's conversion reports the schema's problem
             return False, "method='json_schema' constrains the answer instead"
+        except RecursionError:
+            misfit = "a schema nested too deeply to check"
         if misfit is None:
             return True, "method='json_schema' constrains the answer instead"
         fix = (

@@ -148,3 +148,35 @@ def test_a_recursive_definition_is_flagged() -> None:
     flat = {"type": "object", "properties": {"name": {"type": "string"}}}
     ok = {"type": "object", "$defs": {"N": flat}, "properties": {"root": {"$ref": "#/$defs/N"}}}
     assert structured_output_misfit(ok) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": {"x": 1}},
+        {"type": ["string", {"x": 1}]},
+        {"type": "str"},
+        {"type": "string", "format": ["x"]},
+        {"$ref": ["#/$defs/X"]},
+        {"enum": [{"k": 1}]},
+        {"enum": []},
+        {"const": {"k": 1}},
+        {"type": "array", "items": {"type": "string"}, "minItems": True},
+        {"type": "object", "properties": ["a"]},
+        {"anyOf": []},
+        {"allOf": [{"$ref": "#/$defs/X"}]},
+    ],
+)
+def test_a_malformed_or_unsupported_subschema_is_a_reason_not_a_crash(bad: dict[str, Any]) -> None:
+    schema = {"type": "object", "properties": {"a": bad}, "$defs": {"X": {"type": "string"}}}
+    assert isinstance(structured_output_misfit(schema), str)
+
+
+def test_a_schema_too_deep_to_check_keeps_the_tool(make_llm: Any) -> None:
+    """Past Python's recursion limit: the unforced tool, with a warning, never a crash."""
+    leaf: dict[str, Any] = {"type": "string"}
+    for _ in range(2_000):
+        leaf = {"type": "object", "properties": {"a": leaf}, "required": ["a"]}
+    schema = {"title": "Deep", **leaf}
+    with pytest.warns(UserWarning, match="nested too deeply"):
+        make_llm(model="claude-sonnet-5-5").with_structured_output(schema)
