@@ -2563,7 +2563,8 @@ class ChatClaudeRelay(BaseChatModel):
         The text is the unforced tool's warning's advice.
         """
         table = model_profile(self.model_name) or {}
-        listed = (self.profile or {}).get("structured_output", table.get("structured_output"))
+        given = getattr(self, "profile", None) or {}  # a langchain-core without profiles
+        listed = given.get("structured_output", table.get("structured_output"))
         if listed is not True:
             return False, f"The model's profile lists no structured outputs for {self.model_name}"
         try:
