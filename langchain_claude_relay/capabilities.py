@@ -176,6 +176,10 @@ class RelayCapabilities:
             reads but no writes, OpenAI's own shape, and the chat model infers the writes from
             the markers sent; ``None``: no cache read was seen to tell by, or probed before this
             verdict).
+        keeps_response_format: a ``response_format`` JSON schema reaches Claude's structured
+            outputs (``False``: the answer came back as free text, or the relay refused it;
+            ``with_structured_output``'s default then keeps its tool; ``None``: probed before
+            this verdict).
     """
 
     keeps_block_markers: bool | None
@@ -189,6 +193,7 @@ class RelayCapabilities:
     keeps_automatic_caching: bool | None = None
     prices: tuple[RelayPrice, ...] = ()
     reports_cache_writes: bool | None = None
+    keeps_response_format: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: booleans, field names, the model id, numbers."""
@@ -271,6 +276,7 @@ class RelayCapabilities:
             keeps_automatic_caching=_optional_verdict(data, "keeps_automatic_caching"),
             prices=_stored_prices(data.get("prices")),
             reports_cache_writes=_optional_verdict(data, "reports_cache_writes"),
+            keeps_response_format=_optional_verdict(data, "keeps_response_format"),
         )
 
     def summary_lines(self) -> list[str]:
@@ -288,6 +294,7 @@ class RelayCapabilities:
             f"{_word(self.keeps_automatic_caching)}",
             f"reports cache usage: {_word(self.reports_cache_usage)}",
             f"reports cache writes: {_word(self.reports_cache_writes)}",
+            f"keeps response_format (structured outputs): {_word(self.keeps_response_format)}",
             f"usage fields: {', '.join(self.usage_fields) or '(none)'}",
             *_price_lines(self.prices),
         ]

@@ -2559,7 +2559,8 @@ class ChatClaudeRelay(BaseChatModel):
         """Whether Claude's structured outputs surely take ``schema``; what to say either way.
 
         They do when the model's profile lists them (the one given, else the model table's for
-        the model named now) and the schema fits them as it is (``structured_output_misfit``).
+        the model named now), a stored probe of the relay did not find it dropping
+        ``response_format``, and the schema fits them as it is (``structured_output_misfit``).
         The text is the unforced tool's warning's advice.
         """
         table = model_profile(self.model_name) or {}
@@ -2567,6 +2568,12 @@ class ChatClaudeRelay(BaseChatModel):
         listed = given.get("structured_output", table.get("structured_output"))
         if listed is not True:
             return False, f"The model's profile lists no structured outputs for {self.model_name}"
+        caps = self._relay_capabilities
+        if caps is not None and caps.keeps_response_format is False:
+            return False, (
+                "A stored probe of this relay found it drops response_format (claude-relay "
+                "probe: keeps response_format = no), so Claude's structured outputs are not used"
+            )
         try:
             misfit = structured_output_misfit(convert_to_json_schema(schema))
         except (TypeError, ValueError):  # the tool's conversion reports the schema's problem

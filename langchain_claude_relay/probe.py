@@ -5,9 +5,9 @@ write silently becomes a 5m one), some add markers of their own (pushing a reque
 4). ``probe_relay`` tells, with a few small requests, as ``capabilities.RelayCapabilities``
 (``capabilities`` also keeps them per relay and turns them into what the planner should do).
 
-The probe's requests (``max_tokens=1``, caching ``"off"`` so exactly these markers are sent). Each
-long text starts with a fresh random nonce, so nothing is cached before; "long" is 1.5x the
-model's minimum cacheable prefix, in plain words (each at least one token):
+The probe's requests (``max_tokens=1`` but step 7's, caching ``"off"`` so exactly these markers
+are sent). Each long text starts with a fresh random nonce, so nothing is cached before; "long"
+is 1.5x the model's minimum cacheable prefix, in plain words (each at least one token):
 
 1. **injected markers**: a long unmarked system block, sent twice. A cache write or read means
    the relay marks requests by itself.
@@ -29,6 +29,10 @@ model's minimum cacheable prefix, in plain words (each at least one token):
    ``cache_control`` (Claude marks the last block itself), sent twice. A write on the first or
    a read on the second call means the field reached Claude; a 400 means the relay refuses it.
    Unknown when step 1 saw injected markers (they would cache the same request).
+7. **structured outputs**: a short question with a ``response_format`` JSON schema (a
+   ``{"word": ...}`` object; up to 24 output tokens). A JSON object of that shape back means
+   the relay forwards it to Claude's structured outputs; free text or a 400 means it does not,
+   and ``with_structured_output``'s default keeps its tool there.
 
 Every answer also tells whether the relay reports cache *writes*: a write field of any dialect
 (a 0 included) means it does; reads with no write field anywhere mean it hides them (OpenAI's own
@@ -46,6 +50,7 @@ hides a broken setup.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -78,6 +83,21 @@ _QUESTIONS = ("Reply with the single word: ok.", "Reply with the single word: ye
 _MARKER_WORDS = re.compile(r"cache[_ ]control|cache marker|breakpoint", re.I)
 _LIMIT_WORDS = re.compile(r"maximum|at most|more than|too many|exceed|limit", re.I)
 _TTL_ORDER = re.compile(r"ttl.*(order|after|before)", re.I | re.S)
+_SHAPE = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "probe_answer",
+        "schema": {
+            "type": "object",
+            "properties": {"word": {"type": "string"}},
+            "required": ["word"],
+            "additionalProperties": False,
+        },
+    },
+}
+"""Step 7's ``response_format``: a relay that forwards it gets a JSON object back."""
+_SHAPE_MAX_TOKENS = 24
+"""Room for ``{"word": "ok"}`` (the other steps ask for one token)."""
 
 
 # ----------------------------------------------------------------------------- the probe
@@ -91,6 +111,7 @@ class _Call:
     tools: tuple[dict[str, Any], ...] = ()
     may_be_refused: bool = False
     automatic: bool = False  # send a top-level cache_control (automatic caching)
+    response_format: Mapping[str, Any] | None = None  # ask for structured output
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,7 @@ class _Answer:
     write_1h: int = 0
     split_known: bool = False
     refused: BadRequestError | None = None
+    text: str = ""
 
     @property
     def cached(self) -> bool:
@@ -122,6 +144,7 @@ class _Findings:
     usage_fields: tuple[str, ...]
     keeps_automatic_caching: bool | None
     reports_cache_writes: bool | None
+    keeps_response_format: bool | None
 
 
 def probe_text_tokens(model: str) -> int:
@@ -216,6 +239,8 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
     a1 = yield from ask(automatic)
     a2 = yield from ask(automatic)
 
+    shaped = yield from ask(_Call((first,), may_be_refused=True, response_format=_SHAPE))
+
     usage_fields = sorted({p for a in answers if a.raw_usage for p in _leaf_paths(a.raw_usage)})
     reports = any("cache" in part for p in usage_fields for part in p.split("."))
     injects: bool | None = None
@@ -232,6 +257,7 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
         usage_fields=tuple(usage_fields),
         keeps_automatic_caching=_automatic_verdict(a1, a2, injected=injected_seen, reports=reports),
         reports_cache_writes=_writes_verdict(answers),
+        keeps_response_format=_shape_verdict(shaped),
     )
 
 
@@ -248,6 +274,17 @@ def _automatic_verdict(
     if first.refused is not None or second.refused is not None:
         return False
     return (second.read > 0 or first.write > 0) if reports else None
+
+
+def _shape_verdict(answer: _Answer) -> bool:
+    """Step 7: the answer is the JSON object ``_SHAPE`` asks for; free text or a 400: dropped."""
+    if answer.refused is not None:
+        return False
+    try:
+        value = json.loads(answer.text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and isinstance(value.get("word"), str)
 
 
 def _writes_verdict(answers: list[_Answer]) -> bool | None:
@@ -293,6 +330,7 @@ def _answer_from(message: BaseMessage) -> _Answer:
         write=from_usage_metadata(usage).cache_write_tokens,
         write_1h=int(details.get("ephemeral_1h_input_tokens") or 0),
         split_known=normalize_usage(raw_usage).write_split_known if raw_usage else False,
+        text=message.text if isinstance(message.content, str | list) else "",
     )
 
 
@@ -314,6 +352,9 @@ def _kwargs(call: _Call) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"tools": list(call.tools)} if call.tools else {}
     if call.automatic:
         kwargs["cache_control"] = _marker()
+    if call.response_format is not None:
+        kwargs["response_format"] = call.response_format
+        kwargs["max_tokens"] = _SHAPE_MAX_TOKENS
     return kwargs
 
 
@@ -338,7 +379,7 @@ def _published_prices(llm: ChatClaudeRelay) -> tuple[RelayPrice, ...]:
 def probe_relay(
     llm: ChatClaudeRelay, *, clock: Callable[[], float] = time.time
 ) -> RelayCapabilities:
-    """Probe what the relay behind ``llm`` keeps of cache markers (8 small requests).
+    """Probe what the relay behind ``llm`` keeps of cache markers (10 small requests).
 
     Args:
         llm: a configured model (its base URL, key, headers, HTTP clients, rate limiter and

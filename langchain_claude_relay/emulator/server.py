@@ -216,6 +216,8 @@ class EmulatorSettings:
         published_price_multiplier: publish OpenRouter-style ``pricing`` on ``/v1/models`` at
             this multiple of the model table (a relay's markup); ``None``: no prices, as most
             relays.
+        drop_response_format: drop ``response_format`` from chat requests, as relays that do
+            not forward it to Claude's structured outputs (the answer is then free text).
 
     """
 
@@ -240,6 +242,7 @@ class EmulatorSettings:
     fault_script: str = ""
     clock: str = "virtual"
     published_price_multiplier: float | None = None
+    drop_response_format: bool = False
 
     def __post_init__(self) -> None:
         choices: dict[str, tuple[Any, ...]] = {
@@ -260,6 +263,9 @@ class EmulatorSettings:
             if not isinstance(getattr(self, name), str):
                 msg = f"{name}={getattr(self, name)!r} must be a comma-separated string of kinds"
                 raise ValueError(msg)
+        if not isinstance(self.drop_response_format, bool):
+            msg = f"drop_response_format={self.drop_response_format!r} must be true or false"
+            raise ValueError(msg)
         excludes = self.prompt_excludes_cached
         if excludes is not None and not isinstance(excludes, bool):
             msg = f"prompt_excludes_cached={excludes!r} must be true, false or null"
@@ -693,6 +699,8 @@ class EmulatorCore:
 
         """
         payload = _decode_payload(body, request, wire)
+        if self._settings.drop_response_format and "response_format" in payload:
+            payload = {k: v for k, v in payload.items() if k != "response_format"}
         prefix = apply_bad_relay(wire.parse(payload), self._settings.bad_relay)
         tokenizer = self._tokenizer
         for block in prefix.blocks:

@@ -84,6 +84,7 @@ def verdicts(caps: RelayCapabilities) -> tuple[bool | None, ...]:
         caps.injects_markers,
         caps.reports_cache_usage,
         caps.reports_cache_writes,
+        caps.keeps_response_format,
     )
 
 
@@ -95,27 +96,31 @@ def expected_fields(dialect: str) -> tuple[str, ...]:
 
 T, F, N = True, False, None
 
-# emulator settings -> (block, tool, ttl, injects, reports cache usage, reports cache writes)
+# emulator settings -> (block, tool, ttl, injects, reports cache usage, reports cache writes,
+# keeps response_format)
 VERDICT_TABLE = [
-    pytest.param({}, (T, T, T, F, T, T), id="default"),
-    pytest.param({"bad_relay": "drop_cache_control"}, (F, F, N, F, T, T), id="drop_cache_control"),
-    pytest.param({"bad_relay": "drop_ttl"}, (T, T, F, F, T, T), id="drop_ttl"),
-    pytest.param({"bad_relay": "inject_marker"}, (T, T, T, T, T, T), id="inject_marker"),
-    pytest.param({"dialect": "anthropic"}, (T, T, T, F, T, T), id="anthropic-dialect"),
-    pytest.param({"dialect": "openrouter"}, (T, T, N, F, T, T), id="writes-without-split"),
-    pytest.param({"dialect": "openai"}, (T, T, N, F, T, F), id="reads-only"),
+    pytest.param({}, (T, T, T, F, T, T, T), id="default"),
+    pytest.param(
+        {"bad_relay": "drop_cache_control"}, (F, F, N, F, T, T, T), id="drop_cache_control"
+    ),
+    pytest.param({"bad_relay": "drop_ttl"}, (T, T, F, F, T, T, T), id="drop_ttl"),
+    pytest.param({"bad_relay": "inject_marker"}, (T, T, T, T, T, T, T), id="inject_marker"),
+    pytest.param({"dialect": "anthropic"}, (T, T, T, F, T, T, T), id="anthropic-dialect"),
+    pytest.param({"dialect": "openrouter"}, (T, T, N, F, T, T, T), id="writes-without-split"),
+    pytest.param({"dialect": "openai"}, (T, T, N, F, T, F, T), id="reads-only"),
     pytest.param(
         {"dialect": "openai", "bad_relay": "drop_ttl"},
-        (T, T, N, F, T, F),
+        (T, T, N, F, T, F, T),
         id="reads-only-drop-ttl",
     ),
-    pytest.param({"dialect": "bare"}, (N, N, N, N, F, N), id="no-cache-fields"),
+    pytest.param({"dialect": "bare"}, (N, N, N, N, F, N, T), id="no-cache-fields"),
     pytest.param(
         {"dialect": "bare", "bad_relay": "inject_marker"},
-        (N, N, N, T, F, N),
+        (N, N, N, T, F, N, T),
         id="no-fields-inject",
     ),
-    pytest.param({"bad_relay": "inject_and_drop"}, (F, F, N, T, T, T), id="inject-and-drop"),
+    pytest.param({"bad_relay": "inject_and_drop"}, (F, F, N, T, T, T, T), id="inject-and-drop"),
+    pytest.param({"drop_response_format": True}, (T, T, T, F, T, T, F), id="drops-format"),
 ]
 
 
@@ -170,21 +175,23 @@ def test_the_probe_sends_small_fresh_requests_with_exactly_its_markers() -> None
         probe_relay(llm)
         billed = emu.billing_log
     minimum = lookup_model(MODEL).min_cache_tokens
-    # unmarked x2, block x2, ttl, tool x2, four markers, automatic x2: exactly the markers the
-    # probe placed (the top-level one lands on the last block)
-    assert [len(b.marker_indices) for b in billed] == [0, 0, 1, 1, 1, 1, 1, 4, 1, 1]
-    assert [("cache_control" in b) for b in bodies] == [False] * 8 + [True, True]
-    assert all(b["max_tokens"] == 1 for b in bodies)
-    assert all(b.output_tokens <= 1 for b in billed)
+    # unmarked x2, block x2, ttl, tool x2, four markers, automatic x2, structured output: exactly
+    # the markers the probe placed (the top-level one lands on the last block)
+    assert [len(b.marker_indices) for b in billed] == [0, 0, 1, 1, 1, 1, 1, 4, 1, 1, 0]
+    assert [("cache_control" in b) for b in bodies] == [False] * 8 + [True, True, False]
+    assert all(b["max_tokens"] == 1 and "response_format" not in b for b in bodies[:-1])
+    assert all(b.output_tokens <= 1 for b in billed[:-1])
+    assert bodies[-1]["response_format"]["type"] == "json_schema"
+    assert bodies[-1]["max_tokens"] == 24  # room for {"word": "ok"}
     # each long text reaches the minimum; of the four markers only the last one writes
     first_write = billed[2].cache_write
     assert first_write >= minimum * PROBE_LENGTH_FACTOR
     assert billed[7].write_indices == (billed[7].marker_indices[-1],)
-    assert [b.cache_write_1h > 0 for b in billed] == [F, F, F, F, T, F, F, F, F, F]
+    assert [b.cache_write_1h > 0 for b in billed] == [F, F, F, F, T, F, F, F, F, F, F]
     # a fresh nonce per long text, repeated only where a call repeats its prefix
     nonces = [re.findall(r"Probe ([0-9a-f]{16})\.", json.dumps(b)) for b in bodies]
-    assert [len(n) for n in nonces] == [1] * 10
-    flat = [n[0] for n in nonces]
+    assert [len(n) for n in nonces] == [1] * 10 + [0]
+    flat = [n[0] for n in nonces[:-1]]
     assert flat[0] == flat[1]
     assert flat[2] == flat[3]
     assert flat[5] == flat[6]
@@ -206,7 +213,7 @@ def test_langchain_response_caches_do_not_answer_the_repeated_calls(where: str) 
         with RelayEmulator() as emu:
             extra = {"cache": InMemoryCache()} if where == "model" else {}
             probe_relay(relay(emu, **extra))
-            assert len(emu.request_log) == 10
+            assert len(emu.request_log) == 11
     finally:
         set_llm_cache(previous)
 
@@ -259,7 +266,7 @@ def test_another_400_on_a_refusable_call_is_raised(step: int) -> None:
         drive(lambda i, call: refusal("unknown model 'x'") if i == step else answer())
 
 
-def test_only_the_ttl_four_marker_and_automatic_calls_may_be_refused() -> None:
+def test_only_the_ttl_four_marker_automatic_and_format_calls_may_be_refused() -> None:
     calls: list[_Call] = []
 
     def record(i: int, call: _Call) -> _Answer:
@@ -267,8 +274,24 @@ def test_only_the_ttl_four_marker_and_automatic_calls_may_be_refused() -> None:
         return answer()
 
     drive(record)
-    assert [c.may_be_refused for c in calls] == [F, F, F, F, T, F, F, T, T, T]
-    assert [c.automatic for c in calls] == [F] * 8 + [T, T]
+    assert [c.may_be_refused for c in calls] == [F, F, F, F, T, F, F, T, T, T, T]
+    assert [c.automatic for c in calls] == [F] * 8 + [T, T, F]
+    assert [c.response_format is not None for c in calls] == [F] * 10 + [T]
+
+
+@pytest.mark.parametrize(
+    ("last", "expected"),
+    [
+        (_Answer(text='{"word": "ok"}'), T),  # the JSON object asked for
+        (_Answer(text="ok"), F),  # free text: the relay dropped response_format
+        (_Answer(text='["ok"]'), F),  # JSON, but not the shape asked for
+        (_Answer(text=""), F),
+        (refusal("response_format is not supported"), F),
+    ],
+)
+def test_the_response_format_verdict(last: _Answer, expected: bool) -> None:
+    found = drive(lambda i, call: last if call.response_format is not None else answer())
+    assert found.keeps_response_format is expected
 
 
 @pytest.mark.parametrize(
@@ -418,6 +441,7 @@ def test_summary_lines() -> None:
         "keeps automatic caching (top-level cache_control): unknown",
         "reports cache usage: yes",
         "reports cache writes: unknown",
+        "keeps response_format (structured outputs): unknown",
         "usage fields: (none)",
         "published prices (/v1/models): none",
     ]

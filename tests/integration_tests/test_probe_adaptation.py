@@ -225,3 +225,33 @@ def test_without_published_prices_cost_comes_from_the_model_table() -> None:
         billed = emu.billing_log[-1]
     assert reply.response_metadata["cost_usd"] == pytest.approx(billed.cost_usd)
     assert reply.response_metadata["cost_source"].startswith("model table")
+
+
+@pytest.mark.parametrize("drops", [True, False])
+def test_structured_output_keeps_the_tool_on_a_relay_probed_to_drop_response_format(
+    drops: bool,
+) -> None:
+    """A stored probe found the relay drops ``response_format``: the default keeps the tool.
+
+    On Sonnet 5.5 (no forced tool) the default is Claude's structured outputs, which such a
+    relay turns into free text (a parse error); with the verdict stored it binds the tool, and
+    the answer parses. A relay that keeps it still gets structured outputs.
+    """
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+
+    with RelayEmulator() as emu:
+        emu.configure(drop_response_format=drops)
+        save_capabilities(emu.base_url, probe_relay(_llm(emu, model="claude-sonnet-5-5")))
+        llm = _llm(emu, model="claude-sonnet-5-5")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            structured = llm.with_structured_output(City, include_raw=True)
+        result = structured.invoke("Which city is the Louvre in?")
+    dropped_note = [w for w in caught if "drops response_format" in str(w.message)]
+    assert len(dropped_note) == (1 if drops else 0)
+    assert result["parsing_error"] is None
+    assert isinstance(result["parsed"], City)
+    assert bool(result["raw"].tool_calls) is drops  # the tool when dropped, else the format
