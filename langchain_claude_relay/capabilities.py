@@ -177,9 +177,10 @@ class RelayCapabilities:
             the markers sent; ``None``: no cache read was seen to tell by, or probed before this
             verdict).
         keeps_response_format: a ``response_format`` JSON schema reaches Claude's structured
-            outputs (``False``: the answer came back as free text, or the relay refused it;
-            ``with_structured_output``'s default then keeps its tool; ``None``: probed before
-            this verdict).
+            outputs (``False``: the answer was not the JSON object asked for (free text, fenced
+            or cut-off JSON, a tool call) or the relay refused the field;
+            ``with_structured_output``'s default then keeps its tool; ``None``: probed with a
+            model without structured outputs, or before this verdict).
     """
 
     keeps_block_markers: bool | None

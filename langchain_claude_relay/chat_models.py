@@ -2571,8 +2571,10 @@ class ChatClaudeRelay(BaseChatModel):
         caps = self._relay_capabilities
         if caps is not None and caps.keeps_response_format is False:
             return False, (
-                "A stored probe of this relay found it drops response_format (claude-relay "
-                "probe: keeps response_format = no), so Claude's structured outputs are not used"
+                "A stored probe of this relay found that response_format does not reach Claude's "
+                "structured outputs (dropped or refused: keeps response_format = no), so "
+                "method='json_schema' would not constrain the answer either; probe again if the "
+                "relay changed"
             )
         try:
             misfit = structured_output_misfit(convert_to_json_schema(schema))
@@ -2613,8 +2615,9 @@ class ChatClaudeRelay(BaseChatModel):
                 one while thinking, so a tool could only be bound without forcing it there (an
                 answer in text would parse as ``None``): there the default is
                 ``"json_schema"`` when the model's ``profile`` lists structured outputs (the
-                one given, else the model table's) and the schema fits them as it is (no
-                ``dict`` or free-form object, no bound such as ``Field(ge=0)`` or
+                one given, else the model table's), a stored ``claude-relay probe`` did not
+                find the relay dropping ``response_format``, and the schema fits them as it is
+                (no ``dict`` or free-form object, no bound such as ``Field(ge=0)`` or
                 ``max_length``, no ``Any``, no recursion, only documented formats:
                 ``_structured.structured_output_misfit``), else the unforced tool, with a
                 warning that says why.

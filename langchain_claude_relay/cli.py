@@ -453,7 +453,14 @@ def _probe_and_report(args: argparse.Namespace, base_url: str, api_key: str, jso
         for line in caps.summary_lines():
             print(f"  {line}")
         print("adaptation:")
-        for note in adaptation.warnings or (_no_adaptation(caps),):
+        notes = list(adaptation.warnings)
+        if caps.keeps_response_format is False:
+            notes.append(
+                "response_format does not reach Claude's structured outputs through this relay "
+                "(probe: keeps response_format = no), so with_structured_output's default binds "
+                "its schema as a tool here (unforced on models that refuse a forced tool)."
+            )
+        for note in notes or (_no_adaptation(caps),):
             print(f"  {note}")
     if not args.no_cache:
         try:
@@ -703,10 +710,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser(
         "probe",
-        help="test what a relay keeps of cache markers (block, tool, ttl; injected markers)",
-        description="Send a few small requests (max_tokens=1) to tell whether the relay keeps "
-        "cache_control on blocks and tools, keeps its ttl, or adds markers of its own; print the "
-        "verdicts and how the planner adapts, and save them (by URL hash) in the state directory.",
+        help="test what a relay keeps of cache markers (block, tool, ttl; injected markers) "
+        "and of response_format",
+        description="Send a few small requests (max_tokens=1, one of up to 24) to tell whether "
+        "the relay keeps cache_control on blocks and tools, keeps its ttl, adds markers of its "
+        "own, reports cache writes, or forwards response_format to Claude's structured outputs; "
+        "print the verdicts and how the planner adapts, and save them (by URL hash) in the state "
+        "directory.",
     )
     probe.add_argument(
         "--base-url",

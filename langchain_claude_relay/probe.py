@@ -29,10 +29,12 @@ is 1.5x the model's minimum cacheable prefix, in plain words (each at least one 
    ``cache_control`` (Claude marks the last block itself), sent twice. A write on the first or
    a read on the second call means the field reached Claude; a 400 means the relay refuses it.
    Unknown when step 1 saw injected markers (they would cache the same request).
-7. **structured outputs**: a short question with a ``response_format`` JSON schema (a
+7. **structured outputs** (only with a model whose profile lists them: another would refuse
+   it whatever the relay): a short question with a ``response_format`` JSON schema (a
    ``{"word": ...}`` object; up to 24 output tokens). A JSON object of that shape back means
-   the relay forwards it to Claude's structured outputs; free text or a 400 means it does not,
-   and ``with_structured_output``'s default keeps its tool there.
+   the relay forwards it to Claude's structured outputs; anything else (free text, fenced or
+   cut-off JSON, a tool call) or a 400/422 naming the feature means it does not, and
+   ``with_structured_output``'s default keeps its tool there.
 
 Every answer also tells whether the relay reports cache *writes*: a write field of any dialect
 (a 0 included) means it does; reads with no write field anywhere mean it hides them (OpenAI's own
@@ -66,8 +68,13 @@ from langchain_claude_relay import capabilities
 from langchain_claude_relay._compat import moved_names
 from langchain_claude_relay.capabilities import RelayCapabilities, RelayPrice, relay_prices
 from langchain_claude_relay.chat_models import ChatClaudeRelay
-from langchain_claude_relay.errors import BadRequestError, ClaudeRelayError
-from langchain_claude_relay.models import lookup_model, price_table
+from langchain_claude_relay.errors import (
+    APIStatusError,
+    BadRequestError,
+    ClaudeRelayError,
+    UnprocessableEntityError,
+)
+from langchain_claude_relay.models import lookup_model, model_profile, price_table
 from langchain_claude_relay.request import MAX_CACHE_MARKERS
 from langchain_claude_relay.usage import from_usage_metadata, normalize_usage, reports_cache_writes
 
@@ -83,6 +90,12 @@ _QUESTIONS = ("Reply with the single word: ok.", "Reply with the single word: ye
 _MARKER_WORDS = re.compile(r"cache[_ ]control|cache marker|breakpoint", re.I)
 _LIMIT_WORDS = re.compile(r"maximum|at most|more than|too many|exceed|limit", re.I)
 _TTL_ORDER = re.compile(r"ttl.*(order|after|before)", re.I | re.S)
+_FORMAT_WORDS = re.compile(
+    r"response_format|json_schema|output_format|output_config|structured|not supported|"
+    r"unsupported|unknown|unrecognized|not permitted|extra (inputs|fields)",
+    re.I,
+)
+"""What a refusal of the structured-output step says when it is about that feature."""
 _SHAPE = {
     "type": "json_schema",
     "json_schema": {
@@ -123,7 +136,7 @@ class _Answer:
     write: int = 0
     write_1h: int = 0
     split_known: bool = False
-    refused: BadRequestError | None = None
+    refused: APIStatusError | None = None  # a 400 (or on step 7 a 422)
     text: str = ""
 
     @property
@@ -193,7 +206,7 @@ def _marked_tool(description: str) -> dict[str, Any]:
     }
 
 
-def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
+def _probe_steps(words: int, *, shapes: bool = True) -> Generator[_Call, _Answer, _Findings]:
     """The probe as a sans-I/O generator: yields requests, receives answers, returns verdicts."""
     answers: list[_Answer] = []
 
@@ -239,7 +252,10 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
     a1 = yield from ask(automatic)
     a2 = yield from ask(automatic)
 
-    shaped = yield from ask(_Call((first,), may_be_refused=True, response_format=_SHAPE))
+    keeps_format = None  # a model without structured outputs would refuse it whatever the relay
+    if shapes:
+        shaped = yield from ask(_Call((first,), may_be_refused=True, response_format=_SHAPE))
+        keeps_format = _shape_verdict(shaped)
 
     usage_fields = sorted({p for a in answers if a.raw_usage for p in _leaf_paths(a.raw_usage)})
     reports = any("cache" in part for p in usage_fields for part in p.split("."))
@@ -257,7 +273,7 @@ def _probe_steps(words: int) -> Generator[_Call, _Answer, _Findings]:
         usage_fields=tuple(usage_fields),
         keeps_automatic_caching=_automatic_verdict(a1, a2, injected=injected_seen, reports=reports),
         reports_cache_writes=_writes_verdict(answers),
-        keeps_response_format=_shape_verdict(shaped),
+        keeps_response_format=keeps_format,
     )
 
 
@@ -298,11 +314,11 @@ def _writes_verdict(answers: list[_Answer]) -> bool | None:
     return False if any(a.read > 0 for a in answers) else None
 
 
-def _error_text(exc: BadRequestError) -> str:
+def _error_text(exc: APIStatusError) -> str:
     return f"{exc} {exc.body_excerpt}"
 
 
-def _is_marker_limit(exc: BadRequestError) -> bool:
+def _is_marker_limit(exc: APIStatusError) -> bool:
     text = _error_text(exc)
     return bool(_MARKER_WORDS.search(text) and _LIMIT_WORDS.search(text))
 
@@ -379,7 +395,9 @@ def _published_prices(llm: ChatClaudeRelay) -> tuple[RelayPrice, ...]:
 def probe_relay(
     llm: ChatClaudeRelay, *, clock: Callable[[], float] = time.time
 ) -> RelayCapabilities:
-    """Probe what the relay behind ``llm`` keeps of cache markers (10 small requests).
+    """Probe what the relay behind ``llm`` keeps of cache markers and of ``response_format``.
+
+    Up to 11 small requests (10 on a model without structured outputs) and a ``GET /v1/models``.
 
     Args:
         llm: a configured model (its base URL, key, headers, HTTP clients, rate limiter and
@@ -391,7 +409,7 @@ def probe_relay(
 
     Raises:
         ClaudeRelayError: a typed error (connection, key, status) when a request fails for
-            any reason but the marker rules the probe is testing.
+            any reason but the rules the probe is testing (markers, response_format).
     """
     model = _probe_model(llm)
     try:
@@ -400,23 +418,39 @@ def probe_relay(
         model.close()  # the copy's own clients: ``llm.close()`` never reaches them
 
 
+def _steps_for(model: ChatClaudeRelay) -> Generator[_Call, _Answer, _Findings]:
+    """The probe's steps for ``model`` (the structured-output step only where it has them)."""
+    shapes = (model_profile(model.model_name) or {}).get("structured_output") is True
+    return _probe_steps(probe_text_tokens(model.model_name), shapes=shapes)
+
+
 def _probe_with(model: ChatClaudeRelay, clock: Callable[[], float]) -> RelayCapabilities:
-    steps = _probe_steps(probe_text_tokens(model.model_name))
+    steps = _steps_for(model)
     try:
         call = next(steps)
         while True:
             try:
                 answer = _answer_from(model.invoke(list(call.messages), **_kwargs(call)))
-            except BadRequestError as exc:
+            except (BadRequestError, UnprocessableEntityError) as exc:
                 answer = _refusal(call, exc)
             call = steps.send(answer)
     except StopIteration as done:
         return _capabilities(done.value, model.model_name, clock(), _published_prices(model))
 
 
-def _refusal(call: _Call, exc: BadRequestError) -> _Answer:
-    """A 400 is a finding only on a call that tests a marker rule; elsewhere it is raised."""
+def _refusal(call: _Call, exc: BadRequestError | UnprocessableEntityError) -> _Answer:
+    """A refusal is a finding only on a call that tests a rule; elsewhere it is raised.
+
+    The marker calls take a 400; the structured-output call a 400 or 422 (strict relays refuse
+    an unknown field so) whose text names the feature: another one (credit, a model) is raised,
+    so the probe never hides a broken setup.
+    """
     if not call.may_be_refused:
+        raise exc
+    if call.response_format is not None:
+        if not _FORMAT_WORDS.search(_error_text(exc)):
+            raise exc
+    elif isinstance(exc, UnprocessableEntityError):
         raise exc
     return _Answer(refused=exc)
 
@@ -444,14 +478,14 @@ async def aprobe_relay(
 
 
 async def _aprobe_with(model: ChatClaudeRelay, clock: Callable[[], float]) -> RelayCapabilities:
-    steps = _probe_steps(probe_text_tokens(model.model_name))
+    steps = _steps_for(model)
     try:
         call = next(steps)
         while True:
             try:
                 message = await model.ainvoke(list(call.messages), **_kwargs(call))
                 answer = _answer_from(message)
-            except BadRequestError as exc:
+            except (BadRequestError, UnprocessableEntityError) as exc:
                 answer = _refusal(call, exc)
             call = steps.send(answer)
     except StopIteration as done:

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
+from langchain_core.messages import HumanMessage
 from socket_leaks import socket_warnings_on_collection
 
 from langchain_claude_relay import ChatClaudeRelay
@@ -50,6 +51,7 @@ from langchain_claude_relay.probe import (
     _Call,
     _Findings,
     _probe_steps,
+    _refusal,
     aprobe_relay,
     probe_relay,
     probe_text_tokens,
@@ -151,7 +153,11 @@ def test_a_relay_that_reports_reads_but_no_writes_is_found(dialect: str) -> None
 
 
 def test_the_async_probe_agrees(test_relays: None) -> None:
-    for settings in ({"bad_relay": "inject_marker"}, {"bad_relay": "drop_ttl"}):
+    for settings in (
+        {"bad_relay": "inject_marker"},
+        {"bad_relay": "drop_ttl"},
+        {"drop_response_format": True},
+    ):
         with RelayEmulator(**settings) as emu:
             sync = probe_relay(relay(emu), clock=lambda: PROBED_AT)
             emu.reset()
@@ -242,8 +248,8 @@ def refusal(message: str) -> _Answer:
     return _Answer(refused=exc)
 
 
-def drive(answers: Callable[[int, _Call], _Answer]) -> _Findings:
-    steps: Generator[_Call, _Answer, _Findings] = _probe_steps(5)
+def drive(answers: Callable[[int, _Call], _Answer], *, shapes: bool = True) -> _Findings:
+    steps: Generator[_Call, _Answer, _Findings] = _probe_steps(5, shapes=shapes)
     call, i = next(steps), 0
     try:
         while True:
@@ -277,6 +283,69 @@ def test_only_the_ttl_four_marker_automatic_and_format_calls_may_be_refused() ->
     assert [c.may_be_refused for c in calls] == [F, F, F, F, T, F, F, T, T, T, T]
     assert [c.automatic for c in calls] == [F] * 8 + [T, T, F]
     assert [c.response_format is not None for c in calls] == [F] * 10 + [T]
+
+
+def test_no_response_format_step_for_a_model_without_structured_outputs() -> None:
+    """It would refuse the field whatever the relay does: no request, no verdict."""
+    calls: list[_Call] = []
+
+    def record(i: int, call: _Call) -> _Answer:
+        calls.append(call)
+        return answer()
+
+    assert drive(record, shapes=False).keeps_response_format is None
+    assert len(calls) == 10
+    assert all(c.response_format is None for c in calls)
+    with RelayEmulator() as emu:
+        opus_4_1 = ChatClaudeRelay(model="claude-opus-4-1", base_url=emu.base_url, api_key=SECRET)
+        caps = probe_relay(opus_4_1, clock=lambda: PROBED_AT)
+        assert caps.keeps_response_format is None
+        assert len(emu.request_log) == 10
+
+
+def _status_error(status: int, message: str) -> Any:
+    body = {"error": {"type": "invalid_request_error", "message": message}}
+    return make_status_error(status, body)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "finding"),
+    [
+        (400, "response_format is not supported for this model", True),
+        (422, "Extra inputs are not permitted: response_format", True),  # a strict relay
+        (400, "Your credit balance is too low", False),  # a broken setup: raised
+        (422, "model: field required", False),
+    ],
+)
+def test_only_a_refusal_naming_the_feature_is_a_response_format_finding(
+    status: int, message: str, finding: bool
+) -> None:
+    shaped = _Call((HumanMessage("q"),), may_be_refused=True, response_format={"type": "x"})
+    exc = _status_error(status, message)
+    if finding:
+        assert _refusal(shaped, exc).refused is exc
+    else:
+        with pytest.raises(type(exc)):
+            _refusal(shaped, exc)
+
+
+def test_a_422_on_a_marker_step_is_raised() -> None:
+    marker_step = _Call((HumanMessage("q"),), may_be_refused=True)
+    exc = _status_error(422, "Extra inputs are not permitted: cache_control")
+    with pytest.raises(type(exc)):
+        _refusal(marker_step, exc)
+
+
+def test_the_cli_says_what_changes_on_a_relay_that_drops_response_format(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with RelayEmulator(drop_response_format=True) as emu:
+        argv = ["probe", "--base-url", emu.base_url, "--api-key-env", "PROBE_TEST_KEY"]
+        assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "keeps response_format (structured outputs): no" in out
+    assert "with_structured_output's default binds its schema as a tool" in out
+    assert "none needed" not in out
 
 
 @pytest.mark.parametrize(

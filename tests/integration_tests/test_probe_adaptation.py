@@ -250,7 +250,7 @@ def test_structured_output_keeps_the_tool_on_a_relay_probed_to_drop_response_for
             warnings.simplefilter("always")
             structured = llm.with_structured_output(City, include_raw=True)
         result = structured.invoke("Which city is the Louvre in?")
-    dropped_note = [w for w in caught if "drops response_format" in str(w.message)]
+    dropped_note = [w for w in caught if "keeps response_format = no" in str(w.message)]
     assert len(dropped_note) == (1 if drops else 0)
     assert result["parsing_error"] is None
     assert isinstance(result["parsed"], City)
