@@ -36,6 +36,7 @@ __all__ = [
     "BASE_URL_ENV",
     "BASE_URL_ENVS",
     "API_KEY_ENV",
+    "API_KEY_ENVS",
     "ENCODING_ENV",
     "HASH_KEY_ENV",
     "read",
@@ -67,6 +68,9 @@ BASE_URL_ENVS = (BASE_URL_ENV, "OPENAI_BASE_URL", "OPENAI_API_BASE")
 
 API_KEY_ENV = "CLAUDE_RELAY_API_KEY"
 """The relay's key (then ``OPENAI_API_KEY``)."""
+
+API_KEY_ENVS = (API_KEY_ENV, "OPENAI_API_KEY")
+"""Where a relay's key is read, in order: ours, then the OpenAI SDK's."""
 
 ENCODING_ENV = "CLAUDE_RELAY_TIKTOKEN_ENCODING"
 """The tiktoken encoding the token estimator loads (default: the bundled offline one)."""

@@ -98,7 +98,7 @@ from langchain_claude_relay._convert import (
     convert_tool,
     to_claude_request,
 )
-from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENVS, first_set
+from langchain_claude_relay._env import API_KEY_ENVS, BASE_URL_ENVS, first_set
 from langchain_claude_relay._keepwarm import (
     KEEP_ALIVE_TAIL_TOKENS,
     KEEP_ALIVE_TIMEOUT,
@@ -323,7 +323,7 @@ class ChatClaudeRelay(BaseChatModel):
 
     api_key: SecretStr | None = Field(
         alias="api_key",
-        default_factory=secret_from_env([API_KEY_ENV, "OPENAI_API_KEY"], default=None),
+        default_factory=secret_from_env(list(API_KEY_ENVS), default=None),
     )
     """The key, never printed. Relays: else env ``CLAUDE_RELAY_API_KEY``, else
     ``OPENAI_API_KEY``. ``api="anthropic"``: else ``ANTHROPIC_API_KEY``. ``api="bedrock"``: an

@@ -367,12 +367,10 @@ def _parse_duration(text: str) -> float:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from langchain_claude_relay._env import BASE_URL_ENVS, first_set
+    from langchain_claude_relay._env import API_KEY_ENVS, BASE_URL_ENVS, first_set
 
     base_url = args.base_url or first_set(BASE_URL_ENVS)
-    key_names = (
-        [args.api_key_env] if args.api_key_env else ["CLAUDE_RELAY_API_KEY", "OPENAI_API_KEY"]
-    )
+    key_names = [args.api_key_env] if args.api_key_env else list(API_KEY_ENVS)
     api_key = first_set(key_names)
     if not base_url:
         print(

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from langchain_claude_relay._env import API_KEY_ENV, BASE_URL_ENV
+from langchain_claude_relay._env import API_KEY_ENVS, BASE_URL_ENVS
 from langchain_claude_relay.errors import RequestValidationError
 from langchain_claude_relay.transport.limits import ResponseLimits, response_cap_hooks
 
@@ -78,8 +78,8 @@ API_SPECS: dict[str, ApiSpec] = {
         binary_stream=False,
         extra=None,
         count_tokens=False,
-        key_env=(API_KEY_ENV, "OPENAI_API_KEY"),
-        base_url_env=(BASE_URL_ENV, "OPENAI_BASE_URL"),
+        key_env=API_KEY_ENVS,
+        base_url_env=BASE_URL_ENVS,
     ),
     "anthropic": ApiSpec(
         "anthropic",
